@@ -1,0 +1,482 @@
+"""The deterministic timer state machine: commands in, events out.
+
+Every replica applies the same commands in the same order (Raft's job) and must
+end in the same state, byte for byte. So this module reads no clock (each
+command carries `now_ms`, stamped by the leader), draws no random numbers, does
+no I/O and never lets dict/set order decide anything replicated. Time moves only
+through `tick(now_ms)`.
+
+Each command validates everything first and only then mutates, so it applies
+completely or raises a KernelError with the state untouched. Every transition of
+a timer bumps its `revision` and emits an Event with the next kernel-wide `seq`.
+Events are returned, not stored: the layer above persists and streams them.
+"""
+
+from __future__ import annotations
+
+from itertools import compress
+from typing import Any, Iterator, Optional
+
+from . import snapshot as _snapshot
+from ._wheel import MAX_TIME, Wheel
+from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from .table import FLAG_ACK_REQUIRED, NO_TIME, Table, make_extra
+from .timer import (
+    AckResult,
+    CancelResult,
+    CreateItem,
+    CreateResult,
+    Event,
+    EventKind,
+    RescheduleResult,
+    TickResult,
+    Timer,
+    TimerSpec,
+    TimerState,
+)
+from .validate import (
+    MAX_ACTION_BYTES,
+    MAX_PAYLOAD_BYTES,
+    check_batch,
+    check_bool,
+    check_bytes,
+    check_delta,
+    check_id,
+    check_idempotency_key,
+    check_labels,
+    check_name,
+    check_seq,
+    check_tenant,
+    check_time,
+)
+
+__all__ = ["State"]
+
+_SCHEDULED = int(TimerState.SCHEDULED)
+_ARMED = int(TimerState.ARMED)
+_FIRED = int(TimerState.FIRED)
+_SETTLED = int(TimerState.SETTLED)
+_CANCELLED = int(TimerState.CANCELLED)
+
+_S_SCHEDULED = TimerState.SCHEDULED
+_S_ARMED = TimerState.ARMED
+_S_FIRED = TimerState.FIRED
+_S_SETTLED = TimerState.SETTLED
+_S_CANCELLED = TimerState.CANCELLED
+
+_CREATED = EventKind.CREATED
+_E_ARMED = EventKind.ARMED
+_E_FIRED = EventKind.FIRED
+_E_SETTLED = EventKind.SETTLED
+_RESCHEDULED = EventKind.RESCHEDULED
+_E_CANCELLED = EventKind.CANCELLED
+
+
+class State:
+    """All timers of one kernel plus the wheel that arms them.
+
+    Commands: create, cancel, reschedule, tick, ack (each takes `now_ms` first).
+    Queries: get, len(), counts(), next_deadline(), last_tick, seq, iteration.
+    Snapshot: to_bytes() / State.from_bytes(); two states are equal when their
+    snapshots are.
+    """
+
+    __slots__ = ("_table", "_wheel", "_seq", "_last_tick", "_counts")
+
+    def __init__(self) -> None:
+        self._table = Table()
+        self._wheel = Wheel(0)
+        self._seq = 0            # seq of the last emitted event
+        self._last_tick = 0      # now of the last tick; ticks never go backwards
+        self._counts = [0] * (len(TimerState) + 1)  # by TimerState value
+
+    # ---- commands ----------------------------------------------------------
+
+    def create(self, now_ms: int, specs: list[TimerSpec]) -> CreateResult:
+        """Create timers (SCHEDULED then ARMED at once: two events each).
+
+        The whole batch is validated before anything changes. An id already used
+        in the tenant raises AlreadyExists, unless the spec's idempotency key was
+        already used in that tenant: then that earlier timer is returned with
+        created=False (whatever the spec's id). Within one batch a repeated
+        (tenant, idempotency key) returns the first spec's timer; a repeated
+        (tenant, id) without that is InvalidArgument.
+        """
+        now = check_time("now_ms", now_ms)
+        specs = check_batch("specs", specs)
+        norm = [_normalise_spec(f"specs[{i}]", spec) for i, spec in enumerate(specs)]
+
+        t = self._table
+        # plan[i]: ("old", ordinal) | ("new", j) | ("dup", j), j indexing `new`
+        plan: list[tuple[str, int]] = []
+        new: list[tuple] = []
+        new_at: list[int] = []              # spec index of each new timer
+        batch_ids: dict[tuple[str, str], int] = {}
+        batch_keys: dict[tuple[str, str], int] = {}
+        for i, spec in enumerate(norm):
+            tenant, timer_id, _, _, extra = spec
+            key = extra.idempotency_key if extra is not None else None
+            if key is not None:
+                o = t.lookup_idem(tenant, key)
+                if o is not None:
+                    plan.append(("old", o))
+                    continue
+                j = batch_keys.get((tenant, key))
+                if j is not None:
+                    plan.append(("dup", j))
+                    continue
+            if t.lookup(tenant, timer_id) is not None:
+                raise AlreadyExists(tenant, timer_id, f"specs[{i}].id")
+            j = batch_ids.get((tenant, timer_id))
+            if j is not None:
+                raise InvalidArgument(
+                    f"specs[{i}].id", f"{timer_id!r} repeats the id of specs[{new_at[j]}] in tenant {tenant!r}"
+                )
+            j = len(new)
+            batch_ids[(tenant, timer_id)] = j
+            if key is not None:
+                batch_keys[(tenant, key)] = j
+            plan.append(("new", j))
+            new.append(spec)
+            new_at.append(i)
+
+        # Apply. The wheel is the only step that could refuse (it cannot here:
+        # fresh keys, deadlines checked), and it is all-or-nothing, so go first.
+        base = len(t)
+        self._wheel.insert_many(range(base, base + len(new)), [n[2] for n in new])
+        events: list[Event] = []
+        seq = self._seq
+        for tenant, timer_id, fire_at, flags, extra in new:
+            ti = t.intern_tenant(tenant)
+            tenant = t.tenant_names[ti]   # the interned string object
+            t.append(ti, timer_id, fire_at, flags, extra, _ARMED, 2, now, now)
+            events.append(Event(seq + 1, _CREATED, tenant, timer_id, now, 1, _S_SCHEDULED, fire_at))
+            events.append(Event(seq + 2, _E_ARMED, tenant, timer_id, now, 2, _S_ARMED, fire_at))
+            seq += 2
+        self._seq = seq
+        self._counts[_ARMED] += len(new)
+
+        view = t.view
+        items = tuple(
+            CreateItem(view(ref), False) if how == "old" else CreateItem(view(base + ref), how == "new")
+            for how, ref in plan
+        )
+        return CreateResult(tuple(events), items)
+
+    def cancel(self, now_ms: int, refs: list) -> CancelResult:
+        """Cancel timers named by (tenant, id); all or nothing.
+
+        Scheduled, armed and fired (awaiting ack) timers can be cancelled;
+        settled, cancelled and dead-lettered ones cannot (FailedPrecondition).
+        Naming one timer twice in a batch is InvalidArgument.
+        """
+        now = check_time("now_ms", now_ms)
+        refs = check_batch("refs", refs)
+        named = [_check_ref(f"refs[{i}]", ref) for i, ref in enumerate(refs)]
+        t = self._table
+        ords: list[int] = []
+        first: dict[int, int] = {}
+        for i, (tenant, timer_id) in enumerate(named):
+            o = self._find(tenant, timer_id)
+            st = t.state[o]
+            if st >= _SETTLED:
+                raise FailedPrecondition(
+                    f"refs[{i}]: timer {timer_id!r} in tenant {tenant!r} is {TimerState(st).name}; "
+                    "only scheduled, armed or fired timers can be cancelled"
+                )
+            if o in first:
+                raise InvalidArgument(f"refs[{i}]", f"names the same timer as refs[{first[o]}]")
+            first[o] = i
+            ords.append(o)
+
+        events: list[Event] = []
+        seq = self._seq
+        counts = self._counts
+        for o in ords:
+            st = t.state[o]
+            if st == _ARMED:
+                self._wheel.cancel(o)
+            counts[st] -= 1
+            counts[_CANCELLED] += 1
+            t.state[o] = _CANCELLED
+            t.settled_at[o] = now
+            rev = t.revision[o] + 1
+            t.revision[o] = rev
+            seq += 1
+            events.append(
+                Event(seq, _E_CANCELLED, t.tenant_names[t.tenant[o]], t.ids[o], now, rev, _S_CANCELLED, t.fire_at[o])
+            )
+        self._seq = seq
+        return CancelResult(tuple(events), tuple(t.view(o) for o in ords))
+
+    def reschedule(
+        self,
+        now_ms: int,
+        tenant: str,
+        id: str,
+        fire_at: Optional[int] = None,
+        extend_by: Optional[int] = None,
+    ) -> RescheduleResult:
+        """Move a scheduled or armed timer's deadline.
+
+        Give exactly one of `fire_at` (absolute) or `extend_by` (relative to the
+        current fire_at). extend_by may be negative: pulling a deadline in is a
+        legitimate request, as long as the result stays within 0..MAX_TIME. A
+        new deadline at or before the last tick fires on the next tick. The
+        timer keeps its armed_at; the `rescheduled` event records the change.
+        """
+        now = check_time("now_ms", now_ms)
+        tenant = check_tenant("tenant", tenant)
+        timer_id = check_id("id", id)
+        if (fire_at is None) == (extend_by is None):
+            raise InvalidArgument("fire_at", "give exactly one of fire_at and extend_by")
+        new_at = check_time("fire_at", fire_at) if fire_at is not None else None
+        delta = check_delta("extend_by", extend_by) if extend_by is not None else 0
+        t = self._table
+        o = self._find(tenant, timer_id)
+        st = t.state[o]
+        if st != _ARMED and st != _SCHEDULED:
+            raise FailedPrecondition(
+                f"timer {timer_id!r} in tenant {tenant!r} is {TimerState(st).name}; "
+                "only scheduled or armed timers can be rescheduled"
+            )
+        if new_at is None:
+            new_at = t.fire_at[o] + delta
+            if new_at < 0 or new_at > MAX_TIME:
+                raise InvalidArgument(
+                    "extend_by", f"moves fire_at to {new_at}, outside 0..{MAX_TIME} ms"
+                )
+
+        if st == _ARMED:
+            self._wheel.reschedule(o, new_at)
+        t.fire_at[o] = new_at
+        rev = t.revision[o] + 1
+        t.revision[o] = rev
+        self._seq += 1
+        ev = Event(self._seq, _RESCHEDULED, t.tenant_names[t.tenant[o]], t.ids[o], now, rev, TimerState(st), new_at)
+        return RescheduleResult((ev,), t.view(o))
+
+    def tick(self, now_ms: int) -> TickResult:
+        """Let time pass: everything due fires, in (fire_at, ordinal) order.
+
+        A `now_ms` below the last tick counts as the last tick. Each due timer
+        becomes FIRED with fired_at = the tick's time, attempts + 1, and
+        fire_id = the seq of its `fired` event; without ack_required it settles
+        in the same tick (a `settled` event right after).
+        """
+        now = check_time("now_ms", now_ms)
+        if now < self._last_tick:
+            now = self._last_tick
+        due = self._wheel.advance(now)
+        self._last_tick = now
+        if not due:
+            return TickResult((), now, ())
+
+        t = self._table
+        state, flags, revision, fire_id = t.state, t.flags, t.revision, t.fire_id
+        fired_at, settled_at, attempts, fire_at = t.fired_at, t.settled_at, t.attempts, t.fire_at
+        names, tcol, ids = t.tenant_names, t.tenant, t.ids
+        events: list[Event] = []
+        append = events.append
+        seq = self._seq
+        settled = 0
+        for o in due:
+            seq += 1
+            rev = revision[o] + 1
+            fire_id[o] = seq
+            fired_at[o] = now
+            attempts[o] += 1
+            tenant = names[tcol[o]]
+            timer_id = ids[o]
+            at = fire_at[o]
+            if flags[o] & FLAG_ACK_REQUIRED:
+                state[o] = _FIRED
+                revision[o] = rev
+                append(Event(seq, _E_FIRED, tenant, timer_id, now, rev, _S_FIRED, at, seq))
+            else:
+                state[o] = _SETTLED
+                settled_at[o] = now
+                revision[o] = rev + 1
+                append(Event(seq, _E_FIRED, tenant, timer_id, now, rev, _S_FIRED, at, seq))
+                append(Event(seq + 1, _E_SETTLED, tenant, timer_id, now, rev + 1, _S_SETTLED, at, seq))
+                seq += 1
+                settled += 1
+        self._seq = seq
+        counts = self._counts
+        counts[_ARMED] -= len(due)
+        counts[_SETTLED] += settled
+        counts[_FIRED] += len(due) - settled
+        view = t.view
+        return TickResult(tuple(events), now, tuple(view(o) for o in due))
+
+    def ack(self, now_ms: int, tenant: str, id: str, fire_id: int) -> AckResult:
+        """Settle a FIRED timer; `fire_id` must name its current fire, so a late
+        ack of an earlier fire cannot settle a later one."""
+        now = check_time("now_ms", now_ms)
+        tenant = check_tenant("tenant", tenant)
+        timer_id = check_id("id", id)
+        fid = check_seq("fire_id", fire_id)
+        t = self._table
+        o = self._find(tenant, timer_id)
+        st = t.state[o]
+        if st != _FIRED:
+            raise FailedPrecondition(
+                f"timer {timer_id!r} in tenant {tenant!r} is {TimerState(st).name}; "
+                "only a fired timer can be acknowledged"
+            )
+        current = t.fire_id[o]
+        if fid != current:
+            raise FailedPrecondition(
+                f"fire_id {fid} is not the current fire of timer {timer_id!r} in tenant {tenant!r} ({current})"
+            )
+        t.state[o] = _SETTLED
+        t.settled_at[o] = now
+        rev = t.revision[o] + 1
+        t.revision[o] = rev
+        self._counts[_FIRED] -= 1
+        self._counts[_SETTLED] += 1
+        self._seq += 1
+        ev = Event(self._seq, _E_SETTLED, t.tenant_names[t.tenant[o]], t.ids[o], now, rev, _S_SETTLED, t.fire_at[o], fid)
+        return AckResult((ev,), t.view(o))
+
+    # ---- queries -----------------------------------------------------------
+
+    def get(self, tenant: str, id: str) -> Timer:
+        """The timer's current view; NotFound if the tenant has no such id."""
+        tenant = check_tenant("tenant", tenant)
+        timer_id = check_id("id", id)
+        return self._table.view(self._find(tenant, timer_id))
+
+    def timers(self, tenant: Optional[str] = None) -> Iterator[Timer]:
+        """Views in creation (ordinal) order, optionally of one tenant."""
+        if tenant is not None:
+            tenant = check_tenant("tenant", tenant)
+        return self._table.views(tenant)
+
+    def __iter__(self) -> Iterator[Timer]:
+        return self._table.views()
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def counts(self) -> dict[TimerState, int]:
+        """Number of timers in each state, every state listed in enum order."""
+        return {s: self._counts[s] for s in TimerState}
+
+    def next_deadline(self) -> Optional[int]:
+        """Earliest fire_at among armed timers, or None: when the leader should tick.
+        May be <= last_tick (a timer created with a past deadline): tick at once."""
+        return self._wheel.next_deadline()
+
+    @property
+    def last_tick(self) -> int:
+        """The effective time of the last tick (0 before any)."""
+        return self._last_tick
+
+    @property
+    def seq(self) -> int:
+        """Seq of the last emitted event (0 before any)."""
+        return self._seq
+
+    # ---- snapshots -----------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The whole state as versioned, checksummed bytes (see snapshot.py)."""
+        return _snapshot.encode(self._table, self._seq, self._last_tick)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "State":
+        """Rebuild a state from to_bytes() output; SnapshotError if it is unusable."""
+        table, seq, last_tick = _snapshot.decode(data)
+        self = cls.__new__(cls)
+        self._table = table
+        self._seq = seq
+        self._last_tick = last_tick
+        counts = [0] * (len(TimerState) + 1)
+        for s in TimerState:
+            counts[s] = table.state.count(s)
+        self._counts = counts
+        # The wheel is derived state: exactly the armed timers at their fire_at.
+        wheel = Wheel(last_tick)
+        armed = list(map(_ARMED.__eq__, table.state))
+        wheel.insert_many(compress(range(len(armed)), armed), compress(table.fire_at, armed))
+        self._wheel = wheel
+        return self
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, State):
+            return NotImplemented
+        return self.to_bytes() == other.to_bytes()
+
+    __hash__ = None  # mutable
+
+    def __repr__(self) -> str:
+        c = self._counts
+        return (
+            f"<State timers={len(self)} armed={c[_ARMED]} fired={c[_FIRED]} "
+            f"seq={self._seq} last_tick={self._last_tick}>"
+        )
+
+    def check_invariants(self) -> None:
+        """Raise AssertionError if derived structures disagree with the records.
+
+        O(n) in Python; for tests and for paranoid checks after a restore. Uses
+        explicit raises, not `assert`, so it still checks under `python -O`.
+        """
+        t = self._table
+        n = len(t)
+
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise AssertionError(f"kernel invariant broken: {what}")
+
+        for name in ("tenant", "state", "flags", "fire_at", "created_at", "armed_at",
+                     "fired_at", "settled_at", "fire_id", "revision", "attempts", "ids", "extra"):
+            need(len(getattr(t, name)) == n, f"column {name} has {n} entries")
+        for s in TimerState:
+            need(self._counts[s] == t.state.count(s), f"count of {s.name}")
+        armed = [(o, t.fire_at[o]) for o in range(n) if t.state[o] == _ARMED]
+        need(self._wheel.items() == armed, "the wheel holds exactly the armed timers at their fire_at")
+        need(self._wheel.now == self._last_tick, "wheel time is the last tick")
+        need(sum(map(len, t.by_id)) == n, "id index size")
+        for o in range(n):
+            need(t.by_id[t.tenant[o]].get(t.ids[o]) == o, f"id index of ordinal {o}")
+            need(0 <= t.fire_id[o] <= self._seq, f"fire_id of ordinal {o} within 0..seq")
+            need(t.revision[o] >= 2, f"revision of ordinal {o}")
+            need((t.fired_at[o] == NO_TIME) == (t.attempts[o] == 0), f"fired_at iff attempts of ordinal {o}")
+            need((t.settled_at[o] == NO_TIME) == (t.state[o] < _SETTLED), f"settled_at iff terminal of ordinal {o}")
+        for ti, keys in enumerate(t.by_idem):
+            for key, o in keys.items():
+                ex = t.extra[o]
+                need(t.tenant[o] == ti and ex is not None and ex.idempotency_key == key, "idempotency index")
+
+    # ---- helpers -------------------------------------------------------------
+
+    def _find(self, tenant: str, timer_id: str) -> int:
+        o = self._table.lookup(tenant, timer_id)
+        if o is None:
+            raise NotFound(tenant, timer_id)
+        return o
+
+
+
+def _normalise_spec(p: str, spec: Any) -> tuple:
+    """Validate one TimerSpec; return (tenant, id, fire_at, flags, extra)."""
+    if not isinstance(spec, TimerSpec):
+        raise InvalidArgument(p, f"must be a TimerSpec, not {type(spec).__name__}")
+    tenant = check_tenant(f"{p}.tenant", spec.tenant)
+    timer_id = check_id(f"{p}.id", spec.id)
+    fire_at = check_time(f"{p}.fire_at", spec.fire_at)
+    name = check_name(f"{p}.name", spec.name)
+    payload = check_bytes(f"{p}.payload", spec.payload, MAX_PAYLOAD_BYTES)
+    labels = check_labels(f"{p}.labels", spec.labels)
+    action = check_bytes(f"{p}.action", spec.action, MAX_ACTION_BYTES)
+    key = check_idempotency_key(f"{p}.idempotency_key", spec.idempotency_key)
+    flags = FLAG_ACK_REQUIRED if check_bool(f"{p}.ack_required", spec.ack_required) else 0
+    return tenant, timer_id, fire_at, flags, make_extra(name, payload, labels, action, key)
+
+
+def _check_ref(p: str, ref: Any) -> tuple[str, str]:
+    if not isinstance(ref, (tuple, list)) or len(ref) != 2:
+        raise InvalidArgument(p, f"must be a (tenant, id) pair, not {type(ref).__name__}")
+    return check_tenant(f"{p}.tenant", ref[0]), check_id(f"{p}.id", ref[1])

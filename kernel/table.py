@@ -1,0 +1,249 @@
+"""The timer table: every timer record, stored column-wise by ordinal.
+
+A million timers must fit in a few hundred MB, so there is no Python object per
+timer for the record. Each timer gets a dense ordinal (0, 1, 2, ... in creation
+order; it is also the timer's key in the wheel, which makes expiry order
+(fire_at, ordinal) deterministic). Fixed-size fields live in `array.array`
+columns indexed by ordinal; the id is one str per timer in a list; the rarely
+used variable fields (name, payload, labels, action, idempotency key) share one
+list slot that stays None while all of them have their defaults. Tenant names
+are interned into a small table and stored as a 4-byte index.
+
+Lookups go through one dict per tenant (id -> ordinal), which is far cheaper
+than one dict keyed by (tenant, id) tuples. Those dicts are indexes, never
+iterated for anything replicated: snapshots are written from the columns, in
+ordinal order, and the indexes rebuilt from them.
+
+Terminal timers stay in the table; purging them (a retention command) is a
+later issue and will need a free-list or compaction of ordinals.
+"""
+
+from __future__ import annotations
+
+from array import array
+from itertools import compress
+from types import MappingProxyType
+from typing import Iterator, NamedTuple, Optional
+
+from .timer import EMPTY_LABELS, Timer, TimerState
+
+__all__ = ["Extra", "Table", "NO_TIME", "NO_FIRE", "FLAG_ACK_REQUIRED", "COLUMNS"]
+
+NO_TIME = -1              # armed_at/fired_at/settled_at before the transition happened
+NO_FIRE = 0               # fire_id before the first fire (seqs start at 1)
+FLAG_ACK_REQUIRED = 1
+
+#: Fixed-size columns: attribute name -> array typecode. Order is the snapshot order.
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("tenant", "I"),      # index into Table.tenant_names
+    ("state", "B"),       # TimerState value
+    ("flags", "B"),       # FLAG_* bits
+    ("fire_at", "q"),
+    ("created_at", "q"),
+    ("armed_at", "q"),
+    ("fired_at", "q"),
+    ("settled_at", "q"),
+    ("fire_id", "q"),
+    ("revision", "q"),
+    ("attempts", "I"),
+)
+
+# The snapshot writes these columns' raw bytes; make sure their widths are the
+# fixed ones on this platform, or refuse to run rather than write foreign bytes.
+for _name, _code in COLUMNS:
+    if array(_code).itemsize != {"B": 1, "I": 4, "q": 8}[_code]:
+        raise ImportError(f"array typecode {_code!r} has an unexpected size on this platform")
+
+#: Up to this many tenants, restore builds each id index with C-level passes.
+_FEW_TENANTS = 16
+
+_STATES: tuple[Optional[TimerState], ...] = (None,) + tuple(TimerState)
+
+
+class Extra(NamedTuple):
+    """The variable fields of a timer that has any of them set.
+
+    `labels` is a tuple of (key, value) pairs sorted by key: immutable, compact,
+    and in an order that does not depend on how the client built its dict.
+    """
+
+    name: str
+    payload: bytes
+    labels: tuple[tuple[str, str], ...]
+    action: bytes
+    idempotency_key: Optional[str]
+
+
+def make_extra(name: str, payload: bytes, labels: tuple, action: bytes, key: Optional[str]) -> Optional[Extra]:
+    """An Extra, or None when every field has its default (the common case costs no object)."""
+    if not name and not payload and not labels and not action and key is None:
+        return None
+    return Extra(name, payload, labels, action, key)
+
+
+class Table:
+    """Columns, ids, extras and the per-tenant indexes of all timers."""
+
+    __slots__ = tuple(name for name, _ in COLUMNS) + (
+        "ids",
+        "extra",
+        "tenant_names",
+        "tenant_index",
+        "by_id",
+        "by_idem",
+    )
+
+    def __init__(self) -> None:
+        for name, code in COLUMNS:
+            setattr(self, name, array(code))
+        self.ids: list[str] = []
+        self.extra: list[Optional[Extra]] = []
+        self.tenant_names: list[str] = []           # tenant index -> name (first-seen order)
+        self.tenant_index: dict[str, int] = {}      # name -> tenant index
+        self.by_id: list[dict[str, int]] = []       # tenant index -> {id: ordinal}
+        self.by_idem: list[dict[str, int]] = []     # tenant index -> {idempotency key: ordinal}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    # ---- tenants and lookups ---------------------------------------------
+
+    def intern_tenant(self, name: str) -> int:
+        """Index of a tenant, registering it on first use."""
+        t = self.tenant_index.get(name)
+        if t is None:
+            t = len(self.tenant_names)
+            self.tenant_names.append(name)
+            self.tenant_index[name] = t
+            self.by_id.append({})
+            self.by_idem.append({})
+        return t
+
+    def lookup(self, tenant: str, timer_id: str) -> Optional[int]:
+        """Ordinal of (tenant, id), or None."""
+        t = self.tenant_index.get(tenant)
+        if t is None:
+            return None
+        return self.by_id[t].get(timer_id)
+
+    def lookup_idem(self, tenant: str, key: str) -> Optional[int]:
+        """Ordinal of the timer created with this (tenant, idempotency key), or None."""
+        t = self.tenant_index.get(tenant)
+        if t is None:
+            return None
+        return self.by_idem[t].get(key)
+
+    # ---- records ---------------------------------------------------------
+
+    def append(
+        self,
+        tenant: int,
+        timer_id: str,
+        fire_at: int,
+        flags: int,
+        extra: Optional[Extra],
+        state: int,
+        revision: int,
+        created_at: int,
+        armed_at: int,
+    ) -> int:
+        """Add a record that has not fired yet; returns its ordinal."""
+        o = len(self.ids)
+        self.tenant.append(tenant)
+        self.state.append(state)
+        self.flags.append(flags)
+        self.fire_at.append(fire_at)
+        self.created_at.append(created_at)
+        self.armed_at.append(armed_at)
+        self.fired_at.append(NO_TIME)
+        self.settled_at.append(NO_TIME)
+        self.fire_id.append(NO_FIRE)
+        self.revision.append(revision)
+        self.attempts.append(0)
+        self.ids.append(timer_id)
+        self.extra.append(extra)
+        self.by_id[tenant][timer_id] = o
+        if extra is not None and extra.idempotency_key is not None:
+            self.by_idem[tenant][extra.idempotency_key] = o
+        return o
+
+    def view(self, o: int) -> Timer:
+        """A Timer snapshot of record o."""
+        ex = self.extra[o]
+        if ex is None:
+            name, payload, labels, action, key = "", b"", EMPTY_LABELS, b"", None
+        else:
+            name, payload, pairs, action, key = ex
+            labels = MappingProxyType(dict(pairs)) if pairs else EMPTY_LABELS
+        armed_at = self.armed_at[o]
+        fired_at = self.fired_at[o]
+        settled_at = self.settled_at[o]
+        fire_id = self.fire_id[o]
+        return Timer(
+            tenant=self.tenant_names[self.tenant[o]],
+            id=self.ids[o],
+            name=name,
+            fire_at=self.fire_at[o],
+            payload=payload,
+            labels=labels,
+            action=action,
+            idempotency_key=key,
+            ack_required=bool(self.flags[o] & FLAG_ACK_REQUIRED),
+            state=_STATES[self.state[o]],
+            created_at=self.created_at[o],
+            armed_at=None if armed_at == NO_TIME else armed_at,
+            fired_at=None if fired_at == NO_TIME else fired_at,
+            settled_at=None if settled_at == NO_TIME else settled_at,
+            attempts=self.attempts[o],
+            fire_id=None if fire_id == NO_FIRE else fire_id,
+            revision=self.revision[o],
+        )
+
+    def views(self, tenant: Optional[str] = None) -> Iterator[Timer]:
+        """Views in ordinal (creation) order, optionally of one tenant only."""
+        if tenant is None:
+            for o in range(len(self.ids)):
+                yield self.view(o)
+            return
+        t = self.tenant_index.get(tenant)
+        if t is None:
+            return
+        col = self.tenant
+        for o in range(len(self.ids)):
+            if col[o] == t:
+                yield self.view(o)
+
+    def rebuild_indexes(self) -> None:
+        """Recreate tenant_index, by_id and by_idem from the columns (after a
+        restore). Raises ValueError if the columns contradict each other."""
+        self.tenant_index = {}
+        for t, name in enumerate(self.tenant_names):
+            if name in self.tenant_index:
+                raise ValueError(f"tenant {name!r} appears twice in the tenant table")
+            self.tenant_index[name] = t
+        n = len(self.ids)
+        by_idem: list[dict[str, int]] = [{} for _ in self.tenant_names]
+        if len(self.tenant_names) <= _FEW_TENANTS:
+            # C-level passes (one per tenant) beat a Python loop over a million rows.
+            by_id = []
+            for t in range(len(self.tenant_names)):
+                mask = list(map(t.__eq__, self.tenant)) if len(self.tenant_names) > 1 else None
+                if mask is None:
+                    by_id.append(dict(zip(self.ids, range(n))))
+                else:
+                    by_id.append(dict(zip(compress(self.ids, mask), compress(range(n), mask))))
+        else:
+            by_id = [{} for _ in self.tenant_names]
+            for o, (t, timer_id) in enumerate(zip(self.tenant, self.ids)):
+                by_id[t][timer_id] = o
+        if sum(map(len, by_id)) != len(self.ids):
+            raise ValueError("a timer id appears twice in one tenant")
+        tenant = self.tenant
+        for o, ex in enumerate(self.extra):
+            if ex is not None and ex.idempotency_key is not None:
+                d = by_idem[tenant[o]]
+                if ex.idempotency_key in d:
+                    raise ValueError("an idempotency key appears twice in one tenant")
+                d[ex.idempotency_key] = o
+        self.by_id = by_id
+        self.by_idem = by_idem

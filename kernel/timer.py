@@ -1,0 +1,189 @@
+"""Value types of the timer kernel: lifecycle enums, the create spec, the
+read-only Timer view, events and command results.
+
+The kernel stores timers column-wise (see state.py); these objects are built on
+demand for callers and never held by the kernel, so they cost nothing per timer
+at rest. Enum values are written into snapshots: never renumber them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from types import MappingProxyType
+from typing import Mapping, NamedTuple, Optional
+
+__all__ = [
+    "DEFAULT_TENANT",
+    "TimerState",
+    "EventKind",
+    "TimerSpec",
+    "TimerRef",
+    "Timer",
+    "Event",
+    "CreateItem",
+    "CreateResult",
+    "CancelResult",
+    "RescheduleResult",
+    "TickResult",
+    "AckResult",
+    "EMPTY_LABELS",
+]
+
+DEFAULT_TENANT = "default"
+
+#: The one shared empty labels mapping handed out by views without labels.
+EMPTY_LABELS: Mapping[str, str] = MappingProxyType({})
+
+
+class TimerState(IntEnum):
+    """Lifecycle state; values are persisted in snapshots."""
+
+    SCHEDULED = 1      # accepted, waiting for its start condition
+    ARMED = 2          # in the wheel, waiting for fire_at
+    FIRED = 3          # deadline reached, awaiting acknowledgement
+    SETTLED = 4        # acknowledged, or nothing to acknowledge (terminal)
+    CANCELLED = 5      # cancelled before settling (terminal)
+    DEAD_LETTERED = 6  # delivery gave up (terminal; no command produces it yet)
+
+    @property
+    def terminal(self) -> bool:
+        """True for states no command can leave."""
+        return self >= TimerState.SETTLED
+
+
+class EventKind(IntEnum):
+    """Kind of a lifecycle event; values are part of the event log format."""
+
+    CREATED = 1
+    ARMED = 2
+    FIRED = 3
+    SETTLED = 4
+    RESCHEDULED = 5
+    CANCELLED = 6
+
+
+@dataclass(frozen=True, slots=True)
+class TimerSpec:
+    """What a client asks to create. Validated by State.create, not here, so a
+    batch reports the index of the bad spec (`specs[3].fire_at`)."""
+
+    id: str
+    fire_at: int
+    tenant: str = DEFAULT_TENANT
+    name: str = ""
+    payload: bytes = b""
+    labels: Optional[Mapping[str, str]] = None
+    action: bytes = b""
+    idempotency_key: Optional[str] = None
+    ack_required: bool = False
+
+
+class TimerRef(NamedTuple):
+    """(tenant, id): how cancel names a timer. Any 2-tuple is accepted too."""
+
+    tenant: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """Read-only view of one timer at the moment it was built.
+
+    Time fields are ms since the Unix epoch, None when the transition has not
+    happened. `settled_at` is the time the timer reached a terminal state
+    (settled, cancelled or dead-lettered); `state` tells which. `fire_id` is the
+    seq of the current fire's `fired` event, None before the first fire.
+    """
+
+    tenant: str
+    id: str
+    name: str
+    fire_at: int
+    payload: bytes
+    labels: Mapping[str, str] = field(hash=False)
+    action: bytes
+    idempotency_key: Optional[str]
+    ack_required: bool
+    state: TimerState
+    created_at: int
+    armed_at: Optional[int]
+    fired_at: Optional[int]
+    settled_at: Optional[int]
+    attempts: int
+    fire_id: Optional[int]
+    revision: int
+
+
+class Event(NamedTuple):
+    """One lifecycle transition. `seq` is kernel-wide: 1, 2, 3, ... in apply order.
+
+    `at_ms` is the command time, `revision` and `state` are the timer's after the
+    transition, `fire_at` its deadline then; `fire_id` is set on fired/settled.
+    A tuple rather than a dataclass because a busy tick emits thousands.
+    """
+
+    seq: int
+    kind: EventKind
+    tenant: str
+    timer_id: str
+    at_ms: int
+    revision: int
+    state: TimerState
+    fire_at: int
+    fire_id: Optional[int] = None
+
+
+class CreateItem(NamedTuple):
+    """Outcome for one spec: the timer and whether this command created it
+    (False when an idempotency key matched an existing timer)."""
+
+    timer: Timer
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    """Result of State.create: one item per spec, in spec order."""
+
+    events: tuple[Event, ...]
+    items: tuple[CreateItem, ...]
+
+    @property
+    def timers(self) -> tuple[Timer, ...]:
+        return tuple(item.timer for item in self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    """Result of State.cancel: the cancelled timers in ref order."""
+
+    events: tuple[Event, ...]
+    timers: tuple[Timer, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RescheduleResult:
+    """Result of State.reschedule."""
+
+    events: tuple[Event, ...]
+    timer: Timer
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    """Result of State.tick. `now_ms` is the effective tick time (never below
+    the previous tick); `fired` lists the timers that fired, in firing order,
+    as they stand after the tick (settled already unless ack_required)."""
+
+    events: tuple[Event, ...]
+    now_ms: int
+    fired: tuple[Timer, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AckResult:
+    """Result of State.ack."""
+
+    events: tuple[Event, ...]
+    timer: Timer

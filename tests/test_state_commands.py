@@ -1,0 +1,403 @@
+"""Unit tests of the kernel's commands and queries (real wheel, no mocks)."""
+
+import pytest
+
+from minoots.kernel import (
+    MAX_TIME,
+    AlreadyExists,
+    EventKind,
+    FailedPrecondition,
+    InvalidArgument,
+    KernelError,
+    NotFound,
+    State,
+    Timer,
+    TimerRef,
+    TimerSpec,
+    TimerState,
+)
+
+T0 = 1_700_000_000_000
+
+
+def spec(id, fire_at=T0 + 1000, **kw):
+    return TimerSpec(id=id, fire_at=fire_at, **kw)
+
+
+def unchanged(state, fn, exc):
+    """Run fn, expect exc, and check the state's bytes did not move."""
+    before = state.to_bytes()
+    with pytest.raises(exc) as info:
+        fn()
+    assert state.to_bytes() == before
+    state.check_invariants()
+    return info.value
+
+
+# ---- create -------------------------------------------------------------------
+
+
+def test_create_emits_created_then_armed_and_returns_armed_timer():
+    s = State()
+    r = s.create(T0, [spec("a", labels={"k": "v"}, payload=b"p", name="n", action=b"x")])
+    assert [(e.seq, e.kind, e.revision, e.state) for e in r.events] == [
+        (1, EventKind.CREATED, 1, TimerState.SCHEDULED),
+        (2, EventKind.ARMED, 2, TimerState.ARMED),
+    ]
+    assert all(e.tenant == "default" and e.timer_id == "a" and e.at_ms == T0 for e in r.events)
+    assert all(e.fire_at == T0 + 1000 and e.fire_id is None for e in r.events)
+    (item,) = r.items
+    assert item.created is True
+    t = item.timer
+    assert isinstance(t, Timer)
+    assert (t.tenant, t.id, t.name, t.payload, dict(t.labels), t.action) == ("default", "a", "n", b"p", {"k": "v"}, b"x")
+    assert t.state is TimerState.ARMED
+    assert (t.created_at, t.armed_at, t.fired_at, t.settled_at) == (T0, T0, None, None)
+    assert (t.attempts, t.fire_id, t.revision, t.ack_required, t.idempotency_key) == (0, None, 2, False, None)
+    assert r.timers == (t,)
+    assert s.get("default", "a") == t
+    assert len(s) == 1 and s.seq == 2
+    assert s.counts()[TimerState.ARMED] == 1
+    assert s.next_deadline() == T0 + 1000
+    s.check_invariants()
+
+
+def test_create_batch_seq_in_spec_order_and_tenants_are_separate():
+    s = State()
+    r = s.create(T0, [spec("a", tenant="t1"), spec("a", tenant="t2"), spec("b", tenant="t1")])
+    assert [e.seq for e in r.events] == [1, 2, 3, 4, 5, 6]
+    assert [(e.tenant, e.timer_id) for e in r.events[::2]] == [("t1", "a"), ("t2", "a"), ("t1", "b")]
+    assert [i.created for i in r.items] == [True, True, True]
+    assert s.get("t2", "a").tenant == "t2"
+    assert [t.id for t in s.timers("t1")] == ["a", "b"]
+    assert [(t.tenant, t.id) for t in s] == [("t1", "a"), ("t2", "a"), ("t1", "b")]
+    assert list(s.timers("nobody")) == []
+
+
+def test_create_empty_batch_is_a_no_op():
+    s = State()
+    r = s.create(T0, [])
+    assert r.events == () and r.items == ()
+    assert s.to_bytes() == State().to_bytes()
+
+
+def test_create_existing_id_rejects_whole_batch():
+    s = State()
+    s.create(T0, [spec("a")])
+    err = unchanged(s, lambda: s.create(T0, [spec("b"), spec("a")]), AlreadyExists)
+    assert err.field == "specs[1].id" and "'a'" in str(err)
+    with pytest.raises(NotFound):
+        s.get("default", "b")
+
+
+def test_create_duplicate_id_inside_batch_is_invalid():
+    s = State()
+    err = unchanged(s, lambda: s.create(T0, [spec("a"), spec("b"), spec("a")]), InvalidArgument)
+    assert err.field == "specs[2].id" and "specs[0]" in str(err)
+
+
+def test_create_idempotency_key_returns_existing_timer():
+    s = State()
+    first = s.create(T0, [spec("a", idempotency_key="k1")]).items[0].timer
+    before_seq = s.seq
+    r = s.create(T0 + 5, [spec("a", idempotency_key="k1")])
+    assert r.events == ()
+    assert r.items[0].created is False and r.items[0].timer == first
+    # The key wins even when the retried spec names another id.
+    r = s.create(T0 + 5, [spec("other", idempotency_key="k1")])
+    assert r.items[0].created is False and r.items[0].timer.id == "a"
+    assert s.seq == before_seq and len(s) == 1
+    # Keys are per tenant.
+    r = s.create(T0, [spec("a", tenant="t2", idempotency_key="k1")])
+    assert r.items[0].created is True
+
+
+def test_create_idempotent_retry_mixed_with_new_specs():
+    s = State()
+    s.create(T0, [spec("a", idempotency_key="k")])
+    r = s.create(T0, [spec("b"), spec("a", idempotency_key="k"), spec("c")])
+    assert [(i.timer.id, i.created) for i in r.items] == [("b", True), ("a", False), ("c", True)]
+    assert [e.timer_id for e in r.events] == ["b", "b", "c", "c"]
+
+
+def test_create_existing_id_with_unused_key_is_already_exists():
+    s = State()
+    s.create(T0, [spec("a")])
+    unchanged(s, lambda: s.create(T0, [spec("a", idempotency_key="fresh")]), AlreadyExists)
+
+
+def test_create_same_key_twice_in_batch_returns_first():
+    s = State()
+    r = s.create(T0, [spec("a", idempotency_key="k"), spec("b", idempotency_key="k"), spec("a", idempotency_key="k")])
+    assert [(i.timer.id, i.created) for i in r.items] == [("a", True), ("a", False), ("a", False)]
+    assert len(s) == 1 and len(r.events) == 2
+    with pytest.raises(NotFound):
+        s.get("default", "b")
+
+
+def test_create_past_fire_at_fires_on_next_tick():
+    s = State()
+    s.tick(T0)
+    s.create(T0, [spec("late", fire_at=T0 - 10_000)])
+    assert s.next_deadline() == T0 - 10_000
+    r = s.tick(T0)  # same time as the last tick still fires it
+    assert [t.id for t in r.fired] == ["late"]
+    assert r.fired[0].fired_at == T0
+
+
+# ---- tick ---------------------------------------------------------------------
+
+
+def test_tick_fires_in_fire_at_then_creation_order_and_settles():
+    s = State()
+    s.create(T0, [spec("c", fire_at=T0 + 30), spec("a", fire_at=T0 + 10), spec("b", fire_at=T0 + 10), spec("z", fire_at=T0 + 99)])
+    assert s.tick(T0 + 9).events == ()
+    r = s.tick(T0 + 50)
+    assert r.now_ms == T0 + 50
+    assert [t.id for t in r.fired] == ["a", "b", "c"]
+    kinds = [(e.kind, e.timer_id) for e in r.events]
+    assert kinds == [
+        (EventKind.FIRED, "a"), (EventKind.SETTLED, "a"),
+        (EventKind.FIRED, "b"), (EventKind.SETTLED, "b"),
+        (EventKind.FIRED, "c"), (EventKind.SETTLED, "c"),
+    ]
+    assert [e.seq for e in r.events] == list(range(9, 15))
+    for t in r.fired:
+        assert t.state is TimerState.SETTLED
+        assert t.fired_at == t.settled_at == T0 + 50
+        assert t.attempts == 1 and t.revision == 4
+    fired_ev = r.events[0]
+    assert r.fired[0].fire_id == fired_ev.seq == r.events[1].fire_id
+    assert (fired_ev.state, fired_ev.revision) == (TimerState.FIRED, 3)
+    assert s.counts()[TimerState.SETTLED] == 3 and s.counts()[TimerState.ARMED] == 1
+    assert s.next_deadline() == T0 + 99
+    s.check_invariants()
+
+
+def test_tick_never_goes_backwards():
+    s = State()
+    s.tick(T0 + 100)
+    s.create(T0, [spec("a", fire_at=T0 + 50), spec("b", fire_at=T0 + 150)])
+    r = s.tick(T0)  # earlier than the last tick: acts as T0 + 100
+    assert r.now_ms == T0 + 100 and s.last_tick == T0 + 100
+    assert [t.id for t in r.fired] == ["a"] and r.fired[0].fired_at == T0 + 100
+    assert s.tick(5).fired == ()
+    assert s.last_tick == T0 + 100
+    r = s.tick(T0 + 150)
+    assert [t.id for t in r.fired] == ["b"]
+    s.check_invariants()
+
+
+def test_tick_with_nothing_due_only_moves_time():
+    s = State()
+    r = s.tick(T0)
+    assert r.events == () and r.fired == () and s.last_tick == T0 and s.seq == 0
+    assert s.next_deadline() is None
+
+
+def test_tick_large_jump_and_max_time():
+    s = State()
+    s.create(0, [spec("end", fire_at=MAX_TIME), spec("zero", fire_at=0)])
+    assert [t.id for t in s.tick(1).fired] == ["zero"]
+    assert s.tick(MAX_TIME - 1).fired == ()
+    assert [t.id for t in s.tick(MAX_TIME).fired] == ["end"]
+
+
+def test_tick_ack_required_stays_fired_until_ack():
+    s = State()
+    s.create(T0, [spec("a", fire_at=T0 + 10, ack_required=True)])
+    r = s.tick(T0 + 10)
+    (ev,) = r.events
+    assert ev.kind is EventKind.FIRED and ev.fire_id == ev.seq
+    t = s.get("default", "a")
+    assert t.state is TimerState.FIRED and t.fire_id == ev.seq and t.settled_at is None and t.revision == 3
+    assert s.next_deadline() is None and s.counts()[TimerState.FIRED] == 1
+    r = s.ack(T0 + 20, "default", "a", ev.seq)
+    (ack_ev,) = r.events
+    assert (ack_ev.kind, ack_ev.fire_id, ack_ev.revision, ack_ev.at_ms) == (EventKind.SETTLED, ev.seq, 4, T0 + 20)
+    assert r.timer.state is TimerState.SETTLED and r.timer.settled_at == T0 + 20
+    assert s.counts()[TimerState.FIRED] == 0 and s.counts()[TimerState.SETTLED] == 1
+    s.check_invariants()
+
+
+# ---- ack ----------------------------------------------------------------------
+
+
+def _fired(s, id="a"):
+    s.create(T0, [spec(id, fire_at=T0, ack_required=True)])
+    return s.tick(T0).events[0].fire_id
+
+
+def test_ack_errors():
+    s = State()
+    fid = _fired(s)
+    s.create(T0, [spec("armed", fire_at=T0 + 10**6)])
+    unchanged(s, lambda: s.ack(T0, "default", "nope", fid), NotFound)
+    unchanged(s, lambda: s.ack(T0, "other", "a", fid), NotFound)
+    err = unchanged(s, lambda: s.ack(T0, "default", "a", fid + 1), FailedPrecondition)
+    assert str(fid) in str(err)
+    unchanged(s, lambda: s.ack(T0, "default", "armed", fid), FailedPrecondition)
+    for bad in (0, -1, "1", 1.0, True, None):
+        unchanged(s, lambda: s.ack(T0, "default", "a", bad), InvalidArgument)
+    s.ack(T0, "default", "a", fid)
+    unchanged(s, lambda: s.ack(T0, "default", "a", fid), FailedPrecondition)  # already settled
+
+
+# ---- cancel -------------------------------------------------------------------
+
+
+def test_cancel_armed_and_fired():
+    s = State()
+    fid = _fired(s, "f")
+    s.create(T0, [spec("a", fire_at=T0 + 10)])
+    r = s.cancel(T0 + 1, [("default", "a"), TimerRef("default", "f")])
+    assert [(e.kind, e.timer_id, e.state) for e in r.events] == [
+        (EventKind.CANCELLED, "a", TimerState.CANCELLED),
+        (EventKind.CANCELLED, "f", TimerState.CANCELLED),
+    ]
+    assert [t.state for t in r.timers] == [TimerState.CANCELLED] * 2
+    assert r.timers[0].settled_at == T0 + 1 and r.timers[0].revision == 3
+    assert r.timers[1].fire_id == fid and r.timers[1].revision == 4
+    assert s.next_deadline() is None
+    assert s.tick(T0 + 100).fired == ()  # the cancelled timer never fires
+    unchanged(s, lambda: s.ack(T0, "default", "f", fid), FailedPrecondition)
+    assert s.counts()[TimerState.CANCELLED] == 2
+    s.check_invariants()
+
+
+def test_cancel_errors_are_all_or_nothing():
+    s = State()
+    s.create(T0, [spec("a", fire_at=T0 + 10), spec("b", fire_at=T0 + 10), spec("done", fire_at=T0)])
+    s.tick(T0)  # settles "done"
+    unchanged(s, lambda: s.cancel(T0, [("default", "a"), ("default", "nope")]), NotFound)
+    err = unchanged(s, lambda: s.cancel(T0, [("default", "a"), ("default", "done")]), FailedPrecondition)
+    assert "SETTLED" in str(err)
+    err = unchanged(s, lambda: s.cancel(T0, [("default", "a"), ("default", "b"), ("default", "a")]), InvalidArgument)
+    assert err.field == "refs[2]"
+    for bad in (["a"], [("default",)], [("default", "a", "x")], [("default", 5)], [(None, "a")], "abc", None):
+        unchanged(s, lambda: s.cancel(T0, bad), InvalidArgument)
+    s.cancel(T0, [("default", "a")])
+    unchanged(s, lambda: s.cancel(T0, [("default", "a")]), FailedPrecondition)
+    assert s.cancel(T0, []).events == ()
+
+
+# ---- reschedule ----------------------------------------------------------------
+
+
+def test_reschedule_fire_at_and_extend_by():
+    s = State()
+    s.create(T0, [spec("a", fire_at=T0 + 100), spec("b", fire_at=T0 + 200)])
+    r = s.reschedule(T0 + 1, "default", "a", fire_at=T0 + 300)
+    (ev,) = r.events
+    assert (ev.kind, ev.fire_at, ev.revision, ev.state, ev.at_ms) == (EventKind.RESCHEDULED, T0 + 300, 3, TimerState.ARMED, T0 + 1)
+    assert r.timer.fire_at == T0 + 300 and r.timer.armed_at == T0
+    assert s.next_deadline() == T0 + 200
+    r = s.reschedule(T0 + 2, "default", "b", extend_by=-150)  # pull in
+    assert r.timer.fire_at == T0 + 50 and r.timer.revision == 3
+    r = s.reschedule(T0 + 3, "default", "b", extend_by=25)
+    assert r.timer.fire_at == T0 + 75 and r.timer.revision == 4
+    assert s.next_deadline() == T0 + 75
+    assert [t.id for t in s.tick(T0 + 1000).fired] == ["b", "a"]
+    s.check_invariants()
+
+
+def test_reschedule_into_the_past_fires_next_tick():
+    s = State()
+    s.tick(T0)
+    s.create(T0, [spec("a", fire_at=T0 + 100)])
+    s.reschedule(T0, "default", "a", fire_at=0)
+    assert [t.id for t in s.tick(T0).fired] == ["a"]
+
+
+def test_reschedule_errors():
+    s = State()
+    s.create(T0, [spec("a", fire_at=T0 + 100), spec("d", fire_at=T0)])
+    s.tick(T0)
+    unchanged(s, lambda: s.reschedule(T0, "default", "a"), InvalidArgument)
+    unchanged(s, lambda: s.reschedule(T0, "default", "a", fire_at=T0, extend_by=1), InvalidArgument)
+    unchanged(s, lambda: s.reschedule(T0, "default", "nope", fire_at=T0), NotFound)
+    unchanged(s, lambda: s.reschedule(T0, "default", "d", fire_at=T0), FailedPrecondition)
+    err = unchanged(s, lambda: s.reschedule(T0, "default", "a", extend_by=-(T0 + 101)), InvalidArgument)
+    assert err.field == "extend_by"
+    unchanged(s, lambda: s.reschedule(T0, "default", "a", extend_by=MAX_TIME), InvalidArgument)
+    unchanged(s, lambda: s.reschedule(T0, "default", "a", extend_by=MAX_TIME + 1), InvalidArgument)
+    for bad in (-1, MAX_TIME + 1, 1.5, float("nan"), True, "5"):
+        unchanged(s, lambda: s.reschedule(T0, "default", "a", fire_at=bad), InvalidArgument)
+    for bad in (1.0, False, "1"):
+        unchanged(s, lambda: s.reschedule(T0, "default", "a", extend_by=bad), InvalidArgument)
+    s.cancel(T0, [("default", "a")])
+    unchanged(s, lambda: s.reschedule(T0, "default", "a", fire_at=T0), FailedPrecondition)
+
+
+def test_reschedule_fired_timer_is_failed_precondition():
+    s = State()
+    _fired(s)
+    unchanged(s, lambda: s.reschedule(T0, "default", "a", extend_by=5), FailedPrecondition)
+
+
+# ---- queries and errors -----------------------------------------------------------
+
+
+def test_get_errors():
+    s = State()
+    s.create(T0, [spec("a")])
+    with pytest.raises(NotFound) as info:
+        s.get("default", "b")
+    assert info.value.code == "NOT_FOUND" and "'b'" in str(info.value)
+    with pytest.raises(NotFound):
+        s.get("t2", "a")
+    with pytest.raises(InvalidArgument):
+        s.get("default", "")
+    with pytest.raises(InvalidArgument):
+        s.get(None, "a")
+
+
+def test_errors_are_kernel_errors_with_codes():
+    for cls, code in [(InvalidArgument, "INVALID_ARGUMENT"), (NotFound, "NOT_FOUND"),
+                      (AlreadyExists, "ALREADY_EXISTS"), (FailedPrecondition, "FAILED_PRECONDITION")]:
+        assert issubclass(cls, KernelError) and cls.code == code
+    e = InvalidArgument("specs[0].id", "must be short")
+    assert (e.field, e.rule) == ("specs[0].id", "must be short")
+    assert "specs[0].id" in str(e) and "must be short" in str(e)
+
+
+def test_counts_lists_every_state():
+    s = State()
+    assert list(s.counts()) == list(TimerState)
+    assert set(s.counts().values()) == {0}
+
+
+def test_timer_views_are_immutable_snapshots():
+    s = State()
+    t = s.create(T0, [spec("a", labels={"b": "2", "a": "1"})]).items[0].timer
+    with pytest.raises(AttributeError):
+        t.state = TimerState.FIRED
+    with pytest.raises(TypeError):
+        t.labels["x"] = "y"
+    assert list(t.labels) == ["a", "b"]  # stored sorted by key
+    s.cancel(T0, [("default", "a")])
+    assert t.state is TimerState.ARMED  # the old view did not change
+    hash(t)  # usable as a dict key / in sets
+
+
+def test_command_time_validation_leaves_state_unchanged():
+    s = State()
+    s.create(T0, [spec("a")])
+    for bad in (-1, MAX_TIME + 1, 1.0, float("nan"), True, None, "1"):
+        unchanged(s, lambda: s.tick(bad), InvalidArgument)
+        unchanged(s, lambda: s.create(bad, [spec("b")]), InvalidArgument)
+        unchanged(s, lambda: s.cancel(bad, [("default", "a")]), InvalidArgument)
+        unchanged(s, lambda: s.reschedule(bad, "default", "a", fire_at=T0), InvalidArgument)
+        unchanged(s, lambda: s.ack(bad, "default", "a", 1), InvalidArgument)
+
+
+def test_int_subclasses_are_normalised():
+    import enum
+
+    class Ms(enum.IntEnum):
+        X = T0 + 5
+
+    s = State()
+    t = s.create(Ms.X, [spec("a", fire_at=Ms.X)]).items[0].timer
+    assert type(t.fire_at) is int and type(t.created_at) is int
+    assert State.from_bytes(s.to_bytes()) == s

@@ -1,0 +1,257 @@
+"""Snapshot codec: round trips, identical behaviour after restore, and every way
+bad bytes must turn into SnapshotError (never another exception)."""
+
+import hashlib
+import struct
+import zlib
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from minoots.kernel import KernelError, SnapshotError, State, TimerSpec, TimerState
+from minoots.kernel.snapshot import MAGIC, VERSION
+
+T0 = 1_700_000_000_000
+HEADER = struct.Struct("<8sHHQI")
+
+
+def busy_state():
+    """A state that exercises every field and state: tenants, extras, fired, cancelled."""
+    s = State()
+    s.create(T0, [
+        TimerSpec("a", T0 + 10),
+        TimerSpec("b", T0 + 10, ack_required=True, name="bee ☃", payload=b"\x00\xff" * 10,
+                  labels={"example.com/team": "core", "env": "prod"}, action=b"http", idempotency_key="kb"),
+        TimerSpec("a", T0 + 20, tenant="acme", idempotency_key="ka"),
+        TimerSpec("c", T0 + 30, tenant="acme", ack_required=True),
+        TimerSpec("d", T0 + 5_000, labels={"x": ""}),
+        TimerSpec("e", T0 + 6_000),
+    ])
+    s.tick(T0 + 25)                      # a settles, b fires (awaits ack), acme/a settles
+    s.cancel(T0 + 26, [("acme", "c")])
+    s.reschedule(T0 + 27, "default", "d", extend_by=-1_000)
+    s.tick(T0 + 28)
+    return s
+
+
+def continue_with(s):
+    """The same commands applied to a state and to its restored copy."""
+    out = []
+    b_fire = s.get("default", "b").fire_id
+    out.append(s.ack(T0 + 30, "default", "b", b_fire).events)
+    out.append(s.create(T0 + 31, [TimerSpec("f", T0 + 100), TimerSpec("z", T0 + 1, idempotency_key="kb")]).items)
+    out.append(s.next_deadline())
+    out.append(s.tick(T0 + 10_000).events)
+    out.append((s.seq, s.last_tick, len(s), s.counts()))
+    return out
+
+
+def test_empty_state_roundtrip():
+    s = State()
+    b = s.to_bytes()
+    assert b[:8] == MAGIC
+    r = State.from_bytes(b)
+    assert r == s and r.to_bytes() == b
+    assert (r.seq, r.last_tick, len(r), r.next_deadline()) == (0, 0, 0, None)
+
+
+def test_roundtrip_at_several_points_and_same_behaviour_after():
+    s = State()
+    steps = [
+        lambda: None,
+        lambda: s.create(T0, [TimerSpec("x", T0 + 50, ack_required=True, payload=b"p"), TimerSpec("y", T0 + 5)]),
+        lambda: s.tick(T0 + 5),
+        lambda: s.tick(T0 + 50),
+        lambda: s.create(T0, [TimerSpec("w", T0 - 1, tenant="t2")]),
+        lambda: s.reschedule(T0 + 51, "t2", "w", fire_at=T0 + 65),
+        lambda: s.cancel(T0 + 60, [("default", "x")]),
+        lambda: s.tick(T0 + 70),
+    ]
+    for step in steps:
+        step()
+        b = s.to_bytes()
+        r = State.from_bytes(b)
+        assert r == s and r.to_bytes() == b
+        r.check_invariants()
+        assert list(r) == list(s)
+        assert (r.seq, r.last_tick, r.counts(), r.next_deadline()) == (s.seq, s.last_tick, s.counts(), s.next_deadline())
+
+
+def test_busy_state_roundtrip_then_identical_future():
+    s = busy_state()
+    r = State.from_bytes(s.to_bytes())
+    assert r == s
+    assert r.get("default", "b") == s.get("default", "b")
+    assert r.counts()[TimerState.CANCELLED] == 1 and r.counts()[TimerState.FIRED] == 1
+    assert continue_with(s) == continue_with(r)
+    assert r.to_bytes() == s.to_bytes()
+    r.check_invariants()
+
+
+def test_from_bytes_accepts_bytearray_and_memoryview():
+    s = busy_state()
+    b = s.to_bytes()
+    assert State.from_bytes(bytearray(b)) == s
+    assert State.from_bytes(memoryview(b)) == s
+
+
+def test_state_equality():
+    a, b = busy_state(), busy_state()
+    assert a == b
+    b.tick(T0 + 10**7)
+    assert a != b
+    assert (a == "x") is False
+
+
+GOLDEN_SHA256 = "9afe840759cf70ccb151def6320c73012473ec0fd553e53e19ced8d63a028c82"
+
+
+def test_golden_bytes_are_stable():
+    """The encoding is a persisted format: any change must bump VERSION."""
+    b = busy_state().to_bytes()
+    assert HEADER.unpack(b[:HEADER.size])[1] == VERSION == 1
+    assert hashlib.sha256(b).hexdigest() == GOLDEN_SHA256
+
+
+
+def test_large_table_roundtrip_is_fast_and_exact():
+    """50k timers over three tenants; a guard against accidentally quadratic codecs
+    (1M timers encode in ~0.3 s and decode in ~1-1.5 s on the 2-core dev box)."""
+    import time
+
+    s = State()
+    for b in range(0, 50_000, 10_000):
+        s.create(T0, [TimerSpec(f"t{i}", T0 + (i * 7919) % 86_400_000, tenant=f"ten{i % 3}",
+                                payload=b"p" if i % 10 == 0 else b"") for i in range(b, b + 10_000)])
+    s.tick(T0 + 3_600_000)
+    start = time.perf_counter()
+    b = s.to_bytes()
+    r = State.from_bytes(b)
+    assert time.perf_counter() - start < 5.0
+    assert r.to_bytes() == b
+    assert r.next_deadline() == s.next_deadline()
+    assert r.tick(T0 + 86_400_000).events == s.tick(T0 + 86_400_000).events
+
+
+# ---- bad bytes -------------------------------------------------------------------
+
+
+def reseal(body: bytes, version=VERSION, flags=0, magic=MAGIC) -> bytes:
+    return HEADER.pack(magic, version, flags, len(body), zlib.crc32(body)) + body
+
+
+def test_header_errors_have_clear_messages():
+    b = busy_state().to_bytes()
+    body = b[HEADER.size:]
+    cases = {
+        "bad magic": b"PK\x03\x04" + b[4:],
+        "version 2": reseal(body, version=2),
+        "flags": reseal(body, flags=1),
+        "truncated": b[:-1],
+        "padded": b + b"\x00",
+        "checksum": b[:-1] + bytes([b[-1] ^ 1]),
+    }
+    for needle, data in cases.items():
+        with pytest.raises(SnapshotError) as info:
+            State.from_bytes(data)
+        assert needle in str(info.value), (needle, str(info.value))
+    for data in (b"", b"MNT", b"\x00" * 3, MAGIC, b"junk"):
+        with pytest.raises(SnapshotError):
+            State.from_bytes(data)
+    with pytest.raises(SnapshotError):
+        State.from_bytes("not bytes")
+    with pytest.raises(SnapshotError):
+        State.from_bytes(None)
+    assert issubclass(SnapshotError, KernelError)
+
+
+def _body_of(s):
+    return bytearray(s.to_bytes()[HEADER.size:])
+
+
+def test_checksummed_but_inconsistent_content_is_rejected():
+    """A foreign writer with a correct CRC still cannot smuggle in a broken table."""
+    s = State()
+    s.create(T0, [TimerSpec("aa", T0 + 1), TimerSpec("ab", T0 + 2)])
+    good = _body_of(s)
+    ids_at = good.find(b"aa\nab\n")
+    assert ids_at > 0
+    state_col = good.find(bytes([2, 2]))  # the state column: two ARMED bytes
+    cases = {
+        "duplicate id": good[:ids_at] + b"aa\naa\n" + good[ids_at + 6:],
+        "bad id char": good[:ids_at] + b"a \nab\n" + good[ids_at + 6:],
+        "missing terminator": good[:ids_at] + b"aa\nabX" + good[ids_at + 6:],
+        "unknown state": good[:state_col] + bytes([9, 2]) + good[state_col + 2:],
+        "trailing": good + b"\x00",
+        "short": good[:-1],
+        "timer count": good[:16] + struct.pack("<Q", 3) + good[24:],
+        "tenant count": good[:24] + struct.pack("<I", 0) + good[28:],
+        "negative seq": struct.pack("<q", -1) + good[8:],
+        "last_tick": good[:8] + struct.pack("<q", -5) + good[16:],
+    }
+    for what, body in cases.items():
+        with pytest.raises(SnapshotError):
+            State.from_bytes(reseal(bytes(body)))
+        assert what  # the dict key documents the case
+
+
+def test_header_is_little_endian():
+    b = State().to_bytes()
+    magic, version, flags, body_len, crc = HEADER.unpack(b[:HEADER.size])
+    assert b[8:10] == b"\x01\x00" and body_len == len(b) - HEADER.size
+    assert crc == zlib.crc32(b[HEADER.size:])
+
+
+_BUSY = busy_state().to_bytes()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, len(_BUSY) - 1), st.integers(0, 255)), min_size=1, max_size=8))
+def test_random_byte_flips_are_snapshot_error_or_identical(flips):
+    data = bytearray(_BUSY)
+    for pos, xor in flips:
+        data[pos] ^= xor
+    try:
+        r = State.from_bytes(bytes(data))
+    except SnapshotError:
+        return
+    assert r.to_bytes() == _BUSY
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, len(_BUSY) - 1))
+def test_truncation_anywhere_is_snapshot_error(cut):
+    with pytest.raises(SnapshotError):
+        State.from_bytes(_BUSY[:cut])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=200))
+def test_garbage_after_valid_header_is_snapshot_error(junk):
+    # Passes the magic, version and CRC checks, so the structural decoder sees it.
+    try:
+        State.from_bytes(reseal(junk))
+    except SnapshotError:
+        return
+    # Only a structurally perfect body may decode; then it must round-trip.
+    assert State.from_bytes(reseal(junk)).to_bytes() == reseal(junk)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, len(_BUSY) - HEADER.size - 1), st.integers(1, 255)), min_size=1, max_size=4))
+def test_resealed_body_flips_never_escape_as_other_errors(flips):
+    """Corrupt the body but fix the CRC, so the structural checks must catch it."""
+    body = bytearray(_BUSY[HEADER.size:])
+    for pos, xor in flips:
+        body[pos] ^= xor
+    data = reseal(bytes(body))
+    try:
+        r = State.from_bytes(data)
+    except SnapshotError:
+        return
+    # Decoded: then it is a self-consistent table that re-encodes to the same bytes.
+    assert r.to_bytes() == data
+    list(r)
+    r.counts()
+    r.next_deadline()
