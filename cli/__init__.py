@@ -1,10 +1,29 @@
-"""The `minoots` command line."""
+"""The `minoots` command line (click).
+
+Thin by design: each command parses its arguments and calls a function in the
+layer that owns the work (`minoots.bench`, later the SDK and the node), then
+prints. Command groups live in their own submodules and are attached to `main`
+here, so adding `node`, `up`, `timer` or `cluster` is one module and one
+`add_command` line.
+
+Errors meant for users are raised as `click.ClickException` (or a subclass):
+click prints "Error: <message>" and exits with status 1; bad arguments exit
+with status 2 and a usage line. No traceback reaches the terminal for either.
+"""
+from __future__ import annotations
+
 import click
 
+from .bench import bench
+from .cluster import cluster, snapshot
+from .node import node, up
 
-@click.group()
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
 def main() -> None:
-    """MINOOTS: a durable, Raft-replicated timer kernel."""
+    """MINOOTS: a durable, Raft-replicated timer service."""
 
 
 @main.command()
@@ -13,3 +32,12 @@ def version() -> None:
     import minoots
 
     click.echo(minoots.__version__)
+
+
+main.add_command(bench)
+main.add_command(node)
+main.add_command(up)
+main.add_command(cluster)
+main.add_command(snapshot)
+
+__all__ = ["main"]

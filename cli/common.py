@@ -1,0 +1,42 @@
+"""Helpers every `minoots` command shares: errors, sizes, finding a node to talk to."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import click
+
+LOCAL_CLUSTER_FILE = "cluster.json"
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kib|mib|gib|tib|kb|mb|gb|tb)?\s*$", re.I)
+_UNITS = {None: 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+          "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print a one-line error (no traceback) and exit non-zero."""
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def parse_size(text: str) -> int:
+    m = _SIZE.match(text)
+    if not m:
+        raise click.BadParameter(f"expected a size like 512MiB or 8GiB, got {text!r}")
+    return int(m.group(1)) * _UNITS[m.group(2).lower() if m.group(2) else None]
+
+
+def admin_addresses(explicit: tuple[str, ...]) -> list[str]:
+    """Admin addresses to try: --node values, else $MINOOTS_NODES, else the local `minoots up` cluster."""
+    if explicit:
+        return list(explicit)
+    env = os.environ.get("MINOOTS_NODES")
+    if env:
+        return [a.strip() for a in env.split(",") if a.strip()]
+    for root in (Path(os.environ.get("MINOOTS_DATA", "./minoots-data")),):
+        f = root / LOCAL_CLUSTER_FILE
+        if f.is_file():
+            return [n["admin"] for n in json.loads(f.read_text())["nodes"]]
+    fail("no node given: pass --node HOST:PORT, set MINOOTS_NODES, or run `minoots up` here first")
+    return []

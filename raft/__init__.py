@@ -1,0 +1,1 @@
+"""Raft layer: PySyncObj wiring, the LMDB journal, snapshots, membership, the tick loop."""

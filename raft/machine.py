@@ -1,0 +1,284 @@
+"""The kernel behind PySyncObj: the one place where replicated commands reach the state machine.
+
+Every mutating kernel command travels as one replicated call, `_apply(command)`,
+and is applied by PySyncObj's tick thread on every node in log order. Nothing
+else mutates the kernel. The apply path never raises: a rejected command yields
+its KernelError as the result, identically on every replica, because an
+exception escaping into PySyncObj would make it retry the same entry forever.
+
+Snapshots use PySyncObj's custom serializer hooks. The serializer runs in the
+tick thread at exactly the last applied entry, so it takes the kernel's bytes
+there and hands the slow part (writing the file PySyncObj streams to lagging
+followers, and the copy kept in LMDB) to a background thread; `serializeChecker`
+reports when that is done. No fork(): LMDB forbids using an environment across it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj.node import TCPNode
+
+from minoots.kernel import KernelError, State, TimerSpec
+
+from . import snapshots
+from .clock import Clock
+from .patches import RaftConformantTCPTransport
+
+log = logging.getLogger("minoots.raft")
+
+LEADER = 2  # pysyncobj.syncobj._RAFT_STATE.LEADER
+ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
+
+FAIL_NAMES = {
+    v: k.lower() for k, v in vars(FAIL_REASON).items() if not k.startswith("_") and isinstance(v, int)
+}
+
+
+class CommandFailed(Exception):
+    """Raft did not commit the command (no leader, leader changed, queue full, ...).
+
+    The command may or may not have been applied: retry only idempotent commands.
+    """
+
+    def __init__(self, reason: int) -> None:
+        self.reason = reason
+        super().__init__(f"command not committed: {FAIL_NAMES.get(reason, reason)}")
+
+
+def spec_to_wire(spec: TimerSpec) -> tuple:
+    labels = dict(spec.labels) if spec.labels else None
+    return (spec.id, spec.fire_at, spec.tenant, spec.name, spec.payload, labels,
+            spec.action, spec.idempotency_key, spec.ack_required)
+
+
+def spec_from_wire(t: tuple) -> TimerSpec:
+    return TimerSpec(*t)
+
+
+class TimerMachine(SyncObj):
+    """One node's replicated kernel. Create it through `raft.node`, which owns the data dir."""
+
+    def __init__(
+        self,
+        self_addr: str,
+        peer_addrs: Iterable[str],
+        conf: SyncObjConf,
+        *,
+        snapshot_file: Path,
+        snapshot_store: snapshots.SnapshotStore,
+        names: dict[str, str],
+        cluster_name: str,
+        clock: Clock,
+    ) -> None:
+        self._kernel = State()
+        self._lock = threading.RLock()
+        self._clock = clock
+        self._names = dict(names)              # node id -> raft address (replicated)
+        self._cluster_name = cluster_name
+        self._snapshot_store = snapshot_store
+        self._snap_state = SERIALIZER_STATE.NOT_SERIALIZING
+        self._snap_lock = threading.Lock()
+        self._snap_error: str | None = None
+        self._last_snapshot: snapshots.SnapshotInfo | None = None
+        self.event_listeners: list[Callable] = []
+        self.apply_listeners: list[Callable] = []
+        self.leader_listeners: list[Callable[[bool], None]] = []
+        conf.serializer = self._serialize
+        conf.deserializer = self._deserialize
+        conf.serializeChecker = self._check_serialize
+        conf.fullDumpFile = str(snapshot_file)
+        conf.onStateChanged = self._on_state_changed
+        super().__init__(self_addr, list(peer_addrs), conf, transportClass=RaftConformantTCPTransport)
+
+    # ---- the apply path (PySyncObj's tick thread) --------------------------
+
+    @replicated
+    def _apply(self, command: tuple):
+        with self._lock:
+            try:
+                result = self._dispatch(command)
+            except KernelError as exc:
+                return exc
+            except Exception as exc:  # a kernel bug: same on every replica, keep the log moving
+                log.critical("apply failed", extra={"command": command[0], "error": repr(exc)})
+                return exc
+        for listener in self.apply_listeners:
+            listener(command[0])
+        return result
+
+    def _dispatch(self, command: tuple):
+        kind = command[0]
+        k = self._kernel
+        if kind == "create":
+            _, now, groups = command
+            out = []
+            for group in groups:
+                try:
+                    res = k.create(now, [spec_from_wire(t) for t in group])
+                    self._emit(res.events)
+                    out.append(res)
+                except KernelError as exc:
+                    out.append(exc)
+            return out
+        if kind == "tick":
+            res = k.tick(command[1])
+        elif kind == "cancel":
+            res = k.cancel(command[1], command[2])
+        elif kind == "reschedule":
+            _, now, tenant, tid, fire_at, extend_by = command
+            res = k.reschedule(now, tenant, tid, fire_at=fire_at, extend_by=extend_by)
+        elif kind == "ack":
+            _, now, tenant, tid, fire_id = command
+            res = k.ack(now, tenant, tid, fire_id)
+        elif kind == "name":
+            _, node_id, address = command
+            if address is None:
+                self._names.pop(node_id, None)
+            else:
+                self._names[node_id] = address
+            return None
+        else:
+            raise ValueError(f"unknown command {kind!r}")
+        self._emit(res.events)
+        return res
+
+    def _emit(self, events) -> None:
+        if events:
+            for listener in self.event_listeners:
+                listener(events)
+
+    # ---- proposing ----------------------------------------------------------
+
+    def propose(self, command: tuple, callback: Callable[[object, int], None]) -> None:
+        """Replicate a command; callback(result, fail_reason) runs in the tick thread."""
+        self._apply(command, callback=callback)
+
+    def propose_sync(self, command: tuple, timeout: float = 10.0):
+        """Replicate a command and wait; raises CommandFailed, TimeoutError or the KernelError."""
+        done = threading.Event()
+        box: list = []
+
+        def cb(result, err):
+            box.append((result, err))
+            done.set()
+
+        self.propose(command, cb)
+        if not done.wait(timeout):
+            raise TimeoutError(f"{command[0]} not committed within {timeout:.1f}s")
+        result, err = box[0]
+        if err != FAIL_REASON.SUCCESS:
+            raise CommandFailed(err)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    # ---- reads (local applied state) ----------------------------------------
+
+    def read(self, fn: Callable[[State], object]):
+        """Run fn against the local applied kernel state, consistently."""
+        with self._lock:
+            return fn(self._kernel)
+
+    def next_deadline(self) -> int | None:
+        with self._lock:
+            return self._kernel.next_deadline()
+
+    def kernel_bytes(self) -> bytes:
+        with self._lock:
+            return self._kernel.to_bytes()
+
+    @property
+    def names(self) -> dict[str, str]:
+        return dict(self._names)
+
+    def is_leader(self) -> bool:
+        return self._isLeader()
+
+    def leader_address(self) -> str | None:
+        leader = self._getLeader()
+        return leader.id if leader is not None else None
+
+    # ---- leadership ----------------------------------------------------------
+
+    def _on_state_changed(self, old: int, new: int) -> None:
+        log.info("raft role changed", extra={"from": ROLE_NAMES.get(old), "to": ROLE_NAMES.get(new),
+                                             "term": self.raftCurrentTerm})
+        for listener in self.leader_listeners:
+            listener(new == LEADER)
+
+    # ---- snapshots -------------------------------------------------------------
+
+    def _serialize(self, filename: str, raft_data: tuple) -> None:
+        last_entry, prev_entry, cluster = raft_data
+        with self._lock:
+            kernel = self._kernel.to_bytes()
+            timers = len(self._kernel)
+            names = dict(self._names)
+        meta = snapshots.SnapshotMeta(
+            last_index=last_entry[1],
+            last_term=last_entry[2],
+            entries=(tuple(last_entry), tuple(prev_entry)),
+            cluster=tuple(sorted(node.id for node in cluster)),
+            names=names,
+            created_at_ms=self._clock.now_ms(),
+            kernel_size=len(kernel),
+            timers=timers,
+            cluster_name=self._cluster_name,
+        )
+        # Opened here, written in the background: PySyncObj renames the file as
+        # soon as this returns, and the open handle follows the rename.
+        fh = open(filename, "wb")
+        with self._snap_lock:
+            self._snap_state = SERIALIZER_STATE.SERIALIZING
+        threading.Thread(target=self._write_snapshot, args=(fh, meta, kernel),
+                         name="snapshot-writer", daemon=True).start()
+
+    def _write_snapshot(self, fh, meta: snapshots.SnapshotMeta, kernel: bytes) -> None:
+        state = SERIALIZER_STATE.FAILED
+        try:
+            data = snapshots.encode(meta, kernel)
+            with fh:
+                fh.write(data)
+                fh.flush()
+                import os
+                os.fsync(fh.fileno())
+            self._last_snapshot = self._snapshot_store.put(data)
+            state = SERIALIZER_STATE.SUCCESS
+            log.info("snapshot written", extra={"last_index": meta.last_index, "bytes": len(data),
+                                                "timers": meta.timers})
+        except Exception as exc:
+            self._snap_error = repr(exc)
+            log.error("snapshot failed", extra={"error": repr(exc)})
+        finally:
+            with self._snap_lock:
+                self._snap_state = state
+
+    def _check_serialize(self) -> int:
+        with self._snap_lock:
+            state = self._snap_state
+            if state in (SERIALIZER_STATE.SUCCESS, SERIALIZER_STATE.FAILED):
+                self._snap_state = SERIALIZER_STATE.NOT_SERIALIZING
+            return state
+
+    def _deserialize(self, filename: str) -> tuple:
+        """Load a snapshot file (ours at start-up, or one streamed from the leader)."""
+        data = Path(filename).read_bytes()
+        meta, kernel = snapshots.decode(data)
+        state = State.from_bytes(kernel)
+        with self._lock:
+            self._kernel = state
+            self._names = dict(meta.names)
+        if self._snapshot_store.get(meta.last_index) is None:
+            self._snapshot_store.put(data)
+        log.info("snapshot loaded", extra={"last_index": meta.last_index, "timers": meta.timers})
+        last_entry, prev_entry = meta.entries
+        return last_entry, prev_entry, {TCPNode(addr) for addr in meta.cluster}
+
+    @property
+    def last_snapshot(self) -> snapshots.SnapshotInfo | None:
+        return self._last_snapshot

@@ -1,0 +1,364 @@
+"""One MINOOTS node process: data dir, journal, replicated kernel, leader ticker, admin channel.
+
+Start-up refuses anything that could make a node vote with less than it had:
+a missing/foreign/corrupt data dir, a snapshot file it cannot read, a port in
+use. SIGTERM/SIGINT stop it cleanly: ticker, admin channel, Raft, then LMDB.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pysyncobj import SyncObjConf
+
+from minoots.kernel import KernelError, State
+
+from . import snapshots
+from .admin import AdminError, AdminServer, digest, spec_from_json, split_address, timer_to_json
+from .clock import Clock
+from .journal import LmdbJournal, attach_journal
+from .machine import ROLE_NAMES, CommandFailed, TimerMachine, spec_to_wire
+from .store import DataDirError, open_data_dir
+from .ticker import Ticker
+
+log = logging.getLogger("minoots.raft.node")
+
+SNAPSHOT_FILE = "snapshot.bin"
+PID_FILE = "node.pid"       # present while a node runs on the data dir (restore refuses it)
+
+
+@dataclass
+class RaftTiming:
+    """PySyncObj timers, tuned for failover under 2 s on a 2-core machine (see chaos/failover.py)."""
+
+    raft_min_timeout: float = 0.5
+    raft_max_timeout: float = 1.0
+    append_entries_period: float = 0.05
+    connection_timeout: float = 1.5
+    connection_retry_time: float = 0.25
+    leader_fallback_timeout: float = 2.0
+
+
+@dataclass
+class NodeConfig:
+    node_id: str
+    raft: str
+    data_dir: Path
+    peers: dict[str, str] = field(default_factory=dict)   # node id -> raft address
+    admin: str | None = None
+    cluster: str = "minoots"
+    init: bool = False
+    sync: str = "durable"
+    map_size: int = 8 << 30
+    snapshot_keep: int = 3
+    compaction_entries: int = 50_000
+    compaction_seconds: float = 300.0
+    clock_offset_ms: int = 0
+    timing: RaftTiming = field(default_factory=RaftTiming)
+
+    def validate(self) -> None:
+        split_address(self.raft)
+        if self.admin:
+            split_address(self.admin)
+        for pid, addr in self.peers.items():
+            split_address(addr)
+            if pid == self.node_id:
+                raise ValueError(f"--peer {pid}={addr} names this node itself")
+            if addr == self.raft:
+                raise ValueError(f"peer {pid} has this node's own Raft address {addr}")
+        if len(set(self.peers.values())) != len(self.peers):
+            raise ValueError("two peers share one Raft address")
+
+
+def check_port_free(address: str, what: str) -> None:
+    host, port = split_address(address)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise DataDirError(f"{what} address {address} is not available: {exc.strerror}") from None
+
+
+class Node:
+    """Owns every resource of one node; `start()` then `stop()`."""
+
+    def __init__(self, cfg: NodeConfig) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.clock = Clock(cfg.clock_offset_ms)
+        self.env = None
+        self.machine: TimerMachine | None = None
+        self.ticker: Ticker | None = None
+        self.admin: AdminServer | None = None
+        self.stopped = threading.Event()
+        self.fired_total = 0
+
+    # ---- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self.cfg
+        check_port_free(cfg.raft, "Raft")
+        if cfg.admin:
+            check_port_free(cfg.admin, "admin")
+        self.env = open_data_dir(cfg.data_dir, cluster=cfg.cluster, node_id=cfg.node_id,
+                                 init=cfg.init, map_size=cfg.map_size, sync_policy=cfg.sync)
+        self._pidfile = Path(cfg.data_dir) / PID_FILE
+        self._pidfile.write_text(str(os.getpid()))
+        try:
+            self._start_raft()
+        except BaseException:
+            self._pidfile.unlink(missing_ok=True)
+            self.env.close()
+            self.env = None
+            raise
+        log.info("node started", extra={"raft": cfg.raft, "admin": cfg.admin,
+                                         "data_dir": str(cfg.data_dir), "sync": cfg.sync})
+
+    def _start_raft(self) -> None:
+        cfg = self.cfg
+        store = snapshots.SnapshotStore(self.env, keep=cfg.snapshot_keep)
+        snap_file = Path(cfg.data_dir) / SNAPSHOT_FILE
+        self._check_snapshot_file(snap_file, store)
+        journal = LmdbJournal(self.env, sync_policy=cfg.sync)
+        t = cfg.timing
+        conf = SyncObjConf(
+            appendEntriesUseBatch=False,
+            raftMinTimeout=t.raft_min_timeout,
+            raftMaxTimeout=t.raft_max_timeout,
+            appendEntriesPeriod=t.append_entries_period,
+            connectionTimeout=t.connection_timeout,
+            connectionRetryTime=t.connection_retry_time,
+            leaderFallbackTimeout=t.leader_fallback_timeout,
+            dynamicMembershipChange=True,
+            logCompactionMinEntries=cfg.compaction_entries,
+            logCompactionMinTime=cfg.compaction_seconds,
+            useFork=False,
+        )
+        attach_journal(conf, journal)
+        names = {cfg.node_id: cfg.raft, **cfg.peers}
+        self.machine = TimerMachine(
+            cfg.raft, list(cfg.peers.values()), conf,
+            snapshot_file=snap_file, snapshot_store=store, names=names,
+            cluster_name=cfg.cluster, clock=self.clock,
+        )
+        self.machine.event_listeners.append(self._count_fires)
+        self.ticker = Ticker(self.machine, self.clock)
+        self.ticker.start()
+        if cfg.admin:
+            self.admin = AdminServer(self, cfg.admin)
+            self.admin.start()
+
+    @staticmethod
+    def _check_snapshot_file(snap_file: Path, store: snapshots.SnapshotStore) -> None:
+        """The snapshot PySyncObj will load must be readable, or we refuse to start."""
+        if not snap_file.exists():
+            latest = store.latest()
+            if latest is None:
+                return
+            snap_file.write_bytes(latest)  # the file was lost; LMDB keeps the history
+        try:
+            _, kernel = snapshots.decode(snap_file.read_bytes())
+            State.from_bytes(kernel)
+        except (snapshots.SnapshotFormatError, KernelError, OSError) as exc:
+            raise DataDirError(f"snapshot {snap_file} is unreadable: {exc}") from exc
+
+    def stop(self) -> None:
+        if self.ticker:
+            self.ticker.stop()
+        if self.admin:
+            self.admin.stop()
+        if self.machine:
+            self.machine.destroy()
+            deadline = time.monotonic() + 5
+            while self.machine.tick_thread_alive() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        if self.env is not None:
+            self.env.sync(True)
+            self.env.close()
+            self.env = None
+            self._pidfile.unlink(missing_ok=True)
+        self.stopped.set()
+        log.info("node stopped")
+
+    def _count_fires(self, events) -> None:
+        self.fired_total += sum(1 for e in events if e.kind.name == "FIRED")
+
+    # ---- status -------------------------------------------------------------
+
+    def status(self) -> dict:
+        m = self.machine
+        raw = m.getStatus()
+        names = m.names
+        by_addr = {addr: nid for nid, addr in names.items()}
+        leader_addr = raw["leader"].id if raw.get("leader") is not None else None
+        self_addr = self.cfg.raft
+        partners = [k[len("partner_node_status_server_"):] for k in raw
+                    if k.startswith("partner_node_status_server_")]
+        members = []
+        for addr in sorted([self_addr, *partners]):
+            member = {
+                "id": by_addr.get(addr, addr),
+                "address": addr,
+                "role": ("leader" if addr == leader_addr else
+                         ROLE_NAMES.get(raw["state"], "unknown") if addr == self_addr else "follower"),
+            }
+            if addr != self_addr:
+                member["connected"] = raw.get(f"partner_node_status_server_{addr}") == 2
+                match = raw.get(f"match_idx_server_{addr}")
+                if match is not None and m.is_leader():
+                    member["match_index"] = match
+                    member["lag"] = max(0, raw["commit_idx"] - match)
+            members.append(member)
+        counts = m.read(lambda k: {s.name.lower(): n for s, n in k.counts().items()})
+        return {
+            "node": self.cfg.node_id,
+            "cluster": self.cfg.cluster,
+            "leader": by_addr.get(leader_addr, leader_addr) if leader_addr else None,
+            "leader_address": leader_addr,
+            "role": ROLE_NAMES.get(raw["state"], "unknown"),
+            "term": raw["raft_term"],
+            "commit_index": raw["commit_idx"],
+            "applied_index": raw["last_applied"],
+            "log_len": raw["log_len"],
+            "has_quorum": raw["has_quorum"],
+            "members": members,
+            "timers": counts,
+            "next_deadline": m.next_deadline(),
+            "ticks_proposed": self.ticker.proposed if self.ticker else 0,
+            "fired_total": self.fired_total,
+        }
+
+    # ---- admin channel --------------------------------------------------------
+
+    def admin_route(self, method: str, parts: list[str], body):
+        m = self.machine
+        if method == "GET" and parts == ["status"]:
+            return 200, self.status()
+        if method == "GET" and parts == ["kernel", "digest"]:
+            data = m.kernel_bytes()
+            return 200, {"sha256": digest(data), "bytes": len(data),
+                         "applied_index": m.raftLastApplied}
+        if method == "POST" and parts == ["timers"]:
+            req = body()
+            timers = req.get("timers") if isinstance(req, dict) else None
+            if not isinstance(timers, list) or not timers:
+                raise AdminError("INVALID_ARGUMENT", "body must be {\"timers\": [ ... ]} with at least one timer")
+            now = self.clock.now_ms()
+            specs = [spec_from_json(t, now) for t in timers]
+            res = m.propose_sync(("create", now, [[spec_to_wire(s) for s in specs]]))[0]
+            if isinstance(res, Exception):
+                raise res
+            return 200, {"timers": [timer_to_json(i.timer) for i in res.items],
+                         "created": [i.created for i in res.items]}
+        if method == "GET" and len(parts) == 3 and parts[0] == "timers":
+            return 200, timer_to_json(m.read(lambda k: k.get(parts[1], parts[2])))
+        if method == "POST" and len(parts) == 4 and parts[0] == "timers" and parts[3] == "cancel":
+            res = m.propose_sync(("cancel", self.clock.now_ms(), [(parts[1], parts[2])]))
+            return 200, timer_to_json(res.timers[0])
+        if method == "POST" and parts == ["members"]:
+            return 200, self._add_member(body())
+        if method == "DELETE" and len(parts) == 2 and parts[0] == "members":
+            return 200, self._remove_member(parts[1])
+        if method == "POST" and parts == ["snapshots"]:
+            return 200, self._take_snapshot()
+        if method == "GET" and parts == ["snapshots"]:
+            return 200, {"snapshots": [s.__dict__ for s in m._snapshot_store.list()]}
+        if method == "GET" and parts == ["snapshots", "latest"]:
+            data = m._snapshot_store.latest()
+            if data is None:
+                raise AdminError("NOT_FOUND", "this node has no snapshot yet")
+            return 200, data
+        raise AdminError("NOT_FOUND", f"no admin route {method} /{'/'.join(parts)}")
+
+    def _membership_change(self, fn, arg) -> None:
+        done = threading.Event()
+        box = []
+        fn(arg, callback=lambda res, err: (box.append(err), done.set()))
+        if not done.wait(10):
+            raise TimeoutError("membership change not committed within 10 s")
+        if box[0] != 0:
+            raise CommandFailed(box[0])
+
+    def _add_member(self, req) -> dict:
+        if not isinstance(req, dict) or not isinstance(req.get("id"), str) or not isinstance(req.get("address"), str):
+            raise AdminError("INVALID_ARGUMENT", "body must be {\"id\": ID, \"address\": HOST:PORT}")
+        nid, addr = req["id"], req["address"]
+        try:
+            split_address(addr)
+        except ValueError as exc:
+            raise AdminError("INVALID_ARGUMENT", str(exc)) from None
+        names = self.machine.names
+        if nid in names:
+            raise AdminError("ALREADY_EXISTS", f"node id {nid!r} is already a member ({names[nid]})")
+        if addr in names.values():
+            raise AdminError("ALREADY_EXISTS", f"address {addr} already belongs to a member")
+        self._membership_change(self.machine.addNodeToCluster, addr)
+        self.machine.propose_sync(("name", nid, addr))
+        return {"added": {"id": nid, "address": addr}}
+
+    def _remove_member(self, nid: str) -> dict:
+        names = self.machine.names
+        if nid not in names:
+            raise AdminError("NOT_FOUND", f"no member with id {nid!r}")
+        addr = names[nid]
+        if addr == self.machine.leader_address():
+            if not self.machine.is_leader():
+                raise AdminError("FAILED_PRECONDITION",
+                                 f"{nid} leads: send the removal to its own admin address so it can step down")
+            self._step_down()
+        self._membership_change(self.machine.removeNodeFromCluster, addr)
+        self.machine.propose_sync(("name", nid, None))
+        return {"removed": {"id": nid, "address": addr}}
+
+    def _step_down(self) -> None:
+        """Hand leadership to the most caught-up follower and wait until another node leads."""
+        done = threading.Event()
+        box = []
+        self.machine.transferLeadership(callback=lambda res, err: (box.append(err), done.set()))
+        if not done.wait(5) or box[0] != 0:
+            raise AdminError("UNAVAILABLE", "leadership transfer was refused (no caught-up follower?); retry")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            leader = self.machine.leader_address()
+            if leader is not None and leader != self.cfg.raft:
+                return
+            time.sleep(0.02)
+        raise AdminError("UNAVAILABLE", "no other node took leadership within 5 s; retry")
+
+    def _take_snapshot(self) -> dict:
+        m = self.machine
+        before = m.last_snapshot
+        m.forceLogCompaction()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if m.last_snapshot is not before:
+                return {"snapshot": m.last_snapshot.__dict__}
+            time.sleep(0.02)
+        raise TimeoutError("snapshot not written within 60 s")
+
+
+def run(cfg: NodeConfig) -> int:
+    """Run a node until SIGTERM/SIGINT; returns the process exit code."""
+    node = Node(cfg)
+    node.start()
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        log.info("signal received", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        node.stop()
+    return 0

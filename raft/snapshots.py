@@ -1,0 +1,147 @@
+"""Raft-layer snapshots: the kernel's snapshot bytes wrapped with Raft metadata, kept in LMDB.
+
+One container format serves three uses: the file PySyncObj streams to a follower
+that fell behind the compacted log (its `fullDumpFile`), the history kept in LMDB
+(the last N, for `minoots snapshot list/export`), and disaster-recovery restore.
+
+Layout (all integers little-endian):
+    magic  b"MNTSNAP1"
+    u32    length of the metadata JSON, then the JSON (UTF-8)
+    bytes  the kernel snapshot (kernel/snapshot.py's own versioned, checksummed format)
+    32 B   SHA-256 of everything before it
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+from dataclasses import asdict, dataclass, field
+
+import lmdb
+
+MAGIC = b"MNTSNAP1"
+_DIGEST = 32
+
+
+class SnapshotFormatError(Exception):
+    """Snapshot container bytes are truncated, corrupt or not a MINOOTS snapshot."""
+
+
+@dataclass(frozen=True)
+class SnapshotMeta:
+    last_index: int              # last log index the snapshot includes
+    last_term: int
+    entries: tuple = ()          # PySyncObj's (command, index, term) of the last two applied entries
+    cluster: tuple = ()          # Raft addresses of every member
+    names: dict = field(default_factory=dict)  # node id -> Raft address
+    created_at_ms: int = 0
+    kernel_size: int = 0
+    timers: int = 0
+    cluster_name: str = ""
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["entries"] = [[base64.b64encode(c).decode(), i, t] for c, i, t in self.entries]
+        out["cluster"] = list(self.cluster)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "SnapshotMeta":
+        obj = dict(obj)
+        obj["entries"] = tuple((base64.b64decode(c), int(i), int(t)) for c, i, t in obj.get("entries", ()))
+        obj["cluster"] = tuple(obj.get("cluster", ()))
+        return cls(**obj)
+
+
+def encode(meta: SnapshotMeta, kernel: bytes) -> bytes:
+    head = json.dumps(meta.to_json(), sort_keys=True).encode()
+    body = b"".join((MAGIC, struct.pack("<I", len(head)), head, kernel))
+    return body + hashlib.sha256(body).digest()
+
+
+def decode(data: bytes) -> tuple[SnapshotMeta, bytes]:
+    """Split a container into its metadata and kernel bytes, verifying the checksum."""
+    data = bytes(data)
+    if len(data) < len(MAGIC) + 4 + _DIGEST or not data.startswith(MAGIC):
+        raise SnapshotFormatError("not a MINOOTS snapshot (bad magic or too short)")
+    body, digest = data[:-_DIGEST], data[-_DIGEST:]
+    if hashlib.sha256(body).digest() != digest:
+        raise SnapshotFormatError("snapshot checksum mismatch: the file is corrupt or truncated")
+    (hlen,) = struct.unpack_from("<I", body, len(MAGIC))
+    start = len(MAGIC) + 4
+    if start + hlen > len(body):
+        raise SnapshotFormatError("snapshot metadata runs past the end of the file")
+    try:
+        meta = SnapshotMeta.from_json(json.loads(body[start:start + hlen]))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SnapshotFormatError(f"snapshot metadata is unreadable: {exc}") from exc
+    kernel = body[start + hlen:]
+    if len(kernel) != meta.kernel_size:
+        raise SnapshotFormatError(f"kernel snapshot is {len(kernel)} bytes, metadata says {meta.kernel_size}")
+    return meta, kernel
+
+
+def read_meta(data: bytes) -> SnapshotMeta:
+    """Metadata only, without hashing the whole snapshot (for listings)."""
+    if not bytes(data[: len(MAGIC)]) == MAGIC:
+        raise SnapshotFormatError("not a MINOOTS snapshot")
+    (hlen,) = struct.unpack_from("<I", data, len(MAGIC))
+    start = len(MAGIC) + 4
+    return SnapshotMeta.from_json(json.loads(bytes(data[start:start + hlen])))
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    last_index: int
+    last_term: int
+    created_at_ms: int
+    size: int
+    timers: int
+    sha256: str
+
+
+class SnapshotStore:
+    """The last `keep` snapshots of one node, keyed by their last included log index."""
+
+    def __init__(self, env: lmdb.Environment, keep: int = 3) -> None:
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self._env = env
+        self._db = env.open_db(b"snapshots")
+        self.keep = keep
+
+    def put(self, data: bytes) -> SnapshotInfo:
+        meta = read_meta(data)
+        with self._env.begin(db=self._db, write=True) as txn:
+            txn.put(struct.pack(">Q", meta.last_index), data)
+            keys = [bytes(k) for k in txn.cursor().iternext(keys=True, values=False)]
+            for old in keys[: max(0, len(keys) - self.keep)]:
+                txn.delete(old)
+        return self._info(data)
+
+    def list(self) -> list[SnapshotInfo]:
+        with self._env.begin(db=self._db, buffers=True) as txn:
+            return [self._info(v) for _, v in txn.cursor()]
+
+    def latest(self) -> bytes | None:
+        with self._env.begin(db=self._db) as txn:
+            cur = txn.cursor()
+            return bytes(cur.value()) if cur.last() else None
+
+    def get(self, last_index: int) -> bytes | None:
+        with self._env.begin(db=self._db) as txn:
+            raw = txn.get(struct.pack(">Q", last_index))
+            return bytes(raw) if raw is not None else None
+
+    @staticmethod
+    def _info(data) -> SnapshotInfo:
+        meta = read_meta(data)
+        return SnapshotInfo(
+            last_index=meta.last_index,
+            last_term=meta.last_term,
+            created_at_ms=meta.created_at_ms,
+            size=len(data),
+            timers=meta.timers,
+            sha256=bytes(data[-_DIGEST:]).hex(),
+        )
