@@ -8,7 +8,7 @@ re-exports); each top-level folder is a subpackage, so users write
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-SUBPACKAGES = ["kernel", "raft", "cli", "bench"]
+SUBPACKAGES = ["kernel", "raft", "cli", "bench", "chaos"]
 
 extensions = [
     Extension(

@@ -1,10 +1,7 @@
 """`minoots node run` (one node process) and `minoots up` (a local 3-node cluster)."""
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +16,7 @@ DEFAULT_DIR = "./minoots-data"
 def _parse_peer(value: str) -> tuple[str, str]:
     nid, sep, addr = value.partition("=")
     if not sep or not nid or not addr:
-        raise click.BadParameter(f"expected ID=HOST:PORT, got {value!r}", param_hint="--peer")
+        fail(f"--peer expects ID=HOST:PORT, got {value!r}", code=2)
     return nid, addr
 
 
@@ -59,7 +56,7 @@ def run_cmd(node_id, raft, peers, data_dir, admin, cluster, init, sync, map_size
     for p in peers:
         nid, addr = _parse_peer(p)
         if nid in peer_map:
-            raise click.BadParameter(f"peer {nid} given twice", param_hint="--peer")
+            fail(f"--peer {nid} given twice", code=2)
         peer_map[nid] = addr
     jsonlog.setup(node_id, log_level)
     try:
@@ -73,17 +70,6 @@ def run_cmd(node_id, raft, peers, data_dir, admin, cluster, init, sync, map_size
     sys.exit(code)
 
 
-def node_command(python: str, nid: str, raft: str, admin: str, peers: dict[str, str], data_dir: Path,
-                 init: bool, extra: tuple = ()) -> list[str]:
-    cmd = [python, "-m", "minoots", "node", "run", "--id", nid, "--raft", raft, "--admin", admin,
-           "--data-dir", str(data_dir), *extra]
-    for pid, paddr in peers.items():
-        cmd += ["--peer", f"{pid}={paddr}"]
-    if init:
-        cmd.append("--init")
-    return cmd
-
-
 @click.command()
 @click.option("--dir", "data_root", default=DEFAULT_DIR, show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Where the nodes keep their data.")
@@ -95,77 +81,42 @@ def node_command(python: str, nid: str, raft: str, admin: str, peers: dict[str, 
               help="First admin port; node i uses admin-port+i-1.")
 @click.option("--sync", type=click.Choice(["durable", "relaxed"]), default="durable", show_default=True)
 def up(data_root: Path, nodes: int, host: str, raft_port: int, admin_port: int, sync: str) -> None:
-    """Start a local cluster on loopback; Ctrl-C stops every node."""
-    from minoots.raft.admin import AdminClient, AdminError
+    """Start a local cluster on loopback; Ctrl-C stops every node.
 
-    ids = [f"n{i}" for i in range(1, nodes + 1)]
-    raft = {nid: f"{host}:{raft_port + i}" for i, nid in enumerate(ids)}
-    admin = {nid: f"{host}:{admin_port + i}" for i, nid in enumerate(ids)}
-    data_root.mkdir(parents=True, exist_ok=True)
-    procs: dict[str, subprocess.Popen] = {}
+    Data lives in --dir (one folder per node, reused on the next `up`); node logs
+    (JSON lines) go to --dir/nX.log.
+    """
+    from minoots.raft.local import LocalCluster
+
+    cluster = LocalCluster(data_root, size=nodes, host=host,
+                           raft_ports=[raft_port + i for i in range(nodes)],
+                           admin_ports=[admin_port + i for i in range(nodes)],
+                           node_args=("--sync", sync))
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-
-    def stop_all() -> None:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for p in procs.values():
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-
     try:
-        for nid in ids:
-            ddir = data_root / nid
-            init = not ddir.exists()
-            peers = {p: raft[p] for p in ids if p != nid}
-            cmd = node_command(sys.executable, nid, raft[nid], admin[nid], peers, ddir, init,
-                               ("--sync", sync))
-            logf = open(data_root / f"{nid}.log", "ab")
-            procs[nid] = subprocess.Popen(cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
-        (data_root / LOCAL_CLUSTER_FILE).write_text(json.dumps(
-            {"nodes": [{"id": n, "raft": raft[n], "admin": admin[n], "pid": procs[n].pid} for n in ids]},
-            indent=2))
-        leader = None
-        deadline = time.monotonic() + 30
-        while leader is None and time.monotonic() < deadline:
-            for nid, p in procs.items():
-                if p.poll() is not None:
-                    tail = (data_root / f"{nid}.log").read_text(errors="replace").strip().splitlines()[-3:]
-                    raise click.ClickException(f"node {nid} exited with code {p.returncode}:\n" + "\n".join(tail))
-            for nid in ids:
-                try:
-                    leader = AdminClient(admin[nid], timeout=1).call("GET", "/status")["leader"]
-                except AdminError:
-                    continue
-                if leader:
-                    break
-            time.sleep(0.2)
-        if leader is None:
-            raise click.ClickException("no leader elected within 30 s; see the node logs in " + str(data_root))
-        for nid in ids:
-            click.echo(f"{nid}: raft {raft[nid]}  admin http://{admin[nid]}  data {data_root / nid}"
-                       f"  log {data_root / (nid + '.log')}  pid {procs[nid].pid}")
+        cluster.start()
+        cluster.write_description(data_root / LOCAL_CLUSTER_FILE)
+        try:
+            leader = cluster.leader(timeout=30)
+        except (TimeoutError, RuntimeError) as exc:
+            raise click.ClickException(f"{exc}\nsee the node logs in {data_root}")
+        for n in cluster.nodes.values():
+            click.echo(f"{n.node_id}: raft {n.raft}  admin http://{n.admin}  data {n.data_dir}  "
+                       f"log {n.log_file}  pid {n.pid}")
         click.echo(f"leader: {leader}")
         click.echo("Ctrl-C stops the cluster.")
         while True:
-            for nid, p in procs.items():
-                if p.poll() is not None:
-                    raise click.ClickException(f"node {nid} exited with code {p.returncode}; "
-                                               f"see {data_root / (nid + '.log')}")
+            for n in cluster.nodes.values():
+                if not n.alive():
+                    raise click.ClickException(f"node {n.node_id} exited with code {n.proc.returncode}; "
+                                               f"see {n.log_file}")
             time.sleep(0.5)
     except KeyboardInterrupt:
         click.echo("stopping...")
     finally:
-        stop_all()
-        try:
-            os.remove(data_root / LOCAL_CLUSTER_FILE)
-        except FileNotFoundError:
-            pass
+        cluster.stop()
+        (data_root / LOCAL_CLUSTER_FILE).unlink(missing_ok=True)

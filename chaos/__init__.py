@@ -1,0 +1,1 @@
+"""Fault drills against real local clusters: scripted faults, invariant checks, a verdict."""

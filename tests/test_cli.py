@@ -1,0 +1,207 @@
+"""The `minoots` command line: version, bench wheel, and human-readable errors."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import minoots
+from minoots.cli import main
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def assert_clean_failure(result, *needles):
+    """Non-zero exit, a message for humans, no traceback."""
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    assert "Error" in result.output
+    for n in needles:
+        assert n in result.output, result.output
+
+
+def _no_nan(value):
+    raise ValueError(f"non-JSON constant {value}")
+
+
+# ---------------------------------------------------------------- version / help
+
+
+def test_version(runner):
+    result = runner.invoke(main, ["version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == minoots.__version__
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["bench", "--help"], ["bench", "wheel", "--help"]])
+def test_help(runner, args):
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_group_lists_its_commands(runner):
+    result = runner.invoke(main, ["--help"])
+    assert "version" in result.output and "bench" in result.output
+
+
+def test_unknown_command(runner):
+    result = runner.invoke(main, ["frobnicate"])
+    assert result.exit_code == 2
+    assert_clean_failure(result, "frobnicate")
+
+
+# ---------------------------------------------------------------- bench wheel
+
+
+def test_bench_wheel_prints_the_table(runner):
+    result = runner.invoke(main, ["bench", "wheel", "--timers", "2000"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for label in ("wheel (per-call)", "wheel (batch)", "wheel (batch, arrays)", "heapq (lazy deletion)", "asyncio call_at"):
+        assert label in out
+    for col in ("insert", "cancel", "reschedule", "expire", "total", "ins+can+exp", "bytes/timer"):
+        assert col in out
+    assert "insert 2,000 timers" in out
+    assert "cancel 1,000; reschedule 200; expire 1,000" in out
+    assert "targets (shown, not asserted)" in out
+    assert "correctness:" in out
+    # Progress goes to stderr, not into the table.
+    assert "running heapq" not in out
+    assert "running heapq" in result.stderr
+
+
+def test_bench_wheel_writes_valid_json(runner, tmp_path):
+    path = tmp_path / "results" / "nested" / "wheel.json"  # parents are created
+    result = runner.invoke(main, ["bench", "wheel", "--timers", "2000", "--seed", "7", "--json", str(path), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "heapq (lazy deletion)" in result.stdout
+    report = json.loads(path.read_text(), parse_constant=_no_nan)
+    assert report["benchmark"] == "wheel"
+    assert report["minoots_version"] == minoots.__version__
+    assert report["params"]["timers"] == 2000
+    assert report["params"]["seed"] == 7
+    assert report["ops"] == {"insert": 2000, "cancel": 1000, "reschedule": 200, "expire": 1000}
+    assert set(report["peers"]) == {"wheel_per_call", "wheel_batch", "wheel_arrays", "heapq", "asyncio"}
+    for peer in report["peers"].values():
+        assert set(peer["phases"]) == {"insert", "cancel", "reschedule", "expire"}
+        for phase in peer["phases"].values():
+            assert phase["seconds"] > 0
+            assert phase["ops_per_s"] > 0
+        assert peer["total"]["ops"] == 4200
+        assert peer["bytes_per_timer"] > 0
+        assert peer["bytes_method"]
+        assert peer["expire_wakeups"] > 0
+    for wheel in ("wheel_per_call", "wheel_batch", "wheel_arrays"):
+        for base in ("heapq", "asyncio"):
+            assert report["ratios"][f"{wheel}_vs_{base}"]["insert_cancel_expire"] > 0
+    assert report["targets"]["speedup_vs_heapq_insert_cancel_expire"]["target"] == 10
+    assert report["targets"]["wheel_bytes_per_timer"]["target"] == 64
+    assert report["correctness"]["checked"] is True
+    # The same seed gives the same workload, so the same expire wake-ups.
+    assert len({p["expire_wakeups"] for p in report["peers"].values()}) == 1
+
+
+def test_bench_wheel_without_json_writes_nothing(runner, tmp_path):
+    with runner.isolated_filesystem(temp_dir=tmp_path) as cwd:
+        result = runner.invoke(main, ["bench", "wheel", "--timers", "500", "-q"])
+        assert result.exit_code == 0, result.output
+        assert os.listdir(cwd) == []
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--timers", "0"], "--timers"),
+        (["--timers", "-5"], "--timers"),
+        (["--timers", "abc"], "--timers"),
+        (["--timers", "1.5"], "--timers"),
+        (["--span-ms", "0"], "--span-ms"),
+        (["--seed", "x"], "--seed"),
+        (["--repeat", "0"], "--repeat"),
+        (["--bogus"], "--bogus"),
+        (["--timers"], "--timers"),
+    ],
+)
+def test_bench_wheel_bad_args(runner, args, needle):
+    result = runner.invoke(main, ["bench", "wheel", *args])
+    assert result.exit_code == 2
+    assert_clean_failure(result, needle)
+
+
+def test_bench_wheel_span_beyond_max_time(runner):
+    result = runner.invoke(main, ["bench", "wheel", "--timers", "10", "--span-ms", str(10**15), "-q"])
+    assert result.exit_code == 1
+    assert_clean_failure(result, "MAX_TIME")
+
+
+def test_bench_wheel_json_to_a_directory(runner, tmp_path):
+    result = runner.invoke(main, ["bench", "wheel", "--timers", "10", "--json", str(tmp_path)])
+    assert_clean_failure(result, str(tmp_path))
+
+
+def test_bench_wheel_json_unwritable_fails_before_running(runner, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    # A path under a regular file cannot be created, whoever we are.
+    result = runner.invoke(main, ["bench", "wheel", "--timers", "10", "--json", str(blocker / "w.json")])
+    assert_clean_failure(result, "cannot write")
+    assert "running" not in result.output  # failed before the benchmark ran
+
+
+# ---------------------------------------------------------------- python -m bench.wheel and the console script
+
+
+def _run(args, **kw):
+    return subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_python_m_bench_wheel(tmp_path):
+    path = tmp_path / "w.json"
+    proc = _run([sys.executable, "-m", "bench.wheel", "--timers", "2000", "--json", str(path)])
+    assert proc.returncode == 0, proc.stderr
+    assert "heapq (lazy deletion)" in proc.stdout
+    assert json.loads(path.read_text(), parse_constant=_no_nan)["params"]["timers"] == 2000
+
+
+def test_python_m_bench_wheel_bad_args():
+    proc = _run([sys.executable, "-m", "bench.wheel", "--timers", "zero"])
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "--timers" in proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("minoots") is None, reason="console script not installed")
+def test_console_script():
+    proc = _run(["minoots", "version"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == minoots.__version__
+
+
+def test_bench_wheel_fails_loudly_when_peers_disagree(runner, monkeypatch):
+    """The in-run correctness check: a peer that expires in the wrong order stops the run."""
+    from minoots.bench import wheel as wheel_bench
+
+    real = wheel_bench._run_heapq
+
+    def swapped(wl):
+        secs, expired, wakeups = real(wl)
+        expired[3], expired[4] = expired[4], expired[3]
+        return secs, expired, wakeups
+
+    monkeypatch.setattr(wheel_bench, "_run_heapq", swapped)
+    result = runner.invoke(main, ["bench", "wheel", "--timers", "200", "-q"])
+    assert result.exit_code == 1
+    assert_clean_failure(result, "correctness check failed", "heapq", "position 3")
