@@ -1,0 +1,1 @@
+"""gRPC API: the wire contract served on uvloop, leader routing, event streaming, and the client SDK."""
