@@ -14,6 +14,7 @@ from .errors import (
     NotFound,
     SnapshotError,
 )
+from .snapshot import SnapshotCapture
 from .state import State
 from .timer import (
     DEFAULT_TENANT,
@@ -45,6 +46,7 @@ from .validate import (
 
 __all__ = [
     "State",
+    "SnapshotCapture",
     "Wheel",
     "MAX_KEY",
     "MAX_TIME",

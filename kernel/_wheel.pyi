@@ -23,7 +23,13 @@ class Wheel:
     def next_deadline(self) -> int | None: ...                  # earliest deadline held, None if empty
     def advance(self, now: int) -> list[int]: ...               # expired keys by (deadline, key); now < self.now acts as self.now
     def advance_items(self, now: int) -> list[tuple[int, int]]: ...  # same, as (key, deadline) pairs
-    def insert_many(self, keys: Iterable[int], deadlines: Iterable[int]) -> None: ...  # all-or-nothing: validates every pair first
-    def cancel_many(self, keys: Iterable[int]) -> int: ...      # number actually removed
+    # insert_many: all-or-nothing (validates every pair first; a duplicate key, held or
+    # repeated in the batch, is KeyError and undoes the batch). Fast path: when keys is a
+    # 1-D contiguous uint64 buffer (array('Q'), memoryview 'Q') and deadlines a 1-D
+    # contiguous int64 buffer (array('q'), memoryview 'q'), both are read in place with
+    # no Python object per timer; any other iterable or buffer format takes the generic
+    # per-item path, with the same results and errors (TypeError for non-int items).
+    def insert_many(self, keys: Iterable[int], deadlines: Iterable[int]) -> None: ...
+    def cancel_many(self, keys: Iterable[int]) -> int: ...      # number actually removed; uint64 buffers read in place
     def items(self) -> list[tuple[int, int]]: ...               # (key, deadline) sorted by key, for snapshots
     def memory_bytes(self) -> int: ...                          # bytes allocated by the wheel's C arrays

@@ -31,6 +31,7 @@ slot) so that `next_deadline()` is exact without scanning a coarse slot on every
 call: the Raft leader sleeps until exactly that time.
 """
 
+from cpython.buffer cimport PyObject_CheckBuffer
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.stdlib cimport qsort
@@ -473,7 +474,25 @@ cdef class Wheel:
         return [(self.out[j].key, self.out[j].deadline) for j in range(self.out_len)]
 
     def insert_many(self, keys, deadlines):
-        """Insert pairs; all-or-nothing (a bad pair leaves the wheel as it was)."""
+        """Insert pairs; all-or-nothing (a bad pair leaves the wheel as it was).
+
+        Fast path: when both arguments are one-dimensional contiguous buffers of
+        uint64 keys and int64 deadlines (array('Q') and array('q'), or
+        memoryviews of those formats), they are read in place with no Python
+        object per timer. Any other input (lists, iterables, buffers of another
+        format) goes through the generic path; both behave the same.
+        """
+        cdef const uint64_t[::1] kv
+        cdef const int64_t[::1] dv
+        if PyObject_CheckBuffer(keys) and PyObject_CheckBuffer(deadlines):
+            try:
+                kv = keys
+                dv = deadlines
+            except (ValueError, TypeError, BufferError):
+                pass   # wrong format, dimensions or strides: take the generic path
+            else:
+                self._insert_buffers(kv, dv)
+                return None
         cdef list ks = [_key_arg(k) for k in keys]
         cdef list ds = [_time_arg(d, "deadline") for d in deadlines]
         cdef Py_ssize_t n = len(ks)
@@ -490,10 +509,56 @@ cdef class Wheel:
                 raise
         return None
 
+    cdef int _insert_buffers(self, const uint64_t[::1] ks, const int64_t[::1] ds) except -1:
+        """insert_many over typed buffers: validate every deadline, reserve once,
+        insert; on a duplicate key undo this call's inserts and raise KeyError."""
+        cdef Py_ssize_t n = ks.shape[0]
+        cdef Py_ssize_t j, j2
+        cdef int64_t d
+        cdef uint64_t key, pos
+        cdef uint32_t i
+        if ds.shape[0] != n:
+            raise ValueError(f"insert_many got {n} keys but {ds.shape[0]} deadlines")
+        for j in range(n):
+            d = ds[j]
+            if d < 0 or d > _MAX_TIME:
+                raise ValueError(f"deadline {d} is outside 0..{_MAX_TIME} ms (year 9999)")
+        # After this there are at least n free structs (free list + unused tail)
+        # and the table stays at load <= 1/2, so nothing below can fail but a
+        # duplicate key.
+        self._reserve(self.count + n)
+        for j in range(n):
+            key = ks[j]
+            pos = self._find_pos(key)
+            if self.table[pos] != NIL:
+                for j2 in range(j):
+                    self._cancel(ks[j2])
+                raise KeyError(f"timer key {key} is already in the wheel")
+            i = self._new_entry()
+            self.ents[i].key = key
+            self.ents[i].deadline = ds[j]
+            self.table[pos] = i
+            self.count += 1
+            self._place(i)
+        return 0
+
     def cancel_many(self, keys):
-        """Cancel each key; return how many were present."""
-        cdef list ks = [_key_arg(k) for k in keys]
+        """Cancel each key; return how many were present. A contiguous uint64
+        buffer (array('Q'), memoryview 'Q') is read in place."""
+        cdef const uint64_t[::1] kv
         cdef uint64_t removed = 0
+        cdef Py_ssize_t j
+        if PyObject_CheckBuffer(keys):
+            try:
+                kv = keys
+            except (ValueError, TypeError, BufferError):
+                pass
+            else:
+                for j in range(kv.shape[0]):
+                    if self._cancel(kv[j]):
+                        removed += 1
+                return removed
+        cdef list ks = [_key_arg(k) for k in keys]
         for k in ks:
             if self._cancel(<uint64_t>k):
                 removed += 1

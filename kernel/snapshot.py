@@ -15,6 +15,12 @@ Layout, all integers little-endian:
             action lengths u32 + blob, idempotency key lengths u32 (0 = none) + UTF-8 blob,
             label counts (u8[extras]), label key lengths u32 + blob, label value lengths u32 + UTF-8 blob
 
+Capture (State.capture -> SnapshotCapture) copies what encode reads -- the
+columns with one memcpy each, the id and extra lists as pointer copies (their
+items are immutable str, bytes and tuples) -- so that the encoding itself can run
+in another thread while the live state keeps changing, and still produce the
+bytes of the moment of capture.
+
 The wheel is not written: it is exactly the armed timers at their fire_at, and
 State.from_bytes re-inserts them into Wheel(now=last_tick). Indexes (tenant and
 id dicts) are rebuilt from the columns, so no dict order ever reaches the bytes.
@@ -35,8 +41,9 @@ import struct
 import sys
 import zlib
 from array import array
-from itertools import accumulate
-from typing import Optional
+from itertools import accumulate, compress, repeat
+from operator import is_not
+from typing import Optional, Union
 
 from ._wheel import MAX_TIME
 from .errors import SnapshotError
@@ -44,7 +51,7 @@ from .table import COLUMNS, Extra, Table, make_extra
 from .timer import TimerState
 from .validate import MAX_ID_LEN, MAX_LABELS, MAX_TENANT_LEN
 
-__all__ = ["MAGIC", "VERSION", "encode", "decode"]
+__all__ = ["MAGIC", "VERSION", "SnapshotCapture", "encode", "decode"]
 
 MAGIC = b"MNTSKRNL"
 VERSION = 1
@@ -78,10 +85,47 @@ def _bytes_blocks(items: list) -> list[bytes]:
     return [_le(array("I", map(len, items))), b"".join(items)]
 
 
-def encode(table: Table, seq: int, last_tick: int) -> bytes:
-    """Serialise a table plus the kernel counters."""
+class SnapshotCapture:
+    """A private, consistent copy of everything `encode` reads from a table,
+    plus the kernel counters, taken at one instant (see State.capture).
+
+    Taking it costs a memcpy per column and a pointer copy of the id and extra
+    lists (~tens of ms at a million timers); nothing in it is shared mutably
+    with the live table -- ids are str, extras are tuples of str/bytes/tuples --
+    so `to_bytes()` may run in any thread, later, while the state keeps
+    applying commands, and returns what the state's `to_bytes()` returned at
+    capture time. It holds no indexes (encode never reads them).
+    """
+
+    __slots__ = tuple(name for name, _ in COLUMNS) + ("ids", "extra", "tenant_names", "seq", "last_tick")
+
+    def __init__(self, table: Table, seq: int, last_tick: int) -> None:
+        for name, _ in COLUMNS:
+            setattr(self, name, getattr(table, name)[:])   # array slice: one memcpy
+        self.ids: list[str] = table.ids[:]
+        self.extra: list[Optional[Extra]] = table.extra[:]
+        self.tenant_names: list[str] = table.tenant_names[:]
+        self.seq = seq
+        self.last_tick = last_tick
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def to_bytes(self) -> bytes:
+        """The snapshot bytes of the captured instant (safe to call from any thread)."""
+        return encode(self, self.seq, self.last_tick)
+
+    def __repr__(self) -> str:
+        return f"<SnapshotCapture timers={len(self.ids)} seq={self.seq} last_tick={self.last_tick}>"
+
+
+def encode(table: Union[Table, SnapshotCapture], seq: int, last_tick: int) -> bytes:
+    """Serialise a table (or a capture of one) plus the kernel counters."""
     n = len(table)
-    ex_ords = [o for o, ex in enumerate(table.extra) if ex is not None]
+    if table.extra.count(None) == n:   # the common case, at C speed
+        ex_ords: list[int] = []
+    else:
+        ex_ords = list(compress(range(n), map(is_not, table.extra, repeat(None))))
     extras = [table.extra[o] for o in ex_ords]
     blocks: list[bytes] = []
     blocks += _utf8_blocks(table.tenant_names)
@@ -102,8 +146,12 @@ def encode(table: Table, seq: int, last_tick: int) -> bytes:
     for b in blocks:
         parts.append(_LEN.pack(len(b)))
         parts.append(b)
-    body = b"".join(parts)
-    return _HEADER.pack(MAGIC, VERSION, 0, len(body), zlib.crc32(body)) + body
+    # CRC and length part by part, then one join: the body is never copied twice.
+    crc = size = 0
+    for p in parts:
+        crc = zlib.crc32(p, crc)
+        size += len(p)
+    return b"".join([_HEADER.pack(MAGIC, VERSION, 0, size, crc)] + parts)
 
 
 # ---- decoding ------------------------------------------------------------------
@@ -165,6 +213,30 @@ def _check_range(a: array, lo: int, hi: int, what: str) -> None:
         raise SnapshotError(f"snapshot {what} has a value outside {lo}..{hi}")
 
 
+# Byte values of bits 40..47 that put an int64 below MAX_TIME whatever its lower bits.
+_SAFE_BYTE5 = bytes(range(MAX_TIME >> 40))
+
+
+def _check_times(a: array, what: str) -> None:
+    """Every value of an int64 column within 0..MAX_TIME.
+
+    min()/max() make a Python int per value (~50 ms at a million), so first a
+    byte-level test: a little-endian value whose bytes 7 and 6 are zero and
+    whose byte 5 is below MAX_TIME >> 40 is in range (negative values have
+    byte 7 = 0xFF). Only if some value fails it (a deadline near year 9999, or
+    a bad one) does the exact check run.
+    """
+    n = len(a)
+    if not n:
+        return
+    if not _BIG:
+        with memoryview(a) as m, m.cast("B") as b:
+            if (bytes(b[7::8]).count(0) == n and bytes(b[6::8]).count(0) == n
+                    and not bytes(b[5::8]).translate(None, _SAFE_BYTE5)):
+                return
+    _check_range(a, 0, MAX_TIME, what)
+
+
 def decode(data: bytes) -> tuple[Table, int, int]:
     """Parse snapshot bytes into (table, seq, last_tick); SnapshotError if unusable."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -218,13 +290,16 @@ def _decode(mv: memoryview) -> tuple[Table, int, int]:
     # Range checks for the columns whose values index something or reach the
     # wheel; the purely informative ones (times, revision, fire_id) are left to
     # the CRC, since min()/max() over a million entries is not free.
-    if n and max(t.tenant) >= n_tenants:
+    if n and (
+        t.tenant.tobytes().count(0) != 4 * n   # one tenant: every index is 0 (a C-speed byte count)
+        if n_tenants == 1 else max(t.tenant) >= n_tenants
+    ):
         raise SnapshotError("snapshot column tenant names a tenant that is not in the table")
     if t.state.tobytes().translate(None, _OK_STATES):
         raise SnapshotError("snapshot column state holds an unknown state")
     if t.flags.tobytes().translate(None, b"\x00\x01"):
         raise SnapshotError("snapshot column flags holds unknown flags")
-    _check_range(t.fire_at, 0, MAX_TIME, "column fire_at")
+    _check_times(t.fire_at, "column fire_at")
 
     id_blob = bytes(r.block("ids"))
     if id_blob.translate(None, _ID_BYTES + b"\n") or (n and id_blob[-1:] != b"\n") or (not n and id_blob):
@@ -233,8 +308,8 @@ def _decode(mv: memoryview) -> tuple[Table, int, int]:
     ids.pop()  # the empty string after the last terminator
     if len(ids) != n:
         raise SnapshotError(f"snapshot holds {len(ids)} ids for {n} timers")
-    lens = list(map(len, ids))
-    if n and (min(lens) < 1 or max(lens) > MAX_ID_LEN):
+    # An empty id is an empty line: at the start or a doubled terminator.
+    if n and (id_blob[:1] == b"\n" or b"\n\n" in id_blob or max(map(len, ids)) > MAX_ID_LEN):
         raise SnapshotError(f"snapshot holds an id that is empty or longer than {MAX_ID_LEN} characters")
     t.ids = ids
 

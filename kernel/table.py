@@ -21,7 +21,8 @@ later issue and will need a free-list or compaction of ordinals.
 from __future__ import annotations
 
 from array import array
-from itertools import compress
+from itertools import compress, repeat
+from operator import is_not
 from types import MappingProxyType
 from typing import Iterator, NamedTuple, Optional
 
@@ -239,8 +240,12 @@ class Table:
         if sum(map(len, by_id)) != len(self.ids):
             raise ValueError("a timer id appears twice in one tenant")
         tenant = self.tenant
-        for o, ex in enumerate(self.extra):
-            if ex is not None and ex.idempotency_key is not None:
+        extra = self.extra
+        # Usually no timer has extras: skip the per-row loop with a C-level count.
+        with_extra = () if extra.count(None) == n else compress(range(n), map(is_not, extra, repeat(None)))
+        for o in with_extra:
+            ex = extra[o]
+            if ex.idempotency_key is not None:
                 d = by_idem[tenant[o]]
                 if ex.idempotency_key in d:
                     raise ValueError("an idempotency key appears twice in one tenant")
