@@ -1,7 +1,12 @@
 """MINOOTS: a durable, Raft-replicated timer kernel.
 
 The repository root is this package; its top-level folders are the subpackages
-(`minoots.kernel`, and later `minoots.raft`, `minoots.api`, ...).
+(`minoots.kernel`, `minoots.raft`, `minoots.api`, ...).
+
+The SDK's public names are re-exported here: `minoots.Client`,
+`minoots.AsyncClient`, the result types (`Timer`, `Event`, `TimerState`, ...)
+and the error hierarchy (`MinootsError`, `NotFound`, ...). The clients are
+imported on first use, so `import minoots` does not load grpc.
 """
 from importlib.metadata import PackageNotFoundError, version as _version
 
@@ -9,3 +14,44 @@ try:
     __version__ = _version("minoots")
 except PackageNotFoundError:  # running from a checkout that was never installed
     __version__ = "0+unknown"
+
+from .api.types import (  # noqa: E402  (after __version__ on purpose: no grpc here)
+    AlreadyExists,
+    ClusterStatus,
+    DeadlineExceeded,
+    Event,
+    EventKind,
+    FailedPrecondition,
+    InvalidArgument,
+    Member,
+    MinootsError,
+    NotFound,
+    OutOfRange,
+    Timer,
+    TimerSpec,
+    TimerState,
+    Unavailable,
+)
+
+_LAZY = {"Client": ("minoots.api.client", "Client"), "Watch": ("minoots.api.client", "Watch"),
+         "AsyncClient": ("minoots.api.aio", "AsyncClient"), "AsyncWatch": ("minoots.api.aio", "AsyncWatch")}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'minoots' has no attribute {name!r}")
+
+
+__all__ = [
+    "__version__",
+    "Client", "AsyncClient", "Watch", "AsyncWatch",
+    "Timer", "TimerSpec", "TimerState", "Event", "EventKind", "ClusterStatus", "Member",
+    "MinootsError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
+    "OutOfRange", "Unavailable", "DeadlineExceeded",
+]

@@ -17,6 +17,7 @@ import click
 from .bench import bench
 from .cluster import cluster, snapshot
 from .node import node, up
+from .timer import timer
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -39,5 +40,6 @@ main.add_command(node)
 main.add_command(up)
 main.add_command(cluster)
 main.add_command(snapshot)
+main.add_command(timer)
 
 __all__ = ["main"]

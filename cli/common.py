@@ -40,3 +40,32 @@ def admin_addresses(explicit: tuple[str, ...]) -> list[str]:
             return [n["admin"] for n in json.loads(f.read_text())["nodes"]]
     fail("no node given: pass --node HOST:PORT, set MINOOTS_NODES, or run `minoots up` here first")
     return []
+
+
+def grpc_addresses(explicit: tuple[str, ...]) -> list[str]:
+    """gRPC addresses to seed the SDK with: --node values, else $MINOOTS_NODES, else the local `minoots up` cluster.
+
+    `--node` and $MINOOTS_NODES may hold comma-separated lists too. The local
+    cluster file lists each node's "grpc" address.
+    """
+    def split(values) -> list[str]:
+        return [a.strip() for v in values for a in v.split(",") if a.strip()]
+
+    if explicit:
+        return split(explicit)
+    env = os.environ.get("MINOOTS_NODES")
+    if env and split([env]):
+        return split([env])
+    root = Path(os.environ.get("MINOOTS_DATA", "./minoots-data"))
+    f = root / LOCAL_CLUSTER_FILE
+    if f.is_file():
+        try:
+            nodes = json.loads(f.read_text())["nodes"]
+            addrs = [n["grpc"] for n in nodes if n.get("grpc")]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            fail(f"cannot read the local cluster description {f}: {exc}")
+        if addrs:
+            return addrs
+        fail(f"the local cluster description {f} lists no gRPC addresses; pass --node HOST:PORT")
+    fail("no node given: pass --node HOST:PORT (gRPC), set MINOOTS_NODES, or run `minoots up` here first")
+    return []

@@ -32,6 +32,18 @@ def node() -> None:
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               envvar="MINOOTS_DATA_DIR", help="Where this node keeps its LMDB environment.")
 @click.option("--admin", default=None, envvar="MINOOTS_ADMIN", help="Admin channel HOST:PORT (JSON over HTTP).")
+@click.option("--grpc", "grpc_address", default=None, envvar="MINOOTS_GRPC",
+              help="Serve the gRPC API (Timers, Cluster, health, reflection) on HOST:PORT.")
+@click.option("--grpc-advertise", default=None, envvar="MINOOTS_GRPC_ADVERTISE",
+              help="gRPC HOST:PORT other members hand to clients (default: --grpc).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PEM certificate chain: serve gRPC over TLS (with --tls-key).")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PEM private key of --tls-cert.")
+@click.option("--events-keep", default=1_000_000, show_default=True, type=click.IntRange(1),
+              help="Events retained for WatchEvents replay (newest kept).")
+@click.option("--events-max-age", default=None, type=click.FloatRange(1.0),
+              help="Also drop retained events older than this many seconds.")
 @click.option("--cluster", default="minoots", show_default=True, envvar="MINOOTS_CLUSTER",
               help="Cluster name; a data dir from another cluster is refused.")
 @click.option("--init", is_flag=True, help="Create a new node in a new or empty data dir.")
@@ -45,9 +57,14 @@ def node() -> None:
               help="Run this node's clock ahead (+) or behind (-); for chaos drills.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def run_cmd(node_id, raft, peers, data_dir, admin, cluster, init, sync, map_size, snapshot_keep,
-            compaction_entries, compaction_seconds, clock_offset_ms, log_level) -> None:
-    """Run one node until SIGTERM/SIGINT. Logs JSON lines on stderr."""
+def run_cmd(node_id, raft, peers, data_dir, admin, grpc_address, grpc_advertise, tls_cert, tls_key, events_keep,
+            events_max_age, cluster, init, sync, map_size, snapshot_keep, compaction_entries, compaction_seconds,
+            clock_offset_ms, log_level) -> None:
+    """Run one node until SIGTERM/SIGINT. Logs JSON lines on stderr.
+
+    With --grpc the node serves the gRPC API; writes may go to any node (a follower
+    forwards them to the leader), reads answer from the node's own applied state.
+    """
     from minoots.raft import jsonlog
     from minoots.raft.node import NodeConfig, run
     from minoots.raft.store import DataDirError
@@ -58,13 +75,26 @@ def run_cmd(node_id, raft, peers, data_dir, admin, cluster, init, sync, map_size
         if nid in peer_map:
             fail(f"--peer {nid} given twice", code=2)
         peer_map[nid] = addr
+    if (tls_cert is None) != (tls_key is None):
+        fail("--tls-cert and --tls-key go together", code=2)
+    if (tls_cert or grpc_advertise) and not grpc_address:
+        fail("--tls-cert/--tls-key/--grpc-advertise need --grpc", code=2)
     jsonlog.setup(node_id, log_level)
     try:
         cfg = NodeConfig(node_id=node_id, raft=raft, data_dir=data_dir, peers=peer_map, admin=admin,
                          cluster=cluster, init=init, sync=sync, map_size=parse_size(map_size),
                          snapshot_keep=snapshot_keep, compaction_entries=compaction_entries,
                          compaction_seconds=compaction_seconds, clock_offset_ms=clock_offset_ms)
-        code = run(cfg)
+        if grpc_address:
+            from minoots.api.process import ApiConfig, run_node
+            from minoots.api.server import TlsFiles
+
+            api = ApiConfig(grpc=grpc_address, advertise=grpc_advertise,
+                            tls=TlsFiles(tls_cert, tls_key) if tls_cert else None,
+                            events_keep=events_keep, events_max_age_s=events_max_age)
+            code = run_node(cfg, api)
+        else:
+            code = run(cfg)
     except (DataDirError, ValueError) as exc:
         fail(str(exc))
     sys.exit(code)
@@ -79,8 +109,10 @@ def run_cmd(node_id, raft, peers, data_dir, admin, cluster, init, sync, map_size
               help="First Raft port; node i uses raft-port+i-1.")
 @click.option("--admin-port", default=7301, show_default=True, type=click.IntRange(1, 65000),
               help="First admin port; node i uses admin-port+i-1.")
+@click.option("--grpc-port", default=7401, show_default=True, type=click.IntRange(1, 65000),
+              help="First gRPC port; node i uses grpc-port+i-1.")
 @click.option("--sync", type=click.Choice(["durable", "relaxed"]), default="durable", show_default=True)
-def up(data_root: Path, nodes: int, host: str, raft_port: int, admin_port: int, sync: str) -> None:
+def up(data_root: Path, nodes: int, host: str, raft_port: int, admin_port: int, grpc_port: int, sync: str) -> None:
     """Start a local cluster on loopback; Ctrl-C stops every node.
 
     Data lives in --dir (one folder per node, reused on the next `up`); node logs
@@ -91,6 +123,7 @@ def up(data_root: Path, nodes: int, host: str, raft_port: int, admin_port: int, 
     cluster = LocalCluster(data_root, size=nodes, host=host,
                            raft_ports=[raft_port + i for i in range(nodes)],
                            admin_ports=[admin_port + i for i in range(nodes)],
+                           grpc_ports=[grpc_port + i for i in range(nodes)],
                            node_args=("--sync", sync))
 
     def on_term(signum, frame):
@@ -105,7 +138,7 @@ def up(data_root: Path, nodes: int, host: str, raft_port: int, admin_port: int, 
         except (TimeoutError, RuntimeError) as exc:
             raise click.ClickException(f"{exc}\nsee the node logs in {data_root}")
         for n in cluster.nodes.values():
-            click.echo(f"{n.node_id}: raft {n.raft}  admin http://{n.admin}  data {n.data_dir}  "
+            click.echo(f"{n.node_id}: grpc {n.grpc}  raft {n.raft}  admin http://{n.admin}  data {n.data_dir}  "
                        f"log {n.log_file}  pid {n.pid}")
         click.echo(f"leader: {leader}")
         click.echo("Ctrl-C stops the cluster.")

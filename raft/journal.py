@@ -389,16 +389,16 @@ class LmdbJournal(Journal):
                 with self._env.begin(write=True) as txn:
                     result = fn(txn)
                     if self._commit_dirty:
-                        commit_written = self._commit
-                        commit = commit_written if log_end is None else min(commit_written, log_end)
-                        txn.put(_META_COMMIT, _u64(max(commit, 0), "commit index"), db=self._meta_db)
+                        commit = self._commit if log_end is None else min(self._commit, log_end)
+                        commit_written = max(commit, 0)
+                        txn.put(_META_COMMIT, _u64(commit_written, "commit index"), db=self._meta_db)
             except lmdb.MapFullError as e:
                 raise JournalFullError(
                     f"LMDB map is full (map_size={self._env.info()['map_size']}); "
                     "the journal write was not performed"
                 ) from e
             if commit_written is not None and commit_written == self._commit:
-                self._commit_dirty = False
+                self._commit_dirty = False  # stays dirty if it was clamped to the log end
             if sync is None:
                 sync = self._policy == SYNC_DURABLE
             if sync:

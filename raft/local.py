@@ -42,6 +42,7 @@ class LocalNode:
     log_file: Path
     proc: subprocess.Popen | None = None
     extra_args: tuple = ()
+    grpc: str | None = None          # gRPC API address (passed as --grpc when set)
 
     @property
     def pid(self) -> int | None:
@@ -61,19 +62,22 @@ class LocalCluster:
     host: str = "127.0.0.1"
     raft_ports: list[int] | None = None
     admin_ports: list[int] | None = None
+    grpc_ports: list[int] | None = None
     node_args: tuple = ()
     nodes: dict[str, LocalNode] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
-        ports = free_ports(2 * self.size, self.host)
+        ports = free_ports(3 * self.size, self.host)
         raft_ports = self.raft_ports or ports[: self.size]
-        admin_ports = self.admin_ports or ports[self.size:]
+        admin_ports = self.admin_ports or ports[self.size: 2 * self.size]
+        grpc_ports = self.grpc_ports or ports[2 * self.size:]
         for i in range(self.size):
             nid = f"n{i + 1}"
             self.nodes[nid] = LocalNode(
                 nid, f"{self.host}:{raft_ports[i]}", f"{self.host}:{admin_ports[i]}",
-                self.root / nid, self.root / f"{nid}.log", extra_args=tuple(self.node_args))
+                self.root / nid, self.root / f"{nid}.log", extra_args=tuple(self.node_args),
+                grpc=f"{self.host}:{grpc_ports[i]}")
 
     # ---- processes ----------------------------------------------------------
 
@@ -81,6 +85,8 @@ class LocalCluster:
         members = members if members is not None else list(self.nodes.values())
         cmd = [sys.executable, "-m", "minoots", "node", "run", "--id", node.node_id, "--raft", node.raft,
                "--admin", node.admin, "--data-dir", str(node.data_dir), *node.extra_args]
+        if node.grpc:
+            cmd += ["--grpc", node.grpc]
         for other in members:
             if other.node_id != node.node_id:
                 cmd += ["--peer", f"{other.node_id}={other.raft}"]
@@ -180,7 +186,7 @@ class LocalCluster:
             raise RuntimeError(f"{node.node_id} exited with {node.proc.returncode}:\n" + "\n".join(tail))
 
     def describe(self) -> dict:
-        return {"nodes": [{"id": n.node_id, "raft": n.raft, "admin": n.admin, "pid": n.pid,
+        return {"nodes": [{"id": n.node_id, "raft": n.raft, "admin": n.admin, "grpc": n.grpc, "pid": n.pid,
                            "data_dir": str(n.data_dir), "log": str(n.log_file)} for n in self.nodes.values()]}
 
     def write_description(self, path: Path) -> None:

@@ -14,7 +14,9 @@ reports when that is done. No fork(): LMDB forbids using an environment across i
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -32,6 +34,7 @@ from .patches import RaftConformantTCPTransport
 log = logging.getLogger("minoots.raft")
 
 LEADER = 2  # pysyncobj.syncobj._RAFT_STATE.LEADER
+SNAPSHOT_NEW_SUFFIX = ".new"  # the snapshot file being written, beside the real one
 ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 
 FAIL_NAMES = {
@@ -74,13 +77,16 @@ class TimerMachine(SyncObj):
         names: dict[str, str],
         cluster_name: str,
         clock: Clock,
+        hooks: Iterable[Callable[["TimerMachine"], None]] = (),
     ) -> None:
         self._kernel = State()
         self._lock = threading.RLock()
         self._clock = clock
         self._names = dict(names)              # node id -> raft address (replicated)
+        self._grpc: dict[str, str] = {}        # node id -> gRPC address (replicated, members only)
         self._cluster_name = cluster_name
         self._snapshot_store = snapshot_store
+        self._snapshot_file = Path(snapshot_file)
         self._snap_state = SERIALIZER_STATE.NOT_SERIALIZING
         self._snap_lock = threading.Lock()
         self._snap_error: str | None = None
@@ -88,11 +94,19 @@ class TimerMachine(SyncObj):
         self.event_listeners: list[Callable] = []
         self.apply_listeners: list[Callable] = []
         self.leader_listeners: list[Callable[[bool], None]] = []
+        # Called in the tick thread with the kernel's event seq right after a
+        # snapshot replaced the kernel (at start-up, or streamed from the leader):
+        # events up to that seq were never emitted on this node in this process.
+        self.snapshot_listeners: list[Callable[[int], None]] = []
         conf.serializer = self._serialize
         conf.deserializer = self._deserialize
         conf.serializeChecker = self._check_serialize
         conf.fullDumpFile = str(snapshot_file)
         conf.onStateChanged = self._on_state_changed
+        # Hooks attach their listeners here, before SyncObj starts the tick thread
+        # that loads the snapshot and re-applies the log: no event is missed.
+        for hook in hooks:
+            hook(self)
         super().__init__(self_addr, list(peer_addrs), conf, transportClass=RaftConformantTCPTransport)
 
     # ---- the apply path (PySyncObj's tick thread) --------------------------
@@ -139,8 +153,18 @@ class TimerMachine(SyncObj):
             _, node_id, address = command
             if address is None:
                 self._names.pop(node_id, None)
+                self._grpc.pop(node_id, None)
             else:
                 self._names[node_id] = address
+            return None
+        elif kind == "grpc":
+            # A member's gRPC address; ignored for a node that is not (or no longer) a member.
+            _, node_id, address = command
+            if node_id in self._names:
+                if address is None:
+                    self._grpc.pop(node_id, None)
+                else:
+                    self._grpc[node_id] = address
             return None
         else:
             raise ValueError(f"unknown command {kind!r}")
@@ -196,6 +220,11 @@ class TimerMachine(SyncObj):
     def names(self) -> dict[str, str]:
         return dict(self._names)
 
+    @property
+    def grpc_addresses(self) -> dict[str, str]:
+        """Member id -> gRPC address, for the members that announced one."""
+        return dict(self._grpc)
+
     def is_leader(self) -> bool:
         return self._isLeader()
 
@@ -216,36 +245,44 @@ class TimerMachine(SyncObj):
     def _serialize(self, filename: str, raft_data: tuple) -> None:
         last_entry, prev_entry, cluster = raft_data
         with self._lock:
-            kernel = self._kernel.to_bytes()
-            timers = len(self._kernel)
+            capture = self._kernel.capture()   # memcpy-fast; encoded off this thread
             names = dict(self._names)
+            grpc = dict(self._grpc)
         meta = snapshots.SnapshotMeta(
             last_index=last_entry[1],
             last_term=last_entry[2],
             entries=(tuple(last_entry), tuple(prev_entry)),
             cluster=tuple(sorted(node.id for node in cluster)),
             names=names,
+            grpc=grpc,
             created_at_ms=self._clock.now_ms(),
-            kernel_size=len(kernel),
-            timers=timers,
+            timers=len(capture),
             cluster_name=self._cluster_name,
         )
-        # Opened here, written in the background: PySyncObj renames the file as
-        # soon as this returns, and the open handle follows the rename.
-        fh = open(filename, "wb")
+        # PySyncObj renames `filename` over the snapshot file as soon as this
+        # returns, long before a background write ends: writing into it would
+        # leave a torn snapshot file after a crash, which the node then refuses
+        # to start from. So PySyncObj gets an empty placeholder (start-up treats
+        # an empty file as absent and uses the copy kept in LMDB), and the real
+        # file is written beside it and moved into place by _check_serialize in
+        # the tick thread, after PySyncObj's rename, once complete.
+        open(filename, "wb").close()
+        fh = open(self._snapshot_file.with_name(self._snapshot_file.name + SNAPSHOT_NEW_SUFFIX), "wb")
         with self._snap_lock:
             self._snap_state = SERIALIZER_STATE.SERIALIZING
-        threading.Thread(target=self._write_snapshot, args=(fh, meta, kernel),
+        threading.Thread(target=self._write_snapshot, args=(fh, meta, capture),
                          name="snapshot-writer", daemon=True).start()
 
-    def _write_snapshot(self, fh, meta: snapshots.SnapshotMeta, kernel: bytes) -> None:
+    def _write_snapshot(self, fh, meta: snapshots.SnapshotMeta, capture) -> None:
         state = SERIALIZER_STATE.FAILED
         try:
+            kernel = capture.to_bytes()
+            del capture  # freeing a 1M-timer capture takes ~10 ms: here, not in the tick thread
+            meta = dataclasses.replace(meta, kernel_size=len(kernel))
             data = snapshots.encode(meta, kernel)
             with fh:
                 fh.write(data)
                 fh.flush()
-                import os
                 os.fsync(fh.fileno())
             self._last_snapshot = self._snapshot_store.put(data)
             state = SERIALIZER_STATE.SUCCESS
@@ -261,9 +298,27 @@ class TimerMachine(SyncObj):
     def _check_serialize(self) -> int:
         with self._snap_lock:
             state = self._snap_state
+            if state == SERIALIZER_STATE.SUCCESS:
+                try:
+                    new = self._snapshot_file.with_name(self._snapshot_file.name + SNAPSHOT_NEW_SUFFIX)
+                    os.replace(new, self._snapshot_file)
+                    dir_fd = os.open(self._snapshot_file.parent, os.O_RDONLY)
+                    try:
+                        os.fsync(dir_fd)
+                    finally:
+                        os.close(dir_fd)
+                except OSError as exc:
+                    self._snap_error = repr(exc)
+                    log.error("snapshot failed", extra={"error": repr(exc)})
+                    state = SERIALIZER_STATE.FAILED
             if state in (SERIALIZER_STATE.SUCCESS, SERIALIZER_STATE.FAILED):
                 self._snap_state = SERIALIZER_STATE.NOT_SERIALIZING
             return state
+
+    def snapshot_in_progress(self) -> bool:
+        """True until PySyncObj has been told the last snapshot finished (it compacts then)."""
+        with self._snap_lock:
+            return self._snap_state != SERIALIZER_STATE.NOT_SERIALIZING
 
     def _deserialize(self, filename: str) -> tuple:
         """Load a snapshot file (ours at start-up, or one streamed from the leader)."""
@@ -273,6 +328,9 @@ class TimerMachine(SyncObj):
         with self._lock:
             self._kernel = state
             self._names = dict(meta.names)
+            self._grpc = dict(meta.grpc)
+        for listener in self.snapshot_listeners:
+            listener(state.seq)
         if self._snapshot_store.get(meta.last_index) is None:
             self._snapshot_store.put(data)
         log.info("snapshot loaded", extra={"last_index": meta.last_index, "timers": meta.timers})

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pysyncobj import SyncObjConf
+from pysyncobj import FAIL_REASON, SyncObjConf
 
 from minoots.kernel import KernelError, State
 
@@ -23,7 +23,7 @@ from . import snapshots
 from .admin import AdminError, AdminServer, digest, spec_from_json, split_address, timer_to_json
 from .clock import Clock
 from .journal import LmdbJournal, attach_journal
-from .machine import ROLE_NAMES, CommandFailed, TimerMachine, spec_to_wire
+from .machine import ROLE_NAMES, SNAPSHOT_NEW_SUFFIX, CommandFailed, TimerMachine, spec_to_wire
 from .store import DataDirError, open_data_dir
 from .ticker import Ticker
 
@@ -31,6 +31,13 @@ log = logging.getLogger("minoots.raft.node")
 
 SNAPSHOT_FILE = "snapshot.bin"
 PID_FILE = "node.pid"       # present while a node runs on the data dir (restore refuses it)
+# PySyncObj sends a single log entry of at least appendEntriesBatchSizeBytes in chunks, and
+# its chunker is broken (syncobj.py:1276-1284 decides "finish" by the command's length, not
+# the pickled entry's, which protocol 2 inflates by up to 2x for binary data): a big entry
+# is sent with several "finish" chunks, every follower fails to unpickle it on every retry,
+# and replication stops for good. Set the threshold above any command we build (the API
+# bounds a create command well below this) so no entry is ever chunked.
+MAX_UNCHUNKED_ENTRY = 64 << 20
 
 
 @dataclass
@@ -99,6 +106,9 @@ class Node:
         self.admin: AdminServer | None = None
         self.stopped = threading.Event()
         self.fired_total = 0
+        # Called with the TimerMachine before its tick thread starts (the API layer
+        # attaches its event store here, so no replayed event is missed).
+        self.machine_hooks: list = []
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -125,11 +135,14 @@ class Node:
         cfg = self.cfg
         store = snapshots.SnapshotStore(self.env, keep=cfg.snapshot_keep)
         snap_file = Path(cfg.data_dir) / SNAPSHOT_FILE
-        self._check_snapshot_file(snap_file, store)
+        snap_meta = self._check_snapshot_file(snap_file, store)
         journal = LmdbJournal(self.env, sync_policy=cfg.sync)
+        if snap_meta is not None:
+            self._align_journal(journal, snap_meta)
         t = cfg.timing
         conf = SyncObjConf(
             appendEntriesUseBatch=False,
+            appendEntriesBatchSizeBytes=MAX_UNCHUNKED_ENTRY,
             raftMinTimeout=t.raft_min_timeout,
             raftMaxTimeout=t.raft_max_timeout,
             appendEntriesPeriod=t.append_entries_period,
@@ -146,7 +159,7 @@ class Node:
         self.machine = TimerMachine(
             cfg.raft, list(cfg.peers.values()), conf,
             snapshot_file=snap_file, snapshot_store=store, names=names,
-            cluster_name=cfg.cluster, clock=self.clock,
+            cluster_name=cfg.cluster, clock=self.clock, hooks=self.machine_hooks,
         )
         self.machine.event_listeners.append(self._count_fires)
         self.ticker = Ticker(self.machine, self.clock)
@@ -156,18 +169,52 @@ class Node:
             self.admin.start()
 
     @staticmethod
-    def _check_snapshot_file(snap_file: Path, store: snapshots.SnapshotStore) -> None:
-        """The snapshot PySyncObj will load must be readable, or we refuse to start."""
+    def _check_snapshot_file(snap_file: Path, store: snapshots.SnapshotStore) -> snapshots.SnapshotMeta | None:
+        """The snapshot PySyncObj will load must be readable, or we refuse to start.
+
+        An empty file is the placeholder a crash during a snapshot write leaves
+        (see TimerMachine._serialize): it counts as absent, and the newest snapshot
+        kept in LMDB (stored before any log compaction relies on it) is used.
+        """
+        snap_file.with_name(snap_file.name + SNAPSHOT_NEW_SUFFIX).unlink(missing_ok=True)
+        if snap_file.exists() and snap_file.stat().st_size == 0:
+            log.warning("empty snapshot file (a snapshot write was interrupted); using the copy in LMDB",
+                        extra={"file": str(snap_file)})
+            snap_file.unlink()
         if not snap_file.exists():
             latest = store.latest()
             if latest is None:
-                return
-            snap_file.write_bytes(latest)  # the file was lost; LMDB keeps the history
+                return None
+            tmp = snap_file.with_name(snap_file.name + ".tmp")
+            tmp.write_bytes(latest)  # the file was lost; LMDB keeps the history
+            os.replace(tmp, snap_file)
         try:
-            _, kernel = snapshots.decode(snap_file.read_bytes())
+            meta, kernel = snapshots.decode(snap_file.read_bytes())
             State.from_bytes(kernel)
         except (snapshots.SnapshotFormatError, KernelError, OSError) as exc:
             raise DataDirError(f"snapshot {snap_file} is unreadable: {exc}") from exc
+        return meta
+
+    @staticmethod
+    def _align_journal(journal: LmdbJournal, meta: snapshots.SnapshotMeta) -> None:
+        """Finish a log compaction that a crash interrupted, so no entry after the snapshot is lost.
+
+        At start PySyncObj keeps the log only when its first two entries are the
+        snapshot's last two; otherwise it clears the whole log (syncobj.py,
+        __loadDumpFile), acknowledged entries after the snapshot included. A crash
+        between a snapshot becoming durable and the log compaction leaves exactly
+        such a log (starting before the snapshot): drop the entries the snapshot
+        covers, as the compaction would have.
+        """
+        last, prev = meta.entries
+        first = journal.first_index
+        if first is None or first >= prev[1] or journal.last_index < last[1]:
+            return
+        if tuple(journal[prev[1] - first]) != tuple(prev) or tuple(journal[last[1] - first]) != tuple(last):
+            return  # not this snapshot's history: PySyncObj's own rule applies
+        journal.deleteEntriesTo(prev[1] - first)
+        log.warning("finished an interrupted log compaction",
+                    extra={"snapshot_index": last[1], "log_from": first, "log_to": journal.last_index})
 
     def stop(self) -> None:
         if self.ticker:
@@ -196,6 +243,7 @@ class Node:
         m = self.machine
         raw = m.getStatus()
         names = m.names
+        grpc = m.grpc_addresses
         by_addr = {addr: nid for nid, addr in names.items()}
         leader_addr = raw["leader"].id if raw.get("leader") is not None else None
         self_addr = self.cfg.raft
@@ -206,6 +254,7 @@ class Node:
             member = {
                 "id": by_addr.get(addr, addr),
                 "address": addr,
+                "grpc_address": grpc.get(by_addr.get(addr, addr)),
                 "role": ("leader" if addr == leader_addr else
                          ROLE_NAMES.get(raw["state"], "unknown") if addr == self_addr else "follower"),
             }
@@ -222,6 +271,7 @@ class Node:
             "cluster": self.cfg.cluster,
             "leader": by_addr.get(leader_addr, leader_addr) if leader_addr else None,
             "leader_address": leader_addr,
+            "leader_grpc_address": grpc.get(by_addr.get(leader_addr, leader_addr)) if leader_addr else None,
             "role": ROLE_NAMES.get(raw["state"], "unknown"),
             "term": raw["raft_term"],
             "commit_index": raw["commit_idx"],
@@ -278,13 +328,56 @@ class Node:
         raise AdminError("NOT_FOUND", f"no admin route {method} /{'/'.join(parts)}")
 
     def _membership_change(self, fn, arg) -> None:
+        # PySyncObj denies a change until the leader's no-op of its term is applied
+        # (right after an election): retry REQUEST_DENIED for a few seconds.
+        deadline = time.monotonic() + 10
+        while True:
+            done = threading.Event()
+            box = []
+            fn(arg, callback=lambda res, err: (box.append(err), done.set()))
+            if not done.wait(max(0.1, deadline - time.monotonic())):
+                raise TimeoutError("membership change not committed within 10 s")
+            if box[0] == FAIL_REASON.SUCCESS:
+                return
+            if box[0] != FAIL_REASON.REQUEST_DENIED or time.monotonic() > deadline - 0.5:
+                raise CommandFailed(box[0])
+            time.sleep(0.1)
+
+    def _propose_name(self, nid: str, addr: str | None, timeout: float = 10.0) -> None:
+        """Record (or forget) a member's id; idempotent, so retried across leader changes
+        (adding a node often triggers one: it campaigned at a higher term while outside)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.machine.propose_sync(("name", nid, addr), timeout=max(0.5, deadline - time.monotonic()))
+                return
+            except (CommandFailed, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def _in_tick_thread(self, fn, timeout: float = 5.0):
+        """Run fn in PySyncObj's tick thread (its non-queued calls are not thread-safe)."""
+        box: list = []
         done = threading.Event()
-        box = []
-        fn(arg, callback=lambda res, err: (box.append(err), done.set()))
-        if not done.wait(10):
-            raise TimeoutError("membership change not committed within 10 s")
-        if box[0] != 0:
-            raise CommandFailed(box[0])
+
+        def once():
+            if not done.is_set():
+                try:
+                    box.append(fn())
+                except BaseException as exc:  # handed to the caller
+                    box.append(exc)
+                done.set()
+
+        self.machine.addOnTickCallback(once)
+        try:
+            if not done.wait(timeout):
+                raise TimeoutError("the Raft tick thread did not run the request")
+        finally:
+            self.machine.removeOnTickCallback(once)
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
 
     def _add_member(self, req) -> dict:
         if not isinstance(req, dict) or not isinstance(req.get("id"), str) or not isinstance(req.get("address"), str):
@@ -300,7 +393,7 @@ class Node:
         if addr in names.values():
             raise AdminError("ALREADY_EXISTS", f"address {addr} already belongs to a member")
         self._membership_change(self.machine.addNodeToCluster, addr)
-        self.machine.propose_sync(("name", nid, addr))
+        self._propose_name(nid, addr)
         return {"added": {"id": nid, "address": addr}}
 
     def _remove_member(self, nid: str) -> dict:
@@ -313,15 +406,42 @@ class Node:
                 raise AdminError("FAILED_PRECONDITION",
                                  f"{nid} leads: send the removal to its own admin address so it can step down")
             self._step_down()
+            return self._remove_self(nid, addr)
         self._membership_change(self.machine.removeNodeFromCluster, addr)
-        self.machine.propose_sync(("name", nid, None))
+        self._propose_name(nid, None)
+        return {"removed": {"id": nid, "address": addr}}
+
+    def _remove_self(self, nid: str, addr: str) -> dict:
+        """Remove this (former leader) node through the new leader.
+
+        A removal forwarded from the node being removed never answers: the leader
+        applies the change on append, drops the node's connection, and only then
+        sends the reply (lost). So the id goes first, while this node is still a
+        member, and the removal is asked over PySyncObj's utility protocol, which
+        the leader answers on the asking connection once the change is committed.
+        """
+        from pysyncobj.utility import TcpUtility, UtilityException
+
+        self._propose_name(nid, None)
+        leader = self.machine.leader_address()
+        try:
+            res = TcpUtility(timeout=10).executeCommand(leader, ["remove", addr])
+        except UtilityException as exc:
+            res = f"no answer ({exc})"
+        if not str(res).startswith("SUCCESS"):
+            try:
+                self._propose_name(nid, addr, timeout=3)  # still a member: keep its id
+            except (CommandFailed, TimeoutError):
+                pass
+            raise AdminError("UNAVAILABLE", f"the new leader {leader} did not remove {nid}: {res}; retry")
         return {"removed": {"id": nid, "address": addr}}
 
     def _step_down(self) -> None:
         """Hand leadership to the most caught-up follower and wait until another node leads."""
         done = threading.Event()
         box = []
-        self.machine.transferLeadership(callback=lambda res, err: (box.append(err), done.set()))
+        self._in_tick_thread(lambda: self.machine.transferLeadership(
+            callback=lambda res, err: (box.append(err), done.set())))
         if not done.wait(5) or box[0] != 0:
             raise AdminError("UNAVAILABLE", "leadership transfer was refused (no caught-up follower?); retry")
         deadline = time.monotonic() + 5
@@ -332,13 +452,51 @@ class Node:
             time.sleep(0.02)
         raise AdminError("UNAVAILABLE", "no other node took leadership within 5 s; retry")
 
+    def transfer_leadership(self, to: str | None = None, timeout: float = 10.0) -> str:
+        """Hand leadership from this node (the leader) to member `to` (an id; None = the most
+        caught-up follower) and wait until another node leads; returns the new leader's id.
+        PySyncObj refuses a target that is not fully caught up: retried until `timeout`."""
+        m = self.machine
+        target = None
+        if to:
+            target = m.names.get(to)
+            if target is None:
+                raise AdminError("NOT_FOUND", f"no member with id {to!r}")
+            if target == self.cfg.raft:
+                raise AdminError("FAILED_PRECONDITION", f"{to} is this node; name another member")
+        deadline = time.monotonic() + timeout
+        while True:
+            if not m.is_leader():
+                raise AdminError("FAILED_PRECONDITION", "this node is not the leader; send the request to the leader")
+            done = threading.Event()
+            box = []
+            self._in_tick_thread(lambda: m.transferLeadership(
+                target, callback=lambda res, err: (box.append(err), done.set())))
+            if done.wait(5) and box[0] == FAIL_REASON.SUCCESS:
+                break
+            if time.monotonic() > deadline:
+                raise AdminError("UNAVAILABLE", "leadership transfer was refused (target not caught up?); retry")
+            time.sleep(0.1)
+        while time.monotonic() < deadline + 5:
+            leader = m.leader_address()
+            if leader is not None and leader != self.cfg.raft:
+                return {a: n for n, a in m.names.items()}.get(leader, leader)
+            time.sleep(0.02)
+        raise AdminError("UNAVAILABLE", "no other node took leadership in time; retry")
+
     def _take_snapshot(self) -> dict:
         m = self.machine
         before = m.last_snapshot
+        if before is not None and before.last_index >= m.raftLastApplied:
+            # Nothing applied since: PySyncObj skips the compaction, so waiting would time out.
+            return {"snapshot": before.__dict__}
         m.forceLogCompaction()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if m.last_snapshot is not before:
+            if m.last_snapshot is not before and not m.snapshot_in_progress():
+                # PySyncObj compacts the log in the same tick that learns the snapshot is
+                # done; one more pass through the tick thread means that has happened.
+                self._in_tick_thread(lambda: None)
                 return {"snapshot": m.last_snapshot.__dict__}
             time.sleep(0.02)
         raise TimeoutError("snapshot not written within 60 s")

@@ -1,4 +1,4 @@
-"""Raft §5.3 fix for PySyncObj 0.3.17's follower AppendEntries handler.
+"""Raft §5.3 fixes for PySyncObj 0.3.17's AppendEntries handling (follower and leader).
 
 The bug (pysyncobj/syncobj.py:982-1006, inside ``SyncObj.__onMessageReceived``)::
 
@@ -37,8 +37,9 @@ prev entry matches and the follower holds entries after it:
   divergence), or simply appends if there is no conflict;
 * if every new entry is already present, turn it into a heartbeat at our last
   entry (``prevLogIdx`` = our last index) so nothing is truncated. When our last
-  entry's term is the leader's term, Log Matching guarantees our whole log is a
-  prefix of the leader's, so acknowledging it is true. Otherwise (an older-term tail
+  entry's term is the leader's term, that entry came from this leader, and Log
+  Matching makes our whole log equal to the leader's up to it, so acknowledging
+  it is true. Otherwise (an older-term tail
   the leader did not send) the tail is kept, the commit index taken from this
   message is capped at the last entry the leader vouched for, and the success reply
   is capped to that index (Raft's ``matchIndex = prevLogIdx + len(entries)``).
@@ -51,8 +52,27 @@ transportClass=RaftConformantTCPTransport)``. The rewrite needs to read the log,
 the SyncObj must be given its journal object via ``minoots.raft.journal.attach_journal``
 (any ``Journal``, e.g. ``LmdbJournal`` or ``MemoryJournal``).
 
-Not changed: the leader-side nextIndex regression described above (it only causes
-redundant resends once followers are idempotent; see /work/notes/pysyncobj.md).
+Leader side (the cause of the resends). On a success reply that raises
+``matchIndex`` the handler sets ``nextIndex`` to the reply's value
+(syncobj.py:1079-1082), moving it back while later entries are still in flight. With
+the follower fixed this only wastes bandwidth, unless the leader has compacted past
+that index meanwhile: then it streams a whole snapshot to an up-to-date follower,
+which discards its log, rolls its state back to the snapshot (``raftCommitIndex
+exceeds journal end after loading dump``, syncobj.py:1499-1505) and never calls the
+callbacks of commands it had forwarded and not yet applied. The transport records
+the highest entry index it sent to each peer in the current term on the current
+connection; after a success reply below it, it hands the handler a synthetic
+``next_node_idx`` with ``reset=True, success=False`` (which only sets ``nextIndex``
+and the response time, syncobj.py:1076-1083) to put ``nextIndex`` back past what
+was sent. Tracking is dropped on a reset reply (the follower disagrees), on
+disconnect (in-flight data lost), on snapshot or chunked sends, and per term.
+
+Measured (3 in-process nodes, unbatched, 50k calls submitted at a follower; see
+/work/notes/pysyncobj.md section 4): unpatched, all 17 runs logged 1-17 CRITICAL lines
+and truncated 5.7k-28.6k entries; with the follower fix only, no truncation but up to
+14 snapshot streams and, in 3 of 9 runs, 472-6893 callbacks never called; with both
+fixes, 16 of 17 runs had none of these (the other one had elections mid-burst under
+CPU contention, see the notes).
 """
 from __future__ import annotations
 
@@ -127,7 +147,16 @@ class RaftConformantTransportMixin:
         self._rc_journal = journal
         self._rc_reply_cap = None  # (node, max next_node_idx) while a capped message is handled
         self._rc_chunks = None  # reassembly buffer for chunked entries (one, like SyncObj's)
+        self._rc_sent = {}  # leader: node -> (term, highest entry index sent on this connection)
         super().__init__(syncObj, selfNode, otherNodes)
+
+    def setOnNodeDisconnectedCallback(self, callback):
+        def on_disconnected(node, _callback=callback):
+            self._rc_sent.pop(node, None)  # whatever was in flight is lost
+            if _callback is not None:
+                _callback(node)
+
+        super().setOnNodeDisconnectedCallback(on_disconnected if callback is not None else None)
 
     def setOnMessageReceivedCallback(self, callback):
         if callback is None:
@@ -140,7 +169,13 @@ class RaftConformantTransportMixin:
         super().setOnMessageReceivedCallback(on_message)
 
     def _rc_on_message(self, callback, node, message):
-        if not (isinstance(message, dict) and message.get("type") == "append_entries"):
+        if not isinstance(message, dict):
+            callback(node, message)
+            return
+        if message.get("type") == "next_node_idx":
+            self._rc_on_next_node_idx(callback, node, message)
+            return
+        if message.get("type") != "append_entries":
             callback(node, message)
             return
         transmission = message.get("transmission")
@@ -178,7 +213,44 @@ class RaftConformantTransportMixin:
             and message["next_node_idx"] > cap[1]
         ):
             message = dict(message, next_node_idx=cap[1])
+        if isinstance(message, dict) and message.get("type") == "append_entries":
+            self._rc_track_sent(node, message)
         return super().send(node, message)
+
+    # Leader side: keep nextIndex from moving back on stale success replies.
+
+    def _rc_track_sent(self, node, message):
+        entries = message.get("entries")
+        if not entries or "transmission" in message or not self._rc_syncobj._isLeader():
+            if "serialized" in message or "transmission" in message:
+                self._rc_sent.pop(node, None)  # snapshot / chunked entry: stop tracking
+            return
+        term, last = message["term"], entries[-1][1]
+        sent = self._rc_sent.get(node)
+        if sent is None or sent[0] != term or last > sent[1]:
+            self._rc_sent[node] = (term, last)
+
+    def _rc_on_next_node_idx(self, callback, node, message):
+        sent = self._rc_sent.get(node)
+        if message.get("reset"):
+            self._rc_sent.pop(node, None)  # the follower disagrees: let SyncObj back off
+        callback(node, message)
+        # SyncObj (syncobj.py:1079-1082) sets nextIndex to the reply's value on every
+        # success that raises matchIndex, even while later entries are in flight; the
+        # next send then repeats them (and, if the leader compacted meanwhile, sends a
+        # whole snapshot to an up-to-date follower). Put nextIndex back past what was
+        # already sent, via the handler's own reset path (reset=True, success=False
+        # only sets nextIndex and the response time).
+        if (
+            sent is not None
+            and message.get("success")
+            and not message.get("reset")
+            and message["next_node_idx"] <= sent[1]
+            and self._rc_syncobj._isLeader()
+            and self._rc_syncobj.raftCurrentTerm == sent[0]
+        ):
+            callback(node, {"type": "next_node_idx", "next_node_idx": sent[1] + 1,
+                            "reset": True, "success": False})
 
 
 class RaftConformantTCPTransport(RaftConformantTransportMixin, TCPTransport):

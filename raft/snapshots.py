@@ -35,6 +35,7 @@ class SnapshotMeta:
     entries: tuple = ()          # PySyncObj's (command, index, term) of the last two applied entries
     cluster: tuple = ()          # Raft addresses of every member
     names: dict = field(default_factory=dict)  # node id -> Raft address
+    grpc: dict = field(default_factory=dict)   # node id -> gRPC address (members that announced one)
     created_at_ms: int = 0
     kernel_size: int = 0
     timers: int = 0

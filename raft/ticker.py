@@ -4,8 +4,10 @@ The leader sleeps until the kernel's next deadline (not a fixed poll period),
 then proposes `tick(now)`. At most one tick is in flight; when it commits, the
 loop looks again at once, so a high fire rate coalesces into a few big ticks
 instead of a queue of small ones. An idle cluster proposes no ticks at all.
-Right after winning an election the new leader ticks at once, so whatever came
-due during the election fires immediately. Ticks never move time backwards even
+Right after winning an election the new leader looks at once, so whatever came
+due during the election fires immediately; with nothing due it proposes nothing
+(a tick moves the kernel's last-tick time, so an idle failover or restart would
+otherwise change the replicated state for no reason). Ticks never move time backwards even
 when this leader's clock is behind the last one's: the kernel clamps them.
 """
 from __future__ import annotations
@@ -54,8 +56,6 @@ class Ticker:
         self._wake.set()
 
     def _on_leadership(self, is_leader: bool) -> None:
-        if is_leader:
-            self._force = True
         self._wake.set()
 
     def _on_apply(self, kind: str) -> None:

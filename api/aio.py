@@ -1,0 +1,373 @@
+"""`AsyncClient`: the asyncio twin of `minoots.Client` (grpc.aio underneath).
+
+Same methods, same routing, retries and exactly-once watch semantics as the
+blocking client (read `minoots.api.client`'s docstring); every call is a
+coroutine, `list()` and `watch()` return async iterators:
+
+    async with minoots.AsyncClient(["127.0.0.1:7201"]) as c:
+        t = await c.create(delay=5)
+        async for ev in c.watch(from_sequence=1):
+            ...
+
+Channels are made lazily on the running event loop, so construct the client
+anywhere but use it from one loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Awaitable, Callable, Optional, Union
+
+import grpc
+import grpc.aio
+
+from minoots.v1 import cluster_pb2, cluster_pb2_grpc, timers_pb2, timers_pb2_grpc
+
+from .client import (
+    AMBIGUOUS,
+    CHANNEL_OPTIONS,
+    DEFAULT_ATTEMPT_TIMEOUT,
+    DEFAULT_BACKOFF_BASE,
+    DEFAULT_BACKOFF_MAX,
+    DEFAULT_REFRESH_INTERVAL,
+    DEFAULT_TIMEOUT,
+    DISCOVERY_ATTEMPT_TIMEOUT,
+    FINAL,
+    Router,
+    WatchPolicy,
+    _give_up,
+    _ms_to_ts,
+    as_spec,
+    backoff,
+    classify,
+    credentials,
+    duration_to_pb,
+    error_from_rpc,
+    list_request,
+    page_size_for,
+    spec_to_pb,
+    status_from_pb,
+    time_to_ms,
+    timer_from_pb,
+    watch_request,
+)
+from .types import ClusterStatus, Event, FailedPrecondition, MinootsError, Timer, TimerSpec, TimerState, Unavailable
+
+__all__ = ["AsyncClient", "AsyncWatch"]
+
+
+class AsyncClient:
+    """asyncio MINOOTS client; arguments as for `minoots.Client`."""
+
+    def __init__(self, nodes: Union[Sequence[str], str], *, timeout: float = DEFAULT_TIMEOUT,
+                 attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT, tls=False, tenant: Optional[str] = None,
+                 backoff_base: float = DEFAULT_BACKOFF_BASE, backoff_max: float = DEFAULT_BACKOFF_MAX,
+                 refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
+                 channel_options: Sequence[tuple[str, Any]] = ()) -> None:
+        self.router = Router(nodes)
+        self.timeout = float(timeout)
+        self.attempt_timeout = float(attempt_timeout)
+        self.tenant = tenant
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.refresh_interval = refresh_interval
+        self._creds = credentials(tls)
+        self._options = CHANNEL_OPTIONS + tuple(channel_options)
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._rng = random.Random()
+        self._closed = False
+
+    # ---- plumbing --------------------------------------------------------------
+
+    def _channel(self, addr: str) -> grpc.aio.Channel:
+        if self._closed:
+            raise MinootsError("the client is closed", code="CANCELLED")
+        ch = self._channels.get(addr)
+        if ch is None:
+            ch = (grpc.aio.secure_channel(addr, self._creds, options=self._options) if self._creds
+                  else grpc.aio.insecure_channel(addr, options=self._options))
+            self._channels[addr] = ch
+        return ch
+
+    def _timers(self, addr: str) -> timers_pb2_grpc.TimersStub:
+        return timers_pb2_grpc.TimersStub(self._channel(addr))
+
+    def _cluster(self, addr: str) -> cluster_pb2_grpc.ClusterStub:
+        return cluster_pb2_grpc.ClusterStub(self._channel(addr))
+
+    async def _refresh(self, deadline: float, avoid: Optional[str] = None) -> Optional[ClusterStatus]:
+        order = self.router.rotation()
+        if avoid in order and len(order) > 1:
+            order.remove(avoid)
+            order.append(avoid)
+        for addr in order:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                pb = await self._cluster(addr).Status(cluster_pb2.StatusRequest(),
+                                                      timeout=min(DISCOVERY_ATTEMPT_TIMEOUT, remaining))
+            except grpc.RpcError:
+                continue
+            status = status_from_pb(pb)
+            self.router.learn(status)
+            return status
+        return None
+
+    async def _call(self, what: str, fn: Callable[[str, float], Awaitable[Any]], *, safe_only: bool = False,
+                    timeout: Optional[float] = None) -> Any:
+        total = self.timeout if timeout is None else float(timeout)
+        deadline = time.monotonic() + total
+        last: Optional[BaseException] = None
+        ambiguous = False
+        failed_at: Optional[str] = None
+        n = 0
+        while True:
+            if self.router.stale(self.refresh_interval):
+                await self._refresh(min(deadline, time.monotonic() + DISCOVERY_ATTEMPT_TIMEOUT), avoid=failed_at)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _give_up(last, what, total, n)
+            addr = self.router.pick(avoid=failed_at)
+            n += 1
+            try:
+                return await fn(addr, min(self.attempt_timeout, remaining))
+            except grpc.RpcError as exc:
+                kind = classify(exc)
+                if kind == FINAL:
+                    err = error_from_rpc(exc)
+                    err.after_ambiguous = ambiguous
+                    raise err from None
+                if kind == AMBIGUOUS:
+                    ambiguous = True
+                    if safe_only:
+                        err = error_from_rpc(exc)
+                        raise Unavailable(
+                            f"{what}: the request may or may not have been applied ({err.code}: {err.message}); "
+                            "it is not safe to retry blindly: read the timer to find out", ambiguous=True) from None
+                last = exc
+                failed_at = addr
+                self.router.failed(addr)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _give_up(last, what, total, n)
+            await asyncio.sleep(min(remaining, backoff(n - 1, self.backoff_base, self.backoff_max, self._rng)))
+
+    def _tenant(self, tenant: Optional[str]) -> str:
+        return tenant if tenant is not None else (self.tenant or "")
+
+    # ---- timers ----------------------------------------------------------------
+
+    async def create(self, fire_at: Union[datetime, int, None] = None, *,
+                     delay: Union[timedelta, int, float, None] = None, id: Optional[str] = None,
+                     tenant: Optional[str] = None, name: str = "", payload: Union[bytes, str] = b"",
+                     labels: Optional[Mapping[str, str]] = None, action: Union[bytes, str] = b"",
+                     idempotency_key: Optional[str] = None, ack_required: bool = False,
+                     timeout: Optional[float] = None) -> Timer:
+        """See `Client.create` (ids and idempotency keys are filled in the same way)."""
+        spec = TimerSpec(fire_at=fire_at, delay=delay, id=id, tenant=self._tenant(tenant), name=name,
+                         payload=payload, labels=labels, action=action, idempotency_key=idempotency_key,
+                         ack_required=ack_required)
+        req = timers_pb2.CreateTimerRequest(timer=spec_to_pb(spec))
+        resp = await self._call("create", lambda a, t: self._timers(a).CreateTimer(req, timeout=t), timeout=timeout)
+        return timer_from_pb(resp.timer, resp.created)
+
+    async def create_many(self, specs: Iterable[Union[TimerSpec, Mapping]], *,
+                          timeout: Optional[float] = None) -> list[Timer]:
+        pbs = []
+        for s in specs:
+            s = as_spec(s)
+            if s.tenant is None and self.tenant:
+                s = TimerSpec(**{**s.__dict__, "tenant": self.tenant})
+            pbs.append(spec_to_pb(s))
+        req = timers_pb2.CreateTimersRequest(timers=pbs)
+        resp = await self._call("create_many", lambda a, t: self._timers(a).CreateTimers(req, timeout=t),
+                                timeout=timeout)
+        return [timer_from_pb(r.timer, r.created) for r in resp.results]
+
+    async def get(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
+        req = timers_pb2.GetTimerRequest(tenant=self._tenant(tenant), id=id)
+        return timer_from_pb(await self._call("get", lambda a, t: self._timers(a).GetTimer(req, timeout=t),
+                                              timeout=timeout))
+
+    def list(self, *, tenant: Optional[str] = None, states=None,
+             labels: Union[Mapping[str, str], str, None] = None,
+             fire_at_from: Union[datetime, int, None] = None, fire_at_to: Union[datetime, int, None] = None,
+             page_size: Optional[int] = None, limit: Optional[int] = None,
+             timeout: Optional[float] = None) -> AsyncIterator[Timer]:
+        """An async iterator over matching timers (see `Client.list`)."""
+        req = list_request(self._tenant(tenant), states, labels, fire_at_from, fire_at_to,
+                           page_size_for(page_size, limit))
+        return self._list_iter(req, limit, timeout)
+
+    async def _list_iter(self, req, limit, timeout) -> AsyncIterator[Timer]:
+        n = 0
+        if limit == 0:
+            return
+        while True:
+            resp = await self._call("list", lambda a, t: self._timers(a).ListTimers(req, timeout=t), timeout=timeout)
+            for pb in resp.timers:
+                if limit is not None and n >= limit:
+                    return
+                n += 1
+                yield timer_from_pb(pb)
+            if not resp.next_page_token or (limit is not None and n >= limit):
+                return
+            req.page_token = resp.next_page_token
+
+    async def cancel(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
+        req = timers_pb2.CancelTimerRequest(tenant=self._tenant(tenant), id=id)
+        return await self._settle_call("cancel", lambda a, t: self._timers(a).CancelTimer(req, timeout=t),
+                                       id, tenant, timeout, lambda tm: tm.state == TimerState.CANCELLED)
+
+    async def reschedule(self, id: str, fire_at: Union[datetime, int], *, tenant: Optional[str] = None,
+                         timeout: Optional[float] = None) -> Timer:
+        ms = time_to_ms(fire_at)
+        req = timers_pb2.RescheduleTimerRequest(tenant=self._tenant(tenant), id=id, fire_at=_ms_to_ts(ms))
+        return await self._settle_call("reschedule", lambda a, t: self._timers(a).RescheduleTimer(req, timeout=t),
+                                       id, tenant, timeout, lambda tm: tm.fire_at_ms == ms)
+
+    async def extend(self, id: str, by: Union[timedelta, int, float], *, tenant: Optional[str] = None,
+                     timeout: Optional[float] = None) -> Timer:
+        """See `Client.extend`: not idempotent, may raise Unavailable(ambiguous=True)."""
+        req = timers_pb2.RescheduleTimerRequest(tenant=self._tenant(tenant), id=id,
+                                                extend_by=duration_to_pb(by, "by"))
+        return timer_from_pb(await self._call(
+            "extend", lambda a, t: self._timers(a).RescheduleTimer(req, timeout=t), safe_only=True, timeout=timeout))
+
+    async def ack(self, id: str, fire_id: int, *, tenant: Optional[str] = None,
+                  timeout: Optional[float] = None) -> Timer:
+        req = timers_pb2.AckTimerRequest(tenant=self._tenant(tenant), id=id, fire_id=fire_id)
+        return await self._settle_call("ack", lambda a, t: self._timers(a).AckTimer(req, timeout=t), id, tenant,
+                                       timeout, lambda tm: tm.state == TimerState.SETTLED and tm.fire_id == fire_id)
+
+    async def _settle_call(self, what, fn, id, tenant, timeout, reached: Callable[[Timer], bool]) -> Timer:
+        try:
+            resp = await self._call(what, fn, timeout=timeout)
+        except FailedPrecondition as exc:
+            if getattr(exc, "after_ambiguous", False):
+                tm = await self.get(id, tenant=tenant, timeout=timeout)
+                if reached(tm):
+                    return tm
+            raise
+        return timer_from_pb(resp)
+
+    # ---- cluster ---------------------------------------------------------------
+
+    async def status(self, *, timeout: Optional[float] = None) -> ClusterStatus:
+        resp = await self._call(
+            "status", lambda a, t: self._cluster(a).Status(cluster_pb2.StatusRequest(), timeout=t), timeout=timeout)
+        status = status_from_pb(resp)
+        self.router.learn(status)
+        return status
+
+    # ---- events ----------------------------------------------------------------
+
+    def watch(self, from_sequence: int = 0, *, tenant: Optional[str] = None, kinds=None,
+              reconnect_timeout: Optional[float] = None) -> "AsyncWatch":
+        """See `Client.watch`; returns an async iterator."""
+        return AsyncWatch(self, watch_request(from_sequence, self._tenant(tenant), kinds),
+                          self.timeout if reconnect_timeout is None else reconnect_timeout)
+
+    # ---- lifecycle -------------------------------------------------------------
+
+    async def close(self) -> None:
+        self._closed = True
+        channels, self._channels = list(self._channels.values()), {}
+        for ch in channels:
+            await ch.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.router.addresses!r}, leader={self.router.leader!r})"
+
+
+class AsyncWatch(AsyncIterator[Event]):
+    """Self-resuming async event iterator (see Client.watch)."""
+
+    def __init__(self, client: AsyncClient, request: timers_pb2.WatchEventsRequest,
+                 reconnect_timeout: float) -> None:
+        self._client = client
+        self._policy = WatchPolicy(request, reconnect_timeout, client.router, client.backoff_base,
+                                   client.backoff_max, client._rng)
+        self._call = None
+        self._closed = False
+
+    @property
+    def last_sequence(self) -> Optional[int]:
+        return self._policy.cursor.last
+
+    @property
+    def node(self) -> Optional[str]:
+        return self._policy.addr
+
+    @property
+    def reconnects(self) -> int:
+        return self._policy.reconnects
+
+    def __aiter__(self) -> "AsyncWatch":
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            if self._call is None:
+                await self._open()
+            try:
+                pb = await self._call.read()
+            except grpc.RpcError as exc:
+                if self._closed:
+                    raise StopAsyncIteration from None
+                self._drop_call()
+                self._policy.failed(exc)
+                continue
+            except asyncio.CancelledError:
+                if self._closed:
+                    raise StopAsyncIteration from None
+                raise
+            if pb is grpc.aio.EOF:
+                self._drop_call()
+                self._policy.failed(None)
+                continue
+            ev = self._policy.received(pb)
+            if ev is not None:
+                return ev
+
+    async def _open(self) -> None:
+        c = self._client
+        pause = self._policy.delay()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        if c.router.stale(c.refresh_interval):
+            await c._refresh(time.monotonic() + DISCOVERY_ATTEMPT_TIMEOUT, avoid=self._policy.addr)
+        addr = self._policy.choose()
+        if self._closed:
+            raise StopAsyncIteration
+        self._call = c._timers(addr).WatchEvents(self._policy.cursor.resume_request())
+        self._policy.opened(addr)
+
+    def _drop_call(self) -> None:
+        call, self._call = self._call, None
+        if call is not None:
+            call.cancel()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._drop_call()
+
+    close = aclose
+
+    async def __aenter__(self) -> "AsyncWatch":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()

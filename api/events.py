@@ -1,0 +1,357 @@
+"""Event retention and WatchEvents: every committed event, on every node, in LMDB.
+
+Writing. `EventLog.attach(machine)` (a Node machine hook, so it runs before the
+tick thread starts) registers two listeners that run in PySyncObj's tick thread:
+
+* the event listener, called right after the kernel applied a command (still
+  under the machine lock), writes the command's events in one LMDB transaction
+  (key: seq as big-endian u64; value: a compact packed event), then publishes
+  `visible` = the last seq written, then wakes the loop's watchers. Because it
+  runs under the machine lock, "the kernel's seq is s" implies "events <= s are
+  in LMDB" for events emitted by this process.
+* the snapshot listener, called after a snapshot replaced the kernel (at
+  start-up, or streamed from the leader to a follower that fell behind the
+  compacted log), learns the kernel's seq Y at that point.
+
+Re-emission after a restart: PySyncObj loads the last snapshot (seq Y) and
+re-applies the log after it, so events Y+1.. come again with the same seq. A
+re-emitted event is compared with the stored one: equal is a no-op (the common
+case); different means this node's history was rewound (disaster-recovery
+restore of an older snapshot) and everything from that seq on is replaced.
+Events above Y are not served until re-emitted (`visible` restarts at Y).
+
+Gaps: a snapshot carries state, not events. When a snapshot at seq Y is
+installed on a node whose events end below Y, the events in between never
+existed here: this node's history restarts at Y+1 (`floor` = Y+1, older events
+are dropped). A watcher on this node asking for anything older gets
+OUT_OF_RANGE at subscription, or DATA_LOSS if its stream was live across the
+install; other nodes (which applied those entries) still have them, and the
+SDK can resume there with its cursor.
+
+Retention: at most `keep` events and (optionally) none older than `max_age_ms`
+(by event time). `floor` moves first (events below it are no longer served),
+the keys are deleted in bounded chunks in the same write transactions, so
+trimming never stalls the apply thread for long. An idle node trims on its
+next write. `floor` is persisted.
+
+Storage: a separate LMDB environment in `<data-dir>/events`, opened without
+fsync on commit and synced once a second (`flush`). Not the node's own
+environment: that one fsyncs every commit (Raft needs it; events do not, they are
+re-derived from the log after a crash), and an event backlog must never fill the
+map the Raft log lives in. A SIGKILL loses nothing (commits are in the page
+cache); an OS crash can lose up to the last second of events, and if a snapshot
+compacted their log entries in that second they are gone on this node (the
+next event then opens a gap: floor moves past it, as above).
+
+Reading (the loop thread): a watcher keeps its own cursor and reads batches
+straight from LMDB up to `visible`, then waits for a wake-up. No per-subscriber
+queue exists, so a slow subscriber costs nothing but its cursor: it never
+blocks the kernel or other subscribers, it just reads from LMDB later (and gets
+OUT_OF_RANGE if retention overtakes it). Replay and live are the same code path:
+there is no switch-over, hence no gap and no duplicate.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+import threading
+import time
+from pathlib import Path
+from typing import AsyncIterator, Callable, Optional
+
+import lmdb
+
+from minoots.v1 import timers_pb2 as pb
+
+log = logging.getLogger("minoots.api.events")
+
+__all__ = ["EventLog", "EventsUnavailable", "EventsLost", "watch"]
+
+_KEY = struct.Struct(">Q")
+# kind u8, state u8, revision u64, at_ms i64, fire_at i64, fire_id u64, len(tenant) u8; then tenant, id (UTF-8)
+_VAL = struct.Struct(">BBQqqQB")
+_FLOOR = b"floor"
+EVENTS_DIR = "events"
+TRIM_CHUNK = 2048          # keys deleted per write transaction at most (plus twice the batch written)
+READ_BATCH = 512           # events read per LMDB read transaction by a watcher
+
+
+def pack_event(e) -> bytes:
+    tenant = e.tenant.encode()
+    return _VAL.pack(e.kind, e.state, e.revision, e.at_ms, e.fire_at, e.fire_id or 0, len(tenant)) \
+        + tenant + e.timer_id.encode()
+
+
+def unpack_event(seq: int, raw) -> tuple:
+    """(seq, kind, tenant, timer_id, at_ms, revision, state, fire_at, fire_id)."""
+    kind, state, revision, at_ms, fire_at, fire_id, tlen = _VAL.unpack_from(raw)
+    o = _VAL.size
+    tenant = bytes(raw[o:o + tlen]).decode()
+    timer_id = bytes(raw[o + tlen:]).decode()
+    return seq, kind, tenant, timer_id, at_ms, revision, state, fire_at, fire_id
+
+
+class EventsUnavailable(Exception):
+    """The cursor is below what this node retains (retention, or a snapshot install)."""
+
+    def __init__(self, cursor: int, floor: int, skipped_to: int) -> None:
+        self.cursor, self.floor, self.skipped_to = cursor, floor, skipped_to
+        super().__init__(
+            f"event sequence {cursor} is no longer available on this node: its event history starts at "
+            f"{floor} (older events were trimmed by retention, or skipped when this node installed a "
+            "snapshot, which carries state but not events); resume from a later sequence, or on "
+            "another node that still has it")
+
+
+class EventsLost(Exception):
+    """A live stream's next events were skipped by a snapshot install on this node."""
+
+    def __init__(self, cursor: int, floor: int) -> None:
+        self.cursor, self.floor = cursor, floor
+        super().__init__(
+            f"events {cursor}..{floor - 1} are missing on this node: it installed a snapshot from the "
+            "leader (snapshots carry state, not events); resume from this cursor on another node")
+
+
+class EventLog:
+    """A node's retained events. Writers: the tick thread only. Readers: any thread."""
+
+    def __init__(self, path: str | os.PathLike, *, keep: int = 1_000_000, max_age_ms: Optional[int] = None,
+                 map_size: int = 4 << 30, clock: Callable[[], int] | None = None) -> None:
+        if keep < 1:
+            raise ValueError("events keep must be at least 1")
+        self.keep = keep
+        self.max_age_ms = max_age_ms
+        self._clock = clock or (lambda: time.time_ns() // 1_000_000)
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self._env = lmdb.open(str(path), map_size=map_size, max_dbs=2, subdir=True, sync=False,
+                              metasync=False, readahead=False)
+        self._db = self._env.open_db(b"events")
+        self._meta = self._env.open_db(b"meta")
+        with self._env.begin() as txn:
+            raw = txn.get(_FLOOR, db=self._meta)
+            cur = txn.cursor(db=self._db)
+            first = _KEY.unpack(cur.key())[0] if cur.first() else None
+            last = _KEY.unpack(cur.key())[0] if cur.last() else 0
+        floor = _KEY.unpack(raw)[0] if raw is not None else 1
+        self.floor = max(floor, first or 1) if first is not None else max(floor, last + 1)
+        self._stored_last = last      # highest key written (may not be valid until re-emitted)
+        self.visible = 0              # every seq in [floor, visible] is stored and valid
+        self.skipped_to = 0           # highest seq skipped by a snapshot install in this process
+        self.on_new: Callable[[], None] = lambda: None
+        self.write_errors = 0
+        self._closed = False
+        self._flush_lock = threading.Lock()
+
+    # ---- writing (tick thread) ---------------------------------------------------
+
+    def attach(self, machine) -> None:
+        """Node machine hook: listen before the tick thread starts."""
+        machine.event_listeners.append(self._on_events)
+        machine.snapshot_listeners.append(self._on_snapshot)
+
+    # Both listeners run inside PySyncObj's apply path (the first under the machine lock):
+    # nothing may escape them, or the machine would report the command as failed although
+    # the kernel applied it (or a snapshot load would break).
+
+    def _on_events(self, events) -> None:
+        if self._closed or not events:
+            return
+        try:
+            self._write(events)
+        except Exception as exc:   # the events are lost on this node: say so, open a gap
+            self.write_errors += 1
+            log.error("event write failed; this node's event history restarts after the gap",
+                      extra={"first": events[0].seq, "last": events[-1].seq, "error": repr(exc)})
+            self._skip_to(events[-1].seq)
+        self._wake()
+
+    def _on_snapshot(self, seq: int) -> None:
+        if self._closed:
+            return
+        try:
+            if seq > self._stored_last:
+                # Events (stored_last, seq] never reached this node: its history restarts at seq + 1.
+                log.warning("snapshot installed past this node's events; event history restarts",
+                            extra={"stored_last": self._stored_last, "snapshot_seq": seq})
+                self._skip_to(seq)
+            if seq < self.visible:
+                log.warning("snapshot older than the events already served",
+                            extra={"visible": self.visible, "snapshot_seq": seq})
+            self.visible = seq
+        except Exception:
+            log.exception("event store: snapshot bookkeeping failed")
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self.on_new()
+        except Exception:
+            log.exception("event store: waking watchers failed")
+
+    def _skip_to(self, seq: int) -> None:
+        try:
+            with self._env.begin(write=True) as txn:
+                txn.put(_FLOOR, _KEY.pack(seq + 1), db=self._meta)
+        except Exception as exc:
+            log.error("cannot persist the event floor", extra={"error": repr(exc)})
+        self.skipped_to = max(self.skipped_to, seq)
+        self.floor = max(self.floor, seq + 1)
+        self._stored_last = max(self._stored_last, seq)
+        self.visible = max(self.visible, seq)
+
+    def _write(self, events) -> None:
+        first = events[0].seq
+        last = events[-1].seq
+        floor = self.floor
+        if last < floor:                      # re-emitted, already trimmed: nothing to keep
+            self.visible = max(self.visible, last)
+            return
+        if first < floor:
+            events = events[floor - first:]
+            first = floor
+        items = [(_KEY.pack(e.seq), pack_event(e)) for e in events]
+        with self._env.begin(write=True) as txn:
+            db = self._db
+            stored_last = self._stored_last
+            i = 0
+            if first <= stored_last:
+                # Re-emitted after a restart: identical unless this node's history was rewound.
+                cur = txn.cursor(db=db)
+                while i < len(items) and first + i <= stored_last:
+                    key, val = items[i]
+                    if txn.get(key, db=db) != val:
+                        log.warning("re-emitted event differs from the stored one; replacing the rest",
+                                    extra={"seq": first + i})
+                        if cur.set_range(key):
+                            while cur.delete():
+                                pass
+                        stored_last = first + i - 1
+                        break
+                    i += 1
+            elif first > stored_last + 1 and stored_last >= floor:
+                log.warning("event gap; event history restarts", extra={"stored_last": stored_last,
+                                                                        "next": first})
+                self.skipped_to = max(self.skipped_to, first - 1)
+                floor = first
+            if i < len(items):
+                txn.cursor(db=db).putmulti(items[i:], append=True)
+            new_floor = self._retention_floor(txn, floor, last, len(items))
+            if new_floor != self.floor:
+                txn.put(_FLOOR, _KEY.pack(new_floor), db=self._meta)
+            self._delete_below(txn, new_floor, TRIM_CHUNK + 2 * len(items))
+        self.floor = new_floor
+        self._stored_last = max(stored_last, last)
+        self.visible = last
+
+    def _retention_floor(self, txn, floor: int, last: int, written: int) -> int:
+        floor = max(floor, last - self.keep + 1)
+        if self.max_age_ms is not None:
+            cutoff = self._clock() - self.max_age_ms
+            budget = TRIM_CHUNK + 2 * written
+            cur = txn.cursor(db=self._db)
+            if cur.set_range(_KEY.pack(floor)):
+                for key, val in cur:
+                    seq = _KEY.unpack(key)[0]
+                    if seq > last or budget <= 0 or _VAL.unpack_from(val)[3] >= cutoff:
+                        break
+                    floor = seq + 1
+                    budget -= 1
+        return floor
+
+    def _delete_below(self, txn, floor: int, budget: int) -> None:
+        cur = txn.cursor(db=self._db)
+        if not cur.first():
+            return
+        limit = _KEY.pack(floor)
+        while budget > 0 and cur.key() < limit:
+            if not cur.delete():
+                break
+            budget -= 1
+
+    # ---- reading (any thread) ----------------------------------------------------
+
+    def read(self, cursor: int, limit: int = READ_BATCH) -> list[tuple]:
+        """Events cursor.. (at most `limit`, at most up to `visible`) as unpacked tuples.
+        Raises EventsUnavailable when `cursor` is below what this node retains."""
+        if cursor < self.floor:
+            raise EventsUnavailable(cursor, self.floor, self.skipped_to)
+        end = min(self.visible, cursor + limit - 1)
+        if end < cursor:
+            return []
+        out = []
+        expect = cursor
+        with self._env.begin(db=self._db) as txn:
+            cur = txn.cursor()
+            if cur.set_key(_KEY.pack(cursor)):
+                for key, val in cur:
+                    seq = _KEY.unpack(key)[0]
+                    if seq != expect or seq > end:
+                        break
+                    out.append(unpack_event(seq, val))
+                    expect += 1
+        if expect <= end:
+            # A key we should have is gone: trimmed (or skipped) under us.
+            if expect < self.floor:
+                raise EventsUnavailable(expect, self.floor, self.skipped_to)
+            raise EventsLost(expect, expect + 1)   # cannot happen unless the store is damaged
+        return out
+
+    def stats(self) -> dict:
+        with self._env.begin(db=self._db) as txn:
+            n = txn.stat(self._db)["entries"]
+        return {"floor": self.floor, "visible": self.visible, "stored": n, "skipped_to": self.skipped_to,
+                "write_errors": self.write_errors}
+
+    # ---- lifecycle -----------------------------------------------------------------
+
+    def flush(self) -> None:
+        """fsync what was written so far (called about once a second)."""
+        with self._flush_lock:
+            if not self._closed:
+                self._env.sync(True)
+
+    def close(self) -> None:
+        with self._flush_lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._env.sync(True)
+            finally:
+                self._env.close()
+
+
+async def watch(events: EventLog, bridge, from_sequence: int, tenant: Optional[str],
+                kinds: frozenset) -> AsyncIterator[pb.Event]:
+    """The WatchEvents stream: replay from `from_sequence` (0 = from now on), then live,
+    one code path, every sequence once and in order (filters only hide events)."""
+    from .convert import event_fields_to_pb
+
+    if from_sequence == 0:
+        cursor = events.visible + 1
+    else:
+        cursor = from_sequence
+        if cursor < events.floor:
+            raise EventsUnavailable(cursor, events.floor, events.skipped_to)
+    while True:
+        try:
+            batch = events.read(cursor)
+        except EventsUnavailable as exc:
+            if exc.cursor <= events.skipped_to:
+                raise EventsLost(exc.cursor, events.floor) from None
+            raise
+        if not batch:
+            await bridge.wait_events(1.0)
+            continue
+        sent = 0
+        for ev in batch:
+            if (tenant is None or ev[2] == tenant) and (not kinds or ev[1] in kinds):
+                sent += 1
+                yield event_fields_to_pb(ev[0], ev[1], ev[2], ev[3], ev[4], ev[5], ev[6], ev[7], ev[8])
+        cursor = batch[-1][0] + 1
+        if not sent:
+            await asyncio.sleep(0)    # a long filtered-out stretch must not hog the loop

@@ -1,0 +1,169 @@
+"""One node process with its API: the Raft node plus the gRPC server on a uvloop loop.
+
+The composition lives here, in the API layer, so `raft` never imports `api`:
+
+    main thread: uvloop event loop ── grpc.aio server (Timers, Cluster, health, reflection)
+                                  ├── create batcher, watchers, health monitor, announcer
+    PySyncObj tick thread ──────── apply → kernel → EventLog (LMDB) → wake the loop (bridge)
+    ticker / admin threads ─────── as in raft/node.py
+
+Start-up: the gRPC port is checked before anything touches the data dir; the
+event store is opened from a Node machine hook (after the data dir passed its
+checks, before the tick thread starts), then the node starts, then the server.
+SIGTERM/SIGINT: health goes NOT_SERVING, the server stops accepting and gives
+in-flight RPCs a short grace, then the node stops (ticker, admin, Raft, LMDB),
+then the event store is synced and closed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from minoots.raft.admin import split_address
+from minoots.raft.node import Node, NodeConfig, check_port_free
+
+from .batcher import CreateBatcher
+from .bridge import RaftBridge, leader_reachable
+from .events import EVENTS_DIR, EventLog
+from .server import HealthMonitor, TlsFiles, build_server
+
+log = logging.getLogger("minoots.api.process")
+
+__all__ = ["ApiConfig", "run_node", "serve"]
+
+GRACE_S = 2.0
+ANNOUNCE_PERIOD_S = 1.0
+FLUSH_PERIOD_S = 1.0
+
+
+@dataclass
+class ApiConfig:
+    grpc: str                                   # HOST:PORT to listen on
+    advertise: Optional[str] = None             # HOST:PORT clients should use (default: grpc)
+    tls: Optional[TlsFiles] = None
+    events_keep: int = 1_000_000
+    events_max_age_s: Optional[float] = None
+    events_map_size: int = 4 << 30
+
+    def validate(self) -> None:
+        split_address(self.grpc)
+        if self.advertise:
+            split_address(self.advertise)
+        if self.tls is not None:
+            for what, f in (("--tls-cert", self.tls.cert), ("--tls-key", self.tls.key)):
+                if not Path(f).is_file():
+                    raise ValueError(f"{what} {f} is not a readable file")
+        if self.events_keep < 1:
+            raise ValueError("--events-keep must be at least 1")
+
+    @property
+    def advertised(self) -> str:
+        return self.advertise or self.grpc
+
+
+def run_node(cfg: NodeConfig, api: ApiConfig) -> int:
+    """Run a node with its gRPC API until SIGTERM/SIGINT; returns the exit code."""
+    import uvloop
+
+    api.validate()
+    cfg.validate()
+    return uvloop.run(serve(cfg, api))
+
+
+async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] = None) -> int:
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, _on_signal, sig, stop)
+        except (NotImplementedError, RuntimeError):   # not the main thread (tests)
+            pass
+    if api.grpc in (cfg.raft, cfg.admin):
+        raise ValueError(f"--grpc {api.grpc} is also this node's Raft or admin address")
+    check_port_free(api.grpc, "gRPC")
+    if api.tls is not None:
+        api.tls.credentials()     # unreadable or malformed files fail here, before the node starts
+
+    node = Node(cfg)
+    box: dict = {}
+
+    def open_events(machine) -> None:
+        ev = EventLog(Path(cfg.data_dir) / EVENTS_DIR, keep=api.events_keep,
+                      max_age_ms=int(api.events_max_age_s * 1000) if api.events_max_age_s else None,
+                      map_size=api.events_map_size, clock=node.clock.now_ms)
+        ev.attach(machine)
+        box["events"] = ev
+
+    node.machine_hooks.append(open_events)
+    try:
+        node.start()
+    except BaseException:
+        if "events" in box:
+            box["events"].close()
+        raise
+    events: EventLog = box["events"]
+    bridge = RaftBridge(node.machine, loop)
+    events.on_new = bridge.notify_threadsafe
+    batcher = CreateBatcher(bridge, node.clock.now_ms)
+    tasks: list[asyncio.Task] = []
+    server = None
+    try:
+        server, health_servicer = build_server(node, bridge, batcher, events, api.grpc, api.tls)
+        monitor = HealthMonitor(node.machine, health_servicer)
+        await monitor.update()
+        await server.start()
+        log.info("gRPC serving", extra={"grpc": api.grpc, "advertise": api.advertised,
+                                        "tls": api.tls is not None})
+        tasks = [asyncio.create_task(monitor.run(), name="health"),
+                 asyncio.create_task(_announce(node, bridge, api.advertised), name="announce"),
+                 asyncio.create_task(_flush(events, loop), name="events-flush")]
+        await stop.wait()
+    finally:
+        if server is not None:
+            try:
+                await health_servicer.enter_graceful_shutdown()
+            except Exception:
+                pass
+            await server.stop(GRACE_S)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await loop.run_in_executor(None, node.stop)
+        bridge.close()
+        events.close()
+    return 0
+
+
+def _on_signal(sig: int, stop: asyncio.Event) -> None:
+    log.info("signal received", extra={"signal": signal.Signals(sig).name})
+    stop.set()
+
+
+async def _announce(node: Node, bridge: RaftBridge, address: str) -> None:
+    """Record this node's gRPC address in the replicated member map (idempotent; again
+    whenever it is missing, e.g. after this node was added by its Raft address only)."""
+    m = node.machine
+    me = node.cfg.node_id
+    while True:
+        try:
+            if (leader_reachable(m) and m.names.get(me) == node.cfg.raft
+                    and m.grpc_addresses.get(me) != address):
+                await asyncio.wait_for(bridge.propose(("grpc", me, address)), 5.0)
+                log.info("gRPC address announced", extra={"grpc": address})
+        except (asyncio.TimeoutError, Exception) as exc:  # retried on the next round
+            log.debug("gRPC address announcement failed", extra={"error": repr(exc)})
+        await asyncio.sleep(ANNOUNCE_PERIOD_S)
+
+
+async def _flush(events: EventLog, loop) -> None:
+    while True:
+        await asyncio.sleep(FLUSH_PERIOD_S)
+        try:
+            await loop.run_in_executor(None, events.flush)
+        except Exception as exc:
+            log.error("event store sync failed", extra={"error": repr(exc)})
+

@@ -1,0 +1,323 @@
+"""The gRPC servicers: `minoots.v1.Timers` and `minoots.v1.Cluster`.
+
+Each handler checks its request (api/validation.py), then either proposes a
+replicated command through the bridge (writes) or reads the local applied state
+(reads), and maps the outcome onto a gRPC status:
+
+| outcome                                             | status                |
+| --------------------------------------------------- | --------------------- |
+| a rule broken (field named)                         | INVALID_ARGUMENT      |
+| no such timer                                       | NOT_FOUND             |
+| id taken (without a matching idempotency key)       | ALREADY_EXISTS        |
+| lifecycle state forbids it (cancel settled, ...)    | FAILED_PRECONDITION   |
+| Raft did not commit: no leader, leader changed      | UNAVAILABLE           |
+| not answered within the deadline (outcome unknown)  | DEADLINE_EXCEEDED     |
+| WatchEvents cursor older than this node retains     | OUT_OF_RANGE          |
+| a live stream's events skipped by a snapshot install| DATA_LOSS             |
+| request over the receive limit (16 MiB)             | RESOURCE_EXHAUSTED    |
+
+Writes may go to any node: a follower forwards them to the leader (PySyncObj
+does) and answers after applying them itself. Reads are local (a follower may
+trail the leader by a few entries; a write it acknowledged is visible on it).
+Retrying is safe for creates that carry an id or an idempotency key, for
+cancels and acks (a repeated cancel/ack of the same timer answers
+FAILED_PRECONDITION once the first one landed: the client can read the timer).
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import Callable
+
+import grpc
+
+from minoots.kernel import FailedPrecondition, KernelError
+from minoots.raft.admin import AdminError, split_address
+from minoots.raft.machine import CommandFailed
+from minoots.v1 import cluster_pb2 as cpb
+from minoots.v1 import cluster_pb2_grpc
+from minoots.v1 import timers_pb2 as pb
+from minoots.v1 import timers_pb2_grpc
+
+from . import listing, validation
+from .bridge import leader_reachable
+from .convert import ms_timestamp, timer_to_pb
+from .events import EventsLost, EventsUnavailable, watch
+
+log = logging.getLogger("minoots.api")
+
+__all__ = ["TimersService", "ClusterService", "MAX_WAIT"]
+
+MAX_WAIT = 15.0     # seconds a write waits for its commit when the client set no deadline
+BIG_BATCH = 1000    # CreateTimers above this size are checked and converted off the loop
+
+
+class Unavailable(Exception):
+    """This node cannot take the request now (no leader known, shutting down)."""
+
+
+class OutcomeUnknown(Exception):
+    """The commit was not confirmed in time: the command may or may not apply."""
+
+
+_FAIL_HINT = ("the outcome is unknown; retrying is safe for creates with an id or idempotency key, "
+              "cancels and acks")
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, KernelError):
+        return getattr(grpc.StatusCode, exc.code, grpc.StatusCode.INTERNAL), str(exc)
+    if isinstance(exc, CommandFailed):
+        return grpc.StatusCode.UNAVAILABLE, f"Raft did not commit the request ({exc}); {_FAIL_HINT}"
+    if isinstance(exc, Unavailable):
+        return grpc.StatusCode.UNAVAILABLE, str(exc)
+    if isinstance(exc, OutcomeUnknown):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
+    if isinstance(exc, EventsUnavailable):
+        return grpc.StatusCode.OUT_OF_RANGE, str(exc)
+    if isinstance(exc, EventsLost):
+        return grpc.StatusCode.DATA_LOSS, str(exc)
+    if isinstance(exc, AdminError):
+        return getattr(grpc.StatusCode, exc.code, grpc.StatusCode.INTERNAL), str(exc)
+    if isinstance(exc, TimeoutError):
+        return grpc.StatusCode.UNAVAILABLE, f"{exc}; retry"
+    log.error("request failed unexpectedly", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"internal error: {exc!r}"
+
+
+def _unary(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    async def handler(self, request, context):
+        try:
+            return await fn(self, request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            code, message = status_of(exc)
+            await context.abort(code, message)
+    return handler
+
+
+def _stream(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    async def handler(self, request, context):
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            code, message = status_of(exc)
+            await context.abort(code, message)
+    return handler
+
+
+class TimersService(timers_pb2_grpc.TimersServicer):
+    def __init__(self, node, bridge, batcher, events) -> None:
+        self._node = node
+        self._bridge = bridge
+        self._batcher = batcher
+        self._events = events
+        self._machine = node.machine
+
+    # ---- plumbing ----------------------------------------------------------------
+
+    def _require_leader(self) -> None:
+        # PySyncObj holds commands while no leader is known (they would wait, not fail):
+        # answer at once instead, so the client can retry elsewhere or later.
+        if not leader_reachable(self._machine):
+            raise Unavailable("no Raft leader is reachable from this node (election under way, or no quorum); "
+                              "retry, here or on another node")
+
+    async def _commit(self, awaitable, context):
+        remaining = context.time_remaining()
+        timeout = MAX_WAIT if remaining is None else max(0.0, min(remaining, MAX_WAIT))
+        try:
+            return await asyncio.wait_for(awaitable, timeout)
+        except asyncio.TimeoutError:
+            raise OutcomeUnknown(f"not committed within {timeout:.1f} s; {_FAIL_HINT}") from None
+
+    async def _write(self, command: tuple, context):
+        self._require_leader()
+        result = await self._commit(self._bridge.propose(command), context)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def _create(self, specs, prefix: str, context):
+        self._require_leader()
+        result = await self._commit(self._batcher.create(specs), context)
+        if isinstance(result, KernelError):
+            raise validation.rename_kernel_error(result, prefix)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    # ---- writes ------------------------------------------------------------------
+
+    @_unary
+    async def CreateTimer(self, request, context):
+        now = self._node.clock.now_ms()
+        spec = validation.create_spec("timer", request.timer, now)
+        res = await self._create([spec], "timer", context)
+        item = res.items[0]
+        return pb.CreateTimerResponse(timer=timer_to_pb(item.timer), created=item.created)
+
+    @_unary
+    async def CreateTimers(self, request, context):
+        now = self._node.clock.now_ms()
+        loop = asyncio.get_running_loop()
+        # Checking and converting cost ~10 µs per timer: a big batch does it off the loop,
+        # so other requests interleave (the GIL still serialises the work itself).
+        big = len(request.timers) > BIG_BATCH
+        if big:
+            specs = await loop.run_in_executor(None, validation.create_batch, request.timers, now)
+        else:
+            specs = validation.create_batch(request.timers, now)
+        res = await self._create(specs, "timers", context)
+        if big:
+            return await loop.run_in_executor(None, _create_response, res.items)
+        return _create_response(res.items)
+
+    @_unary
+    async def CancelTimer(self, request, context):
+        ref = validation.timer_ref(request.tenant, request.id)
+        try:
+            res = await self._write(("cancel", self._node.clock.now_ms(), [ref]), context)
+        except FailedPrecondition as exc:
+            msg = str(exc)
+            raise FailedPrecondition(msg[len("refs[0]: "):] if msg.startswith("refs[0]: ") else msg) from None
+        return timer_to_pb(res.timers[0])
+
+    @_unary
+    async def RescheduleTimer(self, request, context):
+        tenant, timer_id, fire_at, extend_by = validation.reschedule_args(request)
+        res = await self._write(("reschedule", self._node.clock.now_ms(), tenant, timer_id, fire_at, extend_by),
+                                context)
+        return timer_to_pb(res.timer)
+
+    @_unary
+    async def AckTimer(self, request, context):
+        tenant, timer_id, fire_id = validation.ack_args(request)
+        res = await self._write(("ack", self._node.clock.now_ms(), tenant, timer_id, fire_id), context)
+        return timer_to_pb(res.timer)
+
+    # ---- reads (local) -------------------------------------------------------------
+
+    @_unary
+    async def GetTimer(self, request, context):
+        tenant, timer_id = validation.timer_ref(request.tenant, request.id)
+        timer = await self._bridge.read(lambda k: k.get(tenant, timer_id))
+        return timer_to_pb(timer)
+
+    @_unary
+    async def ListTimers(self, request, context):
+        q = validation.list_query(request)
+        found: list = []
+        pos = q.start
+        scanned = 0
+        budget = listing.PAGE_BYTES
+        at_end = False
+        while len(found) < q.page_size and budget > 0 and scanned < listing.SCAN_BUDGET:
+            start = pos
+            chunk, pos, at_end, used = await self._bridge.read(
+                lambda k, start=start, want=q.page_size - len(found), budget=budget:
+                listing.scan(k, q, start, want, budget))
+            found.extend(chunk)
+            budget -= used
+            scanned += pos - start
+            if at_end:
+                break
+        return pb.ListTimersResponse(
+            timers=[timer_to_pb(t) for t in found],
+            next_page_token="" if at_end else validation.encode_page_token(pos))
+
+    @_stream
+    async def WatchEvents(self, request, context):
+        tenant, kinds = validation.watch_filter(request)
+        async for event in watch(self._events, self._bridge, request.from_sequence, tenant, kinds):
+            yield event
+
+
+def _create_response(items) -> pb.CreateTimersResponse:
+    return pb.CreateTimersResponse(results=[pb.CreateTimerResponse(timer=timer_to_pb(i.timer), created=i.created)
+                                            for i in items])
+
+
+class ClusterService(cluster_pb2_grpc.ClusterServicer):
+    def __init__(self, node, bridge) -> None:
+        self._node = node
+        self._bridge = bridge
+
+    @_unary
+    async def Status(self, request, context):
+        s = await self._bridge.call(self._node.status)
+        grpc_map = self._node.machine.grpc_addresses
+        members = []
+        for m in s["members"]:
+            members.append(cpb.Member(
+                id=m["id"], raft_address=m["address"], grpc_address=grpc_map.get(m["id"], ""),
+                role=m["role"], connected=m.get("connected", True),
+                match_index=m.get("match_index") or 0, lag=m.get("lag") or 0))
+        leader = s["leader"] or ""
+        return cpb.StatusResponse(
+            node=s["node"], cluster=s["cluster"], leader=leader,
+            leader_grpc_address=grpc_map.get(leader, "") if leader else "",
+            term=s["term"], commit_index=s["commit_index"], applied_index=s["applied_index"],
+            members=members, timers={k: int(v) for k, v in s["timers"].items()})
+
+    @_unary
+    async def AddNode(self, request, context):
+        nid, raft, grpc_addr = request.id, request.raft_address, request.grpc_address
+        if not nid:
+            raise AdminError("INVALID_ARGUMENT", "id: must be the new node's id")
+        if grpc_addr:
+            try:
+                split_address(grpc_addr)
+            except ValueError as exc:
+                raise AdminError("INVALID_ARGUMENT", f"grpc_address: {exc}") from None
+        body = {"id": nid, "address": raft}
+        await self._bridge.blocking(self._node.admin_route, "POST", ["members"], lambda: body)
+        if grpc_addr:
+            # The new node announces its own address too once it has caught up; this makes
+            # it known at once. Ignored by the state machine if the node is not a member.
+            fut = self._bridge.propose(("grpc", nid, grpc_addr))
+            try:
+                await asyncio.wait_for(fut, MAX_WAIT)
+            except (asyncio.TimeoutError, CommandFailed):
+                log.warning("grpc address of the new member not recorded yet", extra={"id": nid})
+        return cpb.AddNodeResponse(member=cpb.Member(id=nid, raft_address=raft, grpc_address=grpc_addr,
+                                                     role="follower"))
+
+    @_unary
+    async def RemoveNode(self, request, context):
+        nid = request.id
+        if not nid:
+            raise AdminError("INVALID_ARGUMENT", "id: must name a member")
+        grpc_addr = self._node.machine.grpc_addresses.get(nid, "")
+        _, body = await self._bridge.blocking(self._node.admin_route, "DELETE", ["members", nid], None)
+        removed = body["removed"]
+        return cpb.RemoveNodeResponse(member=cpb.Member(id=removed["id"], raft_address=removed["address"],
+                                                        grpc_address=grpc_addr))
+
+    @_unary
+    async def TakeSnapshot(self, request, context):
+        _, body = await self._bridge.blocking(self._node.admin_route, "POST", ["snapshots"], None)
+        return _snapshot_pb(body["snapshot"])
+
+    @_unary
+    async def ListSnapshots(self, request, context):
+        _, body = await self._bridge.blocking(self._node.admin_route, "GET", ["snapshots"], None)
+        return cpb.ListSnapshotsResponse(snapshots=[_snapshot_pb(s) for s in body["snapshots"]])
+
+    @_unary
+    async def TransferLeadership(self, request, context):
+        leader = await self._bridge.blocking(self._node.transfer_leadership, request.to or None)
+        return cpb.TransferLeadershipResponse(leader=leader)
+
+
+def _snapshot_pb(s: dict) -> cpb.Snapshot:
+    return cpb.Snapshot(last_index=s["last_index"], last_term=s["last_term"],
+                        created_at=ms_timestamp(s["created_at_ms"]), size=s["size"], timers=s["timers"],
+                        sha256=s["sha256"])

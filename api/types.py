@@ -1,0 +1,372 @@
+"""What the SDK hands back: plain, typed values and errors, never raw protobuf.
+
+Times are timezone-aware UTC `datetime`s (``Timer.fire_at``), each with an
+integer twin in milliseconds since the Unix epoch (``Timer.fire_at_ms``), the
+unit the kernel works in. A transition that has not happened is ``None``.
+
+Errors form one small hierarchy rooted at `MinootsError`, one class per gRPC
+status code a caller can act on; each keeps the server's message and the gRPC
+code. The classes also derive from the matching builtin (`InvalidArgument` is a
+`ValueError`, `NotFound` a `LookupError`, `DeadlineExceeded` a `TimeoutError`)
+so generic handlers keep working.
+
+This module imports neither grpc nor the generated stubs: it is safe to import
+anywhere (the conversions from protobuf live in `minoots.api.client`).
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
+from typing import Mapping, Optional, Union
+
+__all__ = [
+    "TimerState",
+    "EventKind",
+    "TimerSpec",
+    "Timer",
+    "Event",
+    "Member",
+    "ClusterStatus",
+    "MinootsError",
+    "InvalidArgument",
+    "NotFound",
+    "AlreadyExists",
+    "FailedPrecondition",
+    "OutOfRange",
+    "Unavailable",
+    "DeadlineExceeded",
+    "ms_to_datetime",
+    "datetime_to_ms",
+]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def ms_to_datetime(ms: Optional[int]) -> Optional[datetime]:
+    """ms since the Unix epoch -> aware UTC datetime (None stays None)."""
+    if ms is None:
+        return None
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def datetime_to_ms(dt: datetime) -> int:
+    """Aware datetime -> ms since the Unix epoch, rounded UP to the next whole ms.
+
+    Rounding up keeps the promise that a timer never fires before the instant
+    asked for. A naive datetime is refused: guessing its zone is how timers end
+    up an hour off.
+    """
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise InvalidArgument("a naive datetime has no time zone; pass an aware one "
+                              "(e.g. datetime.now(timezone.utc))")
+    delta = dt - EPOCH
+    us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return -((-us) // 1000)
+
+
+# ---------------------------------------------------------------- enums
+
+
+class TimerState(enum.IntEnum):
+    """Lifecycle state (values are the wire values of minoots.v1.TimerState)."""
+
+    UNSPECIFIED = 0
+    SCHEDULED = 1      # accepted, waiting for its start condition
+    ARMED = 2          # in the wheel, fires at fire_at
+    FIRED = 3          # deadline reached, awaiting acknowledgement
+    SETTLED = 4        # acknowledged, or nothing to acknowledge
+    CANCELLED = 5
+    DEAD_LETTERED = 6  # delivery gave up
+
+    @property
+    def terminal(self) -> bool:
+        """True for states no command can leave (settled, cancelled, dead-lettered)."""
+        return self >= TimerState.SETTLED
+
+    @classmethod
+    def parse(cls, text: Union[str, int, "TimerState"]) -> "TimerState":
+        """'armed', 'ARMED', 'dead-lettered', 2 -> TimerState; InvalidArgument otherwise."""
+        return _parse_enum(cls, text, "timer state")
+
+
+class EventKind(enum.IntEnum):
+    """Kind of a lifecycle event (values are the wire values of minoots.v1.EventKind)."""
+
+    UNSPECIFIED = 0
+    CREATED = 1
+    ARMED = 2
+    FIRED = 3
+    SETTLED = 4
+    RESCHEDULED = 5
+    CANCELLED = 6
+
+    @classmethod
+    def parse(cls, text: Union[str, int, "EventKind"]) -> "EventKind":
+        return _parse_enum(cls, text, "event kind")
+
+
+def _parse_enum(cls, text, what: str):
+    if isinstance(text, cls):
+        return text
+    if isinstance(text, int) and not isinstance(text, bool):
+        try:
+            return cls(text)
+        except ValueError:
+            pass
+    elif isinstance(text, str):
+        name = text.strip().upper().replace("-", "_")
+        if name in cls.__members__ and name != "UNSPECIFIED":
+            return cls[name]
+    choices = ", ".join(m.name.lower() for m in cls if m.name != "UNSPECIFIED")
+    raise InvalidArgument(f"unknown {what} {text!r}; expected one of: {choices}")
+
+
+# ---------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class TimerSpec:
+    """One timer to create, for `Client.create_many` (the same fields as `Client.create`).
+
+    Give exactly one of `fire_at` (aware datetime, or int ms since the epoch)
+    and `delay` (timedelta, or seconds as int/float). `id` and
+    `idempotency_key` are filled in by the SDK when left empty (see
+    `Client.create`).
+    """
+
+    fire_at: Union[datetime, int, None] = None
+    delay: Union[timedelta, int, float, None] = None
+    id: Optional[str] = None
+    tenant: Optional[str] = None
+    name: str = ""
+    payload: Union[bytes, str] = b""
+    labels: Optional[Mapping[str, str]] = None
+    action: Union[bytes, str] = b""
+    idempotency_key: Optional[str] = None
+    ack_required: bool = False
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A timer as the server last reported it.
+
+    Datetime fields are aware UTC; each has a ``*_ms`` property with the same
+    instant in ms since the epoch. `fire_id` is the sequence number of the
+    current fire's FIRED event (what `Client.ack` needs), None before the first
+    fire. `created` is set only on results of `create`/`create_many`: False
+    when an idempotency key matched an existing timer (including the SDK's own
+    retry of a create whose first attempt did reach the cluster).
+    """
+
+    id: str
+    tenant: str
+    name: str
+    fire_at: datetime
+    state: TimerState
+    revision: int
+    payload: bytes = b""
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    action: bytes = b""
+    idempotency_key: Optional[str] = None
+    ack_required: bool = False
+    created_at: Optional[datetime] = None
+    armed_at: Optional[datetime] = None
+    fired_at: Optional[datetime] = None
+    settled_at: Optional[datetime] = None
+    attempts: int = 0
+    fire_id: Optional[int] = None
+    created: Optional[bool] = None
+
+    @property
+    def fire_at_ms(self) -> int:
+        return datetime_to_ms(self.fire_at)
+
+    @property
+    def created_at_ms(self) -> Optional[int]:
+        return None if self.created_at is None else datetime_to_ms(self.created_at)
+
+    @property
+    def armed_at_ms(self) -> Optional[int]:
+        return None if self.armed_at is None else datetime_to_ms(self.armed_at)
+
+    @property
+    def fired_at_ms(self) -> Optional[int]:
+        return None if self.fired_at is None else datetime_to_ms(self.fired_at)
+
+    @property
+    def settled_at_ms(self) -> Optional[int]:
+        return None if self.settled_at is None else datetime_to_ms(self.settled_at)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: times as RFC 3339 strings, bytes as UTF-8 text when they are text, else base64."""
+        return {
+            "id": self.id, "tenant": self.tenant, "name": self.name,
+            "state": self.state.name.lower(), "revision": self.revision,
+            "fire_at": _iso(self.fire_at), "created_at": _iso(self.created_at),
+            "armed_at": _iso(self.armed_at), "fired_at": _iso(self.fired_at),
+            "settled_at": _iso(self.settled_at), "attempts": self.attempts, "fire_id": self.fire_id,
+            "ack_required": self.ack_required, "idempotency_key": self.idempotency_key,
+            "labels": dict(self.labels), **_blob("payload", self.payload), **_blob("action", self.action),
+            **({} if self.created is None else {"created": self.created}),
+        }
+
+
+@dataclass(frozen=True)
+class Event:
+    """One lifecycle transition. `sequence` is kernel-wide and gap-free in commit order.
+
+    `at` is the command time of the transition; `revision`, `state` and
+    `fire_at` are the timer's right after it; `fire_id` is set on fired/settled.
+    """
+
+    sequence: int
+    kind: EventKind
+    tenant: str
+    timer_id: str
+    at: datetime
+    revision: int
+    state: TimerState
+    fire_at: datetime
+    fire_id: Optional[int] = None
+
+    @property
+    def at_ms(self) -> int:
+        return datetime_to_ms(self.at)
+
+    @property
+    def fire_at_ms(self) -> int:
+        return datetime_to_ms(self.fire_at)
+
+    def to_dict(self) -> dict:
+        return {"sequence": self.sequence, "kind": self.kind.name.lower(), "tenant": self.tenant,
+                "timer_id": self.timer_id, "at": _iso(self.at), "revision": self.revision,
+                "state": self.state.name.lower(), "fire_at": _iso(self.fire_at), "fire_id": self.fire_id}
+
+
+@dataclass(frozen=True)
+class Member:
+    id: str
+    raft_address: str
+    grpc_address: str
+    role: str               # leader | follower | candidate (as seen by the answering node)
+    connected: bool
+    match_index: int = 0    # set when the answering node leads
+    lag: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    node: str                       # the answering node's id
+    cluster: str
+    leader: Optional[str]           # None while no leader is known
+    leader_grpc_address: Optional[str]
+    term: int
+    commit_index: int
+    applied_index: int
+    members: tuple[Member, ...]
+    timers: Mapping[str, int]       # count by state name
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["members"] = [m.to_dict() for m in self.members]
+        d["timers"] = dict(self.timers)
+        return d
+
+
+def _iso(dt: Optional[datetime]) -> Optional[str]:
+    if dt is None:
+        return None
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _blob(name: str, data: bytes) -> dict:
+    try:
+        return {name: data.decode("utf-8")}
+    except UnicodeDecodeError:
+        import base64
+
+        return {f"{name}_base64": base64.b64encode(data).decode("ascii")}
+
+
+# ---------------------------------------------------------------- errors
+
+
+class MinootsError(Exception):
+    """Base of every error the SDK raises on purpose.
+
+    `code` is the gRPC status code name ("NOT_FOUND", ...); `message` the
+    server's (or the SDK's) explanation.
+    """
+
+    code: str = "UNKNOWN"
+
+    def __init__(self, message: str = "", *, code: Optional[str] = None) -> None:
+        if code is not None:
+            self.code = code
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.message or self.code
+
+
+class InvalidArgument(MinootsError, ValueError):
+    """The request breaks a rule (server- or SDK-side validation)."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class NotFound(MinootsError, LookupError):
+    """No such timer in that tenant."""
+
+    code = "NOT_FOUND"
+
+
+class AlreadyExists(MinootsError):
+    """The id is taken in that tenant (and no idempotency key matched)."""
+
+    code = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(MinootsError):
+    """The timer exists but its state does not allow the operation."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class OutOfRange(MinootsError):
+    """E.g. watch(from_sequence=N) where N is older than the nodes' event retention."""
+
+    code = "OUT_OF_RANGE"
+
+
+class Unavailable(MinootsError):
+    """No node could serve the request within the deadline.
+
+    `ambiguous` is True when the request may have been applied anyway (the
+    connection broke after it was sent); the SDK only raises that for
+    operations it cannot safely retry (`Client.extend`).
+    """
+
+    code = "UNAVAILABLE"
+
+    def __init__(self, message: str = "", *, code: Optional[str] = None, ambiguous: bool = False) -> None:
+        super().__init__(message, code=code)
+        self.ambiguous = ambiguous
+
+
+class DeadlineExceeded(MinootsError, TimeoutError):
+    """The call's total deadline passed before it completed."""
+
+    code = "DEADLINE_EXCEEDED"
+
+
+ERRORS_BY_CODE: dict[str, type[MinootsError]] = {
+    cls.code: cls for cls in (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition,
+                              OutOfRange, Unavailable, DeadlineExceeded)
+}

@@ -1,0 +1,248 @@
+"""Request validation: wire requests in, checked kernel arguments out.
+
+Everything a request can get wrong is found here, before anything is proposed,
+and reported as the kernel's own `InvalidArgument(field, rule)` naming the
+field as the client spelled it (`timers[3].labels['a b']`, `page_token`). The
+rules themselves are the kernel's (`minoots.kernel.validate`): this module only
+decides which rule applies to which request field, and adds the few rules that
+exist only on the wire (a deadline must be set, a delay is not negative,
+enum values must be known, an empty batch is refused).
+
+The kernel validates again when it applies a command (it is the authority, and
+some checks need the state: an id already taken, a repeated id in one batch);
+`rename_kernel_error` maps the kernel's field names (`specs[3].id`) back to the
+request's (`timers[3].id`).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+import uuid
+from dataclasses import dataclass
+from typing import Optional
+
+from minoots.kernel import (
+    DEFAULT_TENANT,
+    MAX_ACTION_BYTES,
+    MAX_BATCH,
+    MAX_PAYLOAD_BYTES,
+    AlreadyExists,
+    EventKind,
+    InvalidArgument,
+    KernelError,
+    TimerSpec,
+    TimerState,
+)
+from minoots.kernel import validate as rules
+from minoots.v1 import timers_pb2 as pb
+
+from .convert import BadTime, duration_ms, timestamp_ms
+
+__all__ = [
+    "create_spec",
+    "create_batch",
+    "rename_kernel_error",
+    "timer_ref",
+    "reschedule_args",
+    "ack_args",
+    "ListQuery",
+    "list_query",
+    "encode_page_token",
+    "watch_filter",
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+]
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+_TIMER_STATES = frozenset(s.value for s in TimerState)
+_EVENT_KINDS = frozenset(k.value for k in EventKind)
+
+
+def _tenant(field: str, value: str) -> str:
+    return rules.check_tenant(field, value or DEFAULT_TENANT)
+
+
+def new_timer_id() -> str:
+    """A server-generated timer id (made before proposing: the kernel draws no random numbers)."""
+    return uuid.uuid4().hex
+
+
+def create_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
+    """One wire TimerSpec as a checked kernel TimerSpec; `p` is its field path (`timers[3]`).
+
+    An empty id gets a fresh uuid4 hex id; an empty tenant is "default"; an empty
+    idempotency key is none; a delay counts from `now_ms` (the accepting node's clock).
+    """
+    timer_id = rules.check_id(f"{p}.id", spec.id) if spec.id else new_timer_id()
+    tenant = _tenant(f"{p}.tenant", spec.tenant)
+    which = spec.WhichOneof("deadline")
+    if which == "fire_at":
+        try:
+            fire_at = timestamp_ms(spec.fire_at)
+        except BadTime as exc:
+            raise InvalidArgument(f"{p}.fire_at", str(exc)) from None
+        fire_at = rules.check_time(f"{p}.fire_at", fire_at)
+    elif which == "delay":
+        try:
+            delay = duration_ms(spec.delay)
+        except BadTime as exc:
+            raise InvalidArgument(f"{p}.delay", str(exc)) from None
+        if delay < 0:
+            raise InvalidArgument(f"{p}.delay", f"must not be negative, got {delay} ms")
+        fire_at = now_ms + delay
+        if fire_at > rules.MAX_TIME:
+            raise InvalidArgument(f"{p}.delay", f"puts fire_at past {rules.MAX_TIME} ms since the epoch")
+    else:
+        raise InvalidArgument(f"{p}.deadline", "set exactly one of fire_at or delay")
+    name = rules.check_name(f"{p}.name", spec.name)
+    payload = rules.check_bytes(f"{p}.payload", spec.payload, MAX_PAYLOAD_BYTES)
+    labels = rules.check_labels(f"{p}.labels", dict(spec.labels))
+    action = rules.check_bytes(f"{p}.action", spec.action, MAX_ACTION_BYTES)
+    key = rules.check_idempotency_key(f"{p}.idempotency_key", spec.idempotency_key or None)
+    return TimerSpec(id=timer_id, fire_at=fire_at, tenant=tenant, name=name, payload=payload,
+                     labels=dict(labels) if labels else None, action=action, idempotency_key=key,
+                     ack_required=bool(spec.ack_required))
+
+
+def create_batch(specs, now_ms: int) -> list[TimerSpec]:
+    """CreateTimersRequest.timers: 1..10,000 specs, each checked as `timers[i]`."""
+    n = len(specs)
+    if n == 0:
+        raise InvalidArgument("timers", f"must hold 1..{MAX_BATCH} timers, got none")
+    if n > MAX_BATCH:
+        raise InvalidArgument("timers", f"must hold at most {MAX_BATCH} timers, got {n}")
+    return [create_spec(f"timers[{i}]", s, now_ms) for i, s in enumerate(specs)]
+
+
+def rename_kernel_error(exc: KernelError, prefix: str) -> KernelError:
+    """The kernel names specs `specs[i]`; say `timers[i]` (prefix "timers") or `timer`
+    (prefix "timer", a single create) instead."""
+    def rename(field: str) -> str:
+        if not field.startswith("specs"):
+            return field
+        rest = field[len("specs"):]
+        if prefix == "timer" and rest.startswith("[0]"):
+            return "timer" + rest[len("[0]"):]
+        return prefix + rest
+
+    if isinstance(exc, InvalidArgument):
+        new = InvalidArgument(rename(exc.field), exc.rule.replace("specs[", f"{prefix}[") if prefix != "timer"
+                              else exc.rule.replace("specs[0]", "timer"))
+        return new
+    if isinstance(exc, AlreadyExists):
+        return AlreadyExists(exc.tenant, exc.timer_id, rename(exc.field))
+    return exc
+
+
+def timer_ref(tenant: str, timer_id: str) -> tuple[str, str]:
+    return _tenant("tenant", tenant), rules.check_id("id", timer_id)
+
+
+def reschedule_args(req: pb.RescheduleTimerRequest) -> tuple[str, str, Optional[int], Optional[int]]:
+    """(tenant, id, fire_at, extend_by) with exactly one of the last two set."""
+    tenant, timer_id = timer_ref(req.tenant, req.id)
+    which = req.WhichOneof("change")
+    if which == "fire_at":
+        try:
+            ms = timestamp_ms(req.fire_at)
+        except BadTime as exc:
+            raise InvalidArgument("fire_at", str(exc)) from None
+        return tenant, timer_id, rules.check_time("fire_at", ms), None
+    if which == "extend_by":
+        try:
+            ms = duration_ms(req.extend_by)
+        except BadTime as exc:
+            raise InvalidArgument("extend_by", str(exc)) from None
+        return tenant, timer_id, None, rules.check_delta("extend_by", ms)
+    raise InvalidArgument("change", "set exactly one of fire_at or extend_by")
+
+
+def ack_args(req: pb.AckTimerRequest) -> tuple[str, str, int]:
+    tenant, timer_id = timer_ref(req.tenant, req.id)
+    return tenant, timer_id, rules.check_seq("fire_id", req.fire_id)
+
+
+# ---- ListTimers -----------------------------------------------------------------
+
+_TOKEN = struct.Struct(">BQ")     # version, next ordinal to scan
+_TOKEN_VERSION = 1
+
+
+def encode_page_token(next_position: int) -> str:
+    return base64.urlsafe_b64encode(_TOKEN.pack(_TOKEN_VERSION, next_position)).decode().rstrip("=")
+
+
+def _decode_page_token(token: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        version, position = _TOKEN.unpack(raw)
+    except (binascii.Error, ValueError, struct.error):
+        raise InvalidArgument("page_token", "is not a token this server issued") from None
+    if version != _TOKEN_VERSION:
+        raise InvalidArgument("page_token", "is not a token this server issued")
+    return position
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    tenant: str
+    states: frozenset            # TimerState values; empty = any
+    labels: tuple                # ((key, value), ...) that must all match
+    fire_from: Optional[int]     # inclusive, ms
+    fire_to: Optional[int]       # exclusive, ms
+    page_size: int
+    start: int                   # position (ordinal) to resume the scan at
+
+
+def _label_selector(text: str) -> tuple:
+    if not text.strip():
+        return ()
+    pairs = {}
+    for i, term in enumerate(text.split(",")):
+        key, sep, value = term.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise InvalidArgument("label_selector", f"term {i} ({term!r}) must be key=value; "
+                                  "terms are separated by commas")
+        if key in pairs and pairs[key] != value:
+            raise InvalidArgument("label_selector", f"key {key!r} is given twice with different values")
+        pairs[key] = value
+    return rules.check_labels("label_selector", pairs)
+
+
+def list_query(req: pb.ListTimersRequest) -> ListQuery:
+    tenant = _tenant("tenant", req.tenant)
+    states = set()
+    for i, s in enumerate(req.states):
+        if s not in _TIMER_STATES:
+            raise InvalidArgument(f"states[{i}]", f"must be a known TimerState other than UNSPECIFIED, got {s}")
+        states.add(s)
+    fire_from = fire_to = None
+    try:
+        if req.HasField("fire_at_from"):
+            fire_from = timestamp_ms(req.fire_at_from)
+        if req.HasField("fire_at_to"):
+            fire_to = timestamp_ms(req.fire_at_to)
+    except BadTime as exc:
+        raise InvalidArgument("fire_at_from" if fire_from is None else "fire_at_to", str(exc)) from None
+    page_size = req.page_size or DEFAULT_PAGE_SIZE
+    page_size = min(page_size, MAX_PAGE_SIZE)   # AIP-158: a larger page_size is coerced down
+    start = _decode_page_token(req.page_token) if req.page_token else 0
+    return ListQuery(tenant, frozenset(states), _label_selector(req.label_selector), fire_from, fire_to,
+                     page_size, start)
+
+
+# ---- WatchEvents ---------------------------------------------------------------
+
+def watch_filter(req: pb.WatchEventsRequest) -> tuple[Optional[str], frozenset]:
+    """(tenant or None for all, set of EventKind values or empty for all)."""
+    tenant = rules.check_tenant("tenant", req.tenant) if req.tenant else None
+    kinds = set()
+    for i, k in enumerate(req.kinds):
+        if k not in _EVENT_KINDS:
+            raise InvalidArgument(f"kinds[{i}]", f"must be a known EventKind other than UNSPECIFIED, got {k}")
+        kinds.add(k)
+    return tenant, frozenset(kinds)

@@ -1,0 +1,84 @@
+"""Create throughput through the gRPC API, against a local 3-node cluster.
+
+    python -m minoots.bench.grpc_creates [--seconds 10] [--to leader|follower] [--sync durable|relaxed]
+
+Two loads, each for a fixed time, from this process (grpc.aio clients, one
+channel per client): batched CreateTimers of 1000 timers from 4 concurrent
+clients, and single CreateTimer from 16 concurrent clients. Timers are an hour
+out, so nothing fires during the run. Prints timers created per second and the
+server's group-commit effect (create commands proposed, from the Raft log
+growth). The cluster and this client share the machine: numbers are for
+comparing changes on one machine, not absolute capacity.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+
+from minoots.raft.local import LocalCluster
+from minoots.v1 import timers_pb2 as pb
+from minoots.v1 import timers_pb2_grpc
+
+FAR = Duration(seconds=3600)
+
+
+async def _client(address: str, batch: int, stop_at: float, counts: list, lat: list) -> None:
+    async with grpc.aio.insecure_channel(address) as ch:
+        stub = timers_pb2_grpc.TimersStub(ch)
+        while time.monotonic() < stop_at:
+            t0 = time.perf_counter()
+            if batch == 1:
+                await stub.CreateTimer(pb.CreateTimerRequest(timer=pb.TimerSpec(delay=FAR)), timeout=30)
+            else:
+                await stub.CreateTimers(pb.CreateTimersRequest(
+                    timers=[pb.TimerSpec(delay=FAR, payload=b"p" * 64) for _ in range(batch)]), timeout=60)
+            lat.append(time.perf_counter() - t0)
+            counts[0] += batch
+
+
+async def _load(address: str, clients: int, batch: int, seconds: float) -> dict:
+    counts, lat = [0], []
+    start = time.monotonic()
+    await asyncio.gather(*(_client(address, batch, start + seconds, counts, lat) for _ in range(clients)))
+    took = time.monotonic() - start
+    lat.sort()
+    return {"clients": clients, "batch": batch, "timers": counts[0], "seconds": round(took, 2),
+            "timers_per_s": round(counts[0] / took), "requests": len(lat),
+            "p50_ms": round(lat[len(lat) // 2] * 1000, 1) if lat else None,
+            "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 1) if lat else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--to", choices=("leader", "follower"), default="leader")
+    ap.add_argument("--sync", choices=("durable", "relaxed"), default="durable")
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="minoots-bench-"))
+    cluster = LocalCluster(root / "cluster", node_args=("--sync", args.sync))
+    try:
+        cluster.start()
+        leader = cluster.leader(timeout=30)
+        target = cluster.nodes[leader] if args.to == "leader" else \
+            next(n for nid, n in cluster.nodes.items() if nid != leader)
+        time.sleep(2)
+        for clients, batch in ((4, 1000), (16, 1)):
+            before = cluster.status(leader)["commit_index"]
+            res = asyncio.run(_load(target.grpc, clients, batch, args.seconds))
+            after = cluster.status(leader)["commit_index"]
+            res["raft_entries"] = after - before
+            res["to"] = args.to
+            res["sync"] = args.sync
+            print(res, flush=True)
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()

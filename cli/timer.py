@@ -1,0 +1,428 @@
+"""`minoots timer …`: create, inspect, change and watch timers (thin over the SDK).
+
+Every command takes `--node HOST:PORT` (any member's gRPC address; repeatable;
+default $MINOOTS_NODES, comma-separated, else the cluster `minoots up` runs in
+./minoots-data), `--tenant`, `--timeout`, `--tls` / `--ca FILE` and `--json`
+(one JSON object per line). Durations are like 90s, 1h30m, 250ms, 2d; times are RFC 3339
+(2026-12-01T10:00:00Z, 2026-12-01T11:00:00.250+01:00).
+
+Bad input and server errors print one line, `error: …`, and exit non-zero
+(2 for bad input, 1 for errors from the cluster); never a traceback.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from datetime import datetime, timedelta, timezone
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from .common import fail, grpc_addresses
+
+# 9999-12-31T23:59:59.999Z, the kernel's MAX_TIME (kept here so the CLI does not import the kernel).
+MAX_TIME_MS = 253402300799999
+MAX_INPUT = 64
+
+_UNIT_MS = {"ms": Fraction(1), "s": Fraction(1000), "m": Fraction(60_000), "h": Fraction(3_600_000),
+            "d": Fraction(86_400_000), "w": Fraction(604_800_000)}
+_DUR_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h|d|w)", re.ASCII)
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?"
+    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))", re.ASCII)
+DURATION_HINT = "expected a duration like 90s, 1h30m, 250ms or 2d"
+TIME_HINT = "expected an RFC 3339 time like 2026-12-01T10:00:00Z or 2026-12-01T11:00:00.250+01:00"
+
+
+class ParseError(ValueError):
+    """Bad user input; the message is one line meant for the terminal."""
+
+
+def parse_duration(text: str, *, allow_negative: bool = False) -> int:
+    """'1h30m' -> 5400000: a duration in whole milliseconds (fractions of a ms round up).
+
+    Units ms, s, m, h, d, w; parts may repeat and carry decimals ('1.5h');
+    spaces between parts are ignored. A leading '-' only with allow_negative.
+    A bare number is refused: '30' could mean seconds or milliseconds.
+    """
+    if not isinstance(text, str):
+        raise ParseError(DURATION_HINT)
+    s = text.strip().replace(" ", "")
+    if not s or len(s) > MAX_INPUT:
+        raise ParseError(f"{DURATION_HINT}, got {text[:MAX_INPUT]!r}")
+    sign = 1
+    if s[0] in "+-":
+        if s[0] == "-":
+            if not allow_negative:
+                raise ParseError(f"a negative duration is not allowed here, got {text!r}")
+            sign = -1
+        s = s[1:]
+    total = Fraction(0)
+    pos = 0
+    while pos < len(s):
+        m = _DUR_PART.match(s, pos)
+        if m is None:
+            hint = "; add a unit (ms, s, m, h, d, w)" if re.fullmatch(r"[0-9.]+", s, re.ASCII) else ""
+            raise ParseError(f"{DURATION_HINT}, got {text!r}{hint}")
+        total += Fraction(m.group(1)) * _UNIT_MS[m.group(2)]
+        pos = m.end()
+    if pos == 0:
+        raise ParseError(f"{DURATION_HINT}, got {text!r}")
+    ms = -((-total.numerator) // total.denominator)  # ceil
+    if ms > MAX_TIME_MS:
+        raise ParseError(f"duration {text!r} is too long (beyond year 9999)")
+    return sign * ms
+
+
+def parse_time(text: str) -> datetime:
+    """An RFC 3339 time -> aware UTC datetime (within 1970..9999)."""
+    if not isinstance(text, str):
+        raise ParseError(TIME_HINT)
+    s = text.strip()
+    if not s or len(s) > MAX_INPUT:
+        raise ParseError(f"{TIME_HINT}, got {text[:MAX_INPUT]!r}")
+    m = _RFC3339.fullmatch(s)
+    if m is None:
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9:.]+", s, re.ASCII):
+            raise ParseError(f"time {text!r} has no time zone; add Z (UTC) or an offset like +02:00")
+        raise ParseError(f"{TIME_HINT}, got {text!r}")
+    y, mo, d, h, mi, sec, frac, z, osign, oh, om = m.groups()
+    try:
+        if z:
+            tz = timezone.utc
+        else:
+            if int(oh) > 23 or int(om) > 59:
+                raise ValueError("bad UTC offset")
+            off = timedelta(hours=int(oh), minutes=int(om))
+            tz = timezone(off if osign == "+" else -off)
+        us = 0
+        if frac:
+            digits = frac[1:]
+            us = int(digits[:6].ljust(6, "0"))
+            if len(digits) > 6 and int(digits[6:]) > 0:
+                us += 1           # never round a deadline down
+        dt = datetime(int(y), int(mo), int(d), int(h), int(mi), int(sec), tzinfo=tz)
+        dt = (dt + timedelta(microseconds=us)).astimezone(timezone.utc)
+    except (ValueError, OverflowError) as exc:
+        raise ParseError(f"invalid time {text!r}: {exc}") from None
+    if dt.year < 1970:
+        raise ParseError(f"time {text!r} is before 1970")
+    return dt
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ParseError(f"--label expects KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+def read_blob(value: Optional[str], what: str) -> bytes:
+    """'@path' -> the file's bytes ('@-' = stdin), anything else -> its UTF-8 bytes."""
+    if value is None:
+        return b""
+    if value.startswith("@"):
+        path = value[1:]
+        if path == "-":
+            return sys.stdin.buffer.read()
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise ParseError(f"cannot read {what} file {path!r}: {exc.strerror or exc}") from None
+    return value.encode("utf-8")
+
+
+def _parsed(fn, *args, **kw):
+    try:
+        return fn(*args, **kw)
+    except ParseError as exc:
+        fail(str(exc), code=2)
+
+
+# ---------------------------------------------------------------- SDK plumbing
+
+
+def _client(opts: dict):
+    from minoots.api.client import Client
+    from minoots.api.types import MinootsError
+
+    tls = opts["ca"] if opts["ca"] else bool(opts["tls"])
+    try:
+        return Client(grpc_addresses(opts["nodes"]), timeout=opts["timeout"], tls=tls)
+    except MinootsError as exc:
+        fail(str(exc), code=2)
+
+
+def _run(fn):
+    """Call the SDK; turn its errors into one clean line."""
+    from minoots.api.types import MinootsError
+
+    try:
+        return fn()
+    except MinootsError as exc:
+        fail(f"{exc.code}: {exc.message}")
+
+
+def _fmt_time(dt: Optional[datetime]) -> str:
+    if dt is None:
+        return "-"
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _fmt_rel(dt: datetime) -> str:
+    delta = (dt - datetime.now(timezone.utc)).total_seconds()
+    word = "in" if delta >= 0 else "ago"
+    d = abs(delta)
+    if d < 120:
+        text = f"{d:.1f}s"
+    elif d < 7200:
+        text = f"{d / 60:.1f}m"
+    elif d < 172800:
+        text = f"{d / 3600:.1f}h"
+    else:
+        text = f"{d / 86400:.1f}d"
+    return f"in {text}" if word == "in" else f"{text} ago"
+
+
+def _emit_json(obj) -> None:
+    click.echo(json.dumps(obj, sort_keys=True, separators=(",", ":")))
+
+
+def _show_timer(t, as_json: bool, headline: Optional[str] = None) -> None:
+    if as_json:
+        _emit_json(t.to_dict())
+        return
+    if headline:
+        click.echo(headline)
+    rows = [("id", t.id), ("tenant", t.tenant), ("state", t.state.name.lower()),
+            ("fire_at", f"{_fmt_time(t.fire_at)} ({_fmt_rel(t.fire_at)})"), ("revision", t.revision)]
+    if t.name:
+        rows.append(("name", t.name))
+    if t.labels:
+        rows.append(("labels", ",".join(f"{k}={v}" for k, v in sorted(t.labels.items()))))
+    if t.payload:
+        d = t.to_dict()
+        rows.append(("payload", d["payload"] if "payload" in d else f"base64:{d['payload_base64']}"))
+    if t.ack_required:
+        rows.append(("ack_required", "yes"))
+    if t.idempotency_key and t.idempotency_key != t.id:
+        rows.append(("idempotency_key", t.idempotency_key))
+    for name in ("created_at", "armed_at", "fired_at", "settled_at"):
+        v = getattr(t, name)
+        if v is not None:
+            rows.append((name, _fmt_time(v)))
+    if t.attempts:
+        rows.append(("attempts", t.attempts))
+    if t.fire_id:
+        rows.append(("fire_id", t.fire_id))
+    for k, v in rows:
+        click.echo(f"{k:<16}{v}")
+
+
+def _event_line(ev) -> str:
+    extra = f"  fire_id={ev.fire_id}" if ev.fire_id else ""
+    return (f"{ev.sequence:>8}  {_fmt_time(ev.at)}  {ev.kind.name.lower():<11}  {ev.tenant}/{ev.timer_id}  "
+            f"state={ev.state.name.lower()}  fire_at={_fmt_time(ev.fire_at)}  rev={ev.revision}{extra}")
+
+
+# ---------------------------------------------------------------- options
+
+node_option = click.option("--node", "nodes", multiple=True, metavar="HOST:PORT",
+                           help="A member's gRPC address (repeatable; default $MINOOTS_NODES or the local cluster).")
+json_option = click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+tenant_option = click.option("--tenant", default=None, help="Tenant (the server's default when omitted).")
+timeout_option = click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 3600),
+                              help="Seconds to keep trying (leader elections are ridden out).")
+tls_option = click.option("--tls", is_flag=True, envvar="MINOOTS_TLS",
+                          help="Connect over TLS, trusting the system's root certificates.")
+ca_option = click.option("--ca", type=click.Path(dir_okay=False), default=None, envvar="MINOOTS_CA",
+                         help="Connect over TLS, trusting the PEM certificates in this file.")
+
+
+def common_options(fn):
+    """--node/--json/--tenant/--timeout/--tls/--ca; the connection ones arrive bundled as `conn`."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, nodes, timeout, tls, ca, **kw):
+        return fn(*args, conn={"nodes": nodes, "timeout": timeout, "tls": tls, "ca": ca}, **kw)
+
+    for opt in (ca_option, tls_option, timeout_option, tenant_option, json_option, node_option):
+        wrapper = opt(wrapper)
+    return wrapper
+
+
+@click.group()
+def timer() -> None:
+    """Create, inspect, change and watch timers."""
+
+
+@timer.command("create")
+@click.option("--in", "in_", metavar="DURATION", help="Fire after this long, e.g. 30s, 1h30m.")
+@click.option("--at", "at", metavar="TIME", help="Fire at this RFC 3339 time, e.g. 2026-12-01T10:00:00Z.")
+@click.option("--id", "timer_id", default=None, help="Timer id (generated when omitted).")
+@click.option("--name", default="", help="Free-form name.")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="A label (repeatable).")
+@click.option("--payload", default=None, metavar="@FILE|TEXT", help="Payload: text, or @file (@- = stdin).")
+@click.option("--action", default=None, metavar="@FILE|TEXT", help="Opaque action spec: text, or @file.")
+@click.option("--idempotency-key", default=None, help="Retries with the same key return the original timer "
+              "(default: the timer id).")
+@click.option("--ack-required", is_flag=True, help="Stay FIRED until acknowledged (`minoots timer ack`).")
+@common_options
+def create(in_, at, timer_id, name, labels, payload, action, idempotency_key, ack_required,
+           conn, as_json, tenant) -> None:
+    """Create a timer: give --in DURATION or --at TIME."""
+    if (in_ is None) == (at is None):
+        fail("give exactly one of --in DURATION and --at TIME", code=2)
+    delay = fire_at = None
+    if in_ is not None:
+        delay = timedelta(milliseconds=_parsed(parse_duration, in_))
+    else:
+        fire_at = _parsed(parse_time, at)
+    label_map = dict(_parsed(parse_label, lab) for lab in labels)
+    payload_b = _parsed(read_blob, payload, "payload")
+    action_b = _parsed(read_blob, action, "action")
+    with _client(conn) as c:
+        t = _run(lambda: c.create(fire_at=fire_at, delay=delay, id=timer_id, tenant=tenant, name=name,
+                                  payload=payload_b, labels=label_map, action=action_b,
+                                  idempotency_key=idempotency_key, ack_required=ack_required))
+    _show_timer(t, as_json, "created" if t.created is not False else "already existed (same idempotency key)")
+
+
+@timer.command("get")
+@click.argument("timer_id", metavar="ID")
+@common_options
+def get(timer_id, conn, as_json, tenant) -> None:
+    """Show one timer."""
+    with _client(conn) as c:
+        t = _run(lambda: c.get(timer_id, tenant=tenant))
+    _show_timer(t, as_json)
+
+
+@timer.command("list")
+@click.option("--state", "states", multiple=True, metavar="STATE",
+              help="Only timers in this state (repeatable): scheduled, armed, fired, settled, cancelled, "
+                   "dead_lettered.")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Only timers with this label "
+              "(repeatable; all must match).")
+@click.option("--limit", default=None, type=click.IntRange(0), help="At most this many timers.")
+@common_options
+def list_(states, labels, limit, conn, as_json, tenant) -> None:
+    """List timers (pages are fetched as needed)."""
+    from minoots.api.types import MinootsError, TimerState
+
+    try:
+        parsed_states = [TimerState.parse(s) for s in states]
+    except MinootsError as exc:
+        fail(str(exc), code=2)
+    label_map = dict(_parsed(parse_label, lab) for lab in labels)
+    n = 0
+    with _client(conn) as c:
+        it = c.list(tenant=tenant, states=parsed_states, labels=label_map or None, limit=limit)
+
+        def drain():
+            nonlocal n
+            for t in it:
+                n += 1
+                if as_json:
+                    _emit_json(t.to_dict())
+                else:
+                    if n == 1:
+                        click.echo(f"{'ID':<34} {'TENANT':<12} {'STATE':<13} {'FIRE_AT':<25} NAME")
+                    click.echo(f"{t.id:<34} {t.tenant:<12} {t.state.name.lower():<13} "
+                               f"{_fmt_time(t.fire_at):<25} {t.name}")
+        _run(drain)
+    if not as_json and n == 0:
+        click.echo("no timers")
+
+
+@timer.command("cancel")
+@click.argument("timer_id", metavar="ID")
+@common_options
+def cancel(timer_id, conn, as_json, tenant) -> None:
+    """Cancel a scheduled, armed or fired timer."""
+    with _client(conn) as c:
+        t = _run(lambda: c.cancel(timer_id, tenant=tenant))
+    _show_timer(t, as_json, "cancelled")
+
+
+@timer.command("extend")
+@click.argument("timer_id", metavar="ID")
+@click.option("--by", required=True, metavar="DURATION",
+              help="Move the deadline by this much (e.g. 10s; --by=-10s pulls it in).")
+@common_options
+def extend(timer_id, by, conn, as_json, tenant) -> None:
+    """Move a timer's deadline by a duration."""
+    ms = _parsed(parse_duration, by, allow_negative=True)
+    with _client(conn) as c:
+        t = _run(lambda: c.extend(timer_id, timedelta(milliseconds=ms), tenant=tenant))
+    _show_timer(t, as_json, "rescheduled")
+
+
+@timer.command("reschedule")
+@click.argument("timer_id", metavar="ID")
+@click.option("--at", "at", metavar="TIME", help="The new deadline (RFC 3339).")
+@click.option("--in", "in_", metavar="DURATION", help="The new deadline, from now.")
+@common_options
+def reschedule(timer_id, at, in_, conn, as_json, tenant) -> None:
+    """Set a timer's deadline: --at TIME (or --in DURATION from now)."""
+    if (in_ is None) == (at is None):
+        fail("give exactly one of --at TIME and --in DURATION", code=2)
+    if at is not None:
+        when = _parsed(parse_time, at)
+    else:
+        when = datetime.now(timezone.utc) + timedelta(milliseconds=_parsed(parse_duration, in_))
+    with _client(conn) as c:
+        t = _run(lambda: c.reschedule(timer_id, when, tenant=tenant))
+    _show_timer(t, as_json, "rescheduled")
+
+
+@timer.command("ack")
+@click.argument("timer_id", metavar="ID")
+@click.option("--fire-id", required=True, type=click.IntRange(1), help="The fire to acknowledge (its fire_id).")
+@common_options
+def ack(timer_id, fire_id, conn, as_json, tenant) -> None:
+    """Acknowledge a fired timer (one created with --ack-required)."""
+    with _client(conn) as c:
+        t = _run(lambda: c.ack(timer_id, fire_id, tenant=tenant))
+    _show_timer(t, as_json, "acknowledged")
+
+
+@timer.command("watch")
+@click.option("--from", "from_", default=0, type=click.IntRange(0), show_default=True,
+              help="First sequence number to show (0: only new events).")
+@click.option("--kind", "kinds", multiple=True, metavar="KIND",
+              help="Only events of this kind (repeatable): created, armed, fired, settled, rescheduled, cancelled.")
+@click.option("--limit", default=None, type=click.IntRange(1), help="Stop after this many events.")
+@common_options
+def watch(from_, kinds, limit, conn, as_json, tenant) -> None:
+    """Stream events live, one line each; resumes across node failures. Ctrl-C stops."""
+    from minoots.api.types import EventKind, MinootsError
+
+    try:
+        parsed_kinds = [EventKind.parse(k) for k in kinds]
+    except MinootsError as exc:
+        fail(str(exc), code=2)
+    with _client(conn) as c:
+        w = c.watch(from_sequence=from_, tenant=tenant, kinds=parsed_kinds)
+
+        def stream():
+            n = 0
+            for ev in w:
+                if as_json:
+                    _emit_json(ev.to_dict())
+                else:
+                    click.echo(_event_line(ev))
+                sys.stdout.flush()
+                n += 1
+                if limit is not None and n >= limit:
+                    break
+        try:
+            _run(stream)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            w.close()

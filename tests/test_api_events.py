@@ -1,0 +1,272 @@
+"""The API layer's parts that need no cluster: the event store and the create batcher.
+
+The event store is driven the way the tick thread drives it (event batches, snapshot
+loads); the batcher with a fake bridge whose proposals the test lands by hand.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from minoots.api.batcher import CreateBatcher
+from minoots.api.events import EventLog, EventsLost, EventsUnavailable, pack_event, watch
+from minoots.kernel import Event, EventKind, InvalidArgument, State, TimerSpec, TimerState
+from minoots.raft.machine import CommandFailed
+
+
+def ev(seq: int, timer: str = "t", kind: EventKind = EventKind.CREATED, tenant: str = "default",
+       at: int = 1000) -> Event:
+    return Event(seq, kind, tenant, timer, at, seq, TimerState.SCHEDULED, 5000, None)
+
+
+def evs(first: int, last: int, **kw) -> tuple:
+    return tuple(ev(s, f"t{s}", **kw) for s in range(first, last + 1))
+
+
+def seqs(log: EventLog, start: int = None) -> list[int]:
+    out, cursor = [], start or log.floor
+    while True:
+        batch = log.read(cursor, 100)
+        if not batch:
+            return out
+        out += [e[0] for e in batch]
+        cursor = batch[-1][0] + 1
+
+
+class FakeMachine:
+    def __init__(self):
+        self.event_listeners = []
+        self.snapshot_listeners = []
+
+    def emit(self, events):
+        for fn in self.event_listeners:
+            fn(events)
+
+    def load_snapshot(self, seq):
+        for fn in self.snapshot_listeners:
+            fn(seq)
+
+
+@pytest.fixture
+def store(tmp_path):
+    log = EventLog(tmp_path / "events", keep=1000)
+    m = FakeMachine()
+    log.attach(m)
+    yield log, m
+    log.close()
+
+
+def test_events_round_trip_and_visible_bound(store):
+    log, m = store
+    assert log.read(1) == []
+    m.emit(evs(1, 5))
+    m.emit(evs(6, 6, kind=EventKind.FIRED, tenant="acme"))
+    assert seqs(log) == [1, 2, 3, 4, 5, 6]
+    last = log.read(6)[0]
+    assert last == (6, int(EventKind.FIRED), "acme", "t6", 1000, 6, int(TimerState.SCHEDULED), 5000, 0)
+    assert log.read(7) == []          # beyond visible: nothing yet, no error
+
+
+def test_reemitted_events_are_idempotent_and_divergence_replaces(tmp_path):
+    path = tmp_path / "events"
+    log = EventLog(path, keep=1000)
+    m = FakeMachine()
+    log.attach(m)
+    m.emit(evs(1, 10))
+    log.close()
+    # Restart: the snapshot was at seq 4, the log re-applies 5..10 (same events), then 11..12.
+    log = EventLog(path, keep=1000)
+    m = FakeMachine()
+    log.attach(m)
+    assert log.visible == 0
+    m.load_snapshot(4)
+    assert seqs(log) == [1, 2, 3, 4]            # 5..10 not served until re-emitted
+    m.emit(evs(5, 10))
+    m.emit(evs(11, 12))
+    assert seqs(log) == list(range(1, 13))
+    # A rewound history (restore of an older snapshot): seq 8 comes back different.
+    log.close()
+    log = EventLog(path, keep=1000)
+    m = FakeMachine()
+    log.attach(m)
+    m.load_snapshot(7)
+    m.emit((ev(8, "other"),))
+    assert seqs(log) == list(range(1, 9))
+    assert log.read(8)[0][3] == "other"
+    m.emit((ev(9, "next"),))
+    assert [e[3] for e in log.read(8)] == ["other", "next"]
+    log.close()
+
+
+def test_snapshot_install_past_the_stored_events_moves_the_floor(store):
+    log, m = store
+    m.emit(evs(1, 5))
+    m.load_snapshot(20)           # a follower installed the leader's snapshot at seq 20
+    with pytest.raises(EventsUnavailable, match="starts at 21"):
+        log.read(3)
+    m.emit(evs(21, 22))
+    assert seqs(log) == [21, 22]
+    assert log.skipped_to == 20
+
+
+def test_retention_by_count_and_age(tmp_path):
+    now = [10_000]
+    log = EventLog(tmp_path / "events", keep=50, max_age_ms=1000, clock=lambda: now[0])
+    m = FakeMachine()
+    log.attach(m)
+    m.emit(tuple(ev(s, f"t{s}", at=9_500) for s in range(1, 121)))
+    assert log.floor == 71 and seqs(log) == list(range(71, 121))
+    assert log.stats()["stored"] == 50
+    with pytest.raises(EventsUnavailable):
+        log.read(70)
+    now[0] = 20_000                               # everything so far is now older than 1 s
+    m.emit((ev(121, at=19_900),))
+    assert seqs(log) == [121]
+    log.close()
+    log = EventLog(tmp_path / "events", keep=50)   # the floor survives a restart
+    assert log.floor == 121
+    log.close()
+
+
+def test_watch_replays_then_goes_live_without_gap_or_duplicate(store):
+    log, m = store
+    m.emit(evs(1, 3))
+
+    class Bridge:
+        def __init__(self):
+            self.waiter = asyncio.get_running_loop().create_future()
+
+        async def wait_events(self, timeout):
+            await asyncio.wait((self.waiter,), timeout=timeout)
+
+        def notify(self):
+            w, self.waiter = self.waiter, asyncio.get_running_loop().create_future()
+            w.set_result(None)
+
+    async def main():
+        bridge = Bridge()
+        log.on_new = lambda: asyncio.get_running_loop().call_soon(bridge.notify)
+        got = []
+
+        async def consume():
+            async for e in watch(log, bridge, 2, None, frozenset()):
+                got.append(e.sequence)
+                if e.sequence == 6:
+                    return
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.01)
+        m.emit(evs(4, 6))
+        await asyncio.wait_for(task, 5)
+        assert got == [2, 3, 4, 5, 6]
+        # filters hide events but the cursor still moves
+        got2 = []
+        async for e in watch(log, bridge, 1, "default", frozenset({int(EventKind.CREATED)})):
+            got2.append(e.sequence)
+            if e.sequence == 6:
+                break
+        assert got2 == [1, 2, 3, 4, 5, 6]
+        # from_sequence 0: only what comes next
+        live = watch(log, bridge, 0, None, frozenset())
+        nxt = asyncio.ensure_future(live.__anext__())
+        await asyncio.sleep(0.01)
+        m.emit(evs(7, 7))
+        assert (await asyncio.wait_for(nxt, 5)).sequence == 7
+
+    asyncio.run(main())
+
+
+def test_live_stream_across_a_snapshot_install_reports_data_loss(store):
+    log, m = store
+    m.emit(evs(1, 2))
+
+    class Bridge:
+        async def wait_events(self, timeout):
+            m.load_snapshot(10)
+            await asyncio.sleep(0)
+
+    async def main():
+        with pytest.raises(EventsLost, match="events 3..10"):
+            async for _ in watch(log, Bridge(), 3, None, frozenset()):
+                pass
+
+    asyncio.run(main())
+
+
+def test_pack_is_deterministic():
+    e = ev(7, "x")
+    assert pack_event(e) == pack_event(Event(*e))
+
+
+# ---- the create batcher ------------------------------------------------------------
+
+class FakeBridge:
+    def __init__(self):
+        self.proposed = []       # (command, future)
+
+    def propose(self, command):
+        fut = asyncio.get_running_loop().create_future()
+        self.proposed.append((command, fut))
+        return fut
+
+
+def spec(i, **kw):
+    return TimerSpec(id=f"t{i}", fire_at=10_000, **kw)
+
+
+def test_batcher_coalesces_requests_while_one_is_in_flight():
+    async def main():
+        bridge = FakeBridge()
+        b = CreateBatcher(bridge, lambda: 1000, max_timers=5)
+        first = asyncio.create_task(b.create([spec(0)]))
+        await asyncio.sleep(0)
+        assert len(bridge.proposed) == 1
+        later = [asyncio.create_task(b.create([spec(i), spec(i + 100)])) for i in range(1, 5)]
+        await asyncio.sleep(0)
+        assert len(bridge.proposed) == 1          # waiting for the one in flight
+        state = State()
+
+        def land(n):
+            command, fut = bridge.proposed[n]
+            _, now, groups = command
+            out = []
+            for g in groups:
+                try:
+                    out.append(state.create(now, [TimerSpec(*w) for w in g]))
+                except InvalidArgument as exc:
+                    out.append(exc)
+            fut.set_result(out)
+            return groups
+
+        assert len(land(0)) == 1
+        await asyncio.sleep(0)
+        assert (await first).items[0].timer.id == "t0"
+        # next command: as many queued requests as fit in max_timers=5 (2 requests of 2)
+        assert [len(g) for g in land(1)] == [2, 2]
+        await asyncio.sleep(0)
+        assert [len(g) for g in land(2)] == [2, 2]
+        results = await asyncio.gather(*later)
+        assert [r.items[0].timer.id for r in results] == ["t1", "t2", "t3", "t4"]
+        assert b.commands == 3 and b.requests == 5
+
+    asyncio.run(main())
+
+
+def test_batcher_failure_and_cancellation():
+    async def main():
+        bridge = FakeBridge()
+        b = CreateBatcher(bridge, lambda: 1000)
+        a = asyncio.create_task(b.create([spec(1)]))
+        await asyncio.sleep(0)
+        queued = asyncio.create_task(b.create([spec(2)]))
+        await asyncio.sleep(0)
+        queued.cancel()                            # gave up before being proposed: never proposed
+        await asyncio.sleep(0)
+        bridge.proposed[0][1].set_exception(CommandFailed(3))
+        with pytest.raises(CommandFailed):
+            await a
+        await asyncio.sleep(0)
+        assert len(bridge.proposed) == 1
+
+    asyncio.run(main())

@@ -1,0 +1,767 @@
+"""The Python SDK (minoots.Client / minoots.AsyncClient).
+
+Two halves:
+
+* Against a fake cluster: a few in-process gRPC servers that share one kernel
+  `State` and can be told to fail a call in the two ways that matter (refuse
+  before applying = "safe", or apply and then lose the answer = "ambiguous"),
+  to cut a watch stream, or to replay duplicates. These pin the retry,
+  reconciliation and exactly-once watch logic deterministically.
+* Against a real 3-node LocalCluster with the real gRPC server (skipped while
+  `minoots.api.server` does not exist): the API end to end, a follower-only
+  seed list, a leader SIGKILL during a loop of creates, and watch across a
+  leader kill.
+
+No test asserts on timing.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import threading
+import time
+import uuid
+from concurrent import futures
+from datetime import datetime, timedelta, timezone
+
+import grpc
+import pytest
+
+import minoots
+from minoots import kernel
+from minoots.api.client import Router, WatchCursor, duration_to_pb, spec_to_pb
+from minoots.api.types import datetime_to_ms, ms_to_datetime
+from minoots.v1 import cluster_pb2, cluster_pb2_grpc, timers_pb2, timers_pb2_grpc
+
+# ============================================================== the fake cluster
+
+_KERNEL_CODES = {
+    "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
+    "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
+    "ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
+    "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+def _ts(ms):
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    return Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+
+
+def _timer_pb(t: kernel.Timer) -> timers_pb2.Timer:
+    pb = timers_pb2.Timer(id=t.id, tenant=t.tenant, name=t.name, fire_at=_ts(t.fire_at), payload=t.payload,
+                          labels=dict(t.labels), action=t.action, idempotency_key=t.idempotency_key or "",
+                          ack_required=t.ack_required, state=int(t.state), revision=t.revision,
+                          created_at=_ts(t.created_at), attempts=t.attempts, fire_id=t.fire_id or 0)
+    for name in ("armed_at", "fired_at", "settled_at"):
+        v = getattr(t, name)
+        if v is not None:
+            getattr(pb, name).CopyFrom(_ts(v))
+    return pb
+
+
+def _event_pb(e: kernel.Event) -> timers_pb2.Event:
+    return timers_pb2.Event(sequence=e.seq, kind=int(e.kind), tenant=e.tenant, timer_id=e.timer_id, at=_ts(e.at_ms),
+                            revision=e.revision, state=int(e.state), fire_at=_ts(e.fire_at),
+                            fire_id=e.fire_id or 0)
+
+
+class FakeBackend:
+    """One kernel State shared by every fake node; `faults[addr]` lists what the next calls do."""
+
+    def __init__(self):
+        self.state = kernel.State()
+        self.events: list[kernel.Event] = []
+        self.lock = threading.Condition()
+        self.faults: dict[str, list[str]] = {}
+        self.calls: list[tuple[str, str]] = []     # (address, method) of every call that reached a node
+        self.leader: str | None = None
+        self.nodes: list[str] = []
+        self.now_ms = 1_000_000
+
+    def fault(self, addr: str) -> str | None:
+        with self.lock:
+            q = self.faults.get(addr)
+            return q.pop(0) if q else None
+
+    def apply(self, fn):
+        with self.lock:
+            self.now_ms += 1
+            try:
+                res = fn(self.now_ms)
+            except kernel.KernelError as exc:
+                return None, exc
+            self.events.extend(res.events)
+            self.lock.notify_all()
+            return res, None
+
+    def tick(self, now_ms: int):
+        with self.lock:
+            self.now_ms = max(self.now_ms, now_ms)
+            res = self.state.tick(now_ms)
+            self.events.extend(res.events)
+            self.lock.notify_all()
+            return res
+
+
+class FakeTimers(timers_pb2_grpc.TimersServicer):
+    def __init__(self, backend: FakeBackend, addr: str):
+        self.b = backend
+        self.addr = addr
+
+    def _write(self, context, method, fn):
+        """Faults: 'refuse' aborts before applying; 'drop' applies, then aborts (the answer is lost)."""
+        self.b.calls.append((self.addr, method))
+        fault = self.b.fault(self.addr)
+        if fault == "refuse":
+            context.abort(grpc.StatusCode.UNAVAILABLE, "command not committed: missing_leader")
+        res, err = self.b.apply(fn)
+        if fault == "drop":
+            context.abort(grpc.StatusCode.UNAVAILABLE, "command not committed: leader_changed")
+        if err is not None:
+            context.abort(_KERNEL_CODES.get(err.code, grpc.StatusCode.INTERNAL), str(err))
+        return res
+
+    def _read(self, context, method, fn):
+        self.b.calls.append((self.addr, method))
+        if self.b.fault(self.addr) in ("refuse", "drop"):
+            context.abort(grpc.StatusCode.UNAVAILABLE, "no leader")
+        with self.b.lock:
+            try:
+                return fn()
+            except kernel.KernelError as exc:
+                context.abort(_KERNEL_CODES.get(exc.code, grpc.StatusCode.INTERNAL), str(exc))
+
+    @staticmethod
+    def _spec(pb: timers_pb2.TimerSpec, now_ms: int) -> kernel.TimerSpec:
+        if pb.HasField("fire_at"):
+            fire_at = pb.fire_at.seconds * 1000 + pb.fire_at.nanos // 1_000_000
+        else:
+            fire_at = now_ms + pb.delay.seconds * 1000 + pb.delay.nanos // 1_000_000
+        return kernel.TimerSpec(id=pb.id, fire_at=fire_at, tenant=pb.tenant or "default", name=pb.name,
+                                payload=pb.payload, labels=dict(pb.labels) or None, action=pb.action,
+                                idempotency_key=pb.idempotency_key or None, ack_required=pb.ack_required)
+
+    def CreateTimer(self, request, context):
+        res = self._write(context, "CreateTimer",
+                          lambda now: self.b.state.create(now, [self._spec(request.timer, now)]))
+        item = res.items[0]
+        return timers_pb2.CreateTimerResponse(timer=_timer_pb(item.timer), created=item.created)
+
+    def CreateTimers(self, request, context):
+        res = self._write(context, "CreateTimers",
+                          lambda now: self.b.state.create(now, [self._spec(s, now) for s in request.timers]))
+        return timers_pb2.CreateTimersResponse(results=[
+            timers_pb2.CreateTimerResponse(timer=_timer_pb(i.timer), created=i.created) for i in res.items])
+
+    def GetTimer(self, request, context):
+        return _timer_pb(self._read(context, "GetTimer",
+                                    lambda: self.b.state.get(request.tenant or "default", request.id)))
+
+    def ListTimers(self, request, context):
+        def page():
+            sel = dict(p.split("=", 1) for p in request.label_selector.split(",") if p)
+            ts = [t for t in self.b.state.timers(request.tenant or None)
+                  if (not request.states or int(t.state) in request.states)
+                  and all(t.labels.get(k) == v for k, v in sel.items())]
+            start = int(request.page_token or 0)
+            size = request.page_size or 100
+            chunk = ts[start:start + size]
+            nxt = str(start + size) if start + size < len(ts) else ""
+            return timers_pb2.ListTimersResponse(timers=[_timer_pb(t) for t in chunk], next_page_token=nxt)
+        return self._read(context, "ListTimers", page)
+
+    def CancelTimer(self, request, context):
+        res = self._write(context, "CancelTimer",
+                          lambda now: self.b.state.cancel(now, [(request.tenant or "default", request.id)]))
+        return _timer_pb(res.timers[0])
+
+    def RescheduleTimer(self, request, context):
+        def fn(now):
+            if request.HasField("fire_at"):
+                ms = request.fire_at.seconds * 1000 + request.fire_at.nanos // 1_000_000
+                return self.b.state.reschedule(now, request.tenant or "default", request.id, fire_at=ms)
+            d = request.extend_by.seconds * 1000 + request.extend_by.nanos // 1_000_000
+            return self.b.state.reschedule(now, request.tenant or "default", request.id, extend_by=d)
+        return _timer_pb(self._write(context, "RescheduleTimer", fn).timer)
+
+    def AckTimer(self, request, context):
+        res = self._write(context, "AckTimer",
+                          lambda now: self.b.state.ack(now, request.tenant or "default", request.id,
+                                                       request.fire_id))
+        return _timer_pb(res.timer)
+
+    def WatchEvents(self, request, context):
+        """Faults (comma-separated in one entry): 'cut:K' ends the stream with UNAVAILABLE after K
+        events; 'replay:K' first resends the K events before from_sequence; 'out_of_range' refuses."""
+        self.b.calls.append((self.addr, "WatchEvents"))
+        fault = dict(f.partition(":")[::2] for f in (self.b.fault(self.addr) or "").split(",") if f)
+        if "out_of_range" in fault:
+            context.abort(grpc.StatusCode.OUT_OF_RANGE, "sequence 1 is no longer retained")
+        cut = int(fault["cut"]) if "cut" in fault else None
+        with self.b.lock:
+            pos = request.from_sequence - 1 if request.from_sequence else len(self.b.events)
+        if "replay" in fault:
+            pos = max(0, pos - int(fault["replay"]))
+        sent = 0
+        while context.is_active():
+            with self.b.lock:
+                if pos >= len(self.b.events):
+                    self.b.lock.wait(0.1)
+                    continue
+                ev = self.b.events[pos]
+            if request.tenant and ev.tenant != request.tenant:
+                pos += 1
+                continue
+            if request.kinds and int(ev.kind) not in request.kinds:
+                pos += 1
+                continue
+            if cut is not None and sent >= cut:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "node shutting down")
+            yield _event_pb(ev)
+            pos += 1
+            sent += 1
+
+
+class FakeCluster(cluster_pb2_grpc.ClusterServicer):
+    def __init__(self, backend: FakeBackend, addr: str):
+        self.b = backend
+        self.addr = addr
+
+    def Status(self, request, context):
+        self.b.calls.append((self.addr, "Status"))
+        leader = self.b.leader or ""
+        return cluster_pb2.StatusResponse(
+            node=self.addr, cluster="fake", leader=leader, leader_grpc_address=leader, term=1,
+            members=[cluster_pb2.Member(id=a, grpc_address=a, role="leader" if a == leader else "follower",
+                                        connected=True) for a in self.b.nodes])
+
+
+@pytest.fixture
+def fake():
+    """Three fake nodes sharing one backend; the first is the leader."""
+    backend = FakeBackend()
+    servers = []
+    for _ in range(3):
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        port = server.add_insecure_port("127.0.0.1:0")
+        addr = f"127.0.0.1:{port}"
+        timers_pb2_grpc.add_TimersServicer_to_server(FakeTimers(backend, addr), server)
+        cluster_pb2_grpc.add_ClusterServicer_to_server(FakeCluster(backend, addr), server)
+        server.start()
+        servers.append(server)
+        backend.nodes.append(addr)
+    backend.leader = backend.nodes[0]
+    yield backend
+    for s in servers:
+        s.stop(grace=None)
+
+
+@pytest.fixture
+def tls_fake(tmp_path):
+    """One fake node serving TLS with a throw-away self-signed certificate for 127.0.0.1.
+    Yields (backend, path of the certificate)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    backend = FakeBackend()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    creds = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+    port = server.add_secure_port("127.0.0.1:0", creds)
+    addr = f"127.0.0.1:{port}"
+    timers_pb2_grpc.add_TimersServicer_to_server(FakeTimers(backend, addr), server)
+    cluster_pb2_grpc.add_ClusterServicer_to_server(FakeCluster(backend, addr), server)
+    server.start()
+    backend.nodes.append(addr)
+    backend.leader = addr
+    yield backend, cert
+    server.stop(grace=None)
+
+
+def _client(backend, seeds=None, **kw) -> minoots.Client:
+    kw.setdefault("timeout", 10)
+    kw.setdefault("backoff_base", 0.01)
+    kw.setdefault("backoff_max", 0.05)
+    return minoots.Client(seeds or list(backend.nodes), **kw)
+
+
+def _writes(backend, method):
+    return [a for a, m in backend.calls if m == method]
+
+
+# ============================================================== pure helpers
+
+
+def test_public_names_are_reexported():
+    for name in ("Client", "AsyncClient", "Timer", "TimerSpec", "TimerState", "Event", "EventKind",
+                 "ClusterStatus", "Member", "MinootsError", "InvalidArgument", "NotFound", "AlreadyExists",
+                 "FailedPrecondition", "OutOfRange", "Unavailable", "DeadlineExceeded"):
+        assert hasattr(minoots, name), name
+    assert issubclass(minoots.NotFound, minoots.MinootsError) and issubclass(minoots.NotFound, LookupError)
+    assert issubclass(minoots.InvalidArgument, ValueError)
+    assert issubclass(minoots.DeadlineExceeded, TimeoutError)
+
+
+def test_time_conversions_round_up_and_refuse_naive():
+    dt = datetime(2026, 12, 1, 10, 0, 0, 250_001, tzinfo=timezone.utc)
+    assert datetime_to_ms(dt) == datetime_to_ms(dt.replace(microsecond=250_000)) + 1
+    assert ms_to_datetime(datetime_to_ms(dt.replace(microsecond=250_000))) == dt.replace(microsecond=250_000)
+    assert ms_to_datetime(0) == datetime(1970, 1, 1, tzinfo=timezone.utc)
+    with pytest.raises(minoots.InvalidArgument):
+        datetime_to_ms(datetime(2026, 1, 1))
+    assert duration_to_pb(timedelta(seconds=1.5)).ToMilliseconds() == 1500
+    assert duration_to_pb(0.0001).ToMilliseconds() == 1
+    with pytest.raises(minoots.InvalidArgument):
+        duration_to_pb(float("nan"))
+
+
+def test_spec_gets_an_id_and_uses_it_as_idempotency_key():
+    pb = spec_to_pb(minoots.TimerSpec(delay=5))
+    assert len(pb.id) == 32 and pb.idempotency_key == pb.id and pb.delay.ToMilliseconds() == 5000
+    pb = spec_to_pb(minoots.TimerSpec(fire_at=123, id="mine"))
+    assert pb.id == "mine" and pb.idempotency_key == "mine" and pb.fire_at.ToMilliseconds() == 123
+    pb = spec_to_pb(minoots.TimerSpec(fire_at=123, id="mine", idempotency_key="k"))
+    assert pb.idempotency_key == "k"
+    with pytest.raises(minoots.InvalidArgument):
+        spec_to_pb(minoots.TimerSpec())
+    with pytest.raises(minoots.InvalidArgument):
+        spec_to_pb(minoots.TimerSpec(fire_at=1, delay=1))
+
+
+def test_router_prefers_the_leader_and_rotates_after_failures():
+    r = Router(["a:1", "b:1"])
+    assert r.pick() in ("a:1", "b:1")
+    r.learn(minoots.ClusterStatus("b", "c", "n3", "c:1", 1, 0, 0,
+                                  (minoots.Member("n3", "", "c:1", "leader", True),), {}))
+    assert r.addresses == ["a:1", "b:1", "c:1"] and r.pick() == "c:1"
+    r.failed("c:1")
+    assert r.leader is None and r.stale(1e9)
+    assert r.pick(avoid="c:1") != "c:1"
+    with pytest.raises(minoots.InvalidArgument):
+        Router([])
+
+
+def test_watch_cursor_drops_duplicates_and_refuses_gaps():
+    cur = WatchCursor(timers_pb2.WatchEventsRequest(from_sequence=5))
+    ev = lambda s: timers_pb2.Event(sequence=s, kind=1, tenant="t", timer_id="x")  # noqa: E731
+    assert cur.accept(ev(4)) is None
+    assert cur.accept(ev(5)).sequence == 5
+    assert cur.accept(ev(5)) is None
+    assert cur.resume_request().from_sequence == 6
+    with pytest.raises(minoots.MinootsError, match="skipped"):
+        cur.accept(ev(7))
+    filtered = WatchCursor(timers_pb2.WatchEventsRequest(from_sequence=1, tenant="t"))
+    assert filtered.accept(ev(3)).sequence == 3 and filtered.accept(ev(9)).sequence == 9
+
+
+# ============================================================== against the fake cluster
+
+
+def test_fake_basics_and_error_mapping(fake):
+    with _client(fake) as c:
+        t = c.create(delay=60, name="n", labels={"team": "ops"}, payload="hi")
+        assert t.created is True and t.state == minoots.TimerState.ARMED and t.payload == b"hi"
+        assert t.fire_at.tzinfo is not None and t.labels == {"team": "ops"}
+        assert c.get(t.id).id == t.id
+        with pytest.raises(minoots.NotFound):
+            c.get("nope")
+        with pytest.raises(minoots.InvalidArgument):
+            c.create(delay=1, id="bad id with spaces")
+        with pytest.raises(minoots.AlreadyExists):
+            c.create(delay=1, id=t.id, idempotency_key="another-key")
+        again = c.create(delay=1, id=t.id)          # same id, so same default key: the original timer
+        assert again.created is False and again.fire_at == t.fire_at
+        assert c.cancel(t.id).state == minoots.TimerState.CANCELLED
+        with pytest.raises(minoots.FailedPrecondition):
+            c.cancel(t.id)
+
+
+def test_discovery_sends_calls_to_the_leader(fake):
+    with _client(fake, seeds=[fake.nodes[2]]) as c:
+        c.create(delay=60)
+    assert _writes(fake, "CreateTimer") == [fake.nodes[0]]
+
+
+def test_a_dead_seed_is_skipped(fake):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = f"127.0.0.1:{s.getsockname()[1]}"
+    s.close()
+    fake.leader = None
+    with _client(fake, seeds=[dead, fake.nodes[1]]) as c:
+        for _ in range(3):
+            c.create(delay=60)
+    assert len(fake.state) == 3
+
+
+def test_create_retried_after_a_lost_answer_is_not_duplicated(fake):
+    fake.faults[fake.nodes[0]] = ["drop"]
+    with _client(fake) as c:
+        t = c.create(delay=60)
+    assert len(_writes(fake, "CreateTimer")) == 2
+    assert len(fake.state) == 1 and t.created is False
+
+
+def test_create_many_retried_after_a_lost_answer(fake):
+    fake.faults[fake.nodes[0]] = ["drop"]
+    with _client(fake) as c:
+        ts = c.create_many([{"delay": 60}, minoots.TimerSpec(delay=30, id="b")])
+    assert [t.id for t in ts][1] == "b" and len(fake.state) == 2
+
+
+def test_refusals_are_retried_until_the_deadline(fake):
+    for a in fake.nodes:
+        fake.faults[a] = ["refuse"] * 1000
+    with _client(fake, timeout=0.5) as c:
+        with pytest.raises(minoots.Unavailable):
+            c.create(delay=60)
+    assert len(fake.state) == 0
+
+
+def test_cancel_and_ack_reconcile_after_a_lost_answer(fake):
+    with _client(fake) as c:
+        t = c.create(delay=1, ack_required=True)
+        u = c.create(delay=60)
+        fake.faults[fake.nodes[0]] = ["drop"]
+        assert c.cancel(u.id).state == minoots.TimerState.CANCELLED
+        fake.tick(t.fire_at_ms)
+        fired = c.get(t.id)
+        assert fired.state == minoots.TimerState.FIRED and fired.fire_id
+        fake.faults[fake.nodes[0]] = ["drop"]
+        assert c.ack(t.id, fired.fire_id).state == minoots.TimerState.SETTLED
+        with pytest.raises(minoots.FailedPrecondition):
+            c.ack(t.id, fired.fire_id)             # not after an ambiguous attempt: the real answer
+
+
+def test_reschedule_is_retried_but_extend_is_not_after_a_lost_answer(fake):
+    with _client(fake) as c:
+        t = c.create(delay=60)
+        target = t.fire_at + timedelta(seconds=10)
+        fake.faults[fake.nodes[0]] = ["drop"]
+        assert c.reschedule(t.id, target).fire_at == target
+        fake.faults[fake.nodes[0]] = ["drop"]
+        with pytest.raises(minoots.Unavailable) as info:
+            c.extend(t.id, 5)
+        assert info.value.ambiguous
+        assert c.get(t.id).fire_at == target + timedelta(seconds=5)   # applied once, not twice
+        fake.faults[fake.nodes[0]] = ["refuse"]
+        assert c.extend(t.id, timedelta(seconds=1)).fire_at == target + timedelta(seconds=6)
+
+
+def test_list_pages_and_filters(fake):
+    with _client(fake) as c:
+        c.create_many([{"delay": 60, "labels": {"k": "a" if i % 2 else "b"}} for i in range(25)])
+        assert len(list(c.list(page_size=4))) == 25
+        assert len(list(c.list(labels={"k": "a"}, page_size=5))) == 12
+        assert len(list(c.list(limit=7, page_size=3))) == 7
+        assert list(c.list(states=["cancelled"])) == []
+        with pytest.raises(minoots.InvalidArgument):
+            list(c.list(states=["nonsense"]))
+
+
+def test_watch_resumes_on_another_node_without_duplicates_or_gaps(fake):
+    with _client(fake) as c:
+        c.create_many([{"delay": 60} for _ in range(10)])     # 20 events
+        fake.faults[fake.nodes[0]] = ["cut:3"]
+        fake.faults[fake.nodes[1]] = ["replay:2,cut:4"]
+        fake.faults[fake.nodes[2]] = ["replay:5"]
+        seqs = []
+        with c.watch(from_sequence=1) as w:
+            for ev in w:
+                seqs.append(ev.sequence)
+                if len(seqs) == 20:
+                    break
+            assert w.reconnects >= 2
+    assert seqs == list(range(1, 21))
+
+
+def test_watch_out_of_range_moves_on_then_is_typed(fake):
+    with _client(fake) as c:
+        c.create(delay=60)
+        fake.faults[fake.nodes[0]] = ["out_of_range"]
+        assert next(iter(c.watch(from_sequence=1))).sequence == 1     # another member has it
+        for a in fake.nodes:
+            fake.faults[a] = ["out_of_range"]
+        with pytest.raises(minoots.OutOfRange, match="no reachable member"):
+            next(iter(c.watch(from_sequence=1)))
+
+
+def test_watch_gives_up_when_no_node_answers():
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = f"127.0.0.1:{s.getsockname()[1]}"
+    s.close()
+    with minoots.Client([dead], timeout=0.3, backoff_base=0.01, backoff_max=0.05) as c:
+        with pytest.raises(minoots.Unavailable):
+            next(iter(c.watch(from_sequence=1)))
+
+
+def test_tls_with_a_root_certificate_file(tls_fake):
+    backend, cert = tls_fake
+    with minoots.Client(backend.nodes, tls=str(cert), timeout=10) as c:
+        assert c.get(c.create(delay=60).id).state == minoots.TimerState.ARMED
+    with minoots.Client(backend.nodes, tls=False, timeout=0.5, backoff_base=0.01) as c:
+        with pytest.raises(minoots.Unavailable):
+            c.create(delay=60)
+    with pytest.raises(minoots.InvalidArgument, match="cannot read"):
+        minoots.Client(backend.nodes, tls="/nonexistent/ca.pem")
+
+
+def test_async_client_against_the_fake(fake):
+    async def main():
+        async with minoots.AsyncClient(list(fake.nodes), timeout=10, backoff_base=0.01, backoff_max=0.05) as c:
+            fake.faults[fake.nodes[0]] = ["drop"]
+            t = await c.create(delay=60, name="a")
+            assert t.created is False and len(fake.state) == 1
+            assert (await c.get(t.id)).name == "a"
+            with pytest.raises(minoots.NotFound):
+                await c.get("nope")
+            await c.create_many([{"delay": 60} for _ in range(5)])
+            assert len([x async for x in c.list(page_size=2)]) == 6
+            assert (await c.extend(t.id, 1)).fire_at == t.fire_at + timedelta(seconds=1)
+            assert (await c.cancel(t.id)).state == minoots.TimerState.CANCELLED
+            fake.faults[fake.nodes[0]] = ["cut:2"]
+            seqs = []
+            w = c.watch(from_sequence=1)
+            async for ev in w:
+                seqs.append(ev.sequence)
+                if len(seqs) == 14:
+                    break
+            await w.aclose()
+            assert seqs == list(range(1, 15))
+            st = await c.status()
+            assert st.leader_grpc_address == fake.nodes[0] and len(st.members) == 3
+
+    asyncio.run(main())
+
+
+# ============================================================== against a real 3-node cluster
+
+HAVE_SERVER = importlib.util.find_spec("minoots.api.server") is not None
+real = pytest.mark.skipif(not HAVE_SERVER, reason="the gRPC server (minoots.api.server) is not there yet")
+
+
+def _grpc(cluster, nids=None) -> list[str]:
+    return [cluster.nodes[n].grpc for n in (nids or cluster.nodes)]
+
+
+def wait_until(pred, timeout: float = 60.0, what: str = "condition"):
+    """Poll pred() until truthy; a bound against hanging, not a timing assertion."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached within {timeout}s")
+
+
+def _start_cluster(root):
+    from minoots.raft.local import LocalCluster
+
+    c = LocalCluster(root, size=3)
+    c.start()
+    try:
+        c.leader(timeout=60)
+        # ready = a leader, and every member's gRPC address announced (they are, through Raft,
+        # shortly after start)
+        with minoots.Client(_grpc(c), timeout=60) as client:
+            wait_until(lambda: (s := client.status()).leader and all(m.grpc_address for m in s.members),
+                       what="every member's gRPC address")
+    except BaseException:
+        c.stop()
+        raise
+    return c
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if not HAVE_SERVER:
+        pytest.skip("the gRPC server (minoots.api.server) is not there yet")
+    c = _start_cluster(tmp_path_factory.mktemp("sdk-cluster"))
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def fresh_cluster(tmp_path):
+    """A cluster of its own, for tests that kill nodes."""
+    if not HAVE_SERVER:
+        pytest.skip("the gRPC server (minoots.api.server) is not there yet")
+    c = _start_cluster(tmp_path / "cluster")
+    yield c
+    c.stop()
+
+
+@real
+def test_real_timer_api_end_to_end(cluster):
+    run = uuid.uuid4().hex[:8]
+    with minoots.Client(_grpc(cluster), timeout=60) as c:
+        st = c.status()
+        assert len(st.members) == 3 and st.leader_grpc_address in _grpc(cluster)
+        assert sorted(m.grpc_address for m in st.members) == sorted(_grpc(cluster))
+
+        t = c.create(delay=3600, name="e2e", labels={"run": run}, payload=b"\x00\x01", action="noop")
+        assert t.created and t.state == minoots.TimerState.ARMED and t.tenant == "default"
+        assert t.payload == b"\x00\x01" and t.action == b"noop" and t.idempotency_key == t.id
+        assert timedelta(minutes=59) < t.fire_at - t.created_at <= timedelta(hours=1, seconds=1)
+        got = c.get(t.id)
+        assert (got.id, got.fire_at, got.revision) == (t.id, t.fire_at, t.revision)
+        assert c.create(delay=5, id=t.id).created is False     # same id -> same key -> the original
+
+        extended = c.extend(t.id, timedelta(minutes=10))
+        assert extended.fire_at == t.fire_at + timedelta(minutes=10) and extended.revision > t.revision
+        target = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=2)
+        assert c.reschedule(t.id, target).fire_at == target
+
+        other = c.create(fire_at=target + timedelta(days=1), labels={"run": run, "k": "v"}, tenant="t2")
+        assert other.tenant == "t2"
+        assert [x.id for x in c.list(labels={"run": run})] == [t.id]
+        assert [x.id for x in c.list(tenant="t2", labels=f"run={run},k=v")] == [other.id]
+        assert c.cancel(t.id).state == minoots.TimerState.CANCELLED
+        assert [x.id for x in c.list(labels={"run": run}, states=["cancelled"])] == [t.id]
+        with pytest.raises(minoots.FailedPrecondition):
+            c.cancel(t.id)
+        with pytest.raises(minoots.NotFound):
+            c.get("no-such-timer-" + run)
+        with pytest.raises(minoots.InvalidArgument):
+            c.create(delay=1, id="not a valid id")
+        with pytest.raises(minoots.AlreadyExists):
+            c.create(delay=1, id=t.id, idempotency_key="different-" + run)
+
+        a = c.create(delay=0.2, ack_required=True)
+        fired = wait_until(lambda: (x := c.get(a.id)).state == minoots.TimerState.FIRED and x, what="fire")
+        assert fired.fire_id and fired.fired_at >= fired.fire_at and fired.attempts == 1
+        with pytest.raises(minoots.FailedPrecondition):
+            c.ack(a.id, fired.fire_id + 1)
+        settled = c.ack(a.id, fired.fire_id)
+        assert settled.state == minoots.TimerState.SETTLED and settled.settled_at is not None
+
+        many = c.create_many([{"delay": 3600, "labels": {"run": run, "batch": "1"}} for _ in range(250)])
+        assert len(many) == 250 and all(x.created for x in many)
+        listed = list(c.list(labels={"batch": "1", "run": run}, page_size=100))
+        assert sorted(x.id for x in listed) == sorted(x.id for x in many)
+        assert len(list(c.list(labels={"batch": "1", "run": run}, limit=7))) == 7
+
+
+@real
+def test_real_create_through_a_follower_only_seed_list(cluster):
+    leader = cluster.leader()
+    followers = [n for n in cluster.nodes if n != leader]
+    with minoots.Client(_grpc(cluster, followers), timeout=60) as c:
+        t = c.create(delay=3600)
+    with minoots.Client(_grpc(cluster, [leader]), timeout=60) as c:
+        assert c.get(t.id).id == t.id
+
+
+@real
+def test_real_sdk_rides_through_a_leader_sigkill(fresh_cluster):
+    cl = fresh_cluster
+    leader = cl.leader()
+    run = uuid.uuid4().hex[:8]
+    created: list[str] = []
+    after_kill: list[str] = []
+    killed = threading.Event()
+
+    def killer():
+        try:
+            wait_until(lambda: len(created) >= 20, timeout=120, what="20 creates")
+        finally:
+            cl.kill(leader)
+            killed.set()
+
+    th = threading.Thread(target=killer, daemon=True)
+    with minoots.Client(_grpc(cl), timeout=60) as c:
+        th.start()
+        for i in range(5000):
+            t = c.create(delay=3600, name=f"n{i}", labels={"run": run})   # any error fails the test
+            created.append(t.id)
+            if killed.is_set():
+                after_kill.append(t.id)
+                if len(after_kill) >= 30:
+                    break
+        th.join()
+        assert len(after_kill) >= 30
+        assert cl.leader(exclude={leader}) != leader
+        ids = [t.id for t in c.list(labels={"run": run}, page_size=1000)]
+    assert len(ids) == len(set(ids)) == len(created)
+    assert set(ids) == set(created)
+
+
+def _collect(watch, out: list, stop: threading.Event, errors: list):
+    try:
+        for ev in watch:
+            out.append(ev)
+            if stop.is_set():
+                return
+    except BaseException as exc:  # noqa: BLE001 - reported by the test
+        errors.append(exc)
+
+
+@real
+def test_real_watch_across_a_leader_kill_yields_every_sequence_once(fresh_cluster):
+    cl = fresh_cluster
+    leader = cl.leader()
+    with minoots.Client(_grpc(cl, [leader]), timeout=60) as c:   # the watch starts on the leader
+        for _ in range(10):
+            c.create(delay=0.3)
+        events, errors, stop = [], [], threading.Event()
+        w = c.watch(from_sequence=1)
+        th = threading.Thread(target=_collect, args=(w, events, stop, errors), daemon=True)
+        th.start()
+        wait_until(lambda: len(events) >= 5 or errors, what="first events")
+        first_node = w.node
+        cl.kill(leader)
+        for _ in range(10):
+            c.create(delay=0.3)
+        total = 4 * 20          # created, armed, fired, settled per timer
+        wait_until(lambda: len(events) >= total or errors, timeout=120, what=f"{total} events")
+        stop.set()
+        w.close()
+        th.join(timeout=30)
+    assert not errors, errors
+    assert [e.sequence for e in events[:total]] == list(range(1, total + 1))
+    assert first_node == cl.nodes[leader].grpc and w.reconnects >= 1
+    kinds = [e.kind for e in events[:total]]
+    assert kinds.count(minoots.EventKind.FIRED) == kinds.count(minoots.EventKind.SETTLED) == 20
+
+
+@real
+def test_real_async_client_basics(cluster):
+    async def main():
+        async with minoots.AsyncClient(_grpc(cluster), timeout=60) as c:
+            run = uuid.uuid4().hex[:8]
+            t = await c.create(delay=3600, labels={"run": run})
+            assert t.created and (await c.get(t.id)).id == t.id
+            assert (await c.extend(t.id, 60)).fire_at == t.fire_at + timedelta(minutes=1)
+            target = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=3)
+            assert (await c.reschedule(t.id, target)).fire_at == target
+            assert [x.id async for x in c.list(labels={"run": run})] == [t.id]
+            assert (await c.cancel(t.id)).state == minoots.TimerState.CANCELLED
+            with pytest.raises(minoots.NotFound):
+                await c.get("missing-" + run)
+            ts = await c.create_many([{"delay": 3600, "labels": {"run": run}} for _ in range(3)])
+            assert len(ts) == 3
+            a = await c.create(delay=0.2, ack_required=True)
+            w = c.watch(from_sequence=1, kinds=["fired"])
+            async for ev in w:
+                if ev.timer_id == a.id:
+                    break
+            await w.aclose()
+            assert ev.kind == minoots.EventKind.FIRED and ev.fire_id
+            assert (await c.ack(a.id, ev.fire_id)).state == minoots.TimerState.SETTLED
+            assert len((await c.status()).members) == 3
+
+    asyncio.run(asyncio.wait_for(main(), 120))
