@@ -1,8 +1,11 @@
 """`minoots bench ...`: benchmarks. The work lives in `minoots.bench`."""
 from __future__ import annotations
 
+import json
+
 import click
 
+from minoots.bench import kernel as kernel_bench
 from minoots.bench import wheel as wheel_bench
 
 
@@ -67,3 +70,22 @@ def wheel(timers: int, span_ms: int, json_path: str | None, seed: int, repeat: i
             raise click.ClickException(f"cannot write {json_path}: {exc.strerror or exc}") from None
         if not quiet:
             click.echo(f"wrote {json_path}", err=True)
+
+
+@bench.command("kernel")
+@click.option("--timers", type=click.IntRange(min=1), default=1_000_000, show_default=True,
+              help="Outstanding timers to build the state with.")
+@click.option("--payload", type=click.IntRange(0, 65536), default=0, show_default=True,
+              help="Payload bytes per timer.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Also write the report as JSON to FILE.")
+def kernel(timers: int, payload: int, json_path: str | None) -> None:
+    """One node's state machine at N outstanding timers: bytes/timer, creates/s, snapshot costs."""
+    report = kernel_bench.run(timers, payload, progress=lambda msg: click.echo(msg, err=True))
+    click.echo(kernel_bench.format_table(report))
+    if json_path:
+        try:
+            with open(json_path, "w") as f:
+                json.dump(report, f, indent=2)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {json_path}: {exc.strerror or exc}") from None

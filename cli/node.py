@@ -109,7 +109,7 @@ def run_cmd(node_id, raft, peers, data_dir, admin, grpc_address, grpc_advertise,
               help="First Raft port; node i uses raft-port+i-1.")
 @click.option("--admin-port", default=7301, show_default=True, type=click.IntRange(1, 65000),
               help="First admin port; node i uses admin-port+i-1.")
-@click.option("--grpc-port", default=7401, show_default=True, type=click.IntRange(1, 65000),
+@click.option("--grpc-port", default=7201, show_default=True, type=click.IntRange(1, 65000),
               help="First gRPC port; node i uses grpc-port+i-1.")
 @click.option("--sync", type=click.Choice(["durable", "relaxed"]), default="durable", show_default=True)
 def up(data_root: Path, nodes: int, host: str, raft_port: int, admin_port: int, grpc_port: int, sync: str) -> None:

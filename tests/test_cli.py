@@ -205,3 +205,20 @@ def test_bench_wheel_fails_loudly_when_peers_disagree(runner, monkeypatch):
     result = runner.invoke(main, ["bench", "wheel", "--timers", "200", "-q"])
     assert result.exit_code == 1
     assert_clean_failure(result, "correctness check failed", "heapq", "position 3")
+
+
+def test_bench_kernel_small_run_prints_table_and_json(runner, tmp_path):
+    out = tmp_path / "kernel.json"
+    result = runner.invoke(main, ["bench", "kernel", "--timers", "3000", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "state bytes/timer" in result.output
+    report = json.loads(out.read_text())
+    assert report["timers"] == 3000
+    assert report["tick_fired"] > 0          # the first minute's timers fired
+    assert report["snapshot_bytes"] > 0
+
+
+def test_bench_kernel_rejects_bad_payload(runner):
+    result = runner.invoke(main, ["bench", "kernel", "--payload", "70000"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
