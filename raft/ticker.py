@@ -33,7 +33,6 @@ class Ticker:
         self._clock = clock
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._force = False
         self._in_flight = 0        # generation of the tick in flight, 0 when none
         self._generation = 0
         self._sent_at = 0.0
@@ -77,7 +76,6 @@ class Ticker:
         import time
 
         if not self._machine.is_leader():
-            self._force = False
             return IDLE_WAIT
         if self._in_flight:
             if time.monotonic() - self._sent_at < IN_FLIGHT_LIMIT:
@@ -86,8 +84,7 @@ class Ticker:
             self._in_flight = 0
         deadline = self._machine.next_deadline()
         now = self._clock.now_ms()
-        if self._force or (deadline is not None and deadline <= now):
-            self._force = False
+        if deadline is not None and deadline <= now:
             self._generation += 1
             gen = self._in_flight = self._generation
             self._sent_at = time.monotonic()
