@@ -27,6 +27,7 @@ from .api.types import (  # noqa: E402  (after __version__ on purpose: no grpc h
     MinootsError,
     NotFound,
     OutOfRange,
+    SnapshotInfo,
     Timer,
     TimerSpec,
     TimerState,
@@ -52,6 +53,6 @@ __all__ = [
     "__version__",
     "Client", "AsyncClient", "Watch", "AsyncWatch",
     "Timer", "TimerSpec", "TimerState", "Event", "EventKind", "ClusterStatus", "Member",
-    "MinootsError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
+    "SnapshotInfo", "MinootsError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
     "OutOfRange", "Unavailable", "DeadlineExceeded",
 ]

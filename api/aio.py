@@ -15,11 +15,12 @@ anywhere but use it from one loop.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Awaitable, Callable, Optional, Union
+from typing import IO, Any, Awaitable, Callable, Optional, Union
 
 import grpc
 import grpc.aio
@@ -36,10 +37,14 @@ from .client import (
     DEFAULT_TIMEOUT,
     DISCOVERY_ATTEMPT_TIMEOUT,
     FINAL,
+    LeaderCall,
     Router,
+    SnapshotReceiver,
     WatchPolicy,
     _give_up,
     _ms_to_ts,
+    _Sink,
+    add_checks,
     as_spec,
     backoff,
     classify,
@@ -47,14 +52,30 @@ from .client import (
     duration_to_pb,
     error_from_rpc,
     list_request,
+    member_from_pb,
     page_size_for,
+    remove_checks,
+    snapshot_from_pb,
     spec_to_pb,
     status_from_pb,
     time_to_ms,
     timer_from_pb,
+    transfer_checks,
     watch_request,
 )
-from .types import ClusterStatus, Event, FailedPrecondition, MinootsError, Timer, TimerSpec, TimerState, Unavailable
+from .types import (
+    ClusterStatus,
+    Event,
+    FailedPrecondition,
+    InvalidArgument,
+    Member,
+    MinootsError,
+    SnapshotInfo,
+    Timer,
+    TimerSpec,
+    TimerState,
+    Unavailable,
+)
 
 __all__ = ["AsyncClient", "AsyncWatch"]
 
@@ -87,8 +108,11 @@ class AsyncClient:
             raise MinootsError("the client is closed", code="CANCELLED")
         ch = self._channels.get(addr)
         if ch is None:
-            ch = (grpc.aio.secure_channel(addr, self._creds, options=self._options) if self._creds
-                  else grpc.aio.insecure_channel(addr, options=self._options))
+            # The interceptor carries the caller's OpenTelemetry context (W3C traceparent).
+            from .telemetry import AioTraceContextClientInterceptor
+            tracing = [AioTraceContextClientInterceptor()]
+            ch = (grpc.aio.secure_channel(addr, self._creds, options=self._options, interceptors=tracing)
+                  if self._creds else grpc.aio.insecure_channel(addr, options=self._options, interceptors=tracing))
             self._channels[addr] = ch
         return ch
 
@@ -118,7 +142,7 @@ class AsyncClient:
         return None
 
     async def _call(self, what: str, fn: Callable[[str, float], Awaitable[Any]], *, safe_only: bool = False,
-                    timeout: Optional[float] = None) -> Any:
+                    timeout: Optional[float] = None, long: bool = False) -> Any:
         total = self.timeout if timeout is None else float(timeout)
         deadline = time.monotonic() + total
         last: Optional[BaseException] = None
@@ -134,7 +158,7 @@ class AsyncClient:
             addr = self.router.pick(avoid=failed_at)
             n += 1
             try:
-                return await fn(addr, min(self.attempt_timeout, remaining))
+                return await fn(addr, remaining if long else min(self.attempt_timeout, remaining))
             except grpc.RpcError as exc:
                 kind = classify(exc)
                 if kind == FINAL:
@@ -263,6 +287,95 @@ class AsyncClient:
         status = status_from_pb(resp)
         self.router.learn(status)
         return status
+
+    async def add_node(self, id: str, raft_address: str, grpc_address: str = "", *,
+                       timeout: Optional[float] = None) -> Member:
+        """See `Client.add_node`."""
+        req = cluster_pb2.AddNodeRequest(id=id, raft_address=raft_address, grpc_address=grpc_address)
+        resp = await self._leader_call("add_node", lambda a, t: self._cluster(a).AddNode(req, timeout=t), timeout,
+                                       **add_checks(id, raft_address))
+        return resp if isinstance(resp, Member) else member_from_pb(resp.member)
+
+    async def remove_node(self, id: str, *, timeout: Optional[float] = None) -> Member:
+        """See `Client.remove_node`."""
+        req = cluster_pb2.RemoveNodeRequest(id=id)
+        resp = await self._leader_call("remove_node", lambda a, t: self._cluster(a).RemoveNode(req, timeout=t),
+                                       timeout, **remove_checks(id))
+        return resp if isinstance(resp, Member) else member_from_pb(resp.member)
+
+    async def transfer_leadership(self, to: Optional[str] = None, *, timeout: Optional[float] = None) -> str:
+        """See `Client.transfer_leadership`."""
+        req = cluster_pb2.TransferLeadershipRequest(to=to or "")
+        resp = await self._leader_call("transfer_leadership",
+                                       lambda a, t: self._cluster(a).TransferLeadership(req, timeout=t), timeout,
+                                       **transfer_checks(to))
+        return resp if isinstance(resp, str) else resp.leader
+
+    async def take_snapshot(self, *, timeout: Optional[float] = None) -> SnapshotInfo:
+        """See `Client.take_snapshot`."""
+        resp = await self._call(
+            "take_snapshot",
+            lambda a, t: self._cluster(a).TakeSnapshot(cluster_pb2.TakeSnapshotRequest(), timeout=t),
+            timeout=timeout, long=True)
+        return snapshot_from_pb(resp)
+
+    async def list_snapshots(self, *, timeout: Optional[float] = None) -> list[SnapshotInfo]:
+        """See `Client.list_snapshots`."""
+        resp = await self._call(
+            "list_snapshots",
+            lambda a, t: self._cluster(a).ListSnapshots(cluster_pb2.ListSnapshotsRequest(), timeout=t),
+            timeout=timeout)
+        return [snapshot_from_pb(s) for s in resp.snapshots]
+
+    async def export_snapshot(self, dest: Union[str, os.PathLike, IO[bytes]], *, last_index: Optional[int] = None,
+                              timeout: Optional[float] = None) -> SnapshotInfo:
+        """See `Client.export_snapshot` (the file is written from the event loop, a chunk at a time)."""
+        if last_index is not None and (isinstance(last_index, bool) or not isinstance(last_index, int)
+                                       or last_index < 1):
+            raise InvalidArgument(f"last_index must be an int >= 1, got {last_index!r}")
+        req = cluster_pb2.ExportSnapshotRequest(last_index=last_index or 0)
+        sink = _Sink(dest)
+
+        async def attempt(addr: str, t: float) -> SnapshotInfo:
+            rx = SnapshotReceiver()
+            out = sink.open()
+            try:
+                async for chunk in self._cluster(addr).ExportSnapshot(req, timeout=t):
+                    out.write(rx.accept(chunk))
+                return rx.finish()
+            finally:
+                sink.close_attempt()
+
+        try:
+            info = await self._call("export_snapshot", attempt, timeout=timeout, long=True)
+        except BaseException:
+            sink.discard()
+            raise
+        sink.commit()
+        return info
+
+    async def _leader_call(self, what: str, fn: Callable[[str, float], Awaitable[Any]], timeout: Optional[float],
+                           **checks) -> Any:
+        """See `Client._leader_call` and `LeaderCall`."""
+        plan = LeaderCall(what, self.timeout if timeout is None else float(timeout), **checks)
+        while True:
+            plan.learn(await self._refresh(min(plan.deadline, time.monotonic() + DISCOVERY_ATTEMPT_TIMEOUT)))
+            step = plan.next()
+            if step is not None and step[0] == "done":
+                return step[1]
+            if step is not None:
+                addr = step[1]
+                try:
+                    return await fn(addr, plan.remaining())
+                except grpc.RpcError as exc:
+                    if plan.failed(exc):
+                        verdict = plan.recheck(
+                            await self._refresh(min(plan.deadline, time.monotonic() + DISCOVERY_ATTEMPT_TIMEOUT)),
+                            addr)
+                        if verdict is not None:
+                            return verdict[1]
+                    self.router.failed(addr)
+            await asyncio.sleep(plan.pause(self.backoff_base, self.backoff_max, self._rng))
 
     # ---- events ----------------------------------------------------------------
 

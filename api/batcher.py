@@ -26,6 +26,10 @@ import time
 from collections import deque
 from typing import Callable
 
+from opentelemetry import trace
+from opentelemetry.trace import Link
+
+from minoots.raft import tracing
 from minoots.raft.machine import spec_to_wire
 
 log = logging.getLogger("minoots.api.batcher")
@@ -34,13 +38,14 @@ __all__ = ["CreateBatcher"]
 
 
 class _Request:
-    __slots__ = ("wire", "future", "proposed", "nbytes")
+    __slots__ = ("wire", "future", "proposed", "nbytes", "trace")
 
-    def __init__(self, wire: list, future: asyncio.Future, nbytes: int) -> None:
+    def __init__(self, wire: list, future: asyncio.Future, nbytes: int, trace_ctx=None) -> None:
         self.wire = wire
         self.future = future
         self.proposed = False
         self.nbytes = nbytes
+        self.trace = trace_ctx          # the request's SpanContext when tracing is on
 
 
 def _approx_bytes(specs) -> int:
@@ -77,7 +82,11 @@ class CreateBatcher:
         KernelError for this request's group. Raises CommandFailed when Raft did not
         commit. Cancelling the caller drops the request if it was not proposed yet."""
         loop = asyncio.get_running_loop()
-        req = _Request([spec_to_wire(s) for s in specs], loop.create_future(), _approx_bytes(specs))
+        trace_ctx = None
+        if tracing.enabled():
+            sc = trace.get_current_span().get_span_context()
+            trace_ctx = sc if sc.is_valid else None
+        req = _Request([spec_to_wire(s) for s in specs], loop.create_future(), _approx_bytes(specs), trace_ctx)
         self._queue.append(req)
         if not self._in_flight:
             self._flush()
@@ -114,7 +123,16 @@ class CreateBatcher:
         self.commands += 1
         self.requests += len(batch)
         try:
-            fut = self._bridge.propose(("create", self._now_ms(), [r.wire for r in batch]))
+            command = ("create", self._now_ms(), [r.wire for r in batch])
+            traced = [r.trace for r in batch if r.trace is not None]
+            if traced:
+                # Telemetry only (raft/tracing.py): each group's creating trace travels with
+                # the command, so the leader's fire span can link to it. Absent without tracing.
+                command += ([tracing.traceparent_of(r.trace) if r.trace is not None else None for r in batch],)
+                fut = self._bridge.propose(command, trace_parent=tracing.context_of(traced[0]),
+                                           trace_links=[Link(sc) for sc in traced[1:tracing.MAX_LINKS + 1]])
+            else:
+                fut = self._bridge.propose(command)
         except Exception as exc:            # e.g. PySyncObj's queue is full
             self._in_flight = 0
             for r in batch:

@@ -20,9 +20,11 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
+from opentelemetry.trace import Status, StatusCode
 from pysyncobj import FAIL_REASON
 
-from minoots.raft.machine import CommandFailed
+from minoots.raft import tracing
+from minoots.raft.machine import FAIL_NAMES, CommandFailed
 
 __all__ = ["RaftBridge", "CommandFailed", "leader_reachable"]
 
@@ -42,20 +44,39 @@ class RaftBridge:
 
     # ---- replicated writes -------------------------------------------------------
 
-    def propose(self, command: tuple) -> asyncio.Future:
+    def propose(self, command: tuple, *, trace_parent=None, trace_links=None) -> asyncio.Future:
         """Replicate `command`; the future resolves (on the loop) with the apply result,
         or fails with CommandFailed when Raft did not commit it. Cancelling the future
-        abandons the wait, not the command (it may still commit)."""
+        abandons the wait, not the command (it may still commit).
+
+        With tracing on, a `raft.propose` span covers proposal to apply on this node; its
+        parent is `trace_parent` (an OTel Context) or else the caller's current span."""
         fut = self.loop.create_future()
         loop = self.loop
+        span = None
+        if tracing.enabled():
+            span = tracing.tracer().start_span("raft.propose", context=trace_parent, links=trace_links,
+                                               attributes={"minoots.command": command[0]})
 
         def done(result: Any, err: int) -> None:   # PySyncObj's tick thread
+            if span is not None:
+                if err != FAIL_REASON.SUCCESS:
+                    span.set_status(Status(StatusCode.ERROR, f"not committed: {FAIL_NAMES.get(err, err)}"))
+                elif isinstance(result, Exception):
+                    span.set_attribute("minoots.error", getattr(result, "code", type(result).__name__))
+                span.end()
             try:
                 loop.call_soon_threadsafe(_settle, fut, result, err)
             except RuntimeError:                    # the loop is closed: nobody is waiting
                 pass
 
-        self.machine.propose(command, done)
+        try:
+            self.machine.propose(command, done)
+        except BaseException:
+            if span is not None:
+                span.set_status(Status(StatusCode.ERROR, "propose failed"))
+                span.end()
+            raise
         return fut
 
     # ---- reads -------------------------------------------------------------------

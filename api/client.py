@@ -49,9 +49,20 @@ Which calls are retried, and why that is safe:
   not the leader). After an ambiguous failure it raises
   `Unavailable(ambiguous=True)`: read the timer to see whether it moved, or
   use `reschedule(fire_at=...)`, which is safe to retry.
+* cluster changes (`add_node`, `remove_node`, `transfer_leadership`) go to
+  the leader a fresh `Status` names, wherever the seeds point, and may use the
+  whole deadline per attempt (a configuration change commits slowly). They are
+  not idempotent, so after an ambiguous failure, or a refusal, the client reads
+  the membership back and returns the result when the change is already in
+  place (see `LeaderCall`); a refusal from a node that stopped leading is
+  retried at the new leader.
+* `take_snapshot`, `list_snapshots`, `export_snapshot`: answered by the leader
+  when known (snapshots are per node; each result names its node), retried
+  like reads. An export is checked (size, SHA-256) and retried from its start.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import random
@@ -62,7 +73,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Optional, Union
+from typing import IO, Any, Callable, Optional, Union
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -72,6 +83,7 @@ from minoots.v1 import cluster_pb2, cluster_pb2_grpc, timers_pb2, timers_pb2_grp
 
 from .types import (
     ERRORS_BY_CODE,
+    AlreadyExists,
     ClusterStatus,
     DeadlineExceeded,
     Event,
@@ -80,7 +92,9 @@ from .types import (
     InvalidArgument,
     Member,
     MinootsError,
+    NotFound,
     OutOfRange,
+    SnapshotInfo,
     Timer,
     TimerSpec,
     TimerState,
@@ -222,14 +236,128 @@ def event_from_pb(pb: timers_pb2.Event) -> Event:
         fire_at=_ts_to_datetime(pb.fire_at), fire_id=pb.fire_id or None)
 
 
+def member_from_pb(m: cluster_pb2.Member) -> Member:
+    return Member(m.id, m.raft_address, m.grpc_address, m.role, m.connected, m.match_index, m.lag)
+
+
 def status_from_pb(pb: cluster_pb2.StatusResponse) -> ClusterStatus:
     return ClusterStatus(
         node=pb.node, cluster=pb.cluster, leader=pb.leader or None,
         leader_grpc_address=pb.leader_grpc_address or None, term=pb.term,
         commit_index=pb.commit_index, applied_index=pb.applied_index,
-        members=tuple(Member(m.id, m.raft_address, m.grpc_address, m.role, m.connected, m.match_index, m.lag)
-                      for m in pb.members),
+        members=tuple(member_from_pb(m) for m in pb.members),
         timers=MappingProxyType(dict(pb.timers)))
+
+
+def snapshot_from_pb(pb: cluster_pb2.Snapshot) -> SnapshotInfo:
+    return SnapshotInfo(last_index=pb.last_index, last_term=pb.last_term, created_at=_opt_ts(pb, "created_at"),
+                        size=pb.size, timers=pb.timers, sha256=pb.sha256, node=pb.node)
+
+
+SNAPSHOT_DIGEST = 32   # a snapshot container ends with the SHA-256 of everything before it
+
+
+class SnapshotReceiver:
+    """Checks an ExportSnapshot stream chunk by chunk (no I/O; shared by Client and AsyncClient).
+
+    `accept(chunk)` returns the bytes to write; `finish()` returns the
+    SnapshotInfo once the whole container arrived and its checksum holds, and
+    raises MinootsError(DATA_LOSS) otherwise: a truncated or corrupt export is
+    never reported as a success.
+    """
+
+    def __init__(self) -> None:
+        self.info: Optional[SnapshotInfo] = None
+        self.received = 0
+        self._hash = hashlib.sha256()
+        self._tail = b""          # the last (up to) 32 bytes seen: not hashed yet
+
+    def accept(self, chunk: cluster_pb2.SnapshotChunk) -> bytes:
+        if chunk.HasField("snapshot"):
+            if self.info is not None:
+                raise self._bad("a second header in the middle of the stream")
+            self.info = snapshot_from_pb(chunk.snapshot)
+        if self.info is None:
+            raise self._bad("the stream did not start with the snapshot's description")
+        if chunk.offset != self.received:
+            raise self._bad(f"chunk at offset {chunk.offset}, expected {self.received}")
+        data = chunk.data
+        self.received += len(data)
+        if self.received > self.info.size:
+            raise self._bad(f"more than the announced {self.info.size} bytes")
+        buf = self._tail + data
+        cut = max(0, len(buf) - SNAPSHOT_DIGEST)
+        self._hash.update(buf[:cut])
+        self._tail = buf[cut:]
+        return data
+
+    def finish(self) -> SnapshotInfo:
+        if self.info is None:
+            raise self._bad("the node sent no snapshot")
+        if self.received != self.info.size:
+            raise self._bad(f"got {self.received} of {self.info.size} bytes")
+        if self._hash.digest() != self._tail or self._tail.hex() != self.info.sha256:
+            raise self._bad("checksum mismatch")
+        return self.info
+
+    @staticmethod
+    def _bad(what: str) -> MinootsError:
+        return MinootsError(f"snapshot export is corrupt: {what}", code="DATA_LOSS")
+
+
+class _Sink:
+    """Where an export goes: a path (written to PATH.part, renamed when complete) or a
+    binary file object (rewound between attempts when it can seek)."""
+
+    def __init__(self, dest) -> None:
+        self.path: Optional[Path] = None
+        self.file = None
+        self.start: Optional[int] = None
+        self.dirty = False
+        if isinstance(dest, (str, os.PathLike)):
+            self.path = Path(dest)
+            self.part = self.path.with_name(self.path.name + ".part")
+        elif hasattr(dest, "write"):
+            self.file = dest
+            try:
+                self.start = dest.tell() if dest.seekable() else None
+            except (AttributeError, OSError, ValueError):
+                self.start = None
+        else:
+            raise InvalidArgument("dest must be a path or a binary file object, "
+                                  f"not {type(dest).__name__}")
+
+    def open(self):
+        """A writable binary file for one attempt (truncated: a retry starts over)."""
+        if self.path is not None:
+            self.file = open(self.part, "wb")
+            return self.file
+        if self.dirty:
+            if self.start is None:
+                raise Unavailable("the export failed part-way into a file object that cannot seek; retry")
+            self.file.seek(self.start)
+            self.file.truncate()
+        self.dirty = True
+        return self.file
+
+    def close_attempt(self) -> None:
+        if self.path is not None and self.file is not None:
+            self.file.close()
+            self.file = None
+
+    def commit(self) -> None:
+        if self.path is not None:
+            os.replace(self.part, self.path)
+        else:
+            self.file.flush()
+
+    def discard(self) -> None:
+        if self.path is not None:
+            self.close_attempt()
+            try:
+                self.part.unlink()
+            except FileNotFoundError:
+                pass
 
 
 def _enum(cls, value: int):
@@ -420,6 +548,159 @@ class Router:
         return age > (min(interval, INCOMPLETE_REFRESH_INTERVAL) if self.incomplete else interval)
 
 
+class LeaderCall:
+    """How a cluster change (add or remove a member, transfer leadership) is sent and
+    retried; shared by Client and AsyncClient (no I/O here).
+
+    Each attempt goes to the leader that a fresh Status names, and may use the whole
+    remaining deadline (the server waits for Raft to commit a configuration change,
+    which takes longer than `attempt_timeout`). Transient failures are retried after
+    a backoff until the deadline, like every call. But a membership change is not
+    idempotent, so:
+
+    * after an ambiguous failure (the change may have committed), Status is read
+      before any retry, and `settled(status)` returns the call's result when the
+      change is already in place;
+    * a refusal (FAILED_PRECONDITION, ALREADY_EXISTS, NOT_FOUND) is checked the
+      same way, and a FAILED_PRECONDITION from a node that turns out no longer to
+      lead is retried at the new leader; any other refusal is raised.
+
+    `done_already(status)`, asked once before the first attempt, may answer without
+    sending anything (transferring leadership to the member that leads already).
+    """
+
+    def __init__(self, what: str, total: float, settled: Callable[[ClusterStatus], Any],
+                 seen: Optional[Callable[[ClusterStatus], None]] = None,
+                 done_already: Optional[Callable[[ClusterStatus], Any]] = None) -> None:
+        self.what = what
+        self.total = total
+        self.deadline = time.monotonic() + total
+        self.settled = settled
+        self.seen = seen
+        self.done_already = done_already
+        self.status: Optional[ClusterStatus] = None
+        self.ambiguous = False
+        self.attempts = 0
+        self.last: Optional[BaseException] = None
+        self._refusal: Optional[MinootsError] = None
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def learn(self, status: Optional[ClusterStatus]) -> None:
+        self.status = status
+        if status is not None and self.seen is not None:
+            self.seen(status)
+
+    def next(self) -> Optional[tuple[str, Any]]:
+        """("done", result), ("send", leader address), or None: no leader known, wait and ask again."""
+        st = self.status
+        if st is not None:
+            if self.attempts == 0 and self.done_already is not None:
+                result = self.done_already(st)
+                if result is not None:
+                    return ("done", result)
+            if self.ambiguous:
+                result = self.settled(st)
+                if result is not None:
+                    return ("done", result)
+        if self.remaining() <= 0:
+            raise self.give_up()
+        if st is None or not st.leader_grpc_address:
+            self.last = self.last or Unavailable(f"{self.what}: no leader is known (an election may be under way)")
+            return None
+        self.attempts += 1
+        return ("send", st.leader_grpc_address)
+
+    def failed(self, exc: grpc.RpcError) -> bool:
+        """Record a failed attempt. True: the node refused, read Status and call `recheck`;
+        False: transient, retry after `pause`. Raises a final error."""
+        kind = classify(exc)
+        if kind == FINAL:
+            err = error_from_rpc(exc)
+            err.after_ambiguous = self.ambiguous
+            if isinstance(err, (FailedPrecondition, AlreadyExists, NotFound)):
+                self._refusal = err
+                return True
+            raise err
+        if kind == AMBIGUOUS:
+            self.ambiguous = True
+        self.last = exc
+        return False
+
+    def recheck(self, status: Optional[ClusterStatus], addr: str) -> Optional[tuple[str, Any]]:
+        """After a refusal from `addr`: ("done", result) when the change is in place, None to
+        retry at the new leader; otherwise raises the refusal."""
+        err, self._refusal = self._refusal, None
+        if status is not None:
+            self.learn(status)
+            if self.ambiguous:
+                result = self.settled(status)
+                if result is not None:
+                    return ("done", result)
+            leader = status.leader_grpc_address
+            if isinstance(err, FailedPrecondition) and leader and leader != addr and self.remaining() > 0:
+                self.last = err
+                return None
+        raise err
+
+    def pause(self, base: float, cap: float, rng: random.Random) -> float:
+        """Seconds to wait before asking again; raises once the deadline has passed."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise self.give_up()
+        return min(remaining, backoff(max(0, self.attempts - 1), base, cap, rng))
+
+    def give_up(self) -> MinootsError:
+        if isinstance(self.last, MinootsError):
+            return Unavailable(f"{self.what} did not complete within {self.total:.1f}s; last error: "
+                               f"{self.last.code}: {self.last.message}", ambiguous=self.ambiguous)
+        return _give_up(self.last, self.what, self.total, self.attempts)
+
+
+def add_checks(id: str, raft_address: str) -> dict:
+    """LeaderCall checks of add_node: settled once the member is listed at that address."""
+    def settled(st: ClusterStatus) -> Optional[Member]:
+        return next((m for m in st.members if m.id == id and m.raft_address == raft_address), None)
+    return {"settled": settled}
+
+
+def remove_checks(id: str) -> dict:
+    """LeaderCall checks of remove_node: settled once a member seen before is gone."""
+    before: dict[str, Member] = {}
+
+    def seen(st: ClusterStatus) -> None:
+        before.update((m.id, m) for m in st.members if m.id not in before)
+
+    def settled(st: ClusterStatus) -> Optional[Member]:
+        if id in before and all(m.id != id for m in st.members):
+            m = before[id]
+            return Member(m.id, m.raft_address, m.grpc_address, "", False)
+        return None
+    return {"settled": settled, "seen": seen}
+
+
+def transfer_checks(to: Optional[str]) -> dict:
+    """LeaderCall checks of transfer_leadership: settled once `to` (or, without `to`,
+    any member other than the first leader seen) leads; done at once if `to` leads."""
+    first: list[str] = []
+
+    def seen(st: ClusterStatus) -> None:
+        if not first and st.leader:
+            first.append(st.leader)
+
+    def settled(st: ClusterStatus) -> Optional[str]:
+        if not st.leader:
+            return None
+        if to:
+            return st.leader if st.leader == to else None
+        return st.leader if first and st.leader != first[0] else None
+
+    def done_already(st: ClusterStatus) -> Optional[str]:
+        return st.leader if to and st.leader == to else None
+    return {"settled": settled, "seen": seen, "done_already": done_already}
+
+
 def backoff(n: int, base: float, cap: float, rng: random.Random) -> float:
     """Exponential backoff with full jitter (AWS architecture blog, 2015)."""
     return rng.uniform(0.0, min(cap, base * (2 ** min(n, 30))))
@@ -485,6 +766,9 @@ class Client:
             if ch is None:
                 ch = (grpc.secure_channel(addr, self._creds, options=self._options) if self._creds
                       else grpc.insecure_channel(addr, options=self._options))
+                # Carries the caller's OpenTelemetry context (W3C traceparent) to the node.
+                from .telemetry import TraceContextClientInterceptor
+                ch = grpc.intercept_channel(ch, TraceContextClientInterceptor())
                 self._channels[addr] = ch
             return ch
 
@@ -515,11 +799,12 @@ class Client:
         return None
 
     def _call(self, what: str, fn: Callable[[str, float], Any], *, safe_only: bool = False,
-              timeout: Optional[float] = None) -> tuple[Any, bool]:
+              timeout: Optional[float] = None, long: bool = False) -> tuple[Any, bool]:
         """Run fn(address, attempt_timeout) with routing and retries; returns (result, ambiguous_seen).
 
         `safe_only`: retry only failures known not to have reached Raft; raise
-        Unavailable(ambiguous=True) on any other transient failure.
+        Unavailable(ambiguous=True) on any other transient failure. `long`: an
+        attempt may use the whole remaining deadline (snapshots, exports).
         """
         total = self.timeout if timeout is None else float(timeout)
         deadline = time.monotonic() + total
@@ -536,7 +821,7 @@ class Client:
             addr = self.router.pick(avoid=failed_at)
             n += 1
             try:
-                return fn(addr, min(self.attempt_timeout, remaining)), ambiguous
+                return fn(addr, remaining if long else min(self.attempt_timeout, remaining)), ambiguous
             except grpc.RpcError as exc:
                 kind = classify(exc)
                 if kind == FINAL:
@@ -697,6 +982,109 @@ class Client:
         status = status_from_pb(resp)
         self.router.learn(status)
         return status
+
+    def add_node(self, id: str, raft_address: str, grpc_address: str = "", *,
+                 timeout: Optional[float] = None) -> Member:
+        """Add member `id` with its Raft address HOST:PORT (and gRPC address, if it serves one).
+
+        Start the new node first, with a --peer for every member. Sent to the
+        leader; after an ambiguous failure the membership is read back, so a
+        retried add that had in fact committed returns the member instead of
+        raising AlreadyExists.
+        """
+        req = cluster_pb2.AddNodeRequest(id=id, raft_address=raft_address, grpc_address=grpc_address)
+        resp = self._leader_call("add_node", lambda a, t: self._cluster(a).AddNode(req, timeout=t), timeout,
+                                 **add_checks(id, raft_address))
+        return resp if isinstance(resp, Member) else member_from_pb(resp.member)
+
+    def remove_node(self, id: str, *, timeout: Optional[float] = None) -> Member:
+        """Remove member `id`; returns it. Removing the leader works too: it hands
+        leadership to another member first (the request goes to the leader)."""
+        req = cluster_pb2.RemoveNodeRequest(id=id)
+        resp = self._leader_call("remove_node", lambda a, t: self._cluster(a).RemoveNode(req, timeout=t), timeout,
+                                 **remove_checks(id))
+        return resp if isinstance(resp, Member) else member_from_pb(resp.member)
+
+    def transfer_leadership(self, to: Optional[str] = None, *, timeout: Optional[float] = None) -> str:
+        """Make member `to` (an id; None = the most caught-up follower) the leader;
+        returns the new leader's id. Already leading: returns `to` at once."""
+        req = cluster_pb2.TransferLeadershipRequest(to=to or "")
+        resp = self._leader_call("transfer_leadership",
+                                 lambda a, t: self._cluster(a).TransferLeadership(req, timeout=t), timeout,
+                                 **transfer_checks(to))
+        return resp if isinstance(resp, str) else resp.leader
+
+    def take_snapshot(self, *, timeout: Optional[float] = None) -> SnapshotInfo:
+        """Snapshot the answering node (the leader when known) now and compact its log.
+        With nothing applied since its last snapshot, returns that one."""
+        resp, _ = self._call(
+            "take_snapshot",
+            lambda a, t: self._cluster(a).TakeSnapshot(cluster_pb2.TakeSnapshotRequest(), timeout=t),
+            timeout=timeout, long=True)
+        return snapshot_from_pb(resp)
+
+    def list_snapshots(self, *, timeout: Optional[float] = None) -> list[SnapshotInfo]:
+        """The snapshots the answering node (the leader when known) keeps, oldest first."""
+        resp, _ = self._call(
+            "list_snapshots",
+            lambda a, t: self._cluster(a).ListSnapshots(cluster_pb2.ListSnapshotsRequest(), timeout=t),
+            timeout=timeout)
+        return [snapshot_from_pb(s) for s in resp.snapshots]
+
+    def export_snapshot(self, dest: Union[str, os.PathLike, IO[bytes]], *, last_index: Optional[int] = None,
+                        timeout: Optional[float] = None) -> SnapshotInfo:
+        """Download a snapshot container (the file `minoots snapshot restore` takes) into
+        `dest`: a path (written to PATH.part, renamed into place once complete and
+        verified) or a binary file object. `last_index` picks one of the answering
+        node's snapshots (`list_snapshots`); None = its latest. NotFound when it has
+        none. The size and SHA-256 are checked; a broken stream is retried from the
+        start (on another member if need be) until the deadline. Local file
+        errors raise OSError."""
+        if last_index is not None and (isinstance(last_index, bool) or not isinstance(last_index, int)
+                                       or last_index < 1):
+            raise InvalidArgument(f"last_index must be an int >= 1, got {last_index!r}")
+        req = cluster_pb2.ExportSnapshotRequest(last_index=last_index or 0)
+        sink = _Sink(dest)
+
+        def attempt(addr: str, t: float) -> SnapshotInfo:
+            rx = SnapshotReceiver()
+            out = sink.open()
+            try:
+                for chunk in self._cluster(addr).ExportSnapshot(req, timeout=t):
+                    out.write(rx.accept(chunk))
+                return rx.finish()
+            finally:
+                sink.close_attempt()
+
+        try:
+            info, _ = self._call("export_snapshot", attempt, timeout=timeout, long=True)
+        except BaseException:
+            sink.discard()
+            raise
+        sink.commit()
+        return info
+
+    def _leader_call(self, what: str, fn: Callable[[str, float], Any], timeout: Optional[float], **checks) -> Any:
+        """A cluster change, sent to the leader (see `LeaderCall`); returns fn's answer, or
+        the `settled` check's value when a retry finds the change already made."""
+        plan = LeaderCall(what, self.timeout if timeout is None else float(timeout), **checks)
+        while True:
+            plan.learn(self._refresh(min(plan.deadline, time.monotonic() + DISCOVERY_ATTEMPT_TIMEOUT)))
+            step = plan.next()
+            if step is not None and step[0] == "done":
+                return step[1]
+            if step is not None:
+                addr = step[1]
+                try:
+                    return fn(addr, plan.remaining())
+                except grpc.RpcError as exc:
+                    if plan.failed(exc):
+                        verdict = plan.recheck(
+                            self._refresh(min(plan.deadline, time.monotonic() + DISCOVERY_ATTEMPT_TIMEOUT)), addr)
+                        if verdict is not None:
+                            return verdict[1]
+                    self.router.failed(addr)
+            time.sleep(plan.pause(self.backoff_base, self.backoff_max, self._rng))
 
     # ---- events ----------------------------------------------------------------
 

@@ -143,6 +143,8 @@ class EventLog:
         self.skipped_to = 0           # highest seq skipped by a snapshot install in this process
         self.on_new: Callable[[], None] = lambda: None
         self.write_errors = 0
+        self.watchers = 0             # WatchEvents streams open (metrics)
+        self.watchers_dropped = 0     # streams ended mid-way: retention or a snapshot install overtook them
         self._closed = False
         self._flush_lock = threading.Lock()
 
@@ -337,21 +339,29 @@ async def watch(events: EventLog, bridge, from_sequence: int, tenant: Optional[s
         cursor = from_sequence
         if cursor < events.floor:
             raise EventsUnavailable(cursor, events.floor, events.skipped_to)
-    while True:
-        try:
-            batch = events.read(cursor)
-        except EventsUnavailable as exc:
-            if exc.cursor <= events.skipped_to:
-                raise EventsLost(exc.cursor, events.floor) from None
-            raise
-        if not batch:
-            await bridge.wait_events(1.0)
-            continue
-        sent = 0
-        for ev in batch:
-            if (tenant is None or ev[2] == tenant) and (not kinds or ev[1] in kinds):
-                sent += 1
-                yield event_fields_to_pb(ev[0], ev[1], ev[2], ev[3], ev[4], ev[5], ev[6], ev[7], ev[8])
-        cursor = batch[-1][0] + 1
-        if not sent:
-            await asyncio.sleep(0)    # a long filtered-out stretch must not hog the loop
+    events.watchers += 1
+    try:
+        while True:
+            try:
+                batch = events.read(cursor)
+            except EventsUnavailable as exc:
+                events.watchers_dropped += 1
+                if exc.cursor <= events.skipped_to:
+                    raise EventsLost(exc.cursor, events.floor) from None
+                raise
+            except EventsLost:
+                events.watchers_dropped += 1
+                raise
+            if not batch:
+                await bridge.wait_events(1.0)
+                continue
+            sent = 0
+            for ev in batch:
+                if (tenant is None or ev[2] == tenant) and (not kinds or ev[1] in kinds):
+                    sent += 1
+                    yield event_fields_to_pb(ev[0], ev[1], ev[2], ev[3], ev[4], ev[5], ev[6], ev[7], ev[8])
+            cursor = batch[-1][0] + 1
+            if not sent:
+                await asyncio.sleep(0)    # a long filtered-out stretch must not hog the loop
+    finally:
+        events.watchers -= 1

@@ -16,7 +16,7 @@ only an empty `next_page_token` means the end.
 """
 from __future__ import annotations
 
-from minoots.kernel import State
+from minoots.kernel import MAX_TIME, State
 
 from .validation import ListQuery
 
@@ -30,46 +30,24 @@ PAGE_BYTES = 4 << 20     # stop filling a page past ~4 MiB of payloads (the repl
 def scan(state: State, q: ListQuery, start: int, want: int, byte_budget: int) -> tuple[list, int, bool, int]:
     """Examine positions start.. (at most CHUNK) under the caller's lock.
 
-    Returns (timers, next_position, at_end, bytes_used). This is the one place in
-    the API layer that reads the kernel's column store directly (by position, so a
-    page can resume); the kernel has no public positional scan yet.
+    Returns (timers, next_position, at_end, bytes_used), through the kernel's
+    positional scan (`State.cursor`): positions are its ordinals.
     """
-    t = state._table
-    n = len(t)
-    ti = t.tenant_index.get(q.tenant)
-    if ti is None or start >= n:
-        return [], max(start, n), True, 0
-    stop = min(n, start + CHUNK)
-    tenant_col, state_col, fire_col, extra = t.tenant, t.state, t.fire_at, t.extra
-    states = q.states
+    n = len(state)
     lo, hi = q.fire_from, q.fire_to
-    labels = q.labels
+    # The request's bounds are not range-checked: fold them onto the kernel's 0..MAX_TIME.
+    if (lo is not None and lo > MAX_TIME) or (hi is not None and hi <= 0) or start >= n:
+        return [], max(start, n), True, 0
+    cur = state.cursor(start, start + CHUNK, tenant=q.tenant, states=q.states,
+                       fire_at_from=lo if lo is not None and lo > 0 else None,
+                       fire_at_to=hi if hi is not None and hi <= MAX_TIME else None,
+                       labels=dict(q.labels) if q.labels else None)
     out = []
     used = 0
-    o = start
-    while o < stop:
-        if tenant_col[o] != ti or (states and state_col[o] not in states):
-            o += 1
-            continue
-        fa = fire_col[o]
-        if (lo is not None and fa < lo) or (hi is not None and fa >= hi):
-            o += 1
-            continue
-        if labels:
-            ex = extra[o]
-            if ex is None or not _has_labels(ex.labels, labels):
-                o += 1
-                continue
-        timer = t.view(o)
+    for timer in cur:
         out.append(timer)
         used += 256 + len(timer.payload) + len(timer.action) + len(timer.name) \
             + sum(len(k) + len(v) for k, v in timer.labels.items())
-        o += 1
         if len(out) >= want or used >= byte_budget:
             break
-    return out, o, o >= n, used
-
-
-def _has_labels(pairs: tuple, wanted: tuple) -> bool:
-    have = dict(pairs)
-    return all(have.get(k) == v for k, v in wanted)
+    return out, cur.position, cur.position >= n, used

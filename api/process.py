@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from minoots.raft import tracing
 from minoots.raft.admin import split_address
 from minoots.raft.node import Node, NodeConfig, check_port_free
 
@@ -30,6 +31,7 @@ from .batcher import CreateBatcher
 from .bridge import RaftBridge, leader_reachable
 from .events import EVENTS_DIR, EventLog
 from .server import HealthMonitor, TlsFiles, build_server
+from .telemetry import EventsCollector
 
 log = logging.getLogger("minoots.api.process")
 
@@ -71,7 +73,11 @@ def run_node(cfg: NodeConfig, api: ApiConfig) -> int:
 
     api.validate()
     cfg.validate()
-    return uvloop.run(serve(cfg, api))
+    tracing.setup_from_env(cfg.node_id)     # OTLP export only when OTEL_EXPORTER_OTLP_ENDPOINT is set
+    try:
+        return uvloop.run(serve(cfg, api))
+    finally:
+        tracing.shutdown()
 
 
 async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] = None) -> int:
@@ -82,8 +88,8 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
             loop.add_signal_handler(sig, _on_signal, sig, stop)
         except (NotImplementedError, RuntimeError):   # not the main thread (tests)
             pass
-    if api.grpc in (cfg.raft, cfg.admin):
-        raise ValueError(f"--grpc {api.grpc} is also this node's Raft or admin address")
+    if api.grpc in (cfg.raft, cfg.admin, cfg.metrics):
+        raise ValueError(f"--grpc {api.grpc} is also this node's Raft, admin or metrics address")
     check_port_free(api.grpc, "gRPC")
     if api.tls is not None:
         api.tls.credentials()     # unreadable or malformed files fail here, before the node starts
@@ -106,6 +112,8 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
             box["events"].close()
         raise
     events: EventLog = box["events"]
+    if node.metrics is not None:
+        node.metrics.registry.register(EventsCollector(events))
     bridge = RaftBridge(node.machine, loop)
     events.on_new = bridge.notify_threadsafe
     batcher = CreateBatcher(bridge, node.clock.now_ms)

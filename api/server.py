@@ -19,10 +19,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from minoots.raft import tracing
 from minoots.v1 import cluster_pb2, cluster_pb2_grpc, timers_pb2, timers_pb2_grpc
 
 from .bridge import leader_reachable
 from .service import ClusterService, TimersService
+from .telemetry import ServerTelemetry
 
 log = logging.getLogger("minoots.api.server")
 
@@ -62,7 +64,13 @@ class TlsFiles:
 
 def build_server(node, bridge, batcher, events, address: str,
                  tls: Optional[TlsFiles] = None) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    # Every call is counted and timed (when the node serves metrics) and gets a server span
+    # (when tracing is on): api/telemetry.py. With neither, no interceptor at all.
+    metrics = getattr(node, "metrics", None)
+    interceptors = []
+    if metrics is not None or tracing.enabled():
+        interceptors.append(ServerTelemetry(metrics.registry if metrics is not None else None))
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors or None)
     timers_pb2_grpc.add_TimersServicer_to_server(TimersService(node, bridge, batcher, events), server)
     cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterService(node, bridge), server)
     health_servicer = health.aio.HealthServicer()

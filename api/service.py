@@ -33,6 +33,7 @@ from typing import Callable
 import grpc
 
 from minoots.kernel import FailedPrecondition, KernelError
+from minoots.raft import snapshots
 from minoots.raft.admin import AdminError, split_address
 from minoots.raft.machine import CommandFailed
 from minoots.v1 import cluster_pb2 as cpb
@@ -50,6 +51,7 @@ log = logging.getLogger("minoots.api")
 __all__ = ["TimersService", "ClusterService", "MAX_WAIT"]
 
 MAX_WAIT = 15.0     # seconds a write waits for its commit when the client set no deadline
+EXPORT_CHUNK = 1 << 20   # bytes per ExportSnapshot message
 BIG_BATCH = 1000    # CreateTimers above this size are checked and converted off the loop
 
 
@@ -304,12 +306,22 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
     @_unary
     async def TakeSnapshot(self, request, context):
         _, body = await self._bridge.blocking(self._node.admin_route, "POST", ["snapshots"], None)
-        return _snapshot_pb(body["snapshot"])
+        return _snapshot_pb(body["snapshot"], self._node.cfg.node_id)
 
     @_unary
     async def ListSnapshots(self, request, context):
         _, body = await self._bridge.blocking(self._node.admin_route, "GET", ["snapshots"], None)
-        return cpb.ListSnapshotsResponse(snapshots=[_snapshot_pb(s) for s in body["snapshots"]])
+        return cpb.ListSnapshotsResponse(snapshots=[_snapshot_pb(s, self._node.cfg.node_id)
+                                                    for s in body["snapshots"]])
+
+    @_stream
+    async def ExportSnapshot(self, request, context):
+        data = await self._bridge.blocking(self._node.snapshot_bytes, request.last_index or None)
+        header = _snapshot_pb(snapshots.describe(data).__dict__, self._node.cfg.node_id)
+        view = memoryview(data)
+        for offset in range(0, len(data), EXPORT_CHUNK):
+            yield cpb.SnapshotChunk(snapshot=header if offset == 0 else None, offset=offset,
+                                    data=bytes(view[offset:offset + EXPORT_CHUNK]))
 
     @_unary
     async def TransferLeadership(self, request, context):
@@ -317,7 +329,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
         return cpb.TransferLeadershipResponse(leader=leader)
 
 
-def _snapshot_pb(s: dict) -> cpb.Snapshot:
+def _snapshot_pb(s: dict, node: str = "") -> cpb.Snapshot:
     return cpb.Snapshot(last_index=s["last_index"], last_term=s["last_term"],
                         created_at=ms_timestamp(s["created_at_ms"]), size=s["size"], timers=s["timers"],
-                        sha256=s["sha256"])
+                        sha256=s["sha256"], node=node)

@@ -29,6 +29,7 @@ __all__ = [
     "Event",
     "Member",
     "ClusterStatus",
+    "SnapshotInfo",
     "MinootsError",
     "InvalidArgument",
     "NotFound",
@@ -276,6 +277,27 @@ class ClusterStatus:
         d["members"] = [m.to_dict() for m in self.members]
         d["timers"] = dict(self.timers)
         return d
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """One snapshot a node keeps (snapshots are per node: each compacts its own log)."""
+    last_index: int                 # the last Raft log index it includes
+    last_term: int
+    created_at: Optional[datetime]
+    size: int                       # bytes of the container (what export writes)
+    timers: int
+    sha256: str                     # hex; the container's last 32 bytes, the SHA-256 of the rest
+    node: str = ""                  # id of the node that holds it
+
+    @property
+    def created_at_ms(self) -> Optional[int]:
+        return None if self.created_at is None else datetime_to_ms(self.created_at)
+
+    def to_dict(self) -> dict:
+        return {"last_index": self.last_index, "last_term": self.last_term, "created_at": _iso(self.created_at),
+                "created_at_ms": self.created_at_ms, "size": self.size, "timers": self.timers,
+                "sha256": self.sha256, "node": self.node}
 
 
 def _iso(dt: Optional[datetime]) -> Optional[str]:

@@ -129,7 +129,9 @@ def wait_caught_up(cluster: LocalCluster, timeout: float = 30.0) -> str:
     raise TimeoutError(f"cluster did not settle within {timeout}s")
 
 
-def run_round(cluster: LocalCluster, n: int, args) -> dict:
+def run_round(cluster: LocalCluster, n: int, args, fault=None, restart: bool = True) -> dict:
+    """One measured failover. `fault(leader_id)` is what is done to the leader at T0 (default:
+    SIGKILL); with restart=False the caller brings the node back (the chaos drills pause first)."""
     leader = wait_caught_up(cluster)
     old = cluster.status(leader)
     lnode = cluster.nodes[leader]
@@ -151,7 +153,7 @@ def run_round(cluster: LocalCluster, n: int, args) -> dict:
         raise RuntimeError("could not create a probe ahead of the kill in 5 attempts (machine overloaded?)")
     t0 = time.monotonic()
     t0_wall = time.time()
-    cluster.kill(leader)
+    (fault or cluster.kill)(leader)
     survivors = [cluster.nodes[nid] for nid in cluster.nodes if nid != leader]
     elected_at = fired_at_obs = None
     new_leader = fired = None
@@ -194,7 +196,8 @@ def run_round(cluster: LocalCluster, n: int, args) -> dict:
         result["lateness_ms"] = fired["fired_at"] - fired["fire_at"]
         result["attempts"] = fired["attempts"]
     # Bring the killed node back; the next round waits until it caught up.
-    cluster.start_node(leader)
+    if restart:
+        cluster.start_node(leader)
     return result
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import click
 
 from .bench import bench
+from .chaos import chaos
 from .cluster import cluster, snapshot
 from .node import node, up
 from .timer import timer
@@ -41,5 +42,6 @@ main.add_command(up)
 main.add_command(cluster)
 main.add_command(snapshot)
 main.add_command(timer)
+main.add_command(chaos)
 
 __all__ = ["main"]

@@ -1,4 +1,4 @@
-"""Helpers every `minoots` command shares: errors, sizes, finding a node to talk to."""
+"""Helpers every `minoots` command shares: errors, sizes, finding a node to talk to, the SDK client."""
 from __future__ import annotations
 
 import json
@@ -25,21 +25,6 @@ def parse_size(text: str) -> int:
     if not m:
         raise click.BadParameter(f"expected a size like 512MiB or 8GiB, got {text!r}")
     return int(m.group(1)) * _UNITS[m.group(2).lower() if m.group(2) else None]
-
-
-def admin_addresses(explicit: tuple[str, ...]) -> list[str]:
-    """Admin addresses to try: --node values, else $MINOOTS_NODES, else the local `minoots up` cluster."""
-    if explicit:
-        return list(explicit)
-    env = os.environ.get("MINOOTS_NODES")
-    if env:
-        return [a.strip() for a in env.split(",") if a.strip()]
-    for root in (Path(os.environ.get("MINOOTS_DATA", "./minoots-data")),):
-        f = root / LOCAL_CLUSTER_FILE
-        if f.is_file():
-            return [n["admin"] for n in json.loads(f.read_text())["nodes"]]
-    fail("no node given: pass --node HOST:PORT, set MINOOTS_NODES, or run `minoots up` here first")
-    return []
 
 
 def grpc_addresses(explicit: tuple[str, ...]) -> list[str]:
@@ -69,3 +54,40 @@ def grpc_addresses(explicit: tuple[str, ...]) -> list[str]:
         fail(f"the local cluster description {f} lists no gRPC addresses; pass --node HOST:PORT")
     fail("no node given: pass --node HOST:PORT (gRPC), set MINOOTS_NODES, or run `minoots up` here first")
     return []
+
+
+# ---------------------------------------------------------------- the SDK, for commands that talk to a cluster
+
+node_option = click.option("--node", "nodes", multiple=True, metavar="HOST:PORT",
+                           help="A member's gRPC address (repeatable; default $MINOOTS_NODES or the local cluster).")
+tls_option = click.option("--tls", is_flag=True, envvar="MINOOTS_TLS",
+                          help="Connect over TLS, trusting the system's root certificates.")
+ca_option = click.option("--ca", type=click.Path(dir_okay=False), default=None, envvar="MINOOTS_CA",
+                         help="Connect over TLS, trusting the PEM certificates in this file.")
+
+
+def timeout_option(default: float = 30.0):
+    return click.option("--timeout", default=default, show_default=True, type=click.FloatRange(0.1, 3600),
+                        help="Seconds to keep trying (leader elections are ridden out).")
+
+
+def sdk_client(conn: dict):
+    """A minoots.Client for conn = {"nodes", "timeout", "tls", "ca"} (the connection options)."""
+    from minoots.api.client import Client
+    from minoots.api.types import MinootsError
+
+    tls = conn["ca"] if conn["ca"] else bool(conn["tls"])
+    try:
+        return Client(grpc_addresses(conn["nodes"]), timeout=conn["timeout"], tls=tls)
+    except MinootsError as exc:
+        fail(str(exc), code=2)
+
+
+def sdk_call(fn):
+    """Call the SDK; turn its errors into one clean line (exit 1)."""
+    from minoots.api.types import MinootsError
+
+    try:
+        return fn()
+    except MinootsError as exc:
+        fail(f"{exc.code}: {exc.message}")

@@ -28,6 +28,9 @@ def node() -> None:
 @node.command("run")
 @click.option("--id", "node_id", required=True, envvar="MINOOTS_NODE_ID", help="This node's id, e.g. n1.")
 @click.option("--raft", required=True, envvar="MINOOTS_RAFT", help="Raft address HOST:PORT this node listens on.")
+@click.option("--raft-bind", default=None, envvar="MINOOTS_RAFT_BIND",
+              help="Listen for Raft on HOST:PORT instead of --raft, which stays the address peers "
+                   "use (e.g. behind a proxy, as the partition drill does).")
 @click.option("--peer", "peers", multiple=True, help="Another member as ID=HOST:PORT (repeat).")
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               envvar="MINOOTS_DATA_DIR", help="Where this node keeps its LMDB environment.")
@@ -57,9 +60,11 @@ def node() -> None:
               help="Run this node's clock ahead (+) or behind (-); for chaos drills.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def run_cmd(node_id, raft, peers, data_dir, admin, grpc_address, grpc_advertise, tls_cert, tls_key, events_keep,
+@click.option("--metrics", "metrics_address", default=None, envvar="MINOOTS_METRICS",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (off when not given).")
+def run_cmd(node_id, raft, raft_bind, peers, data_dir, admin, grpc_address, grpc_advertise, tls_cert, tls_key, events_keep,
             events_max_age, cluster, init, sync, map_size, snapshot_keep, compaction_entries, compaction_seconds,
-            clock_offset_ms, log_level) -> None:
+            clock_offset_ms, log_level, metrics_address) -> None:
     """Run one node until SIGTERM/SIGINT. Logs JSON lines on stderr.
 
     With --grpc the node serves the gRPC API; writes may go to any node (a follower
@@ -84,7 +89,8 @@ def run_cmd(node_id, raft, peers, data_dir, admin, grpc_address, grpc_advertise,
         cfg = NodeConfig(node_id=node_id, raft=raft, data_dir=data_dir, peers=peer_map, admin=admin,
                          cluster=cluster, init=init, sync=sync, map_size=parse_size(map_size),
                          snapshot_keep=snapshot_keep, compaction_entries=compaction_entries,
-                         compaction_seconds=compaction_seconds, clock_offset_ms=clock_offset_ms)
+                         compaction_seconds=compaction_seconds, clock_offset_ms=clock_offset_ms,
+                         raft_bind=raft_bind, metrics=metrics_address)
         if grpc_address:
             from minoots.api.process import ApiConfig, run_node
             from minoots.api.server import TlsFiles
@@ -111,8 +117,11 @@ def run_cmd(node_id, raft, peers, data_dir, admin, grpc_address, grpc_advertise,
               help="First admin port; node i uses admin-port+i-1.")
 @click.option("--grpc-port", default=7201, show_default=True, type=click.IntRange(1, 65000),
               help="First gRPC port; node i uses grpc-port+i-1.")
+@click.option("--metrics-port", default=7501, show_default=True, type=click.IntRange(1, 65000),
+              help="First Prometheus /metrics port; node i uses metrics-port+i-1.")
 @click.option("--sync", type=click.Choice(["durable", "relaxed"]), default="durable", show_default=True)
-def up(data_root: Path, nodes: int, host: str, raft_port: int, admin_port: int, grpc_port: int, sync: str) -> None:
+def up(data_root: Path, nodes: int, host: str, raft_port: int, admin_port: int, grpc_port: int, metrics_port: int,
+       sync: str) -> None:
     """Start a local cluster on loopback; Ctrl-C stops every node.
 
     Data lives in --dir (one folder per node, reused on the next `up`); node logs
@@ -124,6 +133,7 @@ def up(data_root: Path, nodes: int, host: str, raft_port: int, admin_port: int, 
                            raft_ports=[raft_port + i for i in range(nodes)],
                            admin_ports=[admin_port + i for i in range(nodes)],
                            grpc_ports=[grpc_port + i for i in range(nodes)],
+                           metrics_ports=[metrics_port + i for i in range(nodes)],
                            node_args=("--sync", sync))
 
     def on_term(signum, frame):
@@ -138,8 +148,8 @@ def up(data_root: Path, nodes: int, host: str, raft_port: int, admin_port: int, 
         except (TimeoutError, RuntimeError) as exc:
             raise click.ClickException(f"{exc}\nsee the node logs in {data_root}")
         for n in cluster.nodes.values():
-            click.echo(f"{n.node_id}: grpc {n.grpc}  raft {n.raft}  admin http://{n.admin}  data {n.data_dir}  "
-                       f"log {n.log_file}  pid {n.pid}")
+            click.echo(f"{n.node_id}: grpc {n.grpc}  raft {n.raft}  admin http://{n.admin}  "
+                       f"metrics http://{n.metrics}/metrics  data {n.data_dir}  log {n.log_file}  pid {n.pid}")
         click.echo(f"leader: {leader}")
         click.echo("Ctrl-C stops the cluster.")
         while True:

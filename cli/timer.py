@@ -21,7 +21,7 @@ from typing import Optional
 
 import click
 
-from .common import fail, grpc_addresses
+from .common import ca_option, fail, node_option, sdk_call, sdk_client, timeout_option, tls_option
 
 # 9999-12-31T23:59:59.999Z, the kernel's MAX_TIME (kept here so the CLI does not import the kernel).
 MAX_TIME_MS = 253402300799999
@@ -146,24 +146,12 @@ def _parsed(fn, *args, **kw):
 
 
 def _client(opts: dict):
-    from minoots.api.client import Client
-    from minoots.api.types import MinootsError
-
-    tls = opts["ca"] if opts["ca"] else bool(opts["tls"])
-    try:
-        return Client(grpc_addresses(opts["nodes"]), timeout=opts["timeout"], tls=tls)
-    except MinootsError as exc:
-        fail(str(exc), code=2)
+    return sdk_client(opts)
 
 
 def _run(fn):
     """Call the SDK; turn its errors into one clean line."""
-    from minoots.api.types import MinootsError
-
-    try:
-        return fn()
-    except MinootsError as exc:
-        fail(f"{exc.code}: {exc.message}")
+    return sdk_call(fn)
 
 
 def _fmt_time(dt: Optional[datetime]) -> str:
@@ -230,16 +218,8 @@ def _event_line(ev) -> str:
 
 # ---------------------------------------------------------------- options
 
-node_option = click.option("--node", "nodes", multiple=True, metavar="HOST:PORT",
-                           help="A member's gRPC address (repeatable; default $MINOOTS_NODES or the local cluster).")
 json_option = click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 tenant_option = click.option("--tenant", default=None, help="Tenant (the server's default when omitted).")
-timeout_option = click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 3600),
-                              help="Seconds to keep trying (leader elections are ridden out).")
-tls_option = click.option("--tls", is_flag=True, envvar="MINOOTS_TLS",
-                          help="Connect over TLS, trusting the system's root certificates.")
-ca_option = click.option("--ca", type=click.Path(dir_okay=False), default=None, envvar="MINOOTS_CA",
-                         help="Connect over TLS, trusting the PEM certificates in this file.")
 
 
 def common_options(fn):
@@ -250,7 +230,7 @@ def common_options(fn):
     def wrapper(*args, nodes, timeout, tls, ca, **kw):
         return fn(*args, conn={"nodes": nodes, "timeout": timeout, "tls": tls, "ca": ca}, **kw)
 
-    for opt in (ca_option, tls_option, timeout_option, tenant_option, json_option, node_option):
+    for opt in (ca_option, tls_option, timeout_option(), tenant_option, json_option, node_option):
         wrapper = opt(wrapper)
     return wrapper
 

@@ -15,7 +15,7 @@ from .errors import (
     SnapshotError,
 )
 from .snapshot import SnapshotCapture
-from .state import State
+from .state import ScanCursor, State
 from .timer import (
     DEFAULT_TENANT,
     AckResult,
@@ -46,6 +46,7 @@ from .validate import (
 
 __all__ = [
     "State",
+    "ScanCursor",
     "SnapshotCapture",
     "Wheel",
     "MAX_KEY",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from array import array
 from itertools import compress
+from collections.abc import Iterable, Mapping
 from typing import Any, Iterator, Optional
 
 from . import snapshot as _snapshot
@@ -52,7 +53,7 @@ from .validate import (
     check_time,
 )
 
-__all__ = ["State", "SnapshotCapture"]
+__all__ = ["State", "SnapshotCapture", "ScanCursor"]
 
 _SCHEDULED = int(TimerState.SCHEDULED)
 _ARMED = int(TimerState.ARMED)
@@ -362,6 +363,81 @@ class State:
     def __iter__(self) -> Iterator[Timer]:
         return self._table.views()
 
+    # ---- positional scans ----------------------------------------------------
+    #
+    # A timer's position is its ordinal: 0, 1, 2, ... in creation order. Positions
+    # are append-only and the same on every replica (they come from the replicated
+    # command order), so a position saved on one node resumes a scan on any other.
+    # Every position below len(self) holds a timer; a scan resumed at len(self)
+    # finds exactly the timers created since.
+
+    def scan(
+        self,
+        start: int,
+        limit: int,
+        *,
+        tenant: Optional[str] = None,
+        states: Optional[Iterable[TimerState]] = None,
+        fire_at_from: Optional[int] = None,
+        fire_at_to: Optional[int] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        max_positions: Optional[int] = None,
+    ) -> tuple[list[Timer], Optional[int]]:
+        """Up to `limit` matching timers at positions >= `start`, in position order.
+
+        Returns (timers, next_position): where to resume, or None once every
+        position up to the end of the table has been examined. `max_positions`
+        bounds the work: at most that many positions are examined, so a sparse
+        filter may return fewer than `limit` timers (even none) and a
+        next_position. Filters as for `cursor`. Raises InvalidArgument for a bad
+        argument.
+        """
+        limit = _check_count("limit", limit)
+        stop = None
+        if max_positions is not None:
+            stop = _check_position("start", start) + _check_count("max_positions", max_positions)
+        cur = self.cursor(start, stop, tenant=tenant, states=states, fire_at_from=fire_at_from,
+                          fire_at_to=fire_at_to, labels=labels)
+        out: list[Timer] = []
+        if limit:
+            for timer in cur:
+                out.append(timer)
+                if len(out) >= limit:
+                    break
+        return out, (cur.position if cur.position < len(self._table) else None)
+
+    def cursor(
+        self,
+        start: int,
+        stop: Optional[int] = None,
+        *,
+        tenant: Optional[str] = None,
+        states: Optional[Iterable[TimerState]] = None,
+        fire_at_from: Optional[int] = None,
+        fire_at_to: Optional[int] = None,
+        labels: Optional[Mapping[str, str]] = None,
+    ) -> "ScanCursor":
+        """An iterator over the matching timers at start <= position < stop (stop
+        None: the table's length), in position order; its `position` says where
+        to resume (see ScanCursor).
+
+        Filters (all must hold): `tenant` (None: every tenant), `states` (any of
+        them; None or empty: any state), `fire_at_from` <= fire_at < `fire_at_to`
+        (ms), `labels` (every pair present). Records that do not match cost no
+        Timer object. Arguments are checked here, before iteration. A cursor is a
+        read: use it between commands, not across them.
+        """
+        start = _check_position("start", start)
+        if stop is not None:
+            stop = max(start, _check_position("stop", stop))
+        if tenant is not None:
+            tenant = check_tenant("tenant", tenant)
+        wanted = frozenset(_check_state(f"states[{i}]", s) for i, s in enumerate(states or ()))
+        lo = None if fire_at_from is None else check_time("fire_at_from", fire_at_from)
+        hi = None if fire_at_to is None else check_time("fire_at_to", fire_at_to)
+        pairs = check_labels("labels", labels)
+        return ScanCursor(self._table, start, stop, tenant, wanted, lo, hi, pairs)
+
     def __len__(self) -> int:
         return len(self._table)
 
@@ -490,6 +566,91 @@ class State:
             raise NotFound(tenant, timer_id)
         return o
 
+
+
+def _check_position(field: str, v: Any) -> int:
+    p = _int_arg(field, v)
+    if p < 0:
+        raise InvalidArgument(field, f"must be a position >= 0, got {p}")
+    return p
+
+
+def _check_count(field: str, v: Any) -> int:
+    n = _int_arg(field, v)
+    if n < 0:
+        raise InvalidArgument(field, f"must be >= 0, got {n}")
+    return n
+
+
+def _int_arg(field: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise InvalidArgument(field, f"must be an int, not {type(v).__name__}")
+    return int(v)
+
+
+_STATE_VALUES = frozenset(int(s) for s in TimerState)
+
+
+def _check_state(field: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or int(v) not in _STATE_VALUES:
+        raise InvalidArgument(field, f"must be a TimerState, got {v!r}")
+    return int(v)
+
+
+class ScanCursor(Iterator[Timer]):
+    """A positional scan in progress (State.cursor): iterate it for Timers.
+
+    `position` is where to resume: just past the last timer yielded, and once
+    the iterator is exhausted, past everything it examined (its stop, or the end
+    of the table). A cursor over a tenant the state has never seen is exhausted
+    from the start, with `position` at the end of the table: no record before
+    it can match. Pass `position` to a new cursor (on this or another replica)
+    to continue.
+    """
+
+    __slots__ = ("position", "_it")
+
+    def __init__(self, table: Table, start: int, stop: Optional[int], tenant: Optional[str], wanted: frozenset,
+                 lo: Optional[int], hi: Optional[int], pairs: tuple) -> None:
+        end = len(table) if stop is None else min(stop, len(table))
+        ti = None
+        if tenant is not None:
+            ti = table.tenant_index.get(tenant)
+            if ti is None:
+                end = start = max(start, len(table))
+        self.position = start
+        self._it = self._walk(table, start, end, ti, wanted, lo, hi, pairs)
+
+    def __next__(self) -> Timer:
+        return next(self._it)
+
+    def _walk(self, t: Table, start: int, end: int, ti: Optional[int], wanted: frozenset,
+              lo: Optional[int], hi: Optional[int], pairs: tuple) -> Iterator[Timer]:
+        tenant_col, state_col, fire_col, extra = t.tenant, t.state, t.fire_at, t.extra
+        bounded = lo is not None or hi is not None
+        for o in range(start, end):
+            if ti is not None and tenant_col[o] != ti:
+                continue
+            if wanted and state_col[o] not in wanted:
+                continue
+            if bounded:
+                fa = fire_col[o]
+                if (lo is not None and fa < lo) or (hi is not None and fa >= hi):
+                    continue
+            if pairs:
+                ex = extra[o]
+                if ex is None or not _has_labels(ex.labels, pairs):
+                    continue
+            self.position = o + 1
+            yield t.view(o)
+        self.position = max(self.position, end)
+
+
+def _has_labels(have: tuple, wanted: tuple) -> bool:
+    """Both are (key, value) pairs sorted by key; every wanted pair must be in `have`."""
+    if len(wanted) == 1:
+        return wanted[0] in have
+    return set(wanted) <= set(have)
 
 
 def _normalise_spec(p: str, spec: Any) -> tuple:

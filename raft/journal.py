@@ -271,6 +271,9 @@ class LmdbJournal(Journal):
             raise ValueError(f"sync_policy must be one of {_POLICIES}, got {sync_policy!r}")
         self._policy = sync_policy
         self._sync_interval = float(sync_interval)
+        #: called with the JournalFullError (in the writing thread) before it is raised,
+        #: so the node can refuse writes and hand leadership away
+        self.on_full: Optional[Callable[[JournalFullError], None]] = None
         self._closed = True
         if isinstance(path_or_env, lmdb.Environment):
             self._env = path_or_env
@@ -393,10 +396,13 @@ class LmdbJournal(Journal):
                         commit_written = max(commit, 0)
                         txn.put(_META_COMMIT, _u64(commit_written, "commit index"), db=self._meta_db)
             except lmdb.MapFullError as e:
-                raise JournalFullError(
+                err = JournalFullError(
                     f"LMDB map is full (map_size={self._env.info()['map_size']}); "
                     "the journal write was not performed"
-                ) from e
+                )
+                if self.on_full is not None:
+                    self.on_full(err)
+                raise err from e
             if commit_written is not None and commit_written == self._commit:
                 self._commit_dirty = False  # stays dirty if it was clamped to the log end
             if sync is None:

@@ -1,4 +1,9 @@
-"""Structured logs: one JSON object per line on stderr, one line per event."""
+"""Structured logs: one JSON object per line on stderr, one line per event.
+
+A line written while a span is current (a gRPC call being handled, with tracing
+on) carries that span's `trace_id` and `span_id` (hex, as trace back ends show
+them), so a log line leads to its trace and back.
+"""
 from __future__ import annotations
 
 import json
@@ -7,6 +12,23 @@ import sys
 import time
 
 _RESERVED = set(vars(logging.makeLogRecord({})))
+
+
+class TraceContextFilter(logging.Filter):
+    """Adds `trace_id`/`span_id` of the current OpenTelemetry span to a record, if any."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "trace_id", None) is None:
+            try:
+                from opentelemetry import trace
+
+                ctx = trace.get_current_span().get_span_context()
+                if ctx.is_valid:
+                    record.trace_id = f"{ctx.trace_id:032x}"
+                    record.span_id = f"{ctx.span_id:016x}"
+            except Exception:   # logging must never fail for tracing's sake
+                pass
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,6 +59,7 @@ def setup(node_id: str | None, level: str = "info", stream=None) -> None:
     """Route every logger (ours and PySyncObj's) to JSON lines on stderr."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(node_id))
+    handler.addFilter(TraceContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -43,6 +43,11 @@ class LocalNode:
     proc: subprocess.Popen | None = None
     extra_args: tuple = ()
     grpc: str | None = None          # gRPC API address (passed as --grpc when set)
+    metrics: str | None = None       # Prometheus /metrics address (passed as --metrics when set)
+
+    @property
+    def metrics_url(self) -> str | None:
+        return f"http://{self.metrics}/metrics" if self.metrics else None
 
     @property
     def pid(self) -> int | None:
@@ -63,21 +68,23 @@ class LocalCluster:
     raft_ports: list[int] | None = None
     admin_ports: list[int] | None = None
     grpc_ports: list[int] | None = None
+    metrics_ports: list[int] | None = None
     node_args: tuple = ()
     nodes: dict[str, LocalNode] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
-        ports = free_ports(3 * self.size, self.host)
+        ports = free_ports(4 * self.size, self.host)
         raft_ports = self.raft_ports or ports[: self.size]
         admin_ports = self.admin_ports or ports[self.size: 2 * self.size]
-        grpc_ports = self.grpc_ports or ports[2 * self.size:]
+        grpc_ports = self.grpc_ports or ports[2 * self.size: 3 * self.size]
+        metrics_ports = self.metrics_ports or ports[3 * self.size:]
         for i in range(self.size):
             nid = f"n{i + 1}"
             self.nodes[nid] = LocalNode(
                 nid, f"{self.host}:{raft_ports[i]}", f"{self.host}:{admin_ports[i]}",
                 self.root / nid, self.root / f"{nid}.log", extra_args=tuple(self.node_args),
-                grpc=f"{self.host}:{grpc_ports[i]}")
+                grpc=f"{self.host}:{grpc_ports[i]}", metrics=f"{self.host}:{metrics_ports[i]}")
 
     # ---- processes ----------------------------------------------------------
 
@@ -87,6 +94,8 @@ class LocalCluster:
                "--admin", node.admin, "--data-dir", str(node.data_dir), *node.extra_args]
         if node.grpc:
             cmd += ["--grpc", node.grpc]
+        if node.metrics:
+            cmd += ["--metrics", node.metrics]
         for other in members:
             if other.node_id != node.node_id:
                 cmd += ["--peer", f"{other.node_id}={other.raft}"]
@@ -186,7 +195,8 @@ class LocalCluster:
             raise RuntimeError(f"{node.node_id} exited with {node.proc.returncode}:\n" + "\n".join(tail))
 
     def describe(self) -> dict:
-        return {"nodes": [{"id": n.node_id, "raft": n.raft, "admin": n.admin, "grpc": n.grpc, "pid": n.pid,
+        return {"nodes": [{"id": n.node_id, "raft": n.raft, "admin": n.admin, "grpc": n.grpc,
+                           "metrics": n.metrics, "pid": n.pid,
                            "data_dir": str(n.data_dir), "log": str(n.log_file)} for n in self.nodes.values()]}
 
     def write_description(self, path: Path) -> None:

@@ -18,16 +18,19 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.node import TCPNode
+from opentelemetry import context as otel_context
+from opentelemetry.trace import StatusCode
 
 from minoots.kernel import KernelError, State, TimerSpec
 
-from . import snapshots
+from . import snapshots, tracing
 from .clock import Clock
 from .patches import RaftConformantTCPTransport
 
@@ -40,6 +43,16 @@ ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 FAIL_NAMES = {
     v: k.lower() for k, v in vars(FAIL_REASON).items() if not k.startswith("_") and isinstance(v, int)
 }
+
+
+class StorageFull(KernelError):
+    """This node's LMDB map is full: it refuses writes until restarted with a larger map.
+
+    A KernelError so that every layer above reports it like any typed refusal
+    (RESOURCE_EXHAUSTED); it comes from the raft layer, never from the kernel.
+    """
+
+    code = "RESOURCE_EXHAUSTED"
 
 
 class CommandFailed(Exception):
@@ -81,6 +94,7 @@ class TimerMachine(SyncObj):
     ) -> None:
         self._kernel = State()
         self._lock = threading.RLock()
+        self.storage_full: str | None = None    # set (with the reason) when the LMDB map is full
         self._clock = clock
         self._names = dict(names)              # node id -> raft address (replicated)
         self._grpc: dict[str, str] = {}        # node id -> gRPC address (replicated, members only)
@@ -98,6 +112,11 @@ class TimerMachine(SyncObj):
         # snapshot replaced the kernel (at start-up, or streamed from the leader):
         # events up to that seq were never emitted on this node in this process.
         self.snapshot_listeners: list[Callable[[int], None]] = []
+        # Telemetry (metrics, trace links): called in the tick thread after every apply
+        # with (command, result); and after each snapshot this node wrote, with
+        # (ok, bytes, seconds, last_index). They must not raise; errors are logged.
+        self.result_listeners: list[Callable[[tuple, object], None]] = []
+        self.snapshot_written_listeners: list[Callable[[bool, int, float, int], None]] = []
         conf.serializer = self._serialize
         conf.deserializer = self._deserialize
         conf.serializeChecker = self._check_serialize
@@ -117,19 +136,32 @@ class TimerMachine(SyncObj):
             try:
                 result = self._dispatch(command)
             except KernelError as exc:
+                self._tell_result(command, exc)
                 return exc
             except Exception as exc:  # a kernel bug: same on every replica, keep the log moving
                 log.critical("apply failed", extra={"command": command[0], "error": repr(exc)})
+                self._tell_result(command, exc)
                 return exc
         for listener in self.apply_listeners:
             listener(command[0])
+        self._tell_result(command, result)
         return result
+
+    def _tell_result(self, command: tuple, result) -> None:
+        for listener in self.result_listeners:
+            try:
+                listener(command, result)
+            except Exception:
+                log.exception("apply result listener failed")
 
     def _dispatch(self, command: tuple):
         kind = command[0]
         k = self._kernel
         if kind == "create":
-            _, now, groups = command
+            # ("create", now, groups[, traceparents]): the optional 4th element (one W3C
+            # traceparent or None per group, raft/tracing.py) is for telemetry only and
+            # never reaches the kernel.
+            now, groups = command[1], command[2]
             out = []
             for group in groups:
                 try:
@@ -179,7 +211,11 @@ class TimerMachine(SyncObj):
     # ---- proposing ----------------------------------------------------------
 
     def propose(self, command: tuple, callback: Callable[[object, int], None]) -> None:
-        """Replicate a command; callback(result, fail_reason) runs in the tick thread."""
+        """Replicate a command; callback(result, fail_reason) runs in the tick thread.
+
+        Raises StorageFull at once while this node's log cannot grow."""
+        if self.storage_full is not None:
+            raise StorageFull(self.storage_full)
         self._apply(command, callback=callback)
 
     def propose_sync(self, command: tuple, timeout: float = 10.0):
@@ -270,11 +306,17 @@ class TimerMachine(SyncObj):
         fh = open(self._snapshot_file.with_name(self._snapshot_file.name + SNAPSHOT_NEW_SUFFIX), "wb")
         with self._snap_lock:
             self._snap_state = SERIALIZER_STATE.SERIALIZING
-        threading.Thread(target=self._write_snapshot, args=(fh, meta, capture),
+        span = None
+        if tracing.enabled():
+            span = tracing.tracer().start_span("raft.snapshot", context=otel_context.Context(), attributes={
+                "minoots.last_index": meta.last_index, "minoots.timers": meta.timers})
+        threading.Thread(target=self._write_snapshot, args=(fh, meta, capture, time.monotonic(), span),
                          name="snapshot-writer", daemon=True).start()
 
-    def _write_snapshot(self, fh, meta: snapshots.SnapshotMeta, capture) -> None:
+    def _write_snapshot(self, fh, meta: snapshots.SnapshotMeta, capture, started: float | None = None,
+                        span=None) -> None:
         state = SERIALIZER_STATE.FAILED
+        nbytes = 0
         try:
             kernel = capture.to_bytes()
             del capture  # freeing a 1M-timer capture takes ~10 ms: here, not in the tick thread
@@ -286,12 +328,27 @@ class TimerMachine(SyncObj):
                 os.fsync(fh.fileno())
             self._last_snapshot = self._snapshot_store.put(data)
             state = SERIALIZER_STATE.SUCCESS
+            nbytes = len(data)
             log.info("snapshot written", extra={"last_index": meta.last_index, "bytes": len(data),
                                                 "timers": meta.timers})
         except Exception as exc:
             self._snap_error = repr(exc)
             log.error("snapshot failed", extra={"error": repr(exc)})
+            if span is not None:
+                span.record_exception(exc)
         finally:
+            ok = state == SERIALIZER_STATE.SUCCESS
+            seconds = time.monotonic() - started if started is not None else 0.0
+            if span is not None:
+                span.set_attribute("minoots.bytes", nbytes)
+                if not ok:
+                    span.set_status(StatusCode.ERROR, self._snap_error or "snapshot failed")
+                span.end()
+            for listener in self.snapshot_written_listeners:
+                try:
+                    listener(ok, nbytes, seconds, meta.last_index)
+                except Exception:
+                    log.exception("snapshot listener failed")
             with self._snap_lock:
                 self._snap_state = state
 

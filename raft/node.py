@@ -19,7 +19,7 @@ from pysyncobj import FAIL_REASON, SyncObjConf
 
 from minoots.kernel import KernelError, State
 
-from . import snapshots
+from . import snapshots, tracing
 from .admin import AdminError, AdminServer, digest, spec_from_json, split_address, timer_to_json
 from .clock import Clock
 from .journal import LmdbJournal, attach_journal
@@ -67,10 +67,20 @@ class NodeConfig:
     compaction_entries: int = 50_000
     compaction_seconds: float = 300.0
     clock_offset_ms: int = 0
+    # Listen for Raft here instead of on `raft`, which stays the address peers know this
+    # node by (the chaos drills' partition proxy sits on `raft` and forwards to this).
+    raft_bind: str | None = None
     timing: RaftTiming = field(default_factory=RaftTiming)
+    metrics: str | None = None      # HOST:PORT serving Prometheus /metrics (off when None)
 
     def validate(self) -> None:
+        if self.metrics:
+            split_address(self.metrics)
+            if self.metrics in (self.raft, self.raft_bind, self.admin):
+                raise ValueError(f"--metrics {self.metrics} is also this node's Raft or admin address")
         split_address(self.raft)
+        if self.raft_bind:
+            split_address(self.raft_bind)
         if self.admin:
             split_address(self.admin)
         for pid, addr in self.peers.items():
@@ -106,6 +116,15 @@ class Node:
         self.admin: AdminServer | None = None
         self.stopped = threading.Event()
         self.fired_total = 0
+        self.leader_changes = 0           # times the leader this node knows changed (to a known leader)
+        self._last_leader: str | None = None
+        # Creating trace of each live timer, for the fire span's links (raft/tracing.py).
+        self.fire_links = tracing.FireLinks()
+        self.metrics = None
+        if cfg.metrics:
+            from .telemetry import NodeMetrics
+
+            self.metrics = NodeMetrics(self)
         # Called with the TimerMachine before its tick thread starts (the API layer
         # attaches its event store here, so no replayed event is missed).
         self.machine_hooks: list = []
@@ -114,9 +133,11 @@ class Node:
 
     def start(self) -> None:
         cfg = self.cfg
-        check_port_free(cfg.raft, "Raft")
+        check_port_free(cfg.raft_bind or cfg.raft, "Raft")
         if cfg.admin:
             check_port_free(cfg.admin, "admin")
+        if cfg.metrics:
+            check_port_free(cfg.metrics, "metrics")
         self.env = open_data_dir(cfg.data_dir, cluster=cfg.cluster, node_id=cfg.node_id,
                                  init=cfg.init, map_size=cfg.map_size, sync_policy=cfg.sync)
         self._pidfile = Path(cfg.data_dir) / PID_FILE
@@ -128,7 +149,7 @@ class Node:
             self.env.close()
             self.env = None
             raise
-        log.info("node started", extra={"raft": cfg.raft, "admin": cfg.admin,
+        log.info("node started", extra={"raft": cfg.raft, "admin": cfg.admin, "metrics": cfg.metrics,
                                          "data_dir": str(cfg.data_dir), "sync": cfg.sync})
 
     def _start_raft(self) -> None:
@@ -153,20 +174,74 @@ class Node:
             logCompactionMinEntries=cfg.compaction_entries,
             logCompactionMinTime=cfg.compaction_seconds,
             useFork=False,
+            bindAddress=cfg.raft_bind,
         )
         attach_journal(conf, journal)
         names = {cfg.node_id: cfg.raft, **cfg.peers}
         self.machine = TimerMachine(
             cfg.raft, list(cfg.peers.values()), conf,
             snapshot_file=snap_file, snapshot_store=store, names=names,
-            cluster_name=cfg.cluster, clock=self.clock, hooks=self.machine_hooks,
+            cluster_name=cfg.cluster, clock=self.clock, hooks=[self._attach_telemetry, *self.machine_hooks],
         )
+        journal.on_full = self._on_journal_full
         self.machine.event_listeners.append(self._count_fires)
-        self.ticker = Ticker(self.machine, self.clock)
+        self.machine.addOnTickCallback(self._watch_leader)
+        self.ticker = Ticker(self.machine, self.clock, links=self.fire_links)
         self.ticker.start()
         if cfg.admin:
             self.admin = AdminServer(self, cfg.admin)
             self.admin.start()
+        if self.metrics is not None:
+            self.metrics.serve(cfg.metrics)
+
+    def _on_journal_full(self, exc) -> None:
+        """The LMDB map is full (called in the thread whose write failed, usually the tick thread).
+
+        From now on this node refuses writes with RESOURCE_EXHAUSTED, proposes no ticks,
+        and, while it leads, hands leadership to a caught-up follower so the cluster keeps
+        committing. It recovers when restarted with a larger --map-size; nothing acknowledged
+        is lost, since a failed append was never acknowledged.
+        """
+        if self.machine is None or self.machine.storage_full is not None:
+            return
+        self.machine.storage_full = (
+            f"node {self.cfg.node_id}: {exc}; writes are refused here "
+            "until the node is restarted with a larger --map-size")
+        log.error("LMDB map full: refusing writes, stepping down if leading", extra={"error": str(exc)})
+        threading.Thread(target=self._hand_over_while_full, name="storage-full", daemon=True).start()
+
+    def _hand_over_while_full(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not self.stopped.is_set():
+            if self.machine.is_leader():
+                try:
+                    self._in_tick_thread(lambda: self.machine.transferLeadership())
+                except Exception as exc:
+                    log.warning("leadership hand-over failed; retrying", extra={"error": repr(exc)})
+            time.sleep(0.5)
+
+    def _attach_telemetry(self, machine: TimerMachine) -> None:
+        """Machine hook (before the tick thread starts): metrics and trace links see every apply."""
+        machine.result_listeners.append(self.fire_links.on_result)
+        if self.metrics is not None:
+            self.metrics.attach(machine)
+
+    def _watch_leader(self) -> None:
+        """PySyncObj tick callback: one log line (and a counted change) whenever the leader
+        this node knows changes. PySyncObj has no hook for a follower learning a new leader."""
+        leader = self.machine._getLeader()
+        addr = leader.id if leader is not None else None
+        if addr == self._last_leader:
+            return
+        self._last_leader = addr
+        if addr is None:
+            log.info("leader unknown", extra={"term": self.machine.raftCurrentTerm})
+            return
+        self.leader_changes += 1
+        nid = {a: n for n, a in self.machine.names.items()}.get(addr, addr)
+        log.info("leader changed", extra={"leader": nid, "leader_address": addr,
+                                          "term": self.machine.raftCurrentTerm,
+                                          "self": addr == self.cfg.raft})
 
     @staticmethod
     def _check_snapshot_file(snap_file: Path, store: snapshots.SnapshotStore) -> snapshots.SnapshotMeta | None:
@@ -217,6 +292,8 @@ class Node:
                     extra={"snapshot_index": last[1], "log_from": first, "log_to": journal.last_index})
 
     def stop(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
         if self.ticker:
             self.ticker.stop()
         if self.admin:
@@ -319,12 +396,9 @@ class Node:
         if method == "POST" and parts == ["snapshots"]:
             return 200, self._take_snapshot()
         if method == "GET" and parts == ["snapshots"]:
-            return 200, {"snapshots": [s.__dict__ for s in m._snapshot_store.list()]}
+            return 200, {"snapshots": self.snapshot_list()}
         if method == "GET" and parts == ["snapshots", "latest"]:
-            data = m._snapshot_store.latest()
-            if data is None:
-                raise AdminError("NOT_FOUND", "this node has no snapshot yet")
-            return 200, data
+            return 200, self.snapshot_bytes()
         raise AdminError("NOT_FOUND", f"no admin route {method} /{'/'.join(parts)}")
 
     def _membership_change(self, fn, arg) -> None:
@@ -394,6 +468,7 @@ class Node:
             raise AdminError("ALREADY_EXISTS", f"address {addr} already belongs to a member")
         self._membership_change(self.machine.addNodeToCluster, addr)
         self._propose_name(nid, addr)
+        log.info("member added", extra={"id": nid, "address": addr})
         return {"added": {"id": nid, "address": addr}}
 
     def _remove_member(self, nid: str) -> dict:
@@ -404,11 +479,12 @@ class Node:
         if addr == self.machine.leader_address():
             if not self.machine.is_leader():
                 raise AdminError("FAILED_PRECONDITION",
-                                 f"{nid} leads: send the removal to its own admin address so it can step down")
+                                 f"{nid} leads: send the removal to {nid} itself, which steps down first")
             self._step_down()
             return self._remove_self(nid, addr)
         self._membership_change(self.machine.removeNodeFromCluster, addr)
         self._propose_name(nid, None)
+        log.info("member removed", extra={"id": nid, "address": addr})
         return {"removed": {"id": nid, "address": addr}}
 
     def _remove_self(self, nid: str, addr: str) -> dict:
@@ -434,6 +510,7 @@ class Node:
             except (CommandFailed, TimeoutError):
                 pass
             raise AdminError("UNAVAILABLE", f"the new leader {leader} did not remove {nid}: {res}; retry")
+        log.info("member removed", extra={"id": nid, "address": addr, "was_leader": True})
         return {"removed": {"id": nid, "address": addr}}
 
     def _step_down(self) -> None:
@@ -484,6 +561,26 @@ class Node:
             time.sleep(0.02)
         raise AdminError("UNAVAILABLE", "no other node took leadership in time; retry")
 
+    def snapshot_list(self) -> list[dict]:
+        """The snapshots this node keeps (oldest first), as SnapshotInfo dicts."""
+        return [s.__dict__ for s in self.machine._snapshot_store.list()]
+
+    def snapshot_bytes(self, last_index: int | None = None) -> bytes:
+        """The container bytes of the latest snapshot (or the one at `last_index`);
+        AdminError NOT_FOUND when this node keeps no such snapshot."""
+        store = self.machine._snapshot_store
+        if last_index is None:
+            data = store.latest()
+            if data is None:
+                raise AdminError("NOT_FOUND", f"{self.cfg.node_id} has no snapshot yet; take one first")
+        else:
+            data = store.get(last_index)
+            if data is None:
+                kept = ", ".join(str(s.last_index) for s in store.list()) or "none"
+                raise AdminError("NOT_FOUND", f"{self.cfg.node_id} keeps no snapshot at index {last_index} "
+                                              f"(it keeps: {kept})")
+        return data
+
     def _take_snapshot(self) -> dict:
         m = self.machine
         before = m.last_snapshot
@@ -504,6 +601,7 @@ class Node:
 
 def run(cfg: NodeConfig) -> int:
     """Run a node until SIGTERM/SIGINT; returns the process exit code."""
+    tracing.setup_from_env(cfg.node_id)
     node = Node(cfg)
     node.start()
     stop = threading.Event()
@@ -519,4 +617,5 @@ def run(cfg: NodeConfig) -> int:
             pass
     finally:
         node.stop()
+        tracing.shutdown()
     return 0

@@ -137,12 +137,17 @@ class SnapshotStore:
 
     @staticmethod
     def _info(data) -> SnapshotInfo:
-        meta = read_meta(data)
-        return SnapshotInfo(
-            last_index=meta.last_index,
-            last_term=meta.last_term,
-            created_at_ms=meta.created_at_ms,
-            size=len(data),
-            timers=meta.timers,
-            sha256=bytes(data[-_DIGEST:]).hex(),
-        )
+        return describe(data)
+
+
+def describe(data) -> SnapshotInfo:
+    """What `SnapshotStore.list` says about a container (metadata only; no full hash)."""
+    meta = read_meta(data)
+    return SnapshotInfo(
+        last_index=meta.last_index,
+        last_term=meta.last_term,
+        created_at_ms=meta.created_at_ms,
+        size=len(data),
+        timers=meta.timers,
+        sha256=bytes(data[-_DIGEST:]).hex(),
+    )

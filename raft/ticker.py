@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
+from opentelemetry import context as otel_context
 from pysyncobj import FAIL_REASON
 
+from . import tracing
 from .clock import Clock
 
 log = logging.getLogger("minoots.raft.ticker")
@@ -28,8 +31,9 @@ IN_FLIGHT_LIMIT = 2.0  # seconds: give up waiting for a lost tick's callback
 class Ticker:
     """Proposes ticks while this node leads; runs in its own daemon thread."""
 
-    def __init__(self, machine, clock: Clock) -> None:
+    def __init__(self, machine, clock: Clock, links: "tracing.FireLinks | None" = None) -> None:
         self._machine = machine
+        self._links = links          # creating traces of live timers: the fire span links to them
         self._clock = clock
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -73,8 +77,6 @@ class Ticker:
                 self._wake.wait(timeout)
 
     def _step(self) -> float:
-        import time
-
         if not self._machine.is_leader():
             return IDLE_WAIT
         if self._in_flight:
@@ -82,6 +84,8 @@ class Ticker:
                 return IN_FLIGHT_LIMIT
             log.warning("tick callback lost; proposing again")
             self._in_flight = 0
+        if self._machine.storage_full is not None:
+            return IDLE_WAIT            # the log cannot grow here; the node hands leadership away
         deadline = self._machine.next_deadline()
         now = self._clock.now_ms()
         if deadline is not None and deadline <= now:
@@ -89,15 +93,37 @@ class Ticker:
             gen = self._in_flight = self._generation
             self._sent_at = time.monotonic()
             self.proposed += 1
-            self._machine.propose(("tick", now), lambda res, err, gen=gen: self._done(gen, err))
+            started_ns = time.time_ns()
+            self._machine.propose(("tick", now),
+                                  lambda res, err, gen=gen, t0=started_ns: self._done(gen, err, res, t0))
             return IN_FLIGHT_LIMIT
         if deadline is None:
             return IDLE_WAIT
         return min(max(self._clock.seconds_until(deadline), 0.0), IDLE_WAIT)
 
-    def _done(self, gen: int, err: int) -> None:
+    def _done(self, gen: int, err: int, res=None, started_ns: int = 0) -> None:
         if gen == self._in_flight:
             self._in_flight = 0
         if err == FAIL_REASON.SUCCESS:
             self.committed += 1
+            if started_ns and tracing.enabled():
+                self._trace(res, started_ns)
         self._wake.set()
+
+    def _trace(self, res, started_ns: int) -> None:
+        """A span for a committed tick that fired timers, proposal to apply, linked to
+        the requests that created them (runs in the tick thread, right after the apply)."""
+        try:
+            events = getattr(res, "events", None)
+            if not events:
+                return
+            fired = len(res.fired)
+            if not fired:
+                return
+            links = self._links.links_for(events) if self._links is not None else []
+            span = tracing.tracer().start_span(
+                "raft.tick", context=otel_context.Context(), start_time=started_ns, links=links,
+                attributes={"minoots.fired": fired, "minoots.tick_ms": int(res.now_ms)})
+            span.end()
+        except Exception:
+            log.exception("tick span failed")

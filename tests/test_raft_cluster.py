@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -266,7 +267,7 @@ def test_snapshot_compaction_and_wiped_node_catches_up_by_snapshot(tmp_path):
         sampler.join()
         assert not errors, errors
 
-        took = minoots("snapshot", "take", "--node", lnode.admin, "--json")
+        took = minoots("snapshot", "take", "--node", lnode.grpc, "--json")
         assert took.returncode == 0, took.stderr
         snap = json.loads(took.stdout)["snapshot"]
         assert snap["timers"] == 1200
@@ -411,41 +412,91 @@ def test_node_run_refuses_bad_data_dirs_ports_and_peers(tmp_path):
 
 # ---------------------------------------------------------------- CLI
 
+def cli_status(node: LocalNode, *more: str) -> dict:
+    out = minoots("cluster", "status", "--node", node.grpc, "--json", *more)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def wait_grpc_announced(cluster: LocalCluster, via: LocalNode, nids=None) -> dict:
+    """`cluster status --json` once a leader is known and every member's gRPC address is there
+    (members announce it through Raft shortly after they start)."""
+    want = {n: cluster.nodes[n].grpc for n in (nids or cluster.nodes)}
+    return wait_for(lambda: (st := cli_status(via))["leader"]
+                    and {m["id"]: m["grpc_address"] for m in st["members"]} == want and st,
+                    "every member's gRPC address in the status")
+
+
+def assert_cli_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode != 0, proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for n in needles:
+        assert n in proc.stderr, proc.stderr
+
+
 def test_cli_status_snapshot_export_and_restore(tmp_path):
     with running(tmp_path) as c:
         leader = c.leader()
         lnode = c.nodes[leader]
         create(lnode, [{"id": f"kept{i}", "in_ms": FAR} for i in range(30)])
         converge(c)
+        # Any member's gRPC address will do: ask a follower.
+        fnode = c.nodes[followers(c, leader)[0]]
 
-        out = minoots("cluster", "status", "--node", lnode.admin, "--json")
-        assert out.returncode == 0, out.stderr
-        st = json.loads(out.stdout)
-        assert {"leader", "term", "commit_index", "applied_index", "members"} <= set(st)
-        assert st["leader"] == leader
+        st = wait_grpc_announced(c, fnode)
+        assert {"leader", "term", "commit_index", "applied_index", "members", "timers"} <= set(st)
+        assert st["leader"] == leader and st["leader_grpc_address"] == lnode.grpc
+        assert st["timers"]["armed"] == 30
         assert len(st["members"]) == 3
         for m in st["members"]:
-            assert {"id", "address", "role"} <= set(m)
+            assert {"id", "address", "grpc_address", "role"} <= set(m)
+            assert m["address"] == c.nodes[m["id"]].raft and m["grpc_address"] == c.nodes[m["id"]].grpc
+            if m["id"] != leader and st["node"] == leader:
+                assert {"lag", "match_index"} <= set(m)
         assert {m["id"]: m["role"] for m in st["members"]}[leader] == "leader"
-        human = minoots("cluster", "status", "--node", lnode.admin)
+        human = minoots("cluster", "status", "--node", fnode.grpc)
         assert human.returncode == 0 and f"leader {leader}" in human.stdout
+        assert fnode.grpc in human.stdout and "armed 30" in human.stdout
+        # Several seeds (a dead one among them, comma-separated or repeated) and $MINOOTS_NODES work too.
+        dead = f"127.0.0.1:{free_ports(1)[0]}"
+        out = minoots("cluster", "status", "--node", f"{dead},{fnode.grpc}", "--json")
+        assert out.returncode == 0 and json.loads(out.stdout)["leader"] == leader, out.stderr
+        env_run = subprocess.run([sys.executable, "-m", "minoots", "cluster", "status", "--json"],
+                                 capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                                 env={**os.environ, "MINOOTS_NODES": f"{dead}, {fnode.grpc}"})
+        assert env_run.returncode == 0 and json.loads(env_run.stdout)["leader"] == leader, env_run.stderr
 
-        took = minoots("snapshot", "take", "--node", lnode.admin)
+        took = minoots("snapshot", "take", "--node", fnode.grpc)
         assert took.returncode == 0 and "snapshot at index" in took.stdout, took.stderr
+        assert f"on {leader}" in took.stdout        # the SDK sends it to the leader
         # Again, with (barring an election's no-op) nothing applied since: PySyncObj
         # writes no new snapshot, and the node answers with the last one at once.
-        again = minoots("snapshot", "take", "--node", lnode.admin)
+        again = minoots("snapshot", "take", "--node", fnode.grpc)
         assert again.returncode == 0 and "snapshot at index" in again.stdout, again.stderr
-        listed = minoots("snapshot", "list", "--node", lnode.admin, "--json")
+        listed = minoots("snapshot", "list", "--node", fnode.grpc, "--json")
         assert listed.returncode == 0, listed.stderr
         snaps = json.loads(listed.stdout)["snapshots"]
-        assert snaps and snaps[-1]["timers"] == 30
+        assert snaps and snaps[-1]["timers"] == 30 and snaps[-1]["node"] == leader
         file = tmp_path / "backup.snap"
-        exported = minoots("snapshot", "export", str(file), "--node", lnode.admin)
+        exported = minoots("snapshot", "export", str(file), "--node", fnode.grpc)
         assert exported.returncode == 0, exported.stderr
+        assert f"wrote {file.stat().st_size} bytes to {file}" in exported.stdout
+        assert not file.with_name(file.name + ".part").exists()
         meta, kernel = snapshots.decode(file.read_bytes())
         assert meta.timers == 30 and snaps[-1]["sha256"] == file.read_bytes()[-32:].hex()
         snap_digest = hashlib.sha256(kernel).hexdigest()
+        # One snapshot by its index; an index the node does not keep is NOT_FOUND, in one line.
+        pick = tmp_path / "picked.snap"
+        picked = minoots("snapshot", "export", str(pick), "--last-index", str(snaps[0]["last_index"]),
+                         "--node", fnode.grpc, "--json")
+        assert picked.returncode == 0, picked.stderr
+        assert json.loads(picked.stdout)["snapshot"]["last_index"] == snaps[0]["last_index"]
+        assert snapshots.decode(pick.read_bytes())[0].last_index == snaps[0]["last_index"]
+        missing = minoots("snapshot", "export", str(tmp_path / "none.snap"), "--last-index", "999999",
+                          "--node", fnode.grpc)
+        assert_cli_error(missing, "NOT_FOUND", "999999")
+        assert not (tmp_path / "none.snap").exists() and not (tmp_path / "none.snap.part").exists()
 
         # A running node is refused.
         refused = minoots("snapshot", "restore", str(file), "--data-dir", str(lnode.data_dir))
@@ -470,9 +521,81 @@ def test_cli_status_snapshot_export_and_restore(tmp_path):
             with pytest.raises(AdminError) as err:
                 get_timer(node, "after-backup")
             assert err.value.code == "NOT_FOUND"
-        # And the restored cluster takes writes.
+        # And the restored cluster takes writes, and answers the CLI over gRPC again.
         create(c.nodes[leader], [{"id": "after-restore", "in_ms": FAR}])
         converge(c)
+        st = wait_grpc_announced(c, c.nodes[followers(c, leader)[0]])
+        assert st["leader"] == leader and st["timers"]["armed"] == 31
+
+
+def test_cli_membership_and_leadership_over_grpc(tmp_path):
+    """`cluster add/remove/transfer-leadership` through any member's gRPC address: the SDK
+    takes each change to the leader, also when the leader itself is removed."""
+    with running(tmp_path) as c:
+        leader = c.leader()
+        create(c.nodes[leader], [{"id": f"g{i}", "in_ms": FAR} for i in range(5)])
+        seed = c.nodes[followers(c, leader)[0]]
+        wait_grpc_announced(c, seed)
+
+        # Errors are one line, exit 1.
+        assert_cli_error(minoots("cluster", "remove", "nosuch", "--node", seed.grpc), "NOT_FOUND", "nosuch")
+        assert_cli_error(minoots("cluster", "transfer-leadership", "--to", "nosuch", "--node", seed.grpc),
+                         "NOT_FOUND", "nosuch")
+        bad = minoots("cluster", "add", "n4", "--node", seed.grpc)
+        assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "ID=HOST:PORT" in bad.stderr
+
+        # Add a fourth node (started first, with every member as a peer).
+        rp, ap, gp = free_ports(3)
+        n4 = LocalNode("n4", f"127.0.0.1:{rp}", f"127.0.0.1:{ap}", c.root / "n4", c.root / "n4.log",
+                       grpc=f"127.0.0.1:{gp}")
+        c.nodes["n4"] = n4
+        c.start_node("n4", members=list(c.nodes.values()))
+        wait_for(lambda: c.status("n4"), "n4's admin channel")
+        added = minoots("cluster", "add", f"n4={n4.raft}", "--grpc", n4.grpc, "--node", seed.grpc, "--json")
+        assert added.returncode == 0, added.stderr
+        assert json.loads(added.stdout) == {"added": {"id": "n4", "address": n4.raft, "grpc_address": n4.grpc}}
+        again = minoots("cluster", "add", f"n4={n4.raft}", "--node", seed.grpc)
+        assert_cli_error(again, "ALREADY_EXISTS")
+        st = wait_grpc_announced(c, seed)
+        assert {m["id"] for m in st["members"]} == {"n1", "n2", "n3", "n4"}
+        converge(c, ["n1", "n2", "n3", "n4"])
+
+        # Hand leadership to n4 by name, then to whoever is most caught up.
+        moved = minoots("cluster", "transfer-leadership", "--to", "n4", "--node", seed.grpc, "--json")
+        assert moved.returncode == 0, moved.stderr
+        assert json.loads(moved.stdout) == {"leader": "n4"}
+        assert c.leader(timeout=WAIT) == "n4"
+        same = minoots("cluster", "transfer-leadership", "--to", "n4", "--node", seed.grpc)
+        assert same.returncode == 0 and "leader: n4" in same.stdout, same.stderr
+        away = minoots("cluster", "transfer-leadership", "--node", n4.grpc)
+        assert away.returncode == 0, away.stderr
+        new = away.stdout.split("leader:")[1].strip()
+        assert new in {"n1", "n2", "n3"} and c.leader(timeout=WAIT, exclude={"n4"}) == new
+
+        # Remove a follower, through the leader's address.
+        gone = next(n for n in ("n1", "n2", "n3") if n != new and c.nodes[n] is not seed)
+        removed = minoots("cluster", "remove", gone, "--node", c.nodes[new].grpc)
+        assert removed.returncode == 0 and f"removed {gone}" in removed.stdout, removed.stderr
+        wait_for(lambda: gone not in {m["id"] for m in cli_status(seed)["members"]}, f"{gone} to leave")
+        assert c.terminate(gone) == 0
+
+        # Remove the leader, through a follower's address: it steps down first.
+        leader = c.leader(timeout=WAIT)
+        via = next(node for n, node in c.nodes.items() if n not in (leader, gone))
+        removed = minoots("cluster", "remove", leader, "--node", via.grpc, "--json")
+        assert removed.returncode == 0, removed.stderr
+        assert json.loads(removed.stdout)["removed"]["id"] == leader
+        rest = sorted(set(c.nodes) - {gone, leader})
+        new = c.leader(timeout=WAIT, exclude={leader, gone})
+        assert new in rest
+        wait_for(lambda: {m["id"] for m in cli_status(via)["members"]} == set(rest), "the two remaining members")
+        assert c.terminate(leader) == 0
+
+        # The two remaining members still commit and agree.
+        create(c.nodes[new], [{"id": "after-cli-removals", "in_ms": FAR}])
+        converge(c, rest)
+        st = cli_status(via)
+        assert st["leader"] == new and st["timers"]["armed"] == 6
 
 
 # ---------------------------------------------------------------- burst
