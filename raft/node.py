@@ -292,6 +292,14 @@ class Node:
                     extra={"snapshot_index": last[1], "log_from": first, "log_to": journal.last_index})
 
     def stop(self) -> None:
+        if self.machine is not None and self.machine.is_leader() and self.machine.otherNodes:
+            # A graceful stop hands leadership over first: the cluster goes on ticking
+            # without waiting out an election timeout (rolling restarts, deploys).
+            try:
+                new = self.transfer_leadership(timeout=2.0)
+                log.info("leadership handed over before stopping", extra={"to": new})
+            except Exception as exc:
+                log.warning("could not hand leadership over before stopping", extra={"error": str(exc)})
         if self.metrics is not None:
             self.metrics.close()
         if self.ticker:
