@@ -1,0 +1,682 @@
+"""End-to-end load harness: N outstanding timers on a real local cluster, then let them all fire.
+
+Run it as ``minoots bench load`` or, from the repository root, ``python -m bench.load``.
+
+Phases (each bounded in time; every process started is stopped by PID):
+
+1. start a ``--nodes`` cluster (LocalCluster in a temp dir) and one watcher
+   (SDK ``Client.watch(from_sequence=1, kinds=FIRED)``, resuming across
+   failovers), record each node's VmRSS;
+2. single creates: ``--single-seconds`` of ``Client.create`` from 16 threads;
+3. batched load: ``--timers`` timers through ``Client.create_many`` in batches
+   of ``--batch`` from ``--clients`` threads (one Client each). Deadlines are
+   uniform over ``--window`` starting ``--lead`` seconds after the load began
+   (default: an estimate of the load time plus a margin), so nothing should be
+   due while loading; timers that were due before their create was acknowledged
+   are counted and reported, not hidden;
+4. at full load: VmRSS of each node, a snapshot (``Client.take_snapshot``) with
+   its size and time, then the restart recovery of one follower (SIGKILL,
+   restart, time until its applied index reaches the leader's commit index);
+5. fire: wait (bounded) until every timer's FIRED event has been seen;
+   ``--failover`` SIGKILLs the leader in the middle of the window.
+
+Lateness per fired timer: ``at - fire_at`` (the tick's time stamped by the
+cluster) and ``received - fire_at`` (this process's clock when the watcher got
+the event; same machine, same clock). Correctness: every created timer fires
+exactly once; a lost or duplicated timer makes the run fail (exit status 1).
+
+The cluster, the clients and the watcher share one machine: the numbers are for
+comparing changes (and systems) on that machine, not absolute capacity.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import queue
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Optional
+
+from minoots.api.client import Client
+from minoots.api.types import EventKind, TimerSpec, datetime_to_ms
+from minoots.chaos.ledger import percentile
+from minoots.raft.local import LocalCluster
+
+SINGLE_THREADS = 16
+PCTS = (50, 95, 99, 99.9)
+
+
+class BenchError(Exception):
+    """A bad argument or an environment problem: a clean error, not a traceback."""
+
+
+def parse_duration(text) -> float:
+    """'600s', '10m', '1h', '250ms' or a bare number of seconds -> seconds."""
+    s = str(text).strip().lower()
+    for suffix, mult in (("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if s.endswith(suffix):
+            s, m = s[: -len(suffix)], mult
+            break
+    else:
+        m = 1.0
+    try:
+        v = float(s) * m
+    except ValueError:
+        raise BenchError(f"bad duration {text!r} (use e.g. 600s, 10m, 1h)") from None
+    if not math.isfinite(v) or v <= 0:
+        raise BenchError(f"duration must be > 0, got {text!r}")
+    return v
+
+
+def validate(timers: int, nodes: int, window: float, clients: int, batch: int, payload: int,
+             peers: tuple = (), burst: int = 0) -> None:
+    if timers < 1:
+        raise BenchError("--timers must be >= 1")
+    if not 1 <= nodes <= 9:
+        raise BenchError("--nodes must be within 1..9")
+    if window < 1:
+        raise BenchError("--window must be at least 1s")
+    if clients < 1:
+        raise BenchError("--clients must be >= 1")
+    if not 1 <= batch <= 10_000:
+        raise BenchError("--batch must be within 1..10000 (one replicated command)")
+    if not 0 <= payload <= 65536:
+        raise BenchError("--payload must be within 0..65536")
+    if burst < 0:
+        raise BenchError("--burst must be >= 0")
+    for p in peers:
+        if p not in ("redis", "etcd"):
+            raise BenchError(f"unknown peer {p!r} (known: redis, etcd)")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def vmrss(pid: Optional[int]) -> Optional[int]:
+    """VmRSS of a process in bytes (None if it is gone)."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def dist(values: list) -> dict:
+    out = {"n": len(values)}
+    for p in PCTS:
+        out[f"p{p:g}"] = percentile(values, p)
+    out["max"] = max(values) if values else None
+    return out
+
+
+class RssSampler(threading.Thread):
+    """VmRSS of every node every `interval` s (follows restarts: reads each node's current pid)."""
+
+    def __init__(self, cluster: LocalCluster, t0: float, interval: float = 0.5) -> None:
+        super().__init__(daemon=True, name="rss")
+        self.cluster, self.t0, self.interval = cluster, t0, interval
+        self.samples: list[dict] = []
+        self._stop = threading.Event()
+
+    def sample(self) -> dict:
+        return {nid: vmrss(n.pid if n.alive() else None) for nid, n in self.cluster.nodes.items()}
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append({"t": time.monotonic() - self.t0, **self.sample()})
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class Watcher(threading.Thread):
+    """Consumes FIRED events; records (timer_id, at_ms, fire_at_ms, received_ms)."""
+
+    def __init__(self, addrs: list[str], reconnect_timeout: float = 60.0) -> None:
+        super().__init__(daemon=True, name="watcher")
+        self.client = Client(addrs, timeout=30)
+        self.watch = self.client.watch(1, kinds=[EventKind.FIRED], reconnect_timeout=reconnect_timeout)
+        self.fired: list[tuple] = []
+        self.error: Optional[BaseException] = None
+
+    def run(self) -> None:
+        try:
+            for ev in self.watch:
+                self.fired.append((ev.timer_id, datetime_to_ms(ev.at), datetime_to_ms(ev.fire_at), now_ms()))
+        except BaseException as exc:  # reported, not swallowed
+            self.error = exc
+
+    def stop(self) -> None:
+        self.watch.close()
+        self.join(5)
+        self.client.close()
+
+
+# ---------------------------------------------------------------- phases
+
+def _single_phase(addrs: list[str], seconds: float, deadline_of: Callable[[int], int], next_id: list,
+                  expected: dict, lock: threading.Lock) -> dict:
+    """Single CreateTimer calls from SINGLE_THREADS threads for `seconds`."""
+    stop_at = time.monotonic() + seconds
+    lat: list[float] = []
+    errors: list[str] = []
+
+    def worker() -> None:
+        with Client(addrs, timeout=30) as c:
+            while time.monotonic() < stop_at:
+                with lock:
+                    k = next_id[0]
+                    next_id[0] += 1
+                tid, fa = f"s{k}", deadline_of(k)
+                t0 = time.perf_counter()
+                try:
+                    c.create(fa, id=tid)
+                except Exception as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                    # may or may not exist: it still must not fire twice; count it only if it fires
+                    with lock:
+                        expected[tid] = (fa, None)
+                    continue
+                lat.append(time.perf_counter() - t0)
+                with lock:
+                    expected[tid] = (fa, now_ms())
+
+    start = time.monotonic()
+    ts = [threading.Thread(target=worker, daemon=True) for _ in range(SINGLE_THREADS)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(seconds + 60)
+    took = time.monotonic() - start
+    return {"threads": SINGLE_THREADS, "seconds": round(took, 2), "timers": len(lat),
+            "timers_per_s": len(lat) / took if took else 0.0, "errors": len(errors), "error_sample": errors[:3],
+            "latency_ms": {k: (v * 1e3 if isinstance(v, float) and k != "n" else v) for k, v in dist(lat).items()}}
+
+
+def _batched_phase(addrs: list[str], specs_for: Callable[[int], list], n_batches: int, clients: int,
+                   total: int, budget_s: float, t0: float, progress: bool) -> dict:
+    """create_many of every batch from `clients` threads; bounded by budget_s."""
+    q: "queue.Queue[int]" = queue.Queue()
+    for i in range(n_batches):
+        q.put(i)
+    done = [0]
+    series: list[tuple[float, int]] = []       # (t since start, cumulative timers committed)
+    lat: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + budget_s
+    acked: dict[int, int] = {}                  # batch -> ack time (ms)
+
+    def worker() -> None:
+        with Client(addrs, timeout=60) as c:
+            while time.monotonic() < stop_at:
+                try:
+                    i = q.get_nowait()
+                except queue.Empty:
+                    return
+                specs = specs_for(i)
+                b0 = time.perf_counter()
+                try:
+                    c.create_many(specs, timeout=max(1.0, min(60.0, stop_at - time.monotonic())))
+                except Exception as exc:
+                    errors.append(f"batch {i}: {type(exc).__name__}: {exc}")
+                    acked[i] = -1
+                    continue
+                lat.append(time.perf_counter() - b0)
+                with lock:
+                    done[0] += len(specs)
+                    acked[i] = now_ms()
+                    series.append((time.monotonic() - t0, done[0]))
+
+    start = time.monotonic()
+    ts = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
+    for t in ts:
+        t.start()
+    bar = _bar(total, "load") if progress else None
+    shown = 0
+    while any(t.is_alive() for t in ts):
+        time.sleep(0.2)
+        if bar is not None:
+            bar.update(done[0] - shown)
+            shown = done[0]
+    if bar is not None:
+        bar.update(done[0] - shown)
+        bar.render_finish()
+    took = time.monotonic() - start
+    return {"clients": clients, "seconds": round(took, 2), "timers": done[0],
+            "timers_per_s": done[0] / took if took else 0.0, "batches_failed": len(errors),
+            "error_sample": errors[:3], "timed_out": done[0] < total and not errors,
+            "batch_latency_ms": {k: (v * 1e3 if isinstance(v, float) else v) for k, v in dist(lat).items()},
+            "series": series, "acked": acked, "start_t": start - t0}
+
+
+def _bar(length: int, label: str):
+    import click
+    bar = click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True)
+    bar.__enter__()
+    return bar
+
+
+def _wait_recovered(cluster: LocalCluster, nid: str, leader: str, timeout: float) -> Optional[float]:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        s, ls = cluster.status(nid, timeout=1.0), cluster.status(leader, timeout=1.0)
+        if s and ls and s.get("applied_index", -1) >= ls.get("commit_index", 1 << 62):
+            return time.monotonic() - start
+        time.sleep(0.02)
+    return None
+
+
+def _restart_follower(cluster: LocalCluster, leader: str, timeout: float) -> dict:
+    nid = next(n for n in cluster.nodes if n != leader)
+    ls = cluster.status(leader) or {}
+    cluster.kill(nid)
+    cluster.start_node(nid)
+    took = _wait_recovered(cluster, nid, leader, timeout)
+    return {"node": nid, "leader_commit_index_at_kill": ls.get("commit_index"),
+            "recovery_s": took, "timed_out": took is None,
+            "note": "SIGKILL, restart, until its applied index >= the leader's commit index"}
+
+
+def _failover(cluster: LocalCluster, leader: str) -> dict:
+    t_kill = now_ms()
+    cluster.kill(leader)
+    try:
+        new = cluster.leader(timeout=30, exclude={leader})
+    except TimeoutError:
+        new = None
+    t_elected = now_ms()
+    cluster.start_node(leader)
+    return {"killed": leader, "new_leader": new, "kill_ms": t_kill, "elected_ms": t_elected,
+            "elected_after_s": (t_elected - t_kill) / 1e3}
+
+
+# ---------------------------------------------------------------- the run
+
+def default_lead(timers: int, single_seconds: float) -> float:
+    """Seconds from the load's start to the first deadline: assumes >= 4,000 timers/s batched."""
+    return single_seconds + 10.0 + timers / 4000.0
+
+
+def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: int = 8, batch: int = 1000,
+        payload: int = 64, out: Optional[str] = None, peers: tuple = (), burst: int = 0,
+        single_seconds: float = 5.0, lead: Optional[float] = None, failover: bool = False,
+        sync: str = "durable", progress: bool = True, say=None) -> dict:
+    validate(timers, nodes, window, clients, batch, payload, peers, burst)
+    say = say or (lambda m: print(m, file=sys.stderr, flush=True))
+    if out:
+        try:
+            Path(out).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BenchError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    lead = default_lead(timers + burst, single_seconds) if lead is None else float(lead)
+    tmp = Path(tempfile.mkdtemp(prefix="minoots-load-"))
+    cluster = LocalCluster(tmp / "cluster", size=nodes, node_args=("--sync", sync))
+    t0 = time.monotonic()
+    report: dict = {"params": {"timers": timers, "nodes": nodes, "window_s": window, "clients": clients,
+                               "batch": batch, "payload": payload, "burst": burst, "lead_s": lead,
+                               "single_seconds": single_seconds, "failover": failover, "sync": sync,
+                               "cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    sampler = watcher = None
+    try:
+        say(f"starting a {nodes}-node cluster in {tmp}")
+        cluster.start()
+        leader = cluster.leader(timeout=60)
+        cluster.wait_applied((cluster.status(leader) or {}).get("commit_index", 0), timeout=30)
+        addrs = [n.grpc for n in cluster.nodes.values()]
+        time.sleep(1.0)
+        sampler = RssSampler(cluster, t0)
+        rss_before = sampler.sample()
+        sampler.start()
+        watcher = Watcher(addrs)
+        watcher.start()
+
+        load_start_ms = now_ms()
+        first_ms = load_start_ms + int(lead * 1000)
+        win_ms = int(window * 1000)
+        burst_ms = first_ms + win_ms // 2
+
+        def deadline_of(k: int) -> int:   # spread by a golden-ratio sequence: uniform, no RNG state
+            return first_ms + int(((k * 0.6180339887498949) % 1.0) * win_ms)
+
+        expected: dict[str, tuple] = {}   # id -> (fire_at_ms, ack_ms or None if unknown)
+        lock = threading.Lock()
+        body = b"x" * payload
+
+        # -- single creates
+        say(f"single creates: {single_seconds:g}s from {SINGLE_THREADS} threads")
+        single = _single_phase(addrs, single_seconds, deadline_of, [0], expected, lock)
+        report["single_creates"] = single
+
+        # -- batched load
+        batch_ids: list[list[tuple[str, int]]] = []
+        for lo in range(0, timers, batch):
+            ids = []
+            for j in range(lo, min(lo + batch, timers)):
+                ids.append((f"L{j}", deadline_of(1_000_000 + j)))
+            batch_ids.append(ids)
+        for lo in range(0, burst, batch):      # --burst: all due within one second
+            batch_ids.append([(f"B{j}", burst_ms + (j * 997) % 1000) for j in range(lo, min(lo + batch, burst))])
+
+        def specs_for(i: int) -> list:
+            return [TimerSpec(fire_at=fa, id=tid, payload=body) for tid, fa in batch_ids[i]]
+
+        budget = max(60.0, lead * 3)
+        say(f"batched load: {timers + burst:,} timers, batches of {batch}, {clients} clients "
+            f"(first deadline {lead:.0f}s after the load began, window {window:g}s)")
+        load = _batched_phase(addrs, specs_for, len(batch_ids), clients, timers + burst, budget, t0, progress)
+        load_end_ms = now_ms()
+        for i, ids in enumerate(batch_ids):
+            ack = load["acked"].get(i)
+            if ack is None:
+                continue          # never sent (the load budget ran out): not a created timer
+            for tid, fa in ids:
+                expected[tid] = (fa, None if ack < 0 else ack)
+        load.pop("acked")
+        series = load.pop("series")
+        load["due_before_ack"] = sum(1 for fa, ack in expected.values() if ack is not None and fa <= ack)
+        load["load_end_after_first_deadline_s"] = (load_end_ms - first_ms) / 1e3
+        report["batched_creates"] = load
+        if load["batches_failed"] or load["timers"] < timers + burst:
+            say(f"warning: load incomplete ({load['timers']:,} of {timers + burst:,} acknowledged; "
+                f"{load['batches_failed']} batches failed)")
+
+        # -- full load: memory, snapshot, restart recovery
+        time.sleep(1.0)
+        rss_full = sampler.sample()
+        n_out = len(expected)
+        report["rss"] = {nid: {"before": rss_before[nid], "full": rss_full[nid],
+                               "bytes_per_timer": ((rss_full[nid] - rss_before[nid]) / n_out)
+                               if rss_full[nid] and rss_before[nid] else None}
+                         for nid in cluster.nodes}
+        report["outstanding_at_full_load"] = n_out
+        with Client(addrs, timeout=120) as c:
+            s0 = time.perf_counter()
+            try:
+                info = c.take_snapshot(timeout=120)
+                report["snapshot"] = {"seconds": time.perf_counter() - s0, "bytes": info.size,
+                                      "timers": info.timers, "node": info.node, "last_index": info.last_index}
+            except Exception as exc:
+                report["snapshot"] = {"error": f"{type(exc).__name__}: {exc}"}
+        leader = cluster.leader(timeout=30)
+        say("restart recovery of one follower")
+        report["restart"] = _restart_follower(cluster, leader, timeout=120) if nodes > 1 else None
+
+        # -- fire
+        last_ms = max((fa for fa, _ in expected.values()), default=now_ms())
+        fire_deadline = time.monotonic() + max(0, (last_ms - now_ms()) / 1e3) + 30.0
+        say(f"fire: {n_out:,} timers, last due in {max(0, last_ms - now_ms()) / 1e3:.0f}s")
+        want = {tid for tid, (_, ack) in expected.items() if ack is not None}
+        fo = None
+        fo_at = first_ms + win_ms // 3 if failover and nodes >= 3 else None
+        bar = _bar(len(want), "fire") if progress else None
+        shown = 0
+        while time.monotonic() < fire_deadline:
+            if fo_at is not None and fo is None and now_ms() >= fo_at:
+                say("\nfailover: SIGKILL of the leader")
+                fo = _failover(cluster, cluster.leader(timeout=30))
+            seen = len(watcher.fired)
+            if bar is not None:
+                step = min(seen, len(want)) - shown
+                if step > 0:
+                    bar.update(step)
+                    shown += step
+            if seen >= len(want) and now_ms() > last_ms + 1000:
+                break
+            if watcher.error is not None:
+                break
+            time.sleep(0.2)
+        if bar is not None:
+            bar.render_finish()
+        time.sleep(0.5)     # a duplicate arriving just after the last timer is still counted
+        watcher.stop()
+        sampler.stop()
+        report["watcher_error"] = repr(watcher.error) if watcher.error else None
+        report["watcher_reconnects"] = watcher.watch.reconnects
+        report.update(_analyse(expected, watcher.fired, fo, burst_ms if burst else None))
+        report["failover"] = fo
+        report["rss_series"] = sampler.samples
+        report["throughput_series"] = series
+    finally:
+        if watcher is not None and watcher.is_alive():
+            watcher.stop()
+        if sampler is not None:
+            sampler.stop()
+        cluster.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    report["peers"] = {}
+    for p in peers:     # after the cluster is stopped: each system gets the machine to itself
+        report["peers"][p] = _run_peer(p, timers + burst, window, clients, batch, payload, lead, progress, say)
+    report["seconds_total"] = time.monotonic() - t0
+    if out:
+        write_outputs(report, out, say)
+    return report
+
+
+def _analyse(expected: dict, fired: list, fo: Optional[dict], burst_ms: Optional[int]) -> dict:
+    counts = Counter(tid for tid, *_ in fired)
+    must = {tid for tid, (_, ack) in expected.items() if ack is not None}
+    maybe = {tid for tid, (_, ack) in expected.items() if ack is None}
+    lost = sorted(must - counts.keys())
+    dup = sorted(t for t, c in counts.items() if c > 1)
+    unknown = sorted(t for t in counts if t not in expected)
+    wrong_deadline = [tid for tid, _, fa, _ in fired if tid in expected and expected[tid][0] != fa]
+    tick, recv, burst_tick, out_tick = [], [], [], []
+    for tid, at, fa, rcv in fired:
+        tick.append(at - fa)
+        recv.append(rcv - fa)
+        if tid.startswith("B"):
+            burst_tick.append(at - fa)
+        if fo and fo["kill_ms"] <= fa <= fo["elected_ms"]:
+            out_tick.append(at - fa)
+    early = sum(1 for v in tick if v < 0)
+    ok = not lost and not dup and not unknown and not wrong_deadline and not early
+    return {"correctness": {"ok": ok, "expected": len(must), "ambiguous_creates": len(maybe),
+                            "ambiguous_fired": sum(1 for t in maybe if t in counts),
+                            "fired_events": len(fired), "distinct_fired": len(counts),
+                            "lost": len(lost), "lost_sample": lost[:10], "duplicated": len(dup),
+                            "duplicated_sample": dup[:10], "unknown": len(unknown),
+                            "wrong_deadline": len(wrong_deadline), "fired_early": early},
+            "lateness_tick_ms": dist(tick), "lateness_recv_ms": dist(recv),
+            "lateness_burst_tick_ms": dist(burst_tick) if burst_ms else None,
+            "lateness_outage_tick_ms": dist(out_tick) if fo else None,
+            "_lateness_samples": {"tick": tick, "recv": recv}}
+
+
+# ---------------------------------------------------------------- peers
+
+def _run_peer(name: str, n: int, window: float, clients: int, batch: int, payload: int, lead: float,
+              progress: bool, say) -> dict:
+    if name == "redis":
+        try:
+            from minoots.bench import load_redis
+        except ImportError:  # pragma: no cover - running from the repo root
+            from bench import load_redis  # type: ignore
+        return load_redis.run(n, window, clients, batch, payload, lead, progress, say)
+    return {"skipped": f"{name}: not implemented in this harness yet"}
+
+
+# ---------------------------------------------------------------- output
+
+def _f(v, fmt="{:,.0f}", none="-"):
+    return none if v is None else fmt.format(v)
+
+
+def format_table(r: dict) -> str:
+    lines = []
+    p = r["params"]
+    lines.append(f"MINOOTS load: {r.get('outstanding_at_full_load', 0):,} timers, {p['nodes']} nodes, "
+                 f"window {p['window_s']:g}s, {p['clients']} clients x batch {p['batch']}, payload {p['payload']} B, "
+                 f"sync={p['sync']}, {p['cpus']} CPUs (cluster and harness share them)")
+    b, s = r.get("batched_creates", {}), r.get("single_creates", {})
+    rows = [
+        ("create, batched (create_many)", f"{_f(b.get('timers_per_s'))} timers/s",
+         f"{b.get('timers', 0):,} in {b.get('seconds', 0):.1f}s; batch P50 {_f(b.get('batch_latency_ms', {}).get('p50'), '{:.0f}')} ms"),
+        ("create, single (16 threads)", f"{_f(s.get('timers_per_s'))} timers/s",
+         f"P50 {_f(s.get('latency_ms', {}).get('p50'), '{:.1f}')} ms, P99 {_f(s.get('latency_ms', {}).get('p99'), '{:.1f}')} ms, errors {s.get('errors', 0)}"),
+        ("due before their create was acked", f"{b.get('due_before_ack', 0):,}", "0 = nothing due while loading"),
+    ]
+    for nid, m in (r.get("rss") or {}).items():
+        rows.append((f"RSS {nid} before -> full", f"{_f(m['before'] and m['before'] / 2**20, '{:.0f}')} -> "
+                     f"{_f(m['full'] and m['full'] / 2**20, '{:.0f}')} MiB",
+                     f"{_f(m['bytes_per_timer'])} B/timer"))
+    sn = r.get("snapshot") or {}
+    rows.append(("snapshot at full load", "error" if "error" in sn else
+                 f"{_f(sn.get('bytes') and sn['bytes'] / 1e6, '{:.1f}')} MB in {_f(sn.get('seconds'), '{:.2f}')} s",
+                 sn.get("error", f"{sn.get('timers', 0):,} timers")))
+    rs = r.get("restart") or {}
+    if rs:
+        rows.append(("follower restart recovery", "timed out" if rs.get("timed_out") else f"{rs['recovery_s']:.2f} s",
+                     "SIGKILL -> applied >= leader commit"))
+    for key, label in (("lateness_tick_ms", "lateness at - fire_at"), ("lateness_recv_ms", "lateness received - fire_at"),
+                       ("lateness_burst_tick_ms", "burst lateness at - fire_at"),
+                       ("lateness_outage_tick_ms", "outage lateness at - fire_at")):
+        d = r.get(key)
+        if d:
+            rows.append((label + " (ms)", f"P50 {_f(d['p50'], '{:.0f}')}  P95 {_f(d['p95'], '{:.0f}')}  "
+                         f"P99 {_f(d['p99'], '{:.0f}')}  P99.9 {_f(d['p99.9'], '{:.0f}')}  max {_f(d['max'], '{:.0f}')}",
+                         f"n={d['n']:,}"))
+    c = r.get("correctness", {})
+    rows.append(("correctness", "OK" if c.get("ok") else "FAILED",
+                 f"expected {c.get('expected', 0):,}, fired {c.get('distinct_fired', 0):,}, lost {c.get('lost', 0)}, "
+                 f"duplicated {c.get('duplicated', 0)}, unknown {c.get('unknown', 0)}, early {c.get('fired_early', 0)}"))
+    w1 = max(len(a) for a, _, _ in rows)
+    w2 = max(len(x) for _, x, _ in rows)
+    lines += [f"  {a:<{w1}}  {x:<{w2}}  {z}".rstrip() for a, x, z in rows]
+    lines += _peer_table(r)
+    return "\n".join(lines)
+
+
+def _peer_table(r: dict) -> list:
+    peers = r.get("peers") or {}
+    if not peers:
+        return []
+    lt = r.get("lateness_tick_ms") or {}
+    base = {"create": r.get("batched_creates", {}).get("timers_per_s"), "p50": lt.get("p50"),
+            "p99": lt.get("p99"), "max": lt.get("max"),
+            "bpt": _mean([m.get("bytes_per_timer") for m in (r.get("rss") or {}).values()])}
+    rows = [("system", "replicated", "creates/s", "x", "late P50", "late P99", "late max", "B/timer", "correct")]
+
+    def row(name, repl, d, ok):
+        def ratio(k, inv=False):
+            if d.get(k) is None or not base.get(k):
+                return "-"
+            return f"{d[k] / base[k]:.2f}"
+        return (name, repl, _f(d.get("create")), ratio("create"), _f(d.get("p50"), "{:.0f}"),
+                _f(d.get("p99"), "{:.0f}"), _f(d.get("max"), "{:.0f}"), _f(d.get("bpt")), ok)
+
+    rows.append(row("minoots", f"yes (Raft x{r['params']['nodes']})", base,
+                    "yes" if r.get("correctness", {}).get("ok") else "NO"))
+    for name, pr in peers.items():
+        if pr.get("skipped"):
+            rows.append((name, "-", "skipped", "", "", "", "", "", pr["skipped"]))
+            continue
+        rows.append(row(name, pr.get("replicated", "?"), pr.get("summary", {}),
+                        "yes" if pr.get("correctness", {}).get("ok") else "NO"))
+    widths = [max(len(str(x[i])) for x in rows) for i in range(len(rows[0]))]
+    out = ["", "peers (lateness in ms = deadline seen by the system's own expiry - fire_at; x = creates/s vs MINOOTS):"]
+    out += ["  " + "  ".join(f"{str(x[i]):<{widths[i]}}" for i in range(len(x))).rstrip() for x in rows]
+    return out
+
+
+def _mean(vals):
+    vals = [v for v in vals if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def write_outputs(report: dict, out: str, say) -> None:
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    samples = report.pop("_lateness_samples", None)
+    with open(d / "results.json", "w") as f:
+        json.dump(report, f, indent=2, default=str)
+    say(f"wrote {d / 'results.json'}")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        say("matplotlib is not installed: skipping plots (pip install 'minoots[bench]')")
+        return
+    if samples and samples["tick"]:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+        for key, label in (("tick", "at - fire_at"), ("recv", "received - fire_at")):
+            v = sorted(samples[key])
+            a1.hist(v, bins=100, alpha=0.6, label=label)
+            a2.plot(v, [(i + 1) / len(v) for i in range(len(v))], label=label)
+        a1.set_xlabel("lateness (ms)"); a1.set_ylabel("timers"); a1.set_yscale("log"); a1.legend()
+        a2.set_xlabel("lateness (ms)"); a2.set_ylabel("CDF"); a2.set_xscale("symlog"); a2.legend(); a2.grid(True)
+        fig.suptitle("MINOOTS fire lateness"); fig.tight_layout(); fig.savefig(d / "lateness.png", dpi=110)
+        plt.close(fig)
+    series = report.get("throughput_series") or []
+    if len(series) > 1:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ts = [t for t, _ in series]
+        ax.plot(ts, [c for _, c in series], label="cumulative")
+        ax.set_xlabel("s since start"); ax.set_ylabel("timers committed"); ax.grid(True)
+        ax2 = ax.twinx()
+        rate_t, rate_v = [], []
+        for i in range(1, len(series)):
+            (ta, ca), (tb, cb) = series[max(0, i - 10)], series[i]
+            if tb > ta:
+                rate_t.append(tb); rate_v.append((cb - ca) / (tb - ta))
+        ax2.plot(rate_t, rate_v, color="tab:orange", alpha=0.7, label="timers/s (10-batch window)")
+        ax2.set_ylabel("timers/s")
+        fig.suptitle("create throughput (batched)"); fig.tight_layout(); fig.savefig(d / "throughput.png", dpi=110)
+        plt.close(fig)
+    rss = report.get("rss_series") or []
+    if rss:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for nid in [k for k in rss[0] if k != "t"]:
+            ax.plot([s["t"] for s in rss], [(s.get(nid) or 0) / 2**20 for s in rss], label=nid)
+        ax.set_xlabel("s since start"); ax.set_ylabel("VmRSS (MiB)"); ax.legend(); ax.grid(True)
+        fig.suptitle("node resident memory"); fig.tight_layout(); fig.savefig(d / "rss.png", dpi=110)
+        plt.close(fig)
+    say(f"wrote plots to {d}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--timers", type=int, default=100_000)
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--window", default="600s")
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--payload", type=int, default=64)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--peers", default="")
+    ap.add_argument("--burst", type=int, default=0)
+    ap.add_argument("--single-seconds", type=float, default=5.0)
+    ap.add_argument("--lead", default=None)
+    ap.add_argument("--failover", action="store_true")
+    ap.add_argument("--sync", choices=("durable", "relaxed"), default="durable")
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+    try:
+        report = run(a.timers, a.nodes, parse_duration(a.window), a.clients, a.batch, a.payload, a.out,
+                     tuple(p for p in a.peers.split(",") if p), a.burst, a.single_seconds,
+                     parse_duration(a.lead) if a.lead else None, a.failover, a.sync, not a.no_progress)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report.pop("_lateness_samples", None)
+    print(format_table(report))
+    return 0 if report["correctness"]["ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

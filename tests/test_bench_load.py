@@ -1,0 +1,53 @@
+"""`minoots bench load` end to end on a small scale: correctness (every timer fires once), not speed."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from minoots.bench import load as load_bench
+from minoots.cli.bench import bench
+
+
+def test_small_load_every_timer_fires_exactly_once(tmp_path):
+    out = tmp_path / "out"
+    report = load_bench.run(timers=5000, nodes=3, window=8.0, clients=4, batch=500, payload=16,
+                            out=str(out), burst=300, single_seconds=1.0, progress=False, say=lambda m: None)
+    c = report["correctness"]
+    assert c["ok"], c
+    assert c["lost"] == 0 and c["duplicated"] == 0 and c["unknown"] == 0 and c["fired_early"] == 0
+    assert c["expected"] >= 5300                      # batched + burst + the single creates
+    assert c["distinct_fired"] == c["expected"] + c["ambiguous_fired"]
+    assert report["batched_creates"]["timers"] == 5300
+    assert report["lateness_tick_ms"]["n"] == c["fired_events"]
+    assert report["snapshot"].get("bytes", 0) > 0
+    assert report["restart"]["recovery_s"] is not None
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["correctness"]["ok"]
+    assert "minoots load" in load_bench.format_table(report).lower()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--timers", "0"], "--timers"),
+    (["--window", "soon"], "bad duration"),
+    (["--window", "0s"], "> 0"),
+    (["--batch", "20000"], "--batch"),
+    (["--peers", "memcached"], "unknown peer"),
+    (["--nodes", "0"], "--nodes"),
+])
+def test_bad_args_give_a_clean_error(args, message):
+    r = CliRunner().invoke(bench, ["load", *args])
+    assert r.exit_code != 0
+    assert message in r.output
+    assert "Traceback" not in r.output
+    assert not isinstance(r.exception, Exception) or isinstance(r.exception, SystemExit)
+
+
+def test_parse_duration():
+    assert load_bench.parse_duration("600s") == 600
+    assert load_bench.parse_duration("10m") == 600
+    assert load_bench.parse_duration("250ms") == 0.25
+    assert load_bench.parse_duration(30) == 30
+    with pytest.raises(load_bench.BenchError):
+        load_bench.parse_duration("-1s")
