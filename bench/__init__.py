@@ -10,5 +10,6 @@ repository root) and is also reachable through the CLI (``minoots bench
 - ``bench.load``: end to end on a local cluster: load N timers through the
   SDK, let them fire, measure create throughput, RSS, snapshot, restart
   recovery and fire lateness, and check every timer fires exactly once;
-  ``bench.load_redis`` is its Redis delay-queue peer.
+  ``bench.load_redis`` is its Redis delay-queue peer, ``bench.load_etcd`` its
+  etcd peer (a lease with a TTL and a key per timer, 3 members).
 """

@@ -160,7 +160,7 @@ def run(n: int, window: float, clients: int, batch: int, payload: int, lead: flo
             "rss": {"before": rss0, "full": rss1, "bytes_per_timer": (rss1 - rss0) / n if rss0 and rss1 else None},
             "lateness_ms": d,
             "correctness": {"ok": not lost and not dup, "expected": len(want), "lost": lost, "duplicated": dup},
-            "summary": {"create": done[0] / load_s, "p50": d["p50"], "p99": d["p99"], "max": d["max"],
+            "summary": {"create": done[0] / load_s, "p50": d["p50"], "p95": d["p95"], "p99": d["p99"], "max": d["max"],
                         "bpt": (rss1 - rss0) / n if rss0 and rss1 else None},
             "note": "lateness is pop time (10 ms poll) - deadline; payload in a hash (HSET/HDEL)",
         }

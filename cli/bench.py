@@ -117,7 +117,7 @@ class _Duration(click.ParamType):
 @click.option("--payload", type=click.IntRange(0, 65536), default=64, show_default=True, help="Payload bytes per timer.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Write results.json and PNG plots here.")
-@click.option("--peers", default="", metavar="LIST", help="Comma-separated peers to run too: redis (etcd: not yet).")
+@click.option("--peers", default="", metavar="LIST", help="Comma-separated peers to run too: redis, etcd.")
 @click.option("--burst", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also load this many timers due within the same second (mid-window).")
 @click.option("--single-seconds", type=click.FloatRange(0.5, 600), default=5.0, show_default=True,
@@ -126,9 +126,11 @@ class _Duration(click.ParamType):
               help="Time from the load's start to the first deadline (default: estimated load time + margin).")
 @click.option("--failover", is_flag=True, help="SIGKILL the leader a third of the way into the window.")
 @click.option("--sync", type=click.Choice(["durable", "relaxed"]), default="durable", show_default=True)
+@click.option("--etcd-timers", type=click.IntRange(min=1), default=None,
+              help="Timers for the etcd peer (one lease each; default: min(timers + burst, 20000)).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def load(timers, nodes, window, clients, batch, payload, out, peers, burst, single_seconds, lead, failover,
-         sync, quiet) -> None:
+         sync, etcd_timers, quiet) -> None:
     """Load N timers into a local cluster through the gRPC API, let them fire, measure.
 
     Create throughput (batched and single), node RSS and bytes/timer, snapshot
@@ -139,7 +141,8 @@ def load(timers, nodes, window, clients, batch, payload, out, peers, burst, sing
     say = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     try:
         report = load_bench.run(timers, nodes, window, clients, batch, payload, out, peer_list, burst,
-                                single_seconds, lead, failover, sync, progress=not quiet, say=say)
+                                single_seconds, lead, failover, sync, progress=not quiet, say=say,
+                                etcd_timers=etcd_timers)
     except load_bench.BenchError as exc:
         raise click.ClickException(str(exc)) from None
     report.pop("_lateness_samples", None)

@@ -51,3 +51,30 @@ def test_parse_duration():
     assert load_bench.parse_duration(30) == 30
     with pytest.raises(load_bench.BenchError):
         load_bench.parse_duration("-1s")
+
+
+def test_etcd_peer_helpers_need_no_etcd():
+    from minoots.bench import load_etcd
+    assert load_etcd.default_timers(100_000) == 20_000
+    assert load_etcd.default_timers(500) == 500
+    assert load_etcd.ttl_for(10_000, 0) == 10            # whole seconds
+    assert load_etcd.ttl_for(10_001, 0) == 11            # rounded up: never before the deadline
+    assert load_etcd.ttl_for(500, 0) == load_etcd.MIN_TTL_S
+    assert load_etcd.ttl_for(-5_000, 0) == load_etcd.MIN_TTL_S
+    with pytest.raises(load_bench.BenchError, match="--etcd-timers"):
+        load_bench.validate(10, 3, 10.0, 1, 10, 0, ("etcd",), 0, etcd_timers=0)
+
+
+def test_peer_table_labels_a_smaller_etcd_run_and_skips():
+    r = {"params": {"nodes": 3}, "outstanding_at_full_load": 1000, "correctness": {"ok": True},
+         "batched_creates": {"timers_per_s": 1000.0},
+         "lateness_tick_ms": {"p50": 5, "p95": 8, "p99": 10, "max": 20},
+         "rss": {"n1": {"bytes_per_timer": 100.0}},
+         "peers": {"etcd": {"replicated": "yes (Raft x3)", "timers": 200, "correctness": {"ok": True},
+                            "summary": {"create": 500.0, "p50": 250, "p95": 450, "p99": 500, "max": 510,
+                                        "bpt": 1000.0}},
+                   "redis": {"skipped": "redis-server not found"}}}
+    text = "\n".join(load_bench._peer_table(r))
+    assert "etcd (200 timers)" in text
+    assert "0.50" in text and "50.00" in text and "10.00" in text    # creates/s, P99 and B/timer ratios
+    assert "redis-server not found" in text
