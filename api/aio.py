@@ -34,6 +34,7 @@ from .client import (
     DEFAULT_BACKOFF_BASE,
     DEFAULT_BACKOFF_MAX,
     DEFAULT_REFRESH_INTERVAL,
+    DEFAULT_STALL_TIMEOUT,
     DEFAULT_TIMEOUT,
     DISCOVERY_ATTEMPT_TIMEOUT,
     FINAL,
@@ -55,6 +56,7 @@ from .client import (
     member_from_pb,
     page_size_for,
     remove_checks,
+    sees_leader,
     snapshot_from_pb,
     spec_to_pb,
     status_from_pb,
@@ -380,10 +382,11 @@ class AsyncClient:
     # ---- events ----------------------------------------------------------------
 
     def watch(self, from_sequence: int = 0, *, tenant: Optional[str] = None, kinds=None,
-              reconnect_timeout: Optional[float] = None) -> "AsyncWatch":
+              reconnect_timeout: Optional[float] = None,
+              stall_timeout: Optional[float] = DEFAULT_STALL_TIMEOUT) -> "AsyncWatch":
         """See `Client.watch`; returns an async iterator."""
         return AsyncWatch(self, watch_request(from_sequence, self._tenant(tenant), kinds),
-                          self.timeout if reconnect_timeout is None else reconnect_timeout)
+                          self.timeout if reconnect_timeout is None else reconnect_timeout, stall_timeout)
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -403,15 +406,23 @@ class AsyncClient:
         return f"AsyncClient({self.router.addresses!r}, leader={self.router.leader!r})"
 
 
+class _Stalled(Exception):
+    """The open watch stream's node failed its liveness check; resume elsewhere."""
+
+
 class AsyncWatch(AsyncIterator[Event]):
-    """Self-resuming async event iterator (see Client.watch)."""
+    """Self-resuming async event iterator (see Client.watch).
+
+    The liveness check of an idle stream (see `WatchPolicy`) runs inside
+    `__anext__` while it waits for the next event: no background task."""
 
     def __init__(self, client: AsyncClient, request: timers_pb2.WatchEventsRequest,
-                 reconnect_timeout: float) -> None:
+                 reconnect_timeout: float, stall_timeout: Optional[float] = DEFAULT_STALL_TIMEOUT) -> None:
         self._client = client
         self._policy = WatchPolicy(request, reconnect_timeout, client.router, client.backoff_base,
-                                   client.backoff_max, client._rng)
+                                   client.backoff_max, client._rng, stall_timeout)
         self._call = None
+        self._pending: Optional[asyncio.Future] = None   # the read in flight across liveness checks
         self._closed = False
 
     @property
@@ -426,6 +437,10 @@ class AsyncWatch(AsyncIterator[Event]):
     def reconnects(self) -> int:
         return self._policy.reconnects
 
+    @property
+    def stall_switches(self) -> int:
+        return self._policy.stall_switches
+
     def __aiter__(self) -> "AsyncWatch":
         return self
 
@@ -436,7 +451,11 @@ class AsyncWatch(AsyncIterator[Event]):
             if self._call is None:
                 await self._open()
             try:
-                pb = await self._call.read()
+                pb = await self._read()
+            except _Stalled:
+                self._drop_call()
+                self._policy.failed(None)
+                continue
             except grpc.RpcError as exc:
                 if self._closed:
                     raise StopAsyncIteration from None
@@ -455,6 +474,57 @@ class AsyncWatch(AsyncIterator[Event]):
             if ev is not None:
                 return ev
 
+    async def _read(self):
+        """The next message of the open stream, checking the node's liveness while it is idle."""
+        p, call = self._policy, self._call
+        if p.stall_timeout is None:
+            return await call.read()
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(call.read())
+        while True:
+            due = p.check_in()
+            if due is None or due > 0:
+                done, _ = await asyncio.wait({self._pending}, timeout=due)
+            else:
+                done = self._pending.done()
+                if not done and await self._check(call):
+                    raise _Stalled(p.last_stall)
+            if done:
+                fut, self._pending = self._pending, None
+                return fut.result()
+
+    async def _status(self, addr: Optional[str], timeout: float) -> Optional[ClusterStatus]:
+        if not addr:
+            return None
+        try:
+            return status_from_pb(await self._client._cluster(addr).Status(cluster_pb2.StatusRequest(),
+                                                                           timeout=timeout))
+        except (grpc.RpcError, MinootsError):
+            return None
+
+    async def _check(self, call) -> bool:
+        """One liveness check of the open stream's node: True when it is unfit and another
+        member sees a leader (the router learned that member's view)."""
+        p, router = self._policy, self._client.router
+        addr = p.addr
+        t = p.probe_timeout()
+        own = await self._status(addr, t)
+        reason = p.unfit(own)
+        if reason is None:
+            p.mark(own if own.leader == own.node else await self._status(own.leader_grpc_address, t))
+            return False
+        for other in router.rotation():
+            if other == addr:
+                continue
+            if self._closed or self._call is not call:
+                return False
+            ref = await self._status(other, t)
+            if ref is not None and sees_leader(ref):
+                router.learn(ref)
+                p.stalled(reason)
+                return True
+        return False
+
     async def _open(self) -> None:
         c = self._client
         pause = self._policy.delay()
@@ -470,6 +540,9 @@ class AsyncWatch(AsyncIterator[Event]):
 
     def _drop_call(self) -> None:
         call, self._call = self._call, None
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            pending.cancel()
         if call is not None:
             call.cancel()
 

@@ -69,6 +69,7 @@ import random
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -111,6 +112,7 @@ DEFAULT_BACKOFF_BASE = 0.05
 DEFAULT_BACKOFF_MAX = 1.0
 DEFAULT_REFRESH_INTERVAL = 30.0
 DISCOVERY_ATTEMPT_TIMEOUT = 1.0
+DEFAULT_STALL_TIMEOUT = 1.0     # a watch stream idle this long gets a liveness check (see WatchPolicy)
 INCOMPLETE_REFRESH_INTERVAL = 1.0   # re-ask this often while the membership answer is incomplete
 
 CHANNEL_OPTIONS = (
@@ -1089,7 +1091,8 @@ class Client:
     # ---- events ----------------------------------------------------------------
 
     def watch(self, from_sequence: int = 0, *, tenant: Optional[str] = None, kinds=None,
-              reconnect_timeout: Optional[float] = None) -> "Watch":
+              reconnect_timeout: Optional[float] = None,
+              stall_timeout: Optional[float] = DEFAULT_STALL_TIMEOUT) -> "Watch":
         """Stream events from sequence `from_sequence` on (0: only new events), forever.
 
         The iterator survives disconnects, node deaths and failovers: it
@@ -1101,10 +1104,13 @@ class Client:
         client's timeout). `tenant` and `kinds` filter on the server. Call
         `close()` (or use it as a context manager) to stop; a `from_sequence=0`
         watch that is interrupted before its first event resumes from "now"
-        and so may miss events from the gap.
+        and so may miss events from the gap. A stream idle for `stall_timeout`
+        seconds gets a liveness check (one Cluster.Status or two per interval,
+        none while events flow): when its node is cut off from the leader or
+        falls behind, the watch resumes on a healthy member (None/0: never).
         """
         return Watch(self, watch_request(from_sequence, self._tenant(tenant), kinds),
-                     self.timeout if reconnect_timeout is None else reconnect_timeout)
+                     self.timeout if reconnect_timeout is None else reconnect_timeout, stall_timeout)
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -1138,6 +1144,16 @@ WATCH_RETRY_CODES = frozenset({
 WATCH_LACKING_CODES = frozenset({grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.DATA_LOSS})
 # A stream that stayed open this long counts as a successful connection (resets the reconnect clock).
 WATCH_HEALTHY_AFTER = 2.0
+
+
+def sees_leader(st: ClusterStatus) -> bool:
+    """The answering node leads with a majority of members connected, or is connected to
+    the leader it names (its own view, from Cluster.Status)."""
+    if not st.leader:
+        return False
+    if st.leader == st.node:
+        return 2 * sum(1 for m in st.members if m.connected or m.id == st.node) > len(st.members)
+    return any(m.id == st.leader and m.connected for m in st.members)
 
 
 class WatchCursor:
@@ -1180,10 +1196,21 @@ class WatchPolicy:
     event arrives or a stream had stayed open for WATCH_HEALTHY_AFTER seconds.
     A member answering OUT_OF_RANGE / DATA_LOSS is skipped for this cursor;
     only when every known member said so is the error raised (OutOfRange).
+
+    Liveness: a node cut off from the majority (or whose log cannot grow) keeps
+    the stream open but sends nothing. When a stream has been idle for
+    `stall_timeout` seconds (no RPC at all while events flow; at most one check
+    per interval) the watch asks the node for Cluster.Status: it is unfit when
+    it does not answer, sees no reachable leader (`sees_leader`), or has not
+    applied the commit index the leader reported one check earlier. An unfit
+    node is left for a member that does see a leader, from the cursor, exactly
+    as after a disconnect; when no member does (no quorum anywhere) the watch
+    stays where it is. `stall_timeout` None or 0 turns the check off.
     """
 
     def __init__(self, request: timers_pb2.WatchEventsRequest, reconnect_timeout: float, router: Router,
-                 backoff_base: float, backoff_max: float, rng: random.Random) -> None:
+                 backoff_base: float, backoff_max: float, rng: random.Random,
+                 stall_timeout: Optional[float] = DEFAULT_STALL_TIMEOUT) -> None:
         self.cursor = WatchCursor(request)
         self.reconnect_timeout = reconnect_timeout
         self.router = router
@@ -1197,6 +1224,46 @@ class WatchPolicy:
         self.last_error: Optional[BaseException] = None
         self.lacking: dict[str, grpc.RpcError] = {}   # members without our cursor's events
         self.reconnects = 0
+        self.stall_timeout = float(stall_timeout) if stall_timeout else None
+        self.active_at = 0.0        # monotonic time of the last open or event
+        self.checked_at = 0.0       # ... of the last liveness check
+        self.lag_mark: Optional[int] = None   # the leader's commit index at the last check
+        self.stall_switches = 0     # times a stalled node was left
+        self.last_stall: Optional[str] = None
+
+    # ---- liveness of an idle stream
+
+    def probe_timeout(self) -> float:
+        return min(DISCOVERY_ATTEMPT_TIMEOUT, max(0.2, self.stall_timeout or 0.0))
+
+    def check_in(self, now: Optional[float] = None) -> Optional[float]:
+        """Seconds until the liveness check of the open stream is due (<= 0: now), None when off."""
+        if self.stall_timeout is None or self.addr is None:
+            return None
+        now = time.monotonic() if now is None else now
+        return max(self.active_at, self.checked_at) + self.stall_timeout - now
+
+    def unfit(self, own: Optional[ClusterStatus]) -> Optional[str]:
+        """Why the streaming node (its own Status, None: no answer) should be left, or None."""
+        self.checked_at = time.monotonic()
+        if own is None:
+            return "did not answer Cluster.Status"
+        if not sees_leader(own):
+            return "sees no reachable Raft leader"
+        if self.lag_mark is not None and own.applied_index < self.lag_mark:
+            return (f"applied index {own.applied_index} is still behind the commit index {self.lag_mark} "
+                    f"the leader had {self.stall_timeout:.1f}s ago")
+        return None
+
+    def mark(self, leader_status: Optional[ClusterStatus]) -> None:
+        """Remember the leader's commit index (from a Status that sees a leader)."""
+        if leader_status is not None and sees_leader(leader_status):
+            self.lag_mark = max(self.lag_mark or 0, leader_status.commit_index)
+
+    def stalled(self, reason: str) -> None:
+        """The open stream is abandoned for a healthier member (the caller cancels it)."""
+        self.stall_switches += 1
+        self.last_stall = f"{self.addr}: {reason}"
 
     def delay(self) -> float:
         """Seconds to wait before the next open; raises once reconnect_timeout has passed."""
@@ -1220,9 +1287,11 @@ class WatchPolicy:
 
     def opened(self, addr: str) -> None:
         self.addr = addr
-        self.opened_at = time.monotonic()
+        self.opened_at = self.active_at = time.monotonic()
+        self.lag_mark = None
 
     def received(self, pb: timers_pb2.Event) -> Optional[Event]:
+        self.active_at = time.monotonic()
         self.down_since = None
         self.failures = 0
         self.lacking.clear()
@@ -1260,13 +1329,16 @@ class WatchPolicy:
 class Watch(Iterator[Event]):
     """Blocking, self-resuming event iterator (see Client.watch)."""
 
-    def __init__(self, client: Client, request: timers_pb2.WatchEventsRequest, reconnect_timeout: float) -> None:
+    def __init__(self, client: Client, request: timers_pb2.WatchEventsRequest, reconnect_timeout: float,
+                 stall_timeout: Optional[float] = DEFAULT_STALL_TIMEOUT) -> None:
         self._client = client
         self._policy = WatchPolicy(request, reconnect_timeout, client.router, client.backoff_base,
-                                   client.backoff_max, client._rng)
+                                   client.backoff_max, client._rng, stall_timeout)
         self._call = None
         self._closed = False
         self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._monitor: Optional[threading.Thread] = None
 
     @property
     def last_sequence(self) -> Optional[int]:
@@ -1281,6 +1353,11 @@ class Watch(Iterator[Event]):
     @property
     def reconnects(self) -> int:
         return self._policy.reconnects
+
+    @property
+    def stall_switches(self) -> int:
+        """Times the watch left a node that stalled (idle stream, node isolated or behind)."""
+        return self._policy.stall_switches
 
     def __iter__(self) -> "Watch":
         return self
@@ -1320,7 +1397,51 @@ class Watch(Iterator[Event]):
             if self._closed:
                 raise StopIteration
             self._call = c._timers(addr).WatchEvents(self._policy.cursor.resume_request())
-        self._policy.opened(addr)
+            self._policy.opened(addr)
+            if self._monitor is None and self._policy.stall_timeout is not None:
+                self._monitor = threading.Thread(target=_watch_monitor, args=(weakref.ref(self), self._wake),
+                                                 name="minoots-watch-liveness", daemon=True)
+                self._monitor.start()
+
+    # ---- liveness (runs on the monitor thread; the iterating thread never waits for it)
+
+    def _status(self, addr: Optional[str], timeout: float) -> Optional[ClusterStatus]:
+        if not addr:
+            return None
+        try:
+            return status_from_pb(self._client._cluster(addr).Status(cluster_pb2.StatusRequest(), timeout=timeout))
+        except (grpc.RpcError, MinootsError):
+            return None
+
+    def _check(self) -> None:
+        """One liveness check of the open stream's node (see WatchPolicy); cancels the stream
+        (the iterator then resumes elsewhere from the cursor) when the node is unfit and
+        another member sees a leader."""
+        p, router = self._policy, self._client.router
+        with self._lock:
+            call, addr = self._call, p.addr
+        if call is None or addr is None or self._closed:
+            return
+        t = p.probe_timeout()
+        own = self._status(addr, t)
+        reason = p.unfit(own)
+        if reason is None:
+            p.mark(own if own.leader == own.node else self._status(own.leader_grpc_address, t))
+            return
+        for other in router.rotation():
+            if other == addr:
+                continue
+            if self._closed or self._call is not call:
+                return
+            ref = self._status(other, t)
+            if ref is not None and sees_leader(ref):
+                router.learn(ref)
+                with self._lock:
+                    if self._call is not call or self._closed:
+                        return
+                    p.stalled(reason)
+                call.cancel()
+                return
 
     def _drop_call(self) -> None:
         with self._lock:
@@ -1333,6 +1454,7 @@ class Watch(Iterator[Event]):
         with self._lock:
             self._closed = True
             call, self._call = self._call, None
+        self._wake.set()
         if call is not None:
             call.cancel()
 
@@ -1341,3 +1463,20 @@ class Watch(Iterator[Event]):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _watch_monitor(ref: "weakref.ref[Watch]", wake: threading.Event) -> None:
+    """Liveness checks of one Watch's idle stream; ends when the watch is closed or dropped."""
+    while True:
+        w = ref()
+        if w is None or w._closed:
+            return
+        due = w._policy.check_in()
+        if due is not None and due <= 0 and w._call is not None:
+            try:
+                w._check()
+            except Exception:   # noqa: BLE001 - a failed check must never break the watch
+                w._policy.checked_at = time.monotonic()
+            due = w._policy.check_in()
+        del w
+        wake.wait(0.25 if due is None else min(max(due, 0.01), 1.0))

@@ -19,7 +19,7 @@ from minoots.cli import main
 from minoots.cli.common import grpc_addresses
 from minoots.cli.timer import MAX_TIME_MS, ParseError, parse_duration, parse_label, parse_time
 
-from test_api_sdk import HAVE_SERVER, fake, tls_fake  # noqa: F401  (fixtures)
+from test_api_sdk import fake, tls_fake  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
@@ -274,8 +274,6 @@ def datetime_ms(text: str) -> int:
 
 @pytest.fixture(scope="module")
 def real_cluster(tmp_path_factory):
-    if not HAVE_SERVER:
-        pytest.skip("the gRPC server (minoots.api.server) is not there yet")
     from test_api_sdk import _start_cluster
 
     c = _start_cluster(tmp_path_factory.mktemp("cli-cluster"))
