@@ -114,11 +114,11 @@ def test_bench_wheel_writes_valid_json(runner, tmp_path):
     assert len({p["expire_wakeups"] for p in report["peers"].values()}) == 1
 
 
-def test_bench_wheel_without_json_writes_nothing(runner, tmp_path):
-    with runner.isolated_filesystem(temp_dir=tmp_path) as cwd:
-        result = runner.invoke(main, ["bench", "wheel", "--timers", "500", "-q"])
-        assert result.exit_code == 0, result.output
-        assert os.listdir(cwd) == []
+def test_bench_wheel_without_json_writes_nothing(runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(main, ["bench", "wheel", "--timers", "500", "-q"])
+    assert result.exit_code == 0, result.output
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize(
