@@ -28,7 +28,6 @@ import grpc.aio
 from minoots.v1 import cluster_pb2, cluster_pb2_grpc, timers_pb2, timers_pb2_grpc
 
 from .client import (
-    AMBIGUOUS,
     CHANNEL_OPTIONS,
     DEFAULT_ATTEMPT_TIMEOUT,
     DEFAULT_BACKOFF_BASE,
@@ -37,7 +36,6 @@ from .client import (
     DEFAULT_STALL_TIMEOUT,
     DEFAULT_TIMEOUT,
     DISCOVERY_ATTEMPT_TIMEOUT,
-    FINAL,
     LeaderCall,
     Router,
     SnapshotReceiver,
@@ -48,11 +46,10 @@ from .client import (
     add_checks,
     as_spec,
     backoff,
-    classify,
     credentials,
     duration_to_pb,
-    error_from_rpc,
     list_request,
+    retryable,
     member_from_pb,
     page_size_for,
     remove_checks,
@@ -162,18 +159,7 @@ class AsyncClient:
             try:
                 return await fn(addr, remaining if long else min(self.attempt_timeout, remaining))
             except grpc.RpcError as exc:
-                kind = classify(exc)
-                if kind == FINAL:
-                    err = error_from_rpc(exc)
-                    err.after_ambiguous = ambiguous
-                    raise err from None
-                if kind == AMBIGUOUS:
-                    ambiguous = True
-                    if safe_only:
-                        err = error_from_rpc(exc)
-                        raise Unavailable(
-                            f"{what}: the request may or may not have been applied ({err.code}: {err.message}); "
-                            "it is not safe to retry blindly: read the timer to find out", ambiguous=True) from None
+                ambiguous = retryable(exc, what, ambiguous, safe_only)
                 last = exc
                 failed_at = addr
                 self.router.failed(addr)

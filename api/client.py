@@ -464,6 +464,28 @@ def error_from_rpc(exc: grpc.RpcError) -> MinootsError:
     return cls(message) if cls is not MinootsError else MinootsError(message, code=name)
 
 
+def retryable(exc: grpc.RpcError, what: str, ambiguous: bool, safe_only: bool) -> bool:
+    """One failed attempt of a retried call (shared by Client and AsyncClient).
+
+    Raises the typed error when the answer is final, or when the attempt may have
+    applied and the call is not safe to repeat; otherwise returns whether the call
+    is now ambiguous (some attempt may have applied) so the caller can retry.
+    """
+    kind = classify(exc)
+    if kind == FINAL:
+        err = error_from_rpc(exc)
+        err.after_ambiguous = ambiguous
+        raise err from None
+    if kind == AMBIGUOUS:
+        if safe_only:
+            err = error_from_rpc(exc)
+            raise Unavailable(
+                f"{what}: the request may or may not have been applied ({err.code}: {err.message}); "
+                "it is not safe to retry blindly: read the timer to find out", ambiguous=True) from None
+        return True
+    return ambiguous
+
+
 def _give_up(last: Optional[BaseException], what: str, timeout: float, tried: int) -> MinootsError:
     if last is None:
         return DeadlineExceeded(f"{what}: deadline of {timeout:.1f}s passed before any attempt")
@@ -825,18 +847,7 @@ class Client:
             try:
                 return fn(addr, remaining if long else min(self.attempt_timeout, remaining)), ambiguous
             except grpc.RpcError as exc:
-                kind = classify(exc)
-                if kind == FINAL:
-                    err = error_from_rpc(exc)
-                    err.after_ambiguous = ambiguous
-                    raise err from None
-                if kind == AMBIGUOUS:
-                    ambiguous = True
-                    if safe_only:
-                        err = error_from_rpc(exc)
-                        raise Unavailable(
-                            f"{what}: the request may or may not have been applied ({err.code}: {err.message}); "
-                            "it is not safe to retry blindly: read the timer to find out", ambiguous=True) from None
+                ambiguous = retryable(exc, what, ambiguous, safe_only)
                 last = exc
                 failed_at = addr
                 self.router.failed(addr)
