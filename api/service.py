@@ -43,7 +43,7 @@ from minoots.v1 import timers_pb2_grpc
 
 from . import listing, validation
 from .bridge import leader_reachable
-from .convert import ms_timestamp, timer_to_pb
+from .convert import fill_timer_pb, ms_timestamp, timer_to_pb
 from .events import EventsLost, EventsUnavailable, watch
 
 log = logging.getLogger("minoots.api")
@@ -243,8 +243,11 @@ class TimersService(timers_pb2_grpc.TimersServicer):
 
 
 def _create_response(items) -> pb.CreateTimersResponse:
-    return pb.CreateTimersResponse(results=[pb.CreateTimerResponse(timer=timer_to_pb(i.timer), created=i.created)
-                                            for i in items])
+    resp = pb.CreateTimersResponse()
+    add = resp.results.add
+    for i in items:
+        fill_timer_pb(add(created=i.created).timer, i.timer)
+    return resp
 
 
 class ClusterService(cluster_pb2_grpc.ClusterServicer):

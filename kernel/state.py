@@ -15,6 +15,7 @@ Events are returned, not stored: the layer above persists and streams them.
 from __future__ import annotations
 
 from array import array
+from functools import partial
 from itertools import compress
 from collections.abc import Iterable, Mapping
 from typing import Any, Iterator, Optional
@@ -23,7 +24,7 @@ from . import snapshot as _snapshot
 from ._wheel import MAX_TIME, Wheel
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from .snapshot import SnapshotCapture
-from .table import FLAG_ACK_REQUIRED, NO_TIME, Table, make_extra
+from .table import FLAG_ACK_REQUIRED, NO_FIRE, NO_TIME, Table, make_extra, timer_of
 from .timer import (
     AckResult,
     CancelResult,
@@ -51,6 +52,7 @@ from .validate import (
     check_seq,
     check_tenant,
     check_time,
+    plain_spec,
 )
 
 __all__ = ["State", "SnapshotCapture", "ScanCursor"]
@@ -111,7 +113,7 @@ class State:
         """
         now = check_time("now_ms", now_ms)
         specs = check_batch("specs", specs)
-        norm = [_normalise_spec(f"specs[{i}]", spec) for i, spec in enumerate(specs)]
+        norm = [_normalise_spec(i, spec) for i, spec in enumerate(specs)]
 
         t = self._table
         # plan[i]: ("old", ordinal) | ("new", j) | ("dup", j), j indexing `new`
@@ -152,6 +154,7 @@ class State:
         base = len(t)
         self._wheel.insert_many(range(base, base + len(new)), [n[2] for n in new])
         events: list[Event] = []
+        fresh: list[partial] = []           # each new timer as this command leaves it, built on demand
         seq = self._seq
         for tenant, timer_id, fire_at, flags, extra in new:
             ti = t.intern_tenant(tenant)
@@ -159,13 +162,15 @@ class State:
             t.append(ti, timer_id, fire_at, flags, extra, _ARMED, 2, now, now)
             events.append(Event(seq + 1, _CREATED, tenant, timer_id, now, 1, _S_SCHEDULED, fire_at))
             events.append(Event(seq + 2, _E_ARMED, tenant, timer_id, now, 2, _S_ARMED, fire_at))
+            fresh.append(partial(timer_of, tenant, timer_id, fire_at, flags, extra, _ARMED, now, now,
+                                 NO_TIME, NO_TIME, 0, NO_FIRE, 2))
             seq += 2
         self._seq = seq
         self._counts[_ARMED] += len(new)
 
         view = t.view
         items = tuple(
-            CreateItem(view(ref), False) if how == "old" else CreateItem(view(base + ref), how == "new")
+            CreateItem(view(ref), False) if how == "old" else CreateItem(fresh[ref], how == "new")
             for how, ref in plan
         )
         return CreateResult(tuple(events), items)
@@ -653,8 +658,16 @@ def _has_labels(have: tuple, wanted: tuple) -> bool:
     return set(wanted) <= set(have)
 
 
-def _normalise_spec(p: str, spec: Any) -> tuple:
-    """Validate one TimerSpec; return (tenant, id, fire_at, flags, extra)."""
+def _normalise_spec(i: int, spec: Any) -> tuple:
+    """Validate specs[i]; return (tenant, id, fire_at, flags, extra)."""
+    if type(spec) is TimerSpec:
+        tenant, timer_id, fire_at, name = spec.tenant, spec.id, spec.fire_at, spec.name
+        payload, labels, action, key, ack = (spec.payload, spec.labels, spec.action, spec.idempotency_key,
+                                             spec.ack_required)
+        if plain_spec(tenant, timer_id, fire_at, name, payload, labels, action, key, ack):
+            return (tenant, timer_id, fire_at, FLAG_ACK_REQUIRED if ack else 0,
+                    make_extra(name, payload, (), action, key))
+    p = f"specs[{i}]"
     if not isinstance(spec, TimerSpec):
         raise InvalidArgument(p, f"must be a TimerSpec, not {type(spec).__name__}")
     tenant = check_tenant(f"{p}.tenant", spec.tenant)

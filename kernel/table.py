@@ -28,7 +28,7 @@ from typing import Iterator, NamedTuple, Optional
 
 from .timer import EMPTY_LABELS, Timer, TimerState
 
-__all__ = ["Extra", "Table", "NO_TIME", "NO_FIRE", "FLAG_ACK_REQUIRED", "COLUMNS"]
+__all__ = ["Extra", "Table", "NO_TIME", "NO_FIRE", "FLAG_ACK_REQUIRED", "COLUMNS", "timer_of"]
 
 NO_TIME = -1              # armed_at/fired_at/settled_at before the transition happened
 NO_FIRE = 0               # fire_id before the first fire (seqs start at 1)
@@ -80,6 +80,36 @@ def make_extra(name: str, payload: bytes, labels: tuple, action: bytes, key: Opt
     if not name and not payload and not labels and not action and key is None:
         return None
     return Extra(name, payload, labels, action, key)
+
+
+def timer_of(tenant: str, timer_id: str, fire_at: int, flags: int, extra: Optional[Extra], state: int,
+             created_at: int, armed_at: int, fired_at: int, settled_at: int, attempts: int, fire_id: int,
+             revision: int) -> Timer:
+    """A Timer from one record's fields as the table stores them (NO_TIME/NO_FIRE for unset)."""
+    if extra is None:
+        name, payload, labels, action, key = "", b"", EMPTY_LABELS, b"", None
+    else:
+        name, payload, pairs, action, key = extra
+        labels = MappingProxyType(dict(pairs)) if pairs else EMPTY_LABELS
+    return Timer(
+        tenant=tenant,
+        id=timer_id,
+        name=name,
+        fire_at=fire_at,
+        payload=payload,
+        labels=labels,
+        action=action,
+        idempotency_key=key,
+        ack_required=bool(flags & FLAG_ACK_REQUIRED),
+        state=_STATES[state],
+        created_at=created_at,
+        armed_at=None if armed_at == NO_TIME else armed_at,
+        fired_at=None if fired_at == NO_TIME else fired_at,
+        settled_at=None if settled_at == NO_TIME else settled_at,
+        attempts=attempts,
+        fire_id=None if fire_id == NO_FIRE else fire_id,
+        revision=revision,
+    )
 
 
 class Table:
@@ -170,35 +200,9 @@ class Table:
 
     def view(self, o: int) -> Timer:
         """A Timer snapshot of record o."""
-        ex = self.extra[o]
-        if ex is None:
-            name, payload, labels, action, key = "", b"", EMPTY_LABELS, b"", None
-        else:
-            name, payload, pairs, action, key = ex
-            labels = MappingProxyType(dict(pairs)) if pairs else EMPTY_LABELS
-        armed_at = self.armed_at[o]
-        fired_at = self.fired_at[o]
-        settled_at = self.settled_at[o]
-        fire_id = self.fire_id[o]
-        return Timer(
-            tenant=self.tenant_names[self.tenant[o]],
-            id=self.ids[o],
-            name=name,
-            fire_at=self.fire_at[o],
-            payload=payload,
-            labels=labels,
-            action=action,
-            idempotency_key=key,
-            ack_required=bool(self.flags[o] & FLAG_ACK_REQUIRED),
-            state=_STATES[self.state[o]],
-            created_at=self.created_at[o],
-            armed_at=None if armed_at == NO_TIME else armed_at,
-            fired_at=None if fired_at == NO_TIME else fired_at,
-            settled_at=None if settled_at == NO_TIME else settled_at,
-            attempts=self.attempts[o],
-            fire_id=None if fire_id == NO_FIRE else fire_id,
-            revision=self.revision[o],
-        )
+        return timer_of(self.tenant_names[self.tenant[o]], self.ids[o], self.fire_at[o], self.flags[o],
+                        self.extra[o], self.state[o], self.created_at[o], self.armed_at[o], self.fired_at[o],
+                        self.settled_at[o], self.attempts[o], self.fire_id[o], self.revision[o])
 
     def views(self, tenant: Optional[str] = None) -> Iterator[Timer]:
         """Views in ordinal (creation) order, optionally of one tenant only."""

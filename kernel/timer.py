@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 from types import MappingProxyType
-from typing import Mapping, NamedTuple, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 __all__ = [
     "DEFAULT_TENANT",
@@ -134,12 +134,41 @@ class Event(NamedTuple):
     fire_id: Optional[int] = None
 
 
-class CreateItem(NamedTuple):
-    """Outcome for one spec: the timer and whether this command created it
-    (False when an idempotency key matched an existing timer)."""
+class CreateItem:
+    """Outcome for one spec: the timer (as this command left it) and whether this
+    command created it (False when an idempotency key matched an existing timer).
 
-    timer: Timer
-    created: bool
+    Unpacks and compares like a (timer, created) pair. `timer` may be given as a
+    zero-argument function and is built on first use: every replica applies each
+    create, but only the node that answers the client reads the items, so the
+    others never pay for building thousands of Timer objects per command.
+    """
+
+    __slots__ = ("_timer", "created")
+
+    def __init__(self, timer: "Timer | Callable[[], Timer]", created: bool) -> None:
+        self._timer = timer
+        self.created = created
+
+    @property
+    def timer(self) -> Timer:
+        t = self._timer
+        if not isinstance(t, Timer):
+            t = self._timer = t()
+        return t
+
+    def __iter__(self):
+        return iter((self.timer, self.created))
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, CreateItem):
+            return NotImplemented
+        return self.created == other.created and self.timer == other.timer
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"CreateItem(timer={self.timer!r}, created={self.created!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ __all__ = [
     "MAX_LABEL_VALUE_LEN",
     "MAX_IDEMPOTENCY_KEY_LEN",
     "MAX_BATCH",
+    "plain_spec",
     "check_time",
     "check_delta",
     "check_seq",
@@ -218,6 +219,24 @@ def check_bool(field: str, v: Any) -> bool:
     if v is not True and v is not False:
         raise InvalidArgument(field, f"must be a bool, not {_type_name(v)}")
     return v
+
+
+def plain_spec(tenant: Any, timer_id: Any, fire_at: Any, name: Any, payload: Any, labels: Any,
+               action: Any, key: Any, ack_required: Any) -> bool:
+    """True when a spec's fields are the common case and already valid: exact
+    types, ASCII text, no labels. Then the per-field checks above would pass and
+    return their inputs unchanged, so a caller may skip them (it is ~5x cheaper).
+    False says nothing: run the checks, which name the bad field."""
+    return (type(tenant) is str and type(timer_id) is str and type(fire_at) is int
+            and 0 <= fire_at <= MAX_TIME
+            and type(name) is str and len(name) <= MAX_NAME_LEN and name.isascii()
+            and type(payload) is bytes and len(payload) <= MAX_PAYLOAD_BYTES
+            and (labels is None or (type(labels) is dict and not labels))
+            and type(action) is bytes and len(action) <= MAX_ACTION_BYTES
+            and (key is None or (type(key) is str and 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LEN
+                                 and key.isascii()))
+            and (ack_required is True or ack_required is False)
+            and _ID_RE.fullmatch(timer_id) is not None and _TENANT_RE.fullmatch(tenant) is not None)
 
 
 def check_batch(field: str, v: Any) -> list:
