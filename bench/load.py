@@ -317,8 +317,10 @@ def default_lead(timers: int, single_seconds: float) -> float:
 def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: int = 8, batch: int = 1000,
         payload: int = 64, out: Optional[str] = None, peers: tuple = (), burst: int = 0,
         single_seconds: float = 5.0, lead: Optional[float] = None, failover: bool = False,
-        sync: str = "durable", progress: bool = True, say=None, etcd_timers: Optional[int] = None) -> dict:
-    """``etcd_timers``: timers for the etcd peer (default ``min(timers + burst, 20000)``: one lease each)."""
+        sync: str = "durable", progress: bool = True, say=None, etcd_timers: Optional[int] = None,
+        install_peers: bool = True) -> dict:
+    """``etcd_timers``: timers for the etcd peer (default ``min(timers + burst, 20000)``: one lease each).
+    ``install_peers``: apt-get a missing peer's Debian package (bench/debian.py) instead of skipping it."""
     validate(timers, nodes, window, clients, batch, payload, peers, burst, etcd_timers)
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     if out:
@@ -464,7 +466,7 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
     report["peers"] = {}
     for p in peers:     # after the cluster is stopped: each system gets the machine to itself
         report["peers"][p] = _run_peer(p, timers + burst, window, clients, batch, payload, lead, progress, say,
-                                       etcd_timers)
+                                       etcd_timers, install_peers)
     report["seconds_total"] = time.monotonic() - t0
     if out:
         write_outputs(report, out, say)
@@ -504,13 +506,13 @@ def _analyse(expected: dict, fired: list, fo: Optional[dict], burst_ms: Optional
 # ---------------------------------------------------------------- peers
 
 def _run_peer(name: str, n: int, window: float, clients: int, batch: int, payload: int, lead: float,
-              progress: bool, say, etcd_timers: Optional[int] = None) -> dict:
+              progress: bool, say, etcd_timers: Optional[int] = None, install: bool = True) -> dict:
     if name == "redis":
         try:
             from minoots.bench import load_redis
         except ImportError:  # pragma: no cover - running from the repo root
             from bench import load_redis  # type: ignore
-        return load_redis.run(n, window, clients, batch, payload, lead, progress, say)
+        return load_redis.run(n, window, clients, batch, payload, lead, progress, say, install)
     if name == "etcd":
         try:
             from minoots.bench import load_etcd
@@ -518,7 +520,7 @@ def _run_peer(name: str, n: int, window: float, clients: int, batch: int, payloa
             from bench import load_etcd  # type: ignore
         m = etcd_timers if etcd_timers is not None else load_etcd.default_timers(n)
         # its own lead (>= the MINOOTS one): one lease + one put per timer is slower than create_many
-        return load_etcd.run(m, window, clients, payload, lead, progress, say)
+        return load_etcd.run(m, window, clients, payload, lead, progress, say, install)
     return {"skipped": f"{name}: not implemented in this harness yet"}
 
 
@@ -681,6 +683,7 @@ def main(argv=None) -> int:
     ap.add_argument("--failover", action="store_true")
     ap.add_argument("--sync", choices=("durable", "relaxed"), default="durable")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-install-peers", action="store_true")
     ap.add_argument("--etcd-timers", type=int, default=None,
                     help="timers for the etcd peer (default: min(timers + burst, 20000))")
     a = ap.parse_args(argv)
@@ -688,7 +691,7 @@ def main(argv=None) -> int:
         report = run(a.timers, a.nodes, parse_duration(a.window), a.clients, a.batch, a.payload, a.out,
                      tuple(p for p in a.peers.split(",") if p), a.burst, a.single_seconds,
                      parse_duration(a.lead) if a.lead else None, a.failover, a.sync, not a.no_progress,
-                     etcd_timers=a.etcd_timers)
+                     etcd_timers=a.etcd_timers, install_peers=not a.no_install_peers)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -225,11 +225,13 @@ def _stop_members(procs: list) -> None:
             p.wait()
 
 
-def run(n: int, window: float, clients: int, payload: int, lead: Optional[float], progress: bool, say) -> dict:
+def run(n: int, window: float, clients: int, payload: int, lead: Optional[float], progress: bool, say,
+        install: bool = True) -> dict:
+    from minoots.bench.debian import find_or_install
     from minoots.bench.load import dist, vmrss
-    exe = shutil.which("etcd")
+    exe, why = find_or_install("etcd", "etcd-server", install, say)
     if exe is None:
-        return {"skipped": "etcd not found (apt-get install -y etcd-server)"}
+        return {"skipped": why}
     tmp = Path(tempfile.mkdtemp(prefix="minoots-etcd-"))
     procs: list[subprocess.Popen] = []
     watcher = None

@@ -32,12 +32,14 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def run(n: int, window: float, clients: int, batch: int, payload: int, lead: float, progress: bool, say) -> dict:
+def run(n: int, window: float, clients: int, batch: int, payload: int, lead: float, progress: bool, say,
+        install: bool = True) -> dict:
+    from minoots.bench.debian import find_or_install
     from minoots.bench.load import dist, vmrss
     from minoots.raft.local import free_ports
-    exe = shutil.which("redis-server")
+    exe, why = find_or_install("redis-server", "redis-server", install, say)
     if exe is None:
-        return {"skipped": "redis-server not found (apt-get install -y redis-server)"}
+        return {"skipped": why}
     try:
         import redis
     except ImportError:

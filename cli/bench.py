@@ -105,7 +105,7 @@ class _Duration(click.ParamType):
 
 
 @bench.command("load")
-@click.option("--timers", type=click.IntRange(min=1), default=100_000, show_default=True,
+@click.option("--timers", type=click.IntRange(min=1), default=1_000_000, show_default=True,
               help="Timers to load (batched) and keep outstanding until they fire.")
 @click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True, help="Cluster size.")
 @click.option("--window", type=_Duration(), default="600s", show_default=True,
@@ -128,9 +128,11 @@ class _Duration(click.ParamType):
 @click.option("--sync", type=click.Choice(["durable", "relaxed"]), default="durable", show_default=True)
 @click.option("--etcd-timers", type=click.IntRange(min=1), default=None,
               help="Timers for the etcd peer (one lease each; default: min(timers + burst, 20000)).")
+@click.option("--install-peers/--no-install-peers", default=True, show_default=True,
+              help="apt-get a missing peer's Debian package (etcd-server, redis-server) when allowed to.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def load(timers, nodes, window, clients, batch, payload, out, peers, burst, single_seconds, lead, failover,
-         sync, etcd_timers, quiet) -> None:
+         sync, etcd_timers, install_peers, quiet) -> None:
     """Load N timers into a local cluster through the gRPC API, let them fire, measure.
 
     Create throughput (batched and single), node RSS and bytes/timer, snapshot
@@ -142,7 +144,7 @@ def load(timers, nodes, window, clients, batch, payload, out, peers, burst, sing
     try:
         report = load_bench.run(timers, nodes, window, clients, batch, payload, out, peer_list, burst,
                                 single_seconds, lead, failover, sync, progress=not quiet, say=say,
-                                etcd_timers=etcd_timers)
+                                etcd_timers=etcd_timers, install_peers=install_peers)
     except load_bench.BenchError as exc:
         raise click.ClickException(str(exc)) from None
     report.pop("_lateness_samples", None)

@@ -78,3 +78,22 @@ def test_peer_table_labels_a_smaller_etcd_run_and_skips():
     assert "etcd (200 timers)" in text
     assert "0.50" in text and "50.00" in text and "10.00" in text    # creates/s, P99 and B/timer ratios
     assert "redis-server not found" in text
+
+
+def test_peer_binaries_are_found_or_skipped_with_a_hint(monkeypatch):
+    from minoots.bench import debian
+    said = []
+    path, why = debian.find_or_install("python3", "python3", True, said.append)
+    assert path and why == "" and said == []                   # present: nothing to install
+    path, why = debian.find_or_install("no-such-server-xyz", "no-such-server-xyz", False, said.append)
+    assert path is None and "apt-get install -y no-such-server-xyz" in why and said == []
+    monkeypatch.setattr(debian, "_apt_prefix", lambda: None)   # e.g. not root and no sudo
+    path, why = debian.find_or_install("no-such-server-xyz", "no-such-server-xyz", True, said.append)
+    assert path is None and "cannot run apt-get" in why and said == []
+
+
+def test_a_peer_that_cannot_be_had_is_skipped_not_fatal(monkeypatch):
+    from minoots.bench import debian, load_redis
+    monkeypatch.setattr(debian, "find_or_install", lambda exe, pkg, install, say: (None, f"{exe} missing"))
+    r = load_redis.run(10, 5.0, 1, 10, 0, 1.0, False, lambda m: None)
+    assert r == {"skipped": "redis-server missing"}
