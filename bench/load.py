@@ -102,18 +102,24 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def vmrss(pid: Optional[int]) -> Optional[int]:
-    """VmRSS of a process in bytes (None if it is gone)."""
+def vmrss(pid: Optional[int], field: str = "VmRSS") -> Optional[int]:
+    """VmRSS (or another /proc/PID/status size such as RssAnon, RssFile) in bytes; None if gone."""
     if not pid:
         return None
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
     return None
+
+
+def rss_parts(pid: Optional[int]) -> dict:
+    """VmRSS split into heap (RssAnon) and mapped files (RssFile: here LMDB's maps, which the
+    kernel can drop and re-read), so bytes per timer can be told apart by where they live."""
+    return {f: vmrss(pid, f) for f in ("VmRSS", "RssAnon", "RssFile")}
 
 
 def dist(values: list) -> dict:
@@ -346,6 +352,7 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
         time.sleep(1.0)
         sampler = RssSampler(cluster, t0)
         rss_before = sampler.sample()
+        parts_before = {nid: rss_parts(n.pid) for nid, n in cluster.nodes.items()}
         sampler.start()
         watcher = Watcher(addrs)
         watcher.start()
@@ -403,10 +410,17 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
         # -- full load: memory, snapshot, restart recovery
         time.sleep(1.0)
         rss_full = sampler.sample()
+        parts_full = {nid: rss_parts(n.pid if n.alive() else None) for nid, n in cluster.nodes.items()}
         n_out = len(expected)
+
+        def per_timer(a, b):
+            return (b - a) / n_out if a is not None and b is not None else None
         report["rss"] = {nid: {"before": rss_before[nid], "full": rss_full[nid],
-                               "bytes_per_timer": ((rss_full[nid] - rss_before[nid]) / n_out)
-                               if rss_full[nid] and rss_before[nid] else None}
+                               "bytes_per_timer": per_timer(rss_before[nid], rss_full[nid]),
+                               "anon_bytes_per_timer": per_timer(parts_before[nid]["RssAnon"],
+                                                                 parts_full[nid]["RssAnon"]),
+                               "file_bytes_per_timer": per_timer(parts_before[nid]["RssFile"],
+                                                                 parts_full[nid]["RssFile"])}
                          for nid in cluster.nodes}
         report["outstanding_at_full_load"] = n_out
         with Client(addrs, timeout=120) as c:
@@ -547,7 +561,8 @@ def format_table(r: dict) -> str:
     for nid, m in (r.get("rss") or {}).items():
         rows.append((f"RSS {nid} before -> full", f"{_f(m['before'] and m['before'] / 2**20, '{:.0f}')} -> "
                      f"{_f(m['full'] and m['full'] / 2**20, '{:.0f}')} MiB",
-                     f"{_f(m['bytes_per_timer'])} B/timer"))
+                     f"{_f(m['bytes_per_timer'])} B/timer = heap {_f(m.get('anon_bytes_per_timer'))} "
+                     f"+ mapped LMDB files {_f(m.get('file_bytes_per_timer'))}"))
     sn = r.get("snapshot") or {}
     rows.append(("snapshot at full load", "error" if "error" in sn else
                  f"{_f(sn.get('bytes') and sn['bytes'] / 1e6, '{:.1f}')} MB in {_f(sn.get('seconds'), '{:.2f}')} s",
