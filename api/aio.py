@@ -18,7 +18,7 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import IO, Any, Awaitable, Callable, Optional, Union
 
@@ -410,6 +410,9 @@ class AsyncWatch(AsyncIterator[Event]):
         self._call = None
         self._pending: Optional[asyncio.Future] = None   # the read in flight across liveness checks
         self._closed = False
+        self._batch: Iterator = iter(())   # the rest of the last EventBatch received
+        self._batched = False              # the open call is WatchEventBatches
+        self._reopen: Optional[str] = None   # reopen here at once (it lacks WatchEventBatches)
 
     @property
     def last_sequence(self) -> Optional[int]:
@@ -434,6 +437,12 @@ class AsyncWatch(AsyncIterator[Event]):
         while True:
             if self._closed:
                 raise StopAsyncIteration
+            pb = next(self._batch, None)
+            if pb is not None:
+                ev = self._policy.received(pb)
+                if ev is not None:
+                    return ev
+                continue
             if self._call is None:
                 await self._open()
             try:
@@ -446,6 +455,10 @@ class AsyncWatch(AsyncIterator[Event]):
                 if self._closed:
                     raise StopAsyncIteration from None
                 self._drop_call()
+                if self._batched and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    self._policy.unbatched.add(self._policy.addr)   # an older server: per event,
+                    self._reopen = self._policy.addr                  # on the same node, at once
+                    continue
                 self._policy.failed(exc)
                 continue
             except asyncio.CancelledError:
@@ -455,6 +468,9 @@ class AsyncWatch(AsyncIterator[Event]):
             if pb is grpc.aio.EOF:
                 self._drop_call()
                 self._policy.failed(None)
+                continue
+            if self._batched:
+                self._batch = iter(pb.events)
                 continue
             ev = self._policy.received(pb)
             if ev is not None:
@@ -513,15 +529,20 @@ class AsyncWatch(AsyncIterator[Event]):
 
     async def _open(self) -> None:
         c = self._client
-        pause = self._policy.delay()
-        if pause > 0:
-            await asyncio.sleep(pause)
-        if c.router.stale(c.refresh_interval):
-            await c._refresh(time.monotonic() + DISCOVERY_ATTEMPT_TIMEOUT, avoid=self._policy.addr)
-        addr = self._policy.choose()
+        addr, self._reopen = self._reopen, None
+        if addr is None:
+            pause = self._policy.delay()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            if c.router.stale(c.refresh_interval):
+                await c._refresh(time.monotonic() + DISCOVERY_ATTEMPT_TIMEOUT, avoid=self._policy.addr)
+            addr = self._policy.choose()
         if self._closed:
             raise StopAsyncIteration
-        self._call = c._timers(addr).WatchEvents(self._policy.cursor.resume_request())
+        stub = c._timers(addr)
+        self._batched = addr not in self._policy.unbatched
+        rpc = stub.WatchEventBatches if self._batched else stub.WatchEvents
+        self._call = rpc(self._policy.cursor.resume_request())
         self._policy.opened(addr)
 
     def _drop_call(self) -> None:

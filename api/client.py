@@ -1234,6 +1234,7 @@ class WatchPolicy:
         self.failures = 0
         self.last_error: Optional[BaseException] = None
         self.lacking: dict[str, grpc.RpcError] = {}   # members without our cursor's events
+        self.unbatched: set[str] = set()   # members without WatchEventBatches (older servers)
         self.reconnects = 0
         self.stall_timeout = float(stall_timeout) if stall_timeout else None
         self.active_at = 0.0        # monotonic time of the last open or event
@@ -1350,6 +1351,9 @@ class Watch(Iterator[Event]):
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._monitor: Optional[threading.Thread] = None
+        self._pending: Iterator = iter(())   # the rest of the last EventBatch received
+        self._batched = False                # the open call is WatchEventBatches
+        self._reopen: Optional[str] = None   # reopen here at once (it lacks WatchEventBatches)
 
     @property
     def last_sequence(self) -> Optional[int]:
@@ -1377,37 +1381,53 @@ class Watch(Iterator[Event]):
         while True:
             if self._closed:
                 raise StopIteration
-            if self._call is None:
-                self._open()
-            try:
-                pb = next(self._call)
-            except StopIteration:
-                # The server ended an endless stream (shutting down): resume elsewhere.
-                self._drop_call()
-                self._policy.failed(None)
-                continue
-            except grpc.RpcError as exc:
-                if self._closed:
-                    raise StopIteration from None
-                self._drop_call()
-                self._policy.failed(exc)
-                continue
+            pb = next(self._pending, None)
+            if pb is None:
+                if self._call is None:
+                    self._open()
+                try:
+                    msg = next(self._call)
+                except StopIteration:
+                    # The server ended an endless stream (shutting down): resume elsewhere.
+                    self._drop_call()
+                    self._policy.failed(None)
+                    continue
+                except grpc.RpcError as exc:
+                    if self._closed:
+                        raise StopIteration from None
+                    self._drop_call()
+                    if self._batched and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                        self._policy.unbatched.add(self._policy.addr)   # an older server: per event,
+                        self._reopen = self._policy.addr                  # on the same node, at once
+                        continue
+                    self._policy.failed(exc)
+                    continue
+                if not self._batched:
+                    pb = msg
+                else:
+                    self._pending = iter(msg.events)
+                    continue
             ev = self._policy.received(pb)
             if ev is not None:
                 return ev
 
     def _open(self) -> None:
         c = self._client
-        pause = self._policy.delay()
-        if pause > 0:
-            time.sleep(pause)
-        if c.router.stale(c.refresh_interval):
-            c._refresh(time.monotonic() + DISCOVERY_ATTEMPT_TIMEOUT, avoid=self._policy.addr)
-        addr = self._policy.choose()
+        addr, self._reopen = self._reopen, None
+        if addr is None:
+            pause = self._policy.delay()
+            if pause > 0:
+                time.sleep(pause)
+            if c.router.stale(c.refresh_interval):
+                c._refresh(time.monotonic() + DISCOVERY_ATTEMPT_TIMEOUT, avoid=self._policy.addr)
+            addr = self._policy.choose()
         with self._lock:
             if self._closed:
                 raise StopIteration
-            self._call = c._timers(addr).WatchEvents(self._policy.cursor.resume_request())
+            stub = c._timers(addr)
+            self._batched = addr not in self._policy.unbatched
+            rpc = stub.WatchEventBatches if self._batched else stub.WatchEvents
+            self._call = rpc(self._policy.cursor.resume_request())
             self._policy.opened(addr)
             if self._monitor is None and self._policy.stall_timeout is not None:
                 self._monitor = threading.Thread(target=_watch_monitor, args=(weakref.ref(self), self._wake),

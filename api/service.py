@@ -44,7 +44,7 @@ from minoots.v1 import timers_pb2_grpc
 from . import listing, validation
 from .bridge import leader_reachable
 from .convert import fill_timer_pb, ms_timestamp, timer_to_pb
-from .events import EventsLost, EventsUnavailable, watch
+from .events import EventsLost, EventsUnavailable, watch, watch_batches
 
 log = logging.getLogger("minoots.api")
 
@@ -240,6 +240,12 @@ class TimersService(timers_pb2_grpc.TimersServicer):
         tenant, kinds = validation.watch_filter(request)
         async for event in watch(self._events, self._bridge, request.from_sequence, tenant, kinds):
             yield event
+
+    @_stream
+    async def WatchEventBatches(self, request, context):
+        tenant, kinds = validation.watch_filter(request)
+        async for events in watch_batches(self._events, self._bridge, request.from_sequence, tenant, kinds):
+            yield pb.EventBatch(events=events)
 
 
 def _create_response(items) -> pb.CreateTimersResponse:
