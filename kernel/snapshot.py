@@ -47,7 +47,7 @@ from typing import Optional, Union
 
 from ._wheel import MAX_TIME
 from .errors import SnapshotError
-from .table import COLUMNS, Extra, Table, make_extra
+from .table import COLUMNS, FLAG_KEY_IS_ID, FLAGS_KNOWN, ExtraField, Table, as_extra, make_extra
 from .timer import TimerState
 from .validate import MAX_ID_LEN, MAX_LABELS, MAX_TENANT_LEN
 
@@ -103,7 +103,7 @@ class SnapshotCapture:
         for name, _ in COLUMNS:
             setattr(self, name, getattr(table, name)[:])   # array slice: one memcpy
         self.ids: list[str] = table.ids[:]
-        self.extra: list[Optional[Extra]] = table.extra[:]
+        self.extra: list[ExtraField] = table.extra[:]
         self.tenant_names: list[str] = table.tenant_names[:]
         self.seq = seq
         self.last_tick = last_tick
@@ -126,7 +126,7 @@ def encode(table: Union[Table, SnapshotCapture], seq: int, last_tick: int) -> by
         ex_ords: list[int] = []
     else:
         ex_ords = list(compress(range(n), map(is_not, table.extra, repeat(None))))
-    extras = [table.extra[o] for o in ex_ords]
+    extras = [as_extra(table.extra[o]) for o in ex_ords]
     blocks: list[bytes] = []
     blocks += _utf8_blocks(table.tenant_names)
     for name, _ in COLUMNS:
@@ -297,7 +297,7 @@ def _decode(mv: memoryview) -> tuple[Table, int, int]:
         raise SnapshotError("snapshot column tenant names a tenant that is not in the table")
     if t.state.tobytes().translate(None, _OK_STATES):
         raise SnapshotError("snapshot column state holds an unknown state")
-    if t.flags.tobytes().translate(None, b"\x00\x01"):
+    if t.flags.tobytes().translate(None, bytes(range(FLAGS_KNOWN + 1))):
         raise SnapshotError("snapshot column flags holds unknown flags")
     _check_times(t.fire_at, "column fire_at")
 
@@ -328,16 +328,21 @@ def _decode(mv: memoryview) -> tuple[Table, int, int]:
     if r.pos != len(body):
         raise SnapshotError(f"snapshot has {len(body) - r.pos} unexpected trailing bytes")
 
-    extra: list[Optional[Extra]] = [None] * n
+    extra: list[ExtraField] = [None] * n
     p = 0
     for j, o in enumerate(ex_ords):
         c = label_counts[j]
         labels = tuple(zip(lkeys[p:p + c], lvals[p:p + c]))
         p += c
-        ex = make_extra(names[j], payloads[j], labels, actions[j], keys[j])
-        if ex is None:
+        key = keys[j]
+        if key is not None and key == ids[o]:    # canonical form, however the snapshot was written
+            t.flags[o] |= FLAG_KEY_IS_ID
+            key = None
+        elif key is not None and t.flags[o] & FLAG_KEY_IS_ID:
+            raise SnapshotError(f"snapshot gives timer {o} an idempotency key besides its id")
+        if not (names[j] or payloads[j] or labels or actions[j] or keys[j]):
             raise SnapshotError(f"snapshot lists timer {o} as having extras but all are empty")
-        extra[o] = ex
+        extra[o] = make_extra(names[j], payloads[j], labels, actions[j], key)
     t.extra = extra
     try:
         t.rebuild_indexes()

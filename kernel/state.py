@@ -24,7 +24,7 @@ from . import snapshot as _snapshot
 from ._wheel import MAX_TIME, Wheel
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from .snapshot import SnapshotCapture
-from .table import FLAG_ACK_REQUIRED, NO_FIRE, NO_TIME, Table, make_extra, timer_of
+from .table import FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID, NO_FIRE, NO_TIME, Extra, Table, make_extra, timer_of
 from .timer import (
     AckResult,
     CancelResult,
@@ -123,8 +123,8 @@ class State:
         batch_ids: dict[tuple[str, str], int] = {}
         batch_keys: dict[tuple[str, str], int] = {}
         for i, spec in enumerate(norm):
-            tenant, timer_id, _, _, extra = spec
-            key = extra.idempotency_key if extra is not None else None
+            tenant, timer_id, _, flags, extra = spec
+            key = timer_id if flags & FLAG_KEY_IS_ID else (extra.idempotency_key if type(extra) is Extra else None)
             if key is not None:
                 o = t.lookup_idem(tenant, key)
                 if o is not None:
@@ -561,7 +561,9 @@ class State:
         for ti, keys in enumerate(t.by_idem):
             for key, o in keys.items():
                 ex = t.extra[o]
-                need(t.tenant[o] == ti and ex is not None and ex.idempotency_key == key, "idempotency index")
+                need(t.tenant[o] == ti and type(ex) is Extra and ex.idempotency_key == key, "idempotency index")
+                same_id = t.by_id[ti].get(key)
+                need(same_id is None or not t.flags[same_id] & FLAG_KEY_IS_ID, "idempotency key also an id key")
 
     # ---- helpers -------------------------------------------------------------
 
@@ -644,7 +646,7 @@ class ScanCursor(Iterator[Timer]):
                     continue
             if pairs:
                 ex = extra[o]
-                if ex is None or not _has_labels(ex.labels, pairs):
+                if type(ex) is not Extra or not _has_labels(ex.labels, pairs):
                     continue
             self.position = o + 1
             yield t.view(o)
@@ -665,8 +667,11 @@ def _normalise_spec(i: int, spec: Any) -> tuple:
         payload, labels, action, key, ack = (spec.payload, spec.labels, spec.action, spec.idempotency_key,
                                              spec.ack_required)
         if plain_spec(tenant, timer_id, fire_at, name, payload, labels, action, key, ack):
-            return (tenant, timer_id, fire_at, FLAG_ACK_REQUIRED if ack else 0,
-                    make_extra(name, payload, (), action, key))
+            flags = FLAG_ACK_REQUIRED if ack else 0
+            if key is not None and key == timer_id:
+                flags |= FLAG_KEY_IS_ID
+                key = None
+            return tenant, timer_id, fire_at, flags, make_extra(name, payload, (), action, key)
     p = f"specs[{i}]"
     if not isinstance(spec, TimerSpec):
         raise InvalidArgument(p, f"must be a TimerSpec, not {type(spec).__name__}")
@@ -679,6 +684,9 @@ def _normalise_spec(i: int, spec: Any) -> tuple:
     action = check_bytes(f"{p}.action", spec.action, MAX_ACTION_BYTES)
     key = check_idempotency_key(f"{p}.idempotency_key", spec.idempotency_key)
     flags = FLAG_ACK_REQUIRED if check_bool(f"{p}.ack_required", spec.ack_required) else 0
+    if key is not None and key == timer_id:
+        flags |= FLAG_KEY_IS_ID
+        key = None
     return tenant, timer_id, fire_at, flags, make_extra(name, payload, labels, action, key)
 
 

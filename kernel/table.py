@@ -24,15 +24,20 @@ from array import array
 from itertools import compress, repeat
 from operator import is_not
 from types import MappingProxyType
-from typing import Iterator, NamedTuple, Optional
+from typing import Iterator, NamedTuple, Optional, Union
 
 from .timer import EMPTY_LABELS, Timer, TimerState
 
-__all__ = ["Extra", "Table", "NO_TIME", "NO_FIRE", "FLAG_ACK_REQUIRED", "COLUMNS", "timer_of"]
+__all__ = ["Extra", "Table", "NO_TIME", "NO_FIRE", "FLAG_ACK_REQUIRED", "FLAG_KEY_IS_ID", "COLUMNS", "timer_of",
+           "as_extra", "make_extra"]
 
 NO_TIME = -1              # armed_at/fired_at/settled_at before the transition happened
 NO_FIRE = 0               # fire_id before the first fire (seqs start at 1)
 FLAG_ACK_REQUIRED = 1
+#: The timer's idempotency key equals its id (what the SDK sends): the key is kept
+#: once, as the id, and found through the id index, not the idempotency index.
+FLAG_KEY_IS_ID = 2
+FLAGS_KNOWN = FLAG_ACK_REQUIRED | FLAG_KEY_IS_ID
 
 #: Fixed-size columns: attribute name -> array typecode. Order is the snapshot order.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -75,22 +80,44 @@ class Extra(NamedTuple):
     idempotency_key: Optional[str]
 
 
-def make_extra(name: str, payload: bytes, labels: tuple, action: bytes, key: Optional[str]) -> Optional[Extra]:
-    """An Extra, or None when every field has its default (the common case costs no object)."""
-    if not name and not payload and not labels and not action and key is None:
-        return None
+#: What the extra column holds for one timer: None (every variable field has its
+#: default), the payload bytes alone (only a payload is set: no tuple per timer),
+#: or an Extra.
+ExtraField = Union[None, bytes, Extra]
+
+_NO_EXTRA = Extra("", b"", (), b"", None)
+
+
+def make_extra(name: str, payload: bytes, labels: tuple, action: bytes, key: Optional[str]) -> ExtraField:
+    """The extra column's value for these fields; `key` is the stored key (None when
+    FLAG_KEY_IS_ID says the key is the id)."""
+    if not name and not labels and not action and key is None:
+        return payload if payload else None
     return Extra(name, payload, labels, action, key)
 
 
-def timer_of(tenant: str, timer_id: str, fire_at: int, flags: int, extra: Optional[Extra], state: int,
+def as_extra(extra: ExtraField) -> Extra:
+    """Any extra column value as an Extra (with its stored key)."""
+    if extra is None:
+        return _NO_EXTRA
+    if type(extra) is bytes:
+        return Extra("", extra, (), b"", None)
+    return extra
+
+
+def timer_of(tenant: str, timer_id: str, fire_at: int, flags: int, extra: ExtraField, state: int,
              created_at: int, armed_at: int, fired_at: int, settled_at: int, attempts: int, fire_id: int,
              revision: int) -> Timer:
     """A Timer from one record's fields as the table stores them (NO_TIME/NO_FIRE for unset)."""
     if extra is None:
         name, payload, labels, action, key = "", b"", EMPTY_LABELS, b"", None
+    elif type(extra) is bytes:
+        name, payload, labels, action, key = "", extra, EMPTY_LABELS, b"", None
     else:
         name, payload, pairs, action, key = extra
         labels = MappingProxyType(dict(pairs)) if pairs else EMPTY_LABELS
+    if flags & FLAG_KEY_IS_ID:
+        key = timer_id
     return Timer(
         tenant=tenant,
         id=timer_id,
@@ -128,7 +155,7 @@ class Table:
         for name, code in COLUMNS:
             setattr(self, name, array(code))
         self.ids: list[str] = []
-        self.extra: list[Optional[Extra]] = []
+        self.extra: list[ExtraField] = []
         self.tenant_names: list[str] = []           # tenant index -> name (first-seen order)
         self.tenant_index: dict[str, int] = {}      # name -> tenant index
         self.by_id: list[dict[str, int]] = []       # tenant index -> {id: ordinal}
@@ -162,7 +189,12 @@ class Table:
         t = self.tenant_index.get(tenant)
         if t is None:
             return None
-        return self.by_idem[t].get(key)
+        o = self.by_idem[t].get(key)
+        if o is None:
+            o = self.by_id[t].get(key)
+            if o is not None and not self.flags[o] & FLAG_KEY_IS_ID:
+                o = None
+        return o
 
     # ---- records ---------------------------------------------------------
 
@@ -172,7 +204,7 @@ class Table:
         timer_id: str,
         fire_at: int,
         flags: int,
-        extra: Optional[Extra],
+        extra: ExtraField,
         state: int,
         revision: int,
         created_at: int,
@@ -194,7 +226,7 @@ class Table:
         self.ids.append(timer_id)
         self.extra.append(extra)
         self.by_id[tenant][timer_id] = o
-        if extra is not None and extra.idempotency_key is not None:
+        if type(extra) is Extra and extra.idempotency_key is not None:
             self.by_idem[tenant][extra.idempotency_key] = o
         return o
 
@@ -247,12 +279,15 @@ class Table:
         extra = self.extra
         # Usually no timer has extras: skip the per-row loop with a C-level count.
         with_extra = () if extra.count(None) == n else compress(range(n), map(is_not, extra, repeat(None)))
+        flags = self.flags
         for o in with_extra:
             ex = extra[o]
-            if ex.idempotency_key is not None:
+            if type(ex) is Extra and ex.idempotency_key is not None:
+                key = ex.idempotency_key
                 d = by_idem[tenant[o]]
-                if ex.idempotency_key in d:
+                same_id = by_id[tenant[o]].get(key)
+                if key in d or (same_id is not None and flags[same_id] & FLAG_KEY_IS_ID):
                     raise ValueError("an idempotency key appears twice in one tenant")
-                d[ex.idempotency_key] = o
+                d[key] = o
         self.by_id = by_id
         self.by_idem = by_idem

@@ -401,3 +401,43 @@ def test_int_subclasses_are_normalised():
     t = s.create(Ms.X, [spec("a", fire_at=Ms.X)]).items[0].timer
     assert type(t.fire_at) is int and type(t.created_at) is int
     assert State.from_bytes(s.to_bytes()) == s
+
+
+def test_key_equal_to_the_id_behaves_as_any_key_but_is_stored_once():
+    """The SDK sends idempotency_key == id: kept as a flag, not a second string and index entry."""
+    s = State()
+    first = s.create(T0, [spec("a", idempotency_key="a", payload=b"p")]).items[0].timer
+    assert first.idempotency_key == "a" and first.payload == b"p"
+    assert s.get("default", "a").idempotency_key == "a"
+    assert s._table.by_idem[0] == {}                     # found through the id index
+    r = s.create(T0 + 5, [spec("a", idempotency_key="a")])          # the SDK's retry
+    assert r.events == () and r.items[0].created is False and r.items[0].timer == first
+    r = s.create(T0 + 5, [spec("z", idempotency_key="a")])          # another id, same key: the key wins
+    assert r.items[0].created is False and r.items[0].timer.id == "a"
+    s.create(T0, [spec("b", idempotency_key="k")])
+    # The id of a timer created with another key is not a key: x is created, and keeps "b" as its key.
+    r = s.create(T0, [spec("x", idempotency_key="b")])
+    assert r.items[0].created is True and r.items[0].timer.idempotency_key == "b"
+    r = s.create(T0, [spec("b", idempotency_key="b")])           # key "b" is x's now
+    assert r.items[0].created is False and r.items[0].timer.id == "x"
+    unchanged(s, lambda: s.create(T0, [spec("a", idempotency_key="fresh")]), AlreadyExists)
+    s.check_invariants()
+    back = State.from_bytes(s.to_bytes())
+    assert back == s and back.to_bytes() == s.to_bytes()
+    back.check_invariants()
+    assert back.create(T0, [spec("q", idempotency_key="a")]).items[0].timer.id == "a"
+
+
+def test_snapshot_with_a_stored_key_equal_to_the_id_loads_in_the_canonical_form():
+    """A snapshot written before keys equal to ids were folded into a flag loads to the same state."""
+    from minoots.kernel.table import FLAG_KEY_IS_ID, Extra
+    s = State()
+    s.create(T0, [spec("a", idempotency_key="a", payload=b"p"), spec("b", idempotency_key="a2")])
+    old = State.from_bytes(s.to_bytes())
+    t = old._table                                        # rewrite "a" the way older code stored it
+    t.flags[0] &= ~FLAG_KEY_IS_ID
+    t.extra[0] = Extra("", b"p", (), b"", "a")
+    t.by_idem[0]["a"] = 0
+    old.check_invariants()
+    assert old.to_bytes() != s.to_bytes()
+    assert State.from_bytes(old.to_bytes()).to_bytes() == s.to_bytes()

@@ -150,7 +150,7 @@ NOW = st.integers(T0, T0 + 300)
 FIRE_AT = st.integers(0, 39).flatmap(
     lambda r: st.just(-1) if r == 0 else st.just(MAX_TIME) if r == 1 else st.integers(T0 - 50, T0 + 300)
 )
-KEYS = st.sampled_from([None, None, None, "k1", "k2"])
+KEYS = st.sampled_from([None, None, None, "k1", "k2", "a", "b"])   # "a", "b": a key equal to an id (the SDK sends key == id)
 
 SPEC = st.builds(TimerSpec, id=IDS, fire_at=FIRE_AT, tenant=TENANTS, idempotency_key=KEYS, ack_required=st.booleans())
 COMMAND = st.one_of(
