@@ -353,6 +353,7 @@ def run(n: int, window: float, clients: int, payload: int, lead: Optional[float]
                      f"single creates), {clients} threads, v3 JSON gateway to the leader; TTL whole seconds "
                      f"(min {MIN_TTL_S}s); lateness = watch DELETE received - (grant sent + TTL); "
                      f"B/timer = mean VmRSS growth of the {MEMBERS} members"),
+            "_samples": late,          # for the plots; not written to results.json
         }
     finally:
         try:

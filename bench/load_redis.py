@@ -165,6 +165,7 @@ def run(n: int, window: float, clients: int, batch: int, payload: int, lead: flo
             "summary": {"create": done[0] / load_s, "p50": d["p50"], "p95": d["p95"], "p99": d["p99"], "max": d["max"],
                         "bpt": (rss1 - rss0) / n if rss0 and rss1 else None},
             "note": "lateness is pop time (10 ms poll) - deadline; payload in a hash (HSET/HDEL)",
+            "_samples": late,          # for the plots; not written to results.json
         }
     finally:
         if proc.poll() is None:

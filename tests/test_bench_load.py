@@ -97,3 +97,17 @@ def test_a_peer_that_cannot_be_had_is_skipped_not_fatal(monkeypatch):
     monkeypatch.setattr(debian, "find_or_install", lambda exe, pkg, install, say: (None, f"{exe} missing"))
     r = load_redis.run(10, 5.0, 1, 10, 0, 1.0, False, lambda m: None)
     assert r == {"skipped": "redis-server missing"}
+
+
+def test_plots_show_every_system_and_results_json_has_no_samples(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib comes with the [test] extra")
+    report = {"params": {"nodes": 3}, "correctness": {"ok": True},
+              "_lateness_samples": {"tick": [0, 1, 2, 50], "recv": [3, 4, 5, 60],
+                                    "peers": {"redis": [5, 9, 10], "etcd": [250, 400, 990]}},
+              "throughput_series": [(0.0, 0), (1.0, 1000), (2.0, 2500)],
+              "rss_series": [{"t": 0.0, "n1": 50 << 20}, {"t": 1.0, "n1": 60 << 20}]}
+    load_bench.write_outputs(report, str(tmp_path), lambda m: None)
+    for name in ("lateness.png", "throughput.png", "rss.png"):
+        assert (tmp_path / name).stat().st_size > 10_000, name
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert "_lateness_samples" not in saved and saved["correctness"]["ok"]
