@@ -122,6 +122,22 @@ def rss_parts(pid: Optional[int]) -> dict:
     return {f: vmrss(pid, f) for f in ("VmRSS", "RssAnon", "RssFile")}
 
 
+def machine() -> str:
+    """What the figures were measured on: CPU model, cores, memory, OS."""
+    import platform
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        mem = f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
+    except (ValueError, OSError):
+        mem = "? GiB"
+    return f"{cpu}, {os.cpu_count()} cores, {mem}, {platform.system()} {platform.release()}"
+
+
 def dist(values: list) -> dict:
     out = {"n": len(values)}
     for p in PCTS:
@@ -341,7 +357,8 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
     report: dict = {"params": {"timers": timers, "nodes": nodes, "window_s": window, "clients": clients,
                                "batch": batch, "payload": payload, "burst": burst, "lead_s": lead,
                                "single_seconds": single_seconds, "failover": failover, "sync": sync,
-                               "cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+                               "cpus": os.cpu_count(), "python": sys.version.split()[0],
+                               "machine": machine()}}
     sampler = watcher = None
     try:
         say(f"starting a {nodes}-node cluster in {tmp}")
@@ -553,6 +570,8 @@ def format_table(r: dict) -> str:
     lines.append(f"MINOOTS load: {r.get('outstanding_at_full_load', 0):,} timers, {p['nodes']} nodes, "
                  f"window {p['window_s']:g}s, {p['clients']} clients x batch {p['batch']}, payload {p['payload']} B, "
                  f"sync={p['sync']}, {p['cpus']} CPUs (cluster and harness share them)")
+    if p.get("machine"):
+        lines.append(f"machine: {p['machine']}")
     b, s = r.get("batched_creates", {}), r.get("single_creates", {})
     rows = [
         ("create, batched (create_many)", f"{_f(b.get('timers_per_s'))} timers/s",
