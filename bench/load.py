@@ -534,7 +534,7 @@ def _analyse(expected: dict, fired: list, fo: Optional[dict], burst_ms: Optional
             "lateness_tick_ms": dist(tick), "lateness_recv_ms": dist(recv),
             "lateness_burst_tick_ms": dist(burst_tick) if burst_ms else None,
             "lateness_outage_tick_ms": dist(out_tick) if fo else None,
-            "_lateness_samples": {"tick": tick, "recv": recv}}
+            "_lateness_samples": {"tick": tick, "recv": recv, "fire_at": [fa for _, _, fa, _ in fired]}}
 
 
 # ---------------------------------------------------------------- peers
@@ -693,6 +693,25 @@ def write_outputs(report: dict, out: str, say) -> None:
         fig.suptitle("fire lateness per system (same machine, same run)"); fig.tight_layout()
         fig.savefig(d / "lateness.png", dpi=110)
         plt.close(fig)
+    if samples and samples.get("fire_at"):
+        # Where in the run the late ones are: lateness against deadline, with the failover marked.
+        fig, ax = plt.subplots(figsize=(11, 4))
+        fa = samples["fire_at"]
+        t0 = min(fa)
+        step = max(1, len(fa) // 200_000)
+        xs = [(v - t0) / 1e3 for v in fa[::step]]
+        ax.scatter(xs, [max(v, 0.1) for v in samples["recv"][::step]], s=1, alpha=0.3, label="received - fire_at")
+        ax.scatter(xs, [max(v, 0.1) for v in samples["tick"][::step]], s=1, alpha=0.3, label="at - fire_at")
+        fo = report.get("failover") or {}
+        if fo.get("kill_ms"):
+            ax.axvline((fo["kill_ms"] - t0) / 1e3, color="red", lw=0.8, label="leader SIGKILL")
+        ax.set_yscale("log"); ax.set_xlabel("deadline, s after the first"); ax.set_ylabel("lateness (ms)")
+        ax.legend(markerscale=8, fontsize=8); ax.grid(True)
+        fig.suptitle("MINOOTS lateness over the run"); fig.tight_layout()
+        fig.savefig(d / "lateness_over_time.png", dpi=110)
+        plt.close(fig)
+        with open(d / "lateness_samples.json", "w") as f:
+            json.dump({"fire_at": fa, "tick": samples["tick"], "recv": samples["recv"]}, f)
     series = report.get("throughput_series") or []
     if len(series) > 1:
         fig, ax = plt.subplots(figsize=(7, 4))
