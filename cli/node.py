@@ -54,7 +54,7 @@ def node() -> None:
               help="durable: fsync before acknowledging; relaxed: periodic sync.")
 @click.option("--map-size", default="8GiB", show_default=True, help="LMDB map size (e.g. 512MiB, 8GiB).")
 @click.option("--snapshot-keep", default=3, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--compaction-entries", default=50_000, show_default=True, type=click.IntRange(100))
+@click.option("--compaction-entries", default=250_000, show_default=True, type=click.IntRange(100))
 @click.option("--compaction-seconds", default=300.0, show_default=True, type=click.FloatRange(1.0))
 @click.option("--clock-offset-ms", default=0, show_default=True, type=int,
               help="Run this node's clock ahead (+) or behind (-); for chaos drills.")

@@ -64,7 +64,7 @@ class NodeConfig:
     sync: str = "durable"
     map_size: int = 8 << 30
     snapshot_keep: int = 3
-    compaction_entries: int = 50_000
+    compaction_entries: int = 250_000     # ticks are tiny entries: snapshotting a big state every 50k of them cost more than the log it dropped
     compaction_seconds: float = 300.0
     clock_offset_ms: int = 0
     # Listen for Raft here instead of on `raft`, which stays the address peers know this
@@ -111,6 +111,7 @@ class Node:
         self.cfg = cfg
         self.clock = Clock(cfg.clock_offset_ms)
         self.env = None
+        self._snapshot_store: snapshots.SnapshotStore | None = None
         self.machine: TimerMachine | None = None
         self.ticker: Ticker | None = None
         self.admin: AdminServer | None = None
@@ -146,6 +147,9 @@ class Node:
             self._start_raft()
         except BaseException:
             self._pidfile.unlink(missing_ok=True)
+            if self._snapshot_store is not None:
+                self._snapshot_store.close()
+                self._snapshot_store = None
             self.env.close()
             self.env = None
             raise
@@ -154,7 +158,8 @@ class Node:
 
     def _start_raft(self) -> None:
         cfg = self.cfg
-        store = snapshots.SnapshotStore(self.env, keep=cfg.snapshot_keep)
+        store = self._snapshot_store = snapshots.SnapshotStore.open(cfg.data_dir, keep=cfg.snapshot_keep,
+                                                                     legacy_env=self.env)
         snap_file = Path(cfg.data_dir) / SNAPSHOT_FILE
         snap_meta = self._check_snapshot_file(snap_file, store)
         journal = LmdbJournal(self.env, sync_policy=cfg.sync)
@@ -311,6 +316,9 @@ class Node:
             deadline = time.monotonic() + 5
             while self.machine.tick_thread_alive() and time.monotonic() < deadline:
                 time.sleep(0.02)
+        if self._snapshot_store is not None:
+            self._snapshot_store.close()
+            self._snapshot_store = None
         if self.env is not None:
             self.env.sync(True)
             self.env.close()

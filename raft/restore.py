@@ -56,13 +56,17 @@ def restore_snapshot(file: Path, data_dir: Path, force: bool = False) -> snapsho
         env = open_data_dir(data_dir, cluster=ident.cluster, node_id=ident.node_id)
     except DataDirError as exc:
         raise RestoreError(str(exc)) from exc
+    store = None
     try:
         LmdbJournal(env).clear()
-        info = snapshots.SnapshotStore(env).put(data)
+        store = snapshots.SnapshotStore.open(data_dir, legacy_env=env)
+        info = store.put(data)
         tmp = Path(data_dir) / (SNAPSHOT_FILE + ".restore")
         tmp.write_bytes(data)
         os.replace(tmp, Path(data_dir) / SNAPSHOT_FILE)
         env.sync(True)
     finally:
+        if store is not None:
+            store.close()
         env.close()
     return info

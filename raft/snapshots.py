@@ -15,12 +15,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import struct
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import lmdb
 
 MAGIC = b"MNTSNAP1"
+SNAPSHOTS_SUBDIR = "snapshots"
+SNAPSHOT_MAP_SIZE = 64 << 30      # address space only: the file grows with what is kept
 _DIGEST = 32
 
 
@@ -103,7 +107,14 @@ class SnapshotInfo:
 
 
 class SnapshotStore:
-    """The last `keep` snapshots of one node, keyed by their last included log index."""
+    """The last `keep` snapshots of one node, keyed by their last included log index.
+
+    A node keeps them in an LMDB environment of their own (`open`): LMDB lets one
+    write transaction run per environment, and writing a snapshot of a million
+    timers (~180 MB, fsynced) inside the Raft log's environment held every journal
+    append, and so the node's Raft thread, for as long as a second: long enough
+    for a follower to miss heartbeats and start a needless election.
+    """
 
     def __init__(self, env: lmdb.Environment, keep: int = 3) -> None:
         if keep < 1:
@@ -111,6 +122,47 @@ class SnapshotStore:
         self._env = env
         self._db = env.open_db(b"snapshots")
         self.keep = keep
+        self._owned = False
+
+    @classmethod
+    def open(cls, data_dir: str | os.PathLike, keep: int = 3,
+             legacy_env: lmdb.Environment | None = None) -> "SnapshotStore":
+        """The store in `<data_dir>/snapshots` (created if absent; always fsynced:
+        a snapshot must be durable before the log it replaces is dropped). Snapshots
+        that an older build kept in the node's main environment (`legacy_env`) are
+        moved over first."""
+        path = Path(data_dir) / SNAPSHOTS_SUBDIR
+        path.mkdir(exist_ok=True)
+        env = lmdb.open(str(path), map_size=SNAPSHOT_MAP_SIZE, max_dbs=2, subdir=True, sync=True,
+                        metasync=True, readahead=False)
+        try:
+            store = cls(env, keep)
+            store._owned = True
+            if legacy_env is not None:
+                store._adopt(legacy_env)
+        except BaseException:
+            env.close()
+            raise
+        return store
+
+    def _adopt(self, legacy: lmdb.Environment) -> None:
+        try:
+            old = legacy.open_db(b"snapshots", create=False)
+        except lmdb.NotFoundError:
+            return
+        with legacy.begin(db=old) as txn:
+            items = [(bytes(k), bytes(v)) for k, v in txn.cursor()]
+        if items:
+            with self._env.begin(db=self._db, write=True) as txn:
+                for k, v in items:
+                    txn.put(k, v, overwrite=False)
+        with legacy.begin(write=True) as txn:    # only once they are durable here
+            txn.drop(old, delete=True)
+
+    def close(self) -> None:
+        if self._owned:
+            self._env.close()
+            self._owned = False
 
     def put(self, data: bytes) -> SnapshotInfo:
         meta = read_meta(data)

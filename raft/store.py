@@ -1,4 +1,8 @@
-"""A node's data dir: one LMDB environment holding its identity, Raft log and snapshots.
+"""A node's data dir: one LMDB environment (`lmdb/`) holding its identity and Raft log.
+
+Snapshots (`snapshots/`, raft/snapshots.py) and events (`events/`, api/events.py)
+live in LMDB environments of their own, so that writing either never holds up a
+journal append.
 
 A node must never start empty over a data dir it cannot read: an empty node would
 vote, and a cluster that counts its vote can lose acknowledged timers. So a data
