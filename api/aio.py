@@ -455,11 +455,7 @@ class AsyncWatch(AsyncIterator[Event]):
                 if self._closed:
                     raise StopAsyncIteration from None
                 self._drop_call()
-                if self._batched and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                    self._policy.unbatched.add(self._policy.addr)   # an older server: per event,
-                    self._reopen = self._policy.addr                  # on the same node, at once
-                    continue
-                self._policy.failed(exc)
+                self._reopen = self._policy.stream_failed(exc, self._batched) or self._reopen
                 continue
             except asyncio.CancelledError:
                 if self._closed:

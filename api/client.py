@@ -1319,6 +1319,16 @@ class WatchPolicy:
         self.lacking.clear()
         return self.cursor.accept(pb)
 
+    def stream_failed(self, exc: grpc.RpcError, batched: bool) -> Optional[str]:
+        """A stream call failed. An older server refuses WatchEventBatches (UNIMPLEMENTED):
+        returns the node to reopen at once, per event and not counted as a reconnect.
+        Otherwise as `failed` (None)."""
+        if batched and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            self.unbatched.add(self.addr)
+            return self.addr
+        self.failed(exc)
+        return None
+
     def failed(self, exc: Optional[grpc.RpcError]) -> None:
         """The stream ended (exc None: cleanly) or failed; raises when the failure is final."""
         code = exc.code() if exc is not None else None
@@ -1406,11 +1416,7 @@ class Watch(Iterator[Event]):
                     if self._closed:
                         raise StopIteration from None
                     self._drop_call()
-                    if self._batched and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                        self._policy.unbatched.add(self._policy.addr)   # an older server: per event,
-                        self._reopen = self._policy.addr                  # on the same node, at once
-                        continue
-                    self._policy.failed(exc)
+                    self._reopen = self._policy.stream_failed(exc, self._batched) or self._reopen
                     continue
                 if not self._batched:
                     pb = msg
