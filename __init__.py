@@ -15,7 +15,10 @@ try:
 except PackageNotFoundError:  # running from a checkout that was never installed
     __version__ = "0+unknown"
 
-from .api.types import (  # noqa: E402  (after __version__ on purpose: no grpc here)
+# Absolute, not relative: pytest imports this file on its own (as `__init__`, named after
+# the checkout's directory) because the repository root is a package; the absolute import
+# then resolves to the installed `minoots` whatever the checkout is called.
+from minoots.api.types import (  # noqa: E402  (after __version__ on purpose: no grpc here)
     AlreadyExists,
     ClusterStatus,
     DeadlineExceeded,
