@@ -80,12 +80,13 @@ def create_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
     # checks, which cost most of a big batch's time on the leader; anything else
     # takes the full path below, which also names the first bad field.
     if spec.WhichOneof("deadline") == "fire_at" and not spec.labels:
-        ts = spec.fire_at
-        nanos = ts.nanos
-        if 0 <= nanos <= 999_999_999:
+        try:
+            fire_at = timestamp_ms(spec.fire_at)
+        except BadTime:
+            fire_at = None          # the full path names the field
+        if fire_at is not None:
             timer_id = spec.id or new_timer_id()
             tenant = spec.tenant or DEFAULT_TENANT
-            fire_at = ts.seconds * 1000 + nanos // 1_000_000
             name, payload, action = spec.name, spec.payload, spec.action
             key = spec.idempotency_key or None
             if key == timer_id:
