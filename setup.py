@@ -47,7 +47,8 @@ extensions = [
 ]
 
 setup(
-    packages=["minoots", "minoots.v1"] + [f"minoots.{p}" for p in SUBPACKAGES],
+    # Nested packages (minoots.api.client: the SDK) take their folder from their parent's entry.
+    packages=["minoots", "minoots.v1"] + [f"minoots.{p}" for p in SUBPACKAGES] + ["minoots.api.client"],
     package_dir={"minoots": ".", "minoots.v1": "proto/minoots/v1", **{f"minoots.{p}": p for p in SUBPACKAGES}},
     ext_modules=cythonize(
         extensions,

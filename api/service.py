@@ -55,8 +55,9 @@ EXPORT_CHUNK = 1 << 20   # bytes per ExportSnapshot message
 BIG_BATCH = 1000    # CreateTimers above this size are checked and converted off the loop
 
 
-class Unavailable(Exception):
-    """This node cannot take the request now (no leader known, shutting down)."""
+class ServerUnavailable(Exception):
+    """This node cannot take the request now (no leader known, shutting down); answered as
+    UNAVAILABLE, which the SDK raises as its own `minoots.Unavailable`."""
 
 
 class OutcomeUnknown(Exception):
@@ -72,7 +73,7 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return getattr(grpc.StatusCode, exc.code, grpc.StatusCode.INTERNAL), str(exc)
     if isinstance(exc, CommandFailed):
         return grpc.StatusCode.UNAVAILABLE, f"Raft did not commit the request ({exc}); {_FAIL_HINT}"
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, ServerUnavailable):
         return grpc.StatusCode.UNAVAILABLE, str(exc)
     if isinstance(exc, OutcomeUnknown):
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
@@ -129,8 +130,8 @@ class TimersService(timers_pb2_grpc.TimersServicer):
         # PySyncObj holds commands while no leader is known (they would wait, not fail):
         # answer at once instead, so the client can retry elsewhere or later.
         if not leader_reachable(self._machine):
-            raise Unavailable("no Raft leader is reachable from this node (election under way, or no quorum); "
-                              "retry, here or on another node")
+            raise ServerUnavailable("no Raft leader is reachable from this node (election under way, or no quorum); "
+                                    "retry, here or on another node")
 
     async def _commit(self, awaitable, context):
         remaining = context.time_remaining()

@@ -11,7 +11,7 @@ code. The classes also derive from the matching builtin (`InvalidArgument` is a
 so generic handlers keep working.
 
 This module imports neither grpc nor the generated stubs: it is safe to import
-anywhere (the conversions from protobuf live in `minoots.api.client`).
+anywhere (the conversions from protobuf live in `minoots.api.client.wire`).
 """
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ SINGLE_THREADS = 16
 PCTS = (50, 95, 99, 99.9)
 
 
-class BenchError(Exception):
+class LoadBenchError(Exception):
     """A bad argument or an environment problem: a clean error, not a traceback."""
 
 
@@ -69,33 +69,33 @@ def parse_duration(text) -> float:
     try:
         v = float(s) * m
     except ValueError:
-        raise BenchError(f"bad duration {text!r} (use e.g. 600s, 10m, 1h)") from None
+        raise LoadBenchError(f"bad duration {text!r} (use e.g. 600s, 10m, 1h)") from None
     if not math.isfinite(v) or v <= 0:
-        raise BenchError(f"duration must be > 0, got {text!r}")
+        raise LoadBenchError(f"duration must be > 0, got {text!r}")
     return v
 
 
 def validate(timers: int, nodes: int, window: float, clients: int, batch: int, payload: int,
              peers: tuple = (), burst: int = 0, etcd_timers: Optional[int] = None) -> None:
     if timers < 1:
-        raise BenchError("--timers must be >= 1")
+        raise LoadBenchError("--timers must be >= 1")
     if not 1 <= nodes <= 9:
-        raise BenchError("--nodes must be within 1..9")
+        raise LoadBenchError("--nodes must be within 1..9")
     if window < 1:
-        raise BenchError("--window must be at least 1s")
+        raise LoadBenchError("--window must be at least 1s")
     if clients < 1:
-        raise BenchError("--clients must be >= 1")
+        raise LoadBenchError("--clients must be >= 1")
     if not 1 <= batch <= 10_000:
-        raise BenchError("--batch must be within 1..10000 (one replicated command)")
+        raise LoadBenchError("--batch must be within 1..10000 (one replicated command)")
     if not 0 <= payload <= 65536:
-        raise BenchError("--payload must be within 0..65536")
+        raise LoadBenchError("--payload must be within 0..65536")
     if burst < 0:
-        raise BenchError("--burst must be >= 0")
+        raise LoadBenchError("--burst must be >= 0")
     for p in peers:
         if p not in ("redis", "etcd"):
-            raise BenchError(f"unknown peer {p!r} (known: redis, etcd)")
+            raise LoadBenchError(f"unknown peer {p!r} (known: redis, etcd)")
     if etcd_timers is not None and etcd_timers < 1:
-        raise BenchError("--etcd-timers must be >= 1")
+        raise LoadBenchError("--etcd-timers must be >= 1")
 
 
 def now_ms() -> int:
@@ -349,7 +349,7 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
         try:
             Path(out).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise BenchError(f"cannot write to {out}: {exc.strerror or exc}") from None
+            raise LoadBenchError(f"cannot write to {out}: {exc.strerror or exc}") from None
     lead = default_lead(timers + burst, single_seconds) if lead is None else float(lead)
     tmp = Path(tempfile.mkdtemp(prefix="minoots-load-"))
     cluster = LocalCluster(tmp / "cluster", size=nodes, node_args=("--sync", sync))
@@ -764,7 +764,7 @@ def main(argv=None) -> int:
                      tuple(p for p in a.peers.split(",") if p), a.burst, a.single_seconds,
                      parse_duration(a.lead) if a.lead else None, a.failover, a.sync, not a.no_progress,
                      etcd_timers=a.etcd_timers, install_peers=not a.no_install_peers)
-    except BenchError as exc:
+    except LoadBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     report.pop("_lateness_samples", None)

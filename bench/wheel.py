@@ -55,7 +55,7 @@ The peers
 Correctness is checked inside the run: both wheel variants and the heapq peer
 must expire exactly the same keys in the same (deadline, key) order, equal to
 the order computed directly from the workload; any difference raises
-:class:`BenchError`.
+:class:`WheelBenchError`.
 
 Memory ("bytes per timer", with all ``timers`` timers held, measured in a
 separate untimed pass): the wheel reports ``Wheel.memory_bytes() / len(wheel)``
@@ -87,7 +87,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 __all__ = [
-    "BenchError",
+    "WheelBenchError",
     "DEFAULT_SEED",
     "DEFAULT_SPAN_MS",
     "DEFAULT_TIMERS",
@@ -117,7 +117,7 @@ COMBINED = ("insert", "cancel", "expire")
 Progress = Optional[Callable[[str], None]]
 
 
-class BenchError(Exception):
+class WheelBenchError(Exception):
     """A bad parameter or a failed correctness check; the message is for humans."""
 
 
@@ -125,7 +125,7 @@ def _load_wheel():
     try:
         from minoots.kernel._wheel import MAX_TIME, Wheel
     except ImportError as exc:  # pragma: no cover - depends on the build
-        raise BenchError(
+        raise WheelBenchError(
             f"the compiled timing wheel is not available ({exc}); "
             "build it with: pip install -e '.[test]'"
         ) from None
@@ -152,14 +152,14 @@ class Workload:
 
 
 def make_workload(timers: int, span_ms: int, seed: int, start_ms: int = START_MS) -> Workload:
-    """Build the deterministic workload; BenchError on parameters out of range."""
+    """Build the deterministic workload; WheelBenchError on parameters out of range."""
     _, max_time = _load_wheel()
     if not isinstance(timers, int) or timers < 1:
-        raise BenchError(f"timers must be a positive integer, got {timers!r}")
+        raise WheelBenchError(f"timers must be a positive integer, got {timers!r}")
     if not isinstance(span_ms, int) or span_ms < 1:
-        raise BenchError(f"span must be a positive number of milliseconds, got {span_ms!r}")
+        raise WheelBenchError(f"span must be a positive number of milliseconds, got {span_ms!r}")
     if start_ms < 0 or start_ms + span_ms > max_time:
-        raise BenchError(
+        raise WheelBenchError(
             f"span of {span_ms} ms from {start_ms} ends after the wheel's MAX_TIME ({max_time})"
         )
     rng = random.Random(seed)
@@ -265,14 +265,14 @@ def _run_wheel(wl: Workload, mode: str):
     secs = {}
     _, secs["insert"] = _timed(insert_many if batch else insert)
     if len(w) != wl.timers:
-        raise BenchError(f"wheel holds {len(w)} timers after inserting {wl.timers}")
+        raise WheelBenchError(f"wheel holds {len(w)} timers after inserting {wl.timers}")
     _, secs["cancel"] = _timed(cancel_many if batch else cancel)
     if len(w) != wl.timers - len(wl.cancel_keys):
-        raise BenchError(f"wheel holds {len(w)} timers after cancelling {len(wl.cancel_keys)} of {wl.timers}")
+        raise WheelBenchError(f"wheel holds {len(w)} timers after cancelling {len(wl.cancel_keys)} of {wl.timers}")
     _, secs["reschedule"] = _timed(reschedule)
     (expired, wakeups), secs["expire"] = _timed(lambda: _wheel_expire(w))
     if len(w) != 0:
-        raise BenchError(f"wheel still holds {len(w)} timers after expiring everything")
+        raise WheelBenchError(f"wheel still holds {len(w)} timers after expiring everything")
     return secs, expired, wakeups
 
 
@@ -339,7 +339,7 @@ class _VirtualSelector(selectors.SelectSelector):
 
     def select(self, timeout=None):
         if timeout is None:
-            raise BenchError("asyncio peer: the loop would block forever (no timer left to wait for)")
+            raise WheelBenchError("asyncio peer: the loop would block forever (no timer left to wait for)")
         if timeout > 0:
             self.loop.virtual_now += timeout
             self.wakeups += 1
@@ -492,7 +492,7 @@ def _check_same_order(name: str, got: list, wl: Workload) -> None:
         k = seq[i]
         return f"key {k} (deadline {d.get(k)})"
 
-    raise BenchError(
+    raise WheelBenchError(
         f"correctness check failed: {name} expired {len(got)} keys, expected {len(want)}; "
         f"first difference at position {i}: {name} gave {show(got)}, expected {show(want)}"
     )
@@ -501,14 +501,14 @@ def _check_same_order(name: str, got: list, wl: Workload) -> None:
 def _check_asyncio(got: list, wl: Workload) -> None:
     d = wl.final_deadline
     if len(got) != len(wl.expected) or set(got) != set(wl.expected):
-        raise BenchError(
+        raise WheelBenchError(
             f"correctness check failed: asyncio ran {len(got)} callbacks, "
             f"expected the {len(wl.expected)} surviving keys"
         )
     last = -1
     for i, k in enumerate(got):
         if d[k] < last:
-            raise BenchError(
+            raise WheelBenchError(
                 f"correctness check failed: asyncio fired key {k} (deadline {d[k]}) "
                 f"at position {i}, after a timer with deadline {last}"
             )
@@ -541,13 +541,13 @@ def run(
     repeat: int = 1,
     progress: Progress = None,
 ) -> dict:
-    """Run the whole benchmark and return the JSON-ready report; BenchError on failure.
+    """Run the whole benchmark and return the JSON-ready report; WheelBenchError on failure.
 
     With repeat > 1 every peer runs that many times (each run checked) and each
     phase keeps its best time.
     """
     if not isinstance(repeat, int) or repeat < 1:
-        raise BenchError(f"repeat must be a positive integer, got {repeat!r}")
+        raise WheelBenchError(f"repeat must be a positive integer, got {repeat!r}")
     _say(progress, f"generating workload: {timers:,} timers over {span_ms:,} ms (seed {seed})")
     wl = make_workload(timers, span_ms, seed, start_ms)
     ops = {
@@ -851,7 +851,7 @@ def main(argv: Optional[list] = None) -> int:
 
     try:
         report = run(args.timers, args.span_ms, args.seed, repeat=args.repeat, progress=None if args.quiet else progress)
-    except BenchError as exc:
+    except WheelBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(format_report(report))

@@ -61,7 +61,7 @@ def wheel(timers: int, span_ms: int, json_path: str | None, seed: int, repeat: i
             raise click.ClickException(f"cannot write {json_path}: {exc.strerror or exc}") from None
     try:
         report = wheel_bench.run(timers, span_ms, seed, repeat=repeat, progress=progress)
-    except wheel_bench.BenchError as exc:
+    except wheel_bench.WheelBenchError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(wheel_bench.format_report(report))
     if json_path:
@@ -100,7 +100,7 @@ class _Duration(click.ParamType):
             return float(value)
         try:
             return load_bench.parse_duration(value)
-        except load_bench.BenchError as exc:
+        except load_bench.LoadBenchError as exc:
             self.fail(str(exc), param, ctx)
 
 
@@ -145,7 +145,7 @@ def load(timers, nodes, window, clients, batch, payload, out, peers, burst, sing
         report = load_bench.run(timers, nodes, window, clients, batch, payload, out, peer_list, burst,
                                 single_seconds, lead, failover, sync, progress=not quiet, say=say,
                                 etcd_timers=etcd_timers, install_peers=install_peers)
-    except load_bench.BenchError as exc:
+    except load_bench.LoadBenchError as exc:
         raise click.ClickException(str(exc)) from None
     report.pop("_lateness_samples", None)
     click.echo(load_bench.format_table(report))

@@ -49,7 +49,7 @@ def test_parse_duration():
     assert load_bench.parse_duration("10m") == 600
     assert load_bench.parse_duration("250ms") == 0.25
     assert load_bench.parse_duration(30) == 30
-    with pytest.raises(load_bench.BenchError):
+    with pytest.raises(load_bench.LoadBenchError):
         load_bench.parse_duration("-1s")
 
 
@@ -61,7 +61,7 @@ def test_etcd_peer_helpers_need_no_etcd():
     assert load_etcd.ttl_for(10_001, 0) == 11            # rounded up: never before the deadline
     assert load_etcd.ttl_for(500, 0) == load_etcd.MIN_TTL_S
     assert load_etcd.ttl_for(-5_000, 0) == load_etcd.MIN_TTL_S
-    with pytest.raises(load_bench.BenchError, match="--etcd-timers"):
+    with pytest.raises(load_bench.LoadBenchError, match="--etcd-timers"):
         load_bench.validate(10, 3, 10.0, 1, 10, 0, ("etcd",), 0, etcd_timers=0)
 
 

@@ -1,0 +1,544 @@
+"""`Client`, the blocking MINOOTS client, and `Watch`, its self-resuming event iterator.
+
+How calls are routed and retried is told in `minoots.api.client`'s docstring;
+the decisions themselves are shared with `AsyncClient`: `.policy` (routing,
+retries, cluster changes), `.watch` (watch resumption and liveness), `.wire`
+(conversions, requests) and `.snapshot` (exports).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
+from typing import IO, Any, Callable, Optional, Union
+
+import grpc
+
+from minoots.v1 import cluster_pb2, cluster_pb2_grpc, timers_pb2, timers_pb2_grpc
+
+from ..types import (
+    ClusterStatus,
+    Event,
+    FailedPrecondition,
+    Member,
+    MinootsError,
+    SnapshotInfo,
+    Timer,
+    TimerSpec,
+    TimerState,
+)
+from . import policy, wire
+from .policy import DEFAULT_STALL_TIMEOUT, DISCOVERY_ATTEMPT_TIMEOUT
+from .snapshot import SnapshotReceiver, SnapshotSink
+from .watch import WatchPolicy, WatchProgress, sees_leader
+
+__all__ = ["Client", "Watch"]
+
+
+class Client(policy.ClientSettings):
+    """Blocking MINOOTS client; thread-safe (one instance can serve many threads).
+
+    `nodes`: gRPC addresses HOST:PORT of some members (a list, or one
+    comma-separated string); the rest are discovered. `timeout`: default total
+    deadline of a call in seconds, retries included; `attempt_timeout`: of one
+    attempt. `tls`: False (plaintext), True (system roots), a path to PEM root
+    certificates, or a `grpc.ChannelCredentials`. `tenant`: default tenant of
+    every call (the server's "default" when None).
+    """
+
+    # ---- plumbing --------------------------------------------------------------
+
+    def _channel(self, addr: str) -> grpc.Channel:
+        with self._lock:
+            if self._closed:
+                raise MinootsError("the client is closed", code="CANCELLED")
+            ch = self._channels.get(addr)
+            if ch is None:
+                ch = (grpc.secure_channel(addr, self._creds, options=self._options) if self._creds
+                      else grpc.insecure_channel(addr, options=self._options))
+                # Carries the caller's OpenTelemetry context (W3C traceparent) to the node.
+                from ..telemetry import TraceContextClientInterceptor
+                ch = grpc.intercept_channel(ch, TraceContextClientInterceptor())
+                self._channels[addr] = ch
+            return ch
+
+    def _timers(self, addr: str) -> timers_pb2_grpc.TimersStub:
+        return timers_pb2_grpc.TimersStub(self._channel(addr))
+
+    def _cluster(self, addr: str) -> cluster_pb2_grpc.ClusterStub:
+        return cluster_pb2_grpc.ClusterStub(self._channel(addr))
+
+    def _refresh(self, deadline: float, avoid: Optional[str] = None) -> Optional[ClusterStatus]:
+        """Ask members for Cluster.Status until one answers (or the deadline); learn from it."""
+        for addr in self.router.discovery_order(avoid):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                pb = self._cluster(addr).Status(cluster_pb2.StatusRequest(),
+                                                timeout=min(DISCOVERY_ATTEMPT_TIMEOUT, remaining))
+            except grpc.RpcError:
+                continue
+            status = wire.status_from_pb(pb)
+            self.router.learn(status)
+            return status
+        return None
+
+    def _call(self, what: str, fn: Callable[[str, float], Any], *, safe_only: bool = False,
+              timeout: Optional[float] = None, long: bool = False) -> tuple[Any, bool]:
+        """Run fn(address, attempt_timeout) with routing and retries; returns (result, ambiguous_seen).
+
+        `safe_only`: retry only failures known not to have reached Raft; raise
+        Unavailable(ambiguous=True) on any other transient failure. `long`: an
+        attempt may use the whole remaining deadline (snapshots, exports).
+        """
+        total = self.timeout if timeout is None else float(timeout)
+        deadline = time.monotonic() + total
+        last: Optional[BaseException] = None
+        ambiguous = False
+        failed_at: Optional[str] = None
+        n = 0
+        while True:
+            if self.router.stale(self.refresh_interval):
+                self._refresh(min(deadline, time.monotonic() + DISCOVERY_ATTEMPT_TIMEOUT), avoid=failed_at)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise policy.give_up(last, what, total, n)
+            addr = self.router.pick(avoid=failed_at)
+            n += 1
+            try:
+                return fn(addr, remaining if long else min(self.attempt_timeout, remaining)), ambiguous
+            except grpc.RpcError as exc:
+                ambiguous = policy.retryable(exc, what, ambiguous, safe_only)
+                last = exc
+                failed_at = addr
+                self.router.failed(addr)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise policy.give_up(last, what, total, n)
+            time.sleep(min(remaining, policy.backoff(n - 1, self.backoff_base, self.backoff_max, self._rng)))
+
+    # ---- timers ----------------------------------------------------------------
+
+    def create(self, fire_at: Union[datetime, int, None] = None, *, delay: Union[timedelta, int, float, None] = None,
+               id: Optional[str] = None, tenant: Optional[str] = None, name: str = "",
+               payload: Union[bytes, str] = b"", labels: Optional[Mapping[str, str]] = None,
+               action: Union[bytes, str] = b"", idempotency_key: Optional[str] = None,
+               ack_required: bool = False, timeout: Optional[float] = None) -> Timer:
+        """Create one timer; returns it (ARMED).
+
+        Give exactly one of `fire_at` (aware datetime, or int ms since the
+        epoch) and `delay` (timedelta, or seconds). Safe to retry: without an
+        `id` the SDK generates one (uuid4 hex), and without an
+        `idempotency_key` the id serves as the key, so a create retried after an
+        ambiguous failure returns the timer its first attempt made
+        (`created=False`) instead of making a duplicate. One consequence: a
+        create naming an existing id whose timer was made with that id as its
+        key returns the existing timer (created=False) rather than raising
+        AlreadyExists.
+        """
+        spec = TimerSpec(fire_at=fire_at, delay=delay, id=id, tenant=self._tenant(tenant), name=name,
+                         payload=payload, labels=labels, action=action, idempotency_key=idempotency_key,
+                         ack_required=ack_required)
+        req = timers_pb2.CreateTimerRequest(timer=wire.spec_to_pb(spec))
+        resp, _ = self._call("create", lambda a, t: self._timers(a).CreateTimer(req, timeout=t), timeout=timeout)
+        return wire.timer_from_pb(resp.timer, resp.created)
+
+    def create_many(self, specs: Iterable[Union[TimerSpec, Mapping]], *, timeout: Optional[float] = None) -> list[Timer]:
+        """Create up to 10,000 timers in one replicated command: all or nothing.
+
+        Each spec is a TimerSpec or a dict of `create`'s keyword arguments; ids
+        and idempotency keys are filled in as for `create`, so the batch is safe
+        to retry as a whole.
+        """
+        req = wire.create_many_request(specs, self.tenant)
+        resp, _ = self._call("create_many", lambda a, t: self._timers(a).CreateTimers(req, timeout=t),
+                             timeout=timeout)
+        return [wire.timer_from_pb(r.timer, r.created) for r in resp.results]
+
+    def get(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
+        req = timers_pb2.GetTimerRequest(tenant=self._tenant(tenant), id=id)
+        resp, _ = self._call("get", lambda a, t: self._timers(a).GetTimer(req, timeout=t), timeout=timeout)
+        return wire.timer_from_pb(resp)
+
+    def list(self, *, tenant: Optional[str] = None, states=None,
+             labels: Union[Mapping[str, str], str, None] = None,
+             fire_at_from: Union[datetime, int, None] = None, fire_at_to: Union[datetime, int, None] = None,
+             page_size: Optional[int] = None, limit: Optional[int] = None,
+             timeout: Optional[float] = None) -> Iterator[Timer]:
+        """Iterate over matching timers, fetching pages as needed (each page is retried on its own).
+
+        `states`: a state or several (TimerState or names); `labels`: a mapping
+        (all must match) or a selector "k=v,k2=v2"; `fire_at_from` inclusive,
+        `fire_at_to` exclusive; `limit`: stop after that many timers.
+        """
+        req = wire.list_request(self._tenant(tenant), states, labels, fire_at_from, fire_at_to,
+                                wire.page_size_for(page_size, limit))
+        return self._list_iter(req, limit, timeout)
+
+    def _list_iter(self, req, limit, timeout) -> Iterator[Timer]:
+        n = 0
+        if limit == 0:
+            return
+        while True:
+            resp, _ = self._call("list", lambda a, t: self._timers(a).ListTimers(req, timeout=t), timeout=timeout)
+            for pb in resp.timers:
+                if limit is not None and n >= limit:
+                    return
+                n += 1
+                yield wire.timer_from_pb(pb)
+            if not resp.next_page_token or (limit is not None and n >= limit):
+                return
+            req.page_token = resp.next_page_token
+
+    def cancel(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
+        """Cancel a scheduled, armed or fired timer; returns it (CANCELLED)."""
+        req = timers_pb2.CancelTimerRequest(tenant=self._tenant(tenant), id=id)
+        return self._settle_call(
+            "cancel", lambda a, t: self._timers(a).CancelTimer(req, timeout=t), id, tenant, timeout,
+            lambda tm: tm.state == TimerState.CANCELLED)
+
+    def reschedule(self, id: str, fire_at: Union[datetime, int], *, tenant: Optional[str] = None,
+                   timeout: Optional[float] = None) -> Timer:
+        """Move a scheduled or armed timer's deadline to `fire_at` (absolute; safe to retry)."""
+        ms = wire.time_to_ms(fire_at)
+        req = timers_pb2.RescheduleTimerRequest(tenant=self._tenant(tenant), id=id, fire_at=wire.ms_to_timestamp(ms))
+        return self._settle_call(
+            "reschedule", lambda a, t: self._timers(a).RescheduleTimer(req, timeout=t), id, tenant, timeout,
+            lambda tm: tm.fire_at_ms == ms)
+
+    def extend(self, id: str, by: Union[timedelta, int, float], *, tenant: Optional[str] = None,
+               timeout: Optional[float] = None) -> Timer:
+        """Move the deadline by `by` (timedelta or seconds; may be negative).
+
+        Not idempotent: retried only when the request certainly did not reach
+        Raft; otherwise raises `Unavailable(ambiguous=True)` (see the module
+        docstring).
+        """
+        req = timers_pb2.RescheduleTimerRequest(tenant=self._tenant(tenant), id=id,
+                                                extend_by=wire.duration_to_pb(by, "by"))
+        resp, _ = self._call("extend", lambda a, t: self._timers(a).RescheduleTimer(req, timeout=t),
+                             safe_only=True, timeout=timeout)
+        return wire.timer_from_pb(resp)
+
+    def ack(self, id: str, fire_id: int, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
+        """Acknowledge fire `fire_id` (Timer.fire_id) of a FIRED timer; returns it (SETTLED)."""
+        req = timers_pb2.AckTimerRequest(tenant=self._tenant(tenant), id=id, fire_id=fire_id)
+        return self._settle_call(
+            "ack", lambda a, t: self._timers(a).AckTimer(req, timeout=t), id, tenant, timeout,
+            lambda tm: tm.state == TimerState.SETTLED and tm.fire_id == fire_id)
+
+    def _settle_call(self, what, fn, id, tenant, timeout, reached: Callable[[Timer], bool]) -> Timer:
+        try:
+            resp, _ = self._call(what, fn, timeout=timeout)
+        except FailedPrecondition as exc:
+            if getattr(exc, "after_ambiguous", False):
+                tm = self.get(id, tenant=tenant, timeout=timeout)
+                if reached(tm):
+                    return tm
+            raise
+        return wire.timer_from_pb(resp)
+
+    # ---- cluster ---------------------------------------------------------------
+
+    def status(self, *, timeout: Optional[float] = None) -> ClusterStatus:
+        """Cluster.Status from the leader when known, else any member."""
+        resp, _ = self._call("status", lambda a, t: self._cluster(a).Status(cluster_pb2.StatusRequest(), timeout=t),
+                             timeout=timeout)
+        status = wire.status_from_pb(resp)
+        self.router.learn(status)
+        return status
+
+    def add_node(self, id: str, raft_address: str, grpc_address: str = "", *,
+                 timeout: Optional[float] = None) -> Member:
+        """Add member `id` with its Raft address HOST:PORT (and gRPC address, if it serves one).
+
+        Start the new node first, with a --peer for every member. Sent to the
+        leader; after an ambiguous failure the membership is read back, so a
+        retried add that had in fact committed returns the member instead of
+        raising AlreadyExists.
+        """
+        req = cluster_pb2.AddNodeRequest(id=id, raft_address=raft_address, grpc_address=grpc_address)
+        resp = self._leader_call("add_node", lambda a, t: self._cluster(a).AddNode(req, timeout=t), timeout,
+                                 **policy.add_checks(id, raft_address))
+        return resp if isinstance(resp, Member) else wire.member_from_pb(resp.member)
+
+    def remove_node(self, id: str, *, timeout: Optional[float] = None) -> Member:
+        """Remove member `id`; returns it. Removing the leader works too: it hands
+        leadership to another member first (the request goes to the leader)."""
+        req = cluster_pb2.RemoveNodeRequest(id=id)
+        resp = self._leader_call("remove_node", lambda a, t: self._cluster(a).RemoveNode(req, timeout=t), timeout,
+                                 **policy.remove_checks(id))
+        return resp if isinstance(resp, Member) else wire.member_from_pb(resp.member)
+
+    def transfer_leadership(self, to: Optional[str] = None, *, timeout: Optional[float] = None) -> str:
+        """Make member `to` (an id; None = the most caught-up follower) the leader;
+        returns the new leader's id. Already leading: returns `to` at once."""
+        req = cluster_pb2.TransferLeadershipRequest(to=to or "")
+        resp = self._leader_call("transfer_leadership",
+                                 lambda a, t: self._cluster(a).TransferLeadership(req, timeout=t), timeout,
+                                 **policy.transfer_checks(to))
+        return resp if isinstance(resp, str) else resp.leader
+
+    def take_snapshot(self, *, timeout: Optional[float] = None) -> SnapshotInfo:
+        """Snapshot the answering node (the leader when known) now and compact its log.
+        With nothing applied since its last snapshot, returns that one."""
+        resp, _ = self._call(
+            "take_snapshot",
+            lambda a, t: self._cluster(a).TakeSnapshot(cluster_pb2.TakeSnapshotRequest(), timeout=t),
+            timeout=timeout, long=True)
+        return wire.snapshot_from_pb(resp)
+
+    def list_snapshots(self, *, timeout: Optional[float] = None) -> list[SnapshotInfo]:
+        """The snapshots the answering node (the leader when known) keeps, oldest first."""
+        resp, _ = self._call(
+            "list_snapshots",
+            lambda a, t: self._cluster(a).ListSnapshots(cluster_pb2.ListSnapshotsRequest(), timeout=t),
+            timeout=timeout)
+        return [wire.snapshot_from_pb(s) for s in resp.snapshots]
+
+    def export_snapshot(self, dest: Union[str, os.PathLike, IO[bytes]], *, last_index: Optional[int] = None,
+                        timeout: Optional[float] = None) -> SnapshotInfo:
+        """Download a snapshot container (the file `minoots snapshot restore` takes) into
+        `dest`: a path (written to PATH.part, renamed into place once complete and
+        verified) or a binary file object. `last_index` picks one of the answering
+        node's snapshots (`list_snapshots`); None = its latest. NotFound when it has
+        none. The size and SHA-256 are checked; a broken stream is retried from the
+        start (on another member if need be) until the deadline. Local file
+        errors raise OSError."""
+        req = wire.export_request(last_index)
+        sink = SnapshotSink(dest)
+
+        def attempt(addr: str, t: float) -> SnapshotInfo:
+            rx = SnapshotReceiver()
+            out = sink.open()
+            try:
+                for chunk in self._cluster(addr).ExportSnapshot(req, timeout=t):
+                    out.write(rx.accept(chunk))
+                return rx.finish()
+            finally:
+                sink.close_attempt()
+
+        try:
+            info, _ = self._call("export_snapshot", attempt, timeout=timeout, long=True)
+        except BaseException:
+            sink.discard()
+            raise
+        sink.commit()
+        return info
+
+    def _leader_call(self, what: str, fn: Callable[[str, float], Any], timeout: Optional[float], **checks) -> Any:
+        """A cluster change, sent to the leader (see `LeaderCall`); returns fn's answer, or
+        the `settled` check's value when a retry finds the change already made."""
+        plan = policy.LeaderCall(what, self.timeout if timeout is None else float(timeout), **checks)
+        while True:
+            plan.learn(self._refresh(min(plan.deadline, time.monotonic() + DISCOVERY_ATTEMPT_TIMEOUT)))
+            step = plan.next()
+            if step is not None and step[0] == "done":
+                return step[1]
+            if step is not None:
+                addr = step[1]
+                try:
+                    return fn(addr, plan.remaining())
+                except grpc.RpcError as exc:
+                    if plan.failed(exc):
+                        verdict = plan.recheck(
+                            self._refresh(min(plan.deadline, time.monotonic() + DISCOVERY_ATTEMPT_TIMEOUT)), addr)
+                        if verdict is not None:
+                            return verdict[1]
+                    self.router.failed(addr)
+            time.sleep(plan.pause(self.backoff_base, self.backoff_max, self._rng))
+
+    # ---- events ----------------------------------------------------------------
+
+    def watch(self, from_sequence: int = 0, *, tenant: Optional[str] = None, kinds=None,
+              reconnect_timeout: Optional[float] = None,
+              stall_timeout: Optional[float] = DEFAULT_STALL_TIMEOUT) -> "Watch":
+        """Stream events from sequence `from_sequence` on (0: only new events), forever.
+
+        The iterator survives disconnects, node deaths and failovers: it
+        reconnects to another member asking for (last sequence seen + 1), drops
+        any event it has already yielded and, for an unfiltered watch, raises if
+        a sequence number is ever skipped. It raises `OutOfRange` when the
+        cluster no longer retains the sequence asked for, and `Unavailable` when
+        no member could be reached for `reconnect_timeout` seconds (default: the
+        client's timeout). `tenant` and `kinds` filter on the server. Call
+        `close()` (or use it as a context manager) to stop; a `from_sequence=0`
+        watch that is interrupted before its first event resumes from "now"
+        and so may miss events from the gap. A stream idle for `stall_timeout`
+        seconds gets a liveness check (one Cluster.Status or two per interval,
+        none while events flow): when its node is cut off from the leader or
+        falls behind, the watch resumes on a healthy member (None/0: never).
+        """
+        return Watch(self, wire.watch_request(from_sequence, self._tenant(tenant), kinds),
+                     self.timeout if reconnect_timeout is None else reconnect_timeout, stall_timeout)
+
+    # ---- lifecycle -------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            channels, self._channels = list(self._channels.values()), {}
+        for ch in channels:
+            ch.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Watch(WatchProgress, Iterator[Event]):
+    """Blocking, self-resuming event iterator (see Client.watch)."""
+
+    def __init__(self, client: Client, request: timers_pb2.WatchEventsRequest, reconnect_timeout: float,
+                 stall_timeout: Optional[float] = DEFAULT_STALL_TIMEOUT) -> None:
+        self._client = client
+        self._policy = WatchPolicy(request, reconnect_timeout, client.router, client.backoff_base,
+                                   client.backoff_max, client._rng, stall_timeout)
+        self._call = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._monitor: Optional[threading.Thread] = None
+        self._pending: Iterator = iter(())   # the rest of the last EventBatch received
+        self._batched = False                # the open call is WatchEventBatches
+        self._reopen: Optional[str] = None   # reopen here at once (it lacks WatchEventBatches)
+
+    def __iter__(self) -> "Watch":
+        return self
+
+    def __next__(self) -> Event:
+        while True:
+            if self._closed:
+                raise StopIteration
+            pb = next(self._pending, None)
+            if pb is None:
+                if self._call is None:
+                    self._open()
+                try:
+                    msg = next(self._call)
+                except StopIteration:
+                    # The server ended an endless stream (shutting down): resume elsewhere.
+                    self._drop_call()
+                    self._policy.failed(None)
+                    continue
+                except grpc.RpcError as exc:
+                    if self._closed:
+                        raise StopIteration from None
+                    self._drop_call()
+                    self._reopen = self._policy.stream_failed(exc, self._batched) or self._reopen
+                    continue
+                if not self._batched:
+                    pb = msg
+                else:
+                    self._pending = iter(msg.events)
+                    continue
+            ev = self._policy.received(pb)
+            if ev is not None:
+                return ev
+
+    def _open(self) -> None:
+        c = self._client
+        addr, self._reopen = self._reopen, None
+        if addr is None:
+            pause = self._policy.delay()
+            if pause > 0:
+                time.sleep(pause)
+            if c.router.stale(c.refresh_interval):
+                c._refresh(time.monotonic() + DISCOVERY_ATTEMPT_TIMEOUT, avoid=self._policy.addr)
+            addr = self._policy.choose()
+        with self._lock:
+            if self._closed:
+                raise StopIteration
+            stub = c._timers(addr)
+            self._batched = addr not in self._policy.unbatched
+            rpc = stub.WatchEventBatches if self._batched else stub.WatchEvents
+            self._call = rpc(self._policy.cursor.resume_request())
+            self._policy.opened(addr)
+            if self._monitor is None and self._policy.stall_timeout is not None:
+                self._monitor = threading.Thread(target=_watch_monitor, args=(weakref.ref(self), self._wake),
+                                                 name="minoots-watch-liveness", daemon=True)
+                self._monitor.start()
+
+    # ---- liveness (runs on the monitor thread; the iterating thread never waits for it)
+
+    def _status(self, addr: Optional[str], timeout: float) -> Optional[ClusterStatus]:
+        if not addr:
+            return None
+        try:
+            return wire.status_from_pb(self._client._cluster(addr).Status(cluster_pb2.StatusRequest(), timeout=timeout))
+        except (grpc.RpcError, MinootsError):
+            return None
+
+    def _check(self) -> None:
+        """One liveness check of the open stream's node (see WatchPolicy); cancels the stream
+        (the iterator then resumes elsewhere from the cursor) when the node is unfit and
+        another member sees a leader."""
+        p, router = self._policy, self._client.router
+        with self._lock:
+            call, addr = self._call, p.addr
+        if call is None or addr is None or self._closed:
+            return
+        t = p.probe_timeout()
+        own = self._status(addr, t)
+        reason = p.unfit(own)
+        if reason is None:
+            p.mark(own if own.leader == own.node else self._status(own.leader_grpc_address, t))
+            return
+        for other in router.rotation():
+            if other == addr:
+                continue
+            if self._closed or self._call is not call:
+                return
+            ref = self._status(other, t)
+            if ref is not None and sees_leader(ref):
+                router.learn(ref)
+                with self._lock:
+                    if self._call is not call or self._closed:
+                        return
+                    p.stalled(reason)
+                call.cancel()
+                return
+
+    def _drop_call(self) -> None:
+        with self._lock:
+            call, self._call = self._call, None
+        if call is not None:
+            call.cancel()
+
+    def close(self) -> None:
+        """Stop the stream (safe from another thread; the iterator then ends)."""
+        with self._lock:
+            self._closed = True
+            call, self._call = self._call, None
+        self._wake.set()
+        if call is not None:
+            call.cancel()
+
+    def __enter__(self) -> "Watch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _watch_monitor(ref: "weakref.ref[Watch]", wake: threading.Event) -> None:
+    """Liveness checks of one Watch's idle stream; ends when the watch is closed or dropped."""
+    while True:
+        w = ref()
+        if w is None or w._closed:
+            return
+        due = w._policy.check_in()
+        if due is not None and due <= 0 and w._call is not None:
+            try:
+                w._check()
+            except Exception:   # noqa: BLE001 - a failed check must never break the watch
+                w._policy.checked_at = time.monotonic()
+            due = w._policy.check_in()
+        del w
+        wake.wait(0.25 if due is None else min(max(due, 0.01), 1.0))

@@ -1,0 +1,255 @@
+"""Wire conversion of the SDK: minoots.v1 protobuf messages <-> the SDK's values
+(`minoots.api.types`), and the request messages built from a call's arguments.
+
+Pure functions, no I/O, shared by `Client` and `AsyncClient`. Times on the wire
+are `google.protobuf.Timestamp` / `Duration`; in the SDK they are aware UTC
+datetimes or int ms since the epoch. (The server's conversions, to and from
+the kernel's values, are `minoots.api.convert`.)
+"""
+from __future__ import annotations
+
+import functools
+import math
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
+from typing import Optional, Union
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from minoots.v1 import cluster_pb2, timers_pb2
+
+from ..types import (
+    EPOCH,
+    ClusterStatus,
+    Event,
+    EventKind,
+    InvalidArgument,
+    Member,
+    SnapshotInfo,
+    Timer,
+    TimerSpec,
+    TimerState,
+    datetime_to_ms,
+)
+
+__all__ = [
+    "ms_to_timestamp", "time_to_ms", "duration_to_pb", "new_timer_id", "spec_to_pb", "as_spec",
+    "timer_from_pb", "event_from_pb", "member_from_pb", "status_from_pb", "snapshot_from_pb",
+    "create_many_request", "label_selector", "list_request", "page_size_for", "watch_request", "export_request",
+]
+
+# ---------------------------------------------------------------- values
+
+
+def ms_to_timestamp(ms: int) -> Timestamp:
+    return Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+
+
+def _ts_to_datetime(ts: Timestamp) -> datetime:
+    return _datetime_at(ts.seconds, ts.nanos // 1000)
+
+
+@functools.lru_cache(maxsize=4096)
+def _datetime_at(seconds: int, micros: int) -> datetime:
+    """Cached: the timers of one batch share their created/armed instants, and a
+    datetime is immutable, so converting each instant once saves a third of the
+    cost of decoding a big create_many answer."""
+    try:
+        return EPOCH + timedelta(seconds=seconds, microseconds=micros)
+    except OverflowError:
+        return datetime.max.replace(tzinfo=timezone.utc)
+
+
+def _opt_ts(msg, name: str) -> Optional[datetime]:
+    return _ts_to_datetime(getattr(msg, name)) if msg.HasField(name) else None
+
+
+def _enum(cls, value: int):
+    try:
+        return cls(value)
+    except ValueError:  # a newer server's value: keep the number visible rather than fail
+        return cls.UNSPECIFIED
+
+
+def time_to_ms(value: Union[datetime, int], what: str = "fire_at") -> int:
+    """An aware datetime or int ms since the epoch -> int ms (datetimes round up)."""
+    if isinstance(value, datetime):
+        return datetime_to_ms(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    raise InvalidArgument(f"{what} must be an aware datetime or int ms since the epoch, "
+                          f"not {type(value).__name__}")
+
+
+def duration_to_pb(value: Union[timedelta, int, float], what: str = "delay") -> Duration:
+    """timedelta or seconds (int/float) -> Duration, at ms precision (rounded up)."""
+    if isinstance(value, timedelta):
+        us = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+        ms = -((-us) // 1000)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise InvalidArgument(f"{what} must be finite, got {value!r}")
+        ms = math.ceil(value * 1000)
+    else:
+        raise InvalidArgument(f"{what} must be a timedelta or seconds (int/float), not {type(value).__name__}")
+    if abs(ms) > 2**62:
+        raise InvalidArgument(f"{what} is out of range")
+    d = Duration()
+    d.FromMilliseconds(ms)
+    return d
+
+
+def _bytes(value: Union[bytes, bytearray, str, None], what: str) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise InvalidArgument(f"{what} must be bytes or str, not {type(value).__name__}")
+
+
+def new_timer_id() -> str:
+    return uuid.uuid4().hex
+
+
+def spec_to_pb(spec: TimerSpec) -> timers_pb2.TimerSpec:
+    """TimerSpec -> wire spec, filling in the id and idempotency key (see `minoots.api.client`'s docstring)."""
+    if (spec.fire_at is None) == (spec.delay is None):
+        raise InvalidArgument("give exactly one of fire_at and delay")
+    timer_id = spec.id or new_timer_id()
+    key = spec.idempotency_key or timer_id
+    labels = spec.labels or {}
+    if not isinstance(labels, Mapping):
+        raise InvalidArgument("labels must be a mapping of str to str")
+    pb = timers_pb2.TimerSpec(
+        id=timer_id, tenant=spec.tenant or "", name=spec.name or "",
+        payload=_bytes(spec.payload, "payload"), action=_bytes(spec.action, "action"),
+        idempotency_key=key, ack_required=bool(spec.ack_required))
+    try:
+        for k, v in labels.items():
+            pb.labels[k] = v
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"labels must map str to str: {exc}") from None
+    if spec.fire_at is not None:
+        pb.fire_at.CopyFrom(ms_to_timestamp(time_to_ms(spec.fire_at)))
+    else:
+        pb.delay.CopyFrom(duration_to_pb(spec.delay))
+    return pb
+
+
+def as_spec(item: Union[TimerSpec, Mapping]) -> TimerSpec:
+    if isinstance(item, TimerSpec):
+        return item
+    if isinstance(item, Mapping):
+        try:
+            return TimerSpec(**item)
+        except TypeError as exc:
+            raise InvalidArgument(f"bad timer spec: {exc}") from None
+    raise InvalidArgument(f"a timer spec must be a TimerSpec or a dict, not {type(item).__name__}")
+
+
+def timer_from_pb(pb: timers_pb2.Timer, created: Optional[bool] = None) -> Timer:
+    return Timer(
+        id=pb.id, tenant=pb.tenant, name=pb.name, fire_at=_ts_to_datetime(pb.fire_at),
+        state=_enum(TimerState, pb.state), revision=pb.revision, payload=pb.payload,
+        labels=MappingProxyType(dict(pb.labels)), action=pb.action,
+        idempotency_key=pb.idempotency_key or None, ack_required=pb.ack_required,
+        created_at=_opt_ts(pb, "created_at"), armed_at=_opt_ts(pb, "armed_at"),
+        fired_at=_opt_ts(pb, "fired_at"), settled_at=_opt_ts(pb, "settled_at"),
+        attempts=pb.attempts, fire_id=pb.fire_id or None, created=created)
+
+
+def event_from_pb(pb: timers_pb2.Event) -> Event:
+    return Event(
+        sequence=pb.sequence, kind=_enum(EventKind, pb.kind), tenant=pb.tenant, timer_id=pb.timer_id,
+        at=_ts_to_datetime(pb.at), revision=pb.revision, state=_enum(TimerState, pb.state),
+        fire_at=_ts_to_datetime(pb.fire_at), fire_id=pb.fire_id or None)
+
+
+def member_from_pb(m: cluster_pb2.Member) -> Member:
+    return Member(m.id, m.raft_address, m.grpc_address, m.role, m.connected, m.match_index, m.lag)
+
+
+def status_from_pb(pb: cluster_pb2.StatusResponse) -> ClusterStatus:
+    return ClusterStatus(
+        node=pb.node, cluster=pb.cluster, leader=pb.leader or None,
+        leader_grpc_address=pb.leader_grpc_address or None, term=pb.term,
+        commit_index=pb.commit_index, applied_index=pb.applied_index,
+        members=tuple(member_from_pb(m) for m in pb.members),
+        timers=MappingProxyType(dict(pb.timers)))
+
+
+def snapshot_from_pb(pb: cluster_pb2.Snapshot) -> SnapshotInfo:
+    return SnapshotInfo(last_index=pb.last_index, last_term=pb.last_term, created_at=_opt_ts(pb, "created_at"),
+                        size=pb.size, timers=pb.timers, sha256=pb.sha256, node=pb.node)
+
+
+# ---------------------------------------------------------------- requests
+
+
+def create_many_request(specs: Iterable[Union[TimerSpec, Mapping]], tenant: Optional[str]
+                        ) -> timers_pb2.CreateTimersRequest:
+    """CreateTimers of `specs` (TimerSpecs or dicts); a spec naming no tenant gets `tenant`
+    (the client's default) when that is set."""
+    pbs = []
+    for s in specs:
+        s = as_spec(s)
+        if s.tenant is None and tenant:
+            s = TimerSpec(**{**s.__dict__, "tenant": tenant})
+        pbs.append(spec_to_pb(s))
+    return timers_pb2.CreateTimersRequest(timers=pbs)
+
+
+def label_selector(labels: Union[Mapping[str, str], str, None]) -> str:
+    if labels is None:
+        return ""
+    if isinstance(labels, str):
+        return labels
+    return ",".join(f"{k}={v}" for k, v in labels.items())
+
+
+def list_request(tenant, states, labels, fire_at_from, fire_at_to, page_size) -> timers_pb2.ListTimersRequest:
+    req = timers_pb2.ListTimersRequest(tenant=tenant or "", label_selector=label_selector(labels),
+                                       page_size=page_size or 0)
+    if states:
+        if isinstance(states, (str, int, TimerState)):
+            states = [states]
+        req.states.extend(int(TimerState.parse(s)) for s in states)
+    if fire_at_from is not None:
+        req.fire_at_from.CopyFrom(ms_to_timestamp(time_to_ms(fire_at_from, "fire_at_from")))
+    if fire_at_to is not None:
+        req.fire_at_to.CopyFrom(ms_to_timestamp(time_to_ms(fire_at_to, "fire_at_to")))
+    return req
+
+
+def page_size_for(page_size: Optional[int], limit: Optional[int]) -> int:
+    """The page size to ask for: no bigger than needed for `limit` (0 = the server's default)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise InvalidArgument(f"limit must be an int >= 0, got {limit!r}")
+    ps = page_size or 0
+    if limit:
+        ps = min(ps, limit) if ps else min(limit, 1000)
+    return ps
+
+
+def watch_request(from_sequence: int, tenant, kinds) -> timers_pb2.WatchEventsRequest:
+    if isinstance(from_sequence, bool) or not isinstance(from_sequence, int) or from_sequence < 0:
+        raise InvalidArgument(f"from_sequence must be an int >= 0, got {from_sequence!r}")
+    req = timers_pb2.WatchEventsRequest(from_sequence=from_sequence, tenant=tenant or "")
+    if kinds:
+        if isinstance(kinds, (str, int, EventKind)):
+            kinds = [kinds]
+        req.kinds.extend(int(EventKind.parse(k)) for k in kinds)
+    return req
+
+
+def export_request(last_index: Optional[int]) -> cluster_pb2.ExportSnapshotRequest:
+    """ExportSnapshot of the snapshot at `last_index` (None: the node's latest)."""
+    if last_index is not None and (isinstance(last_index, bool) or not isinstance(last_index, int)
+                                   or last_index < 1):
+        raise InvalidArgument(f"last_index must be an int >= 1, got {last_index!r}")
+    return cluster_pb2.ExportSnapshotRequest(last_index=last_index or 0)
