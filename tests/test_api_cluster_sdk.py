@@ -1,5 +1,6 @@
 """The SDK's cluster operations (add/remove members, transfer leadership, snapshots, export)
-and `minoots cluster|snapshot` over them, against fake Cluster servers: routing to the
+and `minoots cluster|snapshot` over them, against fake Cluster servers (fixture `membership`,
+defined here: a Cluster service only, unlike the timer fake of fake_grpc.py): routing to the
 leader, retries that never repeat a membership change, and exports that are complete
 and verified or not written at all. The real thing: tests/test_raft_cluster.py."""
 from __future__ import annotations
@@ -168,7 +169,8 @@ class FakeCluster(cluster_pb2_grpc.ClusterServicer):
 
 
 @pytest.fixture
-def fake():
+def membership():
+    """Three fake Cluster servers n1..n3 over one FakeMembership; n1 leads."""
     m = FakeMembership()
     servers = []
     for i in range(3):
@@ -199,95 +201,95 @@ def calls(m: FakeMembership, method: str) -> list[str]:
 # ---------------------------------------------------------------- membership
 
 
-def test_add_goes_to_the_leader_from_a_follower_seed(fake):
-    with client(fake) as c:
+def test_add_goes_to_the_leader_from_a_follower_seed(membership):
+    with client(membership) as c:
         m = c.add_node("n4", "127.0.0.1:7999", "127.0.0.1:8999")
     assert (m.id, m.raft_address, m.grpc_address) == ("n4", "127.0.0.1:7999", "127.0.0.1:8999")
-    assert calls(fake, "AddNode") == ["n1"]
-    assert fake.members["n4"] == ("127.0.0.1:7999", "127.0.0.1:8999")
+    assert calls(membership, "AddNode") == ["n1"]
+    assert membership.members["n4"] == ("127.0.0.1:7999", "127.0.0.1:8999")
 
 
-def test_add_whose_answer_was_lost_is_not_repeated(fake):
-    fake.faults[("n1", "AddNode")] = ["drop"]
-    with client(fake) as c:
+def test_add_whose_answer_was_lost_is_not_repeated(membership):
+    membership.faults[("n1", "AddNode")] = ["drop"]
+    with client(membership) as c:
         m = c.add_node("n4", "127.0.0.1:7999")
     assert m.id == "n4" and m.raft_address == "127.0.0.1:7999"
-    assert calls(fake, "AddNode") == ["n1"]      # the status showed it in place: no second add
+    assert calls(membership, "AddNode") == ["n1"]      # the status showed it in place: no second add
 
 
-def test_add_of_an_existing_member_is_refused(fake):
-    with client(fake) as c, pytest.raises(minoots.AlreadyExists):
+def test_add_of_an_existing_member_is_refused(membership):
+    with client(membership) as c, pytest.raises(minoots.AlreadyExists):
         c.add_node("n2", "127.0.0.1:7999")
 
 
-def test_transient_refusals_are_retried(fake):
-    fake.faults[("n1", "AddNode")] = ["refuse", "refuse"]
-    with client(fake) as c:
+def test_transient_refusals_are_retried(membership):
+    membership.faults[("n1", "AddNode")] = ["refuse", "refuse"]
+    with client(membership) as c:
         assert c.add_node("n4", "127.0.0.1:7999").id == "n4"
-    assert calls(fake, "AddNode") == ["n1", "n1", "n1"]
+    assert calls(membership, "AddNode") == ["n1", "n1", "n1"]
 
 
-def test_a_refusal_from_a_node_that_stopped_leading_is_retried_at_the_new_leader(fake):
-    fake.faults[("n1", "RemoveNode")] = ["not_leader"]     # and n2 leads from then on
-    with client(fake) as c:
+def test_a_refusal_from_a_node_that_stopped_leading_is_retried_at_the_new_leader(membership):
+    membership.faults[("n1", "RemoveNode")] = ["not_leader"]     # and n2 leads from then on
+    with client(membership) as c:
         m = c.remove_node("n3")
-    assert m.id == "n3" and "n3" not in fake.members
-    assert calls(fake, "RemoveNode") == ["n1", "n2"]
+    assert m.id == "n3" and "n3" not in membership.members
+    assert calls(membership, "RemoveNode") == ["n1", "n2"]
 
 
-def test_removing_the_leader_through_a_follower(fake):
-    with client(fake, seed="n2") as c:
+def test_removing_the_leader_through_a_follower(membership):
+    with client(membership, seed="n2") as c:
         m = c.remove_node("n1")
-    assert m.id == "n1" and calls(fake, "RemoveNode") == ["n1"]
-    assert fake.leader != "n1" and "n1" not in fake.members
+    assert m.id == "n1" and calls(membership, "RemoveNode") == ["n1"]
+    assert membership.leader != "n1" and "n1" not in membership.members
 
 
-def test_remove_whose_answer_was_lost_returns_the_member(fake):
-    fake.faults[("n1", "RemoveNode")] = ["drop"]
-    with client(fake) as c:
+def test_remove_whose_answer_was_lost_returns_the_member(membership):
+    membership.faults[("n1", "RemoveNode")] = ["drop"]
+    with client(membership) as c:
         m = c.remove_node("n2")
     assert (m.id, m.raft_address) == ("n2", fake_raft(2))
-    assert calls(fake, "RemoveNode") == ["n1"]
+    assert calls(membership, "RemoveNode") == ["n1"]
 
 
 def fake_raft(i: int) -> str:
     return f"127.0.0.1:{7100 + i - 1}"
 
 
-def test_remove_of_a_stranger_is_not_found(fake):
-    with client(fake) as c, pytest.raises(minoots.NotFound):
+def test_remove_of_a_stranger_is_not_found(membership):
+    with client(membership) as c, pytest.raises(minoots.NotFound):
         c.remove_node("n9")
 
 
-def test_transfer_to_the_leader_is_answered_without_a_call(fake):
-    with client(fake) as c:
+def test_transfer_to_the_leader_is_answered_without_a_call(membership):
+    with client(membership) as c:
         assert c.transfer_leadership("n1") == "n1"
-    assert calls(fake, "TransferLeadership") == []
+    assert calls(membership, "TransferLeadership") == []
 
 
-def test_transfer_whose_answer_was_lost_is_not_repeated(fake):
-    fake.faults[("n1", "TransferLeadership")] = ["drop"]
-    with client(fake) as c:
+def test_transfer_whose_answer_was_lost_is_not_repeated(membership):
+    membership.faults[("n1", "TransferLeadership")] = ["drop"]
+    with client(membership) as c:
         assert c.transfer_leadership() == "n2"
-    assert calls(fake, "TransferLeadership") == ["n1"] and fake.leader == "n2"
-    with client(fake) as c:
+    assert calls(membership, "TransferLeadership") == ["n1"] and membership.leader == "n2"
+    with client(membership) as c:
         assert c.transfer_leadership("n3") == "n3"
-    assert calls(fake, "TransferLeadership") == ["n1", "n2"] and fake.leader == "n3"
+    assert calls(membership, "TransferLeadership") == ["n1", "n2"] and membership.leader == "n3"
 
 
-def test_no_leader_gives_up_at_the_deadline(fake):
-    fake.leader = None
-    with client(fake, timeout=0.5) as c, pytest.raises(minoots.Unavailable) as err:
+def test_no_leader_gives_up_at_the_deadline(membership):
+    membership.leader = None
+    with client(membership, timeout=0.5) as c, pytest.raises(minoots.Unavailable) as err:
         c.remove_node("n2")
     assert "no leader" in str(err.value)
-    assert calls(fake, "RemoveNode") == []
+    assert calls(membership, "RemoveNode") == []
 
 
 # ---------------------------------------------------------------- snapshots
 
 
-def test_take_and_list_snapshots(fake):
-    with client(fake) as c:
+def test_take_and_list_snapshots(membership):
+    with client(membership) as c:
         s = c.take_snapshot()
         assert isinstance(s, minoots.SnapshotInfo)
         assert (s.node, s.last_index, s.timers, s.size) == ("n1", 100, 3, len(container(last_index=100)))
@@ -298,54 +300,54 @@ def test_take_and_list_snapshots(fake):
     assert listed[0].to_dict()["sha256"] == s.sha256
 
 
-def test_export_to_a_path_in_chunks(fake, tmp_path):
-    fake.snaps["n1"] = [container(last_index=5), container(last_index=9, size=2345)]
+def test_export_to_a_path_in_chunks(membership, tmp_path):
+    membership.snaps["n1"] = [container(last_index=5), container(last_index=9, size=2345)]
     dest = tmp_path / "out.snap"
-    with client(fake) as c:
+    with client(membership) as c:
         info = c.export_snapshot(dest)
         assert info.last_index == 9 and info.node == "n1"
-        assert dest.read_bytes() == fake.snaps["n1"][-1]
+        assert dest.read_bytes() == membership.snaps["n1"][-1]
         older = c.export_snapshot(str(tmp_path / "older.snap"), last_index=5)
-    assert older.last_index == 5 and (tmp_path / "older.snap").read_bytes() == fake.snaps["n1"][0]
+    assert older.last_index == 5 and (tmp_path / "older.snap").read_bytes() == membership.snaps["n1"][0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["older.snap", "out.snap"]
 
 
-def test_export_restarts_after_a_broken_stream(fake, tmp_path):
+def test_export_restarts_after_a_broken_stream(membership, tmp_path):
     # The retry may go to another member: any member's snapshot is a valid backup.
-    for nid in fake.members:
-        fake.snaps[nid] = [container(size=2000)]
-    fake.break_stream["n1"] = ["cut"]
+    for nid in membership.members:
+        membership.snaps[nid] = [container(size=2000)]
+    membership.break_stream["n1"] = ["cut"]
     dest = tmp_path / "out.snap"
-    with client(fake) as c:
+    with client(membership) as c:
         c.export_snapshot(dest)
-    assert dest.read_bytes() == fake.snaps["n1"][0]
-    assert len(calls(fake, "ExportSnapshot")) == 2
+    assert dest.read_bytes() == membership.snaps["n1"][0]
+    assert len(calls(membership, "ExportSnapshot")) == 2
 
 
-def test_export_into_a_file_object_rewinds_on_retry(fake):
-    for nid in fake.members:
-        fake.snaps[nid] = [container(size=2000)]
-    fake.break_stream["n1"] = ["cut"]
+def test_export_into_a_file_object_rewinds_on_retry(membership):
+    for nid in membership.members:
+        membership.snaps[nid] = [container(size=2000)]
+    membership.break_stream["n1"] = ["cut"]
     buf = io.BytesIO(b"head:")
     buf.seek(5)
-    with client(fake) as c:
+    with client(membership) as c:
         c.export_snapshot(buf)
-    assert buf.getvalue() == b"head:" + fake.snaps["n1"][0]
+    assert buf.getvalue() == b"head:" + membership.snaps["n1"][0]
 
 
 @pytest.mark.parametrize("trouble", ["corrupt", "short"])
-def test_a_corrupt_or_short_export_is_an_error_and_leaves_no_file(fake, tmp_path, trouble):
-    fake.snaps["n1"] = [container(size=2000)]
-    fake.break_stream["n1"] = [trouble]
+def test_a_corrupt_or_short_export_is_an_error_and_leaves_no_file(membership, tmp_path, trouble):
+    membership.snaps["n1"] = [container(size=2000)]
+    membership.break_stream["n1"] = [trouble]
     dest = tmp_path / "out.snap"
-    with client(fake) as c, pytest.raises(minoots.MinootsError) as err:
+    with client(membership) as c, pytest.raises(minoots.MinootsError) as err:
         c.export_snapshot(dest)
     assert err.value.code == "DATA_LOSS"
     assert list(tmp_path.iterdir()) == []
 
 
-def test_export_without_a_snapshot_is_not_found(fake, tmp_path):
-    with client(fake) as c, pytest.raises(minoots.NotFound):
+def test_export_without_a_snapshot_is_not_found(membership, tmp_path):
+    with client(membership) as c, pytest.raises(minoots.NotFound):
         c.export_snapshot(tmp_path / "x.snap")
     assert list(tmp_path.iterdir()) == []
 
@@ -366,70 +368,70 @@ def test_receiver_checks_order_and_header():
 # ---------------------------------------------------------------- the CLI over the fake
 
 
-def cli(args, fake):
-    return CliRunner().invoke(main, [*args, "--node", fake.members["n3"][1], "--timeout", "5"])
+def cli(args, membership):
+    return CliRunner().invoke(main, [*args, "--node", membership.members["n3"][1], "--timeout", "5"])
 
 
-def test_cli_status_json(fake):
-    res = cli(["cluster", "status", "--json"], fake)
+def test_cli_status_json(membership):
+    res = cli(["cluster", "status", "--json"], membership)
     assert res.exit_code == 0, res.output
     st = json.loads(res.output)
     assert {"leader", "term", "commit_index", "applied_index", "members", "timers"} <= set(st)
     assert st["leader"] == "n1" and st["node"] == "n1" and st["timers"]["armed"] == 5
     by_id = {m["id"]: m for m in st["members"]}
-    assert by_id["n2"] == {"id": "n2", "address": fake_raft(2), "grpc_address": fake.members["n2"][1],
+    assert by_id["n2"] == {"id": "n2", "address": fake_raft(2), "grpc_address": membership.members["n2"][1],
                            "role": "follower", "connected": True, "match_index": 7, "lag": 0}
     assert "lag" not in by_id["n1"] and by_id["n1"]["role"] == "leader"
 
 
-def test_cli_add_remove_transfer(fake):
-    res = cli(["cluster", "add", "n4=127.0.0.1:7999", "--grpc", "127.0.0.1:8999"], fake)
+def test_cli_add_remove_transfer(membership):
+    res = cli(["cluster", "add", "n4=127.0.0.1:7999", "--grpc", "127.0.0.1:8999"], membership)
     assert res.exit_code == 0 and "added n4 (raft 127.0.0.1:7999, grpc 127.0.0.1:8999)" in res.output, res.output
-    res = cli(["cluster", "transfer-leadership", "--to", "n2", "--json"], fake)
+    res = cli(["cluster", "transfer-leadership", "--to", "n2", "--json"], membership)
     assert res.exit_code == 0 and json.loads(res.output) == {"leader": "n2"}, res.output
-    res = cli(["cluster", "transfer-leadership"], fake)
+    res = cli(["cluster", "transfer-leadership"], membership)
     assert res.exit_code == 0 and res.output == "leader: n1\n", res.output
-    res = cli(["cluster", "remove", "n4"], fake)
+    res = cli(["cluster", "remove", "n4"], membership)
     assert res.exit_code == 0 and "removed n4 (raft 127.0.0.1:7999)" in res.output, res.output
-    assert "n4" not in fake.members
+    assert "n4" not in membership.members
 
 
-def test_cli_errors_are_one_line(fake, tmp_path):
-    res = cli(["cluster", "remove", "n9"], fake)
+def test_cli_errors_are_one_line(membership, tmp_path):
+    res = cli(["cluster", "remove", "n9"], membership)
     assert res.exit_code == 1 and res.output.strip().splitlines() == [
         "error: NOT_FOUND: no member with id 'n9'"], res.output
-    res = cli(["snapshot", "export", str(tmp_path / "x.snap")], fake)
+    res = cli(["snapshot", "export", str(tmp_path / "x.snap")], membership)
     assert res.exit_code == 1 and res.output.startswith("error: NOT_FOUND: n1 has no snapshot yet"), res.output
     assert list(tmp_path.iterdir()) == []
-    fake.snaps["n1"] = [container()]
-    res = cli(["snapshot", "export", "/nonexistent-dir/x.snap"], fake)
+    membership.snaps["n1"] = [container()]
+    res = cli(["snapshot", "export", "/nonexistent-dir/x.snap"], membership)
     assert res.exit_code == 1 and res.output.startswith("error: cannot write /nonexistent-dir/x.snap"), res.output
     assert len(res.output.strip().splitlines()) == 1
 
 
-def test_cli_snapshot_take_list_export(fake, tmp_path):
-    res = cli(["snapshot", "take"], fake)
+def test_cli_snapshot_take_list_export(membership, tmp_path):
+    res = cli(["snapshot", "take"], membership)
     assert res.exit_code == 0 and "snapshot at index 100 (term 2) on n1" in res.output, res.output
-    res = cli(["snapshot", "list", "--json"], fake)
+    res = cli(["snapshot", "list", "--json"], membership)
     assert res.exit_code == 0 and [s["last_index"] for s in json.loads(res.output)["snapshots"]] == [100]
-    res = cli(["snapshot", "list"], fake)
+    res = cli(["snapshot", "list"], membership)
     assert "snapshots kept by n1" in res.output and "index        100" in res.output
     dest = tmp_path / "b.snap"
-    res = cli(["snapshot", "export", str(dest)], fake)
+    res = cli(["snapshot", "export", str(dest)], membership)
     assert res.exit_code == 0 and f"wrote {dest.stat().st_size} bytes to {dest}" in res.output, res.output
     assert snapshots.decode(dest.read_bytes())[0].last_index == 100
 
 
-def test_async_client_cluster_operations(fake, tmp_path):
+def test_async_client_cluster_operations(membership, tmp_path):
     import asyncio
 
-    for nid in fake.members:
-        fake.snaps[nid] = [container(size=1500)]
-    fake.break_stream["n1"] = ["cut"]
-    fake.faults[("n1", "AddNode")] = ["drop"]
+    for nid in membership.members:
+        membership.snaps[nid] = [container(size=1500)]
+    membership.break_stream["n1"] = ["cut"]
+    membership.faults[("n1", "AddNode")] = ["drop"]
 
     async def run():
-        async with minoots.AsyncClient([fake.members["n3"][1]], timeout=5, backoff_base=0.01,
+        async with minoots.AsyncClient([membership.members["n3"][1]], timeout=5, backoff_base=0.01,
                                        backoff_max=0.05) as c:
             m = await c.add_node("n4", "127.0.0.1:7999")
             assert m.id == "n4"
@@ -438,7 +440,7 @@ def test_async_client_cluster_operations(fake, tmp_path):
             removed = await c.remove_node("n4")
             assert removed.id == "n4"
             info = await c.export_snapshot(tmp_path / "a.snap")
-            assert info.size == len(fake.snaps["n1"][0])
+            assert info.size == len(membership.snaps["n1"][0])
             s = await c.take_snapshot()
             assert s.node == "n2"
             assert [x.last_index for x in await c.list_snapshots()][-1] == s.last_index
@@ -446,18 +448,19 @@ def test_async_client_cluster_operations(fake, tmp_path):
                 await c.remove_node("n9")
 
     asyncio.run(run())
-    assert calls(fake, "AddNode") == ["n1"]
-    assert (tmp_path / "a.snap").read_bytes() == fake.snaps["n1"][0]
+    assert calls(membership, "AddNode") == ["n1"]
+    assert (tmp_path / "a.snap").read_bytes() == membership.snaps["n1"][0]
 
 
-def test_cli_default_nodes_come_from_the_local_cluster_file(fake, tmp_path, monkeypatch):
+def test_cli_default_nodes_come_from_the_local_cluster_file(membership, tmp_path, monkeypatch):
     monkeypatch.delenv("MINOOTS_NODES", raising=False)
     monkeypatch.setenv("MINOOTS_DATA", str(tmp_path))
     (tmp_path / "cluster.json").write_text(json.dumps({"nodes": [
-        {"id": nid, "raft": raft, "admin": "127.0.0.1:1", "grpc": g} for nid, (raft, g) in fake.members.items()]}))
+        {"id": nid, "raft": raft, "admin": "127.0.0.1:1", "grpc": g}
+        for nid, (raft, g) in membership.members.items()]}))
     res = CliRunner().invoke(main, ["cluster", "status", "--json"])
     assert res.exit_code == 0 and json.loads(res.output)["leader"] == "n1", res.output
-    monkeypatch.setenv("MINOOTS_NODES", fake.members["n2"][1])
+    monkeypatch.setenv("MINOOTS_NODES", membership.members["n2"][1])
     res = CliRunner().invoke(main, ["snapshot", "list", "--json"])
     assert res.exit_code == 0 and json.loads(res.output) == {"snapshots": []}, res.output
-    assert calls(fake, "ListSnapshots") == ["n1"]
+    assert calls(membership, "ListSnapshots") == ["n1"]

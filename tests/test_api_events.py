@@ -14,14 +14,7 @@ from minoots.api.events import EventLog, EventsLost, EventsUnavailable, pack_eve
 from minoots.kernel import Event, EventKind, InvalidArgument, State, TimerSpec, TimerState
 from minoots.raft.machine import CommandFailed
 
-
-def ev(seq: int, timer: str = "t", kind: EventKind = EventKind.CREATED, tenant: str = "default",
-       at: int = 1000) -> Event:
-    return Event(seq, kind, tenant, timer, at, seq, TimerState.SCHEDULED, 5000, None)
-
-
-def evs(first: int, last: int, **kw) -> tuple:
-    return tuple(ev(s, f"t{s}", **kw) for s in range(first, last + 1))
+from support import FakeMachine, NotifyingBridge, ev, evs
 
 
 def seqs(log: EventLog, start: int = None) -> list[int]:
@@ -34,31 +27,8 @@ def seqs(log: EventLog, start: int = None) -> list[int]:
         cursor = batch[-1][0] + 1
 
 
-class FakeMachine:
-    def __init__(self):
-        self.event_listeners = []
-        self.snapshot_listeners = []
-
-    def emit(self, events):
-        for fn in self.event_listeners:
-            fn(events)
-
-    def load_snapshot(self, seq):
-        for fn in self.snapshot_listeners:
-            fn(seq)
-
-
-@pytest.fixture
-def store(tmp_path):
-    log = EventLog(tmp_path / "events", keep=1000)
-    m = FakeMachine()
-    log.attach(m)
-    yield log, m
-    log.close()
-
-
-def test_events_round_trip_and_visible_bound(store):
-    log, m = store
+def test_events_round_trip_and_visible_bound(event_store):
+    log, m = event_store
     assert log.read(1) == []
     m.emit(evs(1, 5))
     m.emit(evs(6, 6, kind=EventKind.FIRED, tenant="acme"))
@@ -99,8 +69,8 @@ def test_reemitted_events_are_idempotent_and_divergence_replaces(tmp_path):
     log.close()
 
 
-def test_snapshot_install_past_the_stored_events_moves_the_floor(store):
-    log, m = store
+def test_snapshot_install_past_the_stored_events_moves_the_floor(event_store):
+    log, m = event_store
     m.emit(evs(1, 5))
     m.load_snapshot(20)           # a follower installed the leader's snapshot at seq 20
     with pytest.raises(EventsUnavailable, match="starts at 21"):
@@ -129,23 +99,12 @@ def test_retention_by_count_and_age(tmp_path):
     log.close()
 
 
-def test_watch_replays_then_goes_live_without_gap_or_duplicate(store):
-    log, m = store
+def test_watch_replays_then_goes_live_without_gap_or_duplicate(event_store):
+    log, m = event_store
     m.emit(evs(1, 3))
 
-    class Bridge:
-        def __init__(self):
-            self.waiter = asyncio.get_running_loop().create_future()
-
-        async def wait_events(self, timeout):
-            await asyncio.wait((self.waiter,), timeout=timeout)
-
-        def notify(self):
-            w, self.waiter = self.waiter, asyncio.get_running_loop().create_future()
-            w.set_result(None)
-
     async def main():
-        bridge = Bridge()
+        bridge = NotifyingBridge()
         log.on_new = lambda: asyncio.get_running_loop().call_soon(bridge.notify)
         got = []
 
@@ -177,8 +136,8 @@ def test_watch_replays_then_goes_live_without_gap_or_duplicate(store):
     asyncio.run(main())
 
 
-def test_live_stream_across_a_snapshot_install_reports_data_loss(store):
-    log, m = store
+def test_live_stream_across_a_snapshot_install_reports_data_loss(event_store):
+    log, m = event_store
     m.emit(evs(1, 2))
 
     class Bridge:

@@ -2,15 +2,14 @@
 
 Two halves:
 
-* Against a fake cluster: a few in-process gRPC servers that share one kernel
-  `State` and can be told to fail a call in the two ways that matter (refuse
-  before applying = "safe", or apply and then lose the answer = "ambiguous"),
-  to cut a watch stream, or to replay duplicates. These pin the retry,
-  reconciliation and exactly-once watch logic deterministically.
-* Against a real 3-node LocalCluster with the real gRPC server (skipped while
-  `minoots.api.server` does not exist): the API end to end, a follower-only
-  seed list, a leader SIGKILL during a loop of creates, and watch across a
-  leader kill.
+* Against the fake cluster of fake_grpc.py (fixture `fake`): a few in-process gRPC
+  servers that share one kernel `State` and can be told to fail a call in the two
+  ways that matter (refuse before applying = "safe", or apply and then lose the
+  answer = "ambiguous"), to cut a watch stream, or to replay duplicates. These pin
+  the retry, reconciliation and exactly-once watch logic deterministically.
+* Against a real 3-node LocalCluster with the real gRPC server (marked `cluster`):
+  the API end to end, a follower-only seed list, a leader SIGKILL during a loop of
+  creates, and watch across a leader kill.
 
 No test asserts on timing.
 """
@@ -20,291 +19,16 @@ import asyncio
 import threading
 import time
 import uuid
-from concurrent import futures
 from datetime import datetime, timedelta, timezone
 
-import grpc
 import pytest
 
 import minoots
-from minoots import kernel
 from minoots.api.client import Router, WatchCursor, duration_to_pb, spec_to_pb
 from minoots.api.types import datetime_to_ms, ms_to_datetime
-from minoots.v1 import cluster_pb2, cluster_pb2_grpc, timers_pb2, timers_pb2_grpc
+from minoots.v1 import timers_pb2
 
-# ============================================================== the fake cluster
-
-_KERNEL_CODES = {
-    "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
-    "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
-    "ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
-    "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
-}
-
-
-def _ts(ms):
-    from google.protobuf.timestamp_pb2 import Timestamp
-
-    return Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
-
-
-def _timer_pb(t: kernel.Timer) -> timers_pb2.Timer:
-    pb = timers_pb2.Timer(id=t.id, tenant=t.tenant, name=t.name, fire_at=_ts(t.fire_at), payload=t.payload,
-                          labels=dict(t.labels), action=t.action, idempotency_key=t.idempotency_key or "",
-                          ack_required=t.ack_required, state=int(t.state), revision=t.revision,
-                          created_at=_ts(t.created_at), attempts=t.attempts, fire_id=t.fire_id or 0)
-    for name in ("armed_at", "fired_at", "settled_at"):
-        v = getattr(t, name)
-        if v is not None:
-            getattr(pb, name).CopyFrom(_ts(v))
-    return pb
-
-
-def _event_pb(e: kernel.Event) -> timers_pb2.Event:
-    return timers_pb2.Event(sequence=e.seq, kind=int(e.kind), tenant=e.tenant, timer_id=e.timer_id, at=_ts(e.at_ms),
-                            revision=e.revision, state=int(e.state), fire_at=_ts(e.fire_at),
-                            fire_id=e.fire_id or 0)
-
-
-class FakeBackend:
-    """One kernel State shared by every fake node; `faults[addr]` lists what the next calls do."""
-
-    def __init__(self):
-        self.state = kernel.State()
-        self.events: list[kernel.Event] = []
-        self.lock = threading.Condition()
-        self.faults: dict[str, list[str]] = {}
-        self.calls: list[tuple[str, str]] = []     # (address, method) of every call that reached a node
-        self.leader: str | None = None
-        self.nodes: list[str] = []
-        self.now_ms = 1_000_000
-        # A stalled node: its stream delivers nothing from event index `frozen[addr]` on, and
-        # its Status says `stall[addr]`: 'no_leader' (isolated follower), 'lone_leader' (an
-        # isolated leader that has not stepped down yet) or 'behind' (still connected to the
-        # leader, but applied index stuck at the frozen position).
-        self.frozen: dict[str, int] = {}
-        self.stall: dict[str, str] = {}
-
-    def stall_node(self, addr: str, how: str) -> None:
-        with self.lock:
-            self.frozen[addr] = len(self.events)
-            self.stall[addr] = how
-
-    def fault(self, addr: str) -> str | None:
-        with self.lock:
-            q = self.faults.get(addr)
-            return q.pop(0) if q else None
-
-    def apply(self, fn):
-        with self.lock:
-            self.now_ms += 1
-            try:
-                res = fn(self.now_ms)
-            except kernel.KernelError as exc:
-                return None, exc
-            self.events.extend(res.events)
-            self.lock.notify_all()
-            return res, None
-
-    def tick(self, now_ms: int):
-        with self.lock:
-            self.now_ms = max(self.now_ms, now_ms)
-            res = self.state.tick(now_ms)
-            self.events.extend(res.events)
-            self.lock.notify_all()
-            return res
-
-
-class FakeTimers(timers_pb2_grpc.TimersServicer):
-    def __init__(self, backend: FakeBackend, addr: str):
-        self.b = backend
-        self.addr = addr
-
-    def _write(self, context, method, fn):
-        """Faults: 'refuse' aborts before applying; 'drop' applies, then aborts (the answer is lost)."""
-        self.b.calls.append((self.addr, method))
-        fault = self.b.fault(self.addr)
-        if fault == "refuse":
-            context.abort(grpc.StatusCode.UNAVAILABLE, "command not committed: missing_leader")
-        res, err = self.b.apply(fn)
-        if fault == "drop":
-            context.abort(grpc.StatusCode.UNAVAILABLE, "command not committed: leader_changed")
-        if err is not None:
-            context.abort(_KERNEL_CODES.get(err.code, grpc.StatusCode.INTERNAL), str(err))
-        return res
-
-    def _read(self, context, method, fn):
-        self.b.calls.append((self.addr, method))
-        if self.b.fault(self.addr) in ("refuse", "drop"):
-            context.abort(grpc.StatusCode.UNAVAILABLE, "no leader")
-        with self.b.lock:
-            try:
-                return fn()
-            except kernel.KernelError as exc:
-                context.abort(_KERNEL_CODES.get(exc.code, grpc.StatusCode.INTERNAL), str(exc))
-
-    @staticmethod
-    def _spec(pb: timers_pb2.TimerSpec, now_ms: int) -> kernel.TimerSpec:
-        if pb.HasField("fire_at"):
-            fire_at = pb.fire_at.seconds * 1000 + pb.fire_at.nanos // 1_000_000
-        else:
-            fire_at = now_ms + pb.delay.seconds * 1000 + pb.delay.nanos // 1_000_000
-        return kernel.TimerSpec(id=pb.id, fire_at=fire_at, tenant=pb.tenant or "default", name=pb.name,
-                                payload=pb.payload, labels=dict(pb.labels) or None, action=pb.action,
-                                idempotency_key=pb.idempotency_key or None, ack_required=pb.ack_required)
-
-    def CreateTimer(self, request, context):
-        res = self._write(context, "CreateTimer",
-                          lambda now: self.b.state.create(now, [self._spec(request.timer, now)]))
-        item = res.items[0]
-        return timers_pb2.CreateTimerResponse(timer=_timer_pb(item.timer), created=item.created)
-
-    def CreateTimers(self, request, context):
-        res = self._write(context, "CreateTimers",
-                          lambda now: self.b.state.create(now, [self._spec(s, now) for s in request.timers]))
-        return timers_pb2.CreateTimersResponse(results=[
-            timers_pb2.CreateTimerResponse(timer=_timer_pb(i.timer), created=i.created) for i in res.items])
-
-    def GetTimer(self, request, context):
-        return _timer_pb(self._read(context, "GetTimer",
-                                    lambda: self.b.state.get(request.tenant or "default", request.id)))
-
-    def ListTimers(self, request, context):
-        def page():
-            sel = dict(p.split("=", 1) for p in request.label_selector.split(",") if p)
-            ts = [t for t in self.b.state.timers(request.tenant or None)
-                  if (not request.states or int(t.state) in request.states)
-                  and all(t.labels.get(k) == v for k, v in sel.items())]
-            start = int(request.page_token or 0)
-            size = request.page_size or 100
-            chunk = ts[start:start + size]
-            nxt = str(start + size) if start + size < len(ts) else ""
-            return timers_pb2.ListTimersResponse(timers=[_timer_pb(t) for t in chunk], next_page_token=nxt)
-        return self._read(context, "ListTimers", page)
-
-    def CancelTimer(self, request, context):
-        res = self._write(context, "CancelTimer",
-                          lambda now: self.b.state.cancel(now, [(request.tenant or "default", request.id)]))
-        return _timer_pb(res.timers[0])
-
-    def RescheduleTimer(self, request, context):
-        def fn(now):
-            if request.HasField("fire_at"):
-                ms = request.fire_at.seconds * 1000 + request.fire_at.nanos // 1_000_000
-                return self.b.state.reschedule(now, request.tenant or "default", request.id, fire_at=ms)
-            d = request.extend_by.seconds * 1000 + request.extend_by.nanos // 1_000_000
-            return self.b.state.reschedule(now, request.tenant or "default", request.id, extend_by=d)
-        return _timer_pb(self._write(context, "RescheduleTimer", fn).timer)
-
-    def AckTimer(self, request, context):
-        res = self._write(context, "AckTimer",
-                          lambda now: self.b.state.ack(now, request.tenant or "default", request.id,
-                                                       request.fire_id))
-        return _timer_pb(res.timer)
-
-    def WatchEvents(self, request, context):
-        """Faults (comma-separated in one entry): 'cut:K' ends the stream with UNAVAILABLE after K
-        events; 'replay:K' first resends the K events before from_sequence; 'out_of_range' refuses."""
-        self.b.calls.append((self.addr, "WatchEvents"))
-        fault = dict(f.partition(":")[::2] for f in (self.b.fault(self.addr) or "").split(",") if f)
-        if "out_of_range" in fault:
-            context.abort(grpc.StatusCode.OUT_OF_RANGE, "sequence 1 is no longer retained")
-        cut = int(fault["cut"]) if "cut" in fault else None
-        with self.b.lock:
-            pos = request.from_sequence - 1 if request.from_sequence else len(self.b.events)
-        if "replay" in fault:
-            pos = max(0, pos - int(fault["replay"]))
-        sent = 0
-        while context.is_active():
-            with self.b.lock:
-                if pos >= min(len(self.b.events), self.b.frozen.get(self.addr, len(self.b.events))):
-                    self.b.lock.wait(0.1)
-                    continue
-                ev = self.b.events[pos]
-            if request.tenant and ev.tenant != request.tenant:
-                pos += 1
-                continue
-            if request.kinds and int(ev.kind) not in request.kinds:
-                pos += 1
-                continue
-            if cut is not None and sent >= cut:
-                context.abort(grpc.StatusCode.UNAVAILABLE, "node shutting down")
-            yield _event_pb(ev)
-            pos += 1
-            sent += 1
-
-
-class FakeCluster(cluster_pb2_grpc.ClusterServicer):
-    def __init__(self, backend: FakeBackend, addr: str):
-        self.b = backend
-        self.addr = addr
-
-    def Status(self, request, context):
-        self.b.calls.append((self.addr, "Status"))
-        with self.b.lock:
-            leader = self.b.leader or ""
-            commit = applied = len(self.b.events)
-            how = self.b.stall.get(self.addr)
-            if how is not None:
-                commit = applied = self.b.frozen[self.addr]
-            if how == "no_leader":
-                leader = ""
-            elif how == "lone_leader":
-                leader = self.addr
-        connected = how not in ("no_leader", "lone_leader")
-        return cluster_pb2.StatusResponse(
-            node=self.addr, cluster="fake", leader=leader, leader_grpc_address=leader, term=1,
-            commit_index=commit, applied_index=applied,
-            members=[cluster_pb2.Member(id=a, grpc_address=a, role="leader" if a == leader else "follower",
-                                        connected=connected or a == self.addr) for a in self.b.nodes])
-
-
-@pytest.fixture
-def fake():
-    """Three fake nodes sharing one backend; the first is the leader."""
-    backend = FakeBackend()
-    servers = []
-    for _ in range(3):
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        port = server.add_insecure_port("127.0.0.1:0")
-        addr = f"127.0.0.1:{port}"
-        timers_pb2_grpc.add_TimersServicer_to_server(FakeTimers(backend, addr), server)
-        cluster_pb2_grpc.add_ClusterServicer_to_server(FakeCluster(backend, addr), server)
-        server.start()
-        servers.append(server)
-        backend.nodes.append(addr)
-    backend.leader = backend.nodes[0]
-    yield backend
-    for s in servers:
-        s.stop(grace=None)
-
-
-@pytest.fixture
-def tls_fake(tmp_path):
-    """One fake node serving TLS with a throw-away self-signed certificate for 127.0.0.1.
-    Yields (backend, path of the certificate)."""
-    import shutil
-    import subprocess
-
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-                   check=True, capture_output=True)
-    backend = FakeBackend()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    creds = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
-    port = server.add_secure_port("127.0.0.1:0", creds)
-    addr = f"127.0.0.1:{port}"
-    timers_pb2_grpc.add_TimersServicer_to_server(FakeTimers(backend, addr), server)
-    cluster_pb2_grpc.add_ClusterServicer_to_server(FakeCluster(backend, addr), server)
-    server.start()
-    backend.nodes.append(addr)
-    backend.leader = addr
-    yield backend, cert
-    server.stop(grace=None)
+from support import cluster_grpc, free_addresses, start_cluster, wait_for
 
 
 def _client(backend, seeds=None, **kw) -> minoots.Client:
@@ -412,12 +136,7 @@ def test_discovery_sends_calls_to_the_leader(fake):
 
 
 def test_a_dead_seed_is_skipped(fake):
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    dead = f"127.0.0.1:{s.getsockname()[1]}"
-    s.close()
+    (dead,) = free_addresses(1)
     fake.leader = None
     with _client(fake, seeds=[dead, fake.nodes[1]]) as c:
         for _ in range(3):
@@ -571,12 +290,7 @@ def test_a_watch_stays_when_no_member_sees_a_leader(fake):
 
 
 def test_watch_gives_up_when_no_node_answers():
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    dead = f"127.0.0.1:{s.getsockname()[1]}"
-    s.close()
+    (dead,) = free_addresses(1)
     with minoots.Client([dead], timeout=0.3, backoff_base=0.01, backoff_max=0.05) as c:
         with pytest.raises(minoots.Unavailable):
             next(iter(c.watch(from_sequence=1)))
@@ -641,63 +355,13 @@ def test_async_client_against_the_fake(fake):
 # ============================================================== against a real 3-node cluster
 
 
-
-def _grpc(cluster, nids=None) -> list[str]:
-    return [cluster.nodes[n].grpc for n in (nids or cluster.nodes)]
-
-
-def wait_until(pred, timeout: float = 60.0, what: str = "condition"):
-    """Poll pred() until truthy; a bound against hanging, not a timing assertion."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {timeout}s")
-
-
-def _start_cluster(root, prepare=None):
-    from minoots.raft.local import LocalCluster
-
-    c = LocalCluster(root, size=3)
-    if prepare is not None:
-        prepare(c)
-    c.start()
-    try:
-        c.leader(timeout=60)
-        # ready = a leader, and every member's gRPC address announced (they are, through Raft,
-        # shortly after start)
-        with minoots.Client(_grpc(c), timeout=60) as client:
-            wait_until(lambda: (s := client.status()).leader and all(m.grpc_address for m in s.members),
-                       what="every member's gRPC address")
-    except BaseException:
-        c.stop()
-        raise
-    return c
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = _start_cluster(tmp_path_factory.mktemp("sdk-cluster"))
-    yield c
-    c.stop()
-
-
-@pytest.fixture
-def fresh_cluster(tmp_path):
-    """A cluster of its own, for tests that kill nodes."""
-    c = _start_cluster(tmp_path / "cluster")
-    yield c
-    c.stop()
-
-
-def test_real_timer_api_end_to_end(cluster):
+@pytest.mark.cluster
+def test_real_timer_api_end_to_end(real_cluster):
     run = uuid.uuid4().hex[:8]
-    with minoots.Client(_grpc(cluster), timeout=60) as c:
+    with minoots.Client(cluster_grpc(real_cluster), timeout=60) as c:
         st = c.status()
-        assert len(st.members) == 3 and st.leader_grpc_address in _grpc(cluster)
-        assert sorted(m.grpc_address for m in st.members) == sorted(_grpc(cluster))
+        assert len(st.members) == 3 and st.leader_grpc_address in cluster_grpc(real_cluster)
+        assert sorted(m.grpc_address for m in st.members) == sorted(cluster_grpc(real_cluster))
 
         t = c.create(delay=3600, name="e2e", labels={"run": run}, payload=b"\x00\x01", action="noop")
         assert t.created and t.state == minoots.TimerState.ARMED and t.tenant == "default"
@@ -728,7 +392,7 @@ def test_real_timer_api_end_to_end(cluster):
             c.create(delay=1, id=t.id, idempotency_key="different-" + run)
 
         a = c.create(delay=0.2, ack_required=True)
-        fired = wait_until(lambda: (x := c.get(a.id)).state == minoots.TimerState.FIRED and x, what="fire")
+        fired = wait_for(lambda: (x := c.get(a.id)).state == minoots.TimerState.FIRED and x, what="fire")
         assert fired.fire_id and fired.fired_at >= fired.fire_at and fired.attempts == 1
         with pytest.raises(minoots.FailedPrecondition):
             c.ack(a.id, fired.fire_id + 1)
@@ -742,15 +406,17 @@ def test_real_timer_api_end_to_end(cluster):
         assert len(list(c.list(labels={"batch": "1", "run": run}, limit=7))) == 7
 
 
-def test_real_create_through_a_follower_only_seed_list(cluster):
-    leader = cluster.leader()
-    followers = [n for n in cluster.nodes if n != leader]
-    with minoots.Client(_grpc(cluster, followers), timeout=60) as c:
+@pytest.mark.cluster
+def test_real_create_through_a_follower_only_seed_list(real_cluster):
+    leader = real_cluster.leader()
+    followers = [n for n in real_cluster.nodes if n != leader]
+    with minoots.Client(cluster_grpc(real_cluster, followers), timeout=60) as c:
         t = c.create(delay=3600)
-    with minoots.Client(_grpc(cluster, [leader]), timeout=60) as c:
+    with minoots.Client(cluster_grpc(real_cluster, [leader]), timeout=60) as c:
         assert c.get(t.id).id == t.id
 
 
+@pytest.mark.cluster
 def test_real_sdk_rides_through_a_leader_sigkill(fresh_cluster):
     cl = fresh_cluster
     leader = cl.leader()
@@ -761,13 +427,13 @@ def test_real_sdk_rides_through_a_leader_sigkill(fresh_cluster):
 
     def killer():
         try:
-            wait_until(lambda: len(created) >= 20, timeout=120, what="20 creates")
+            wait_for(lambda: len(created) >= 20, timeout=120, what="20 creates")
         finally:
             cl.kill(leader)
             killed.set()
 
     th = threading.Thread(target=killer, daemon=True)
-    with minoots.Client(_grpc(cl), timeout=60) as c:
+    with minoots.Client(cluster_grpc(cl), timeout=60) as c:
         th.start()
         for i in range(5000):
             t = c.create(delay=3600, name=f"n{i}", labels={"run": run})   # any error fails the test
@@ -794,23 +460,24 @@ def _collect(watch, out: list, stop: threading.Event, errors: list):
         errors.append(exc)
 
 
+@pytest.mark.cluster
 def test_real_watch_across_a_leader_kill_yields_every_sequence_once(fresh_cluster):
     cl = fresh_cluster
     leader = cl.leader()
-    with minoots.Client(_grpc(cl, [leader]), timeout=60) as c:   # the watch starts on the leader
+    with minoots.Client(cluster_grpc(cl, [leader]), timeout=60) as c:   # the watch starts on the leader
         for _ in range(10):
             c.create(delay=0.3)
         events, errors, stop = [], [], threading.Event()
         w = c.watch(from_sequence=1)
         th = threading.Thread(target=_collect, args=(w, events, stop, errors), daemon=True)
         th.start()
-        wait_until(lambda: len(events) >= 5 or errors, what="first events")
+        wait_for(lambda: len(events) >= 5 or errors, what="first events")
         first_node = w.node
         cl.kill(leader)
         for _ in range(10):
             c.create(delay=0.3)
         total = 4 * 20          # created, armed, fired, settled per timer
-        wait_until(lambda: len(events) >= total or errors, timeout=120, what=f"{total} events")
+        wait_for(lambda: len(events) >= total or errors, timeout=120, what=f"{total} events")
         stop.set()
         w.close()
         th.join(timeout=30)
@@ -821,6 +488,7 @@ def test_real_watch_across_a_leader_kill_yields_every_sequence_once(fresh_cluste
     assert kinds.count(minoots.EventKind.FIRED) == kinds.count(minoots.EventKind.SETTLED) == 20
 
 
+@pytest.mark.cluster
 def test_real_watch_leaves_a_partitioned_leader_without_duplicates_or_gaps(tmp_path):
     """The watched leader is cut off from the majority (its Raft links black-holed by
     chaos/netproxy; process and gRPC API keep running, so its stream stays open and
@@ -837,23 +505,23 @@ def test_real_watch_leaves_a_partitioned_leader_without_duplicates_or_gaps(tmp_p
             net.add(nid, node.raft, bind)
         net.start()
 
-    cl = _start_cluster(tmp_path / "cluster", prepare=proxies)
+    cl = start_cluster(tmp_path / "cluster", prepare=proxies)
     try:
         leader = cl.leader()
-        with minoots.Client(_grpc(cl), timeout=60) as c:
+        with minoots.Client(cluster_grpc(cl), timeout=60) as c:
             for _ in range(10):
                 c.create(delay=0.3)
             events, errors, stop = [], [], threading.Event()
             w = c.watch(from_sequence=1, stall_timeout=0.5)
             th = threading.Thread(target=_collect, args=(w, events, stop, errors), daemon=True)
             th.start()
-            wait_until(lambda: len(events) >= 5 or errors, what="first events")
+            wait_for(lambda: len(events) >= 5 or errors, what="first events")
             first_node = w.node
             net.isolate(leader)
             for _ in range(10):
                 c.create(delay=0.3)     # acknowledged by the new majority
             total = 4 * 20
-            wait_until(lambda: len(events) >= total or errors, timeout=60, what=f"{total} events")
+            wait_for(lambda: len(events) >= total or errors, timeout=60, what=f"{total} events")
             stop.set()
             w.close()
             th.join(timeout=30)
@@ -867,9 +535,10 @@ def test_real_watch_leaves_a_partitioned_leader_without_duplicates_or_gaps(tmp_p
     assert w.stall_switches >= 1 and w.node != first_node
 
 
-def test_real_async_client_basics(cluster):
+@pytest.mark.cluster
+def test_real_async_client_basics(real_cluster):
     async def main():
-        async with minoots.AsyncClient(_grpc(cluster), timeout=60) as c:
+        async with minoots.AsyncClient(cluster_grpc(real_cluster), timeout=60) as c:
             run = uuid.uuid4().hex[:8]
             t = await c.create(delay=3600, labels={"run": run})
             assert t.created and (await c.get(t.id)).id == t.id

@@ -27,6 +27,8 @@ from minoots.v1 import cluster_pb2_grpc
 from minoots.v1 import timers_pb2 as pb
 from minoots.v1 import timers_pb2_grpc
 
+pytestmark = pytest.mark.cluster     # every test here talks to node processes
+
 WAIT = 30.0
 FAR_S = 3600
 RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)

@@ -11,50 +11,31 @@ when a node answers UNIMPLEMENTED (older server).
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import grpc
 import pytest
-from concurrent import futures
 
 import minoots
 from minoots.api import events as events_mod
-from minoots.api.events import EventLog, watch, watch_batches
+from minoots.api.events import watch, watch_batches
 from minoots.kernel import EventKind
-from minoots.v1 import cluster_pb2_grpc, timers_pb2, timers_pb2_grpc
+from minoots.v1 import timers_pb2
 
-from test_api_events import FakeMachine, evs
-from test_api_sdk import FakeBackend, FakeCluster, FakeTimers, _event_pb
+import fake_grpc
+from fake_grpc import FakeTimers, event_pb
+from support import NotifyingBridge, evs
 
 
 # ---------------------------------------------------------------- server side: events.watch_batches
 
-class _Bridge:
-    def __init__(self):
-        self.waiter = asyncio.get_running_loop().create_future()
 
-    async def wait_events(self, timeout):
-        await asyncio.wait((self.waiter,), timeout=timeout)
-
-    def notify(self):
-        w, self.waiter = self.waiter, asyncio.get_running_loop().create_future()
-        w.set_result(None)
-
-
-def _store(tmp_path):
-    log = EventLog(tmp_path / "events")
-    m = FakeMachine()
-    log.attach(m)
-    return log, m
-
-
-def test_watch_batches_sends_what_one_read_found_in_order(tmp_path, monkeypatch):
-    log, m = _store(tmp_path)
+def test_watch_batches_sends_what_one_read_found_in_order(event_store, monkeypatch):
+    log, m = event_store
     monkeypatch.setattr(events_mod, "READ_BATCH", 4)
     m.emit(evs(1, 10))
 
     async def main():
-        bridge = _Bridge()
+        bridge = NotifyingBridge()
         log.on_new = lambda: asyncio.get_running_loop().call_soon(bridge.notify)
         gen = watch_batches(log, bridge, 1, None, frozenset())
         runs = [[e.sequence for e in await gen.__anext__()] for _ in range(3)]
@@ -82,7 +63,6 @@ def test_watch_batches_sends_what_one_read_found_in_order(tmp_path, monkeypatch)
         assert got == list(range(1, 15))
 
     asyncio.run(main())
-    log.close()
 
 
 # ---------------------------------------------------------------- SDK side
@@ -107,7 +87,7 @@ class BatchingTimers(FakeTimers):
                     continue
                 avail = self.b.events[pos:pos + self.run]
             pos += len(avail)
-            out = [_event_pb(e) for e in avail if not request.kinds or int(e.kind) in request.kinds]
+            out = [event_pb(e) for e in avail if not request.kinds or int(e.kind) in request.kinds]
             if cut is not None and sent >= cut:
                 context.abort(grpc.StatusCode.UNAVAILABLE, "node shutting down")
             if out:
@@ -119,21 +99,8 @@ class BatchingTimers(FakeTimers):
 def mixed():
     """Three fake nodes on one backend: the first two serve batches, the third is an older
     server (WatchEvents only: WatchEventBatches answers UNIMPLEMENTED)."""
-    backend = FakeBackend()
-    servers = []
-    for kind in (BatchingTimers, BatchingTimers, FakeTimers):
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        port = server.add_insecure_port("127.0.0.1:0")
-        addr = f"127.0.0.1:{port}"
-        timers_pb2_grpc.add_TimersServicer_to_server(kind(backend, addr), server)
-        cluster_pb2_grpc.add_ClusterServicer_to_server(FakeCluster(backend, addr), server)
-        server.start()
-        servers.append(server)
-        backend.nodes.append(addr)
-    backend.leader = backend.nodes[0]
-    yield backend
-    for s in servers:
-        s.stop(grace=None)
+    with fake_grpc.running(BatchingTimers, BatchingTimers, FakeTimers) as backend:
+        yield backend
 
 
 def _client(backend, seeds):

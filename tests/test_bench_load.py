@@ -10,6 +10,7 @@ from minoots.bench import load as load_bench
 from minoots.cli.bench import bench
 
 
+@pytest.mark.bench
 def test_small_load_every_timer_fires_exactly_once(tmp_path):
     out = tmp_path / "out"
     report = load_bench.run(timers=5000, nodes=3, window=8.0, clients=4, batch=500, payload=16,

@@ -171,6 +171,7 @@ def test_percentile_nearest_rank():
     assert percentile(list(range(1, 101)), 95) == 95
 
 
+@pytest.mark.chaos
 @pytest.mark.parametrize("drill,rounds", [("leader-kill", 3), ("partition", 1), ("disk-full", 1)])
 def test_short_real_drill_passes(tmp_path, drill, rounds):
     """What CI keeps checked: a short leader-kill (3 rounds) and partition (1 round), and the

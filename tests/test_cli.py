@@ -9,17 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import minoots
 from minoots.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def runner():
-    return CliRunner()
 
 
 def assert_clean_failure(result, *needles):

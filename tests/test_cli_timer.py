@@ -1,6 +1,6 @@
 """`minoots timer …`: the parsers (with hypothesis: a value or a clean error, never a traceback),
-error paths, every command against the fake cluster of test_api_sdk, and, once the real gRPC
-server exists, `create --in 2s` then `watch --from 1 --json` against a real 3-node cluster."""
+error paths, every command against the fake cluster (fake_grpc.py, fixture `fake`), and
+`create --in 2s` then `watch --from 1 --json` against a real 3-node cluster (marked `cluster`)."""
 from __future__ import annotations
 
 import json
@@ -11,20 +11,12 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minoots.cli import main
 from minoots.cli.common import grpc_addresses
 from minoots.cli.timer import MAX_TIME_MS, ParseError, parse_duration, parse_label, parse_time
-
-from test_api_sdk import fake, tls_fake  # noqa: F401  (fixtures)
-
-
-@pytest.fixture
-def runner():
-    return CliRunner()
 
 
 def assert_one_line_error(result, *needles, code=None):
@@ -272,15 +264,6 @@ def datetime_ms(text: str) -> int:
 # ---------------------------------------------------------------- against a real 3-node cluster
 
 
-@pytest.fixture(scope="module")
-def real_cluster(tmp_path_factory):
-    from test_api_sdk import _start_cluster
-
-    c = _start_cluster(tmp_path_factory.mktemp("cli-cluster"))
-    yield c
-    c.stop()
-
-
 def _read_lines_until(proc, pred, timeout: float):
     """Lines of proc's stdout until pred(line) (or EOF, or the bound); the reader never blocks the test."""
     import queue
@@ -309,6 +292,7 @@ def _read_lines_until(proc, pred, timeout: float):
     return lines
 
 
+@pytest.mark.cluster
 def test_real_cli_create_then_watch_shows_the_fire(runner, real_cluster, tmp_path, monkeypatch):
     # Default addresses: the local cluster description, as `minoots up` writes it.
     monkeypatch.delenv("MINOOTS_NODES", raising=False)
@@ -343,6 +327,7 @@ def test_real_cli_create_then_watch_shows_the_fire(runner, real_cluster, tmp_pat
     assert [json.loads(ln)["id"] for ln in r.output.splitlines()] == [tid]
 
 
+@pytest.mark.cluster
 def test_real_cli_every_command(runner, real_cluster):
     nodes = [a for n in real_cluster.nodes.values() for a in ("--node", n.grpc)]
 

@@ -8,6 +8,7 @@ a retried create whose first attempt did commit is not created twice.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -26,6 +27,10 @@ from minoots.raft import snapshots
 from minoots.raft.admin import AdminError
 from minoots.raft.local import LocalCluster, LocalNode, free_ports
 from minoots.raft.store import open_data_dir
+
+import support
+
+pytestmark = pytest.mark.cluster     # every test here starts node processes
 
 WAIT = 30.0          # seconds: upper bound for anything to happen on a loaded machine
 FAR = 3_600_000      # ms: timers this far ahead never fire during a test
@@ -91,18 +96,8 @@ def converge(cluster: LocalCluster, nids=None, timeout: float = WAIT) -> str:
     raise AssertionError(f"nodes {nids} did not converge within {timeout}s: {seen}")
 
 
-def wait_for(predicate, what: str, timeout: float = WAIT, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except AdminError as exc:
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+# an AdminError (no leader yet, a node not answering) counts as "not yet"
+wait_for = functools.partial(support.wait_for, timeout=WAIT, interval=0.1, retry_on=(AdminError,))
 
 
 def followers(cluster: LocalCluster, leader: str) -> list[str]:

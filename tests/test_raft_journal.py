@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import socket
 import threading
 import time
 
@@ -32,6 +31,8 @@ from minoots.raft.patches import (
     RaftConformantTransportMixin,
     plan_append_entries,
 )
+
+from support import free_addresses, wait_for
 
 
 def filled(path, n=10, term=1, first=1, **kw):
@@ -534,16 +535,6 @@ def test_journal_hook_is_idempotent_and_transparent(tmp_path):
     j.close()
 
 
-def free_addrs(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    addrs = ["127.0.0.1:%d" % s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return addrs
-
-
 class Counter(SyncObj):
     def __init__(self, self_addr, others, conf, **kw):
         super().__init__(self_addr, others, conf, **kw)
@@ -564,15 +555,6 @@ FAST = dict(
     connectionRetryTime=0.2,
     autoTickPeriod=0.01,
 )
-
-
-def wait_for(pred, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def start_cluster(tmp_path, addrs, transport=None, **conf_kw):
@@ -597,8 +579,9 @@ def leader_of(objs):
     return leaders[0] if len(leaders) == 1 else None
 
 
+@pytest.mark.cluster
 def test_three_syncobjs_restore_state_from_lmdb_journal(tmp_path):
-    addrs = free_addrs(3)
+    addrs = free_addresses(3)
     objs = start_cluster(tmp_path, addrs)
     try:
         wait_for(lambda: leader_of(objs) is not None, what="a leader")
@@ -633,8 +616,9 @@ def test_three_syncobjs_restore_state_from_lmdb_journal(tmp_path):
         stop_cluster(objs)
 
 
+@pytest.mark.cluster
 def test_three_syncobjs_with_compaction_and_snapshot_files(tmp_path):
-    addrs = free_addrs(3)
+    addrs = free_addresses(3)
     extra = dict(logCompactionMinEntries=20, logCompactionMinTime=3600, useFork=False)
     dumps = {a: str(tmp_path / (a.replace(":", "_") + ".dump")) for a in addrs}
 
@@ -857,9 +841,10 @@ def test_patched_transport_requires_attached_journal():
         Follower(SyncObjConf(autoTick=False), PatchedFakeTransport)
 
 
+@pytest.mark.cluster
 def test_burst_with_patch_never_truncates(tmp_path, critical_records):
     """3 in-process nodes, unbatched, a burst of calls submitted at a follower."""
-    addrs = free_addrs(3)
+    addrs = free_addresses(3)
     objs = start_cluster(tmp_path, addrs, transport=RaftConformantTCPTransport,
                          raftMinTimeout=1.0, raftMaxTimeout=2.0, connectionTimeout=3.0)
     deletes = []

@@ -12,27 +12,9 @@ from hypothesis import strategies as st
 from minoots.kernel import KernelError, SnapshotError, State, TimerSpec, TimerState
 from minoots.kernel.snapshot import MAGIC, VERSION
 
-T0 = 1_700_000_000_000
+from support import T0, busy_state
+
 HEADER = struct.Struct("<8sHHQI")
-
-
-def busy_state():
-    """A state that exercises every field and state: tenants, extras, fired, cancelled."""
-    s = State()
-    s.create(T0, [
-        TimerSpec("a", T0 + 10),
-        TimerSpec("b", T0 + 10, ack_required=True, name="bee ☃", payload=b"\x00\xff" * 10,
-                  labels={"example.com/team": "core", "env": "prod"}, action=b"http", idempotency_key="kb"),
-        TimerSpec("a", T0 + 20, tenant="acme", idempotency_key="ka"),
-        TimerSpec("c", T0 + 30, tenant="acme", ack_required=True),
-        TimerSpec("d", T0 + 5_000, labels={"x": ""}),
-        TimerSpec("e", T0 + 6_000),
-    ])
-    s.tick(T0 + 25)                      # a settles, b fires (awaits ack), acme/a settles
-    s.cancel(T0 + 26, [("acme", "c")])
-    s.reschedule(T0 + 27, "default", "d", extend_by=-1_000)
-    s.tick(T0 + 28)
-    return s
 
 
 def continue_with(s):

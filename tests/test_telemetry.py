@@ -14,12 +14,12 @@ Nothing asserts on speed; waits are bounded by generous timeouts only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import logging
 import re
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -32,6 +32,8 @@ from prometheus_client.parser import text_string_to_metric_families
 import minoots
 from minoots.raft import tracing
 from minoots.raft.local import LocalCluster, free_ports
+
+import support
 
 WAIT = 30.0
 
@@ -61,23 +63,14 @@ def has(samples: dict, name: str) -> bool:
     return any(n == name for n, _ in samples)
 
 
-def wait_for(cond, what: str, timeout: float = WAIT, period: float = 0.1):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = cond()
-            if last:
-                return last
-        except Exception as exc:   # e.g. a node not answering yet
-            last = exc
-        time.sleep(period)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+# any error counts as "not yet" (e.g. a node not answering while it starts)
+wait_for = functools.partial(support.wait_for, timeout=WAIT, retry_on=(Exception,))
 
 
 # ---------------------------------------------------------------- end to end: /metrics of a 3-node cluster
 
 
+@pytest.mark.cluster
 def test_metrics_of_a_real_cluster(tmp_path):
     with LocalCluster(tmp_path / "c", size=3) as cluster:
         nodes = list(cluster.nodes.values())
@@ -248,6 +241,7 @@ def spans():
         provider.shutdown()
 
 
+@pytest.mark.cluster
 def test_create_trace_reaches_the_server_and_the_fire_links_to_it(tmp_path, spans):
     provider, exporter = spans
     assert tracing.enabled()
@@ -449,6 +443,7 @@ def test_metrics_flag(tmp_path):
 # ---------------------------------------------------------------- OTLP export from a node process
 
 
+@pytest.mark.cluster
 def test_node_process_exports_spans_over_otlp(tmp_path, monkeypatch):
     """A node started with OTEL_EXPORTER_OTLP_ENDPOINT exports its spans to that collector
     (here a minimal OTLP/gRPC TraceService in this process); the SDK client's trace id arrives."""

@@ -1,0 +1,104 @@
+"""Fixtures shared by the test modules. Plain helpers are in support.py, the fake gRPC
+cluster in fake_grpc.py; test modules never import each other.
+
+Markers (registered in pyproject.toml; pytest runs with --strict-markers):
+  cluster    starts real node processes or Raft clusters (seconds to minutes per test)
+  chaos      fault drills (`minoots chaos ...`) against a real cluster
+  bench      load/bench harness runs
+  packaging  builds the wheel and checks what it holds
+The fast loop is `pytest -m "not cluster and not chaos and not bench and not packaging"`;
+plain `pytest` runs everything. A test that takes `real_cluster` or `fresh_cluster`
+must be marked `cluster` (collection stops with an error otherwise), so the fast loop
+stays fast.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import grpc
+import pytest
+from click.testing import CliRunner
+
+import fake_grpc
+import support
+
+CLUSTER_FIXTURES = frozenset({"real_cluster", "fresh_cluster"})
+
+
+def pytest_collection_modifyitems(config, items):
+    unmarked = [item.nodeid for item in items
+                if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ()))
+                and item.get_closest_marker("cluster") is None]
+    if unmarked:
+        raise pytest.UsageError("these tests start a real cluster but are not marked "
+                                "`@pytest.mark.cluster`: " + ", ".join(unmarked))
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+# ---------------------------------------------------------------- the fake cluster (in-process gRPC)
+
+
+@pytest.fixture
+def fake():
+    """Three fake nodes sharing one backend; the first is the leader. Yields the FakeBackend."""
+    with fake_grpc.running(fake_grpc.FakeTimers, fake_grpc.FakeTimers, fake_grpc.FakeTimers) as backend:
+        yield backend
+
+
+@pytest.fixture
+def tls_fake(tmp_path):
+    """One fake node serving TLS with a throw-away self-signed certificate for 127.0.0.1.
+    Yields (backend, path of the certificate)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    creds = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+    with fake_grpc.running(fake_grpc.FakeTimers, credentials=creds) as backend:
+        yield backend, cert
+
+
+# ---------------------------------------------------------------- the API's event store
+
+
+@pytest.fixture
+def event_store(tmp_path):
+    """An EventLog attached to a support.FakeMachine. Yields (log, machine); closes the log."""
+    from minoots.api.events import EventLog
+
+    log = EventLog(tmp_path / "events", keep=1000)
+    m = support.FakeMachine()
+    log.attach(m)
+    yield log, m
+    log.close()
+
+
+# ---------------------------------------------------------------- real clusters (mark the tests `cluster`)
+
+
+@pytest.fixture(scope="module")
+def real_cluster(tmp_path_factory):
+    """A 3-node LocalCluster (node processes) shared by the tests of one module, ready for
+    SDK clients (see support.start_cluster). Tests must not kill its nodes."""
+    c = support.start_cluster(tmp_path_factory.mktemp("cluster"))
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def fresh_cluster(tmp_path):
+    """A 3-node LocalCluster of the test's own, for tests that kill or partition nodes."""
+    c = support.start_cluster(tmp_path / "cluster")
+    yield c
+    c.stop()

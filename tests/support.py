@@ -1,0 +1,140 @@
+"""Plain helpers shared by the test modules (no fixtures: those are in conftest.py).
+
+Test modules import this as `support` (`from support import wait_for`): pytest puts the
+tests/ folder on sys.path for its conftest.py and for test modules outside a package.
+The fake gRPC nodes of the SDK/CLI tests are in fake_grpc.py.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from minoots.kernel import Event, EventKind, State, TimerSpec, TimerState
+
+# ---------------------------------------------------------------- waiting and addresses
+
+
+def wait_for(pred, what: str = "condition", timeout: float = 60.0, interval: float = 0.05, retry_on=()):
+    """Poll pred() until it returns something truthy, and return that.
+
+    An exception of a type in `retry_on` counts as "not yet" (e.g. a node not answering
+    while it starts). The timeout is a bound against hanging on a loaded machine, not a
+    timing assertion: past it, an AssertionError names `what` and the last value seen."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+            if last:
+                return last
+        except retry_on as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def free_addresses(n: int, host: str = "127.0.0.1") -> list[str]:
+    """n distinct HOST:PORT addresses nothing listens on right now (to bind, or as dead seeds)."""
+    from minoots.raft.local import free_ports
+
+    return [f"{host}:{port}" for port in free_ports(n, host)]
+
+
+# ---------------------------------------------------------------- real clusters
+
+
+def cluster_grpc(cluster, nids=None) -> list[str]:
+    """The gRPC addresses of a LocalCluster's nodes (all of them, or those in `nids`)."""
+    return [cluster.nodes[n].grpc for n in (nids or cluster.nodes)]
+
+
+def start_cluster(root, prepare=None, size: int = 3):
+    """Start a LocalCluster under `root` and wait until it has a leader and every member's
+    gRPC address is announced (through Raft, shortly after start). `prepare(cluster)` runs
+    before the start (e.g. to put proxies between the nodes). The caller stops it."""
+    import minoots
+    from minoots.raft.local import LocalCluster
+
+    c = LocalCluster(root, size=size)
+    if prepare is not None:
+        prepare(c)
+    c.start()
+    try:
+        c.leader(timeout=60)
+        with minoots.Client(cluster_grpc(c), timeout=60) as client:
+            wait_for(lambda: (s := client.status()).leader and all(m.grpc_address for m in s.members),
+                     "every member's gRPC address")
+    except BaseException:
+        c.stop()
+        raise
+    return c
+
+
+# ---------------------------------------------------------------- kernel states
+
+T0 = 1_700_000_000_000      # a "now" in ms for kernel-level tests
+
+
+def busy_state() -> State:
+    """A state that exercises every field and state: tenants, extras, idempotency keys,
+    fired (awaiting an ack), settled and cancelled timers."""
+    s = State()
+    s.create(T0, [
+        TimerSpec("a", T0 + 10),
+        TimerSpec("b", T0 + 10, ack_required=True, name="bee ☃", payload=b"\x00\xff" * 10,
+                  labels={"example.com/team": "core", "env": "prod"}, action=b"http", idempotency_key="kb"),
+        TimerSpec("a", T0 + 20, tenant="acme", idempotency_key="ka"),
+        TimerSpec("c", T0 + 30, tenant="acme", ack_required=True),
+        TimerSpec("d", T0 + 5_000, labels={"x": ""}),
+        TimerSpec("e", T0 + 6_000),
+    ])
+    s.tick(T0 + 25)                      # a settles, b fires (awaits ack), acme/a settles
+    s.cancel(T0 + 26, [("acme", "c")])
+    s.reschedule(T0 + 27, "default", "d", extend_by=-1_000)
+    s.tick(T0 + 28)
+    return s
+
+
+# ---------------------------------------------------------------- the API's event store
+
+
+def ev(seq: int, timer: str = "t", kind: EventKind = EventKind.CREATED, tenant: str = "default",
+       at: int = 1000) -> Event:
+    return Event(seq, kind, tenant, timer, at, seq, TimerState.SCHEDULED, 5000, None)
+
+
+def evs(first: int, last: int, **kw) -> tuple:
+    """Events first..last (inclusive), of timers t<seq>."""
+    return tuple(ev(s, f"t{s}", **kw) for s in range(first, last + 1))
+
+
+class FakeMachine:
+    """Stands in for the replicated state machine an EventLog attaches to: the test emits
+    event batches and snapshot loads the way the tick thread does."""
+
+    def __init__(self):
+        self.event_listeners = []
+        self.snapshot_listeners = []
+
+    def emit(self, events):
+        for fn in self.event_listeners:
+            fn(events)
+
+    def load_snapshot(self, seq):
+        for fn in self.snapshot_listeners:
+            fn(seq)
+
+
+class NotifyingBridge:
+    """The part of the API bridge a watch uses: wait_events() returns once notify() was
+    called (or after the timeout). Create it inside the running event loop."""
+
+    def __init__(self):
+        self.waiter = asyncio.get_running_loop().create_future()
+
+    async def wait_events(self, timeout):
+        await asyncio.wait((self.waiter,), timeout=timeout)
+
+    def notify(self):
+        w, self.waiter = self.waiter, asyncio.get_running_loop().create_future()
+        w.set_result(None)
