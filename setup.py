@@ -7,11 +7,13 @@ stubs are `minoots.v1` (from proto/minoots/v1), so users write
 `import minoots` and nothing generic (`kernel`, `api`) lands in site-packages.
 """
 import glob
+import shutil
 import sys
 from pathlib import Path
 
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,6 +40,32 @@ generate_grpc_stubs()
 
 SUBPACKAGES = ["kernel", "raft", "api", "cli", "bench", "chaos"]
 
+# What the wheel's minoots/ holds: the root package, the generated stubs, each runtime
+# folder and every package nested in one (found, so a new one such as minoots.api.client
+# needs no entry here; it takes its folder from its parent's package_dir entry).
+# tests/, docs/, ops/ and proto/'s sources are no package of it.
+PACKAGES = ["minoots", "minoots.v1"] + [
+    f"minoots.{name}"
+    for top in SUBPACKAGES
+    for name in (top, *(f"{top}.{sub}" for sub in find_packages(str(HERE / top))))
+]
+
+
+class BuildPy(build_py):
+    """The repository root is the package `minoots`, so every .py file beside setup.py is
+    one of its modules: leave this build script out (no `minoots.setup` in the wheel).
+    And start from an empty build/lib/minoots: a build copies what it finds there into the
+    wheel, so a module deleted from the tree since the last build would ship again."""
+
+    def run(self):
+        if not getattr(self, "editable_mode", False):
+            shutil.rmtree(Path(self.build_lib) / "minoots", ignore_errors=True)
+        super().run()
+
+    def find_package_modules(self, package, package_dir):
+        return [m for m in super().find_package_modules(package, package_dir) if m[:2] != ("minoots", "setup")]
+
+
 extensions = [
     Extension(
         "minoots.kernel._wheel",
@@ -47,9 +75,13 @@ extensions = [
 ]
 
 setup(
-    # Nested packages (minoots.api.client: the SDK) take their folder from their parent's entry.
-    packages=["minoots", "minoots.v1"] + [f"minoots.{p}" for p in SUBPACKAGES] + ["minoots.api.client"],
+    packages=PACKAGES,
     package_dir={"minoots": ".", "minoots.v1": "proto/minoots/v1", **{f"minoots.{p}": p for p in SUBPACKAGES}},
+    # Data files: only the type stubs. Not the Cython source or the C it generates
+    # (kernel/_wheel.pyx, kernel/_wheel.c): the compiled extension is what runs.
+    include_package_data=False,
+    package_data={"minoots.kernel": ["*.pyi"], "minoots.v1": ["*.pyi"]},
+    cmdclass={"build_py": BuildPy},
     ext_modules=cythonize(
         extensions,
         language_level=3,
