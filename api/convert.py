@@ -1,19 +1,19 @@
 """Conversions between the wire types (minoots.v1 protobuf messages) and the kernel's values.
 
 Pure functions, no I/O. Times on the wire are `google.protobuf.Timestamp` /
-`Duration`; in the kernel they are integer milliseconds since the Unix epoch.
-Sub-millisecond parts of a timestamp or duration are truncated toward zero
-(the kernel counts whole milliseconds).
+`Duration`; in the kernel they are integer milliseconds since the Unix epoch
+(the conversions themselves are api/wirebase.py's, re-exported here).
 """
 from __future__ import annotations
-
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from minoots.kernel import Event, Timer
 from minoots.v1 import timers_pb2 as pb
 
+from .wirebase import BadTime, duration_ms, ms_timestamp, timestamp_ms
+from .wirebase import set_timestamp as _set_ts
+
 __all__ = [
+    "BadTime",
     "timestamp_ms",
     "duration_ms",
     "ms_timestamp",
@@ -22,41 +22,6 @@ __all__ = [
     "event_to_pb",
     "event_fields_to_pb",
 ]
-
-_NANOS_PER_MS = 1_000_000
-_MAX_NANOS = 999_999_999
-
-
-class BadTime(ValueError):
-    """A Timestamp/Duration whose nanos are outside the range protobuf allows."""
-
-
-def timestamp_ms(ts: Timestamp) -> int:
-    """A Timestamp as ms since the epoch (may be negative: the caller range-checks)."""
-    if not 0 <= ts.nanos <= _MAX_NANOS:
-        raise BadTime(f"nanos must be within 0..{_MAX_NANOS}, got {ts.nanos}")
-    return ts.seconds * 1000 + ts.nanos // _NANOS_PER_MS
-
-
-def duration_ms(d: Duration) -> int:
-    """A Duration as signed ms (truncated toward zero)."""
-    if not -_MAX_NANOS <= d.nanos <= _MAX_NANOS or (d.seconds > 0 > d.nanos) or (d.seconds < 0 < d.nanos):
-        raise BadTime(f"nanos must be within -{_MAX_NANOS}..{_MAX_NANOS} with the sign of seconds, got {d.nanos}")
-    ms = abs(d.nanos) // _NANOS_PER_MS
-    return d.seconds * 1000 + (ms if d.nanos >= 0 else -ms)
-
-
-def ms_timestamp(ms: int) -> Timestamp:
-    ts = Timestamp()
-    ts.seconds, rem = divmod(ms, 1000)
-    ts.nanos = rem * _NANOS_PER_MS
-    return ts
-
-
-def _set_ts(field: Timestamp, ms: int) -> None:
-    field.seconds, rem = divmod(ms, 1000)
-    field.nanos = rem * _NANOS_PER_MS
-
 
 def timer_to_pb(t: Timer) -> pb.Timer:
     out = pb.Timer()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
-import uuid
 from dataclasses import dataclass
 from typing import Optional
 
@@ -37,7 +36,7 @@ from minoots.kernel import (
 from minoots.kernel import validate as rules
 from minoots.v1 import timers_pb2 as pb
 
-from .convert import BadTime, duration_ms, timestamp_ms
+from .wirebase import BadTime, duration_ms, new_timer_id, timestamp_ms
 
 __all__ = [
     "create_spec",
@@ -63,11 +62,6 @@ _EVENT_KINDS = frozenset(k.value for k in EventKind)
 
 def _tenant(field: str, value: str) -> str:
     return rules.check_tenant(field, value or DEFAULT_TENANT)
-
-
-def new_timer_id() -> str:
-    """A server-generated timer id (made before proposing: the kernel draws no random numbers)."""
-    return uuid.uuid4().hex
 
 
 def create_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
@@ -34,6 +33,8 @@ from ..types import (
     TimerState,
     datetime_to_ms,
 )
+from ..wirebase import ms_timestamp as ms_to_timestamp
+from ..wirebase import new_timer_id
 
 __all__ = [
     "ms_to_timestamp", "time_to_ms", "duration_to_pb", "new_timer_id", "spec_to_pb", "as_spec",
@@ -42,10 +43,6 @@ __all__ = [
 ]
 
 # ---------------------------------------------------------------- values
-
-
-def ms_to_timestamp(ms: int) -> Timestamp:
-    return Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
 
 
 def _ts_to_datetime(ts: Timestamp) -> datetime:
@@ -110,10 +107,6 @@ def _bytes(value: Union[bytes, bytearray, str, None], what: str) -> bytes:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     raise InvalidArgument(f"{what} must be bytes or str, not {type(value).__name__}")
-
-
-def new_timer_id() -> str:
-    return uuid.uuid4().hex
 
 
 def spec_to_pb(spec: TimerSpec) -> timers_pb2.TimerSpec:
