@@ -57,12 +57,12 @@ import logging
 import os
 import struct
 import threading
-import time
 from pathlib import Path
 from typing import AsyncIterator, Callable, Optional
 
 import lmdb
 
+from minoots.raft.clock import now_ms
 from minoots.v1 import timers_pb2 as pb
 
 log = logging.getLogger("minoots.api.events")
@@ -74,6 +74,8 @@ _KEY = struct.Struct(">Q")
 _VAL = struct.Struct(">BBQqqQB")
 _FLOOR = b"floor"
 EVENTS_DIR = "events"
+EVENTS_KEEP = 1_000_000       # events retained for replay (newest kept): --events-keep
+EVENTS_MAP_SIZE = 4 << 30     # the event store's LMDB map (address space; the file grows as used)
 TRIM_CHUNK = 2048          # keys deleted per write transaction at most (plus twice the batch written)
 READ_BATCH = 512           # events read per LMDB read transaction by a watcher
 
@@ -118,13 +120,13 @@ class EventsLost(Exception):
 class EventLog:
     """A node's retained events. Writers: the tick thread only. Readers: any thread."""
 
-    def __init__(self, path: str | os.PathLike, *, keep: int = 1_000_000, max_age_ms: Optional[int] = None,
-                 map_size: int = 4 << 30, clock: Callable[[], int] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, *, keep: int = EVENTS_KEEP, max_age_ms: Optional[int] = None,
+                 map_size: int = EVENTS_MAP_SIZE, clock: Callable[[], int] | None = None) -> None:
         if keep < 1:
             raise ValueError("events keep must be at least 1")
         self.keep = keep
         self.max_age_ms = max_age_ms
-        self._clock = clock or (lambda: time.time_ns() // 1_000_000)
+        self._clock = clock or now_ms
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self._env = lmdb.open(str(path), map_size=map_size, max_dbs=2, subdir=True, sync=False,

@@ -5,13 +5,13 @@ The composition lives here, in the API layer, so `raft` never imports `api`:
     main thread: uvloop event loop ── grpc.aio server (Timers, Cluster, health, reflection)
                                   ├── create batcher, watchers, health monitor, announcer
     PySyncObj tick thread ──────── apply → kernel → EventLog (LMDB) → wake the loop (bridge)
-    ticker / admin threads ─────── as in raft/node.py
+    ticker thread ──────────────── as in raft/node.py
 
 Start-up: the gRPC port is checked before anything touches the data dir; the
 event store is opened from a Node machine hook (after the data dir passed its
 checks, before the tick thread starts), then the node starts, then the server.
 SIGTERM/SIGINT: health goes NOT_SERVING, the server stops accepting and gives
-in-flight RPCs a short grace, then the node stops (ticker, admin, Raft, LMDB),
+in-flight RPCs a short grace, then the node stops (ticker, Raft, LMDB),
 then the event store is synced and closed.
 """
 from __future__ import annotations
@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Optional
 
 from minoots.raft import tracing
-from minoots.raft.admin import split_address
-from minoots.raft.node import Node, NodeConfig, check_port_free
+from minoots.raft.config import NodeConfig
+from minoots.raft.net import check_port_free, split_address
+from minoots.raft.node import Node
 
 from .batcher import CreateBatcher
 from .bridge import RaftBridge, leader_reachable
-from .events import EVENTS_DIR, EventLog
+from .events import EVENTS_DIR, EVENTS_KEEP, EVENTS_MAP_SIZE, EventLog
 from .server import HealthMonitor, TlsFiles, build_server
 from .telemetry import EventsCollector
 
@@ -47,9 +48,9 @@ class ApiConfig:
     grpc: str                                   # HOST:PORT to listen on
     advertise: Optional[str] = None             # HOST:PORT clients should use (default: grpc)
     tls: Optional[TlsFiles] = None
-    events_keep: int = 1_000_000
+    events_keep: int = EVENTS_KEEP
     events_max_age_s: Optional[float] = None
-    events_map_size: int = 4 << 30
+    events_map_size: int = EVENTS_MAP_SIZE
 
     def validate(self) -> None:
         split_address(self.grpc)
@@ -88,8 +89,8 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
             loop.add_signal_handler(sig, _on_signal, sig, stop)
         except (NotImplementedError, RuntimeError):   # not the main thread (tests)
             pass
-    if api.grpc in (cfg.raft, cfg.admin, cfg.metrics):
-        raise ValueError(f"--grpc {api.grpc} is also this node's Raft, admin or metrics address")
+    if api.grpc in (cfg.raft, cfg.metrics):
+        raise ValueError(f"--grpc {api.grpc} is also this node's Raft or metrics address")
     check_port_free(api.grpc, "gRPC")
     if api.tls is not None:
         api.tls.credentials()     # unreadable or malformed files fail here, before the node starts

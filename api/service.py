@@ -34,8 +34,9 @@ import grpc
 
 from minoots.kernel import FailedPrecondition, KernelError
 from minoots.raft import snapshots
-from minoots.raft.admin import AdminError, split_address
 from minoots.raft.machine import CommandFailed
+from minoots.raft.net import split_address
+from minoots.raft.node import NodeError
 from minoots.v1 import cluster_pb2 as cpb
 from minoots.v1 import cluster_pb2_grpc
 from minoots.v1 import timers_pb2 as pb
@@ -81,7 +82,7 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.OUT_OF_RANGE, str(exc)
     if isinstance(exc, EventsLost):
         return grpc.StatusCode.DATA_LOSS, str(exc)
-    if isinstance(exc, AdminError):
+    if isinstance(exc, NodeError):
         return getattr(grpc.StatusCode, exc.code, grpc.StatusCode.INTERNAL), str(exc)
     if isinstance(exc, TimeoutError):
         return grpc.StatusCode.UNAVAILABLE, f"{exc}; retry"
@@ -265,32 +266,32 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
     @_unary
     async def Status(self, request, context):
         s = await self._bridge.call(self._node.status)
-        grpc_map = self._node.machine.grpc_addresses
         members = []
         for m in s["members"]:
             members.append(cpb.Member(
-                id=m["id"], raft_address=m["address"], grpc_address=grpc_map.get(m["id"], ""),
+                id=m["id"], raft_address=m["address"], grpc_address=m["grpc_address"] or "",
                 role=m["role"], connected=m.get("connected", True),
                 match_index=m.get("match_index") or 0, lag=m.get("lag") or 0))
-        leader = s["leader"] or ""
-        return cpb.StatusResponse(
-            node=s["node"], cluster=s["cluster"], leader=leader,
-            leader_grpc_address=grpc_map.get(leader, "") if leader else "",
+        resp = cpb.StatusResponse(
+            node=s["node"], cluster=s["cluster"], leader=s["leader"] or "",
+            leader_grpc_address=s["leader_grpc_address"] or "", leader_raft_address=s["leader_address"] or "",
             term=s["term"], commit_index=s["commit_index"], applied_index=s["applied_index"],
-            members=members, timers={k: int(v) for k, v in s["timers"].items()})
+            members=members, timers={k: int(v) for k, v in s["timers"].items()},
+            role=s["role"], log_len=s["log_len"], has_quorum=s["has_quorum"], fired_total=s["fired_total"],
+            ticks_proposed=s["ticks_proposed"])
+        if s["next_deadline"] is not None:
+            resp.next_deadline.CopyFrom(ms_timestamp(s["next_deadline"]))
+        return resp
 
     @_unary
     async def AddNode(self, request, context):
         nid, raft, grpc_addr = request.id, request.raft_address, request.grpc_address
-        if not nid:
-            raise AdminError("INVALID_ARGUMENT", "id: must be the new node's id")
         if grpc_addr:
             try:
                 split_address(grpc_addr)
             except ValueError as exc:
-                raise AdminError("INVALID_ARGUMENT", f"grpc_address: {exc}") from None
-        body = {"id": nid, "address": raft}
-        await self._bridge.blocking(self._node.admin_route, "POST", ["members"], lambda: body)
+                raise NodeError("INVALID_ARGUMENT", f"grpc_address: {exc}") from None
+        await self._bridge.blocking(self._node.add_member, nid, raft)
         if grpc_addr:
             # The new node announces its own address too once it has caught up; this makes
             # it known at once. Ignored by the state machine if the node is not a member.
@@ -306,23 +307,21 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
     async def RemoveNode(self, request, context):
         nid = request.id
         if not nid:
-            raise AdminError("INVALID_ARGUMENT", "id: must name a member")
+            raise NodeError("INVALID_ARGUMENT", "id: must name a member")
         grpc_addr = self._node.machine.grpc_addresses.get(nid, "")
-        _, body = await self._bridge.blocking(self._node.admin_route, "DELETE", ["members", nid], None)
-        removed = body["removed"]
+        removed = (await self._bridge.blocking(self._node.remove_member, nid))["removed"]
         return cpb.RemoveNodeResponse(member=cpb.Member(id=removed["id"], raft_address=removed["address"],
                                                         grpc_address=grpc_addr))
 
     @_unary
     async def TakeSnapshot(self, request, context):
-        _, body = await self._bridge.blocking(self._node.admin_route, "POST", ["snapshots"], None)
-        return _snapshot_pb(body["snapshot"], self._node.cfg.node_id)
+        taken = await self._bridge.blocking(self._node.take_snapshot)
+        return _snapshot_pb(taken["snapshot"], self._node.cfg.node_id)
 
     @_unary
     async def ListSnapshots(self, request, context):
-        _, body = await self._bridge.blocking(self._node.admin_route, "GET", ["snapshots"], None)
-        return cpb.ListSnapshotsResponse(snapshots=[_snapshot_pb(s, self._node.cfg.node_id)
-                                                    for s in body["snapshots"]])
+        kept = await self._bridge.blocking(self._node.snapshot_list)
+        return cpb.ListSnapshotsResponse(snapshots=[_snapshot_pb(s, self._node.cfg.node_id) for s in kept])
 
     @_stream
     async def ExportSnapshot(self, request, context):
@@ -337,6 +336,12 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
     async def TransferLeadership(self, request, context):
         leader = await self._bridge.blocking(self._node.transfer_leadership, request.to or None)
         return cpb.TransferLeadershipResponse(leader=leader)
+
+    @_unary
+    async def GetDigest(self, request, context):
+        d = await self._bridge.blocking(self._node.kernel_digest)   # serialises the whole state
+        return cpb.GetDigestResponse(node=self._node.cfg.node_id, applied_index=d["applied_index"],
+                                     sha256=d["sha256"], size=d["bytes"])
 
 
 def _snapshot_pb(s: dict, node: str = "") -> cpb.Snapshot:

@@ -1,8 +1,8 @@
 """Benchmarks and load harnesses for MINOOTS.
 
-Each module is runnable on its own (``python -m bench.<name>`` from the
-repository root) and is also reachable through the CLI (``minoots bench
-<name>``); the CLI only parses arguments and calls the functions here.
+Each is run through the CLI, ``minoots bench <name>`` (``wheel``, ``kernel``,
+``load``, ``grpc-creates``); the CLI only parses arguments and calls the
+functions here.
 
 - ``bench.wheel``: the compiled timing wheel against the schedulers a Python
   user would otherwise reach for (``heapq`` with lazy deletion, asyncio's

@@ -1,6 +1,6 @@
 """Create throughput through the gRPC API, against a local 3-node cluster.
 
-    python -m minoots.bench.grpc_creates [--seconds 10] [--to leader|follower] [--sync durable|relaxed]
+    minoots bench grpc-creates [--seconds 10] [--to leader|follower] [--sync durable|relaxed]
 
 Two loads, each for a fixed time, from this process (grpc.aio clients, one
 channel per client): batched CreateTimers of 1000 timers from 4 concurrent
@@ -12,16 +12,19 @@ comparing changes on one machine, not absolute capacity.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
+import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from minoots.raft.local import LocalCluster
+from minoots.chaos.ledger import percentile
+from minoots.raft.store import DEFAULT_SYNC
+from minoots.raft.testing import LocalCluster
 from minoots.v1 import timers_pb2 as pb
 from minoots.v1 import timers_pb2_grpc
 
@@ -47,38 +50,36 @@ async def _load(address: str, clients: int, batch: int, seconds: float) -> dict:
     start = time.monotonic()
     await asyncio.gather(*(_client(address, batch, start + seconds, counts, lat) for _ in range(clients)))
     took = time.monotonic() - start
-    lat.sort()
+
+    def ms(p: float):
+        v = percentile(lat, p)
+        return None if v is None else round(v * 1000, 1)
     return {"clients": clients, "batch": batch, "timers": counts[0], "seconds": round(took, 2),
-            "timers_per_s": round(counts[0] / took), "requests": len(lat),
-            "p50_ms": round(lat[len(lat) // 2] * 1000, 1) if lat else None,
-            "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 1) if lat else None}
+            "timers_per_s": round(counts[0] / took), "requests": len(lat), "p50_ms": ms(50), "p99_ms": ms(99)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--to", choices=("leader", "follower"), default="leader")
-    ap.add_argument("--sync", choices=("durable", "relaxed"), default="durable")
-    args = ap.parse_args()
+def run(seconds: float = 10.0, to: str = "leader", sync: str = DEFAULT_SYNC,
+        report: Callable[[dict], None] = print) -> list[dict]:
+    """Both loads against a fresh cluster (removed afterwards); `report` gets each result as it comes."""
     root = Path(tempfile.mkdtemp(prefix="minoots-bench-"))
-    cluster = LocalCluster(root / "cluster", node_args=("--sync", args.sync))
+    cluster = LocalCluster(root / "cluster", node_args=("--sync", sync))
+    results = []
     try:
         cluster.start()
         leader = cluster.leader(timeout=30)
-        target = cluster.nodes[leader] if args.to == "leader" else \
+        target = cluster.nodes[leader] if to == "leader" else \
             next(n for nid, n in cluster.nodes.items() if nid != leader)
         time.sleep(2)
         for clients, batch in ((4, 1000), (16, 1)):
             before = cluster.status(leader)["commit_index"]
-            res = asyncio.run(_load(target.grpc, clients, batch, args.seconds))
+            res = asyncio.run(_load(target.grpc, clients, batch, seconds))
             after = cluster.status(leader)["commit_index"]
             res["raft_entries"] = after - before
-            res["to"] = args.to
-            res["sync"] = args.sync
-            print(res, flush=True)
+            res["to"] = to
+            res["sync"] = sync
+            report(res)
+            results.append(res)
     finally:
         cluster.stop()
-
-
-if __name__ == "__main__":
-    main()
+        shutil.rmtree(root, ignore_errors=True)
+    return results

@@ -1,6 +1,6 @@
 """Kernel-state benchmark: what a million outstanding timers cost one node's state machine.
 
-Run it as ``minoots bench kernel`` or, from the repository root, ``python -m bench.kernel``.
+Run it as ``minoots bench kernel``.
 
 Creates ``timers`` timers (ids ``t0..``, one tenant, the given payload size,
 deadlines spread over an hour) in batches of 10,000 through ``State.create`` —
@@ -16,9 +16,7 @@ the same path a replicated create takes — and reports:
 """
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import random
 import ctypes
 import resource
@@ -42,7 +40,10 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def run(timers: int = 1_000_000, payload: int = 0, seed: int = 1, progress=None) -> dict:
+DEFAULT_TIMERS = 1_000_000    # a million outstanding timers: `minoots bench kernel --timers`
+
+
+def run(timers: int = DEFAULT_TIMERS, payload: int = 0, seed: int = 1, progress=None) -> dict:
     say = progress or (lambda msg: None)
     rng = random.Random(seed)
     body = b"x" * payload
@@ -104,23 +105,3 @@ def format_table(r: dict) -> str:
     w = max(len(a) for a, _, _ in rows)
     v = max(len(b) for _, b, _ in rows)
     return "\n".join(f"{a:<{w}}  {b:>{v}}  {c}".rstrip() for a, b, c in rows)
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--timers", type=int, default=1_000_000)
-    ap.add_argument("--payload", type=int, default=0)
-    ap.add_argument("--json", dest="json_path")
-    args = ap.parse_args(argv)
-    if args.timers < 1 or args.payload < 0 or args.payload > 65536:
-        ap.error("--timers must be >= 1 and --payload within 0..65536")
-    report = run(args.timers, args.payload, progress=lambda m: print(m, file=sys.stderr))
-    print(format_table(report))
-    if args.json_path:
-        with open(args.json_path, "w") as f:
-            json.dump(report, f, indent=2)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """End-to-end load harness: N outstanding timers on a real local cluster, then let them all fire.
 
-Run it as ``minoots bench load`` or, from the repository root, ``python -m bench.load``.
+Run it as ``minoots bench load`` (``--help`` lists the options).
 
 Phases (each bounded in time; every process started is stopped by PID):
 
@@ -30,7 +30,6 @@ comparing changes (and systems) on that machine, not absolute capacity.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -47,7 +46,9 @@ from typing import Callable, Optional
 from minoots.api.client import Client
 from minoots.api.types import EventKind, TimerSpec, datetime_to_ms
 from minoots.chaos.ledger import percentile
-from minoots.raft.local import LocalCluster
+from minoots.raft.clock import now_ms
+from minoots.raft.store import DEFAULT_SYNC
+from minoots.raft.testing import LocalCluster
 
 SINGLE_THREADS = 16
 PCTS = (50, 95, 99, 99.9)
@@ -96,10 +97,6 @@ def validate(timers: int, nodes: int, window: float, clients: int, batch: int, p
             raise LoadBenchError(f"unknown peer {p!r} (known: redis, etcd)")
     if etcd_timers is not None and etcd_timers < 1:
         raise LoadBenchError("--etcd-timers must be >= 1")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def vmrss(pid: Optional[int], field: str = "VmRSS") -> Optional[int]:
@@ -339,7 +336,7 @@ def default_lead(timers: int, single_seconds: float) -> float:
 def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: int = 8, batch: int = 1000,
         payload: int = 64, out: Optional[str] = None, peers: tuple = (), burst: int = 0,
         single_seconds: float = 5.0, lead: Optional[float] = None, failover: bool = False,
-        sync: str = "durable", progress: bool = True, say=None, etcd_timers: Optional[int] = None,
+        sync: str = DEFAULT_SYNC, progress: bool = True, say=None, etcd_timers: Optional[int] = None,
         install_peers: bool = True) -> dict:
     """``etcd_timers``: timers for the etcd peer (default ``min(timers + burst, 20000)``: one lease each).
     ``install_peers``: apt-get a missing peer's Debian package (bench/debian.py) instead of skipping it."""
@@ -737,40 +734,3 @@ def write_outputs(report: dict, out: str, say) -> None:
         fig.suptitle("node resident memory"); fig.tight_layout(); fig.savefig(d / "rss.png", dpi=110)
         plt.close(fig)
     say(f"wrote plots to {d}")
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--timers", type=int, default=100_000)
-    ap.add_argument("--nodes", type=int, default=3)
-    ap.add_argument("--window", default="600s")
-    ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--batch", type=int, default=1000)
-    ap.add_argument("--payload", type=int, default=64)
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--peers", default="")
-    ap.add_argument("--burst", type=int, default=0)
-    ap.add_argument("--single-seconds", type=float, default=5.0)
-    ap.add_argument("--lead", default=None)
-    ap.add_argument("--failover", action="store_true")
-    ap.add_argument("--sync", choices=("durable", "relaxed"), default="durable")
-    ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--no-install-peers", action="store_true")
-    ap.add_argument("--etcd-timers", type=int, default=None,
-                    help="timers for the etcd peer (default: min(timers + burst, 20000))")
-    a = ap.parse_args(argv)
-    try:
-        report = run(a.timers, a.nodes, parse_duration(a.window), a.clients, a.batch, a.payload, a.out,
-                     tuple(p for p in a.peers.split(",") if p), a.burst, a.single_seconds,
-                     parse_duration(a.lead) if a.lead else None, a.failover, a.sync, not a.no_progress,
-                     etcd_timers=a.etcd_timers, install_peers=not a.no_install_peers)
-    except LoadBenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    report.pop("_lateness_samples", None)
-    print(format_table(report))
-    return 0 if report["correctness"]["ok"] else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

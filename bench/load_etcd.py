@@ -39,6 +39,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
+from minoots.raft.clock import now_ms
+
 MEMBERS = 3
 PREFIX = "t/"
 MIN_TTL_S = 2          # etcd's minimum lease TTL is 1.5 x election timeout (1 s by default), rounded up
@@ -47,10 +49,6 @@ DEFAULT_MAX_TIMERS = 20_000
 
 def _b64(s) -> str:
     return base64.b64encode(s if isinstance(s, bytes) else s.encode()).decode()
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def default_timers(timers: int) -> int:
@@ -152,7 +150,7 @@ class Watcher(threading.Thread):
                 chunk = resp.read1(1 << 16)
                 if not chunk:
                     break
-                at = _now_ms()
+                at = now_ms()
                 buf += chunk.decode()
                 while True:
                     s = buf.lstrip()
@@ -193,7 +191,7 @@ class Watcher(threading.Thread):
 
 
 def _start_members(exe: str, tmp: Path, say) -> tuple[list[subprocess.Popen], list[int]]:
-    from minoots.raft.local import free_ports
+    from minoots.raft.testing import free_ports
     ports = free_ports(2 * MEMBERS)
     cports, pports = ports[:MEMBERS], ports[MEMBERS:]
     cluster = ",".join(f"m{i}=http://127.0.0.1:{pports[i]}" for i in range(MEMBERS))
@@ -255,7 +253,7 @@ def run(n: int, window: float, clients: int, payload: int, lead: Optional[float]
             return {"skipped": f"etcd watch did not start: {watcher.error!r}"}
 
         lead_s = max(lead or 0.0, default_lead(n))
-        start_ms = _now_ms()
+        start_ms = now_ms()
         first_ms = start_ms + int(lead_s * 1000)
         win_ms = int(window * 1000)
         target = [first_ms + int(((j * 0.6180339887498949) % 1.0) * win_ms) for j in range(n)]
@@ -280,11 +278,11 @@ def run(n: int, window: float, clients: int, payload: int, lead: Optional[float]
                     if j >= n:
                         return
                     key = f"{PREFIX}L{j}"
-                    t_send = _now_ms()
+                    t_send = now_ms()
                     ttl = ttl_for(target[j], t_send)
                     try:
                         g = api.post("/v3/lease/grant", {"TTL": ttl})
-                        t_g = _now_ms()
+                        t_g = now_ms()
                         api.post("/v3/kv/put", {"key": _b64(key), "value": value, "lease": g["ID"]})
                     except Exception as exc:  # noqa: BLE001 - counted, the run goes on
                         with lock:
@@ -305,16 +303,16 @@ def run(n: int, window: float, clients: int, payload: int, lead: Optional[float]
         for t in ts:
             t.join(max(300.0, lead_s * 3))
         load_s = time.monotonic() - t0
-        load_end_ms = _now_ms()
+        load_end_ms = now_ms()
         created = len(deadline)
         time.sleep(1.0)
         rss1 = [vmrss(p.pid) for p in procs]
         early_deletes = len(watcher.deleted)
 
-        last_ms = max(deadline.values(), default=_now_ms())
+        last_ms = max(deadline.values(), default=now_ms())
         say(f"etcd peer: {created:,} created in {load_s:.1f}s ({created / load_s:,.0f}/s); "
-            f"firing, last due in {max(0, last_ms - _now_ms()) / 1e3:.0f}s")
-        fire_end = time.monotonic() + max(0, (last_ms - _now_ms()) / 1e3) + 30
+            f"firing, last due in {max(0, last_ms - now_ms()) / 1e3:.0f}s")
+        fire_end = time.monotonic() + max(0, (last_ms - now_ms()) / 1e3) + 30
         while time.monotonic() < fire_end and len(watcher.deleted) < created and watcher.error is None:
             time.sleep(0.2)
         time.sleep(0.5)

@@ -18,6 +18,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from minoots.raft.clock import now_ms
+
 KEY = "delay"
 BODY = "body"
 POLL_S = 0.010
@@ -28,15 +30,11 @@ return due
 """
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def run(n: int, window: float, clients: int, batch: int, payload: int, lead: float, progress: bool, say,
         install: bool = True) -> dict:
     from minoots.bench.debian import find_or_install
     from minoots.bench.load import dist, vmrss
-    from minoots.raft.local import free_ports
+    from minoots.raft.testing import free_ports
     exe, why = find_or_install("redis-server", "redis-server", install, say)
     if exe is None:
         return {"skipped": why}
@@ -62,7 +60,7 @@ def run(n: int, window: float, clients: int, batch: int, payload: int, lead: flo
                 time.sleep(0.05)
         say(f"redis peer: redis-server pid {proc.pid} on 127.0.0.1:{port}")
         rss0 = vmrss(proc.pid)
-        start_ms = _now_ms()
+        start_ms = now_ms()
         first_ms = start_ms + int(lead * 1000)
         win_ms = int(window * 1000)
         body = b"x" * payload   # the payload lives in a hash beside the sorted set, deleted on pop
@@ -74,7 +72,7 @@ def run(n: int, window: float, clients: int, batch: int, payload: int, lead: flo
             pr = redis.Redis(host="127.0.0.1", port=port)
             pop = pr.register_script(POP)
             while not stop.is_set():
-                now = _now_ms()
+                now = now_ms()
                 while True:
                     due = pop(keys=[KEY, BODY], args=[now, 10_000])
                     for i in range(0, len(due), 2):
@@ -142,8 +140,8 @@ def run(n: int, window: float, clients: int, batch: int, payload: int, lead: flo
         r.delete("single")
 
         last_ms = max(fa for b in batches for _, fa in b)
-        say(f"redis peer: firing, last due in {max(0, last_ms - _now_ms()) / 1e3:.0f}s")
-        deadline = time.monotonic() + max(0, (last_ms - _now_ms()) / 1e3) + 30
+        say(f"redis peer: firing, last due in {max(0, last_ms - now_ms()) / 1e3:.0f}s")
+        deadline = time.monotonic() + max(0, (last_ms - now_ms()) / 1e3) + 30
         while time.monotonic() < deadline and len(popped) < n:
             time.sleep(0.2)
         time.sleep(0.5)

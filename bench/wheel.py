@@ -1,6 +1,6 @@
 """Microbenchmark: the compiled timing wheel against what a Python user writes by hand.
 
-Run it as ``minoots bench wheel`` or, from the repository root, ``python -m bench.wheel``.
+Run it as ``minoots bench wheel``.
 
 The workload (deterministic for a given seed)
 ---------------------------------------------
@@ -70,7 +70,6 @@ precedes each phase). The machine's noise applies: read ratios, not digits.
 """
 from __future__ import annotations
 
-import argparse
 import array
 import asyncio
 import gc
@@ -95,7 +94,6 @@ __all__ = [
     "Workload",
     "check_output_path",
     "format_report",
-    "main",
     "make_workload",
     "run",
     "write_json",
@@ -810,61 +808,3 @@ def write_json(report: dict, path: str) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2, sort_keys=False)
         f.write("\n")
-
-
-# ---------------------------------------------------------------------------
-# python -m bench.wheel
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} is not >= 1")
-    return v
-
-
-def main(argv: Optional[list] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.wheel",
-        description="Timing wheel vs heapq vs asyncio call_at microbenchmark (same as `minoots bench wheel`).",
-    )
-    parser.add_argument("--timers", type=_positive_int, default=DEFAULT_TIMERS, help="number of timers (default %(default)s)")
-    parser.add_argument("--span-ms", type=_positive_int, default=DEFAULT_SPAN_MS, help="deadline spread in ms (default %(default)s)")
-    parser.add_argument("--json", metavar="FILE", default=None, help="also write the report as JSON to FILE")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="workload RNG seed (default %(default)s)")
-    parser.add_argument("--repeat", type=_positive_int, default=1, help="runs per peer, best time per phase kept (default %(default)s)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    args = parser.parse_args(argv)
-
-    def progress(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    if args.json:
-        try:
-            check_output_path(args.json)
-        except OSError as exc:
-            print(f"error: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-
-    try:
-        report = run(args.timers, args.span_ms, args.seed, repeat=args.repeat, progress=None if args.quiet else progress)
-    except WheelBenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(format_report(report))
-    if args.json:
-        try:
-            write_json(report, args.json)
-        except OSError as exc:
-            print(f"error: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-        if not args.quiet:
-            print(f"wrote {args.json}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """clock-skew: nodes with clocks off by +/- --skew-ms lead in turn; N rounds.
 
-    python -m chaos.clock_skew [--rounds 1] [--skew-ms 2000] [--report FILE]
+    minoots chaos clock-skew [--rounds 1] [--skew-ms 2000] [--report FILE]
 
 n1 runs with `--clock-offset-ms +skew`, n2 with `-skew`, the others on time.
 Each round hands leadership (Cluster.TransferLeadership over gRPC, asked of the
@@ -17,14 +17,13 @@ seconds (at least 2) under each. Checked, besides the ledger with `skew` allowed
 """
 from __future__ import annotations
 
-import sys
 import time
 
 import grpc
 
 from minoots.v1 import cluster_pb2, cluster_pb2_grpc
 
-from .drill import drill, main
+from .drill import drill
 from .ledger import distribution
 from .workload import now_ms
 
@@ -101,7 +100,3 @@ def _lateness_by_leader(ctx, merged: dict) -> None:
         d = o["receive_lateness_ms"]
         print(f"    leader {o['leader']} ({o['offset_ms']:+d} ms): receive lateness n={d['n']} P50 {d['p50']} ms "
               f"P95 {d['p95']} ms max {d['max']} ms", flush=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main("clock-skew"))

@@ -1,7 +1,7 @@
 """disk-full: one node's LMDB map is small enough for the workload to fill; then it is
 restarted with a big map and must catch up. N rounds (default 1).
 
-    python -m chaos.disk_full [--report FILE]
+    minoots chaos disk-full [--report FILE]
 
 n3 starts with `--map-size 1MiB` (its Raft journal's LMDB map; the workload fills it in seconds). The drill makes it the leader if it
 can (TransferLeadership), since that is where a full journal meets client
@@ -21,7 +21,6 @@ Checked: nothing acknowledged was lost (the ledger), the cluster kept serving
 """
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 
@@ -32,7 +31,7 @@ import minoots
 from minoots.v1 import timers_pb2, timers_pb2_grpc
 
 from .clock_skew import transfer
-from .drill import drill, main
+from .drill import drill
 from .workload import now_ms
 
 SMALL_MAP = "1MiB"
@@ -142,7 +141,3 @@ def _log_tail(node, n: int = 4000) -> str:
             return f.read().decode(errors="replace")
     except OSError:
         return ""
-
-
-if __name__ == "__main__":
-    sys.exit(main("disk-full"))

@@ -1,7 +1,6 @@
 """The drill runner: a local cluster, the workload and watchers, a fault script, the verdict.
 
     minoots chaos leader-kill [--nodes 3] [--rounds 3] [--report FILE] [--seed S]
-    python -m chaos.leader_kill --rounds 3          (from the repository root)
 
 Each drill starts its own cluster (`LocalCluster`: free ports on 127.0.0.1, a
 temporary data root removed afterwards), waits for a leader, starts two
@@ -27,18 +26,16 @@ import json
 import math
 import random
 import shutil
-import sys
 import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
-from minoots.raft.local import LocalCluster
+from minoots.raft.testing import LocalCluster
 
 from . import failover
-from .ledger import Ledger
+from .ledger import Ledger, percentile
 from .workload import Watcher, Workload, now_ms, settle, wait_seen
 
 WAIT = 30.0
@@ -61,9 +58,8 @@ class Context:
     cleanup: list = field(default_factory=list)        # callables run after the cluster stopped
     post_checks: list = field(default_factory=list)    # fn(ctx, merged_events) after the watchers stopped
 
-    def failover_args(self) -> SimpleNamespace:
-        a = self.args
-        return SimpleNamespace(setup_ms=150, probe_lead_ms=20, round_timeout=a.round_timeout, poll_ms=20)
+    def failover_args(self) -> failover.RoundArgs:
+        return failover.RoundArgs(round_timeout=self.args.round_timeout)
 
     def check(self, name: str, bad: int) -> None:
         self.checks[name] = self.checks.get(name, 0) + int(bad)
@@ -237,8 +233,8 @@ def run_drill(name: str, args: argparse.Namespace) -> dict:
     report = {
         "drill": name, "seed": seed, "nodes": args.nodes, "rounds": rounds,
         "duration_s": round(time.monotonic() - started, 1),
-        "failover_s": {"rounds": len(times), "p50": failover.percentile(times, 50) if times else None,
-                       "p95": failover.percentile(times, 95) if times else None,
+        "failover_s": {"rounds": len(times), "p50": percentile(times, 50),
+                       "p95": percentile(times, 95),
                        "max": max(times) if times else None, "timed_out": len(times) - len(finite)},
         "workload_ops": dict(workload.ops) if workload else {},
         "watch_reconnects": {w.name: w.reconnects for w in watchers},
@@ -318,35 +314,7 @@ def print_table(reports: list[dict]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
-# ---------------------------------------------------------------- command line
-
-def add_options(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--nodes", type=int, default=3, help="cluster size (default 3)")
-    ap.add_argument("--rounds", type=int, default=None, help="fault rounds (default: per drill)")
-    ap.add_argument("--report", type=Path, default=None, help="write the JSON report here")
-    ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=3, help="workload client threads")
-    ap.add_argument("--op-pause", type=float, default=0.05, help="seconds each client waits between operations")
-    ap.add_argument("--max-delay-ms", type=int, default=3000,
-                    help="timers are due 50 ms .. this far ahead (at most 30000)")
-    ap.add_argument("--max-ops", type=int, default=5000, help="operations per client thread at most")
-    ap.add_argument("--pause", type=float, default=1.0, help="seconds a node stays down / a fault lasts")
-    ap.add_argument("--warmup", type=float, default=1.0, help="seconds of workload before and after the faults")
-    ap.add_argument("--round-timeout", type=float, default=15.0)
-    ap.add_argument("--skew-ms", type=int, default=2000, help="clock-skew drill: the offset of the skewed nodes")
-    ap.add_argument("--keep-logs", action="store_true", help="keep the cluster's data dir and node logs")
-
-
-def validate(args: argparse.Namespace, error) -> None:
-    if not 1 <= args.nodes <= 9:
-        error("--nodes must be 1..9")
-    if args.rounds is not None and not 1 <= args.rounds <= 100:
-        error("--rounds must be 1..100")
-    if not 50 <= args.max_delay_ms <= 30000:
-        error("--max-delay-ms must be 50..30000")
-    if not 1 <= args.threads <= 32:
-        error("--threads must be 1..32")
-
+# ---------------------------------------------------------------- running drills (`minoots chaos`)
 
 def run(names: list[str], args: argparse.Namespace) -> int:
     reports = [run_drill(n, args) for n in names]
@@ -363,18 +331,4 @@ def run(names: list[str], args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def main(name: str, argv=None) -> int:
-    ensure_loaded()
-    ap = argparse.ArgumentParser(prog=f"python -m chaos.{name.replace('-', '_')}",
-                                 description=DRILLS[name].help if name in DRILLS else name)
-    add_options(ap)
-    args = ap.parse_args(argv)
-    validate(args, ap.error)
-    names = list(DRILL_ORDER) if name == "all" else [name]
-    return run(names, args)
-
-
 DRILL_ORDER = ("leader-kill", "follower-kill", "rolling-restart", "partition", "clock-skew", "disk-full")
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "all", sys.argv[2:]))

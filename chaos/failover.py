@@ -1,6 +1,6 @@
 """Failover drill: how long after `kill -9` of the leader does a new leader commit its first tick?
 
-    python -m minoots.chaos.failover [--kills 10] [--json FILE]
+    minoots chaos failover [--rounds 10] [--report FILE] [--round-timeout 15] [--seed S]
 
 Target (the failover issue): P95 < 2 s over at least 10 kills of the leader of
 a three-node cluster. Exit status 0 only when the target is met.
@@ -16,7 +16,7 @@ What is measured, per round:
   to the leader. The old leader cannot fire the probe (it is dead before the
   probe is due), so the probe fires in the first tick a new leader commits
   after the kill.
-* T1 is the first moment either survivor answers GET /timers/<probe> with
+* T1 is the first moment either survivor answers Timers.GetTimer(probe) with
   `fired_at` set: the tick that fired it was committed by a majority and
   applied on that node. T1 - T0 ("failover") is the recorded time; it includes
   failure detection, the election, the new leader's first tick, its commit and
@@ -30,34 +30,61 @@ Then the killed node is restarted, the drill waits until it has caught up
 
 P50/P95 use the nearest-rank method, so with 10 kills P95 is the worst round.
 A round that never sees the probe fire (a bounded wait, `--round-timeout`)
-counts as infinitely slow. Every process started is stopped, by PID.
+counts as infinitely slow. Every process started is stopped, by PID. The drill
+asks each node itself, through its own gRPC API (Timers.GetTimer, Cluster.Status).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
 import shutil
-import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-from minoots.raft.admin import AdminError
-from minoots.raft.local import LocalCluster
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from minoots.raft.testing import LocalCluster, LocalNode
+from minoots.v1 import timers_pb2 as pb
+
+from .ledger import percentile
 
 TARGET_S = 2.0
 
 
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100); inf when values is empty."""
-    if not values:
-        return math.inf
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
+@dataclass(frozen=True)
+class RoundArgs:
+    """How one failover round is run (the chaos drills measure theirs the same way)."""
+
+    round_timeout: float = 15.0   # give up on a round after this many seconds
+    poll_ms: int = 20             # survivor polling period
+    probe_lead_ms: int = 20       # the probe is due this long after the kill
+    setup_ms: int = 150           # time between creating the probe and the kill
+    stream_ms: int = 100          # background create period (0: none)
+
+
+def _create(node: LocalNode, spec: pb.TimerSpec, timeout: float) -> None:
+    node.timers().CreateTimers(pb.CreateTimersRequest(timers=[spec]), timeout=timeout)
+
+
+def _get(node: LocalNode, tenant: str, timer_id: str, timeout: float = 1.0) -> Optional[pb.Timer]:
+    try:
+        return node.timers().GetTimer(pb.GetTimerRequest(tenant=tenant, id=timer_id), timeout=timeout)
+    except grpc.RpcError:
+        return None
+
+
+def _status(node: LocalNode, timeout: float) -> Optional[dict]:
+    try:
+        return node.status(timeout)
+    except grpc.RpcError:
+        return None
 
 
 class Stream(threading.Thread):
@@ -77,18 +104,19 @@ class Stream(threading.Thread):
         i = 0
         while not self.stop_event.wait(self.interval):
             self._n += 1
-            body = {"timers": [{"id": f"s{self._n}", "tenant": "stream",
-                                "in_ms": random.randint(100, 300)}]}
+            delay = Duration()
+            delay.FromMilliseconds(random.randint(100, 300))
+            spec = pb.TimerSpec(id=f"s{self._n}", tenant="stream", delay=delay)
             for _ in range(len(nodes)):
                 node = nodes[i % len(nodes)]
                 i += 1
                 if not node.alive():
                     continue
                 try:
-                    node.client(timeout=2.0).call("POST", "/timers", body)
+                    _create(node, spec, timeout=2.0)
                     self.created += 1
                     break
-                except AdminError:
+                except grpc.RpcError:
                     continue
             else:
                 self.failed += 1
@@ -96,13 +124,6 @@ class Stream(threading.Thread):
     def stop(self) -> None:
         self.stop_event.set()
         self.join(timeout=5)
-
-
-def _get(node, path: str, timeout: float = 1.0):
-    try:
-        return node.client(timeout=timeout).call("GET", path)
-    except AdminError:
-        return None
 
 
 def wait_caught_up(cluster: LocalCluster, timeout: float = 30.0) -> str:
@@ -114,7 +135,7 @@ def wait_caught_up(cluster: LocalCluster, timeout: float = 30.0) -> str:
         except TimeoutError:
             break
         s = cluster.status(leader)
-        if s and s["role"] == "leader" and all(m.get("connected", True) for m in s["members"]) \
+        if s and s["role"] == "leader" and all(m["connected"] for m in s["members"]) \
                 and len(s["members"]) == len(cluster.nodes):
             target = s["commit_index"]
             ok = True
@@ -129,7 +150,7 @@ def wait_caught_up(cluster: LocalCluster, timeout: float = 30.0) -> str:
     raise TimeoutError(f"cluster did not settle within {timeout}s")
 
 
-def run_round(cluster: LocalCluster, n: int, args, fault=None, restart: bool = True) -> dict:
+def run_round(cluster: LocalCluster, n: int, args: RoundArgs, fault=None, restart: bool = True) -> dict:
     """One measured failover. `fault(leader_id)` is what is done to the leader at T0 (default:
     SIGKILL); with restart=False the caller brings the node back (the chaos drills pause first)."""
     leader = wait_caught_up(cluster)
@@ -141,8 +162,9 @@ def run_round(cluster: LocalCluster, n: int, args, fault=None, restart: bool = T
         t0_wall = time.time() + args.setup_ms / 1000
         probe_at = int(t0_wall * 1000) + args.probe_lead_ms
         probe = f"probe{n}.{attempt}"
-        lnode.client(timeout=5).call("POST", "/timers", {"timers": [
-            {"id": probe, "tenant": "drill", "fire_at": probe_at}]})
+        due = Timestamp()
+        due.FromMilliseconds(probe_at)
+        _create(lnode, pb.TimerSpec(id=probe, tenant="drill", fire_at=due), timeout=5)
         # The create was acknowledged (committed). If it took so long that the
         # kill could not come before the probe is due, plan again with a new probe.
         delay = t0_wall - time.time()
@@ -161,13 +183,13 @@ def run_round(cluster: LocalCluster, n: int, args, fault=None, restart: bool = T
     while time.monotonic() < deadline and fired_at_obs is None:
         for node in survivors:
             if elected_at is None:
-                s = _get(node, "/status", timeout=0.5)
+                s = _status(node, timeout=0.5)
                 if s and s["role"] == "leader" and s["term"] > old["term"]:
                     elected_at = time.monotonic()
                     new_leader = node.node_id
         for node in survivors:
-            t = _get(node, f"/timers/drill/{probe}", timeout=0.5)
-            if t and t.get("fired_at") is not None:
+            t = _get(node, "drill", probe, timeout=0.5)
+            if t is not None and t.HasField("fired_at"):
                 fired_at_obs = time.monotonic()
                 fired = t
                 break
@@ -175,7 +197,7 @@ def run_round(cluster: LocalCluster, n: int, args, fault=None, restart: bool = T
     if fired is not None and new_leader is None:  # elected and ticked between two polls
         elected_at = fired_at_obs
         for node in survivors:
-            s = _get(node, "/status", timeout=1.0)
+            s = _status(node, timeout=1.0)
             if s and s["role"] == "leader":
                 new_leader = node.node_id
     result = {
@@ -191,38 +213,31 @@ def run_round(cluster: LocalCluster, n: int, args, fault=None, restart: bool = T
     if fired is not None:
         # Guard: a probe stamped before the kill was fired by the old leader (cannot
         # happen when the kill precedes the due time; checked, not assumed).
-        result["fired_before_kill"] = fired["fired_at"] < result["kill_wall_ms"]
-        result["fired_at"] = fired["fired_at"]
-        result["lateness_ms"] = fired["fired_at"] - fired["fire_at"]
-        result["attempts"] = fired["attempts"]
+        fired_at = fired.fired_at.ToMilliseconds()
+        result["fired_before_kill"] = fired_at < result["kill_wall_ms"]
+        result["fired_at"] = fired_at
+        result["lateness_ms"] = fired_at - fired.fire_at.ToMilliseconds()
+        result["attempts"] = fired.attempts
     # Bring the killed node back; the next round waits until it caught up.
     if restart:
         cluster.start_node(leader)
     return result
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m minoots.chaos.failover", description=__doc__.split("\n")[0])
-    ap.add_argument("--kills", type=int, default=10, help="leader kills (rounds); at least 1")
-    ap.add_argument("--json", dest="json_file", type=Path, help="write the per-round results here")
-    ap.add_argument("--dir", type=Path, help="cluster data root (default: a temp dir, removed afterwards)")
-    ap.add_argument("--round-timeout", type=float, default=15.0, help="give up on a round after this many s")
-    ap.add_argument("--poll-ms", type=int, default=20, help="survivor polling period")
-    ap.add_argument("--probe-lead-ms", type=int, default=20, help="probe due this long after the kill")
-    ap.add_argument("--setup-ms", type=int, default=150, help="time between creating the probe and the kill")
-    ap.add_argument("--stream-ms", type=int, default=100, help="background create period (0: none)")
-    ap.add_argument("--seed", type=int, default=None)
-    args = ap.parse_args(argv)
-    if args.kills < 1:
-        ap.error("--kills must be at least 1")
-    random.seed(args.seed)
+def _pct(values: list[float], p: float) -> float:
+    """Nearest-rank percentile; inf when there are no values (nothing measured counts as too slow)."""
+    return percentile(values, p) if values else math.inf
 
-    tmp = None
-    root = args.dir
-    if root is None:
-        tmp = tempfile.mkdtemp(prefix="minoots-failover-")
-        root = Path(tmp)
-    cluster = LocalCluster(root, size=3)
+
+def run(kills: int = 10, report: Optional[Path] = None, round_timeout: float = RoundArgs.round_timeout,
+        seed: Optional[int] = None, nodes: int = 3, keep_logs: bool = False) -> int:
+    """`minoots chaos failover`: `kills` measured rounds on a fresh cluster; exit status 0 only
+    when P95 meets the target."""
+    args = RoundArgs(round_timeout=round_timeout)
+    random.seed(seed)
+
+    tmp = tempfile.mkdtemp(prefix="minoots-failover-")
+    cluster = LocalCluster(Path(tmp), size=nodes)
     started = time.monotonic()
     stream = None
     rounds: list[dict] = []
@@ -233,7 +248,7 @@ def main(argv=None) -> int:
             stream = Stream(cluster, args.stream_ms / 1000)
             stream.start()
         print(f"{'round':>5} {'killed':>6} {'new':>5} {'elected s':>10} {'failover s':>11} {'late ms':>8}")
-        for n in range(1, args.kills + 1):
+        for n in range(1, kills + 1):
             r = run_round(cluster, n, args)
             rounds.append(r)
 
@@ -246,7 +261,9 @@ def main(argv=None) -> int:
         if stream is not None:
             stream.stop()
         cluster.stop()
-        if tmp is not None:
+        if keep_logs:
+            print(f"data dirs and node logs kept in {tmp}")
+        else:
             shutil.rmtree(tmp, ignore_errors=True)
 
     times = [r["failover_s"] if r["failover_s"] is not None else math.inf for r in rounds]
@@ -256,13 +273,13 @@ def main(argv=None) -> int:
                     if r.get("attempts") not in (None, 1) or r.get("fired_before_kill")]
     summary = {
         "kills": len(rounds),
-        "failover_p50_s": percentile(times, 50),
-        "failover_p95_s": percentile(times, 95),
+        "failover_p50_s": _pct(times, 50),
+        "failover_p95_s": _pct(times, 95),
         "failover_max_s": max(times),
-        "elected_p50_s": percentile(elected, 50),
-        "elected_p95_s": percentile(elected, 95),
-        "lateness_p50_ms": percentile(late, 50),
-        "lateness_p95_ms": percentile(late, 95),
+        "elected_p50_s": _pct(elected, 50),
+        "elected_p95_s": _pct(elected, 95),
+        "lateness_p50_ms": _pct(late, 50),
+        "lateness_p95_ms": _pct(late, 95),
         "target_s": TARGET_S,
         "duration_s": round(time.monotonic() - started, 1),
         "stream_created": stream.created if stream else 0,
@@ -279,11 +296,8 @@ def main(argv=None) -> int:
     print(f"background creates: {summary['stream_created']} ok, {summary['stream_failed']} failed on every node;"
           f" drill took {summary['duration_s']} s")
     print("PASS" if summary["ok"] else "FAIL")
-    if args.json_file:
+    if report:
         finite = {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in summary.items()}
-        args.json_file.write_text(json.dumps({"summary": finite, "rounds": rounds}, indent=2))
+        Path(report).write_text(json.dumps({"summary": finite, "rounds": rounds}, indent=2))
+        print(f"report: {report}")
     return 0 if summary["ok"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

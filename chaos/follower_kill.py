@@ -1,6 +1,6 @@
 """follower-kill: SIGKILL a random follower, restart it after a pause; N rounds.
 
-    python -m chaos.follower_kill [--rounds 3] [--report FILE]   (or: minoots chaos follower-kill)
+    minoots chaos follower-kill [--rounds 3] [--report FILE]
 
 No failover happens, so none is measured; the fault window (kill -> the node
 caught up again) is what the lateness split calls "during failover". Checked
@@ -9,10 +9,9 @@ besides the ledger: the leader did not change because of a follower's death.
 from __future__ import annotations
 
 import random
-import sys
 
 from .workload import now_ms
-from .drill import drill, main
+from .drill import drill
 
 
 @drill("follower-kill", "SIGKILL a follower, restart it after a pause", default_rounds=3)
@@ -33,7 +32,3 @@ def run(ctx) -> None:
     # Informational, not an invariant: a restarted follower may legitimately start an election
     # (PySyncObj has no pre-vote), which disturbs the leader.
     ctx.info["leader_changes"] = changes
-
-
-if __name__ == "__main__":
-    sys.exit(main("follower-kill"))

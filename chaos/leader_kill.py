@@ -1,6 +1,6 @@
 """leader-kill: SIGKILL the leader, keep it down for --pause seconds, restart it; N rounds.
 
-    python -m chaos.leader_kill [--rounds 3] [--report FILE]   (or: minoots chaos leader-kill)
+    minoots chaos leader-kill [--rounds 3] [--report FILE]
 
 Each round is measured like chaos/failover.py (probe due 20 ms after the kill;
 failover = kill -> first survivor reporting the probe fired). The killed node is
@@ -8,9 +8,7 @@ restarted after the pause and the next round waits until it has caught up.
 """
 from __future__ import annotations
 
-import sys
-
-from .drill import drill, main
+from .drill import drill
 
 
 @drill("leader-kill", "SIGKILL the leader, restart it after a pause", default_rounds=3)
@@ -20,7 +18,3 @@ def run(ctx) -> None:
         ctx.pause()
         ctx.cluster.start_node(r["killed"])
         ctx.caught_up()
-
-
-if __name__ == "__main__":
-    sys.exit(main("leader-kill"))

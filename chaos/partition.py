@@ -1,6 +1,6 @@
 """partition: isolate the leader from the other nodes, heal, N rounds.
 
-    python -m chaos.partition [--rounds 1] [--report FILE]   (or: minoots chaos partition)
+    minoots chaos partition [--rounds 1] [--report FILE]
 
 Every node sits behind a Raft proxy (chaos/netproxy.py; `--raft` is the proxy's
 address, `--raft-bind` the node's own), so Raft links can be black-holed while
@@ -21,17 +21,16 @@ the processes, their gRPC APIs and the clients keep running. Per round:
 """
 from __future__ import annotations
 
-import sys
 import threading
 import time
 import uuid
 
 import grpc
 
-from minoots.raft.local import free_ports
+from minoots.raft.testing import free_ports
 from minoots.v1 import timers_pb2, timers_pb2_grpc
 
-from .drill import drill, main
+from .drill import drill
 from .netproxy import Network
 from .workload import now_ms
 
@@ -68,7 +67,7 @@ class PinnedWatch(threading.Thread):
         try:
             self._call = stub.WatchEvents(timers_pb2.WatchEventsRequest(from_sequence=self.from_sequence))
             for pb in self._call:
-                at = pb.at.seconds * 1000 + pb.at.nanos // 1_000_000
+                at = pb.at.ToMilliseconds()
                 self.events.append((pb.sequence, pb.kind, pb.timer_id, at, now_ms()))
         except grpc.RpcError as exc:
             if not self._stopped:
@@ -161,6 +160,3 @@ def _compare_pinned(ctx, merged: dict) -> None:
                 bad += 1
     ctx.check("isolated_node_divergent_events", bad)
 
-
-if __name__ == "__main__":
-    sys.exit(main("partition"))

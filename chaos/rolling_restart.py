@@ -1,6 +1,6 @@
 """rolling-restart: SIGTERM each node in turn, restart it, wait until it caught up; N passes.
 
-    python -m chaos.rolling_restart [--rounds 1] [--report FILE]   (or: minoots chaos rolling-restart)
+    minoots chaos rolling-restart [--rounds 1] [--report FILE]
 
 When the node to stop is the leader, its step is measured as a failover (the
 chaos/failover.py probe method, SIGTERM instead of SIGKILL). Checked besides the
@@ -8,10 +8,8 @@ ledger: every SIGTERM ended the process cleanly (exit code 0, within 10 s).
 """
 from __future__ import annotations
 
-import sys
-
 from .workload import now_ms
-from .drill import drill, main
+from .drill import drill
 
 
 @drill("rolling-restart", "SIGTERM each node in turn, waiting for it to catch up", default_rounds=1)
@@ -39,7 +37,3 @@ def run(ctx) -> None:
     ctx.check("unclean_sigterm_exit", len(unclean))
     if unclean:
         ctx.note(f"SIGTERM did not end these cleanly (step:node -> exit code): {unclean}")
-
-
-if __name__ == "__main__":
-    sys.exit(main("rolling-restart"))

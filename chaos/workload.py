@@ -30,12 +30,9 @@ import uuid
 
 import minoots
 from minoots.api.types import EventKind, FailedPrecondition, MinootsError, TimerSpec
+from minoots.raft.clock import now_ms
 
 from .ledger import EventRec, Ledger
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Workload:

@@ -8,6 +8,7 @@ import click
 from minoots.bench import kernel as kernel_bench
 from minoots.bench import load as load_bench
 from minoots.bench import wheel as wheel_bench
+from minoots.raft.store import DEFAULT_SYNC, SYNC_POLICIES
 
 
 @click.group()
@@ -74,7 +75,7 @@ def wheel(timers: int, span_ms: int, json_path: str | None, seed: int, repeat: i
 
 
 @bench.command("kernel")
-@click.option("--timers", type=click.IntRange(min=1), default=1_000_000, show_default=True,
+@click.option("--timers", type=click.IntRange(min=1), default=kernel_bench.DEFAULT_TIMERS, show_default=True,
               help="Outstanding timers to build the state with.")
 @click.option("--payload", type=click.IntRange(0, 65536), default=0, show_default=True,
               help="Payload bytes per timer.")
@@ -125,7 +126,7 @@ class _Duration(click.ParamType):
 @click.option("--lead", type=_Duration(), default=None,
               help="Time from the load's start to the first deadline (default: estimated load time + margin).")
 @click.option("--failover", is_flag=True, help="SIGKILL the leader a third of the way into the window.")
-@click.option("--sync", type=click.Choice(["durable", "relaxed"]), default="durable", show_default=True)
+@click.option("--sync", type=click.Choice(SYNC_POLICIES), default=DEFAULT_SYNC, show_default=True)
 @click.option("--etcd-timers", type=click.IntRange(min=1), default=None,
               help="Timers for the etcd peer (one lease each; default: min(timers + burst, 20000)).")
 @click.option("--install-peers/--no-install-peers", default=True, show_default=True,
@@ -151,3 +152,18 @@ def load(timers, nodes, window, clients, batch, payload, out, peers, burst, sing
     click.echo(load_bench.format_table(report))
     if not report["correctness"]["ok"]:
         raise click.ClickException("correctness check FAILED: some timers were lost, duplicated or early")
+
+
+@bench.command("grpc-creates")
+@click.option("--seconds", type=click.FloatRange(0.5, 3600), default=10.0, show_default=True,
+              help="Length of each of the two loads.")
+@click.option("--to", type=click.Choice(["leader", "follower"]), default="leader", show_default=True,
+              help="Which node the clients send to.")
+@click.option("--sync", type=click.Choice(SYNC_POLICIES), default=DEFAULT_SYNC, show_default=True)
+def grpc_creates(seconds: float, to: str, sync: str) -> None:
+    """Create throughput through the raw gRPC API on a local 3-node cluster: batched
+    CreateTimers (4 clients x 1000) then single CreateTimer (16 clients); one line of
+    results per load."""
+    from minoots.bench import grpc_creates as grpc_bench
+
+    grpc_bench.run(seconds, to, sync, report=lambda res: click.echo(json.dumps(res)))

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 LOCAL_CLUSTER_FILE = "cluster.json"
+DEFAULT_DATA_ROOT = "./minoots-data"     # where `minoots up` keeps its nodes (and LOCAL_CLUSTER_FILE)
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|kib|mib|gib|tib|kb|mb|gb|tb)?\s*$", re.I)
 _UNITS = {None: 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
           "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
@@ -27,6 +28,14 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).lower() if m.group(2) else None]
 
 
+def format_size(n: int) -> str:
+    """A byte count as parse_size reads it back, in the largest binary unit that divides it (8GiB)."""
+    for unit in ("TiB", "GiB", "MiB", "KiB"):
+        if n and n % _UNITS[unit.lower()] == 0:
+            return f"{n // _UNITS[unit.lower()]}{unit}"
+    return str(n)
+
+
 def grpc_addresses(explicit: tuple[str, ...]) -> list[str]:
     """gRPC addresses to seed the SDK with: --node values, else $MINOOTS_NODES, else the local `minoots up` cluster.
 
@@ -41,7 +50,7 @@ def grpc_addresses(explicit: tuple[str, ...]) -> list[str]:
     env = os.environ.get("MINOOTS_NODES")
     if env and split([env]):
         return split([env])
-    root = Path(os.environ.get("MINOOTS_DATA", "./minoots-data"))
+    root = Path(os.environ.get("MINOOTS_DATA", DEFAULT_DATA_ROOT))
     f = root / LOCAL_CLUSTER_FILE
     if f.is_file():
         try:

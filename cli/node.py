@@ -1,6 +1,7 @@
 """`minoots node run` (one node process) and `minoots up` (a local 3-node cluster)."""
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import time
@@ -8,9 +9,17 @@ from pathlib import Path
 
 import click
 
-from .common import LOCAL_CLUSTER_FILE, fail, parse_size
+from minoots.api.events import EVENTS_KEEP
+from minoots.raft.config import (COMPACTION_ENTRIES, COMPACTION_SECONDS, DEFAULT_CLUSTER, SNAPSHOT_KEEP,
+                                 RaftTiming)
+from minoots.raft.store import DEFAULT_MAP_SIZE, DEFAULT_SYNC, SYNC_POLICIES
 
-DEFAULT_DIR = "./minoots-data"
+from .common import DEFAULT_DATA_ROOT, LOCAL_CLUSTER_FILE, fail, format_size, parse_size
+
+ADMIN_REMOVED = ("{flag} was removed: the JSON admin channel is retired; "
+                 "use the gRPC Cluster service (minoots cluster …)")
+sync_option = click.option("--sync", type=click.Choice(SYNC_POLICIES), default=DEFAULT_SYNC, show_default=True,
+                           help="durable: fsync before acknowledging; relaxed: periodic sync.")
 
 
 def _parse_peer(value: str) -> tuple[str, str]:
@@ -18,6 +27,24 @@ def _parse_peer(value: str) -> tuple[str, str]:
     if not sep or not nid or not addr:
         fail(f"--peer expects ID=HOST:PORT, got {value!r}", code=2)
     return nid, addr
+
+
+def removed_option(flag: str, metavar: str | None = None):
+    """A hidden `flag` that only says it is gone (a usage error, exit 2) when someone still passes it."""
+    def refuse(ctx, param, value):
+        if value is not None:
+            raise click.UsageError(ADMIN_REMOVED.format(flag=flag), ctx=ctx)
+
+    return click.option(flag, hidden=True, expose_value=False, default=None, metavar=metavar, callback=refuse,
+                        is_eager=True)
+
+
+def raft_timing_options(fn):
+    """One --flag per RaftTiming field (seconds), defaulting to the field's default."""
+    for f in reversed(dataclasses.fields(RaftTiming)):
+        fn = click.option(f"--{f.name.replace('_', '-')}", f.name, default=f.default, show_default=True,
+                          type=click.FloatRange(0.0, min_open=True), help=f.metadata["help"])(fn)
+    return fn
 
 
 @click.group()
@@ -34,7 +61,7 @@ def node() -> None:
 @click.option("--peer", "peers", multiple=True, help="Another member as ID=HOST:PORT (repeat).")
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               envvar="MINOOTS_DATA_DIR", help="Where this node keeps its LMDB environment.")
-@click.option("--admin", default=None, envvar="MINOOTS_ADMIN", help="Admin channel HOST:PORT (JSON over HTTP).")
+@removed_option("--admin", "HOST:PORT")
 @click.option("--grpc", "grpc_address", default=None, envvar="MINOOTS_GRPC",
               help="Serve the gRPC API (Timers, Cluster, health, reflection) on HOST:PORT.")
 @click.option("--grpc-advertise", default=None, envvar="MINOOTS_GRPC_ADVERTISE",
@@ -43,35 +70,37 @@ def node() -> None:
               help="PEM certificate chain: serve gRPC over TLS (with --tls-key).")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="PEM private key of --tls-cert.")
-@click.option("--events-keep", default=1_000_000, show_default=True, type=click.IntRange(1),
+@click.option("--events-keep", default=EVENTS_KEEP, show_default=True, type=click.IntRange(1),
               help="Events retained for WatchEvents replay (newest kept).")
 @click.option("--events-max-age", default=None, type=click.FloatRange(1.0),
               help="Also drop retained events older than this many seconds.")
-@click.option("--cluster", default="minoots", show_default=True, envvar="MINOOTS_CLUSTER",
+@click.option("--cluster", default=DEFAULT_CLUSTER, show_default=True, envvar="MINOOTS_CLUSTER",
               help="Cluster name; a data dir from another cluster is refused.")
 @click.option("--init", is_flag=True, help="Create a new node in a new or empty data dir.")
-@click.option("--sync", type=click.Choice(["durable", "relaxed"]), default="durable", show_default=True,
-              help="durable: fsync before acknowledging; relaxed: periodic sync.")
-@click.option("--map-size", default="8GiB", show_default=True, help="LMDB map size (e.g. 512MiB, 8GiB).")
-@click.option("--snapshot-keep", default=3, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--compaction-entries", default=250_000, show_default=True, type=click.IntRange(100))
-@click.option("--compaction-seconds", default=300.0, show_default=True, type=click.FloatRange(1.0))
+@sync_option
+@click.option("--map-size", default=format_size(DEFAULT_MAP_SIZE), show_default=True,
+              help="LMDB map size (e.g. 512MiB, 8GiB).")
+@click.option("--snapshot-keep", default=SNAPSHOT_KEEP, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--compaction-entries", default=COMPACTION_ENTRIES, show_default=True, type=click.IntRange(100))
+@click.option("--compaction-seconds", default=COMPACTION_SECONDS, show_default=True, type=click.FloatRange(1.0))
+@raft_timing_options
 @click.option("--clock-offset-ms", default=0, show_default=True, type=int,
               help="Run this node's clock ahead (+) or behind (-); for chaos drills.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--metrics", "metrics_address", default=None, envvar="MINOOTS_METRICS",
               help="Serve Prometheus metrics at http://HOST:PORT/metrics (off when not given).")
-def run_cmd(node_id, raft, raft_bind, peers, data_dir, admin, grpc_address, grpc_advertise, tls_cert, tls_key, events_keep,
+def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, grpc_advertise, tls_cert, tls_key, events_keep,
             events_max_age, cluster, init, sync, map_size, snapshot_keep, compaction_entries, compaction_seconds,
-            clock_offset_ms, log_level, metrics_address) -> None:
+            clock_offset_ms, log_level, metrics_address, **timing) -> None:
     """Run one node until SIGTERM/SIGINT. Logs JSON lines on stderr.
 
     With --grpc the node serves the gRPC API; writes may go to any node (a follower
     forwards them to the leader), reads answer from the node's own applied state.
     """
     from minoots.raft import jsonlog
-    from minoots.raft.node import NodeConfig, run
+    from minoots.raft.config import NodeConfig
+    from minoots.raft.node import run
     from minoots.raft.store import DataDirError
 
     peer_map: dict[str, str] = {}
@@ -86,11 +115,11 @@ def run_cmd(node_id, raft, raft_bind, peers, data_dir, admin, grpc_address, grpc
         fail("--tls-cert/--tls-key/--grpc-advertise need --grpc", code=2)
     jsonlog.setup(node_id, log_level)
     try:
-        cfg = NodeConfig(node_id=node_id, raft=raft, data_dir=data_dir, peers=peer_map, admin=admin,
+        cfg = NodeConfig(node_id=node_id, raft=raft, data_dir=data_dir, peers=peer_map,
                          cluster=cluster, init=init, sync=sync, map_size=parse_size(map_size),
                          snapshot_keep=snapshot_keep, compaction_entries=compaction_entries,
                          compaction_seconds=compaction_seconds, clock_offset_ms=clock_offset_ms,
-                         raft_bind=raft_bind, metrics=metrics_address)
+                         raft_bind=raft_bind, timing=RaftTiming(**timing), metrics=metrics_address)
         if grpc_address:
             from minoots.api.process import ApiConfig, run_node
             from minoots.api.server import TlsFiles
@@ -107,31 +136,28 @@ def run_cmd(node_id, raft, raft_bind, peers, data_dir, admin, grpc_address, grpc
 
 
 @click.command()
-@click.option("--dir", "data_root", default=DEFAULT_DIR, show_default=True,
+@click.option("--dir", "data_root", default=DEFAULT_DATA_ROOT, show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Where the nodes keep their data.")
 @click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--raft-port", default=7101, show_default=True, type=click.IntRange(1, 65000),
               help="First Raft port; node i uses raft-port+i-1.")
-@click.option("--admin-port", default=7301, show_default=True, type=click.IntRange(1, 65000),
-              help="First admin port; node i uses admin-port+i-1.")
+@removed_option("--admin-port", "PORT")
 @click.option("--grpc-port", default=7201, show_default=True, type=click.IntRange(1, 65000),
               help="First gRPC port; node i uses grpc-port+i-1.")
 @click.option("--metrics-port", default=7501, show_default=True, type=click.IntRange(1, 65000),
               help="First Prometheus /metrics port; node i uses metrics-port+i-1.")
-@click.option("--sync", type=click.Choice(["durable", "relaxed"]), default="durable", show_default=True)
-def up(data_root: Path, nodes: int, host: str, raft_port: int, admin_port: int, grpc_port: int, metrics_port: int,
-       sync: str) -> None:
+@sync_option
+def up(data_root: Path, nodes: int, host: str, raft_port: int, grpc_port: int, metrics_port: int, sync: str) -> None:
     """Start a local cluster on loopback; Ctrl-C stops every node.
 
     Data lives in --dir (one folder per node, reused on the next `up`); node logs
     (JSON lines) go to --dir/nX.log.
     """
-    from minoots.raft.local import LocalCluster
+    from minoots.raft.testing import LocalCluster
 
     cluster = LocalCluster(data_root, size=nodes, host=host,
                            raft_ports=[raft_port + i for i in range(nodes)],
-                           admin_ports=[admin_port + i for i in range(nodes)],
                            grpc_ports=[grpc_port + i for i in range(nodes)],
                            metrics_ports=[metrics_port + i for i in range(nodes)],
                            node_args=("--sync", sync))
@@ -148,7 +174,7 @@ def up(data_root: Path, nodes: int, host: str, raft_port: int, admin_port: int, 
         except (TimeoutError, RuntimeError) as exc:
             raise click.ClickException(f"{exc}\nsee the node logs in {data_root}")
         for n in cluster.nodes.values():
-            click.echo(f"{n.node_id}: grpc {n.grpc}  raft {n.raft}  admin http://{n.admin}  "
+            click.echo(f"{n.node_id}: grpc {n.grpc}  raft {n.raft}  "
                        f"metrics http://{n.metrics}/metrics  data {n.data_dir}  log {n.log_file}  pid {n.pid}")
         click.echo(f"leader: {leader}")
         click.echo("Ctrl-C stops the cluster.")

@@ -9,6 +9,11 @@ from __future__ import annotations
 import time
 
 
+def now_ms() -> int:
+    """This machine's wall clock, ms since the Unix epoch (the one definition; tools use it too)."""
+    return time.time_ns() // 1_000_000
+
+
 class Clock:
     """Wall clock with an optional fixed offset (ms)."""
 
@@ -16,7 +21,7 @@ class Clock:
         self.offset_ms = int(offset_ms)
 
     def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000 + self.offset_ms
+        return now_ms() + self.offset_ms
 
     def seconds_until(self, deadline_ms: int) -> float:
         """Seconds from now until deadline_ms (negative when it has passed)."""

@@ -1,18 +1,18 @@
-"""One MINOOTS node process: data dir, journal, replicated kernel, leader ticker, admin channel.
+"""One MINOOTS node process: data dir, journal, replicated kernel, leader ticker.
 
 Start-up refuses anything that could make a node vote with less than it had:
 a missing/foreign/corrupt data dir, a snapshot file it cannot read, a port in
-use. SIGTERM/SIGINT stop it cleanly: ticker, admin channel, Raft, then LMDB.
+use. SIGTERM/SIGINT stop it cleanly: ticker, Raft, then LMDB. Operators and clients
+reach it through the gRPC API (api/), which calls the methods here.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
-import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pysyncobj import FAIL_REASON, SyncObjConf
@@ -20,10 +20,11 @@ from pysyncobj import FAIL_REASON, SyncObjConf
 from minoots.kernel import KernelError, State
 
 from . import snapshots, tracing
-from .admin import AdminError, AdminServer, digest, spec_from_json, split_address, timer_to_json
 from .clock import Clock
+from .config import NodeConfig
 from .journal import LmdbJournal, attach_journal
-from .machine import ROLE_NAMES, SNAPSHOT_NEW_SUFFIX, CommandFailed, TimerMachine, spec_to_wire
+from .machine import ROLE_NAMES, SNAPSHOT_NEW_SUFFIX, CommandFailed, TimerMachine
+from .net import check_port_free, split_address
 from .store import DataDirError, open_data_dir
 from .ticker import Ticker
 
@@ -40,67 +41,13 @@ PID_FILE = "node.pid"       # present while a node runs on the data dir (restore
 MAX_UNCHUNKED_ENTRY = 64 << 20
 
 
-@dataclass
-class RaftTiming:
-    """PySyncObj timers, tuned for failover under 2 s on a 2-core machine (see chaos/failover.py)."""
 
-    raft_min_timeout: float = 0.5
-    raft_max_timeout: float = 1.0
-    append_entries_period: float = 0.05
-    connection_timeout: float = 1.5
-    connection_retry_time: float = 0.25
-    leader_fallback_timeout: float = 2.0
+class NodeError(Exception):
+    """An operator request this node refuses; `code` is the gRPC status it maps to."""
 
-
-@dataclass
-class NodeConfig:
-    node_id: str
-    raft: str
-    data_dir: Path
-    peers: dict[str, str] = field(default_factory=dict)   # node id -> raft address
-    admin: str | None = None
-    cluster: str = "minoots"
-    init: bool = False
-    sync: str = "durable"
-    map_size: int = 8 << 30
-    snapshot_keep: int = 3
-    compaction_entries: int = 250_000     # ticks are tiny entries: snapshotting a big state every 50k of them cost more than the log it dropped
-    compaction_seconds: float = 300.0
-    clock_offset_ms: int = 0
-    # Listen for Raft here instead of on `raft`, which stays the address peers know this
-    # node by (the chaos drills' partition proxy sits on `raft` and forwards to this).
-    raft_bind: str | None = None
-    timing: RaftTiming = field(default_factory=RaftTiming)
-    metrics: str | None = None      # HOST:PORT serving Prometheus /metrics (off when None)
-
-    def validate(self) -> None:
-        if self.metrics:
-            split_address(self.metrics)
-            if self.metrics in (self.raft, self.raft_bind, self.admin):
-                raise ValueError(f"--metrics {self.metrics} is also this node's Raft or admin address")
-        split_address(self.raft)
-        if self.raft_bind:
-            split_address(self.raft_bind)
-        if self.admin:
-            split_address(self.admin)
-        for pid, addr in self.peers.items():
-            split_address(addr)
-            if pid == self.node_id:
-                raise ValueError(f"--peer {pid}={addr} names this node itself")
-            if addr == self.raft:
-                raise ValueError(f"peer {pid} has this node's own Raft address {addr}")
-        if len(set(self.peers.values())) != len(self.peers):
-            raise ValueError("two peers share one Raft address")
-
-
-def check_port_free(address: str, what: str) -> None:
-    host, port = split_address(address)
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise DataDirError(f"{what} address {address} is not available: {exc.strerror}") from None
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
 
 
 class Node:
@@ -114,7 +61,6 @@ class Node:
         self._snapshot_store: snapshots.SnapshotStore | None = None
         self.machine: TimerMachine | None = None
         self.ticker: Ticker | None = None
-        self.admin: AdminServer | None = None
         self.stopped = threading.Event()
         self.fired_total = 0
         self.leader_changes = 0           # times the leader this node knows changed (to a known leader)
@@ -135,8 +81,6 @@ class Node:
     def start(self) -> None:
         cfg = self.cfg
         check_port_free(cfg.raft_bind or cfg.raft, "Raft")
-        if cfg.admin:
-            check_port_free(cfg.admin, "admin")
         if cfg.metrics:
             check_port_free(cfg.metrics, "metrics")
         self.env = open_data_dir(cfg.data_dir, cluster=cfg.cluster, node_id=cfg.node_id,
@@ -153,7 +97,7 @@ class Node:
             self.env.close()
             self.env = None
             raise
-        log.info("node started", extra={"raft": cfg.raft, "admin": cfg.admin, "metrics": cfg.metrics,
+        log.info("node started", extra={"raft": cfg.raft, "metrics": cfg.metrics,
                                          "data_dir": str(cfg.data_dir), "sync": cfg.sync})
 
     def _start_raft(self) -> None:
@@ -193,9 +137,6 @@ class Node:
         self.machine.addOnTickCallback(self._watch_leader)
         self.ticker = Ticker(self.machine, self.clock, links=self.fire_links)
         self.ticker.start()
-        if cfg.admin:
-            self.admin = AdminServer(self, cfg.admin)
-            self.admin.start()
         if self.metrics is not None:
             self.metrics.serve(cfg.metrics)
 
@@ -309,8 +250,6 @@ class Node:
             self.metrics.close()
         if self.ticker:
             self.ticker.stop()
-        if self.admin:
-            self.admin.stop()
         if self.machine:
             self.machine.destroy()
             deadline = time.monotonic() + 5
@@ -378,44 +317,17 @@ class Node:
             "fired_total": self.fired_total,
         }
 
-    # ---- admin channel --------------------------------------------------------
-
-    def admin_route(self, method: str, parts: list[str], body):
+    def kernel_digest(self) -> dict:
+        """{"applied_index", "sha256", "bytes"}: the SHA-256 of the kernel state at the applied
+        index; nodes that applied the same index agree (Cluster.GetDigest)."""
         m = self.machine
-        if method == "GET" and parts == ["status"]:
-            return 200, self.status()
-        if method == "GET" and parts == ["kernel", "digest"]:
+        while True:
+            applied = m.raftLastApplied
             data = m.kernel_bytes()
-            return 200, {"sha256": digest(data), "bytes": len(data),
-                         "applied_index": m.raftLastApplied}
-        if method == "POST" and parts == ["timers"]:
-            req = body()
-            timers = req.get("timers") if isinstance(req, dict) else None
-            if not isinstance(timers, list) or not timers:
-                raise AdminError("INVALID_ARGUMENT", "body must be {\"timers\": [ ... ]} with at least one timer")
-            now = self.clock.now_ms()
-            specs = [spec_from_json(t, now) for t in timers]
-            res = m.propose_sync(("create", now, [[spec_to_wire(s) for s in specs]]))[0]
-            if isinstance(res, Exception):
-                raise res
-            return 200, {"timers": [timer_to_json(i.timer) for i in res.items],
-                         "created": [i.created for i in res.items]}
-        if method == "GET" and len(parts) == 3 and parts[0] == "timers":
-            return 200, timer_to_json(m.read(lambda k: k.get(parts[1], parts[2])))
-        if method == "POST" and len(parts) == 4 and parts[0] == "timers" and parts[3] == "cancel":
-            res = m.propose_sync(("cancel", self.clock.now_ms(), [(parts[1], parts[2])]))
-            return 200, timer_to_json(res.timers[0])
-        if method == "POST" and parts == ["members"]:
-            return 200, self._add_member(body())
-        if method == "DELETE" and len(parts) == 2 and parts[0] == "members":
-            return 200, self._remove_member(parts[1])
-        if method == "POST" and parts == ["snapshots"]:
-            return 200, self._take_snapshot()
-        if method == "GET" and parts == ["snapshots"]:
-            return 200, {"snapshots": self.snapshot_list()}
-        if method == "GET" and parts == ["snapshots", "latest"]:
-            return 200, self.snapshot_bytes()
-        raise AdminError("NOT_FOUND", f"no admin route {method} /{'/'.join(parts)}")
+            if m.raftLastApplied == applied:     # nothing applied in between: the bytes are at `applied`
+                return {"applied_index": applied, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+    # ---- membership, leadership, snapshots (the gRPC Cluster service calls these) ----
 
     def _membership_change(self, fn, arg) -> None:
         # PySyncObj denies a change until the leader's no-op of its term is applied
@@ -469,32 +381,32 @@ class Node:
             raise box[0]
         return box[0]
 
-    def _add_member(self, req) -> dict:
-        if not isinstance(req, dict) or not isinstance(req.get("id"), str) or not isinstance(req.get("address"), str):
-            raise AdminError("INVALID_ARGUMENT", "body must be {\"id\": ID, \"address\": HOST:PORT}")
-        nid, addr = req["id"], req["address"]
+    def add_member(self, nid: str, addr: str) -> dict:
+        """Add member `nid` at Raft address `addr` (started already, with every member as a peer)."""
+        if not nid:
+            raise NodeError("INVALID_ARGUMENT", "id: must be the new node's id")
         try:
             split_address(addr)
         except ValueError as exc:
-            raise AdminError("INVALID_ARGUMENT", str(exc)) from None
+            raise NodeError("INVALID_ARGUMENT", str(exc)) from None
         names = self.machine.names
         if nid in names:
-            raise AdminError("ALREADY_EXISTS", f"node id {nid!r} is already a member ({names[nid]})")
+            raise NodeError("ALREADY_EXISTS", f"node id {nid!r} is already a member ({names[nid]})")
         if addr in names.values():
-            raise AdminError("ALREADY_EXISTS", f"address {addr} already belongs to a member")
+            raise NodeError("ALREADY_EXISTS", f"address {addr} already belongs to a member")
         self._membership_change(self.machine.addNodeToCluster, addr)
         self._propose_name(nid, addr)
         log.info("member added", extra={"id": nid, "address": addr})
         return {"added": {"id": nid, "address": addr}}
 
-    def _remove_member(self, nid: str) -> dict:
+    def remove_member(self, nid: str) -> dict:
         names = self.machine.names
         if nid not in names:
-            raise AdminError("NOT_FOUND", f"no member with id {nid!r}")
+            raise NodeError("NOT_FOUND", f"no member with id {nid!r}")
         addr = names[nid]
         if addr == self.machine.leader_address():
             if not self.machine.is_leader():
-                raise AdminError("FAILED_PRECONDITION",
+                raise NodeError("FAILED_PRECONDITION",
                                  f"{nid} leads: send the removal to {nid} itself, which steps down first")
             self._step_down()
             return self._remove_self(nid, addr)
@@ -525,7 +437,7 @@ class Node:
                 self._propose_name(nid, addr, timeout=3)  # still a member: keep its id
             except (CommandFailed, TimeoutError):
                 pass
-            raise AdminError("UNAVAILABLE", f"the new leader {leader} did not remove {nid}: {res}; retry")
+            raise NodeError("UNAVAILABLE", f"the new leader {leader} did not remove {nid}: {res}; retry")
         log.info("member removed", extra={"id": nid, "address": addr, "was_leader": True})
         return {"removed": {"id": nid, "address": addr}}
 
@@ -536,14 +448,14 @@ class Node:
         self._in_tick_thread(lambda: self.machine.transferLeadership(
             callback=lambda res, err: (box.append(err), done.set())))
         if not done.wait(5) or box[0] != 0:
-            raise AdminError("UNAVAILABLE", "leadership transfer was refused (no caught-up follower?); retry")
+            raise NodeError("UNAVAILABLE", "leadership transfer was refused (no caught-up follower?); retry")
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             leader = self.machine.leader_address()
             if leader is not None and leader != self.cfg.raft:
                 return
             time.sleep(0.02)
-        raise AdminError("UNAVAILABLE", "no other node took leadership within 5 s; retry")
+        raise NodeError("UNAVAILABLE", "no other node took leadership within 5 s; retry")
 
     def transfer_leadership(self, to: str | None = None, timeout: float = 10.0) -> str:
         """Hand leadership from this node (the leader) to member `to` (an id; None = the most
@@ -554,13 +466,13 @@ class Node:
         if to:
             target = m.names.get(to)
             if target is None:
-                raise AdminError("NOT_FOUND", f"no member with id {to!r}")
+                raise NodeError("NOT_FOUND", f"no member with id {to!r}")
             if target == self.cfg.raft:
-                raise AdminError("FAILED_PRECONDITION", f"{to} is this node; name another member")
+                raise NodeError("FAILED_PRECONDITION", f"{to} is this node; name another member")
         deadline = time.monotonic() + timeout
         while True:
             if not m.is_leader():
-                raise AdminError("FAILED_PRECONDITION", "this node is not the leader; send the request to the leader")
+                raise NodeError("FAILED_PRECONDITION", "this node is not the leader; send the request to the leader")
             done = threading.Event()
             box = []
             self._in_tick_thread(lambda: m.transferLeadership(
@@ -568,14 +480,14 @@ class Node:
             if done.wait(5) and box[0] == FAIL_REASON.SUCCESS:
                 break
             if time.monotonic() > deadline:
-                raise AdminError("UNAVAILABLE", "leadership transfer was refused (target not caught up?); retry")
+                raise NodeError("UNAVAILABLE", "leadership transfer was refused (target not caught up?); retry")
             time.sleep(0.1)
         while time.monotonic() < deadline + 5:
             leader = m.leader_address()
             if leader is not None and leader != self.cfg.raft:
                 return {a: n for n, a in m.names.items()}.get(leader, leader)
             time.sleep(0.02)
-        raise AdminError("UNAVAILABLE", "no other node took leadership in time; retry")
+        raise NodeError("UNAVAILABLE", "no other node took leadership in time; retry")
 
     def snapshot_list(self) -> list[dict]:
         """The snapshots this node keeps (oldest first), as SnapshotInfo dicts."""
@@ -583,21 +495,21 @@ class Node:
 
     def snapshot_bytes(self, last_index: int | None = None) -> bytes:
         """The container bytes of the latest snapshot (or the one at `last_index`);
-        AdminError NOT_FOUND when this node keeps no such snapshot."""
+        NodeError NOT_FOUND when this node keeps no such snapshot."""
         store = self.machine._snapshot_store
         if last_index is None:
             data = store.latest()
             if data is None:
-                raise AdminError("NOT_FOUND", f"{self.cfg.node_id} has no snapshot yet; take one first")
+                raise NodeError("NOT_FOUND", f"{self.cfg.node_id} has no snapshot yet; take one first")
         else:
             data = store.get(last_index)
             if data is None:
                 kept = ", ".join(str(s.last_index) for s in store.list()) or "none"
-                raise AdminError("NOT_FOUND", f"{self.cfg.node_id} keeps no snapshot at index {last_index} "
+                raise NodeError("NOT_FOUND", f"{self.cfg.node_id} keeps no snapshot at index {last_index} "
                                               f"(it keeps: {kept})")
         return data
 
-    def _take_snapshot(self) -> dict:
+    def take_snapshot(self) -> dict:
         m = self.machine
         before = m.last_snapshot
         if before is not None and before.last_index >= m.raftLastApplied:

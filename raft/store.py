@@ -18,10 +18,14 @@ from pathlib import Path
 
 import lmdb
 
+from .journal import SYNC_DURABLE, SYNC_RELAXED
+
 FORMAT = 1
 LMDB_SUBDIR = "lmdb"
 MAX_DBS = 16
-SYNC_POLICIES = ("durable", "relaxed")
+SYNC_POLICIES = (SYNC_DURABLE, SYNC_RELAXED)   # what --sync accepts (see raft/journal.py)
+DEFAULT_SYNC = SYNC_DURABLE
+DEFAULT_MAP_SIZE = 8 << 30                      # a node's LMDB map (address space; the file grows as used)
 
 
 class DataDirError(Exception):
@@ -45,8 +49,8 @@ def _open_env(path: Path, map_size: int, sync_policy: str) -> lmdb.Environment:
         map_size=map_size,
         max_dbs=MAX_DBS,
         subdir=True,
-        sync=sync_policy == "durable",
-        metasync=sync_policy == "durable",
+        sync=sync_policy == SYNC_DURABLE,
+        metasync=sync_policy == SYNC_DURABLE,
         readahead=False,
         lock=True,
     )
@@ -58,8 +62,8 @@ def open_data_dir(
     cluster: str,
     node_id: str,
     init: bool = False,
-    map_size: int = 8 << 30,
-    sync_policy: str = "durable",
+    map_size: int = DEFAULT_MAP_SIZE,
+    sync_policy: str = DEFAULT_SYNC,
 ) -> lmdb.Environment:
     """Open (or, with init=True, create) a node's LMDB environment and check its identity."""
     root = Path(data_dir)

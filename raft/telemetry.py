@@ -221,7 +221,7 @@ class NodeMetrics:
     # ---- the HTTP endpoint -----------------------------------------------------------
 
     def serve(self, address: str) -> None:
-        from .admin import split_address
+        from .net import split_address
 
         host, port = split_address(address)
         self._server, self._server_thread = start_metrics_server(host, port, self.registry)

@@ -35,7 +35,7 @@ def wait_for(pred, what: str = "condition", timeout: float = 60.0, interval: flo
 
 def free_addresses(n: int, host: str = "127.0.0.1") -> list[str]:
     """n distinct HOST:PORT addresses nothing listens on right now (to bind, or as dead seeds)."""
-    from minoots.raft.local import free_ports
+    from minoots.raft.testing import free_ports
 
     return [f"{host}:{port}" for port in free_ports(n, host)]
 
@@ -53,7 +53,7 @@ def start_cluster(root, prepare=None, size: int = 3):
     gRPC address is announced (through Raft, shortly after start). `prepare(cluster)` runs
     before the start (e.g. to put proxies between the nodes). The caller stops it."""
     import minoots
-    from minoots.raft.local import LocalCluster
+    from minoots.raft.testing import LocalCluster
 
     c = LocalCluster(root, size=size)
     if prepare is not None:

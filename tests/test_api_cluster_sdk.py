@@ -456,7 +456,7 @@ def test_cli_default_nodes_come_from_the_local_cluster_file(membership, tmp_path
     monkeypatch.delenv("MINOOTS_NODES", raising=False)
     monkeypatch.setenv("MINOOTS_DATA", str(tmp_path))
     (tmp_path / "cluster.json").write_text(json.dumps({"nodes": [
-        {"id": nid, "raft": raft, "admin": "127.0.0.1:1", "grpc": g}
+        {"id": nid, "raft": raft, "grpc": g}
         for nid, (raft, g) in membership.members.items()]}))
     res = CliRunner().invoke(main, ["cluster", "status", "--json"])
     assert res.exit_code == 0 and json.loads(res.output)["leader"] == "n1", res.output

@@ -494,7 +494,7 @@ def test_real_watch_leaves_a_partitioned_leader_without_duplicates_or_gaps(tmp_p
     chaos/netproxy; process and gRPC API keep running, so its stream stays open and
     silent): the liveness check moves the watch to the new majority, every sequence once."""
     from minoots.chaos.netproxy import Network
-    from minoots.raft.local import free_ports
+    from minoots.raft.testing import free_ports
 
     net = Network()
 

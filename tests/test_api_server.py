@@ -21,7 +21,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from minoots.raft.local import LocalCluster, LocalNode
+from minoots.api.wirebase import ms_timestamp as ts
+from minoots.api.wirebase import timestamp_ms as ms
+from minoots.raft.clock import now_ms
+from minoots.raft.testing import LocalCluster, LocalNode
 from minoots.v1 import cluster_pb2 as cpb
 from minoots.v1 import cluster_pb2_grpc
 from minoots.v1 import timers_pb2 as pb
@@ -83,24 +86,12 @@ def delay(ms: int) -> Duration:
     return Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
 
 
-def ts(ms: int) -> Timestamp:
-    return Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
-
-
-def ms(t: Timestamp) -> int:
-    return t.seconds * 1000 + t.nanos // 1_000_000
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def far(**kw) -> pb.TimerSpec:
     return pb.TimerSpec(delay=Duration(seconds=FAR_S), **kw)
 
 
 def digest(node: LocalNode) -> str:
-    return node.client(WAIT).call("GET", "/kernel/digest")["sha256"]
+    return clusters(node).GetDigest(cpb.GetDigestRequest(), timeout=WAIT).sha256
 
 
 def leader_and_followers(cluster: LocalCluster) -> tuple[LocalNode, list[LocalNode]]:
@@ -594,6 +585,9 @@ def test_cluster_status_snapshots_and_leadership_transfer(cluster):
     assert {m.id: m.grpc_address for m in st.members} == {n.node_id: n.grpc for n in cluster.nodes.values()}
     assert {m.id: m.role for m in st.members}[leader.node_id] == "leader"
     assert st.applied_index <= st.commit_index and st.timers["armed"] > 0
+    assert st.role == "follower" and st.has_quorum and st.log_len > 0 and st.leader_raft_address == leader.raft
+    d = clusters(followers[0]).GetDigest(cpb.GetDigestRequest(), timeout=WAIT)     # answered by the node asked
+    assert d.node == followers[0].node_id and d.applied_index > 0 and len(d.sha256) == 64 and d.size > 0
     snap = clusters(followers[0]).TakeSnapshot(cpb.TakeSnapshotRequest(), timeout=60)
     assert snap.last_index > 0 and len(snap.sha256) == 64 and snap.timers > 0
     listed = clusters(followers[0]).ListSnapshots(cpb.ListSnapshotsRequest(), timeout=WAIT).snapshots
@@ -646,7 +640,8 @@ def test_tls_single_node(tmp_path):
                     "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
                     "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
                    check=True, capture_output=True)
-    c = LocalCluster(tmp_path / "tls", size=1, node_args=("--tls-cert", str(cert), "--tls-key", str(key)))
+    c = LocalCluster(tmp_path / "tls", size=1, node_args=("--tls-cert", str(cert), "--tls-key", str(key)),
+                     tls_ca=cert)
     try:
         c.start()
         c.leader(timeout=WAIT)
@@ -664,18 +659,13 @@ def test_tls_single_node(tmp_path):
 
 
 def test_add_and_remove_a_member_through_the_cluster_service(tmp_path):
-    from minoots.raft.local import free_ports
-
     c = LocalCluster(tmp_path / "members")
     try:
         c.start()
         leader_id = c.leader(timeout=WAIT)
         wait_serving(c)
         follower = next(n for nid, n in c.nodes.items() if nid != leader_id)
-        rp, ap, gp = free_ports(3)
-        n4 = LocalNode("n4", f"127.0.0.1:{rp}", f"127.0.0.1:{ap}", c.root / "n4", c.root / "n4.log",
-                       grpc=f"127.0.0.1:{gp}")
-        c.nodes["n4"] = n4
+        n4 = c.new_node("n4")
         c.start_node("n4", members=list(c.nodes.values()))
         expect_error(grpc.StatusCode.INVALID_ARGUMENT, clusters(follower).AddNode,
                      cpb.AddNodeRequest(id="n4", raft_address="nowhere"), "HOST:PORT")

@@ -155,26 +155,56 @@ def test_bench_wheel_json_unwritable_fails_before_running(runner, tmp_path):
     assert "running" not in result.output  # failed before the benchmark ran
 
 
-# ---------------------------------------------------------------- python -m bench.wheel and the console script
+# ---------------------------------------------------------------- python -m minoots and the console script
 
 
 def _run(args, **kw):
     return subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, **kw)
 
 
-def test_python_m_bench_wheel(tmp_path):
+def test_python_m_minoots_bench_wheel(tmp_path):
+    """The benchmarks run through the CLI only (no second entry point per module)."""
     path = tmp_path / "w.json"
-    proc = _run([sys.executable, "-m", "bench.wheel", "--timers", "2000", "--json", str(path)])
+    proc = _run([sys.executable, "-m", "minoots", "bench", "wheel", "--timers", "2000", "--json", str(path)])
     assert proc.returncode == 0, proc.stderr
     assert "heapq (lazy deletion)" in proc.stdout
     assert json.loads(path.read_text(), parse_constant=_no_nan)["params"]["timers"] == 2000
 
 
-def test_python_m_bench_wheel_bad_args():
-    proc = _run([sys.executable, "-m", "bench.wheel", "--timers", "zero"])
+def test_python_m_minoots_bench_wheel_bad_args():
+    proc = _run([sys.executable, "-m", "minoots", "bench", "wheel", "--timers", "zero"])
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "--timers" in proc.stderr
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["node", "run", "--id", "n1", "--raft", "127.0.0.1:1", "--data-dir", "d", "--admin", "127.0.0.1:2"], "--admin"),
+    (["up", "--admin-port", "7301"], "--admin-port"),
+])
+def test_retired_admin_flags_say_what_to_use_instead(runner, args, flag):
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert f"{flag} was removed: the JSON admin channel is retired" in result.output
+    assert "minoots cluster" in result.output
+    assert flag not in runner.invoke(main, args[:1 + (args[0] == "node")] + ["--help"]).output
+
+
+def test_node_run_takes_the_raft_timings_as_flags(runner, tmp_path):
+    from minoots.raft.config import RaftTiming
+
+    help_text = runner.invoke(main, ["node", "run", "--help"]).output
+    for flag in ("--raft-min-timeout", "--raft-max-timeout", "--append-entries-period", "--connection-timeout",
+                 "--connection-retry-time", "--leader-fallback-timeout"):
+        assert flag in help_text, flag
+    assert f"[default: {RaftTiming.raft_min_timeout};" in " ".join(help_text.split())
+    # They reach the node's config, which checks them before anything else happens.
+    proc = _run([sys.executable, "-m", "minoots", "node", "run", "--id", "n1", "--raft", "127.0.0.1:1",
+                 "--data-dir", str(tmp_path / "d"), "--raft-min-timeout", "2", "--raft-max-timeout", "1"])
+    assert proc.returncode == 1, proc.stderr
+    assert "--raft-min-timeout must not exceed --raft-max-timeout" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "d").exists()
 
 
 @pytest.mark.skipif(shutil.which("minoots") is None, reason="console script not installed")

@@ -139,8 +139,8 @@ def test_grpc_addresses_precedence(tmp_path, monkeypatch):
     monkeypatch.delenv("MINOOTS_NODES", raising=False)
     monkeypatch.setenv("MINOOTS_DATA", str(tmp_path))
     assert grpc_addresses(("a:1", "b:2,c:3")) == ["a:1", "b:2", "c:3"]
-    (tmp_path / "cluster.json").write_text(json.dumps({"nodes": [{"id": "n1", "admin": "x:1", "grpc": "g:1"},
-                                                                  {"id": "n2", "admin": "x:2", "grpc": "g:2"}]}))
+    (tmp_path / "cluster.json").write_text(json.dumps({"nodes": [{"id": "n1", "grpc": "g:1"},
+                                                                  {"id": "n2", "grpc": "g:2"}]}))
     assert grpc_addresses(()) == ["g:1", "g:2"]
     monkeypatch.setenv("MINOOTS_NODES", "e:1, e:2")
     assert grpc_addresses(()) == ["e:1", "e:2"]

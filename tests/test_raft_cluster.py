@@ -21,12 +21,15 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import pytest
 
 from minoots.raft import snapshots
-from minoots.raft.admin import AdminError
-from minoots.raft.local import LocalCluster, LocalNode, free_ports
+from minoots.raft.clock import now_ms
 from minoots.raft.store import open_data_dir
+from minoots.raft.testing import LocalCluster, LocalNode, free_ports
+from minoots.v1 import cluster_pb2 as cpb
+from minoots.v1 import timers_pb2 as pb
 
 import support
 
@@ -34,6 +37,7 @@ pytestmark = pytest.mark.cluster     # every test here starts node processes
 
 WAIT = 30.0          # seconds: upper bound for anything to happen on a loaded machine
 FAR = 3_600_000      # ms: timers this far ahead never fire during a test
+RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 # ---------------------------------------------------------------- helpers
@@ -51,29 +55,44 @@ def running(tmp_path: Path, size: int = 3, node_args: tuple = ()):
             assert not node.alive(), f"{node.node_id} still running"
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+def wire_spec(t: dict) -> pb.TimerSpec:
+    """{"id", "in_ms" or "fire_at" (ms), "tenant"?}; the idempotency key is the id."""
+    spec = pb.TimerSpec(id=t["id"], tenant=t.get("tenant", ""), idempotency_key=t["id"])
+    if "in_ms" in t:
+        spec.delay.FromMilliseconds(t["in_ms"])
+    else:
+        spec.fire_at.FromMilliseconds(t["fire_at"])
+    return spec
 
 
-def call(node: LocalNode, method: str, path: str, body=None, timeout: float = WAIT):
-    return node.client(timeout).call(method, path, body)
-
-
-def create(node: LocalNode, timers: list[dict], timeout: float = WAIT) -> dict:
-    """POST /timers through `node`, retrying while there is no leader (idempotent by key)."""
-    timers = [dict(t, idempotency_key=t.get("idempotency_key", t["id"])) for t in timers]
+def create(node: LocalNode, timers: list[dict], timeout: float = WAIT) -> pb.CreateTimersResponse:
+    """Timers.CreateTimers through `node`, retrying while there is no leader (idempotent by key)."""
+    req = pb.CreateTimersRequest(timers=[wire_spec(t) for t in timers])
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return call(node, "POST", "/timers", {"timers": timers})
-        except AdminError as exc:
-            if exc.code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED") or time.monotonic() > deadline:
+            return node.timers().CreateTimers(req, timeout=timeout)
+        except grpc.RpcError as exc:
+            if exc.code() not in RETRY_CODES or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
 
 
-def get_timer(node: LocalNode, tid: str, tenant: str = "default") -> dict:
-    return call(node, "GET", f"/timers/{tenant}/{tid}")
+def created(res: pb.CreateTimersResponse) -> list[bool]:
+    return [r.created for r in res.results]
+
+
+def get_timer(node: LocalNode, tid: str, tenant: str = "default") -> pb.Timer:
+    """Timers.GetTimer on `node` itself (reads are local)."""
+    return node.timers().GetTimer(pb.GetTimerRequest(tenant=tenant, id=tid), timeout=WAIT)
+
+
+def state(t: pb.Timer) -> str:
+    return pb.TimerState.Name(t.state).removeprefix("TIMER_STATE_").lower()
+
+
+def snapshots_of(node: LocalNode) -> list:
+    return node.cluster().ListSnapshots(cpb.ListSnapshotsRequest(), timeout=WAIT).snapshots
 
 
 def converge(cluster: LocalCluster, nids=None, timeout: float = WAIT) -> str:
@@ -84,20 +103,20 @@ def converge(cluster: LocalCluster, nids=None, timeout: float = WAIT) -> str:
     while time.monotonic() < deadline:
         try:
             leader = cluster.leader(timeout=max(1.0, deadline - time.monotonic()))
-            commit = call(cluster.nodes[leader], "GET", "/status", timeout=5)["commit_index"]
-            digests = {n: call(cluster.nodes[n], "GET", "/kernel/digest", timeout=5) for n in nids}
+            commit = cluster.nodes[leader].status(timeout=5)["commit_index"]
+            digests = {n: cluster.nodes[n].digest(timeout=5) for n in nids}
             seen = (leader, commit, digests)
             if all(d["applied_index"] == commit for d in digests.values()) \
                     and len({d["sha256"] for d in digests.values()}) == 1:
                 return digests[nids[0]]["sha256"]
-        except (AdminError, TimeoutError):
+        except (grpc.RpcError, TimeoutError):
             pass
         time.sleep(0.1)
     raise AssertionError(f"nodes {nids} did not converge within {timeout}s: {seen}")
 
 
-# an AdminError (no leader yet, a node not answering) counts as "not yet"
-wait_for = functools.partial(support.wait_for, timeout=WAIT, interval=0.1, retry_on=(AdminError,))
+# an RPC error (no leader yet, a node not answering) counts as "not yet"
+wait_for = functools.partial(support.wait_for, timeout=WAIT, interval=0.1, retry_on=(grpc.RpcError,))
 
 
 def followers(cluster: LocalCluster, leader: str) -> list[str]:
@@ -130,19 +149,19 @@ def test_creates_replicate_to_every_node_with_one_digest(tmp_path):
         leader = c.leader()
         for i in range(5):
             res = create(c.nodes[leader], [{"id": f"l{i}.{j}", "in_ms": FAR} for j in range(4)])
-            assert res["created"] == [True] * 4
-        # A follower's admin address works too: PySyncObj forwards the command to the leader.
+            assert created(res) == [True] * 4
+        # A follower's gRPC address works too: PySyncObj forwards the command to the leader.
         f = followers(c, leader)[0]
         res = create(c.nodes[f], [{"id": "via-follower", "in_ms": FAR, "tenant": "t2"}])
-        assert res["created"] == [True] and res["timers"][0]["state"] == "armed"
+        assert created(res) == [True] and state(res.results[0].timer) == "armed"
 
         digest = converge(c)
         for nid, node in c.nodes.items():
-            assert get_timer(node, "via-follower", "t2")["state"] == "armed", nid
-            assert get_timer(node, "l4.3")["state"] == "armed", nid
-            st = call(node, "GET", "/status")
+            assert state(get_timer(node, "via-follower", "t2")) == "armed", nid
+            assert state(get_timer(node, "l4.3")) == "armed", nid
+            st = node.status(WAIT)
             assert st["timers"]["armed"] == 21, nid
-            assert call(node, "GET", "/kernel/digest")["sha256"] == digest
+            assert node.digest(WAIT)["sha256"] == digest
 
 
 # ---------------------------------------------------------------- failover
@@ -167,18 +186,18 @@ def test_leader_sigkill_while_timers_are_due(tmp_path):
         new = c.leader(timeout=WAIT, exclude={leader})
         assert new != leader
         nnode = c.nodes[new]
-        wait_for(lambda: call(nnode, "GET", "/status")["timers"]["settled"] == 30, "the overdue timers to fire")
+        wait_for(lambda: nnode.status(WAIT)["timers"]["settled"] == 30, "the overdue timers to fire")
         for nid in survivors:
             for t in due:
                 timer = get_timer(c.nodes[nid], t)
-                assert timer["state"] == "settled", (nid, timer)
-                assert timer["attempts"] == 1, (nid, timer)
-                assert timer["fired_at"] >= timer["fire_at"], (nid, timer)
+                assert state(timer) == "settled", (nid, timer)
+                assert timer.attempts == 1, (nid, timer)
+                assert timer.fired_at.ToMilliseconds() >= timer.fire_at.ToMilliseconds(), (nid, timer)
             for i in range(10):
-                assert get_timer(c.nodes[nid], f"keep{i}")["state"] == "armed"
+                assert state(get_timer(c.nodes[nid], f"keep{i}")) == "armed"
         converge(c)
         for nid in survivors:
-            st = call(c.nodes[nid], "GET", "/status")
+            st = c.nodes[nid].status(WAIT)
             # Survivors lived through every fire: each applied each FIRED event once.
             assert st["fired_total"] == 30, (nid, st)
             assert st["timers"] == {"scheduled": 0, "armed": 10, "fired": 0, "settled": 30,
@@ -187,8 +206,8 @@ def test_leader_sigkill_while_timers_are_due(tmp_path):
         # The killed node comes back and catches up to the same state.
         c.start_node(leader)
         digest = converge(c)
-        assert call(c.nodes[leader], "GET", "/kernel/digest")["sha256"] == digest
-        assert get_timer(c.nodes[leader], "due7")["attempts"] == 1
+        assert c.nodes[leader].digest(WAIT)["sha256"] == digest
+        assert get_timer(c.nodes[leader], "due7").attempts == 1
 
 
 # ---------------------------------------------------------------- recovery
@@ -198,7 +217,7 @@ def test_restart_all_recovers_identical_state_and_kill9_keeps_acked_creates(tmp_
         leader = c.leader()
         create(c.nodes[leader], [{"id": f"far{i}", "in_ms": FAR} for i in range(20)])
         create(c.nodes[leader], [{"id": f"soon{i}", "in_ms": 200} for i in range(5)])
-        wait_for(lambda: call(c.nodes[leader], "GET", "/status")["timers"]["settled"] == 5, "soon timers")
+        wait_for(lambda: c.nodes[leader].status(WAIT)["timers"]["settled"] == 5, "soon timers")
         before = converge(c)
 
         # SIGTERM every node, start them again: LMDB (log + snapshot) gives back the same kernel.
@@ -211,7 +230,7 @@ def test_restart_all_recovers_identical_state_and_kill9_keeps_acked_creates(tmp_
         # kill -9 everything right after an acknowledged create: the create survives.
         leader = c.leader()
         res = create(c.nodes[leader], [{"id": "acked", "in_ms": FAR}])
-        assert res["created"] == [True]
+        assert created(res) == [True]
         for nid in c.nodes:
             c.kill(nid)
         c.start()
@@ -219,9 +238,9 @@ def test_restart_all_recovers_identical_state_and_kill9_keeps_acked_creates(tmp_
         after = converge(c)
         assert after != before
         for node in c.nodes.values():
-            assert get_timer(node, "acked")["state"] == "armed"
-            assert get_timer(node, "far19")["state"] == "armed"
-            assert get_timer(node, "soon4")["attempts"] == 1
+            assert state(get_timer(node, "acked")) == "armed"
+            assert state(get_timer(node, "far19")) == "armed"
+            assert get_timer(node, "soon4").attempts == 1
 
 
 # ---------------------------------------------------------------- snapshots
@@ -230,7 +249,10 @@ def test_snapshot_compaction_and_wiped_node_catches_up_by_snapshot(tmp_path):
     with running(tmp_path, node_args=("--compaction-entries", "100")) as c:
         leader = c.leader()
         lnode = c.nodes[leader]
-        requests = 600   # one log entry each, 2 timers each: 1200 timers
+        # One log entry each, 2 timers each: 1200 timers. One writer, one request at a time: the
+        # API's group commit would merge concurrent requests into one entry.
+        requests = 600
+        writers_n = 1
         max_log_len = {n: 0 for n in c.nodes}
         stop = threading.Event()
 
@@ -246,14 +268,14 @@ def test_snapshot_compaction_and_wiped_node_catches_up_by_snapshot(tmp_path):
 
         def writer(k):
             try:
-                for r in range(k, requests, 4):
+                for r in range(k, requests, writers_n):
                     create(lnode, [{"id": f"s{r}.{j}", "in_ms": FAR} for j in range(2)])
             except Exception as exc:  # reported below
                 errors.append(exc)
 
         sampler = threading.Thread(target=sample)
         sampler.start()
-        writers = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+        writers = [threading.Thread(target=writer, args=(k,)) for k in range(writers_n)]
         for w in writers:
             w.start()
         for w in writers:
@@ -267,14 +289,14 @@ def test_snapshot_compaction_and_wiped_node_catches_up_by_snapshot(tmp_path):
         snap = json.loads(took.stdout)["snapshot"]
         assert snap["timers"] == 1200
         digest = converge(c)
-        listed = call(lnode, "GET", "/snapshots")["snapshots"]
-        assert snap["last_index"] in [s["last_index"] for s in listed]
+        listed = snapshots_of(lnode)
+        assert snap["last_index"] in [s.last_index for s in listed]
         for nid in c.nodes:
-            st = call(c.nodes[nid], "GET", "/status")
+            st = c.nodes[nid].status(WAIT)
             assert st["commit_index"] > requests
             assert max_log_len[nid] < requests // 2, (nid, max_log_len)
             assert st["log_len"] < requests // 2, (nid, st["log_len"])
-        assert call(lnode, "GET", "/status")["log_len"] <= 10  # just compacted
+        assert lnode.status(WAIT)["log_len"] <= 10  # just compacted
 
         # Wipe a follower: stop it, delete its data dir, start it with --init under the same id.
         victim = followers(c, leader)[0]
@@ -284,12 +306,12 @@ def test_snapshot_compaction_and_wiped_node_catches_up_by_snapshot(tmp_path):
         assert "--init" in c.command(vnode)
         c.start_node(victim)
         assert converge(c) == digest
-        assert call(vnode, "GET", "/kernel/digest")["sha256"] == digest
+        assert vnode.digest(WAIT)["sha256"] == digest
         # It got there by snapshot transfer: it holds the leader's compacted log's
         # snapshot and never saw the early entries.
-        assert call(vnode, "GET", "/snapshots")["snapshots"], "no snapshot on the wiped node"
+        assert snapshots_of(vnode), "no snapshot on the wiped node"
         assert "snapshot loaded" in vnode.log_file.read_text()
-        assert get_timer(vnode, "s0.0")["state"] == "armed"
+        assert state(get_timer(vnode, "s0.0")) == "armed"
 
 
 # ---------------------------------------------------------------- membership
@@ -300,38 +322,36 @@ def test_add_a_fourth_node_then_remove_a_follower_and_the_leader(tmp_path):
         create(c.nodes[leader], [{"id": f"m{i}", "in_ms": FAR} for i in range(5)])
         converge(c)
 
-        rp, ap = free_ports(2)
-        n4 = LocalNode("n4", f"127.0.0.1:{rp}", f"127.0.0.1:{ap}", c.root / "n4", c.root / "n4.log")
-        c.nodes["n4"] = n4
+        n4 = c.new_node("n4")
         c.start_node("n4", members=list(c.nodes.values()))
-        wait_for(lambda: c.status("n4"), "n4's admin channel")
-        res = call(c.nodes[c.leader()], "POST", "/members", {"id": "n4", "address": n4.raft})
-        assert res == {"added": {"id": "n4", "address": n4.raft}}
+        wait_for(lambda: c.status("n4"), "n4's gRPC API")
+        res = c.nodes[c.leader()].cluster().AddNode(cpb.AddNodeRequest(id="n4", raft_address=n4.raft), timeout=WAIT)
+        assert (res.member.id, res.member.raft_address, res.member.role) == ("n4", n4.raft, "follower")
         wait_for(lambda: member_ids(c.status(c.leader()) or {"members": []}) == {"n1", "n2", "n3", "n4"},
                  "the leader to list n4")
         digest = converge(c, ["n1", "n2", "n3", "n4"])
-        assert call(n4, "GET", "/kernel/digest")["sha256"] == digest
-        assert get_timer(n4, "m4")["state"] == "armed"
+        assert n4.digest(WAIT)["sha256"] == digest
+        assert state(get_timer(n4, "m4")) == "armed"
         st = c.status(c.leader())
-        assert {m["id"]: m["address"] for m in st["members"]}["n4"] == n4.raft
+        assert {m["id"]: m["raft_address"] for m in st["members"]}["n4"] == n4.raft
 
         # Remove a follower.
         leader = c.leader()
         gone = next(n for n in followers(c, leader) if n != "n4")
-        res = call(c.nodes[leader], "DELETE", f"/members/{gone}")
-        assert res["removed"]["id"] == gone
+        res = c.nodes[leader].cluster().RemoveNode(cpb.RemoveNodeRequest(id=gone), timeout=WAIT)
+        assert res.member.id == gone
         wait_for(lambda: gone not in member_ids(c.status(c.leader())), f"{gone} to leave the status")
         assert c.terminate(gone) == 0
 
-        # The leader can only be removed through its own admin address...
+        # A node removes the leader only when it is the leader itself (the SDK routes there)...
         leader = c.leader()
         other = next(n for n in followers(c, leader) if n != gone)
-        with pytest.raises(AdminError) as err:
-            call(c.nodes[other], "DELETE", f"/members/{leader}")
-        assert err.value.code == "FAILED_PRECONDITION"
+        with pytest.raises(grpc.RpcError) as err:
+            c.nodes[other].cluster().RemoveNode(cpb.RemoveNodeRequest(id=leader), timeout=WAIT)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         # ... where it steps down first, then is removed.
-        res = call(c.nodes[leader], "DELETE", f"/members/{leader}")
-        assert res["removed"]["id"] == leader
+        res = c.nodes[leader].cluster().RemoveNode(cpb.RemoveNodeRequest(id=leader), timeout=WAIT)
+        assert res.member.id == leader
         rest = sorted(set(c.nodes) - {gone, leader})
         new = c.leader(timeout=WAIT, exclude={leader, gone})
         assert new in rest
@@ -342,7 +362,7 @@ def test_add_a_fourth_node_then_remove_a_follower_and_the_leader(tmp_path):
         create(c.nodes[new], [{"id": "after-removals", "in_ms": FAR}])
         converge(c, rest)
         for nid in rest:
-            assert get_timer(c.nodes[nid], "after-removals")["state"] == "armed"
+            assert state(get_timer(c.nodes[nid], "after-removals")) == "armed"
             assert member_ids(c.status(nid)) == set(rest)
 
 
@@ -512,10 +532,10 @@ def test_cli_status_snapshot_export_and_restore(tmp_path):
         leader = c.leader(timeout=WAIT)
         assert converge(c) == snap_digest
         for node in c.nodes.values():
-            assert get_timer(node, "kept29")["state"] == "armed"
-            with pytest.raises(AdminError) as err:
+            assert state(get_timer(node, "kept29")) == "armed"
+            with pytest.raises(grpc.RpcError) as err:
                 get_timer(node, "after-backup")
-            assert err.value.code == "NOT_FOUND"
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
         # And the restored cluster takes writes, and answers the CLI over gRPC again.
         create(c.nodes[leader], [{"id": "after-restore", "in_ms": FAR}])
         converge(c)
@@ -540,12 +560,9 @@ def test_cli_membership_and_leadership_over_grpc(tmp_path):
         assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "ID=HOST:PORT" in bad.stderr
 
         # Add a fourth node (started first, with every member as a peer).
-        rp, ap, gp = free_ports(3)
-        n4 = LocalNode("n4", f"127.0.0.1:{rp}", f"127.0.0.1:{ap}", c.root / "n4", c.root / "n4.log",
-                       grpc=f"127.0.0.1:{gp}")
-        c.nodes["n4"] = n4
+        n4 = c.new_node("n4")
         c.start_node("n4", members=list(c.nodes.values()))
-        wait_for(lambda: c.status("n4"), "n4's admin channel")
+        wait_for(lambda: c.status("n4"), "n4's gRPC API")
         added = minoots("cluster", "add", f"n4={n4.raft}", "--grpc", n4.grpc, "--node", seed.grpc, "--json")
         assert added.returncode == 0, added.stderr
         assert json.loads(added.stdout) == {"added": {"id": "n4", "address": n4.raft, "grpc_address": n4.grpc}}
@@ -619,14 +636,14 @@ def test_burst_from_many_threads_no_truncation_and_identical_digests(tmp_path):
         assert not errors, errors[:3]
         total = threads * per_thread
         soon = threads * (per_thread // 10)
-        wait_for(lambda: call(c.nodes[c.leader()], "GET", "/status")["timers"]["settled"] == soon,
+        wait_for(lambda: c.nodes[c.leader()].status(WAIT)["timers"]["settled"] == soon,
                  "the short timers to fire")
         digest = converge(c)
         for nid, node in c.nodes.items():
-            st = call(node, "GET", "/status")
+            st = node.status(WAIT)
             assert sum(st["timers"].values()) == total, (nid, st["timers"])
             assert st["timers"]["settled"] == soon
-            assert call(node, "GET", "/kernel/digest")["sha256"] == digest
+            assert node.digest(WAIT)["sha256"] == digest
         assert bad_log_lines(c) == []
 
 
@@ -652,15 +669,15 @@ def test_crash_during_a_snapshot_write_leaves_a_startable_node(tmp_path):
     try:
         _up(c)
         create(n, [{"id": f"a{i}", "in_ms": FAR} for i in range(5)])
-        call(n, "POST", "/snapshots")
+        n.cluster().TakeSnapshot(cpb.TakeSnapshotRequest(), timeout=WAIT)
         create(n, [{"id": f"b{i}", "in_ms": FAR} for i in range(5)])
-        before = call(n, "GET", "/kernel/digest")["sha256"]
+        before = n.digest(WAIT)["sha256"]
         c.kill("n1")
         (n.data_dir / "snapshot.bin").write_bytes(b"")            # the placeholder, moved into place
         (n.data_dir / "snapshot.bin.new").write_bytes(b"MNTSNAP1\x00")  # the write, cut short
         _up(c)
-        assert call(n, "GET", "/kernel/digest")["sha256"] == before
-        assert get_timer(n, "b4")["state"] == "armed"
+        assert n.digest(WAIT)["sha256"] == before
+        assert state(get_timer(n, "b4")) == "armed"
         assert not (n.data_dir / "snapshot.bin.new").exists()
         assert "a snapshot write was interrupted" in n.log_file.read_text()
     finally:
@@ -680,24 +697,24 @@ def test_crash_between_snapshot_and_log_compaction_keeps_later_entries(tmp_path)
         shutil.copytree(n.data_dir, tmp_path / "at-a")
         _up(c)   # a restart appends a no-op of the next term: the same entry on both copies
         create(n, [{"id": f"b{i}", "in_ms": FAR} for i in range(5)])
-        full = call(n, "GET", "/kernel/digest")["sha256"]
+        full = n.digest(WAIT)["sha256"]
         c.stop()
         shutil.move(n.data_dir, tmp_path / "full-log")
         # The same history up to the no-op, snapshotted there (and compacted, on this copy).
         shutil.copytree(tmp_path / "at-a", n.data_dir)
         _up(c)
-        snap = call(n, "POST", "/snapshots")["snapshot"]
+        snap = n.cluster().TakeSnapshot(cpb.TakeSnapshotRequest(), timeout=WAIT)
         c.stop()
         data = (n.data_dir / "snapshot.bin").read_bytes()
-        assert snapshots.decode(data)[0].last_index == snap["last_index"]
+        assert snapshots.decode(data)[0].last_index == snap.last_index
         # The crash state: the full log (uncompacted) with that snapshot file in place.
         shutil.rmtree(n.data_dir)
         shutil.move(tmp_path / "full-log", n.data_dir)
         (n.data_dir / "snapshot.bin").write_bytes(data)
         st = _up(c)
-        assert get_timer(n, "b4")["state"] == "armed"
+        assert state(get_timer(n, "b4")) == "armed"
         assert st["timers"]["armed"] == 10
-        assert call(n, "GET", "/kernel/digest")["sha256"] == full
+        assert n.digest(WAIT)["sha256"] == full
         assert "finished an interrupted log compaction" in n.log_file.read_text()
     finally:
         c.stop()

@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import minoots
 from minoots.raft import tracing
-from minoots.raft.local import LocalCluster, free_ports
+from minoots.raft.testing import LocalCluster, free_ports
 
 import support
 

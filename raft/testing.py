@@ -1,12 +1,16 @@
-"""A cluster of real node processes on loopback: what `minoots up`, the tests and the drills start.
+"""A cluster of real node processes on loopback: what `minoots up`, the tests, the drills and the
+benchmarks start. A harness, not part of a node: nothing in a running node imports it.
 
 Every process it starts it stops, by PID (SIGTERM, then SIGKILL after a grace
-period). Ports are picked free at start unless given.
+period). Ports are picked free at start unless given. Each node serves the
+gRPC API (`--grpc`), and the harness observes a node through that node's own
+`minoots.v1.Cluster` service (Status, GetDigest), exactly as an operator would:
+no node-side back door exists. One channel per node, reconnecting quickly
+after the node restarts.
 """
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -15,7 +19,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .admin import AdminClient, AdminError
+import grpc
+
+from minoots.v1 import cluster_pb2, cluster_pb2_grpc, timers_pb2_grpc
+
+# Reconnect to a restarted node within ~0.1-0.5 s (gRPC's default backoff starts at 1 s and grows).
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+]
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -33,17 +47,41 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     return ports
 
 
+def message_dict(msg) -> dict:
+    """A protobuf message as plain values keyed by its field names (what the node answered,
+    nothing renamed): nested messages as dicts (a Timestamp as ms since the epoch), None for
+    an unset one; repeated fields as lists, maps as dicts."""
+    out = {}
+    for f in msg.DESCRIPTOR.fields:
+        value = getattr(msg, f.name)
+        kind = f.message_type
+        if kind is not None and kind.GetOptions().map_entry:
+            out[f.name] = dict(value)
+        elif f.is_repeated:
+            out[f.name] = [message_dict(v) for v in value] if kind is not None else list(value)
+        elif kind is None:
+            out[f.name] = value
+        elif not msg.HasField(f.name):
+            out[f.name] = None
+        elif kind.full_name == "google.protobuf.Timestamp":
+            out[f.name] = value.ToMilliseconds()
+        else:
+            out[f.name] = message_dict(value)
+    return out
+
+
 @dataclass
 class LocalNode:
     node_id: str
     raft: str
-    admin: str
+    grpc: str                        # gRPC API address (Timers, Cluster): how it is reached
     data_dir: Path
     log_file: Path
     proc: subprocess.Popen | None = None
     extra_args: tuple = ()
-    grpc: str | None = None          # gRPC API address (passed as --grpc when set)
     metrics: str | None = None       # Prometheus /metrics address (passed as --metrics when set)
+    tls_ca: Path | None = None       # PEM to trust when the node serves TLS (--tls-cert); None: plaintext
+    _channel: grpc.Channel | None = field(default=None, repr=False, compare=False)
 
     @property
     def metrics_url(self) -> str | None:
@@ -56,8 +94,36 @@ class LocalNode:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def client(self, timeout: float = 5.0) -> AdminClient:
-        return AdminClient(self.admin, timeout=timeout)
+    # ---- talking to it (its gRPC API) ----------------------------------------------
+
+    def channel(self) -> grpc.Channel:
+        if self._channel is None:
+            if self.tls_ca is None:
+                self._channel = grpc.insecure_channel(self.grpc, options=CHANNEL_OPTIONS)
+            else:
+                creds = grpc.ssl_channel_credentials(root_certificates=Path(self.tls_ca).read_bytes())
+                self._channel = grpc.secure_channel(self.grpc, creds, options=CHANNEL_OPTIONS)
+        return self._channel
+
+    def close_channel(self) -> None:
+        ch, self._channel = self._channel, None
+        if ch is not None:
+            ch.close()
+
+    def timers(self) -> timers_pb2_grpc.TimersStub:
+        return timers_pb2_grpc.TimersStub(self.channel())
+
+    def cluster(self) -> cluster_pb2_grpc.ClusterStub:
+        return cluster_pb2_grpc.ClusterStub(self.channel())
+
+    def status(self, timeout: float = 2.0) -> dict:
+        """This node's own Cluster.Status as a dict (message_dict; grpc.RpcError when it does not answer)."""
+        return message_dict(self.cluster().Status(cluster_pb2.StatusRequest(), timeout=timeout))
+
+    def digest(self, timeout: float = 5.0) -> dict:
+        """{"applied_index", "sha256", "bytes"} of this node's kernel (Cluster.GetDigest)."""
+        d = self.cluster().GetDigest(cluster_pb2.GetDigestRequest(), timeout=timeout)
+        return {"applied_index": d.applied_index, "sha256": d.sha256, "bytes": d.size}
 
 
 @dataclass
@@ -66,34 +132,38 @@ class LocalCluster:
     size: int = 3
     host: str = "127.0.0.1"
     raft_ports: list[int] | None = None
-    admin_ports: list[int] | None = None
     grpc_ports: list[int] | None = None
     metrics_ports: list[int] | None = None
     node_args: tuple = ()
+    tls_ca: Path | None = None       # with --tls-cert in node_args: the PEM the harness trusts
     nodes: dict[str, LocalNode] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
-        ports = free_ports(4 * self.size, self.host)
+        ports = free_ports(3 * self.size, self.host)
         raft_ports = self.raft_ports or ports[: self.size]
-        admin_ports = self.admin_ports or ports[self.size: 2 * self.size]
-        grpc_ports = self.grpc_ports or ports[2 * self.size: 3 * self.size]
-        metrics_ports = self.metrics_ports or ports[3 * self.size:]
+        grpc_ports = self.grpc_ports or ports[self.size: 2 * self.size]
+        metrics_ports = self.metrics_ports or ports[2 * self.size:]
         for i in range(self.size):
-            nid = f"n{i + 1}"
-            self.nodes[nid] = LocalNode(
-                nid, f"{self.host}:{raft_ports[i]}", f"{self.host}:{admin_ports[i]}",
-                self.root / nid, self.root / f"{nid}.log", extra_args=tuple(self.node_args),
-                grpc=f"{self.host}:{grpc_ports[i]}", metrics=f"{self.host}:{metrics_ports[i]}")
+            self.new_node(f"n{i + 1}", raft_ports[i], grpc_ports[i], metrics_ports[i])
+
+    def new_node(self, nid: str, raft_port: int | None = None, grpc_port: int | None = None,
+                 metrics_port: int | None = None) -> LocalNode:
+        """Describe (not start) node `nid` of this cluster; free ports for those not given."""
+        given = (raft_port, grpc_port, metrics_port)
+        spare = iter(free_ports(given.count(None), self.host))
+        raft_port, grpc_port, metrics_port = (p if p is not None else next(spare) for p in given)
+        node = self.nodes[nid] = LocalNode(
+            nid, f"{self.host}:{raft_port}", f"{self.host}:{grpc_port}", self.root / nid, self.root / f"{nid}.log",
+            extra_args=tuple(self.node_args), metrics=f"{self.host}:{metrics_port}", tls_ca=self.tls_ca)
+        return node
 
     # ---- processes ----------------------------------------------------------
 
     def command(self, node: LocalNode, members: list[LocalNode] | None = None) -> list[str]:
         members = members if members is not None else list(self.nodes.values())
         cmd = [sys.executable, "-m", "minoots", "node", "run", "--id", node.node_id, "--raft", node.raft,
-               "--admin", node.admin, "--data-dir", str(node.data_dir), *node.extra_args]
-        if node.grpc:
-            cmd += ["--grpc", node.grpc]
+               "--grpc", node.grpc, "--data-dir", str(node.data_dir), *node.extra_args]
         if node.metrics:
             cmd += ["--metrics", node.metrics]
         for other in members:
@@ -108,6 +178,7 @@ class LocalCluster:
         if node.alive():
             raise RuntimeError(f"{nid} is already running (pid {node.pid})")
         self.root.mkdir(parents=True, exist_ok=True)
+        node.close_channel()        # a fresh channel: no reconnect backoff left from the last run
         logf = open(node.log_file, "ab")
         try:
             node.proc = subprocess.Popen(self.command(node, members), stdout=logf, stderr=logf,
@@ -149,6 +220,8 @@ class LocalCluster:
                 node.proc.send_signal(signal.SIGTERM)
         for nid in self.nodes:
             self.terminate(nid)
+        for node in self.nodes.values():
+            node.close_channel()
 
     def __enter__(self) -> "LocalCluster":
         return self.start()
@@ -159,9 +232,10 @@ class LocalCluster:
     # ---- observing ------------------------------------------------------------
 
     def status(self, nid: str, timeout: float = 2.0) -> dict | None:
+        """Node `nid`'s own status, or None when it does not answer."""
         try:
-            return self.nodes[nid].client(timeout).call("GET", "/status")
-        except AdminError:
+            return self.nodes[nid].status(timeout)
+        except grpc.RpcError:
             return None
 
     def leader(self, timeout: float = 15.0, exclude: set[str] = frozenset()) -> str:
@@ -195,19 +269,9 @@ class LocalCluster:
             raise RuntimeError(f"{node.node_id} exited with {node.proc.returncode}:\n" + "\n".join(tail))
 
     def describe(self) -> dict:
-        return {"nodes": [{"id": n.node_id, "raft": n.raft, "admin": n.admin, "grpc": n.grpc,
+        return {"nodes": [{"id": n.node_id, "raft": n.raft, "grpc": n.grpc,
                            "metrics": n.metrics, "pid": n.pid,
                            "data_dir": str(n.data_dir), "log": str(n.log_file)} for n in self.nodes.values()]}
 
     def write_description(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.describe(), indent=2))
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
