@@ -34,7 +34,9 @@ from minoots.api.types import (  # noqa: E402  (after __version__ on purpose: no
     Timer,
     TimerSpec,
     TimerState,
+    Unauthenticated,
     Unavailable,
+    PermissionDenied,
 )
 
 _LAZY = {"Client": ("minoots.api.client", "Client"), "Watch": ("minoots.api.client", "Watch"),
@@ -57,5 +59,5 @@ __all__ = [
     "Client", "AsyncClient", "Watch", "AsyncWatch",
     "Timer", "TimerSpec", "TimerState", "Event", "EventKind", "ClusterStatus", "Member",
     "SnapshotInfo", "MinootsError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
-    "OutOfRange", "Unavailable", "DeadlineExceeded",
+    "OutOfRange", "Unavailable", "DeadlineExceeded", "Unauthenticated", "PermissionDenied",
 ]

@@ -30,7 +30,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link
 
 from minoots.raft import tracing
-from minoots.raft.machine import spec_to_wire
+from minoots.raft import commands
 
 log = logging.getLogger("minoots.api.batcher")
 
@@ -86,7 +86,7 @@ class CreateBatcher:
         if tracing.enabled():
             sc = trace.get_current_span().get_span_context()
             trace_ctx = sc if sc.is_valid else None
-        req = _Request([spec_to_wire(s) for s in specs], loop.create_future(), _approx_bytes(specs), trace_ctx)
+        req = _Request(tuple(specs), loop.create_future(), _approx_bytes(specs), trace_ctx)
         self._queue.append(req)
         if not self._in_flight:
             self._flush()
@@ -123,16 +123,17 @@ class CreateBatcher:
         self.commands += 1
         self.requests += len(batch)
         try:
-            command = ("create", self._now_ms(), [r.wire for r in batch])
+            groups = tuple(r.wire for r in batch)
             traced = [r.trace for r in batch if r.trace is not None]
             if traced:
                 # Telemetry only (raft/tracing.py): each group's creating trace travels with
                 # the command, so the leader's fire span can link to it. Absent without tracing.
-                command += ([tracing.traceparent_of(r.trace) if r.trace is not None else None for r in batch],)
+                command = commands.CreateTimers(self._now_ms(), groups, tuple(
+                    tracing.traceparent_of(r.trace) if r.trace is not None else None for r in batch))
                 fut = self._bridge.propose(command, trace_parent=tracing.context_of(traced[0]),
                                            trace_links=[Link(sc) for sc in traced[1:tracing.MAX_LINKS + 1]])
             else:
-                fut = self._bridge.propose(command)
+                fut = self._bridge.propose(commands.CreateTimers(self._now_ms(), groups))
         except Exception as exc:            # e.g. PySyncObj's queue is full
             self._in_flight = 0
             for r in batch:

@@ -21,9 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from opentelemetry.trace import Status, StatusCode
-from pysyncobj import FAIL_REASON
+from minoots.raft.pysyncobj_compat import FAIL_REASON
 
-from minoots.raft import tracing
+from minoots.raft import commands, tracing
 from minoots.raft.machine import FAIL_NAMES, CommandFailed
 
 __all__ = ["RaftBridge", "CommandFailed", "leader_reachable"]
@@ -44,7 +44,7 @@ class RaftBridge:
 
     # ---- replicated writes -------------------------------------------------------
 
-    def propose(self, command: tuple, *, trace_parent=None, trace_links=None) -> asyncio.Future:
+    def propose(self, command: commands.Command, *, trace_parent=None, trace_links=None) -> asyncio.Future:
         """Replicate `command`; the future resolves (on the loop) with the apply result,
         or fails with CommandFailed when Raft did not commit it. Cancelling the future
         abandons the wait, not the command (it may still commit).
@@ -56,7 +56,7 @@ class RaftBridge:
         span = None
         if tracing.enabled():
             span = tracing.tracer().start_span("raft.propose", context=trace_parent, links=trace_links,
-                                               attributes={"minoots.command": command[0]})
+                                               attributes={"minoots.command": command.kind})
 
         def done(result: Any, err: int) -> None:   # PySyncObj's tick thread
             if span is not None:
@@ -130,10 +130,7 @@ def leader_reachable(machine) -> bool:
     is connected to nobody never starts one: a lone survivor would go on "knowing"
     a dead leader (and forwarding writes into the void). The connection is the test.
     """
-    if machine.is_leader():
-        return True
-    leader = machine._getLeader()
-    return leader is not None and machine.isNodeConnected(leader)
+    return machine.leader_connected()
 
 
 def _settle(fut: asyncio.Future, result: Any, err: int) -> None:

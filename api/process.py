@@ -23,11 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from minoots.raft import tracing
+from minoots.raft import commands, peer_secret, tracing
 from minoots.raft.config import NodeConfig
 from minoots.raft.net import check_port_free, split_address
 from minoots.raft.node import Node
+from minoots.raft.store import DataDirError
 
+from .auth import Authenticator
 from .batcher import CreateBatcher
 from .bridge import RaftBridge, leader_reachable
 from .events import EVENTS_DIR, EVENTS_KEEP, EVENTS_MAP_SIZE, EventLog
@@ -51,6 +53,17 @@ class ApiConfig:
     events_keep: int = EVENTS_KEEP
     events_max_age_s: Optional[float] = None
     events_map_size: int = EVENTS_MAP_SIZE
+    # A file holding the bootstrap admin token (0600): accepted as role admin besides the
+    # replicated tokens, so the first tokens can be made. `minoots up` writes one.
+    admin_token_file: Optional[Path] = None
+
+    def admin_token(self) -> Optional[str]:
+        if self.admin_token_file is None:
+            return None
+        try:
+            return peer_secret.load(self.admin_token_file).decode()
+        except peer_secret.SecretError as exc:
+            raise DataDirError(str(exc)) from None
 
     def validate(self) -> None:
         split_address(self.grpc)
@@ -92,6 +105,7 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
     if api.grpc in (cfg.raft, cfg.metrics):
         raise ValueError(f"--grpc {api.grpc} is also this node's Raft or metrics address")
     check_port_free(api.grpc, "gRPC")
+    admin_token = api.admin_token()      # an unreadable or open token file fails here, before the node starts
     if api.tls is not None:
         api.tls.credentials()     # unreadable or malformed files fail here, before the node starts
 
@@ -121,7 +135,8 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
     tasks: list[asyncio.Task] = []
     server = None
     try:
-        server, health_servicer = build_server(node, bridge, batcher, events, api.grpc, api.tls)
+        authenticator = Authenticator(node.machine, admin_token, clock_ms=node.clock.now_ms)
+        server, health_servicer = build_server(node, bridge, batcher, events, api.grpc, api.tls, authenticator)
         monitor = HealthMonitor(node.machine, health_servicer)
         await monitor.update()
         await server.start()
@@ -161,7 +176,7 @@ async def _announce(node: Node, bridge: RaftBridge, address: str) -> None:
         try:
             if (leader_reachable(m) and m.names.get(me) == node.cfg.raft
                     and m.grpc_addresses.get(me) != address):
-                await asyncio.wait_for(bridge.propose(("grpc", me, address)), 5.0)
+                await asyncio.wait_for(bridge.propose(commands.SetMemberGrpc(me, address)), 5.0)
                 log.info("gRPC address announced", extra={"grpc": address})
         except (asyncio.TimeoutError, Exception) as exc:  # retried on the next round
             log.debug("gRPC address announcement failed", extra={"error": repr(exc)})

@@ -20,8 +20,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from minoots.raft import tracing
-from minoots.v1 import cluster_pb2, cluster_pb2_grpc, timers_pb2, timers_pb2_grpc
+from minoots.v1 import auth_pb2, auth_pb2_grpc, cluster_pb2, cluster_pb2_grpc, timers_pb2, timers_pb2_grpc
 
+from .auth import AuthInterceptor, Authenticator
+from .auth_service import AuthService
 from .bridge import leader_reachable
 from .service import ClusterService, TimersService
 from .telemetry import ServerTelemetry
@@ -35,7 +37,8 @@ MAX_SEND_BYTES = 64 << 20
 
 TIMERS_SERVICE = timers_pb2.DESCRIPTOR.services_by_name["Timers"].full_name
 CLUSTER_SERVICE = cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name
-SERVICE_NAMES = (TIMERS_SERVICE, CLUSTER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["Auth"].full_name
+SERVICE_NAMES = (TIMERS_SERVICE, CLUSTER_SERVICE, AUTH_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
 
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -62,17 +65,20 @@ class TlsFiles:
         return grpc.ssl_server_credentials([(Path(self.key).read_bytes(), Path(self.cert).read_bytes())])
 
 
-def build_server(node, bridge, batcher, events, address: str,
-                 tls: Optional[TlsFiles] = None) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+def build_server(node, bridge, batcher, events, address: str, tls: Optional[TlsFiles] = None,
+                 authenticator: Optional[Authenticator] = None) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     # Every call is counted and timed (when the node serves metrics) and gets a server span
-    # (when tracing is on): api/telemetry.py. With neither, no interceptor at all.
+    # (when tracing is on): api/telemetry.py. Then every call is authenticated and
+    # authorized (api/auth.py), before its request is decoded.
     metrics = getattr(node, "metrics", None)
     interceptors = []
     if metrics is not None or tracing.enabled():
         interceptors.append(ServerTelemetry(metrics.registry if metrics is not None else None))
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors or None)
+    interceptors.append(AuthInterceptor(authenticator or Authenticator(node.machine)))
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     timers_pb2_grpc.add_TimersServicer_to_server(TimersService(node, bridge, batcher, events), server)
     cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterService(node, bridge), server)
+    auth_pb2_grpc.add_AuthServicer_to_server(AuthService(node, bridge), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)

@@ -33,7 +33,7 @@ from typing import Callable
 import grpc
 
 from minoots.kernel import FailedPrecondition, KernelError
-from minoots.raft import snapshots
+from minoots.raft import commands, snapshots
 from minoots.raft.machine import CommandFailed
 from minoots.raft.net import split_address
 from minoots.raft.node import NodeError
@@ -117,15 +117,10 @@ def _stream(fn: Callable) -> Callable:
     return handler
 
 
-class TimersService(timers_pb2_grpc.TimersServicer):
-    def __init__(self, node, bridge, batcher, events) -> None:
-        self._node = node
-        self._bridge = bridge
-        self._batcher = batcher
-        self._events = events
-        self._machine = node.machine
+class Writes:
+    """Proposing one command and waiting for its commit, for every service that writes."""
 
-    # ---- plumbing ----------------------------------------------------------------
+    _node = _bridge = _machine = None
 
     def _require_leader(self) -> None:
         # PySyncObj holds commands while no leader is known (they would wait, not fail):
@@ -142,12 +137,21 @@ class TimersService(timers_pb2_grpc.TimersServicer):
         except asyncio.TimeoutError:
             raise OutcomeUnknown(f"not committed within {timeout:.1f} s; {_FAIL_HINT}") from None
 
-    async def _write(self, command: tuple, context):
+    async def _write(self, command: commands.Command, context):
         self._require_leader()
         result = await self._commit(self._bridge.propose(command), context)
         if isinstance(result, Exception):
             raise result
         return result
+
+
+class TimersService(Writes, timers_pb2_grpc.TimersServicer):
+    def __init__(self, node, bridge, batcher, events) -> None:
+        self._node = node
+        self._bridge = bridge
+        self._batcher = batcher
+        self._events = events
+        self._machine = node.machine
 
     async def _create(self, specs, prefix: str, context):
         self._require_leader()
@@ -188,7 +192,7 @@ class TimersService(timers_pb2_grpc.TimersServicer):
     async def CancelTimer(self, request, context):
         ref = validation.timer_ref(request.tenant, request.id)
         try:
-            res = await self._write(("cancel", self._node.clock.now_ms(), [ref]), context)
+            res = await self._write(commands.CancelTimers(self._node.clock.now_ms(), (tuple(ref),)), context)
         except FailedPrecondition as exc:
             msg = str(exc)
             raise FailedPrecondition(msg[len("refs[0]: "):] if msg.startswith("refs[0]: ") else msg) from None
@@ -197,14 +201,14 @@ class TimersService(timers_pb2_grpc.TimersServicer):
     @_unary
     async def RescheduleTimer(self, request, context):
         tenant, timer_id, fire_at, extend_by = validation.reschedule_args(request)
-        res = await self._write(("reschedule", self._node.clock.now_ms(), tenant, timer_id, fire_at, extend_by),
-                                context)
+        res = await self._write(
+            commands.RescheduleTimer(self._node.clock.now_ms(), tenant, timer_id, fire_at, extend_by), context)
         return timer_to_pb(res.timer)
 
     @_unary
     async def AckTimer(self, request, context):
         tenant, timer_id, fire_id = validation.ack_args(request)
-        res = await self._write(("ack", self._node.clock.now_ms(), tenant, timer_id, fire_id), context)
+        res = await self._write(commands.AckTimer(self._node.clock.now_ms(), tenant, timer_id, fire_id), context)
         return timer_to_pb(res.timer)
 
     # ---- reads (local) -------------------------------------------------------------
@@ -295,7 +299,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
         if grpc_addr:
             # The new node announces its own address too once it has caught up; this makes
             # it known at once. Ignored by the state machine if the node is not a member.
-            fut = self._bridge.propose(("grpc", nid, grpc_addr))
+            fut = self._bridge.propose(commands.SetMemberGrpc(nid, grpc_addr))
             try:
                 await asyncio.wait_for(fut, MAX_WAIT)
             except (asyncio.TimeoutError, CommandFailed):

@@ -38,6 +38,8 @@ __all__ = [
     "OutOfRange",
     "Unavailable",
     "DeadlineExceeded",
+    "Unauthenticated",
+    "PermissionDenied",
     "ms_to_datetime",
     "datetime_to_ms",
 ]
@@ -388,7 +390,19 @@ class DeadlineExceeded(MinootsError, TimeoutError):
     code = "DEADLINE_EXCEEDED"
 
 
+class Unauthenticated(MinootsError):
+    """No token, or one the cluster does not accept (unknown, revoked, expired)."""
+
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(MinootsError):
+    """The token's role or tenants do not allow this call."""
+
+    code = "PERMISSION_DENIED"
+
+
 ERRORS_BY_CODE: dict[str, type[MinootsError]] = {
     cls.code: cls for cls in (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition,
-                              OutOfRange, Unavailable, DeadlineExceeded)
+                              OutOfRange, Unavailable, DeadlineExceeded, Unauthenticated, PermissionDenied)
 }

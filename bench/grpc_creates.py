@@ -31,24 +31,25 @@ from minoots.v1 import timers_pb2_grpc
 FAR = Duration(seconds=3600)
 
 
-async def _client(address: str, batch: int, stop_at: float, counts: list, lat: list) -> None:
+async def _client(address: str, token: str, batch: int, stop_at: float, counts: list, lat: list) -> None:
+    md = (("authorization", f"Bearer {token}"),)
     async with grpc.aio.insecure_channel(address) as ch:
         stub = timers_pb2_grpc.TimersStub(ch)
         while time.monotonic() < stop_at:
             t0 = time.perf_counter()
             if batch == 1:
-                await stub.CreateTimer(pb.CreateTimerRequest(timer=pb.TimerSpec(delay=FAR)), timeout=30)
+                await stub.CreateTimer(pb.CreateTimerRequest(timer=pb.TimerSpec(delay=FAR)), timeout=30, metadata=md)
             else:
                 await stub.CreateTimers(pb.CreateTimersRequest(
-                    timers=[pb.TimerSpec(delay=FAR, payload=b"p" * 64) for _ in range(batch)]), timeout=60)
+                    timers=[pb.TimerSpec(delay=FAR, payload=b"p" * 64) for _ in range(batch)]), timeout=60, metadata=md)
             lat.append(time.perf_counter() - t0)
             counts[0] += batch
 
 
-async def _load(address: str, clients: int, batch: int, seconds: float) -> dict:
+async def _load(address: str, token: str, clients: int, batch: int, seconds: float) -> dict:
     counts, lat = [0], []
     start = time.monotonic()
-    await asyncio.gather(*(_client(address, batch, start + seconds, counts, lat) for _ in range(clients)))
+    await asyncio.gather(*(_client(address, token, batch, start + seconds, counts, lat) for _ in range(clients)))
     took = time.monotonic() - start
 
     def ms(p: float):
@@ -72,7 +73,7 @@ def run(seconds: float = 10.0, to: str = "leader", sync: str = DEFAULT_SYNC,
         time.sleep(2)
         for clients, batch in ((4, 1000), (16, 1)):
             before = cluster.status(leader)["commit_index"]
-            res = asyncio.run(_load(target.grpc, clients, batch, seconds))
+            res = asyncio.run(_load(target.grpc, cluster.admin_token(), clients, batch, seconds))
             after = cluster.status(leader)["commit_index"]
             res["raft_entries"] = after - before
             res["to"] = to

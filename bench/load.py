@@ -48,7 +48,7 @@ from minoots.api.types import EventKind, TimerSpec, datetime_to_ms
 from minoots.chaos.ledger import percentile
 from minoots.raft.clock import now_ms
 from minoots.raft.store import DEFAULT_SYNC
-from minoots.raft.testing import LocalCluster
+from minoots.raft.testing import LocalCluster, harness_token
 
 SINGLE_THREADS = 16
 PCTS = (50, 95, 99, 99.9)
@@ -349,6 +349,7 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
             raise LoadBenchError(f"cannot write to {out}: {exc.strerror or exc}") from None
     lead = default_lead(timers + burst, single_seconds) if lead is None else float(lead)
     tmp = Path(tempfile.mkdtemp(prefix="minoots-load-"))
+    harness_token()          # this process's SDK clients authenticate with it
     cluster = LocalCluster(tmp / "cluster", size=nodes, node_args=("--sync", sync))
     t0 = time.monotonic()
     report: dict = {"params": {"timers": timers, "nodes": nodes, "window_s": window, "clients": clients,

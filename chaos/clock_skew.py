@@ -21,6 +21,7 @@ import time
 
 import grpc
 
+from minoots.raft.testing import authed_channel
 from minoots.v1 import cluster_pb2, cluster_pb2_grpc
 
 from .drill import drill
@@ -48,7 +49,7 @@ def transfer(ctx, to: str, timeout: float = 20.0) -> str:
         leader = ctx.caught_up()
         if leader == to:
             return leader
-        with grpc.insecure_channel(ctx.cluster.nodes[leader].grpc) as ch:
+        with authed_channel(ctx.cluster.nodes[leader].grpc, ctx.cluster.admin_token()) as ch:
             try:
                 cluster_pb2_grpc.ClusterStub(ch).TransferLeadership(
                     cluster_pb2.TransferLeadershipRequest(to=to), timeout=12.0)

@@ -28,6 +28,7 @@ import grpc
 
 import minoots
 
+from minoots.raft.testing import authed_channel
 from minoots.v1 import timers_pb2, timers_pb2_grpc
 
 from .clock_skew import transfer
@@ -46,12 +47,12 @@ def configure(cluster, args, ctx) -> None:
     ctx.info["small_map"] = SMALL_MAP
 
 
-def direct_create(address: str, tenant: str) -> str | None:
+def direct_create(address: str, tenant: str, token: str) -> str | None:
     """One create straight to `address`; None when acknowledged, else the error text."""
     tid = "df-" + uuid.uuid4().hex
     spec = timers_pb2.TimerSpec(id=tid, tenant=tenant + "-probe", idempotency_key=tid)
     spec.fire_at.FromMilliseconds(now_ms() + 3_600_000)
-    with grpc.insecure_channel(address) as ch:
+    with authed_channel(address, token) as ch:
         try:
             timers_pb2_grpc.TimersStub(ch).CreateTimer(timers_pb2.CreateTimerRequest(timer=spec), timeout=3.0)
             return None
@@ -85,7 +86,7 @@ def run(ctx) -> None:
                 ctx.info["filler_last_error"] = str(exc)[:300]
             if "MapFull" in _log_tail(node) or "map is full" in _log_tail(node).lower():
                 filled = True
-                err = direct_create(node.grpc, ctx.ledger.tenant)
+                err = direct_create(node.grpc, ctx.ledger.tenant, ctx.cluster.admin_token())
                 refusals.append(err)
                 if len(refusals) >= 3:
                     break

@@ -32,7 +32,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minoots.raft.testing import LocalCluster
+from minoots.raft.testing import LocalCluster, harness_token
 
 from . import failover
 from .ledger import Ledger, percentile
@@ -150,6 +150,7 @@ def run_drill(name: str, args: argparse.Namespace) -> dict:
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     random.seed(seed)
     tmp = tempfile.mkdtemp(prefix=f"minoots-chaos-{name}-")
+    harness_token()          # this process's SDK clients authenticate with it
     cluster = LocalCluster(Path(tmp) / "cluster", size=args.nodes)
     ledger = Ledger()
     ctx = Context(cluster, ledger, args)

@@ -50,7 +50,7 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from minoots.raft.testing import LocalCluster, LocalNode
+from minoots.raft.testing import LocalCluster, LocalNode, harness_token
 from minoots.v1 import timers_pb2 as pb
 
 from .ledger import percentile
@@ -237,6 +237,7 @@ def run(kills: int = 10, report: Optional[Path] = None, round_timeout: float = R
     random.seed(seed)
 
     tmp = tempfile.mkdtemp(prefix="minoots-failover-")
+    harness_token()          # this process's SDK clients authenticate with it
     cluster = LocalCluster(Path(tmp), size=nodes)
     started = time.monotonic()
     stream = None

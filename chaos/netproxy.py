@@ -1,24 +1,25 @@
 """A fault-injection layer for Raft links: one small TCP proxy in front of each node.
 
-Why a proxy works with PySyncObj (pysyncobj/transport.py, 0.3.17): a node knows
-its peers only by the address strings it was given (`--peer id=HOST:PORT`), and
-knows itself by `--raft`. Of two nodes, the one with the greater address opens
-the connection (`_shouldConnect`) and sends its own address string as the first
-message (`_sendSelfAddress`); the acceptor looks that string up among its peers
-(`_onIncomingMessageReceived`). Nothing depends on the TCP source address. So
-every node is started with `--raft` = its proxy's address (the only address
-anybody uses for it, itself included) and `--raft-bind` = a private address the
-node really listens on; the proxy forwards one to the other. From the first
-frame (4-byte native int length + zlib(pickle(address))) the proxy learns which
-node the connection comes from, so it knows every connection's two ends.
+Why a proxy works with PySyncObj: a node knows its peers only by the address
+strings it was given (`--peer id=HOST:PORT`), and knows itself by `--raft`. Of two
+nodes, one opens the connection and names its own address in its first frame (with
+a cluster secret: in its second, after a key exchange, both sealed with the
+secret); the acceptor looks that string up among its peers. Nothing depends on the
+TCP source address. So every node is started with `--raft` = its proxy's address
+(the only address anybody uses for it, itself included) and `--raft-bind` = a
+private address the node really listens on; the proxy forwards one to the other.
+The proxy holds the cluster secret, reads the opener's first frames as a peer
+would (minoots.raft.pysyncobj_compat.FrameDecoder), and so knows every
+connection's two ends.
 
 Cutting a link is a black hole, not a reset: from the moment a link is cut,
 bytes of its connections are read and dropped (both directions) and new
 connections across it are accepted and then ignored, so each side sees silence
 until its connection timeout fires, as with a pulled cable. A connection that
 lost bytes is never used again (its stream could be mid-frame); on heal the
-nodes reconnect on fresh connections. No encryption (`--raft-password`) is
-supported: the handshake would be unreadable.
+nodes reconnect on fresh connections. Across a cut link the key exchange may
+still pass (the proxy learns who is calling only after it); the connection goes
+dark before the caller has named itself.
 
 Loopback only; every socket and thread is closed by `close()`.
 """
@@ -27,17 +28,19 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-import zlib
 
-from pysyncobj import pickle as sync_pickle
+from minoots.raft import peer_secret
+from minoots.raft.pysyncobj_compat import FrameDecoder
 
 MAX_HANDSHAKE = 1 << 16
+HANDSHAKE_FRAMES = 3      # key, (key, address) with a secret; address alone without
 
 
 class Network:
     """The shared link state of a set of proxies: which pairs of nodes may talk."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: bytes | None = None) -> None:
+        self.decoder = FrameDecoder(password)
         self._cut: set[frozenset] = set()
         self._lock = threading.Lock()
         self.proxies: dict[str, "RaftProxy"] = {}     # node id -> proxy
@@ -80,6 +83,24 @@ class Network:
 
     def stats(self) -> dict:
         return {nid: {"connections": p.accepted, "blackholed": p.blackholed} for nid, p in self.proxies.items()}
+
+
+def proxy_cluster(cluster) -> "Network":
+    """Put a started proxy on each node's Raft address of a LocalCluster that has not
+    started yet, and move each node to a private address (--raft-bind). The proxies
+    hold the cluster's secret (written here when the cluster has none yet)."""
+    from minoots.raft.testing import free_ports
+
+    cluster.root.mkdir(parents=True, exist_ok=True)
+    if not cluster.secret_file.exists():
+        peer_secret.generate(cluster.secret_file)
+    net = Network(peer_secret.load(cluster.secret_file))
+    for (nid, node), port in zip(cluster.nodes.items(), free_ports(len(cluster.nodes), cluster.host)):
+        bind = f"{cluster.host}:{port}"
+        node.extra_args = tuple(node.extra_args) + ("--raft-bind", bind)
+        net.add(nid, node.raft, bind)
+    net.start()
+    return net
 
 
 class _Conn:
@@ -141,41 +162,49 @@ class RaftProxy:
 
     def _serve(self, client: socket.socket) -> None:
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        first, src = self._read_handshake(client)
-        if first is None:
+        host, port = self.target.rsplit(":", 1)
+        try:
+            up = socket.create_connection((host, int(port)), timeout=2.0)
+            up.settimeout(None)
+            up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
             client.close()
             return
-        conn = _Conn(src, client, None)
+        conn = _Conn(None, client, up)
         with self._lock:
             if self._closed:
-                client.close()
+                conn.close()
                 return
             self._conns.append(conn)
-        if self.net.blocked(src, self.node_id):
-            conn.dead = True
-            self.blackholed += 1
-        else:
-            host, port = self.target.rsplit(":", 1)
+        threading.Thread(target=self._pump, args=(conn, up, client), daemon=True).start()
+        # Forward the opener's frames one by one until it names itself; a frame that
+        # names a node on the other side of a cut is never forwarded.
+        for _ in range(HANDSHAKE_FRAMES):
+            frame, message = self._read_frame(client)
+            if frame is None:
+                self._forget(conn)
+                conn.close()
+                return
+            src = self.net.addr_to_id.get(self.net.decoder.claimed_address(message) or "")
+            if src is not None:
+                conn.src = src
+                if self.net.blocked(src, self.node_id):
+                    conn.dead = True
+                    self.blackholed += 1
+            if conn.dead:
+                break
             try:
-                up = socket.create_connection((host, int(port)), timeout=2.0)
-                up.settimeout(None)
-                up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                up.sendall(frame)
             except OSError:
                 self._forget(conn)
                 conn.close()
                 return
-            conn.upstream = up
-            try:
-                up.sendall(first)
-            except OSError:
-                self._forget(conn)
-                conn.close()
-                return
-            threading.Thread(target=self._pump, args=(conn, up, client), daemon=True).start()
-        self._pump(conn, client, conn.upstream)
+            if src is not None or message is None:
+                break       # labelled, or a frame we cannot read: pass the rest through
+        self._pump(conn, client, up)
 
-    def _read_handshake(self, client: socket.socket):
-        """Read the first frame; returns (raw bytes, sender node id or None)."""
+    def _read_frame(self, client: socket.socket):
+        """Read one frame; returns (raw bytes, decoded message or None), (None, None) on EOF."""
         buf = b""
         client.settimeout(5.0)
         try:
@@ -200,10 +229,9 @@ class RaftProxy:
             except OSError:
                 pass
         try:
-            msg = sync_pickle.loads(zlib.decompress(buf[4:]))
+            return buf, self.net.decoder.decode(buf[4:])
         except Exception:  # noqa: BLE001 - pass through, unlabelled
             return buf, None
-        return buf, self.net.addr_to_id.get(msg) if isinstance(msg, str) else None
 
     def _pump(self, conn: _Conn, src: socket.socket, dst: socket.socket | None) -> None:
         try:

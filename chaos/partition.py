@@ -27,11 +27,11 @@ import uuid
 
 import grpc
 
-from minoots.raft.testing import free_ports
+from minoots.raft.testing import authed_channel
 from minoots.v1 import timers_pb2, timers_pb2_grpc
 
 from .drill import drill
-from .netproxy import Network
+from .netproxy import proxy_cluster
 from .workload import now_ms
 
 PROBES = 3
@@ -39,13 +39,7 @@ PROBES = 3
 
 def configure(cluster, args, ctx) -> None:
     """Put a proxy on each node's Raft address and move the node to a private one."""
-    net = Network()
-    binds = free_ports(len(cluster.nodes), cluster.host)
-    for (nid, node), port in zip(cluster.nodes.items(), binds):
-        bind = f"{cluster.host}:{port}"
-        node.extra_args = tuple(node.extra_args) + ("--raft-bind", bind)
-        net.add(nid, node.raft, bind)
-    net.start()
+    net = proxy_cluster(cluster)
     ctx.net = net
     ctx.cleanup.append(net.close)
 
@@ -53,9 +47,9 @@ def configure(cluster, args, ctx) -> None:
 class PinnedWatch(threading.Thread):
     """Streams WatchEvents from one node only (no SDK failover), recording (seq, kind, timer, at)."""
 
-    def __init__(self, address: str, from_sequence: int) -> None:
+    def __init__(self, address: str, from_sequence: int, token: str) -> None:
         super().__init__(daemon=True, name=f"pinned-{address}")
-        self.channel = grpc.insecure_channel(address)
+        self.channel = authed_channel(address, token)
         self.from_sequence = from_sequence
         self.events: list[tuple] = []
         self.error: str | None = None
@@ -85,7 +79,7 @@ def probe_creates(ctx, address: str) -> dict:
     """Creates sent straight to the isolated node; each must fail (it cannot commit)."""
     acked = failed = 0
     errors = []
-    with grpc.insecure_channel(address) as ch:
+    with authed_channel(address, ctx.cluster.admin_token()) as ch:
         stub = timers_pb2_grpc.TimersStub(ch)
         for _ in range(PROBES):
             tid = "iso-" + uuid.uuid4().hex
@@ -113,7 +107,7 @@ def run(ctx) -> None:
         leader = ctx.caught_up()
         old = cluster.nodes[leader]
         start_seq = max((w_evs[-1].sequence for w_evs in ctx.ledger.events.values() if w_evs), default=0) + 1
-        pinned = PinnedWatch(old.grpc, start_seq)
+        pinned = PinnedWatch(old.grpc, start_seq, ctx.cluster.admin_token())
         pinned.start()
         r = ctx.measure_failover(n, fault=net.isolate)
         # Stay partitioned a while: past PySyncObj's leaderFallbackTimeout (2 s) at least.
@@ -159,4 +153,3 @@ def _compare_pinned(ctx, merged: dict) -> None:
             if e is not None and (e.timer_id != tid or e.at_ms != at):
                 bad += 1
     ctx.check("isolated_node_divergent_events", bad)
-

@@ -19,6 +19,7 @@ from .chaos import chaos
 from .cluster import cluster, snapshot
 from .node import node, up
 from .timer import timer
+from .token import token
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -43,5 +44,6 @@ main.add_command(cluster)
 main.add_command(snapshot)
 main.add_command(timer)
 main.add_command(chaos)
+main.add_command(token)
 
 __all__ = ["main"]

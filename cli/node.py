@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import os
 import sys
 import time
 from pathlib import Path
@@ -90,9 +91,21 @@ def node() -> None:
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--metrics", "metrics_address", default=None, envvar="MINOOTS_METRICS",
               help="Serve Prometheus metrics at http://HOST:PORT/metrics (off when not given).")
+@click.option("--cluster-secret-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="MINOOTS_CLUSTER_SECRET_FILE",
+              help="The cluster secret every member holds (mode 0600); it authenticates every Raft "
+                   "frame. Default: DATA_DIR/cluster.secret, written at --init for a node without peers.")
+@click.option("--admin-token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="MINOOTS_ADMIN_TOKEN_FILE",
+              help="A file (mode 0600) holding the bootstrap admin token, accepted besides the "
+                   "replicated tokens so the first ones can be made (minoots up writes one).")
+@click.option("--insecure-peers", is_flag=True,
+              help="Run the Raft port with no authentication: anyone who reaches it can join, "
+                   "read and rewrite the log. Logs a warning every minute.")
 def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, grpc_advertise, tls_cert, tls_key, events_keep,
             events_max_age, cluster, init, sync, map_size, snapshot_keep, compaction_entries, compaction_seconds,
-            clock_offset_ms, log_level, metrics_address, **timing) -> None:
+            clock_offset_ms, log_level, metrics_address, cluster_secret_file, admin_token_file, insecure_peers,
+            **timing) -> None:
     """Run one node until SIGTERM/SIGINT. Logs JSON lines on stderr.
 
     With --grpc the node serves the gRPC API; writes may go to any node (a follower
@@ -111,22 +124,25 @@ def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, grpc_advert
         peer_map[nid] = addr
     if (tls_cert is None) != (tls_key is None):
         fail("--tls-cert and --tls-key go together", code=2)
-    if (tls_cert or grpc_advertise) and not grpc_address:
-        fail("--tls-cert/--tls-key/--grpc-advertise need --grpc", code=2)
+    if (tls_cert or grpc_advertise or admin_token_file) and not grpc_address:
+        fail("--tls-cert/--tls-key/--grpc-advertise/--admin-token-file need --grpc", code=2)
     jsonlog.setup(node_id, log_level)
+    os.umask(0o077)     # everything the node writes (LMDB, snapshots, secrets) is its user's alone
     try:
         cfg = NodeConfig(node_id=node_id, raft=raft, data_dir=data_dir, peers=peer_map,
                          cluster=cluster, init=init, sync=sync, map_size=parse_size(map_size),
                          snapshot_keep=snapshot_keep, compaction_entries=compaction_entries,
                          compaction_seconds=compaction_seconds, clock_offset_ms=clock_offset_ms,
-                         raft_bind=raft_bind, timing=RaftTiming(**timing), metrics=metrics_address)
+                         raft_bind=raft_bind, timing=RaftTiming(**timing), metrics=metrics_address,
+                         cluster_secret_file=cluster_secret_file, insecure_peers=insecure_peers)
         if grpc_address:
             from minoots.api.process import ApiConfig, run_node
             from minoots.api.server import TlsFiles
 
             api = ApiConfig(grpc=grpc_address, advertise=grpc_advertise,
                             tls=TlsFiles(tls_cert, tls_key) if tls_cert else None,
-                            events_keep=events_keep, events_max_age_s=events_max_age)
+                            events_keep=events_keep, events_max_age_s=events_max_age,
+                            admin_token_file=admin_token_file)
             code = run_node(cfg, api)
         else:
             code = run(cfg)

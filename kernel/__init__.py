@@ -5,79 +5,16 @@ layers above feed it commands (each stamped with `now_ms`) in replicated order
 and persist the events it returns.
 """
 
+from . import errors, timer, validate
 from ._wheel import MAX_KEY, MAX_TIME, Wheel
-from .errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    KernelError,
-    NotFound,
-    SnapshotError,
-)
+from .errors import *  # noqa: F401,F403  (every typed error; see errors.__all__)
 from .snapshot import SnapshotCapture
 from .state import ScanCursor, State
-from .timer import (
-    DEFAULT_TENANT,
-    AckResult,
-    CancelResult,
-    CreateItem,
-    CreateResult,
-    Event,
-    EventKind,
-    RescheduleResult,
-    TickResult,
-    Timer,
-    TimerRef,
-    TimerSpec,
-    TimerState,
-)
-from .validate import (
-    MAX_ACTION_BYTES,
-    MAX_BATCH,
-    MAX_ID_LEN,
-    MAX_IDEMPOTENCY_KEY_LEN,
-    MAX_LABEL_KEY_LEN,
-    MAX_LABEL_VALUE_LEN,
-    MAX_LABELS,
-    MAX_NAME_LEN,
-    MAX_PAYLOAD_BYTES,
-    MAX_TENANT_LEN,
-)
+from .timer import *  # noqa: F401,F403  (the value types; see timer.__all__)
+from .validate import *  # noqa: F401,F403  (the limits; see LIMITS below)
 
-__all__ = [
-    "State",
-    "ScanCursor",
-    "SnapshotCapture",
-    "Wheel",
-    "MAX_KEY",
-    "MAX_TIME",
-    "DEFAULT_TENANT",
-    "TimerSpec",
-    "TimerRef",
-    "Timer",
-    "TimerState",
-    "Event",
-    "EventKind",
-    "CreateItem",
-    "CreateResult",
-    "CancelResult",
-    "RescheduleResult",
-    "TickResult",
-    "AckResult",
-    "KernelError",
-    "InvalidArgument",
-    "NotFound",
-    "AlreadyExists",
-    "FailedPrecondition",
-    "SnapshotError",
-    "MAX_ID_LEN",
-    "MAX_TENANT_LEN",
-    "MAX_NAME_LEN",
-    "MAX_PAYLOAD_BYTES",
-    "MAX_ACTION_BYTES",
-    "MAX_LABELS",
-    "MAX_LABEL_KEY_LEN",
-    "MAX_LABEL_VALUE_LEN",
-    "MAX_IDEMPOTENCY_KEY_LEN",
-    "MAX_BATCH",
-]
+#: The size and count limits every layer checks against.
+LIMITS = [name for name in validate.__all__ if name.startswith("MAX_") and name != "MAX_TIME"]
+
+__all__ = ["State", "ScanCursor", "SnapshotCapture", "Wheel", "MAX_KEY", "MAX_TIME",
+           *timer.__all__, *errors.__all__, *LIMITS]

@@ -67,6 +67,10 @@ class NodeConfig:
     raft_bind: str | None = None
     timing: RaftTiming = field(default_factory=RaftTiming)
     metrics: str | None = None      # HOST:PORT serving Prometheus /metrics (off when None)
+    # Peer authentication (raft/peer_secret.py): the secret file every member holds. None
+    # means <data-dir>/cluster.secret (written at --init for a node without peers).
+    cluster_secret_file: Path | None = None
+    insecure_peers: bool = False    # run the Raft port unauthenticated (tests of the guard only)
 
     def validate(self) -> None:
         if self.metrics:

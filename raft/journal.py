@@ -63,8 +63,8 @@ aborted, the cached state is untouched). Grow the map (``env.set_mapsize``) or
 stop the node; never keep going as if the write happened.
 
 Plugging into SyncObj: ``SyncObj.__init__`` creates its log with the module-level
-``createJournal(conf.journalFile)`` (syncobj.py:41, 166) and offers no parameter for
-a journal object. ``attach_journal(conf, journal)`` installs (once, idempotently) a
+``createJournal(conf.journalFile)`` and offers no parameter for a journal object.
+``minoots.raft.pysyncobj_compat.attach_journal(conf, journal)`` installs (once, idempotently) a
 wrapper around ``pysyncobj.syncobj.createJournal`` that returns ``conf.journalFile``
 as-is when it is a ``Journal`` instance and otherwise defers to the original, so
 SyncObjs built without a journal object are unaffected. Use one journal per
@@ -81,7 +81,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, Iterator, Optional, Union
 
 import lmdb
-from pysyncobj.journal import Journal
+from .pysyncobj_compat import Journal
 
 __all__ = [
     "DEFAULT_MAP_SIZE",
@@ -93,8 +93,6 @@ __all__ = [
     "StaleSliceError",
     "SYNC_DURABLE",
     "SYNC_RELAXED",
-    "attach_journal",
-    "install_journal_hook",
 ]
 
 SYNC_DURABLE = "durable"
@@ -643,44 +641,3 @@ class LmdbJournal(Journal):
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self)} entries"
         return f"<LmdbJournal {self._policy} {state} first={self.first_index} last={self.last_index}>"
-
-
-# ------------------------------------------------------------ SyncObj seam
-
-
-def install_journal_hook() -> None:
-    """Let ``SyncObjConf(journalFile=<Journal instance>)`` pass a journal object.
-
-    ``SyncObj.__init__`` calls the module global ``pysyncobj.syncobj.createJournal``
-    (syncobj.py:166). This replaces that global, once, with a wrapper that returns a
-    ``Journal`` instance unchanged and hands anything else (None, a file name) to the
-    original function, so other SyncObjs in the process behave exactly as before.
-    Idempotent and thread-safe enough for start-up (a single global assignment).
-    """
-    import pysyncobj.syncobj as syncobj_module
-
-    current = syncobj_module.createJournal
-    if getattr(current, "_minoots_journal_hook", False):
-        return
-
-    def createJournal(journalFile=None):
-        if isinstance(journalFile, Journal):
-            return journalFile
-        return current(journalFile)
-
-    createJournal._minoots_journal_hook = True
-    createJournal.__wrapped__ = current
-    syncobj_module.createJournal = createJournal
-
-
-def attach_journal(conf, journal: Journal):
-    """Make ``SyncObj(..., conf)`` use ``journal``; returns ``conf``.
-
-    Pass a fresh journal (and conf) per SyncObj: SyncObj owns the journal from then
-    on and closes it in ``destroy()``.
-    """
-    if not isinstance(journal, Journal):
-        raise TypeError(f"journal must be a pysyncobj Journal, got {type(journal).__name__}")
-    install_journal_hook()
-    conf.journalFile = journal
-    return conf

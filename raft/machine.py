@@ -1,10 +1,9 @@
-"""The kernel behind PySyncObj: the one place where replicated commands reach the state machine.
+"""The replicated state machine behind PySyncObj: proposing, applying, snapshots.
 
-Every mutating kernel command travels as one replicated call, `_apply(command)`,
-and is applied by PySyncObj's tick thread on every node in log order. Nothing
-else mutates the kernel. The apply path never raises: a rejected command yields
-its KernelError as the result, identically on every replica, because an
-exception escaping into PySyncObj would make it retry the same entry forever.
+Every mutating command is a typed record (raft/commands.py), encoded once and
+carried as one replicated call, `_apply(bytes)`, which PySyncObj's tick thread
+applies on every node in log order through the FSM (raft/fsm.py: Apply /
+Snapshot / Restore). Nothing else mutates the kernel, and apply never raises.
 
 Snapshots use PySyncObj's custom serializer hooks. The serializer runs in the
 tick thread at exactly the last applied entry, so it takes the kernel's bytes
@@ -20,29 +19,22 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
-from pysyncobj.config import SERIALIZER_STATE
-from pysyncobj.node import TCPNode
 from opentelemetry import context as otel_context
 from opentelemetry.trace import StatusCode
 
-from minoots.kernel import KernelError, State, TimerSpec
+from minoots.kernel import KernelError, State
 
-from . import snapshots, tracing
+from . import commands, snapshots, tracing
+from . import pysyncobj_compat as compat
 from .clock import Clock
-from .patches import RaftConformantTCPTransport
+from .fsm import TimerFSM
+from .pysyncobj_compat import FAIL_NAMES, FAIL_REASON, SERIALIZER_STATE, SyncObj, SyncObjConf, TCPNode, replicated
 
 log = logging.getLogger("minoots.raft")
 
-LEADER = 2  # pysyncobj.syncobj._RAFT_STATE.LEADER
 SNAPSHOT_NEW_SUFFIX = ".new"  # the snapshot file being written, beside the real one
-ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
-
-FAIL_NAMES = {
-    v: k.lower() for k, v in vars(FAIL_REASON).items() if not k.startswith("_") and isinstance(v, int)
-}
 
 
 class StorageFull(KernelError):
@@ -66,16 +58,6 @@ class CommandFailed(Exception):
         super().__init__(f"command not committed: {FAIL_NAMES.get(reason, reason)}")
 
 
-def spec_to_wire(spec: TimerSpec) -> tuple:
-    labels = dict(spec.labels) if spec.labels else None
-    return (spec.id, spec.fire_at, spec.tenant, spec.name, spec.payload, labels,
-            spec.action, spec.idempotency_key, spec.ack_required)
-
-
-def spec_from_wire(t: tuple) -> TimerSpec:
-    return TimerSpec(*t)
-
-
 class TimerMachine(SyncObj):
     """One node's replicated kernel. Create it through `raft.node`, which owns the data dir."""
 
@@ -92,12 +74,9 @@ class TimerMachine(SyncObj):
         clock: Clock,
         hooks: Iterable[Callable[["TimerMachine"], None]] = (),
     ) -> None:
-        self._kernel = State()
-        self._lock = threading.RLock()
+        self.fsm = TimerFSM(names)             # the replicated state: Apply / Snapshot / Restore
         self.storage_full: str | None = None    # set (with the reason) when the LMDB map is full
         self._clock = clock
-        self._names = dict(names)              # node id -> raft address (replicated)
-        self._grpc: dict[str, str] = {}        # node id -> gRPC address (replicated, members only)
         self._cluster_name = cluster_name
         self._snapshot_store = snapshot_store
         self._snapshot_file = Path(snapshot_file)
@@ -105,17 +84,17 @@ class TimerMachine(SyncObj):
         self._snap_lock = threading.Lock()
         self._snap_error: str | None = None
         self._last_snapshot: snapshots.SnapshotInfo | None = None
-        self.event_listeners: list[Callable] = []
-        self.apply_listeners: list[Callable] = []
+        # The FSM's listeners (called after every apply, guarded; see raft/fsm.py).
+        self.event_listeners = self.fsm.event_listeners
+        self.apply_listeners = self.fsm.apply_listeners
+        self.result_listeners = self.fsm.result_listeners
         self.leader_listeners: list[Callable[[bool], None]] = []
         # Called in the tick thread with the kernel's event seq right after a
         # snapshot replaced the kernel (at start-up, or streamed from the leader):
         # events up to that seq were never emitted on this node in this process.
         self.snapshot_listeners: list[Callable[[int], None]] = []
-        # Telemetry (metrics, trace links): called in the tick thread after every apply
-        # with (command, result); and after each snapshot this node wrote, with
+        # Telemetry: called after each snapshot this node wrote, with
         # (ok, bytes, seconds, last_index). They must not raise; errors are logged.
-        self.result_listeners: list[Callable[[tuple, object], None]] = []
         self.snapshot_written_listeners: list[Callable[[bool, int, float, int], None]] = []
         conf.serializer = self._serialize
         conf.deserializer = self._deserialize
@@ -126,99 +105,28 @@ class TimerMachine(SyncObj):
         # that loads the snapshot and re-applies the log: no event is missed.
         for hook in hooks:
             hook(self)
-        super().__init__(self_addr, list(peer_addrs), conf, transportClass=RaftConformantTCPTransport)
+        super().__init__(self_addr, list(peer_addrs), conf, transportClass=compat.RaftConformantTCPTransport)
 
     # ---- the apply path (PySyncObj's tick thread) --------------------------
 
     @replicated
-    def _apply(self, command: tuple):
-        with self._lock:
-            try:
-                result = self._dispatch(command)
-            except KernelError as exc:
-                self._tell_result(command, exc)
-                return exc
-            except Exception as exc:  # a kernel bug: same on every replica, keep the log moving
-                log.critical("apply failed", extra={"command": command[0], "error": repr(exc)})
-                self._tell_result(command, exc)
-                return exc
-        for listener in self.apply_listeners:
-            listener(command[0])
-        self._tell_result(command, result)
-        return result
-
-    def _tell_result(self, command: tuple, result) -> None:
-        for listener in self.result_listeners:
-            try:
-                listener(command, result)
-            except Exception:
-                log.exception("apply result listener failed")
-
-    def _dispatch(self, command: tuple):
-        kind = command[0]
-        k = self._kernel
-        if kind == "create":
-            # ("create", now, groups[, traceparents]): the optional 4th element (one W3C
-            # traceparent or None per group, raft/tracing.py) is for telemetry only and
-            # never reaches the kernel.
-            now, groups = command[1], command[2]
-            out = []
-            for group in groups:
-                try:
-                    res = k.create(now, [spec_from_wire(t) for t in group])
-                    self._emit(res.events)
-                    out.append(res)
-                except KernelError as exc:
-                    out.append(exc)
-            return out
-        if kind == "tick":
-            res = k.tick(command[1])
-        elif kind == "cancel":
-            res = k.cancel(command[1], command[2])
-        elif kind == "reschedule":
-            _, now, tenant, tid, fire_at, extend_by = command
-            res = k.reschedule(now, tenant, tid, fire_at=fire_at, extend_by=extend_by)
-        elif kind == "ack":
-            _, now, tenant, tid, fire_id = command
-            res = k.ack(now, tenant, tid, fire_id)
-        elif kind == "name":
-            _, node_id, address = command
-            if address is None:
-                self._names.pop(node_id, None)
-                self._grpc.pop(node_id, None)
-            else:
-                self._names[node_id] = address
-            return None
-        elif kind == "grpc":
-            # A member's gRPC address; ignored for a node that is not (or no longer) a member.
-            _, node_id, address = command
-            if node_id in self._names:
-                if address is None:
-                    self._grpc.pop(node_id, None)
-                else:
-                    self._grpc[node_id] = address
-            return None
-        else:
-            raise ValueError(f"unknown command {kind!r}")
-        self._emit(res.events)
-        return res
-
-    def _emit(self, events) -> None:
-        if events:
-            for listener in self.event_listeners:
-                listener(events)
+    def _apply(self, command):
+        # The one replicated method (PySyncObj numbers replicated methods by name:
+        # never add a second one). `command` is the encoded record (raft/commands.py),
+        # or a v0 tuple from a log written before the schema.
+        return self.fsm.apply(command)
 
     # ---- proposing ----------------------------------------------------------
 
-    def propose(self, command: tuple, callback: Callable[[object, int], None]) -> None:
+    def propose(self, command: commands.Command, callback: Callable[[object, int], None]) -> None:
         """Replicate a command; callback(result, fail_reason) runs in the tick thread.
 
         Raises StorageFull at once while this node's log cannot grow."""
         if self.storage_full is not None:
             raise StorageFull(self.storage_full)
-        self._apply(command, callback=callback)
+        self._apply(commands.encode(command), callback=callback)
 
-    def propose_sync(self, command: tuple, timeout: float = 10.0):
+    def propose_sync(self, command: commands.Command, timeout: float = 10.0):
         """Replicate a command and wait; raises CommandFailed, TimeoutError or the KernelError."""
         done = threading.Event()
         box: list = []
@@ -229,7 +137,7 @@ class TimerMachine(SyncObj):
 
         self.propose(command, cb)
         if not done.wait(timeout):
-            raise TimeoutError(f"{command[0]} not committed within {timeout:.1f}s")
+            raise TimeoutError(f"{command.kind} not committed within {timeout:.1f}s")
         result, err = box[0]
         if err != FAIL_REASON.SUCCESS:
             raise CommandFailed(err)
@@ -241,49 +149,61 @@ class TimerMachine(SyncObj):
 
     def read(self, fn: Callable[[State], object]):
         """Run fn against the local applied kernel state, consistently."""
-        with self._lock:
-            return fn(self._kernel)
+        with self.fsm.lock:
+            return fn(self.fsm.kernel)
 
     def next_deadline(self) -> int | None:
-        with self._lock:
-            return self._kernel.next_deadline()
+        with self.fsm.lock:
+            return self.fsm.kernel.next_deadline()
 
     def kernel_bytes(self) -> bytes:
-        with self._lock:
-            return self._kernel.to_bytes()
+        with self.fsm.lock:
+            return self.fsm.kernel.to_bytes()
+
+    def token(self, token_id: str):
+        """The replicated token record with this id (raft/tokens.py), or None."""
+        with self.fsm.lock:
+            return self.fsm.tokens.get(token_id)
+
+    def tokens(self) -> list:
+        with self.fsm.lock:
+            return self.fsm.tokens.all()
 
     @property
     def names(self) -> dict[str, str]:
-        return dict(self._names)
+        return dict(self.fsm.names)
 
     @property
     def grpc_addresses(self) -> dict[str, str]:
         """Member id -> gRPC address, for the members that announced one."""
-        return dict(self._grpc)
+        return dict(self.fsm.grpc)
 
     def is_leader(self) -> bool:
-        return self._isLeader()
+        return compat.is_leader(self)
 
     def leader_address(self) -> str | None:
-        leader = self._getLeader()
-        return leader.id if leader is not None else None
+        return compat.leader_address(self)
+
+    def leader_connected(self) -> bool:
+        return compat.leader_connected(self)
+
+    def raft_status(self) -> compat.RaftStatus | None:
+        return compat.raft_status(self)
 
     # ---- leadership ----------------------------------------------------------
 
     def _on_state_changed(self, old: int, new: int) -> None:
-        log.info("raft role changed", extra={"from": ROLE_NAMES.get(old), "to": ROLE_NAMES.get(new),
+        log.info("raft role changed", extra={"from": compat.ROLE_NAMES.get(old), "to": compat.ROLE_NAMES.get(new),
                                              "term": self.raftCurrentTerm})
         for listener in self.leader_listeners:
-            listener(new == LEADER)
+            listener(new == compat.LEADER)
 
     # ---- snapshots -------------------------------------------------------------
 
     def _serialize(self, filename: str, raft_data: tuple) -> None:
         last_entry, prev_entry, cluster = raft_data
-        with self._lock:
-            capture = self._kernel.capture()   # memcpy-fast; encoded off this thread
-            names = dict(self._names)
-            grpc = dict(self._grpc)
+        snap = self.fsm.snapshot()   # memcpy-fast; the kernel part is encoded off this thread
+        capture, names, grpc = snap.kernel, snap.names, snap.grpc
         meta = snapshots.SnapshotMeta(
             last_index=last_entry[1],
             last_term=last_entry[2],
@@ -294,6 +214,7 @@ class TimerMachine(SyncObj):
             created_at_ms=self._clock.now_ms(),
             timers=len(capture),
             cluster_name=self._cluster_name,
+            tokens=snap.tokens,
         )
         # PySyncObj renames `filename` over the snapshot file as soon as this
         # returns, long before a background write ends: writing into it would
@@ -381,11 +302,7 @@ class TimerMachine(SyncObj):
         """Load a snapshot file (ours at start-up, or one streamed from the leader)."""
         data = Path(filename).read_bytes()
         meta, kernel = snapshots.decode(data)
-        state = State.from_bytes(kernel)
-        with self._lock:
-            self._kernel = state
-            self._names = dict(meta.names)
-            self._grpc = dict(meta.grpc)
+        state = self.fsm.restore(kernel, meta.names, meta.grpc, meta.tokens)
         for listener in self.snapshot_listeners:
             listener(state.seq)
         if self._snapshot_store.get(meta.last_index) is None:

@@ -15,15 +15,16 @@ import threading
 import time
 from pathlib import Path
 
-from pysyncobj import FAIL_REASON, SyncObjConf
 
 from minoots.kernel import KernelError, State
 
-from . import snapshots, tracing
+from . import commands, peer_secret, snapshots, tracing
+from . import pysyncobj_compat as compat
 from .clock import Clock
 from .config import NodeConfig
-from .journal import LmdbJournal, attach_journal
-from .machine import ROLE_NAMES, SNAPSHOT_NEW_SUFFIX, CommandFailed, TimerMachine
+from .journal import LmdbJournal
+from .pysyncobj_compat import FAIL_REASON, attach_journal
+from .machine import SNAPSHOT_NEW_SUFFIX, CommandFailed, TimerMachine
 from .net import check_port_free, split_address
 from .store import DataDirError, open_data_dir
 from .ticker import Ticker
@@ -32,15 +33,6 @@ log = logging.getLogger("minoots.raft.node")
 
 SNAPSHOT_FILE = "snapshot.bin"
 PID_FILE = "node.pid"       # present while a node runs on the data dir (restore refuses it)
-# PySyncObj sends a single log entry of at least appendEntriesBatchSizeBytes in chunks, and
-# its chunker is broken (syncobj.py:1276-1284 decides "finish" by the command's length, not
-# the pickled entry's, which protocol 2 inflates by up to 2x for binary data): a big entry
-# is sent with several "finish" chunks, every follower fails to unpickle it on every retry,
-# and replication stops for good. Set the threshold above any command we build (the API
-# bounds a create command well below this) so no entry is ever chunked.
-MAX_UNCHUNKED_ENTRY = 64 << 20
-
-
 
 class NodeError(Exception):
     """An operator request this node refuses; `code` is the gRPC status it maps to."""
@@ -109,22 +101,10 @@ class Node:
         journal = LmdbJournal(self.env, sync_policy=cfg.sync)
         if snap_meta is not None:
             self._align_journal(journal, snap_meta)
-        t = cfg.timing
-        conf = SyncObjConf(
-            appendEntriesUseBatch=False,
-            appendEntriesBatchSizeBytes=MAX_UNCHUNKED_ENTRY,
-            raftMinTimeout=t.raft_min_timeout,
-            raftMaxTimeout=t.raft_max_timeout,
-            appendEntriesPeriod=t.append_entries_period,
-            connectionTimeout=t.connection_timeout,
-            connectionRetryTime=t.connection_retry_time,
-            leaderFallbackTimeout=t.leader_fallback_timeout,
-            dynamicMembershipChange=True,
-            logCompactionMinEntries=cfg.compaction_entries,
-            logCompactionMinTime=cfg.compaction_seconds,
-            useFork=False,
-            bindAddress=cfg.raft_bind,
-        )
+        self._peer_password = self._peer_secret()
+        conf = compat.build_conf(cfg.timing, bind=cfg.raft_bind or cfg.raft, password=self._peer_password,
+                                 compaction_entries=cfg.compaction_entries,
+                                 compaction_seconds=cfg.compaction_seconds)
         attach_journal(conf, journal)
         names = {cfg.node_id: cfg.raft, **cfg.peers}
         self.machine = TimerMachine(
@@ -139,6 +119,33 @@ class Node:
         self.ticker.start()
         if self.metrics is not None:
             self.metrics.serve(cfg.metrics)
+
+    def _peer_secret(self) -> bytes | None:
+        """The cluster secret that authenticates every Raft frame; None only with --insecure-peers."""
+        cfg = self.cfg
+        if cfg.insecure_peers:
+            log.warning("INSECURE: the Raft port accepts unauthenticated peers (--insecure-peers)",
+                        extra={"raft": cfg.raft})
+            threading.Thread(target=self._warn_insecure, name="insecure-peers", daemon=True).start()
+            return None
+        path = Path(cfg.cluster_secret_file or Path(cfg.data_dir) / peer_secret.SECRET_FILE)
+        if cfg.cluster_secret_file is None and not path.exists():
+            if not (cfg.init and not cfg.peers):
+                raise DataDirError(
+                    "no cluster secret: pass --cluster-secret-file FILE (the same file on every member; "
+                    "`minoots up` writes one), or --insecure-peers to leave the Raft port unauthenticated")
+            peer_secret.generate(path)
+            log.info("cluster secret written; give this file to every other member (--cluster-secret-file)",
+                     extra={"file": str(path)})
+        try:
+            return peer_secret.load(path)
+        except peer_secret.SecretError as exc:
+            raise DataDirError(str(exc)) from None
+
+    def _warn_insecure(self) -> None:
+        while not self.stopped.wait(60):
+            log.warning("INSECURE: the Raft port accepts unauthenticated peers (--insecure-peers)",
+                        extra={"raft": self.cfg.raft})
 
     def _on_journal_full(self, exc) -> None:
         """The LMDB map is full (called in the thread whose write failed, usually the tick thread).
@@ -175,8 +182,7 @@ class Node:
     def _watch_leader(self) -> None:
         """PySyncObj tick callback: one log line (and a counted change) whenever the leader
         this node knows changes. PySyncObj has no hook for a follower learning a new leader."""
-        leader = self.machine._getLeader()
-        addr = leader.id if leader is not None else None
+        addr = self.machine.leader_address()
         if addr == self._last_leader:
             return
         self._last_leader = addr
@@ -273,29 +279,28 @@ class Node:
 
     def status(self) -> dict:
         m = self.machine
-        raw = m.getStatus()
+        st = m.raft_status()
+        if st is None:
+            raise NodeError("UNAVAILABLE", "Raft status is changing too fast to read; retry")
         names = m.names
         grpc = m.grpc_addresses
         by_addr = {addr: nid for nid, addr in names.items()}
-        leader_addr = raw["leader"].id if raw.get("leader") is not None else None
+        leader_addr = st.leader
         self_addr = self.cfg.raft
-        partners = [k[len("partner_node_status_server_"):] for k in raw
-                    if k.startswith("partner_node_status_server_")]
         members = []
-        for addr in sorted([self_addr, *partners]):
+        for addr in sorted([self_addr, *st.partners]):
             member = {
                 "id": by_addr.get(addr, addr),
                 "address": addr,
                 "grpc_address": grpc.get(by_addr.get(addr, addr)),
-                "role": ("leader" if addr == leader_addr else
-                         ROLE_NAMES.get(raw["state"], "unknown") if addr == self_addr else "follower"),
+                "role": ("leader" if addr == leader_addr else st.role if addr == self_addr else "follower"),
             }
             if addr != self_addr:
-                member["connected"] = raw.get(f"partner_node_status_server_{addr}") == 2
-                match = raw.get(f"match_idx_server_{addr}")
-                if match is not None and m.is_leader():
+                member["connected"] = st.partners.get(addr, False)
+                match = st.match_index.get(addr)
+                if match is not None and st.is_leader:
                     member["match_index"] = match
-                    member["lag"] = max(0, raw["commit_idx"] - match)
+                    member["lag"] = max(0, st.commit_index - match)
             members.append(member)
         counts = m.read(lambda k: {s.name.lower(): n for s, n in k.counts().items()})
         return {
@@ -304,12 +309,12 @@ class Node:
             "leader": by_addr.get(leader_addr, leader_addr) if leader_addr else None,
             "leader_address": leader_addr,
             "leader_grpc_address": grpc.get(by_addr.get(leader_addr, leader_addr)) if leader_addr else None,
-            "role": ROLE_NAMES.get(raw["state"], "unknown"),
-            "term": raw["raft_term"],
-            "commit_index": raw["commit_idx"],
-            "applied_index": raw["last_applied"],
-            "log_len": raw["log_len"],
-            "has_quorum": raw["has_quorum"],
+            "role": st.role,
+            "term": st.term,
+            "commit_index": st.commit_index,
+            "applied_index": st.applied_index,
+            "log_len": st.log_len,
+            "has_quorum": st.has_quorum,
             "members": members,
             "timers": counts,
             "next_deadline": m.next_deadline(),
@@ -351,7 +356,7 @@ class Node:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self.machine.propose_sync(("name", nid, addr), timeout=max(0.5, deadline - time.monotonic()))
+                self.machine.propose_sync(commands.SetMemberName(nid, addr), timeout=max(0.5, deadline - time.monotonic()))
                 return
             except (CommandFailed, TimeoutError):
                 if time.monotonic() > deadline:
@@ -424,14 +429,9 @@ class Node:
         member, and the removal is asked over PySyncObj's utility protocol, which
         the leader answers on the asking connection once the change is committed.
         """
-        from pysyncobj.utility import TcpUtility, UtilityException
-
         self._propose_name(nid, None)
         leader = self.machine.leader_address()
-        try:
-            res = TcpUtility(timeout=10).executeCommand(leader, ["remove", addr])
-        except UtilityException as exc:
-            res = f"no answer ({exc})"
+        res = compat.ask_to_remove(leader, addr, self._peer_password)
         if not str(res).startswith("SUCCESS"):
             try:
                 self._propose_name(nid, addr, timeout=3)  # still a member: keep its id

@@ -44,6 +44,7 @@ class SnapshotMeta:
     kernel_size: int = 0
     timers: int = 0
     cluster_name: str = ""
+    tokens: list = field(default_factory=list)  # API tokens (raft/tokens.py; hashes only)
 
     def to_json(self) -> dict:
         out = asdict(self)

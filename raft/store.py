@@ -74,7 +74,8 @@ def open_data_dir(
             raise DataDirError(f"{root} already holds a MINOOTS node; refusing --init over it")
         if root.exists() and any(root.iterdir()):
             raise DataDirError(f"{root} is not empty; --init needs a new or empty directory")
-        envdir.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        envdir.mkdir(mode=0o700, exist_ok=True)
     elif not root.exists():
         raise DataDirError(
             f"data dir {root} does not exist; pass --init to create a new node there "
@@ -83,6 +84,7 @@ def open_data_dir(
     elif not has_env:
         what = "is empty" if not any(root.iterdir()) else "is not a MINOOTS data dir (no lmdb/data.mdb)"
         raise DataDirError(f"data dir {root} {what}; pass --init to create a new node in an empty dir")
+    os.chmod(root, 0o700)      # the node's own user only: timers, payloads, the cluster secret
     try:
         env = _open_env(envdir, map_size, sync_policy)
     except lmdb.Error as exc:

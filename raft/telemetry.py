@@ -166,27 +166,27 @@ class NodeMetrics:
             child = self._children[(command, outcome)] = self.commands.labels(command, outcome)
         child.inc(n)
 
-    def on_result(self, command: tuple, result) -> None:
+    def on_result(self, command, result) -> None:
         try:
             self._on_result(command, result)
         except Exception:
             log.exception("metrics: apply bookkeeping failed")
 
-    def _on_result(self, command: tuple, result) -> None:
-        kind = command[0]
+    def _on_result(self, command, result) -> None:
+        kind = command.kind
         if kind == "tick":
             if isinstance(result, Exception):
                 return
-            self._fired(command[1], result.events)
+            self._fired(command.now_ms, result.events)
         elif kind == "create":
-            groups = command[2]
+            groups = command.groups
             if isinstance(result, list):
                 for group, res in zip(groups, result):
                     self._count("create", _outcome(res), len(group))
             else:
                 self._count("create", _outcome(result), sum(len(g) for g in groups))
         elif kind == "cancel":
-            self._count("cancel", _outcome(result), len(command[2]))
+            self._count("cancel", _outcome(result), len(command.refs))
         elif kind in COUNTED:
             self._count(kind, _outcome(result), 1)
 
@@ -292,41 +292,35 @@ class _NodeCollector:
             pass
 
     @staticmethod
-    def _raft(node, m, raw: dict):
-        is_leader = raw["state"] == 2
+    def _raft(node, m, st):
         for name, doc, value in (
-            ("minoots_raft_term", "Current Raft term.", raw["raft_term"]),
-            ("minoots_raft_commit_index", "Raft commit index.", raw["commit_idx"]),
-            ("minoots_raft_applied_index", "Last log index applied to the kernel.", raw["last_applied"]),
-            ("minoots_raft_is_leader", "1 when this node is the leader.", 1 if is_leader else 0),
-            ("minoots_raft_has_quorum", "1 when this node sees a quorum.", 1 if raw["has_quorum"] else 0),
-            ("minoots_raft_log_entries", "Entries in the Raft journal (since the last compaction).", raw["log_len"]),
+            ("minoots_raft_term", "Current Raft term.", st.term),
+            ("minoots_raft_commit_index", "Raft commit index.", st.commit_index),
+            ("minoots_raft_applied_index", "Last log index applied to the kernel.", st.applied_index),
+            ("minoots_raft_is_leader", "1 when this node is the leader.", 1 if st.is_leader else 0),
+            ("minoots_raft_has_quorum", "1 when this node sees a quorum.", 1 if st.has_quorum else 0),
+            ("minoots_raft_log_entries", "Entries in the Raft journal (since the last compaction).", st.log_len),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
         by_addr = {addr: nid for nid, addr in m.names.items()}
-        partners = [k[len("partner_node_status_server_"):] for k in raw if k.startswith("partner_node_status_server_")]
         conn = GaugeMetricFamily("minoots_raft_follower_connected", "1 when this node is connected to the member.",
                                  labels=["follower"])
         lag = GaugeMetricFamily("minoots_raft_follower_lag_entries",
                                 "On the leader: commit index minus the follower's match index.", labels=["follower"])
-        for addr in sorted(partners):
+        for addr in sorted(st.partners):
             nid = by_addr.get(addr, addr)
-            conn.add_metric([nid], 1 if raw.get(f"partner_node_status_server_{addr}") == 2 else 0)
-            match = raw.get(f"match_idx_server_{addr}")
-            if is_leader and match is not None:
-                lag.add_metric([nid], max(0, raw["commit_idx"] - match))
+            conn.add_metric([nid], 1 if st.partners[addr] else 0)
+            match = st.match_index.get(addr)
+            if st.is_leader and match is not None:
+                lag.add_metric([nid], max(0, st.commit_index - match))
         yield conn
         yield lag
 
 
-def _status(m) -> Optional[dict]:
-    # getStatus() iterates PySyncObj's dicts, which its tick thread may resize meanwhile.
-    for _ in range(3):
-        try:
-            return m.getStatus()
-        except RuntimeError:
-            continue
-        except Exception:
-            log.exception("metrics: raft status failed")
-            return None
+def _status(m):
+    try:
+        return m.raft_status()
+    except Exception:
+        log.exception("metrics: raft status failed")
+        return None
     return None

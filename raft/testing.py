@@ -2,7 +2,8 @@
 benchmarks start. A harness, not part of a node: nothing in a running node imports it.
 
 Every process it starts it stops, by PID (SIGTERM, then SIGKILL after a grace
-period). Ports are picked free at start unless given. Each node serves the
+period). Ports are picked free at start unless given. The members share one
+cluster secret, ROOT/cluster.secret (written at the first start). Each node serves the
 gRPC API (`--grpc`), and the harness observes a node through that node's own
 `minoots.v1.Cluster` service (Status, GetDigest), exactly as an operator would:
 no node-side back door exists. One channel per node, reconnecting quickly
@@ -10,7 +11,9 @@ after the node restarts.
 """
 from __future__ import annotations
 
+import collections
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -22,6 +25,9 @@ from pathlib import Path
 import grpc
 
 from minoots.v1 import cluster_pb2, cluster_pb2_grpc, timers_pb2_grpc
+
+from . import peer_secret
+from .tokens import new_token
 
 # Reconnect to a restarted node within ~0.1-0.5 s (gRPC's default backoff starts at 1 s and grows).
 CHANNEL_OPTIONS = [
@@ -70,6 +76,46 @@ def message_dict(msg) -> dict:
     return out
 
 
+class Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call on a channel."""
+
+    def __init__(self, token: str | None = None) -> None:
+        token = token or os.environ["MINOOTS_TOKEN"]
+        self._md = (("authorization", f"Bearer {token}"),)
+
+    def _details(self, d):
+        return d._replace(metadata=tuple(d.metadata or ()) + self._md) if hasattr(d, "_replace") else \
+            _CallDetails(d.method, d.timeout, tuple(d.metadata or ()) + self._md, d.credentials,
+                         getattr(d, "wait_for_ready", None), getattr(d, "compression", None))
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+
+class _CallDetails(collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials",
+                                                            "wait_for_ready", "compression")),
+                   grpc.ClientCallDetails):
+    pass
+
+
+def harness_token() -> str:
+    """The admin token of the clusters a harness (drill, bench) starts in this process:
+    $MINOOTS_TOKEN, set here to a new token when absent, so that LocalCluster makes it
+    the clusters' bootstrap admin token and the SDK clients of this process send it."""
+    if not os.environ.get("MINOOTS_TOKEN"):
+        os.environ["MINOOTS_TOKEN"] = new_token()[1]
+    return os.environ["MINOOTS_TOKEN"]
+
+
+def authed_channel(address: str, token: str | None = None, options=()) -> grpc.Channel:
+    """A plaintext channel to `address` whose every call carries the API token
+    (`token`, else $MINOOTS_TOKEN)."""
+    return grpc.intercept_channel(grpc.insecure_channel(address, options=list(options)), Bearer(token))
+
+
 @dataclass
 class LocalNode:
     node_id: str
@@ -81,6 +127,7 @@ class LocalNode:
     extra_args: tuple = ()
     metrics: str | None = None       # Prometheus /metrics address (passed as --metrics when set)
     tls_ca: Path | None = None       # PEM to trust when the node serves TLS (--tls-cert); None: plaintext
+    token_file: Path | None = None   # API token sent with every call (the cluster's admin token)
     _channel: grpc.Channel | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -103,6 +150,9 @@ class LocalNode:
             else:
                 creds = grpc.ssl_channel_credentials(root_certificates=Path(self.tls_ca).read_bytes())
                 self._channel = grpc.secure_channel(self.grpc, creds, options=CHANNEL_OPTIONS)
+            if self.token_file is not None and self.token_file.exists():
+                token = peer_secret.load(self.token_file).decode()
+                self._channel = grpc.intercept_channel(self._channel, Bearer(token))
         return self._channel
 
     def close_channel(self) -> None:
@@ -155,15 +205,31 @@ class LocalCluster:
         raft_port, grpc_port, metrics_port = (p if p is not None else next(spare) for p in given)
         node = self.nodes[nid] = LocalNode(
             nid, f"{self.host}:{raft_port}", f"{self.host}:{grpc_port}", self.root / nid, self.root / f"{nid}.log",
-            extra_args=tuple(self.node_args), metrics=f"{self.host}:{metrics_port}", tls_ca=self.tls_ca)
+            extra_args=tuple(self.node_args), metrics=f"{self.host}:{metrics_port}", tls_ca=self.tls_ca,
+            token_file=self.root / peer_secret.ADMIN_TOKEN_FILE)
         return node
+
+    @property
+    def secret_file(self) -> Path:
+        return self.root / peer_secret.SECRET_FILE
+
+    @property
+    def admin_token_file(self) -> Path:
+        """The bootstrap admin token every node accepts (written at the first start:
+        $MINOOTS_TOKEN when set, else a new token)."""
+        return self.root / peer_secret.ADMIN_TOKEN_FILE
+
+    def admin_token(self) -> str:
+        return peer_secret.load(self.admin_token_file).decode()
 
     # ---- processes ----------------------------------------------------------
 
     def command(self, node: LocalNode, members: list[LocalNode] | None = None) -> list[str]:
         members = members if members is not None else list(self.nodes.values())
         cmd = [sys.executable, "-m", "minoots", "node", "run", "--id", node.node_id, "--raft", node.raft,
-               "--grpc", node.grpc, "--data-dir", str(node.data_dir), *node.extra_args]
+               "--grpc", node.grpc, "--data-dir", str(node.data_dir),
+               "--cluster-secret-file", str(self.secret_file), "--admin-token-file", str(self.admin_token_file),
+               *node.extra_args]
         if node.metrics:
             cmd += ["--metrics", node.metrics]
         for other in members:
@@ -178,6 +244,11 @@ class LocalCluster:
         if node.alive():
             raise RuntimeError(f"{nid} is already running (pid {node.pid})")
         self.root.mkdir(parents=True, exist_ok=True)
+        if not self.secret_file.exists():
+            peer_secret.generate(self.secret_file)
+        if not self.admin_token_file.exists():
+            token = os.environ.get("MINOOTS_TOKEN") or new_token()[1]
+            peer_secret.generate(self.admin_token_file, token.strip().encode())
         node.close_channel()        # a fresh channel: no reconnect backoff left from the last run
         logf = open(node.log_file, "ab")
         try:

@@ -17,9 +17,9 @@ import threading
 import time
 
 from opentelemetry import context as otel_context
-from pysyncobj import FAIL_REASON
+from .pysyncobj_compat import FAIL_REASON
 
-from . import tracing
+from . import commands, tracing
 from .clock import Clock
 
 log = logging.getLogger("minoots.raft.ticker")
@@ -94,7 +94,7 @@ class Ticker:
             self._sent_at = time.monotonic()
             self.proposed += 1
             started_ns = time.time_ns()
-            self._machine.propose(("tick", now),
+            self._machine.propose(commands.Tick(now),
                                   lambda res, err, gen=gen, t0=started_ns: self._done(gen, err, res, t0))
             return IN_FLIGHT_LIMIT
         if deadline is None:

@@ -191,25 +191,24 @@ class FireLinks:
     def get(self, tenant: str, timer_id: str) -> Optional[str]:
         return self._map.get((tenant, timer_id))
 
-    def on_result(self, command: tuple, result) -> None:
+    def on_result(self, command, result) -> None:
         try:
             self._on_result(command, result)
         except Exception:
             log.exception("fire links bookkeeping failed")
 
-    def _on_result(self, command: tuple, result) -> None:
+    def _on_result(self, command, result) -> None:
         m = self._map
         if self._evict:
             with self._lock:
                 for key in self._evict:
                     m.pop(key, None)
                 self._evict = []
-        kind = command[0]
-        if kind == "create":
-            if len(command) < 4 or not command[3] or not isinstance(result, list):
+        if command.kind == "create":
+            if not command.traceparents or not isinstance(result, list):
                 return
             with self._lock:
-                for group, parent, res in zip(command[2], command[3], result):
+                for parent, res in zip(command.traceparents, result):
                     if not parent or isinstance(res, Exception):
                         continue
                     for item in res.items:

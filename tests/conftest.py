@@ -13,6 +13,7 @@ stays fast.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -22,8 +23,15 @@ from click.testing import CliRunner
 
 import fake_grpc
 import support
+from minoots.raft.tokens import new_token
 
 CLUSTER_FIXTURES = frozenset({"real_cluster", "fresh_cluster"})
+
+# Every call to a node needs an API token (api/auth.py). The clusters the tests start
+# (raft/testing.py's LocalCluster) take $MINOOTS_TOKEN as their bootstrap admin token,
+# and the SDK and CLI send $MINOOTS_TOKEN: one admin token for the whole run. Tests of
+# authentication itself make their own tokens or clear this one.
+os.environ.setdefault("MINOOTS_TOKEN", new_token()[1])
 
 
 def pytest_collection_modifyitems(config, items):

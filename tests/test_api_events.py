@@ -188,11 +188,11 @@ def test_batcher_coalesces_requests_while_one_is_in_flight():
 
         def land(n):
             command, fut = bridge.proposed[n]
-            _, now, groups = command
+            now, groups = command.now_ms, command.groups
             out = []
             for g in groups:
                 try:
-                    out.append(state.create(now, [TimerSpec(*w) for w in g]))
+                    out.append(state.create(now, list(g)))
                 except InvalidArgument as exc:
                     out.append(exc)
             fut.set_result(out)

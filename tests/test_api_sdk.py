@@ -493,19 +493,11 @@ def test_real_watch_leaves_a_partitioned_leader_without_duplicates_or_gaps(tmp_p
     """The watched leader is cut off from the majority (its Raft links black-holed by
     chaos/netproxy; process and gRPC API keep running, so its stream stays open and
     silent): the liveness check moves the watch to the new majority, every sequence once."""
-    from minoots.chaos.netproxy import Network
-    from minoots.raft.testing import free_ports
+    from minoots.chaos.netproxy import proxy_cluster
 
-    net = Network()
-
-    def proxies(cl):
-        for (nid, node), port in zip(cl.nodes.items(), free_ports(len(cl.nodes), cl.host)):
-            bind = f"{cl.host}:{port}"
-            node.extra_args = tuple(node.extra_args) + ("--raft-bind", bind)
-            net.add(nid, node.raft, bind)
-        net.start()
-
-    cl = start_cluster(tmp_path / "cluster", prepare=proxies)
+    proxied = []
+    cl = start_cluster(tmp_path / "cluster", prepare=lambda c: proxied.append(proxy_cluster(c)))
+    net = proxied[0]
     try:
         leader = cl.leader()
         with minoots.Client(cluster_grpc(cl), timeout=60) as c:

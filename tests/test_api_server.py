@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from minoots.api.wirebase import ms_timestamp as ts
 from minoots.api.wirebase import timestamp_ms as ms
 from minoots.raft.clock import now_ms
-from minoots.raft.testing import LocalCluster, LocalNode
+from minoots.raft.testing import Bearer, LocalCluster, LocalNode
 from minoots.v1 import cluster_pb2 as cpb
 from minoots.v1 import cluster_pb2_grpc
 from minoots.v1 import timers_pb2 as pb
@@ -47,8 +47,8 @@ _channels: dict[str, grpc.Channel] = {}
 def channel(node: LocalNode) -> grpc.Channel:
     ch = _channels.get(node.grpc)
     if ch is None:
-        ch = _channels[node.grpc] = grpc.insecure_channel(
-            node.grpc, options=[("grpc.max_receive_message_length", 64 << 20)])
+        ch = _channels[node.grpc] = grpc.intercept_channel(grpc.insecure_channel(
+            node.grpc, options=[("grpc.max_receive_message_length", 64 << 20)]), Bearer())
     return ch
 
 
@@ -417,7 +417,8 @@ def test_slow_watcher_does_not_delay_fires_for_others(cluster):
     node = followers[0]
     # Its own connection, with HTTP/2 flow control left at the initial 64 KiB window (no BDP
     # probing): once that fills, the server's writes to this stream wait.
-    slow_channel = grpc.insecure_channel(node.grpc, options=[("grpc.http2.bdp_probe", 0)])
+    slow_channel = grpc.intercept_channel(grpc.insecure_channel(node.grpc, options=[("grpc.http2.bdp_probe", 0)]),
+                                          Bearer())
     slow = timers_pb2_grpc.TimersStub(slow_channel).WatchEvents(pb.WatchEventsRequest(from_sequence=1))
     first = next(slow)                   # connected; from now on nobody reads it
     fast = timers(node).WatchEvents(pb.WatchEventsRequest(tenant="slow", kinds=[K.EVENT_KIND_SETTLED]),
@@ -648,12 +649,12 @@ def test_tls_single_node(tmp_path):
         node = c.nodes["n1"]
         creds = grpc.ssl_channel_credentials(root_certificates=Path(cert).read_bytes())
         with grpc.secure_channel(node.grpc, creds) as ch:
-            stub = timers_pb2_grpc.TimersStub(ch)
+            stub = timers_pb2_grpc.TimersStub(grpc.intercept_channel(ch, Bearer()))
             res = retry(stub.CreateTimer, pb.CreateTimerRequest(timer=far(id="tls")))
             assert res.created and res.timer.id == "tls"
         with grpc.insecure_channel(node.grpc) as ch:                 # plaintext is refused
             with pytest.raises(grpc.RpcError):
-                timers_pb2_grpc.TimersStub(ch).GetTimer(pb.GetTimerRequest(id="tls"), timeout=3)
+                timers_pb2_grpc.TimersStub(grpc.intercept_channel(ch, Bearer())).GetTimer(pb.GetTimerRequest(id="tls"), timeout=3)
     finally:
         c.stop()
 

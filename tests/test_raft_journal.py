@@ -1,4 +1,4 @@
-"""Tests for minoots.raft.journal (LMDB-backed PySyncObj journal) and minoots.raft.patches."""
+"""Tests for minoots.raft.journal (LMDB-backed PySyncObj journal) and the §5.3 transport in minoots.raft.pysyncobj_compat."""
 from __future__ import annotations
 
 import logging
@@ -23,12 +23,12 @@ from minoots.raft.journal import (
     JournalSlice,
     LmdbJournal,
     StaleSliceError,
-    attach_journal,
-    install_journal_hook,
 )
-from minoots.raft.patches import (
+from minoots.raft.pysyncobj_compat import (
     RaftConformantTCPTransport,
     RaftConformantTransportMixin,
+    attach_journal,
+    install_journal_hook,
     plan_append_entries,
 )
 

@@ -14,6 +14,7 @@ Nothing asserts on speed; waits are bounded by generous timeouts only.
 from __future__ import annotations
 
 import asyncio
+import os
 import functools
 import io
 import json
@@ -183,6 +184,7 @@ class InProcessNode:
 
     def __init__(self, root) -> None:
         from minoots.api.process import ApiConfig
+        from minoots.raft import peer_secret
         from minoots.raft.node import NodeConfig
 
         raft, grpc_port, metrics = free_ports(3)
@@ -190,7 +192,9 @@ class InProcessNode:
         self.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
         self.cfg = NodeConfig(node_id="n1", raft=f"127.0.0.1:{raft}", data_dir=root / "n1", init=True,
                               sync="relaxed", metrics=f"127.0.0.1:{metrics}")
-        self.api = ApiConfig(grpc=self.grpc)
+        token_file = root / "admin.token"
+        peer_secret.generate(token_file, os.environ["MINOOTS_TOKEN"].encode())
+        self.api = ApiConfig(grpc=self.grpc, admin_token_file=token_file)
         self._loop = None
         self._stop = None
         self._ready = threading.Event()
@@ -307,7 +311,7 @@ class _FakeBridge:
     def propose(self, command, **kw):
         self.commands.append((command, kw))
         fut = asyncio.get_running_loop().create_future()
-        fut.set_result([RuntimeError("not applied")] * len(command[2]))
+        fut.set_result([RuntimeError("not applied")] * len(command.groups))
         return fut
 
 
@@ -328,7 +332,7 @@ def test_create_command_unchanged_without_tracing():
 
     asyncio.run(go())
     (command, kw), = bridge.commands
-    assert len(command) == 3 and kw == {}
+    assert command.kind == "create" and command.traceparents is None and kw == {}
 
 
 def test_create_command_carries_the_traceparent(spans):
@@ -344,33 +348,32 @@ def test_create_command_carries_the_traceparent(spans):
 
     span = asyncio.run(go())
     (command, kw), = bridge.commands
-    assert len(command) == 4
-    assert command[3] == [tracing.traceparent_of(span.get_span_context())]
-    assert tracing.parse_traceparent(command[3][0]).span_id == span.get_span_context().span_id
+    assert command.traceparents == (tracing.traceparent_of(span.get_span_context()),)
+    assert tracing.parse_traceparent(command.traceparents[0]).span_id == span.get_span_context().span_id
 
 
 def test_fire_links_follow_the_lifecycle():
     from minoots.kernel import State, TimerSpec
 
-    from minoots.raft.machine import spec_to_wire
+    from minoots.raft.commands import CreateTimers, Tick
 
     k = State()
     links = tracing.FireLinks(cap=2)
     tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     specs = [TimerSpec(id=f"t{i}", fire_at=100 + i) for i in range(3)]
-    cmd = ("create", 1, [[spec_to_wire(specs[0])], [spec_to_wire(specs[1])]], [tp, None])
+    cmd = CreateTimers(1, ((specs[0],), (specs[1],)), (tp, None))
     res = [k.create(1, [specs[0]]), k.create(1, [specs[1]])]
     links.on_result(cmd, res)
     assert links.get("default", "t0") == tp and links.get("default", "t1") is None
     tick = k.tick(200)
-    links.on_result(("tick", 200), tick)
+    links.on_result(Tick(200), tick)
     got = links.links_for(tick.events)
     assert [l.context.span_id for l in got] == [0xb7ad6b7169203331]   # still there right after the tick
-    links.on_result(("tick", 201), k.tick(201))                        # evicted at the next apply
+    links.on_result(Tick(201), k.tick(201))                        # evicted at the next apply
     assert len(links) == 0
     # bounded
     many = [TimerSpec(id=f"m{i}", fire_at=10_000 + i) for i in range(5)]
-    links.on_result(("create", 1, [[spec_to_wire(s)] for s in many], [tp] * 5),
+    links.on_result(CreateTimers(1, tuple((s,) for s in many), (tp,) * 5),
                     [k.create(202, [s]) for s in many])
     assert len(links) == 2
 

@@ -65,10 +65,10 @@ class AsyncClient(policy.ClientSettings):
         return ch
 
     def _timers(self, addr: str) -> timers_pb2_grpc.TimersStub:
-        return timers_pb2_grpc.TimersStub(self._channel(addr))
+        return policy.AuthedStub(timers_pb2_grpc.TimersStub(self._channel(addr)), self._token)
 
     def _cluster(self, addr: str) -> cluster_pb2_grpc.ClusterStub:
-        return cluster_pb2_grpc.ClusterStub(self._channel(addr))
+        return policy.AuthedStub(cluster_pb2_grpc.ClusterStub(self._channel(addr)), self._token)
 
     async def _refresh(self, deadline: float, avoid: Optional[str] = None) -> Optional[ClusterStatus]:
         for addr in self.router.discovery_order(avoid):

@@ -33,7 +33,8 @@ from ..types import (
 __all__ = [
     "DEFAULT_TIMEOUT", "DEFAULT_ATTEMPT_TIMEOUT", "DEFAULT_BACKOFF_BASE", "DEFAULT_BACKOFF_MAX",
     "DEFAULT_REFRESH_INTERVAL", "DISCOVERY_ATTEMPT_TIMEOUT", "DEFAULT_STALL_TIMEOUT",
-    "INCOMPLETE_REFRESH_INTERVAL", "CHANNEL_OPTIONS", "credentials", "ClientSettings",
+    "INCOMPLETE_REFRESH_INTERVAL", "CHANNEL_OPTIONS", "credentials", "ClientSettings", "resolve_token",
+    "AuthedStub", "TOKEN_ENV",
     "FINAL", "SAFE", "AMBIGUOUS", "classify", "error_from_rpc", "retryable", "give_up", "backoff",
     "Router", "LeaderCall", "add_checks", "remove_checks", "transfer_checks",
 ]
@@ -52,8 +53,10 @@ CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.max_receive_message_length", -1),
-    ("grpc.max_send_message_length", -1),
+    # Bounded like everything that crosses a boundary: a node sends at most 64 MiB in one
+    # message (api/server.py MAX_SEND_BYTES) and takes at most 16 MiB.
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 16 << 20),
 )
 
 
@@ -405,6 +408,55 @@ def transfer_checks(to: Optional[str]) -> dict:
     return {"settled": settled, "seen": seen, "done_already": done_already}
 
 
+# ---------------------------------------------------------------- credentials
+
+TOKEN_ENV = "MINOOTS_TOKEN"
+TOKEN_FILE_ENV = "MINOOTS_TOKEN_FILE"
+DATA_ENV = "MINOOTS_DATA"                 # where `minoots up` keeps its cluster
+DEFAULT_DATA = "minoots-data"
+ADMIN_TOKEN_FILE = "admin.token"          # what `minoots up` writes there
+
+
+def resolve_token(token: Optional[str]) -> Optional[str]:
+    """The API token a client sends: `token`, else $MINOOTS_TOKEN, else the file named by
+    $MINOOTS_TOKEN_FILE, else the admin token `minoots up` wrote ($MINOOTS_DATA or
+    ./minoots-data)/admin.token, else None (calls then fail with UNAUTHENTICATED)."""
+    if token:
+        return token
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV].strip()
+    path = os.environ.get(TOKEN_FILE_ENV) or os.path.join(os.environ.get(DATA_ENV, DEFAULT_DATA), ADMIN_TOKEN_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(1024).strip() or None
+    except OSError:
+        if os.environ.get(TOKEN_FILE_ENV):
+            raise MinootsError(f"cannot read the token file {path} (${TOKEN_FILE_ENV})",
+                               code="UNAUTHENTICATED") from None
+        return None
+
+
+class AuthedStub:
+    """A gRPC stub whose every call carries `authorization: Bearer <token>`."""
+
+    __slots__ = ("_stub", "_metadata")
+
+    def __init__(self, stub, token: Optional[str]) -> None:
+        self._stub = stub
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def __getattr__(self, name):
+        method = getattr(self._stub, name)
+        if not self._metadata:
+            return method
+        metadata = self._metadata
+
+        def call(request, **kw):
+            kw["metadata"] = tuple(kw.get("metadata") or ()) + metadata
+            return method(request, **kw)
+        return call
+
+
 # ---------------------------------------------------------------- what both clients hold
 
 
@@ -416,8 +468,9 @@ class ClientSettings:
                  attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT, tls=False, tenant: Optional[str] = None,
                  backoff_base: float = DEFAULT_BACKOFF_BASE, backoff_max: float = DEFAULT_BACKOFF_MAX,
                  refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
-                 channel_options: Sequence[tuple[str, Any]] = ()) -> None:
+                 channel_options: Sequence[tuple[str, Any]] = (), token: Optional[str] = None) -> None:
         self.router = Router(nodes)
+        self._token = resolve_token(token)
         self.timeout = float(timeout)
         self.attempt_timeout = float(attempt_timeout)
         self.tenant = tenant

@@ -31,6 +31,7 @@ from ..types import (
     TimerState,
 )
 from . import policy, wire
+from .tokens import TokenMethods
 from .policy import DEFAULT_STALL_TIMEOUT, DISCOVERY_ATTEMPT_TIMEOUT
 from .snapshot import SnapshotReceiver, SnapshotSink
 from .watch import WatchPolicy, WatchProgress, sees_leader
@@ -38,7 +39,7 @@ from .watch import WatchPolicy, WatchProgress, sees_leader
 __all__ = ["Client", "Watch"]
 
 
-class Client(policy.ClientSettings):
+class Client(TokenMethods, policy.ClientSettings):
     """Blocking MINOOTS client; thread-safe (one instance can serve many threads).
 
     `nodes`: gRPC addresses HOST:PORT of some members (a list, or one
@@ -46,7 +47,10 @@ class Client(policy.ClientSettings):
     deadline of a call in seconds, retries included; `attempt_timeout`: of one
     attempt. `tls`: False (plaintext), True (system roots), a path to PEM root
     certificates, or a `grpc.ChannelCredentials`. `tenant`: default tenant of
-    every call (the server's "default" when None).
+    every call (the server's "default" when None). `token`: the API token sent
+    with every call (`authorization: Bearer`); None reads $MINOOTS_TOKEN, then
+    the file named by $MINOOTS_TOKEN_FILE, then the admin token `minoots up`
+    wrote (./minoots-data/admin.token, or under $MINOOTS_DATA).
     """
 
     # ---- plumbing --------------------------------------------------------------
@@ -66,10 +70,10 @@ class Client(policy.ClientSettings):
             return ch
 
     def _timers(self, addr: str) -> timers_pb2_grpc.TimersStub:
-        return timers_pb2_grpc.TimersStub(self._channel(addr))
+        return policy.AuthedStub(timers_pb2_grpc.TimersStub(self._channel(addr)), self._token)
 
     def _cluster(self, addr: str) -> cluster_pb2_grpc.ClusterStub:
-        return cluster_pb2_grpc.ClusterStub(self._channel(addr))
+        return policy.AuthedStub(cluster_pb2_grpc.ClusterStub(self._channel(addr)), self._token)
 
     def _refresh(self, deadline: float, avoid: Optional[str] = None) -> Optional[ClusterStatus]:
         """Ask members for Cluster.Status until one answers (or the deadline); learn from it."""

@@ -45,7 +45,7 @@ __all__ = [
 # ---------------------------------------------------------------- values
 
 
-def _ts_to_datetime(ts: Timestamp) -> datetime:
+def ts_to_datetime(ts: Timestamp) -> datetime:
     return _datetime_at(ts.seconds, ts.nanos // 1000)
 
 
@@ -60,8 +60,8 @@ def _datetime_at(seconds: int, micros: int) -> datetime:
         return datetime.max.replace(tzinfo=timezone.utc)
 
 
-def _opt_ts(msg, name: str) -> Optional[datetime]:
-    return _ts_to_datetime(getattr(msg, name)) if msg.HasField(name) else None
+def opt_ts(msg, name: str) -> Optional[datetime]:
+    return ts_to_datetime(getattr(msg, name)) if msg.HasField(name) else None
 
 
 def _enum(cls, value: int):
@@ -147,20 +147,20 @@ def as_spec(item: Union[TimerSpec, Mapping]) -> TimerSpec:
 
 def timer_from_pb(pb: timers_pb2.Timer, created: Optional[bool] = None) -> Timer:
     return Timer(
-        id=pb.id, tenant=pb.tenant, name=pb.name, fire_at=_ts_to_datetime(pb.fire_at),
+        id=pb.id, tenant=pb.tenant, name=pb.name, fire_at=ts_to_datetime(pb.fire_at),
         state=_enum(TimerState, pb.state), revision=pb.revision, payload=pb.payload,
         labels=MappingProxyType(dict(pb.labels)), action=pb.action,
         idempotency_key=pb.idempotency_key or None, ack_required=pb.ack_required,
-        created_at=_opt_ts(pb, "created_at"), armed_at=_opt_ts(pb, "armed_at"),
-        fired_at=_opt_ts(pb, "fired_at"), settled_at=_opt_ts(pb, "settled_at"),
+        created_at=opt_ts(pb, "created_at"), armed_at=opt_ts(pb, "armed_at"),
+        fired_at=opt_ts(pb, "fired_at"), settled_at=opt_ts(pb, "settled_at"),
         attempts=pb.attempts, fire_id=pb.fire_id or None, created=created)
 
 
 def event_from_pb(pb: timers_pb2.Event) -> Event:
     return Event(
         sequence=pb.sequence, kind=_enum(EventKind, pb.kind), tenant=pb.tenant, timer_id=pb.timer_id,
-        at=_ts_to_datetime(pb.at), revision=pb.revision, state=_enum(TimerState, pb.state),
-        fire_at=_ts_to_datetime(pb.fire_at), fire_id=pb.fire_id or None)
+        at=ts_to_datetime(pb.at), revision=pb.revision, state=_enum(TimerState, pb.state),
+        fire_at=ts_to_datetime(pb.fire_at), fire_id=pb.fire_id or None)
 
 
 def member_from_pb(m: cluster_pb2.Member) -> Member:
@@ -177,7 +177,7 @@ def status_from_pb(pb: cluster_pb2.StatusResponse) -> ClusterStatus:
 
 
 def snapshot_from_pb(pb: cluster_pb2.Snapshot) -> SnapshotInfo:
-    return SnapshotInfo(last_index=pb.last_index, last_term=pb.last_term, created_at=_opt_ts(pb, "created_at"),
+    return SnapshotInfo(last_index=pb.last_index, last_term=pb.last_term, created_at=opt_ts(pb, "created_at"),
                         size=pb.size, timers=pb.timers, sha256=pb.sha256, node=pb.node)
 
 

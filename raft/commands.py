@@ -1,0 +1,272 @@
+"""The replicated log's schema: every command as a typed, versioned record, and its one codec.
+
+A log entry or a snapshot on disk is a promise to every later build, so a
+command is never a loose tuple. Each record class names its `kind` (the string
+listeners and metrics use), a wire `KIND` number and a `VERSION`. On the wire a
+command is::
+
+    b"\\x01"                      the codec's format byte
+    msgpack([KIND, VERSION, field, field, ...])
+
+Changing a record's fields means a new VERSION (and a new class or a decode
+branch for it); an old version is never read with a new meaning. A build that
+meets a kind or version it does not know refuses it with `UnknownCommand`, as a
+result, identically on every replica: the log keeps moving and every replica
+stays equal.
+
+Entries written before this schema existed (format "v0": PySyncObj pickled the
+command tuple itself) are read by `from_legacy`, which maps each old tuple to
+today's record; `tests/data/log_v0/` holds such a log and snapshot.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar, Optional, Union
+
+import msgpack
+
+from minoots.kernel import KernelError, TimerSpec
+
+__all__ = [
+    "FORMAT", "Command", "CreateTimers", "Tick", "CancelTimers", "RescheduleTimer", "AckTimer",
+    "SetMemberName", "SetMemberGrpc", "PutToken", "RevokeToken", "RECORDS", "encode", "decode", "from_legacy",
+    "InvalidCommand", "UnknownCommand", "MAX_COMMAND_BYTES",
+]
+
+FORMAT = b"\x01"
+# A command is one Raft entry; the API bounds a create far below this (api/batcher.py).
+MAX_COMMAND_BYTES = 64 << 20
+
+
+class InvalidCommand(KernelError):
+    """The entry's bytes are not a well-formed command of a known kind and version."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class UnknownCommand(KernelError):
+    """A command kind or version this build does not know (a newer node proposed it)."""
+
+    code = "FAILED_PRECONDITION"
+
+
+def record(kind: str, *, number: int, version: int):
+    """Declare a command record: an immutable dataclass with its name, wire number and version."""
+    def wrap(cls):
+        cls = dataclass(frozen=True, slots=True)(cls)
+        cls.kind, cls.KIND, cls.VERSION = kind, number, version
+        return cls
+    return wrap
+
+
+class _Record:
+    """Flat records: their fields, in declaration order, are the wire fields."""
+
+    __slots__ = ()
+    kind: ClassVar[str]        # what listeners and metrics call it ("create", "tick", ...)
+    KIND: ClassVar[int]        # its number on the wire
+    VERSION: ClassVar[int]     # its layout version on the wire
+
+    def fields(self) -> list:
+        return [getattr(self, f.name) for f in dataclasses.fields(self)]
+
+    @classmethod
+    def from_fields(cls, *values):
+        return cls(*values)
+
+
+def _spec_fields(s: TimerSpec) -> list:
+    labels = dict(s.labels) if s.labels else None
+    return [s.id, s.fire_at, s.tenant, s.name, s.payload, labels, s.action, s.idempotency_key, s.ack_required]
+
+
+def _spec(fields) -> TimerSpec:
+    if type(fields) is not tuple or len(fields) != 9:
+        raise InvalidCommand("create: a timer spec must be an array of 9 fields")
+    return TimerSpec(*fields)
+
+
+@record("create", number=1, version=1)
+class CreateTimers(_Record):
+    """Create groups of timers at `now_ms`; each group applies or fails as a whole.
+
+    `traceparents` (one W3C traceparent or None per group) is for telemetry only
+    and never reaches the kernel."""
+
+    now_ms: int
+    groups: tuple            # tuple[tuple[TimerSpec, ...], ...]
+    traceparents: Optional[tuple] = None
+
+    def fields(self) -> list:
+        return [self.now_ms, [[_spec_fields(s) for s in g] for g in self.groups],
+                list(self.traceparents) if self.traceparents is not None else None]
+
+    @classmethod
+    def from_fields(cls, now_ms, groups, traceparents=None) -> "CreateTimers":
+        if type(groups) is not tuple:
+            raise InvalidCommand("create: groups must be an array")
+        out = []
+        for g in groups:
+            if type(g) is not tuple:
+                raise InvalidCommand("create: each group must be an array")
+            out.append(tuple(_spec(f) for f in g))
+        if traceparents is not None and (type(traceparents) is not tuple or len(traceparents) != len(out)):
+            raise InvalidCommand("create: traceparents must be an array with one entry per group")
+        return cls(now_ms, tuple(out), traceparents)
+
+
+@record("tick", number=2, version=1)
+class Tick(_Record):
+    """Time advanced to `now_ms` (proposed by the leader's ticker)."""
+
+    now_ms: int
+
+
+@record("cancel", number=3, version=1)
+class CancelTimers(_Record):
+    """Cancel timers named by (tenant, id); all or none."""
+
+    now_ms: int
+    refs: tuple              # tuple[tuple[tenant, id], ...]
+
+    def fields(self) -> list:
+        return [self.now_ms, [list(r) for r in self.refs]]
+
+    @classmethod
+    def from_fields(cls, now_ms, refs) -> "CancelTimers":
+        if type(refs) is not tuple or any(type(r) is not tuple or len(r) != 2 for r in refs):
+            raise InvalidCommand("cancel: refs must be an array of [tenant, id] pairs")
+        return cls(now_ms, refs)
+
+
+@record("reschedule", number=4, version=1)
+class RescheduleTimer(_Record):
+    """Move one timer's deadline to `fire_at`, or by `extend_by` ms (exactly one is set)."""
+
+    now_ms: int
+    tenant: str
+    id: str
+    fire_at: Optional[int] = None
+    extend_by: Optional[int] = None
+
+
+@record("ack", number=5, version=1)
+class AckTimer(_Record):
+    """Acknowledge fire `fire_id` of one timer."""
+
+    now_ms: int
+    tenant: str
+    id: str
+    fire_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class _MemberAddress(_Record):
+    node_id: str
+    address: Optional[str]
+
+
+@record("name", number=6, version=1)
+class SetMemberName(_MemberAddress):
+    """Node id -> Raft address (None removes the member's names)."""
+
+
+@record("grpc", number=7, version=1)
+class SetMemberGrpc(_MemberAddress):
+    """A member's gRPC address (None forgets it); ignored for a non-member."""
+
+
+@record("put_token", number=8, version=1)
+class PutToken(_Record):
+    """Add an API token (raft/tokens.py); the token itself is never in the log, only its hash."""
+
+    token_id: str
+    sha256: str
+    name: str
+    role: str
+    tenants: tuple
+    created_at_ms: int
+    expires_at_ms: int
+
+
+@record("revoke_token", number=9, version=1)
+class RevokeToken(_Record):
+    """Remove an API token; calls with it fail from then on."""
+
+    token_id: str
+
+
+Command = Union[CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
+                PutToken, RevokeToken]
+
+#: (KIND, VERSION) -> record class: every command this build can read.
+RECORDS: dict[tuple[int, int], type] = {
+    (c.KIND, c.VERSION): c
+    for c in (CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
+              PutToken, RevokeToken)
+}
+_NAMES = {c.KIND: c.kind for c in RECORDS.values()}
+
+
+def encode(command: Command) -> bytes:
+    """The one way a command becomes log bytes."""
+    return FORMAT + msgpack.packb([command.KIND, command.VERSION, *command.fields()], use_bin_type=True)
+
+
+def decode(data: bytes) -> Command:
+    """Log bytes back to a record; raises InvalidCommand or UnknownCommand, never anything else."""
+    if not isinstance(data, (bytes, bytearray, memoryview)) or data[:1] != FORMAT:
+        raise InvalidCommand("not a MINOOTS command (unknown format byte)")
+    if len(data) > MAX_COMMAND_BYTES:
+        raise InvalidCommand(f"command of {len(data)} bytes exceeds {MAX_COMMAND_BYTES}")
+    try:
+        body = msgpack.unpackb(memoryview(data)[1:], use_list=False, raw=False, strict_map_key=True)
+    except Exception as exc:
+        raise InvalidCommand(f"undecodable command: {type(exc).__name__}") from None
+    if type(body) is not tuple or len(body) < 2 or type(body[0]) is not int or type(body[1]) is not int:
+        raise InvalidCommand("a command must start with its kind and version numbers")
+    kind, version = body[0], body[1]
+    cls = RECORDS.get((kind, version))
+    if cls is None:
+        known = sorted(v for k, v in RECORDS if k == kind)
+        name = _NAMES.get(kind, f"kind {kind}")
+        raise UnknownCommand(
+            f"command {name} version {version} is not known to this build"
+            + (f" (it reads version {', '.join(map(str, known))})" if known else "")
+            + "; upgrade every node before a newer one proposes it")
+    try:
+        return cls.from_fields(*body[2:])
+    except KernelError:
+        raise
+    except TypeError:
+        raise InvalidCommand(f"{cls.kind} v{version}: wrong number of fields ({len(body) - 2})") from None
+
+
+def from_legacy(command: tuple) -> Command:
+    """A v0 entry (the command tuple PySyncObj pickled before this schema) as today's record."""
+    if type(command) is not tuple or not command or type(command[0]) is not str:
+        raise InvalidCommand("not a v0 command tuple")
+    kind = command[0]
+    try:
+        if kind == "create":
+            groups = tuple(tuple(TimerSpec(*t) for t in g) for g in command[2])
+            tps = tuple(command[3]) if len(command) > 3 and command[3] is not None else None
+            return CreateTimers(command[1], groups, tps)
+        if kind == "tick":
+            return Tick(command[1])
+        if kind == "cancel":
+            return CancelTimers(command[1], tuple(tuple(r) for r in command[2]))
+        if kind == "reschedule":
+            _, now, tenant, tid, fire_at, extend_by = command
+            return RescheduleTimer(now, tenant, tid, fire_at, extend_by)
+        if kind == "ack":
+            _, now, tenant, tid, fire_id = command
+            return AckTimer(now, tenant, tid, fire_id)
+        if kind == "name":
+            return SetMemberName(command[1], command[2])
+        if kind == "grpc":
+            return SetMemberGrpc(command[1], command[2])
+    except (TypeError, ValueError, IndexError):
+        raise InvalidCommand(f"malformed v0 {kind} command") from None
+    raise UnknownCommand(f"unknown v0 command {kind!r}")

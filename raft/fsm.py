@@ -1,0 +1,162 @@
+"""The replicated state machine as the Raft layer sees it: Apply, Snapshot, Restore.
+
+In the spirit of hashicorp/raft's `FSM`: the consensus code (raft/machine.py)
+calls these three methods and knows nothing else of the kernel. The state is the
+kernel plus the cluster's replicated names (node id -> Raft and gRPC address).
+
+`apply` never raises. A refused command (a KernelError, an unknown version, bad
+bytes) yields its error as the result, identically on every replica, because an
+exception escaping into PySyncObj would make it retry the same entry forever.
+Listeners are called after each apply; a failing listener is logged, never
+propagated, so telemetry cannot stop the log.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from minoots.kernel import KernelError, SnapshotCapture, State
+
+from . import commands as c
+from .tokens import TokenRecord, TokenTable
+
+log = logging.getLogger("minoots.raft")
+
+__all__ = ["TimerFSM", "FSMSnapshot"]
+
+
+@dataclass(frozen=True)
+class FSMSnapshot:
+    """What a snapshot holds, taken at one applied index (the kernel part encodes off-thread)."""
+
+    kernel: SnapshotCapture
+    names: dict
+    grpc: dict
+    tokens: list                # TokenTable.to_json()
+
+
+class TimerFSM:
+    def __init__(self, names: dict[str, str]) -> None:
+        self.kernel = State()
+        self.lock = threading.RLock()        # held while applying; readers take it too
+        self.names = dict(names)             # node id -> Raft address (replicated)
+        self.grpc: dict[str, str] = {}       # node id -> gRPC address (replicated, members only)
+        self.tokens = TokenTable()           # API tokens (hashes only)
+        # Called after every apply, in the applying thread; see the module doc.
+        self.event_listeners: list[Callable] = []                    # (events)
+        self.apply_listeners: list[Callable[[str], None]] = []       # (command kind)
+        self.result_listeners: list[Callable[[object, object], None]] = []  # (command record, result)
+        self._dispatch = {
+            c.CreateTimers: self._create,
+            c.Tick: self._tick,
+            c.CancelTimers: self._cancel,
+            c.RescheduleTimer: self._reschedule,
+            c.AckTimer: self._ack,
+            c.SetMemberName: self._set_name,
+            c.SetMemberGrpc: self._set_grpc,
+            c.PutToken: self._put_token,
+            c.RevokeToken: self._revoke_token,
+        }
+
+    # ---- Apply -----------------------------------------------------------------
+
+    def apply(self, entry):
+        """Apply one committed entry (command bytes, or a v0 tuple from an old log)."""
+        command = None
+        try:
+            command = c.from_legacy(entry) if isinstance(entry, tuple) else c.decode(entry)
+            with self.lock:
+                result = self._dispatch[type(command)](command)
+        except KernelError as exc:
+            result = exc
+        except Exception as exc:  # a kernel bug: same on every replica, keep the log moving
+            log.critical("apply failed", extra={"command": getattr(command, "kind", None), "error": repr(exc)})
+            result = exc
+        if command is not None:
+            if not isinstance(result, Exception):
+                self._tell(self.apply_listeners, command.kind)
+            self._tell(self.result_listeners, command, result)
+        return result
+
+    @staticmethod
+    def _tell(listeners, *args) -> None:
+        for listener in listeners:
+            try:
+                listener(*args)
+            except Exception:
+                log.exception("apply listener failed")
+
+    def _emit(self, events) -> None:
+        if events:
+            self._tell(self.event_listeners, events)
+
+    def _create(self, cmd: c.CreateTimers):
+        out = []
+        for group in cmd.groups:
+            try:
+                res = self.kernel.create(cmd.now_ms, list(group))
+                self._emit(res.events)
+                out.append(res)
+            except KernelError as exc:
+                out.append(exc)
+        return out
+
+    def _tick(self, cmd: c.Tick):
+        return self._emitted(self.kernel.tick(cmd.now_ms))
+
+    def _cancel(self, cmd: c.CancelTimers):
+        return self._emitted(self.kernel.cancel(cmd.now_ms, list(cmd.refs)))
+
+    def _reschedule(self, cmd: c.RescheduleTimer):
+        return self._emitted(self.kernel.reschedule(cmd.now_ms, cmd.tenant, cmd.id,
+                                                    fire_at=cmd.fire_at, extend_by=cmd.extend_by))
+
+    def _ack(self, cmd: c.AckTimer):
+        return self._emitted(self.kernel.ack(cmd.now_ms, cmd.tenant, cmd.id, cmd.fire_id))
+
+    def _emitted(self, res):
+        self._emit(res.events)
+        return res
+
+    def _set_name(self, cmd: c.SetMemberName):
+        if cmd.address is None:
+            self.names.pop(cmd.node_id, None)
+            self.grpc.pop(cmd.node_id, None)
+        else:
+            self.names[cmd.node_id] = cmd.address
+        return None
+
+    def _set_grpc(self, cmd: c.SetMemberGrpc):
+        if cmd.node_id in self.names:
+            if cmd.address is None:
+                self.grpc.pop(cmd.node_id, None)
+            else:
+                self.grpc[cmd.node_id] = cmd.address
+        return None
+
+    def _put_token(self, cmd: c.PutToken):
+        return self.tokens.put(TokenRecord(cmd.token_id, cmd.sha256, cmd.name, cmd.role, cmd.tenants,
+                                           cmd.created_at_ms, cmd.expires_at_ms))
+
+    def _revoke_token(self, cmd: c.RevokeToken):
+        return self.tokens.revoke(cmd.token_id)
+
+    # ---- Snapshot / Restore ------------------------------------------------------
+
+    def snapshot(self) -> FSMSnapshot:
+        """A consistent capture at the last applied entry (memcpy-fast; encode it elsewhere)."""
+        with self.lock:
+            return FSMSnapshot(self.kernel.capture(), dict(self.names), dict(self.grpc), self.tokens.to_json())
+
+    def restore(self, kernel_bytes: bytes, names: dict, grpc: dict, tokens=()) -> State:
+        """Replace the whole state with a snapshot's (raises KernelError on bad bytes, changing nothing)."""
+        state = State.from_bytes(kernel_bytes)
+        table = TokenTable.from_json(tokens)
+        with self.lock:
+            self.kernel = state
+            self.names = dict(names)
+            self.grpc = dict(grpc)
+            self.tokens = table
+        return state

@@ -1,0 +1,700 @@
+"""Every touchpoint with PySyncObj, in one module: the seam to the pinned library.
+
+MINOOTS uses PySyncObj 0.3.17 (pinned in pyproject.toml) for Raft. Everything the
+project needs from it, including the private parts it must reach, goes through
+this module, and tests/test_pysyncobj_canary.py checks each touchpoint against the
+installed version, naming the one that moved when the library changes:
+
+* construction: `SyncObj`, `replicated`, `SyncObjConf` (built by `build_conf`),
+  the custom serializer states, `TCPNode`;
+* the log: `attach_journal` makes `SyncObj` use a journal object (raft/journal.py);
+* reading state: `is_leader`, `leader_address`, `raft_status` (the private
+  `_isLeader()`/`_getLeader()` and the `getStatus()` key strings), role and fail names;
+* the wire (security): what a peer sends is authenticated by the cluster secret
+  (PySyncObj's `password`: Fernet, an HMAC checked before anything is decoded)
+  and then decoded by `peer_loads`, a restricted unpickler that admits only the
+  shapes PySyncObj exchanges; frames are capped before they are buffered (tight
+  until the peer has identified itself as a member), decompression is bounded;
+  the utility protocol and read-only connections are refused; terms and indexes
+  from peers are range-checked;
+* the transport: `RaftConformantTCPTransport` fixes PySyncObj's AppendEntries
+  handling per Raft §5.3 (see the section below).
+
+The rest of the project never imports `pysyncobj`.
+"""
+from __future__ import annotations
+
+import _codecs
+import io
+import logging
+import pickle
+import struct
+import threading
+import zlib
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pysyncobj.pickle as _ps_pickle
+import pysyncobj.syncobj as _syncobj_module
+import pysyncobj.tcp_server as _tcp_server
+import pysyncobj.transport as _transport_module
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj.journal import Journal
+from pysyncobj.node import Node as _Node, TCPNode
+from pysyncobj.tcp_connection import TcpConnection
+from pysyncobj.transport import TCPTransport
+
+__all__ = [
+    "PINNED_VERSION", "SyncObj", "SyncObjConf", "replicated", "FAIL_REASON", "SERIALIZER_STATE", "TCPNode",
+    "Journal", "LEADER", "ROLE_NAMES", "FAIL_NAMES", "build_conf", "attach_journal",
+    "install_journal_hook", "ask_to_remove", "is_leader", "leader_connected", "leader_address", "RaftStatus", "raft_status", "peer_loads",
+    "PeerFrameError", "FrameDecoder", "MAX_FRAME", "MAX_UNIDENTIFIED_FRAME", "MAX_UNIDENTIFIED_CONNECTIONS",
+    "RaftConformantTCPTransport", "RaftConformantTransportMixin", "plan_append_entries",
+]
+
+log = logging.getLogger("minoots.raft")
+
+PINNED_VERSION = "0.3.17"
+
+# ---------------------------------------------------------------- names and state
+
+LEADER = 2  # PySyncObj's _RAFT_STATE.LEADER
+ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
+FAIL_NAMES = {
+    v: k.lower() for k, v in vars(FAIL_REASON).items() if not k.startswith("_") and isinstance(v, int)
+}
+
+
+def is_leader(obj: SyncObj) -> bool:
+    return obj._isLeader()
+
+
+def leader_address(obj: SyncObj) -> Optional[str]:
+    """The Raft address of the leader this node knows, or None."""
+    leader = obj._getLeader()
+    return leader.id if leader is not None else None
+
+
+def leader_connected(obj: SyncObj) -> bool:
+    """True when this node leads, or has a live connection to the leader it knows."""
+    if obj._isLeader():
+        return True
+    leader = obj._getLeader()
+    return leader is not None and obj.isNodeConnected(leader)
+
+
+@dataclass(frozen=True)
+class RaftStatus:
+    """`SyncObj.getStatus()` with names that say what they are."""
+
+    role: str
+    is_leader: bool
+    term: int
+    commit_index: int
+    applied_index: int
+    log_len: int
+    has_quorum: bool
+    leader: Optional[str]                           # Raft address
+    partners: dict = field(default_factory=dict)    # Raft address -> connected
+    match_index: dict = field(default_factory=dict)  # Raft address -> match index (leader only)
+
+
+def raft_status(obj: SyncObj) -> Optional[RaftStatus]:
+    """A consistent status, or None when PySyncObj kept resizing its dicts under us."""
+    raw = None
+    for _ in range(3):
+        try:
+            raw = obj.getStatus()   # iterates dicts the tick thread may resize meanwhile
+            break
+        except RuntimeError:
+            continue
+    if raw is None:
+        return None
+    partners, match = {}, {}
+    for key, value in raw.items():
+        if key.startswith("partner_node_status_server_"):
+            partners[key[len("partner_node_status_server_"):]] = value == 2   # CONNECTION_STATE.CONNECTED
+        elif key.startswith("match_idx_server_"):
+            match[key[len("match_idx_server_"):]] = value
+    leader = raw.get("leader")
+    return RaftStatus(
+        role=ROLE_NAMES.get(raw["state"], "unknown"), is_leader=raw["state"] == LEADER,
+        term=raw["raft_term"], commit_index=raw["commit_idx"], applied_index=raw["last_applied"],
+        log_len=raw["log_len"], has_quorum=bool(raw["has_quorum"]),
+        leader=leader.id if leader is not None else None, partners=partners, match_index=match)
+
+
+# ---------------------------------------------------------------- configuration
+
+# PySyncObj sends a single log entry of at least appendEntriesBatchSizeBytes in chunks, and
+# its chunker is broken (it decides "finish" by the command's length, not the pickled
+# entry's, which protocol 2 inflates by up to 2x for binary data): a big entry is sent with
+# several "finish" chunks, every follower fails to unpickle it on every retry, and
+# replication stops for good. The threshold sits above any command we build (the API
+# bounds a create command well below this), so no entry is ever chunked.
+MAX_UNCHUNKED_ENTRY = 64 << 20
+
+
+def build_conf(timing, *, bind: str, password: Optional[bytes], compaction_entries: int,
+               compaction_seconds: float) -> SyncObjConf:
+    """The one SyncObjConf MINOOTS runs with (send at once, no fork, dynamic membership);
+    `timing` is a raft.config.RaftTiming."""
+    return SyncObjConf(
+        appendEntriesUseBatch=False,      # batching costs ~100 ms per commit; we batch in the API
+        appendEntriesBatchSizeBytes=MAX_UNCHUNKED_ENTRY,
+        raftMinTimeout=timing.raft_min_timeout,
+        raftMaxTimeout=timing.raft_max_timeout,
+        appendEntriesPeriod=timing.append_entries_period,
+        connectionTimeout=timing.connection_timeout,
+        connectionRetryTime=timing.connection_retry_time,
+        leaderFallbackTimeout=timing.leader_fallback_timeout,
+        dynamicMembershipChange=True,
+        logCompactionMinEntries=compaction_entries,
+        logCompactionMinTime=compaction_seconds,
+        useFork=False,                    # LMDB environments must not cross a fork
+        bindAddress=bind,                 # never PySyncObj's default of every interface
+        password=password,
+    )
+
+
+# ---------------------------------------------------------------- the journal hook
+
+def install_journal_hook() -> None:
+    """Let ``SyncObjConf(journalFile=<Journal instance>)`` pass a journal object.
+
+    ``SyncObj.__init__`` calls the module global ``createJournal`` and offers no
+    parameter for a journal object. This replaces that global, once, with a wrapper
+    that returns a ``Journal`` instance unchanged and hands anything else (None, a
+    file name) to the original, so other SyncObjs in the process behave as before.
+    """
+    current = _syncobj_module.createJournal
+    if getattr(current, "_minoots_journal_hook", False):
+        return
+
+    def createJournal(journalFile=None):
+        if isinstance(journalFile, Journal):
+            return journalFile
+        return current(journalFile)
+
+    createJournal._minoots_journal_hook = True
+    createJournal.__wrapped__ = current
+    _syncobj_module.createJournal = createJournal
+
+
+def attach_journal(conf, journal: Journal):
+    """Make ``SyncObj(..., conf)`` use ``journal``; returns ``conf``.
+
+    Pass a fresh journal (and conf) per SyncObj: SyncObj owns the journal from then
+    on and closes it in ``destroy()``.
+    """
+    if not isinstance(journal, Journal):
+        raise TypeError(f"journal must be a pysyncobj Journal, got {type(journal).__name__}")
+    install_journal_hook()
+    conf.journalFile = journal
+    return conf
+
+
+# ---------------------------------------------------------------- the peer wire
+
+# A frame's length prefix is read before anything else. Until a connection has
+# identified itself as a member (after the secret handshake), a frame is small;
+# after that it carries at most one AppendEntries batch (MAX_UNCHUNKED_ENTRY of
+# entries, inflated by pickle protocol 2's latin-1 bytes) or a snapshot chunk.
+MAX_UNIDENTIFIED_FRAME = 64 << 10
+MAX_FRAME = 2 * MAX_UNCHUNKED_ENTRY + (1 << 20)
+MAX_DECOMPRESSED = MAX_FRAME
+MAX_UNIDENTIFIED_DECOMPRESSED = 1 << 20
+MAX_UNIDENTIFIED_CONNECTIONS = 32
+# Raft terms and log indexes from peers: far above anything real (a term a second for
+# 100k years is 2**42), far below what breaks arithmetic or pins a node for good.
+MAX_TERM_OR_INDEX = 1 << 48
+
+
+class PeerFrameError(Exception):
+    """A peer frame is too large, a decompression bomb, or not a shape PySyncObj sends."""
+
+
+def _latin1(text, encoding):
+    # Pickle protocol 2 writes bytes as _codecs.encode(str, "latin1"); nothing else is allowed.
+    if encoding != "latin1" or type(text) is not str:
+        raise pickle.UnpicklingError("only latin-1 bytes are allowed in peer frames")
+    return _codecs.encode(text, "latin1")
+
+
+def _empty_bytes(*args):
+    # ... and an empty bytes object as bytes(); bytes(n) would allocate n bytes.
+    if args:
+        raise pickle.UnpicklingError("bytes(...) with arguments is not allowed in peer frames")
+    return b""
+
+
+def _small_set(items=()):
+    return set(items)
+
+
+_PEER_GLOBALS = {
+    ("_codecs", "encode"): _latin1,
+    ("pysyncobj.node", "TCPNode"): TCPNode,      # membership commands carry the node
+    ("pysyncobj.node", "Node"): _Node,
+}
+for _module in ("builtins", "__builtin__"):      # protocol 2 names builtins the Python 2 way
+    _PEER_GLOBALS[(_module, "bytes")] = _empty_bytes
+    _PEER_GLOBALS[(_module, "set")] = _small_set
+    _PEER_GLOBALS[(_module, "frozenset")] = frozenset
+
+
+class _PeerUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return _PEER_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a peer message") from None
+
+
+def peer_loads(data) -> object:
+    """Decode a pickled PySyncObj message or log command: plain data and the classes above only."""
+    return _PeerUnpickler(io.BytesIO(bytes(data))).load()
+
+
+def _bounded_decompress(data: bytes, limit: int) -> bytes:
+    d = zlib.decompressobj()
+    out = d.decompress(data, limit)
+    if d.unconsumed_tail or not d.eof:
+        raise PeerFrameError(f"a peer frame decompresses to more than {limit} bytes (or is truncated)")
+    return out
+
+
+_FRAME_LEN = struct.Struct("i")
+
+
+class BoundedTcpConnection(TcpConnection):
+    """PySyncObj's connection with its read path bounded: the length prefix is checked
+    before a byte of the frame is buffered, the buffer is a bytearray (no quadratic
+    copies), decompression is capped and decoding is `peer_loads`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Connections we open go to a member's address; accepted ones must first name one.
+        self.identified = kwargs.get("socket") is None
+
+    def _limit(self) -> int:
+        return MAX_FRAME if self.identified else MAX_UNIDENTIFIED_FRAME
+
+    def _TcpConnection__processRead(self):
+        buf = self._TcpConnection__readBuffer
+        if not isinstance(buf, bytearray):
+            buf = self._TcpConnection__readBuffer = bytearray(buf)
+        if len(buf) >= 4:
+            (n,) = _FRAME_LEN.unpack_from(buf)
+            if n < 0 or n > self._limit():
+                self._refuse(f"frame of {n} bytes announced")
+                return False
+            if len(buf) >= 4 + n:
+                return False   # a whole frame is waiting: parse before reading more
+        if not super()._TcpConnection__processRead():
+            return False
+        buf = self._TcpConnection__readBuffer
+        if len(buf) >= 4:
+            (n,) = _FRAME_LEN.unpack_from(buf)
+            if n < 0 or n > self._limit():
+                self._refuse(f"frame of {n} bytes announced")
+                return False
+        return True
+
+    def _TcpConnection__processParseMessage(self):
+        buf = self._TcpConnection__readBuffer
+        if len(buf) < 4:
+            return None
+        (n,) = _FRAME_LEN.unpack_from(buf)
+        if n < 0 or n > self._limit():
+            self._refuse(f"frame of {n} bytes announced")
+            return None
+        if len(buf) - 4 < n:
+            return None
+        data = bytes(memoryview(buf)[4:4 + n])
+        try:
+            if self.encryptor:
+                stamp = self.encryptor.extract_timestamp(data)   # verifies the HMAC first
+                if stamp < self.recvLastTimestamp:
+                    raise PeerFrameError("replayed frame")
+                self.recvLastTimestamp = stamp
+                data = self.encryptor.decrypt(data)
+            message = peer_loads(_bounded_decompress(
+                data, MAX_DECOMPRESSED if self.identified else MAX_UNIDENTIFIED_DECOMPRESSED))
+            if self.recvRandKey:
+                rand_key, message = message
+                if rand_key != self.recvRandKey:
+                    raise PeerFrameError("frame from another connection")
+        except Exception as exc:
+            self._refuse(f"undecodable frame ({type(exc).__name__})")
+            return None
+        del buf[:4 + n]
+        return message
+
+    def _refuse(self, why: str) -> None:
+        log.warning("peer connection refused", extra={"reason": why, "identified": self.identified})
+        self._TcpConnection__readBuffer = bytearray()
+        self.disconnect()
+
+
+class FrameDecoder:
+    """Decodes the frames PySyncObj writes on a link, as a peer holding `password` would.
+
+    For tools on the wire (the chaos drills' partition proxy), which must learn who
+    opened a connection: with a secret that is the second frame the opener sends."""
+
+    def __init__(self, password: Optional[bytes]) -> None:
+        from pysyncobj.encryptor import getEncryptor
+
+        self._encryptor = getEncryptor(password) if password else None
+
+    def decode(self, payload: bytes) -> object:
+        """One frame's payload (the bytes after its length prefix); raises on a bad frame."""
+        if self._encryptor is not None:
+            payload = self._encryptor.decrypt(payload)
+        return peer_loads(_bounded_decompress(payload, MAX_UNIDENTIFIED_DECOMPRESSED))
+
+    @staticmethod
+    def claimed_address(message) -> Optional[str]:
+        """The member address an opening connection names (plain, or after the key exchange)."""
+        if isinstance(message, tuple) and len(message) == 2:
+            message = message[1]
+        return message if isinstance(message, str) else None
+
+
+_install_lock = threading.Lock()
+
+
+def install_peer_wire() -> None:
+    """Make every PySyncObj connection and log decode go through the bounded, restricted path."""
+    with _install_lock:
+        _tcp_server.TcpConnection = BoundedTcpConnection
+        _transport_module.TcpConnection = BoundedTcpConnection
+        _ps_pickle.loads = peer_loads   # also decodes committed commands at apply time
+
+
+def _in_range(value) -> bool:
+    return type(value) is int and 0 <= value <= MAX_TERM_OR_INDEX
+
+
+def _sane_message(message) -> bool:
+    """Range checks on what a member sends: terms and indexes are small non-negative ints."""
+    if not isinstance(message, dict):
+        return False
+    for key in ("term", "commit_index", "prevLogIdx", "prevLogTerm", "next_node_idx",
+                "last_log_index", "last_log_term"):
+        if key in message and message[key] is not None and not _in_range(message[key]):
+            return False
+    entries = message.get("entries")
+    if entries is not None:
+        if not isinstance(entries, (list, tuple)):
+            return False
+        for e in entries:
+            if not (isinstance(e, (list, tuple)) and len(e) == 3 and isinstance(e[0], bytes)
+                    and _in_range(e[1]) and _in_range(e[2])):
+                return False
+    return True
+
+
+# ---------------------------------------------------------------- the transport: Raft §5.3
+# The bug inside ``SyncObj.__onMessageReceived``)::
+#
+#     prevEntries = self.__getEntries(prevLogIdx)        # prev entry .. end of log
+#     ...                                                # prev term checked
+#     if len(prevEntries) > 1:                           # we hold anything after prev
+#         (roll back membership changes of all of them)
+#         if prevLogIdx + 1 <= self.__raftLastApplied:
+#             logger.critical('truncating already-applied log entries ...')
+#         self.__deleteEntriesFrom(prevLogIdx + 1)       # ... and delete them all
+#     for entry in newEntries:
+#         self.__raftLog.add(*entry)
+#
+# A follower deletes *every* entry after ``prevLogIdx`` whenever it holds more, even
+# when they are identical to the incoming ones, and even for an empty heartbeat.
+# Raft (§5.3, Figure 2, AppendEntries rule 3-4) deletes only from the first entry
+# whose term conflicts and appends only entries not already present.
+#
+# Why it fires on a plain burst: with ``appendEntriesUseBatch=False`` the leader sends
+# after every command and advances ``nextIndex`` optimistically, but
+# on each success reply it sets ``nextIndex`` back to the reply's value while later batches are still in flight. Its next send
+# starts from that older index, the follower (which already has those entries, often
+# applied) truncates and re-appends them, and logs CRITICAL when they were applied.
+# Besides the noise, this is a safety hole: a committed entry deleted from a
+# follower that was part of its majority can be lost if the leader then fails, and
+# membership entries are rolled back and re-applied (connections dropped/re-added).
+#
+# The fix rewrites the incoming message *before* PySyncObj sees it, so that the
+# unmodified handler does the right thing; no private attribute is touched. Given
+# prev entry matches and the follower holds entries after it:
+#
+# * skip the leading new entries already present (same index and term): move
+#   ``prevLogIdx``/``prevLogTerm`` forward past them; the handler then truncates only
+#   from the first real conflict (and its CRITICAL line then means a real
+#   divergence), or simply appends if there is no conflict;
+# * if every new entry is already present, turn it into a heartbeat at our last
+#   entry (``prevLogIdx`` = our last index) so nothing is truncated. When our last
+#   entry's term is the leader's term, that entry came from this leader, and Log
+#   Matching makes our whole log equal to the leader's up to it, so acknowledging
+#   it is true. Otherwise (an older-term tail
+#   the leader did not send) the tail is kept, the commit index taken from this
+#   message is capped at the last entry the leader vouched for, and the success reply
+#   is capped to that index (Raft's ``matchIndex = prevLogIdx + len(entries)``).
+#
+# Large single entries arrive in chunks (``transmission`` start/process/finish,
+# ); they are reassembled here so the same rule applies.
+#
+# Plug-in: the transport is a public constructor parameter, ``SyncObj(...,
+# transportClass=RaftConformantTCPTransport)``. The rewrite needs to read the log, so
+# the SyncObj must be given its journal object via ``minoots.raft.journal.attach_journal``
+# (any ``Journal``, e.g. ``LmdbJournal`` or ``MemoryJournal``).
+#
+# Leader side (the cause of the resends). On a success reply that raises
+# ``matchIndex`` the handler sets ``nextIndex`` to the reply's value, moving it back while later entries are still in flight. With
+# the follower fixed this only wastes bandwidth, unless the leader has compacted past
+# that index meanwhile: then it streams a whole snapshot to an up-to-date follower,
+# which discards its log, rolls its state back to the snapshot (``raftCommitIndex
+# exceeds journal end after loading dump``, ) and never calls the
+# callbacks of commands it had forwarded and not yet applied. The transport records
+# the highest entry index it sent to each peer in the current term on the current
+# connection; after a success reply below it, it hands the handler a synthetic
+# ``next_node_idx`` with ``reset=True, success=False`` (which only sets ``nextIndex``
+# and the response time, ) to put ``nextIndex`` back past what
+# was sent. Tracking is dropped on a reset reply (the follower disagrees), on
+# disconnect (in-flight data lost), on snapshot or chunked sends, and per term.
+
+
+def plan_append_entries(journal, current_term: int, message: dict) -> tuple[dict, Optional[int]]:
+    """Rewrite a follower-bound ``append_entries`` message per Raft §5.3.
+
+    Returns ``(message, reply_cap)``: the message to hand to PySyncObj (the same
+    object when no rewrite is needed) and, when not None, the maximum
+    ``next_node_idx`` the follower may acknowledge for it.
+    """
+    if (
+        message.get("type") != "append_entries"
+        or "prevLogIdx" not in message
+        or message.get("transmission") is not None
+        or message["term"] < current_term  # the handler ignores it
+        or len(journal) == 0
+    ):
+        return message, None
+    first = journal[0][1]
+    last_entry = journal[-1]
+    last = last_entry[1]
+    prev = message["prevLogIdx"]
+    if prev is None or prev < first or prev >= last:
+        return message, None  # reject / reset paths, or a plain append: handler is right
+    if journal[prev - first][2] != message["prevLogTerm"]:
+        return message, None  # prev term mismatch: handler rejects
+    entries = message.get("entries") or []
+    matched = 0
+    for entry in entries:
+        idx = entry[1]
+        if idx > last or journal[idx - first][2] != entry[2]:
+            break
+        matched += 1
+    if matched < len(entries):
+        if matched == 0:
+            return message, None  # conflict right after prev: handler truncates correctly
+        return dict(
+            message,
+            prevLogIdx=prev + matched,
+            prevLogTerm=entries[matched - 1][2],
+            entries=list(entries[matched:]),
+        ), None
+    # Every new entry (possibly none: a heartbeat) is already here.
+    last_new = prev + len(entries)
+    rewritten = dict(message, prevLogIdx=last, prevLogTerm=last_entry[2], entries=[])
+    if last_new == last or last_entry[2] == message["term"]:
+        return rewritten, None
+    rewritten["commit_index"] = min(message["commit_index"], last_new)
+    return rewritten, last_new + 1
+
+
+class RaftConformantTransportMixin:
+    """Transport mixin applying ``plan_append_entries`` to incoming messages."""
+
+    def __init__(self, syncObj, selfNode, otherNodes):
+        journal = syncObj.conf.journalFile
+        if not isinstance(journal, Journal):
+            raise ValueError(
+                "RaftConformant transports need the SyncObj's journal object: "
+                "build the conf with attach_journal(conf, journal)"
+            )
+        self._rc_syncobj = syncObj
+        self._rc_journal = journal
+        self._rc_reply_cap = None  # (node, max next_node_idx) while a capped message is handled
+        self._rc_chunks = None  # reassembly buffer for chunked entries (one, like SyncObj's)
+        self._rc_sent = {}  # leader: node -> (term, highest entry index sent on this connection)
+        super().__init__(syncObj, selfNode, otherNodes)
+
+    def setOnNodeDisconnectedCallback(self, callback):
+        def on_disconnected(node, _callback=callback):
+            self._rc_sent.pop(node, None)  # whatever was in flight is lost
+            if _callback is not None:
+                _callback(node)
+
+        super().setOnNodeDisconnectedCallback(on_disconnected if callback is not None else None)
+
+    def setOnMessageReceivedCallback(self, callback):
+        if callback is None:
+            super().setOnMessageReceivedCallback(None)
+            return
+
+        def on_message(node, message, _callback=callback):
+            self._rc_on_message(_callback, node, message)
+
+        super().setOnMessageReceivedCallback(on_message)
+
+    def _rc_on_message(self, callback, node, message):
+        if not isinstance(message, dict):
+            callback(node, message)
+            return
+        if not _sane_message(message):
+            log.warning("peer message out of range dropped", extra={"peer": getattr(node, "id", None),
+                                                                   "type": str(message.get("type"))[:32]})
+            return
+        if message.get("type") == "next_node_idx":
+            self._rc_on_next_node_idx(callback, node, message)
+            return
+        if message.get("type") != "append_entries":
+            callback(node, message)
+            return
+        transmission = message.get("transmission")
+        if transmission is not None:
+            # Mirror SyncObj's reassembly; pass start/process on.
+            if transmission == "start":
+                self._rc_chunks = message["data"]
+            elif transmission == "process" and self._rc_chunks is not None:
+                self._rc_chunks += message["data"]
+            elif transmission == "finish" and self._rc_chunks is not None:
+                data, self._rc_chunks = self._rc_chunks + message["data"], None
+                message = {k: v for k, v in message.items() if k not in ("transmission", "data")}
+                message["entries"] = [peer_loads(data)]
+            if message.get("transmission") is not None:
+                callback(node, message)
+                return
+        message, cap = plan_append_entries(self._rc_journal, self._rc_syncobj.raftCurrentTerm, message)
+        if cap is None:
+            callback(node, message)
+            return
+        self._rc_reply_cap = (node, cap)
+        try:
+            callback(node, message)
+        finally:
+            self._rc_reply_cap = None
+
+    def send(self, node, message):
+        cap = self._rc_reply_cap
+        if (
+            cap is not None
+            and isinstance(message, dict)
+            and message.get("type") == "next_node_idx"
+            and message.get("success")
+            and node == cap[0]
+            and message["next_node_idx"] > cap[1]
+        ):
+            message = dict(message, next_node_idx=cap[1])
+        if isinstance(message, dict) and message.get("type") == "append_entries":
+            self._rc_track_sent(node, message)
+        return super().send(node, message)
+
+    # Leader side: keep nextIndex from moving back on stale success replies.
+
+    def _rc_track_sent(self, node, message):
+        entries = message.get("entries")
+        if not entries or "transmission" in message or not self._rc_syncobj._isLeader():
+            if "serialized" in message or "transmission" in message:
+                self._rc_sent.pop(node, None)  # snapshot / chunked entry: stop tracking
+            return
+        term, last = message["term"], entries[-1][1]
+        sent = self._rc_sent.get(node)
+        if sent is None or sent[0] != term or last > sent[1]:
+            self._rc_sent[node] = (term, last)
+
+    def _rc_on_next_node_idx(self, callback, node, message):
+        sent = self._rc_sent.get(node)
+        if message.get("reset"):
+            self._rc_sent.pop(node, None)  # the follower disagrees: let SyncObj back off
+        callback(node, message)
+        # SyncObj sets nextIndex to the reply's value on every
+        # success that raises matchIndex, even while later entries are in flight; the
+        # next send then repeats them (and, if the leader compacted meanwhile, sends a
+        # whole snapshot to an up-to-date follower). Put nextIndex back past what was
+        # already sent, via the handler's own reset path (reset=True, success=False
+        # only sets nextIndex and the response time).
+        if (
+            sent is not None
+            and message.get("success")
+            and not message.get("reset")
+            and message["next_node_idx"] <= sent[1]
+            and self._rc_syncobj._isLeader()
+            and self._rc_syncobj.raftCurrentTerm == sent[0]
+        ):
+            callback(node, {"type": "next_node_idx", "next_node_idx": sent[1] + 1,
+                            "reset": True, "success": False})
+
+
+def ask_to_remove(leader: str, address: str, password: Optional[bytes], timeout: float = 10.0) -> str:
+    """Ask the leader at `leader` to remove member `address` over PySyncObj's utility
+    protocol (needs the cluster secret); returns its answer, "SUCCESS ..." when done."""
+    from pysyncobj.utility import TcpUtility, UtilityException
+
+    try:
+        return str(TcpUtility(password=password, timeout=timeout).executeCommand(leader, ["remove", address]))
+    except UtilityException as exc:
+        return f"no answer ({exc})"
+
+
+class PeerGuardMixin:
+    """Who may talk on the Raft port: members only.
+
+    With a cluster secret, PySyncObj's first exchange on a connection is a random key
+    sent under the secret; the bounded connection above has already refused anything
+    not authenticated by then. After it the peer must name a member's address:
+    PySyncObj's utility protocol (add/remove/transfer from any socket) and read-only
+    connections (which make the leader stream its log) are refused outright, and
+    connections that have not identified themselves are capped in number."""
+
+    def __init__(self, syncObj, selfNode, otherNodes):
+        install_peer_wire()
+        super().__init__(syncObj, selfNode, otherNodes)
+
+    def _onNewIncomingConnection(self, conn):
+        if len(self._unknownConnections) >= MAX_UNIDENTIFIED_CONNECTIONS:
+            log.warning("peer connection refused", extra={"reason": "too many unidentified connections"})
+            conn.disconnect()
+            return
+        super()._onNewIncomingConnection(conn)
+
+    def _onIncomingMessageReceived(self, conn, message):
+        if self._syncObj.encryptor and not conn.sendRandKey:
+            if not isinstance(message, bytes) or len(message) != 32:
+                return self._refuse_incoming(conn, "bad handshake")
+            return super()._onIncomingMessageReceived(conn, message)   # the secret handshake
+        if isinstance(message, list):
+            # Only a holder of the cluster secret may use the utility protocol, and only
+            # for `remove` (how a leader that stepped down has itself removed).
+            if self._syncObj.encryptor and len(message) == 2 and message[0] == "remove" \
+                    and isinstance(message[1], str) and message[1] in self._nodeAddrToNode:
+                return super()._onIncomingMessageReceived(conn, message)
+            return self._refuse_incoming(conn, "utility protocol is disabled")
+        if not isinstance(message, str) or message not in self._nodeAddrToNode:
+            return self._refuse_incoming(conn, "not a member address")
+        conn.identified = True
+        # PySyncObj replaces the member's connection without closing the old one, which
+        # then lingers half-used; close it, so a stale or impostor link heals by reconnecting.
+        old = self._connections.get(self._nodeAddrToNode[message])
+        super()._onIncomingMessageReceived(conn, message)
+        if old is not None and old is not conn:
+            old.disconnect()
+
+    def _refuse_incoming(self, conn, why: str) -> None:
+        log.warning("peer connection refused", extra={"reason": why})
+        self._unknownConnections.discard(conn)
+        conn.disconnect()
+
+
+class RaftConformantTCPTransport(PeerGuardMixin, RaftConformantTransportMixin, TCPTransport):
+    """``TCPTransport`` with the peer guard and the Raft §5.3 AppendEntries fix; pass as ``transportClass``."""

@@ -1,0 +1,101 @@
+"""Canary: every touchpoint raft/pysyncobj_compat.py has with PySyncObj, checked against
+the installed version. A failure names the touchpoint that moved: read that part of
+the seam before upgrading the pin."""
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+
+import pysyncobj
+import pysyncobj.encryptor
+import pysyncobj.pickle
+import pysyncobj.syncobj
+import pysyncobj.tcp_connection
+import pysyncobj.tcp_server
+import pysyncobj.transport
+import pysyncobj.utility
+import pytest
+
+from minoots.raft import pysyncobj_compat as compat
+from minoots.raft.config import RaftTiming
+
+
+def _src(obj) -> str:
+    return inspect.getsource(obj)
+
+
+def _conn_has_private_read_path():
+    c = pysyncobj.tcp_connection.TcpConnection(poller=None)
+    return all(hasattr(c, a) for a in ("_TcpConnection__readBuffer", "sendRandKey", "recvRandKey",
+                                       "recvLastTimestamp", "encryptor")) and \
+        all(hasattr(pysyncobj.tcp_connection.TcpConnection, m) for m in
+            ("_TcpConnection__processRead", "_TcpConnection__processParseMessage", "disconnect"))
+
+
+TOUCHPOINTS = {
+    "pinned version": lambda: importlib.metadata.version("pysyncobj") == compat.PINNED_VERSION,
+    "LEADER == _RAFT_STATE.LEADER": lambda: pysyncobj.syncobj._RAFT_STATE.LEADER == compat.LEADER,
+    "role numbers": lambda: (pysyncobj.syncobj._RAFT_STATE.FOLLOWER, pysyncobj.syncobj._RAFT_STATE.CANDIDATE)
+    == (0, 1),
+    "private _isLeader/_getLeader/isNodeConnected": lambda: all(
+        callable(getattr(pysyncobj.SyncObj, m, None)) for m in ("_isLeader", "_getLeader", "isNodeConnected")),
+    "getStatus() key strings": lambda: all(k in _src(pysyncobj.SyncObj.getStatus) for k in (
+        "'state'", "'raft_term'", "'commit_idx'", "'last_applied'", "'log_len'", "'has_quorum'", "'leader'",
+        "partner_node_status_server_", "match_idx_server_")),
+    "CONNECTION_STATE.CONNECTED == 2": lambda: pysyncobj.tcp_connection.CONNECTION_STATE.CONNECTED == 2,
+    "SyncObjConf takes build_conf's options": lambda: compat.build_conf(
+        RaftTiming(), bind="127.0.0.1:1", password=b"x" * 16, compaction_entries=100,
+        compaction_seconds=1.0).bindAddress == "127.0.0.1:1",
+    "module-global createJournal (journal hook)": lambda: callable(pysyncobj.syncobj.createJournal),
+    "custom serializer conf fields": lambda: all(hasattr(pysyncobj.SyncObjConf(), f) for f in (
+        "serializer", "deserializer", "serializeChecker", "fullDumpFile", "onStateChanged", "journalFile")),
+    "SERIALIZER_STATE values": lambda: {"NOT_SERIALIZING", "SERIALIZING", "SUCCESS", "FAILED"}
+    <= set(vars(compat.SERIALIZER_STATE)),
+    "one replicated method numbered 0": lambda: "_methodToID" in _src(pysyncobj.SyncObj.__init__),
+    "TcpConnection private read path": _conn_has_private_read_path,
+    "TcpConnection is a module global of tcp_server and transport": lambda: all(
+        hasattr(m, "TcpConnection") for m in (pysyncobj.tcp_server, pysyncobj.transport)),
+    "frame = int32 length + [Fernet] zlib(pickle)": lambda: all(s in _src(pysyncobj.tcp_connection.TcpConnection.send)
+                                                               for s in ("struct.pack('i'", "zlib.compress",
+                                                                         "encrypt_at_time", "sendRandKey")),
+    "pysyncobj.pickle.loads decodes frames and commands": lambda: "pickle.loads(zlib.decompress(data))" in
+    _src(pysyncobj.tcp_connection.TcpConnection) and "pickle.loads(command[1:])" in _src(pysyncobj.SyncObj),
+    "transport incoming-connection hooks": lambda: all(callable(getattr(pysyncobj.transport.TCPTransport, m, None))
+                                                      for m in ("_onNewIncomingConnection",
+                                                                "_onIncomingMessageReceived")),
+    "transport bookkeeping attributes": lambda: all(a in _src(pysyncobj.transport.TCPTransport.__init__) for a in (
+        "self._unknownConnections", "self._nodeAddrToNode", "self._connections")),
+    "utility protocol and readonly handshake": lambda: "'readonly'" in _src(
+        pysyncobj.transport.TCPTransport._onIncomingMessageReceived) and "isinstance(message, list)" in _src(
+        pysyncobj.transport.TCPTransport._onIncomingMessageReceived),
+    "AppendEntries message fields (§5.3 fix)": lambda: all(k in _src(pysyncobj.SyncObj) for k in (
+        "'prevLogIdx'", "'prevLogTerm'", "'entries'", "'commit_index'", "'transmission'", "'next_node_idx'",
+        "'reset'", "'success'")),
+    "transport callbacks the §5.3 fix wraps": lambda: all(callable(getattr(pysyncobj.transport.TCPTransport, m, None))
+                                                         for m in ("setOnMessageReceivedCallback",
+                                                                   "setOnNodeDisconnectedCallback", "send")),
+    "encryptor: getEncryptor and Fernet timestamps": lambda: hasattr(
+        pysyncobj.encryptor.getEncryptor(b"x" * 16), "extract_timestamp"),
+    "utility client with a password": lambda: "password" in inspect.signature(
+        pysyncobj.utility.TcpUtility).parameters,
+}
+
+
+@pytest.mark.parametrize("touchpoint", sorted(TOUCHPOINTS))
+def test_touchpoint(touchpoint):
+    assert TOUCHPOINTS[touchpoint](), f"PySyncObj touchpoint changed: {touchpoint} (see raft/pysyncobj_compat.py)"
+
+
+def test_the_rest_of_the_project_never_imports_pysyncobj():
+    import pathlib
+    import re
+
+    root = pathlib.Path(compat.__file__).resolve().parents[1]
+    offenders = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith((".venv/", "build/", "tests/")) or rel == "raft/pysyncobj_compat.py":
+            continue
+        if re.search(r"^\s*(from|import)\s+pysyncobj\b", path.read_text(), re.M):
+            offenders.append(rel)
+    assert offenders == []
