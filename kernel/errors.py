@@ -14,6 +14,7 @@ __all__ = [
     "NotFound",
     "AlreadyExists",
     "FailedPrecondition",
+    "QuotaExceeded",
     "SnapshotError",
 ]
 
@@ -62,6 +63,32 @@ class FailedPrecondition(KernelError):
     """The timer exists but its lifecycle state does not allow the command."""
 
     code = "FAILED_PRECONDITION"
+
+
+class QuotaExceeded(KernelError):
+    """A create would take a tenant past one of its limits; the whole group is refused.
+
+    `limit` names the limit ("max_timers" or "max_payload_bytes"), `quota` its
+    value, `held` what the tenant holds now and `adding` what the group adds."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+    _WHAT = {"max_timers": "outstanding timers", "max_payload_bytes": "payload bytes of outstanding timers"}
+
+    def __init__(self, tenant: str, limit: str, quota: int, held: int, adding: int) -> None:
+        self.tenant = tenant
+        self.limit = limit
+        self.quota = quota
+        self.held = held
+        self.adding = adding
+        what = self._WHAT.get(limit, limit)
+        super().__init__(
+            f"quota of tenant {tenant!r} exceeded: {limit} is {quota}; it holds {held} {what} "
+            f"and this request adds {adding}"
+        )
+
+    def __reduce__(self):
+        return type(self), (self.tenant, self.limit, self.quota, self.held, self.adding)
 
 
 class SnapshotError(KernelError):

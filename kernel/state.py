@@ -17,12 +17,14 @@ from __future__ import annotations
 from array import array
 from functools import partial
 from itertools import compress
+from operator import itemgetter
 from collections.abc import Iterable, Mapping
 from typing import Any, Iterator, Optional
 
 from . import snapshot as _snapshot
 from ._wheel import MAX_TIME, Wheel
-from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, QuotaExceeded
+from .quota import TenantLimit, TenantUsage, payload_len, usage_by_tenant
 from .snapshot import SnapshotCapture
 from .table import FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID, NO_FIRE, NO_TIME, Extra, Table, make_extra, timer_of
 from .timer import (
@@ -67,6 +69,10 @@ _CANCELLED = int(TimerState.CANCELLED)
 _ARMED_MASK = bytes(int(b == _ARMED) for b in range(256))
 _UNARMED_MASK = bytes(int(b != _ARMED) for b in range(256))
 
+#: Fields of a normalised spec (see _normalise_spec).
+_TENANT_OF = itemgetter(0)
+_EXTRA_OF = itemgetter(4)
+
 _S_SCHEDULED = TimerState.SCHEDULED
 _S_ARMED = TimerState.ARMED
 _S_FIRED = TimerState.FIRED
@@ -85,12 +91,13 @@ class State:
     """All timers of one kernel plus the wheel that arms them.
 
     Commands: create, cancel, reschedule, tick, ack (each takes `now_ms` first).
-    Queries: get, len(), counts(), next_deadline(), last_tick, seq, iteration.
+    Queries: get, len(), counts(), usage(tenant), next_deadline(), last_tick, seq,
+    iteration.
     Snapshot: to_bytes() / State.from_bytes(); capture() for a cheap copy to
     encode in another thread; two states are equal when their snapshots are.
     """
 
-    __slots__ = ("_table", "_wheel", "_seq", "_last_tick", "_counts")
+    __slots__ = ("_table", "_wheel", "_seq", "_last_tick", "_counts", "_live", "_held")
 
     def __init__(self) -> None:
         self._table = Table()
@@ -98,10 +105,15 @@ class State:
         self._seq = 0            # seq of the last emitted event
         self._last_tick = 0      # now of the last tick; ticks never go backwards
         self._counts = [0] * (len(TimerState) + 1)  # by TimerState value
+        # By tenant index (kernel/quota.py): outstanding (non-terminal) timers and
+        # their payload bytes; kept by every command, rebuilt by from_bytes.
+        self._live: list[int] = []
+        self._held: list[int] = []
 
     # ---- commands ----------------------------------------------------------
 
-    def create(self, now_ms: int, specs: list[TimerSpec]) -> CreateResult:
+    def create(self, now_ms: int, specs: list[TimerSpec], limits: Optional[Mapping[str, TenantLimit]] = None,
+               default_limit: Optional[TenantLimit] = None) -> CreateResult:
         """Create timers (SCHEDULED then ARMED at once: two events each).
 
         The whole batch is validated before anything changes. An id already used
@@ -110,6 +122,13 @@ class State:
         created=False (whatever the spec's id). Within one batch a repeated
         (tenant, idempotency key) returns the first spec's timer; a repeated
         (tenant, id) without that is InvalidArgument.
+
+        `limits` (tenant -> TenantLimit) and `default_limit` (for tenants not in
+        `limits`; None: unlimited) bound what each tenant may hold: if the timers
+        this batch creates would take a tenant past its max_timers or
+        max_payload_bytes (counted over its outstanding timers), the batch raises
+        QuotaExceeded, naming the first such tenant in spec order, and changes
+        nothing. Timers an idempotency key returns are not new and count nothing.
         """
         now = check_time("now_ms", now_ms)
         specs = check_batch("specs", specs)
@@ -149,6 +168,24 @@ class State:
             new.append(spec)
             new_at.append(i)
 
+        # What the new timers add to each tenant's usage, in spec order; checked
+        # against the limits before anything changes.
+        adding: dict[str, list[int]] = {}
+        if len(set(map(_TENANT_OF, new))) == 1:     # the usual batch: one tenant, C-level passes
+            extras = list(map(_EXTRA_OF, new))
+            nbytes = 0 if extras.count(None) == len(extras) else sum(map(payload_len, filter(None, extras)))
+            adding[new[0][0]] = [len(new), nbytes]
+        else:
+            for tenant, _, _, _, extra in new:
+                a = adding.get(tenant)
+                if a is None:
+                    a = adding[tenant] = [0, 0]
+                a[0] += 1
+                if extra is not None:
+                    a[1] += len(extra) if type(extra) is bytes else len(extra.payload)
+        if limits or default_limit is not None:
+            self._check_limits(adding, limits, default_limit)
+
         # Apply. The wheel is the only step that could refuse (it cannot here:
         # fresh keys, deadlines checked), and it is all-or-nothing, so go first.
         base = len(t)
@@ -167,6 +204,15 @@ class State:
             seq += 2
         self._seq = seq
         self._counts[_ARMED] += len(new)
+        live, held = self._live, self._held
+        while len(live) < len(t.tenant_names):
+            live.append(0)
+            held.append(0)
+        index = t.tenant_index
+        for tenant, (n, nbytes) in adding.items():
+            ti = index[tenant]
+            live[ti] += n
+            held[ti] += nbytes
 
         view = t.view
         items = tuple(
@@ -204,11 +250,15 @@ class State:
         events: list[Event] = []
         seq = self._seq
         counts = self._counts
+        live, held = self._live, self._held
         for o in ords:
             st = t.state[o]
             if st == _ARMED:
                 self._wheel.cancel(o)
             counts[st] -= 1
+            ti = t.tenant[o]
+            live[ti] -= 1
+            held[ti] -= payload_len(t.extra[o])
             counts[_CANCELLED] += 1
             t.state[o] = _CANCELLED
             t.settled_at[o] = now
@@ -287,7 +337,8 @@ class State:
         t = self._table
         state, flags, revision, fire_id = t.state, t.flags, t.revision, t.fire_id
         fired_at, settled_at, attempts, fire_at = t.fired_at, t.settled_at, t.attempts, t.fire_at
-        names, tcol, ids = t.tenant_names, t.tenant, t.ids
+        names, tcol, ids, extra = t.tenant_names, t.tenant, t.ids, t.extra
+        live, held = self._live, self._held
         events: list[Event] = []
         append = events.append
         seq = self._seq
@@ -298,7 +349,8 @@ class State:
             fire_id[o] = seq
             fired_at[o] = now
             attempts[o] += 1
-            tenant = names[tcol[o]]
+            ti = tcol[o]
+            tenant = names[ti]
             timer_id = ids[o]
             at = fire_at[o]
             if flags[o] & FLAG_ACK_REQUIRED:
@@ -309,6 +361,10 @@ class State:
                 state[o] = _SETTLED
                 settled_at[o] = now
                 revision[o] = rev + 1
+                live[ti] -= 1
+                ex = extra[o]
+                if ex is not None:
+                    held[ti] -= len(ex) if type(ex) is bytes else len(ex.payload)
                 append(Event(seq, _E_FIRED, tenant, timer_id, now, rev, _S_FIRED, at, seq))
                 append(Event(seq + 1, _E_SETTLED, tenant, timer_id, now, rev + 1, _S_SETTLED, at, seq))
                 seq += 1
@@ -347,6 +403,9 @@ class State:
         t.revision[o] = rev
         self._counts[_FIRED] -= 1
         self._counts[_SETTLED] += 1
+        ti = t.tenant[o]
+        self._live[ti] -= 1
+        self._held[ti] -= payload_len(t.extra[o])
         self._seq += 1
         ev = Event(self._seq, _E_SETTLED, t.tenant_names[t.tenant[o]], t.ids[o], now, rev, _S_SETTLED, t.fire_at[o], fid)
         return AckResult((ev,), t.view(o))
@@ -450,6 +509,15 @@ class State:
         """Number of timers in each state, every state listed in enum order."""
         return {s: self._counts[s] for s in TimerState}
 
+    def usage(self, tenant: str) -> TenantUsage:
+        """What `tenant` holds now: its outstanding (scheduled, armed or fired)
+        timers and their payload bytes; zeros for a tenant never seen."""
+        tenant = check_tenant("tenant", tenant)
+        ti = self._table.tenant_index.get(tenant)
+        if ti is None:
+            return TenantUsage(0, 0)
+        return TenantUsage(self._live[ti], self._held[ti])
+
     def next_deadline(self) -> Optional[int]:
         """Earliest fire_at among armed timers, or None: when the leader should tick.
         May be <= last_tick (a timer created with a past deadline): tick at once."""
@@ -497,6 +565,7 @@ class State:
         for s in TimerState:
             counts[s] = states.count(s)
         self._counts = counts
+        self._live, self._held = usage_by_tenant(table)
         # The wheel is derived state: exactly the armed timers at their fire_at.
         # insert_many/cancel_many read typed buffers (array 'Q' keys, 'q'
         # deadlines) in place; what costs is making Python ints to pick rows.
@@ -548,6 +617,14 @@ class State:
             need(len(getattr(t, name)) == n, f"column {name} has {n} entries")
         for s in TimerState:
             need(self._counts[s] == t.state.count(s), f"count of {s.name}")
+        live = [0] * len(t.tenant_names)
+        held = [0] * len(t.tenant_names)
+        for o in range(n):
+            if t.state[o] < _SETTLED:
+                live[t.tenant[o]] += 1
+                held[t.tenant[o]] += payload_len(t.extra[o])
+        need(self._live == live, "outstanding timers by tenant")
+        need(self._held == held, "payload bytes of outstanding timers by tenant")
         armed = [(o, t.fire_at[o]) for o in range(n) if t.state[o] == _ARMED]
         need(self._wheel.items() == armed, "the wheel holds exactly the armed timers at their fire_at")
         need(self._wheel.now == self._last_tick, "wheel time is the last tick")
@@ -566,6 +643,26 @@ class State:
                 need(same_id is None or not t.flags[same_id] & FLAG_KEY_IS_ID, "idempotency key also an id key")
 
     # ---- helpers -------------------------------------------------------------
+
+    def _check_limits(self, adding: dict, limits: Optional[Mapping[str, TenantLimit]],
+                      default_limit: Optional[TenantLimit]) -> None:
+        """QuotaExceeded if the usage `adding` (tenant -> [timers, bytes]) takes a tenant
+        past its limit; tenants in spec order, timers before bytes."""
+        index = self._table.tenant_index
+        for tenant, (n, nbytes) in adding.items():
+            lim = limits.get(tenant, default_limit) if limits else default_limit
+            if lim is None:
+                continue
+            if type(lim) is not TenantLimit:
+                raise InvalidArgument("limits", f"the limit of tenant {tenant!r} must be a TenantLimit, "
+                                                f"not {type(lim).__name__}")
+            ti = index.get(tenant)
+            live = self._live[ti] if ti is not None else 0
+            held = self._held[ti] if ti is not None else 0
+            if lim.max_timers and live + n > lim.max_timers:
+                raise QuotaExceeded(tenant, "max_timers", lim.max_timers, live, n)
+            if lim.max_payload_bytes and held + nbytes > lim.max_payload_bytes:
+                raise QuotaExceeded(tenant, "max_payload_bytes", lim.max_payload_bytes, held, nbytes)
 
     def _find(self, tenant: str, timer_id: str) -> int:
         o = self._table.lookup(tenant, timer_id)

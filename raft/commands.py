@@ -30,8 +30,8 @@ from minoots.kernel import KernelError, TimerSpec
 
 __all__ = [
     "FORMAT", "Command", "CreateTimers", "Tick", "CancelTimers", "RescheduleTimer", "AckTimer",
-    "SetMemberName", "SetMemberGrpc", "PutToken", "RevokeToken", "RECORDS", "encode", "decode", "from_legacy",
-    "InvalidCommand", "UnknownCommand", "MAX_COMMAND_BYTES",
+    "SetMemberName", "SetMemberGrpc", "PutToken", "RevokeToken", "SetQuota", "ClearQuota", "RECORDS", "encode",
+    "decode", "from_legacy", "InvalidCommand", "UnknownCommand", "MAX_COMMAND_BYTES",
 ]
 
 FORMAT = b"\x01"
@@ -197,14 +197,33 @@ class RevokeToken(_Record):
     token_id: str
 
 
+@record("set_quota", number=10, version=1)
+class SetQuota(_Record):
+    """Set a tenant's quota (raft/quotas.py; tenant "*" is the default of tenants without
+    one). 0 means unlimited; a None field keeps the tenant's current value."""
+
+    tenant: str
+    max_timers: Optional[int] = None
+    max_payload_bytes: Optional[int] = None
+    create_rate: Optional[int] = None
+    create_burst: Optional[int] = None
+
+
+@record("clear_quota", number=11, version=1)
+class ClearQuota(_Record):
+    """Remove a tenant's own quota: the default ("*") applies to it again."""
+
+    tenant: str
+
+
 Command = Union[CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
-                PutToken, RevokeToken]
+                PutToken, RevokeToken, SetQuota, ClearQuota]
 
 #: (KIND, VERSION) -> record class: every command this build can read.
 RECORDS: dict[tuple[int, int], type] = {
     (c.KIND, c.VERSION): c
     for c in (CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
-              PutToken, RevokeToken)
+              PutToken, RevokeToken, SetQuota, ClearQuota)
 }
 _NAMES = {c.KIND: c.kind for c in RECORDS.values()}
 

@@ -2,7 +2,9 @@
 
 In the spirit of hashicorp/raft's `FSM`: the consensus code (raft/machine.py)
 calls these three methods and knows nothing else of the kernel. The state is the
-kernel plus the cluster's replicated names (node id -> Raft and gRPC address).
+kernel plus the cluster's replicated names (node id -> Raft and gRPC address),
+API tokens and tenant quotas (raft/quotas.py: the kernel gets their limits as data
+with every create).
 
 `apply` never raises. A refused command (a KernelError, an unknown version, bad
 bytes) yields its error as the result, identically on every replica, because an
@@ -20,6 +22,7 @@ from typing import Callable
 from minoots.kernel import KernelError, SnapshotCapture, State
 
 from . import commands as c
+from .quotas import QuotaTable
 from .tokens import TokenRecord, TokenTable
 
 log = logging.getLogger("minoots.raft")
@@ -35,6 +38,7 @@ class FSMSnapshot:
     names: dict
     grpc: dict
     tokens: list                # TokenTable.to_json()
+    quotas: list = ()           # QuotaTable.to_json()
 
 
 class TimerFSM:
@@ -44,6 +48,7 @@ class TimerFSM:
         self.names = dict(names)             # node id -> Raft address (replicated)
         self.grpc: dict[str, str] = {}       # node id -> gRPC address (replicated, members only)
         self.tokens = TokenTable()           # API tokens (hashes only)
+        self.quotas = QuotaTable()           # tenant quotas
         # Called after every apply, in the applying thread; see the module doc.
         self.event_listeners: list[Callable] = []                    # (events)
         self.apply_listeners: list[Callable[[str], None]] = []       # (command kind)
@@ -58,6 +63,8 @@ class TimerFSM:
             c.SetMemberGrpc: self._set_grpc,
             c.PutToken: self._put_token,
             c.RevokeToken: self._revoke_token,
+            c.SetQuota: self._set_quota,
+            c.ClearQuota: self._clear_quota,
         }
 
     # ---- Apply -----------------------------------------------------------------
@@ -94,9 +101,10 @@ class TimerFSM:
 
     def _create(self, cmd: c.CreateTimers):
         out = []
+        quotas = self.quotas
         for group in cmd.groups:
             try:
-                res = self.kernel.create(cmd.now_ms, list(group))
+                res = self.kernel.create(cmd.now_ms, list(group), quotas.kernel_limits, quotas.kernel_default)
                 self._emit(res.events)
                 out.append(res)
             except KernelError as exc:
@@ -143,20 +151,30 @@ class TimerFSM:
     def _revoke_token(self, cmd: c.RevokeToken):
         return self.tokens.revoke(cmd.token_id)
 
+    def _set_quota(self, cmd: c.SetQuota):
+        return cmd.tenant, self.quotas.set(cmd.tenant, cmd.max_timers, cmd.max_payload_bytes, cmd.create_rate,
+                                           cmd.create_burst)
+
+    def _clear_quota(self, cmd: c.ClearQuota):
+        return cmd.tenant, self.quotas.clear(cmd.tenant)
+
     # ---- Snapshot / Restore ------------------------------------------------------
 
     def snapshot(self) -> FSMSnapshot:
         """A consistent capture at the last applied entry (memcpy-fast; encode it elsewhere)."""
         with self.lock:
-            return FSMSnapshot(self.kernel.capture(), dict(self.names), dict(self.grpc), self.tokens.to_json())
+            return FSMSnapshot(self.kernel.capture(), dict(self.names), dict(self.grpc), self.tokens.to_json(),
+                               self.quotas.to_json())
 
-    def restore(self, kernel_bytes: bytes, names: dict, grpc: dict, tokens=()) -> State:
+    def restore(self, kernel_bytes: bytes, names: dict, grpc: dict, tokens=(), quotas=()) -> State:
         """Replace the whole state with a snapshot's (raises KernelError on bad bytes, changing nothing)."""
         state = State.from_bytes(kernel_bytes)
         table = TokenTable.from_json(tokens)
+        quota_table = QuotaTable.from_json(quotas)
         with self.lock:
             self.kernel = state
             self.names = dict(names)
             self.grpc = dict(grpc)
             self.tokens = table
+            self.quotas = quota_table
         return state

@@ -169,6 +169,16 @@ class TimerMachine(SyncObj):
         with self.fsm.lock:
             return self.fsm.tokens.all()
 
+    def quota(self, tenant: str):
+        """(the Quota that applies to `tenant`, whether it is the default's): raft/quotas.py."""
+        with self.fsm.lock:
+            return self.fsm.quotas.effective(tenant)
+
+    @property
+    def quotas(self):
+        """The replicated QuotaTable (replaced whole by a snapshot load: read it, keep no reference)."""
+        return self.fsm.quotas
+
     @property
     def names(self) -> dict[str, str]:
         return dict(self.fsm.names)
@@ -215,6 +225,7 @@ class TimerMachine(SyncObj):
             timers=len(capture),
             cluster_name=self._cluster_name,
             tokens=snap.tokens,
+            quotas=list(snap.quotas),
         )
         # PySyncObj renames `filename` over the snapshot file as soon as this
         # returns, long before a background write ends: writing into it would
@@ -302,7 +313,7 @@ class TimerMachine(SyncObj):
         """Load a snapshot file (ours at start-up, or one streamed from the leader)."""
         data = Path(filename).read_bytes()
         meta, kernel = snapshots.decode(data)
-        state = self.fsm.restore(kernel, meta.names, meta.grpc, meta.tokens)
+        state = self.fsm.restore(kernel, meta.names, meta.grpc, meta.tokens, meta.quotas)
         for listener in self.snapshot_listeners:
             listener(state.seq)
         if self._snapshot_store.get(meta.last_index) is None:

@@ -45,6 +45,7 @@ class SnapshotMeta:
     timers: int = 0
     cluster_name: str = ""
     tokens: list = field(default_factory=list)  # API tokens (raft/tokens.py; hashes only)
+    quotas: list = field(default_factory=list)  # tenant quotas (raft/quotas.py)
 
     def to_json(self) -> dict:
         out = asdict(self)
