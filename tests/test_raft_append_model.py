@@ -1,0 +1,404 @@
+"""The §5.3 AppendEntries fix (raft/pysyncobj_compat.py) against a reference model.
+
+Follower side: `plan_append_entries` rewrites a message, PySyncObj's handler (its
+semantics mirrored in `pysyncobj_handler`, per the module's comment: it deletes every
+entry after prevLogIdx whenever it holds more) applies the rewritten message, and
+the result must equal what Raft's AppendEntries receiver (Figure 2, `raft_receiver`)
+does with the original message: reject on a prev mismatch, delete only from the
+first conflicting entry, append only entries not present, matchIndex =
+prevLogIdx + len(entries). Scenarios are generated so Log Matching holds between the
+follower's and the leader's logs (a common prefix, then divergent suffixes whose
+terms never coincide), as it does in any real Raft run.
+
+Leader side: `RaftConformantTransportMixin`'s guard, driven by a model of PySyncObj's
+`next_node_idx` handler: a stale success reply never moves nextIndex back while
+later entries are in flight; a reset, a disconnect and a new term drop what is
+tracked.
+
+Each property also names the mutants of the fix it must kill (`test_oracle_kills_*`):
+the oracle is only worth something if a wrong fix fails it. Fast: no network, no disk.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, example, find, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import NoSuchExample
+from pysyncobj.journal import MemoryJournal
+
+from minoots.raft.pysyncobj_compat import RaftConformantTransportMixin, plan_append_entries
+
+MAX_EXAMPLES = 400
+
+
+def cmd(idx: int, term: int) -> bytes:
+    # Same index and term means the same entry (Log Matching), so the command is derived.
+    return b"%d/%d" % (idx, term)
+
+
+def entry(idx: int, term: int) -> tuple:
+    return (cmd(idx, term), idx, term)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    follower: tuple        # entries (cmd, idx, term), index 1 first
+    leader: tuple          # the leader's log
+    term: int              # the leader's current term (the message's term)
+    commit: int            # the follower's commit index before the message
+    message: dict
+
+
+@st.composite
+def scenarios(draw):
+    # PySyncObj logs start with a term-0 no-op at index 1.
+    common = [0] + sorted(draw(st.lists(st.integers(1, 3), max_size=8)))
+    base = common[-1]
+    # Divergent suffixes after the common prefix: follower terms odd, leader terms even
+    # offsets above it, so no (index, term) pair is shared past the common prefix.
+    f_tail = [base + 1 + 2 * x for x in sorted(draw(st.lists(st.integers(0, 2), max_size=5)))]
+    l_tail = [base + 2 + 2 * x for x in sorted(draw(st.lists(st.integers(0, 2), max_size=5)))]
+    f_terms, l_terms = common + f_tail, common + l_tail
+    # The leader's term covers its own log; the follower holds no entry of that term
+    # the leader lacks (it would have come from this leader), so T > its divergent terms.
+    term = max(l_terms + [t + 1 for t in f_tail]) + draw(st.integers(0, 1))
+    follower = tuple(entry(i + 1, t) for i, t in enumerate(f_terms))
+    leader = tuple(entry(i + 1, t) for i, t in enumerate(l_terms))
+    # Committed entries are in every later leader's log: within the common prefix.
+    commit = draw(st.integers(0, len(common)))
+    prev = draw(st.integers(1, len(leader)))
+    count = draw(st.integers(0, len(leader) - prev))
+    message = {"type": "append_entries", "term": term,
+               "commit_index": draw(st.integers(0, len(leader))),
+               "prevLogIdx": prev, "prevLogTerm": leader[prev - 1][2],
+               "entries": [list(e) for e in leader[prev:prev + count]]}
+    return Scenario(follower, leader, term, commit, message)
+
+
+@dataclass
+class Outcome:
+    log: list
+    commit: int
+    success: bool
+    match: int | None        # next_node_idx - 1 of a success reply
+    deleted_from: int | None  # the index the follower truncated from, if it did
+
+
+def raft_receiver(log, commit, msg) -> Outcome:
+    """Raft's AppendEntries receiver, Figure 2 (rules 2-5)."""
+    log = list(log)
+    prev, entries = msg["prevLogIdx"], [tuple(e) for e in msg["entries"]]
+    if prev > len(log) or log[prev - 1][2] != msg["prevLogTerm"]:
+        return Outcome(log, commit, False, None, None)
+    deleted_from = None
+    for e in entries:
+        idx = e[1]
+        if idx <= len(log):
+            if log[idx - 1][2] == e[2]:
+                continue                    # already present: keep it
+            deleted_from = idx              # first conflict: delete it and all after
+            del log[idx - 1:]
+        log.append(e)
+    last_new = prev + len(entries)
+    if msg["commit_index"] > commit:
+        commit = min(msg["commit_index"], last_new)
+    return Outcome(log, commit, True, last_new, deleted_from)
+
+
+def pysyncobj_handler(log, commit, msg) -> Outcome:
+    """PySyncObj 0.3.17's follower handler for a non-chunked append_entries
+    (SyncObj._SyncObj__onMessageReceived), including its truncate-everything-after-prev."""
+    log = list(log)
+    first = log[0][1]
+    prev = msg["prevLogIdx"]
+    deleted_from = None
+    if not (first <= prev <= log[-1][1] and log[prev - first][2] == msg["prevLogTerm"]):
+        return Outcome(log, commit, False, None, None)    # rejected before the commit update
+    if len(log) - (prev - first) > 1:
+        deleted_from = prev + 1
+        del log[prev + 1 - first:]
+    entries = [tuple(e) for e in msg["entries"]]
+    log.extend(entries)
+    match = entries[-1][1] if entries else prev
+    last = log[-1][1]
+    if commit > last:
+        commit = last
+    if msg["commit_index"] > commit:
+        commit = min(msg["commit_index"], last)
+    return Outcome(log, commit, True, match, deleted_from)
+
+
+def patched_follower(log, commit, msg, current_term, plan=plan_append_entries) -> Outcome:
+    """What a follower with the RaftConformant transport does: plan, handle, cap the reply."""
+    journal = MemoryJournal()
+    for e in log:
+        journal.add(*e)
+    rewritten, cap = plan(journal, current_term, msg)
+    out = pysyncobj_handler(log, commit, rewritten)
+    if cap is not None and out.success and out.match + 1 > cap:   # the transport's send()
+        out.match = cap - 1
+    return out
+
+
+def agreement(log, leader) -> int:
+    """Length of the prefix of `log` equal to the leader's log."""
+    n = 0
+    for mine, theirs in zip(log, leader):
+        if mine != theirs:
+            break
+        n += 1
+    return n
+
+
+def violations(s: Scenario, plan=plan_append_entries) -> list[str]:
+    want = raft_receiver(s.follower, s.commit, s.message)
+    got = patched_follower(s.follower, s.commit, s.message, s.term, plan)
+    bad = []
+    if got.log != want.log:
+        bad.append(f"log {got.log} != model {want.log}")
+    if got.deleted_from != want.deleted_from:
+        bad.append(f"truncated from {got.deleted_from}, model from {want.deleted_from}")
+    if got.log[:s.commit] != list(s.follower[:s.commit]):
+        bad.append("a committed entry was deleted")
+    if got.success != want.success:
+        bad.append(f"success {got.success} != model {want.success}")
+    elif got.success:
+        agreed = agreement(got.log, s.leader)
+        # The reply may vouch for more than the leader sent only when our last entry is
+        # of the leader's term (then Log Matching makes our log its prefix); never for an
+        # entry the leader does not hold, and never for less than Figure 2 says.
+        exact = got.log[-1][2] != s.term
+        if got.match < want.match or got.match > agreed or (exact and got.match != want.match):
+            bad.append(f"reply match {got.match}, model {want.match}, agreed {agreed}")
+        if got.commit < want.commit or got.commit > max(agreed, s.commit):
+            bad.append(f"commit {got.commit}, model {want.commit}, agreed {agreed}")
+    elif got.commit != want.commit:
+        bad.append(f"commit {got.commit} != model {want.commit} after a reject")
+    return bad
+
+
+@settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_plan_then_pysyncobj_handler_equals_raft_receiver(s):
+    assert violations(s) == []
+
+
+@settings(max_examples=MAX_EXAMPLES, deadline=None)
+@given(scenarios(), st.integers(0, 3))
+def test_plan_leaves_stale_term_messages_alone(s, ahead):
+    # The handler ignores a message of an older term; the plan must not rewrite it either.
+    msg = s.message
+    assert plan_append_entries(_journal(s.follower), s.term + 1 + ahead, msg) == (msg, None)
+
+
+def _journal(log):
+    j = MemoryJournal()
+    for e in log:
+        j.add(*e)
+    return j
+
+
+# The oracle must fail wrong fixes. Each mutant is the plan with one part of the fix gone.
+
+def _no_rewrite(journal, term, msg):
+    return msg, None                                   # PySyncObj alone
+
+
+def _no_reply_cap(journal, term, msg):
+    out, _ = plan_append_entries(journal, term, msg)   # the send() cap dropped
+    return out, None
+
+
+def _no_commit_cap(journal, term, msg):
+    out, cap = plan_append_entries(journal, term, msg)
+    if cap is not None:
+        out = dict(out, commit_index=msg["commit_index"])
+    return out, cap
+
+
+def _no_skip_before_conflict(journal, term, msg):
+    out, cap = plan_append_entries(journal, term, msg)
+    if out is not msg and out["entries"]:              # present entries before a conflict not skipped
+        return msg, None
+    return out, cap
+
+
+def _always_heartbeat_at_last(journal, term, msg):
+    out, cap = plan_append_entries(journal, term, msg)
+    return out, None if cap is None else cap + 1      # the cap off by one
+
+
+@pytest.mark.parametrize("mutant", [_no_rewrite, _no_reply_cap, _no_commit_cap,
+                                    _no_skip_before_conflict, _always_heartbeat_at_last])
+def test_oracle_kills_mutants_of_the_plan(mutant):
+    try:
+        found = find(scenarios(), lambda s: violations(s, mutant) != [],
+                     settings=settings(max_examples=5000, database=None, deadline=None))
+    except NoSuchExample:
+        pytest.fail(f"no scenario tells {mutant.__name__} from the model")
+    assert violations(found, mutant)
+    assert violations(found) == []     # and the real plan passes the very same scenario
+
+
+def test_model_examples_from_the_bug_report():
+    # Stale resend of 6..11 to a follower holding 1..11 (term 1): nothing is truncated.
+    log = tuple(entry(i, 0 if i == 1 else 1) for i in range(1, 12))
+    msg = {"type": "append_entries", "term": 1, "commit_index": 11, "prevLogIdx": 5,
+           "prevLogTerm": 1, "entries": [list(e) for e in log[5:]]}
+    s = Scenario(log, log, 1, 11, msg)
+    assert violations(s) == []
+    assert patched_follower(log, 11, msg, 1).deleted_from is None
+    assert pysyncobj_handler(log, 11, msg).deleted_from == 6          # what the fix prevents
+    assert violations(s, _no_rewrite) != []
+
+
+# ---------------------------------------------------------------- leader side: nextIndex
+
+
+class _StubTransport:
+    """The base the mixin wraps: records sends, keeps the callbacks it is given."""
+
+    def __init__(self, syncObj, selfNode, otherNodes):
+        self.sent = []
+        self.on_message = None
+        self.on_disconnected = None
+
+    def setOnMessageReceivedCallback(self, callback):
+        self.on_message = callback
+
+    def setOnNodeDisconnectedCallback(self, callback):
+        self.on_disconnected = callback
+
+    def send(self, node, message):
+        self.sent.append((node, message))
+        return True
+
+
+class _Transport(RaftConformantTransportMixin, _StubTransport):
+    pass
+
+
+class _Conf:
+    def __init__(self):
+        self.journalFile = MemoryJournal()
+
+
+class LeaderModel:
+    """PySyncObj's leader: sends from nextIndex to the end and advances nextIndex at
+    once (appendEntriesUseBatch=False); its next_node_idx handler, verbatim in logic."""
+
+    def __init__(self):
+        self.conf = _Conf()
+        self.raftCurrentTerm = 1
+        self.log_len = 1
+        self.next_index = 2
+        self.match_index = 0
+        self.leader = True
+        self.transport = _Transport(self, "self", ["peer"])
+        self.transport.setOnMessageReceivedCallback(self.handle)
+        self.transport.setOnNodeDisconnectedCallback(lambda node: None)
+
+    def _isLeader(self):
+        return self.leader
+
+    def handle(self, node, message):            # SyncObj.__onMessageReceived, leader branch
+        if not self.leader or message["type"] != "next_node_idx":
+            return
+        nxt = message["next_node_idx"]
+        if message["reset"]:
+            self.next_index = nxt
+        if message["success"] and self.match_index < nxt - 1:
+            self.match_index = nxt - 1
+            self.next_index = nxt
+
+    def send_entries(self) -> int | None:
+        """Send everything from nextIndex on; returns the last index sent, if any."""
+        entries = [entry(i, self.raftCurrentTerm) for i in range(self.next_index, self.log_len + 1)]
+        self.transport.send("peer", {"type": "append_entries", "term": self.raftCurrentTerm,
+                                     "commit_index": 0, "prevLogIdx": self.next_index - 1,
+                                     "prevLogTerm": 0, "entries": entries})
+        if entries:
+            self.next_index = entries[-1][1] + 1
+            return entries[-1][1]
+        return None
+
+    def receive(self, message):
+        self.transport.on_message("peer", message)
+
+
+ops = st.lists(st.one_of(
+    st.tuples(st.just("append"), st.integers(1, 4)),
+    st.tuples(st.just("reply"), st.integers(0, 6)),         # to the n-th latest message sent
+    st.tuples(st.just("reset"), st.integers(1, 40)),
+    st.tuples(st.just("disconnect"), st.just(0)),
+    st.tuples(st.just("new_term"), st.integers(1, 8)),       # re-elected with a shorter log
+), max_size=16)
+
+
+@settings(max_examples=3 * MAX_EXAMPLES, deadline=None)
+@given(ops)
+# What was sent in an older term does not count in this one (a longer old-term send
+# must not hide the new term's); after a reset a stale success is PySyncObj's to handle.
+@example([("append", 4), ("new_term", 1), ("append", 1), ("append", 1), ("reply", 1)])
+@example([("append", 1), ("append", 1), ("reset", 2), ("reply", 1)])
+def test_stale_success_replies_never_move_next_index_back(steps):
+    leader = LeaderModel()
+    in_flight = []        # last index of each message sent on this connection (any term)
+    tracked = None        # highest index sent in this term, on this connection, since a reset
+    for op, arg in steps:
+        if op == "append":
+            leader.log_len += arg
+            last = leader.send_entries()
+            if last is not None:
+                in_flight.append(last)
+                tracked = last if tracked is None else max(tracked, last)
+        elif op == "reply" and in_flight:
+            acked = in_flight[-1 - arg % len(in_flight)] + 1     # 0: the latest message
+            before_next, before_match = leader.next_index, leader.match_index
+            leader.receive({"type": "next_node_idx", "next_node_idx": acked, "reset": False, "success": True})
+            assert leader.match_index == max(before_match, acked - 1)       # matchIndex still advances
+            if tracked is not None and acked <= tracked:   # later entries are in flight
+                assert leader.next_index >= before_next, "a stale reply moved nextIndex back"
+                assert leader.next_index == tracked + 1                    # past all that was sent
+            elif acked - 1 > before_match:
+                assert leader.next_index == acked                         # PySyncObj's own rule
+            else:
+                assert leader.next_index == before_next
+        elif op == "reset":
+            target = min(arg, leader.log_len + 1)
+            leader.receive({"type": "next_node_idx", "next_node_idx": target, "reset": True, "success": False})
+            assert leader.next_index == target                             # the follower's word wins
+            tracked = None
+        elif op == "disconnect":
+            leader.transport.on_disconnected("peer")
+            in_flight, tracked = [], None                                  # in-flight data is lost
+        elif op == "new_term":
+            # Lost leadership, its log cut back while a follower, then elected again:
+            # PySyncObj's __onBecomeLeader resets nextIndex and matchIndex.
+            leader.raftCurrentTerm += 1
+            leader.log_len = max(1, min(arg, leader.log_len))
+            leader.next_index, leader.match_index = leader.log_len + 1, 0
+            tracked = None    # replies still on the wire from the old term are stale
+        assert leader.next_index >= 1
+
+
+def test_disconnect_forgets_what_was_in_flight():
+    leader = LeaderModel()
+    leader.log_len = 6
+    assert leader.send_entries() == 6
+    leader.transport.on_disconnected("peer")
+    leader.receive({"type": "next_node_idx", "next_node_idx": 3, "reset": False, "success": True})
+    assert leader.next_index == 3    # nothing restored: the entries after 2 may never have arrived
+
+
+def test_tracking_is_per_term():
+    leader = LeaderModel()
+    leader.log_len = 10
+    leader.send_entries()                      # term 1: 2..10 in flight
+    leader.raftCurrentTerm = 2                  # re-elected with 1..4, then appends 5
+    leader.log_len, leader.next_index, leader.match_index = 5, 5, 0
+    assert leader.send_entries() == 5           # term 2: only 5 sent
+    leader.receive({"type": "next_node_idx", "next_node_idx": 4, "reset": False, "success": True})
+    assert leader.next_index == 6               # past what this term sent, not past term 1's 10
