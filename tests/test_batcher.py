@@ -1,0 +1,358 @@
+"""api/batcher.py's CreateBatcher, bound by bound, on a virtual clock.
+
+The event loop here is an unmodified selector loop whose clock moves only when it
+would sleep (nothing waits on the wall clock, nothing asserts on it), so the stall
+timer is exact: not a moment before `stall_after`, and at it. The bridge is a fake
+that records each proposed command and lets the test land it, fail it, or never
+answer. Each test puts a bound exactly at its edge, so `>` vs `>=` mistakes fail.
+(The queue-size bounds, max_queued_*, belong to the quotas work and its tests.)
+"""
+from __future__ import annotations
+
+import asyncio
+import selectors
+
+import pytest
+
+from minoots.api.batcher import CreateBatcher, _approx_bytes
+from minoots.kernel import TimerSpec
+from minoots.raft.commands import CreateTimers
+from minoots.raft.machine import CommandFailed
+
+NOW_MS = 1_000
+
+
+class _VirtualSelector(selectors.SelectSelector):
+    """Never waits: a select with a timeout moves the loop's clock by that timeout."""
+
+    loop = None
+
+    def select(self, timeout=None):
+        if timeout is None:
+            raise AssertionError("the test would wait forever: nothing is scheduled")
+        if timeout > 0:
+            self.loop.virtual_now += timeout
+        return []
+
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    def __init__(self):
+        self.virtual_now = 0.0
+        selector = _VirtualSelector()
+        super().__init__(selector)
+        selector.loop = self
+
+    def time(self) -> float:
+        return self.virtual_now
+
+
+def run(coro):
+    loop = VirtualClockLoop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+class FakeBridge:
+    """Records proposals; the test decides when (and whether) each one lands."""
+
+    def __init__(self, fail_with: Exception | None = None):
+        self.proposed: list[tuple[CreateTimers, asyncio.Future]] = []
+        self.fail_with = fail_with
+
+    def propose(self, command, trace_parent=None, trace_links=None):
+        if self.fail_with is not None:
+            raise self.fail_with
+        fut = asyncio.get_running_loop().create_future()
+        self.proposed.append((command, fut))
+        return fut
+
+    def groups(self, n: int) -> list[list[str]]:
+        return [[s.id for s in g] for g in self.proposed[n][0].groups]
+
+    def land(self, n: int, results=None) -> None:
+        """Commit command n: one result per group (by default the group's ids)."""
+        command, fut = self.proposed[n]
+        fut.set_result([[s.id for s in g] for g in command.groups] if results is None else results)
+
+
+def spec(name: str, payload: bytes = b"") -> TimerSpec:
+    return TimerSpec(id=name, fire_at=10_000, payload=payload)
+
+
+def request(prefix: str, n: int = 1, payload: bytes = b"") -> list[TimerSpec]:
+    return [spec(f"{prefix}.{i}", payload) for i in range(n)]
+
+
+async def settle():
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def start(b: CreateBatcher, *requests) -> list[asyncio.Task]:
+    tasks = [asyncio.create_task(b.create(r)) for r in requests]
+    await settle()
+    return tasks
+
+
+def test_one_request_alone_goes_out_at_once_stamped_with_the_clock():
+    async def main():
+        bridge = FakeBridge()
+        b = CreateBatcher(bridge, lambda: NOW_MS)
+        [t] = await start(b, request("a", 2))
+        assert len(bridge.proposed) == 1
+        command = bridge.proposed[0][0]
+        assert isinstance(command, CreateTimers) and command.now_ms == NOW_MS
+        assert bridge.groups(0) == [["a.0", "a.1"]]
+        bridge.land(0)
+        assert await t == ["a.0", "a.1"]
+        assert (b.commands, b.requests) == (1, 1)
+
+    run(main())
+
+
+def test_requests_wait_while_one_is_in_flight_then_go_as_one_command_in_order():
+    async def main():
+        bridge = FakeBridge()
+        b = CreateBatcher(bridge, lambda: NOW_MS)
+        first = await start(b, request("a"))
+        later = await start(b, request("b"), request("c", 3), request("d"))
+        assert len(bridge.proposed) == 1
+        bridge.land(0)
+        await settle()
+        assert bridge.groups(1) == [["b.0"], ["c.0", "c.1", "c.2"], ["d.0"]]   # one group per request
+        bridge.land(1, results=["rb", "rc", "rd"])
+        assert await asyncio.gather(*first, *later) == [["a.0"], "rb", "rc", "rd"]
+        assert (b.commands, b.requests) == (2, 4)
+
+    run(main())
+
+
+def test_timer_bound_per_command_is_inclusive():
+    async def main():
+        bridge = FakeBridge()
+        b = CreateBatcher(bridge, lambda: NOW_MS, max_timers=4)
+        await start(b, request("a"))
+        # 2+2 = 4 fits exactly; the third request of 2 would make 6.
+        await start(b, request("b", 2), request("c", 2), request("d", 2))
+        bridge.land(0)
+        await settle()
+        assert bridge.groups(1) == [["b.0", "b.1"], ["c.0", "c.1"]]
+        bridge.land(1)
+        await settle()
+        assert bridge.groups(2) == [["d.0", "d.1"]]
+
+    run(main())
+
+
+def test_a_request_above_the_timer_bound_goes_alone_and_does_not_block_the_rest():
+    async def main():
+        bridge = FakeBridge()
+        b = CreateBatcher(bridge, lambda: NOW_MS, max_timers=3)
+        await start(b, request("a"))
+        tasks = await start(b, request("big", 5), request("b"))
+        bridge.land(0)
+        await settle()
+        assert bridge.groups(1) == [[f"big.{i}" for i in range(5)]]
+        bridge.land(1)
+        await settle()
+        assert bridge.groups(2) == [["b.0"]]
+        bridge.land(2)
+        assert [len(r) for r in await asyncio.gather(*tasks)] == [5, 1]
+
+    run(main())
+
+
+def test_byte_bound_per_command_is_inclusive():
+    async def main():
+        bridge = FakeBridge()
+        blob = b"x" * 1000
+        one = _approx_bytes(request("b", payload=blob))
+        assert one > 1000                                  # the payload is counted
+        b = CreateBatcher(bridge, lambda: NOW_MS, max_bytes=2 * one)
+        await start(b, request("a"))
+        await start(b, request("b", payload=blob), request("c", payload=blob), request("d", payload=blob))
+        bridge.land(0)
+        await settle()
+        assert bridge.groups(1) == [["b.0"], ["c.0"]]      # exactly 2 * one: fits
+        bridge.land(1)
+        await settle()
+        assert bridge.groups(2) == [["d.0"]]
+
+    run(main())
+
+
+def test_a_request_above_the_byte_bound_goes_alone():
+    async def main():
+        bridge = FakeBridge()
+        b = CreateBatcher(bridge, lambda: NOW_MS, max_bytes=500)
+        await start(b, request("a"))
+        await start(b, request("big", payload=b"y" * 2000), request("b"))
+        bridge.land(0)
+        await settle()
+        assert bridge.groups(1) == [["big.0"]]
+        bridge.land(1)
+        await settle()
+        assert bridge.groups(2) == [["b.0"]]
+
+    run(main())
+
+
+def test_request_count_bound_per_command_is_inclusive():
+    async def main():
+        bridge = FakeBridge()
+        b = CreateBatcher(bridge, lambda: NOW_MS, max_requests=3)
+        await start(b, request("a"))
+        await start(b, *[request(f"r{i}") for i in range(7)])
+        sizes = []
+        for n in range(4):
+            bridge.land(n)
+            await settle()
+            if n + 1 < len(bridge.proposed):
+                sizes.append(len(bridge.proposed[n + 1][0].groups))
+        assert sizes == [3, 3, 1]
+        assert (b.commands, b.requests) == (4, 8)
+
+    run(main())
+
+
+def test_stall_reopens_the_gate_at_stall_after_and_not_before():
+    async def main():
+        loop = asyncio.get_running_loop()
+        bridge = FakeBridge()
+        b = CreateBatcher(bridge, lambda: NOW_MS, stall_after=5.0)
+        stuck = await start(b, request("a"))
+        t0 = loop.time()
+        waiting = await start(b, request("b"))
+        await asyncio.sleep(4.999)
+        assert len(bridge.proposed) == 1, "reopened before stall_after"
+        await asyncio.sleep(0.002)
+        assert loop.time() - t0 >= 5.0                  # virtual time: exact, not measured
+        assert bridge.groups(1) == [["b.0"]], "not reopened at stall_after"
+        assert not stuck[0].done()                     # the stuck request keeps waiting
+        # While the second is in flight, the stale first landing must not reopen the gate.
+        third = await start(b, request("c"))
+        bridge.land(0)
+        await settle()
+        assert await stuck[0] == ["a.0"]
+        assert len(bridge.proposed) == 2
+        bridge.land(1)
+        await settle()
+        assert bridge.groups(2) == [["c.0"]]
+        bridge.land(2)
+        assert await waiting[0] == ["b.0"] and await third[0] == ["c.0"]
+
+    run(main())
+
+
+def test_landing_cancels_the_stall_timer():
+    async def main():
+        bridge = FakeBridge()
+        b = CreateBatcher(bridge, lambda: NOW_MS, stall_after=5.0)
+        await start(b, request("a"))                   # proposed at t=0: stall due at t=5
+        await asyncio.sleep(3.0)
+        second = await start(b, request("b"))
+        bridge.land(0)                                 # t=3: b goes out, its stall due at t=8
+        await settle()
+        assert bridge.groups(1) == [["b.0"]]
+        await start(b, request("c"))
+        await asyncio.sleep(3.0)                       # t=6: a's stall (t=5) must not fire
+        assert len(bridge.proposed) == 2
+        bridge.land(1)
+        await settle()
+        assert bridge.groups(2) == [["c.0"]]
+        assert await second[0] == ["b.0"]
+
+    run(main())
+
+
+@pytest.mark.parametrize("results", [["only one"], ["one", "two", "three"], None, "not a list"])
+def test_result_count_must_match_the_groups(results):
+    async def main():
+        bridge = FakeBridge()
+        b = CreateBatcher(bridge, lambda: NOW_MS)
+        await start(b, request("a"))
+        tasks = await start(b, request("b"), request("c"))
+        bridge.land(0)
+        await settle()
+        _, fut = bridge.proposed[1]
+        fut.set_result(results)
+        for t in tasks:
+            with pytest.raises(RuntimeError, match="one result per group"):
+                await t
+        nxt = await start(b, request("d"))             # the gate reopened
+        assert bridge.groups(2) == [["d.0"]]
+        bridge.land(2)
+        assert await nxt[0] == ["d.0"]
+
+    run(main())
+
+
+def test_raft_failure_reaches_every_request_of_the_command():
+    async def main():
+        bridge = FakeBridge()
+        b = CreateBatcher(bridge, lambda: NOW_MS)
+        await start(b, request("a"))
+        tasks = await start(b, request("b"), request("c"))
+        bridge.land(0)
+        await settle()
+        bridge.proposed[1][1].set_exception(CommandFailed(3))
+        for t in tasks:
+            with pytest.raises(CommandFailed):
+                await t
+
+    run(main())
+
+
+def test_a_proposal_that_raises_fails_its_batch_and_reopens():
+    async def main():
+        bridge = FakeBridge(fail_with=OverflowError("queue full"))
+        b = CreateBatcher(bridge, lambda: NOW_MS)
+        [t] = await start(b, request("a"))
+        with pytest.raises(OverflowError):
+            await t
+        bridge.fail_with = None
+        [t] = await start(b, request("b"))
+        assert bridge.groups(0) == [["b.0"]]
+        bridge.land(0)
+        assert await t == ["b.0"]
+
+    run(main())
+
+
+def test_cancelled_before_proposal_is_never_proposed():
+    async def main():
+        bridge = FakeBridge()
+        b = CreateBatcher(bridge, lambda: NOW_MS)
+        await start(b, request("a"))
+        keep1, gone, keep2 = await start(b, request("b"), request("gone"), request("c"))
+        gone.cancel()
+        await settle()
+        assert gone.cancelled()
+        bridge.land(0)
+        await settle()
+        assert bridge.groups(1) == [["b.0"], ["c.0"]]
+        assert b.requests == 3
+        bridge.land(1)
+        assert await keep1 == ["b.0"] and await keep2 == ["c.0"]
+
+    run(main())
+
+
+def test_cancelled_after_proposal_stays_in_the_command_and_the_rest_get_results():
+    async def main():
+        bridge = FakeBridge()
+        b = CreateBatcher(bridge, lambda: NOW_MS)
+        await start(b, request("a"))
+        left, right = await start(b, request("b"), request("c"))
+        bridge.land(0)
+        await settle()
+        assert bridge.groups(1) == [["b.0"], ["c.0"]]
+        left.cancel()                                  # too late to take it back
+        await settle()
+        bridge.land(1)
+        assert await right == ["c.0"]
+        assert left.cancelled()
+
+    run(main())
