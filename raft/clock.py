@@ -26,3 +26,7 @@ class Clock:
     def seconds_until(self, deadline_ms: int) -> float:
         """Seconds from now until deadline_ms (negative when it has passed)."""
         return (deadline_ms - self.offset_ms) / 1000.0 - time.time()
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never steps (for local timeouts, never replicated)."""
+        return time.monotonic()

@@ -80,7 +80,7 @@ class Ticker:
         if not self._machine.is_leader():
             return IDLE_WAIT
         if self._in_flight:
-            if time.monotonic() - self._sent_at < IN_FLIGHT_LIMIT:
+            if self._clock.monotonic() - self._sent_at < IN_FLIGHT_LIMIT:
                 return IN_FLIGHT_LIMIT
             log.warning("tick callback lost; proposing again")
             self._in_flight = 0
@@ -91,7 +91,7 @@ class Ticker:
         if deadline is not None and deadline <= now:
             self._generation += 1
             gen = self._in_flight = self._generation
-            self._sent_at = time.monotonic()
+            self._sent_at = self._clock.monotonic()
             self.proposed += 1
             started_ns = time.time_ns()
             self._machine.propose(commands.Tick(now),
