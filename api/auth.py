@@ -148,6 +148,8 @@ RULES: dict[str, Rule] = {
     "/minoots.v1.Auth/ListTokens": Rule("admin"),
     "/minoots.v1.Auth/RevokeToken": Rule("admin"),
     "/minoots.v1.Auth/WhoAmI": Rule("self"),
+    "/minoots.v1.Audit/Export": Rule("operate"),
+    "/minoots.v1.Audit/PublicKey": Rule("operate"),
     # Health checks (load balancers) and the schema (reflection) are public.
     "/grpc.health.v1.Health/Check": Rule("public"),
     "/grpc.health.v1.Health/Watch": Rule("public"),
@@ -214,7 +216,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         except AuthError as exc:
             self._denied(method, None, exc.code)
             return _refusal(exc, streaming=method.endswith(("/WatchEvents", "/WatchEventBatches",
-                                                             "/ExportSnapshot", "/Watch")))
+                                                             "/ExportSnapshot", "/Watch",
+                                                             "/minoots.v1.Audit/Export")))
         handler = await continuation(details)
         if handler is None:
             return None

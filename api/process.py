@@ -5,14 +5,16 @@ The composition lives here, in the API layer, so `raft` never imports `api`:
     main thread: uvloop event loop ── grpc.aio server (Timers, Cluster, health, reflection)
                                   ├── create batcher, watchers, health monitor, announcer
     PySyncObj tick thread ──────── apply → kernel → EventLog (LMDB) → wake the loop (bridge)
+                                                  └─ audit queue → audit-writer thread (raft/audit/, LMDB)
     ticker thread ──────────────── as in raft/node.py
 
 Start-up: the gRPC port is checked before anything touches the data dir; the
 event store is opened from a Node machine hook (after the data dir passed its
-checks, before the tick thread starts), then the node starts, then the server.
+checks, before the tick thread starts), and so is the audit ledger, then the node starts,
+then the server.
 SIGTERM/SIGINT: health goes NOT_SERVING, the server stops accepting and gives
 in-flight RPCs a short grace, then the node stops (ticker, Raft, LMDB),
-then the event store is synced and closed.
+then the event store is synced and closed, and the audit ledger signs a last checkpoint.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 from minoots.raft import commands, peer_secret, tracing
+from minoots.raft.audit import AUDIT_DIR, AUDIT_KEEP, AuditLedger, load_key
 from minoots.raft.config import NodeConfig
 from minoots.raft.net import check_port_free, split_address
 from minoots.raft.node import Node
@@ -56,6 +59,18 @@ class ApiConfig:
     # A file holding the bootstrap admin token (0600): accepted as role admin besides the
     # replicated tokens, so the first tokens can be made. `minoots up` writes one.
     admin_token_file: Optional[Path] = None
+    # The cluster's audit signing key (Ed25519, 0600; `minoots up` writes one): signs the
+    # checkpoints of this node's audit ledger. None: the ledger runs unsigned (logged).
+    audit_key_file: Optional[Path] = None
+    audit_keep: int = AUDIT_KEEP
+
+    def audit_key(self):
+        if self.audit_key_file is None:
+            return None
+        try:
+            return load_key(self.audit_key_file)
+        except (peer_secret.SecretError, ValueError) as exc:
+            raise DataDirError(f"--audit-key-file: {exc}") from None
 
     def admin_token(self) -> Optional[str]:
         if self.admin_token_file is None:
@@ -106,6 +121,7 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
         raise ValueError(f"--grpc {api.grpc} is also this node's Raft or metrics address")
     check_port_free(api.grpc, "gRPC")
     admin_token = api.admin_token()      # an unreadable or open token file fails here, before the node starts
+    audit_key = api.audit_key()          # and so does a bad audit key file
     if api.tls is not None:
         api.tls.credentials()     # unreadable or malformed files fail here, before the node starts
 
@@ -119,13 +135,23 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
         ev.attach(machine)
         box["events"] = ev
 
+    def open_audit(machine) -> None:
+        ledger = AuditLedger(Path(cfg.data_dir) / AUDIT_DIR, cfg.node_id, key=audit_key, keep=api.audit_keep,
+                             clock=node.clock.now_ms)
+        ledger.attach(machine)
+        box["audit"] = ledger
+
     node.machine_hooks.append(open_events)
+    node.machine_hooks.append(open_audit)
     try:
         node.start()
     except BaseException:
         if "events" in box:
             box["events"].close()
+        if "audit" in box:
+            box["audit"].close()
         raise
+    ledger: AuditLedger = box["audit"]
     events: EventLog = box["events"]
     if node.metrics is not None:
         node.metrics.registry.register(EventsCollector(events))
@@ -136,7 +162,8 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
     server = None
     try:
         authenticator = Authenticator(node.machine, admin_token, clock_ms=node.clock.now_ms)
-        server, health_servicer = build_server(node, bridge, batcher, events, api.grpc, api.tls, authenticator)
+        server, health_servicer = build_server(node, bridge, batcher, events, api.grpc, api.tls, authenticator,
+                                               audit=ledger)
         monitor = HealthMonitor(node.machine, health_servicer)
         await monitor.update()
         await server.start()
@@ -159,6 +186,7 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
         await loop.run_in_executor(None, node.stop)
         bridge.close()
         events.close()
+        await loop.run_in_executor(None, ledger.close)
     return 0
 
 

@@ -20,8 +20,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from minoots.raft import tracing
-from minoots.v1 import auth_pb2, auth_pb2_grpc, cluster_pb2, cluster_pb2_grpc, timers_pb2, timers_pb2_grpc
+from minoots.v1 import (audit_pb2, audit_pb2_grpc, auth_pb2, auth_pb2_grpc, cluster_pb2, cluster_pb2_grpc,
+                        timers_pb2, timers_pb2_grpc)
 
+from .audit_service import AuditCalls, AuditService, DenialSampler
 from .auth import AuthInterceptor, Authenticator
 from .auth_service import AuthService
 from .bridge import leader_reachable
@@ -38,7 +40,9 @@ MAX_SEND_BYTES = 64 << 20
 TIMERS_SERVICE = timers_pb2.DESCRIPTOR.services_by_name["Timers"].full_name
 CLUSTER_SERVICE = cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name
 AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["Auth"].full_name
-SERVICE_NAMES = (TIMERS_SERVICE, CLUSTER_SERVICE, AUTH_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
+SERVICE_NAMES = (TIMERS_SERVICE, CLUSTER_SERVICE, AUTH_SERVICE, AUDIT_SERVICE, health.SERVICE_NAME,
+                 reflection.SERVICE_NAME)
 
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -66,7 +70,8 @@ class TlsFiles:
 
 
 def build_server(node, bridge, batcher, events, address: str, tls: Optional[TlsFiles] = None,
-                 authenticator: Optional[Authenticator] = None) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+                 authenticator: Optional[Authenticator] = None,
+                 audit=None) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     # Every call is counted and timed (when the node serves metrics) and gets a server span
     # (when tracing is on): api/telemetry.py. Then every call is authenticated and
     # authorized (api/auth.py), before its request is decoded.
@@ -74,11 +79,17 @@ def build_server(node, bridge, batcher, events, address: str, tls: Optional[TlsF
     interceptors = []
     if metrics is not None or tracing.enabled():
         interceptors.append(ServerTelemetry(metrics.registry if metrics is not None else None))
-    interceptors.append(AuthInterceptor(authenticator or Authenticator(node.machine)))
+    # The audit ledger (raft/audit/, when the node keeps one) records denied calls (sampled)
+    # and the security-relevant calls that passed (api/audit_service.audited_op), with their principal.
+    interceptors.append(AuthInterceptor(authenticator or Authenticator(node.machine),
+                                        on_denied=DenialSampler(audit) if audit is not None else None))
+    if audit is not None:
+        interceptors.append(AuditCalls(audit))
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     timers_pb2_grpc.add_TimersServicer_to_server(TimersService(node, bridge, batcher, events), server)
     cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterService(node, bridge), server)
     auth_pb2_grpc.add_AuthServicer_to_server(AuthService(node, bridge), server)
+    audit_pb2_grpc.add_AuditServicer_to_server(AuditService(node, audit), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import click
 
+from .audit import audit
 from .bench import bench
 from .chaos import chaos
 from .cluster import cluster, snapshot
@@ -45,5 +46,6 @@ main.add_command(snapshot)
 main.add_command(timer)
 main.add_command(chaos)
 main.add_command(token)
+main.add_command(audit)
 
 __all__ = ["main"]

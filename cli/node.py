@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from minoots.api.events import EVENTS_KEEP
+from minoots.raft.audit.ledger import AUDIT_KEEP
 from minoots.raft.config import (COMPACTION_ENTRIES, COMPACTION_SECONDS, DEFAULT_CLUSTER, SNAPSHOT_KEEP,
                                  RaftTiming)
 from minoots.raft.store import DEFAULT_MAP_SIZE, DEFAULT_SYNC, SYNC_POLICIES
@@ -102,10 +103,16 @@ def node() -> None:
 @click.option("--insecure-peers", is_flag=True,
               help="Run the Raft port with no authentication: anyone who reaches it can join, "
                    "read and rewrite the log. Logs a warning every minute.")
+@click.option("--audit-key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="MINOOTS_AUDIT_KEY_FILE",
+              help="The cluster's audit signing key (Ed25519, mode 0600; minoots up writes one): signs "
+                   "the checkpoints of this node's audit ledger. Without it the ledger is unsigned.")
+@click.option("--audit-keep", default=AUDIT_KEEP, show_default=True, type=click.IntRange(1000),
+              help="Audit records retained (newest; the trimmed prefix leaves a signed checkpoint).")
 def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, grpc_advertise, tls_cert, tls_key, events_keep,
             events_max_age, cluster, init, sync, map_size, snapshot_keep, compaction_entries, compaction_seconds,
             clock_offset_ms, log_level, metrics_address, cluster_secret_file, admin_token_file, insecure_peers,
-            **timing) -> None:
+            audit_key_file, audit_keep, **timing) -> None:
     """Run one node until SIGTERM/SIGINT. Logs JSON lines on stderr.
 
     With --grpc the node serves the gRPC API; writes may go to any node (a follower
@@ -126,6 +133,8 @@ def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, grpc_advert
         fail("--tls-cert and --tls-key go together", code=2)
     if (tls_cert or grpc_advertise or admin_token_file) and not grpc_address:
         fail("--tls-cert/--tls-key/--grpc-advertise/--admin-token-file need --grpc", code=2)
+    if audit_key_file and not grpc_address:
+        fail("--audit-key-file needs --grpc (the audit ledger is kept by a node serving the API)", code=2)
     jsonlog.setup(node_id, log_level)
     os.umask(0o077)     # everything the node writes (LMDB, snapshots, secrets) is its user's alone
     try:
@@ -142,7 +151,8 @@ def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, grpc_advert
             api = ApiConfig(grpc=grpc_address, advertise=grpc_advertise,
                             tls=TlsFiles(tls_cert, tls_key) if tls_cert else None,
                             events_keep=events_keep, events_max_age_s=events_max_age,
-                            admin_token_file=admin_token_file)
+                            admin_token_file=admin_token_file, audit_key_file=audit_key_file,
+                            audit_keep=audit_keep)
             code = run_node(cfg, api)
         else:
             code = run(cfg)

@@ -3,7 +3,8 @@ benchmarks start. A harness, not part of a node: nothing in a running node impor
 
 Every process it starts it stops, by PID (SIGTERM, then SIGKILL after a grace
 period). Ports are picked free at start unless given. The members share one
-cluster secret, ROOT/cluster.secret (written at the first start). Each node serves the
+cluster secret, ROOT/cluster.secret, and one audit signing key, ROOT/audit.key (both
+written at the first start). Each node serves the
 gRPC API (`--grpc`), and the harness observes a node through that node's own
 `minoots.v1.Cluster` service (Status, GetDigest), exactly as an operator would:
 no node-side back door exists. One channel per node, reconnecting quickly
@@ -27,6 +28,7 @@ import grpc
 from minoots.v1 import cluster_pb2, cluster_pb2_grpc, timers_pb2_grpc
 
 from . import peer_secret
+from .audit import AUDIT_KEY_FILE, write_key
 from .tokens import new_token
 
 # Reconnect to a restarted node within ~0.1-0.5 s (gRPC's default backoff starts at 1 s and grows).
@@ -222,6 +224,11 @@ class LocalCluster:
     def admin_token(self) -> str:
         return peer_secret.load(self.admin_token_file).decode()
 
+    @property
+    def audit_key_file(self) -> Path:
+        """The Ed25519 key every node signs its audit checkpoints with (`minoots audit pubkey`)."""
+        return self.root / AUDIT_KEY_FILE
+
     # ---- processes ----------------------------------------------------------
 
     def command(self, node: LocalNode, members: list[LocalNode] | None = None) -> list[str]:
@@ -229,6 +236,7 @@ class LocalCluster:
         cmd = [sys.executable, "-m", "minoots", "node", "run", "--id", node.node_id, "--raft", node.raft,
                "--grpc", node.grpc, "--data-dir", str(node.data_dir),
                "--cluster-secret-file", str(self.secret_file), "--admin-token-file", str(self.admin_token_file),
+               "--audit-key-file", str(self.audit_key_file),
                *node.extra_args]
         if node.metrics:
             cmd += ["--metrics", node.metrics]
@@ -249,6 +257,8 @@ class LocalCluster:
         if not self.admin_token_file.exists():
             token = os.environ.get("MINOOTS_TOKEN") or new_token()[1]
             peer_secret.generate(self.admin_token_file, token.strip().encode())
+        if not self.audit_key_file.exists():
+            write_key(self.audit_key_file)
         node.close_channel()        # a fresh channel: no reconnect backoff left from the last run
         logf = open(node.log_file, "ab")
         try:
