@@ -10,40 +10,16 @@ answer. Each test puts a bound exactly at its edge, so `>` vs `>=` mistakes fail
 from __future__ import annotations
 
 import asyncio
-import selectors
 
 import pytest
 
 from minoots.api.batcher import CreateBatcher, _approx_bytes
+from minoots.bench.wheel import _VirtualClockLoop as VirtualClockLoop
 from minoots.kernel import TimerSpec
 from minoots.raft.commands import CreateTimers
 from minoots.raft.machine import CommandFailed
 
 NOW_MS = 1_000
-
-
-class _VirtualSelector(selectors.SelectSelector):
-    """Never waits: a select with a timeout moves the loop's clock by that timeout."""
-
-    loop = None
-
-    def select(self, timeout=None):
-        if timeout is None:
-            raise AssertionError("the test would wait forever: nothing is scheduled")
-        if timeout > 0:
-            self.loop.virtual_now += timeout
-        return []
-
-
-class VirtualClockLoop(asyncio.SelectorEventLoop):
-    def __init__(self):
-        self.virtual_now = 0.0
-        selector = _VirtualSelector()
-        super().__init__(selector)
-        selector.loop = self
-
-    def time(self) -> float:
-        return self.virtual_now
 
 
 def run(coro):
@@ -96,6 +72,15 @@ async def start(b: CreateBatcher, *requests) -> list[asyncio.Task]:
     return tasks
 
 
+async def queued_behind_one(b: CreateBatcher, *requests) -> list[asyncio.Task]:
+    """Queue `requests` behind a create in flight and land that one: they are now command 1."""
+    await start(b, request("a"))
+    tasks = await start(b, *requests)
+    b._bridge.land(0)
+    await settle()
+    return tasks
+
+
 def test_one_request_alone_goes_out_at_once_stamped_with_the_clock():
     async def main():
         bridge = FakeBridge()
@@ -129,92 +114,62 @@ def test_requests_wait_while_one_is_in_flight_then_go_as_one_command_in_order():
     run(main())
 
 
-def test_timer_bound_per_command_is_inclusive():
+def later_commands(b: CreateBatcher, *requests) -> list[list[list[str]]]:
+    """Queue `requests` behind one create in flight, then land every command in turn;
+    returns the groups (ids) of each command after the first. Every request gets its result."""
     async def main():
-        bridge = FakeBridge()
-        b = CreateBatcher(bridge, lambda: NOW_MS, max_timers=4)
-        await start(b, request("a"))
-        # 2+2 = 4 fits exactly; the third request of 2 would make 6.
-        await start(b, request("b", 2), request("c", 2), request("d", 2))
-        bridge.land(0)
-        await settle()
-        assert bridge.groups(1) == [["b.0", "b.1"], ["c.0", "c.1"]]
-        bridge.land(1)
-        await settle()
-        assert bridge.groups(2) == [["d.0", "d.1"]]
+        bridge = b._bridge
+        await start(b, request("first"))
+        tasks = await start(b, *requests)
+        n = 0
+        while n < len(bridge.proposed):
+            bridge.land(n)
+            await settle()
+            n += 1
+        results = await asyncio.gather(*tasks)
+        assert results == [[sp.id for sp in r] for r in requests]
+        return [bridge.groups(i) for i in range(1, n)]
 
-    run(main())
+    return run(main())
+
+
+def ids(*requests) -> list[list[str]]:
+    return [[sp.id for sp in r] for r in requests]
+
+
+def test_timer_bound_per_command_is_inclusive():
+    b, c, d = request("b", 2), request("c", 2), request("d", 2)
+    # 2+2 = 4 fits exactly; the third request of 2 would make 6.
+    assert later_commands(CreateBatcher(FakeBridge(), lambda: NOW_MS, max_timers=4), b, c, d) == \
+        [ids(b, c), ids(d)]
 
 
 def test_a_request_above_the_timer_bound_goes_alone_and_does_not_block_the_rest():
-    async def main():
-        bridge = FakeBridge()
-        b = CreateBatcher(bridge, lambda: NOW_MS, max_timers=3)
-        await start(b, request("a"))
-        tasks = await start(b, request("big", 5), request("b"))
-        bridge.land(0)
-        await settle()
-        assert bridge.groups(1) == [[f"big.{i}" for i in range(5)]]
-        bridge.land(1)
-        await settle()
-        assert bridge.groups(2) == [["b.0"]]
-        bridge.land(2)
-        assert [len(r) for r in await asyncio.gather(*tasks)] == [5, 1]
-
-    run(main())
+    big, b = request("big", 5), request("b")
+    assert later_commands(CreateBatcher(FakeBridge(), lambda: NOW_MS, max_timers=3), big, b) == \
+        [ids(big), ids(b)]
 
 
 def test_byte_bound_per_command_is_inclusive():
-    async def main():
-        bridge = FakeBridge()
-        blob = b"x" * 1000
-        one = _approx_bytes(request("b", payload=blob))
-        assert one > 1000                                  # the payload is counted
-        b = CreateBatcher(bridge, lambda: NOW_MS, max_bytes=2 * one)
-        await start(b, request("a"))
-        await start(b, request("b", payload=blob), request("c", payload=blob), request("d", payload=blob))
-        bridge.land(0)
-        await settle()
-        assert bridge.groups(1) == [["b.0"], ["c.0"]]      # exactly 2 * one: fits
-        bridge.land(1)
-        await settle()
-        assert bridge.groups(2) == [["d.0"]]
-
-    run(main())
+    b, c, d = (request(x, payload=b"x" * 1000) for x in "bcd")
+    one = _approx_bytes(b)
+    assert one > 1000                                  # the payload is counted
+    # exactly 2 * one fits
+    assert later_commands(CreateBatcher(FakeBridge(), lambda: NOW_MS, max_bytes=2 * one), b, c, d) == \
+        [ids(b, c), ids(d)]
 
 
 def test_a_request_above_the_byte_bound_goes_alone():
-    async def main():
-        bridge = FakeBridge()
-        b = CreateBatcher(bridge, lambda: NOW_MS, max_bytes=500)
-        await start(b, request("a"))
-        await start(b, request("big", payload=b"y" * 2000), request("b"))
-        bridge.land(0)
-        await settle()
-        assert bridge.groups(1) == [["big.0"]]
-        bridge.land(1)
-        await settle()
-        assert bridge.groups(2) == [["b.0"]]
-
-    run(main())
+    big, b = request("big", payload=b"y" * 2000), request("b")
+    assert later_commands(CreateBatcher(FakeBridge(), lambda: NOW_MS, max_bytes=500), big, b) == \
+        [ids(big), ids(b)]
 
 
 def test_request_count_bound_per_command_is_inclusive():
-    async def main():
-        bridge = FakeBridge()
-        b = CreateBatcher(bridge, lambda: NOW_MS, max_requests=3)
-        await start(b, request("a"))
-        await start(b, *[request(f"r{i}") for i in range(7)])
-        sizes = []
-        for n in range(4):
-            bridge.land(n)
-            await settle()
-            if n + 1 < len(bridge.proposed):
-                sizes.append(len(bridge.proposed[n + 1][0].groups))
-        assert sizes == [3, 3, 1]
-        assert (b.commands, b.requests) == (4, 8)
-
-    run(main())
+    rs = [request(f"r{i}") for i in range(7)]
+    b = CreateBatcher(FakeBridge(), lambda: NOW_MS, max_requests=3)
+    assert later_commands(b, *rs) == [ids(*rs[:3]), ids(*rs[3:6]), ids(rs[6])]
+    assert (b.commands, b.requests) == (4, 8)
 
 
 def test_stall_reopens_the_gate_at_stall_after_and_not_before():
@@ -272,10 +227,7 @@ def test_result_count_must_match_the_groups(results):
     async def main():
         bridge = FakeBridge()
         b = CreateBatcher(bridge, lambda: NOW_MS)
-        await start(b, request("a"))
-        tasks = await start(b, request("b"), request("c"))
-        bridge.land(0)
-        await settle()
+        tasks = await queued_behind_one(b, request("b"), request("c"))
         _, fut = bridge.proposed[1]
         fut.set_result(results)
         for t in tasks:
@@ -293,10 +245,7 @@ def test_raft_failure_reaches_every_request_of_the_command():
     async def main():
         bridge = FakeBridge()
         b = CreateBatcher(bridge, lambda: NOW_MS)
-        await start(b, request("a"))
-        tasks = await start(b, request("b"), request("c"))
-        bridge.land(0)
-        await settle()
+        tasks = await queued_behind_one(b, request("b"), request("c"))
         bridge.proposed[1][1].set_exception(CommandFailed(3))
         for t in tasks:
             with pytest.raises(CommandFailed):
@@ -344,10 +293,7 @@ def test_cancelled_after_proposal_stays_in_the_command_and_the_rest_get_results(
     async def main():
         bridge = FakeBridge()
         b = CreateBatcher(bridge, lambda: NOW_MS)
-        await start(b, request("a"))
-        left, right = await start(b, request("b"), request("c"))
-        bridge.land(0)
-        await settle()
+        left, right = await queued_behind_one(b, request("b"), request("c"))
         assert bridge.groups(1) == [["b.0"], ["c.0"]]
         left.cancel()                                  # too late to take it back
         await settle()
