@@ -37,6 +37,7 @@ from minoots.api.types import (  # noqa: E402  (after __version__ on purpose: no
     Unauthenticated,
     Unavailable,
     PermissionDenied,
+    ResourceExhausted,
 )
 
 _LAZY = {"Client": ("minoots.api.client", "Client"), "Watch": ("minoots.api.client", "Watch"),
@@ -59,5 +60,5 @@ __all__ = [
     "Client", "AsyncClient", "Watch", "AsyncWatch",
     "Timer", "TimerSpec", "TimerState", "Event", "EventKind", "ClusterStatus", "Member",
     "SnapshotInfo", "MinootsError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
-    "OutOfRange", "Unavailable", "DeadlineExceeded", "Unauthenticated", "PermissionDenied",
+    "OutOfRange", "Unavailable", "DeadlineExceeded", "Unauthenticated", "PermissionDenied", "ResourceExhausted",
 ]

@@ -148,6 +148,8 @@ RULES: dict[str, Rule] = {
     "/minoots.v1.Auth/ListTokens": Rule("admin"),
     "/minoots.v1.Auth/RevokeToken": Rule("admin"),
     "/minoots.v1.Auth/WhoAmI": Rule("self"),
+    "/minoots.v1.Tenants/SetQuota": Rule("admin"),
+    "/minoots.v1.Tenants/GetQuota": Rule("read", _top),
     "/minoots.v1.Audit/Export": Rule("operate"),
     "/minoots.v1.Audit/PublicKey": Rule("operate"),
     # Health checks (load balancers) and the schema (reflection) are public.

@@ -13,6 +13,11 @@ request may be bigger; gRPC caps it at 16 MiB). The byte bound keeps every
 command far below raft.node.MAX_UNCHUNKED_ENTRY: PySyncObj chunks bigger log
 entries, and its chunking is broken.
 
+The queue itself is bounded (`max_queued_requests`, `max_queued_timers`): a
+request that finds it full is refused at once with RESOURCE_EXHAUSTED
+(api/quotas.py's Overloaded) instead of piling up memory behind a slow commit.
+An empty queue takes any request.
+
 A callback PySyncObj never delivers (possible when leadership changes with the
 entry unreplicated) must not wedge the queue: after `stall_after` seconds the
 gate reopens for the next batch, and the stuck requests keep waiting for their
@@ -31,6 +36,8 @@ from opentelemetry.trace import Link
 
 from minoots.raft import tracing
 from minoots.raft import commands
+
+from .quotas import DEFAULT_MAX_QUEUED_CREATES, DEFAULT_MAX_QUEUED_TIMERS, Overloaded
 
 log = logging.getLogger("minoots.api.batcher")
 
@@ -63,24 +70,41 @@ def _approx_bytes(specs) -> int:
 
 class CreateBatcher:
     def __init__(self, bridge, now_ms: Callable[[], int], *, max_timers: int = 10_000,
-                 max_requests: int = 512, max_bytes: int = 8 << 20, stall_after: float = 5.0) -> None:
+                 max_requests: int = 512, max_bytes: int = 8 << 20, stall_after: float = 5.0,
+                 max_queued_requests: int = DEFAULT_MAX_QUEUED_CREATES,
+                 max_queued_timers: int = DEFAULT_MAX_QUEUED_TIMERS) -> None:
         self._bridge = bridge
         self._now_ms = now_ms
         self.max_timers = max_timers
         self.max_requests = max_requests
         self.max_bytes = max_bytes      # a single request may exceed it (gRPC caps it at 16 MiB)
         self.stall_after = stall_after
+        self.max_queued_requests = max_queued_requests
+        self.max_queued_timers = max_queued_timers
         self._queue: deque[_Request] = deque()
+        self._queued_timers = 0        # timers in the requests in _queue
         self._in_flight = 0            # generation of the batch in flight; 0 = none
         self._generation = 0
         self._stall_handle: asyncio.TimerHandle | None = None
         self.commands = 0              # proposed create commands (for tests and stats)
         self.requests = 0
+        self.refused = 0               # requests refused because the queue was full
+
+    @property
+    def queued(self) -> tuple[int, int]:
+        """(requests, timers) waiting for the next batch."""
+        return len(self._queue), self._queued_timers
 
     async def create(self, specs: list) -> object:
         """Queue one request's kernel TimerSpecs; returns the kernel's CreateResult or the
         KernelError for this request's group. Raises CommandFailed when Raft did not
         commit. Cancelling the caller drops the request if it was not proposed yet."""
+        q = self._queue
+        if q and (len(q) >= self.max_queued_requests or self._queued_timers + len(specs) > self.max_queued_timers):
+            self.refused += 1
+            raise Overloaded(f"this node's create queue is full ({len(q)} requests, {self._queued_timers} timers "
+                             f"waiting for the commit in flight; at most {self.max_queued_requests} requests and "
+                             f"{self.max_queued_timers} timers); retry with backoff")
         loop = asyncio.get_running_loop()
         trace_ctx = None
         if tracing.enabled():
@@ -88,6 +112,7 @@ class CreateBatcher:
             trace_ctx = sc if sc.is_valid else None
         req = _Request(tuple(specs), loop.create_future(), _approx_bytes(specs), trace_ctx)
         self._queue.append(req)
+        self._queued_timers += len(req.wire)
         if not self._in_flight:
             self._flush()
         try:
@@ -98,6 +123,8 @@ class CreateBatcher:
                     self._queue.remove(req)
                 except ValueError:
                     pass
+                else:
+                    self._queued_timers -= len(req.wire)
             raise
 
     def _flush(self) -> None:
@@ -108,10 +135,12 @@ class CreateBatcher:
             req = q[0]
             if req.future.done():          # its caller gave up while queued
                 q.popleft()
+                self._queued_timers -= len(req.wire)
                 continue
             if batch and (timers + len(req.wire) > self.max_timers or nbytes + req.nbytes > self.max_bytes):
                 break
             q.popleft()
+            self._queued_timers -= len(req.wire)
             req.proposed = True
             batch.append(req)
             timers += len(req.wire)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -36,6 +36,7 @@ from .auth import Authenticator
 from .batcher import CreateBatcher
 from .bridge import RaftBridge, leader_reachable
 from .events import EVENTS_DIR, EVENTS_KEEP, EVENTS_MAP_SIZE, EventLog
+from .quotas import ApiLimits
 from .server import HealthMonitor, TlsFiles, build_server
 from .telemetry import EventsCollector
 
@@ -63,6 +64,9 @@ class ApiConfig:
     # checkpoints of this node's audit ledger. None: the ledger runs unsigned (logged).
     audit_key_file: Optional[Path] = None
     audit_keep: int = AUDIT_KEEP
+    # Caps of this node's API (api/quotas.py): concurrent RPCs, watchers per principal,
+    # the create batcher's queue.
+    limits: ApiLimits = field(default_factory=ApiLimits)
 
     def audit_key(self):
         if self.audit_key_file is None:
@@ -88,6 +92,7 @@ class ApiConfig:
             for what, f in (("--tls-cert", self.tls.cert), ("--tls-key", self.tls.key)):
                 if not Path(f).is_file():
                     raise ValueError(f"{what} {f} is not a readable file")
+        self.limits.validate()
         if self.events_keep < 1:
             raise ValueError("--events-keep must be at least 1")
 
@@ -157,13 +162,14 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
         node.metrics.registry.register(EventsCollector(events))
     bridge = RaftBridge(node.machine, loop)
     events.on_new = bridge.notify_threadsafe
-    batcher = CreateBatcher(bridge, node.clock.now_ms)
+    batcher = CreateBatcher(bridge, node.clock.now_ms, max_queued_requests=api.limits.max_queued_creates,
+                            max_queued_timers=api.limits.max_queued_timers)
     tasks: list[asyncio.Task] = []
     server = None
     try:
         authenticator = Authenticator(node.machine, admin_token, clock_ms=node.clock.now_ms)
         server, health_servicer = build_server(node, bridge, batcher, events, api.grpc, api.tls, authenticator,
-                                               audit=ledger)
+                                               audit=ledger, limits=api.limits)
         monitor = HealthMonitor(node.machine, health_servicer)
         await monitor.update()
         await server.start()

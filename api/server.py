@@ -22,12 +22,15 @@ from grpc_reflection.v1alpha import reflection
 from minoots.raft import tracing
 from minoots.v1 import (audit_pb2, audit_pb2_grpc, auth_pb2, auth_pb2_grpc, cluster_pb2, cluster_pb2_grpc,
                         timers_pb2, timers_pb2_grpc)
+from minoots.v1 import tenants_pb2, tenants_pb2_grpc
 
 from .audit_service import AuditCalls, AuditService, DenialSampler
 from .auth import AuthInterceptor, Authenticator
 from .auth_service import AuthService
 from .bridge import leader_reachable
+from .quotas import ApiLimits, WatcherCap
 from .service import ClusterService, TimersService
+from .tenants_service import TenantsService
 from .telemetry import ServerTelemetry
 
 log = logging.getLogger("minoots.api.server")
@@ -41,7 +44,8 @@ TIMERS_SERVICE = timers_pb2.DESCRIPTOR.services_by_name["Timers"].full_name
 CLUSTER_SERVICE = cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name
 AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["Auth"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
-SERVICE_NAMES = (TIMERS_SERVICE, CLUSTER_SERVICE, AUTH_SERVICE, AUDIT_SERVICE, health.SERVICE_NAME,
+TENANTS_SERVICE = tenants_pb2.DESCRIPTOR.services_by_name["Tenants"].full_name
+SERVICE_NAMES = (TIMERS_SERVICE, CLUSTER_SERVICE, AUTH_SERVICE, AUDIT_SERVICE, TENANTS_SERVICE, health.SERVICE_NAME,
                  reflection.SERVICE_NAME)
 
 SERVER_OPTIONS = [
@@ -71,7 +75,7 @@ class TlsFiles:
 
 def build_server(node, bridge, batcher, events, address: str, tls: Optional[TlsFiles] = None,
                  authenticator: Optional[Authenticator] = None,
-                 audit=None) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+                 audit=None, limits: Optional[ApiLimits] = None) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     # Every call is counted and timed (when the node serves metrics) and gets a server span
     # (when tracing is on): api/telemetry.py. Then every call is authenticated and
     # authorized (api/auth.py), before its request is decoded.
@@ -85,8 +89,14 @@ def build_server(node, bridge, batcher, events, address: str, tls: Optional[TlsF
                                         on_denied=DenialSampler(audit) if audit is not None else None))
     if audit is not None:
         interceptors.append(AuditCalls(audit))
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
-    timers_pb2_grpc.add_TimersServicer_to_server(TimersService(node, bridge, batcher, events), server)
+    # Caps (api/quotas.py): RPCs in flight (watch streams included; past it gRPC answers
+    # RESOURCE_EXHAUSTED) and watch streams per principal.
+    limits = limits or ApiLimits()
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors,
+                             maximum_concurrent_rpcs=limits.max_concurrent_rpcs)
+    timers_pb2_grpc.add_TimersServicer_to_server(
+        TimersService(node, bridge, batcher, events, watchers=WatcherCap(limits.max_watchers_per_principal)), server)
+    tenants_pb2_grpc.add_TenantsServicer_to_server(TenantsService(node, bridge), server)
     cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterService(node, bridge), server)
     auth_pb2_grpc.add_AuthServicer_to_server(AuthService(node, bridge), server)
     audit_pb2_grpc.add_AuditServicer_to_server(AuditService(node, audit), server)

@@ -15,6 +15,7 @@ replicated command through the bridge (writes) or reads the local applied state
 | WatchEvents cursor older than this node retains     | OUT_OF_RANGE          |
 | a live stream's events skipped by a snapshot install| DATA_LOSS             |
 | request over the receive limit (16 MiB)             | RESOURCE_EXHAUSTED    |
+| tenant quota, create rate, a node cap (api/quotas.py)| RESOURCE_EXHAUSTED    |
 
 Writes may go to any node: a follower forwards them to the leader (PySyncObj
 does) and answers after applying them itself. Reads are local (a follower may
@@ -33,7 +34,7 @@ from typing import Callable
 import grpc
 
 from minoots.kernel import FailedPrecondition, KernelError
-from minoots.raft import commands, snapshots
+from minoots.raft import commands
 from minoots.raft.machine import CommandFailed
 from minoots.raft.net import split_address
 from minoots.raft.node import NodeError
@@ -43,9 +44,11 @@ from minoots.v1 import timers_pb2 as pb
 from minoots.v1 import timers_pb2_grpc
 
 from . import listing, validation
+from .auth import current_principal
 from .bridge import leader_reachable
 from .convert import fill_timer_pb, ms_timestamp, timer_to_pb
 from .events import EventsLost, EventsUnavailable, watch, watch_batches
+from .quotas import CreateRateLimiter, WatcherCap
 
 log = logging.getLogger("minoots.api")
 
@@ -146,15 +149,19 @@ class Writes:
 
 
 class TimersService(Writes, timers_pb2_grpc.TimersServicer):
-    def __init__(self, node, bridge, batcher, events) -> None:
+    def __init__(self, node, bridge, batcher, events, *, limiter: CreateRateLimiter | None = None,
+                 watchers: WatcherCap | None = None) -> None:
         self._node = node
         self._bridge = bridge
         self._batcher = batcher
         self._events = events
         self._machine = node.machine
+        self._limiter = limiter if limiter is not None else CreateRateLimiter(node.machine)
+        self._watchers = watchers if watchers is not None else WatcherCap()
 
     async def _create(self, specs, prefix: str, context):
         self._require_leader()
+        self._limiter.check(specs)     # the tenant's create rate, before anything is proposed
         result = await self._commit(self._batcher.create(specs), context)
         if isinstance(result, KernelError):
             raise validation.rename_kernel_error(result, prefix)
@@ -244,14 +251,21 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
     @_stream
     async def WatchEvents(self, request, context):
         tenant, kinds = validation.watch_filter(request)
-        async for event in watch(self._events, self._bridge, request.from_sequence, tenant, kinds):
-            yield event
+        with self._watchers.hold(_principal_name()):
+            async for event in watch(self._events, self._bridge, request.from_sequence, tenant, kinds):
+                yield event
 
     @_stream
     async def WatchEventBatches(self, request, context):
         tenant, kinds = validation.watch_filter(request)
-        async for events in watch_batches(self._events, self._bridge, request.from_sequence, tenant, kinds):
-            yield pb.EventBatch(events=events)
+        with self._watchers.hold(_principal_name()):
+            async for events in watch_batches(self._events, self._bridge, request.from_sequence, tenant, kinds):
+                yield pb.EventBatch(events=events)
+
+
+def _principal_name() -> str | None:
+    p = current_principal()
+    return p.name if p is not None else None
 
 
 def _create_response(items) -> pb.CreateTimersResponse:
@@ -329,12 +343,13 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
 
     @_stream
     async def ExportSnapshot(self, request, context):
-        data = await self._bridge.blocking(self._node.snapshot_bytes, request.last_index or None)
-        header = _snapshot_pb(snapshots.describe(data).__dict__, self._node.cfg.node_id)
-        view = memoryview(data)
-        for offset in range(0, len(data), EXPORT_CHUNK):
-            yield cpb.SnapshotChunk(snapshot=header if offset == 0 else None, offset=offset,
-                                    data=bytes(view[offset:offset + EXPORT_CHUNK]))
+        # Streamed from the LMDB snapshot store a chunk at a time (each chunk one short read
+        # transaction): an export holds one chunk in memory, whatever the snapshot's size.
+        info = await self._bridge.call(self._node.snapshot_info, request.last_index or None)
+        header = _snapshot_pb(info.__dict__, self._node.cfg.node_id)
+        for offset in range(0, info.size, EXPORT_CHUNK):
+            data = await self._bridge.call(self._node.snapshot_chunk, info.last_index, offset, EXPORT_CHUNK)
+            yield cpb.SnapshotChunk(snapshot=header if offset == 0 else None, offset=offset, data=data)
 
     @_unary
     async def TransferLeadership(self, request, context):

@@ -40,6 +40,7 @@ __all__ = [
     "DeadlineExceeded",
     "Unauthenticated",
     "PermissionDenied",
+    "ResourceExhausted",
     "ms_to_datetime",
     "datetime_to_ms",
 ]
@@ -402,7 +403,16 @@ class PermissionDenied(MinootsError):
     code = "PERMISSION_DENIED"
 
 
+class ResourceExhausted(MinootsError):
+    """A limit refused the call and nothing was done: the tenant's quota (outstanding
+    timers, payload bytes), its create rate, or one of the node's caps (concurrent calls,
+    watchers, the create queue). The message names the limit and the numbers."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+
 ERRORS_BY_CODE: dict[str, type[MinootsError]] = {
     cls.code: cls for cls in (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition,
-                              OutOfRange, Unavailable, DeadlineExceeded, Unauthenticated, PermissionDenied)
+                              OutOfRange, Unavailable, DeadlineExceeded, Unauthenticated, PermissionDenied,
+                              ResourceExhausted)
 }

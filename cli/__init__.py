@@ -19,6 +19,7 @@ from .bench import bench
 from .chaos import chaos
 from .cluster import cluster, snapshot
 from .node import node, up
+from .tenant import tenant
 from .timer import timer
 from .token import token
 
@@ -46,6 +47,7 @@ main.add_command(snapshot)
 main.add_command(timer)
 main.add_command(chaos)
 main.add_command(token)
+main.add_command(tenant)
 main.add_command(audit)
 
 __all__ = ["main"]

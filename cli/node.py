@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import signal
 import os
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import click
 
 from minoots.api.events import EVENTS_KEEP
+from minoots.api.quotas import ApiLimits
 from minoots.raft.audit.ledger import AUDIT_KEEP
 from minoots.raft.config import (COMPACTION_ENTRIES, COMPACTION_SECONDS, DEFAULT_CLUSTER, SNAPSHOT_KEEP,
                                  RaftTiming)
@@ -47,6 +49,30 @@ def raft_timing_options(fn):
         fn = click.option(f"--{f.name.replace('_', '-')}", f.name, default=f.default, show_default=True,
                           type=click.FloatRange(0.0, min_open=True), help=f.metadata["help"])(fn)
     return fn
+
+
+_LIMIT_HELP = {
+    "max_concurrent_rpcs": "RPCs this node serves at once, watch streams included; past it gRPC answers "
+                           "RESOURCE_EXHAUSTED.",
+    "max_watchers_per_principal": "Open watch streams per token (or certificate) on this node.",
+    "max_queued_creates": "Create requests waiting for the commit in flight; past it RESOURCE_EXHAUSTED.",
+    "max_queued_timers": "Timers in those waiting requests.",
+}
+
+
+def api_limit_options(fn):
+    """One --flag per ApiLimits field (api/quotas.py), handed to the command as `limits`."""
+    names = list(_LIMIT_HELP)
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        kwargs["limits"] = ApiLimits(**{n: kwargs.pop(n) for n in names})
+        return fn(*args, **kwargs)
+
+    for f in reversed(dataclasses.fields(ApiLimits)):
+        wrapped = click.option(f"--{f.name.replace('_', '-')}", f.name, default=f.default, show_default=True,
+                               type=click.IntRange(1), help=_LIMIT_HELP[f.name])(wrapped)
+    return wrapped
 
 
 @click.group()
@@ -109,10 +135,11 @@ def node() -> None:
                    "the checkpoints of this node's audit ledger. Without it the ledger is unsigned.")
 @click.option("--audit-keep", default=AUDIT_KEEP, show_default=True, type=click.IntRange(1000),
               help="Audit records retained (newest; the trimmed prefix leaves a signed checkpoint).")
+@api_limit_options
 def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, grpc_advertise, tls_cert, tls_key, events_keep,
             events_max_age, cluster, init, sync, map_size, snapshot_keep, compaction_entries, compaction_seconds,
             clock_offset_ms, log_level, metrics_address, cluster_secret_file, admin_token_file, insecure_peers,
-            audit_key_file, audit_keep, **timing) -> None:
+            audit_key_file, audit_keep, limits, **timing) -> None:
     """Run one node until SIGTERM/SIGINT. Logs JSON lines on stderr.
 
     With --grpc the node serves the gRPC API; writes may go to any node (a follower
@@ -152,7 +179,7 @@ def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, grpc_advert
                             tls=TlsFiles(tls_cert, tls_key) if tls_cert else None,
                             events_keep=events_keep, events_max_age_s=events_max_age,
                             admin_token_file=admin_token_file, audit_key_file=audit_key_file,
-                            audit_keep=audit_keep)
+                            audit_keep=audit_keep, limits=limits)
             code = run_node(cfg, api)
         else:
             code = run(cfg)

@@ -493,20 +493,26 @@ class Node:
         """The snapshots this node keeps (oldest first), as SnapshotInfo dicts."""
         return [s.__dict__ for s in self.machine._snapshot_store.list()]
 
-    def snapshot_bytes(self, last_index: int | None = None) -> bytes:
-        """The container bytes of the latest snapshot (or the one at `last_index`);
-        NodeError NOT_FOUND when this node keeps no such snapshot."""
+    def snapshot_info(self, last_index: int | None = None):
+        """The SnapshotInfo of the latest kept snapshot (or the one at `last_index`), read
+        without copying it; NodeError NOT_FOUND when this node keeps no such snapshot."""
         store = self.machine._snapshot_store
-        if last_index is None:
-            data = store.latest()
-            if data is None:
+        info = store.info(last_index)
+        if info is None:
+            if last_index is None:
                 raise NodeError("NOT_FOUND", f"{self.cfg.node_id} has no snapshot yet; take one first")
-        else:
-            data = store.get(last_index)
-            if data is None:
-                kept = ", ".join(str(s.last_index) for s in store.list()) or "none"
-                raise NodeError("NOT_FOUND", f"{self.cfg.node_id} keeps no snapshot at index {last_index} "
-                                              f"(it keeps: {kept})")
+            kept = ", ".join(str(s.last_index) for s in store.list()) or "none"
+            raise NodeError("NOT_FOUND", f"{self.cfg.node_id} keeps no snapshot at index {last_index} "
+                                          f"(it keeps: {kept})")
+        return info
+
+    def snapshot_chunk(self, last_index: int, offset: int, size: int) -> bytes:
+        """Bytes offset..offset+size of the kept snapshot at `last_index` (an export reads it
+        chunk by chunk); NodeError UNAVAILABLE if it was dropped since (newer ones replaced it)."""
+        data = self.machine._snapshot_store.read(last_index, offset, size)
+        if data is None:
+            raise NodeError("UNAVAILABLE", f"snapshot {last_index} was dropped during the export "
+                                            "(newer snapshots replaced it); retry")
         return data
 
     def take_snapshot(self) -> dict:

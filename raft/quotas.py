@@ -125,12 +125,13 @@ class QuotaTable:
         return self._by_tenant.get(tenant)
 
     def effective(self, tenant: str) -> tuple[Quota, bool]:
-        """(the quota that applies to `tenant`, whether it is the default's)."""
+        """(the quota that applies to `tenant`, whether it is inherited from the default "*"
+        rather than the tenant's own). No quota at all: an unlimited Quota()."""
         q = self._by_tenant.get(tenant)
         if q is not None:
-            return q, tenant == DEFAULT_TENANT_QUOTA
+            return q, False
         default = self._by_tenant.get(DEFAULT_TENANT_QUOTA)
-        return (default, True) if default is not None else (Quota(), True)
+        return (default if default is not None else Quota()), tenant != DEFAULT_TENANT_QUOTA
 
     def all(self) -> list[tuple[str, Quota]]:
         return sorted(self._by_tenant.items())

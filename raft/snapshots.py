@@ -189,6 +189,27 @@ class SnapshotStore:
             raw = txn.get(struct.pack(">Q", last_index))
             return bytes(raw) if raw is not None else None
 
+    def info(self, last_index: int | None = None) -> SnapshotInfo | None:
+        """What `list` says about the snapshot at `last_index` (None: the latest), without
+        copying it; None when no such snapshot is kept."""
+        with self._env.begin(db=self._db, buffers=True) as txn:
+            if last_index is None:
+                cur = txn.cursor()
+                return self._info(cur.value()) if cur.last() else None
+            raw = txn.get(struct.pack(">Q", last_index))
+            return self._info(raw) if raw is not None else None
+
+    def read(self, last_index: int, offset: int, size: int) -> bytes | None:
+        """Bytes offset..offset+size of the snapshot at `last_index` (fewer at its end), or
+        None when it is no longer kept. Each call is one short read transaction that copies
+        only the slice asked for: an export streams a snapshot of any size in bounded memory
+        and never holds a transaction (and so old pages) open between chunks."""
+        if offset < 0 or size < 0:
+            raise ValueError("offset and size must be >= 0")
+        with self._env.begin(db=self._db, buffers=True) as txn:
+            raw = txn.get(struct.pack(">Q", last_index))
+            return bytes(raw[offset:offset + size]) if raw is not None else None
+
     @staticmethod
     def _info(data) -> SnapshotInfo:
         return describe(data)

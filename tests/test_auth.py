@@ -18,13 +18,13 @@ from grpc_reflection.v1alpha import reflection_pb2
 import minoots
 from minoots.api.auth import RULES, Authenticator, AuthError, Principal
 from minoots.raft.tokens import TokenRecord, new_token, token_hash
-from minoots.v1 import audit_pb2, auth_pb2, cluster_pb2, timers_pb2
+from minoots.v1 import audit_pb2, auth_pb2, cluster_pb2, tenants_pb2, timers_pb2
 
 from support import cluster_grpc, wait_for
 
 SERVICES = [(m, m.DESCRIPTOR.services_by_name[name]) for m, name in
             ((timers_pb2, "Timers"), (cluster_pb2, "Cluster"), (auth_pb2, "Auth"), (audit_pb2, "Audit"),
-             (health_pb2, "Health"))]
+             (tenants_pb2, "Tenants"), (health_pb2, "Health"))]
 
 
 def all_methods():

@@ -31,6 +31,7 @@ from ..types import (
     TimerState,
 )
 from . import policy, wire
+from .tenants import TenantMethods
 from .tokens import TokenMethods
 from .policy import DEFAULT_STALL_TIMEOUT, DISCOVERY_ATTEMPT_TIMEOUT
 from .snapshot import SnapshotReceiver, SnapshotSink
@@ -39,7 +40,7 @@ from .watch import WatchPolicy, WatchProgress, sees_leader
 __all__ = ["Client", "Watch"]
 
 
-class Client(TokenMethods, policy.ClientSettings):
+class Client(TokenMethods, TenantMethods, policy.ClientSettings):
     """Blocking MINOOTS client; thread-safe (one instance can serve many threads).
 
     `nodes`: gRPC addresses HOST:PORT of some members (a list, or one

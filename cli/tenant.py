@@ -1,0 +1,85 @@
+"""`minoots tenant set-quota|get-quota`: tenant quotas (set: admin; get: admin, operator,
+or a writer/reader token for its own tenants).
+
+Limits are 0 for unlimited; a flag not given keeps the current value. TENANT "*" is
+the default of every tenant without a quota of its own; `--clear` removes a tenant's
+own quota so the default applies again. Authentication as for `minoots token`.
+"""
+from __future__ import annotations
+
+import click
+
+from .cluster import _out, _sdk, connection, json_option
+from .common import fail, format_size, parse_size
+
+
+def _json(q) -> dict:
+    return {"tenant": q.tenant, "inherited": q.inherited, "max_timers": q.quota.max_timers,
+            "max_payload_bytes": q.quota.max_payload_bytes, "create_rate": q.quota.create_rate,
+            "create_burst": q.quota.create_burst, "timers": q.timers, "payload_bytes": q.payload_bytes}
+
+
+def _limit(n: int, fmt=str) -> str:
+    return fmt(n) if n else "unlimited"
+
+
+def _show(q) -> None:
+    where = " (the default, *)" if q.inherited else ""
+    click.echo(f"tenant {q.tenant}{where}")
+    held = q.tenant != "*"
+    click.echo(f"  max timers         {_limit(q.quota.max_timers):<14}" + (f"holds {q.timers}" if held else ""))
+    click.echo(f"  max payload bytes  {_limit(q.quota.max_payload_bytes, format_size):<14}"
+               + (f"holds {format_size(q.payload_bytes) if q.payload_bytes else 0}" if held else ""))
+    rate = f"{q.quota.create_rate}/s" if q.quota.create_rate else "unlimited"
+    click.echo(f"  create rate        {rate}")
+    if q.quota.create_rate:
+        click.echo(f"  create burst       {q.quota.create_burst or q.quota.create_rate}")
+
+
+def _size(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except click.BadParameter as exc:
+        raise click.BadParameter(str(exc.message), ctx=ctx, param=param) from None
+
+
+@click.group()
+def tenant() -> None:
+    """Tenant quotas: what a tenant may hold, and how fast it may create."""
+
+
+@tenant.command("set-quota")
+@click.argument("tenant_name", metavar="TENANT")
+@click.option("--timers", type=click.IntRange(0), default=None,
+              help="Outstanding (scheduled, armed or fired) timers it may hold; 0: unlimited.")
+@click.option("--payload-bytes", callback=_size, default=None,
+              help="Payload bytes those timers may hold, e.g. 64MiB; 0: unlimited.")
+@click.option("--create-rate", type=click.IntRange(0), default=None,
+              help="Timers it may create per second (at the leader, before proposing); 0: unlimited.")
+@click.option("--create-burst", type=click.IntRange(0), default=None,
+              help="Timers it may create at once above the rate; 0: one second's worth.")
+@click.option("--clear", is_flag=True, help="Remove the tenant's own quota: the default (*) applies again.")
+@json_option
+@connection()
+def set_quota_cmd(tenant_name, timers, payload_bytes, create_rate, create_burst, clear, as_json, conn) -> None:
+    """Set TENANT's quota ("*": the default of tenants without their own); flags not given keep their value."""
+    given = {"max_timers": timers, "max_payload_bytes": payload_bytes, "create_rate": create_rate,
+             "create_burst": create_burst}
+    if clear and any(v is not None for v in given.values()):
+        fail("--clear takes no limits", code=2)
+    if not clear and all(v is None for v in given.values()):
+        fail("give at least one of --timers, --payload-bytes, --create-rate, --create-burst (or --clear)", code=2)
+    q = _sdk(conn, lambda c: c.set_quota(tenant_name, clear=clear, **given))
+    _out(_json(q), as_json, lambda _: _show(q))
+
+
+@tenant.command("get-quota")
+@click.argument("tenant_name", metavar="TENANT")
+@json_option
+@connection()
+def get_quota_cmd(tenant_name, as_json, conn) -> None:
+    """The quota that applies to TENANT and what it holds now."""
+    q = _sdk(conn, lambda c: c.get_quota(tenant_name))
+    _out(_json(q), as_json, lambda _: _show(q))
