@@ -853,7 +853,9 @@ def test_burst_with_patch_never_truncates(tmp_path, critical_records):
         for o in objs:
             j = o.conf.journalFile
             orig = j.deleteEntriesFrom
-            j.deleteEntriesFrom = lambda n, _orig=orig: (deletes.append(n), _orig(n))
+            # (first index deleted, the node's commit index then, its term then)
+            j.deleteEntriesFrom = lambda n, _orig=orig, _o=o: (
+                deletes.append((n, _o.raftCommitIndex, _o.raftCurrentTerm)), _orig(n))
         follower = next(o for o in objs if not o._isLeader())
         n = 3000
         done = threading.Event()
@@ -871,6 +873,12 @@ def test_burst_with_patch_never_truncates(tmp_path, critical_records):
         assert done.wait(60), f"only {len(results)} of {n} callbacks"
         ok = results.count(0)
         wait_for(lambda: len({o.value for o in objs}) == 1 and objs[0].value >= ok, what="convergence")
+        # Never a committed entry, elections or not: Raft only ever truncates a follower's
+        # uncommitted tail that conflicts with a new leader's log.
+        assert all(first > commit for first, commit, _ in deletes), deletes
+        # Within one term the leader's resends are all identical entries: nothing at all is
+        # deleted. A delete can only come from a new leader (term > 1) cutting an old tail.
+        assert all(term > 1 for _, _, term in deletes), deletes
         if max(o.raftCurrentTerm for o in objs) == 1:  # no election happened mid-burst
             assert deletes == []
         assert critical_records == []
