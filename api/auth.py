@@ -26,7 +26,7 @@ from typing import Callable, Optional
 import grpc
 
 from minoots.kernel import DEFAULT_TENANT
-from minoots.raft.tokens import TENANT_ROLES, token_hash, token_id_of
+from minoots.raft.tokens import TENANT_ROLES, subject_binding, token_hash, token_id_of
 
 log = logging.getLogger("minoots.api.auth")
 
@@ -166,10 +166,37 @@ class Authenticator:
 
     MAX_TOKEN_LEN = 256
 
-    def __init__(self, machine, bootstrap_token: Optional[str] = None, clock_ms=None) -> None:
+    def __init__(self, machine, bootstrap_token: Optional[str] = None, clock_ms=None, mtls: bool = False) -> None:
         self._machine = machine
+        # With mutual TLS every connection carries a client certificate the server verified
+        # during the handshake: a call without a token is its certificate's subject.
+        self.mtls = mtls
         self._bootstrap = token_hash(bootstrap_token) if bootstrap_token else None
         self._now_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+
+    @staticmethod
+    def has_token(metadata) -> bool:
+        return any(key == "authorization" for key, _ in metadata or ())
+
+    def authenticate_subject(self, auth_context) -> Principal:
+        """The principal bound to the verified client certificate's subject (mutual TLS)."""
+        subjects = (auth_context or {}).get("x509_subject") or []
+        if not subjects:
+            raise AuthError(grpc.StatusCode.UNAUTHENTICATED, "no credentials: no token and no client certificate")
+        subject = subjects[0].decode("utf-8", "replace")
+        tid, digest = subject_binding(subject)
+        record = self._machine.token(tid)
+        if record is None or not hmac.compare_digest(digest, record.sha256):
+            raise AuthError(grpc.StatusCode.UNAUTHENTICATED,
+                            f"client certificate {subject!r} is bound to no role "
+                            "(minoots token create --cert-subject)")
+        return self._principal(record, f"cert:{subject}")
+
+    def _principal(self, record, name: str) -> Principal:
+        if record.expires_at_ms and record.expires_at_ms <= self._now_ms():
+            raise AuthError(grpc.StatusCode.UNAUTHENTICATED, f"token {record.id} expired")
+        tenants = frozenset(record.tenants) if record.role in TENANT_ROLES else None
+        return Principal(name, record.role, tenants)
 
     def authenticate(self, metadata) -> Principal:
         header = None
@@ -191,10 +218,7 @@ class Authenticator:
         record = self._machine.token(tid) if tid else None
         if record is None or not hmac.compare_digest(digest, record.sha256):
             raise AuthError(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked token")
-        if record.expires_at_ms and record.expires_at_ms <= self._now_ms():
-            raise AuthError(grpc.StatusCode.UNAUTHENTICATED, f"token {tid} expired")
-        tenants = frozenset(record.tenants) if record.role in TENANT_ROLES else None
-        return Principal(f"token:{tid}:{record.name}", record.role, tenants)
+        return self._principal(record, f"token:{tid}:{record.name}")
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -212,9 +236,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         try:
             if rule is None:
                 raise _deny(f"{method} is not in the authorization table")
-            principal = self._auth.authenticate(details.invocation_metadata)
-            if not principal.may(rule.permission):
-                raise _deny(f"role {principal.role} may not call {method.rsplit('/', 1)[-1]}")
+            if self._auth.mtls and not self._auth.has_token(details.invocation_metadata):
+                principal = None        # the verified client certificate decides, in the call (below)
+            else:
+                principal = self._auth.authenticate(details.invocation_metadata)
+                _check_permission(principal, rule, method)
         except AuthError as exc:
             self._denied(method, None, exc.code)
             return _refusal(exc, streaming=method.endswith(("/WatchEvents", "/WatchEventBatches",
@@ -237,20 +263,24 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             except Exception:
                 log.exception("denied-call listener failed")
 
-    async def _admit(self, request, context, rule: Rule, principal: Principal, method: str) -> None:
-        """The request decoded, and names only the principal's tenants; else the call is aborted."""
-        if isinstance(request, _Garbled):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+    async def _admit(self, request, context, rule: Rule, principal: Optional[Principal], method: str) -> Principal:
+        """The principal, once the request decoded and names only its tenants; else the call is aborted.
+        (A TLS-verified client certificate authenticated the connection before any byte of it.)"""
         try:
+            if principal is None:
+                principal = self._auth.authenticate_subject(context.auth_context())
+                _check_permission(principal, rule, method)
+            if isinstance(request, _Garbled):
+                raise AuthError(grpc.StatusCode.INVALID_ARGUMENT, request.message)
             rule.tenants(principal, request)
         except AuthError as exc:
-            self._denied(method, principal.name, exc.code)
+            self._denied(method, principal.name if principal else None, exc.code)
             await context.abort(exc.code, str(exc))
+        return principal
 
     def _unary(self, behavior, rule: Rule, principal: Principal, method: str):
         async def call(request, context):
-            await self._admit(request, context, rule, principal, method)
-            token = _principal.set(principal)
+            token = _principal.set(await self._admit(request, context, rule, principal, method))
             try:
                 return await behavior(request, context)
             finally:
@@ -262,14 +292,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return self._unary(behavior, rule, principal, method)
 
         async def call(request, context):
-            await self._admit(request, context, rule, principal, method)
-            token = _principal.set(principal)
+            token = _principal.set(await self._admit(request, context, rule, principal, method))
             try:
                 async for item in behavior(request, context):
                     yield item
             finally:
                 _principal.reset(token)
         return call
+
+
+def _check_permission(principal: Principal, rule: Rule, method: str) -> None:
+    if not principal.may(rule.permission):
+        raise _deny(f"role {principal.role} may not call {method.rsplit('/', 1)[-1]}")
 
 
 class _Garbled:

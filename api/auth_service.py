@@ -6,8 +6,9 @@ other nodes never hold it. Who may call these is api/auth.py's table.
 """
 from __future__ import annotations
 
+from minoots.kernel import InvalidArgument
 from minoots.raft import commands
-from minoots.raft.tokens import TENANT_ROLES, new_token, token_hash
+from minoots.raft.tokens import MAX_NAME_LEN, TENANT_ROLES, new_token, subject_binding, token_hash
 from minoots.v1 import auth_pb2 as apb
 from minoots.v1 import auth_pb2_grpc
 
@@ -35,14 +36,18 @@ class AuthService(Writes, auth_pb2_grpc.AuthServicer):
     @_unary
     async def CreateToken(self, request, context):
         if request.ttl_seconds > MAX_TTL_SECONDS:
-            from minoots.kernel import InvalidArgument
-
             raise InvalidArgument("ttl_seconds", f"at most {MAX_TTL_SECONDS} (10 years); 0 = never expires")
         now = self._node.clock.now_ms()
-        tid, token = new_token()
+        if request.cert_subject:
+            if len(request.cert_subject) > MAX_NAME_LEN:
+                raise InvalidArgument("cert_subject", f"at most {MAX_NAME_LEN} characters")
+            (tid, digest), token = subject_binding(request.cert_subject), ""
+        else:
+            tid, token = new_token()
+            digest = token_hash(token)
         tenants = tuple(sorted(set(request.tenants))) if request.role in TENANT_ROLES else tuple(request.tenants)
         record = await self._write(commands.PutToken(
-            tid, token_hash(token), request.name, request.role, tenants, now,
+            tid, digest, request.name or request.cert_subject, request.role, tenants, now,
             now + request.ttl_seconds * 1000 if request.ttl_seconds else 0), context)
         return apb.CreateTokenResponse(token=token, info=token_info(record))
 

@@ -89,8 +89,9 @@ class ApiConfig:
         if self.advertise:
             split_address(self.advertise)
         if self.tls is not None:
-            for what, f in (("--tls-cert", self.tls.cert), ("--tls-key", self.tls.key)):
-                if not Path(f).is_file():
+            for what, f in (("--tls-cert", self.tls.cert), ("--tls-key", self.tls.key),
+                            ("--tls-client-ca", self.tls.client_ca)):
+                if f is not None and not Path(f).is_file():
                     raise ValueError(f"{what} {f} is not a readable file")
         self.limits.validate()
         if self.events_keep < 1:
@@ -167,7 +168,8 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
     tasks: list[asyncio.Task] = []
     server = None
     try:
-        authenticator = Authenticator(node.machine, admin_token, clock_ms=node.clock.now_ms)
+        authenticator = Authenticator(node.machine, admin_token, clock_ms=node.clock.now_ms,
+                                      mtls=api.tls is not None and api.tls.client_ca is not None)
         server, health_servicer = build_server(node, bridge, batcher, events, api.grpc, api.tls, authenticator,
                                                audit=ledger, limits=api.limits)
         monitor = HealthMonitor(node.machine, health_servicer)

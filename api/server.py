@@ -68,9 +68,14 @@ SERVER_OPTIONS = [
 class TlsFiles:
     cert: Path
     key: Path
+    client_ca: Optional[Path] = None     # mutual TLS: clients must present a certificate it signed
 
     def credentials(self) -> grpc.ServerCredentials:
-        return grpc.ssl_server_credentials([(Path(self.key).read_bytes(), Path(self.cert).read_bytes())])
+        pair = [(Path(self.key).read_bytes(), Path(self.cert).read_bytes())]
+        if self.client_ca is None:
+            return grpc.ssl_server_credentials(pair)
+        return grpc.ssl_server_credentials(pair, root_certificates=Path(self.client_ca).read_bytes(),
+                                           require_client_auth=True)
 
 
 def build_server(node, bridge, batcher, events, address: str, tls: Optional[TlsFiles] = None,

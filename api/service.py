@@ -101,8 +101,7 @@ def _unary(fn: Callable) -> Callable:
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
-            code, message = status_of(exc)
-            await context.abort(code, message)
+            await context.abort(*status_of(exc))
     return handler
 
 
@@ -115,8 +114,7 @@ def _stream(fn: Callable) -> Callable:
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
-            code, message = status_of(exc)
-            await context.abort(code, message)
+            await context.abort(*status_of(exc))
     return handler
 
 

@@ -49,6 +49,15 @@ _SERVER_ERRORS = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EX
                             grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS})
 
 
+def _failed_code(exc: BaseException, context) -> grpc.StatusCode:
+    """The status a call that raised `exc` ends with."""
+    if isinstance(exc, grpc.aio.AbortError):
+        return _code(context, grpc.StatusCode.UNKNOWN)
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
 class ServerTelemetry(grpc.aio.ServerInterceptor):
     """Counts, times and traces every call the server handles.
 
@@ -148,14 +157,8 @@ class ServerTelemetry(grpc.aio.ServerInterceptor):
                     result = await behavior(request, context)
                 code = _code(context, grpc.StatusCode.OK)
                 return result
-            except grpc.aio.AbortError as e:
-                exc, code = e, _code(context, grpc.StatusCode.UNKNOWN)
-                raise
-            except asyncio.CancelledError as e:
-                exc, code = e, grpc.StatusCode.CANCELLED
-                raise
             except BaseException as e:
-                exc, code = e, grpc.StatusCode.UNKNOWN
+                exc, code = e, _failed_code(e, context)
                 raise
             finally:
                 if streaming and self.streams is not None:
@@ -177,14 +180,8 @@ class ServerTelemetry(grpc.aio.ServerInterceptor):
                 async for item in behavior(request, context):
                     yield item
                 code = _code(context, grpc.StatusCode.OK)
-            except grpc.aio.AbortError as e:
-                exc, code = e, _code(context, grpc.StatusCode.UNKNOWN)
-                raise
-            except (asyncio.CancelledError, GeneratorExit) as e:
-                exc, code = e, grpc.StatusCode.CANCELLED
-                raise
             except BaseException as e:
-                exc, code = e, grpc.StatusCode.UNKNOWN
+                exc, code = e, _failed_code(e, context)
                 raise
             finally:
                 if self.streams is not None:

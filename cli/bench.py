@@ -17,20 +17,10 @@ def bench() -> None:
 
 
 @bench.command("wheel")
-@click.option(
-    "--timers",
-    type=click.IntRange(min=1),
-    default=wheel_bench.DEFAULT_TIMERS,
-    show_default=True,
-    help="Number of timers to insert.",
-)
-@click.option(
-    "--span-ms",
-    type=click.IntRange(min=1),
-    default=wheel_bench.DEFAULT_SPAN_MS,
-    show_default=True,
-    help="Deadlines are spread uniformly over this many milliseconds.",
-)
+@click.option("--timers", type=click.IntRange(min=1), default=wheel_bench.DEFAULT_TIMERS, show_default=True,
+              help="Number of timers to insert.")
+@click.option("--span-ms", type=click.IntRange(min=1), default=wheel_bench.DEFAULT_SPAN_MS, show_default=True,
+              help="Deadlines are spread uniformly over this many milliseconds.")
 @click.option(
     "--json",
     "json_path",

@@ -98,6 +98,10 @@ def node() -> None:
               help="PEM certificate chain: serve gRPC over TLS (with --tls-key).")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="PEM private key of --tls-cert.")
+@click.option("--tls-client-ca", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Mutual TLS: clients must present a certificate signed by this PEM CA; a client "
+                   "without an API token is then the principal its certificate's subject is bound to "
+                   "(minoots token create --cert-subject).")
 @click.option("--events-keep", default=EVENTS_KEEP, show_default=True, type=click.IntRange(1),
               help="Events retained for WatchEvents replay (newest kept).")
 @click.option("--events-max-age", default=None, type=click.FloatRange(1.0),
@@ -136,7 +140,8 @@ def node() -> None:
 @click.option("--audit-keep", default=AUDIT_KEEP, show_default=True, type=click.IntRange(1000),
               help="Audit records retained (newest; the trimmed prefix leaves a signed checkpoint).")
 @api_limit_options
-def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, grpc_advertise, tls_cert, tls_key, events_keep,
+def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, grpc_advertise, tls_cert, tls_key, tls_client_ca,
+            events_keep,
             events_max_age, cluster, init, sync, map_size, snapshot_keep, compaction_entries, compaction_seconds,
             clock_offset_ms, log_level, metrics_address, cluster_secret_file, admin_token_file, insecure_peers,
             audit_key_file, audit_keep, limits, **timing) -> None:
@@ -158,6 +163,8 @@ def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, grpc_advert
         peer_map[nid] = addr
     if (tls_cert is None) != (tls_key is None):
         fail("--tls-cert and --tls-key go together", code=2)
+    if tls_client_ca and not tls_cert:
+        fail("--tls-client-ca needs --tls-cert and --tls-key", code=2)
     if (tls_cert or grpc_advertise or admin_token_file) and not grpc_address:
         fail("--tls-cert/--tls-key/--grpc-advertise/--admin-token-file need --grpc", code=2)
     if audit_key_file and not grpc_address:
@@ -176,7 +183,7 @@ def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, grpc_advert
             from minoots.api.server import TlsFiles
 
             api = ApiConfig(grpc=grpc_address, advertise=grpc_advertise,
-                            tls=TlsFiles(tls_cert, tls_key) if tls_cert else None,
+                            tls=TlsFiles(tls_cert, tls_key, tls_client_ca) if tls_cert else None,
                             events_keep=events_keep, events_max_age_s=events_max_age,
                             admin_token_file=admin_token_file, audit_key_file=audit_key_file,
                             audit_keep=audit_keep, limits=limits)
@@ -186,6 +193,34 @@ def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, grpc_advert
     except (DataDirError, ValueError) as exc:
         fail(str(exc))
     sys.exit(code)
+
+
+@node.command("init-secrets")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def init_secrets(directory: Path) -> None:
+    """Write DIRECTORY/cluster.secret, DIRECTORY/admin.token and DIRECTORY/audit.key (mode 0600)
+    for a new cluster.
+
+    Give every member the same files: --cluster-secret-file authenticates the Raft links,
+    --admin-token-file is the first admin token (the CLI and SDK read it from
+    $MINOOTS_TOKEN_FILE or $MINOOTS_TOKEN), --audit-key-file signs the audit ledger's
+    checkpoints. Existing files are kept, never overwritten.
+    """
+    from minoots.raft import peer_secret
+    from minoots.raft.audit import AUDIT_KEY_FILE, write_key
+    from minoots.raft.tokens import new_token
+
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    writers = ((peer_secret.SECRET_FILE, peer_secret.generate),
+               (peer_secret.ADMIN_TOKEN_FILE, lambda p: peer_secret.generate(p, new_token()[1].encode())),
+               (AUDIT_KEY_FILE, write_key))
+    for name, write in writers:
+        path = directory / name
+        if path.exists():
+            click.echo(f"{path}: exists, kept")
+            continue
+        write(path)
+        click.echo(f"{path}: written (0600)")
 
 
 @click.command()

@@ -142,6 +142,16 @@ def _parsed(fn, *args, **kw):
         fail(str(exc), code=2)
 
 
+def _parsed_all(parse, values) -> list:
+    """Each value through an SDK enum's `parse`; a bad one is a usage error (exit 2)."""
+    from minoots.api.types import MinootsError
+
+    try:
+        return [parse(v) for v in values]
+    except MinootsError as exc:
+        fail(str(exc), code=2)
+
+
 # ---------------------------------------------------------------- SDK plumbing
 
 
@@ -292,12 +302,9 @@ def get(timer_id, conn, as_json, tenant) -> None:
 @common_options
 def list_(states, labels, limit, conn, as_json, tenant) -> None:
     """List timers (pages are fetched as needed)."""
-    from minoots.api.types import MinootsError, TimerState
+    from minoots.api.types import TimerState
 
-    try:
-        parsed_states = [TimerState.parse(s) for s in states]
-    except MinootsError as exc:
-        fail(str(exc), code=2)
+    parsed_states = _parsed_all(TimerState.parse, states)
     label_map = dict(_parsed(parse_label, lab) for lab in labels)
     n = 0
     with _client(conn) as c:
@@ -380,12 +387,9 @@ def ack(timer_id, fire_id, conn, as_json, tenant) -> None:
 @common_options
 def watch(from_, kinds, limit, conn, as_json, tenant) -> None:
     """Stream events live, one line each; resumes across node failures. Ctrl-C stops."""
-    from minoots.api.types import EventKind, MinootsError
+    from minoots.api.types import EventKind
 
-    try:
-        parsed_kinds = [EventKind.parse(k) for k in kinds]
-    except MinootsError as exc:
-        fail(str(exc), code=2)
+    parsed_kinds = _parsed_all(EventKind.parse, kinds)
     with _client(conn) as c:
         w = c.watch(from_sequence=from_, tenant=tenant, kinds=parsed_kinds)
 

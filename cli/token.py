@@ -44,24 +44,31 @@ def token() -> None:
 
 
 @token.command("create")
-@click.option("--name", required=True, help="Who or what the token is for.")
+@click.option("--name", default="", help="Who or what the token is for (required without --cert-subject).")
 @click.option("--role", type=click.Choice(ROLES), required=True,
               help="admin: everything; operator: status, snapshots, read all tenants; "
                    "writer: write and read its tenants; reader: read its tenants.")
 @click.option("--tenant", "tenants", multiple=True, help="A tenant the token may use (repeat; writer, reader).")
 @click.option("--expires", default=None, help="Lifetime, e.g. 12h, 30d (default: never).")
+@click.option("--cert-subject", default="", help="Mutual TLS: bind the role to client certificates with this "
+              "subject (e.g. 'CN=agent-7,O=acme') instead of making a token.")
 @json_option
 @connection()
-def create_cmd(name, role, tenants, expires, as_json, conn) -> None:
-    """Make a token; prints it once."""
+def create_cmd(name, role, tenants, expires, cert_subject, as_json, conn) -> None:
+    """Make a token (printed once), or bind a certificate subject to a role."""
+    if not name and not cert_subject:
+        fail("--name is required (or --cert-subject)", code=2)
     if role in ("writer", "reader") and not tenants:
         fail(f"a {role} token needs at least one --tenant", code=2)
     if role not in ("writer", "reader") and tenants:
         fail(f"a {role} token sees every tenant; give no --tenant", code=2)
     ttl = parse_ttl(expires)
-    secret, info = _sdk(conn, lambda c: c.create_token(name, role, tenants, ttl_seconds=ttl))
+    secret, info = _sdk(conn, lambda c: c.create_token(name, role, tenants, ttl_seconds=ttl,
+                                                       cert_subject=cert_subject))
     if as_json:
         _out({"token": secret, **_info_json(info)}, True, None)
+    elif cert_subject:
+        click.echo(f"bound {cert_subject!r}: {_line(info)}")
     else:
         click.echo(secret)
         click.echo(f"({_line(info)}; shown once: store it now)", err=True)

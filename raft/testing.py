@@ -129,6 +129,7 @@ class LocalNode:
     extra_args: tuple = ()
     metrics: str | None = None       # Prometheus /metrics address (passed as --metrics when set)
     tls_ca: Path | None = None       # PEM to trust when the node serves TLS (--tls-cert); None: plaintext
+    tls_client: tuple | None = None  # (cert PEM, key PEM) the harness presents (mutual TLS)
     token_file: Path | None = None   # API token sent with every call (the cluster's admin token)
     _channel: grpc.Channel | None = field(default=None, repr=False, compare=False)
 
@@ -150,7 +151,9 @@ class LocalNode:
             if self.tls_ca is None:
                 self._channel = grpc.insecure_channel(self.grpc, options=CHANNEL_OPTIONS)
             else:
-                creds = grpc.ssl_channel_credentials(root_certificates=Path(self.tls_ca).read_bytes())
+                cert, key = (Path(p).read_bytes() for p in self.tls_client) if self.tls_client else (None, None)
+                creds = grpc.ssl_channel_credentials(root_certificates=Path(self.tls_ca).read_bytes(),
+                                                     private_key=key, certificate_chain=cert)
                 self._channel = grpc.secure_channel(self.grpc, creds, options=CHANNEL_OPTIONS)
             if self.token_file is not None and self.token_file.exists():
                 token = peer_secret.load(self.token_file).decode()
@@ -188,6 +191,7 @@ class LocalCluster:
     metrics_ports: list[int] | None = None
     node_args: tuple = ()
     tls_ca: Path | None = None       # with --tls-cert in node_args: the PEM the harness trusts
+    tls_client: tuple | None = None  # with --tls-client-ca: (cert, key) the harness presents
     nodes: dict[str, LocalNode] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -208,6 +212,7 @@ class LocalCluster:
         node = self.nodes[nid] = LocalNode(
             nid, f"{self.host}:{raft_port}", f"{self.host}:{grpc_port}", self.root / nid, self.root / f"{nid}.log",
             extra_args=tuple(self.node_args), metrics=f"{self.host}:{metrics_port}", tls_ca=self.tls_ca,
+            tls_client=self.tls_client,
             token_file=self.root / peer_secret.ADMIN_TOKEN_FILE)
         return node
 
@@ -251,7 +256,7 @@ class LocalCluster:
         node = self.nodes[nid]
         if node.alive():
             raise RuntimeError(f"{nid} is already running (pid {node.pid})")
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not self.secret_file.exists():
             peer_secret.generate(self.secret_file)
         if not self.admin_token_file.exists():
@@ -260,7 +265,7 @@ class LocalCluster:
         if not self.audit_key_file.exists():
             write_key(self.audit_key_file)
         node.close_channel()        # a fresh channel: no reconnect backoff left from the last run
-        logf = open(node.log_file, "ab")
+        logf = os.fdopen(os.open(node.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         try:
             node.proc = subprocess.Popen(self.command(node, members), stdout=logf, stderr=logf,
                                          stdin=subprocess.DEVNULL)

@@ -18,6 +18,7 @@ from minoots.kernel import InvalidArgument, KernelError
 from minoots.kernel.validate import MAX_TENANT_LEN
 
 __all__ = ["ROLES", "TENANT_ROLES", "TokenRecord", "TokenTable", "new_token", "token_id_of", "token_hash",
+           "subject_binding",
            "MAX_TOKENS", "MAX_TOKEN_TENANTS", "TokenNotFound", "TokenExists", "check_record"]
 
 ROLES = ("admin", "operator", "writer", "reader")
@@ -41,6 +42,13 @@ def new_token() -> tuple[str, str]:
     """A fresh (token id, token); the token is shown once and never stored."""
     tid = secrets.token_hex(8)
     return tid, f"mnt_{tid}_{secrets.token_urlsafe(32)}"
+
+
+def subject_binding(subject: str) -> tuple[str, str]:
+    """(record id, hash) of the record that binds a client certificate's subject (mutual
+    TLS) to a role and tenants: the same table, keyed by the subject instead of a secret."""
+    digest = token_hash("x509:" + subject)
+    return digest[:16], digest
 
 
 def token_id_of(token: str) -> str | None:

@@ -245,3 +245,11 @@ def test_cli_token_commands(real_cluster):
     assert r.returncode == 1 and "NOT_FOUND" in r.stderr
     r = run("whoami", token="mnt_" + "0" * 16 + "_" + "A" * 43)
     assert r.returncode == 1 and "UNAUTHENTICATED" in r.stderr
+
+
+def test_sdk_bounds_what_it_receives():
+    from minoots.api.client.policy import CHANNEL_OPTIONS
+
+    opts = dict(CHANNEL_OPTIONS)
+    assert 0 < opts["grpc.max_receive_message_length"] <= 64 << 20
+    assert 0 < opts["grpc.max_send_message_length"] <= 16 << 20

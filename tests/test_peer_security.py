@@ -106,6 +106,7 @@ def test_strangers_on_the_raft_port_change_nothing(tmp_path, mode):
             send(addr, frame(_Evil(marker)))                             # RCE as the first frame
             send(addr, frame(["add", bogus]))                            # utility: add a member
             send(addr, frame(["remove", member]))                        # utility: remove one
+            send(addr, frame(["set_version", 99]), frame(["status"]))    # utility: anything else
             send(addr, frame("readonly"), frame({"type": "append_entries", "term": 0}))
             send(addr, frame(_Evil(marker)), frame(_Evil(marker)))       # after a first frame too
             send(addr, struct.pack("i", len(bomb)) + bomb)               # zlib bomb
@@ -150,6 +151,26 @@ def test_strangers_on_the_raft_port_change_nothing(tmp_path, mode):
             assert final["term"] < 1000, f"term jumped to {final['term']}"
             assert "peer message out of range dropped" in "".join(n.log_file.read_text()
                                                                   for n in cluster.nodes.values())
+    finally:
+        cluster.stop()
+
+
+def test_raft_port_binds_only_the_given_host_and_data_dirs_are_private(tmp_path):
+    cluster = LocalCluster(tmp_path / "cluster", size=1)
+    try:
+        cluster.start()
+        cluster.leader(timeout=WAIT)
+        node = cluster.nodes["n1"]
+        port = int(node.raft.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass                                           # the address it was given
+        with pytest.raises(ConnectionRefusedError):       # another loopback address: not bound there
+            socket.create_connection(("127.0.0.2", port), timeout=5).close()
+        for path in [node.data_dir, *node.data_dir.rglob("*")]:
+            mode = path.stat().st_mode & 0o777
+            assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+        assert cluster.secret_file.stat().st_mode & 0o077 == 0
+        assert cluster.admin_token_file.stat().st_mode & 0o077 == 0
     finally:
         cluster.stop()
 

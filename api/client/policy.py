@@ -420,9 +420,10 @@ ADMIN_TOKEN_FILE = "admin.token"          # what `minoots up` writes there
 def resolve_token(token: Optional[str]) -> Optional[str]:
     """The API token a client sends: `token`, else $MINOOTS_TOKEN, else the file named by
     $MINOOTS_TOKEN_FILE, else the admin token `minoots up` wrote ($MINOOTS_DATA or
-    ./minoots-data)/admin.token, else None (calls then fail with UNAUTHENTICATED)."""
-    if token:
-        return token
+    ./minoots-data)/admin.token, else None (calls then fail with UNAUTHENTICATED). An empty
+    `token` sends none (a client certificate authenticates the calls: mutual TLS)."""
+    if token is not None:
+        return token or None
     if os.environ.get(TOKEN_ENV):
         return os.environ[TOKEN_ENV].strip()
     path = os.environ.get(TOKEN_FILE_ENV) or os.path.join(os.environ.get(DATA_ENV, DEFAULT_DATA), ADMIN_TOKEN_FILE)

@@ -44,9 +44,12 @@ class TokenMethods:
         return policy.AuthedStub(auth_pb2_grpc.AuthStub(self._channel(addr)), self._token)
 
     def create_token(self, name: str, role: str, tenants: Sequence[str] = (), *, ttl_seconds: int = 0,
-                     timeout: Optional[float] = None) -> tuple[str, TokenInfo]:
-        """Make a token; returns (token, info). The token is shown only here: keep it."""
-        req = auth_pb2.CreateTokenRequest(name=name, role=role, tenants=list(tenants), ttl_seconds=ttl_seconds)
+                     cert_subject: str = "", timeout: Optional[float] = None) -> tuple[str, TokenInfo]:
+        """Make a token; returns (token, info). The token is shown only here: keep it.
+        With `cert_subject` (mutual TLS) the role binds to client certificates with that
+        subject instead, and the returned token is empty."""
+        req = auth_pb2.CreateTokenRequest(name=name, role=role, tenants=list(tenants), ttl_seconds=ttl_seconds,
+                                          cert_subject=cert_subject)
         resp, _ = self._call("create_token", lambda a, t: self._auth(a).CreateToken(req, timeout=t),
                              safe_only=True, timeout=timeout)
         return resp.token, token_from_pb(resp.info)
