@@ -172,10 +172,11 @@ def test_percentile_nearest_rank():
 
 
 @pytest.mark.chaos
-@pytest.mark.parametrize("drill,rounds", [("leader-kill", 3), ("partition", 1), ("disk-full", 1)])
+@pytest.mark.parametrize("drill,rounds", [("leader-kill", 3), ("partition", 1), ("disk-full", 1),
+                                          ("follower-kill", 2), ("rolling-restart", 1), ("clock-skew", 1)])
 def test_short_real_drill_passes(tmp_path, drill, rounds):
-    """What CI keeps checked: a short leader-kill (3 rounds) and partition (1 round), and the
-    disk-full drill; each must end with every invariant held (exit 0)."""
+    """What CI keeps checked: every drill in short form (leader-kill and follower-kill a few
+    rounds, the others one); each must end with every invariant held (exit 0)."""
     report = tmp_path / "report.json"
     cmd = [sys.executable, "-m", "minoots", "chaos", drill, "--rounds", str(rounds), "--seed", "7",
            "--report", str(report)]
@@ -186,3 +187,13 @@ def test_short_real_drill_passes(tmp_path, drill, rounds):
     assert doc["ok"] and inv["lost"] == 0 and inv["missed"] == 0 and inv["early"] == 0
     assert inv["duplicates"] == 0
     assert doc["info"]["acknowledged_creates"] > 0 and doc["info"]["fired_seen"] > 0
+    info = doc["drill_info"]
+    if drill == "follower-kill":
+        assert isinstance(info["leader_changes"], int) and 0 <= info["leader_changes"] <= rounds
+    elif drill == "rolling-restart":
+        codes = info["exit_codes"]                   # every node stopped once, each exit clean
+        assert len(codes) == 3 * rounds and set(codes.values()) == {0}, codes
+    elif drill == "clock-skew":
+        phases = info["leader_phases"]               # each node led once, ahead, behind and on time
+        assert len(phases) == 3 * rounds
+        assert {p["offset_ms"] for p in phases} == set(info["clock_offsets_ms"].values()) | {0}
