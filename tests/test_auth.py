@@ -253,3 +253,62 @@ def test_sdk_bounds_what_it_receives():
     opts = dict(CHANNEL_OPTIONS)
     assert 0 < opts["grpc.max_receive_message_length"] <= 64 << 20
     assert 0 < opts["grpc.max_send_message_length"] <= 16 << 20
+
+
+@pytest.mark.cluster
+def test_watcher_of_one_tenant_never_sees_another_hypothesis_interleavings(real_cluster):
+    """Creates of two tenants interleaved as hypothesis draws them (order, due now or later,
+    cancelled or not); the watcher of tenant A sees exactly A's events, whatever the order."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    addrs = cluster_grpc(real_cluster)
+    with minoots.Client(addrs, timeout=60) as admin:
+        wa, _ = admin.create_token("iso-a", "writer", ["iso-a"])
+        wb, _ = admin.create_token("iso-b", "writer", ["iso-b"])
+        ra, _ = admin.create_token("iso-reader", "reader", ["iso-a"])
+    clients = {t: minoots.Client(addrs, token=t, timeout=30) for t in (wa, wb, ra)}
+    wait_for(lambda: all(_known(c) for c in clients.values()), "the new tokens to be known")
+    ops = st.lists(st.tuples(st.sampled_from("AB"), st.sampled_from([0.0, 0.2, 3600.0]), st.booleans()),
+                   min_size=1, max_size=8)
+    counter = iter(range(10**6))
+
+    @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(ops)
+    def run(plan):
+        mine = {clients[wa].create(delay=3600, id=f"h{next(counter)}").id}   # A always has one
+        for tenant, delay, cancel in plan:
+            c = clients[wa if tenant == "A" else wb]
+            t = c.create(delay=delay, id=f"h{next(counter)}")
+            if tenant == "A":
+                mine.add(t.id)
+            if cancel and delay > 1:
+                c.cancel(t.id)
+        seen = []
+        w = clients[ra].watch(from_sequence=1, tenant="iso-a")
+        guard = threading.Timer(60, w.close)        # a watch that never delivers must not hang the test
+        guard.start()
+        try:
+            for e in w:
+                seen.append(e)
+                if mine <= {x.timer_id for x in seen}:
+                    break
+        finally:
+            guard.cancel()
+            w.close()
+        assert mine <= {e.timer_id for e in seen}, "tenant A's own events are all delivered"
+        assert seen and all(e.tenant == "iso-a" for e in seen), "nothing of tenant B"
+
+    try:
+        run()
+    finally:
+        for c in clients.values():
+            c.close()
+
+
+def _known(client) -> bool:
+    try:
+        client.whoami()
+        return True
+    except minoots.MinootsError:
+        return False
