@@ -24,6 +24,12 @@ Lateness per fired timer: ``at - fire_at`` (the tick's time stamped by the
 cluster) and ``received - fire_at`` (this process's clock when the watcher got
 the event; same machine, same clock). Correctness: every created timer fires
 exactly once; a lost or duplicated timer makes the run fail (exit status 1).
+The verdict is about the cluster, not its observer: if the watcher fails (e.g.
+OUT_OF_RANGE after retention trimmed its cursor) or falls behind, the verdict
+says "observer failed" and correctness is judged from the nodes' state (every
+timer's state, ``fired_at`` and attempts by paged ``ListTimers`` from a
+caught-up node, see ``judge``); the failover step runs regardless.
+``--stress`` adds a competing CPU hog (``CpuHog``) from the load's start.
 
 The cluster, the clients and the watcher share one machine: the numbers are for
 comparing changes (and systems) on that machine, not absolute capacity.
@@ -173,18 +179,88 @@ class Watcher(threading.Thread):
         self.watch = self.client.watch(1, kinds=[EventKind.FIRED], reconnect_timeout=reconnect_timeout)
         self.fired: list[tuple] = []
         self.error: Optional[BaseException] = None
+        self._stopping = False
 
     def run(self) -> None:
         try:
             for ev in self.watch:
                 self.fired.append((ev.timer_id, datetime_to_ms(ev.at), datetime_to_ms(ev.fire_at), now_ms()))
         except BaseException as exc:  # reported, not swallowed
-            self.error = exc
+            if not self._stopping:    # not the harness closing it
+                self.error = exc
 
     def stop(self) -> None:
+        self._stopping = True
         self.watch.close()
         self.join(5)
         self.client.close()
+
+
+_HOG = """
+import sys, time
+end = time.monotonic() + float(sys.argv[1])
+x = 0
+while time.monotonic() < end:
+    for _ in range(20000):
+        x += 1
+"""
+
+
+class CpuHog:
+    """``--stress``: one separate process busy-looping for `seconds` (wall time; it ends by itself
+    then, even if this process dies), as a competing install would on a shared host. `stop()`
+    ends it by PID (SIGTERM, then SIGKILL) and reaps it; `report()` says how much CPU it got."""
+
+    def __init__(self, seconds: float) -> None:
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise LoadBenchError("--stress must be > 0 CPU seconds")
+        self.seconds = float(seconds)
+        self.pid: Optional[int] = None
+        self.started: Optional[float] = None
+        self.wall_s: Optional[float] = None
+        self.cpu_s: Optional[float] = None
+        self.stopped_by: Optional[str] = None
+        self._proc = None
+
+    def start(self) -> "CpuHog":
+        import subprocess
+        self._proc = subprocess.Popen([sys.executable, "-c", _HOG, repr(self.seconds)],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        self.pid, self.started = self._proc.pid, time.monotonic()
+        return self
+
+    def stop(self) -> None:
+        import signal
+        if self._proc is None or self._proc.returncode is not None:
+            return
+        pid = self.pid
+        self.stopped_by = "itself"
+        try:
+            done, status, ru = os.wait4(pid, os.WNOHANG)
+            if done == 0:             # still running: end it by its PID
+                self.stopped_by = "SIGTERM"
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + 5.0
+                while True:
+                    done, status, ru = os.wait4(pid, os.WNOHANG)
+                    if done:
+                        break
+                    if time.monotonic() > deadline:
+                        self.stopped_by = "SIGKILL"
+                        os.kill(pid, signal.SIGKILL)
+                        done, status, ru = os.wait4(pid, 0)
+                        break
+                    time.sleep(0.02)
+            self.cpu_s = ru.ru_utime + ru.ru_stime
+            self._proc.returncode = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:     # reaped elsewhere
+            self._proc.returncode = self._proc.returncode if self._proc.returncode is not None else -1
+        self.wall_s = time.monotonic() - (self.started or time.monotonic())
+
+    def report(self) -> dict:
+        return {"cpu_seconds": self.seconds, "pid": self.pid, "ran_s": self.wall_s, "cpu_used_s": self.cpu_s,
+                "stopped_by": self.stopped_by,
+                "note": "one busy-looping process started with the load phase (a competing install)"}
 
 
 # ---------------------------------------------------------------- phases
@@ -313,6 +389,20 @@ def _restart_follower(cluster: LocalCluster, leader: str, timeout: float) -> dic
             "note": "SIGKILL, restart, until its applied index >= the leader's commit index"}
 
 
+def _pending_in_state(cluster: LocalCluster, fired_before: int) -> tuple:
+    """(timers still scheduled or armed, timers fired or settled) by the leader's Cluster.Status;
+    (None, fired_before) when no leader answers (e.g. during the failover)."""
+    try:
+        st = cluster.status(cluster.leader(timeout=2.0)) or {}
+    except TimeoutError:
+        return None, fired_before
+    counts = st.get("timers") or {}
+    if not counts:
+        return None, fired_before
+    return (int(counts.get("scheduled", 0)) + int(counts.get("armed", 0)),
+            int(counts.get("fired", 0)) + int(counts.get("settled", 0)))
+
+
 def _failover(cluster: LocalCluster, leader: str) -> dict:
     t_kill = now_ms()
     cluster.kill(leader)
@@ -337,10 +427,12 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
         payload: int = 64, out: Optional[str] = None, peers: tuple = (), burst: int = 0,
         single_seconds: float = 5.0, lead: Optional[float] = None, failover: bool = False,
         sync: str = DEFAULT_SYNC, progress: bool = True, say=None, etcd_timers: Optional[int] = None,
-        install_peers: bool = True) -> dict:
+        install_peers: bool = True, stress: Optional[float] = None) -> dict:
     """``etcd_timers``: timers for the etcd peer (default ``min(timers + burst, 20000)``: one lease each).
-    ``install_peers``: apt-get a missing peer's Debian package (bench/debian.py) instead of skipping it."""
+    ``install_peers``: apt-get a missing peer's Debian package (bench/debian.py) instead of skipping it.
+    ``stress``: seconds of a competing CPU hog (``CpuHog``) started with the load phase."""
     validate(timers, nodes, window, clients, batch, payload, peers, burst, etcd_timers)
+    hog = CpuHog(stress) if stress else None
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     if out:
         try:
@@ -355,6 +447,7 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
     report: dict = {"params": {"timers": timers, "nodes": nodes, "window_s": window, "clients": clients,
                                "batch": batch, "payload": payload, "burst": burst, "lead_s": lead,
                                "single_seconds": single_seconds, "failover": failover, "sync": sync,
+                               "stress_cpu_s": stress,
                                "cpus": os.cpu_count(), "python": sys.version.split()[0],
                                "machine": machine()}}
     sampler = watcher = None
@@ -383,6 +476,10 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
         expected: dict[str, tuple] = {}   # id -> (fire_at_ms, ack_ms or None if unknown)
         lock = threading.Lock()
         body = b"x" * payload
+
+        if hog is not None:
+            hog.start()
+            say(f"stress: a competing CPU hog (pid {hog.pid}) for {hog.seconds:g}s from now")
 
         # -- single creates
         say(f"single creates: {single_seconds:g}s from {SINGLE_THREADS} threads")
@@ -459,33 +556,53 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
         fo_at = first_ms + win_ms // 3 if failover and nodes >= 3 else None
         bar = _bar(len(want), "fire") if progress else None
         shown = 0
+        observer_failed = False     # then the wait (and the bar) follow the leader's counts by state
+        pending, next_poll = None, 0.0
         while time.monotonic() < fire_deadline:
             if fo_at is not None and fo is None and now_ms() >= fo_at:
                 say("\nfailover: SIGKILL of the leader")
                 fo = _failover(cluster, cluster.leader(timeout=30))
-            seen = len(watcher.fired)
+            if watcher.error is not None and not observer_failed:
+                observer_failed = True
+                say(f"\nobserver failed: {watcher.error!r}; correctness will be judged from the nodes' state")
+            if observer_failed:
+                if time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + 1.0
+                    pending, seen = _pending_in_state(cluster, shown)
+            else:
+                seen = len(watcher.fired)
             if bar is not None:
                 step = min(seen, len(want)) - shown
                 if step > 0:
                     bar.update(step)
                     shown += step
-            if seen >= len(want) and now_ms() > last_ms + 1000:
-                break
-            if watcher.error is not None:
+            if now_ms() > last_ms + 1000 and (pending == 0 if observer_failed else seen >= len(want)):
                 break
             time.sleep(0.2)
         if bar is not None:
             bar.render_finish()
         time.sleep(0.5)     # a duplicate arriving just after the last timer is still counted
+        observer_error = watcher.error
         watcher.stop()
         sampler.stop()
-        report["watcher_error"] = repr(watcher.error) if watcher.error else None
+        if hog is not None:
+            hog.stop()
+        report["watcher_error"] = repr(observer_error) if observer_error else None
         report["watcher_reconnects"] = watcher.watch.reconnects
-        report.update(_analyse(expected, watcher.fired, fo, burst_ms if burst else None))
+
+        def read_state():
+            say("reading every timer's state (paged ListTimers) from a caught-up node")
+            return _read_state(cluster)
+        report.update(judge(expected, watcher.fired, fo, burst_ms if burst else None,
+                            f"{type(observer_error).__name__}: {observer_error}" if observer_error else None,
+                            read_state))
         report["failover"] = fo
         report["rss_series"] = sampler.samples
         report["throughput_series"] = series
     finally:
+        if hog is not None:
+            hog.stop()
+            report["stress"] = hog.report()
         if watcher is not None and watcher.is_alive():
             watcher.stop()
         if sampler is not None:
@@ -505,34 +622,116 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
     return report
 
 
-def _analyse(expected: dict, fired: list, fo: Optional[dict], burst_ms: Optional[int]) -> dict:
-    counts = Counter(tid for tid, *_ in fired)
+def _verdict(expected: dict, did_fire: set, dup: list, wrong_deadline: list, rows: list, recv: list,
+             n_events: int, fo: Optional[dict], burst_ms: Optional[int]) -> dict:
+    """Correctness and lateness from what fired: `did_fire` the ids that fired, `rows` (id, fire_at_ms,
+    at - fire_at) per fire, `recv` received - fire_at per event the watcher got."""
     must = {tid for tid, (_, ack) in expected.items() if ack is not None}
     maybe = {tid for tid, (_, ack) in expected.items() if ack is None}
-    lost = sorted(must - counts.keys())
-    dup = sorted(t for t, c in counts.items() if c > 1)
-    unknown = sorted(t for t in counts if t not in expected)
-    wrong_deadline = [tid for tid, _, fa, _ in fired if tid in expected and expected[tid][0] != fa]
-    tick, recv, burst_tick, out_tick = [], [], [], []
-    for tid, at, fa, rcv in fired:
-        tick.append(at - fa)
-        recv.append(rcv - fa)
-        if tid.startswith("B"):
-            burst_tick.append(at - fa)
-        if fo and fo["kill_ms"] <= fa <= fo["elected_ms"]:
-            out_tick.append(at - fa)
+    lost = sorted(must - did_fire)
+    unknown = sorted(t for t in did_fire if t not in expected)
+    tick = [d for _, _, d in rows]
+    burst_tick = [d for tid, _, d in rows if tid.startswith("B")]
+    out_tick = [d for _, fa, d in rows if fo and fo["kill_ms"] <= fa <= fo["elected_ms"]]
     early = sum(1 for v in tick if v < 0)
     ok = not lost and not dup and not unknown and not wrong_deadline and not early
     return {"correctness": {"ok": ok, "expected": len(must), "ambiguous_creates": len(maybe),
-                            "ambiguous_fired": sum(1 for t in maybe if t in counts),
-                            "fired_events": len(fired), "distinct_fired": len(counts),
+                            "ambiguous_fired": sum(1 for t in maybe if t in did_fire),
+                            "fired_events": n_events, "distinct_fired": len(did_fire),
                             "lost": len(lost), "lost_sample": lost[:10], "duplicated": len(dup),
                             "duplicated_sample": dup[:10], "unknown": len(unknown),
                             "wrong_deadline": len(wrong_deadline), "fired_early": early},
             "lateness_tick_ms": dist(tick), "lateness_recv_ms": dist(recv),
             "lateness_burst_tick_ms": dist(burst_tick) if burst_ms else None,
             "lateness_outage_tick_ms": dist(out_tick) if fo else None,
-            "_lateness_samples": {"tick": tick, "recv": recv, "fire_at": [fa for _, _, fa, _ in fired]}}
+            "_lateness_samples": {"tick": tick, "recv": recv, "fire_at": [fa for _, fa, _ in rows]},
+            "_lost": lost}
+
+
+def _analyse(expected: dict, fired: list, fo: Optional[dict], burst_ms: Optional[int]) -> dict:
+    """Correctness from the watcher's FIRED events (timer_id, at_ms, fire_at_ms, received_ms)."""
+    counts = Counter(tid for tid, *_ in fired)
+    res = _verdict(expected, set(counts), sorted(t for t, c in counts.items() if c > 1),
+                   [tid for tid, _, fa, _ in fired if tid in expected and expected[tid][0] != fa],
+                   [(tid, fa, at - fa) for tid, at, fa, _ in fired], [rcv - fa for _, _, fa, rcv in fired],
+                   len(fired), fo, burst_ms)
+    res.pop("_lost")
+    return res
+
+
+def _analyse_state(expected: dict, state: dict, fired: list, fo: Optional[dict], burst_ms: Optional[int]) -> dict:
+    """Correctness from the nodes' state: `state` is {timer id: (state name, fire_at_ms, fired_at_ms or
+    None, attempts)} as listed by ListTimers. A timer the cluster fired (fired_at set) is never lost, seen
+    by the watcher or not; `attempts` > 1 (or two FIRED events the watcher did see) is a duplicate.
+    Lateness at - fire_at is fired_at - fire_at (fired_at is the firing tick's time, the FIRED event's
+    `at`); received - fire_at only for the events the watcher got before it failed."""
+    seen = Counter(tid for tid, *_ in fired)
+    dup = sorted({tid for tid, (_, _, _, attempts) in state.items() if attempts > 1}
+                 | {t for t, c in seen.items() if c > 1})
+    rows = sorted(((tid, fa, fired_at - fa) for tid, (_, fa, fired_at, _) in state.items() if fired_at is not None),
+                  key=lambda r: r[1])
+    res = _verdict(expected, {tid for tid, _, _ in rows}, dup,
+                   [tid for tid, (_, fa, _, _) in state.items() if tid in expected and expected[tid][0] != fa],
+                   rows, [rcv - fa for _, _, fa, rcv in fired], len(fired), fo, burst_ms)
+    lost = res.pop("_lost")
+    res["correctness"].update(timers_in_state=len(state),
+                              not_fired_by_state=dict(Counter(state[t][0] for t in lost if t in state)),
+                              missing_from_state=sum(1 for t in lost if t not in state))
+    return res
+
+
+def judge(expected: dict, fired: list, fo: Optional[dict], burst_ms: Optional[int],
+          observer_error: Optional[str], read_state: Callable[[], tuple]) -> dict:
+    """The verdict is about the cluster, not its observer.
+
+    With a healthy watcher that saw every timer fire, correctness comes from its events. If the
+    watcher failed (`observer_error`: OUT_OF_RANGE, a lost connection, ...) or missed timers, the
+    nodes' state decides (`read_state()` -> (state dict as for `_analyse_state`, where it was read));
+    a watcher that only missed timers the state shows fired "fell behind": the observer failed too.
+    If the state cannot be read either, nothing can be judged: not OK, nothing called lost."""
+    res = _analyse(expected, fired, fo, burst_ms)
+    c = res["correctness"]
+    if observer_error is None and not c["lost"]:
+        c.update(observer="ok", observer_error=None, judged_from="events")
+        return res
+    try:
+        state, source = read_state()
+    except Exception as exc:
+        # failed, or (no error) missed timers that nothing can confirm lost: report what the watcher
+        # missed as such, not as lost
+        c.update(ok=False, observer="failed" if observer_error else "unconfirmed",
+                 observer_error=observer_error or f"missed {c['lost']:,} timers", judged_from=None,
+                 watcher_missed=c["lost"], lost=None, lost_sample=[], state_error=f"{type(exc).__name__}: {exc}")
+        return res
+    sres = _analyse_state(expected, state, fired, fo, burst_ms)
+    sc = sres["correctness"]
+    if observer_error is None:
+        behind = c["lost"] - sc["lost"]     # the watcher's lost that the cluster did fire
+        if behind <= 0:                     # the state agrees: they are lost, the watcher was right
+            c.update(observer="ok", observer_error=None, judged_from="events+state",
+                     not_fired_by_state=sc["not_fired_by_state"], missing_from_state=sc["missing_from_state"])
+            return res
+        observer_error = (f"fell behind: {behind:,} timers the nodes' state shows fired were not seen "
+                          f"by the watcher before the deadline")
+    sc.update(observer="failed", observer_error=observer_error, judged_from="state", state_source=source,
+              observer_fired_seen=c["distinct_fired"])
+    return sres
+
+
+def _read_state(cluster: LocalCluster, timeout: float = 120.0) -> tuple:
+    """Every timer as a caught-up node holds it: the leader, once its applied index reaches its commit
+    index, read with paged ListTimers (the SDK routes reads to the leader)."""
+    leader = cluster.leader(timeout=60)
+    if _wait_recovered(cluster, leader, leader, 60.0) is None:
+        raise TimeoutError(f"{leader} did not apply its commit index within 60s")
+    applied = (cluster.status(leader) or {}).get("applied_index")
+    state: dict = {}
+    t0 = time.monotonic()
+    with Client([cluster.nodes[leader].grpc], timeout=timeout) as c:
+        for t in c.list(page_size=1000):
+            state[t.id] = (t.state.name.lower(), t.fire_at_ms, t.fired_at_ms, t.attempts)
+    return state, {"node": leader, "applied_index": applied, "timers": len(state),
+                   "seconds": round(time.monotonic() - t0, 2)}
 
 
 # ---------------------------------------------------------------- peers
@@ -599,9 +798,21 @@ def format_table(r: dict) -> str:
             rows.append((label + " (ms)", f"P50 {_f(d['p50'], '{:.0f}')}  P95 {_f(d['p95'], '{:.0f}')}  "
                          f"P99 {_f(d['p99'], '{:.0f}')}  P99.9 {_f(d['p99.9'], '{:.0f}')}  max {_f(d['max'], '{:.0f}')}",
                          f"n={d['n']:,}"))
+    st = r.get("stress")
+    if st:
+        rows.append(("competing CPU hog (--stress)", f"{_f(st.get('cpu_used_s'), '{:.1f}')} CPU-s of {st['cpu_seconds']:g}",
+                     f"pid {st.get('pid')}, one busy process from the load's start, stopped by {st.get('stopped_by')}"))
     c = r.get("correctness", {})
+    if c.get("observer") in ("failed", "unconfirmed"):
+        src = c.get("state_source") or {}
+        rows.append(("observer (the harness's watcher)", f"observer {c['observer']}",
+                     f"{c.get('observer_error')}; it saw {c.get('observer_fired_seen', c.get('distinct_fired', 0)):,} fired"))
+        how = (f"judged from the nodes' state: {src.get('timers', 0):,} timers listed from {src.get('node')} "
+               f"at applied index {src.get('applied_index')}" if c.get("judged_from") == "state"
+               else f"not judged: the state could not be read either ({c.get('state_error')})")
+        rows.append(("", "", how))
     rows.append(("correctness", "OK" if c.get("ok") else "FAILED",
-                 f"expected {c.get('expected', 0):,}, fired {c.get('distinct_fired', 0):,}, lost {c.get('lost', 0)}, "
+                 f"expected {c.get('expected', 0):,}, fired {c.get('distinct_fired', 0):,}, lost {_f(c.get('lost'), '{:,}')}, "
                  f"duplicated {c.get('duplicated', 0)}, unknown {c.get('unknown', 0)}, early {c.get('fired_early', 0)}"))
     w1 = max(len(a) for a, _, _ in rows)
     w2 = max(len(x) for _, x, _ in rows)
@@ -674,6 +885,7 @@ def write_outputs(report: dict, out: str, say) -> None:
                   ("MINOOTS, at the watcher (received - fire_at)", samples["recv"])]
         curves += [(f"{name}, {_PEER_LATENESS.get(name, 'fired')}", v)
                    for name, v in (samples.get("peers") or {}).items() if v]
+        curves = [(label, v) for label, v in curves if v]   # an observer that failed early saw none
         import numpy as np
         lo = min(min(v) for _, v in curves)
         hi = max(max(v) for _, v in curves)
@@ -698,7 +910,9 @@ def write_outputs(report: dict, out: str, say) -> None:
         t0 = min(fa)
         step = max(1, len(fa) // 200_000)
         xs = [(v - t0) / 1e3 for v in fa[::step]]
-        ax.scatter(xs, [max(v, 0.1) for v in samples["recv"][::step]], s=1, alpha=0.3, label="received - fire_at")
+        if len(samples["recv"]) == len(fa):   # not when judged from state: the watcher saw only some
+            ax.scatter(xs, [max(v, 0.1) for v in samples["recv"][::step]], s=1, alpha=0.3,
+                       label="received - fire_at")
         ax.scatter(xs, [max(v, 0.1) for v in samples["tick"][::step]], s=1, alpha=0.3, label="at - fire_at")
         fo = report.get("failover") or {}
         if fo.get("kill_ms"):
@@ -709,7 +923,8 @@ def write_outputs(report: dict, out: str, say) -> None:
         fig.savefig(d / "lateness_over_time.png", dpi=110)
         plt.close(fig)
         with open(d / "lateness_samples.json", "w") as f:
-            json.dump({"fire_at": fa, "tick": samples["tick"], "recv": samples["recv"]}, f)
+            json.dump({"fire_at": fa, "tick": samples["tick"],
+                       "recv": samples["recv"] if len(samples["recv"]) == len(fa) else None}, f)
     series = report.get("throughput_series") or []
     if len(series) > 1:
         fig, ax = plt.subplots(figsize=(7, 4))

@@ -121,26 +121,36 @@ class _Duration(click.ParamType):
               help="Timers for the etcd peer (one lease each; default: min(timers + burst, 20000)).")
 @click.option("--install-peers/--no-install-peers", default=True, show_default=True,
               help="apt-get a missing peer's Debian package (etcd-server, redis-server) when allowed to.")
+@click.option("--stress", type=click.FloatRange(min=0, min_open=True), default=None, metavar="CPU_SECONDS",
+              help="Run a competing CPU hog (one busy process) for this many seconds from the load's start, "
+                   "as on a shared host.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def load(timers, nodes, window, clients, batch, payload, out, peers, burst, single_seconds, lead, failover,
-         sync, etcd_timers, install_peers, quiet) -> None:
+         sync, etcd_timers, install_peers, stress, quiet) -> None:
     """Load N timers into a local cluster through the gRPC API, let them fire, measure.
 
     Create throughput (batched and single), node RSS and bytes/timer, snapshot
     size and time, follower restart recovery, fire lateness percentiles; checks
-    that every timer fires exactly once (exit status 1 otherwise).
+    that every timer fires exactly once (exit status 1 otherwise). If the
+    harness's own watcher fails, the verdict says "observer failed" and
+    correctness is judged from the nodes' state (every timer, paged ListTimers).
     """
     peer_list = tuple(p.strip() for p in peers.split(",") if p.strip())
     say = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     try:
         report = load_bench.run(timers, nodes, window, clients, batch, payload, out, peer_list, burst,
                                 single_seconds, lead, failover, sync, progress=not quiet, say=say,
-                                etcd_timers=etcd_timers, install_peers=install_peers)
+                                etcd_timers=etcd_timers, install_peers=install_peers, stress=stress)
     except load_bench.LoadBenchError as exc:
         raise click.ClickException(str(exc)) from None
     report.pop("_lateness_samples", None)
     click.echo(load_bench.format_table(report))
-    if not report["correctness"]["ok"]:
+    c = report["correctness"]
+    if not c["ok"]:
+        if c.get("judged_from") is None:
+            raise click.ClickException(f"correctness could not be judged: observer {c.get('observer')} "
+                                       f"({c.get('observer_error')}) and the nodes' state could not be read "
+                                       f"({c.get('state_error')})")
         raise click.ClickException("correctness check FAILED: some timers were lost, duplicated or early")
 
 

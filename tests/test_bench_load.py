@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -112,3 +114,138 @@ def test_plots_show_every_system_and_results_json_has_no_samples(tmp_path):
         assert (tmp_path / name).stat().st_size > 10_000, name
     saved = json.loads((tmp_path / "results.json").read_text())
     assert "_lateness_samples" not in saved and saved["correctness"]["ok"]
+
+
+# ---------------------------------------------------------------- the verdict judges the cluster (issue 18)
+
+def _expected(n=3, fa=1_000):
+    """n acknowledged timers L0.. due at fa + i, as run() records them: id -> (fire_at_ms, ack_ms)."""
+    return {f"L{i}": (fa + i, 500) for i in range(n)}
+
+
+def test_observer_failed_and_state_shows_all_fired_is_ok_with_nothing_lost():
+    expected = _expected()
+    state = {tid: ("settled", fa, fa + 7, 1) for tid, (fa, _) in expected.items()}
+    fired = [("L0", 1_007, 1_000, 1_020)]          # the watcher saw one before it died
+    read = []
+
+    def read_state():
+        read.append(1)
+        return state, {"node": "n1", "applied_index": 42, "timers": len(state), "seconds": 0.1}
+    r = load_bench.judge(expected, fired, None, None,
+                         "OutOfRange: event sequence 1 is no longer available", read_state)
+    c = r["correctness"]
+    assert read == [1]
+    assert c["observer"] == "failed" and "OutOfRange" in c["observer_error"]
+    assert c["judged_from"] == "state" and c["state_source"]["node"] == "n1"
+    assert c["ok"] and c["lost"] == 0 and c["distinct_fired"] == 3 and c["observer_fired_seen"] == 1
+    assert r["lateness_tick_ms"]["n"] == 3 and r["lateness_tick_ms"]["max"] == 7
+    assert r["lateness_recv_ms"]["n"] == 1
+    table = load_bench.format_table({"params": {"nodes": 3, "window_s": 1, "clients": 1, "batch": 1, "payload": 0,
+                                                "sync": "x", "cpus": 2}, **r})
+    assert "observer failed" in table and "OutOfRange" in table and "judged from the nodes' state" in table
+    assert "correctness" in table and "lost 0," in table and "FAILED" not in table
+
+
+def test_observer_failed_and_state_shows_an_unfired_timer_counts_it_lost():
+    expected = _expected()
+    state = {"L0": ("settled", 1_000, 1_003, 1), "L1": ("armed", 1_001, None, 0)}    # L2 missing altogether
+    r = load_bench.judge(expected, [], None, None, "Unavailable: gone", lambda: (state, {"node": "n2"}))
+    c = r["correctness"]
+    assert c["observer"] == "failed" and c["judged_from"] == "state"
+    assert not c["ok"] and c["lost"] == 2 and c["lost_sample"] == ["L1", "L2"]
+    assert c["not_fired_by_state"] == {"armed": 1} and c["missing_from_state"] == 1
+
+
+def test_state_catches_early_and_repeated_fires():
+    expected = _expected()
+    state = {"L0": ("settled", 1_000, 999, 1), "L1": ("settled", 1_001, 1_002, 2), "L2": ("settled", 1_002, 1_002, 1)}
+    c = load_bench.judge(expected, [], None, None, "boom", lambda: (state, {}))["correctness"]
+    assert not c["ok"] and c["lost"] == 0 and c["fired_early"] == 1 and c["duplicated_sample"] == ["L1"]
+
+
+def test_a_watcher_that_fell_behind_is_an_observer_failure_not_lost_timers():
+    expected = _expected()
+    state = {tid: ("settled", fa, fa + 1, 1) for tid, (fa, _) in expected.items()}
+    fired = [("L0", 1_001, 1_000, 1_010)]          # no error, but it saw one of three by the deadline
+    c = load_bench.judge(expected, fired, None, None, None, lambda: (state, {}))["correctness"]
+    assert c["ok"] and c["lost"] == 0 and c["observer"] == "failed" and "fell behind: 2" in c["observer_error"]
+
+
+def test_a_healthy_watcher_is_judged_from_its_events_without_reading_state():
+    expected = _expected()
+    fired = [(tid, fa + 2, fa, fa + 5) for tid, (fa, _) in expected.items()]
+
+    def no_read():
+        raise AssertionError("state read although the watcher saw everything")
+    c = load_bench.judge(expected, fired, None, None, None, no_read)["correctness"]
+    assert c["ok"] and c["observer"] == "ok" and c["judged_from"] == "events"
+
+
+def test_lost_timers_the_state_confirms_keep_the_observer_ok():
+    expected = _expected()
+    fired = [("L0", 1_001, 1_000, 1_010)]
+    state = {"L0": ("settled", 1_000, 1_001, 1), "L1": ("armed", 1_001, None, 0), "L2": ("armed", 1_002, None, 0)}
+    c = load_bench.judge(expected, fired, None, None, None, lambda: (state, {}))["correctness"]
+    assert not c["ok"] and c["lost"] == 2 and c["observer"] == "ok" and c["judged_from"] == "events+state"
+
+
+def test_unreadable_state_after_an_observer_failure_is_not_judged_and_calls_nothing_lost():
+    def broken():
+        raise TimeoutError("no leader")
+    c = load_bench.judge(_expected(), [], None, None, "OutOfRange: trimmed", broken)["correctness"]
+    assert not c["ok"] and c["judged_from"] is None and c["lost"] is None and "no leader" in c["state_error"]
+    assert c["observer"] == "failed" and c["watcher_missed"] == 3
+    c = load_bench.judge(_expected(), [], None, None, None, broken)["correctness"]      # no error, missed all
+    assert not c["ok"] and c["observer"] == "unconfirmed" and c["lost"] is None and c["watcher_missed"] == 3
+
+
+def _gone(pid: int) -> bool:
+    """No such process, not even a zombie waiting to be reaped."""
+    return not os.path.exists(f"/proc/{pid}")
+
+
+def test_stress_hog_starts_and_is_stopped_by_pid():
+    hog = load_bench.CpuHog(30).start()
+    try:
+        assert hog.pid and not _gone(hog.pid)
+        time.sleep(0.5)
+    finally:
+        hog.stop()
+    assert _gone(hog.pid), "the hog process (or its zombie) is still there"
+    r = hog.report()
+    assert r["stopped_by"] in ("SIGTERM", "SIGKILL") and r["cpu_used_s"] > 0.1 and r["ran_s"] < 10
+    hog.stop()                                     # idempotent
+    short = load_bench.CpuHog(0.2).start()
+    time.sleep(1.0)
+    short.stop()
+    assert _gone(short.pid) and short.report()["stopped_by"] == "itself"
+    with pytest.raises(load_bench.LoadBenchError):
+        load_bench.CpuHog(0)
+
+
+def test_stress_flag_is_checked():
+    r = CliRunner().invoke(bench, ["load", "--stress", "0"])
+    assert r.exit_code != 0 and "--stress" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.bench
+def test_tiny_run_with_a_failed_observer_and_stress_judges_from_state_and_still_fails_over(monkeypatch, tmp_path):
+    class DeadWatcher(load_bench.Watcher):
+        def run(self):
+            self.error = RuntimeError("OUT_OF_RANGE (simulated): event sequence 1 is no longer available")
+    monkeypatch.setattr(load_bench, "Watcher", DeadWatcher)
+    report = load_bench.run(timers=300, nodes=3, window=3.0, clients=2, batch=100, payload=0, burst=0,
+                            single_seconds=0.5, lead=4.0, failover=True, stress=2.0, progress=False,
+                            say=lambda m: None, out=str(tmp_path))
+    c = report["correctness"]
+    assert c["observer"] == "failed" and "OUT_OF_RANGE" in c["observer_error"], c
+    assert c["judged_from"] == "state" and c["ok"] and c["lost"] == 0, c
+    assert c["distinct_fired"] >= 300 and c["timers_in_state"] >= 300
+    assert report["failover"] and report["failover"]["new_leader"]          # ran without the watcher
+    st = report["stress"]
+    assert st["cpu_seconds"] == 2.0 and st["cpu_used_s"] > 0 and _gone(st["pid"])
+    table = load_bench.format_table(report)
+    assert "observer failed" in table and "--stress" in table
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["correctness"]["judged_from"] == "state" and saved["stress"]["pid"] == st["pid"]
