@@ -28,11 +28,38 @@ OUT_OF_RANGE at subscription, or DATA_LOSS if its stream was live across the
 install; other nodes (which applied those entries) still have them, and the
 SDK can resume there with its cursor.
 
-Retention: at most `keep` events and (optionally) none older than `max_age_ms`
-(by event time). `floor` moves first (events below it are no longer served),
-the keys are deleted in bounded chunks in the same write transactions, so
-trimming never stalls the apply thread for long. An idle node trims on its
-next write. `floor` is persisted.
+Retention is by disk budget and age, oldest first:
+
+* `budget` (bytes, `--events-budget`, default 4 GiB) is the hard bound: the pages the
+  events occupy in LMDB (branch + leaf + overflow pages x page size, read from the
+  write transaction's own stat, O(1)) never exceed it by more than one write. When a
+  write would go over it, the oldest events go: the number to keep is budget / (the
+  store's current bytes per event). An event packs into 35 bytes + tenant + id; with
+  the 8-byte key, LMDB's 8-byte node header and 2-byte slot, and 4 KiB pages filled by
+  appends, it is 94 bytes on disk for a uuid4-hex id in tenant "default" (measured:
+  400k events in 9133 pages). Rated load, 1M timers x 8 events (created, armed, fired,
+  settled and up to four reschedules) = 8M events = 0.75 GB: the 4 GiB default holds
+  5.7 times that (about 45M such events).
+* `min_age_ms` (`--events-min-age`, default 24 h) is what retention promises when the
+  budget allows: nothing is ever trimmed for age below it. It never overrides the
+  budget; when the budget forces trimming of events younger than min-age, the node
+  logs a warning (rate-limited) and counts them (`trimmed_young`): raise the budget.
+* `max_age_ms` (`--events-max-age`, off by default): events older than it are trimmed
+  even under the budget (must be at least min-age where the CLI checks it).
+* `keep` (`--events-keep`, off by default): an optional extra bound on the count.
+
+`floor` moves first (events below it are no longer served), the keys are deleted in
+bounded chunks in the same write transactions, so trimming never stalls the apply
+thread for long (a larger backlog, say after lowering the budget, is deleted over the
+next writes). An idle node trims on its next write. `floor` is persisted.
+
+Saying so before trimming under pressure: every WatchEvents stream registers its
+cursor here (`_Watch`). While the budget is what trims (`budget_full`: the events occupy
+more than 95 % of it, so every write trims the oldest), a watcher whose
+cursor is within 10 % of the retained range above the floor is "near trim": the writer
+logs a warning per such watcher (at most every WARN_EVERY_S), `near_trim()` counts them
+for the metric `minoots_watchers_near_trim` and the `lagging` flag of Cluster.Status.
+A watcher that the floor overtakes still gets OUT_OF_RANGE, as before.
 
 Storage: a separate LMDB environment in `<data-dir>/events`, opened without
 fsync on commit and synced once a second (`flush`). Not the node's own
@@ -53,10 +80,12 @@ there is no switch-over, hence no gap and no duplicate.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import struct
 import threading
+import time
 from pathlib import Path
 from typing import AsyncIterator, Callable, Optional
 
@@ -74,8 +103,23 @@ _KEY = struct.Struct(">Q")
 _VAL = struct.Struct(">BBQqqQB")
 _FLOOR = b"floor"
 EVENTS_DIR = "events"
-EVENTS_KEEP = 1_000_000       # events retained for replay (newest kept): --events-keep
-EVENTS_MAP_SIZE = 4 << 30     # the event store's LMDB map (address space; the file grows as used)
+EVENT_BYTES = 94              # measured bytes per stored event (uuid4-hex id, tenant "default"); see above
+EVENTS_BUDGET = 4 << 30       # --events-budget: disk the events may use; 1M timers x 8 events = 0.75 GB fits 5.7x
+EVENTS_MIN_AGE_MS = 24 * 3600 * 1000   # --events-min-age: kept when the budget allows
+EVENTS_KEEP = None            # --events-keep: an optional extra bound on the count (off by default)
+MIN_BUDGET = 32 << 10         # the smallest budget accepted (a few pages)
+FULL = 0.95                   # the budget counts as full (trimming) above this fraction of it
+NEAR_TRIM = 0.10              # a watcher within this fraction of the retained range above the floor is near trim
+WARN_EVERY_S = 30.0           # a near-trim warning per watcher (and the short-retention warning) at most this often
+
+
+def events_map_size(budget: int) -> int:
+    """The LMDB map the events need for `budget`: the budget, half again for LMDB's free
+    list and the deletion backlog, and 64 MiB (address space; the file grows as used)."""
+    return budget + budget // 2 + (64 << 20)
+
+
+EVENTS_MAP_SIZE = events_map_size(EVENTS_BUDGET)   # the default budget's map (6.06 GiB)
 TRIM_CHUNK = 2048          # keys deleted per write transaction at most (plus twice the batch written)
 READ_BATCH = 512           # events read per LMDB read transaction by a watcher
 
@@ -117,16 +161,46 @@ class EventsLost(Exception):
             "leader (snapshots carry state, not events); resume from this cursor on another node")
 
 
+class _Watch:
+    """One open WatchEvents stream's position (updated by its loop, read by the writer)."""
+
+    __slots__ = ("id", "cursor", "tenant", "last_warn")
+
+    def __init__(self, wid: int, cursor: int, tenant: Optional[str]) -> None:
+        self.id, self.cursor, self.tenant, self.last_warn = wid, cursor, tenant, float("-inf")
+
+
 class EventLog:
     """A node's retained events. Writers: the tick thread only. Readers: any thread."""
 
-    def __init__(self, path: str | os.PathLike, *, keep: int = EVENTS_KEEP, max_age_ms: Optional[int] = None,
-                 map_size: int = EVENTS_MAP_SIZE, clock: Callable[[], int] | None = None) -> None:
-        if keep < 1:
-            raise ValueError("events keep must be at least 1")
+    def __init__(self, path: str | os.PathLike, *, budget: int = EVENTS_BUDGET,
+                 min_age_ms: int = EVENTS_MIN_AGE_MS, keep: Optional[int] = EVENTS_KEEP,
+                 max_age_ms: Optional[int] = None, map_size: Optional[int] = None,
+                 clock: Callable[[], int] | None = None) -> None:
+        if keep is not None and keep < 1:
+            raise ValueError("events keep must be at least 1 (or None: no count bound)")
+        if budget < MIN_BUDGET:
+            raise ValueError(f"events budget must be at least {MIN_BUDGET} bytes, got {budget}")
+        if min_age_ms < 0:
+            raise ValueError("events min-age must not be negative")
+        if map_size is None:
+            map_size = events_map_size(budget)
+        elif map_size < budget + (1 << 20):
+            raise ValueError(f"the events map ({map_size} bytes) cannot hold the events budget ({budget} bytes); "
+                             f"use at least {events_map_size(budget)}")
         self.keep = keep
+        self.budget = budget
+        self.min_age_ms = min_age_ms
         self.max_age_ms = max_age_ms
         self._clock = clock or now_ms
+        self.budget_full = False      # the events fill more than FULL of the budget: writes trim the oldest
+        self.budget_trimmed = 0       # events trimmed because of the budget (since start)
+        self.trimmed_young = 0        # of those, events younger than min-age (retention fell short of it)
+        self.near_trim_warnings = 0   # near-trim warnings logged (one per watcher per WARN_EVERY_S at most)
+        self._short_warned = float("-inf")
+        self._watches: dict[int, _Watch] = {}
+        self._watch_ids = itertools.count(1)
+        self._watch_lock = threading.Lock()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self._env = lmdb.open(str(path), map_size=map_size, max_dbs=2, subdir=True, sync=False,
@@ -250,9 +324,13 @@ class EventLog:
         self.floor = new_floor
         self._stored_last = max(stored_last, last)
         self.visible = last
+        if self.budget_full:
+            self._warn_near_trim()
 
     def _retention_floor(self, txn, floor: int, last: int, written: int) -> int:
-        floor = max(floor, last - self.keep + 1)
+        if self.keep is not None:
+            floor = max(floor, last - self.keep + 1)
+        floor = self._budget_floor(txn, floor, last)
         if self.max_age_ms is not None:
             cutoff = self._clock() - self.max_age_ms
             budget = TRIM_CHUNK + 2 * written
@@ -265,6 +343,74 @@ class EventLog:
                     floor = seq + 1
                     budget -= 1
         return floor
+
+    def _budget_floor(self, txn, floor: int, last: int) -> int:
+        """The floor the disk budget requires: keep budget / (bytes per event) newest events."""
+        st = txn.stat(self._db)
+        entries = st["entries"]
+        used = (st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]) * st["psize"]
+        # Full: within FULL of the budget, so the next writes trim (after a trim, LMDB's page
+        # merges leave it a little under: the flag must not flap with them).
+        self.budget_full = used > self.budget * FULL
+        if not entries or used <= self.budget:
+            return floor
+        allowed = max(1, int(self.budget * entries / used))   # events the budget holds at this density
+        target = last - allowed + 1
+        if target <= floor:
+            # Over the budget only by keys already below the floor, deleted over the next writes.
+            return floor
+        self.budget_trimmed += target - floor
+        raw = txn.get(_KEY.pack(target - 1), db=self._db)   # the newest event this trims
+        if raw is not None and _VAL.unpack_from(raw)[3] >= self._clock() - self.min_age_ms:
+            self.trimmed_young += target - floor
+            t = time.monotonic()
+            if t - self._short_warned >= WARN_EVERY_S:
+                self._short_warned = t
+                log.warning("the events budget trims events younger than --events-min-age: retention here is "
+                            "shorter than promised; raise --events-budget",
+                            extra={"budget": self.budget, "floor": target, "newest": last,
+                                   "min_age_s": self.min_age_ms / 1000})
+        return target
+
+    def _warn_near_trim(self) -> None:
+        t = time.monotonic()
+        for w in self.near_trim():
+            if t - w.last_warn >= WARN_EVERY_S:
+                w.last_warn = t
+                self.near_trim_warnings += 1
+                log.warning("a watcher is close to being trimmed: the events budget is full and its cursor is "
+                            "within 10% of the oldest retained event; it gets OUT_OF_RANGE once retention "
+                            "passes it",
+                            extra={"watcher": w.id, "cursor": w.cursor, "floor": self.floor,
+                                   "newest": self.visible, "tenant": w.tenant})
+
+    # ---- watchers (registered by the loop thread, read by the writer and scrapes) ----
+
+    def register_watch(self, cursor: int, tenant: Optional[str] = None) -> _Watch:
+        w = _Watch(next(self._watch_ids), cursor, tenant)
+        with self._watch_lock:
+            self._watches[w.id] = w
+        return w
+
+    def unregister_watch(self, w: _Watch) -> None:
+        with self._watch_lock:
+            self._watches.pop(w.id, None)
+
+    def near_trim(self) -> list:
+        """Watchers whose cursor is within NEAR_TRIM of the retained range above the floor,
+        while the budget is what trims (empty otherwise)."""
+        if not self.budget_full:
+            return []
+        floor, newest = self.floor, self.visible
+        margin = max(1, int((newest - floor + 1) * NEAR_TRIM))
+        with self._watch_lock:
+            watches = list(self._watches.values())
+        return [w for w in watches if w.cursor <= newest and w.cursor - floor < margin]
+
+    @property
+    def lagging(self) -> bool:
+        """At least one watcher on this node is near trim (Cluster.Status `lagging`)."""
+        return bool(self.near_trim())
 
     def _delete_below(self, txn, floor: int, budget: int) -> None:
         cur = txn.cursor(db=self._db)
@@ -308,7 +454,15 @@ class EventLog:
         with self._env.begin(db=self._db) as txn:
             n = txn.stat(self._db)["entries"]
         return {"floor": self.floor, "visible": self.visible, "stored": n, "skipped_to": self.skipped_to,
-                "write_errors": self.write_errors}
+                "write_errors": self.write_errors, "bytes": self.used_bytes(), "budget": self.budget,
+                "budget_full": self.budget_full, "budget_trimmed": self.budget_trimmed,
+                "trimmed_young": self.trimmed_young}
+
+    def used_bytes(self) -> int:
+        """Disk the retained events occupy (their LMDB pages; what the budget bounds)."""
+        with self._env.begin() as txn:
+            st = txn.stat(self._db)
+        return (st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]) * st["psize"]
 
     # ---- lifecycle -----------------------------------------------------------------
 
@@ -354,6 +508,7 @@ async def watch_batches(events: EventLog, bridge, from_sequence: int, tenant: Op
         if cursor < events.floor:
             raise EventsUnavailable(cursor, events.floor, events.skipped_to)
     events.watchers += 1
+    w = events.register_watch(cursor, tenant)
     try:
         while True:
             try:
@@ -370,6 +525,7 @@ async def watch_batches(events: EventLog, bridge, from_sequence: int, tenant: Op
                 await bridge.wait_events(1.0)
                 continue
             cursor = batch[-1][0] + 1
+            w.cursor = cursor
             out = [event_fields_to_pb(*ev) for ev in batch
                    if (tenant is None or ev[2] == tenant) and (not kinds or ev[1] in kinds)]
             if out:
@@ -377,4 +533,5 @@ async def watch_batches(events: EventLog, bridge, from_sequence: int, tenant: Op
             else:
                 await asyncio.sleep(0)    # a long filtered-out stretch must not hog the loop
     finally:
+        events.unregister_watch(w)
         events.watchers -= 1

@@ -35,7 +35,7 @@ from minoots.raft.store import DataDirError
 from .auth import Authenticator
 from .batcher import CreateBatcher
 from .bridge import RaftBridge, leader_reachable
-from .events import EVENTS_DIR, EVENTS_KEEP, EVENTS_MAP_SIZE, EventLog
+from .events import EVENTS_BUDGET, EVENTS_DIR, EVENTS_KEEP, EVENTS_MIN_AGE_MS, MIN_BUDGET, EventLog
 from .quotas import ApiLimits
 from .server import HealthMonitor, TlsFiles, build_server
 from .telemetry import EventsCollector
@@ -54,9 +54,13 @@ class ApiConfig:
     grpc: str                                   # HOST:PORT to listen on
     advertise: Optional[str] = None             # HOST:PORT clients should use (default: grpc)
     tls: Optional[TlsFiles] = None
-    events_keep: int = EVENTS_KEEP
+    # Event retention (api/events.py): a disk budget (the hard bound), at least min-age kept
+    # when the budget allows, an optional max age and an optional count bound.
+    events_budget: int = EVENTS_BUDGET
+    events_min_age_s: float = EVENTS_MIN_AGE_MS / 1000
+    events_keep: Optional[int] = EVENTS_KEEP
     events_max_age_s: Optional[float] = None
-    events_map_size: int = EVENTS_MAP_SIZE
+    events_map_size: Optional[int] = None       # None: sized for the budget (events_map_size)
     # A file holding the bootstrap admin token (0600): accepted as role admin besides the
     # replicated tokens, so the first tokens can be made. `minoots up` writes one.
     admin_token_file: Optional[Path] = None
@@ -94,8 +98,16 @@ class ApiConfig:
                 if f is not None and not Path(f).is_file():
                     raise ValueError(f"{what} {f} is not a readable file")
         self.limits.validate()
-        if self.events_keep < 1:
+        if self.events_keep is not None and self.events_keep < 1:
             raise ValueError("--events-keep must be at least 1")
+        if self.events_budget < MIN_BUDGET:
+            raise ValueError(f"--events-budget must be at least {MIN_BUDGET} bytes")
+        if self.events_min_age_s < 0:
+            raise ValueError("--events-min-age must not be negative")
+        if self.events_max_age_s is not None and self.events_max_age_s < self.events_min_age_s:
+            raise ValueError(f"--events-max-age ({self.events_max_age_s:g} s) is below --events-min-age "
+                             f"({self.events_min_age_s:g} s): retention cannot keep at least min-age and drop "
+                             "everything older than max-age; lower --events-min-age or raise --events-max-age")
 
     @property
     def advertised(self) -> str:
@@ -135,7 +147,8 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
     box: dict = {}
 
     def open_events(machine) -> None:
-        ev = EventLog(Path(cfg.data_dir) / EVENTS_DIR, keep=api.events_keep,
+        ev = EventLog(Path(cfg.data_dir) / EVENTS_DIR, budget=api.events_budget,
+                      min_age_ms=int(api.events_min_age_s * 1000), keep=api.events_keep,
                       max_age_ms=int(api.events_max_age_s * 1000) if api.events_max_age_s else None,
                       map_size=api.events_map_size, clock=node.clock.now_ms)
         ev.attach(machine)

@@ -102,7 +102,7 @@ def build_server(node, bridge, batcher, events, address: str, tls: Optional[TlsF
     timers_pb2_grpc.add_TimersServicer_to_server(
         TimersService(node, bridge, batcher, events, watchers=WatcherCap(limits.max_watchers_per_principal)), server)
     tenants_pb2_grpc.add_TenantsServicer_to_server(TenantsService(node, bridge), server)
-    cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterService(node, bridge), server)
+    cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterService(node, bridge, events), server)
     auth_pb2_grpc.add_AuthServicer_to_server(AuthService(node, bridge), server)
     audit_pb2_grpc.add_AuditServicer_to_server(AuditService(node, audit), server)
     health_servicer = health.aio.HealthServicer()

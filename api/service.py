@@ -275,9 +275,10 @@ def _create_response(items) -> pb.CreateTimersResponse:
 
 
 class ClusterService(cluster_pb2_grpc.ClusterServicer):
-    def __init__(self, node, bridge) -> None:
+    def __init__(self, node, bridge, events=None) -> None:
         self._node = node
         self._bridge = bridge
+        self._events = events     # the node's EventLog: Status reports `lagging` from it
 
     @_unary
     async def Status(self, request, context):
@@ -294,7 +295,8 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             term=s["term"], commit_index=s["commit_index"], applied_index=s["applied_index"],
             members=members, timers={k: int(v) for k, v in s["timers"].items()},
             role=s["role"], log_len=s["log_len"], has_quorum=s["has_quorum"], fired_total=s["fired_total"],
-            ticks_proposed=s["ticks_proposed"])
+            ticks_proposed=s["ticks_proposed"],
+            lagging=self._events is not None and self._events.lagging)
         if s["next_deadline"] is not None:
             resp.next_deadline.CopyFrom(ms_timestamp(s["next_deadline"]))
         return resp

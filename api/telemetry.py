@@ -13,6 +13,12 @@ Metrics (added to the node's registry, raft/telemetry.py):
 | minoots_events_write_errors_total | counter | event batches this node failed to store |
 | minoots_watchers_active | gauge | WatchEvents streams open on this node |
 | minoots_watchers_dropped_total | counter | streams ended because retention or a snapshot install overtook their cursor |
+| minoots_events_bytes / minoots_events_budget_bytes | gauge | disk the retained events occupy / may occupy (--events-budget) |
+| minoots_events_budget_full | gauge | 1 while the budget is what trims (the oldest events go as new ones come) |
+| minoots_events_budget_trimmed_total | counter | events trimmed because of the budget |
+| minoots_events_trimmed_young_total | counter | of those, events younger than --events-min-age (raise the budget) |
+| minoots_watchers_near_trim | gauge | watchers within 10 % of the retained range above the floor while the budget trims (Cluster.Status `lagging`) |
+| minoots_watchers_near_trim_warnings_total | counter | near-trim warnings logged (one per watcher per 30 s at most) |
 
 Spans: one SERVER span per call named `<service>/<method>` (e.g.
 `minoots.v1.Timers/CreateTimer`) with the rpc.* attributes; its parent is the
@@ -232,6 +238,23 @@ class EventsCollector:
                                   "WatchEvents streams ended because retention or a snapshot install "
                                   "overtook their cursor (OUT_OF_RANGE / DATA_LOSS mid-stream).",
                                   value=getattr(ev, "watchers_dropped", 0))
+        yield GaugeMetricFamily("minoots_events_bytes", "Disk the retained events occupy (their LMDB pages).",
+                                value=ev.used_bytes())
+        yield GaugeMetricFamily("minoots_events_budget_bytes", "Disk the retained events may occupy "
+                                "(--events-budget).", value=ev.budget)
+        yield GaugeMetricFamily("minoots_events_budget_full", "1 while the disk budget is what trims events.",
+                                value=int(ev.budget_full))
+        yield CounterMetricFamily("minoots_events_budget_trimmed", "Events trimmed because of the disk budget.",
+                                  value=ev.budget_trimmed)
+        yield CounterMetricFamily("minoots_events_trimmed_young",
+                                  "Events the disk budget trimmed although younger than --events-min-age.",
+                                  value=ev.trimmed_young)
+        yield GaugeMetricFamily("minoots_watchers_near_trim",
+                                "WatchEvents streams whose cursor is within 10 % of the retained range above the "
+                                "retention floor while the disk budget trims.", value=len(ev.near_trim()))
+        yield CounterMetricFamily("minoots_watchers_near_trim_warnings",
+                                  "Near-trim warnings logged (one per watcher per 30 s at most).",
+                                  value=ev.near_trim_warnings)
 
 
 # ---- the SDK side: carry the caller's trace context ------------------------------------

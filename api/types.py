@@ -274,6 +274,7 @@ class ClusterStatus:
     applied_index: int
     members: tuple[Member, ...]
     timers: Mapping[str, int]       # count by state name
+    lagging: bool = False           # a watcher on the answering node is near the event retention floor
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)

@@ -68,7 +68,7 @@ def status_json(st) -> dict:
     return {"node": st.node, "cluster": st.cluster, "leader": st.leader,
             "leader_grpc_address": st.leader_grpc_address, "term": st.term,
             "commit_index": st.commit_index, "applied_index": st.applied_index,
-            "members": members, "timers": dict(st.timers)}
+            "members": members, "timers": dict(st.timers), "lagging": st.lagging}
 
 
 def _member_json(m) -> dict:
@@ -98,6 +98,9 @@ def status(conn, as_json) -> None:
                        f"{m['role']}{extra}")
         counts = ", ".join(f"{k} {v}" for k, v in s["timers"].items() if v) or "none"
         click.echo(f"timers: {counts}")
+        if s["lagging"]:
+            click.echo(f"lagging: a watcher on {s['node']} is within 10% of the event retention floor while the "
+                       "events budget trims (see minoots_watchers_near_trim; raise --events-budget)")
     _out(status_json(_sdk(conn, lambda c: c.status())), as_json, human)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from minoots.api.events import EVENTS_KEEP
+from minoots.api.events import EVENT_BYTES, EVENTS_BUDGET, EVENTS_MIN_AGE_MS
 from minoots.api.quotas import ApiLimits
 from minoots.raft.audit.ledger import AUDIT_KEEP
 from minoots.raft.config import (COMPACTION_ENTRIES, COMPACTION_SECONDS, DEFAULT_CLUSTER, SNAPSHOT_KEEP,
@@ -102,10 +102,19 @@ def node() -> None:
               help="Mutual TLS: clients must present a certificate signed by this PEM CA; a client "
                    "without an API token is then the principal its certificate's subject is bound to "
                    "(minoots token create --cert-subject).")
-@click.option("--events-keep", default=EVENTS_KEEP, show_default=True, type=click.IntRange(1),
-              help="Events retained for WatchEvents replay (newest kept).")
+@click.option("--events-budget", default=format_size(EVENTS_BUDGET), show_default=True,
+              help=f"Disk the node's event history (WatchEvents replay) may use, e.g. 512MiB, 8GiB: the hard "
+                   f"bound; past it the oldest events are trimmed. An event takes about {EVENT_BYTES} bytes "
+                   f"(uuid4-hex id, tenant 'default'), so the default holds ~45M events: 1M timers x 8 events "
+                   f"(created, armed, fired, settled, reschedules) is 0.75 GB.")
+@click.option("--events-min-age", default=EVENTS_MIN_AGE_MS / 1000, show_default=True, type=click.FloatRange(0.0),
+              help="Seconds of events kept at least when the budget allows (nothing is trimmed for age "
+                   "below it); when the budget trims younger events the node logs a warning.")
 @click.option("--events-max-age", default=None, type=click.FloatRange(1.0),
-              help="Also drop retained events older than this many seconds.")
+              help="Also drop retained events older than this many seconds (off by default; at least "
+                   "--events-min-age).")
+@click.option("--events-keep", default=None, type=click.IntRange(1),
+              help="Optional extra bound: at most this many events (off by default; the budget bounds them).")
 @click.option("--cluster", default=DEFAULT_CLUSTER, show_default=True, envvar="MINOOTS_CLUSTER",
               help="Cluster name; a data dir from another cluster is refused.")
 @click.option("--init", is_flag=True, help="Create a new node in a new or empty data dir.")
@@ -141,8 +150,8 @@ def node() -> None:
               help="Audit records retained (newest; the trimmed prefix leaves a signed checkpoint).")
 @api_limit_options
 def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, grpc_advertise, tls_cert, tls_key, tls_client_ca,
-            events_keep,
-            events_max_age, cluster, init, sync, map_size, snapshot_keep, compaction_entries, compaction_seconds,
+            events_budget, events_min_age, events_max_age, events_keep, cluster, init, sync, map_size, snapshot_keep,
+            compaction_entries, compaction_seconds,
             clock_offset_ms, log_level, metrics_address, cluster_secret_file, admin_token_file, insecure_peers,
             audit_key_file, audit_keep, limits, **timing) -> None:
     """Run one node until SIGTERM/SIGINT. Logs JSON lines on stderr.
@@ -184,6 +193,7 @@ def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, grpc_advert
 
             api = ApiConfig(grpc=grpc_address, advertise=grpc_advertise,
                             tls=TlsFiles(tls_cert, tls_key, tls_client_ca) if tls_cert else None,
+                            events_budget=parse_size(events_budget), events_min_age_s=events_min_age,
                             events_keep=events_keep, events_max_age_s=events_max_age,
                             admin_token_file=admin_token_file, audit_key_file=audit_key_file,
                             audit_keep=audit_keep, limits=limits)

@@ -173,7 +173,7 @@ def status_from_pb(pb: cluster_pb2.StatusResponse) -> ClusterStatus:
         leader_grpc_address=pb.leader_grpc_address or None, term=pb.term,
         commit_index=pb.commit_index, applied_index=pb.applied_index,
         members=tuple(member_from_pb(m) for m in pb.members),
-        timers=MappingProxyType(dict(pb.timers)))
+        timers=MappingProxyType(dict(pb.timers)), lagging=pb.lagging)
 
 
 def snapshot_from_pb(pb: cluster_pb2.Snapshot) -> SnapshotInfo:
