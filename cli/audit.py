@@ -29,13 +29,12 @@ def audit() -> None:
 def _ask(conn: dict, what: str, call):
     """call(stub, timeout, address) on the first node that answers; returns (its result, address).
     Uses the SDK client's channels and credentials (token, TLS) for the connection."""
-    from minoots.api.client.policy import AuthedStub
     from minoots.v1 import audit_pb2_grpc
 
     last = None
     with sdk_client(conn) as client:
         for addr in grpc_addresses(conn["nodes"]):
-            stub = AuthedStub(audit_pb2_grpc.AuditStub(client._channel(addr)), client._token)
+            stub = client.node_stub(addr, audit_pb2_grpc.AuditStub)
             try:
                 return call(stub, conn["timeout"], addr), addr
             except grpc.RpcError as exc:

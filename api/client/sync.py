@@ -70,11 +70,16 @@ class Client(TokenMethods, TenantMethods, policy.ClientSettings):
                 self._channels[addr] = ch
             return ch
 
+    def node_stub(self, addr: str, stub_class):
+        """A `stub_class` (a generated minoots.v1 stub) bound to member `addr`, on this client's
+        channel, TLS and token: for calls that must reach one node (e.g. its audit ledger)."""
+        return policy.AuthedStub(stub_class(self._channel(addr)), self._token)
+
     def _timers(self, addr: str) -> timers_pb2_grpc.TimersStub:
-        return policy.AuthedStub(timers_pb2_grpc.TimersStub(self._channel(addr)), self._token)
+        return self.node_stub(addr, timers_pb2_grpc.TimersStub)
 
     def _cluster(self, addr: str) -> cluster_pb2_grpc.ClusterStub:
-        return policy.AuthedStub(cluster_pb2_grpc.ClusterStub(self._channel(addr)), self._token)
+        return self.node_stub(addr, cluster_pb2_grpc.ClusterStub)
 
     def _refresh(self, deadline: float, avoid: Optional[str] = None) -> Optional[ClusterStatus]:
         """Ask members for Cluster.Status until one answers (or the deadline); learn from it."""

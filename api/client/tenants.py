@@ -13,8 +13,6 @@ from typing import Optional
 
 from minoots.v1 import tenants_pb2, tenants_pb2_grpc
 
-from . import policy
-
 __all__ = ["Quota", "TenantQuota", "TenantMethods", "DEFAULT_QUOTA_TENANT"]
 
 DEFAULT_QUOTA_TENANT = "*"
@@ -45,7 +43,7 @@ def tenant_quota_from_pb(pb: tenants_pb2.TenantQuota) -> TenantQuota:
 
 class TenantMethods:
     def _tenants(self, addr: str):
-        return policy.AuthedStub(tenants_pb2_grpc.TenantsStub(self._channel(addr)), self._token)
+        return self.node_stub(addr, tenants_pb2_grpc.TenantsStub)
 
     def set_quota(self, tenant: str, *, max_timers: Optional[int] = None, max_payload_bytes: Optional[int] = None,
                   create_rate: Optional[int] = None, create_burst: Optional[int] = None, clear: bool = False,

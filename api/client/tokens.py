@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 from minoots.v1 import auth_pb2, auth_pb2_grpc
 
-from . import policy, wire
+from . import wire
 
 __all__ = ["TokenInfo", "WhoAmI", "TokenMethods"]
 
@@ -41,7 +41,7 @@ def token_from_pb(info: auth_pb2.TokenInfo) -> TokenInfo:
 
 class TokenMethods:
     def _auth(self, addr: str):
-        return policy.AuthedStub(auth_pb2_grpc.AuthStub(self._channel(addr)), self._token)
+        return self.node_stub(addr, auth_pb2_grpc.AuthStub)
 
     def create_token(self, name: str, role: str, tenants: Sequence[str] = (), *, ttl_seconds: int = 0,
                      cert_subject: str = "", timeout: Optional[float] = None) -> tuple[str, TokenInfo]:
