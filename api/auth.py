@@ -208,9 +208,9 @@ class Authenticator:
             raise AuthError(grpc.StatusCode.UNAUTHENTICATED,
                             "no credentials: send 'authorization: Bearer <token>' (minoots token create; "
                             "MINOOTS_TOKEN for the SDK and CLI)")
-        if isinstance(header, bytes) or not header.startswith("Bearer ") or len(header) > self.MAX_TOKEN_LEN:
+        if isinstance(header, bytes) or header[:7].lower() != "bearer " or len(header) > self.MAX_TOKEN_LEN:
             raise AuthError(grpc.StatusCode.UNAUTHENTICATED, "malformed authorization header: 'Bearer <token>'")
-        token = header[len("Bearer "):].strip()
+        token = header[7:].strip()
         digest = token_hash(token)
         if self._bootstrap is not None and hmac.compare_digest(digest, self._bootstrap):
             return Principal("bootstrap-admin", "admin", None)
@@ -231,8 +231,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(self, continuation, details):
         method = details.method
         rule = RULES.get(method)
-        if rule is not None and rule.permission == "public":
-            return await continuation(details)
+        # Looking the handler up reads nothing of the request; it says whether the call streams.
+        handler = await continuation(details)
+        if handler is None or (rule is not None and rule.permission == "public"):
+            return handler
         try:
             if rule is None:
                 raise _deny(f"{method} is not in the authorization table")
@@ -243,12 +245,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 _check_permission(principal, rule, method)
         except AuthError as exc:
             self._denied(method, None, exc.code)
-            return _refusal(exc, streaming=method.endswith(("/WatchEvents", "/WatchEventBatches",
-                                                             "/ExportSnapshot", "/Watch",
-                                                             "/minoots.v1.Audit/Export")))
-        handler = await continuation(details)
-        if handler is None:
-            return None
+            return _refusal(exc, streaming=handler.unary_stream is not None or handler.stream_stream is not None)
         handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
         if handler.unary_unary is not None:
             return handler._replace(unary_unary=self._unary(handler.unary_unary, rule, principal, method))
