@@ -41,13 +41,14 @@ import pysyncobj.transport as _transport_module
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.journal import Journal
+from pysyncobj.monotonic import monotonic as _monotonic
 from pysyncobj.node import Node as _Node, TCPNode
 from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.transport import TCPTransport
 
 __all__ = [
     "PINNED_VERSION", "SyncObj", "SyncObjConf", "replicated", "FAIL_REASON", "SERIALIZER_STATE", "TCPNode",
-    "Journal", "LEADER", "ROLE_NAMES", "FAIL_NAMES", "build_conf", "attach_journal",
+    "Journal", "StallGuardMixin", "LEADER", "ROLE_NAMES", "FAIL_NAMES", "build_conf", "attach_journal",
     "install_journal_hook", "ask_to_remove", "is_leader", "leader_connected", "leader_address", "RaftStatus", "raft_status", "peer_loads",
     "PeerFrameError", "FrameDecoder", "MAX_FRAME", "MAX_UNIDENTIFIED_FRAME", "MAX_UNIDENTIFIED_CONNECTIONS",
     "RaftConformantTCPTransport", "RaftConformantTransportMixin", "plan_append_entries",
@@ -156,6 +157,41 @@ def build_conf(timing, *, bind: str, password: Optional[bytes], compaction_entri
         bindAddress=bind,                 # never PySyncObj's default of every interface
         password=password,
     )
+
+
+# ---------------------------------------------------------------- elections after a stall
+
+class StallGuardMixin:
+    """A node that was stalled does not depose a healthy leader when it resumes.
+
+    PySyncObj checks the election deadline at the start of each tick, before it reads
+    the heartbeats waiting in its sockets. A node whose tick thread stopped for longer
+    than the election timeout (SIGSTOP, a long snapshot load or catch-up apply, a busy
+    machine) therefore starts an election the moment it resumes, with a higher term that
+    deposes the leader it simply had not heard. Raft's PreVote (thesis §9.6) avoids that
+    by asking first; this is the local half of it: after a gap between two ticks longer
+    than the minimum election timeout, the node's election deadline starts afresh, so it
+    campaigns only if the leader stays silent for a whole timeout after it resumed. A
+    node that was not stalled is unaffected; if the leader did die meanwhile, the stalled
+    node joins the election one timeout later than the others."""
+
+    _sg_last_tick = None
+    _sg_deferred_at = float("-inf")
+
+    def _onTick(self, timeToWait=0.0):
+        now = _monotonic()
+        last, self._sg_last_tick = self._sg_last_tick, now
+        # Once per stall: on a machine so slow that every tick is late, deferring each time
+        # would keep this node from ever campaigning, even when the leader is gone.
+        if last is not None and now - last > self.conf.raftMinTimeout \
+                and now - self._sg_deferred_at > 2 * self.conf.raftMaxTimeout:
+            self._sg_deferred_at = now
+            fresh = now + self._SyncObj__generateRaftTimeout()
+            if self._SyncObj__raftElectionDeadline < fresh:
+                self._SyncObj__raftElectionDeadline = fresh
+            log.warning("tick thread was stalled; election deadline restarted",
+                        extra={"stalled_s": round(now - last, 3)})
+        super()._onTick(timeToWait)
 
 
 # ---------------------------------------------------------------- the journal hook

@@ -76,6 +76,11 @@ TOUCHPOINTS = {
                                                                    "setOnNodeDisconnectedCallback", "send")),
     "encryptor: getEncryptor and Fernet timestamps": lambda: hasattr(
         pysyncobj.encryptor.getEncryptor(b"x" * 16), "extract_timestamp"),
+    "election deadline checked at the start of _onTick (stall guard)": lambda: all(
+        k in _src(pysyncobj.SyncObj._onTick) for k in ("self.__raftElectionDeadline < monotonicTime()",
+                                                        "self.__generateRaftTimeout()"))
+    and hasattr(pysyncobj.SyncObj, "_SyncObj__generateRaftTimeout")
+    and callable(getattr(pysyncobj.SyncObj, "_onTick", None)),
     "utility client with a password": lambda: "password" in inspect.signature(
         pysyncobj.utility.TcpUtility).parameters,
 }
