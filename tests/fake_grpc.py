@@ -187,12 +187,18 @@ class FakeTimers(timers_pb2_grpc.TimersServicer):
 
     def WatchEvents(self, request, context):
         """Faults (comma-separated in one entry): 'cut:K' ends the stream with UNAVAILABLE after K
-        events; 'replay:K' first resends the K events before from_sequence; 'out_of_range' refuses."""
+        events; 'data_loss:K' ends it with DATA_LOSS after K events (what a node sends a live
+        stream when a snapshot install skipped its next events); 'replay:K' first resends the K
+        events before from_sequence; 'out_of_range' refuses."""
         self.b.calls.append((self.addr, "WatchEvents"))
         fault = dict(f.partition(":")[::2] for f in (self.b.fault(self.addr) or "").split(",") if f)
         if "out_of_range" in fault:
             context.abort(grpc.StatusCode.OUT_OF_RANGE, "sequence 1 is no longer retained")
         cut = int(fault["cut"]) if "cut" in fault else None
+        cut_with = (grpc.StatusCode.UNAVAILABLE, "node shutting down")
+        if "data_loss" in fault:
+            cut = int(fault["data_loss"])
+            cut_with = (grpc.StatusCode.DATA_LOSS, "events are missing on this node: it installed a snapshot")
         with self.b.lock:
             pos = request.from_sequence - 1 if request.from_sequence else len(self.b.events)
         if "replay" in fault:
@@ -211,7 +217,7 @@ class FakeTimers(timers_pb2_grpc.TimersServicer):
                 pos += 1
                 continue
             if cut is not None and sent >= cut:
-                context.abort(grpc.StatusCode.UNAVAILABLE, "node shutting down")
+                context.abort(*cut_with)
             yield event_pb(ev)
             pos += 1
             sent += 1

@@ -33,6 +33,18 @@ def wait_for(pred, what: str = "condition", timeout: float = 60.0, interval: flo
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def collect_watch(watch, out: list, stop, errors: list) -> None:
+    """Thread body: append `watch`'s events to `out` until `stop` (a threading.Event) is
+    set at the next event; an exception it raises goes to `errors` (the test reports it)."""
+    try:
+        for ev in watch:
+            out.append(ev)
+            if stop.is_set():
+                return
+    except BaseException as exc:  # noqa: BLE001 - reported by the test
+        errors.append(exc)
+
+
 def free_addresses(n: int, host: str = "127.0.0.1") -> list[str]:
     """n distinct HOST:PORT addresses nothing listens on right now (to bind, or as dead seeds)."""
     from minoots.raft.testing import free_ports

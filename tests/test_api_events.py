@@ -153,6 +153,140 @@ def test_live_stream_across_a_snapshot_install_reports_data_loss(event_store):
     asyncio.run(main())
 
 
+def test_an_older_snapshot_loaded_while_running_lowers_visible(event_store):
+    """A snapshot older than the events already served (a restore of an older snapshot
+    while the node runs): events above its seq are not served until re-emitted (`visible`
+    is lowered to the snapshot's seq), then come back one re-emitted batch at a time."""
+    log, m = event_store
+    m.emit(evs(1, 10))
+    assert log.visible == 10
+    m.load_snapshot(4)
+    assert log.visible == 4
+    assert seqs(log) == [1, 2, 3, 4]
+    assert log.read(5) == []                  # stored, but not valid until re-emitted
+    m.emit(evs(5, 6))                         # re-emitted unchanged
+    assert seqs(log) == list(range(1, 7))
+    assert log.read(7) == []
+    m.emit((ev(7, "other"),))                 # re-emitted different: replaces 7.. (8..10 gone)
+    assert seqs(log) == list(range(1, 8)) and log.read(7)[0][3] == "other"
+    assert log.stats()["stored"] == 7
+
+
+@pytest.mark.parametrize("before", ["fresh", "after_install"])
+def test_a_gap_in_written_events_restarts_the_history_after_it(tmp_path, caplog, before):
+    """Events that never reached the store (6..7 here) are a gap: the history restarts
+    after it (floor moves, persisted, older events dropped); a read below it is
+    EventsUnavailable naming the floor and how far events were skipped."""
+    path = tmp_path / "events"
+    log = EventLog(path, keep=1000)
+    m = FakeMachine()
+    log.attach(m)
+    if before == "fresh":
+        m.emit(evs(1, 5))
+    else:                                      # one event retained above an install's floor
+        m.load_snapshot(4)
+        m.emit(evs(5, 5))
+        assert log.floor == 5
+    m.emit(evs(8, 9))
+    assert "event gap" in caplog.text
+    assert (log.floor, log.skipped_to, log.visible) == (8, 7, 9)
+    assert seqs(log) == [8, 9] and log.stats()["stored"] == 2
+    for cursor in (5, 6):
+        with pytest.raises(EventsUnavailable, match="starts at 8") as err:
+            log.read(cursor)
+        assert (err.value.cursor, err.value.floor, err.value.skipped_to) == (cursor, 8, 7)
+    log.close()
+    log = EventLog(path, keep=1000)
+    assert log.floor == 8
+    log.close()
+
+
+def test_a_live_stream_across_a_gap_reports_data_loss(event_store):
+    """The watcher's next events fell into a gap (not retention): EventsLost (DATA_LOSS),
+    not EventsUnavailable, so the SDK resumes on a node that has them."""
+    log, m = event_store
+    m.emit(evs(1, 5))
+
+    class Bridge:
+        async def wait_events(self, timeout):
+            m.emit(evs(8, 9))
+            await asyncio.sleep(0)
+
+    async def main():
+        got = []
+        with pytest.raises(EventsLost, match="events 6..7") as err:
+            async for e in watch(log, Bridge(), 4, None, frozenset()):
+                got.append(e.sequence)
+        assert got == [4, 5] and (err.value.cursor, err.value.floor) == (6, 8)
+        assert log.watchers == 0 and log.watchers_dropped == 1
+
+    asyncio.run(main())
+
+
+def test_a_failed_write_opens_a_gap_and_later_writes_go_on(event_store, monkeypatch):
+    """An LMDB write that fails loses those events on this node: counted, the history
+    restarts after them, the listener does not raise into the apply path."""
+    log, m = event_store
+    m.emit(evs(1, 3))
+    real = log._write
+
+    def broken(events):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(log, "_write", broken)
+    m.emit(evs(4, 6))                         # must not raise
+    monkeypatch.setattr(log, "_write", real)
+    assert (log.write_errors, log.floor, log.skipped_to, log.visible) == (1, 7, 6, 6)
+    with pytest.raises(EventsUnavailable, match="starts at 7"):
+        log.read(4)
+    m.emit(evs(7, 8))
+    assert seqs(log) == [7, 8]
+
+
+def test_a_missing_key_in_the_stored_range_is_reported(event_store):
+    """A key below `visible` and above the floor that is not in LMDB (a damaged store) is
+    EventsLost at that seq, never a silent skip; the events before it are still served
+    (in an earlier call), those after it too."""
+    from minoots.api.events import _KEY
+
+    log, m = event_store
+    m.emit(evs(1, 6))
+    with log._env.begin(write=True) as txn:
+        assert txn.delete(_KEY.pack(3), db=log._db)
+    assert [e[0] for e in log.read(1, 2)] == [1, 2]
+    for cursor in (1, 2, 3):
+        with pytest.raises(EventsLost, match="events 3..3") as err:
+            log.read(cursor)
+        assert (err.value.cursor, err.value.floor) == (3, 4)
+    assert [e[0] for e in log.read(4)] == [4, 5, 6]
+
+
+def test_keys_trimmed_under_a_reader_are_events_unavailable(event_store, monkeypatch):
+    """Retention moves the floor between a reader's floor check and its read transaction:
+    the missing keys are below the new floor, so the reader gets EventsUnavailable (OUT_OF_RANGE),
+    not EventsLost."""
+    from minoots.api.events import _KEY
+
+    log, m = event_store
+    m.emit(evs(1, 6))
+    env = log._env
+
+    class TrimFirst:
+        def begin(self, **kw):
+            with env.begin(write=True) as txn:
+                for s in (1, 2, 3):
+                    txn.delete(_KEY.pack(s), db=log._db)
+            log.floor = 4
+            monkeypatch.setattr(log, "_env", env)
+            return env.begin(**kw)
+
+    monkeypatch.setattr(log, "_env", TrimFirst())
+    with pytest.raises(EventsUnavailable, match="starts at 4") as err:
+        log.read(2)
+    assert (err.value.cursor, err.value.floor) == (2, 4)
+    assert [e[0] for e in log.read(4)] == [4, 5, 6]
+
+
 def test_pack_is_deterministic():
     e = ev(7, "x")
     assert pack_event(e) == pack_event(Event(*e))

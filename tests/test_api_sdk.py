@@ -31,7 +31,7 @@ from minoots.api.client import Router, WatchCursor, duration_to_pb, spec_to_pb
 from minoots.api.types import datetime_to_ms, ms_to_datetime
 from minoots.v1 import timers_pb2
 
-from support import cluster_grpc, free_addresses, start_cluster, wait_for
+from support import cluster_grpc, collect_watch, free_addresses, start_cluster, wait_for
 
 
 def _client(backend, seeds=None, **kw) -> minoots.Client:
@@ -212,18 +212,33 @@ def test_list_pages_and_filters(fake):
             list(c.list(states=["nonsense"]))
 
 
+def _take(w, n: int, into: list) -> list:
+    """Append the sequences of `w`'s next events to `into` until it holds n; return it."""
+    for ev in w:
+        into.append(ev.sequence)
+        if len(into) == n:
+            break
+    return into
+
+
+async def _atake(w, n: int) -> list:
+    """The sequences of the async watch `w`'s next n events."""
+    out = []
+    async for ev in w:
+        out.append(ev.sequence)
+        if len(out) == n:
+            break
+    return out
+
+
 def test_watch_resumes_on_another_node_without_duplicates_or_gaps(fake):
     with _client(fake) as c:
         c.create_many([{"delay": 60} for _ in range(10)])     # 20 events
         fake.faults[fake.nodes[0]] = ["cut:3"]
         fake.faults[fake.nodes[1]] = ["replay:2,cut:4"]
         fake.faults[fake.nodes[2]] = ["replay:5"]
-        seqs = []
         with c.watch(from_sequence=1) as w:
-            for ev in w:
-                seqs.append(ev.sequence)
-                if len(seqs) == 20:
-                    break
+            seqs = _take(w, 20, [])
             assert w.reconnects >= 2
     assert seqs == list(range(1, 21))
 
@@ -237,6 +252,77 @@ def test_watch_out_of_range_moves_on_then_is_typed(fake):
             fake.faults[a] = ["out_of_range"]
         with pytest.raises(minoots.OutOfRange, match="no reachable member"):
             next(iter(c.watch(from_sequence=1)))
+
+
+def _watch_opens(backend) -> list[str]:
+    return [a for a, m in backend.calls if m == "WatchEvents"]
+
+
+def test_watch_data_loss_mid_stream_moves_on_from_the_cursor(fake):
+    """The streaming node ends a live stream with DATA_LOSS (a snapshot install skipped the
+    watcher's next events there): the watch resumes on another member from its cursor
+    (the lacking member is avoided), every sequence once, in order. A member is lacking
+    for one cursor only: after events arrived elsewhere it is a candidate again, so three
+    DATA_LOSS from three members at three cursors do not end the watch."""
+    with _client(fake) as c:
+        c.create_many([{"delay": 60} for _ in range(10)])     # events 1..20
+        lossy = fake.nodes[0]
+        for a in fake.nodes:
+            fake.faults[a] = ["data_loss:3"]
+        with c.watch(from_sequence=1) as w:
+            seqs = _take(w, 20, [])
+            # Which member takes over is the router's choice: two or three of them sent DATA_LOSS.
+            assert w.reconnects in (2, 3)
+        opens = _watch_opens(fake)
+        assert opens[0] == lossy and len(opens) == w.reconnects + 1
+        assert all(a != b for a, b in zip(opens, opens[1:]))      # never straight back to the lacking one
+    assert seqs == list(range(1, 21))
+
+
+@pytest.mark.parametrize("other", ["data_loss", "out_of_range"])
+def test_watch_data_loss_on_every_member_is_raised(fake, other):
+    """DATA_LOSS is final only once every member said it cannot stream from the cursor:
+    then the watch raises DATA_LOSS (OutOfRange when one of them said OUT_OF_RANGE),
+    after yielding what it had, without a duplicate or a gap."""
+    with _client(fake) as c:
+        c.create_many([{"delay": 60} for _ in range(10)])
+        fake.faults[fake.nodes[0]] = ["data_loss:2"]
+        fake.faults[fake.nodes[1]] = ["data_loss:0"]
+        fake.faults[fake.nodes[2]] = [other if other == "out_of_range" else "data_loss:0"]
+        seqs = []
+        with c.watch(from_sequence=1) as w:
+            with pytest.raises(minoots.MinootsError, match="no reachable member") as err:
+                _take(w, 20, seqs)     # (bounded: a wrong SDK fails here, it does not hang)
+        assert seqs == [1, 2] and "sequence 3" in str(err.value)
+        assert sorted(_watch_opens(fake)) == sorted(fake.nodes)
+        if other == "out_of_range":
+            assert isinstance(err.value, minoots.OutOfRange)
+        else:
+            assert err.value.code == "DATA_LOSS" and not isinstance(err.value, minoots.OutOfRange)
+
+
+def test_async_watch_data_loss_moves_on_then_is_raised(fake):
+    async def main():
+        async with minoots.AsyncClient(list(fake.nodes), timeout=10, backoff_base=0.01, backoff_max=0.05) as c:
+            await c.create_many([{"delay": 60} for _ in range(10)])     # events 1..20
+            lossy = fake.nodes[0]
+            fake.faults[lossy] = ["data_loss:3"]
+            w = c.watch(from_sequence=1)
+            seqs = await _atake(w, 20)
+            assert w.reconnects == 1 and w.node != lossy
+            await w.aclose()
+            assert seqs == list(range(1, 21))
+            opens = _watch_opens(fake)
+            assert opens[0] == lossy and len(opens) == 2 and opens[1] != lossy
+            for a in fake.nodes:
+                fake.faults[a] = ["data_loss:0"]
+            w = c.watch(from_sequence=5)
+            with pytest.raises(minoots.MinootsError, match="no reachable member can stream from sequence 5") as err:
+                await w.__anext__()
+            await w.aclose()
+            assert err.value.code == "DATA_LOSS" and not isinstance(err.value, minoots.OutOfRange)
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize("how", ["no_leader", "lone_leader", "behind"])
@@ -343,12 +429,8 @@ def test_async_client_against_the_fake(fake):
             assert (await c.extend(t.id, 1)).fire_at == t.fire_at + timedelta(seconds=1)
             assert (await c.cancel(t.id)).state == minoots.TimerState.CANCELLED
             fake.faults[fake.nodes[0]] = ["cut:2"]
-            seqs = []
             w = c.watch(from_sequence=1)
-            async for ev in w:
-                seqs.append(ev.sequence)
-                if len(seqs) == 14:
-                    break
+            seqs = await _atake(w, 14)
             await w.aclose()
             assert seqs == list(range(1, 15))
             # the leader stalls (isolated, stream open): the watch moves on from the cursor
@@ -499,16 +581,6 @@ def test_real_sdk_rides_through_a_leader_sigkill(fresh_cluster):
     assert all(ids.count(a) == 1 for a in ambiguous)     # the ambiguous retries made one timer each
 
 
-def _collect(watch, out: list, stop: threading.Event, errors: list):
-    try:
-        for ev in watch:
-            out.append(ev)
-            if stop.is_set():
-                return
-    except BaseException as exc:  # noqa: BLE001 - reported by the test
-        errors.append(exc)
-
-
 @pytest.mark.cluster
 def test_real_watch_across_a_leader_kill_yields_every_sequence_once(fresh_cluster):
     cl = fresh_cluster
@@ -518,7 +590,7 @@ def test_real_watch_across_a_leader_kill_yields_every_sequence_once(fresh_cluste
             c.create(delay=0.3)
         events, errors, stop = [], [], threading.Event()
         w = c.watch(from_sequence=1)
-        th = threading.Thread(target=_collect, args=(w, events, stop, errors), daemon=True)
+        th = threading.Thread(target=collect_watch, args=(w, events, stop, errors), daemon=True)
         th.start()
         wait_for(lambda: len(events) >= 5 or errors, what="first events")
         first_node = w.node
@@ -554,7 +626,7 @@ def test_real_watch_leaves_a_partitioned_leader_without_duplicates_or_gaps(tmp_p
                 c.create(delay=0.3)
             events, errors, stop = [], [], threading.Event()
             w = c.watch(from_sequence=1, stall_timeout=0.5)
-            th = threading.Thread(target=_collect, args=(w, events, stop, errors), daemon=True)
+            th = threading.Thread(target=collect_watch, args=(w, events, stop, errors), daemon=True)
             th.start()
             wait_for(lambda: len(events) >= 5 or errors, what="first events")
             first_node = w.node

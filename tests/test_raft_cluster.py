@@ -314,6 +314,106 @@ def test_snapshot_compaction_and_wiped_node_catches_up_by_snapshot(tmp_path):
         assert state(get_timer(vnode, "s0.0")) == "armed"
 
 
+def test_lagging_follower_catches_up_by_snapshot_install_under_a_live_watch(tmp_path):
+    """A follower that is not wiped but frozen (SIGSTOP) while the leader compacts past its
+    log catches up by snapshot install after SIGCONT: same applied index and kernel digest
+    as the others. A watch streaming from that follower across the install sees every
+    sequence once, in order: the follower ends the live stream with DATA_LOSS (the install
+    skipped its next events) and the SDK resumes on another member from its cursor. After
+    the install the follower serves its events from the snapshot's seq on, the same as
+    the leader's; older ones are OUT_OF_RANGE there."""
+    import signal
+
+    import minoots     # the SDK (here, the module-level `minoots` is the CLI helper)
+
+    with running(tmp_path, node_args=("--compaction-entries", "100")) as c:
+        leader = c.leader()
+        lnode = c.nodes[leader]
+        lag = followers(c, leader)[0]
+        fnode = c.nodes[lag]
+        ids = [f"w{i}" for i in range(20)]
+        for i in ids:                            # one log entry each
+            create(lnode, [{"id": i, "in_ms": FAR}])
+        converge(c)
+        events, errors, stop = [], [], threading.Event()
+        # The watch starts on the lagging follower: seeded with it first, and the router told it
+        # has just discovered the cluster with no leader known (else it would pick the leader).
+        # No liveness check, so it stays there while the follower is frozen: it must be the
+        # install that moves it.
+        seeds = [fnode.grpc] + [c.nodes[n].grpc for n in c.nodes if n != lag]
+        with minoots.Client(seeds, timeout=WAIT, refresh_interval=600) as client:
+            client.router.discovered_at, client.router.incomplete = time.monotonic(), False
+            w = client.watch(from_sequence=1, stall_timeout=None, reconnect_timeout=WAIT)
+            th = threading.Thread(target=support.collect_watch, args=(w, events, stop, errors), daemon=True)
+            th.start()
+            support.wait_for(lambda: {e.timer_id for e in events} >= set(ids) or errors, "the first events")
+            assert w.node == fnode.grpc and w.reconnects == 0 and not errors
+            behind = fnode.status(WAIT)["applied_index"]
+            installs = fnode.log_file.read_text().count("snapshot loaded")
+
+            os.kill(fnode.pid, signal.SIGSTOP)
+            try:
+                # Until the leader drops its connection to the frozen follower (PySyncObj's
+                # connection timeout), its appends still land in the follower's socket buffer
+                # and would be read on SIGCONT: write only once it is disconnected.
+                support.wait_for(lambda: not next(m for m in lnode.status(WAIT)["members"]
+                                                  if m["id"] == lag).get("connected", False),
+                                 f"the leader to see {lag} disconnected", timeout=WAIT)
+                more = [f"x{i}" for i in range(250)]
+                for i in more:                   # 250 entries: the leader compacts (every 100) past `behind`
+                    create(lnode, [{"id": i, "in_ms": FAR}])
+                leader = c.leader(exclude={lag})
+                lnode = c.nodes[leader]
+                past = max(s.last_index for s in snapshots_of(lnode))
+                assert past > behind, (past, behind)
+                assert lnode.status(WAIT)["log_len"] < 200
+            finally:
+                os.kill(fnode.pid, signal.SIGCONT)
+
+            digest = converge(c)
+            assert fnode.digest(WAIT)["sha256"] == digest
+            assert fnode.status(WAIT)["applied_index"] >= past
+            text = fnode.log_file.read_text()
+            assert text.count("snapshot loaded") > installs, "the follower did not install a snapshot"
+            assert "snapshot installed past this node's events" in text
+
+            create(lnode, [{"id": "last", "in_ms": FAR}])
+            support.wait_for(lambda: any(e.timer_id == "last" for e in events) or errors, "the last event")
+            stop.set()
+            w.close()
+            th.join(timeout=WAIT)
+        assert not errors, errors
+        seqs = [e.sequence for e in events]
+        assert seqs == list(range(1, len(seqs) + 1)), "a gap or a duplicate"
+        created_ids = [e.timer_id for e in events if e.kind == minoots.EventKind.CREATED]
+        assert sorted(created_ids) == sorted(ids + more + ["last"])
+        # The watch left the follower because of the install (DATA_LOSS), for another member.
+        assert w.reconnects >= 1 and w.node != fnode.grpc
+        assert w._policy.last_error is not None and w._policy.last_error.code() == grpc.StatusCode.DATA_LOSS
+
+        # On the follower after the install: older events are OUT_OF_RANGE, its history from
+        # the floor on is the leader's.
+        with pytest.raises(grpc.RpcError) as err:
+            next(iter(fnode.timers().WatchEvents(pb.WatchEventsRequest(from_sequence=1), timeout=WAIT)))
+        assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        floor = int(err.value.details().split("starts at ")[1].split()[0])
+        assert 1 < floor <= seqs[-1]
+
+        def history(node, start):
+            out = []
+            call = node.timers().WatchEvents(pb.WatchEventsRequest(from_sequence=start), timeout=WAIT)
+            for e in call:
+                out.append((e.sequence, e.kind, e.timer_id))
+                if e.sequence >= seqs[-1]:
+                    call.cancel()
+                    break
+            return out
+
+        theirs = history(fnode, floor)
+        assert theirs == history(lnode, floor)
+        assert [s for s, _, _ in theirs] == list(range(floor, seqs[-1] + 1))
+
+
 # ---------------------------------------------------------------- membership
 
 def test_add_a_fourth_node_then_remove_a_follower_and_the_leader(tmp_path):
