@@ -675,3 +675,45 @@ def test_real_async_client_basics(real_cluster):
             assert len((await c.status()).members) == 3
 
     asyncio.run(asyncio.wait_for(main(), 120))
+
+
+def test_watch_asks_for_the_membership_before_calling_every_member_lacking():
+    """A watch seeded with one node, whose membership answer was incomplete (the others had
+    not announced their gRPC address yet), is told DATA_LOSS there: it refreshes the
+    membership once before deciding that no member can stream, and raises only when the
+    (now complete) membership lacks the cursor everywhere."""
+    import grpc as _grpc
+
+    from minoots.api.client.policy import Router
+    from minoots.api.client.watch import WatchPolicy
+    from minoots.api.types import ClusterStatus, Member
+    from minoots.v1 import timers_pb2
+
+    class Loss(_grpc.RpcError):
+        def code(self):
+            return _grpc.StatusCode.DATA_LOSS
+
+        def details(self):
+            return "snapshot installed past the cursor"
+
+    import random as _random
+
+    router = Router(["a:1"])
+    router.learn(ClusterStatus(node="a", cluster="c", leader=None, leader_grpc_address="", term=1,
+                               commit_index=0, applied_index=0, timers={},
+                               members=(Member("a", "ra", "a:1", "follower", True),
+                                        Member("b", "rb", "", "follower", True))))
+    assert router.incomplete
+    policy = WatchPolicy(timers_pb2.WatchEventsRequest(from_sequence=5), 30.0, router, 0.01, 0.05,
+                         _random.Random(1))
+    policy.opened("a:1")
+    policy.failed(Loss())                        # only member known lacks it: not final yet
+    assert router.stale(3600)                    # the next open asks the cluster first
+    router.learn(ClusterStatus(node="a", cluster="c", leader="b", leader_grpc_address="b:1", term=1,
+                               commit_index=0, applied_index=0, timers={},
+                               members=(Member("a", "ra", "a:1", "follower", True),
+                                        Member("b", "rb", "b:1", "leader", True))))
+    assert policy.choose() == "b:1"              # the member it did not know
+    policy.opened("b:1")
+    with pytest.raises(minoots.MinootsError, match="no reachable member"):
+        policy.failed(Loss())                    # complete membership, all lacking: final

@@ -111,6 +111,7 @@ class WatchPolicy:
         self.failures = 0
         self.last_error: Optional[BaseException] = None
         self.lacking: dict[str, grpc.RpcError] = {}   # members without our cursor's events
+        self.refreshed_for_lacking = False             # asked for the membership once before raising
         self.unbatched: set[str] = set()   # members without WatchEventBatches (older servers)
         self.reconnects = 0
         self.stall_timeout = float(stall_timeout) if stall_timeout else None
@@ -184,6 +185,7 @@ class WatchPolicy:
         self.down_since = None
         self.failures = 0
         self.lacking.clear()
+        self.refreshed_for_lacking = False
         return self.cursor.accept(pb)
 
     def stream_failed(self, exc: grpc.RpcError, batched: bool) -> Optional[str]:
@@ -203,7 +205,14 @@ class WatchPolicy:
             if self.addr is not None:
                 self.lacking[self.addr] = exc
             if set(self.router.addresses) <= set(self.lacking):
-                raise self._lacking_error()
+                if self.router.incomplete and not self.refreshed_for_lacking:
+                    # Every member *known* lacks the cursor, but the membership answer was
+                    # incomplete (members announce their gRPC address after start): ask the
+                    # cluster once more before giving up (the next open refreshes first).
+                    self.refreshed_for_lacking = True
+                    self.router.discovered_at = None
+                else:
+                    raise self._lacking_error()
         elif code is not None and code not in WATCH_RETRY_CODES:
             raise error_from_rpc(exc)
         elif self.addr is not None:
