@@ -150,3 +150,19 @@ class NotifyingBridge:
     def notify(self):
         w, self.waiter = self.waiter, asyncio.get_running_loop().create_future()
         w.set_result(None)
+
+
+class ProposalBridge:
+    """The part of the API bridge the create batcher uses: records each proposal with its
+    future; the test decides when (and whether) each one lands. `fail_with`: propose raises."""
+
+    def __init__(self, fail_with: Exception | None = None):
+        self.proposed: list[tuple] = []       # (command, future)
+        self.fail_with = fail_with
+
+    def propose(self, command, trace_parent=None, trace_links=None):
+        if self.fail_with is not None:
+            raise self.fail_with
+        fut = asyncio.get_running_loop().create_future()
+        self.proposed.append((command, fut))
+        return fut

@@ -14,7 +14,7 @@ from minoots.api.events import EventLog, EventsLost, EventsUnavailable, pack_eve
 from minoots.kernel import Event, EventKind, InvalidArgument, State, TimerSpec, TimerState
 from minoots.raft.machine import CommandFailed
 
-from support import FakeMachine, NotifyingBridge, ev, evs
+from support import FakeMachine, NotifyingBridge, ProposalBridge, ev, evs
 
 
 def seqs(log: EventLog, start: int = None) -> list[int]:
@@ -294,14 +294,7 @@ def test_pack_is_deterministic():
 
 # ---- the create batcher ------------------------------------------------------------
 
-class FakeBridge:
-    def __init__(self):
-        self.proposed = []       # (command, future)
-
-    def propose(self, command):
-        fut = asyncio.get_running_loop().create_future()
-        self.proposed.append((command, fut))
-        return fut
+FakeBridge = ProposalBridge
 
 
 def spec(i, **kw):

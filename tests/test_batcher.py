@@ -19,6 +19,8 @@ from minoots.kernel import TimerSpec
 from minoots.raft.commands import CreateTimers
 from minoots.raft.machine import CommandFailed
 
+from support import ProposalBridge
+
 NOW_MS = 1_000
 
 
@@ -30,19 +32,8 @@ def run(coro):
         loop.close()
 
 
-class FakeBridge:
-    """Records proposals; the test decides when (and whether) each one lands."""
-
-    def __init__(self, fail_with: Exception | None = None):
-        self.proposed: list[tuple[CreateTimers, asyncio.Future]] = []
-        self.fail_with = fail_with
-
-    def propose(self, command, trace_parent=None, trace_links=None):
-        if self.fail_with is not None:
-            raise self.fail_with
-        fut = asyncio.get_running_loop().create_future()
-        self.proposed.append((command, fut))
-        return fut
+class FakeBridge(ProposalBridge):
+    """Records proposals (support.ProposalBridge), with helpers to read and land them."""
 
     def groups(self, n: int) -> list[list[str]]:
         return [[s.id for s in g] for g in self.proposed[n][0].groups]

@@ -18,7 +18,7 @@ from minoots.raft import snapshots
 from minoots.raft.fsm import TimerFSM
 from minoots.raft.quotas import Quota, QuotaNotFound, QuotaTable
 
-from support import T0, busy_state
+from support import T0, ProposalBridge, busy_state
 
 # ---------------------------------------------------------------- kernel: usage counters
 
@@ -73,8 +73,8 @@ def test_usage_survives_a_snapshot_round_trip():
         assert again.usage(tenant) == s.usage(tenant), tenant
     again.check_invariants()
     # and the counters keep working on the restored state exactly as on the original
-    for st in (s, again):
-        st.tick(T0 + 10_000)
+    for state in (s, again):
+        state.tick(T0 + 10_000)
     for tenant in ("default", "acme", "t0", "t1", "t2"):
         assert again.usage(tenant) == s.usage(tenant), tenant
     again.check_invariants()
@@ -391,16 +391,7 @@ def test_watcher_cap_per_principal():
         pass
 
 
-class FakeBridge:
-    def __init__(self):
-        self.proposed = []       # (command, future)
-
-    def propose(self, command):
-        import asyncio
-
-        fut = asyncio.get_running_loop().create_future()
-        self.proposed.append((command, fut))
-        return fut
+FakeBridge = ProposalBridge
 
 
 def test_batcher_queue_is_bounded():
