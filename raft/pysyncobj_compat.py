@@ -290,7 +290,7 @@ class _PeerUnpickler(pickle.Unpickler):
 
 def peer_loads(data) -> object:
     """Decode a pickled PySyncObj message or log command: plain data and the classes above only."""
-    return _PeerUnpickler(io.BytesIO(bytes(data))).load()
+    return _PeerUnpickler(io.BytesIO(data if isinstance(data, bytes) else bytes(data))).load()
 
 
 def _bounded_decompress(data: bytes, limit: int) -> bytes:
