@@ -115,6 +115,12 @@ def _watch(principal: Principal, req) -> None:
         raise _deny(f"tenant {req.tenant!r} is not one of this token's tenants")
 
 
+def _subscription(principal: Principal, req) -> None:
+    _top(principal, req)
+    if req.all_tenants and principal.tenants is not None:
+        raise _deny("a subscription to every tenant's events needs a token that sees every tenant")
+
+
 def _none(principal: Principal, req) -> None:
     pass
 
@@ -150,6 +156,12 @@ RULES: dict[str, Rule] = {
     "/minoots.v1.Auth/WhoAmI": Rule("self"),
     "/minoots.v1.Tenants/SetQuota": Rule("admin"),
     "/minoots.v1.Tenants/GetQuota": Rule("read", _top),
+    "/minoots.v1.Subscriptions/CreateSubscription": Rule("write", _subscription),
+    "/minoots.v1.Subscriptions/GetSubscription": Rule("read", _top),
+    "/minoots.v1.Subscriptions/ListSubscriptions": Rule("read", _top),
+    "/minoots.v1.Subscriptions/CommitSubscription": Rule("read", _top),     # consumers commit
+    "/minoots.v1.Subscriptions/DeleteSubscription": Rule("write", _top),
+    "/minoots.v1.Subscriptions/SkipLostEvents": Rule("read", _top),
     "/minoots.v1.Audit/Export": Rule("operate"),
     "/minoots.v1.Audit/PublicKey": Rule("operate"),
     # Health checks (load balancers) and the schema (reflection) are public.

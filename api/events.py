@@ -48,6 +48,12 @@ Retention is by disk budget and age, oldest first:
   even under the budget (must be at least min-age where the CLI checks it).
 * `keep` (`--events-keep`, off by default): an optional extra bound on the count.
 
+Durable subscriptions (raft/subscriptions.py) hold retention back: count and age
+never trim at or above the lowest subscription cursor (`pin`, replicated, so the same
+on every node). Only the budget may; when it trims past the pin, `on_overrun` tells the
+API (api/subscriptions.py), whose leader proposes that the subscriptions it passed lost
+those events, with their exact count.
+
 `floor` moves first (events below it are no longer served), the keys are deleted in
 bounded chunks in the same write transactions, so trimming never stalls the apply
 thread for long (a larger backlog, say after lowering the budget, is deleted over the
@@ -122,6 +128,7 @@ def events_map_size(budget: int) -> int:
 EVENTS_MAP_SIZE = events_map_size(EVENTS_BUDGET)   # the default budget's map (6.06 GiB)
 TRIM_CHUNK = 2048          # keys deleted per write transaction at most (plus twice the batch written)
 READ_BATCH = 512           # events read per LMDB read transaction by a watcher
+PROGRESS_EVERY_S = 1.0     # a filtered stream reports how far it got at least this often while all is filtered out
 
 
 def pack_event(e) -> bytes:
@@ -218,6 +225,14 @@ class EventLog:
         self.visible = 0              # every seq in [floor, visible] is stored and valid
         self.skipped_to = 0           # highest seq skipped by a snapshot install in this process
         self.on_new: Callable[[], None] = lambda: None
+        # Durable subscriptions (raft/subscriptions.py): `_pin` gives the lowest cursor of them
+        # all (None: none), which count and age retention never pass; when the budget does,
+        # `on_overrun(new_floor)` is called after the write (in the tick thread: it must only
+        # hand the news to another thread).
+        self._pin: Callable[[], Optional[int]] = lambda: None
+        self.on_overrun: Callable[[int], None] = lambda floor: None
+        self._overrun_at = 0
+        self.pinned = 0               # events kept only because a subscription holds them (last write)
         self.write_errors = 0
         self.watchers = 0             # WatchEvents streams open (metrics)
         self.watchers_dropped = 0     # streams ended mid-way: retention or a snapshot install overtook them
@@ -230,6 +245,7 @@ class EventLog:
         """Node machine hook: listen before the tick thread starts."""
         machine.event_listeners.append(self._on_events)
         machine.snapshot_listeners.append(self._on_snapshot)
+        self._pin = machine.subscription_pin
 
     # Both listeners run inside PySyncObj's apply path (the first under the machine lock):
     # nothing may escape them, or the machine would report the command as failed although
@@ -282,6 +298,7 @@ class EventLog:
         self.visible = max(self.visible, seq)
 
     def _write(self, events) -> None:
+        self._overrun_at = 0
         first = events[0].seq
         last = events[-1].seq
         floor = self.floor
@@ -326,23 +343,39 @@ class EventLog:
         self.visible = last
         if self.budget_full:
             self._warn_near_trim()
+        if self._overrun_at:
+            at, self._overrun_at = self._overrun_at, 0
+            try:
+                self.on_overrun(at)
+            except Exception:
+                log.exception("event store: reporting a subscription overrun failed")
 
     def _retention_floor(self, txn, floor: int, last: int, written: int) -> int:
+        soft = floor
         if self.keep is not None:
-            floor = max(floor, last - self.keep + 1)
-        floor = self._budget_floor(txn, floor, last)
+            soft = max(soft, last - self.keep + 1)
         if self.max_age_ms is not None:
             cutoff = self._clock() - self.max_age_ms
             budget = TRIM_CHUNK + 2 * written
             cur = txn.cursor(db=self._db)
-            if cur.set_range(_KEY.pack(floor)):
+            if cur.set_range(_KEY.pack(soft)):
                 for key, val in cur:
                     seq = _KEY.unpack(key)[0]
                     if seq > last or budget <= 0 or _VAL.unpack_from(val)[3] >= cutoff:
                         break
-                    floor = seq + 1
+                    soft = seq + 1
                     budget -= 1
-        return floor
+        pin = self._pin()
+        if pin is not None and soft > pin:
+            # A durable subscription has not committed these: count and age do not trim them.
+            self.pinned = soft - max(floor, pin)
+            soft = max(floor, pin)
+        else:
+            self.pinned = 0
+        hard = self._budget_floor(txn, soft, last)
+        if pin is not None and hard > pin:
+            self._overrun_at = hard
+        return max(soft, hard)
 
     def _budget_floor(self, txn, floor: int, last: int) -> int:
         """The floor the disk budget requires: keep budget / (bytes per event) newest events."""
@@ -483,6 +516,13 @@ class EventLog:
                 self._env.close()
 
 
+class Batch(list):
+    """A run of pb.Events (after filtering), and the last sequence examined for it (`through`):
+    empty, it only says how far a filtered stream got."""
+
+    through = 0
+
+
 async def watch(events: EventLog, bridge, from_sequence: int, tenant: Optional[str],
                 kinds: frozenset) -> AsyncIterator[pb.Event]:
     """The WatchEvents stream: replay from `from_sequence` (0 = from now on), then live,
@@ -494,8 +534,9 @@ async def watch(events: EventLog, bridge, from_sequence: int, tenant: Optional[s
 
 async def watch_batches(events: EventLog, bridge, from_sequence: int, tenant: Optional[str],
                         kinds: frozenset) -> AsyncIterator[list]:
-    """`watch` in runs: each item is a non-empty list of consecutive pb.Events (after
-    filtering), everything one LMDB read (at most READ_BATCH events) found. One gRPC
+    """`watch` in runs: each item is a `Batch` of consecutive pb.Events (after filtering),
+    everything one LMDB read (at most READ_BATCH events) found; an empty one (at most every
+    PROGRESS_EVERY_S while a filter hides everything) only reports progress. One gRPC
     message per run instead of one per event: the per-message cost of gRPC Python
     (~50 us of CPU on the server, more on the client) is what bounds a watcher in a
     burst, not LMDB. Nothing waits to fill a run: a run is what is readable now."""
@@ -509,6 +550,8 @@ async def watch_batches(events: EventLog, bridge, from_sequence: int, tenant: Op
             raise EventsUnavailable(cursor, events.floor, events.skipped_to)
     events.watchers += 1
     w = events.register_watch(cursor, tenant)
+    sent_at = time.monotonic()
+    reported = cursor - 1         # the last sequence a yielded batch reported as examined
     try:
         while True:
             try:
@@ -522,13 +565,22 @@ async def watch_batches(events: EventLog, bridge, from_sequence: int, tenant: Op
                 events.watchers_dropped += 1
                 raise
             if not batch:
+                if reported < cursor - 1 and time.monotonic() - sent_at >= PROGRESS_EVERY_S:
+                    out = Batch()      # idle after a filtered-out stretch: say how far it got
+                    out.through = reported = cursor - 1
+                    sent_at = time.monotonic()
+                    yield out
                 await bridge.wait_events(1.0)
                 continue
             cursor = batch[-1][0] + 1
             w.cursor = cursor
-            out = [event_fields_to_pb(*ev) for ev in batch
-                   if (tenant is None or ev[2] == tenant) and (not kinds or ev[1] in kinds)]
-            if out:
+            out = Batch(event_fields_to_pb(*ev) for ev in batch
+                        if (tenant is None or ev[2] == tenant) and (not kinds or ev[1] in kinds))
+            out.through = cursor - 1
+            now = time.monotonic()
+            if out or now - sent_at >= PROGRESS_EVERY_S:
+                sent_at = now
+                reported = cursor - 1
                 yield out
             else:
                 await asyncio.sleep(0)    # a long filtered-out stretch must not hog the loop

@@ -44,7 +44,12 @@ def scan(state: State, q: ListQuery, start: int, want: int, byte_budget: int) ->
                        labels=dict(q.labels) if q.labels else None)
     out = []
     used = 0
+    fired_from, fired_to = q.fired_from, q.fired_to
+    fired = fired_from is not None or fired_to is not None
     for timer in cur:
+        if fired and (timer.fired_at is None or (fired_from is not None and timer.fired_at < fired_from)
+                      or (fired_to is not None and timer.fired_at >= fired_to)):
+            continue
         out.append(timer)
         used += 256 + len(timer.payload) + len(timer.action) + len(timer.name) \
             + sum(len(k) + len(v) for k, v in timer.labels.items())

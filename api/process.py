@@ -38,6 +38,7 @@ from .bridge import RaftBridge, leader_reachable
 from .events import EVENTS_BUDGET, EVENTS_DIR, EVENTS_KEEP, EVENTS_MIN_AGE_MS, MIN_BUDGET, EventLog
 from .quotas import ApiLimits
 from .server import HealthMonitor, TlsFiles, build_server
+from .subscriptions import OverrunReporter
 from .telemetry import EventsCollector
 
 log = logging.getLogger("minoots.api.process")
@@ -176,6 +177,7 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
         node.metrics.registry.register(EventsCollector(events))
     bridge = RaftBridge(node.machine, loop)
     events.on_new = bridge.notify_threadsafe
+    OverrunReporter(node.machine, bridge, loop).attach(events)
     batcher = CreateBatcher(bridge, node.clock.now_ms, max_queued_requests=api.limits.max_queued_creates,
                             max_queued_timers=api.limits.max_queued_timers)
     tasks: list[asyncio.Task] = []

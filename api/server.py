@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from minoots.raft import tracing
 from minoots.v1 import (audit_pb2, audit_pb2_grpc, auth_pb2, auth_pb2_grpc, cluster_pb2, cluster_pb2_grpc,
                         timers_pb2, timers_pb2_grpc)
+from minoots.v1 import subscriptions_pb2, subscriptions_pb2_grpc
 from minoots.v1 import tenants_pb2, tenants_pb2_grpc
 
 from .audit_service import AuditCalls, AuditService, DenialSampler
@@ -30,6 +31,7 @@ from .auth_service import AuthService
 from .bridge import leader_reachable
 from .quotas import ApiLimits, WatcherCap
 from .service import ClusterService, TimersService
+from .subscriptions import SubscriptionsService
 from .tenants_service import TenantsService
 from .telemetry import ServerTelemetry
 
@@ -45,7 +47,8 @@ CLUSTER_SERVICE = cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name
 AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["Auth"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
 TENANTS_SERVICE = tenants_pb2.DESCRIPTOR.services_by_name["Tenants"].full_name
-SERVICE_NAMES = (TIMERS_SERVICE, CLUSTER_SERVICE, AUTH_SERVICE, AUDIT_SERVICE, TENANTS_SERVICE, health.SERVICE_NAME,
+SUBSCRIPTIONS_SERVICE = subscriptions_pb2.DESCRIPTOR.services_by_name["Subscriptions"].full_name
+SERVICE_NAMES = (TIMERS_SERVICE, CLUSTER_SERVICE, AUTH_SERVICE, AUDIT_SERVICE, TENANTS_SERVICE, SUBSCRIPTIONS_SERVICE, health.SERVICE_NAME,
                  reflection.SERVICE_NAME)
 
 SERVER_OPTIONS = [
@@ -102,6 +105,7 @@ def build_server(node, bridge, batcher, events, address: str, tls: Optional[TlsF
     timers_pb2_grpc.add_TimersServicer_to_server(
         TimersService(node, bridge, batcher, events, watchers=WatcherCap(limits.max_watchers_per_principal)), server)
     tenants_pb2_grpc.add_TenantsServicer_to_server(TenantsService(node, bridge), server)
+    subscriptions_pb2_grpc.add_SubscriptionsServicer_to_server(SubscriptionsService(node, bridge, events), server)
     cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterService(node, bridge, events), server)
     auth_pb2_grpc.add_AuthServicer_to_server(AuthService(node, bridge), server)
     audit_pb2_grpc.add_AuditServicer_to_server(AuditService(node, audit), server)

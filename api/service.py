@@ -258,7 +258,7 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
         tenant, kinds = validation.watch_filter(request)
         with self._watchers.hold(_principal_name()):
             async for events in watch_batches(self._events, self._bridge, request.from_sequence, tenant, kinds):
-                yield pb.EventBatch(events=events)
+                yield pb.EventBatch(events=events, through=events.through)
 
 
 def _principal_name() -> str | None:

@@ -212,6 +212,8 @@ class ListQuery:
     fire_to: Optional[int]       # exclusive, ms
     page_size: int
     start: int                   # position (ordinal) to resume the scan at
+    fired_from: Optional[int] = None   # inclusive, ms: only timers whose latest fire is in range
+    fired_to: Optional[int] = None     # exclusive, ms
 
 
 def _label_selector(text: str) -> tuple:
@@ -237,19 +239,19 @@ def list_query(req: pb.ListTimersRequest) -> ListQuery:
         if s not in _TIMER_STATES:
             raise InvalidArgument(f"states[{i}]", f"must be a known TimerState other than UNSPECIFIED, got {s}")
         states.add(s)
-    fire_from = fire_to = None
-    try:
-        if req.HasField("fire_at_from"):
-            fire_from = timestamp_ms(req.fire_at_from)
-        if req.HasField("fire_at_to"):
-            fire_to = timestamp_ms(req.fire_at_to)
-    except BadTime as exc:
-        raise InvalidArgument("fire_at_from" if fire_from is None else "fire_at_to", str(exc)) from None
+    bounds = {}
+    for name in ("fire_at_from", "fire_at_to", "fired_at_from", "fired_at_to"):
+        if req.HasField(name):
+            try:
+                bounds[name] = timestamp_ms(getattr(req, name))
+            except BadTime as exc:
+                raise InvalidArgument(name, str(exc)) from None
+    fire_from, fire_to = bounds.get("fire_at_from"), bounds.get("fire_at_to")
     page_size = req.page_size or DEFAULT_PAGE_SIZE
     page_size = min(page_size, MAX_PAGE_SIZE)   # AIP-158: a larger page_size is coerced down
     start = _decode_page_token(req.page_token) if req.page_token else 0
     return ListQuery(tenant, frozenset(states), _label_selector(req.label_selector), fire_from, fire_to,
-                     page_size, start)
+                     page_size, start, bounds.get("fired_at_from"), bounds.get("fired_at_to"))
 
 
 # ---- WatchEvents ---------------------------------------------------------------

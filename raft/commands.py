@@ -30,7 +30,8 @@ from minoots.kernel import KernelError, TimerSpec
 
 __all__ = [
     "FORMAT", "Command", "CreateTimers", "Tick", "CancelTimers", "RescheduleTimer", "AckTimer",
-    "SetMemberName", "SetMemberGrpc", "PutToken", "RevokeToken", "SetQuota", "ClearQuota", "RECORDS", "encode",
+    "SetMemberName", "SetMemberGrpc", "PutToken", "RevokeToken", "SetQuota", "ClearQuota",
+    "CreateSubscription", "CommitSubscription", "DeleteSubscription", "MarkSubscriptionOverrun", "RECORDS", "encode",
     "decode", "from_legacy", "InvalidCommand", "UnknownCommand", "MAX_COMMAND_BYTES",
 ]
 
@@ -216,14 +217,54 @@ class ClearQuota(_Record):
     tenant: str
 
 
+@record("create_subscription", number=12, version=1)
+class CreateSubscription(_Record):
+    """A durable subscription (raft/subscriptions.py) starting at event `start`."""
+
+    now_ms: int
+    tenant: str
+    name: str
+    all_tenants: bool
+    kinds: tuple            # event kind numbers, sorted; empty: every kind
+    start: int
+
+
+@record("commit_subscription", number=13, version=1)
+class CommitSubscription(_Record):
+    """Move a subscription's cursor forward: its subscriber processed every event below `cursor`."""
+
+    tenant: str
+    name: str
+    cursor: int
+
+
+@record("delete_subscription", number=14, version=1)
+class DeleteSubscription(_Record):
+    tenant: str
+    name: str
+
+
+@record("subscription_overrun", number=15, version=1)
+class MarkSubscriptionOverrun(_Record):
+    """Events expected..resume-1 were trimmed before the subscription committed them (the
+    hard events budget, seen by the proposer): count them as lost, go on from `resume`."""
+
+    tenant: str
+    name: str
+    expected: int
+    resume: int
+
+
 Command = Union[CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
-                PutToken, RevokeToken, SetQuota, ClearQuota]
+                PutToken, RevokeToken, SetQuota, ClearQuota, CreateSubscription, CommitSubscription,
+                DeleteSubscription, MarkSubscriptionOverrun]
 
 #: (KIND, VERSION) -> record class: every command this build can read.
 RECORDS: dict[tuple[int, int], type] = {
     (c.KIND, c.VERSION): c
     for c in (CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
-              PutToken, RevokeToken, SetQuota, ClearQuota)
+              PutToken, RevokeToken, SetQuota, ClearQuota, CreateSubscription, CommitSubscription,
+              DeleteSubscription, MarkSubscriptionOverrun)
 }
 _NAMES = {c.KIND: c.kind for c in RECORDS.values()}
 

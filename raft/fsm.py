@@ -23,6 +23,7 @@ from minoots.kernel import KernelError, SnapshotCapture, State
 
 from . import commands as c
 from .quotas import QuotaTable
+from .subscriptions import SubscriptionTable
 from .tokens import TokenRecord, TokenTable
 
 log = logging.getLogger("minoots.raft")
@@ -39,6 +40,7 @@ class FSMSnapshot:
     grpc: dict
     tokens: list                # TokenTable.to_json()
     quotas: list = ()           # QuotaTable.to_json()
+    subscriptions: list = ()    # SubscriptionTable.to_json()
 
 
 class TimerFSM:
@@ -49,6 +51,7 @@ class TimerFSM:
         self.grpc: dict[str, str] = {}       # node id -> gRPC address (replicated, members only)
         self.tokens = TokenTable()           # API tokens (hashes only)
         self.quotas = QuotaTable()           # tenant quotas
+        self.subscriptions = SubscriptionTable()   # durable event subscriptions
         # Called after every apply, in the applying thread; see the module doc.
         self.event_listeners: list[Callable] = []                    # (events)
         self.apply_listeners: list[Callable[[str], None]] = []       # (command kind)
@@ -65,6 +68,10 @@ class TimerFSM:
             c.RevokeToken: self._revoke_token,
             c.SetQuota: self._set_quota,
             c.ClearQuota: self._clear_quota,
+            c.CreateSubscription: self._create_subscription,
+            c.CommitSubscription: self._commit_subscription,
+            c.DeleteSubscription: self._delete_subscription,
+            c.MarkSubscriptionOverrun: self._mark_overrun,
         }
 
     # ---- Apply -----------------------------------------------------------------
@@ -158,23 +165,41 @@ class TimerFSM:
     def _clear_quota(self, cmd: c.ClearQuota):
         return cmd.tenant, self.quotas.clear(cmd.tenant)
 
+    # The newest event is the kernel's sequence: subscriptions may start or commit up to
+    # the one after it, never past (the same bound on every replica).
+
+    def _create_subscription(self, cmd: c.CreateSubscription):
+        return self.subscriptions.create(cmd.now_ms, cmd.tenant, cmd.name, cmd.all_tenants, cmd.kinds, cmd.start,
+                                         self.kernel.seq)
+
+    def _commit_subscription(self, cmd: c.CommitSubscription):
+        return self.subscriptions.commit(cmd.tenant, cmd.name, cmd.cursor, self.kernel.seq)
+
+    def _delete_subscription(self, cmd: c.DeleteSubscription):
+        return self.subscriptions.delete(cmd.tenant, cmd.name)
+
+    def _mark_overrun(self, cmd: c.MarkSubscriptionOverrun):
+        return self.subscriptions.mark_overrun(cmd.tenant, cmd.name, cmd.expected, cmd.resume)
+
     # ---- Snapshot / Restore ------------------------------------------------------
 
     def snapshot(self) -> FSMSnapshot:
         """A consistent capture at the last applied entry (memcpy-fast; encode it elsewhere)."""
         with self.lock:
             return FSMSnapshot(self.kernel.capture(), dict(self.names), dict(self.grpc), self.tokens.to_json(),
-                               self.quotas.to_json())
+                               self.quotas.to_json(), self.subscriptions.to_json())
 
-    def restore(self, kernel_bytes: bytes, names: dict, grpc: dict, tokens=(), quotas=()) -> State:
+    def restore(self, kernel_bytes: bytes, names: dict, grpc: dict, tokens=(), quotas=(), subscriptions=()) -> State:
         """Replace the whole state with a snapshot's (raises KernelError on bad bytes, changing nothing)."""
         state = State.from_bytes(kernel_bytes)
         table = TokenTable.from_json(tokens)
         quota_table = QuotaTable.from_json(quotas)
+        subs = SubscriptionTable.from_json(subscriptions)
         with self.lock:
             self.kernel = state
             self.names = dict(names)
             self.grpc = dict(grpc)
             self.tokens = table
             self.quotas = quota_table
+            self.subscriptions = subs
         return state

@@ -174,6 +174,20 @@ class TimerMachine(compat.StallGuardMixin, SyncObj):
         with self.fsm.lock:
             return self.fsm.quotas.effective(tenant)
 
+    def subscription(self, tenant: str, name: str):
+        """The durable subscription (raft/subscriptions.py); raises SubscriptionNotFound."""
+        with self.fsm.lock:
+            return self.fsm.subscriptions.get(tenant, name)
+
+    def subscriptions(self, tenant=None) -> list:
+        with self.fsm.lock:
+            return self.fsm.subscriptions.list(tenant)
+
+    def subscription_pin(self):
+        """The lowest cursor of every durable subscription (None: none): events from it on are
+        kept by retention (read on every event write: no lock, one attribute read)."""
+        return self.fsm.subscriptions.pin
+
     @property
     def quotas(self):
         """The replicated QuotaTable (replaced whole by a snapshot load: read it, keep no reference)."""
@@ -226,6 +240,7 @@ class TimerMachine(compat.StallGuardMixin, SyncObj):
             cluster_name=self._cluster_name,
             tokens=snap.tokens,
             quotas=list(snap.quotas),
+            subscriptions=list(snap.subscriptions),
         )
         # PySyncObj renames `filename` over the snapshot file as soon as this
         # returns, long before a background write ends: writing into it would
@@ -313,7 +328,7 @@ class TimerMachine(compat.StallGuardMixin, SyncObj):
         """Load a snapshot file (ours at start-up, or one streamed from the leader)."""
         data = Path(filename).read_bytes()
         meta, kernel = snapshots.decode(data)
-        state = self.fsm.restore(kernel, meta.names, meta.grpc, meta.tokens, meta.quotas)
+        state = self.fsm.restore(kernel, meta.names, meta.grpc, meta.tokens, meta.quotas, meta.subscriptions)
         for listener in self.snapshot_listeners:
             listener(state.seq)
         if self._snapshot_store.get(meta.last_index) is None:

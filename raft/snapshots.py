@@ -46,6 +46,7 @@ class SnapshotMeta:
     cluster_name: str = ""
     tokens: list = field(default_factory=list)  # API tokens (raft/tokens.py; hashes only)
     quotas: list = field(default_factory=list)  # tenant quotas (raft/quotas.py)
+    subscriptions: list = field(default_factory=list)  # durable subscriptions (raft/subscriptions.py)
 
     def to_json(self) -> dict:
         out = asdict(self)

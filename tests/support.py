@@ -122,11 +122,16 @@ def evs(first: int, last: int, **kw) -> tuple:
 
 class FakeMachine:
     """Stands in for the replicated state machine an EventLog attaches to: the test emits
-    event batches and snapshot loads the way the tick thread does."""
+    event batches and snapshot loads the way the tick thread does. `pin` plays the lowest
+    durable-subscription cursor (raft/subscriptions.py)."""
 
     def __init__(self):
         self.event_listeners = []
         self.snapshot_listeners = []
+        self.pin = None
+
+    def subscription_pin(self):
+        return self.pin
 
     def emit(self, events):
         for fn in self.event_listeners:

@@ -5,6 +5,8 @@ token ($MINOOTS_TOKEN, see conftest.py) and tokens made through the Auth service
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import subprocess
 import sys
 import threading
@@ -22,9 +24,16 @@ from minoots.v1 import audit_pb2, auth_pb2, cluster_pb2, tenants_pb2, timers_pb2
 
 from support import cluster_grpc, wait_for
 
-SERVICES = [(m, m.DESCRIPTOR.services_by_name[name]) for m, name in
-            ((timers_pb2, "Timers"), (cluster_pb2, "Cluster"), (auth_pb2, "Auth"), (audit_pb2, "Audit"),
-             (tenants_pb2, "Tenants"), (health_pb2, "Health"))]
+
+
+def _proto_modules():
+    """Every generated module of minoots.v1 (a new .proto is covered without editing this)."""
+    import minoots.v1
+    return [importlib.import_module(f"minoots.v1.{m.name}") for m in pkgutil.iter_modules(minoots.v1.__path__)
+            if m.name.endswith("_pb2")]
+
+
+SERVICES = [(m, svc) for m in (*_proto_modules(), health_pb2) for svc in m.DESCRIPTOR.services_by_name.values()]
 
 
 def all_methods():

@@ -341,6 +341,7 @@ class AsyncWatch(WatchProgress, AsyncIterator[Event]):
         self._pending: Optional[asyncio.Future] = None   # the read in flight across liveness checks
         self._closed = False
         self._batch: Iterator = iter(())   # the rest of the last EventBatch received
+        self._through = 0                  # and how far it said the server examined
         self._batched = False              # the open call is WatchEventBatches
         self._reopen: Optional[str] = None   # reopen here at once (it lacks WatchEventBatches)
 
@@ -357,6 +358,7 @@ class AsyncWatch(WatchProgress, AsyncIterator[Event]):
                 if ev is not None:
                     return ev
                 continue
+            self._policy.cursor.examined(self._through)
             if self._call is None:
                 await self._open()
             try:
@@ -381,6 +383,7 @@ class AsyncWatch(WatchProgress, AsyncIterator[Event]):
                 continue
             if self._batched:
                 self._batch = iter(pb.events)
+                self._through = pb.through
                 continue
             ev = self._policy.received(pb)
             if ev is not None:

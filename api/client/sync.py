@@ -31,6 +31,7 @@ from ..types import (
     TimerState,
 )
 from . import policy, wire
+from .subscriptions import SubscriptionMethods
 from .tenants import TenantMethods
 from .tokens import TokenMethods
 from .policy import DEFAULT_STALL_TIMEOUT, DISCOVERY_ATTEMPT_TIMEOUT
@@ -40,7 +41,7 @@ from .watch import WatchPolicy, WatchProgress, sees_leader
 __all__ = ["Client", "Watch"]
 
 
-class Client(TokenMethods, TenantMethods, policy.ClientSettings):
+class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSettings):
     """Blocking MINOOTS client; thread-safe (one instance can serve many threads).
 
     `nodes`: gRPC addresses HOST:PORT of some members (a list, or one
@@ -178,15 +179,18 @@ class Client(TokenMethods, TenantMethods, policy.ClientSettings):
              labels: Union[Mapping[str, str], str, None] = None,
              fire_at_from: Union[datetime, int, None] = None, fire_at_to: Union[datetime, int, None] = None,
              page_size: Optional[int] = None, limit: Optional[int] = None,
-             timeout: Optional[float] = None) -> Iterator[Timer]:
+             timeout: Optional[float] = None, fired_at_from: Union[datetime, int, None] = None,
+             fired_at_to: Union[datetime, int, None] = None) -> Iterator[Timer]:
         """Iterate over matching timers, fetching pages as needed (each page is retried on its own).
 
         `states`: a state or several (TimerState or names); `labels`: a mapping
         (all must match) or a selector "k=v,k2=v2"; `fire_at_from` inclusive,
-        `fire_at_to` exclusive; `limit`: stop after that many timers.
+        `fire_at_to` exclusive; `fired_at_from` / `fired_at_to`: only timers whose
+        latest fire is in that range (how a consumer that lost events finds what
+        fired); `limit`: stop after that many timers.
         """
         req = wire.list_request(self._tenant(tenant), states, labels, fire_at_from, fire_at_to,
-                                wire.page_size_for(page_size, limit))
+                                wire.page_size_for(page_size, limit), fired_at_from, fired_at_to)
         return self._list_iter(req, limit, timeout)
 
     def _list_iter(self, req, limit, timeout) -> Iterator[Timer]:
@@ -416,6 +420,7 @@ class Watch(WatchProgress, Iterator[Event]):
         self._wake = threading.Event()
         self._monitor: Optional[threading.Thread] = None
         self._pending: Iterator = iter(())   # the rest of the last EventBatch received
+        self._through = 0                    # and how far it said the server examined
         self._batched = False                # the open call is WatchEventBatches
         self._reopen: Optional[str] = None   # reopen here at once (it lacks WatchEventBatches)
 
@@ -428,6 +433,7 @@ class Watch(WatchProgress, Iterator[Event]):
                 raise StopIteration
             pb = next(self._pending, None)
             if pb is None:
+                self._policy.cursor.examined(self._through)
                 if self._call is None:
                     self._open()
                 try:
@@ -447,6 +453,7 @@ class Watch(WatchProgress, Iterator[Event]):
                     pb = msg
                 else:
                     self._pending = iter(msg.events)
+                    self._through = msg.through
                     continue
             ev = self._policy.received(pb)
             if ev is not None:

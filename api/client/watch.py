@@ -59,6 +59,12 @@ class WatchCursor:
         req.from_sequence = self.next
         return req
 
+    def examined(self, through: int) -> None:
+        """A filtered stream examined every event up to `through` (an EventBatch's, once its
+        events were taken): resume after it. Unfiltered streams have no hidden events."""
+        if self.filtered and through >= self.next:
+            self.next = through + 1
+
     def accept(self, pb: timers_pb2.Event) -> Optional[Event]:
         """The Event to yield, or None for a duplicate; raises on a gap in an unfiltered stream."""
         seq = pb.sequence

@@ -205,7 +205,8 @@ def label_selector(labels: Union[Mapping[str, str], str, None]) -> str:
     return ",".join(f"{k}={v}" for k, v in labels.items())
 
 
-def list_request(tenant, states, labels, fire_at_from, fire_at_to, page_size) -> timers_pb2.ListTimersRequest:
+def list_request(tenant, states, labels, fire_at_from, fire_at_to, page_size, fired_at_from=None,
+                 fired_at_to=None) -> timers_pb2.ListTimersRequest:
     req = timers_pb2.ListTimersRequest(tenant=tenant or "", label_selector=label_selector(labels),
                                        page_size=page_size or 0)
     if states:
@@ -216,6 +217,10 @@ def list_request(tenant, states, labels, fire_at_from, fire_at_to, page_size) ->
         req.fire_at_from.CopyFrom(ms_to_timestamp(time_to_ms(fire_at_from, "fire_at_from")))
     if fire_at_to is not None:
         req.fire_at_to.CopyFrom(ms_to_timestamp(time_to_ms(fire_at_to, "fire_at_to")))
+    if fired_at_from is not None:
+        req.fired_at_from.CopyFrom(ms_to_timestamp(time_to_ms(fired_at_from, "fired_at_from")))
+    if fired_at_to is not None:
+        req.fired_at_to.CopyFrom(ms_to_timestamp(time_to_ms(fired_at_to, "fired_at_to")))
     return req
 
 
@@ -232,12 +237,16 @@ def page_size_for(page_size: Optional[int], limit: Optional[int]) -> int:
 def watch_request(from_sequence: int, tenant, kinds) -> timers_pb2.WatchEventsRequest:
     if isinstance(from_sequence, bool) or not isinstance(from_sequence, int) or from_sequence < 0:
         raise InvalidArgument(f"from_sequence must be an int >= 0, got {from_sequence!r}")
-    req = timers_pb2.WatchEventsRequest(from_sequence=from_sequence, tenant=tenant or "")
-    if kinds:
-        if isinstance(kinds, (str, int, EventKind)):
-            kinds = [kinds]
-        req.kinds.extend(int(EventKind.parse(k)) for k in kinds)
-    return req
+    return timers_pb2.WatchEventsRequest(from_sequence=from_sequence, tenant=tenant or "", kinds=event_kinds(kinds))
+
+
+def event_kinds(kinds) -> list[int]:
+    """EventKinds, names or numbers (one or several; None: none) as wire values."""
+    if not kinds:
+        return []
+    if isinstance(kinds, (str, int, EventKind)):
+        kinds = [kinds]
+    return [int(EventKind.parse(k)) for k in kinds]
 
 
 def export_request(last_index: Optional[int]) -> cluster_pb2.ExportSnapshotRequest:
