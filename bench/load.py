@@ -5,8 +5,9 @@ Run it as ``minoots bench load`` (``--help`` lists the options).
 Phases (each bounded in time; every process started is stopped by PID):
 
 1. start a ``--nodes`` cluster (LocalCluster in a temp dir) and one watcher
-   (SDK ``Client.watch(from_sequence=1, kinds=FIRED)``, resuming across
-   failovers), record each node's VmRSS;
+   (a durable subscription from sequence 1 for FIRED events, read with the SDK's
+   ``Client.subscribe``: retention keeps what it has not committed, and it resumes
+   across failovers), record each node's VmRSS;
 2. single creates: ``--single-seconds`` of ``Client.create`` from 16 threads;
 3. batched load: ``--timers`` timers through ``Client.create_many`` in batches
    of ``--batch`` from ``--clients`` threads (one Client each). Deadlines are
@@ -171,19 +172,28 @@ class RssSampler(threading.Thread):
 
 
 class Watcher(threading.Thread):
-    """Consumes FIRED events; records (timer_id, at_ms, fire_at_ms, received_ms)."""
+    """Consumes FIRED events through a durable subscription (so retention cannot trim its
+    events from under it, however far behind it falls); records (timer_id, at_ms,
+    fire_at_ms, received_ms)."""
+
+    SUBSCRIPTION = "bench-load"
 
     def __init__(self, addrs: list[str], reconnect_timeout: float = 60.0) -> None:
         super().__init__(daemon=True, name="watcher")
         self.client = Client(addrs, timeout=30)
-        self.watch = self.client.watch(1, kinds=[EventKind.FIRED], reconnect_timeout=reconnect_timeout)
+        self.client.create_subscription(self.SUBSCRIPTION, kinds=[EventKind.FIRED], from_sequence=1)
+        self.sub = self.client.subscribe(self.SUBSCRIPTION, commit_every=10_000, reconnect_timeout=reconnect_timeout)
         self.fired: list[tuple] = []
         self.error: Optional[BaseException] = None
         self._stopping = False
 
+    @property
+    def watch(self):
+        return self.sub.watch
+
     def run(self) -> None:
         try:
-            for ev in self.watch:
+            for ev in self.sub:
                 self.fired.append((ev.timer_id, datetime_to_ms(ev.at), datetime_to_ms(ev.fire_at), now_ms()))
         except BaseException as exc:  # reported, not swallowed
             if not self._stopping:    # not the harness closing it
@@ -191,7 +201,10 @@ class Watcher(threading.Thread):
 
     def stop(self) -> None:
         self._stopping = True
-        self.watch.close()
+        try:
+            self.sub.close()
+        except Exception:             # the cluster may be gone: the commit does not matter then
+            self.sub.watch.close()
         self.join(5)
         self.client.close()
 

@@ -19,6 +19,7 @@ from .bench import bench
 from .chaos import chaos
 from .cluster import cluster, snapshot
 from .node import node, up
+from .subscription import subscription
 from .tenant import tenant
 from .timer import timer
 from .token import token
@@ -48,6 +49,7 @@ main.add_command(timer)
 main.add_command(chaos)
 main.add_command(token)
 main.add_command(tenant)
+main.add_command(subscription)
 main.add_command(audit)
 
 __all__ = ["main"]

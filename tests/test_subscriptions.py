@@ -377,3 +377,31 @@ def test_killing_the_node_a_subscriber_reads_from_mid_burst_loses_nothing(fresh_
         with client.subscribe("burst") as s2:
             again = [next(s2), next(s2)]
         assert {e.timer_id for e in again} == more
+
+
+@pytest.mark.cluster
+def test_cli_creates_consumes_and_shows_a_subscription(real_cluster):
+    import json
+
+    from click.testing import CliRunner
+
+    from minoots.cli import main
+
+    nodes = [a for n in cluster_grpc(real_cluster) for a in ("--node", n)]
+    run = CliRunner().invoke
+    res = run(main, ["subscription", "create", "cli-sub", "--kind", "fired", "--json", *nodes])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["kinds"] == ["fired"]
+    with _client(real_cluster) as client:
+        ids = set(_fire(client, 3, tenant=None))
+    res = run(main, ["subscription", "consume", "cli-sub", "--limit", "3", *nodes])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in res.output.splitlines()]
+    assert {x["timer_id"] for x in lines} == ids
+    res = run(main, ["subscription", "get", "cli-sub", "--json", *nodes])
+    info = json.loads(res.output)
+    assert info["cursor"] == max(x["sequence"] for x in lines) + 1 and not info["overrun"]
+    res = run(main, ["subscription", "get", "nope", *nodes])
+    assert res.exit_code != 0 and "no subscription" in res.output and "Traceback" not in res.output
+    res = run(main, ["subscription", "create", "bad name", *nodes])
+    assert res.exit_code != 0 and "name" in res.output and "Traceback" not in res.output
