@@ -171,3 +171,16 @@ class ProposalBridge:
         fut = asyncio.get_running_loop().create_future()
         self.proposed.append((command, fut))
         return fut
+
+
+def read_framed(path) -> list[bytes]:
+    """The records of a golden file: each a little-endian u32 length, then that many bytes."""
+    import struct
+    from pathlib import Path
+    d = Path(path).read_bytes()
+    out, o = [], 0
+    while o < len(d):
+        (n,) = struct.unpack_from("<I", d, o)
+        out.append(d[o + 4:o + 4 + n])
+        o += 4 + n
+    return out

@@ -23,6 +23,8 @@ from minoots.raft import snapshots
 from minoots.raft.fsm import TimerFSM
 from minoots.raft.pysyncobj_compat import peer_loads
 
+from support import read_framed
+
 DATA = Path(__file__).parent / "data"
 REGULAR = b"\x00"   # PySyncObj's entry type for a replicated call
 
@@ -50,13 +52,7 @@ def v0_commands(upto: int | None = None, after: int = 0) -> list[tuple]:
 
 
 def v1_commands() -> list[bytes]:
-    d = (DATA / "commands_v1.bin").read_bytes()
-    out, o = [], 0
-    while o < len(d):
-        (n,) = struct.unpack_from("<I", d, o)
-        out.append(d[o + 4:o + 4 + n])
-        o += 4 + n
-    return out
+    return read_framed(DATA / "commands_v1.bin")
 
 
 EXPECTED = json.loads((DATA / "log_v0" / "v0_expected.json").read_text())

@@ -10,9 +10,6 @@ in the middle of a burst.
 from __future__ import annotations
 
 import asyncio
-import struct
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +21,7 @@ from minoots.raft.fsm import TimerFSM
 from minoots.raft.subscriptions import (MAX_SUBSCRIPTIONS, SubscriptionExists, SubscriptionNotFound,
                                          SubscriptionTable)
 
-from support import FakeMachine, NotifyingBridge, cluster_grpc, wait_for
+from support import FakeMachine, NotifyingBridge, cluster_grpc, read_framed, wait_for
 
 DATA = Path(__file__).parent / "data"
 NOW = 1_790_000_000_000
@@ -85,13 +82,7 @@ def test_table_is_bounded_and_round_trips(monkeypatch):
 
 
 def golden() -> list[bytes]:
-    d = (DATA / "commands_subscriptions_v1.bin").read_bytes()
-    out, o = [], 0
-    while o < len(d):
-        (n,) = struct.unpack_from("<I", d, o)
-        out.append(d[o + 4:o + 4 + n])
-        o += 4 + n
-    return out
+    return read_framed(DATA / "commands_subscriptions_v1.bin")
 
 
 GOLDEN = [c.CreateSubscription(NOW, "default", "billing", False, (3, 4), 1),
