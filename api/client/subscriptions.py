@@ -36,7 +36,7 @@ from typing import Iterator, Optional
 
 from minoots.v1 import subscriptions_pb2, subscriptions_pb2_grpc
 
-from ..types import Event, EventKind, FailedPrecondition, OutOfRange, Timer
+from ..types import Event, EventKind, FailedPrecondition, MinootsError, OutOfRange, Timer
 from . import wire
 from .policy import DEFAULT_STALL_TIMEOUT
 
@@ -158,6 +158,8 @@ class Subscriber(Iterator[Event]):
         self.lost = 0                              # events this subscriber could not see (marked on the cluster)
         self.resynced: list[Timer] = []            # timers that fired while events were lost (on_loss="resync")
         self.last_fired_at_ms: Optional[int] = None
+        self.commit_errors = 0                     # automatic commits that failed (retried by the next)
+        self.last_commit_error: Optional[BaseException] = None
         self._closed = False
         self._lock = threading.Lock()
         self._watch = None
@@ -237,14 +239,20 @@ class Subscriber(Iterator[Event]):
 
     def _maybe_commit(self) -> None:
         if self._done - self.committed >= self._commit_every:
-            self._commit()
+            self._try_commit()
 
     def _commit_loop(self) -> None:
         while not self._stop.wait(self._commit_interval):
-            try:
-                self._commit()
-            except Exception:   # the next round, or close(), commits again
-                pass
+            self._try_commit()
+
+    def _try_commit(self) -> None:
+        """An automatic commit: one that fails (no leader during a failover, say) must not stop
+        the stream; the next one commits more. Counted in `commit_errors`."""
+        try:
+            self._commit()
+        except MinootsError as exc:
+            self.commit_errors += 1
+            self.last_commit_error = exc
 
     # ---- losing events
 
