@@ -23,7 +23,8 @@ from .common import DEFAULT_DATA_ROOT, LOCAL_CLUSTER_FILE, fail, format_size, pa
 ADMIN_REMOVED = ("{flag} was removed: the JSON admin channel is retired; "
                  "use the gRPC Cluster service (minoots cluster …)")
 sync_option = click.option("--sync", type=click.Choice(SYNC_POLICIES), default=DEFAULT_SYNC, show_default=True,
-                           help="durable: fsync before acknowledging; relaxed: periodic sync.")
+                           help="durable: fsync before acknowledging; relaxed: sync about once a second "
+                                "(a power loss can lose acknowledged writes).")
 
 
 def _parse_peer(value: str) -> tuple[str, str]:

@@ -187,6 +187,7 @@ class LazyFS:
         with self._lock:
             fh = self._next_fh
             self._next_fh += 1
+            # Linux also follows each write through such a handle with an fsync; not relied upon.
             self._handles[fh] = (fd, self._key(os.fstat(fd)), bool(flags & (os.O_SYNC | os.O_DSYNC)))
         return fh
 

@@ -20,8 +20,17 @@ synced its log in the few milliseconds between appending the last acknowledged e
 and the cut: with three nodes syncing once a second that is about 3 x 3 ms / 1 s, ~1 %
 of cuts. So the relaxed test cuts again (up to three times, each cut independent) until
 a loss shows, ~1e-6 odds of a false alarm; it also checks the loss is not total (what
-was synced before the cut survived). Typical run: a few hundred acknowledged per cut,
-the last 15-40 of them lost under relaxed sync, none under durable.
+was synced before the cut survived). Typical run: 300-500 acknowledged per cut; under
+relaxed sync the last 7-300 of them lost, none under durable.
+
+Found on the way (reported, not asserted: it depends on which node synced last): under
+relaxed sync the cut can also leave replicas out of step. A node that synced a longer
+log, with a commit index past what the others kept, applies those entries at restart;
+the others elect a leader without them and overwrite them, and PySyncObj logs
+"truncating already-applied log entries ... state machine may have diverged". That node
+then shows timers no other node has, until its next restart replays the log. The
+durable test asserts neither happens: every node holds the same timers and no node
+logged such a line.
 """
 from __future__ import annotations
 
@@ -160,10 +169,12 @@ class PowerLossCluster:
         for m in self.mounts.values():
             m.mount()
         c.start()
-        leader = c.leader(timeout=WAIT)
-        # The new leader commits an entry of its own term; every node applies up to there.
-        commit = support.wait_for(lambda: (c.status(leader) or {}).get("commit_index"), "a commit index",
-                                  timeout=WAIT)
+        c.leader(timeout=WAIT)
+        # A create acknowledged after the restart is committed in the new leader's term, and so
+        # is every entry before it (acknowledged ones not yet committed again would look lost).
+        with minoots.Client(support.cluster_grpc(c), timeout=WAIT) as client:
+            client.create(delay=FAR_S, id=f"c{len(self.cycles)}-after")
+        commit = max((c.status(nid) or {}).get("commit_index", 0) for nid in c.nodes)
         for nid in c.nodes:
             support.wait_for(lambda nid=nid: (c.status(nid) or {}).get("applied_index", -1) >= commit,
                              f"{nid} applying {commit}", timeout=WAIT)
