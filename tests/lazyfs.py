@@ -291,13 +291,16 @@ def missing_requirements() -> str | None:
         return "fusermount3 is missing: apt-get install fuse3 (.ci/run does)"
     try:
         import mfusepy  # noqa: F401
-    except (ImportError, OSError, EnvironmentError) as exc:
+    except (ImportError, OSError) as exc:
         return f"mfusepy cannot load libfuse3 ({exc}): pip install -e '.[test]' and apt-get install fuse3"
     return None
 
 
 class LazyMount:
-    """One LazyFS process serving `mountpoint` from `backing`; every process it starts it stops by PID."""
+    """One LazyFS process serving `mountpoint` from `backing`; every process it starts it stops by PID.
+
+    The filesystem process dies with the thread that mounted it (PR_SET_PDEATHSIG), so a
+    killed test leaves no server behind: mount from a thread that outlives the mount."""
 
     def __init__(self, backing: Path, mountpoint: Path, log_file: Path) -> None:
         self.backing, self.mountpoint, self.log_file = Path(backing), Path(mountpoint), Path(log_file)
