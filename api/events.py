@@ -516,6 +516,16 @@ class EventLog:
                 self._env.close()
 
 
+def start_cursor(events: EventLog, from_sequence: int) -> int:
+    """Where a watch from `from_sequence` starts (0 = after the last visible event);
+    EventsUnavailable (OUT_OF_RANGE) when this node no longer retains it."""
+    if from_sequence == 0:
+        return events.visible + 1
+    if from_sequence < events.floor:
+        raise EventsUnavailable(from_sequence, events.floor, events.skipped_to)
+    return from_sequence
+
+
 class Batch(list):
     """A run of pb.Events (after filtering), and the last sequence examined for it (`through`):
     empty, it only says how far a filtered stream got."""
@@ -542,12 +552,7 @@ async def watch_batches(events: EventLog, bridge, from_sequence: int, tenant: Op
     burst, not LMDB. Nothing waits to fill a run: a run is what is readable now."""
     from .convert import event_fields_to_pb
 
-    if from_sequence == 0:
-        cursor = events.visible + 1
-    else:
-        cursor = from_sequence
-        if cursor < events.floor:
-            raise EventsUnavailable(cursor, events.floor, events.skipped_to)
+    cursor = start_cursor(events, from_sequence)
     events.watchers += 1
     w = events.register_watch(cursor, tenant)
     sent_at = time.monotonic()

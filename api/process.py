@@ -3,6 +3,8 @@
 The composition lives here, in the API layer, so `raft` never imports `api`:
 
     main thread: uvloop event loop ── grpc.aio server (Timers, Cluster, health, reflection)
+                                  ├── HTTP/JSON + SSE gateway (aiohttp, --http): calls the gRPC
+                                  │   server over a unix socket in the data dir (api/gateway.py)
                                   ├── create batcher, watchers, health monitor, announcer
     PySyncObj tick thread ──────── apply → kernel → EventLog (LMDB) → wake the loop (bridge)
                                                   └─ audit queue → audit-writer thread (raft/audit/, LMDB)
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -46,6 +49,7 @@ log = logging.getLogger("minoots.api.process")
 __all__ = ["ApiConfig", "run_node", "serve"]
 
 GRACE_S = 2.0
+GATEWAY_SOCKET = "api.sock"
 ANNOUNCE_PERIOD_S = 1.0
 FLUSH_PERIOD_S = 1.0
 
@@ -72,6 +76,8 @@ class ApiConfig:
     # Caps of this node's API (api/quotas.py): concurrent RPCs, watchers per principal,
     # the create batcher's queue.
     limits: ApiLimits = field(default_factory=ApiLimits)
+    # HOST:PORT of the HTTP/JSON + SSE gateway (api/gateway.py); None: no HTTP.
+    http: Optional[str] = None
 
     def audit_key(self):
         if self.audit_key_file is None:
@@ -91,6 +97,10 @@ class ApiConfig:
 
     def validate(self) -> None:
         split_address(self.grpc)
+        if self.http:
+            split_address(self.http)
+            if self.http == self.grpc:
+                raise ValueError(f"--http {self.http} is also the --grpc address")
         if self.advertise:
             split_address(self.advertise)
         if self.tls is not None:
@@ -139,6 +149,10 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
     if api.grpc in (cfg.raft, cfg.metrics):
         raise ValueError(f"--grpc {api.grpc} is also this node's Raft or metrics address")
     check_port_free(api.grpc, "gRPC")
+    if api.http:
+        if api.http in (cfg.raft, cfg.metrics):
+            raise ValueError(f"--http {api.http} is also this node's Raft or metrics address")
+        check_port_free(api.http, "HTTP")
     admin_token = api.admin_token()      # an unreadable or open token file fails here, before the node starts
     audit_key = api.audit_key()          # and so does a bad audit key file
     if api.tls is not None:
@@ -182,21 +196,27 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
                             max_queued_timers=api.limits.max_queued_timers)
     tasks: list[asyncio.Task] = []
     server = None
+    gateway = None
     try:
         authenticator = Authenticator(node.machine, admin_token, clock_ms=node.clock.now_ms,
                                       mtls=api.tls is not None and api.tls.client_ca is not None)
         server, health_servicer = build_server(node, bridge, batcher, events, api.grpc, api.tls, authenticator,
                                                audit=ledger, limits=api.limits)
+        gateway = _gateway(api, server, Path(cfg.data_dir)) if api.http else None
         monitor = HealthMonitor(node.machine, health_servicer)
         await monitor.update()
         await server.start()
         log.info("gRPC serving", extra={"grpc": api.grpc, "advertise": api.advertised,
                                         "tls": api.tls is not None})
+        if gateway is not None:
+            await gateway.start()
         tasks = [asyncio.create_task(monitor.run(), name="health"),
                  asyncio.create_task(_announce(node, bridge, api.advertised), name="announce"),
                  asyncio.create_task(_flush(events, loop), name="events-flush")]
         await stop.wait()
     finally:
+        if gateway is not None:
+            await gateway.stop()
         if server is not None:
             try:
                 await health_servicer.enter_graceful_shutdown()
@@ -211,6 +231,21 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
         events.close()
         await loop.run_in_executor(None, ledger.close)
     return 0
+
+
+def _gateway(api: ApiConfig, server, data_dir: Path):
+    """The HTTP gateway, calling this node's gRPC server over a unix socket of its own in the
+    data dir (0700: the node's user only; no TLS needed, the token still decides)."""
+    from .gateway import Gateway, server_ssl_context
+
+    sock = data_dir.resolve() / GATEWAY_SOCKET
+    if len(str(sock)) > 100:                  # sun_path holds 108 bytes
+        sock = Path(tempfile.mkdtemp(prefix="minoots-gw-")) / GATEWAY_SOCKET
+    sock.unlink(missing_ok=True)              # left by a killed run of this node
+    server.add_insecure_port(f"unix:{sock}")
+    tls = api.tls
+    ctx = server_ssl_context(tls.cert, tls.key, tls.client_ca) if tls is not None else None
+    return Gateway(f"unix:{sock}", api.http, ssl_context=ctx)
 
 
 def _on_signal(sig: int, stop: asyncio.Event) -> None:

@@ -47,7 +47,7 @@ from . import listing, validation
 from .auth import current_principal
 from .bridge import leader_reachable
 from .convert import fill_timer_pb, ms_timestamp, timer_to_pb
-from .events import EventsLost, EventsUnavailable, watch, watch_batches
+from .events import EventsLost, EventsUnavailable, start_cursor, watch, watch_batches
 from .quotas import CreateRateLimiter, WatcherCap
 
 log = logging.getLogger("minoots.api")
@@ -246,18 +246,28 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
             timers=[timer_to_pb(t) for t in found],
             next_page_token="" if at_end else validation.encode_page_token(pos))
 
+    async def _subscribe(self, request, context) -> int:
+        """The watch's first sequence (OUT_OF_RANGE when this node lacks it); then the response
+        headers go out: a client (the HTTP gateway's SSE) knows the subscription stands
+        before the first event arrives."""
+        cursor = start_cursor(self._events, request.from_sequence)
+        await context.send_initial_metadata(())
+        return cursor
+
     @_stream
     async def WatchEvents(self, request, context):
         tenant, kinds = validation.watch_filter(request)
         with self._watchers.hold(_principal_name()):
-            async for event in watch(self._events, self._bridge, request.from_sequence, tenant, kinds):
+            cursor = await self._subscribe(request, context)
+            async for event in watch(self._events, self._bridge, cursor, tenant, kinds):
                 yield event
 
     @_stream
     async def WatchEventBatches(self, request, context):
         tenant, kinds = validation.watch_filter(request)
         with self._watchers.hold(_principal_name()):
-            async for events in watch_batches(self._events, self._bridge, request.from_sequence, tenant, kinds):
+            cursor = await self._subscribe(request, context)
+            async for events in watch_batches(self._events, self._bridge, cursor, tenant, kinds):
                 yield pb.EventBatch(events=events, through=events.through)
 
 

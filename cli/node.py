@@ -93,6 +93,9 @@ def node() -> None:
 @removed_option("--admin", "HOST:PORT")
 @click.option("--grpc", "grpc_address", default=None, envvar="MINOOTS_GRPC",
               help="Serve the gRPC API (Timers, Cluster, health, reflection) on HOST:PORT.")
+@click.option("--http", "http_address", default=None, envvar="MINOOTS_HTTP",
+              help="Also serve the HTTP/JSON + Server-Sent Events gateway on HOST:PORT (REST over the "
+                   "same API, same tokens; /v1/openapi.json describes it). HTTPS with --tls-cert.")
 @click.option("--grpc-advertise", default=None, envvar="MINOOTS_GRPC_ADVERTISE",
               help="gRPC HOST:PORT other members hand to clients (default: --grpc).")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -150,7 +153,7 @@ def node() -> None:
 @click.option("--audit-keep", default=AUDIT_KEEP, show_default=True, type=click.IntRange(1000),
               help="Audit records retained (newest; the trimmed prefix leaves a signed checkpoint).")
 @api_limit_options
-def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, grpc_advertise, tls_cert, tls_key, tls_client_ca,
+def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, http_address, grpc_advertise, tls_cert, tls_key, tls_client_ca,
             events_budget, events_min_age, events_max_age, events_keep, cluster, init, sync, map_size, snapshot_keep,
             compaction_entries, compaction_seconds,
             clock_offset_ms, log_level, metrics_address, cluster_secret_file, admin_token_file, insecure_peers,
@@ -175,8 +178,8 @@ def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, grpc_advert
         fail("--tls-cert and --tls-key go together", code=2)
     if tls_client_ca and not tls_cert:
         fail("--tls-client-ca needs --tls-cert and --tls-key", code=2)
-    if (tls_cert or grpc_advertise or admin_token_file) and not grpc_address:
-        fail("--tls-cert/--tls-key/--grpc-advertise/--admin-token-file need --grpc", code=2)
+    if (tls_cert or grpc_advertise or admin_token_file or http_address) and not grpc_address:
+        fail("--tls-cert/--tls-key/--grpc-advertise/--admin-token-file/--http need --grpc", code=2)
     if audit_key_file and not grpc_address:
         fail("--audit-key-file needs --grpc (the audit ledger is kept by a node serving the API)", code=2)
     jsonlog.setup(node_id, log_level)
@@ -197,7 +200,7 @@ def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, grpc_advert
                             events_budget=parse_size(events_budget), events_min_age_s=events_min_age,
                             events_keep=events_keep, events_max_age_s=events_max_age,
                             admin_token_file=admin_token_file, audit_key_file=audit_key_file,
-                            audit_keep=audit_keep, limits=limits)
+                            audit_keep=audit_keep, limits=limits, http=http_address)
             code = run_node(cfg, api)
         else:
             code = run(cfg)
@@ -246,8 +249,11 @@ def init_secrets(directory: Path) -> None:
               help="First gRPC port; node i uses grpc-port+i-1.")
 @click.option("--metrics-port", default=7501, show_default=True, type=click.IntRange(1, 65000),
               help="First Prometheus /metrics port; node i uses metrics-port+i-1.")
+@click.option("--http-port", default=7301, show_default=True, type=click.IntRange(0, 65000),
+              help="First HTTP/JSON + SSE gateway port (on --host); node i uses http-port+i-1; 0 turns it off.")
 @sync_option
-def up(data_root: Path, nodes: int, host: str, raft_port: int, grpc_port: int, metrics_port: int, sync: str) -> None:
+def up(data_root: Path, nodes: int, host: str, raft_port: int, grpc_port: int, metrics_port: int, http_port: int,
+       sync: str) -> None:
     """Start a local cluster on loopback; Ctrl-C stops every node.
 
     Data lives in --dir (one folder per node, reused on the next `up`); node logs
@@ -259,6 +265,7 @@ def up(data_root: Path, nodes: int, host: str, raft_port: int, grpc_port: int, m
                            raft_ports=[raft_port + i for i in range(nodes)],
                            grpc_ports=[grpc_port + i for i in range(nodes)],
                            metrics_ports=[metrics_port + i for i in range(nodes)],
+                           http_ports=[http_port + i for i in range(nodes)] if http_port else None,
                            node_args=("--sync", sync))
 
     def on_term(signum, frame):
@@ -273,7 +280,8 @@ def up(data_root: Path, nodes: int, host: str, raft_port: int, grpc_port: int, m
         except (TimeoutError, RuntimeError) as exc:
             raise click.ClickException(f"{exc}\nsee the node logs in {data_root}")
         for n in cluster.nodes.values():
-            click.echo(f"{n.node_id}: grpc {n.grpc}  raft {n.raft}  "
+            http = f"  http http://{n.http}/v1" if n.http else ""
+            click.echo(f"{n.node_id}: grpc {n.grpc}{http}  raft {n.raft}  "
                        f"metrics http://{n.metrics}/metrics  data {n.data_dir}  log {n.log_file}  pid {n.pid}")
         click.echo(f"leader: {leader}")
         click.echo("Ctrl-C stops the cluster.")

@@ -131,6 +131,7 @@ class LocalNode:
     tls_ca: Path | None = None       # PEM to trust when the node serves TLS (--tls-cert); None: plaintext
     tls_client: tuple | None = None  # (cert PEM, key PEM) the harness presents (mutual TLS)
     token_file: Path | None = None   # API token sent with every call (the cluster's admin token)
+    http: str | None = None          # HTTP/JSON + SSE gateway address (passed as --http when set)
     _channel: grpc.Channel | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -189,6 +190,8 @@ class LocalCluster:
     raft_ports: list[int] | None = None
     grpc_ports: list[int] | None = None
     metrics_ports: list[int] | None = None
+    http_ports: list[int] | None = None   # serve the HTTP gateway (--http) on these ports
+    http: bool = False                    # ... or on free ports
     node_args: tuple = ()
     tls_ca: Path | None = None       # with --tls-cert in node_args: the PEM the harness trusts
     tls_client: tuple | None = None  # with --tls-client-ca: (cert, key) the harness presents
@@ -200,20 +203,24 @@ class LocalCluster:
         raft_ports = self.raft_ports or ports[: self.size]
         grpc_ports = self.grpc_ports or ports[self.size: 2 * self.size]
         metrics_ports = self.metrics_ports or ports[2 * self.size:]
+        http_ports = self.http_ports or [None] * self.size
         for i in range(self.size):
-            self.new_node(f"n{i + 1}", raft_ports[i], grpc_ports[i], metrics_ports[i])
+            self.new_node(f"n{i + 1}", raft_ports[i], grpc_ports[i], metrics_ports[i], http_ports[i])
 
     def new_node(self, nid: str, raft_port: int | None = None, grpc_port: int | None = None,
-                 metrics_port: int | None = None) -> LocalNode:
-        """Describe (not start) node `nid` of this cluster; free ports for those not given."""
-        given = (raft_port, grpc_port, metrics_port)
+                 metrics_port: int | None = None, http_port: int | None = None) -> LocalNode:
+        """Describe (not start) node `nid` of this cluster; free ports for those not given
+        (an HTTP port only when the cluster serves HTTP)."""
+        serves_http = bool(self.http or self.http_ports)
+        given = (raft_port, grpc_port, metrics_port, http_port if serves_http else 0)
         spare = iter(free_ports(given.count(None), self.host))
-        raft_port, grpc_port, metrics_port = (p if p is not None else next(spare) for p in given)
+        raft_port, grpc_port, metrics_port, http_port = (p if p is not None else next(spare) for p in given)
         node = self.nodes[nid] = LocalNode(
             nid, f"{self.host}:{raft_port}", f"{self.host}:{grpc_port}", self.root / nid, self.root / f"{nid}.log",
             extra_args=tuple(self.node_args), metrics=f"{self.host}:{metrics_port}", tls_ca=self.tls_ca,
             tls_client=self.tls_client,
-            token_file=self.root / peer_secret.ADMIN_TOKEN_FILE)
+            token_file=self.root / peer_secret.ADMIN_TOKEN_FILE,
+            http=f"{self.host}:{http_port}" if serves_http else None)
         return node
 
     @property
@@ -245,6 +252,8 @@ class LocalCluster:
                *node.extra_args]
         if node.metrics:
             cmd += ["--metrics", node.metrics]
+        if node.http:
+            cmd += ["--http", node.http]
         for other in members:
             if other.node_id != node.node_id:
                 cmd += ["--peer", f"{other.node_id}={other.raft}"]
@@ -356,7 +365,7 @@ class LocalCluster:
 
     def describe(self) -> dict:
         return {"nodes": [{"id": n.node_id, "raft": n.raft, "grpc": n.grpc,
-                           "metrics": n.metrics, "pid": n.pid,
+                           "metrics": n.metrics, "http": n.http, "pid": n.pid,
                            "data_dir": str(n.data_dir), "log": str(n.log_file)} for n in self.nodes.values()]}
 
     def write_description(self, path: Path) -> None:

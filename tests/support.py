@@ -60,14 +60,15 @@ def cluster_grpc(cluster, nids=None) -> list[str]:
     return [cluster.nodes[n].grpc for n in (nids or cluster.nodes)]
 
 
-def start_cluster(root, prepare=None, size: int = 3):
+def start_cluster(root, prepare=None, size: int = 3, **options):
     """Start a LocalCluster under `root` and wait until it has a leader and every member's
     gRPC address is announced (through Raft, shortly after start). `prepare(cluster)` runs
-    before the start (e.g. to put proxies between the nodes). The caller stops it."""
+    before the start (e.g. to put proxies between the nodes); `options` go to LocalCluster
+    (e.g. http=True, node_args=(...)). The caller stops it."""
     import minoots
     from minoots.raft.testing import LocalCluster
 
-    c = LocalCluster(root, size=size)
+    c = LocalCluster(root, size=size, **options)
     if prepare is not None:
         prepare(c)
     c.start()
