@@ -18,6 +18,7 @@ from .audit import audit
 from .bench import bench
 from .chaos import chaos
 from .cluster import cluster, snapshot
+from .mcp import mcp_cmd
 from .node import node, up
 from .subscription import subscription
 from .tenant import tenant
@@ -51,5 +52,6 @@ main.add_command(token)
 main.add_command(tenant)
 main.add_command(subscription)
 main.add_command(audit)
+main.add_command(mcp_cmd)
 
 __all__ = ["main"]
