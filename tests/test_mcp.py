@@ -144,3 +144,47 @@ def test_token_rules_apply(real_cluster):
             assert ok(await s.call_tool("list_timers", {}))["count"] == 0
 
     run(scenario())
+
+
+@pytest.mark.cluster
+def test_streamable_http_transport(real_cluster, tmp_path):
+    import os
+    import subprocess
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    from support import free_addresses, wait_for
+
+    address = free_addresses(1)[0]
+    log = open(tmp_path / "mcp.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "minoots", "mcp", "--http", address,
+                             "--node", ",".join(cluster_grpc(real_cluster))],
+                            env={**os.environ, "MINOOTS_TOKEN": real_cluster.admin_token()},
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        def listening():
+            import socket
+            host, port = address.rsplit(":", 1)
+            with socket.socket() as s:
+                return s.connect_ex((host, int(port))) == 0
+        wait_for(listening, "the MCP HTTP server to listen")
+
+        async def scenario():
+            async with streamable_http_client(f"http://{address}/mcp") as (read, write):
+                async with ClientSession(read, write) as s:
+                    await s.initialize()
+                    made = ok(await s.call_tool("schedule_timer", {"delay_seconds": 0.5, "name": "over-http"}))
+                    waited = ok(await s.call_tool("wait_for_timer", {"id": made["id"], "timeout_seconds": 60}))
+                    assert waited["fired"] is True and waited["timer"]["name"] == "over-http"
+                    assert failed(await s.call_tool("get_timer", {"id": "nope"})).startswith("NOT_FOUND: ")
+
+        run(scenario())
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
