@@ -92,3 +92,50 @@ def test_client_certificate_subject_is_the_principal(tmp_path):
                     c.get("by-cert", tenant="acme", timeout=3)
     finally:
         cluster.stop()
+
+
+def test_http_gateway_serves_https_and_requires_a_client_certificate(tmp_path):
+    """--http with --tls-cert/--tls-client-ca: HTTPS with the node's certificate; a client
+    without a certificate the CA signed is refused in the handshake; the bearer token is
+    still what authenticates the request."""
+    import json
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    pki = make_pki(tmp_path)
+    ca = tmp_path / "ca.pem"
+    srv_cert, srv_key = pki["srv"]
+    cluster = LocalCluster(tmp_path / "cluster", size=1, tls_ca=ca, tls_client=pki["harness"], http=True,
+                           node_args=("--tls-cert", str(srv_cert), "--tls-key", str(srv_key),
+                                      "--tls-client-ca", str(ca)))
+    try:
+        cluster.start()
+        cluster.leader(timeout=60)
+        node = cluster.nodes["n1"]
+
+        def get(path, pair, token):
+            ctx = ssl.create_default_context(cafile=str(ca))
+            if pair is not None:
+                ctx.load_cert_chain(str(pair[0]), str(pair[1]))
+            req = urllib.request.Request(f"https://{node.http}{path}",
+                                         headers={"Authorization": f"Bearer {token}"} if token else {})
+            try:
+                with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+                    return resp.status, json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, json.loads(exc.read())
+
+        wait_for(lambda: get("/v1/cluster/status", pki["harness"], cluster.admin_token())[0] == 200,
+                 "the HTTPS gateway", retry_on=(OSError,))
+        status, body = get("/v1/cluster/status", pki["harness"], cluster.admin_token())
+        assert status == 200 and body["node"] == "n1"
+        status, body = get("/v1/cluster/status", pki["harness"], None)     # a certificate is not a token here
+        assert status == 401 and body["error"]["status"] == "UNAUTHENTICATED"
+        for pair in (None, pki["forged"]):
+            with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+                get("/v1/cluster/status", pair, cluster.admin_token())
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):   # and never plain HTTP
+            urllib.request.urlopen(f"http://{node.http}/v1/openapi.json", timeout=10).read()
+    finally:
+        cluster.stop()
