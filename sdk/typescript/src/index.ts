@@ -28,6 +28,7 @@ import type { ProtoGrpcType as TimersProto } from "./generated/timers";
 import type { ClusterClient } from "./generated/minoots/v1/Cluster";
 import type { CreateTimerResponse__Output } from "./generated/minoots/v1/CreateTimerResponse";
 import type { Event__Output } from "./generated/minoots/v1/Event";
+import type { EventBatch__Output } from "./generated/minoots/v1/EventBatch";
 import type { StatusResponse__Output } from "./generated/minoots/v1/StatusResponse";
 import type { Timer__Output } from "./generated/minoots/v1/Timer";
 import type { TimersClient } from "./generated/minoots/v1/Timers";
@@ -512,7 +513,7 @@ export class Client {
       const stream = this.timersAt(addr).WatchEventBatches(
         { from_sequence: String(cursor), tenant, kinds } as never, this.metadata);
       try {
-        for await (const batch of stream as AsyncIterable<{ events: Event__Output[] }>) {
+        for await (const batch of stream as AsyncIterable<EventBatch__Output>) {
           failingSince = null;
           n = 0;
           lacking.clear();
@@ -522,6 +523,9 @@ export class Client {
             cursor = ev.sequence + 1;
             yield ev;
           }
+          // A filtered stream reports how far it examined: a reconnect need not rescan that.
+          const through = Number(batch.through ?? 0);
+          if (through >= cursor) cursor = through + 1;
         }
       } catch (e) {
         const err = e as grpc.ServiceError;
