@@ -433,3 +433,16 @@ def test_sse_resumes_on_another_node_after_a_leader_kill(tmp_path):
         assert want <= {(d["timerId"], d["kind"]) for _, d in seen}
     finally:
         c.stop()
+
+
+def test_sse_frames_carry_the_sequence_and_a_filtered_runs_progress():
+    from minoots.api.gateway import _sse
+
+    batch = timers_pb2.EventBatch(events=[timers_pb2.Event(sequence=7, kind=timers_pb2.EVENT_KIND_FIRED,
+                                                           timer_id="t")], through=9)
+    text = _sse(batch).decode()
+    first, second, rest_ = text.split("\n\n", 2)
+    assert first.startswith("id: 7\ndata: ") and json.loads(first.split("data: ", 1)[1])["timerId"] == "t"
+    assert second == "id: 9" and rest_ == ""         # id alone: no event dispatched, the resume point moves
+    assert _sse(timers_pb2.EventBatch(through=12)).decode() == "id: 12\n\n"
+    assert _sse(timers_pb2.EventBatch(events=[timers_pb2.Event(sequence=3)], through=3)).decode().count("id:") == 1
