@@ -49,6 +49,9 @@ CALL_TIMEOUT_S = 30.0           # a unary call's deadline (writes wait at most 1
 HEARTBEAT_S = 15.0
 SSE_QUEUE = 4                   # event batches buffered between the gRPC stream and a slow HTTP client
 FORWARDED = ("authorization", "traceparent", "tracestate")
+UI_HEADERS = {"Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                            "img-src 'self' data:; frame-ancestors 'none'",
+              "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20),
                    ("grpc.max_send_message_length", MAX_BODY_BYTES)]
 
@@ -136,6 +139,7 @@ class Gateway:
     def _build_app(self) -> web.Application:
         app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
         app.router.add_get("/v1/openapi.json", self._openapi)
+        app.router.add_get("/ui", self._ui)
         for route in rest.routes():
             handler = self._events if route.streaming else self._unary_handler(route)
             app.router.add_route(route.http_method, _aiohttp_path(route.path), handler)
@@ -177,6 +181,13 @@ class Gateway:
 
     async def _openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi.document())
+
+    async def _ui(self, request: web.Request) -> web.Response:
+        """The timeline explorer (api/explorer.py): a static page, public like the schema; its
+        data comes from the API with the token the user gives it."""
+        from .explorer import PAGE
+
+        return web.Response(text=PAGE, content_type="text/html", headers=UI_HEADERS)
 
     # ---- events (SSE) ----------------------------------------------------------------------
 
