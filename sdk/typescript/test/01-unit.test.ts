@@ -1,0 +1,135 @@
+/** Pure parts of the SDK (no cluster): wire conversions, the watch cursor, retry classification, routing. */
+import { test } from "node:test";
+import * as assert from "node:assert/strict";
+import { status as Status, Metadata, type ServiceError } from "@grpc/grpc-js";
+import {
+  Client, InvalidArgument, NotFound, OutOfRange, Router, Unavailable, WatchCursor, classify, errorFromStatus,
+} from "../src/index";
+import { msToDuration, msToTimestamp, specToPb, timestampToMs, watchRequest, eventKindToPb } from "../src/wire";
+import type { Event__Output } from "../src/gen/minoots/v1/Event";
+
+function rpcError(code: Status, details: string): ServiceError {
+  return Object.assign(new Error(details), { code, details, metadata: new Metadata() });
+}
+
+function pbEvent(sequence: number): Event__Output {
+  return {
+    sequence: String(sequence), kind: "EVENT_KIND_CREATED", tenant: "default", timerId: `t${sequence}`,
+    at: msToTimestamp(1000), revision: "1", state: "TIMER_STATE_ARMED", fireAt: msToTimestamp(2000), fireId: "0",
+  };
+}
+
+test("times and durations convert at ms precision, negative ones too", () => {
+  for (const ms of [0, 1, 999, 1000, 1_700_000_000_123, -1, -1500]) {
+    assert.equal(timestampToMs(msToTimestamp(ms) as never), ms);
+  }
+  assert.deepEqual(msToDuration(1500), { seconds: "1", nanos: 500_000_000 });
+  assert.deepEqual(msToDuration(-1500), { seconds: "-1", nanos: -500_000_000 });
+  assert.deepEqual(msToDuration(0.2), { seconds: "0", nanos: 1_000_000 });   // rounded up
+  assert.throws(() => msToDuration(Number.NaN), InvalidArgument);
+});
+
+test("a spec gets a generated id that doubles as its idempotency key", () => {
+  const pb = specToPb({ delayMs: 5 }, "");
+  assert.match(pb.id as string, /^[0-9a-f]{32}$/);
+  assert.equal(pb.idempotencyKey, pb.id);
+  const keyed = specToPb({ delayMs: 5, idempotencyKey: "k" }, "acme");
+  assert.equal(keyed.idempotencyKey, "k");
+  assert.equal(keyed.tenant, "acme");
+  assert.equal(specToPb({ delayMs: 5 }, "", false).id, "");
+  assert.throws(() => specToPb({}, ""), InvalidArgument);
+  assert.throws(() => specToPb({ delayMs: 1, fireAt: new Date() }, ""), InvalidArgument);
+});
+
+test("event kinds are accepted by any spelling and refused when unknown", () => {
+  assert.equal(eventKindToPb("fired"), "EVENT_KIND_FIRED");
+  assert.equal(eventKindToPb("EVENT_KIND_ARMED"), "EVENT_KIND_ARMED");
+  assert.throws(() => eventKindToPb("exploded"), InvalidArgument);
+  assert.throws(() => watchRequest(-1, "", undefined), InvalidArgument);
+});
+
+test("the watch cursor drops duplicates and refuses gaps on an unfiltered stream", () => {
+  const cur = new WatchCursor(watchRequest(5, "", undefined));
+  assert.equal(cur.accept(pbEvent(4)), null);                 // before the cursor
+  assert.equal(cur.accept(pbEvent(5))?.sequence, 5);
+  assert.equal(cur.accept(pbEvent(5)), null);                 // a duplicate after a resume
+  assert.equal(cur.resumeRequest().fromSequence, "6");
+  assert.throws(() => cur.accept(pbEvent(8)), /skipped from sequence 5 to 8/);
+  const first = new WatchCursor(watchRequest(5, "", undefined));
+  assert.throws(() => first.accept(pbEvent(7)), /asked for events from sequence 5, got 7/);
+});
+
+test("a filtered cursor moves past what the server examined", () => {
+  const cur = new WatchCursor(watchRequest(5, "acme", ["fired"]));
+  assert.equal(cur.accept(pbEvent(9))?.sequence, 9);          // gaps are the filter's
+  cur.examined(20);
+  assert.equal(cur.next, 21);
+  cur.examined(3);
+  assert.equal(cur.next, 21);
+});
+
+test("retry classification follows the Python SDK", () => {
+  assert.equal(classify(rpcError(Status.UNAVAILABLE, "No connection established. Last error: connect ECONNREFUSED")), "safe");
+  assert.equal(classify(rpcError(Status.UNAVAILABLE, "Raft did not commit the request (NOT_LEADER)")), "safe");
+  assert.equal(classify(rpcError(Status.UNAVAILABLE, "Connection dropped")), "ambiguous");
+  assert.equal(classify(rpcError(Status.DEADLINE_EXCEEDED, "Deadline exceeded")), "ambiguous");
+  assert.equal(classify(rpcError(Status.NOT_FOUND, "no such timer")), "final");
+  const nf = errorFromStatus(rpcError(Status.NOT_FOUND, "timer 'x' not found"));
+  assert.ok(nf instanceof NotFound);
+  assert.equal(nf.code, "NOT_FOUND");
+  assert.equal(nf.message, "timer 'x' not found");
+  assert.ok(errorFromStatus(rpcError(Status.OUT_OF_RANGE, "gone")) instanceof OutOfRange);
+  assert.equal(errorFromStatus(rpcError(Status.DATA_LOSS, "lost")).code, "DATA_LOSS");
+});
+
+test("the router prefers the leader and rotates past failed members", () => {
+  const r = new Router("a:1, b:2,a:1");
+  assert.deepEqual(r.addresses, ["a:1", "b:2"]);
+  r.learn({
+    node: "n1", cluster: "c", leader: "n3", leaderGrpcAddress: "c:3", term: 1, commitIndex: 1, appliedIndex: 1,
+    members: [{ id: "n3", raftAddress: "", grpcAddress: "c:3", role: "leader", connected: true }],
+    timers: {}, role: "follower", hasQuorum: true,
+  });
+  assert.deepEqual(r.addresses, ["a:1", "b:2", "c:3"]);
+  assert.equal(r.pick(), "c:3");
+  r.failed("c:3");
+  assert.equal(r.leader, null);
+  assert.ok(r.stale(30_000));
+  assert.notEqual(r.pick(["a:1"]), "a:1");
+  assert.throws(() => new Router([]), InvalidArgument);
+});
+
+test("an ambiguous failure is retried for idempotent calls only; a refused connection always", async () => {
+  // Nothing listens on port 1: discovery fails at once and the attempts below are the test's own.
+  const c = new Client(["127.0.0.1:1"], { token: "t", timeoutMs: 20_000, backoffBaseMs: 1, backoffMaxMs: 2 });
+  try {
+    let n = 0;
+    const dropped = () => rpcError(Status.UNAVAILABLE, "Connection dropped");
+    const [value, ambiguous] = await c.call("create", async () => {
+      if (n++ === 0) throw dropped();
+      return 42;
+    });
+    assert.deepEqual([value, ambiguous, n], [42, true, 2]);
+
+    n = 0;
+    const err = await c.call("extend", async () => { n++; throw dropped(); }, { safeOnly: true })
+      .catch((e: unknown) => e);
+    assert.ok(err instanceof Unavailable && err.ambiguous, String(err));
+    assert.equal(n, 1);
+
+    n = 0;
+    const [again] = await c.call("extend", async () => {
+      if (n++ === 0) throw rpcError(Status.UNAVAILABLE, "No connection established. Last error: connect ECONNREFUSED");
+      return "ok";
+    }, { safeOnly: true });
+    assert.deepEqual([again, n], ["ok", 2]);
+
+    n = 0;
+    const final = await c.call("get", async () => { n++; throw rpcError(Status.NOT_FOUND, "gone"); })
+      .catch((e: unknown) => e);
+    assert.ok(final instanceof NotFound);
+    assert.equal(n, 1);
+  } finally {
+    c.close();
+  }
+});
