@@ -14,7 +14,8 @@ Start-up: the gRPC port is checked before anything touches the data dir; the
 event store is opened from a Node machine hook (after the data dir passed its
 checks, before the tick thread starts), and so is the audit ledger, then the node starts,
 then the server.
-SIGTERM/SIGINT: health goes NOT_SERVING, the server stops accepting and gives
+SIGTERM/SIGINT: health goes NOT_SERVING, a leader hands leadership to a caught-up
+follower (bounded, ~2 s), the server stops accepting and gives
 in-flight RPCs a short grace, then the node stops (ticker, Raft, LMDB),
 then the event store is synced and closed, and the audit ledger signs a last checkpoint.
 """
@@ -222,6 +223,10 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
                 await health_servicer.enter_graceful_shutdown()
             except Exception:
                 pass
+        # A leader hands leadership over first (bounded, raft/node.py Node.hand_over), while its
+        # server still answers: requests in flight are forwarded to the new leader, not cut off.
+        await loop.run_in_executor(None, node.hand_over)
+        if server is not None:
             await server.stop(GRACE_S)
         for t in tasks:
             t.cancel()

@@ -2,7 +2,8 @@
 
 Start-up refuses anything that could make a node vote with less than it had:
 a missing/foreign/corrupt data dir, a snapshot file it cannot read, a port in
-use. SIGTERM/SIGINT stop it cleanly: ticker, Raft, then LMDB. Operators and clients
+use. SIGTERM/SIGINT stop it cleanly: a leader first hands leadership to a caught-up
+follower (bounded, `hand_over`), then ticker, Raft, LMDB. Operators and clients
 reach it through the gRPC API (api/), which calls the methods here.
 """
 from __future__ import annotations
@@ -33,6 +34,8 @@ log = logging.getLogger("minoots.raft.node")
 
 SNAPSHOT_FILE = "snapshot.bin"
 PID_FILE = "node.pid"       # present while a node runs on the data dir (restore refuses it)
+HAND_OVER_S = 2.0           # a stopping leader tries this long to hand leadership over
+HAND_OVER_RETRY_S = 0.5     # TimeoutNow again (to the best follower then) if nobody took over
 
 class NodeError(Exception):
     """An operator request this node refuses; `code` is the gRPC status it maps to."""
@@ -54,6 +57,7 @@ class Node:
         self.machine: TimerMachine | None = None
         self.ticker: Ticker | None = None
         self.stopped = threading.Event()
+        self._handing_over = False
         self.fired_total = 0
         self.leader_changes = 0           # times the leader this node knows changed (to a known leader)
         self._last_leader: str | None = None
@@ -243,15 +247,71 @@ class Node:
         log.warning("finished an interrupted log compaction",
                     extra={"snapshot_index": last[1], "log_from": first, "log_to": journal.last_index})
 
+    def hand_over(self, timeout: float = HAND_OVER_S) -> str | None:
+        """Before a graceful stop: hand leadership to a caught-up follower (etcd does the same
+        on SIGTERM), so the cluster goes on ticking without waiting out an election timeout.
+
+        The ticker stops first (a leaving leader proposes no more ticks) and new proposals
+        wait in PySyncObj's queue (compat.HandOverMixin) until another node leads, so a
+        follower catches up within a round trip. Bounded: after `timeout` seconds without a
+        caught-up follower or a new leader, it gives up, says so in the log, and the caller
+        stops anyway (the others then elect a leader after their election timeout).
+        Returns the new leader's id, or None when there was nothing to hand over or it failed."""
+        m = self.machine
+        if m is None or self._handing_over or not m.is_leader() or not m.otherNodes:
+            return None
+        self._handing_over = True       # once: stop() calls it again after the API layer did
+        started = time.monotonic()
+        deadline = started + timeout
+        if self.ticker is not None:
+            self.ticker.stop()
+        ids = {a: n for n, a in m.names.items()}
+        chosen = None
+        sent_at = 0.0
+        m.hold_proposals(True)
+        try:
+            while time.monotonic() < deadline:
+                leader = m.leader_address()
+                if leader is not None and leader != self.cfg.raft and not m.is_leader():
+                    new = ids.get(leader, leader)
+                    log.info("leadership handed over before stopping",
+                             extra={"to": new, "chosen": ids.get(chosen, chosen),
+                                    "took_ms": round(1000 * (time.monotonic() - started), 1)})
+                    return new
+                if not compat.any_peer_connected(m):
+                    break               # nobody to hand over to (e.g. the whole cluster is stopping)
+                # (Re)send TimeoutNow when none was sent, or the chosen follower did not win in time.
+                if m.is_leader() and time.monotonic() - sent_at > HAND_OVER_RETRY_S:
+                    def pick():
+                        targets = compat.caught_up_followers(m)
+                        if targets:
+                            m.transferLeadership(targets[0])
+                        return targets[0] if targets else None
+                    try:
+                        target = self._in_tick_thread(pick, timeout=max(0.05, deadline - time.monotonic()))
+                    except TimeoutError:
+                        target = None
+                    if target is not None:
+                        chosen, sent_at = target, time.monotonic()
+                        log.info("handing leadership over before stopping",
+                                 extra={"to": ids.get(target, target), "address": target})
+                time.sleep(0.005)
+        finally:
+            m.hold_proposals(False)
+        if not compat.any_peer_connected(m):
+            reason = "no other member connected"
+        elif chosen is None:
+            reason = "no follower caught up"
+        else:
+            reason = "the chosen follower did not take over"
+        log.warning("leadership not handed over before stopping; stopping anyway (the other members "
+                    "elect a leader after their election timeout)",
+                    extra={"after_s": round(time.monotonic() - started, 3), "chosen": ids.get(chosen, chosen),
+                           "reason": reason})
+        return None
+
     def stop(self) -> None:
-        if self.machine is not None and self.machine.is_leader() and self.machine.otherNodes:
-            # A graceful stop hands leadership over first: the cluster goes on ticking
-            # without waiting out an election timeout (rolling restarts, deploys).
-            try:
-                new = self.transfer_leadership(timeout=2.0)
-                log.info("leadership handed over before stopping", extra={"to": new})
-            except Exception as exc:
-                log.warning("could not hand leadership over before stopping", extra={"error": str(exc)})
+        self.hand_over()
         if self.metrics is not None:
             self.metrics.close()
         if self.ticker:

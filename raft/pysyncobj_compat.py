@@ -48,7 +48,7 @@ from pysyncobj.transport import TCPTransport
 
 __all__ = [
     "PINNED_VERSION", "SyncObj", "SyncObjConf", "replicated", "FAIL_REASON", "SERIALIZER_STATE", "TCPNode",
-    "Journal", "StallGuardMixin", "LEADER", "ROLE_NAMES", "FAIL_NAMES", "build_conf", "attach_journal",
+    "Journal", "StallGuardMixin", "HandOverMixin", "caught_up_followers", "any_peer_connected", "LEADER", "ROLE_NAMES", "FAIL_NAMES", "build_conf", "attach_journal",
     "install_journal_hook", "ask_to_remove", "is_leader", "leader_connected", "leader_address", "RaftStatus", "raft_status", "peer_loads",
     "PeerFrameError", "FrameDecoder", "MAX_FRAME", "MAX_UNIDENTIFIED_FRAME", "MAX_UNIDENTIFIED_CONNECTIONS",
     "RaftConformantTCPTransport", "RaftConformantTransportMixin", "plan_append_entries",
@@ -192,6 +192,47 @@ class StallGuardMixin:
             log.warning("tick thread was stalled; election deadline restarted",
                         extra={"stalled_s": round(now - last, 3)})
         super()._onTick(timeToWait)
+
+
+# ---------------------------------------------------------------- leadership hand-over
+
+class HandOverMixin:
+    """A leader that is about to stop can hand leadership over without a gap.
+
+    PySyncObj's `transferLeadership` (Raft's TimeoutNow) sends only to a follower whose
+    matchIndex equals the leader's last log index. Under load the leader appends a new
+    entry every few milliseconds, so that rarely holds at the moment it is checked. While
+    `hold_proposals` is on and this node leads, the tick thread leaves new proposals in
+    PySyncObj's queue instead of appending them (etcd stops proposals during a transfer
+    the same way): the log stops growing, a follower is caught up one round trip later.
+    Once another node leads, the tick thread processes the queue as any follower does
+    (its own proposals are forwarded to the new leader, forwarded ones answered
+    NOT_LEADER so their sender retries), so nothing is dropped silently."""
+
+    _ho_hold = False
+
+    def hold_proposals(self, hold: bool) -> None:
+        self._ho_hold = hold
+
+    def _checkCommandsToApply(self):
+        if self._ho_hold and self._isLeader():
+            return
+        super()._checkCommandsToApply()
+
+
+def any_peer_connected(obj: SyncObj) -> bool:
+    """True when this node has a live connection to at least one other member."""
+    return any(obj.isNodeConnected(n) for n in obj.otherNodes)
+
+
+def caught_up_followers(obj: SyncObj) -> list:
+    """Raft addresses of the connected followers holding the leader's whole log (sorted);
+    [] when this node does not lead. Call it in the tick thread (reads PySyncObj's state)."""
+    if not obj._isLeader():
+        return []
+    last = obj._SyncObj__getCurrentLogIndex()
+    match = obj._SyncObj__raftMatchIndex
+    return sorted(n.id for n in obj.otherNodes if obj.isNodeConnected(n) and match.get(n, 0) == last)
 
 
 # ---------------------------------------------------------------- the journal hook

@@ -81,6 +81,12 @@ TOUCHPOINTS = {
                                                         "self.__generateRaftTimeout()"))
     and hasattr(pysyncobj.SyncObj, "_SyncObj__generateRaftTimeout")
     and callable(getattr(pysyncobj.SyncObj, "_onTick", None)),
+    "hand-over: _checkCommandsToApply appends proposals, called from _onTick": lambda: "self.__raftLog.add("
+    in _src(pysyncobj.SyncObj._checkCommandsToApply) and "self._checkCommandsToApply()" in _src(pysyncobj.SyncObj._onTick),
+    "hand-over: transferLeadership needs matchIndex == last log index": lambda: all(
+        k in _src(pysyncobj.SyncObj.transferLeadership) for k in (
+            "self.__raftMatchIndex.get(node, 0) != self.__getCurrentLogIndex()", "'timeout_now'"))
+    and hasattr(pysyncobj.SyncObj, "_SyncObj__getCurrentLogIndex"),
     "utility client with a password": lambda: "password" in inspect.signature(
         pysyncobj.utility.TcpUtility).parameters,
 }

@@ -1,0 +1,117 @@
+"""A leader that gets SIGTERM hands leadership to a caught-up follower before it stops
+(raft/node.py Node.hand_over, raft/pysyncobj_compat.py HandOverMixin), bounded in time.
+
+Real node processes: clients keep creating timers while the leader is stopped; the new
+leader must be the follower the old one chose, every acknowledged create must be there,
+and the old leader must exit 0. When no follower can take over, the leader gives up,
+says so in its log and still exits 0 (LocalCluster.terminate SIGKILLs after 10 s, which
+would show as exit code -9)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+
+import pytest
+
+import minoots
+from support import cluster_grpc, wait_for
+
+pytestmark = pytest.mark.cluster
+
+CLIENTS = 4
+
+
+def log_records(node, event: str) -> list[dict]:
+    out = []
+    for line in node.log_file.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("event") == event:
+            out.append(rec)
+    return out
+
+
+class Creators:
+    """CLIENTS threads creating timers (explicit ids, so SDK retries are idempotent) through
+    every node; `acked` holds the ids whose create was acknowledged."""
+
+    def __init__(self, cluster) -> None:
+        self.addresses = cluster_grpc(cluster)
+        self.acked: list[str] = []
+        self.failed: list[str] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(CLIENTS)]
+
+    def _run(self, k: int) -> None:
+        addrs = self.addresses[k % len(self.addresses):] + self.addresses[:k % len(self.addresses)]
+        with minoots.Client(addrs, timeout=30) as client:
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                tid = f"c{k}-{n}"
+                try:
+                    client.create(delay=3600, id=tid)
+                    self.acked.append(tid)
+                except minoots.MinootsError as exc:      # not acknowledged: no promise made
+                    self.failed.append(f"{tid}: {exc}")
+
+    def __enter__(self) -> "Creators":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=60)
+
+
+def test_sigterm_leader_hands_over_to_the_chosen_follower_and_loses_nothing(fresh_cluster):
+    c = fresh_cluster
+    old = c.leader(timeout=30)
+    with Creators(c) as load:
+        wait_for(lambda: len(load.acked) >= 100, "100 acknowledged creates before the SIGTERM")
+        assert c.terminate(old) == 0
+        new = c.leader(timeout=30, exclude={old})
+        after = len(load.acked)
+        wait_for(lambda: len(load.acked) >= after + 100, "100 more acknowledged creates after it")
+    chosen = log_records(c.nodes[old], "handing leadership over before stopping")
+    done = log_records(c.nodes[old], "leadership handed over before stopping")
+    assert chosen and done, c.nodes[old].log_file.read_text()[-3000:]
+    assert done[-1]["to"] == new == done[-1]["chosen"] == chosen[-1]["to"]
+    assert not log_records(c.nodes[old], "leadership not handed over before stopping; stopping anyway "
+                                         "(the other members elect a leader after their election timeout)")
+    with minoots.Client([c.nodes[new].grpc], timeout=30) as client:
+        missing = []
+        for tid in load.acked:
+            try:
+                if client.get(tid).state.name.lower() != "armed":
+                    missing.append(tid)
+            except minoots.NotFound:
+                missing.append(tid)
+    assert missing == [], f"{len(missing)} acknowledged creates lost, e.g. {missing[:5]}"
+
+
+def test_a_leader_that_cannot_hand_over_stops_anyway_and_says_so(fresh_cluster):
+    c = fresh_cluster
+    leader = c.leader(timeout=30)
+    followers = [nid for nid in c.nodes if nid != leader]
+    stopped = []
+    try:
+        for nid in followers:
+            os.kill(c.nodes[nid].pid, signal.SIGSTOP)
+            stopped.append(nid)
+        assert c.terminate(leader) == 0
+    finally:
+        for nid in stopped:
+            os.kill(c.nodes[nid].pid, signal.SIGCONT)
+    gave_up = log_records(c.nodes[leader], "leadership not handed over before stopping; stopping anyway "
+                                           "(the other members elect a leader after their election timeout)")
+    assert gave_up, c.nodes[leader].log_file.read_text()[-3000:]
+    assert not log_records(c.nodes[leader], "leadership handed over before stopping")
+    # The two others elect a leader among themselves and go on.
+    assert c.leader(timeout=30, exclude={leader}) in followers
