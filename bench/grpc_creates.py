@@ -1,6 +1,6 @@
 """Create throughput through the gRPC API, against a local 3-node cluster.
 
-    minoots bench grpc-creates [--seconds 10] [--to leader|follower] [--sync durable|relaxed]
+    minoots bench grpc-creates [--seconds 10] [--to leader|follower] [--sync durable|relaxed] [--json]
 
 Two loads, each for a fixed time, from this process (grpc.aio clients, one
 channel per client): batched CreateTimers of 1000 timers from 4 concurrent
@@ -8,7 +8,8 @@ clients, and single CreateTimer from 16 concurrent clients. Timers are an hour
 out, so nothing fires during the run. Prints timers created per second and the
 server's group-commit effect (create commands proposed, from the Raft log
 growth). The cluster and this client share the machine: numbers are for
-comparing changes on one machine, not absolute capacity.
+comparing changes on one machine, not absolute capacity. `format_table` prints the
+results as a table (timers/s, request latency, Raft entries and requests per entry).
 """
 from __future__ import annotations
 
@@ -84,3 +85,20 @@ def run(seconds: float = 10.0, to: str = "leader", sync: str = DEFAULT_SYNC,
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
     return results
+
+
+COLUMNS = (("load", 20), ("timers/s", 9), ("P50 ms", 7), ("P99 ms", 7), ("raft entries", 12),
+           ("req/entry", 9), ("to", 8), ("sync", 7))
+
+
+def format_table(results: list[dict]) -> str:
+    """One row per load: what `minoots bench grpc-creates` prints."""
+    lines = ["  ".join(h.rjust(w) for h, w in COLUMNS)]
+    for r in results:
+        kind = "single" if r["batch"] == 1 else f"batch {r['batch']}"
+        load = f"{r['clients']} x {kind}"
+        per = round(r["requests"] / r["raft_entries"], 1) if r.get("raft_entries") else "-"
+        row = (load, r["timers_per_s"], r["p50_ms"], r["p99_ms"], r.get("raft_entries", "-"), per,
+               r.get("to", "-"), r.get("sync", "-"))
+        lines.append("  ".join(str(v).rjust(w) for v, (_, w) in zip(row, COLUMNS)))
+    return "\n".join(lines)

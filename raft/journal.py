@@ -44,6 +44,19 @@ Durability:
     lose the last ~second of entries (and, on filesystems that do not preserve
     write order, LMDB's integrity: that is the trade-off of MDB_NOSYNC).
 
+Deferred appends (``defer_appends(True)``; the node turns it on, see
+``pysyncobj_compat.GroupSyncMixin``): ``add`` keeps the entry in memory (readable like
+any other) and ``sync_appends()`` writes every pending entry in one transaction, with
+one sync. The caller decides when: before anything acknowledges the entries (a
+follower's AppendEntries reply), before the leader counts its own log towards a commit,
+and right after the leader sent them to its followers, so its sync runs while theirs
+do (Raft thesis §10.2.1) instead of before. Every other write, ``flush`` and ``close``
+write the pending entries first. Near a full map (less than ``_DEFER_MARGIN`` plus twice
+the pending bytes free past LMDB's last page) ``add`` writes at once, as without
+deferral, so a full map is still reported by the ``add`` that hit it. A failed
+``sync_appends`` keeps the entries pending and raises: nothing that needs them durable
+may proceed (the caller's tick is aborted) until a later call succeeds.
+
 Under both policies ``setCurrentTerm`` (term and vote) is synced before it returns:
 PySyncObj sends its RequestVote / vote only after this call (syncobj.py:640/643,
 921, 937/940), which is what Raft requires. The commit index is advisory (Raft
@@ -119,6 +132,9 @@ _DELETE_CHUNK = 50_000
 # Entries read per read transaction while iterating a JournalSlice: no read
 # transaction stays open across the caller's code (e.g. applying commands).
 _READ_CHUNK = 512
+# Deferred appends need at least this much room (plus twice the pending bytes) past the
+# map's last used page; otherwise add() writes at once (see the module doc).
+_DEFER_MARGIN = 4 << 20
 
 Entry = tuple  # (command: bytes, idx: int, term: int)
 
@@ -297,6 +313,10 @@ class LmdbJournal(Journal):
                 flags["sync"] and flags["metasync"] and not (flags["writemap"] and flags["map_async"])
             )
             self._write_lock = threading.Lock()
+            self._defer = False
+            self._pending: list = []          # deferred entries, contiguous after the last one on disk
+            self._pending_bytes = 0
+            self._psize = self._env.stat()["psize"]
             self._epoch = 0  # bumped by every deletion; invalidates JournalSlices
             self._unsynced = False  # committed writes not yet fsynced (relaxed)
             self._last_sync = time.monotonic()
@@ -418,6 +438,9 @@ class LmdbJournal(Journal):
         self._env.sync(True)
 
     def _read_one(self, idx: int) -> Entry:
+        pending = self._pending
+        if pending and idx >= pending[0][1]:
+            return pending[idx - pending[0][1]]
         with self._env.begin() as txn:
             value = txn.get(_U64.pack(idx), db=self._log_db)
         if value is None:
@@ -427,6 +450,17 @@ class LmdbJournal(Journal):
     def _read_range(self, start_idx: int, count: int) -> list:
         if count <= 0:
             return []
+        pending = self._pending
+        if pending:
+            p0 = pending[0][1]
+            if start_idx >= p0:
+                return pending[start_idx - p0:start_idx - p0 + count]
+            if start_idx + count > p0:
+                head = self._read_range_disk(start_idx, p0 - start_idx)
+                return head + pending[:start_idx + count - p0]
+        return self._read_range_disk(start_idx, count)
+
+    def _read_range_disk(self, start_idx: int, count: int) -> list:
         out = []
         with self._env.begin() as txn:
             cur = txn.cursor(db=self._log_db)
@@ -459,17 +493,58 @@ class LmdbJournal(Journal):
                 f"non-contiguous append: idx {idx} after last idx {self._last[1]}"
             )
 
-        def put(txn):
-            txn.put(key, value, append=True, db=self._log_db)
-
-        self._write(put, log_end=idx)
         entry = (command, idx, term)
+        if self._defer and self._room_for(len(value)):
+            self._pending.append(entry)
+            self._pending_bytes += len(value)
+        else:
+            self.sync_appends()
+
+            def put(txn):
+                txn.put(key, value, append=True, db=self._log_db)
+
+            self._write(put, log_end=idx)
         if self._first is None:
             self._first = entry
         self._last = entry
 
+    # ------------------------------------------------------ deferred appends
+
+    def defer_appends(self, enabled: bool) -> None:
+        """Turn deferred appends on or off (see the module doc); off writes what is pending."""
+        if not enabled:
+            self.sync_appends()
+        self._defer = bool(enabled)
+
+    @property
+    def pending(self) -> int:
+        """Entries added but not written yet."""
+        return len(self._pending)
+
+    def _room_for(self, nbytes: int) -> bool:
+        info = self._env.info()
+        free = info["map_size"] - (info["last_pgno"] + 1) * self._psize
+        return free > _DEFER_MARGIN + 2 * (self._pending_bytes + nbytes)
+
+    def sync_appends(self) -> None:
+        """Write every pending entry in one transaction, synced per the policy. On failure
+        they stay pending (and readable) and the error is raised; retry later."""
+        pending = self._pending
+        if not pending:
+            return
+        self._check_open()
+
+        def put(txn):
+            for command, idx, term in pending:
+                txn.put(_U64.pack(idx), _encode_entry(command, term), append=True, db=self._log_db)
+
+        self._write(put, log_end=pending[-1][1])
+        self._pending = []
+        self._pending_bytes = 0
+
     def clear(self) -> None:
         self._check_open()
+        self.sync_appends()
         self._epoch += 1
 
         def drop(txn):
@@ -481,6 +556,7 @@ class LmdbJournal(Journal):
     def deleteEntriesFrom(self, entryFrom) -> None:
         """Keep only the first ``entryFrom`` entries (``del log[entryFrom:]``)."""
         self._check_open()
+        self.sync_appends()
         n = len(self)
         keep = slice(entryFrom, None).indices(n)[0]
         if keep >= n:
@@ -512,6 +588,7 @@ class LmdbJournal(Journal):
     def deleteEntriesTo(self, entryTo) -> None:
         """Drop the first ``entryTo`` entries (``log = log[entryTo:]``), i.e. compaction."""
         self._check_open()
+        self.sync_appends()
         n = len(self)
         drop = slice(entryTo, None).indices(n)[0]
         if drop <= 0:
@@ -581,6 +658,7 @@ class LmdbJournal(Journal):
         self._check_open()
         if term == self._term and votedForNodeId == self._voted:
             return
+        self.sync_appends()
         term_bytes = _u64(term, "term")
         voted_bytes = _encode_node_id(votedForNodeId)
 
@@ -602,14 +680,16 @@ class LmdbJournal(Journal):
         """Called by SyncObj once a second from its tick thread."""
         if self._closed:
             return
+        self.sync_appends()
         if self._commit_dirty:
             self._write(lambda txn: None, sync=False)
         if self._unsynced and time.monotonic() - self._last_sync >= self._sync_interval:
             self.flush()
 
     def flush(self) -> None:
-        """Write a pending commit index and fsync everything committed so far."""
+        """Write pending entries and the commit index and fsync everything committed so far."""
         self._check_open()
+        self.sync_appends()
         if self._commit_dirty:
             self._write(lambda txn: None, sync=True)
         elif self._unsynced:

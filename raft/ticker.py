@@ -62,7 +62,9 @@ class Ticker:
         self._wake.set()
 
     def _on_apply(self, kind: str) -> None:
-        if kind in ("create", "reschedule"):
+        # Only a leader proposes ticks: waking a follower's ticker thread on every apply
+        # cost a thread switch (and a GIL hand-off) in the tick thread for nothing.
+        if kind in ("create", "reschedule") and self._machine.is_leader():
             self._wake.set()
 
     def _run(self) -> None:

@@ -87,6 +87,12 @@ TOUCHPOINTS = {
         k in _src(pysyncobj.SyncObj.transferLeadership) for k in (
             "self.__raftMatchIndex.get(node, 0) != self.__getCurrentLogIndex()", "'timeout_now'"))
     and hasattr(pysyncobj.SyncObj, "_SyncObj__getCurrentLogIndex"),
+    "group sync: the commit index is computed only in _onTick": lambda: _src(pysyncobj.SyncObj).count(
+        "self.__raftMatchIndex[node] >= commitIdx") == 1 and "self.__raftMatchIndex[node] >= commitIdx" in _src(
+        pysyncobj.SyncObj._onTick),
+    "group sync: the transport is self.__transport, replies go through its send": lambda: "self.__transport = "
+    in _src(pysyncobj.SyncObj.__init__) and all(k in _src(pysyncobj.SyncObj._SyncObj__sendNextNodeIdx) for k in (
+        "'type': 'next_node_idx'", "self.__transport.send(")),
     "utility client with a password": lambda: "password" in inspect.signature(
         pysyncobj.utility.TcpUtility).parameters,
 }

@@ -413,11 +413,14 @@ class JournalVsMemory(RuleBasedStateMachine):
         self.lmdb = None
         self.mem = MemoryJournal()
 
-    @initialize(policy=st.sampled_from(["durable", "relaxed"]), chunk=st.sampled_from([1, 3, 50_000]))
-    def setup(self, policy, chunk):
+    @initialize(policy=st.sampled_from(["durable", "relaxed"]), chunk=st.sampled_from([1, 3, 50_000]),
+                defer=st.booleans())
+    def setup(self, policy, chunk, defer):
         journal_mod._DELETE_CHUNK = chunk
         self.policy = policy
+        self.defer = defer          # deferred appends (GroupSyncMixin): same contents, written later
         self.lmdb = LmdbJournal(self.dir, sync_policy=policy, map_size=1 << 24)
+        self.lmdb.defer_appends(defer)
 
     def teardown(self):
         journal_mod._DELETE_CHUNK = 50_000
@@ -475,6 +478,12 @@ class JournalVsMemory(RuleBasedStateMachine):
     def reopen(self):
         self.lmdb.close()
         self.lmdb = LmdbJournal(self.dir, sync_policy=self.policy, map_size=1 << 24)
+        self.lmdb.defer_appends(self.defer)
+
+    @rule()
+    def sync_appends(self):
+        self.lmdb.sync_appends()
+        assert self.lmdb.pending == 0
 
     @rule(i=st.integers(-40, 40))
     def get_item(self, i):
