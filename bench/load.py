@@ -23,7 +23,10 @@ Phases (each bounded in time; every process started is stopped by PID):
 
 Lateness per fired timer: ``at - fire_at`` (the tick's time stamped by the
 cluster) and ``received - fire_at`` (this process's clock when the watcher got
-the event; same machine, same clock). Correctness: every created timer fires
+the event; same machine, same clock). The steady-state row
+(``lateness_steady_tick_ms``) is ``at - fire_at`` of every timer due outside the
+fault windows (``steady_excludes_ms``: the burst second, the failover from the kill
+until the restarted node caught up, the follower restart). Correctness: every created timer fires
 exactly once; a lost or duplicated timer makes the run fail (exit status 1).
 The verdict is about the cluster, not its observer: if the watcher fails (e.g.
 OUT_OF_RANGE after retention trimmed its cursor) or falls behind, the verdict
@@ -394,11 +397,12 @@ def _wait_recovered(cluster: LocalCluster, nid: str, leader: str, timeout: float
 def _restart_follower(cluster: LocalCluster, leader: str, timeout: float) -> dict:
     nid = next(n for n in cluster.nodes if n != leader)
     ls = cluster.status(leader) or {}
+    start_ms = now_ms()
     cluster.kill(nid)
     cluster.start_node(nid)
     took = _wait_recovered(cluster, nid, leader, timeout)
     return {"node": nid, "leader_commit_index_at_kill": ls.get("commit_index"),
-            "recovery_s": took, "timed_out": took is None,
+            "recovery_s": took, "timed_out": took is None, "start_ms": start_ms, "end_ms": now_ms(),
             "note": "SIGKILL, restart, until its applied index >= the leader's commit index"}
 
 
@@ -425,8 +429,32 @@ def _failover(cluster: LocalCluster, leader: str) -> dict:
         new = None
     t_elected = now_ms()
     cluster.start_node(leader)
+    # The restarted node catching up is part of the fault (its window is not steady state).
+    took = _wait_recovered(cluster, leader, new, 60) if new is not None else None
     return {"killed": leader, "new_leader": new, "kill_ms": t_kill, "elected_ms": t_elected,
-            "elected_after_s": (t_elected - t_kill) / 1e3}
+            "elected_after_s": (t_elected - t_kill) / 1e3,
+            "recovered_ms": now_ms() if took is not None else None}
+
+
+def fault_windows(burst_ms: Optional[int], fo: Optional[dict], restart: Optional[dict]) -> list:
+    """(from_ms, to_ms) deadlines that are not steady state: the burst second, the failover (kill
+    until the restarted node caught up, else election + 1 s) and the follower restart."""
+    out = []
+    if burst_ms is not None:
+        out.append((burst_ms, burst_ms + 999))
+    if fo:
+        out.append((fo["kill_ms"], fo.get("recovered_ms") or fo["elected_ms"] + 1000))
+    if restart and restart.get("start_ms") is not None:
+        out.append((restart["start_ms"], restart["end_ms"]))
+    return out
+
+
+def steady_lateness(samples: Optional[dict], windows: list) -> Optional[dict]:
+    """Tick lateness (at - fire_at) of the timers due outside every fault window."""
+    if not samples:
+        return None
+    return dist([d for d, fa in zip(samples["tick"], samples["fire_at"])
+                 if not any(a <= fa <= b for a, b in windows)])
 
 
 # ---------------------------------------------------------------- the run
@@ -610,6 +638,9 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
                             f"{type(observer_error).__name__}: {observer_error}" if observer_error else None,
                             read_state))
         report["failover"] = fo
+        windows = fault_windows(burst_ms if burst else None, fo, report.get("restart"))
+        report["steady_excludes_ms"] = windows
+        report["lateness_steady_tick_ms"] = steady_lateness(report.get("_lateness_samples"), windows)
         report["rss_series"] = sampler.samples
         report["throughput_series"] = series
     finally:
@@ -803,7 +834,9 @@ def format_table(r: dict) -> str:
     if rs:
         rows.append(("follower restart recovery", "timed out" if rs.get("timed_out") else f"{rs['recovery_s']:.2f} s",
                      "SIGKILL -> applied >= leader commit"))
-    for key, label in (("lateness_tick_ms", "lateness at - fire_at"), ("lateness_recv_ms", "lateness received - fire_at"),
+    for key, label in (("lateness_tick_ms", "lateness at - fire_at"),
+                       ("lateness_steady_tick_ms", "steady lateness at - fire_at"),
+                       ("lateness_recv_ms", "lateness received - fire_at"),
                        ("lateness_burst_tick_ms", "burst lateness at - fire_at"),
                        ("lateness_outage_tick_ms", "outage lateness at - fire_at")):
         d = r.get(key)

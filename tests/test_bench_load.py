@@ -24,11 +24,31 @@ def test_small_load_every_timer_fires_exactly_once(tmp_path):
     assert c["distinct_fired"] == c["expected"] + c["ambiguous_fired"]
     assert report["batched_creates"]["timers"] == 5300
     assert report["lateness_tick_ms"]["n"] == c["fired_events"]
+    # The steady row leaves out the burst second (300 timers due in it) and the restart window.
+    steady = report["lateness_steady_tick_ms"]
+    burst_ms = report["steady_excludes_ms"][0][0]
+    assert 0 < steady["n"] <= report["lateness_tick_ms"]["n"] - 300
+    assert all(b >= a for a, b in report["steady_excludes_ms"]) and len(report["steady_excludes_ms"]) == 2
+    assert report["restart"]["start_ms"] <= report["restart"]["end_ms"] and burst_ms > 0
     assert report["snapshot"].get("bytes", 0) > 0
     assert report["restart"]["recovery_s"] is not None
     saved = json.loads((out / "results.json").read_text())
     assert saved["correctness"]["ok"]
+    assert saved["lateness_steady_tick_ms"] == steady
     assert "minoots load" in load_bench.format_table(report).lower()
+    assert "steady lateness at - fire_at" in load_bench.format_table(report)
+
+
+def test_steady_lateness_leaves_out_every_fault_window():
+    samples = {"tick": [1, 2, 500, 3, 900, 4, 700], "fire_at": [100, 200, 1_000, 2_500, 5_000, 6_000, 7_100]}
+    windows = load_bench.fault_windows(1_000, {"kill_ms": 4_900, "elected_ms": 5_200, "recovered_ms": 5_600},
+                                       {"start_ms": 7_000, "end_ms": 7_200})
+    assert windows == [(1_000, 1_999), (4_900, 5_600), (7_000, 7_200)]
+    d = load_bench.steady_lateness(samples, windows)
+    assert (d["n"], d["max"]) == (4, 4)
+    # Without recovery the failover window ends a second after the election.
+    assert load_bench.fault_windows(None, {"kill_ms": 10, "elected_ms": 20}, None) == [(10, 1020)]
+    assert load_bench.steady_lateness(None, windows) is None
 
 
 @pytest.mark.parametrize("args, message", [
