@@ -253,7 +253,11 @@ class GroupSyncMixin:
       sync runs while the followers' do (Raft thesis §10.2.1);
     * every tick starts with a sync, before the leader counts its own log towards a
       commit index. If that sync fails, the tick is aborted: nothing commits on an
-      entry this node has not made durable."""
+      entry this node has not made durable.
+
+    One exception, harmless: a single-member cluster that elects itself inside a tick
+    commits its own no-op entry in that same tick, before the sync (a no-op carries no
+    client data; every command still syncs before it can commit)."""
 
     _gs_journal = None
 
