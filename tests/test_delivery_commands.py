@@ -97,7 +97,8 @@ def test_golden_replay_reaches_the_recorded_digest_on_every_replica():
     # The FSM snapshot holds the delivery state and the secret, and restores to the same digest.
     snap = fsm.snapshot()
     back = TimerFSM({})
-    back.restore(snap.kernel.to_bytes(), snap.names, snap.grpc, snap.tokens, snap.quotas, snap.webhook_secrets)
+    back.restore(snap.kernel.to_bytes(), snap.names, snap.grpc, snap.tokens, snap.quotas,
+                 webhook_secrets=snap.webhook_secrets)
     assert digest(back) == digest(fsm) and back.webhook_secrets.get("acme") == SECRET
 
 
