@@ -51,6 +51,7 @@ BREAKER_BASE_S = 1.0
 BREAKER_MAX_S = 30.0
 PROPOSE_TRIES = 3
 USER_AGENT = "MINOOTS-Webhooks/1"
+DRAIN_LIMIT = 64 << 10      # bytes of an answer read past the excerpt to keep its connection
 _DUE = EventKind.DELIVERY_DUE
 
 
@@ -87,6 +88,17 @@ def envelope(timer, attempt: int) -> bytes:
     }
     return json.dumps({"type": "timer.fired", "timestamp": iso(timer.fired_at), "data": data},
                       separators=(",", ":"), sort_keys=True).encode()
+
+
+async def _drain_body(resp) -> None:
+    """Read (and drop) the rest of a small answer, so its connection goes back to the pool
+    for reuse; a body past DRAIN_LIMIT is left unread and its connection closed instead."""
+    left = DRAIN_LIMIT
+    while left > 0 and not resp.content.at_eof():
+        chunk = await resp.content.read(min(left, 16384))
+        if not chunk:
+            break
+        left -= len(chunk)
 
 
 class _Endpoint:
@@ -256,6 +268,7 @@ class WebhookDispatcher:
                                                   allow_redirects=False, timeout=timeout) as resp:
                         status = resp.status
                         excerpt = await resp.content.read(MAX_BODY_EXCERPT)
+                        await _drain_body(resp)
                     if not 200 <= status < 300:
                         error = "redirect" if 300 <= status < 400 else "http_status"
             except asyncio.TimeoutError:

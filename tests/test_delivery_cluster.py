@@ -35,6 +35,7 @@ class Hit:
     path: str
     headers: dict
     body: bytes
+    peer: tuple = ()
 
 
 @dataclass
@@ -77,7 +78,7 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        hit = Hit(request.path, dict(request.headers), body)
+        hit = Hit(request.path, dict(request.headers), body, request.transport.get_extra_info("peername"))
         self.hits.append(hit)
         parts = request.path.strip("/").split("/")
         if parts[0] == "ok":
@@ -336,3 +337,11 @@ def test_repeated_failures_trip_the_endpoints_circuit_breaker_shown_in_status(cl
         assert st.node == st.leader       # the leader's dispatcher answered
     finally:
         broken.stop()
+
+
+def test_the_leader_reuses_its_connection_to_an_endpoint(client, receiver, secret):
+    for i in range(4):                      # one after the other: each can take the pooled connection
+        t = client.create(delay=0.05, webhook=receiver.url(f"/ok/reuse/{i}"))
+        settled(client, t.id)
+    peers = {h.peer for h in receiver.of("/ok/reuse/")}
+    assert len(receiver.of("/ok/reuse/")) == 4 and len(peers) < 4
