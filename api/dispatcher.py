@@ -7,8 +7,10 @@ every SWEEP_S): a new leader continues from the last committed fact, so an attem
 whose outcome the old leader never committed is made again with the same
 webhook-id (at-least-once; receivers deduplicate on it).
 
-Each outcome is proposed as a DeliveryAttempt record with the retry time drawn here
-(exponential backoff with full jitter): replicas never draw or read a clock.
+Each outcome is proposed with the retry time drawn here (exponential backoff with full
+jitter): replicas never draw or read a clock. Outcomes are group-committed: at most one
+DeliveryAttempts entry is in flight, and the outcomes that arrive meanwhile go together
+in the next (a Raft round per batch, not per attempt).
 
 Isolation: one queue per endpoint (scheme, host, port) drained by at most
 PER_ENDPOINT workers, and at most MAX_IN_FLIGHT requests overall, so a slow or dead
@@ -42,7 +44,7 @@ log = logging.getLogger("minoots.api.webhooks")
 __all__ = ["WebhookDispatcher", "envelope", "webhook_id", "backoff_ms"]
 
 MAX_IN_FLIGHT = 64          # HTTP requests at once, all endpoints
-PER_ENDPOINT = 4            # workers (so requests) per endpoint
+PER_ENDPOINT = 8            # workers (so requests) per endpoint
 MAX_QUEUED = 100_000        # attempts waiting at this leader (beyond: left to the next sweep)
 MAX_ENDPOINTS = 10_000      # endpoint entries kept (idle ones are dropped first)
 SWEEP_S = 1.0
@@ -50,6 +52,7 @@ BREAKER_FAILURES = 5
 BREAKER_BASE_S = 1.0
 BREAKER_MAX_S = 30.0
 PROPOSE_TRIES = 3
+MAX_OUTCOMES = 1000         # outcomes per DeliveryAttempts entry
 USER_AGENT = "MINOOTS-Webhooks/1"
 DRAIN_LIMIT = 64 << 10      # bytes of an answer read past the excerpt to keep its connection
 _DUE = EventKind.DELIVERY_DUE
@@ -134,6 +137,8 @@ class WebhookDispatcher:
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task] = set()
+        self._outcomes: deque = deque()     # (command, ref) waiting for the next group commit
+        self._committing = False
         self.attempts_ok = 0
         self.attempts_failed = 0
         self.dropped = 0
@@ -228,23 +233,35 @@ class WebhookDispatcher:
                     await asyncio.sleep(wait)
                     continue
                 ref = ep.queue.popleft()
+                cmd = None
                 try:
-                    await self._attempt(ep, ref)
+                    cmd = await self._attempt(ep, ref)
                 except asyncio.CancelledError:
+                    self._pending.discard(ref)
                     raise
                 except Exception:
                     log.exception("webhook attempt failed unexpectedly")
-                finally:
+                if cmd is None:
                     self._pending.discard(ref)
+                else:
+                    # The outcome commits in the background: this endpoint's next request does
+                    # not wait for a Raft round. The timer stays pending here until it has.
+                    self._outcomes.append((cmd, ref))
+                    if not self._committing:
+                        self._committing = True
+                        task = self._loop.create_task(self._commit_outcomes())
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
         finally:
             ep.workers -= 1
 
-    async def _attempt(self, ep: _Endpoint, ref) -> None:
+    async def _attempt(self, ep: _Endpoint, ref):
+        """Make one attempt; returns the outcome command to propose (None: nothing to do)."""
         if not self._machine.is_leader():
-            return
+            return None
         found = await self._bridge.read(lambda k: k.delivery_due(*ref))
         if found is None:                          # settled, cancelled or resolved meanwhile
-            return
+            return None
         timer, n = found
         policy = timer.delivery.policy
         stamp = self._clock.now_ms() // 1000
@@ -298,11 +315,25 @@ class WebhookDispatcher:
         next_at = None
         if not ok and n < policy.max_attempts:
             next_at = now + backoff_ms(policy, n, self._rng)
-        cmd = commands.DeliveryAttempt(now, timer.tenant, timer.id, timer.fire_id, n, status, latency, error,
-                                       bytes(excerpt[:MAX_BODY_EXCERPT]), next_at)
-        await self._propose(cmd)
+        return commands.DeliveryAttempt(now, timer.tenant, timer.id, timer.fire_id, n, status, latency, error,
+                                        bytes(excerpt[:MAX_BODY_EXCERPT]), next_at)
 
-    async def _propose(self, cmd) -> None:
+    async def _commit_outcomes(self) -> None:
+        """Group commit: propose everything queued as one entry, then whatever came meanwhile."""
+        try:
+            while self._outcomes:
+                batch = [self._outcomes.popleft() for _ in range(min(len(self._outcomes), MAX_OUTCOMES))]
+                try:
+                    cmd = batch[0][0] if len(batch) == 1 else \
+                        commands.DeliveryAttempts(tuple(c for c, _ in batch))
+                    await self._propose_outcome(cmd)
+                finally:
+                    for _, ref in batch:
+                        self._pending.discard(ref)
+        finally:
+            self._committing = False
+
+    async def _propose_outcome(self, cmd) -> None:
         for i in range(PROPOSE_TRIES):
             try:
                 result = await asyncio.wait_for(self._bridge.propose(cmd), 10.0)

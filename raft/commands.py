@@ -34,7 +34,7 @@ __all__ = [
     "SetMemberName", "SetMemberGrpc", "PutToken", "RevokeToken", "SetQuota", "ClearQuota",
     "CreateSubscription", "CommitSubscription", "DeleteSubscription", "MarkSubscriptionOverrun",
     "CreateDeliveryTimers", "DeliveryAttempt", "RedriveTimer", "PutWebhookSecret", "CreateDeliveryTimersV2",
-    "LeaseTimers", "AckLease", "NackLease", "ExtendLease", "RECORDS", "encode",
+    "LeaseTimers", "AckLease", "NackLease", "ExtendLease", "DeliveryAttempts", "RECORDS", "encode",
     "decode", "from_legacy", "InvalidCommand", "UnknownCommand", "MAX_COMMAND_BYTES",
 ]
 
@@ -400,6 +400,26 @@ class DeliveryAttempt(_Record):
     next_at: Optional[int] = None
 
 
+@record("delivery_attempts", number=32, version=1)
+class DeliveryAttempts(_Record):
+    """Many attempt outcomes in one entry (the leader's group commit); each applies or is
+    refused on its own, in order, exactly as that many DeliveryAttempt entries would."""
+
+    outcomes: tuple          # tuple[DeliveryAttempt, ...]
+
+    def fields(self) -> list:
+        return [[o.fields() for o in self.outcomes]]
+
+    @classmethod
+    def from_fields(cls, outcomes) -> "DeliveryAttempts":
+        if type(outcomes) is not tuple or any(type(o) is not tuple for o in outcomes):
+            raise InvalidCommand("delivery_attempts: outcomes must be an array of arrays")
+        try:
+            return cls(tuple(DeliveryAttempt(*o) for o in outcomes))
+        except TypeError:
+            raise InvalidCommand("delivery_attempts: an outcome has the wrong number of fields") from None
+
+
 @record("redrive", number=26, version=1)
 class RedriveTimer(_Record):
     """Deliver a dead-lettered timer again with a fresh attempt budget."""
@@ -421,7 +441,8 @@ class PutWebhookSecret(_Record):
 Command = Union[CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
                 PutToken, RevokeToken, SetQuota, ClearQuota, CreateSubscription, CommitSubscription,
                 DeleteSubscription, MarkSubscriptionOverrun, CreateDeliveryTimers, DeliveryAttempt, RedriveTimer,
-                PutWebhookSecret, CreateDeliveryTimersV2, LeaseTimers, AckLease, NackLease, ExtendLease]
+                PutWebhookSecret, CreateDeliveryTimersV2, LeaseTimers, AckLease, NackLease, ExtendLease,
+                DeliveryAttempts]
 
 #: (KIND, VERSION) -> record class: every command this build can read.
 RECORDS: dict[tuple[int, int], type] = {
@@ -429,7 +450,8 @@ RECORDS: dict[tuple[int, int], type] = {
     for c in (CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
               PutToken, RevokeToken, SetQuota, ClearQuota, CreateSubscription, CommitSubscription,
               DeleteSubscription, MarkSubscriptionOverrun, CreateDeliveryTimers, DeliveryAttempt, RedriveTimer,
-              PutWebhookSecret, CreateDeliveryTimersV2, LeaseTimers, AckLease, NackLease, ExtendLease)
+              PutWebhookSecret, CreateDeliveryTimersV2, LeaseTimers, AckLease, NackLease, ExtendLease,
+              DeliveryAttempts)
 }
 _NAMES = {c.KIND: c.kind for c in RECORDS.values()}
 

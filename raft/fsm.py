@@ -77,6 +77,7 @@ class TimerFSM:
             c.MarkSubscriptionOverrun: self._mark_overrun,
             c.CreateDeliveryTimers: self._create,
             c.DeliveryAttempt: self._delivery_attempt,
+            c.DeliveryAttempts: self._delivery_attempts,
             c.RedriveTimer: self._redrive,
             c.PutWebhookSecret: self._put_webhook_secret,
             c.CreateDeliveryTimersV2: self._create,
@@ -147,6 +148,15 @@ class TimerFSM:
         return self._emitted(self.kernel.delivery_attempt(cmd.now_ms, cmd.tenant, cmd.id, cmd.fire_id, cmd.attempt,
                                                           cmd.status, cmd.latency_ms, cmd.error, cmd.body,
                                                           cmd.next_at))
+
+    def _delivery_attempts(self, cmd: c.DeliveryAttempts):
+        out = []
+        for o in cmd.outcomes:
+            try:
+                out.append(self._delivery_attempt(o))
+            except KernelError as exc:       # refused alone (e.g. stale); the others still apply
+                out.append(exc)
+        return out
 
     def _redrive(self, cmd: c.RedriveTimer):
         return self._emitted(self.kernel.redrive(cmd.now_ms, cmd.tenant, cmd.id))

@@ -62,8 +62,8 @@ class Ticker:
         self._wake.set()
 
     def _on_apply(self, kind: str) -> None:
-        if kind in ("create", "reschedule", "create_delivery", "delivery_attempt", "lease", "nack_lease",
-                    "extend_lease"):
+        if kind in ("create", "reschedule", "create_delivery", "delivery_attempt", "delivery_attempts", "lease",
+                    "nack_lease", "extend_lease"):
             self._wake.set()
 
     def _run(self) -> None:

@@ -1,4 +1,4 @@
-"""Golden bytes of the delivery and queue records (raft/commands.py numbers 24-31), in
+"""Golden bytes of the delivery and queue records (raft/commands.py numbers 24-32), in
 tests/data/commands_delivery_v1.bin: today's encoder must write exactly those bytes,
 and replaying them must reach the recorded digest on every replica.
 
@@ -29,6 +29,7 @@ HOOK = Delivery(Webhook("http://hooks.example.com/t", (("x-team", "ops"),)),
 
 
 QUEUE = Delivery(None, DeliveryPolicy(max_attempts=3), "jobs")
+FIRE_W2 = 30          # the seq of w2's fired event in this log
 
 
 def golden_commands() -> list:
@@ -54,6 +55,10 @@ def golden_commands() -> list:
         c.LeaseTimers(710, "acme", "jobs", 10, 5000),
         c.ExtendLease(720, "acme", "q1", "26", 9000),
         c.AckLease(730, "acme", "q1", "26"),
+        # a group commit of outcomes: one applies, one (a repeat) is refused on its own
+        c.Tick(900),
+        c.DeliveryAttempts((c.DeliveryAttempt(910, "acme", "w2", FIRE_W2, 1, 204, 3, "", b"", None),
+                            c.DeliveryAttempt(911, "acme", "w2", FIRE_W2, 1, 500, 3, "http_status", b"", 999))),
     ]
 
 
@@ -85,6 +90,9 @@ def test_golden_replay_reaches_the_recorded_digest_on_every_replica():
     assert digest(fsm) == (Path(str(GOLDEN) + ".sha256").read_text().strip())
     assert isinstance(results[4], KernelError)                 # the stale outcome
     assert not any(isinstance(r, Exception) for i, r in enumerate(results) if i != 4), results
+    batch = results[-1]
+    assert not isinstance(batch[0], Exception) and isinstance(batch[1], KernelError)
+    assert fsm.kernel.get("acme", "w2").state == TimerState.SETTLED
     q = fsm.kernel.get("acme", "q1")
     assert q.state == TimerState.SETTLED
     assert [(a.attempt, a.error) for a in q.delivery_attempts] == [(1, "nack"), (2, "")]
