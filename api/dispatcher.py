@@ -53,6 +53,7 @@ BREAKER_BASE_S = 1.0
 BREAKER_MAX_S = 30.0
 PROPOSE_TRIES = 3
 MAX_OUTCOMES = 1000         # outcomes per DeliveryAttempts entry
+FRESH_S = 1.0               # a queued attempt older than this is read again before it is made
 USER_AGENT = "MINOOTS-Webhooks/1"
 DRAIN_LIMIT = 64 << 10      # bytes of an answer read past the excerpt to keep its connection
 _DUE = EventKind.DELIVERY_DUE
@@ -191,6 +192,7 @@ class WebhookDispatcher:
             await self._session.close()
 
     def _enqueue_many(self, refs) -> None:
+        fresh = []
         for ref in refs:
             if ref in self._pending:
                 continue
@@ -198,18 +200,28 @@ class WebhookDispatcher:
                 self.dropped += 1        # still due in the kernel: a later sweep takes it
                 continue
             self._pending.add(ref)
-            self._loop.create_task(self._route(ref))
+            fresh.append(ref)
+        if fresh:
+            task = self._loop.create_task(self._route_many(fresh))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _route(self, ref) -> None:
-        """Put a due attempt on its endpoint's queue (reads the timer for its URL)."""
+    async def _route_many(self, refs: list) -> None:
+        """Read the due attempts (one read for the whole batch) and queue each at its endpoint."""
         try:
-            found = await self._bridge.read(lambda k: k.delivery_due(*ref))
+            found = await self._bridge.read(lambda k: [k.delivery_due(*ref) for ref in refs])
         except Exception:
-            found = None
-        if found is None or self._session is None:
-            self._pending.discard(ref)
-            return
-        timer = found[0]
+            log.exception("reading due deliveries failed")
+            found = [None] * len(refs)
+        for ref, due in zip(refs, found):
+            if due is None or self._session is None:
+                self._pending.discard(ref)
+            else:
+                self._route(ref, due)
+
+    def _route(self, ref, due) -> None:
+        """Put a due attempt (with the timer as read) on its endpoint's queue."""
+        timer = due[0]
         parts = urlsplit(timer.delivery.webhook.url)
         key = f"{parts.scheme}://{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
         ep = self._endpoints.get(key)
@@ -218,7 +230,7 @@ class WebhookDispatcher:
                 for k in [k for k, e in self._endpoints.items() if not e.queue and not e.workers]:
                     del self._endpoints[k]
             ep = self._endpoints[key] = _Endpoint(key)
-        ep.queue.append(ref)
+        ep.queue.append((ref, due, time.monotonic()))
         if ep.workers < self._per_endpoint:
             ep.workers += 1
             task = self._loop.create_task(self._drain(ep))
@@ -232,10 +244,10 @@ class WebhookDispatcher:
                 if wait > 0:                       # breaker open: this endpoint pauses, others go on
                     await asyncio.sleep(wait)
                     continue
-                ref = ep.queue.popleft()
+                ref, due, queued_at = ep.queue.popleft()
                 cmd = None
                 try:
-                    cmd = await self._attempt(ep, ref)
+                    cmd = await self._attempt(ep, ref, due if time.monotonic() - queued_at < FRESH_S else None)
                 except asyncio.CancelledError:
                     self._pending.discard(ref)
                     raise
@@ -255,11 +267,14 @@ class WebhookDispatcher:
         finally:
             ep.workers -= 1
 
-    async def _attempt(self, ep: _Endpoint, ref):
-        """Make one attempt; returns the outcome command to propose (None: nothing to do)."""
+    async def _attempt(self, ep: _Endpoint, ref, found):
+        """Make one attempt; returns the outcome command to propose (None: nothing to do).
+        `found` is the (timer, attempt) read when it was queued, or None to read it again
+        (it waited long, e.g. behind an open breaker, and may have been settled meanwhile)."""
         if not self._machine.is_leader():
             return None
-        found = await self._bridge.read(lambda k: k.delivery_due(*ref))
+        if found is None:
+            found = await self._bridge.read(lambda k: k.delivery_due(*ref))
         if found is None:                          # settled, cancelled or resolved meanwhile
             return None
         timer, n = found

@@ -61,6 +61,7 @@ __all__ = ["TimersService", "ClusterService", "MAX_WAIT"]
 MAX_WAIT = 15.0     # seconds a write waits for its commit when the client set no deadline
 EXPORT_CHUNK = 1 << 20   # bytes per ExportSnapshot message
 BIG_BATCH = 1000    # CreateTimers above this size are checked and converted off the loop
+SECRET_CATCH_UP_S = 1.0   # how long a webhook create waits for a just-set secret to reach this node
 
 
 class ServerUnavailable(Exception):
@@ -185,7 +186,7 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
                 continue
             field = f"{prefix}.webhook.url" if prefix == "timer" else f"{prefix}[{i}].webhook.url"
             if spec.tenant not in checked:
-                if self._machine.webhook_secret(spec.tenant) is None:
+                if not await self._secret_known(spec.tenant):
                     raise FailedPrecondition(
                         f"tenant {spec.tenant!r} has no webhook signing secret yet: create one first "
                         f"(minoots webhook rotate-secret --tenant {spec.tenant}, or Client.rotate_webhook_secret)")
@@ -195,6 +196,17 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
             self._bridge.propose(commands.CreateDeliveryTimersV2(self._node.clock.now_ms(), (tuple(specs),))),
             context)
         return result[0] if isinstance(result, list) else result
+
+    async def _secret_known(self, tenant: str) -> bool:
+        """Whether the tenant has a webhook secret. This node's applied state may trail a
+        secret just set through another node by a few entries: wait up to a second for it."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + SECRET_CATCH_UP_S
+        while self._machine.webhook_secret(tenant) is None:
+            if loop.time() >= end:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     # ---- writes ------------------------------------------------------------------
 
