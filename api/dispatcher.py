@@ -53,6 +53,7 @@ BREAKER_BASE_S = 1.0
 BREAKER_MAX_S = 30.0
 PROPOSE_TRIES = 3
 MAX_OUTCOMES = 1000         # outcomes per DeliveryAttempts entry
+READ_CHUNK = 500            # due attempts read per hold of the state lock
 FRESH_S = 1.0               # a queued attempt older than this is read again before it is made
 USER_AGENT = "MINOOTS-Webhooks/1"
 DRAIN_LIMIT = 64 << 10      # bytes of an answer read past the excerpt to keep its connection
@@ -201,8 +202,8 @@ class WebhookDispatcher:
                 continue
             self._pending.add(ref)
             fresh.append(ref)
-        if fresh:
-            task = self._loop.create_task(self._route_many(fresh))
+        for i in range(0, len(fresh), READ_CHUNK):     # chunks: a read holds the state lock
+            task = self._loop.create_task(self._route_many(fresh[i:i + READ_CHUNK]))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
