@@ -175,3 +175,19 @@ def test_run_worker_acks_what_it_handles_and_nacks_what_fails(cluster, admin, wo
     assert acked == 3 and sorted(set(seen)) == sorted(ids) and seen.count(ids[0]) == 2
     assert all(admin.get(i).state == TimerState.SETTLED for i in ids)
     assert [a.error_class for a in admin.get(ids[0]).delivery_attempts] == ["nack", ""]
+
+
+def test_the_async_client_creates_leases_and_acks(cluster, admin, worker_token):
+    import asyncio
+
+    async def main():
+        async with minoots.AsyncClient(cluster_grpc(cluster), timeout=30, tenant=TENANT) as ac:
+            t = await ac.create(delay=0.05, queue="async", max_attempts=2)
+            assert t.queue == "async" and t.max_attempts == 2
+        async with minoots.AsyncClient(cluster_grpc(cluster), timeout=30, tenant=TENANT, token=worker_token) as w:
+            (lease,) = await w.lease("async", visibility=30, wait=5)
+            assert lease.timer.id == t.id
+            lease = await w.extend_lease(lease, 60)
+            assert (await w.ack_lease(lease)).state == TimerState.SETTLED
+
+    asyncio.run(main())

@@ -289,24 +289,21 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
         """Lease up to `max_timers` fired timers of `queue` for `visibility` (seconds or
         timedelta), waiting up to `wait` (≤ 20 s) for one; [] when none came. Not retried
         after an ambiguous failure (a lost answer would hide leases, which then expire)."""
-        req = timers_pb2.LeaseTimersRequest(tenant=self._tenant(tenant) or "", queue=queue, max_timers=max_timers,
-                                            visibility_timeout=wire.duration_to_pb(visibility, "visibility"),
-                                            wait=wire.duration_to_pb(wait, "wait"))
-        extra = wire.duration_to_pb(wait, "wait").ToMilliseconds() / 1000
+        req, extra = wire.lease_request(queue, self._tenant(tenant), max_timers, visibility, wait)
         resp, _ = self._call("lease", lambda a, t: self._timers(a).LeaseTimers(req, timeout=t + extra),
                              safe_only=True, timeout=(timeout or self.timeout) + extra)
         return [wire.lease_from_pb(x) for x in resp.leases]
 
     def ack_lease(self, lease: Lease, *, timeout: Optional[float] = None) -> Timer:
         """Done with a leased timer: it settles. Safe to retry."""
-        req = timers_pb2.LeaseRef(tenant=lease.timer.tenant, id=lease.timer.id, lease_id=lease.lease_id)
+        req = wire.lease_ref(lease)
         return self._settle_call("ack_lease", lambda a, t: self._timers(a).AckLease(req, timeout=t),
                                  lease.timer.id, lease.timer.tenant, timeout,
                                  lambda tm: tm.state == TimerState.SETTLED)
 
     def nack_lease(self, lease: Lease, *, timeout: Optional[float] = None) -> Timer:
         """Give a leased timer back: it is retried per its policy (or dead-lettered after the last attempt)."""
-        req = timers_pb2.LeaseRef(tenant=lease.timer.tenant, id=lease.timer.id, lease_id=lease.lease_id)
+        req = wire.lease_ref(lease)
         resp, _ = self._call("nack_lease", lambda a, t: self._timers(a).NackLease(req, timeout=t),
                              safe_only=True, timeout=timeout)
         return wire.timer_from_pb(resp)
@@ -314,8 +311,7 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
     def extend_lease(self, lease: Lease, visibility: Union[timedelta, int, float] = 30, *,
                      timeout: Optional[float] = None) -> Lease:
         """Heartbeat: the lease now expires `visibility` from now. Safe to retry."""
-        req = timers_pb2.ExtendLeaseRequest(tenant=lease.timer.tenant, id=lease.timer.id, lease_id=lease.lease_id,
-                                            visibility_timeout=wire.duration_to_pb(visibility, "visibility"))
+        req = wire.extend_request(lease, visibility)
         resp, _ = self._call("extend_lease", lambda a, t: self._timers(a).ExtendLease(req, timeout=t),
                              timeout=timeout)
         return wire.lease_from_pb(resp)

@@ -253,6 +253,24 @@ def create_many_request(specs: Iterable[Union[TimerSpec, Mapping]], tenant: Opti
     return timers_pb2.CreateTimersRequest(timers=pbs)
 
 
+def lease_request(queue: str, tenant: Optional[str], max_timers: int, visibility, wait
+                  ) -> tuple[timers_pb2.LeaseTimersRequest, float]:
+    """LeaseTimers and the seconds its long poll may add to the call's deadline."""
+    w = duration_to_pb(wait, "wait")
+    req = timers_pb2.LeaseTimersRequest(tenant=tenant or "", queue=queue, max_timers=max_timers,
+                                        visibility_timeout=duration_to_pb(visibility, "visibility"), wait=w)
+    return req, w.ToMilliseconds() / 1000
+
+
+def lease_ref(lease: Lease) -> timers_pb2.LeaseRef:
+    return timers_pb2.LeaseRef(tenant=lease.timer.tenant, id=lease.timer.id, lease_id=lease.lease_id)
+
+
+def extend_request(lease: Lease, visibility) -> timers_pb2.ExtendLeaseRequest:
+    return timers_pb2.ExtendLeaseRequest(tenant=lease.timer.tenant, id=lease.timer.id, lease_id=lease.lease_id,
+                                         visibility_timeout=duration_to_pb(visibility, "visibility"))
+
+
 def label_selector(labels: Union[Mapping[str, str], str, None]) -> str:
     if labels is None:
         return ""
