@@ -21,6 +21,7 @@ no attempt is spent) for a cooldown that doubles up to BREAKER_MAX_S.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import random
@@ -38,6 +39,7 @@ from minoots.raft.machine import CommandFailed
 
 from .client.webhooks import sign
 from .ssrf import AddressPolicy, PolicyResolver, RefusedAddress
+from .wirebase import ms_timestamp
 
 log = logging.getLogger("minoots.api.webhooks")
 
@@ -74,8 +76,6 @@ def backoff_ms(policy, attempt: int, rng: random.Random) -> int:
 
 def envelope(timer, attempt: int) -> bytes:
     """The JSON body (docs/webhooks.md): Standard Webhooks' {type, timestamp, data}."""
-    from .wirebase import ms_timestamp
-
     def iso(ms):
         return None if ms is None else ms_timestamp(ms).ToJsonString()
 
@@ -89,7 +89,7 @@ def envelope(timer, attempt: int) -> bytes:
         "scheduled_at": iso(timer.fire_at),
         "fired_at": iso(timer.fired_at),
         "labels": dict(timer.labels),
-        "payload_base64": __import__("base64").b64encode(timer.payload).decode("ascii"),
+        "payload_base64": base64.b64encode(timer.payload).decode("ascii"),
     }
     return json.dumps({"type": "timer.fired", "timestamp": iso(timer.fired_at), "data": data},
                       separators=(",", ":"), sort_keys=True).encode()

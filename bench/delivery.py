@@ -95,7 +95,6 @@ def _iso_ms(text: str) -> int:
 def run(timers: int = 10_000, window_s: float = 10.0, fail_first: float = 0.0, sync: str = DEFAULT_SYNC,
         report: Callable[[str], None] = print, json_path: Optional[str] = None) -> dict:
     import minoots
-    from minoots import TimerState
 
     root = Path(tempfile.mkdtemp(prefix="minoots-bench-delivery-"))
     cluster = LocalCluster(root / "cluster", node_args=("--sync", sync, "--webhook-allow-hosts", "127.0.0.1"))
