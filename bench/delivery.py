@@ -12,17 +12,16 @@ machine: figures are for comparing changes on one machine.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 from minoots.chaos.ledger import percentile
+from minoots.chaos.receiver import Hit, WebhookReceiver
 from minoots.raft.store import DEFAULT_SYNC
 from minoots.raft.testing import LocalCluster
 
@@ -34,56 +33,6 @@ BATCH = 500
 
 def _fails_first(timer_id: str, fraction: float) -> bool:
     return fraction > 0 and hashlib.sha256(timer_id.encode()).digest()[0] < fraction * 256
-
-
-class _Receiver:
-    """aiohttp on 127.0.0.1 in a thread; records (receipt ms, timer id, attempt, status)."""
-
-    def __init__(self, fail_fraction: float) -> None:
-        self.fail_fraction = fail_fraction
-        self.hits: list[tuple[int, str, int, int, int]] = []   # (ms, timer id, attempt, status, deadline ms)
-        self.port = 0
-
-    def start(self) -> "_Receiver":
-        ready = threading.Event()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True, name="bench-receiver")
-        self.thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the bench receiver did not start")
-        return self
-
-    def _run(self, ready: threading.Event) -> None:
-        from aiohttp import web
-
-        asyncio.set_event_loop(self.loop)
-        self.stopping = asyncio.Event()
-
-        async def handle(request):
-            now = time.time_ns() // 1_000_000
-            data = json.loads(await request.read())["data"]
-            first = data["attempt"] == 1
-            status = 500 if first and _fails_first(data["timer_id"], self.fail_fraction) else 200
-            self.hits.append((now, data["timer_id"], data["attempt"], status, _iso_ms(data["scheduled_at"])))
-            return web.Response(status=status)
-
-        async def main():
-            app = web.Application()
-            app.router.add_post("/hook", handle)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
-            await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]
-            ready.set()
-            await self.stopping.wait()
-            await runner.cleanup()
-
-        self.loop.run_until_complete(main())
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.stopping.set)
-        self.thread.join(10)
 
 
 def _iso_ms(text: str) -> int:
@@ -98,7 +47,11 @@ def run(timers: int = 10_000, window_s: float = 10.0, fail_first: float = 0.0, s
 
     root = Path(tempfile.mkdtemp(prefix="minoots-bench-delivery-"))
     cluster = LocalCluster(root / "cluster", node_args=("--sync", sync, "--webhook-allow-hosts", "127.0.0.1"))
-    receiver = _Receiver(fail_first).start()
+    def answer(hit: Hit) -> int:
+        data = json.loads(hit.body)["data"]
+        return 500 if data["attempt"] == 1 and _fails_first(data["timer_id"], fail_first) else 200
+
+    receiver = WebhookReceiver(answer).start()
     try:
         cluster.start()
         cluster.leader(timeout=60)
@@ -106,7 +59,7 @@ def run(timers: int = 10_000, window_s: float = 10.0, fail_first: float = 0.0, s
         with minoots.Client(nodes, timeout=60, token=cluster.admin_token()) as c:
             minoots_wait(c)
             c.rotate_webhook_secret()
-            url = f"http://127.0.0.1:{receiver.port}/hook"
+            url = receiver.url
             # Creating takes time on a busy machine: the first deadline waits for it.
             start_ms = time.time_ns() // 1_000_000 + int((LEAD_S + timers / 1000) * 1000)
             specs = [dict(fire_at=start_ms + int(i * window_s * 1000 / max(timers - 1, 1)), webhook=url,
@@ -134,11 +87,12 @@ def run(timers: int = 10_000, window_s: float = 10.0, fail_first: float = 0.0, s
         shutil.rmtree(root, ignore_errors=True)
 
     ok = {}
-    for ms, tid, attempt, status, due in receiver.hits:
-        if status == 200 and tid not in ok:
-            ok[tid] = ms - due
+    for h in receiver.hits:
+        data = json.loads(h.body)["data"]
+        if h.status == 200 and data["timer_id"] not in ok:
+            ok[data["timer_id"]] = h.at_ms - _iso_ms(data["scheduled_at"])
     lateness = sorted(ok.values())
-    oks = [h[0] for h in receiver.hits if h[3] == 200]
+    oks = [h.at_ms for h in receiver.hits if h.status == 200]
     span_s = (max(oks) - min(oks)) / 1000 if len(oks) > 1 else 0.0
     result = {
         "timers": timers, "window_s": window_s, "fail_first": fail_first, "sync": sync,
