@@ -22,7 +22,9 @@ from minoots.api.types import (  # noqa: E402  (after __version__ on purpose: no
     AlreadyExists,
     ClusterStatus,
     DeadlineExceeded,
+    DeliveryAttempt,
     Event,
+    Lease,
     EventKind,
     FailedPrecondition,
     InvalidArgument,
@@ -41,7 +43,10 @@ from minoots.api.types import (  # noqa: E402  (after __version__ on purpose: no
 )
 
 _LAZY = {"Client": ("minoots.api.client", "Client"), "Watch": ("minoots.api.client", "Watch"),
-         "AsyncClient": ("minoots.api.aio", "AsyncClient"), "AsyncWatch": ("minoots.api.aio", "AsyncWatch")}
+         "AsyncClient": ("minoots.api.aio", "AsyncClient"), "AsyncWatch": ("minoots.api.aio", "AsyncWatch"),
+         "verify_webhook": ("minoots.api.client.webhooks", "verify_webhook"),
+         "run_worker": ("minoots.api.client.worker", "run_worker"),
+         "WebhookVerificationError": ("minoots.api.client.webhooks", "WebhookVerificationError")}
 
 
 def __getattr__(name: str):
@@ -57,7 +62,8 @@ def __getattr__(name: str):
 
 __all__ = [
     "__version__",
-    "Client", "AsyncClient", "Watch", "AsyncWatch",
+    "Client", "AsyncClient", "Watch", "AsyncWatch", "verify_webhook", "WebhookVerificationError", "DeliveryAttempt",
+    "Lease", "run_worker",
     "Timer", "TimerSpec", "TimerState", "Event", "EventKind", "ClusterStatus", "Member",
     "SnapshotInfo", "MinootsError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
     "OutOfRange", "Unavailable", "DeadlineExceeded", "Unauthenticated", "PermissionDenied", "ResourceExhausted",

@@ -39,6 +39,7 @@ AUDITED = {
     "/minoots.v1.Auth/CreateToken": "token.create",
     "/minoots.v1.Auth/RevokeToken": "token.revoke",
     "/minoots.v1.Audit/Export": "audit.export",
+    "/minoots.v1.Timers/RotateWebhookSecret": "webhook_secret.rotate",
 }
 
 

@@ -11,7 +11,8 @@ a role or tenant the token does not have.
 
 Roles: admin (everything: tokens, membership, snapshots, every tenant), operator
 (status, snapshots, digests, read every tenant), writer (create, cancel,
-reschedule, ack and read in its tenants), reader (get, list, watch in its tenants).
+reschedule, ack, redrive, set the webhook secret, lease and read in its tenants), worker
+(lease, ack, nack and extend queue timers in its tenants: agent workers), reader (get, list, watch in its tenants).
 """
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ __all__ = ["Principal", "Authenticator", "AuthInterceptor", "RULES", "PERMISSION
 # What each role may do. "status" is the cluster's shape (members, leader), which every
 # client needs to route calls; "read"/"write" are bounded by the principal's tenants.
 PERMISSIONS = {
-    "admin": frozenset({"self", "status", "read", "write", "operate", "admin"}),
+    "admin": frozenset({"self", "status", "read", "write", "operate", "admin", "lease"}),
     "operator": frozenset({"self", "status", "read", "operate"}),
-    "writer": frozenset({"self", "status", "read", "write"}),
+    "writer": frozenset({"self", "status", "read", "write", "lease"}),
+    "worker": frozenset({"self", "status", "lease"}),
     "reader": frozenset({"self", "status", "read"}),
 }
 
@@ -142,6 +144,13 @@ RULES: dict[str, Rule] = {
     "/minoots.v1.Timers/AckTimer": Rule("write", _top),
     "/minoots.v1.Timers/WatchEvents": Rule("read", _watch),
     "/minoots.v1.Timers/WatchEventBatches": Rule("read", _watch),
+    "/minoots.v1.Timers/RedriveTimer": Rule("write", _top),
+    # A tenant's writers own its webhooks, so they may set its signing secret (shown once).
+    "/minoots.v1.Timers/RotateWebhookSecret": Rule("write", _top),
+    "/minoots.v1.Timers/LeaseTimers": Rule("lease", _top),
+    "/minoots.v1.Timers/AckLease": Rule("lease", _top),
+    "/minoots.v1.Timers/NackLease": Rule("lease", _top),
+    "/minoots.v1.Timers/ExtendLease": Rule("lease", _top),
     "/minoots.v1.Cluster/Status": Rule("status"),
     "/minoots.v1.Cluster/GetDigest": Rule("operate"),
     "/minoots.v1.Cluster/ListSnapshots": Rule("operate"),

@@ -21,6 +21,7 @@ __all__ = [
     "fill_timer_pb",
     "event_to_pb",
     "event_fields_to_pb",
+    "lease_to_pb",
 ]
 
 def timer_to_pb(t: Timer) -> pb.Timer:
@@ -59,6 +60,39 @@ def fill_timer_pb(out: pb.Timer, t: Timer) -> None:
         _set_ts(out.fired_at, t.fired_at)
     if t.settled_at is not None:
         _set_ts(out.settled_at, t.settled_at)
+    if t.delivery is not None:
+        _fill_delivery(out, t)
+
+
+def _fill_delivery(out: pb.Timer, t: Timer) -> None:
+    d = t.delivery
+    if d.queue is not None:
+        out.queue.queue = d.queue
+    else:
+        out.webhook.url = d.webhook.url
+        if d.webhook.headers:
+            out.webhook.headers.update(dict(d.webhook.headers))
+    p = out.delivery_policy
+    p.max_attempts = d.policy.max_attempts
+    p.backoff_base.FromMilliseconds(d.policy.backoff_base_ms)
+    p.backoff_cap.FromMilliseconds(d.policy.backoff_cap_ms)
+    p.attempt_timeout.FromMilliseconds(d.policy.attempt_timeout_ms)
+    p.ack_deadline.FromMilliseconds(d.policy.ack_deadline_ms)
+    for a in t.delivery_attempts:
+        pa = out.delivery_attempts.add(attempt=a.attempt, fire_id=a.fire_id, status_code=a.status,
+                                       latency_ms=a.latency_ms, error_class=a.error, response_body=a.body)
+        _set_ts(pa.at, a.at_ms)
+        if a.next_at is not None:
+            _set_ts(pa.next_attempt_at, a.next_at)
+    if t.next_attempt_at is not None:
+        _set_ts(out.next_attempt_at, t.next_attempt_at)
+
+
+def lease_to_pb(lease) -> pb.Lease:
+    out = pb.Lease(lease_id=lease.lease_id, attempt=lease.attempt)
+    fill_timer_pb(out.timer, lease.timer)
+    _set_ts(out.expires_at, lease.expires_at)
+    return out
 
 
 def event_fields_to_pb(seq: int, kind: int, tenant: str, timer_id: str, at_ms: int, revision: int,

@@ -40,7 +40,9 @@ from .auth import Authenticator
 from .batcher import CreateBatcher
 from .bridge import RaftBridge, leader_reachable
 from .events import EVENTS_BUDGET, EVENTS_DIR, EVENTS_KEEP, EVENTS_MIN_AGE_MS, MIN_BUDGET, EventLog
+from .dispatcher import WebhookDispatcher
 from .quotas import ApiLimits
+from .ssrf import AddressPolicy
 from .server import HealthMonitor, TlsFiles, build_server
 from .subscriptions import OverrunReporter
 from .telemetry import EventsCollector
@@ -79,6 +81,8 @@ class ApiConfig:
     limits: ApiLimits = field(default_factory=ApiLimits)
     # HOST:PORT of the HTTP/JSON + SSE gateway (api/gateway.py); None: no HTTP.
     http: Optional[str] = None
+    # Webhook targets allowed although not public (api/ssrf.py): hosts, addresses, CIDRs.
+    webhook_allow_hosts: tuple = ()
 
     def audit_key(self):
         if self.audit_key_file is None:
@@ -110,6 +114,7 @@ class ApiConfig:
                 if f is not None and not Path(f).is_file():
                     raise ValueError(f"{what} {f} is not a readable file")
         self.limits.validate()
+        AddressPolicy(self.webhook_allow_hosts)      # a bad entry list fails here
         if self.events_keep is not None and self.events_keep < 1:
             raise ValueError("--events-keep must be at least 1")
         if self.events_budget < MIN_BUDGET:
@@ -198,11 +203,17 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
     tasks: list[asyncio.Task] = []
     server = None
     gateway = None
+    dispatcher = None
     try:
         authenticator = Authenticator(node.machine, admin_token, clock_ms=node.clock.now_ms,
                                       mtls=api.tls is not None and api.tls.client_ca is not None)
+        addresses = AddressPolicy(api.webhook_allow_hosts)
+        dispatcher = WebhookDispatcher(node.machine, bridge, node.clock, addresses)
+        if node.metrics is not None:
+            node.metrics.registry.register(dispatcher.collector())
         server, health_servicer = build_server(node, bridge, batcher, events, api.grpc, api.tls, authenticator,
-                                               audit=ledger, limits=api.limits)
+                                               audit=ledger, limits=api.limits, addresses=addresses,
+                                               dispatcher=dispatcher)
         gateway = _gateway(api, server, Path(cfg.data_dir)) if api.http else None
         monitor = HealthMonitor(node.machine, health_servicer)
         await monitor.update()
@@ -213,7 +224,8 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
             await gateway.start()
         tasks = [asyncio.create_task(monitor.run(), name="health"),
                  asyncio.create_task(_announce(node, bridge, api.advertised), name="announce"),
-                 asyncio.create_task(_flush(events, loop), name="events-flush")]
+                 asyncio.create_task(_flush(events, loop), name="events-flush"),
+                 asyncio.create_task(dispatcher.run(), name="webhooks")]
         await stop.wait()
     finally:
         if gateway is not None:
@@ -231,6 +243,8 @@ async def serve(cfg: NodeConfig, api: ApiConfig, stop: Optional[asyncio.Event] =
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if dispatcher is not None:
+            await dispatcher.close()
         await loop.run_in_executor(None, node.stop)
         bridge.close()
         events.close()

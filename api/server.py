@@ -32,6 +32,7 @@ from .bridge import leader_reachable
 from .quotas import ApiLimits, WatcherCap
 from .service import ClusterService, TimersService
 from .subscriptions import SubscriptionsService
+from .ssrf import AddressPolicy
 from .tenants_service import TenantsService
 from .telemetry import ServerTelemetry
 
@@ -83,7 +84,9 @@ class TlsFiles:
 
 def build_server(node, bridge, batcher, events, address: str, tls: Optional[TlsFiles] = None,
                  authenticator: Optional[Authenticator] = None,
-                 audit=None, limits: Optional[ApiLimits] = None) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+                 audit=None, limits: Optional[ApiLimits] = None,
+                 addresses: Optional[AddressPolicy] = None,
+                 dispatcher=None) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     # Every call is counted and timed (when the node serves metrics) and gets a server span
     # (when tracing is on): api/telemetry.py. Then every call is authenticated and
     # authorized (api/auth.py), before its request is decoded.
@@ -103,10 +106,11 @@ def build_server(node, bridge, batcher, events, address: str, tls: Optional[TlsF
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors,
                              maximum_concurrent_rpcs=limits.max_concurrent_rpcs)
     timers_pb2_grpc.add_TimersServicer_to_server(
-        TimersService(node, bridge, batcher, events, watchers=WatcherCap(limits.max_watchers_per_principal)), server)
+        TimersService(node, bridge, batcher, events, watchers=WatcherCap(limits.max_watchers_per_principal),
+                      addresses=addresses), server)
     tenants_pb2_grpc.add_TenantsServicer_to_server(TenantsService(node, bridge), server)
     subscriptions_pb2_grpc.add_SubscriptionsServicer_to_server(SubscriptionsService(node, bridge, events), server)
-    cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterService(node, bridge, events), server)
+    cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterService(node, bridge, events, dispatcher), server)
     auth_pb2_grpc.add_AuthServicer_to_server(AuthService(node, bridge), server)
     audit_pb2_grpc.add_AuditServicer_to_server(AuditService(node, audit), server)
     health_servicer = health.aio.HealthServicer()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 from typing import Callable
 
 import grpc
@@ -38,6 +39,7 @@ from minoots.raft import commands
 from minoots.raft.machine import CommandFailed
 from minoots.raft.net import split_address
 from minoots.raft.node import NodeError
+from minoots.raft.webhook_secrets import check_secret, new_secret
 from minoots.v1 import cluster_pb2 as cpb
 from minoots.v1 import cluster_pb2_grpc
 from minoots.v1 import timers_pb2 as pb
@@ -46,9 +48,11 @@ from minoots.v1 import timers_pb2_grpc
 from . import listing, validation
 from .auth import current_principal
 from .bridge import leader_reachable
-from .convert import fill_timer_pb, ms_timestamp, timer_to_pb
+from .convert import fill_timer_pb, lease_to_pb, ms_timestamp, timer_to_pb
+from .dispatcher import backoff_ms
 from .events import EventsLost, EventsUnavailable, start_cursor, watch, watch_batches
 from .quotas import CreateRateLimiter, WatcherCap
+from .ssrf import AddressPolicy
 
 log = logging.getLogger("minoots.api")
 
@@ -57,6 +61,7 @@ __all__ = ["TimersService", "ClusterService", "MAX_WAIT"]
 MAX_WAIT = 15.0     # seconds a write waits for its commit when the client set no deadline
 EXPORT_CHUNK = 1 << 20   # bytes per ExportSnapshot message
 BIG_BATCH = 1000    # CreateTimers above this size are checked and converted off the loop
+SECRET_CATCH_UP_S = 1.0   # how long a webhook create waits for a just-set secret to reach this node
 
 
 class ServerUnavailable(Exception):
@@ -148,8 +153,9 @@ class Writes:
 
 class TimersService(Writes, timers_pb2_grpc.TimersServicer):
     def __init__(self, node, bridge, batcher, events, *, limiter: CreateRateLimiter | None = None,
-                 watchers: WatcherCap | None = None) -> None:
+                 watchers: WatcherCap | None = None, addresses: AddressPolicy | None = None) -> None:
         self._node = node
+        self._addresses = addresses if addresses is not None else AddressPolicy()
         self._bridge = bridge
         self._batcher = batcher
         self._events = events
@@ -160,12 +166,47 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
     async def _create(self, specs, prefix: str, context):
         self._require_leader()
         self._limiter.check(specs)     # the tenant's create rate, before anything is proposed
-        result = await self._commit(self._batcher.create(specs), context)
+        if any(s.delivery is not None for s in specs):
+            result = await self._create_deliveries(specs, prefix, context)
+        else:
+            result = await self._commit(self._batcher.create(specs), context)
         if isinstance(result, KernelError):
             raise validation.rename_kernel_error(result, prefix)
         if isinstance(result, Exception):
             raise result
         return result
+
+    async def _create_deliveries(self, specs, prefix: str, context):
+        """Timers with webhooks: their tenant must hold a signing secret and every URL must
+        pass the address policy (api/ssrf.py); then one CreateDeliveryTimers, outside the
+        create batcher (whose CreateTimers record has no delivery field)."""
+        checked: set = set()
+        for i, spec in enumerate(specs):
+            if spec.delivery is None or spec.delivery.webhook is None:
+                continue
+            field = f"{prefix}.webhook.url" if prefix == "timer" else f"{prefix}[{i}].webhook.url"
+            if spec.tenant not in checked:
+                if not await self._secret_known(spec.tenant):
+                    raise FailedPrecondition(
+                        f"tenant {spec.tenant!r} has no webhook signing secret yet: create one first "
+                        f"(minoots webhook rotate-secret --tenant {spec.tenant}, or Client.rotate_webhook_secret)")
+                checked.add(spec.tenant)
+            await self._addresses.check_url(field, spec.delivery.webhook.url)
+        result = await self._commit(
+            self._bridge.propose(commands.CreateDeliveryTimersV2(self._node.clock.now_ms(), (tuple(specs),))),
+            context)
+        return result[0] if isinstance(result, list) else result
+
+    async def _secret_known(self, tenant: str) -> bool:
+        """Whether the tenant has a webhook secret. This node's applied state may trail a
+        secret just set through another node by a few entries: wait up to a second for it."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + SECRET_CATCH_UP_S
+        while self._machine.webhook_secret(tenant) is None:
+            if loop.time() >= end:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     # ---- writes ------------------------------------------------------------------
 
@@ -215,6 +256,66 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
         tenant, timer_id, fire_id = validation.ack_args(request)
         res = await self._write(commands.AckTimer(self._node.clock.now_ms(), tenant, timer_id, fire_id), context)
         return timer_to_pb(res.timer)
+
+    @_unary
+    async def RedriveTimer(self, request, context):
+        tenant, timer_id = validation.timer_ref(request.tenant, request.id)
+        res = await self._write(commands.RedriveTimer(self._node.clock.now_ms(), tenant, timer_id), context)
+        return timer_to_pb(res.timer)
+
+    @_unary
+    async def RotateWebhookSecret(self, request, context):
+        tenant = validation.timer_ref(request.tenant, "x")[0]
+        secret = check_secret("secret", request.secret) if request.secret else new_secret()
+        now = self._node.clock.now_ms()
+        await self._write(commands.PutWebhookSecret(tenant, secret, now), context)
+        return pb.WebhookSecret(tenant=tenant, secret=secret, created_at=ms_timestamp(now))
+
+    # ---- pull queues -------------------------------------------------------------
+
+    @_unary
+    async def LeaseTimers(self, request, context):
+        tenant, queue, n, vis, wait = validation.lease_args(request)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            # Propose only when something is available here (no empty lease commands in the log).
+            if await self._bridge.read(lambda k: k.queue_depth(tenant, queue)):
+                res = await self._write(commands.LeaseTimers(self._node.clock.now_ms(), tenant, queue, n, vis),
+                                        context)
+                if res.leases:
+                    return pb.LeaseTimersResponse(leases=[lease_to_pb(x) for x in res.leases])
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return pb.LeaseTimersResponse()
+            await self._bridge.wait_events(min(remaining, 1.0))
+
+    @_unary
+    async def AckLease(self, request, context):
+        tenant, timer_id, lease_id = validation.lease_ref(request)
+        res = await self._write(commands.AckLease(self._node.clock.now_ms(), tenant, timer_id, lease_id), context)
+        return timer_to_pb(res.timer)
+
+    @_unary
+    async def NackLease(self, request, context):
+        tenant, timer_id, lease_id = validation.lease_ref(request)
+        timer = await self._bridge.read(lambda k: k.get(tenant, timer_id))
+        now = self._node.clock.now_ms()
+        next_at = None
+        if timer.delivery is not None:
+            policy = timer.delivery.policy
+            attempt = timer.delivery_attempt
+            if attempt < policy.max_attempts:       # the retry time is drawn here, never by replicas
+                next_at = now + backoff_ms(policy, max(attempt, 1), _RNG)
+        res = await self._write(commands.NackLease(now, tenant, timer_id, lease_id, next_at), context)
+        return timer_to_pb(res.timer)
+
+    @_unary
+    async def ExtendLease(self, request, context):
+        tenant, timer_id, lease_id, vis = validation.extend_args(request)
+        res = await self._write(commands.ExtendLease(self._node.clock.now_ms(), tenant, timer_id, lease_id, vis),
+                                context)
+        return lease_to_pb(res.leases[0])
 
     # ---- reads (local) -------------------------------------------------------------
 
@@ -271,6 +372,9 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
                 yield pb.EventBatch(events=events, through=events.through)
 
 
+_RNG = random.SystemRandom()
+
+
 def _principal_name() -> str | None:
     p = current_principal()
     return p.name if p is not None else None
@@ -285,10 +389,13 @@ def _create_response(items) -> pb.CreateTimersResponse:
 
 
 class ClusterService(cluster_pb2_grpc.ClusterServicer):
-    def __init__(self, node, bridge, events=None) -> None:
+    MAX_ENDPOINTS_SHOWN = 100
+
+    def __init__(self, node, bridge, events=None, dispatcher=None) -> None:
         self._node = node
         self._bridge = bridge
         self._events = events     # the node's EventLog: Status reports `lagging` from it
+        self._dispatcher = dispatcher   # the webhook dispatcher: Status reports its circuit breakers
 
     @_unary
     async def Status(self, request, context):
@@ -309,6 +416,11 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             lagging=self._events is not None and self._events.lagging)
         if s["next_deadline"] is not None:
             resp.next_deadline.CopyFrom(ms_timestamp(s["next_deadline"]))
+        if self._dispatcher is not None:
+            endpoints = self._dispatcher.stats()["endpoints"]
+            for key, e in list(endpoints.items())[:self.MAX_ENDPOINTS_SHOWN]:
+                resp.webhook_endpoints.add(endpoint=key, circuit=e["state"], queued=e["queued"], sent=e["sent"],
+                                           failed=e["failed"])
         return resp
 
     @_unary

@@ -310,3 +310,37 @@ class AioTraceContextClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             client_call_details = grpc.aio.ClientCallDetails(d.method, d.timeout, metadata, d.credentials,
                                                              d.wait_for_ready)
         return await continuation(client_call_details, request)
+
+
+class DeliveryCollector:
+    """The leader's webhook dispatcher (api/dispatcher.py), read at scrape time: attempts by
+    outcome, attempts waiting here, and each endpoint's circuit breaker (1 = open)."""
+
+    MAX_ENDPOINT_SERIES = 200      # bounded label cardinality: the first endpoints by name
+
+    def __init__(self, dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        s = self.dispatcher.stats()
+        attempts = CounterMetricFamily("minoots_webhook_attempts", "Webhook attempts this node made, by outcome.",
+                                       labels=["outcome"])
+        attempts.add_metric(["ok"], s["attempts_ok"])
+        attempts.add_metric(["failed"], s["attempts_failed"])
+        yield attempts
+        yield GaugeMetricFamily("minoots_webhook_pending", "Delivery attempts queued or in flight at this node.",
+                                value=s["pending"])
+        circuit = GaugeMetricFamily("minoots_webhook_circuit_open",
+                                    "1 while an endpoint's circuit breaker pauses it.", labels=["endpoint"])
+        queued = GaugeMetricFamily("minoots_webhook_endpoint_queued", "Attempts waiting for an endpoint.",
+                                   labels=["endpoint"])
+        for key, e in list(s["endpoints"].items())[:self.MAX_ENDPOINT_SERIES]:
+            circuit.add_metric([key], 1 if e["state"] == "open" else 0)
+            queued.add_metric([key], e["queued"])
+        yield circuit
+        yield queued

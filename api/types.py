@@ -82,12 +82,13 @@ class TimerState(enum.IntEnum):
     FIRED = 3          # deadline reached, awaiting acknowledgement
     SETTLED = 4        # acknowledged, or nothing to acknowledge
     CANCELLED = 5
-    DEAD_LETTERED = 6  # delivery gave up
+    DEAD_LETTERED = 6  # delivery gave up (redrive re-delivers it)
+    DELIVERING = 7     # fired; its webhook is being delivered
 
     @property
     def terminal(self) -> bool:
-        """True for states no command can leave (settled, cancelled, dead-lettered)."""
-        return self >= TimerState.SETTLED
+        """True for settled, cancelled and dead-lettered (only a redrive leaves the last)."""
+        return TimerState.SETTLED <= self <= TimerState.DEAD_LETTERED
 
     @classmethod
     def parse(cls, text: Union[str, int, "TimerState"]) -> "TimerState":
@@ -105,6 +106,12 @@ class EventKind(enum.IntEnum):
     SETTLED = 4
     RESCHEDULED = 5
     CANCELLED = 6
+    DELIVERY_DUE = 7
+    DELIVERY_ATTEMPTED = 8
+    DEAD_LETTERED = 9
+    REDRIVEN = 10
+    LEASED = 11
+    LEASE_EXTENDED = 12
 
     @classmethod
     def parse(cls, text: Union[str, int, "EventKind"]) -> "EventKind":
@@ -150,6 +157,51 @@ class TimerSpec:
     action: Union[bytes, str] = b""
     idempotency_key: Optional[str] = None
     ack_required: bool = False
+    #: Delivery: POST a signed envelope to this URL when the timer fires (retried per the
+    #: policy below; None fields take the server's defaults: 5 attempts, 1 s base, 60 s cap, 10 s timeout).
+    webhook: Optional[str] = None
+    webhook_headers: Optional[Mapping[str, str]] = None
+    #: Or: make it available on this pull queue of its tenant when it fires (workers lease it).
+    queue: Optional[str] = None
+    max_attempts: Optional[int] = None
+    backoff_base: Union[timedelta, int, float, None] = None
+    backoff_cap: Union[timedelta, int, float, None] = None
+    attempt_timeout: Union[timedelta, int, float, None] = None
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    """One delivery attempt's outcome (a replicated fact): `status_code` 0 when no HTTP
+    answer came; `error_class` empty on success; `next_attempt_at` the retry drawn then."""
+
+    attempt: int
+    fire_id: int
+    at: datetime
+    status_code: int
+    latency_ms: int
+    error_class: str
+    response_body: bytes
+    next_attempt_at: Optional[datetime] = None
+
+    def to_dict(self) -> dict:
+        return {"attempt": self.attempt, "fire_id": self.fire_id, "at": _iso(self.at),
+                "status_code": self.status_code, "latency_ms": self.latency_ms, "error_class": self.error_class,
+                **_blob("response_body", self.response_body), "next_attempt_at": _iso(self.next_attempt_at)}
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A queue timer leased to this worker until `expires_at`: ack, nack or extend it
+    with `Client.ack_lease(lease)` etc. before then, or it becomes available again."""
+
+    timer: "Timer"
+    lease_id: str
+    attempt: int
+    expires_at: datetime
+
+    def to_dict(self) -> dict:
+        return {"lease_id": self.lease_id, "attempt": self.attempt, "expires_at": _iso(self.expires_at),
+                "timer": self.timer.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -182,6 +234,11 @@ class Timer:
     attempts: int = 0
     fire_id: Optional[int] = None
     created: Optional[bool] = None
+    webhook: Optional[str] = None                 # the delivery URL, when it has one
+    queue: Optional[str] = None                   # the pull queue, when it has one
+    max_attempts: int = 0
+    delivery_attempts: tuple = ()                 # DeliveryAttempt, oldest first
+    next_attempt_at: Optional[datetime] = None    # a delivery retry waiting
 
     @property
     def fire_at_ms(self) -> int:
@@ -214,6 +271,10 @@ class Timer:
             "ack_required": self.ack_required, "idempotency_key": self.idempotency_key,
             "labels": dict(self.labels), **_blob("payload", self.payload), **_blob("action", self.action),
             **({} if self.created is None else {"created": self.created}),
+            **({} if self.webhook is None and self.queue is None else {
+                "webhook": self.webhook, "queue": self.queue, "max_attempts": self.max_attempts,
+                "delivery_attempts": [a.to_dict() for a in self.delivery_attempts],
+                "next_attempt_at": _iso(self.next_attempt_at)}),
         }
 
 
@@ -275,11 +336,15 @@ class ClusterStatus:
     members: tuple[Member, ...]
     timers: Mapping[str, int]       # count by state name
     lagging: bool = False           # a watcher on the answering node is near the event retention floor
+    #: The answering node's webhook endpoints (the leader's are the live ones) -> circuit
+    #: breaker state: closed, open (paused after repeated failures) or half_open.
+    webhook_circuits: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
         d["members"] = [m.to_dict() for m in self.members]
         d["timers"] = dict(self.timers)
+        d["webhook_circuits"] = dict(self.webhook_circuits)
         return d
 
 

@@ -34,6 +34,8 @@ from minoots.kernel import (
     TimerState,
 )
 from minoots.kernel import validate as rules
+from minoots.kernel.delivery import (DEFAULT_POLICY, MAX_LEASE_BATCH, MAX_VISIBILITY_MS, MIN_VISIBILITY_MS, Delivery,
+                                     DeliveryPolicy, Webhook, check_delivery, check_queue)
 from minoots.v1 import timers_pb2 as pb
 
 from .wirebase import BadTime, duration_ms, new_timer_id, timestamp_ms
@@ -73,7 +75,8 @@ def create_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
     # The common case (fire_at, no labels, ASCII text) skips the field-by-field
     # checks, which cost most of a big batch's time on the leader; anything else
     # takes the full path below, which also names the first bad field.
-    if spec.WhichOneof("deadline") == "fire_at" and not spec.labels:
+    if spec.WhichOneof("deadline") == "fire_at" and not spec.labels and spec.WhichOneof("typed_action") is None \
+            and not spec.HasField("delivery_policy"):
         try:
             fire_at = timestamp_ms(spec.fire_at)
         except BadTime:
@@ -119,9 +122,57 @@ def _checked_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
     labels = rules.check_labels(f"{p}.labels", dict(spec.labels))
     action = rules.check_bytes(f"{p}.action", spec.action, MAX_ACTION_BYTES)
     key = rules.check_idempotency_key(f"{p}.idempotency_key", spec.idempotency_key or None)
+    delivery = _delivery(p, spec)
+    if delivery is not None and spec.ack_required:
+        raise InvalidArgument(f"{p}.ack_required", "a timer with a webhook or queue settles when it is delivered; "
+                                                   "it cannot also require an ack")
     return TimerSpec(id=timer_id, fire_at=fire_at, tenant=tenant, name=name, payload=payload,
                      labels=dict(labels) if labels else None, action=action, idempotency_key=key,
-                     ack_required=bool(spec.ack_required))
+                     ack_required=bool(spec.ack_required), delivery=delivery)
+
+
+def _policy_ms(field: str, d, default: int, has: bool) -> int:
+    if not has:
+        return default
+    try:
+        ms = duration_ms(d)
+    except BadTime as exc:
+        raise InvalidArgument(field, str(exc)) from None
+    return ms if ms else default
+
+
+def _delivery(p: str, spec: pb.TimerSpec) -> Optional[Delivery]:
+    """The spec's typed action and delivery policy, checked (address safety is checked
+    later, asynchronously: api/ssrf.py)."""
+    which = spec.WhichOneof("typed_action")
+    if which is None:
+        if spec.HasField("delivery_policy"):
+            raise InvalidArgument(f"{p}.delivery_policy", "applies only to a timer with a webhook")
+        return None
+    wp = spec.delivery_policy
+    has = spec.HasField("delivery_policy")
+    pp = f"{p}.delivery_policy"
+    d = DEFAULT_POLICY
+    policy = DeliveryPolicy(
+        (wp.max_attempts or d.max_attempts) if has else d.max_attempts,
+        _policy_ms(f"{pp}.backoff_base", wp.backoff_base, d.backoff_base_ms, has and wp.HasField("backoff_base")),
+        _policy_ms(f"{pp}.backoff_cap", wp.backoff_cap, d.backoff_cap_ms, has and wp.HasField("backoff_cap")),
+        _policy_ms(f"{pp}.attempt_timeout", wp.attempt_timeout, d.attempt_timeout_ms,
+                   has and wp.HasField("attempt_timeout")),
+        _policy_ms(f"{pp}.ack_deadline", wp.ack_deadline, d.ack_deadline_ms, has and wp.HasField("ack_deadline")))
+    if policy.backoff_cap_ms < policy.backoff_base_ms and not (has and wp.HasField("backoff_cap")):
+        policy = policy._replace(backoff_cap_ms=policy.backoff_base_ms)
+    wh = spec.webhook
+    try:
+        if which == "queue":
+            return check_delivery(p, Delivery(None, policy, spec.queue.queue))
+        return check_delivery(p, Delivery(Webhook(wh.url, tuple(wh.headers.items())), policy))
+    except InvalidArgument as exc:     # the kernel says `.policy.x_ms`, the wire `.delivery_policy.x`
+        field = exc.field.replace(f"{p}.policy.", f"{pp}.")
+        for suffix in ("_ms",):
+            if field.startswith(pp) and field.endswith(suffix):
+                field = field[:-len(suffix)]
+        raise InvalidArgument(field, exc.rule) from None
 
 
 def create_batch(specs, now_ms: int) -> list[TimerSpec]:
@@ -180,6 +231,52 @@ def reschedule_args(req: pb.RescheduleTimerRequest) -> tuple[str, str, Optional[
 def ack_args(req: pb.AckTimerRequest) -> tuple[str, str, int]:
     tenant, timer_id = timer_ref(req.tenant, req.id)
     return tenant, timer_id, rules.check_seq("fire_id", req.fire_id)
+
+
+MAX_LEASE_WAIT_MS = 20_000
+DEFAULT_VISIBILITY_MS = 30_000
+
+
+def _duration(field: str, d, default: int, has: bool) -> int:
+    if not has:
+        return default
+    try:
+        return duration_ms(d)
+    except BadTime as exc:
+        raise InvalidArgument(field, str(exc)) from None
+
+
+def lease_args(req: pb.LeaseTimersRequest) -> tuple[str, str, int, int, float]:
+    """(tenant, queue, max timers, visibility ms, long-poll wait in seconds)."""
+    tenant = _tenant("tenant", req.tenant)
+    queue = check_queue("queue", req.queue)
+    n = req.max_timers or 1
+    if n > MAX_LEASE_BATCH:
+        raise InvalidArgument("max_timers", f"must be within 1..{MAX_LEASE_BATCH}, got {n}")
+    vis = _duration("visibility_timeout", req.visibility_timeout, DEFAULT_VISIBILITY_MS,
+                    req.HasField("visibility_timeout"))
+    if not MIN_VISIBILITY_MS <= vis <= MAX_VISIBILITY_MS:
+        raise InvalidArgument("visibility_timeout", f"must be within {MIN_VISIBILITY_MS}..{MAX_VISIBILITY_MS} ms")
+    wait = _duration("wait", req.wait, 0, req.HasField("wait"))
+    if not 0 <= wait <= MAX_LEASE_WAIT_MS:
+        raise InvalidArgument("wait", f"must be within 0..{MAX_LEASE_WAIT_MS} ms")
+    return tenant, queue, n, vis, wait / 1000
+
+
+def lease_ref(req) -> tuple[str, str, str]:
+    tenant, timer_id = timer_ref(req.tenant, req.id)
+    if not req.lease_id or len(req.lease_id) > 32:
+        raise InvalidArgument("lease_id", "must name a lease (what LeaseTimers returned)")
+    return tenant, timer_id, req.lease_id
+
+
+def extend_args(req: pb.ExtendLeaseRequest) -> tuple[str, str, str, int]:
+    tenant, timer_id, lease_id = lease_ref(req)
+    vis = _duration("visibility_timeout", req.visibility_timeout, DEFAULT_VISIBILITY_MS,
+                    req.HasField("visibility_timeout"))
+    if not MIN_VISIBILITY_MS <= vis <= MAX_VISIBILITY_MS:
+        raise InvalidArgument("visibility_timeout", f"must be within {MIN_VISIBILITY_MS}..{MAX_VISIBILITY_MS} ms")
+    return tenant, timer_id, lease_id, vis
 
 
 # ---- ListTimers -----------------------------------------------------------------

@@ -117,7 +117,7 @@ def drill(name: str, help: str, default_rounds: int = 3, configure=None):
 
 def ensure_loaded() -> None:
     """Import the drill modules (each registers itself)."""
-    from . import clock_skew, disk_full, follower_kill, leader_kill, partition, rolling_restart  # noqa: F401
+    from . import clock_skew, delivery, disk_full, follower_kill, leader_kill, partition, rolling_restart  # noqa: F401
 
 
 # ---------------------------------------------------------------- running one drill
@@ -332,4 +332,4 @@ def run(names: list[str], args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-DRILL_ORDER = ("leader-kill", "follower-kill", "rolling-restart", "partition", "clock-skew", "disk-full")
+DRILL_ORDER = ("leader-kill", "follower-kill", "rolling-restart", "partition", "clock-skew", "disk-full", "delivery")

@@ -23,6 +23,8 @@ from .node import node, up
 from .subscription import subscription
 from .tenant import tenant
 from .timer import timer
+from .webhook import webhook
+from .queue import queue
 from .token import token
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -47,6 +49,8 @@ main.add_command(up)
 main.add_command(cluster)
 main.add_command(snapshot)
 main.add_command(timer)
+main.add_command(webhook)
+main.add_command(queue)
 main.add_command(chaos)
 main.add_command(token)
 main.add_command(tenant)

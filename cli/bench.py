@@ -173,3 +173,19 @@ def grpc_creates(seconds: float, to: str, sync: str, as_json: bool) -> None:
     results = grpc_bench.run(seconds, to, sync, report=lambda res: click.echo(
         f"{res['clients']} clients x {res['batch']}: {res['timers_per_s']} timers/s", err=True))
     click.echo(grpc_bench.format_table(results))
+
+
+@bench.command("delivery")
+@click.option("--timers", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True)
+@click.option("--window", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
+              help="Deadlines spread uniformly over this many seconds.")
+@click.option("--fail-first", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Fraction of timers whose first attempt the receiver answers 500.")
+@click.option("--sync", type=click.Choice(SYNC_POLICIES), default=DEFAULT_SYNC, show_default=True)
+@click.option("--json", "json_path", default=None, help="Also write the results as JSON here.")
+def delivery(timers: int, window: float, fail_first: float, sync: str, json_path: str | None) -> None:
+    """Webhook delivery on a local 3-node cluster to a receiver on 127.0.0.1: lateness at the
+    receiver P50/P95/P99, deliveries/s, attempts per success, delivered fraction (a table)."""
+    from minoots.bench import delivery as delivery_bench
+
+    delivery_bench.run(timers, window, fail_first, sync, report=click.echo, json_path=json_path)

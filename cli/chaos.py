@@ -52,7 +52,7 @@ DRILL_NAMES = (*DRILL_ORDER, "all", "failover")
 def chaos(drill, **opts) -> None:
     """Run a fault drill (or `all`) against a fresh local cluster; exit 0 only if every invariant held.
 
-    Drills: leader-kill, follower-kill, rolling-restart, partition, clock-skew, disk-full;
+    Drills: leader-kill, follower-kill, rolling-restart, partition, clock-skew, disk-full, delivery;
     `failover` measures failover time alone (--nodes, --rounds, --report, --round-timeout,
     --seed and --keep-logs apply).
     """

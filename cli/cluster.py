@@ -68,7 +68,8 @@ def status_json(st) -> dict:
     return {"node": st.node, "cluster": st.cluster, "leader": st.leader,
             "leader_grpc_address": st.leader_grpc_address, "term": st.term,
             "commit_index": st.commit_index, "applied_index": st.applied_index,
-            "members": members, "timers": dict(st.timers), "lagging": st.lagging}
+            "members": members, "timers": dict(st.timers), "lagging": st.lagging,
+            "webhook_circuits": dict(st.webhook_circuits)}
 
 
 def _member_json(m) -> dict:
@@ -98,6 +99,10 @@ def status(conn, as_json) -> None:
                        f"{m['role']}{extra}")
         counts = ", ".join(f"{k} {v}" for k, v in s["timers"].items() if v) or "none"
         click.echo(f"timers: {counts}")
+        paused = [k for k, v in s["webhook_circuits"].items() if v == "open"]
+        if s["webhook_circuits"]:
+            click.echo(f"webhook endpoints: {len(s['webhook_circuits'])}"
+                       + (f", paused (circuit open): {', '.join(paused)}" if paused else ""))
         if s["lagging"]:
             click.echo(f"lagging: a watcher on {s['node']} is within 10% of the event retention floor while the "
                        "events budget trims (see minoots_watchers_near_trim; raise --events-budget)")

@@ -152,12 +152,16 @@ def node() -> None:
                    "the checkpoints of this node's audit ledger. Without it the ledger is unsigned.")
 @click.option("--audit-keep", default=AUDIT_KEEP, show_default=True, type=click.IntRange(1000),
               help="Audit records retained (newest; the trimmed prefix leaves a signed checkpoint).")
+@click.option("--webhook-allow-hosts", "webhook_allow_hosts", default="", metavar="HOST[,HOST...]",
+              envvar="MINOOTS_WEBHOOK_ALLOW_HOSTS",
+              help="Hosts, addresses or networks (CIDR) webhooks may reach although they are loopback, private "
+                   "or link-local (refused by default: SSRF). minoots up passes 127.0.0.1,localhost,::1.")
 @api_limit_options
 def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, http_address, grpc_advertise, tls_cert, tls_key, tls_client_ca,
             events_budget, events_min_age, events_max_age, events_keep, cluster, init, sync, map_size, snapshot_keep,
             compaction_entries, compaction_seconds,
             clock_offset_ms, log_level, metrics_address, cluster_secret_file, admin_token_file, insecure_peers,
-            audit_key_file, audit_keep, limits, **timing) -> None:
+            audit_key_file, audit_keep, webhook_allow_hosts, limits, **timing) -> None:
     """Run one node until SIGTERM/SIGINT. Logs JSON lines on stderr.
 
     With --grpc the node serves the gRPC API; writes may go to any node (a follower
@@ -200,7 +204,8 @@ def run_cmd(node_id, raft, raft_bind, peers, data_dir, grpc_address, http_addres
                             events_budget=parse_size(events_budget), events_min_age_s=events_min_age,
                             events_keep=events_keep, events_max_age_s=events_max_age,
                             admin_token_file=admin_token_file, audit_key_file=audit_key_file,
-                            audit_keep=audit_keep, limits=limits, http=http_address)
+                            audit_keep=audit_keep, limits=limits, http=http_address,
+                            webhook_allow_hosts=tuple(h.strip() for h in webhook_allow_hosts.split(",") if h.strip()))
             code = run_node(cfg, api)
         else:
             code = run(cfg)
@@ -237,6 +242,10 @@ def init_secrets(directory: Path) -> None:
         click.echo(f"{path}: written (0600)")
 
 
+#: `minoots up` is a local playground: its webhooks may call receivers on this machine.
+LOOPBACK_WEBHOOKS = "127.0.0.1,localhost,::1"
+
+
 @click.command()
 @click.option("--dir", "data_root", default=DEFAULT_DATA_ROOT, show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Where the nodes keep their data.")
@@ -256,6 +265,9 @@ def up(data_root: Path, nodes: int, host: str, raft_port: int, grpc_port: int, m
        sync: str) -> None:
     """Start a local cluster on loopback; Ctrl-C stops every node.
 
+    Its nodes run with --webhook-allow-hosts 127.0.0.1,localhost,::1, so webhooks may call
+    receivers on this machine (a production node refuses loopback and private addresses).
+
     Data lives in --dir (one folder per node, reused on the next `up`); node logs
     (JSON lines) go to --dir/nX.log.
     """
@@ -266,7 +278,7 @@ def up(data_root: Path, nodes: int, host: str, raft_port: int, grpc_port: int, m
                            grpc_ports=[grpc_port + i for i in range(nodes)],
                            metrics_ports=[metrics_port + i for i in range(nodes)],
                            http_ports=[http_port + i for i in range(nodes)] if http_port else None,
-                           node_args=("--sync", sync))
+                           node_args=("--sync", sync, "--webhook-allow-hosts", LOOPBACK_WEBHOOKS))
 
     def on_term(signum, frame):
         raise KeyboardInterrupt

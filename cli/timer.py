@@ -120,6 +120,13 @@ def parse_label(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+def parse_header(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ParseError(f"--webhook-header expects NAME=VALUE, got {text!r}")
+    return key.strip(), value
+
+
 def read_blob(value: Optional[str], what: str) -> bytes:
     """'@path' -> the file's bytes ('@-' = stdin), anything else -> its UTF-8 bytes."""
     if value is None:
@@ -216,6 +223,16 @@ def _show_timer(t, as_json: bool, headline: Optional[str] = None) -> None:
         rows.append(("attempts", t.attempts))
     if t.fire_id:
         rows.append(("fire_id", t.fire_id))
+    if t.webhook or t.queue:
+        rows.append(("webhook", t.webhook) if t.webhook else ("queue", t.queue))
+        for a in t.delivery_attempts:
+            outcome = a.error_class or "ok"
+            rows.append((f"attempt {a.attempt}", f"{_fmt_time(a.at)}  status={a.status_code}  {outcome}  "
+                                                 f"{a.latency_ms}ms"
+                                                 + (f"  retry at {_fmt_time(a.next_attempt_at)}"
+                                                    if a.next_attempt_at else "")))
+        if t.next_attempt_at:
+            rows.append(("next_attempt_at", _fmt_time(t.next_attempt_at)))
     for k, v in rows:
         click.echo(f"{k:<16}{v}")
 
@@ -261,12 +278,28 @@ def timer() -> None:
 @click.option("--idempotency-key", default=None, help="Retries with the same key return the original timer "
               "(default: the timer id).")
 @click.option("--ack-required", is_flag=True, help="Stay FIRED until acknowledged (`minoots timer ack`).")
+@click.option("--webhook", default=None, metavar="URL",
+              help="When it fires, POST a signed JSON envelope here (Standard Webhooks); retried, then "
+                   "DEAD_LETTERED. The tenant needs a secret first: minoots webhook rotate-secret.")
+@click.option("--webhook-header", "webhook_headers", multiple=True, metavar="NAME=VALUE",
+              help="An extra request header for the webhook (repeatable).")
+@click.option("--queue", "queue_name", default=None, metavar="QUEUE",
+              help="Or: when it fires, make it available on this pull queue (minoots queue lease QUEUE).")
+@click.option("--max-attempts", type=click.IntRange(1, 50), default=None,
+              help="Webhook attempts or queue leases (default 5).")
+@click.option("--backoff-base", default=None, metavar="DURATION",
+              help="Retry n waits a random time up to min(cap, base*2^(n-1)) (default 1s).")
+@click.option("--backoff-cap", default=None, metavar="DURATION", help="Longest retry wait (default 60s).")
+@click.option("--attempt-timeout", default=None, metavar="DURATION", help="Per-attempt timeout (default 10s).")
 @common_options
-def create(in_, at, timer_id, name, labels, payload, action, idempotency_key, ack_required,
+def create(in_, at, timer_id, name, labels, payload, action, idempotency_key, ack_required, webhook,
+           webhook_headers, queue_name, max_attempts, backoff_base, backoff_cap, attempt_timeout,
            conn, as_json, tenant) -> None:
-    """Create a timer: give --in DURATION or --at TIME."""
+    """Create a timer: give --in DURATION or --at TIME (and --webhook URL to have it called)."""
     if (in_ is None) == (at is None):
         fail("give exactly one of --in DURATION and --at TIME", code=2)
+    if webhook is not None and queue_name is not None:
+        fail("give --webhook or --queue, not both", code=2)
     delay = fire_at = None
     if in_ is not None:
         delay = timedelta(milliseconds=_parsed(parse_duration, in_))
@@ -275,11 +308,40 @@ def create(in_, at, timer_id, name, labels, payload, action, idempotency_key, ac
     label_map = dict(_parsed(parse_label, lab) for lab in labels)
     payload_b = _parsed(read_blob, payload, "payload")
     action_b = _parsed(read_blob, action, "action")
+    delivery: dict = {}
+    if webhook is not None:
+        delivery = {"webhook": webhook, "max_attempts": max_attempts,
+                    "webhook_headers": dict(_parsed(parse_header, h) for h in webhook_headers) or None}
+        for key, value in (("backoff_base", backoff_base), ("backoff_cap", backoff_cap),
+                           ("attempt_timeout", attempt_timeout)):
+            if value is not None:
+                delivery[key] = timedelta(milliseconds=_parsed(parse_duration, value))
+    elif queue_name is not None:
+        if webhook_headers or attempt_timeout:
+            fail("--webhook-header and --attempt-timeout need --webhook", code=2)
+        delivery = {"queue": queue_name, "max_attempts": max_attempts}
+        for key, value in (("backoff_base", backoff_base), ("backoff_cap", backoff_cap)):
+            if value is not None:
+                delivery[key] = timedelta(milliseconds=_parsed(parse_duration, value))
+    elif webhook_headers or max_attempts or backoff_base or backoff_cap or attempt_timeout:
+        fail("--webhook-header, --max-attempts, --backoff-* and --attempt-timeout need --webhook or --queue",
+             code=2)
     with _client(conn) as c:
         t = _run(lambda: c.create(fire_at=fire_at, delay=delay, id=timer_id, tenant=tenant, name=name,
                                   payload=payload_b, labels=label_map, action=action_b,
-                                  idempotency_key=idempotency_key, ack_required=ack_required))
+                                  idempotency_key=idempotency_key, ack_required=ack_required, **delivery))
     _show_timer(t, as_json, "created" if t.created is not False else "already existed (same idempotency key)")
+
+
+@timer.command("redrive")
+@click.argument("timer_id", metavar="ID")
+@common_options
+def redrive(timer_id, conn, as_json, tenant) -> None:
+    """Deliver a DEAD_LETTERED webhook timer again with a fresh attempt budget (same webhook-id).
+    `minoots timer list --state dead_lettered` lists the dead-letter queue."""
+    with _client(conn) as c:
+        t = _run(lambda: c.redrive(timer_id, tenant=tenant))
+    _show_timer(t, as_json, "redriven")
 
 
 @timer.command("get")
@@ -294,8 +356,8 @@ def get(timer_id, conn, as_json, tenant) -> None:
 
 @timer.command("list")
 @click.option("--state", "states", multiple=True, metavar="STATE",
-              help="Only timers in this state (repeatable): scheduled, armed, fired, settled, cancelled, "
-                   "dead_lettered.")
+              help="Only timers in this state (repeatable): scheduled, armed, fired, delivering, settled, "
+                   "cancelled, dead_lettered (the dead-letter queue).")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Only timers with this label "
               "(repeatable; all must match).")
 @click.option("--limit", default=None, type=click.IntRange(0), help="At most this many timers.")

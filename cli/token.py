@@ -13,7 +13,7 @@ import click
 from .cluster import _out, _sdk, connection, json_option
 from .common import fail
 
-ROLES = ("admin", "operator", "writer", "reader")
+ROLES = ("admin", "operator", "writer", "reader", "worker")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -47,8 +47,10 @@ def token() -> None:
 @click.option("--name", default="", help="Who or what the token is for (required without --cert-subject).")
 @click.option("--role", type=click.Choice(ROLES), required=True,
               help="admin: everything; operator: status, snapshots, read all tenants; "
-                   "writer: write and read its tenants; reader: read its tenants.")
-@click.option("--tenant", "tenants", multiple=True, help="A tenant the token may use (repeat; writer, reader).")
+                   "writer: write and read its tenants; reader: read its tenants; "
+                   "worker: lease, ack, nack and extend queue timers of its tenants.")
+@click.option("--tenant", "tenants", multiple=True,
+              help="A tenant the token may use (repeat; writer, reader, worker).")
 @click.option("--expires", default=None, help="Lifetime, e.g. 12h, 30d (default: never).")
 @click.option("--cert-subject", default="", help="Mutual TLS: bind the role to client certificates with this "
               "subject (e.g. 'CN=agent-7,O=acme') instead of making a token.")
@@ -58,9 +60,9 @@ def create_cmd(name, role, tenants, expires, cert_subject, as_json, conn) -> Non
     """Make a token (printed once), or bind a certificate subject to a role."""
     if not name and not cert_subject:
         fail("--name is required (or --cert-subject)", code=2)
-    if role in ("writer", "reader") and not tenants:
+    if role in ("writer", "reader", "worker") and not tenants:
         fail(f"a {role} token needs at least one --tenant", code=2)
-    if role not in ("writer", "reader") and tenants:
+    if role not in ("writer", "reader", "worker") and tenants:
         fail(f"a {role} token sees every tenant; give no --tenant", code=2)
     ttl = parse_ttl(expires)
     secret, info = _sdk(conn, lambda c: c.create_token(name, role, tenants, ttl_seconds=ttl,

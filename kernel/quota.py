@@ -52,8 +52,9 @@ def payload_len(extra) -> int:
     return len(extra.payload)
 
 
+_OPEN = frozenset(int(s) for s in TimerState if not s.terminal)
 #: bytes.translate table: a non-terminal state byte -> 1, every other byte -> 0.
-OPEN_MASK = bytes(int(0 < b < TimerState.SETTLED) for b in range(256))
+OPEN_MASK = bytes(int(b in _OPEN) for b in range(256))
 
 
 def usage_by_tenant(t: Table) -> tuple[list[int], list[int]]:

@@ -14,6 +14,11 @@ Layout, all integers little-endian:
             name lengths u32 + UTF-8 blob, payload lengths u32 + blob,
             action lengths u32 + blob, idempotency key lengths u32 (0 = none) + UTF-8 blob,
             label counts (u8[extras]), label key lengths u32 + blob, label value lengths u32 + UTF-8 blob
+            version 2 only: one more block, the delivery records (kernel/delivery.py) of the
+                timers that have a webhook, as canonical JSON in ordinal order
+
+A table without delivery records is written as version 1, byte for byte what the
+builds before delivery wrote; version 2 is written only when some timer has a webhook.
 
 Capture (State.capture -> SnapshotCapture) copies what encode reads -- the
 columns with one memcpy each, the id and extra lists as pointer copies (their
@@ -36,6 +41,8 @@ own nodes, and the CRC vouches for their bytes.
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import struct
 import sys
@@ -47,6 +54,7 @@ from typing import Optional, Union
 
 from ._wheel import MAX_TIME
 from .errors import SnapshotError
+from .delivery import Attempt, Delivery, DeliveryPolicy, DeliveryRecord, Webhook
 from .table import COLUMNS, FLAG_KEY_IS_ID, FLAGS_KNOWN, ExtraField, Table, as_extra, make_extra
 from .timer import TimerState
 from .validate import MAX_ID_LEN, MAX_LABELS, MAX_TENANT_LEN
@@ -54,7 +62,8 @@ from .validate import MAX_ID_LEN, MAX_LABELS, MAX_TENANT_LEN
 __all__ = ["MAGIC", "VERSION", "SnapshotCapture", "encode", "decode"]
 
 MAGIC = b"MNTSKRNL"
-VERSION = 1
+VERSION = 1             # written when no timer has a delivery record
+VERSION_DELIVERY = 2    # written when some timer has one (one more block)
 
 _HEADER = struct.Struct("<8sHHQI")
 _SCALARS = struct.Struct("<qqQIQ")
@@ -97,7 +106,7 @@ class SnapshotCapture:
     capture time. It holds no indexes (encode never reads them).
     """
 
-    __slots__ = tuple(name for name, _ in COLUMNS) + ("ids", "extra", "tenant_names", "seq", "last_tick")
+    __slots__ = tuple(name for name, _ in COLUMNS) + ("ids", "extra", "tenant_names", "deliv", "seq", "last_tick")
 
     def __init__(self, table: Table, seq: int, last_tick: int) -> None:
         for name, _ in COLUMNS:
@@ -105,6 +114,7 @@ class SnapshotCapture:
         self.ids: list[str] = table.ids[:]
         self.extra: list[ExtraField] = table.extra[:]
         self.tenant_names: list[str] = table.tenant_names[:]
+        self.deliv = dict(table.deliv)       # immutable records: a shallow copy is a snapshot
         self.seq = seq
         self.last_tick = last_tick
 
@@ -141,6 +151,10 @@ def encode(table: Union[Table, SnapshotCapture], seq: int, last_tick: int) -> by
     pairs = [p for e in extras for p in e.labels]
     blocks += _utf8_blocks([k for k, _ in pairs])
     blocks += _utf8_blocks([v for _, v in pairs])
+    version = VERSION
+    if table.deliv:
+        version = VERSION_DELIVERY
+        blocks.append(_encode_deliv(table.deliv))
 
     parts = [_SCALARS.pack(seq, last_tick, n, len(table.tenant_names), len(extras))]
     for b in blocks:
@@ -151,7 +165,44 @@ def encode(table: Union[Table, SnapshotCapture], seq: int, last_tick: int) -> by
     for p in parts:
         crc = zlib.crc32(p, crc)
         size += len(p)
-    return b"".join([_HEADER.pack(MAGIC, VERSION, 0, size, crc)] + parts)
+    return b"".join([_HEADER.pack(MAGIC, version, 0, size, crc)] + parts)
+
+
+def _encode_deliv(deliv: dict) -> bytes:
+    rows = []
+    for o in sorted(deliv):
+        r = deliv[o]
+        wh, pol = r.spec.webhook, r.spec.policy
+        rows.append([o, wh.url if wh else None, [list(h) for h in wh.headers] if wh else [], list(pol), r.attempt,
+                     r.next_at, r.waiting,
+                     [[a.attempt, a.fire_id, a.at_ms, a.status, a.latency_ms, a.error,
+                       base64.b64encode(a.body).decode("ascii"), a.next_at] for a in r.log],
+                     r.spec.queue, r.lease, r.avail])
+    return json.dumps(rows, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def _decode_deliv(blob: bytes, n: int, states: bytes) -> dict:
+    deliv: dict = {}
+    try:
+        rows = json.loads(blob)
+        for o, url, headers, pol, attempt, next_at, waiting, log, queue, lease, avail in rows:
+            if type(o) is not int or not 0 <= o < n or o in deliv:
+                raise SnapshotError(f"snapshot delivery record names timer {o!r} wrongly")
+            if type(waiting) is not bool or (waiting and (states[o] != TimerState.DELIVERING
+                                                          or not 0 <= next_at <= MAX_TIME)):
+                raise SnapshotError(f"snapshot delivery record of timer {o} waits wrongly")
+            if (url is None) == (queue is None) or type(lease) is not str or type(avail) is not int:
+                raise SnapshotError(f"snapshot delivery record of timer {o} is inconsistent")
+            hook = None if url is None else Webhook(url, tuple(tuple(h) for h in headers))
+            spec = Delivery(hook, DeliveryPolicy(*pol), queue)
+            entries = tuple(Attempt(a[0], a[1], a[2], a[3], a[4], a[5], base64.b64decode(a[6], validate=True),
+                                    a[7]) for a in log)
+            deliv[o] = DeliveryRecord(spec, attempt, next_at, waiting, entries, lease, avail)
+    except SnapshotError:
+        raise
+    except (ValueError, TypeError, IndexError) as e:
+        raise SnapshotError(f"snapshot delivery records are malformed: {e}") from None
+    return deliv
 
 
 # ---- decoding ------------------------------------------------------------------
@@ -259,8 +310,9 @@ def _decode(mv: memoryview) -> tuple[Table, int, int]:
     magic, version, flags, body_len, crc = _HEADER.unpack(mv[:_HEADER.size])
     if magic != MAGIC:
         raise SnapshotError("not a MINOOTS kernel snapshot (bad magic)")
-    if version != VERSION:
-        raise SnapshotError(f"unsupported snapshot format version {version} (this build reads {VERSION})")
+    if version not in (VERSION, VERSION_DELIVERY):
+        raise SnapshotError(f"unsupported snapshot format version {version} "
+                            f"(this build reads {VERSION} and {VERSION_DELIVERY})")
     if flags != 0:
         raise SnapshotError(f"unsupported snapshot flags {flags:#x}")
     body = mv[_HEADER.size:]
@@ -325,6 +377,12 @@ def _decode(mv: memoryview) -> tuple[Table, int, int]:
     n_pairs = sum(label_counts)
     lkeys = _utf8_list(r, n_pairs, "label keys")
     lvals = _utf8_list(r, n_pairs, "label values")
+    states = t.state.tobytes()
+    if version == VERSION_DELIVERY:
+        t.deliv = _decode_deliv(bytes(r.block("delivery records")), n, states)
+    missing = states.count(TimerState.DELIVERING) - sum(states[o] == TimerState.DELIVERING for o in t.deliv)
+    if missing:
+        raise SnapshotError(f"snapshot has {missing} delivering timers without a delivery record")
     if r.pos != len(body):
         raise SnapshotError(f"snapshot has {len(body) - r.pos} unexpected trailing bytes")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from array import array
 from functools import partial
+from heapq import heappop, heappush
 from itertools import compress
 from operator import itemgetter
 from collections.abc import Iterable, Mapping
@@ -25,6 +26,9 @@ from . import snapshot as _snapshot
 from ._wheel import MAX_TIME, Wheel
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, QuotaExceeded
 from .quota import TenantLimit, TenantUsage, payload_len, usage_by_tenant
+from .delivery import (MAX_ATTEMPT_LOG, MAX_ATTEMPTS, MAX_BODY_EXCERPT, MAX_LEASE_BATCH, MAX_VISIBILITY_MS,
+                       MIN_VISIBILITY_MS, Attempt, DeliveryRecord, bounded_int, check_delivery, check_error_class,
+                       check_queue, is_success)
 from .snapshot import SnapshotCapture
 from .table import FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID, NO_FIRE, NO_TIME, Extra, Table, make_extra, timer_of
 from .timer import (
@@ -32,7 +36,10 @@ from .timer import (
     CancelResult,
     CreateItem,
     CreateResult,
+    DeliveryResult,
     Event,
+    Lease,
+    LeaseResult,
     EventKind,
     RescheduleResult,
     TickResult,
@@ -64,6 +71,9 @@ _ARMED = int(TimerState.ARMED)
 _FIRED = int(TimerState.FIRED)
 _SETTLED = int(TimerState.SETTLED)
 _CANCELLED = int(TimerState.CANCELLED)
+_DEAD = int(TimerState.DEAD_LETTERED)
+_DELIVERING = int(TimerState.DELIVERING)
+_TERMINAL = frozenset((_SETTLED, _CANCELLED, _DEAD))
 
 #: bytes.translate tables: the ARMED state byte -> 1 (0), every other byte -> 0 (1).
 _ARMED_MASK = bytes(int(b == _ARMED) for b in range(256))
@@ -78,6 +88,8 @@ _S_ARMED = TimerState.ARMED
 _S_FIRED = TimerState.FIRED
 _S_SETTLED = TimerState.SETTLED
 _S_CANCELLED = TimerState.CANCELLED
+_S_DEAD = TimerState.DEAD_LETTERED
+_S_DELIVERING = TimerState.DELIVERING
 
 _CREATED = EventKind.CREATED
 _E_ARMED = EventKind.ARMED
@@ -85,6 +97,12 @@ _E_FIRED = EventKind.FIRED
 _E_SETTLED = EventKind.SETTLED
 _RESCHEDULED = EventKind.RESCHEDULED
 _E_CANCELLED = EventKind.CANCELLED
+_E_DUE = EventKind.DELIVERY_DUE
+_E_ATTEMPTED = EventKind.DELIVERY_ATTEMPTED
+_E_DEAD = EventKind.DEAD_LETTERED
+_E_REDRIVEN = EventKind.REDRIVEN
+_E_LEASED = EventKind.LEASED
+_E_EXTENDED = EventKind.LEASE_EXTENDED
 
 
 class State:
@@ -97,7 +115,7 @@ class State:
     encode in another thread; two states are equal when their snapshots are.
     """
 
-    __slots__ = ("_table", "_wheel", "_seq", "_last_tick", "_counts", "_live", "_held")
+    __slots__ = ("_table", "_wheel", "_seq", "_last_tick", "_counts", "_live", "_held", "_due", "_queues")
 
     def __init__(self) -> None:
         self._table = Table()
@@ -109,6 +127,14 @@ class State:
         # their payload bytes; kept by every command, rebuilt by from_bytes.
         self._live: list[int] = []
         self._held: list[int] = []
+        # Ordinals of DELIVERING timers with an attempt due (not waiting in the wheel):
+        # derived from the delivery records, so a sweep costs what is due, not every
+        # webhook timer ever held. Never iterated unsorted for anything replicated.
+        self._due: set[int] = set()
+        # (tenant index, queue) -> heap of (avail seq, ordinal): the queue timers available
+        # to lease, oldest first. Derived from the delivery records (rebuilt by from_bytes);
+        # entries whose record moved on are skipped when popped.
+        self._queues: dict[tuple[int, str], list] = {}
 
     # ---- commands ----------------------------------------------------------
 
@@ -133,6 +159,16 @@ class State:
         now = check_time("now_ms", now_ms)
         specs = check_batch("specs", specs)
         norm = [_normalise_spec(i, spec) for i, spec in enumerate(specs)]
+        delivs: Optional[list] = None       # checked Delivery per spec, when any spec has one
+        for i, spec in enumerate(specs):
+            if spec.delivery is not None:
+                if delivs is None:
+                    delivs = [None] * len(specs)
+                delivs[i] = check_delivery(f"specs[{i}].delivery", spec.delivery)
+                if spec.ack_required:
+                    raise InvalidArgument(f"specs[{i}].ack_required",
+                                          "a timer with a webhook or queue settles when it is delivered; "
+                                          "it cannot also require an ack")
 
         t = self._table
         # plan[i]: ("old", ordinal) | ("new", j) | ("dup", j), j indexing `new`
@@ -204,6 +240,11 @@ class State:
             seq += 2
         self._seq = seq
         self._counts[_ARMED] += len(new)
+        if delivs is not None:
+            for j, i in enumerate(new_at):
+                if delivs[i] is not None:
+                    t.deliv[base + j] = DeliveryRecord(delivs[i])
+                    fresh[j] = t.view(base + j)     # the view with its delivery (few such timers)
         live, held = self._live, self._held
         while len(live) < len(t.tenant_names):
             live.append(0)
@@ -237,10 +278,10 @@ class State:
         for i, (tenant, timer_id) in enumerate(named):
             o = self._find(tenant, timer_id)
             st = t.state[o]
-            if st >= _SETTLED:
+            if st in _TERMINAL:
                 raise FailedPrecondition(
                     f"refs[{i}]: timer {timer_id!r} in tenant {tenant!r} is {TimerState(st).name}; "
-                    "only scheduled, armed or fired timers can be cancelled"
+                    "only scheduled, armed, fired or delivering timers can be cancelled"
                 )
             if o in first:
                 raise InvalidArgument(f"refs[{i}]", f"names the same timer as refs[{first[o]}]")
@@ -255,6 +296,12 @@ class State:
             st = t.state[o]
             if st == _ARMED:
                 self._wheel.cancel(o)
+            elif st == _DELIVERING:
+                rec = t.deliv[o]
+                if rec.waiting:
+                    self._wheel.cancel(o)
+                t.deliv[o] = rec._replace(waiting=False, lease="", avail=0)
+                self._due.discard(o)
             counts[st] -= 1
             ti = t.tenant[o]
             live[ti] -= 1
@@ -343,7 +390,44 @@ class State:
         append = events.append
         seq = self._seq
         settled = 0
+        deliv = t.deliv
+        retries: list[int] = []     # DELIVERING timers whose retry came due (not fires)
+        delivering = 0
         for o in due:
+            if deliv and o in deliv:
+                rec = deliv[o]
+                rev = revision[o] + 1
+                ti = tcol[o]
+                if state[o] == _DELIVERING and rec.spec.queue is not None:   # lease expired / backoff over
+                    seq = self._queue_wake(o, rec, now, seq, append)
+                    retries.append(o)
+                    continue
+                if state[o] == _DELIVERING:     # a retry's time came: the attempt is due again
+                    seq += 1
+                    deliv[o] = rec._replace(waiting=False)
+                    self._due.add(o)
+                    revision[o] = rev
+                    append(Event(seq, _E_DUE, names[ti], ids[o], now, rev, _S_DELIVERING, fire_at[o], fire_id[o]))
+                    retries.append(o)
+                    continue
+                # Fired: delivering at once, attempt 1 due (the leader dispatches on the event).
+                seq += 1
+                fire_id[o] = seq
+                fired_at[o] = now
+                attempts[o] += 1
+                state[o] = _DELIVERING
+                revision[o] = rev + 1
+                if rec.spec.queue is not None:     # available on its queue (event seq = seq + 1)
+                    deliv[o] = rec._replace(attempt=0, waiting=False, next_at=-1, lease="", avail=seq + 1)
+                    self._enqueue(o, ti, rec.spec.queue, seq + 1)
+                else:
+                    deliv[o] = rec._replace(attempt=0, waiting=False, next_at=-1)
+                    self._due.add(o)
+                append(Event(seq, _E_FIRED, names[ti], ids[o], now, rev, _S_FIRED, fire_at[o], seq))
+                append(Event(seq + 1, _E_DUE, names[ti], ids[o], now, rev + 1, _S_DELIVERING, fire_at[o], seq))
+                seq += 1
+                delivering += 1
+                continue
             seq += 1
             rev = revision[o] + 1
             fire_id[o] = seq
@@ -371,10 +455,15 @@ class State:
                 settled += 1
         self._seq = seq
         counts = self._counts
-        counts[_ARMED] -= len(due)
+        fires = len(due) - len(retries)
+        counts[_ARMED] -= fires
         counts[_SETTLED] += settled
-        counts[_FIRED] += len(due) - settled
+        counts[_DELIVERING] += delivering
+        counts[_FIRED] += fires - settled - delivering
         view = t.view
+        if retries:
+            skip = set(retries)
+            return TickResult(tuple(events), now, tuple(view(o) for o in due if o not in skip))
         return TickResult(tuple(events), now, tuple(view(o) for o in due))
 
     def ack(self, now_ms: int, tenant: str, id: str, fire_id: int) -> AckResult:
@@ -409,6 +498,297 @@ class State:
         self._seq += 1
         ev = Event(self._seq, _E_SETTLED, t.tenant_names[t.tenant[o]], t.ids[o], now, rev, _S_SETTLED, t.fire_at[o], fid)
         return AckResult((ev,), t.view(o))
+
+    def delivery_attempt(self, now_ms: int, tenant: str, id: str, fire_id: int, attempt: int, status: int,
+                         latency_ms: int, error: str, body: bytes, next_at: Optional[int]) -> DeliveryResult:
+        """Record the outcome of delivery attempt `attempt` of fire `fire_id`, as the leader
+        proposed it. It must be the attempt now due (else FailedPrecondition: a stale or
+        repeated outcome, e.g. from a deposed leader, changes nothing).
+
+        Success (a 2xx, no error) settles the timer. A failure with attempts left puts the
+        retry at `next_at` (the leader's draw; required then) into the wheel; a failure of
+        the last attempt dead-letters the timer. Events: `delivery_attempted`, then
+        `settled` or `dead_lettered` when the delivery ends.
+        """
+        now = check_time("now_ms", now_ms)
+        tenant = check_tenant("tenant", tenant)
+        timer_id = check_id("id", id)
+        fid = check_seq("fire_id", fire_id)
+        n = bounded_int("attempt", attempt, 1, MAX_ATTEMPTS)
+        status = bounded_int("status", status, 0, 999)
+        latency = bounded_int("latency_ms", latency_ms, 0, 2**31 - 1)
+        error = check_error_class("error", error)
+        body = check_bytes("body", body, MAX_BODY_EXCERPT)
+        retry_at = None if next_at is None else check_time("next_at", next_at)
+        t = self._table
+        o = self._find(tenant, timer_id)
+        rec = t.deliv.get(o)
+        st = t.state[o]
+        if rec is None or st != _DELIVERING:
+            raise FailedPrecondition(f"timer {timer_id!r} in tenant {tenant!r} is {TimerState(st).name}, "
+                                     "not delivering")
+        if rec.spec.queue is not None:
+            raise FailedPrecondition(f"timer {timer_id!r} in tenant {tenant!r} is delivered through queue "
+                                     f"{rec.spec.queue!r}: its attempts are leases")
+        if fid != t.fire_id[o]:
+            raise FailedPrecondition(f"fire_id {fid} is not the current fire of timer {timer_id!r} "
+                                     f"in tenant {tenant!r} ({t.fire_id[o]})")
+        if rec.waiting or n != rec.attempt + 1:
+            due = "none" if rec.waiting else rec.attempt + 1
+            raise FailedPrecondition(f"attempt {n} of timer {timer_id!r} in tenant {tenant!r} is not the attempt "
+                                     f"due ({due}): its outcome is already recorded")
+        ok = is_success(status, error)
+        last = n >= rec.spec.policy.max_attempts
+        if not ok and not last and retry_at is None:
+            raise InvalidArgument("next_at", "a failed attempt with attempts left needs the retry time")
+        keep_at = None if ok or last else retry_at
+        entry = Attempt(n, fid, now, status, latency, error, body, keep_at)
+        log = (rec.log + (entry,))[-MAX_ATTEMPT_LOG:]
+        seq = self._seq
+        rev = t.revision[o] + 1
+        name = t.tenant_names[t.tenant[o]]
+        at = t.fire_at[o]
+        events = [Event(seq + 1, _E_ATTEMPTED, name, timer_id, now, rev, _S_DELIVERING, at, fid)]
+        self._due.discard(o)
+        if keep_at is not None:
+            self._wheel.insert(o, keep_at)
+            t.deliv[o] = rec._replace(attempt=n, waiting=True, next_at=keep_at, log=log)
+        else:
+            final, kind, fstate = (_SETTLED, _E_SETTLED, _S_SETTLED) if ok else (_DEAD, _E_DEAD, _S_DEAD)
+            t.deliv[o] = rec._replace(attempt=n, waiting=False, next_at=-1, log=log)
+            t.state[o] = final
+            t.settled_at[o] = now
+            self._counts[_DELIVERING] -= 1
+            self._counts[final] += 1
+            ti = t.tenant[o]
+            self._live[ti] -= 1
+            self._held[ti] -= payload_len(t.extra[o])
+            rev += 1
+            events.append(Event(seq + 2, kind, name, timer_id, now, rev, fstate, at, fid))
+        t.revision[o] = rev
+        self._seq = seq + len(events)
+        return DeliveryResult(tuple(events), t.view(o))
+
+    def redrive(self, now_ms: int, tenant: str, id: str) -> DeliveryResult:
+        """Re-deliver a dead-lettered timer: DELIVERING again with a fresh attempt budget and
+        attempt 1 due at once (events `redriven`, `delivery_due`); its fire id (the
+        receiver's webhook-id) and its attempt history stay."""
+        now = check_time("now_ms", now_ms)
+        tenant = check_tenant("tenant", tenant)
+        timer_id = check_id("id", id)
+        t = self._table
+        o = self._find(tenant, timer_id)
+        rec = t.deliv.get(o)
+        st = t.state[o]
+        if rec is None or st != _DEAD:
+            raise FailedPrecondition(f"timer {timer_id!r} in tenant {tenant!r} is {TimerState(st).name}; "
+                                     "only a dead-lettered timer with a webhook or queue can be redriven")
+        seq = self._seq
+        ti = t.tenant[o]
+        if rec.spec.queue is not None:
+            t.deliv[o] = rec._replace(attempt=0, waiting=False, next_at=-1, lease="", avail=seq + 2)
+            self._enqueue(o, ti, rec.spec.queue, seq + 2)
+        else:
+            t.deliv[o] = rec._replace(attempt=0, waiting=False, next_at=-1)
+            self._due.add(o)
+        t.state[o] = _DELIVERING
+        t.settled_at[o] = NO_TIME
+        self._counts[_DEAD] -= 1
+        self._counts[_DELIVERING] += 1
+        self._live[ti] += 1
+        self._held[ti] += payload_len(t.extra[o])
+        rev = t.revision[o]
+        name = t.tenant_names[ti]
+        at, fid = t.fire_at[o], t.fire_id[o]
+        events = (Event(seq + 1, _E_REDRIVEN, name, timer_id, now, rev + 1, _S_DELIVERING, at, fid),
+                  Event(seq + 2, _E_DUE, name, timer_id, now, rev + 2, _S_DELIVERING, at, fid))
+        t.revision[o] = rev + 2
+        self._seq = seq + 2
+        return DeliveryResult(events, t.view(o))
+
+    def deliveries_due(self) -> list[tuple[str, str]]:
+        """(tenant, id) of the DELIVERING timers whose next attempt is due (not waiting in the
+        wheel), in ordinal order: what a new leader dispatches at once. Cost: one step per
+        webhook timer held."""
+        t = self._table
+        return [(t.tenant_names[t.tenant[o]], t.ids[o]) for o in sorted(self._due)]
+
+    def delivery_due(self, tenant: str, id: str) -> Optional[tuple[Timer, int]]:
+        """(the timer, the number of its attempt now due), or None when no attempt is due."""
+        t = self._table
+        o = t.lookup(tenant, id)
+        if o is None:
+            return None
+        rec = t.deliv.get(o)
+        if rec is None or rec.waiting or rec.spec.queue is not None or t.state[o] != _DELIVERING:
+            return None
+        return t.view(o), rec.attempt + 1
+
+    # ---- pull queues ---------------------------------------------------------
+
+    def lease(self, now_ms: int, tenant: str, queue: str, max_timers: int, visibility_ms: int) -> LeaseResult:
+        """Lease up to `max_timers` of the oldest timers available on `queue` (of `tenant`) for
+        `visibility_ms`: each gets a lease id (the seq of its `leased` event), attempt + 1,
+        and its expiry in the wheel. None available: an empty result, nothing changes."""
+        now = check_time("now_ms", now_ms)
+        tenant = check_tenant("tenant", tenant)
+        queue = check_queue("queue", queue)
+        n = bounded_int("max_timers", max_timers, 1, MAX_LEASE_BATCH)
+        vis = bounded_int("visibility_ms", visibility_ms, MIN_VISIBILITY_MS, MAX_VISIBILITY_MS)
+        expires = check_time("visibility_ms", now + vis)
+        t = self._table
+        ti = t.tenant_index.get(tenant)
+        heap = self._queues.get((ti, queue)) if ti is not None else None
+        events: list[Event] = []
+        leases: list[tuple] = []
+        seq = self._seq
+        while heap and len(leases) < n:
+            avail, o = heappop(heap)
+            rec = t.deliv.get(o)
+            if rec is None or rec.avail != avail or rec.lease or rec.waiting or t.state[o] != _DELIVERING:
+                continue                     # stale: leased, cancelled or redriven since
+            seq += 1
+            attempt = rec.attempt + 1
+            lease_id = str(seq)
+            t.deliv[o] = rec._replace(attempt=attempt, lease=lease_id, waiting=True, next_at=expires, avail=0)
+            self._wheel.insert(o, expires)
+            rev = t.revision[o] + 1
+            t.revision[o] = rev
+            events.append(Event(seq, _E_LEASED, tenant, t.ids[o], now, rev, _S_DELIVERING, t.fire_at[o],
+                                t.fire_id[o]))
+            leases.append((o, lease_id, attempt, expires))
+        if heap is not None and not heap:
+            del self._queues[(ti, queue)]
+        self._seq = seq
+        return LeaseResult(tuple(events), tuple(Lease(t.view(o), lid, a, e) for o, lid, a, e in leases))
+
+    def ack_lease(self, now_ms: int, tenant: str, id: str, lease_id: str) -> DeliveryResult:
+        """The worker holding lease `lease_id` is done: the timer settles."""
+        now, o, rec = self._leased(now_ms, tenant, id, lease_id)
+        self._wheel.cancel(o)
+        return self._lease_outcome(now, o, rec, "", None)
+
+    def nack_lease(self, now_ms: int, tenant: str, id: str, lease_id: str, next_at: Optional[int]) -> DeliveryResult:
+        """The worker gives the timer back: the attempt failed. With attempts left it becomes
+        available again at `next_at` (the leader's draw; required then), else it is dead-lettered."""
+        retry_at = None if next_at is None else check_time("next_at", next_at)
+        now, o, rec = self._leased(now_ms, tenant, id, lease_id)
+        last = rec.attempt >= rec.spec.policy.max_attempts
+        if not last and retry_at is None:
+            raise InvalidArgument("next_at", "a nack with attempts left needs the retry time")
+        self._wheel.cancel(o)
+        return self._lease_outcome(now, o, rec, "nack", None if last else retry_at)
+
+    def extend_lease(self, now_ms: int, tenant: str, id: str, lease_id: str, visibility_ms: int) -> LeaseResult:
+        """Keep the lease: it now expires `visibility_ms` after `now_ms` (a heartbeat)."""
+        vis = bounded_int("visibility_ms", visibility_ms, MIN_VISIBILITY_MS, MAX_VISIBILITY_MS)
+        now, o, rec = self._leased(now_ms, tenant, id, lease_id)
+        t = self._table
+        expires = check_time("visibility_ms", now + vis)
+        self._wheel.reschedule(o, expires)
+        t.deliv[o] = rec._replace(next_at=expires)
+        rev = t.revision[o] + 1
+        t.revision[o] = rev
+        self._seq += 1
+        ev = Event(self._seq, _E_EXTENDED, t.tenant_names[t.tenant[o]], t.ids[o], now, rev, _S_DELIVERING,
+                   t.fire_at[o], t.fire_id[o])
+        return LeaseResult((ev,), (Lease(t.view(o), lease_id, rec.attempt, expires),))
+
+    def queue_depth(self, tenant: str, queue: str) -> int:
+        """Timers available to lease on `queue` now (counts stale heap entries out)."""
+        t = self._table
+        ti = t.tenant_index.get(tenant)
+        heap = self._queues.get((ti, queue)) if ti is not None else None
+        if not heap:
+            return 0
+        deliv, state = t.deliv, t.state
+        return sum(1 for avail, o in heap
+                   if (r := deliv.get(o)) is not None and r.avail == avail and not r.lease and not r.waiting
+                   and state[o] == _DELIVERING)
+
+    def _leased(self, now_ms: int, tenant: str, id: str, lease_id: str) -> tuple:
+        now = check_time("now_ms", now_ms)
+        tenant = check_tenant("tenant", tenant)
+        timer_id = check_id("id", id)
+        if not isinstance(lease_id, str) or not lease_id:
+            raise InvalidArgument("lease_id", "must name a lease")
+        t = self._table
+        o = self._find(tenant, timer_id)
+        rec = t.deliv.get(o)
+        if rec is None or rec.spec.queue is None or t.state[o] != _DELIVERING or rec.lease != lease_id:
+            raise FailedPrecondition(f"lease {lease_id!r} is not the live lease of timer {timer_id!r} in tenant "
+                                     f"{tenant!r} (it expired, was acked or nacked, or never existed)")
+        return now, o, rec
+
+    def _lease_outcome(self, now: int, o: int, rec, error: str, retry_at: Optional[int]) -> DeliveryResult:
+        """Record a lease's end (ack: error ""; nack; expiry inside tick has its own path)."""
+        t = self._table
+        fid = t.fire_id[o]
+        entry = Attempt(rec.attempt, fid, now, 0, 0, error, b"", retry_at)
+        log = (rec.log + (entry,))[-MAX_ATTEMPT_LOG:]
+        seq = self._seq
+        rev = t.revision[o] + 1
+        name = t.tenant_names[t.tenant[o]]
+        at = t.fire_at[o]
+        events = [Event(seq + 1, _E_ATTEMPTED, name, t.ids[o], now, rev, _S_DELIVERING, at, fid)]
+        if retry_at is not None:
+            self._wheel.insert(o, retry_at)
+            t.deliv[o] = rec._replace(lease="", waiting=True, next_at=retry_at, log=log, avail=0)
+        else:
+            final, kind, fstate = (_SETTLED, _E_SETTLED, _S_SETTLED) if not error else (_DEAD, _E_DEAD, _S_DEAD)
+            t.deliv[o] = rec._replace(lease="", waiting=False, next_at=-1, log=log, avail=0)
+            self._finish(o, final, now)
+            rev += 1
+            events.append(Event(seq + 2, kind, name, t.ids[o], now, rev, fstate, at, fid))
+        t.revision[o] = rev
+        self._seq = seq + len(events)
+        return DeliveryResult(tuple(events), t.view(o))
+
+    def _finish(self, o: int, final: int, now: int) -> None:
+        t = self._table
+        t.state[o] = final
+        t.settled_at[o] = now
+        self._counts[_DELIVERING] -= 1
+        self._counts[final] += 1
+        ti = t.tenant[o]
+        self._live[ti] -= 1
+        self._held[ti] -= payload_len(t.extra[o])
+
+    def _enqueue(self, o: int, ti: int, queue: str, avail: int) -> None:
+        heap = self._queues.get((ti, queue))
+        if heap is None:
+            heap = self._queues[(ti, queue)] = []
+        heappush(heap, (avail, o))
+
+    def _queue_wake(self, o: int, rec, now: int, seq: int, append) -> int:
+        """Tick: a queue timer's wheel deadline came. A lease expired (the attempt failed:
+        available again, or dead-lettered after the last) or a nack's backoff ended
+        (available again). Returns the new seq."""
+        t = self._table
+        ti = t.tenant[o]
+        name, tid, at, fid = t.tenant_names[ti], t.ids[o], t.fire_at[o], t.fire_id[o]
+        log = rec.log
+        rev = t.revision[o]
+        if rec.lease:
+            log = (log + (Attempt(rec.attempt, fid, now, 0, 0, "lease_expired", b"", None),))[-MAX_ATTEMPT_LOG:]
+            seq += 1
+            rev += 1
+            append(Event(seq, _E_ATTEMPTED, name, tid, now, rev, _S_DELIVERING, at, fid))
+            if rec.attempt >= rec.spec.policy.max_attempts:
+                t.deliv[o] = rec._replace(lease="", waiting=False, next_at=-1, log=log, avail=0)
+                self._finish(o, _DEAD, now)
+                seq += 1
+                rev += 1
+                t.revision[o] = rev
+                append(Event(seq, _E_DEAD, name, tid, now, rev, _S_DEAD, at, fid))
+                return seq
+        seq += 1
+        rev += 1
+        t.deliv[o] = rec._replace(lease="", waiting=False, next_at=-1, log=log, avail=seq)
+        self._enqueue(o, ti, rec.spec.queue, seq)
+        t.revision[o] = rev
+        append(Event(seq, _E_DUE, name, tid, now, rev, _S_DELIVERING, at, fid))
+        return seq
 
     # ---- queries -----------------------------------------------------------
 
@@ -574,6 +954,14 @@ class State:
         # Either way the wheel ends up holding exactly the same (key, deadline)
         # pairs, which is all it ever reveals (expiry order is (deadline, key)).
         wheel = Wheel(last_tick)
+        waiting = [(o, r.next_at) for o, r in sorted(table.deliv.items())
+                   if r.waiting and states[o] == _DELIVERING]
+        self._due = {o for o, r in table.deliv.items()
+                     if not r.waiting and r.spec.queue is None and states[o] == _DELIVERING}
+        self._queues = {}
+        for o, r in sorted(table.deliv.items()):
+            if r.spec.queue is not None and r.avail and not r.waiting and states[o] == _DELIVERING:
+                self._enqueue(o, table.tenant[o], r.spec.queue, r.avail)
         armed = counts[_ARMED]
         if armed * 2 >= n and armed:
             wheel.insert_many(array("Q", range(n)), table.fire_at)
@@ -582,6 +970,8 @@ class State:
         elif armed:
             keys = array("Q", compress(range(n), states.translate(_ARMED_MASK)))
             wheel.insert_many(keys, array("q", map(table.fire_at.__getitem__, keys)))
+        for o, at in waiting:               # delivery retries wait in the wheel too
+            wheel.insert(o, at)
         self._wheel = wheel
         return self
 
@@ -620,13 +1010,27 @@ class State:
         live = [0] * len(t.tenant_names)
         held = [0] * len(t.tenant_names)
         for o in range(n):
-            if t.state[o] < _SETTLED:
+            if t.state[o] not in _TERMINAL:
                 live[t.tenant[o]] += 1
                 held[t.tenant[o]] += payload_len(t.extra[o])
         need(self._live == live, "outstanding timers by tenant")
         need(self._held == held, "payload bytes of outstanding timers by tenant")
-        armed = [(o, t.fire_at[o]) for o in range(n) if t.state[o] == _ARMED]
-        need(self._wheel.items() == armed, "the wheel holds exactly the armed timers at their fire_at")
+        armed = sorted([(o, t.fire_at[o]) for o in range(n) if t.state[o] == _ARMED]
+                       + [(o, r.next_at) for o, r in t.deliv.items() if r.waiting])
+        need(self._wheel.items() == armed,
+             "the wheel holds exactly the armed timers at their fire_at and the waiting retries at next_at")
+        for o, r in t.deliv.items():
+            need(0 <= o < n, f"delivery record of ordinal {o} within the table")
+            need(not r.waiting or t.state[o] == _DELIVERING, f"only a delivering timer waits, ordinal {o}")
+        for o in range(n):
+            need(t.state[o] != _DELIVERING or o in t.deliv, f"delivering ordinal {o} has a delivery record")
+        need(self._due == {o for o, r in t.deliv.items()
+                           if not r.waiting and r.spec.queue is None and t.state[o] == _DELIVERING},
+             "the due set is exactly the webhook timers delivering and not waiting")
+        queued = {(avail, o) for heap in self._queues.values() for avail, o in heap}
+        for o, r in t.deliv.items():
+            if r.spec.queue is not None and t.state[o] == _DELIVERING and not r.waiting:
+                need(r.avail > 0 and (r.avail, o) in queued and not r.lease, f"available queue timer {o} queued")
         need(self._wheel.now == self._last_tick, "wheel time is the last tick")
         need(sum(map(len, t.by_id)) == n, "id index size")
         for o in range(n):
@@ -634,7 +1038,8 @@ class State:
             need(0 <= t.fire_id[o] <= self._seq, f"fire_id of ordinal {o} within 0..seq")
             need(t.revision[o] >= 2, f"revision of ordinal {o}")
             need((t.fired_at[o] == NO_TIME) == (t.attempts[o] == 0), f"fired_at iff attempts of ordinal {o}")
-            need((t.settled_at[o] == NO_TIME) == (t.state[o] < _SETTLED), f"settled_at iff terminal of ordinal {o}")
+            need((t.settled_at[o] == NO_TIME) == (t.state[o] not in _TERMINAL),
+                 f"settled_at iff terminal of ordinal {o}")
         for ti, keys in enumerate(t.by_idem):
             for key, o in keys.items():
                 ex = t.extra[o]

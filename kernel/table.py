@@ -21,11 +21,13 @@ later issue and will need a free-list or compaction of ordinals.
 from __future__ import annotations
 
 from array import array
+from dataclasses import replace
 from itertools import compress, repeat
 from operator import is_not
 from types import MappingProxyType
 from typing import Iterator, NamedTuple, Optional, Union
 
+from .delivery import DeliveryRecord
 from .timer import EMPTY_LABELS, Timer, TimerState
 
 __all__ = ["Extra", "Table", "NO_TIME", "NO_FIRE", "FLAG_ACK_REQUIRED", "FLAG_KEY_IS_ID", "COLUMNS", "timer_of",
@@ -149,6 +151,7 @@ class Table:
         "tenant_index",
         "by_id",
         "by_idem",
+        "deliv",
     )
 
     def __init__(self) -> None:
@@ -160,6 +163,9 @@ class Table:
         self.tenant_index: dict[str, int] = {}      # name -> tenant index
         self.by_id: list[dict[str, int]] = []       # tenant index -> {id: ordinal}
         self.by_idem: list[dict[str, int]] = []     # tenant index -> {idempotency key: ordinal}
+        # ordinal -> DeliveryRecord (kernel/delivery.py) of timers with a webhook: replicated
+        # state (in snapshots, in ordinal order), never iterated in dict order for a decision.
+        self.deliv: dict[int, DeliveryRecord] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -232,9 +238,16 @@ class Table:
 
     def view(self, o: int) -> Timer:
         """A Timer snapshot of record o."""
-        return timer_of(self.tenant_names[self.tenant[o]], self.ids[o], self.fire_at[o], self.flags[o],
-                        self.extra[o], self.state[o], self.created_at[o], self.armed_at[o], self.fired_at[o],
-                        self.settled_at[o], self.attempts[o], self.fire_id[o], self.revision[o])
+        timer = timer_of(self.tenant_names[self.tenant[o]], self.ids[o], self.fire_at[o], self.flags[o],
+                         self.extra[o], self.state[o], self.created_at[o], self.armed_at[o], self.fired_at[o],
+                         self.settled_at[o], self.attempts[o], self.fire_id[o], self.revision[o])
+        if self.deliv:
+            rec = self.deliv.get(o)
+            if rec is not None:
+                timer = replace(timer, delivery=rec.spec, delivery_attempts=rec.log,
+                                next_attempt_at=rec.next_at if rec.waiting and not rec.lease else None,
+                                delivery_attempt=rec.attempt)
+        return timer
 
     def views(self, tenant: Optional[str] = None) -> Iterator[Timer]:
         """Views in ordinal (creation) order, optionally of one tenant only."""

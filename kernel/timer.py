@@ -13,6 +13,8 @@ from enum import IntEnum
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
+from .delivery import Delivery
+
 __all__ = [
     "DEFAULT_TENANT",
     "TimerState",
@@ -27,6 +29,9 @@ __all__ = [
     "RescheduleResult",
     "TickResult",
     "AckResult",
+    "DeliveryResult",
+    "Lease",
+    "LeaseResult",
     "EMPTY_LABELS",
 ]
 
@@ -44,12 +49,13 @@ class TimerState(IntEnum):
     FIRED = 3          # deadline reached, awaiting acknowledgement
     SETTLED = 4        # acknowledged, or nothing to acknowledge (terminal)
     CANCELLED = 5      # cancelled before settling (terminal)
-    DEAD_LETTERED = 6  # delivery gave up (terminal; no command produces it yet)
+    DEAD_LETTERED = 6  # delivery gave up (terminal; RedriveTimer re-delivers it)
+    DELIVERING = 7     # fired, its action (a webhook) is being delivered: attempt due or retry waiting
 
     @property
     def terminal(self) -> bool:
-        """True for states no command can leave."""
-        return self >= TimerState.SETTLED
+        """True for states no command but a redrive can leave."""
+        return TimerState.SETTLED <= self <= TimerState.DEAD_LETTERED
 
 
 class EventKind(IntEnum):
@@ -61,6 +67,12 @@ class EventKind(IntEnum):
     SETTLED = 4
     RESCHEDULED = 5
     CANCELLED = 6
+    DELIVERY_DUE = 7        # a delivery attempt is due: the leader dispatches it
+    DELIVERY_ATTEMPTED = 8  # an attempt failed and a retry waits in the wheel (GetTimer shows the outcome)
+    DEAD_LETTERED = 9       # the last attempt failed: delivery gave up
+    REDRIVEN = 10           # a dead-lettered timer got a fresh attempt budget
+    LEASED = 11             # a worker leased a queue timer (attempt n)
+    LEASE_EXTENDED = 12     # the worker extended its lease (a heartbeat)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +89,7 @@ class TimerSpec:
     action: bytes = b""
     idempotency_key: Optional[str] = None
     ack_required: bool = False
+    delivery: Optional[Delivery] = None     # a webhook to call when it fires (kernel/delivery.py)
 
 
 class TimerRef(NamedTuple):
@@ -113,6 +126,13 @@ class Timer:
     attempts: int
     fire_id: Optional[int]
     revision: int
+    delivery: Optional[Delivery] = None
+    #: Delivery attempts so far (kernel/delivery.py Attempt), oldest first.
+    delivery_attempts: tuple = ()
+    #: When the next delivery attempt is due (a retry waiting in the wheel), else None.
+    next_attempt_at: Optional[int] = None
+    #: Attempts made in the current budget (a queue timer: leases handed out, the live one included).
+    delivery_attempt: int = 0
 
 
 class Event(NamedTuple):
@@ -216,3 +236,28 @@ class AckResult:
 
     events: tuple[Event, ...]
     timer: Timer
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """Result of State.delivery_attempt and State.redrive."""
+
+    events: tuple[Event, ...]
+    timer: Timer
+
+
+class Lease(NamedTuple):
+    """A leased queue timer: ack or nack it with `lease_id` before `expires_at` (ms)."""
+
+    timer: Timer
+    lease_id: str
+    attempt: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseResult:
+    """Result of State.lease and State.extend_lease."""
+
+    events: tuple[Event, ...]
+    leases: tuple[Lease, ...]

@@ -27,11 +27,14 @@ from typing import ClassVar, Optional, Union
 import msgpack
 
 from minoots.kernel import KernelError, TimerSpec
+from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
 
 __all__ = [
     "FORMAT", "Command", "CreateTimers", "Tick", "CancelTimers", "RescheduleTimer", "AckTimer",
     "SetMemberName", "SetMemberGrpc", "PutToken", "RevokeToken", "SetQuota", "ClearQuota",
-    "CreateSubscription", "CommitSubscription", "DeleteSubscription", "MarkSubscriptionOverrun", "RECORDS", "encode",
+    "CreateSubscription", "CommitSubscription", "DeleteSubscription", "MarkSubscriptionOverrun",
+    "CreateDeliveryTimers", "DeliveryAttempt", "RedriveTimer", "PutWebhookSecret", "CreateDeliveryTimersV2",
+    "LeaseTimers", "AckLease", "NackLease", "ExtendLease", "DeliveryAttempts", "RECORDS", "encode",
     "decode", "from_legacy", "InvalidCommand", "UnknownCommand", "MAX_COMMAND_BYTES",
 ]
 
@@ -255,16 +258,200 @@ class MarkSubscriptionOverrun(_Record):
     resume: int
 
 
+# ---- delivery (record numbers 24-39) -------------------------------------------------------
+
+
+def _delivery_fields(d: Delivery) -> list:
+    return [d.webhook.url, [list(h) for h in d.webhook.headers], list(d.policy)]
+
+
+def _delivery(fields) -> Delivery:
+    if type(fields) is not tuple or len(fields) != 3 or type(fields[1]) is not tuple \
+            or type(fields[2]) is not tuple or len(fields[2]) != len(DeliveryPolicy._fields):
+        raise InvalidCommand("create_delivery: a delivery must be [url, headers, policy]")
+    return Delivery(Webhook(fields[0], fields[1]), DeliveryPolicy(*fields[2]))
+
+
+@record("create_delivery", number=24, version=1)
+class CreateDeliveryTimers(_Record):
+    """Create groups of timers of which some have a delivery (a webhook): CreateTimers
+    with a tenth spec field, the delivery ([url, [[name, value]...], policy fields]) or None.
+    Kept apart from CreateTimers so that its v1 layout never changes meaning."""
+
+    now_ms: int
+    groups: tuple            # tuple[tuple[TimerSpec, ...], ...]
+
+    def fields(self) -> list:
+        return [self.now_ms, [[_spec_fields(s) + [_delivery_fields(s.delivery) if s.delivery else None]
+                               for s in g] for g in self.groups]]
+
+    @classmethod
+    def from_fields(cls, now_ms, groups) -> "CreateDeliveryTimers":
+        if type(groups) is not tuple or any(type(g) is not tuple for g in groups):
+            raise InvalidCommand("create_delivery: groups must be an array of arrays")
+        out = []
+        for g in groups:
+            specs = []
+            for f in g:
+                if type(f) is not tuple or len(f) != 10:
+                    raise InvalidCommand("create_delivery: a timer spec must be an array of 10 fields")
+                specs.append(TimerSpec(*f[:9], delivery=None if f[9] is None else _delivery(f[9])))
+            out.append(tuple(specs))
+        return cls(now_ms, tuple(out))
+
+
+def _delivery_fields_v2(d: Delivery) -> list:
+    wh = d.webhook
+    return [wh.url if wh else None, [list(h) for h in wh.headers] if wh else [], list(d.policy), d.queue]
+
+
+def _delivery_v2(fields) -> Delivery:
+    if type(fields) is not tuple or len(fields) != 4 or type(fields[1]) is not tuple \
+            or type(fields[2]) is not tuple or len(fields[2]) != len(DeliveryPolicy._fields):
+        raise InvalidCommand("create_delivery v2: a delivery must be [url, headers, policy, queue]")
+    url, headers, policy, queue = fields
+    return Delivery(None if url is None else Webhook(url, headers), DeliveryPolicy(*policy), queue)
+
+
+@record("create_delivery", number=24, version=2)
+class CreateDeliveryTimersV2(_Record):
+    """Version 2 of create_delivery: the delivery is [url or None, headers, policy, queue or
+    None], so a timer may be delivered through a pull queue instead of a webhook."""
+
+    now_ms: int
+    groups: tuple
+
+    def fields(self) -> list:
+        return [self.now_ms, [[_spec_fields(s) + [_delivery_fields_v2(s.delivery) if s.delivery else None]
+                               for s in g] for g in self.groups]]
+
+    @classmethod
+    def from_fields(cls, now_ms, groups) -> "CreateDeliveryTimersV2":
+        if type(groups) is not tuple or any(type(g) is not tuple for g in groups):
+            raise InvalidCommand("create_delivery: groups must be an array of arrays")
+        out = []
+        for g in groups:
+            specs = []
+            for f in g:
+                if type(f) is not tuple or len(f) != 10:
+                    raise InvalidCommand("create_delivery: a timer spec must be an array of 10 fields")
+                specs.append(TimerSpec(*f[:9], delivery=None if f[9] is None else _delivery_v2(f[9])))
+            out.append(tuple(specs))
+        return cls(now_ms, tuple(out))
+
+
+@record("lease", number=28, version=1)
+class LeaseTimers(_Record):
+    """Lease up to `max_timers` available timers of a tenant's queue for `visibility_ms`."""
+
+    now_ms: int
+    tenant: str
+    queue: str
+    max_timers: int
+    visibility_ms: int
+
+
+@record("ack_lease", number=29, version=1)
+class AckLease(_Record):
+    """The worker holding `lease_id` finished: the timer settles."""
+
+    now_ms: int
+    tenant: str
+    id: str
+    lease_id: str
+
+
+@record("nack_lease", number=30, version=1)
+class NackLease(_Record):
+    """The worker gives the timer back; `next_at` is the leader's retry draw (None: last attempt)."""
+
+    now_ms: int
+    tenant: str
+    id: str
+    lease_id: str
+    next_at: Optional[int] = None
+
+
+@record("extend_lease", number=31, version=1)
+class ExtendLease(_Record):
+    """Keep a lease: it expires `visibility_ms` after `now_ms`."""
+
+    now_ms: int
+    tenant: str
+    id: str
+    lease_id: str
+    visibility_ms: int
+
+
+@record("delivery_attempt", number=25, version=1)
+class DeliveryAttempt(_Record):
+    """The outcome of one delivery attempt, as the leader saw it; `next_at` is the retry
+    time the leader drew (exponential backoff, full jitter), None on success or last attempt."""
+
+    now_ms: int
+    tenant: str
+    id: str
+    fire_id: int
+    attempt: int
+    status: int
+    latency_ms: int
+    error: str
+    body: bytes
+    next_at: Optional[int] = None
+
+
+@record("delivery_attempts", number=32, version=1)
+class DeliveryAttempts(_Record):
+    """Many attempt outcomes in one entry (the leader's group commit); each applies or is
+    refused on its own, in order, exactly as that many DeliveryAttempt entries would."""
+
+    outcomes: tuple          # tuple[DeliveryAttempt, ...]
+
+    def fields(self) -> list:
+        return [[o.fields() for o in self.outcomes]]
+
+    @classmethod
+    def from_fields(cls, outcomes) -> "DeliveryAttempts":
+        if type(outcomes) is not tuple or any(type(o) is not tuple for o in outcomes):
+            raise InvalidCommand("delivery_attempts: outcomes must be an array of arrays")
+        try:
+            return cls(tuple(DeliveryAttempt(*o) for o in outcomes))
+        except TypeError:
+            raise InvalidCommand("delivery_attempts: an outcome has the wrong number of fields") from None
+
+
+@record("redrive", number=26, version=1)
+class RedriveTimer(_Record):
+    """Deliver a dead-lettered timer again with a fresh attempt budget."""
+
+    now_ms: int
+    tenant: str
+    id: str
+
+
+@record("put_webhook_secret", number=27, version=1)
+class PutWebhookSecret(_Record):
+    """A tenant's webhook signing secret (raft/webhook_secrets.py), replacing any earlier one."""
+
+    tenant: str
+    secret: str
+    created_at_ms: int
+
+
 Command = Union[CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
                 PutToken, RevokeToken, SetQuota, ClearQuota, CreateSubscription, CommitSubscription,
-                DeleteSubscription, MarkSubscriptionOverrun]
+                DeleteSubscription, MarkSubscriptionOverrun, CreateDeliveryTimers, DeliveryAttempt, RedriveTimer,
+                PutWebhookSecret, CreateDeliveryTimersV2, LeaseTimers, AckLease, NackLease, ExtendLease,
+                DeliveryAttempts]
 
 #: (KIND, VERSION) -> record class: every command this build can read.
 RECORDS: dict[tuple[int, int], type] = {
     (c.KIND, c.VERSION): c
     for c in (CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
               PutToken, RevokeToken, SetQuota, ClearQuota, CreateSubscription, CommitSubscription,
-              DeleteSubscription, MarkSubscriptionOverrun)
+              DeleteSubscription, MarkSubscriptionOverrun, CreateDeliveryTimers, DeliveryAttempt, RedriveTimer,
+              PutWebhookSecret, CreateDeliveryTimersV2, LeaseTimers, AckLease, NackLease, ExtendLease,
+              DeliveryAttempts)
 }
 _NAMES = {c.KIND: c.kind for c in RECORDS.values()}
 

@@ -25,6 +25,7 @@ from . import commands as c
 from .quotas import QuotaTable
 from .subscriptions import SubscriptionTable
 from .tokens import TokenRecord, TokenTable
+from .webhook_secrets import WebhookSecrets
 
 log = logging.getLogger("minoots.raft")
 
@@ -41,6 +42,7 @@ class FSMSnapshot:
     tokens: list                # TokenTable.to_json()
     quotas: list = ()           # QuotaTable.to_json()
     subscriptions: list = ()    # SubscriptionTable.to_json()
+    webhook_secrets: list = ()  # WebhookSecrets.to_json()
 
 
 class TimerFSM:
@@ -52,6 +54,7 @@ class TimerFSM:
         self.tokens = TokenTable()           # API tokens (hashes only)
         self.quotas = QuotaTable()           # tenant quotas
         self.subscriptions = SubscriptionTable()   # durable event subscriptions
+        self.webhook_secrets = WebhookSecrets()   # tenant webhook signing secrets
         # Called after every apply, in the applying thread; see the module doc.
         self.event_listeners: list[Callable] = []                    # (events)
         self.apply_listeners: list[Callable[[str], None]] = []       # (command kind)
@@ -72,6 +75,16 @@ class TimerFSM:
             c.CommitSubscription: self._commit_subscription,
             c.DeleteSubscription: self._delete_subscription,
             c.MarkSubscriptionOverrun: self._mark_overrun,
+            c.CreateDeliveryTimers: self._create,
+            c.DeliveryAttempt: self._delivery_attempt,
+            c.DeliveryAttempts: self._delivery_attempts,
+            c.RedriveTimer: self._redrive,
+            c.PutWebhookSecret: self._put_webhook_secret,
+            c.CreateDeliveryTimersV2: self._create,
+            c.LeaseTimers: self._lease,
+            c.AckLease: self._ack_lease,
+            c.NackLease: self._nack_lease,
+            c.ExtendLease: self._extend_lease,
         }
 
     # ---- Apply -----------------------------------------------------------------
@@ -131,6 +144,39 @@ class TimerFSM:
     def _ack(self, cmd: c.AckTimer):
         return self._emitted(self.kernel.ack(cmd.now_ms, cmd.tenant, cmd.id, cmd.fire_id))
 
+    def _delivery_attempt(self, cmd: c.DeliveryAttempt):
+        return self._emitted(self.kernel.delivery_attempt(cmd.now_ms, cmd.tenant, cmd.id, cmd.fire_id, cmd.attempt,
+                                                          cmd.status, cmd.latency_ms, cmd.error, cmd.body,
+                                                          cmd.next_at))
+
+    def _delivery_attempts(self, cmd: c.DeliveryAttempts):
+        out = []
+        for o in cmd.outcomes:
+            try:
+                out.append(self._delivery_attempt(o))
+            except KernelError as exc:       # refused alone (e.g. stale); the others still apply
+                out.append(exc)
+        return out
+
+    def _redrive(self, cmd: c.RedriveTimer):
+        return self._emitted(self.kernel.redrive(cmd.now_ms, cmd.tenant, cmd.id))
+
+    def _lease(self, cmd: c.LeaseTimers):
+        return self._emitted(self.kernel.lease(cmd.now_ms, cmd.tenant, cmd.queue, cmd.max_timers, cmd.visibility_ms))
+
+    def _ack_lease(self, cmd: c.AckLease):
+        return self._emitted(self.kernel.ack_lease(cmd.now_ms, cmd.tenant, cmd.id, cmd.lease_id))
+
+    def _nack_lease(self, cmd: c.NackLease):
+        return self._emitted(self.kernel.nack_lease(cmd.now_ms, cmd.tenant, cmd.id, cmd.lease_id, cmd.next_at))
+
+    def _extend_lease(self, cmd: c.ExtendLease):
+        return self._emitted(self.kernel.extend_lease(cmd.now_ms, cmd.tenant, cmd.id, cmd.lease_id,
+                                                      cmd.visibility_ms))
+
+    def _put_webhook_secret(self, cmd: c.PutWebhookSecret):
+        return self.webhook_secrets.put(cmd.tenant, cmd.secret, cmd.created_at_ms)
+
     def _emitted(self, res):
         self._emit(res.events)
         return res
@@ -187,14 +233,16 @@ class TimerFSM:
         """A consistent capture at the last applied entry (memcpy-fast; encode it elsewhere)."""
         with self.lock:
             return FSMSnapshot(self.kernel.capture(), dict(self.names), dict(self.grpc), self.tokens.to_json(),
-                               self.quotas.to_json(), self.subscriptions.to_json())
+                               self.quotas.to_json(), self.subscriptions.to_json(), self.webhook_secrets.to_json())
 
-    def restore(self, kernel_bytes: bytes, names: dict, grpc: dict, tokens=(), quotas=(), subscriptions=()) -> State:
+    def restore(self, kernel_bytes: bytes, names: dict, grpc: dict, tokens=(), quotas=(), subscriptions=(),
+                webhook_secrets=()) -> State:
         """Replace the whole state with a snapshot's (raises KernelError on bad bytes, changing nothing)."""
         state = State.from_bytes(kernel_bytes)
         table = TokenTable.from_json(tokens)
         quota_table = QuotaTable.from_json(quotas)
         subs = SubscriptionTable.from_json(subscriptions)
+        secrets = WebhookSecrets.from_json(webhook_secrets)
         with self.lock:
             self.kernel = state
             self.names = dict(names)
@@ -202,4 +250,5 @@ class TimerFSM:
             self.tokens = table
             self.quotas = quota_table
             self.subscriptions = subs
+            self.webhook_secrets = secrets
         return state

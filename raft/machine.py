@@ -187,6 +187,15 @@ class TimerMachine(compat.StallGuardMixin, compat.HandOverMixin, compat.GroupSyn
         """The lowest cursor of every durable subscription (None: none): events from it on are
         kept by retention (read on every event write: no lock, one attribute read)."""
         return self.fsm.subscriptions.pin
+    def webhook_secret(self, tenant: str):
+        """The tenant's webhook signing secret (raft/webhook_secrets.py), or None."""
+        with self.fsm.lock:
+            return self.fsm.webhook_secrets.get(tenant)
+
+    def webhook_signing_secrets(self, tenant: str, now_ms: int) -> list:
+        """The secrets the leader signs a tenant's webhooks with now (two during a rotation)."""
+        with self.fsm.lock:
+            return self.fsm.webhook_secrets.signing(tenant, now_ms)
 
     @property
     def quotas(self):
@@ -241,6 +250,7 @@ class TimerMachine(compat.StallGuardMixin, compat.HandOverMixin, compat.GroupSyn
             tokens=snap.tokens,
             quotas=list(snap.quotas),
             subscriptions=list(snap.subscriptions),
+            webhook_secrets=list(snap.webhook_secrets),
         )
         # PySyncObj renames `filename` over the snapshot file as soon as this
         # returns, long before a background write ends: writing into it would
@@ -328,7 +338,8 @@ class TimerMachine(compat.StallGuardMixin, compat.HandOverMixin, compat.GroupSyn
         """Load a snapshot file (ours at start-up, or one streamed from the leader)."""
         data = Path(filename).read_bytes()
         meta, kernel = snapshots.decode(data)
-        state = self.fsm.restore(kernel, meta.names, meta.grpc, meta.tokens, meta.quotas, meta.subscriptions)
+        state = self.fsm.restore(kernel, meta.names, meta.grpc, meta.tokens, meta.quotas, meta.subscriptions,
+                                 meta.webhook_secrets)
         for listener in self.snapshot_listeners:
             listener(state.seq)
         if self._snapshot_store.get(meta.last_index) is None:

@@ -64,7 +64,8 @@ class Ticker:
     def _on_apply(self, kind: str) -> None:
         # Only a leader proposes ticks: waking a follower's ticker thread on every apply
         # cost a thread switch (and a GIL hand-off) in the tick thread for nothing.
-        if kind in ("create", "reschedule") and self._machine.is_leader():
+        if kind in ("create", "reschedule", "create_delivery", "delivery_attempt", "delivery_attempts", "lease",
+                    "nack_lease", "extend_lease") and self._machine.is_leader():
             self._wake.set()
 
     def _run(self) -> None:

@@ -21,8 +21,8 @@ __all__ = ["ROLES", "TENANT_ROLES", "TokenRecord", "TokenTable", "new_token", "t
            "subject_binding",
            "MAX_TOKENS", "MAX_TOKEN_TENANTS", "TokenNotFound", "TokenExists", "check_record"]
 
-ROLES = ("admin", "operator", "writer", "reader")
-TENANT_ROLES = ("writer", "reader")        # these are bound to named tenants; the others see all
+ROLES = ("admin", "operator", "writer", "reader", "worker")
+TENANT_ROLES = ("writer", "reader", "worker")        # these are bound to named tenants; the others see all
 MAX_TOKENS = 10_000
 MAX_TOKEN_TENANTS = 64
 MAX_NAME_LEN = 128

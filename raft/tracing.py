@@ -225,7 +225,7 @@ class FireLinks:
             return
         from minoots.kernel import EventKind
 
-        done = (EventKind.SETTLED, EventKind.CANCELLED)
+        done = (EventKind.SETTLED, EventKind.CANCELLED, EventKind.DEAD_LETTERED)
         self._evict = [(e.tenant, e.timer_id) for e in events if e.kind in done]
 
     def links_for(self, events: Iterable, limit: int = MAX_LINKS) -> list[Link]:

@@ -173,7 +173,8 @@ def test_percentile_nearest_rank():
 
 @pytest.mark.chaos
 @pytest.mark.parametrize("drill,rounds", [("leader-kill", 3), ("partition", 1), ("disk-full", 1),
-                                          ("follower-kill", 2), ("rolling-restart", 1), ("clock-skew", 1)])
+                                          ("follower-kill", 2), ("rolling-restart", 1), ("clock-skew", 1),
+                                          ("delivery", 1)])
 def test_short_real_drill_passes(tmp_path, drill, rounds):
     """What CI keeps checked: every drill in short form (leader-kill and follower-kill a few
     rounds, the others one); each must end with every invariant held (exit 0)."""
@@ -188,6 +189,10 @@ def test_short_real_drill_passes(tmp_path, drill, rounds):
     assert inv["duplicates"] == 0
     assert doc["info"]["acknowledged_creates"] > 0 and doc["info"]["fired_seen"] > 0
     info = doc["drill_info"]
+    if drill == "delivery":                          # every webhook timer reached the receiver, signed
+        assert doc["drill_checks"] == {"webhook_timers_not_settled": 0, "webhooks_lost": 0,
+                                       "webhook_id_mismatch": 0, "bad_signatures": 0}
+        assert info["webhooks"]["timers"] > 0 and info["webhooks"]["requests"] >= info["webhooks"]["timers"]
     if drill == "follower-kill":
         assert isinstance(info["leader_changes"], int) and 0 <= info["leader_changes"] <= rounds
     elif drill == "rolling-restart":

@@ -201,7 +201,7 @@ def test_leader_sigkill_while_timers_are_due(tmp_path):
             # Survivors lived through every fire: each applied each FIRED event once.
             assert st["fired_total"] == 30, (nid, st)
             assert st["timers"] == {"scheduled": 0, "armed": 10, "fired": 0, "settled": 30,
-                                    "cancelled": 0, "dead_lettered": 0}
+                                    "cancelled": 0, "dead_lettered": 0, "delivering": 0}
 
         # The killed node comes back and catches up to the same state.
         c.start_node(leader)

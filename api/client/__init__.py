@@ -73,6 +73,8 @@ their I/O:
 * `snapshot` -- checking and writing a snapshot export
 * `sync`     -- `Client` and its `Watch` (grpc, threads)
 * `aio`      -- `AsyncClient` and its `AsyncWatch` (grpc.aio)
+* `webhooks` -- Standard Webhooks signing and `verify_webhook` for receivers (stdlib only)
+* `worker`   -- `run_worker`: a lease / handle / ack-or-nack loop over a pull queue
 """
 from __future__ import annotations
 
@@ -80,10 +82,12 @@ from .policy import DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_TIMEOUT, Router
 from .snapshot import SnapshotReceiver
 from .sync import Client, Watch
 from .watch import WatchCursor
+from .webhooks import WebhookVerificationError, verify_webhook
+from .worker import run_worker
 from .wire import duration_to_pb, spec_to_pb
 
 __all__ = [
-    "Client", "Watch", "DEFAULT_TIMEOUT", "DEFAULT_ATTEMPT_TIMEOUT",
+    "Client", "Watch", "DEFAULT_TIMEOUT", "DEFAULT_ATTEMPT_TIMEOUT", "verify_webhook", "WebhookVerificationError", "run_worker",
     # Building blocks some callers import from here (their homes are the submodules).
     "Router", "WatchCursor", "SnapshotReceiver", "duration_to_pb", "spec_to_pb",
 ]

@@ -31,6 +31,7 @@ from ..types import (
     ClusterStatus,
     Event,
     FailedPrecondition,
+    Lease,
     Member,
     MinootsError,
     SnapshotInfo,
@@ -42,6 +43,7 @@ from . import policy, wire
 from .policy import DEFAULT_STALL_TIMEOUT, DISCOVERY_ATTEMPT_TIMEOUT
 from .snapshot import SnapshotReceiver, SnapshotSink
 from .watch import WatchPolicy, WatchProgress, sees_leader
+from .webhooks import new_webhook_secret
 
 __all__ = ["AsyncClient", "AsyncWatch"]
 
@@ -120,11 +122,18 @@ class AsyncClient(policy.ClientSettings):
                      tenant: Optional[str] = None, name: str = "", payload: Union[bytes, str] = b"",
                      labels: Optional[Mapping[str, str]] = None, action: Union[bytes, str] = b"",
                      idempotency_key: Optional[str] = None, ack_required: bool = False,
+                     webhook: Optional[str] = None, webhook_headers: Optional[Mapping[str, str]] = None,
+                     queue: Optional[str] = None, max_attempts: Optional[int] = None,
+                     backoff_base: Union[timedelta, int, float, None] = None,
+                     backoff_cap: Union[timedelta, int, float, None] = None,
+                     attempt_timeout: Union[timedelta, int, float, None] = None,
                      timeout: Optional[float] = None) -> Timer:
         """See `Client.create` (ids and idempotency keys are filled in the same way)."""
         spec = TimerSpec(fire_at=fire_at, delay=delay, id=id, tenant=self._tenant(tenant), name=name,
                          payload=payload, labels=labels, action=action, idempotency_key=idempotency_key,
-                         ack_required=ack_required)
+                         ack_required=ack_required, webhook=webhook, webhook_headers=webhook_headers, queue=queue,
+                         max_attempts=max_attempts, backoff_base=backoff_base, backoff_cap=backoff_cap,
+                         attempt_timeout=attempt_timeout)
         req = timers_pb2.CreateTimerRequest(timer=wire.spec_to_pb(spec))
         resp = await self._call("create", lambda a, t: self._timers(a).CreateTimer(req, timeout=t), timeout=timeout)
         return wire.timer_from_pb(resp.timer, resp.created)
@@ -191,6 +200,47 @@ class AsyncClient(policy.ClientSettings):
         req = timers_pb2.AckTimerRequest(tenant=self._tenant(tenant), id=id, fire_id=fire_id)
         return await self._settle_call("ack", lambda a, t: self._timers(a).AckTimer(req, timeout=t), id, tenant,
                                        timeout, lambda tm: tm.state == TimerState.SETTLED and tm.fire_id == fire_id)
+
+    async def redrive(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
+        """See `Client.redrive`."""
+        req = timers_pb2.RedriveTimerRequest(tenant=self._tenant(tenant), id=id)
+        return await self._settle_call("redrive", lambda a, t: self._timers(a).RedriveTimer(req, timeout=t), id,
+                                       tenant, timeout, lambda tm: tm.state != TimerState.DEAD_LETTERED)
+
+    async def rotate_webhook_secret(self, *, tenant: Optional[str] = None, secret: Optional[str] = None,
+                                    timeout: Optional[float] = None) -> str:
+        """See `Client.rotate_webhook_secret`."""
+        req = timers_pb2.RotateWebhookSecretRequest(tenant=self._tenant(tenant) or "",
+                                                    secret=secret or new_webhook_secret())
+        resp = await self._call("rotate_webhook_secret",
+                                lambda a, t: self._timers(a).RotateWebhookSecret(req, timeout=t), timeout=timeout)
+        return resp.secret
+
+    async def lease(self, queue: str, *, max_timers: int = 1, visibility: Union[timedelta, int, float] = 30,
+                    wait: Union[timedelta, int, float] = 0, tenant: Optional[str] = None,
+                    timeout: Optional[float] = None) -> list[Lease]:
+        """See `Client.lease`."""
+        req, extra = wire.lease_request(queue, self._tenant(tenant), max_timers, visibility, wait)
+        resp = await self._call("lease", lambda a, t: self._timers(a).LeaseTimers(req, timeout=t + extra),
+                                safe_only=True, timeout=(timeout or self.timeout) + extra)
+        return [wire.lease_from_pb(x) for x in resp.leases]
+
+    async def ack_lease(self, lease: Lease, *, timeout: Optional[float] = None) -> Timer:
+        req = wire.lease_ref(lease)
+        return await self._settle_call("ack_lease", lambda a, t: self._timers(a).AckLease(req, timeout=t),
+                                       lease.timer.id, lease.timer.tenant, timeout,
+                                       lambda tm: tm.state == TimerState.SETTLED)
+
+    async def nack_lease(self, lease: Lease, *, timeout: Optional[float] = None) -> Timer:
+        req = wire.lease_ref(lease)
+        return wire.timer_from_pb(await self._call(
+            "nack_lease", lambda a, t: self._timers(a).NackLease(req, timeout=t), safe_only=True, timeout=timeout))
+
+    async def extend_lease(self, lease: Lease, visibility: Union[timedelta, int, float] = 30, *,
+                           timeout: Optional[float] = None) -> Lease:
+        req = wire.extend_request(lease, visibility)
+        return wire.lease_from_pb(await self._call(
+            "extend_lease", lambda a, t: self._timers(a).ExtendLease(req, timeout=t), timeout=timeout))
 
     async def _settle_call(self, what, fn, id, tenant, timeout, reached: Callable[[Timer], bool]) -> Timer:
         try:

@@ -23,6 +23,7 @@ from ..types import (
     ClusterStatus,
     Event,
     FailedPrecondition,
+    Lease,
     Member,
     MinootsError,
     SnapshotInfo,
@@ -37,6 +38,7 @@ from .tokens import TokenMethods
 from .policy import DEFAULT_STALL_TIMEOUT, DISCOVERY_ATTEMPT_TIMEOUT
 from .snapshot import SnapshotReceiver, SnapshotSink
 from .watch import WatchPolicy, WatchProgress, sees_leader
+from .webhooks import new_webhook_secret
 
 __all__ = ["Client", "Watch"]
 
@@ -138,8 +140,21 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
                id: Optional[str] = None, tenant: Optional[str] = None, name: str = "",
                payload: Union[bytes, str] = b"", labels: Optional[Mapping[str, str]] = None,
                action: Union[bytes, str] = b"", idempotency_key: Optional[str] = None,
-               ack_required: bool = False, timeout: Optional[float] = None) -> Timer:
+               ack_required: bool = False, webhook: Optional[str] = None,
+               webhook_headers: Optional[Mapping[str, str]] = None, queue: Optional[str] = None,
+               max_attempts: Optional[int] = None,
+               backoff_base: Union[timedelta, int, float, None] = None,
+               backoff_cap: Union[timedelta, int, float, None] = None,
+               attempt_timeout: Union[timedelta, int, float, None] = None,
+               timeout: Optional[float] = None) -> Timer:
         """Create one timer; returns it (ARMED).
+
+        With `webhook` (a URL) MINOOTS POSTs a signed JSON envelope there when the timer
+        fires (Standard Webhooks; check it with `minoots.verify_webhook`), retrying per
+        `max_attempts`, `backoff_base`/`backoff_cap` (seconds or timedelta; full jitter)
+        and `attempt_timeout`; then the timer is SETTLED, or DEAD_LETTERED (see `redrive`).
+        The tenant needs a signing secret first (`rotate_webhook_secret`). With `queue`
+        instead, the fired timer waits on that pull queue for a worker (`lease`).
 
         Give exactly one of `fire_at` (aware datetime, or int ms since the
         epoch) and `delay` (timedelta, or seconds). Safe to retry: without an
@@ -153,7 +168,9 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
         """
         spec = TimerSpec(fire_at=fire_at, delay=delay, id=id, tenant=self._tenant(tenant), name=name,
                          payload=payload, labels=labels, action=action, idempotency_key=idempotency_key,
-                         ack_required=ack_required)
+                         ack_required=ack_required, webhook=webhook, webhook_headers=webhook_headers, queue=queue,
+                         max_attempts=max_attempts, backoff_base=backoff_base, backoff_cap=backoff_cap,
+                         attempt_timeout=attempt_timeout)
         req = timers_pb2.CreateTimerRequest(timer=wire.spec_to_pb(spec))
         resp, _ = self._call("create", lambda a, t: self._timers(a).CreateTimer(req, timeout=t), timeout=timeout)
         return wire.timer_from_pb(resp.timer, resp.created)
@@ -244,6 +261,60 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
         return self._settle_call(
             "ack", lambda a, t: self._timers(a).AckTimer(req, timeout=t), id, tenant, timeout,
             lambda tm: tm.state == TimerState.SETTLED and tm.fire_id == fire_id)
+
+    def redrive(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
+        """Deliver a DEAD_LETTERED webhook timer again with a fresh attempt budget (same
+        webhook-id); returns it (DELIVERING). Safe to retry."""
+        req = timers_pb2.RedriveTimerRequest(tenant=self._tenant(tenant), id=id)
+        return self._settle_call(
+            "redrive", lambda a, t: self._timers(a).RedriveTimer(req, timeout=t), id, tenant, timeout,
+            lambda tm: tm.state != TimerState.DEAD_LETTERED)
+
+    def rotate_webhook_secret(self, *, tenant: Optional[str] = None, secret: Optional[str] = None,
+                              timeout: Optional[float] = None) -> str:
+        """Set the tenant's webhook signing secret and return it: the only time it is shown.
+        Without `secret` a fresh `whsec_` secret is drawn here (so a retry sets the same one).
+        Webhooks sent from then on are signed with it."""
+        req = timers_pb2.RotateWebhookSecretRequest(tenant=self._tenant(tenant) or "",
+                                                    secret=secret or new_webhook_secret())
+        resp, _ = self._call("rotate_webhook_secret",
+                             lambda a, t: self._timers(a).RotateWebhookSecret(req, timeout=t), timeout=timeout)
+        return resp.secret
+
+    # ---- pull queues -------------------------------------------------------------
+
+    def lease(self, queue: str, *, max_timers: int = 1, visibility: Union[timedelta, int, float] = 30,
+              wait: Union[timedelta, int, float] = 0, tenant: Optional[str] = None,
+              timeout: Optional[float] = None) -> list[Lease]:
+        """Lease up to `max_timers` fired timers of `queue` for `visibility` (seconds or
+        timedelta), waiting up to `wait` (≤ 20 s) for one; [] when none came. Not retried
+        after an ambiguous failure (a lost answer would hide leases, which then expire)."""
+        req, extra = wire.lease_request(queue, self._tenant(tenant), max_timers, visibility, wait)
+        resp, _ = self._call("lease", lambda a, t: self._timers(a).LeaseTimers(req, timeout=t + extra),
+                             safe_only=True, timeout=(timeout or self.timeout) + extra)
+        return [wire.lease_from_pb(x) for x in resp.leases]
+
+    def ack_lease(self, lease: Lease, *, timeout: Optional[float] = None) -> Timer:
+        """Done with a leased timer: it settles. Safe to retry."""
+        req = wire.lease_ref(lease)
+        return self._settle_call("ack_lease", lambda a, t: self._timers(a).AckLease(req, timeout=t),
+                                 lease.timer.id, lease.timer.tenant, timeout,
+                                 lambda tm: tm.state == TimerState.SETTLED)
+
+    def nack_lease(self, lease: Lease, *, timeout: Optional[float] = None) -> Timer:
+        """Give a leased timer back: it is retried per its policy (or dead-lettered after the last attempt)."""
+        req = wire.lease_ref(lease)
+        resp, _ = self._call("nack_lease", lambda a, t: self._timers(a).NackLease(req, timeout=t),
+                             safe_only=True, timeout=timeout)
+        return wire.timer_from_pb(resp)
+
+    def extend_lease(self, lease: Lease, visibility: Union[timedelta, int, float] = 30, *,
+                     timeout: Optional[float] = None) -> Lease:
+        """Heartbeat: the lease now expires `visibility` from now. Safe to retry."""
+        req = wire.extend_request(lease, visibility)
+        resp, _ = self._call("extend_lease", lambda a, t: self._timers(a).ExtendLease(req, timeout=t),
+                             timeout=timeout)
+        return wire.lease_from_pb(resp)
 
     def _settle_call(self, what, fn, id, tenant, timeout, reached: Callable[[Timer], bool]) -> Timer:
         try:

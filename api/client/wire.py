@@ -23,7 +23,9 @@ from minoots.v1 import cluster_pb2, timers_pb2
 from ..types import (
     EPOCH,
     ClusterStatus,
+    DeliveryAttempt,
     Event,
+    Lease,
     EventKind,
     InvalidArgument,
     Member,
@@ -131,7 +133,43 @@ def spec_to_pb(spec: TimerSpec) -> timers_pb2.TimerSpec:
         pb.fire_at.CopyFrom(ms_to_timestamp(time_to_ms(spec.fire_at)))
     else:
         pb.delay.CopyFrom(duration_to_pb(spec.delay))
+    _delivery_to_pb(spec, pb)
     return pb
+
+
+def _delivery_to_pb(spec: TimerSpec, pb: timers_pb2.TimerSpec) -> None:
+    policy = (spec.max_attempts, spec.backoff_base, spec.backoff_cap, spec.attempt_timeout)
+    if spec.webhook is not None and spec.queue is not None:
+        raise InvalidArgument("give a webhook or a queue, not both")
+    if spec.queue is not None:
+        if spec.webhook_headers:
+            raise InvalidArgument("webhook_headers need a webhook")
+        pb.queue.queue = spec.queue
+    elif spec.webhook is None:
+        if spec.webhook_headers or any(v is not None for v in policy):
+            raise InvalidArgument("webhook_headers, max_attempts, backoff_* and attempt_timeout need a webhook "
+                                  "or a queue")
+        return
+    else:
+        if not isinstance(spec.webhook, str):
+            raise InvalidArgument(f"webhook must be a URL string, not {type(spec.webhook).__name__}")
+        pb.webhook.url = spec.webhook
+        try:
+            for k, v in (spec.webhook_headers or {}).items():
+                pb.webhook.headers[k] = v
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise InvalidArgument(f"webhook_headers must map str to str: {exc}") from None
+    if any(v is not None for v in policy):
+        p = pb.delivery_policy
+        if spec.max_attempts is not None:
+            if isinstance(spec.max_attempts, bool) or not isinstance(spec.max_attempts, int) \
+                    or not 1 <= spec.max_attempts <= 2**32 - 1:
+                raise InvalidArgument(f"max_attempts must be a positive int, got {spec.max_attempts!r}")
+            p.max_attempts = spec.max_attempts
+        for name in ("backoff_base", "backoff_cap", "attempt_timeout"):
+            value = getattr(spec, name)
+            if value is not None:
+                getattr(p, name).CopyFrom(duration_to_pb(value, name))
 
 
 def as_spec(item: Union[TimerSpec, Mapping]) -> TimerSpec:
@@ -153,7 +191,24 @@ def timer_from_pb(pb: timers_pb2.Timer, created: Optional[bool] = None) -> Timer
         idempotency_key=pb.idempotency_key or None, ack_required=pb.ack_required,
         created_at=opt_ts(pb, "created_at"), armed_at=opt_ts(pb, "armed_at"),
         fired_at=opt_ts(pb, "fired_at"), settled_at=opt_ts(pb, "settled_at"),
-        attempts=pb.attempts, fire_id=pb.fire_id or None, created=created)
+        attempts=pb.attempts, fire_id=pb.fire_id or None, created=created,
+        **(_delivery_from_pb(pb) if pb.HasField("webhook") or pb.HasField("queue") else {}))
+
+
+def lease_from_pb(pb: timers_pb2.Lease) -> Lease:
+    return Lease(timer_from_pb(pb.timer), pb.lease_id, pb.attempt, ts_to_datetime(pb.expires_at))
+
+
+def _delivery_from_pb(pb: timers_pb2.Timer) -> dict:
+    return {
+        "webhook": pb.webhook.url if pb.HasField("webhook") else None,
+        "queue": pb.queue.queue if pb.HasField("queue") else None,
+        "max_attempts": pb.delivery_policy.max_attempts,
+        "delivery_attempts": tuple(
+            DeliveryAttempt(a.attempt, a.fire_id, ts_to_datetime(a.at), a.status_code, a.latency_ms, a.error_class,
+                            a.response_body, opt_ts(a, "next_attempt_at")) for a in pb.delivery_attempts),
+        "next_attempt_at": opt_ts(pb, "next_attempt_at"),
+    }
 
 
 def event_from_pb(pb: timers_pb2.Event) -> Event:
@@ -173,7 +228,8 @@ def status_from_pb(pb: cluster_pb2.StatusResponse) -> ClusterStatus:
         leader_grpc_address=pb.leader_grpc_address or None, term=pb.term,
         commit_index=pb.commit_index, applied_index=pb.applied_index,
         members=tuple(member_from_pb(m) for m in pb.members),
-        timers=MappingProxyType(dict(pb.timers)), lagging=pb.lagging)
+        timers=MappingProxyType(dict(pb.timers)), lagging=pb.lagging,
+        webhook_circuits=MappingProxyType({e.endpoint: e.circuit for e in pb.webhook_endpoints}))
 
 
 def snapshot_from_pb(pb: cluster_pb2.Snapshot) -> SnapshotInfo:
@@ -195,6 +251,24 @@ def create_many_request(specs: Iterable[Union[TimerSpec, Mapping]], tenant: Opti
             s = TimerSpec(**{**s.__dict__, "tenant": tenant})
         pbs.append(spec_to_pb(s))
     return timers_pb2.CreateTimersRequest(timers=pbs)
+
+
+def lease_request(queue: str, tenant: Optional[str], max_timers: int, visibility, wait
+                  ) -> tuple[timers_pb2.LeaseTimersRequest, float]:
+    """LeaseTimers and the seconds its long poll may add to the call's deadline."""
+    w = duration_to_pb(wait, "wait")
+    req = timers_pb2.LeaseTimersRequest(tenant=tenant or "", queue=queue, max_timers=max_timers,
+                                        visibility_timeout=duration_to_pb(visibility, "visibility"), wait=w)
+    return req, w.ToMilliseconds() / 1000
+
+
+def lease_ref(lease: Lease) -> timers_pb2.LeaseRef:
+    return timers_pb2.LeaseRef(tenant=lease.timer.tenant, id=lease.timer.id, lease_id=lease.lease_id)
+
+
+def extend_request(lease: Lease, visibility) -> timers_pb2.ExtendLeaseRequest:
+    return timers_pb2.ExtendLeaseRequest(tenant=lease.timer.tenant, id=lease.timer.id, lease_id=lease.lease_id,
+                                         visibility_timeout=duration_to_pb(visibility, "visibility"))
 
 
 def label_selector(labels: Union[Mapping[str, str], str, None]) -> str:

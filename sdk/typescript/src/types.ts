@@ -1,10 +1,12 @@
 /** The SDK's values: what the client methods take and return (the wire messages are in ./gen). */
 
-export const TIMER_STATES = ["UNSPECIFIED", "SCHEDULED", "ARMED", "FIRED", "SETTLED", "CANCELLED", "DEAD_LETTERED"] as const;
+export const TIMER_STATES = ["UNSPECIFIED", "SCHEDULED", "ARMED", "FIRED", "SETTLED", "CANCELLED", "DEAD_LETTERED",
+  "DELIVERING"] as const;
 /** Lifecycle: SCHEDULED -> ARMED -> FIRED -> SETTLED; side exits CANCELLED, DEAD_LETTERED. */
 export type TimerState = (typeof TIMER_STATES)[number];
 
-export const EVENT_KINDS = ["UNSPECIFIED", "CREATED", "ARMED", "FIRED", "SETTLED", "RESCHEDULED", "CANCELLED"] as const;
+export const EVENT_KINDS = ["UNSPECIFIED", "CREATED", "ARMED", "FIRED", "SETTLED", "RESCHEDULED", "CANCELLED",
+  "DELIVERY_DUE", "DELIVERY_ATTEMPTED", "DEAD_LETTERED", "REDRIVEN", "LEASED", "LEASE_EXTENDED"] as const;
 export type EventKind = (typeof EVENT_KINDS)[number];
 
 /** What `createTimer` takes. Give exactly one of `fireAt` and `delayMs`. */

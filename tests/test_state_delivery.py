@@ -1,0 +1,332 @@
+"""Kernel: the delivery lifecycle of a webhook timer (kernel/delivery.py, State.delivery_attempt,
+State.redrive). FIRED -> DELIVERING -> SETTLED | DEAD_LETTERED, retries waiting in the wheel at
+the time the leader proposed, every outcome a fact, stale outcomes refused without a change."""
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from minoots.kernel import (EventKind, FailedPrecondition, InvalidArgument, SnapshotError, State, TimerSpec,
+                            TimerState)
+from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
+from minoots.kernel.snapshot import VERSION, VERSION_DELIVERY
+
+URL = "http://127.0.0.1:9/hook"
+
+
+def hook(max_attempts=3, **kw) -> Delivery:
+    return Delivery(Webhook(URL, (("X-Team", "ops"),)), DeliveryPolicy(max_attempts=max_attempts, **kw))
+
+
+def fired(max_attempts=3) -> tuple[State, int]:
+    s = State()
+    s.create(10, [TimerSpec("w", 100, delivery=hook(max_attempts)), TimerSpec("plain", 100)])
+    s.tick(100)
+    return s, s.get("default", "w").fire_id
+
+
+def kinds(events) -> list[str]:
+    return [e.kind.name for e in events]
+
+
+def test_a_webhook_timer_fires_into_delivering_with_attempt_one_due():
+    s = State()
+    res = s.create(10, [TimerSpec("w", 100, delivery=hook())])
+    t = res.items[0].timer
+    assert t.delivery.webhook.headers == (("x-team", "ops"),)      # names normalised, sorted
+    tick = s.tick(100)
+    assert kinds(tick.events) == ["FIRED", "DELIVERY_DUE"]
+    assert [t.id for t in tick.fired] == ["w"]
+    t = s.get("default", "w")
+    assert t.state == TimerState.DELIVERING and t.fire_id == tick.events[0].seq
+    assert s.deliveries_due() == [("default", "w")]
+    assert s.delivery_due("default", "w")[1] == 1
+    assert s.next_deadline() is None       # nothing waits in the wheel: the attempt is due now
+    assert s.counts()[TimerState.DELIVERING] == 1 and s.usage("default").timers == 1
+    s.check_invariants()
+
+
+def test_a_failed_attempt_puts_the_leaders_retry_time_in_the_wheel():
+    s, fid = fired()
+    res = s.delivery_attempt(120, "default", "w", fid, 1, 503, 41, "http_status", b"busy", 5000)
+    assert kinds(res.events) == ["DELIVERY_ATTEMPTED"]
+    t = res.timer
+    assert t.state == TimerState.DELIVERING and t.next_attempt_at == 5000
+    a = t.delivery_attempts[0]
+    assert (a.attempt, a.fire_id, a.at_ms, a.status, a.latency_ms, a.error, a.body, a.next_at) == \
+        (1, fid, 120, 503, 41, "http_status", b"busy", 5000)
+    assert s.next_deadline() == 5000 and s.deliveries_due() == []
+    assert s.delivery_due("default", "w") is None
+    assert s.tick(4999).events == ()
+    tick = s.tick(5000)
+    assert kinds(tick.events) == ["DELIVERY_DUE"] and tick.fired == ()   # a retry is not a fire
+    assert s.delivery_due("default", "w")[1] == 2
+    assert s.get("default", "w").attempts == 1                           # fires, not attempts
+    s.check_invariants()
+
+
+def test_success_settles_and_frees_the_tenants_usage():
+    s, fid = fired()
+    res = s.delivery_attempt(130, "default", "w", fid, 1, 204, 3, "", b"", None)
+    assert kinds(res.events) == ["DELIVERY_ATTEMPTED", "SETTLED"]
+    assert res.timer.state == TimerState.SETTLED and res.timer.settled_at == 130
+    assert s.usage("default").timers == 0 and s.counts()[TimerState.DELIVERING] == 0
+    s.check_invariants()
+
+
+def test_the_last_failure_dead_letters_and_redrive_gives_a_fresh_budget():
+    s, fid = fired(max_attempts=2)
+    s.delivery_attempt(120, "default", "w", fid, 1, 500, 1, "http_status", b"", 200)
+    s.tick(200)
+    res = s.delivery_attempt(210, "default", "w", fid, 2, 0, 10000, "timeout", b"", None)
+    assert kinds(res.events) == ["DELIVERY_ATTEMPTED", "DEAD_LETTERED"]
+    assert res.timer.state == TimerState.DEAD_LETTERED and res.timer.state.terminal
+    assert s.usage("default").timers == 0
+    with pytest.raises(FailedPrecondition):
+        s.cancel(220, [("default", "w")])
+    res = s.redrive(300, "default", "w")
+    assert kinds(res.events) == ["REDRIVEN", "DELIVERY_DUE"]
+    t = res.timer
+    assert t.state == TimerState.DELIVERING and t.settled_at is None and t.fire_id == fid
+    assert len(t.delivery_attempts) == 2                  # history kept
+    assert s.delivery_due("default", "w")[1] == 1         # budget reset
+    assert s.usage("default").timers == 1
+    s.check_invariants()
+    res = s.delivery_attempt(310, "default", "w", fid, 1, 200, 2, "", b"ok", None)
+    assert res.timer.state == TimerState.SETTLED and len(res.timer.delivery_attempts) == 3
+
+
+@pytest.mark.parametrize("args, error", [
+    ((2, 500, 1, "http_status", b"", 300), FailedPrecondition),          # not the attempt due
+    ((1, 500, 1, "http_status", b"", None), InvalidArgument),            # attempts left, no retry time
+    ((1, 500, 1, "bad class!", b"", 300), InvalidArgument),
+    ((1, 200, 1, "", b"x" * 1025, None), InvalidArgument),               # more than the 1 KiB excerpt
+    ((1, 1000, 1, "", b"", None), InvalidArgument),
+    ((0, 200, 1, "", b"", None), InvalidArgument),
+])
+def test_bad_or_stale_outcomes_change_nothing(args, error):
+    s, fid = fired()
+    before = s.to_bytes()
+    with pytest.raises(error):
+        s.delivery_attempt(120, "default", "w", fid, *args)
+    assert s.to_bytes() == before
+
+
+def test_a_repeated_outcome_from_a_deposed_leader_is_refused():
+    s, fid = fired()
+    s.delivery_attempt(120, "default", "w", fid, 1, 500, 1, "http_status", b"", 900)
+    before = s.to_bytes()
+    for wrong_fid, n in ((fid, 1), (fid + 1, 2)):
+        with pytest.raises(FailedPrecondition):
+            s.delivery_attempt(125, "default", "w", wrong_fid, n, 200, 1, "", b"", None)
+    assert s.to_bytes() == before
+    with pytest.raises(FailedPrecondition):
+        s.delivery_attempt(125, "default", "plain", 1, 1, 200, 1, "", b"", None)     # no webhook
+
+
+def test_cancelling_a_waiting_retry_takes_it_out_of_the_wheel():
+    s, fid = fired()
+    s.delivery_attempt(120, "default", "w", fid, 1, 500, 1, "http_status", b"", 900)
+    res = s.cancel(130, [("default", "w")])
+    assert res.timers[0].state == TimerState.CANCELLED
+    assert s.next_deadline() is None and s.tick(1000).events == ()
+    with pytest.raises(FailedPrecondition):
+        s.redrive(140, "default", "w")
+    s.check_invariants()
+
+
+@pytest.mark.parametrize("delivery, field", [
+    (Delivery(Webhook("ftp://x/y")), "specs[0].delivery.webhook.url"),
+    (Delivery(Webhook("http://x/ y")), "specs[0].delivery.webhook.url"),
+    (Delivery(Webhook(URL, (("webhook-id", "x"),))), "specs[0].delivery.webhook.headers[0].name"),
+    (Delivery(Webhook(URL, (("a", "1"), ("A", "2")))), "specs[0].delivery.webhook.headers[1].name"),
+    (Delivery(Webhook(URL), DeliveryPolicy(max_attempts=0)), "specs[0].delivery.policy.max_attempts"),
+    (Delivery(Webhook(URL), DeliveryPolicy(max_attempts=51)), "specs[0].delivery.policy.max_attempts"),
+    (Delivery(Webhook(URL), DeliveryPolicy(backoff_base_ms=5000, backoff_cap_ms=10)),
+     "specs[0].delivery.policy.backoff_cap_ms"),
+    (Delivery(Webhook(URL), DeliveryPolicy(attempt_timeout_ms=0)), "specs[0].delivery.policy.attempt_timeout_ms"),
+    ("not a delivery", "specs[0].delivery"),
+])
+def test_bad_deliveries_are_refused_and_nothing_is_created(delivery, field):
+    s = State()
+    with pytest.raises(InvalidArgument) as info:
+        s.create(1, [TimerSpec("w", 10, delivery=delivery)])
+    assert info.value.field == field
+    assert len(s) == 0
+
+
+def test_a_webhook_timer_cannot_also_require_an_ack():
+    with pytest.raises(InvalidArgument) as info:
+        State().create(1, [TimerSpec("w", 10, delivery=hook(), ack_required=True)])
+    assert info.value.field == "specs[0].ack_required"
+
+
+def test_snapshots_carry_delivery_state_and_stay_version_1_without_it():
+    plain = State()
+    plain.create(1, [TimerSpec("a", 10)])
+    assert struct.unpack_from("<H", plain.to_bytes(), 8)[0] == VERSION
+    s, fid = fired()
+    s.create(110, [TimerSpec("later", 10_000, delivery=hook())])
+    s.delivery_attempt(120, "default", "w", fid, 1, 500, 1, "http_status", b"\x00\xff", 900)
+    data = s.to_bytes()
+    assert struct.unpack_from("<H", data, 8)[0] == VERSION_DELIVERY
+    back = State.from_bytes(data)
+    back.check_invariants()
+    assert back == s and back.get("default", "w") == s.get("default", "w")
+    assert back.next_deadline() == 900
+    # capture() (the Raft layer's off-thread snapshot) gives the same bytes, even after more changes.
+    cap = s.capture()
+    s.tick(900)
+    assert cap.to_bytes() == data
+    assert kinds(back.tick(900).events) == ["DELIVERY_DUE"]
+
+
+def test_a_snapshot_with_a_delivering_timer_but_no_record_is_refused():
+    import zlib
+
+    from minoots.kernel.snapshot import _HEADER
+    s = State()
+    s.create(1, [TimerSpec("a", 10)])
+    data = bytearray(s.to_bytes())
+    body = bytearray(data[_HEADER.size:])
+    # state column: the first byte after counters, tenant blocks and the tenant column.
+    idx = body.index(bytes([TimerState.ARMED]), 40)
+    body[idx] = TimerState.DELIVERING
+    data = _HEADER.pack(b"MNTSKRNL", VERSION, 0, len(body), zlib.crc32(bytes(body))) + bytes(body)
+    with pytest.raises(SnapshotError, match="without a delivery record"):
+        State.from_bytes(data)
+
+
+def test_replicas_applying_the_same_facts_end_byte_identical():
+    def run() -> bytes:
+        s, fid = fired()
+        s.delivery_attempt(120, "default", "w", fid, 1, 500, 7, "http_status", b"x", 700)
+        s.tick(700)
+        s.delivery_attempt(720, "default", "w", fid, 2, 0, 9, "connect", b"", 1400)
+        s.tick(1400)
+        s.delivery_attempt(1410, "default", "w", fid, 3, 0, 9, "timeout", b"", None)
+        s.redrive(1500, "default", "w")
+        return s.to_bytes()
+
+    assert run() == run()
+    s = State.from_bytes(run())
+    assert s.get("default", "w").state == TimerState.DELIVERING
+    assert s.tick(2000).events == ()          # a due attempt waits for the leader, not the wheel
+    assert s.deliveries_due() == [("default", "w")]
+
+
+def test_enum_values_are_appended_never_renumbered():
+    assert [(s.name, s.value) for s in TimerState][-2:] == [("DEAD_LETTERED", 6), ("DELIVERING", 7)]
+    assert [k.value for k in EventKind] == list(range(1, 13))
+    assert not TimerState.DELIVERING.terminal and TimerState.DEAD_LETTERED.terminal
+
+
+# ---- pull queues -----------------------------------------------------------------------
+
+def queued(n=3, max_attempts=2, queue="jobs") -> State:
+    s = State()
+    pol = DeliveryPolicy(max_attempts=max_attempts)
+    s.create(10, [TimerSpec(f"q{i}", 100 + i, delivery=Delivery(None, pol, queue)) for i in range(n)])
+    s.tick(200)
+    return s
+
+
+def test_fired_queue_timers_wait_on_their_queue_not_for_the_dispatcher():
+    s = queued()
+    assert s.queue_depth("default", "jobs") == 3 and s.queue_depth("default", "other") == 0
+    assert s.deliveries_due() == [] and s.delivery_due("default", "q0") is None
+    assert {s.get("default", f"q{i}").state for i in range(3)} == {TimerState.DELIVERING}
+    s.check_invariants()
+
+
+def test_leases_hand_out_distinct_timers_oldest_first():
+    s = queued()
+    a = s.lease(300, "default", "jobs", 2, 5000)
+    b = s.lease(300, "default", "jobs", 2, 5000)
+    assert [l.timer.id for l in a.leases] == ["q0", "q1"] and [l.timer.id for l in b.leases] == ["q2"]
+    assert kinds(a.events) == ["LEASED", "LEASED"]
+    assert len({l.lease_id for l in a.leases + b.leases}) == 3
+    assert all(l.attempt == 1 and l.expires_at == 5300 for l in a.leases)
+    assert s.lease(300, "default", "jobs", 5, 5000).leases == ()                 # none left: nothing changes
+    assert s.next_deadline() == 5300
+    s.check_invariants()
+
+
+def test_ack_settles_nack_retries_at_the_leaders_time_and_expiry_redelivers():
+    s = queued()
+    l0, l1, l2 = s.lease(300, "default", "jobs", 3, 5000).leases
+    res = s.ack_lease(400, "default", "q0", l0.lease_id)
+    assert kinds(res.events) == ["DELIVERY_ATTEMPTED", "SETTLED"] and res.timer.state == TimerState.SETTLED
+    res = s.nack_lease(400, "default", "q1", l1.lease_id, 1000)
+    assert res.timer.next_attempt_at == 1000 and res.timer.delivery_attempts[-1].error == "nack"
+    assert s.lease(500, "default", "jobs", 5, 5000).leases == ()                 # q1 backs off, q2 leased
+    assert kinds(s.tick(1000).events) == ["DELIVERY_DUE"]
+    again = s.lease(1000, "default", "jobs", 5, 5000).leases
+    assert [(l.timer.id, l.attempt) for l in again] == [("q1", 2)]
+    # q2's lease expires: attempt 1 failed, available again; then q1 (attempt 2 of 2) expires: dead.
+    tick = s.tick(5300)
+    assert kinds(tick.events) == ["DELIVERY_ATTEMPTED", "DELIVERY_DUE"]
+    assert s.get("default", "q2").delivery_attempts[-1].error == "lease_expired"
+    assert s.lease(5300, "default", "jobs", 1, 5000).leases[0].attempt == 2
+    tick = s.tick(6000)
+    assert kinds(tick.events) == ["DELIVERY_ATTEMPTED", "DEAD_LETTERED"]
+    assert s.get("default", "q1").state == TimerState.DEAD_LETTERED
+    s.check_invariants()
+    res = s.redrive(6100, "default", "q1")
+    assert kinds(res.events) == ["REDRIVEN", "DELIVERY_DUE"]
+    assert [l.attempt for l in s.lease(6100, "default", "jobs", 5, 5000).leases] == [1]
+    s.check_invariants()
+
+
+def test_extend_keeps_a_lease_and_stale_leases_are_refused():
+    s = queued(n=1)
+    (l0,) = s.lease(300, "default", "jobs", 1, 5000).leases
+    res = s.extend_lease(4000, "default", "q0", l0.lease_id, 5000)
+    assert kinds(res.events) == ["LEASE_EXTENDED"] and res.leases[0].expires_at == 9000
+    assert s.tick(5300).events == ()                          # the old expiry passed: still leased
+    before = s.to_bytes()
+    for call in (lambda: s.ack_lease(5400, "default", "q0", "999"),
+                 lambda: s.nack_lease(5400, "default", "q0", "999", 6000),
+                 lambda: s.extend_lease(5400, "default", "q0", "", 5000)):
+        with pytest.raises((FailedPrecondition, InvalidArgument)):
+            call()
+    assert s.to_bytes() == before
+    with pytest.raises(InvalidArgument):
+        s.nack_lease(5400, "default", "q0", l0.lease_id, None)      # attempts left: needs a retry time
+    with pytest.raises(FailedPrecondition):
+        s.delivery_attempt(5400, "default", "q0", s.get("default", "q0").fire_id, 1, 200, 1, "", b"", None)
+    s.ack_lease(5400, "default", "q0", l0.lease_id)
+    with pytest.raises(FailedPrecondition):
+        s.ack_lease(5500, "default", "q0", l0.lease_id)     # acked already
+
+
+def test_queue_state_survives_snapshots_and_replicas_agree():
+    def run() -> State:
+        s = queued(n=4)
+        leases = s.lease(300, "default", "jobs", 2, 5000).leases
+        s.nack_lease(400, "default", leases[0].timer.id, leases[0].lease_id, 2000)
+        s.cancel(450, [("default", "q3")])
+        return s
+
+    a, b = run(), run()
+    assert a.to_bytes() == b.to_bytes()
+    back = State.from_bytes(a.to_bytes())
+    back.check_invariants()
+    assert back.queue_depth("default", "jobs") == a.queue_depth("default", "jobs") == 1
+    # the same leases come out of the restored state and the live one
+    assert [(l.timer.id, l.lease_id) for l in back.lease(500, "default", "jobs", 5, 5000).leases] == \
+        [(l.timer.id, l.lease_id) for l in a.lease(500, "default", "jobs", 5, 5000).leases] == [("q2", str(a.seq))]
+
+
+@pytest.mark.parametrize("args, field", [
+    (("default", "bad queue", 1, 5000), "queue"),
+    (("default", "jobs", 0, 5000), "max_timers"),
+    (("default", "jobs", 101, 5000), "max_timers"),
+    (("default", "jobs", 1, 10), "visibility_ms"),
+])
+def test_bad_lease_requests_are_refused(args, field):
+    s = queued()
+    with pytest.raises(InvalidArgument) as info:
+        s.lease(300, *args)
+    assert info.value.field == field
