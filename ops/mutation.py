@@ -1,0 +1,383 @@
+#!/usr/bin/env python3
+"""Mutation testing of the modules whose tests must be sharp (issue 17).
+
+Uses mutmut's (2.x, PyPI) mutation operators, applied IN PLACE in this checkout, one
+mutant at a time, each judged by its module's own fast tests (never the cluster tests):
+
+    pip install -e '.[test,mutation]'
+    python ops/mutation.py --list                 # the targets and their test files
+    python ops/mutation.py journal batcher        # run these targets (all when none given)
+    python ops/mutation.py --recheck journal      # only last run's survivors (while writing tests)
+
+Why not `mutmut run`: the package is installed in editable mode as `minoots`, mapped
+from the top-level folders, so a tool that copies sources elsewhere (mutmut 3's
+`mutants/`) tests the unmutated installed code and reports every mutant as survived.
+Here the mutant is written over the real file, which is what `import minoots.x` loads
+(checked before each target, together with a canary that must break the tests), and
+restored afterwards (also on Ctrl-C / SIGTERM; a leftover backup is restored at start).
+Bytecode caches are bypassed (PYTHONDONTWRITEBYTECODE and the module's .pyc deleted
+before each run), since a same-size mutant written within the same second as the
+original would otherwise run from the stale .pyc.
+
+Speed: one coverage pass per target records which test executes each line
+(pytest-cov's per-test contexts); each mutant is then judged by just the tests that run
+its statement (all of the target's tests when the statement only runs at import time).
+A mutant in a statement no test executes is reported `survived` without a run
+(marked `no-cov`). Everything runs under `nice -n 15`.
+
+Results: .mutation/<target>.json (every mutant: line, diff, status) and a summary
+table on stdout. Statuses: killed, survived, timeout (the tests ran > --timeout-factor
+times the baseline; counted as detected). Known equivalent mutants are listed in
+docs/mutation.md, not filtered here: the counts are raw.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / ".mutation"
+FAST = "not cluster and not chaos and not bench and not packaging"
+
+
+@dataclass(frozen=True)
+class Target:
+    path: str  # file to mutate, relative to the repository root
+    tests: tuple[str, ...]  # its fast test files (globs allowed)
+    scope: tuple[str, ...] = ()  # top-level defs/classes to mutate; empty: the whole file
+
+
+KERNEL_TESTS = ("tests/test_state_*.py", "tests/test_wheel_*.py")
+TARGETS = {
+    # The §5.3 AppendEntries patch: the planner and the transport's send/reply code.
+    "pysyncobj_compat": Target("raft/pysyncobj_compat.py",
+                               ("tests/test_raft_append_model.py", "tests/test_raft_journal.py"),
+                               ("plan_append_entries", "RaftConformantTransportMixin")),
+    "journal": Target("raft/journal.py", ("tests/test_raft_journal.py",)),
+    "batcher": Target("api/batcher.py", ("tests/test_batcher.py",)),
+    "ticker": Target("raft/ticker.py", ("tests/test_ticker.py",)),
+    "events": Target("api/events.py", ("tests/test_api_events.py", "tests/test_events_retention.py")),
+    "kernel.state": Target("kernel/state.py", KERNEL_TESTS),
+    "kernel.table": Target("kernel/table.py", KERNEL_TESTS),
+    "kernel.timer": Target("kernel/timer.py", KERNEL_TESTS),
+    "kernel.validate": Target("kernel/validate.py", KERNEL_TESTS),
+    "kernel.snapshot": Target("kernel/snapshot.py", KERNEL_TESTS),
+}
+
+
+def test_files(target: Target) -> list[str]:
+    files = sorted({str(p.relative_to(ROOT)) for pattern in target.tests for p in ROOT.glob(pattern)})
+    if not files:
+        sys.exit(f"no test files match {target.tests}")
+    return files
+
+
+def module_name(path: str) -> str:
+    return "minoots." + path[: -len(".py")].replace("/", ".")
+
+
+# ---------------------------------------------------------------- the file under test
+
+
+class InPlace:
+    """Writes mutants over the real file and always puts the original back."""
+
+    def __init__(self, path: str):
+        self.file = ROOT / path
+        self.backup = OUT / "backup" / path.replace("/", "__")
+        if self.backup.exists():  # a previous run died mid-mutant
+            self.file.write_bytes(self.backup.read_bytes())
+            print(f"restored {path} from a leftover backup", file=sys.stderr)
+        self.original = self.file.read_text()
+        self.backup.parent.mkdir(parents=True, exist_ok=True)
+        self.backup.write_text(self.original)
+
+    def write(self, source: str) -> None:
+        self.file.write_text(source)
+        self.drop_pyc()
+
+    def restore(self) -> None:
+        self.file.write_text(self.original)
+        self.drop_pyc()
+
+    def close(self) -> None:
+        self.restore()
+        self.backup.unlink(missing_ok=True)
+
+    def drop_pyc(self) -> None:
+        for pyc in (self.file.parent / "__pycache__").glob(self.file.stem + ".*.pyc"):
+            pyc.unlink(missing_ok=True)
+
+
+PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-m", FAST]
+
+
+def run_tests(args: list[str], timeout: float) -> tuple[str, float]:
+    """One test run in a fresh interpreter (the slow, simple way; --no-fork)."""
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    cmd = [sys.executable, "-m", "pytest", *PYTEST_ARGS, *args]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the test run and anything it started
+        proc.wait()
+        return "timeout", time.monotonic() - start
+    return ("survived" if code == 0 else "killed"), time.monotonic() - start
+
+
+class ForkRunner:
+    """Test runs forked from this process after the third-party libraries the tests use
+    (pytest, hypothesis, grpc, ...) are imported once: a run then costs the tests, not
+    an interpreter start. Nothing of this repository is imported here (its modules
+    register metrics and protobuf descriptors at import): each child imports
+    `minoots` afresh, from the (mutated) files."""
+
+    def __init__(self, files: list[str]):
+        probe = ("import json, sys, pytest; pytest.main(['--co', '-q', '-p', 'no:cacheprovider', *sys.argv[1:]]);"
+                 "print('MODULES=' + json.dumps(list(sys.modules)))")
+        out = subprocess.run([sys.executable, "-c", probe, *files], cwd=ROOT,
+                             capture_output=True, text=True).stdout
+        names = json.loads(out.rsplit("MODULES=", 1)[1])
+        import importlib
+
+        for name in sorted(names):
+            if name.split(".")[0] in ("minoots", "conftest", "support", "fake_grpc", "__main__") or name.startswith("test"):
+                continue
+            try:
+                importlib.import_module(name)
+            except Exception:  # an optional submodule: the child imports what it needs
+                pass
+        assert not any(n == "minoots" or n.startswith("minoots.") for n in sys.modules), "minoots imported in the fork parent"
+        import threading
+
+        if threading.active_count() > 1:
+            print("warning: threads running in the fork parent", file=sys.stderr)
+
+    def run(self, args: list[str], timeout: float) -> tuple[str, float]:
+        start = time.monotonic()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # child: own process group, quiet, run pytest, exit without cleanup
+            code = 3
+            try:
+                os.setpgid(0, 0)
+                os.chdir(ROOT)
+                sys.dont_write_bytecode = True
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, 1)
+                os.dup2(null, 2)
+                import pytest
+
+                code = int(pytest.main([*PYTEST_ARGS, *args]))
+            finally:
+                os._exit(code)
+        deadline = start + timeout
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                code = os.waitstatus_to_exitcode(status)
+                return ("survived" if code == 0 else "killed"), time.monotonic() - start
+            if time.monotonic() > deadline:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os.waitpid(pid, 0)
+                return "timeout", time.monotonic() - start
+            time.sleep(0.02)
+
+
+# ---------------------------------------------------------------- which tests run a line
+
+
+def coverage_pass(name: str, target: Target, files: list[str]) -> tuple[dict[int, set[str]], float]:
+    """Run the target's tests once under coverage with per-test contexts: the baseline
+    (must pass) and, per line of the target, the node ids of the tests executing it
+    ("" = executed outside any test, i.e. at import/collection time)."""
+    from coverage import CoverageData
+
+    data_file = OUT / f"{name}.coverage"
+    data_file.unlink(missing_ok=True)
+    env = dict(os.environ, COVERAGE_FILE=str(data_file))
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", FAST,
+           f"--cov={Path(target.path).parent}", "--cov-context=test", "--cov-report=", *files]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    took = time.monotonic() - start
+    if proc.returncode != 0:
+        sys.exit(f"{name}: the tests fail on the unmutated code:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
+    data = CoverageData(str(data_file))
+    data.read()
+    by_line = data.contexts_by_lineno(str(ROOT / target.path))
+    return {line: {c.split("|")[0] for c in ctxs} for line, ctxs in by_line.items()}, took
+
+
+def statement_spans(tree: ast.AST) -> list[tuple[int, int]]:
+    """(first, last) line of every statement, for mapping a mutant to the lines it runs as."""
+    return [(n.lineno, n.end_lineno) for n in ast.walk(tree) if isinstance(n, ast.stmt)]
+
+
+def tests_for(line: int, spans, contexts: dict[int, set[str]]) -> set[str] | None:
+    """Tests executing the innermost statement holding `line`; None = run them all."""
+    first, last = min((s for s in spans if s[0] <= line <= s[1]), key=lambda s: s[1] - s[0], default=(line, line))
+    found: set[str] = set()
+    for n in range(first, last + 1):
+        found |= contexts.get(n, set())
+    if "" in found:  # runs at import time: every test depends on it
+        return None
+    return found
+
+
+def scoped_lines(tree: ast.Module, scope: tuple[str, ...]) -> set[int] | None:
+    if not scope:
+        return None
+    lines: set[int] = set()
+    for node in tree.body:
+        if getattr(node, "name", None) in scope:
+            start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+            lines.update(range(start, node.end_lineno + 1))
+    missing = set(scope) - {getattr(n, "name", None) for n in tree.body}
+    if missing:
+        sys.exit(f"scope names not found: {sorted(missing)}")
+    return lines
+
+
+# ---------------------------------------------------------------- one target
+
+
+def mutants_of(source: str, path: str):
+    import mutmut
+
+    ctx = mutmut.Context(source=source, filename=path)
+    return mutmut.list_mutations(ctx)
+
+
+def apply_mutant(source: str, path: str, mutation_id) -> str:
+    import mutmut
+
+    ctx = mutmut.Context(source=source, filename=path, mutation_id=mutation_id)
+    mutated, count = mutmut.mutate(ctx)
+    assert count == 1, mutation_id
+    return mutated
+
+
+def describe(original: str, mutated: str) -> tuple[int, str, str]:
+    a, b = original.split("\n"), mutated.split("\n")
+    diff = [i for i in range(min(len(a), len(b))) if a[i] != b[i]]
+    i = diff[0]
+    return i + 1, a[i].strip(), b[i].strip()
+
+
+def run_target(name: str, target: Target, args) -> dict:
+    files = test_files(target)
+    results_file = OUT / f"{name}.json"
+    previous = json.loads(results_file.read_text()) if results_file.exists() else None
+    guard = InPlace(target.path)
+    try:
+        source = guard.original
+        # 1. `import minoots.x` must load this very file (not an installed copy).
+        loaded = subprocess.run([sys.executable, "-c", f"import {module_name(target.path)} as m; print(m.__file__)"],
+                                cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        if Path(loaded).resolve() != (ROOT / target.path).resolve():
+            sys.exit(f"{name}: {module_name(target.path)} loads {loaded!r}, not {target.path}: mutants would not be seen")
+        # 2. Baseline + per-test line coverage.
+        contexts, baseline = coverage_pass(name, target, files)
+        timeout = max(60.0, args.timeout_factor * baseline)
+        # 3. Canary: a module that raises on import must fail the tests.
+        guard.write(source + "\nraise RuntimeError('mutation canary')\n")
+        runner = run_tests if args.no_fork else ForkRunner(files).run
+        status, _ = runner(files, timeout)
+        guard.restore()
+        if status != "killed":
+            sys.exit(f"{name}: the canary mutant was not killed ({status}): the tests do not run {target.path}")
+
+        tree = ast.parse(source)
+        spans = statement_spans(tree)
+        scope = scoped_lines(tree, target.scope)
+        mids = [m for m in mutants_of(source, target.path) if scope is None or m.line_number + 1 in scope]
+        recheck = None
+        if args.recheck and previous:
+            recheck = {(m["line_number"], m["index"]) for m in previous["mutants"] if m["status"] != "killed"}
+        mutants = []
+        started = time.monotonic()
+        for n, mid in enumerate(mids, 1):
+            mutated = apply_mutant(source, target.path, mid)
+            line, before, after = describe(source, mutated)
+            entry = {"line_number": mid.line_number + 1, "index": mid.index, "before": before, "after": after}
+            if recheck is not None and (mid.line_number + 1, mid.index) not in recheck:
+                old = next(m for m in previous["mutants"]
+                           if (m["line_number"], m["index"]) == (mid.line_number + 1, mid.index))
+                entry.update(status=old["status"], tests=old.get("tests", "all"), cached=True)
+                mutants.append(entry)
+                continue
+            selected = tests_for(line, spans, contexts)
+            if selected is not None and not selected:
+                entry.update(status="survived", tests="no-cov")
+            else:
+                guard.write(mutated)
+                try:
+                    chosen = files if selected is None else sorted(selected)
+                    entry["status"], entry["seconds"] = runner(chosen, timeout)
+                finally:
+                    guard.restore()
+                entry["tests"] = "all" if selected is None else len(selected)
+            mutants.append(entry)
+            if args.verbose or entry["status"] != "killed":
+                print(f"  [{name} {n}/{len(mids)}] {entry['status']:8} L{entry['line_number']}: "
+                      f"{before[:70]}  ->  {after[:70]}", flush=True)
+        counts = {s: sum(m["status"] == s for m in mutants) for s in ("killed", "survived", "timeout")}
+        result = {"target": name, "path": target.path, "scope": list(target.scope), "tests": files,
+                  "baseline_seconds": round(baseline, 1), "seconds": round(time.monotonic() - started),
+                  "counts": counts, "total": len(mutants), "mutants": mutants}
+        results_file.write_text(json.dumps(result, indent=1))
+        return result
+    finally:
+        guard.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("targets", nargs="*", help=f"any of {', '.join(TARGETS)} (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the targets and their tests")
+    parser.add_argument("--recheck", action="store_true", help="rerun only the previous run's non-killed mutants")
+    parser.add_argument("--timeout-factor", type=float, default=5.0, help="timeout = factor x the baseline run")
+    parser.add_argument("--no-fork", action="store_true", help="a fresh interpreter per test run (slower)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="print killed mutants too")
+    args = parser.parse_args()
+    if args.list:
+        for name, t in TARGETS.items():
+            print(f"{name:18} {t.path}{' (' + ', '.join(t.scope) + ')' if t.scope else ''}: {' '.join(t.tests)}")
+        return
+    unknown = set(args.targets) - set(TARGETS)
+    if unknown:
+        parser.error(f"unknown targets {sorted(unknown)}")
+    os.nice(15)  # shared machine: everything below runs at low priority
+    OUT.mkdir(exist_ok=True)
+    # SIGTERM -> SystemExit, so the `finally` blocks restore the file under test.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    rows = []
+    for name in args.targets or list(TARGETS):
+        print(f"== {name}: {TARGETS[name].path}", flush=True)
+        r = run_target(name, TARGETS[name], args)
+        c = r["counts"]
+        score = 100.0 * (c["killed"] + c["timeout"]) / max(1, r["total"])
+        rows.append(f"| {name} | {r['total']} | {c['killed']} | {c['survived']} | {c['timeout']} | {score:.1f} % |")
+        print(rows[-1], flush=True)
+    print("\n| target | mutants | killed | survived | timeout | detected |\n| --- | --- | --- | --- | --- | --- |")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
