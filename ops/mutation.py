@@ -21,7 +21,9 @@ original would otherwise run from the stale .pyc.
 
 Speed: one coverage pass per target records which test executes each line
 (pytest-cov's per-test contexts); each mutant is then judged by just the tests that run
-its statement (all of the target's tests when the statement only runs at import time).
+its statement (all of the target's tests when the statement only runs at import time);
+a mutant that survives them is run again against all of the target's tests (a test may
+reach a line only in a subprocess, which coverage does not see).
 A mutant in a statement no test executes is reported `survived` without a run
 (marked `no-cov`). Everything runs under `nice -n 15`.
 
@@ -330,9 +332,14 @@ def run_target(name: str, target: Target, args) -> dict:
                 try:
                     chosen = files if selected is None else sorted(selected)
                     entry["status"], entry["seconds"] = runner(chosen, timeout)
+                    entry["tests"] = "all" if selected is None else len(selected)
+                    if entry["status"] == "survived" and selected is not None:
+                        # Confirm with every test of the target: a test may reach the
+                        # line only in a subprocess, which coverage does not see.
+                        entry["status"], entry["seconds"] = runner(files, timeout)
+                        entry["tests"] = "all"
                 finally:
                     guard.restore()
-                entry["tests"] = "all" if selected is None else len(selected)
             mutants.append(entry)
             if args.verbose or entry["status"] != "killed":
                 print(f"  [{name} {n}/{len(mids)}] {entry['status']:8} L{entry['line_number']}: "
