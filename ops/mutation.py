@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import json
 import os
 import signal
@@ -64,7 +65,8 @@ TARGETS = {
                                ("tests/test_raft_append_model.py", "tests/test_raft_journal.py"),
                                ("plan_append_entries", "RaftConformantTransportMixin")),
     "journal": Target("raft/journal.py", ("tests/test_raft_journal.py",)),
-    "batcher": Target("api/batcher.py", ("tests/test_batcher.py",)),
+    # The batcher's queue bound is tested with the quotas, its traceparents with telemetry.
+    "batcher": Target("api/batcher.py", ("tests/test_batcher.py", "tests/test_quotas.py", "tests/test_telemetry.py")),
     "ticker": Target("raft/ticker.py", ("tests/test_ticker.py",)),
     "events": Target("api/events.py", ("tests/test_api_events.py", "tests/test_events_retention.py")),
     "kernel.state": Target("kernel/state.py", KERNEL_TESTS),
@@ -309,7 +311,10 @@ def run_target(name: str, target: Target, args) -> dict:
         spans = statement_spans(tree)
         scope = scoped_lines(tree, target.scope)
         mids = [m for m in mutants_of(source, target.path) if scope is None or m.line_number + 1 in scope]
+        digest = hashlib.sha256(source.encode()).hexdigest()
         recheck = None
+        if args.recheck and previous and previous.get("source_sha256") not in (None, digest):
+            sys.exit(f"{name}: {target.path} changed since the last run; --recheck needs the same source")
         if args.recheck and previous:
             recheck = {(m["line_number"], m["index"]) for m in previous["mutants"] if m["status"] != "killed"}
         mutants = []
@@ -345,7 +350,8 @@ def run_target(name: str, target: Target, args) -> dict:
                 print(f"  [{name} {n}/{len(mids)}] {entry['status']:8} L{entry['line_number']}: "
                       f"{before[:70]}  ->  {after[:70]}", flush=True)
         counts = {s: sum(m["status"] == s for m in mutants) for s in ("killed", "survived", "timeout")}
-        result = {"target": name, "path": target.path, "scope": list(target.scope), "tests": files,
+        result = {"target": name, "path": target.path, "source_sha256": digest,
+                  "scope": list(target.scope), "tests": files,
                   "baseline_seconds": round(baseline, 1), "seconds": round(time.monotonic() - started),
                   "counts": counts, "total": len(mutants), "mutants": mutants}
         results_file.write_text(json.dumps(result, indent=1))

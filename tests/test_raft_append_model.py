@@ -408,3 +408,27 @@ def test_tracking_is_per_term():
     assert leader.send_entries() == 5           # term 2: only 5 sent
     leader.receive({"type": "next_node_idx", "next_node_idx": 4, "reset": False, "success": True})
     assert leader.next_index == 6               # past what this term sent, not past term 1's 10
+
+
+def test_plan_leaves_alone_what_is_not_a_plain_append_entries():
+    # Only a complete, current-term append_entries with a prevLogIdx is the plan's
+    # business; everything else reaches PySyncObj's handler exactly as it came.
+    journal = _journal([entry(1, 0)] + [entry(i, 1) for i in range(2, 7)])
+    alone = [
+        # a snapshot piece: append_entries without prevLogIdx
+        {"type": "append_entries", "term": 1, "commit_index": 3, "serialized": (b"part", 0, False)},
+        # a piece of a chunked entry (the transport reassembles these before planning)
+        {"type": "append_entries", "transmission": "start", "data": b"\x80", "term": 1,
+         "commit_index": 6, "prevLogIdx": 3, "prevLogTerm": 1},
+        # no previous entry to check against
+        {"type": "append_entries", "term": 1, "commit_index": 6, "prevLogIdx": None,
+         "prevLogTerm": None, "entries": []},
+        # not an append at all
+        {"type": "next_node_idx", "term": 1, "prevLogIdx": 3, "next_node_idx": 4, "success": True},
+    ]
+    for message in alone:
+        assert plan_append_entries(journal, 1, message) == (message, None), message
+    # A follower whose log is still empty: nothing to compare, nothing to rewrite.
+    heartbeat = {"type": "append_entries", "term": 1, "commit_index": 3, "prevLogIdx": 3,
+                 "prevLogTerm": 1, "entries": []}
+    assert plan_append_entries(MemoryJournal(), 1, heartbeat) == (heartbeat, None)
