@@ -350,3 +350,76 @@ def test_a_request_cancelled_in_the_same_step_as_the_landing_is_skipped_and_unac
         assert await keep1 == ["b.0"] and await keep2 == ["c.0", "c.1"]
 
     run(main())
+
+
+def test_a_cancelled_proposal_fails_its_requests_and_reopens_the_gate():
+    async def main():
+        bridge = FakeBridge()
+        b = CreateBatcher(bridge, lambda: NOW_MS)
+        tasks = await queued_behind_one(b, request("b"), request("c"))
+        bridge.proposed[1][1].cancel()                 # e.g. the bridge shut down
+        for t in tasks:
+            with pytest.raises(asyncio.CancelledError):
+                await t
+        nxt = await start(b, request("d"))
+        assert bridge.groups(2) == [["d.0"]]
+        bridge.land(2)
+        assert await nxt[0] == ["d.0"]
+
+    run(main())
+
+
+class TracingBridge(FakeBridge):
+    """Also records the trace arguments of each proposal."""
+
+    def __init__(self):
+        super().__init__()
+        self.trace_kw = []
+
+    def propose(self, command, **kw):
+        self.trace_kw.append(kw)
+        return super().propose(command)
+
+
+def test_traced_requests_travel_with_the_command_first_as_parent_rest_as_links(monkeypatch):
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from minoots.raft import tracing
+
+    monkeypatch.setattr(tracing, "MAX_LINKS", 3)
+    provider = TracerProvider()
+    tracing.use_provider(provider)
+    try:
+        tracer = provider.get_tracer("test")
+
+        async def main():
+            bridge = TracingBridge()
+            b = CreateBatcher(bridge, lambda: NOW_MS)
+            await start(b, request("first"))
+            spans, tasks = [], []
+            for i in range(7):
+                if i == 1:                             # one untraced request among them
+                    tasks.append(asyncio.create_task(b.create(request(f"r{i}"))))
+                    spans.append(None)
+                    continue
+                with tracer.start_as_current_span(f"req{i}") as span:
+                    tasks.append(asyncio.create_task(b.create(request(f"r{i}"))))
+                spans.append(span.get_span_context())
+            await settle()
+            bridge.land(0)
+            await settle()
+            command, kw = bridge.proposed[1][0], bridge.trace_kw[1]
+            assert command.traceparents == tuple(None if sc is None else tracing.traceparent_of(sc)
+                                                 for sc in spans)
+            traced = [sc for sc in spans if sc is not None]
+            assert trace.get_current_span(kw["trace_parent"]).get_span_context().span_id == traced[0].span_id
+            # the others as links, at most MAX_LINKS of them
+            assert [link.context.span_id for link in kw["trace_links"]] == [sc.span_id for sc in traced[1:4]]
+            bridge.land(1)
+            await asyncio.gather(*tasks)
+
+        run(main())
+    finally:
+        tracing.use_provider(None)
+        provider.shutdown()
