@@ -7,7 +7,8 @@ mutant at a time, each judged by its module's own fast tests (never the cluster 
     pip install -e '.[test,mutation]'
     python ops/mutation.py --list                 # the targets and their test files
     python ops/mutation.py journal batcher        # run these targets (all when none given)
-    python ops/mutation.py --recheck journal      # only last run's survivors (while writing tests)
+    python ops/mutation.py --recheck journal      # only last run's survivors (after adding tests)
+    python ops/mutation.py --resume kernel.state  # go on with an unfinished run (it saves after each mutant)
 
 Why not `mutmut run`: the package is installed in editable mode as `minoots`, mapped
 from the top-level folders, so a tool that copies sources elsewhere (mutmut 3's
@@ -286,7 +287,8 @@ def describe(original: str, mutated: str) -> tuple[int, str, str]:
 
 def run_target(name: str, target: Target, args) -> dict:
     files = test_files(target)
-    results_file = OUT / f"{name}.json"
+    shard = f".shard{args.shard[0]}of{args.shard[1]}" if args.shard else ""
+    results_file = OUT / f"{name}{shard}.json"
     previous = json.loads(results_file.read_text()) if results_file.exists() else None
     guard = InPlace(target.path)
     try:
@@ -312,21 +314,44 @@ def run_target(name: str, target: Target, args) -> dict:
         scope = scoped_lines(tree, target.scope)
         mids = [m for m in mutants_of(source, target.path) if scope is None or m.line_number + 1 in scope]
         digest = hashlib.sha256(source.encode()).hexdigest()
-        recheck = None
-        if args.recheck and previous and previous.get("source_sha256") not in (None, digest):
-            sys.exit(f"{name}: {target.path} changed since the last run; --recheck needs the same source")
-        if args.recheck and previous:
-            recheck = {(m["line_number"], m["index"]) for m in previous["mutants"] if m["status"] != "killed"}
+        tests_digest = hashlib.sha256(b"".join((ROOT / f).read_bytes() for f in files)).hexdigest()
+        reuse: dict = {}
+        if (args.recheck or args.resume) and previous:
+            if previous.get("source_sha256") not in (None, digest):
+                sys.exit(f"{name}: {target.path} changed since the last run; --recheck/--resume need the same source")
+            if args.resume and previous.get("tests_sha256") != tests_digest:
+                sys.exit(f"{name}: its tests changed since the last run; --resume needs the same tests")
+            # --resume: keep every result; --recheck: keep the killed (tests were only added
+            # or strengthened, so a killed mutant stays killed), run the others again.
+            reuse = {(m["line_number"], m["index"]): m for m in previous["mutants"]
+                     if args.resume or m["status"] == "killed"}
+            # --recheck after an unfinished run: what it never reached stays unrun.
+            reached = {(m["line_number"], m["index"]) for m in previous["mutants"]}
         mutants = []
         started = time.monotonic()
+
+        def save(complete: bool) -> dict:
+            counts = {s: sum(m["status"] == s for m in mutants) for s in ("killed", "survived", "timeout")}
+            result = {"target": name, "path": target.path, "source_sha256": digest, "tests_sha256": tests_digest,
+                      "scope": list(target.scope), "tests": files, "complete": complete,
+                      "baseline_seconds": round(baseline, 1), "seconds": round(time.monotonic() - started),
+                      "counts": counts, "total": len(mutants), "mutants_in_module": len(mids), "mutants": mutants}
+            tmp = results_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(result, indent=1))
+            tmp.replace(results_file)
+            return result
+
+        if args.shard:  # every N-th mutant, so N clones of the repository can share a module
+            mids = [m for i, m in enumerate(mids) if i % args.shard[1] == args.shard[0]]
         for n, mid in enumerate(mids, 1):
+            key = (mid.line_number + 1, mid.index)
+            if args.recheck and previous and not previous.get("complete", True) and key not in reached:
+                continue
             mutated = apply_mutant(source, target.path, mid)
             line, before, after = describe(source, mutated)
-            entry = {"line_number": mid.line_number + 1, "index": mid.index, "before": before, "after": after}
-            if recheck is not None and (mid.line_number + 1, mid.index) not in recheck:
-                old = next(m for m in previous["mutants"]
-                           if (m["line_number"], m["index"]) == (mid.line_number + 1, mid.index))
-                entry.update(status=old["status"], tests=old.get("tests", "all"), cached=True)
+            entry = {"line_number": key[0], "index": key[1], "before": before, "after": after}
+            if key in reuse:
+                entry.update(status=reuse[key]["status"], tests=reuse[key].get("tests", "all"), cached=True)
                 mutants.append(entry)
                 continue
             selected = tests_for(line, spans, contexts)
@@ -346,15 +371,11 @@ def run_target(name: str, target: Target, args) -> dict:
                 finally:
                     guard.restore()
             mutants.append(entry)
+            save(complete=False)
             if args.verbose or entry["status"] != "killed":
                 print(f"  [{name} {n}/{len(mids)}] {entry['status']:8} L{entry['line_number']}: "
                       f"{before[:70]}  ->  {after[:70]}", flush=True)
-        counts = {s: sum(m["status"] == s for m in mutants) for s in ("killed", "survived", "timeout")}
-        result = {"target": name, "path": target.path, "source_sha256": digest,
-                  "scope": list(target.scope), "tests": files,
-                  "baseline_seconds": round(baseline, 1), "seconds": round(time.monotonic() - started),
-                  "counts": counts, "total": len(mutants), "mutants": mutants}
-        results_file.write_text(json.dumps(result, indent=1))
+        result = save(complete=len(mutants) == len(mids))
         return result
     finally:
         guard.close()
@@ -364,8 +385,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("targets", nargs="*", help=f"any of {', '.join(TARGETS)} (default: all)")
     parser.add_argument("--list", action="store_true", help="list the targets and their tests")
-    parser.add_argument("--recheck", action="store_true", help="rerun only the previous run's non-killed mutants")
+    parser.add_argument("--recheck", action="store_true",
+                        help="keep the previous run's killed mutants, run the others again (after adding tests)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an unfinished run (same source, same tests): keep every result it has")
     parser.add_argument("--timeout-factor", type=float, default=5.0, help="timeout = factor x the baseline run")
+    parser.add_argument("--shard", type=lambda v: tuple(int(x) for x in v.split("/")), metavar="K/N",
+                        help="only every N-th mutant starting at the K-th (0-based): to split a module over clones")
     parser.add_argument("--no-fork", action="store_true", help="a fresh interpreter per test run (slower)")
     parser.add_argument("--verbose", "-v", action="store_true", help="print killed mutants too")
     args = parser.parse_args()
@@ -386,7 +412,8 @@ def main() -> None:
         r = run_target(name, TARGETS[name], args)
         c = r["counts"]
         score = 100.0 * (c["killed"] + c["timeout"]) / max(1, r["total"])
-        rows.append(f"| {name} | {r['total']} | {c['killed']} | {c['survived']} | {c['timeout']} | {score:.1f} % |")
+        done = "" if r["complete"] else f" (run {r['total']} of {r['mutants_in_module']})"
+        rows.append(f"| {name}{done} | {r['total']} | {c['killed']} | {c['survived']} | {c['timeout']} | {score:.1f} % |")
         print(rows[-1], flush=True)
     print("\n| target | mutants | killed | survived | timeout | detected |\n| --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
