@@ -432,3 +432,78 @@ def test_plan_leaves_alone_what_is_not_a_plain_append_entries():
     heartbeat = {"type": "append_entries", "term": 1, "commit_index": 3, "prevLogIdx": 3,
                  "prevLogTerm": 1, "entries": []}
     assert plan_append_entries(MemoryJournal(), 1, heartbeat) == (heartbeat, None)
+
+
+def _follower_transport(log=()):
+    """The mixin over the stub base, as a follower: every message it hands PySyncObj is recorded."""
+    conf = _Conf()
+    for e in log:
+        conf.journalFile.add(*e)
+    obj = type("Obj", (), {"conf": conf, "raftCurrentTerm": 1, "_isLeader": lambda self: False})()
+    transport = _Transport(obj, "self", ["leader"])
+    handed = []
+    disconnected = []
+    transport.setOnMessageReceivedCallback(lambda node, message: handed.append((node, message)))
+    transport.setOnNodeDisconnectedCallback(disconnected.append)
+    return transport, handed, disconnected
+
+
+def test_disconnects_reach_pysyncobj_with_the_node():
+    transport, _, disconnected = _follower_transport()
+    transport.on_disconnected("leader")
+    assert disconnected == ["leader"]
+
+
+def test_chunk_pieces_without_their_start_pass_through_unchanged():
+    # E.g. the connection dropped mid-transmission and a new one starts with a later
+    # piece: nothing to reassemble, PySyncObj's handler decides (it resets).
+    transport, handed, _ = _follower_transport([entry(1, 0), entry(2, 1)])
+    for piece in ("process", "finish"):
+        message = {"type": "append_entries", "transmission": piece, "data": b"\x80\x04", "term": 1,
+                   "commit_index": 1, "prevLogIdx": 2, "prevLogTerm": 1}
+        transport.on_message("leader", message)
+        assert handed[-1] == ("leader", message)
+
+
+def _pieces(entry_, n=3):
+    import pickle
+
+    data = pickle.dumps(entry_)
+    step = -(-len(data) // n)
+    chunks = [data[i:i + step] for i in range(0, len(data), step)]
+    kinds = ["start"] + ["process"] * (len(chunks) - 2) + ["finish"]
+    return [{"type": "append_entries", "transmission": kind, "data": chunk, "term": 1, "commit_index": 6,
+             "prevLogIdx": entry_[1] - 1, "prevLogTerm": 1} for kind, chunk in zip(kinds, chunks)]
+
+
+def test_a_chunked_entry_is_reassembled_and_planned_like_any_other():
+    log = [entry(1, 0)] + [entry(i, 1) for i in range(2, 7)]
+    # A chunked resend of entry 4, which the follower holds: truncates nothing.
+    transport, handed, _ = _follower_transport(log)
+    pieces = _pieces(entry(4, 1))
+    for piece in pieces:
+        transport.on_message("leader", piece)
+    assert [m for _, m in handed[:-1]] == pieces[:-1]            # start/process: PySyncObj's to ack
+    assert handed[-1][1] == {"type": "append_entries", "term": 1, "commit_index": 6,
+                             "prevLogIdx": 6, "prevLogTerm": 1, "entries": []}
+    # A new chunked entry 7: handed on whole, as one entry.
+    transport, handed, _ = _follower_transport(log)
+    for piece in _pieces(entry(7, 1), n=4):
+        transport.on_message("leader", piece)
+    assert handed[-1][1] == {"type": "append_entries", "term": 1, "commit_index": 6,
+                             "prevLogIdx": 6, "prevLogTerm": 1, "entries": [entry(7, 1)]}
+    assert len(handed) == 4
+
+
+@pytest.mark.parametrize("kind", ["serialized", "transmission"])
+def test_a_snapshot_or_chunked_send_stops_the_tracking(kind):
+    # After a snapshot or a chunked entry the follower's state is not what the tracked
+    # sends imply: a success reply then sets nextIndex as PySyncObj says.
+    leader = LeaderModel()
+    leader.log_len = 6
+    assert leader.send_entries() == 6
+    extra = {"serialized": (b"snap", 0, False)} if kind == "serialized" else \
+        {"transmission": "start", "data": b"\x80", "prevLogIdx": 6, "prevLogTerm": 1}
+    leader.transport.send("peer", {"type": "append_entries", "term": 1, "commit_index": 0, **extra})
+    leader.receive({"type": "next_node_idx", "next_node_idx": 3, "reset": False, "success": True})
+    assert leader.next_index == 3
