@@ -356,3 +356,38 @@ def test_batcher_failure_and_cancellation():
         assert len(bridge.proposed) == 1
 
     asyncio.run(main())
+
+
+def test_the_events_store_layout_is_the_documented_one(tmp_path):
+    # A node's events/ directory outlives a restart and an upgrade (module docstring):
+    # key = seq as big-endian u64, value = kind u8, state u8, revision u64, at_ms i64,
+    # fire_at i64, fire_id u64, len(tenant) u8, tenant, id; the floor in meta "floor".
+    import lmdb
+
+    log = EventLog(tmp_path / "events", keep=2)
+    m = FakeMachine()
+    log.attach(m)
+    m.emit((Event(1, EventKind.CREATED, "acme", "t1", 1000, 1, TimerState.ARMED, 5000, None),
+            Event(2, EventKind.FIRED, "acme", "t1", 5000, 2, TimerState.FIRED, 5000, 7),
+            Event(3, EventKind.SETTLED, "b", "x", 5001, 3, TimerState.SETTLED, 5000, 7)))
+    log.close()
+    env = lmdb.open(str(tmp_path / "events"), max_dbs=2, readonly=True, subdir=True)
+    try:
+        with env.begin() as txn:
+            events = dict(txn.cursor(db=env.open_db(b"events", txn=txn, create=False)))
+            meta = dict(txn.cursor(db=env.open_db(b"meta", txn=txn, create=False)))
+    finally:
+        env.close()
+    be = lambda n, width=8: n.to_bytes(width, "big", signed=True)  # noqa: E731
+    assert events == {
+        be(2): bytes([int(EventKind.FIRED), int(TimerState.FIRED)]) + be(2) + be(5000) + be(5000) + be(7)
+        + b"\x04acme" + b"t1",
+        be(3): bytes([int(EventKind.SETTLED), int(TimerState.SETTLED)]) + be(3) + be(5001) + be(5000) + be(7)
+        + b"\x01b" + b"x",
+    }
+    assert meta == {b"floor": be(2)}                  # keep=2 trimmed event 1
+    reopened = EventLog(tmp_path / "events")
+    try:
+        assert reopened.floor == 2
+    finally:
+        reopened.close()

@@ -507,3 +507,34 @@ def test_a_snapshot_or_chunked_send_stops_the_tracking(kind):
     leader.transport.send("peer", {"type": "append_entries", "term": 1, "commit_index": 0, **extra})
     leader.receive({"type": "next_node_idx", "next_node_idx": 3, "reset": False, "success": True})
     assert leader.next_index == 3
+
+
+def test_the_reply_to_a_capped_message_vouches_only_for_what_the_leader_sent():
+    # Term-2 leader resends 4..6, all present; the follower also holds 7..11 of term 1,
+    # unverified. PySyncObj's handler answers for its whole log (12); the transport caps
+    # that reply, and only that one, at 7.
+    log = [entry(1, 0)] + [entry(i, 1) for i in range(2, 12)]
+    transport, handed, _ = _follower_transport(log)
+    transport._rc_syncobj.raftCurrentTerm = 2
+
+    def reply(node, success=True, next_idx=12):
+        transport.send(node, {"type": "next_node_idx", "next_node_idx": next_idx, "reset": False,
+                              "success": success})
+
+    def handler(node, message):                      # PySyncObj's handler, replying in place
+        handed.append(message)
+        reply(node)
+        reply(node, next_idx=5)                      # below the cap: untouched
+        reply(node, success=False)                   # a refusal: untouched
+        reply("someone-else")                        # another peer: untouched
+
+    transport.setOnMessageReceivedCallback(handler)
+    transport.on_message("leader", {"type": "append_entries", "term": 2, "commit_index": 11, "prevLogIdx": 3,
+                                    "prevLogTerm": 1, "entries": [entry(4, 1), entry(5, 1), entry(6, 1)]})
+    assert handed[-1]["prevLogIdx"] == 11 and handed[-1]["entries"] == [] and handed[-1]["commit_index"] == 6
+    sent = [(node, m["next_node_idx"], m["success"]) for node, m in transport.sent]
+    assert sent == [("leader", 7, True), ("leader", 5, True), ("leader", 12, False), ("someone-else", 12, True)]
+    # After the message was handled, replies are PySyncObj's own again.
+    transport.sent.clear()
+    reply("leader")
+    assert [m["next_node_idx"] for _, m in transport.sent] == [12]
