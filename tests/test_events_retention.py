@@ -369,3 +369,18 @@ def test_node_reports_a_paused_watcher_near_trim(tmp_path):
         if ch is not None:
             ch.close()
         c.stop()
+
+
+def test_the_smallest_budget_is_32_kib_and_each_bound_is_checked(tmp_path):
+    # --events-budget's floor (a few pages); anything below, and a bad keep / min-age /
+    # map size, is refused before an LMDB environment is created.
+    log = EventLog(tmp_path / "ok", budget=32 << 10)
+    log.close()
+    for kw, error in [({"budget": (32 << 10) - 1}, "budget must be at least 32768 bytes"),
+                      ({"keep": 0}, "keep must be at least 1"),
+                      ({"min_age_ms": -1}, "min-age must not be negative"),
+                      ({"budget": 1 << 20, "map_size": (2 << 20) - 1}, "cannot hold the events budget")]:
+        with pytest.raises(ValueError, match=error):
+            EventLog(tmp_path / "refused", **kw)
+    assert not (tmp_path / "refused").exists()
+    EventLog(tmp_path / "edge", budget=1 << 20, map_size=2 << 20, keep=1, min_age_ms=0).close()
