@@ -321,10 +321,10 @@ def run_target(name: str, target: Target, args) -> dict:
                 sys.exit(f"{name}: {target.path} changed since the last run; --recheck/--resume need the same source")
             if args.resume and previous.get("tests_sha256") != tests_digest:
                 sys.exit(f"{name}: its tests changed since the last run; --resume needs the same tests")
-            # --resume: keep every result; --recheck: keep the killed (tests were only added
-            # or strengthened, so a killed mutant stays killed), run the others again.
+            # --resume: keep every result; --recheck: keep the detected (tests were only added
+            # or strengthened, so a killed mutant stays killed), run the survivors again.
             reuse = {(m["line_number"], m["index"]): m for m in previous["mutants"]
-                     if args.resume or m["status"] == "killed"}
+                     if args.resume or m["status"] in ("killed", "timeout")}
             # --recheck after an unfinished run: what it never reached stays unrun.
             reached = {(m["line_number"], m["index"]) for m in previous["mutants"]}
         mutants = []
@@ -386,7 +386,8 @@ def main() -> None:
     parser.add_argument("targets", nargs="*", help=f"any of {', '.join(TARGETS)} (default: all)")
     parser.add_argument("--list", action="store_true", help="list the targets and their tests")
     parser.add_argument("--recheck", action="store_true",
-                        help="keep the previous run's killed mutants, run the others again (after adding tests)")
+                        help="keep the previous run's killed and timed-out mutants, run the survivors again "
+                             "(after adding tests)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an unfinished run (same source, same tests): keep every result it has")
     parser.add_argument("--timeout-factor", type=float, default=5.0, help="timeout = factor x the baseline run")
