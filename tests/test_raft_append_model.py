@@ -346,6 +346,8 @@ ops = st.lists(st.one_of(
 # An old term's reply for index 4 (the log is 3 long now) puts nextIndex at 5; a later
 # stale reply within what this term sent brings it back to 4 (found by hypothesis).
 @example([("append", 1), ("append", 2), ("new_term", 1), ("append", 2), ("reply", 1), ("reply", 2)])
+# A term-1 success for 2..4 arrives after re-election with a log of 1..3 (found by mutation runs).
+@example([("append", 1), ("append", 2), ("new_term", 1), ("append", 1), ("append", 1), ("reply", 2), ("reply", 1)])
 def test_stale_success_replies_never_move_next_index_back(steps):
     leader = LeaderModel()
     in_flight = []        # last index of each message sent on this connection (any term)
