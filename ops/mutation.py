@@ -125,10 +125,26 @@ class InPlace:
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-m", FAST]
 
 
+def no_hypothesis_db() -> None:
+    """Hypothesis saves every failing example and replays it first next time: an example
+    that broke one mutant would be replayed against the next ones, and one that fails the
+    unmutated code too would "kill" every later mutant. Each run starts without one."""
+    from hypothesis import settings
+
+    settings.register_profile("mutation", database=None)
+    settings.load_profile("mutation")
+
+
+# The same for a fresh interpreter: `python -c PYTEST_MAIN args...`
+PYTEST_MAIN = ("import sys; from hypothesis import settings; "
+               "settings.register_profile('mutation', database=None); settings.load_profile('mutation'); "
+               "import pytest; sys.exit(pytest.main(sys.argv[1:]))")
+
+
 def run_tests(args: list[str], timeout: float) -> tuple[str, float]:
     """One test run in a fresh interpreter (the slow, simple way; --no-fork)."""
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    cmd = [sys.executable, "-m", "pytest", *PYTEST_ARGS, *args]
+    cmd = [sys.executable, "-c", PYTEST_MAIN, *PYTEST_ARGS, *args]
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -183,6 +199,7 @@ class ForkRunner:
                 null = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(null, 1)
                 os.dup2(null, 2)
+                no_hypothesis_db()
                 import pytest
 
                 code = int(pytest.main([*PYTEST_ARGS, *args]))
@@ -216,7 +233,7 @@ def coverage_pass(name: str, target: Target, files: list[str]) -> tuple[dict[int
     data_file = OUT / f"{name}.coverage"
     data_file.unlink(missing_ok=True)
     env = dict(os.environ, COVERAGE_FILE=str(data_file))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", FAST,
+    cmd = [sys.executable, "-c", PYTEST_MAIN, "-q", "-p", "no:cacheprovider", "-m", FAST,
            f"--cov={Path(target.path).parent}", "--cov-context=test", "--cov-report=", *files]
     start = time.monotonic()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
