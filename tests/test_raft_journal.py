@@ -986,3 +986,47 @@ def test_the_default_map_holds_far_more_than_lmdbs_own_default(tmp_path):
         for i in range(1, 25):                # 24 MiB of entries
             j.add(big, i, 1)
         assert len(j) == 24
+
+
+def test_empty_slices_of_a_slice_are_empty(tmp_path):
+    with filled(tmp_path / "j", 10) as j:
+        view = j[2:8]
+        assert view[3:3] == [] and view[5:1] == [] and view[6:] == []
+        assert view[4:6] == [(b"cmd7", 7, 1), (b"cmd8", 8, 1)]
+
+
+@pytest.mark.parametrize("bad", [True, 1.5, "3", None])
+def test_an_index_or_term_that_is_not_an_int_is_a_journal_error(tmp_path, bad):
+    with LmdbJournal(tmp_path / "j", sync_policy="relaxed") as j:
+        with pytest.raises(JournalError, match="must be an int"):
+            j.add(b"x", bad, 1)
+        with pytest.raises(JournalError, match="must be an int"):
+            j.add(b"x", 1, bad)
+        assert len(j) == 0
+
+
+def test_relaxed_syncs_about_once_a_second_by_default(tmp_path, monkeypatch):
+    # Module docstring: a machine crash can lose about the last second of entries.
+    now = [1000.0]
+    monkeypatch.setattr(journal_mod.time, "monotonic", lambda: now[0])
+    with LmdbJournal(tmp_path / "j", sync_policy="relaxed") as j:
+        fs = CountingFsync(j)
+        j.add(b"x", 1, 1)
+        now[0] += 0.999
+        j.onOneSecondTimer()
+        assert fs.count == 0
+        now[0] += 0.001
+        j.onOneSecondTimer()
+        assert fs.count == 1
+
+
+def test_durable_on_a_map_async_writemap_env_fsyncs_every_write(tmp_path):
+    # LMDB's sync flag alone does not make commits durable with writemap + map_async.
+    env = lmdb.open(str(tmp_path / "env"), max_dbs=8, writemap=True, map_async=True)
+    j = LmdbJournal(env)
+    fs = CountingFsync(j)
+    for i in range(1, 4):
+        j.add(b"x", i, 1)
+    assert fs.count == 3
+    j.close()
+    env.close()
