@@ -372,5 +372,5 @@ def test_the_ticker_thread_never_keeps_a_process_alive():
         "t = Ticker(M(), C()); t.start(); assert t._thread.is_alive()\n"
         "print('exiting')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=45)
     assert out.returncode == 0 and out.stdout == "exiting\n", out.stderr
