@@ -423,3 +423,21 @@ def test_traced_requests_travel_with_the_command_first_as_parent_rest_as_links(m
     finally:
         tracing.use_provider(None)
         provider.shutdown()
+
+
+def test_cancelling_one_queued_request_gives_back_exactly_its_timers():
+    async def main():
+        bridge = FakeBridge()
+        b = CreateBatcher(bridge, lambda: NOW_MS)
+        await start(b, request("a"))
+        _, middle, _ = await start(b, request("b", 2), request("c", 3), request("d", 4))
+        assert b.queued == (3, 9)
+        middle.cancel()
+        await settle()
+        assert b.queued == (2, 6)
+        bridge.land(0)
+        await settle()
+        assert bridge.groups(1) == [["b.0", "b.1"], ["d.0", "d.1", "d.2", "d.3"]]
+        bridge.land(1)
+
+    run(main())

@@ -384,3 +384,13 @@ def test_the_smallest_budget_is_32_kib_and_each_bound_is_checked(tmp_path):
             EventLog(tmp_path / "refused", **kw)
     assert not (tmp_path / "refused").exists()
     EventLog(tmp_path / "edge", budget=1 << 20, map_size=2 << 20, keep=1, min_age_ms=0).close()
+
+
+def test_without_a_map_size_the_map_is_sized_for_the_budget(tmp_path):
+    # LMDB's own default map (10 MiB) would fill long before a real budget does.
+    budget = 256 << 20
+    log = EventLog(tmp_path / "events", budget=budget)
+    try:
+        assert log._env.info()["map_size"] == events_map_size(budget) > budget
+    finally:
+        log.close()
