@@ -394,3 +394,13 @@ def test_without_a_map_size_the_map_is_sized_for_the_budget(tmp_path):
         assert log._env.info()["map_size"] == events_map_size(budget) > budget
     finally:
         log.close()
+
+
+def test_a_fresh_store_creates_its_directories_and_reports_no_watcher_near_trim(tmp_path):
+    log = EventLog(tmp_path / "data" / "n1" / "events")
+    try:
+        w = log.register_watch(1)
+        assert log.near_trim() == [] and not log.lagging and not log.budget_full
+        log.unregister_watch(w)
+    finally:
+        log.close()
