@@ -456,3 +456,16 @@ def test_variable_fields_read_back_exactly_as_created_including_the_empty_defaul
         assert fields == {"plain": ("", b"", {}, b"", None, False),
                           "payload-only": ("", b"\x00body", {}, b"", None, False),
                           "full": ("n", b"p", {"a": "1", "b": "2"}, b"act", "k", True)}
+
+
+def test_a_snapshot_with_many_tenants_restores_every_lookup():
+    # Restore builds the id indexes one way up to 16 tenants and another way above.
+    s = State()
+    s.create(T0, [spec(f"t{i}", tenant=f"tenant{i % 20}", idempotency_key=f"k{i}") for i in range(60)])
+    r = State.from_bytes(s.to_bytes())
+    for i in range(60):
+        assert r.get(f"tenant{i % 20}", f"t{i}").idempotency_key == f"k{i}"
+    # the idempotency index too: a retry with the same key returns the existing timer
+    again = r.create(T0, [spec("other", tenant="tenant3", idempotency_key="k3")])
+    assert [item.timer.id for item in again.items] == ["t3"]
+    r.check_invariants()
