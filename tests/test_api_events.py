@@ -356,3 +356,125 @@ def test_batcher_failure_and_cancellation():
         assert len(bridge.proposed) == 1
 
     asyncio.run(main())
+
+
+def test_the_events_store_layout_is_the_documented_one(tmp_path):
+    # A node's events/ directory outlives a restart and an upgrade (module docstring):
+    # key = seq as big-endian u64, value = kind u8, state u8, revision u64, at_ms i64,
+    # fire_at i64, fire_id u64, len(tenant) u8, tenant, id; the floor in meta "floor".
+    import lmdb
+
+    log = EventLog(tmp_path / "events", keep=2)
+    m = FakeMachine()
+    log.attach(m)
+    m.emit((Event(1, EventKind.CREATED, "acme", "t1", 1000, 1, TimerState.ARMED, 5000, None),
+            Event(2, EventKind.FIRED, "acme", "t1", 5000, 2, TimerState.FIRED, 5000, 7),
+            Event(3, EventKind.SETTLED, "b", "x", 5001, 3, TimerState.SETTLED, 5000, 7)))
+    log.close()
+    env = lmdb.open(str(tmp_path / "events"), max_dbs=2, readonly=True, subdir=True)
+    try:
+        with env.begin() as txn:
+            events = dict(txn.cursor(db=env.open_db(b"events", txn=txn, create=False)))
+            meta = dict(txn.cursor(db=env.open_db(b"meta", txn=txn, create=False)))
+    finally:
+        env.close()
+    be = lambda n, width=8: n.to_bytes(width, "big", signed=True)  # noqa: E731
+    assert events == {
+        be(2): bytes([int(EventKind.FIRED), int(TimerState.FIRED)]) + be(2) + be(5000) + be(5000) + be(7)
+        + b"\x04acme" + b"t1",
+        be(3): bytes([int(EventKind.SETTLED), int(TimerState.SETTLED)]) + be(3) + be(5001) + be(5000) + be(7)
+        + b"\x01b" + b"x",
+    }
+    assert meta == {b"floor": be(2)}                  # keep=2 trimmed event 1
+    reopened = EventLog(tmp_path / "events")
+    try:
+        assert reopened.floor == 2
+    finally:
+        reopened.close()
+
+
+def _reopen(path, **kw):
+    log = EventLog(path, **kw)
+    m = FakeMachine()
+    log.attach(m)
+    return log, m
+
+
+def test_a_snapshot_exactly_at_the_stored_end_skips_nothing_and_a_skip_survives_a_restart(tmp_path):
+    log, m = _reopen(tmp_path / "events", keep=1000)
+    m.emit(evs(1, 5))
+    m.load_snapshot(5)                     # a restart's snapshot at our last event: no gap
+    assert (log.floor, log.skipped_to, log.visible) == (1, 0, 5) and seqs(log) == [1, 2, 3, 4, 5]
+    m.load_snapshot(9)                     # an install past our events: history restarts at 10
+    assert (log.floor, log.skipped_to) == (10, 9)
+    log.close()
+    log, m = _reopen(tmp_path / "events", keep=1000)
+    assert log.floor == 10                 # the floor was persisted, not re-derived from keys
+    m.load_snapshot(9)
+    m.emit(evs(10, 11))
+    assert seqs(log) == [10, 11]
+    log.close()
+
+
+def test_reemission_straddling_the_stored_end_and_the_floor(tmp_path):
+    path = tmp_path / "events"
+    log, m = _reopen(path, keep=6)
+    m.emit(evs(1, 10))                     # keep=6: floor 5
+    assert log.floor == 5
+    log.close()
+    log, m = _reopen(path, keep=6)
+    m.load_snapshot(2)                     # older than the floor: events 3.. re-emitted
+    m.emit(evs(3, 12))                     # 3, 4 are below the floor; 5..10 identical; 11, 12 new
+    assert seqs(log) == list(range(7, 13)) and log.floor == 7
+    log.close()
+    # Diverging exactly at the last stored event replaces just that one.
+    log, m = _reopen(path, keep=6)
+    m.load_snapshot(10)
+    m.emit((ev(11, "t11"), ev(12, "changed"), ev(13, "t13")))
+    assert [e[3] for e in log.read(10)] == ["t10", "t11", "changed", "t13"]
+    log.close()
+
+
+def test_empty_batches_and_writes_after_close_are_no_ops(tmp_path):
+    log, m = _reopen(tmp_path / "events", keep=1000)
+    m.emit(evs(1, 2))
+    m.emit(())
+    assert (log.visible, log.write_errors, seqs(log)) == (2, 0, [1, 2])
+    log.close()
+    m.emit(evs(3, 3))                      # the tick thread may still call in while stopping
+    m.load_snapshot(3)
+    assert log.write_errors == 0
+
+
+def test_every_failed_write_is_counted(event_store, monkeypatch):
+    log, m = event_store
+
+    def broken(events):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(log, "_write", broken)
+    m.emit(evs(1, 2))
+    m.emit(evs(3, 4))
+    assert (log.write_errors, log.floor) == (2, 5)
+
+
+def test_age_trimming_goes_in_bounded_chunks_and_catches_up(tmp_path):
+    # Events older than max_age are trimmed TRIM_CHUNK + 2 x written per write at most,
+    # oldest first, so one write never deletes an unbounded backlog; later writes go on.
+    from minoots.api.events import TRIM_CHUNK
+
+    now = [1_000_000]
+    log, m = _reopen(tmp_path / "events", max_age_ms=1000, clock=lambda: now[0])
+    n = 2 * TRIM_CHUNK + 500
+    for first in range(1, n + 1, 1000):
+        m.emit(tuple(ev(s, f"t{s}", at=now[0]) for s in range(first, min(first + 1000, n + 1))))
+    assert log.floor == 1
+    now[0] += 5000                         # all of them are now older than max_age
+    m.emit((ev(n + 1, at=now[0]),))
+    assert log.floor == 1 + TRIM_CHUNK + 2
+    m.emit((ev(n + 2, at=now[0]),))
+    assert log.floor == 1 + 2 * (TRIM_CHUNK + 2)
+    m.emit((ev(n + 3, at=now[0]),))
+    assert log.floor == n + 1              # caught up: only the young ones are left
+    assert seqs(log) == [n + 1, n + 2, n + 3]
+    log.close()

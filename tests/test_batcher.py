@@ -293,3 +293,151 @@ def test_cancelled_after_proposal_stays_in_the_command_and_the_rest_get_results(
         assert left.cancelled()
 
     run(main())
+
+
+def test_approx_bytes_counts_every_variable_field():
+    # The byte bound is only as good as this estimate: each variable-size field of a
+    # spec must add at least its own length (PySyncObj pickles them all).
+    base = TimerSpec(id="x", fire_at=10_000)
+    size = _approx_bytes([base])
+    grown = {
+        "id": TimerSpec(id="x" * 1001, fire_at=10_000),
+        "tenant": TimerSpec(id="x", fire_at=10_000, tenant="t" * 1000),
+        "name": TimerSpec(id="x", fire_at=10_000, name="n" * 1000),
+        "payload": TimerSpec(id="x", fire_at=10_000, payload=b"p" * 1000),
+        "action": TimerSpec(id="x", fire_at=10_000, action=b"a" * 1000),
+        "labels": TimerSpec(id="x", fire_at=10_000, labels={"k" * 500: "v" * 500}),
+        "idempotency_key": TimerSpec(id="x", fire_at=10_000, idempotency_key="i" * 1000),
+    }
+    for field, s in grown.items():
+        added = 1000 - len(getattr(base, field) or "")             # the field's extra length
+        assert _approx_bytes([s]) >= size + added, field
+    assert _approx_bytes([base, base]) == 2 * size            # per spec, summed
+    assert _approx_bytes([]) == 0
+
+
+def test_default_bounds_are_the_documented_ones():
+    # Module docstring: 10,000 timers, 512 requests, ~8 MiB of spec data per command.
+    rs = [request(f"r{i}") for i in range(513)]
+    assert [len(c) for c in later_commands(CreateBatcher(FakeBridge(), lambda: NOW_MS), *rs)] == [512, 1]
+    a, b, c = request("a", 6_000), request("b", 4_000), request("c")
+    assert later_commands(CreateBatcher(FakeBridge(), lambda: NOW_MS), a, b, c) == [ids(a, b), ids(c)]
+    # Two requests of exactly 4 MiB each fill the 8 MiB; one byte more goes next.
+    pad = (4 << 20) - _approx_bytes([spec("p.0")])
+    p, q, r = (request(x, payload=b"z" * pad) for x in "pqr")
+    assert _approx_bytes(p) == 4 << 20
+    assert later_commands(CreateBatcher(FakeBridge(), lambda: NOW_MS), p, q, request("s")) == \
+        [ids(p, q), [["s.0"]]]
+    assert later_commands(CreateBatcher(FakeBridge(), lambda: NOW_MS), p, q, r) == [ids(p, q), ids(r)]
+
+
+def test_a_request_cancelled_in_the_same_step_as_the_landing_is_skipped_and_unaccounted():
+    # The caller gives up and the command in flight lands before the caller's task runs
+    # again: the next batch must skip that request, take the ones behind it, and the
+    # queue's accounting (what the RESOURCE_EXHAUSTED bound reads) must end at zero.
+    async def main():
+        bridge = FakeBridge()
+        b = CreateBatcher(bridge, lambda: NOW_MS)
+        await start(b, request("a"))
+        keep1, gone, keep2 = await start(b, request("b"), request("gone", 3), request("c", 2))
+        assert b.queued == (3, 6)
+        bridge.land(0)                                 # its landing callback is scheduled first,
+        gone.cancel()                                  # then the cancelled caller's wake-up
+        await settle()
+        assert bridge.groups(1) == [["b.0"], ["c.0", "c.1"]]
+        assert gone.cancelled() and b.queued == (0, 0)
+        bridge.land(1)
+        assert await keep1 == ["b.0"] and await keep2 == ["c.0", "c.1"]
+
+    run(main())
+
+
+def test_a_cancelled_proposal_fails_its_requests_and_reopens_the_gate():
+    async def main():
+        bridge = FakeBridge()
+        b = CreateBatcher(bridge, lambda: NOW_MS)
+        tasks = await queued_behind_one(b, request("b"), request("c"))
+        bridge.proposed[1][1].cancel()                 # e.g. the bridge shut down
+        for t in tasks:
+            with pytest.raises(asyncio.CancelledError):
+                await t
+        nxt = await start(b, request("d"))
+        assert bridge.groups(2) == [["d.0"]]
+        bridge.land(2)
+        assert await nxt[0] == ["d.0"]
+
+    run(main())
+
+
+class TracingBridge(FakeBridge):
+    """Also records the trace arguments of each proposal."""
+
+    def __init__(self):
+        super().__init__()
+        self.trace_kw = []
+
+    def propose(self, command, **kw):
+        self.trace_kw.append(kw)
+        return super().propose(command)
+
+
+def test_traced_requests_travel_with_the_command_first_as_parent_rest_as_links(monkeypatch):
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from minoots.raft import tracing
+
+    monkeypatch.setattr(tracing, "MAX_LINKS", 3)
+    provider = TracerProvider()
+    tracing.use_provider(provider)
+    try:
+        tracer = provider.get_tracer("test")
+
+        async def main():
+            bridge = TracingBridge()
+            b = CreateBatcher(bridge, lambda: NOW_MS)
+            await start(b, request("first"))
+            spans, tasks = [], []
+            for i in range(7):
+                if i == 1:                             # one untraced request among them
+                    tasks.append(asyncio.create_task(b.create(request(f"r{i}"))))
+                    spans.append(None)
+                    continue
+                with tracer.start_as_current_span(f"req{i}") as span:
+                    tasks.append(asyncio.create_task(b.create(request(f"r{i}"))))
+                spans.append(span.get_span_context())
+            await settle()
+            bridge.land(0)
+            await settle()
+            command, kw = bridge.proposed[1][0], bridge.trace_kw[1]
+            assert command.traceparents == tuple(None if sc is None else tracing.traceparent_of(sc)
+                                                 for sc in spans)
+            traced = [sc for sc in spans if sc is not None]
+            assert trace.get_current_span(kw["trace_parent"]).get_span_context().span_id == traced[0].span_id
+            # the others as links, at most MAX_LINKS of them
+            assert [link.context.span_id for link in kw["trace_links"]] == [sc.span_id for sc in traced[1:4]]
+            bridge.land(1)
+            await asyncio.gather(*tasks)
+
+        run(main())
+    finally:
+        tracing.use_provider(None)
+        provider.shutdown()
+
+
+def test_cancelling_one_queued_request_gives_back_exactly_its_timers():
+    async def main():
+        bridge = FakeBridge()
+        b = CreateBatcher(bridge, lambda: NOW_MS)
+        await start(b, request("a"))
+        _, middle, _ = await start(b, request("b", 2), request("c", 3), request("d", 4))
+        assert b.queued == (3, 9)
+        middle.cancel()
+        await settle()
+        assert b.queued == (2, 6)
+        bridge.land(0)
+        await settle()
+        assert bridge.groups(1) == [["b.0", "b.1"], ["d.0", "d.1", "d.2", "d.3"]]
+        bridge.land(1)
+
+    run(main())

@@ -369,3 +369,38 @@ def test_node_reports_a_paused_watcher_near_trim(tmp_path):
         if ch is not None:
             ch.close()
         c.stop()
+
+
+def test_the_smallest_budget_is_32_kib_and_each_bound_is_checked(tmp_path):
+    # --events-budget's floor (a few pages); anything below, and a bad keep / min-age /
+    # map size, is refused before an LMDB environment is created.
+    log = EventLog(tmp_path / "ok", budget=32 << 10)
+    log.close()
+    for kw, error in [({"budget": (32 << 10) - 1}, "budget must be at least 32768 bytes"),
+                      ({"keep": 0}, "keep must be at least 1"),
+                      ({"min_age_ms": -1}, "min-age must not be negative"),
+                      ({"budget": 1 << 20, "map_size": (2 << 20) - 1}, "cannot hold the events budget")]:
+        with pytest.raises(ValueError, match=error):
+            EventLog(tmp_path / "refused", **kw)
+    assert not (tmp_path / "refused").exists()
+    EventLog(tmp_path / "edge", budget=1 << 20, map_size=2 << 20, keep=1, min_age_ms=0).close()
+
+
+def test_without_a_map_size_the_map_is_sized_for_the_budget(tmp_path):
+    # LMDB's own default map (10 MiB) would fill long before a real budget does.
+    budget = 256 << 20
+    log = EventLog(tmp_path / "events", budget=budget)
+    try:
+        assert log._env.info()["map_size"] == events_map_size(budget) > budget
+    finally:
+        log.close()
+
+
+def test_a_fresh_store_creates_its_directories_and_reports_no_watcher_near_trim(tmp_path):
+    log = EventLog(tmp_path / "data" / "n1" / "events")
+    try:
+        w = log.register_watch(1)
+        assert log.near_trim() == [] and not log.lagging and not log.budget_full
+        log.unregister_watch(w)
+    finally:
+        log.close()

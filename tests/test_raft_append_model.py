@@ -346,6 +346,8 @@ ops = st.lists(st.one_of(
 # An old term's reply for index 4 (the log is 3 long now) puts nextIndex at 5; a later
 # stale reply within what this term sent brings it back to 4 (found by hypothesis).
 @example([("append", 1), ("append", 2), ("new_term", 1), ("append", 2), ("reply", 1), ("reply", 2)])
+# A term-1 success for 2..4 arrives after re-election with a log of 1..3 (found by mutation runs).
+@example([("append", 1), ("append", 2), ("new_term", 1), ("append", 1), ("append", 1), ("reply", 2), ("reply", 1)])
 def test_stale_success_replies_never_move_next_index_back(steps):
     leader = LeaderModel()
     in_flight = []        # last index of each message sent on this connection (any term)
@@ -408,3 +410,133 @@ def test_tracking_is_per_term():
     assert leader.send_entries() == 5           # term 2: only 5 sent
     leader.receive({"type": "next_node_idx", "next_node_idx": 4, "reset": False, "success": True})
     assert leader.next_index == 6               # past what this term sent, not past term 1's 10
+
+
+def test_plan_leaves_alone_what_is_not_a_plain_append_entries():
+    # Only a complete, current-term append_entries with a prevLogIdx is the plan's
+    # business; everything else reaches PySyncObj's handler exactly as it came.
+    journal = _journal([entry(1, 0)] + [entry(i, 1) for i in range(2, 7)])
+    alone = [
+        # a snapshot piece: append_entries without prevLogIdx
+        {"type": "append_entries", "term": 1, "commit_index": 3, "serialized": (b"part", 0, False)},
+        # a piece of a chunked entry (the transport reassembles these before planning)
+        {"type": "append_entries", "transmission": "start", "data": b"\x80", "term": 1,
+         "commit_index": 6, "prevLogIdx": 3, "prevLogTerm": 1},
+        # no previous entry to check against
+        {"type": "append_entries", "term": 1, "commit_index": 6, "prevLogIdx": None,
+         "prevLogTerm": None, "entries": []},
+        # not an append at all
+        {"type": "next_node_idx", "term": 1, "prevLogIdx": 3, "next_node_idx": 4, "success": True},
+    ]
+    for message in alone:
+        assert plan_append_entries(journal, 1, message) == (message, None), message
+    # A follower whose log is still empty: nothing to compare, nothing to rewrite.
+    heartbeat = {"type": "append_entries", "term": 1, "commit_index": 3, "prevLogIdx": 3,
+                 "prevLogTerm": 1, "entries": []}
+    assert plan_append_entries(MemoryJournal(), 1, heartbeat) == (heartbeat, None)
+
+
+def _follower_transport(log=()):
+    """The mixin over the stub base, as a follower: every message it hands PySyncObj is recorded."""
+    conf = _Conf()
+    for e in log:
+        conf.journalFile.add(*e)
+    obj = type("Obj", (), {"conf": conf, "raftCurrentTerm": 1, "_isLeader": lambda self: False})()
+    transport = _Transport(obj, "self", ["leader"])
+    handed = []
+    disconnected = []
+    transport.setOnMessageReceivedCallback(lambda node, message: handed.append((node, message)))
+    transport.setOnNodeDisconnectedCallback(disconnected.append)
+    return transport, handed, disconnected
+
+
+def test_disconnects_reach_pysyncobj_with_the_node():
+    transport, _, disconnected = _follower_transport()
+    transport.on_disconnected("leader")
+    assert disconnected == ["leader"]
+
+
+def test_chunk_pieces_without_their_start_pass_through_unchanged():
+    # E.g. the connection dropped mid-transmission and a new one starts with a later
+    # piece: nothing to reassemble, PySyncObj's handler decides (it resets).
+    transport, handed, _ = _follower_transport([entry(1, 0), entry(2, 1)])
+    for piece in ("process", "finish"):
+        message = {"type": "append_entries", "transmission": piece, "data": b"\x80\x04", "term": 1,
+                   "commit_index": 1, "prevLogIdx": 2, "prevLogTerm": 1}
+        transport.on_message("leader", message)
+        assert handed[-1] == ("leader", message)
+
+
+def _pieces(entry_, n=3):
+    import pickle
+
+    data = pickle.dumps(entry_)
+    step = -(-len(data) // n)
+    chunks = [data[i:i + step] for i in range(0, len(data), step)]
+    kinds = ["start"] + ["process"] * (len(chunks) - 2) + ["finish"]
+    return [{"type": "append_entries", "transmission": kind, "data": chunk, "term": 1, "commit_index": 6,
+             "prevLogIdx": entry_[1] - 1, "prevLogTerm": 1} for kind, chunk in zip(kinds, chunks)]
+
+
+def test_a_chunked_entry_is_reassembled_and_planned_like_any_other():
+    log = [entry(1, 0)] + [entry(i, 1) for i in range(2, 7)]
+    # A chunked resend of entry 4, which the follower holds: truncates nothing.
+    transport, handed, _ = _follower_transport(log)
+    pieces = _pieces(entry(4, 1))
+    for piece in pieces:
+        transport.on_message("leader", piece)
+    assert [m for _, m in handed[:-1]] == pieces[:-1]            # start/process: PySyncObj's to ack
+    assert handed[-1][1] == {"type": "append_entries", "term": 1, "commit_index": 6,
+                             "prevLogIdx": 6, "prevLogTerm": 1, "entries": []}
+    # A new chunked entry 7: handed on whole, as one entry.
+    transport, handed, _ = _follower_transport(log)
+    for piece in _pieces(entry(7, 1), n=4):
+        transport.on_message("leader", piece)
+    assert handed[-1][1] == {"type": "append_entries", "term": 1, "commit_index": 6,
+                             "prevLogIdx": 6, "prevLogTerm": 1, "entries": [entry(7, 1)]}
+    assert len(handed) == 4
+
+
+@pytest.mark.parametrize("kind", ["serialized", "transmission"])
+def test_a_snapshot_or_chunked_send_stops_the_tracking(kind):
+    # After a snapshot or a chunked entry the follower's state is not what the tracked
+    # sends imply: a success reply then sets nextIndex as PySyncObj says.
+    leader = LeaderModel()
+    leader.log_len = 6
+    assert leader.send_entries() == 6
+    extra = {"serialized": (b"snap", 0, False)} if kind == "serialized" else \
+        {"transmission": "start", "data": b"\x80", "prevLogIdx": 6, "prevLogTerm": 1}
+    leader.transport.send("peer", {"type": "append_entries", "term": 1, "commit_index": 0, **extra})
+    leader.receive({"type": "next_node_idx", "next_node_idx": 3, "reset": False, "success": True})
+    assert leader.next_index == 3
+
+
+def test_the_reply_to_a_capped_message_vouches_only_for_what_the_leader_sent():
+    # Term-2 leader resends 4..6, all present; the follower also holds 7..11 of term 1,
+    # unverified. PySyncObj's handler answers for its whole log (12); the transport caps
+    # that reply, and only that one, at 7.
+    log = [entry(1, 0)] + [entry(i, 1) for i in range(2, 12)]
+    transport, handed, _ = _follower_transport(log)
+    transport._rc_syncobj.raftCurrentTerm = 2
+
+    def reply(node, success=True, next_idx=12):
+        transport.send(node, {"type": "next_node_idx", "next_node_idx": next_idx, "reset": False,
+                              "success": success})
+
+    def handler(node, message):                      # PySyncObj's handler, replying in place
+        handed.append(message)
+        reply(node)
+        reply(node, next_idx=5)                      # below the cap: untouched
+        reply(node, success=False)                   # a refusal: untouched
+        reply("someone-else")                        # another peer: untouched
+
+    transport.setOnMessageReceivedCallback(handler)
+    transport.on_message("leader", {"type": "append_entries", "term": 2, "commit_index": 11, "prevLogIdx": 3,
+                                    "prevLogTerm": 1, "entries": [entry(4, 1), entry(5, 1), entry(6, 1)]})
+    assert handed[-1]["prevLogIdx"] == 11 and handed[-1]["entries"] == [] and handed[-1]["commit_index"] == 6
+    sent = [(node, m["next_node_idx"], m["success"]) for node, m in transport.sent]
+    assert sent == [("leader", 7, True), ("leader", 5, True), ("leader", 12, False), ("someone-else", 12, True)]
+    # After the message was handled, replies are PySyncObj's own again.
+    transport.sent.clear()
+    reply("leader")
+    assert [m["next_node_idx"] for _, m in transport.sent] == [12]

@@ -893,3 +893,140 @@ def test_burst_with_patch_never_truncates(tmp_path, critical_records):
         assert critical_records == []
     finally:
         stop_cluster(objs)
+
+
+# ------------------------------------------------- the on-disk layout is a durable schema
+
+
+def _raw(path):
+    """Every record of a closed journal's LMDB, read without LmdbJournal."""
+    env = lmdb.open(str(path), max_dbs=4, readonly=True, subdir=True)
+    try:
+        out = {}
+        for name in (b"raft.log", b"raft.meta"):
+            db = env.open_db(name, create=False)
+            with env.begin(db=db) as txn:
+                out[name] = dict(txn.cursor())
+        return out
+    finally:
+        env.close()
+
+
+def test_on_disk_layout_is_the_documented_one(tmp_path):
+    # Existing data dirs hold exactly this (module docstring): a change here must be a
+    # new FORMAT_VERSION with a migration, never a silent reinterpretation.
+    with LmdbJournal(tmp_path / "j") as j:
+        j.add(b"\x01noop", 1, 0)
+        j.add(b"cmd", 2, 7)
+        j.setCurrentTerm(7, "127.0.0.1:7101")
+        j.setRaftCommitIndex(2)
+    raw = _raw(tmp_path / "j")
+    assert raw[b"raft.log"] == {(1).to_bytes(8, "big"): (0).to_bytes(8, "big") + b"\x01noop",
+                                (2).to_bytes(8, "big"): (7).to_bytes(8, "big") + b"cmd"}
+    assert raw[b"raft.meta"] == {b"format": (1).to_bytes(4, "big"),
+                                 b"current_term": (7).to_bytes(8, "big"),
+                                 b"voted_for": b"\x01127.0.0.1:7101",
+                                 b"commit_index": (2).to_bytes(8, "big")}
+
+
+def _write_raw(path, log: dict, meta: dict):
+    env = lmdb.open(str(path), max_dbs=4, subdir=True)
+    try:
+        for name, records in ((b"raft.log", log), (b"raft.meta", meta)):
+            db = env.open_db(name)
+            with env.begin(write=True, db=db) as txn:
+                for k, v in records.items():
+                    txn.put(k, v)
+    finally:
+        env.close()
+
+
+def test_a_data_dir_in_the_documented_layout_opens_with_its_state(tmp_path):
+    u64 = lambda n: n.to_bytes(8, "big")  # noqa: E731
+    _write_raw(tmp_path / "j", {u64(5): u64(2) + b"five", u64(6): u64(3) + b"six"},
+               {b"format": (1).to_bytes(4, "big"), b"current_term": u64(3), b"voted_for": b"\x00",
+                b"commit_index": u64(5)})
+    with LmdbJournal(tmp_path / "j") as j:
+        assert list(j) == [(b"five", 5, 2), (b"six", 6, 3)]
+        assert (j.getCurrentTerm(), j.getVotedForNodeId(), j.getRaftCommitIndex()) == (3, None, 5)
+    # A custom (non-str) node id is stored tagged \x02 + pickle, and read back.
+    with LmdbJournal(tmp_path / "j") as j:
+        j.setCurrentTerm(4, ("host", 1))
+    assert _raw(tmp_path / "j")[b"raft.meta"][b"voted_for"] == b"\x02" + pickle.dumps(("host", 1), protocol=4)
+    with LmdbJournal(tmp_path / "j") as j:
+        assert (j.getCurrentTerm(), j.getVotedForNodeId()) == (4, ("host", 1))
+
+
+@pytest.mark.parametrize("meta, error", [
+    ({b"format": (2).to_bytes(4, "big")}, "unsupported journal format 2"),
+    ({b"voted_for": b"\x07?"}, "corrupt voted_for"),
+])
+def test_an_unknown_format_or_a_corrupt_vote_is_refused(tmp_path, meta, error):
+    _write_raw(tmp_path / "j", {}, meta)
+    with pytest.raises(JournalError, match=error):
+        LmdbJournal(tmp_path / "j")
+
+
+def test_u64_fields_take_exactly_0_to_2_64_minus_1(tmp_path):
+    with LmdbJournal(tmp_path / "j", sync_policy="relaxed") as j:
+        for idx, term, what in [(2**64, 1, "idx"), (-1, 1, "idx"), (5, 2**64, "term")]:
+            with pytest.raises(JournalError, match=rf"{what} must be an int in \[0, 2\*\*64\)"):
+                j.add(b"y", idx, term)
+        assert len(j) == 0
+        with pytest.raises(JournalError, match="term must be an int"):
+            j.setCurrentTerm(2**64, None)
+        j.add(b"x", 2**64 - 1, 2**64 - 1)
+        assert j[-1] == (b"x", 2**64 - 1, 2**64 - 1)
+
+
+def test_the_default_map_holds_far_more_than_lmdbs_own_default(tmp_path):
+    # LMDB's own default map is 10 MiB; the journal's default is 1 GiB of address space.
+    with LmdbJournal(tmp_path / "j", sync_policy="relaxed") as j:
+        big = b"x" * (1 << 20)
+        for i in range(1, 25):                # 24 MiB of entries
+            j.add(big, i, 1)
+        assert len(j) == 24
+
+
+def test_empty_slices_of_a_slice_are_empty(tmp_path):
+    with filled(tmp_path / "j", 10) as j:
+        view = j[2:8]
+        assert view[3:3] == [] and view[5:1] == [] and view[6:] == []
+        assert view[4:6] == [(b"cmd7", 7, 1), (b"cmd8", 8, 1)]
+
+
+@pytest.mark.parametrize("bad", [True, 1.5, "3", None])
+def test_an_index_or_term_that_is_not_an_int_is_a_journal_error(tmp_path, bad):
+    with LmdbJournal(tmp_path / "j", sync_policy="relaxed") as j:
+        with pytest.raises(JournalError, match="must be an int"):
+            j.add(b"x", bad, 1)
+        with pytest.raises(JournalError, match="must be an int"):
+            j.add(b"x", 1, bad)
+        assert len(j) == 0
+
+
+def test_relaxed_syncs_about_once_a_second_by_default(tmp_path, monkeypatch):
+    # Module docstring: a machine crash can lose about the last second of entries.
+    now = [1000.0]
+    monkeypatch.setattr(journal_mod.time, "monotonic", lambda: now[0])
+    with LmdbJournal(tmp_path / "j", sync_policy="relaxed") as j:
+        fs = CountingFsync(j)
+        j.add(b"x", 1, 1)
+        now[0] += 0.999
+        j.onOneSecondTimer()
+        assert fs.count == 0
+        now[0] += 0.001
+        j.onOneSecondTimer()
+        assert fs.count == 1
+
+
+def test_durable_on_a_map_async_writemap_env_fsyncs_every_write(tmp_path):
+    # LMDB's sync flag alone does not make commits durable with writemap + map_async.
+    env = lmdb.open(str(tmp_path / "env"), max_dbs=8, writemap=True, map_async=True)
+    j = LmdbJournal(env)
+    fs = CountingFsync(j)
+    for i in range(1, 4):
+        j.add(b"x", i, 1)
+    assert fs.count == 3
+    j.close()
+    env.close()

@@ -9,6 +9,9 @@ it waits on events (bounded against hangs) and asserts nothing about time.
 from __future__ import annotations
 
 import bisect
+import logging
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -129,6 +132,8 @@ def test_never_two_ticks_in_flight():
     assert t.committed == 1
     t._step()                                  # after the commit it looks again at once
     assert ticks(machine) == [1_000_000, 1_002_000]
+    machine.commit(1)
+    assert (t.proposed, t.committed) == (2, 2)
 
 
 def test_coalesces_everything_due_into_one_tick():
@@ -206,3 +211,166 @@ def test_the_thread_loop_proposes_on_wake_and_looks_again_after_a_commit(monkeyp
     finally:
         t.stop()
     assert not t._thread.is_alive()
+
+
+def test_a_fresh_ticker_proposes_at_once_whatever_the_monotonic_clock_reads():
+    # Nothing is in flight before the first proposal, even on a host whose monotonic
+    # clock is still below IN_FLIGHT_LIMIT (just booted).
+    clock = FakeClock(mono=IN_FLIGHT_LIMIT / 4)
+    machine = FakeMachine([999_000])
+    t = Ticker(machine, clock)
+    assert t._step() == IN_FLIGHT_LIMIT
+    assert ticks(machine) == [1_000_000]
+
+
+def test_a_lost_callback_is_reported_once_not_on_every_later_look(caplog):
+    t, machine, clock = make([1_000_000])
+    t._step()
+    machine.deadlines.clear()                  # the tick applied; only its callback was lost
+    clock.mono += IN_FLIGHT_LIMIT
+    with caplog.at_level(logging.WARNING, logger="minoots.raft.ticker"):
+        for _ in range(4):
+            assert t._step() == IDLE_WAIT      # gave up waiting; nothing is due
+            clock.mono += IN_FLIGHT_LIMIT
+    lost = [r for r in caplog.records if "callback lost" in r.getMessage()]
+    assert len(lost) == 1
+    assert len(machine.proposals) == 1
+
+
+class RecordingWake:
+    """Stands in for the loop's wake Event: records every wait instead of sleeping."""
+
+    def __init__(self):
+        self.waits = []
+
+    def clear(self):
+        pass
+
+    def set(self):
+        pass
+
+    def wait(self, timeout):
+        self.waits.append(timeout)
+        return False
+
+
+def test_the_loop_sleeps_exactly_as_long_as_each_step_decides_and_survives_a_failing_step():
+    t, machine, _ = make()
+    t._wake = RecordingWake()
+    decisions = iter([0.25, IDLE_WAIT, RuntimeError("kernel hiccup"), 0.001, "stop"])
+
+    def step():
+        d = next(decisions)
+        if isinstance(d, Exception):
+            raise d
+        if d == "stop":
+            t._stop.set()
+            return 0.5
+        return d
+
+    t._step = step
+    t._run()                                   # returns once a step sets stop
+    # A failing step is logged and retried after IDLE_WAIT; the loop does not die.
+    assert t._wake.waits == [0.25, IDLE_WAIT, IDLE_WAIT, 0.001, 0.5]
+
+
+class FakeLinks:
+    def __init__(self, links):
+        self.links = links
+        self.calls = []
+
+    def links_for(self, events):
+        self.calls.append(list(events))
+        return self.links
+
+
+class TickResult:
+    def __init__(self, now_ms, fired, events):
+        self.now_ms, self.fired, self.events = now_ms, fired, events
+
+
+@pytest.fixture
+def spans():
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from minoots.raft import tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use_provider(provider)
+    try:
+        yield exporter
+    finally:
+        tracing.use_provider(None)
+        provider.shutdown()
+
+
+def _link(n):
+    from opentelemetry.trace import Link, SpanContext, TraceFlags
+
+    return Link(SpanContext(trace_id=n, span_id=n, is_remote=True, trace_flags=TraceFlags(1)))
+
+
+def test_a_committed_tick_that_fired_timers_records_a_span_linked_to_the_creates(spans):
+    links = FakeLinks([_link(7), _link(8)])
+    clock, machine = FakeClock(), FakeMachine([1_000_000])
+    t = Ticker(machine, clock, links)
+    t._step()
+    (_, callback), = machine.proposals
+    callback(TickResult(1_000_000, fired=["a", "b"], events=["ev1", "ev2"]), FAIL_REASON.SUCCESS)
+    (span,) = spans.get_finished_spans()
+    assert span.name == "raft.tick"
+    assert dict(span.attributes) == {"minoots.fired": 2, "minoots.tick_ms": 1_000_000}
+    assert [l.context.span_id for l in span.links] == [7, 8]
+    assert links.calls == [["ev1", "ev2"]]
+    assert span.start_time > 0
+
+
+def test_no_tick_span_without_fires_or_without_a_commit(spans):
+    links = FakeLinks([_link(7)])
+    t, machine, clock = make([1_000_000, 1_000_100, 1_000_200])
+    t._links = links
+    t._step()
+    machine.proposals[0][1](TickResult(1_000_000, fired=[], events=["created"]), FAIL_REASON.SUCCESS)
+    clock.ms = 1_000_100
+    t._step()
+    machine.proposals[1][1](TickResult(1_000_100, fired=[], events=[]), FAIL_REASON.SUCCESS)
+    clock.ms = 1_000_200
+    t._step()
+    machine.proposals[2][1](TickResult(1_000_200, fired=["x"], events=["ev"]), FAIL_REASON.NOT_LEADER)
+    assert spans.get_finished_spans() == ()
+    assert links.calls == []
+
+
+def test_without_tracing_a_tick_does_no_link_work():
+    from minoots.raft import tracing
+
+    assert not tracing.enabled()
+    links = FakeLinks([])
+    t, machine, _ = make([1_000_000])
+    t._links = links
+    t._step()
+    machine.proposals[0][1](TickResult(1_000_000, fired=["x"], events=["ev"]), FAIL_REASON.SUCCESS)
+    assert t.committed == 1 and links.calls == []
+
+
+def test_the_ticker_thread_never_keeps_a_process_alive():
+    # Documented: it runs in a daemon thread, so a process that exits without stop()
+    # (a node's fatal path) is not held up by it.
+    code = (
+        "import threading\n"
+        "from minoots.raft.ticker import Ticker\n"
+        "class M:\n"
+        "    storage_full = None\n"
+        "    def __init__(self): self.leader_listeners, self.apply_listeners = [], []\n"
+        "    def is_leader(self): return False\n"
+        "class C:\n"
+        "    pass\n"
+        "t = Ticker(M(), C()); t.start(); assert t._thread.is_alive()\n"
+        "print('exiting')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=45)
+    assert out.returncode == 0 and out.stdout == "exiting\n", out.stderr
