@@ -34,6 +34,30 @@ CLUSTER_FIXTURES = frozenset({"real_cluster", "fresh_cluster"})
 os.environ.setdefault("MINOOTS_TOKEN", new_token()[1])
 
 
+def _prerequisites_missing() -> list[str]:
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    out = [t for t in ("fusermount3", "chromium", "chromedriver", "node", "npm") if shutil.which(t) is None]
+    if not (root / "sdk" / "typescript" / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        out.append("sdk/typescript/node_modules")
+    return out
+
+
+def pytest_sessionstart(session):
+    """On a fresh machine, install what the suite needs beyond Python packages (Debian's
+    fuse3, chromium, nodejs/npm; the TypeScript SDK's npm packages) with
+    ops/test-prereqs.sh, so the README's test command works as written. Only when something
+    is missing; what cannot be installed (no root, no network) makes the tests that need it
+    fail with a hint, never skip."""
+    missing = _prerequisites_missing()
+    if not missing or os.environ.get("MINOOTS_NO_PREREQS"):
+        return
+    from pathlib import Path
+    script = Path(__file__).resolve().parent.parent / "ops" / "test-prereqs.sh"
+    print(f"\ninstalling test prerequisites ({', '.join(missing)}): {script}", flush=True)
+    subprocess.run(["bash", str(script)], check=False)
+
+
 def pytest_collection_modifyitems(config, items):
     unmarked = [item.nodeid for item in items
                 if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ()))
