@@ -22,7 +22,10 @@ does) and answers after applying them itself. Reads are local (a follower may
 trail the leader by a few entries; a write it acknowledged is visible on it).
 Retrying is safe for creates that carry an id or an idempotency key, for
 cancels and acks (a repeated cancel/ack of the same timer answers
-FAILED_PRECONDITION once the first one landed: the client can read the timer).
+FAILED_PRECONDITION once the first one landed: the client can read the timer),
+and for deletes (a repeated delete answers NOT_FOUND). A create retried after
+its timer ended and was purged (retention) creates a new timer: keys are
+forgotten with their timer.
 """
 from __future__ import annotations
 
@@ -215,6 +218,16 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
         tenant, timer_id, fire_id = validation.ack_args(request)
         res = await self._write(commands.AckTimer(self._node.clock.now_ms(), tenant, timer_id, fire_id), context)
         return timer_to_pb(res.timer)
+
+    @_unary
+    async def DeleteTimer(self, request, context):
+        ref = validation.timer_ref(request.tenant, request.id)
+        try:
+            res = await self._write(commands.DeleteTimers(self._node.clock.now_ms(), (tuple(ref),)), context)
+        except FailedPrecondition as exc:
+            msg = str(exc)
+            raise FailedPrecondition(msg[len("refs[0]: "):] if msg.startswith("refs[0]: ") else msg) from None
+        return timer_to_pb(res.timers[0])
 
     # ---- reads (local) -------------------------------------------------------------
 

@@ -105,6 +105,8 @@ class EventKind(enum.IntEnum):
     SETTLED = 4
     RESCHEDULED = 5
     CANCELLED = 6
+    PURGED = 20        # a terminal timer left the cluster after its tenant's retention
+    DELETED = 21       # a terminal timer was removed by delete()
 
     @classmethod
     def parse(cls, text: Union[str, int, "EventKind"]) -> "EventKind":

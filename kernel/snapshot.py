@@ -3,7 +3,7 @@ checked, and fast for a million timers because columns go out as raw arrays).
 
 Layout, all integers little-endian:
 
-    header  "MNTSKRNL" | u16 version | u16 flags (0) | u64 body length | u32 CRC32(body)
+    header  "MNTSKRNL" | u16 version (1 or 2) | u16 flags (0) | u64 body length | u32 CRC32(body)
     body    i64 seq | i64 last_tick | u64 timers | u32 tenants | u64 extras
             then blocks, each "u64 byte length | bytes", in this order:
             tenant name lengths (u32[tenants]), tenant names (UTF-8 of ASCII, concatenated)
@@ -14,6 +14,16 @@ Layout, all integers little-endian:
             name lengths u32 + UTF-8 blob, payload lengths u32 + blob,
             action lengths u32 + blob, idempotency key lengths u32 (0 = none) + UTF-8 blob,
             label counts (u8[extras]), label key lengths u32 + blob, label value lengths u32 + UTF-8 blob
+            version 2 only: the purge_at column (i64[timers])
+
+Version 2 (retention) adds the purge deadline of every terminal timer and allows
+free rows (state 0, empty id, tenant 0, no extras: a purged timer's ordinal).
+A state is written as version 1 while version 1 says all of it: no row was ever
+freed and every purge deadline is the default one (settled_at + 24 h, capped at
+MAX_TIME). That keeps the bytes (and digests) of states from before retention
+unchanged, and it is exactly how a version-1 snapshot is read: every terminal
+timer of an old snapshot gets purge_at = min(settled_at + DEFAULT_RETENTION_MS,
+MAX_TIME), the deadline the same timer gets when its log is replayed.
 
 Capture (State.capture -> SnapshotCapture) copies what encode reads -- the
 columns with one memcpy each, the id and extra lists as pointer copies (their
@@ -42,19 +52,22 @@ import sys
 import zlib
 from array import array
 from itertools import accumulate, compress, repeat
-from operator import is_not
+from operator import is_not, not_
 from typing import Optional, Union
 
 from ._wheel import MAX_TIME
 from .errors import SnapshotError
-from .table import COLUMNS, FLAG_KEY_IS_ID, FLAGS_KNOWN, ExtraField, Table, as_extra, make_extra
+from .retention import DEFAULT_RETENTION_MS
+from .table import COLUMNS, FLAG_KEY_IS_ID, FLAGS_KNOWN, FREE, NO_TIME, ExtraField, Table, as_extra, make_extra
 from .timer import TimerState
 from .validate import MAX_ID_LEN, MAX_LABELS, MAX_TENANT_LEN
 
-__all__ = ["MAGIC", "VERSION", "SnapshotCapture", "encode", "decode"]
+__all__ = ["MAGIC", "VERSION", "VERSION_RETENTION", "VERSIONS", "SnapshotCapture", "encode", "decode"]
 
 MAGIC = b"MNTSKRNL"
-VERSION = 1
+VERSION = 1            # written while it can say the state (see above)
+VERSION_RETENTION = 2  # written once it cannot: a row was freed or a purge deadline is not the default
+VERSIONS = (VERSION, VERSION_RETENTION)   # read
 
 _HEADER = struct.Struct("<8sHHQI")
 _SCALARS = struct.Struct("<qqQIQ")
@@ -63,6 +76,9 @@ _BIG = sys.byteorder == "big"
 _ID_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:~-"
 _ID_CHARS_RE = re.compile(rb"[A-Za-z0-9._:~-]*")
 _OK_STATES = bytes(range(min(TimerState), max(TimerState) + 1))
+_OK_STATES_V2 = bytes([FREE]) + _OK_STATES
+_TERMINAL = bytes(int(TimerState.SETTLED <= b <= TimerState.DEAD_LETTERED) for b in range(256))
+_FREE_BYTE = bytes(int(b == FREE) for b in range(256))
 
 
 # ---- encoding ------------------------------------------------------------------
@@ -97,31 +113,37 @@ class SnapshotCapture:
     capture time. It holds no indexes (encode never reads them).
     """
 
-    __slots__ = tuple(name for name, _ in COLUMNS) + ("ids", "extra", "tenant_names", "seq", "last_tick")
+    __slots__ = tuple(name for name, _ in COLUMNS) + ("ids", "extra", "tenant_names", "seq", "last_tick",
+                                                        "purge_at", "held", "v1")
 
-    def __init__(self, table: Table, seq: int, last_tick: int) -> None:
+    def __init__(self, table: Table, seq: int, last_tick: int, v1: bool = True) -> None:
         for name, _ in COLUMNS:
             setattr(self, name, getattr(table, name)[:])   # array slice: one memcpy
+        self.purge_at = table.purge_at[:]
         self.ids: list[str] = table.ids[:]
         self.extra: list[ExtraField] = table.extra[:]
         self.tenant_names: list[str] = table.tenant_names[:]
         self.seq = seq
         self.last_tick = last_tick
+        self.held = table.held
+        self.v1 = v1
 
     def __len__(self) -> int:
-        return len(self.ids)
+        """Timers held (free rows not counted)."""
+        return self.held
 
     def to_bytes(self) -> bytes:
         """The snapshot bytes of the captured instant (safe to call from any thread)."""
-        return encode(self, self.seq, self.last_tick)
+        return encode(self, self.seq, self.last_tick, self.v1)
 
     def __repr__(self) -> str:
         return f"<SnapshotCapture timers={len(self.ids)} seq={self.seq} last_tick={self.last_tick}>"
 
 
-def encode(table: Union[Table, SnapshotCapture], seq: int, last_tick: int) -> bytes:
-    """Serialise a table (or a capture of one) plus the kernel counters."""
-    n = len(table)
+def encode(table: Union[Table, SnapshotCapture], seq: int, last_tick: int, v1: bool = True) -> bytes:
+    """Serialise a table (or a capture of one) plus the kernel counters; `v1`: the
+    state is one version 1 can say (see the module doc), else version 2 is written."""
+    n = len(table.ids)
     if table.extra.count(None) == n:   # the common case, at C speed
         ex_ords: list[int] = []
     else:
@@ -141,6 +163,8 @@ def encode(table: Union[Table, SnapshotCapture], seq: int, last_tick: int) -> by
     pairs = [p for e in extras for p in e.labels]
     blocks += _utf8_blocks([k for k, _ in pairs])
     blocks += _utf8_blocks([v for _, v in pairs])
+    if not v1:
+        blocks.append(_le(table.purge_at))
 
     parts = [_SCALARS.pack(seq, last_tick, n, len(table.tenant_names), len(extras))]
     for b in blocks:
@@ -151,7 +175,7 @@ def encode(table: Union[Table, SnapshotCapture], seq: int, last_tick: int) -> by
     for p in parts:
         crc = zlib.crc32(p, crc)
         size += len(p)
-    return b"".join([_HEADER.pack(MAGIC, VERSION, 0, size, crc)] + parts)
+    return b"".join([_HEADER.pack(MAGIC, VERSION if v1 else VERSION_RETENTION, 0, size, crc)] + parts)
 
 
 # ---- decoding ------------------------------------------------------------------
@@ -237,8 +261,9 @@ def _check_times(a: array, what: str) -> None:
     _check_range(a, 0, MAX_TIME, what)
 
 
-def decode(data: bytes) -> tuple[Table, int, int]:
-    """Parse snapshot bytes into (table, seq, last_tick); SnapshotError if unusable."""
+def decode(data: bytes) -> tuple[Table, int, int, bool]:
+    """Parse snapshot bytes into (table, seq, last_tick, written as version 1);
+    SnapshotError if unusable."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise SnapshotError(f"snapshot must be bytes, not {type(data).__name__}")
     try:
@@ -251,7 +276,7 @@ def decode(data: bytes) -> tuple[Table, int, int]:
         raise SnapshotError(f"snapshot is malformed: {e}") from e
 
 
-def _decode(mv: memoryview) -> tuple[Table, int, int]:
+def _decode(mv: memoryview) -> tuple[Table, int, int, bool]:
     if len(mv) < _HEADER.size:
         if bytes(mv[:len(MAGIC)]) != MAGIC[:len(mv)]:
             raise SnapshotError("not a MINOOTS kernel snapshot (bad magic)")
@@ -259,8 +284,9 @@ def _decode(mv: memoryview) -> tuple[Table, int, int]:
     magic, version, flags, body_len, crc = _HEADER.unpack(mv[:_HEADER.size])
     if magic != MAGIC:
         raise SnapshotError("not a MINOOTS kernel snapshot (bad magic)")
-    if version != VERSION:
-        raise SnapshotError(f"unsupported snapshot format version {version} (this build reads {VERSION})")
+    if version not in VERSIONS:
+        raise SnapshotError(f"unsupported snapshot format version {version} "
+                            f"(this build reads {', '.join(map(str, VERSIONS))})")
     if flags != 0:
         raise SnapshotError(f"unsupported snapshot flags {flags:#x}")
     body = mv[_HEADER.size:]
@@ -295,8 +321,10 @@ def _decode(mv: memoryview) -> tuple[Table, int, int]:
         if n_tenants == 1 else max(t.tenant) >= n_tenants
     ):
         raise SnapshotError("snapshot column tenant names a tenant that is not in the table")
-    if t.state.tobytes().translate(None, _OK_STATES):
+    states = t.state.tobytes()
+    if states.translate(None, _OK_STATES if version == 1 else _OK_STATES_V2):
         raise SnapshotError("snapshot column state holds an unknown state")
+    free = list(compress(range(n), states.translate(_FREE_BYTE))) if version > 1 and FREE in states else []
     if t.flags.tobytes().translate(None, bytes(range(FLAGS_KNOWN + 1))):
         raise SnapshotError("snapshot column flags holds unknown flags")
     _check_times(t.fire_at, "column fire_at")
@@ -308,8 +336,9 @@ def _decode(mv: memoryview) -> tuple[Table, int, int]:
     ids.pop()  # the empty string after the last terminator
     if len(ids) != n:
         raise SnapshotError(f"snapshot holds {len(ids)} ids for {n} timers")
-    # An empty id is an empty line: at the start or a doubled terminator.
-    if n and (id_blob[:1] == b"\n" or b"\n\n" in id_blob or max(map(len, ids)) > MAX_ID_LEN):
+    # An empty id is an empty line: at the start or a doubled terminator (a free row's only).
+    if n and (((id_blob[:1] == b"\n" or b"\n\n" in id_blob) and list(compress(range(n), map(not_, ids))) != free)
+              or max(map(len, ids)) > MAX_ID_LEN):
         raise SnapshotError(f"snapshot holds an id that is empty or longer than {MAX_ID_LEN} characters")
     t.ids = ids
 
@@ -325,6 +354,21 @@ def _decode(mv: memoryview) -> tuple[Table, int, int]:
     n_pairs = sum(label_counts)
     lkeys = _utf8_list(r, n_pairs, "label keys")
     lvals = _utf8_list(r, n_pairs, "label values")
+    ended = list(compress(range(n), states.translate(_TERMINAL)))
+    if version == 1:
+        purge_at = array("q", repeat(NO_TIME, n))
+        settled_at = t.settled_at
+        for o in ended:
+            purge_at[o] = min(settled_at[o] + DEFAULT_RETENTION_MS, MAX_TIME)
+    else:
+        purge_at = r.array("q", n, "column purge_at")
+        deadlines = array("q", map(purge_at.__getitem__, ended))
+        _check_times(deadlines, "column purge_at")
+        if len(ended) + purge_at.count(NO_TIME) != n:
+            raise SnapshotError("snapshot column purge_at gives a deadline to a timer that is not terminal")
+        if any(t.tenant[o] or ids[o] for o in free) or set(free).intersection(ex_ords):
+            raise SnapshotError("snapshot free row holds a tenant, an id or extras")
+    t.purge_at = purge_at
     if r.pos != len(body):
         raise SnapshotError(f"snapshot has {len(body) - r.pos} unexpected trailing bytes")
 
@@ -348,4 +392,4 @@ def _decode(mv: memoryview) -> tuple[Table, int, int]:
         t.rebuild_indexes()
     except ValueError as e:
         raise SnapshotError(f"snapshot is inconsistent: {e}") from None
-    return t, seq, last_tick
+    return t, seq, last_tick, version == 1

@@ -6,6 +6,10 @@ command carries `now_ms`, stamped by the leader), draws no random numbers, does
 no I/O and never lets dict/set order decide anything replicated. Time moves only
 through `tick(now_ms)`.
 
+Terminal timers leave the table after their tenant's retention (retention.py):
+their purge deadline is a second entry in the same wheel (key ordinal | PURGE),
+so a tick that reaches it removes them, without a scan.
+
 Each command validates everything first and only then mutates, so it applies
 completely or raises a KernelError with the state untouched. Every transition of
 a timer bumps its `revision` and emits an Event with the next kernel-wide `seq`.
@@ -25,13 +29,15 @@ from . import snapshot as _snapshot
 from ._wheel import MAX_TIME, Wheel
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, QuotaExceeded
 from .quota import TenantLimit, TenantUsage, payload_len, usage_by_tenant
+from .retention import DEFAULT_RETENTION_MS, RetentionPolicy
 from .snapshot import SnapshotCapture
-from .table import FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID, NO_FIRE, NO_TIME, Extra, Table, make_extra, timer_of
+from .table import FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID, FREE, NO_FIRE, PURGE, NO_TIME, Extra, Table, make_extra, timer_of
 from .timer import (
     AckResult,
     CancelResult,
     CreateItem,
     CreateResult,
+    DeleteResult,
     Event,
     EventKind,
     RescheduleResult,
@@ -64,6 +70,7 @@ _ARMED = int(TimerState.ARMED)
 _FIRED = int(TimerState.FIRED)
 _SETTLED = int(TimerState.SETTLED)
 _CANCELLED = int(TimerState.CANCELLED)
+_DEAD_LETTERED = int(TimerState.DEAD_LETTERED)
 
 #: bytes.translate tables: the ARMED state byte -> 1 (0), every other byte -> 0 (1).
 _ARMED_MASK = bytes(int(b == _ARMED) for b in range(256))
@@ -85,19 +92,27 @@ _E_FIRED = EventKind.FIRED
 _E_SETTLED = EventKind.SETTLED
 _RESCHEDULED = EventKind.RESCHEDULED
 _E_CANCELLED = EventKind.CANCELLED
+_E_PURGED = EventKind.PURGED
+_E_DELETED = EventKind.DELETED
+_STATE_OF = {int(s): s for s in TimerState}
+
+#: bytes.translate table: a terminal state byte -> 1, every other byte (free rows too) -> 0.
+_TERMINAL_MASK = bytes(int(_SETTLED <= b <= _DEAD_LETTERED) for b in range(256))
 
 
 class State:
     """All timers of one kernel plus the wheel that arms them.
 
-    Commands: create, cancel, reschedule, tick, ack (each takes `now_ms` first).
-    Queries: get, len(), counts(), usage(tenant), next_deadline(), last_tick, seq,
-    iteration.
+    Commands: create, cancel, reschedule, tick, ack, delete (each takes `now_ms`
+    first). Configuration: `retention` (a RetentionPolicy, set by the layer above
+    from replicated data). Queries: get, len() (timers held), positions,
+    counts(), usage(tenant), next_deadline(), last_tick, seq, iteration.
     Snapshot: to_bytes() / State.from_bytes(); capture() for a cheap copy to
     encode in another thread; two states are equal when their snapshots are.
     """
 
-    __slots__ = ("_table", "_wheel", "_seq", "_last_tick", "_counts", "_live", "_held")
+    __slots__ = ("_table", "_wheel", "_seq", "_last_tick", "_counts", "_live", "_held", "_retention",
+                 "_ret_cache", "_v1")
 
     def __init__(self) -> None:
         self._table = Table()
@@ -109,6 +124,26 @@ class State:
         # their payload bytes; kept by every command, rebuilt by from_bytes.
         self._live: list[int] = []
         self._held: list[int] = []
+        self._init_retention()
+
+    def _init_retention(self) -> None:
+        self._retention = RetentionPolicy()
+        self._ret_cache: list[int] = []     # retention by tenant index (derived from the policy)
+        # True while the state is what snapshot format 1 can say: no row ever freed and
+        # every purge deadline the default one (snapshot.py). Set by commands only.
+        self._v1 = True
+
+    @property
+    def retention(self) -> RetentionPolicy:
+        """The retention policy applied to timers when they end (retention.py)."""
+        return self._retention
+
+    @retention.setter
+    def retention(self, policy: RetentionPolicy) -> None:
+        if not isinstance(policy, RetentionPolicy):
+            raise InvalidArgument("retention", f"must be a RetentionPolicy, not {type(policy).__name__}")
+        self._retention = policy
+        self._ret_cache = []
 
     # ---- commands ----------------------------------------------------------
 
@@ -188,15 +223,21 @@ class State:
 
         # Apply. The wheel is the only step that could refuse (it cannot here:
         # fresh keys, deadlines checked), and it is all-or-nothing, so go first.
-        base = len(t)
-        self._wheel.insert_many(range(base, base + len(new)), [n[2] for n in new])
+        nfree = len(t.free)
+        ords = t.take_ordinals(len(new))
+        try:
+            self._wheel.insert_many(ords, [n[2] for n in new])
+        except BaseException:
+            t.untake(ords)
+            raise
+        self._counts[FREE] -= nfree - len(t.free)
         events: list[Event] = []
         fresh: list[partial] = []           # each new timer as this command leaves it, built on demand
         seq = self._seq
-        for tenant, timer_id, fire_at, flags, extra in new:
+        for o, (tenant, timer_id, fire_at, flags, extra) in zip(ords, new):
             ti = t.intern_tenant(tenant)
             tenant = t.tenant_names[ti]   # the interned string object
-            t.append(ti, timer_id, fire_at, flags, extra, _ARMED, 2, now, now)
+            t.put(o, ti, timer_id, fire_at, flags, extra, _ARMED, 2, now, now)
             events.append(Event(seq + 1, _CREATED, tenant, timer_id, now, 1, _S_SCHEDULED, fire_at))
             events.append(Event(seq + 2, _E_ARMED, tenant, timer_id, now, 2, _S_ARMED, fire_at))
             fresh.append(partial(timer_of, tenant, timer_id, fire_at, flags, extra, _ARMED, now, now,
@@ -269,7 +310,11 @@ class State:
                 Event(seq, _E_CANCELLED, t.tenant_names[t.tenant[o]], t.ids[o], now, rev, _S_CANCELLED, t.fire_at[o])
             )
         self._seq = seq
-        return CancelResult(tuple(events), tuple(t.view(o) for o in ords))
+        at_once = self._schedule_purges(ords, now)
+        views = tuple(t.view(o) for o in ords)
+        if at_once:
+            events += self._purge(at_once, now, _E_PURGED)
+        return CancelResult(tuple(events), views)
 
     def reschedule(
         self,
@@ -333,6 +378,10 @@ class State:
         self._last_tick = now
         if not due:
             return TickResult((), now, ())
+        expired: list[int] = []
+        if max(due) >= PURGE:            # purge deadlines came due too (keys ordinal | PURGE)
+            expired = [k ^ PURGE for k in due if k >= PURGE]
+            due = [k for k in due if k < PURGE]
 
         t = self._table
         state, flags, revision, fire_id = t.state, t.flags, t.revision, t.fire_id
@@ -343,6 +392,7 @@ class State:
         append = events.append
         seq = self._seq
         settled = 0
+        ended: list[int] = []
         for o in due:
             seq += 1
             rev = revision[o] + 1
@@ -369,13 +419,20 @@ class State:
                 append(Event(seq + 1, _E_SETTLED, tenant, timer_id, now, rev + 1, _S_SETTLED, at, seq))
                 seq += 1
                 settled += 1
+                ended.append(o)
         self._seq = seq
         counts = self._counts
         counts[_ARMED] -= len(due)
         counts[_SETTLED] += settled
         counts[_FIRED] += len(due) - settled
+        at_once = self._schedule_purges(ended, now) if ended else ()
         view = t.view
-        return TickResult(tuple(events), now, tuple(view(o) for o in due))
+        fired = tuple(view(o) for o in due)
+        if expired:
+            events += self._purge(expired, now, _E_PURGED)
+        if at_once:
+            events += self._purge(at_once, now, _E_PURGED)
+        return TickResult(tuple(events), now, fired, len(expired) + len(at_once))
 
     def ack(self, now_ms: int, tenant: str, id: str, fire_id: int) -> AckResult:
         """Settle a FIRED timer; `fire_id` must name its current fire, so a late
@@ -408,7 +465,95 @@ class State:
         self._held[ti] -= payload_len(t.extra[o])
         self._seq += 1
         ev = Event(self._seq, _E_SETTLED, t.tenant_names[t.tenant[o]], t.ids[o], now, rev, _S_SETTLED, t.fire_at[o], fid)
-        return AckResult((ev,), t.view(o))
+        at_once = self._schedule_purges((o,), now)
+        view = t.view(o)
+        if at_once:
+            return AckResult((ev, *self._purge(at_once, now, _E_PURGED)), view)
+        return AckResult((ev,), view)
+
+    def delete(self, now_ms: int, refs: list) -> DeleteResult:
+        """Remove terminal timers named by (tenant, id) now, before their retention
+        ends; all or nothing. A timer that is not terminal is FailedPrecondition
+        (cancel it first); naming one timer twice is InvalidArgument. Each emits a
+        `deleted` event; the result holds the timers as they were."""
+        now = check_time("now_ms", now_ms)
+        refs = check_batch("refs", refs)
+        named = [_check_ref(f"refs[{i}]", ref) for i, ref in enumerate(refs)]
+        t = self._table
+        ords: list[int] = []
+        first: dict[int, int] = {}
+        for i, (tenant, timer_id) in enumerate(named):
+            o = self._find(tenant, timer_id)
+            st = t.state[o]
+            if st < _SETTLED:
+                raise FailedPrecondition(
+                    f"refs[{i}]: timer {timer_id!r} in tenant {tenant!r} is {TimerState(st).name}; "
+                    "only settled, cancelled or dead-lettered timers can be deleted (cancel it first)"
+                )
+            if o in first:
+                raise InvalidArgument(f"refs[{i}]", f"names the same timer as refs[{first[o]}]")
+            first[o] = i
+            ords.append(o)
+        views = tuple(t.view(o) for o in ords)
+        self._wheel.cancel_many([o | PURGE for o in ords])
+        return DeleteResult(tuple(self._purge(ords, now, _E_DELETED)), views)
+
+    # ---- retention -----------------------------------------------------------
+
+    def _retention_of(self, ti: int) -> int:
+        cache = self._ret_cache
+        if ti >= len(cache):
+            of, names = self._retention.of, self._table.tenant_names
+            cache.extend(of(names[i]) for i in range(len(cache), len(names)))
+        return cache[ti]
+
+    def _schedule_purges(self, ords, now: int) -> list[int]:
+        """Timers `ords` just ended at `now`: give each its purge deadline (in the
+        purge_at column and the wheel). Returns those whose retention is 0, for the
+        caller to purge in this command once it has built its views."""
+        t = self._table
+        tcol, purge_at = t.tenant, t.purge_at
+        ret = self._retention_of
+        at_once: list[int] = []
+        keys: list[int] = []
+        deadlines: list[int] = []
+        for o in ords:
+            r = ret(tcol[o])
+            if r != DEFAULT_RETENTION_MS:
+                self._v1 = False
+                if not r:
+                    at_once.append(o)
+                    continue
+            d = now + r
+            if d > MAX_TIME:
+                d = MAX_TIME
+            purge_at[o] = d
+            keys.append(o | PURGE)
+            deadlines.append(d)
+        if keys:
+            self._wheel.insert_many(keys, deadlines)
+        return at_once
+
+    def _purge(self, ords, now: int, kind: EventKind) -> list[Event]:
+        """Remove terminal timers `ords` (their purge entries already out of the
+        wheel) from the table and its indexes; one `kind` event each."""
+        t = self._table
+        counts = self._counts
+        events: list[Event] = []
+        seq = self._seq
+        for o in ords:
+            st = t.state[o]
+            rev = t.revision[o] + 1
+            seq += 1
+            events.append(Event(seq, kind, t.tenant_names[t.tenant[o]], t.ids[o], now, rev, _STATE_OF[st],
+                                t.fire_at[o]))
+            counts[st] -= 1
+            counts[FREE] += 1
+            t.release(o)
+        self._seq = seq
+        if ords:
+            self._v1 = False
+        return events
 
     # ---- queries -----------------------------------------------------------
 
@@ -429,11 +574,12 @@ class State:
 
     # ---- positional scans ----------------------------------------------------
     #
-    # A timer's position is its ordinal: 0, 1, 2, ... in creation order. Positions
-    # are append-only and the same on every replica (they come from the replicated
-    # command order), so a position saved on one node resumes a scan on any other.
-    # Every position below len(self) holds a timer; a scan resumed at len(self)
-    # finds exactly the timers created since.
+    # A timer's position is its ordinal: the same on every replica (it comes from
+    # the replicated command order), so a position saved on one node resumes a scan
+    # on any other. Positions grow with creation order, except that a create first
+    # reuses the smallest position a purged timer freed (table.py): a scan resumed
+    # at p finds every timer that existed then at a position >= p exactly once, and
+    # may miss one created meanwhile in a freed position below p.
 
     def scan(
         self,
@@ -503,6 +649,13 @@ class State:
         return ScanCursor(self._table, start, stop, tenant, wanted, lo, hi, pairs)
 
     def __len__(self) -> int:
+        """Timers held (purged ones are gone)."""
+        return self._table.held
+
+    @property
+    def positions(self) -> int:
+        """The end of the positions: every position below it was examined by a scan
+        that reached it (free positions hold no timer)."""
         return len(self._table)
 
     def counts(self) -> dict[TimerState, int]:
@@ -519,8 +672,9 @@ class State:
         return TenantUsage(self._live[ti], self._held[ti])
 
     def next_deadline(self) -> Optional[int]:
-        """Earliest fire_at among armed timers, or None: when the leader should tick.
-        May be <= last_tick (a timer created with a past deadline): tick at once."""
+        """Earliest deadline in the wheel -- an armed timer's fire_at or a terminal
+        timer's purge deadline -- or None: when the leader should tick. May be <=
+        last_tick (a timer created with a past deadline): tick at once."""
         return self._wheel.next_deadline()
 
     @property
@@ -537,7 +691,7 @@ class State:
 
     def to_bytes(self) -> bytes:
         """The whole state as versioned, checksummed bytes (see snapshot.py)."""
-        return _snapshot.encode(self._table, self._seq, self._last_tick)
+        return _snapshot.encode(self._table, self._seq, self._last_tick, self._v1)
 
     def capture(self) -> SnapshotCapture:
         """A consistent copy of what a snapshot needs, fast (memcpy of the columns,
@@ -549,13 +703,15 @@ class State:
         point: the Raft layer captures in its apply thread and encodes elsewhere,
         instead of stalling heartbeats for the whole encode.
         """
-        return SnapshotCapture(self._table, self._seq, self._last_tick)
+        return SnapshotCapture(self._table, self._seq, self._last_tick, self._v1)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "State":
         """Rebuild a state from to_bytes() output; SnapshotError if it is unusable."""
-        table, seq, last_tick = _snapshot.decode(data)
+        table, seq, last_tick, v1 = _snapshot.decode(data)
         self = cls.__new__(cls)
+        self._init_retention()
+        self._v1 = v1
         self._table = table
         self._seq = seq
         self._last_tick = last_tick
@@ -564,6 +720,7 @@ class State:
         counts = [0] * (len(TimerState) + 1)
         for s in TimerState:
             counts[s] = states.count(s)
+        counts[FREE] = states.count(FREE)
         self._counts = counts
         self._live, self._held = usage_by_tenant(table)
         # The wheel is derived state: exactly the armed timers at their fire_at.
@@ -582,6 +739,11 @@ class State:
         elif armed:
             keys = array("Q", compress(range(n), states.translate(_ARMED_MASK)))
             wheel.insert_many(keys, array("q", map(table.fire_at.__getitem__, keys)))
+        # Pending purges: every terminal timer at its purge deadline (key ordinal | PURGE).
+        ended = list(compress(range(n), states.translate(_TERMINAL_MASK)))
+        if ended:
+            wheel.insert_many(array("Q", [o | PURGE for o in ended]),
+                              array("q", map(table.purge_at.__getitem__, ended)))
         self._wheel = wheel
         return self
 
@@ -595,7 +757,7 @@ class State:
     def __repr__(self) -> str:
         c = self._counts
         return (
-            f"<State timers={len(self)} armed={c[_ARMED]} fired={c[_FIRED]} "
+            f"<State timers={len(self)} armed={c[_ARMED]} fired={c[_FIRED]} free={c[FREE]} "
             f"seq={self._seq} last_tick={self._last_tick}>"
         )
 
@@ -613,23 +775,33 @@ class State:
                 raise AssertionError(f"kernel invariant broken: {what}")
 
         for name in ("tenant", "state", "flags", "fire_at", "created_at", "armed_at",
-                     "fired_at", "settled_at", "fire_id", "revision", "attempts", "ids", "extra"):
+                     "fired_at", "settled_at", "fire_id", "revision", "attempts", "ids", "extra", "purge_at"):
             need(len(getattr(t, name)) == n, f"column {name} has {n} entries")
         for s in TimerState:
             need(self._counts[s] == t.state.count(s), f"count of {s.name}")
+        free = [o for o in range(n) if t.state[o] == FREE]
+        need(self._counts[FREE] == len(free) and sorted(t.free) == free, "free rows are the free heap")
+        for o in free:
+            need(t.ids[o] == "" and t.extra[o] is None and t.purge_at[o] == NO_TIME and t.tenant[o] == 0,
+                 f"free row {o} is reset")
         live = [0] * len(t.tenant_names)
         held = [0] * len(t.tenant_names)
         for o in range(n):
-            if t.state[o] < _SETTLED:
+            if FREE < t.state[o] < _SETTLED:
                 live[t.tenant[o]] += 1
                 held[t.tenant[o]] += payload_len(t.extra[o])
         need(self._live == live, "outstanding timers by tenant")
         need(self._held == held, "payload bytes of outstanding timers by tenant")
         armed = [(o, t.fire_at[o]) for o in range(n) if t.state[o] == _ARMED]
-        need(self._wheel.items() == armed, "the wheel holds exactly the armed timers at their fire_at")
+        ended = [(o | PURGE, t.purge_at[o]) for o in range(n) if t.state[o] >= _SETTLED]
+        need(self._wheel.items() == armed + ended,
+             "the wheel holds exactly the armed timers at their fire_at and the terminal ones at purge_at")
         need(self._wheel.now == self._last_tick, "wheel time is the last tick")
-        need(sum(map(len, t.by_id)) == n, "id index size")
+        need(sum(map(len, t.by_id)) == n - len(free), "id index size")
         for o in range(n):
+            if t.state[o] == FREE:
+                continue
+            need((t.purge_at[o] == NO_TIME) == (t.state[o] < _SETTLED), f"purge_at iff terminal of ordinal {o}")
             need(t.by_id[t.tenant[o]].get(t.ids[o]) == o, f"id index of ordinal {o}")
             need(0 <= t.fire_id[o] <= self._seq, f"fire_id of ordinal {o} within 0..seq")
             need(t.revision[o] >= 2, f"revision of ordinal {o}")
@@ -733,7 +905,7 @@ class ScanCursor(Iterator[Timer]):
         tenant_col, state_col, fire_col, extra = t.tenant, t.state, t.fire_at, t.extra
         bounded = lo is not None or hi is not None
         for o in range(start, end):
-            if ti is not None and tenant_col[o] != ti:
+            if state_col[o] == FREE or (ti is not None and tenant_col[o] != ti):
                 continue
             if wanted and state_col[o] not in wanted:
                 continue

@@ -27,6 +27,7 @@ __all__ = [
     "RescheduleResult",
     "TickResult",
     "AckResult",
+    "DeleteResult",
     "EMPTY_LABELS",
 ]
 
@@ -61,6 +62,9 @@ class EventKind(IntEnum):
     SETTLED = 4
     RESCHEDULED = 5
     CANCELLED = 6
+    # 20+: retention (7..19 are left to delivery and other lifecycle kinds).
+    PURGED = 20        # a terminal timer left the table after its tenant's retention
+    DELETED = 21       # a terminal timer was removed by DeleteTimer
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,11 +207,13 @@ class RescheduleResult:
 class TickResult:
     """Result of State.tick. `now_ms` is the effective tick time (never below
     the previous tick); `fired` lists the timers that fired, in firing order,
-    as they stand after the tick (settled already unless ack_required)."""
+    as they stand after the tick (settled already unless ack_required; a timer
+    whose tenant's retention is 0 is no longer in the table)."""
 
     events: tuple[Event, ...]
     now_ms: int
     fired: tuple[Timer, ...]
+    purged: int = 0     # terminal timers this tick removed (their retention ended)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,3 +222,11 @@ class AckResult:
 
     events: tuple[Event, ...]
     timer: Timer
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    """Result of State.delete: the deleted timers (as they were) in ref order."""
+
+    events: tuple[Event, ...]
+    timers: tuple[Timer, ...]

@@ -31,7 +31,8 @@ from minoots.kernel import KernelError, TimerSpec
 __all__ = [
     "FORMAT", "Command", "CreateTimers", "Tick", "CancelTimers", "RescheduleTimer", "AckTimer",
     "SetMemberName", "SetMemberGrpc", "PutToken", "RevokeToken", "SetQuota", "ClearQuota",
-    "CreateSubscription", "CommitSubscription", "DeleteSubscription", "MarkSubscriptionOverrun", "RECORDS", "encode",
+    "CreateSubscription", "CommitSubscription", "DeleteSubscription", "MarkSubscriptionOverrun", "SetRetention",
+    "DeleteTimers", "RECORDS", "encode",
     "decode", "from_legacy", "InvalidCommand", "UnknownCommand", "MAX_COMMAND_BYTES",
 ]
 
@@ -255,16 +256,45 @@ class MarkSubscriptionOverrun(_Record):
     resume: int
 
 
+# ---- retention and schedules: numbers 16-23 ----------------------------------------
+
+
+@record("set_retention", number=16, version=1)
+class SetRetention(_Record):
+    """Set how long a tenant's terminal timers stay (ms, 0: at once; raft/retention.py;
+    tenant "*" is the default); None clears the tenant's own, so the default applies."""
+
+    tenant: str
+    retention_ms: Optional[int] = None
+
+
+@record("delete", number=17, version=1)
+class DeleteTimers(_Record):
+    """Remove terminal timers named by (tenant, id) now; all or none."""
+
+    now_ms: int
+    refs: tuple              # tuple[tuple[tenant, id], ...]
+
+    def fields(self) -> list:
+        return [self.now_ms, [list(r) for r in self.refs]]
+
+    @classmethod
+    def from_fields(cls, now_ms, refs) -> "DeleteTimers":
+        if type(refs) is not tuple or any(type(r) is not tuple or len(r) != 2 for r in refs):
+            raise InvalidCommand("delete: refs must be an array of [tenant, id] pairs")
+        return cls(now_ms, refs)
+
+
 Command = Union[CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
                 PutToken, RevokeToken, SetQuota, ClearQuota, CreateSubscription, CommitSubscription,
-                DeleteSubscription, MarkSubscriptionOverrun]
+                DeleteSubscription, MarkSubscriptionOverrun, SetRetention, DeleteTimers]
 
 #: (KIND, VERSION) -> record class: every command this build can read.
 RECORDS: dict[tuple[int, int], type] = {
     (c.KIND, c.VERSION): c
     for c in (CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
               PutToken, RevokeToken, SetQuota, ClearQuota, CreateSubscription, CommitSubscription,
-              DeleteSubscription, MarkSubscriptionOverrun)
+              DeleteSubscription, MarkSubscriptionOverrun, SetRetention, DeleteTimers)
 }
 _NAMES = {c.KIND: c.kind for c in RECORDS.values()}
 

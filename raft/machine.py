@@ -188,6 +188,11 @@ class TimerMachine(compat.StallGuardMixin, SyncObj):
         kept by retention (read on every event write: no lock, one attribute read)."""
         return self.fsm.subscriptions.pin
 
+    def retention(self, tenant: str) -> tuple[int, bool]:
+        """(the retention in ms that applies to `tenant`, whether it is inherited): raft/retention.py."""
+        with self.fsm.lock:
+            return self.fsm.retention.effective(tenant)
+
     @property
     def quotas(self):
         """The replicated QuotaTable (replaced whole by a snapshot load: read it, keep no reference)."""
@@ -241,6 +246,7 @@ class TimerMachine(compat.StallGuardMixin, SyncObj):
             tokens=snap.tokens,
             quotas=list(snap.quotas),
             subscriptions=list(snap.subscriptions),
+            retention=list(snap.retention),
         )
         # PySyncObj renames `filename` over the snapshot file as soon as this
         # returns, long before a background write ends: writing into it would
@@ -328,7 +334,8 @@ class TimerMachine(compat.StallGuardMixin, SyncObj):
         """Load a snapshot file (ours at start-up, or one streamed from the leader)."""
         data = Path(filename).read_bytes()
         meta, kernel = snapshots.decode(data)
-        state = self.fsm.restore(kernel, meta.names, meta.grpc, meta.tokens, meta.quotas, meta.subscriptions)
+        state = self.fsm.restore(kernel, meta.names, meta.grpc, meta.tokens, meta.quotas, meta.subscriptions,
+                                 meta.retention)
         for listener in self.snapshot_listeners:
             listener(state.seq)
         if self._snapshot_store.get(meta.last_index) is None:

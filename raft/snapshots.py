@@ -47,6 +47,7 @@ class SnapshotMeta:
     tokens: list = field(default_factory=list)  # API tokens (raft/tokens.py; hashes only)
     quotas: list = field(default_factory=list)  # tenant quotas (raft/quotas.py)
     subscriptions: list = field(default_factory=list)  # durable subscriptions (raft/subscriptions.py)
+    retention: list = field(default_factory=list)  # tenant retention (raft/retention.py)
 
     def to_json(self) -> dict:
         out = asdict(self)

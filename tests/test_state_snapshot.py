@@ -128,7 +128,7 @@ def test_header_errors_have_clear_messages():
     body = b[HEADER.size:]
     cases = {
         "bad magic": b"PK\x03\x04" + b[4:],
-        "version 2": reseal(body, version=2),
+        "version 3": reseal(body, version=3),
         "flags": reseal(body, flags=1),
         "truncated": b[:-1],
         "padded": b + b"\x00",
