@@ -1,0 +1,62 @@
+"""Golden bytes of the retention records (raft/commands.py SetRetention, DeleteTimers):
+`tests/data/commands_retention_v1.bin` holds them as written by the build that added
+them (u32 length + entry, with the timer commands around them), and must replay to
+the digest recorded then."""
+from __future__ import annotations
+
+import hashlib
+import struct
+from pathlib import Path
+
+from minoots.kernel import EventKind, FailedPrecondition, TimerSpec
+from minoots.raft import commands as c
+from minoots.raft.fsm import TimerFSM
+
+DATA = Path(__file__).parent / "data" / "commands_retention_v1.bin"
+T0 = 1_800_000_000_000
+RECORDS = [
+    c.SetRetention("*", 60_000), c.SetRetention("acme", 0), c.SetRetention("beta", 5_000),
+    c.CreateTimers(T0, ((TimerSpec("a", T0 + 1000, tenant="acme", idempotency_key="k1"),
+                         TimerSpec("b", T0 + 1000, tenant="beta"),
+                         TimerSpec("c", T0 + 2000, tenant="other", ack_required=True)),)),
+    c.Tick(T0 + 1000), c.DeleteTimers(T0 + 1001, (("beta", "b"),)), c.Tick(T0 + 2000),
+    c.SetRetention("beta", None), c.DeleteTimers(T0 + 2001, (("other", "c"),)),
+    c.AckTimer(T0 + 2002, "other", "c", 13), c.Tick(T0 + 62_001), c.Tick(T0 + 62_002),
+]
+FINAL_DIGEST = "520bffd45d1f0073a6330ae37121e939274c9b35373970d25863fb7e6596fcd5"
+
+
+def entries() -> list[bytes]:
+    d = DATA.read_bytes()
+    out, o = [], 0
+    while o < len(d):
+        (n,) = struct.unpack_from("<I", d, o)
+        out.append(d[o + 4:o + 4 + n])
+        o += 4 + n
+    return out
+
+
+def test_encoding_is_the_checked_in_bytes_and_decodes_back():
+    assert [c.encode(r) for r in RECORDS] == entries()
+    assert [c.decode(b) for b in entries()] == RECORDS
+    assert (c.SetRetention.KIND, c.SetRetention.VERSION) == (16, 1)
+    assert (c.DeleteTimers.KIND, c.DeleteTimers.VERSION) == (17, 1)
+
+
+def test_golden_log_replays_to_the_recorded_digest_on_every_replica():
+    replicas = [TimerFSM({}) for _ in range(3)]
+    results = [[r.apply(b) for b in entries()] for r in replicas]
+    assert len({repr(res) for res in results}) == 1
+    res = results[0]
+    assert res[:3] == [("*", 60_000), ("acme", 0), ("beta", 5_000)]
+    assert [e.kind for e in res[4].events].count(EventKind.PURGED) == 1          # acme's a, at once
+    assert [e.kind for e in res[5].events] == [EventKind.DELETED]
+    assert res[7] == ("beta", 60_000)                                           # back to the default
+    assert isinstance(res[8], FailedPrecondition)                                # c is fired, not ended
+    assert res[10].events == ()                                                  # c ended at T0+2002
+    assert [(e.kind, e.timer_id) for e in res[11].events] == [(EventKind.PURGED, "c")]
+    for r in replicas:
+        assert hashlib.sha256(r.kernel.to_bytes()).hexdigest() == FINAL_DIGEST
+        assert len(r.kernel) == 0 and r.kernel.positions == 3
+        assert r.retention.to_json() == [{"tenant": "*", "retention_ms": 60_000},
+                                         {"tenant": "acme", "retention_ms": 0}]
