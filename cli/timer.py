@@ -336,6 +336,18 @@ def cancel(timer_id, conn, as_json, tenant) -> None:
     _show_timer(t, as_json, "cancelled")
 
 
+@timer.command("delete")
+@click.argument("timer_id", metavar="ID")
+@common_options
+def delete(timer_id, conn, as_json, tenant) -> None:
+    """Remove a settled, cancelled or dead-lettered timer now, before its tenant's
+    retention ends (a live timer: cancel it first). Its events stay in the event log;
+    its id and idempotency key are free again."""
+    with _client(conn) as c:
+        t = _run(lambda: c.delete(timer_id, tenant=tenant))
+    _show_timer(t, as_json, "deleted")
+
+
 @timer.command("extend")
 @click.argument("timer_id", metavar="ID")
 @click.option("--by", required=True, metavar="DURATION",

@@ -360,6 +360,8 @@ def _decode(mv: memoryview) -> tuple[Table, int, int, bool]:
         settled_at = t.settled_at
         for o in ended:
             purge_at[o] = min(settled_at[o] + DEFAULT_RETENTION_MS, MAX_TIME)
+        # settled_at now reaches the wheel (as a purge deadline): it must be a time.
+        _check_times(array("q", map(settled_at.__getitem__, ended)), "column settled_at")
     else:
         purge_at = r.array("q", n, "column purge_at")
         deadlines = array("q", map(purge_at.__getitem__, ended))

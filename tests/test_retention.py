@@ -298,3 +298,39 @@ def test_replicas_applying_the_same_retention_commands_have_identical_digests():
         restored.apply(c.encode(cmd))
     assert hashlib.sha256(restored.kernel.to_bytes()).hexdigest() in digests
     json.dumps(snap.retention)      # the snapshot metadata is JSON
+
+
+def _busy_v2() -> bytes:
+    s = state({"t2": 0}, default=700)
+    s.create(T0, [TimerSpec(f"x{i}", T0 + i, tenant="t2" if i % 3 == 0 else "default", payload=b"q" * (i % 4),
+                            idempotency_key=f"k{i}" if i % 5 == 0 else None, ack_required=i % 7 == 0)
+                  for i in range(1, 30)])
+    s.tick(T0 + 15)
+    s.tick(T0 + 716)
+    s.create(T0 + 717, [TimerSpec("y", T0 + 800)])
+    assert version_of(s) == VERSION_RETENTION and s.positions > len(s)
+    return s.to_bytes()
+
+
+_V2 = _busy_v2()
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(_V2) - 25), st.integers(1, 255)), min_size=1, max_size=3))
+def test_version_2_body_flips_never_escape_as_other_errors(flips):
+    body = bytearray(_V2[24:])
+    for pos, xor in flips:
+        body[pos] ^= xor
+    data = _reseal(bytes(body))
+    try:
+        r = State.from_bytes(data)
+    except SnapshotError:
+        return
+    assert r.to_bytes() == data
+    list(r)
+    r.next_deadline()
+    r.tick(T0 + 10**9)

@@ -192,6 +192,12 @@ class AsyncClient(policy.ClientSettings):
         return await self._settle_call("ack", lambda a, t: self._timers(a).AckTimer(req, timeout=t), id, tenant,
                                        timeout, lambda tm: tm.state == TimerState.SETTLED and tm.fire_id == fire_id)
 
+    async def delete(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
+        """Remove a terminal timer now; as `Client.delete`."""
+        req = timers_pb2.DeleteTimerRequest(tenant=self._tenant(tenant), id=id)
+        resp = await self._call("delete", lambda a, t: self._timers(a).DeleteTimer(req, timeout=t), timeout=timeout)
+        return wire.timer_from_pb(resp)
+
     async def _settle_call(self, what, fn, id, tenant, timeout, reached: Callable[[Timer], bool]) -> Timer:
         try:
             resp = await self._call(what, fn, timeout=timeout)

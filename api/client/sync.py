@@ -245,6 +245,15 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
             "ack", lambda a, t: self._timers(a).AckTimer(req, timeout=t), id, tenant, timeout,
             lambda tm: tm.state == TimerState.SETTLED and tm.fire_id == fire_id)
 
+    def delete(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
+        """Remove a settled, cancelled or dead-lettered timer now (before its tenant's
+        retention ends); returns it as it was. FailedPrecondition for a timer that has
+        not ended; NotFound for one that is gone (with `after_ambiguous` True when an
+        earlier attempt of this call may have deleted it). Its idempotency key is forgotten."""
+        req = timers_pb2.DeleteTimerRequest(tenant=self._tenant(tenant), id=id)
+        resp, _ = self._call("delete", lambda a, t: self._timers(a).DeleteTimer(req, timeout=t), timeout=timeout)
+        return wire.timer_from_pb(resp)
+
     def _settle_call(self, what, fn, id, tenant, timeout, reached: Callable[[Timer], bool]) -> Timer:
         try:
             resp, _ = self._call(what, fn, timeout=timeout)
