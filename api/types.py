@@ -152,6 +152,9 @@ class TimerSpec:
     action: Union[bytes, str] = b""
     idempotency_key: Optional[str] = None
     ack_required: bool = False
+    every: Union[timedelta, int, float, None] = None   # recurring: seconds (or timedelta) between occurrences
+    until: Union[datetime, int, None] = None           # with every: last time an occurrence may be due
+    max_count: int = 0                                 # with every: occurrences in all (0: unbounded)
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,9 @@ class Timer:
     attempts: int = 0
     fire_id: Optional[int] = None
     created: Optional[bool] = None
+    every: Optional[timedelta] = None     # recurring timers: fire_at is the next occurrence
+    until: Optional[datetime] = None
+    max_count: int = 0
 
     @property
     def fire_at_ms(self) -> int:
@@ -216,6 +222,8 @@ class Timer:
             "ack_required": self.ack_required, "idempotency_key": self.idempotency_key,
             "labels": dict(self.labels), **_blob("payload", self.payload), **_blob("action", self.action),
             **({} if self.created is None else {"created": self.created}),
+            **({} if self.every is None else {"every_ms": int(self.every / timedelta(milliseconds=1)),
+                                              "until": _iso(self.until), "max_count": self.max_count}),
         }
 
 

@@ -73,7 +73,8 @@ def create_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
     # The common case (fire_at, no labels, ASCII text) skips the field-by-field
     # checks, which cost most of a big batch's time on the leader; anything else
     # takes the full path below, which also names the first bad field.
-    if spec.WhichOneof("deadline") == "fire_at" and not spec.labels:
+    if spec.WhichOneof("deadline") == "fire_at" and not spec.labels and not spec.HasField("every") \
+            and not spec.HasField("until") and not spec.max_count:
         try:
             fire_at = timestamp_ms(spec.fire_at)
         except BadTime:
@@ -119,9 +120,24 @@ def _checked_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
     labels = rules.check_labels(f"{p}.labels", dict(spec.labels))
     action = rules.check_bytes(f"{p}.action", spec.action, MAX_ACTION_BYTES)
     key = rules.check_idempotency_key(f"{p}.idempotency_key", spec.idempotency_key or None)
+    every_ms, until = 0, None
+    if spec.HasField("every"):
+        try:
+            every_ms = duration_ms(spec.every)
+        except BadTime as exc:
+            raise InvalidArgument(f"{p}.every", str(exc)) from None
+        if every_ms <= 0:
+            raise InvalidArgument(f"{p}.every", f"must be positive, got {every_ms} ms")
+    if spec.HasField("until"):
+        try:
+            until = timestamp_ms(spec.until)
+        except BadTime as exc:
+            raise InvalidArgument(f"{p}.until", str(exc)) from None
+    # The kernel checks the schedule itself (kernel/schedule.py) and names the field.
     return TimerSpec(id=timer_id, fire_at=fire_at, tenant=tenant, name=name, payload=payload,
                      labels=dict(labels) if labels else None, action=action, idempotency_key=key,
-                     ack_required=bool(spec.ack_required))
+                     ack_required=bool(spec.ack_required), every_ms=every_ms, until=until,
+                     max_count=spec.max_count)
 
 
 def create_batch(specs, now_ms: int) -> list[TimerSpec]:

@@ -206,6 +206,10 @@ def _show_timer(t, as_json: bool, headline: Optional[str] = None) -> None:
         rows.append(("payload", d["payload"] if "payload" in d else f"base64:{d['payload_base64']}"))
     if t.ack_required:
         rows.append(("ack_required", "yes"))
+    if t.every is not None:
+        ms = int(t.every / timedelta(milliseconds=1))
+        rows.append(("every", f"{ms / 1000:g}s" + (f", until {_fmt_time(t.until)}" if t.until else "")
+                     + (f", {t.max_count} occurrences" if t.max_count else "")))
     if t.idempotency_key and t.idempotency_key != t.id:
         rows.append(("idempotency_key", t.idempotency_key))
     for name in ("created_at", "armed_at", "fired_at", "settled_at"):
@@ -261,12 +265,23 @@ def timer() -> None:
 @click.option("--idempotency-key", default=None, help="Retries with the same key return the original timer "
               "(default: the timer id).")
 @click.option("--ack-required", is_flag=True, help="Stay FIRED until acknowledged (`minoots timer ack`).")
+@click.option("--every", default=None, metavar="DURATION",
+              help="Recur: fire at the deadline, then every DURATION (at least 1s) after it, each occurrence "
+                   "a fire of its own. Missed occurrences (an outage) fire once. Not with --ack-required.")
+@click.option("--until", "until", default=None, metavar="TIME", help="With --every: last time an occurrence "
+              "may be due (RFC 3339).")
+@click.option("--max-count", type=click.IntRange(1, (1 << 32) - 1), default=None,
+              help="With --every: occurrences in all.")
 @common_options
-def create(in_, at, timer_id, name, labels, payload, action, idempotency_key, ack_required,
-           conn, as_json, tenant) -> None:
-    """Create a timer: give --in DURATION or --at TIME."""
+def create(in_, at, timer_id, name, labels, payload, action, idempotency_key, ack_required, every, until,
+           max_count, conn, as_json, tenant) -> None:
+    """Create a timer: give --in DURATION or --at TIME (the first occurrence with --every)."""
     if (in_ is None) == (at is None):
         fail("give exactly one of --in DURATION and --at TIME", code=2)
+    if every is None and (until is not None or max_count is not None):
+        fail("--until and --max-count need --every", code=2)
+    every_d = None if every is None else timedelta(milliseconds=_parsed(parse_duration, every))
+    until_t = None if until is None else _parsed(parse_time, until)
     delay = fire_at = None
     if in_ is not None:
         delay = timedelta(milliseconds=_parsed(parse_duration, in_))
@@ -278,7 +293,8 @@ def create(in_, at, timer_id, name, labels, payload, action, idempotency_key, ac
     with _client(conn) as c:
         t = _run(lambda: c.create(fire_at=fire_at, delay=delay, id=timer_id, tenant=tenant, name=name,
                                   payload=payload_b, labels=label_map, action=action_b,
-                                  idempotency_key=idempotency_key, ack_required=ack_required))
+                                  idempotency_key=idempotency_key, ack_required=ack_required, every=every_d,
+                                  until=until_t, max_count=max_count or 0))
     _show_timer(t, as_json, "created" if t.created is not False else "already existed (same idempotency key)")
 
 

@@ -14,12 +14,15 @@ Layout, all integers little-endian:
             name lengths u32 + UTF-8 blob, payload lengths u32 + blob,
             action lengths u32 + blob, idempotency key lengths u32 (0 = none) + UTF-8 blob,
             label counts (u8[extras]), label key lengths u32 + blob, label value lengths u32 + UTF-8 blob
-            version 2 only: the purge_at column (i64[timers])
+            version 2 only: the purge_at column (i64[timers]), then the recurring
+            timers (schedule.py) as four blocks of i64[recurring]: ordinals
+            (increasing), every_ms, until (-1: none), max_count
 
-Version 2 (retention) adds the purge deadline of every terminal timer and allows
-free rows (state 0, empty id, tenant 0, no extras: a purged timer's ordinal).
+Version 2 (retention) adds the purge deadline of every terminal timer, allows
+free rows (state 0, empty id, tenant 0, no extras: a purged timer's ordinal) and
+holds the schedules of recurring timers.
 A state is written as version 1 while version 1 says all of it: no row was ever
-freed and every purge deadline is the default one (settled_at + 24 h, capped at
+freed, no timer recurs and every purge deadline is the default one (settled_at + 24 h, capped at
 MAX_TIME). That keeps the bytes (and digests) of states from before retention
 unchanged, and it is exactly how a version-1 snapshot is read: every terminal
 timer of an old snapshot gets purge_at = min(settled_at + DEFAULT_RETENTION_MS,
@@ -58,7 +61,9 @@ from typing import Optional, Union
 from ._wheel import MAX_TIME
 from .errors import SnapshotError
 from .retention import DEFAULT_RETENTION_MS
-from .table import COLUMNS, FLAG_KEY_IS_ID, FLAGS_KNOWN, FREE, NO_TIME, ExtraField, Table, as_extra, make_extra
+from .schedule import MAX_OCCURRENCES, MIN_EVERY_MS, NO_UNTIL, Every
+from .table import (COLUMNS, FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID, FLAGS_KNOWN, FREE, NO_TIME, ExtraField, Table,
+                    as_extra, make_extra)
 from .timer import TimerState
 from .validate import MAX_ID_LEN, MAX_LABELS, MAX_TENANT_LEN
 
@@ -114,7 +119,7 @@ class SnapshotCapture:
     """
 
     __slots__ = tuple(name for name, _ in COLUMNS) + ("ids", "extra", "tenant_names", "seq", "last_tick",
-                                                        "purge_at", "held", "v1")
+                                                        "purge_at", "held", "v1", "schedules")
 
     def __init__(self, table: Table, seq: int, last_tick: int, v1: bool = True) -> None:
         for name, _ in COLUMNS:
@@ -127,6 +132,7 @@ class SnapshotCapture:
         self.last_tick = last_tick
         self.held = table.held
         self.v1 = v1
+        self.schedules = dict(table.schedules)     # few: one entry per recurring timer
 
     def __len__(self) -> int:
         """Timers held (free rows not counted)."""
@@ -165,6 +171,10 @@ def encode(table: Union[Table, SnapshotCapture], seq: int, last_tick: int, v1: b
     blocks += _utf8_blocks([v for _, v in pairs])
     if not v1:
         blocks.append(_le(table.purge_at))
+        rec = sorted(table.schedules.items())
+        blocks.append(_le(array("q", [o for o, _ in rec])))
+        for i in range(3):
+            blocks.append(_le(array("q", [sched[i] for _, sched in rec])))
 
     parts = [_SCALARS.pack(seq, last_tick, n, len(table.tenant_names), len(extras))]
     for b in blocks:
@@ -259,6 +269,30 @@ def _check_times(a: array, what: str) -> None:
                     and not bytes(b[5::8]).translate(None, _SAFE_BYTE5)):
                 return
     _check_range(a, 0, MAX_TIME, what)
+
+
+def _schedules(r: _Reader, n: int, t: Table, free: set) -> dict:
+    """The recurring timers' block of a version-2 snapshot, checked like what create accepts."""
+    ords = r.block("schedule ordinals")
+    if len(ords) % 8:
+        raise SnapshotError("snapshot schedule ordinals are not whole i64 values")
+    k = len(ords) // 8
+    o_arr = array("q")
+    o_arr.frombytes(ords)
+    if _BIG:
+        o_arr.byteswap()
+    every = r.array("q", k, "schedule every_ms")
+    until = r.array("q", k, "schedule until")
+    count = r.array("q", k, "schedule max_count")
+    if any(b <= a for a, b in zip(o_arr, o_arr[1:])) or (k and not 0 <= o_arr[0] <= o_arr[-1] < n):
+        raise SnapshotError("snapshot schedule ordinals are not increasing within the table")
+    out = {}
+    for o, e, u, c in zip(o_arr, every, until, count):
+        if (o in free or t.flags[o] & FLAG_ACK_REQUIRED or not MIN_EVERY_MS <= e <= MAX_TIME
+                or not (u == NO_UNTIL or 0 <= u <= MAX_TIME) or not 0 <= c <= MAX_OCCURRENCES):
+            raise SnapshotError(f"snapshot schedule of timer {o} is invalid")
+        out[o] = Every(e, u, c)
+    return out
 
 
 def decode(data: bytes) -> tuple[Table, int, int, bool]:
@@ -370,6 +404,7 @@ def _decode(mv: memoryview) -> tuple[Table, int, int, bool]:
             raise SnapshotError("snapshot column purge_at gives a deadline to a timer that is not terminal")
         if any(t.tenant[o] or ids[o] for o in free) or set(free).intersection(ex_ords):
             raise SnapshotError("snapshot free row holds a tenant, an id or extras")
+        t.schedules = _schedules(r, n, t, set(free))
     t.purge_at = purge_at
     if r.pos != len(body):
         raise SnapshotError(f"snapshot has {len(body) - r.pos} unexpected trailing bytes")

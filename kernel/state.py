@@ -30,6 +30,7 @@ from ._wheel import MAX_TIME, Wheel
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, QuotaExceeded
 from .quota import TenantLimit, TenantUsage, payload_len, usage_by_tenant
 from .retention import DEFAULT_RETENTION_MS, RetentionPolicy
+from .schedule import check_every, next_occurrence
 from .snapshot import SnapshotCapture
 from .table import FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID, FREE, NO_FIRE, PURGE, NO_TIME, Extra, Table, make_extra, timer_of
 from .timer import (
@@ -177,7 +178,7 @@ class State:
         batch_ids: dict[tuple[str, str], int] = {}
         batch_keys: dict[tuple[str, str], int] = {}
         for i, spec in enumerate(norm):
-            tenant, timer_id, _, flags, extra = spec
+            tenant, timer_id, _, flags, extra, _ = spec
             key = timer_id if flags & FLAG_KEY_IS_ID else (extra.idempotency_key if type(extra) is Extra else None)
             if key is not None:
                 o = t.lookup_idem(tenant, key)
@@ -211,7 +212,7 @@ class State:
             nbytes = 0 if extras.count(None) == len(extras) else sum(map(payload_len, filter(None, extras)))
             adding[new[0][0]] = [len(new), nbytes]
         else:
-            for tenant, _, _, _, extra in new:
+            for tenant, _, _, _, extra, _ in new:
                 a = adding.get(tenant)
                 if a is None:
                     a = adding[tenant] = [0, 0]
@@ -234,14 +235,16 @@ class State:
         events: list[Event] = []
         fresh: list[partial] = []           # each new timer as this command leaves it, built on demand
         seq = self._seq
-        for o, (tenant, timer_id, fire_at, flags, extra) in zip(ords, new):
+        for o, (tenant, timer_id, fire_at, flags, extra, sched) in zip(ords, new):
             ti = t.intern_tenant(tenant)
             tenant = t.tenant_names[ti]   # the interned string object
-            t.put(o, ti, timer_id, fire_at, flags, extra, _ARMED, 2, now, now)
+            t.put(o, ti, timer_id, fire_at, flags, extra, _ARMED, 2, now, now, sched)
+            if sched is not None:
+                self._v1 = False          # snapshot format 1 has no schedules
             events.append(Event(seq + 1, _CREATED, tenant, timer_id, now, 1, _S_SCHEDULED, fire_at))
             events.append(Event(seq + 2, _E_ARMED, tenant, timer_id, now, 2, _S_ARMED, fire_at))
             fresh.append(partial(timer_of, tenant, timer_id, fire_at, flags, extra, _ARMED, now, now,
-                                 NO_TIME, NO_TIME, 0, NO_FIRE, 2))
+                                 NO_TIME, NO_TIME, 0, NO_FIRE, 2, sched))
             seq += 2
         self._seq = seq
         self._counts[_ARMED] += len(new)
@@ -369,7 +372,9 @@ class State:
         A `now_ms` below the last tick counts as the last tick. Each due timer
         becomes FIRED with fired_at = the tick's time, attempts + 1, and
         fire_id = the seq of its `fired` event; without ack_required it settles
-        in the same tick (a `settled` event right after).
+        in the same tick (a `settled` event right after). A recurring timer with
+        occurrences left is armed again at its next one instead (an `armed` event;
+        schedule.py).
         """
         now = check_time("now_ms", now_ms)
         if now < self._last_tick:
@@ -384,6 +389,8 @@ class State:
             due = [k for k in due if k < PURGE]
 
         t = self._table
+        schedules = t.schedules
+        rearm: list[int] = []               # recurring timers back in the wheel at their next occurrence
         state, flags, revision, fire_id = t.state, t.flags, t.revision, t.fire_id
         fired_at, settled_at, attempts, fire_at = t.fired_at, t.settled_at, t.attempts, t.fire_at
         names, tcol, ids, extra = t.tenant_names, t.tenant, t.ids, t.extra
@@ -403,6 +410,17 @@ class State:
             tenant = names[ti]
             timer_id = ids[o]
             at = fire_at[o]
+            sched = schedules.get(o) if schedules else None
+            if sched is not None:
+                nxt = next_occurrence(sched, at, now, attempts[o])
+                if nxt is not None:       # fired, and armed again at its next occurrence
+                    fire_at[o] = nxt
+                    revision[o] = rev + 1
+                    append(Event(seq, _E_FIRED, tenant, timer_id, now, rev, _S_FIRED, at, seq))
+                    append(Event(seq + 1, _E_ARMED, tenant, timer_id, now, rev + 1, _S_ARMED, nxt))
+                    seq += 1
+                    rearm.append(o)
+                    continue
             if flags[o] & FLAG_ACK_REQUIRED:
                 state[o] = _FIRED
                 revision[o] = rev
@@ -422,9 +440,11 @@ class State:
                 ended.append(o)
         self._seq = seq
         counts = self._counts
-        counts[_ARMED] -= len(due)
+        counts[_ARMED] -= len(due) - len(rearm)
         counts[_SETTLED] += settled
-        counts[_FIRED] += len(due) - settled
+        counts[_FIRED] += len(due) - settled - len(rearm)
+        if rearm:
+            self._wheel.insert_many(rearm, [fire_at[o] for o in rearm])
         at_once = self._schedule_purges(ended, now) if ended else ()
         view = t.view
         fired = tuple(view(o) for o in due)
@@ -807,6 +827,9 @@ class State:
             need(t.revision[o] >= 2, f"revision of ordinal {o}")
             need((t.fired_at[o] == NO_TIME) == (t.attempts[o] == 0), f"fired_at iff attempts of ordinal {o}")
             need((t.settled_at[o] == NO_TIME) == (t.state[o] < _SETTLED), f"settled_at iff terminal of ordinal {o}")
+        for o, sched in t.schedules.items():
+            need(0 <= o < n and t.state[o] != FREE and not t.flags[o] & FLAG_ACK_REQUIRED,
+                 f"schedule of ordinal {o} belongs to a live timer without acks")
         for ti, keys in enumerate(t.by_idem):
             for key, o in keys.items():
                 ex = t.extra[o]
@@ -930,17 +953,18 @@ def _has_labels(have: tuple, wanted: tuple) -> bool:
 
 
 def _normalise_spec(i: int, spec: Any) -> tuple:
-    """Validate specs[i]; return (tenant, id, fire_at, flags, extra)."""
+    """Validate specs[i]; return (tenant, id, fire_at, flags, extra, schedule or None)."""
     if type(spec) is TimerSpec:
         tenant, timer_id, fire_at, name = spec.tenant, spec.id, spec.fire_at, spec.name
         payload, labels, action, key, ack = (spec.payload, spec.labels, spec.action, spec.idempotency_key,
                                              spec.ack_required)
-        if plain_spec(tenant, timer_id, fire_at, name, payload, labels, action, key, ack):
+        if plain_spec(tenant, timer_id, fire_at, name, payload, labels, action, key, ack) \
+                and spec.every_ms == 0 and spec.until is None and spec.max_count == 0:
             flags = FLAG_ACK_REQUIRED if ack else 0
             if key is not None and key == timer_id:
                 flags |= FLAG_KEY_IS_ID
                 key = None
-            return tenant, timer_id, fire_at, flags, make_extra(name, payload, (), action, key)
+            return tenant, timer_id, fire_at, flags, make_extra(name, payload, (), action, key), None
     p = f"specs[{i}]"
     if not isinstance(spec, TimerSpec):
         raise InvalidArgument(p, f"must be a TimerSpec, not {type(spec).__name__}")
@@ -953,10 +977,11 @@ def _normalise_spec(i: int, spec: Any) -> tuple:
     action = check_bytes(f"{p}.action", spec.action, MAX_ACTION_BYTES)
     key = check_idempotency_key(f"{p}.idempotency_key", spec.idempotency_key)
     flags = FLAG_ACK_REQUIRED if check_bool(f"{p}.ack_required", spec.ack_required) else 0
+    sched = check_every(p, spec.every_ms, spec.until, spec.max_count, fire_at, bool(flags))
     if key is not None and key == timer_id:
         flags |= FLAG_KEY_IS_ID
         key = None
-    return tenant, timer_id, fire_at, flags, make_extra(name, payload, labels, action, key)
+    return tenant, timer_id, fire_at, flags, make_extra(name, payload, labels, action, key), sched
 
 
 def _check_ref(p: str, ref: Any) -> tuple[str, str]:

@@ -118,8 +118,9 @@ def as_extra(extra: ExtraField) -> Extra:
 
 def timer_of(tenant: str, timer_id: str, fire_at: int, flags: int, extra: ExtraField, state: int,
              created_at: int, armed_at: int, fired_at: int, settled_at: int, attempts: int, fire_id: int,
-             revision: int) -> Timer:
-    """A Timer from one record's fields as the table stores them (NO_TIME/NO_FIRE for unset)."""
+             revision: int, sched: Optional[tuple] = None) -> Timer:
+    """A Timer from one record's fields as the table stores them (NO_TIME/NO_FIRE for unset;
+    `sched` an (every_ms, until or -1, max_count) triple for a recurring timer)."""
     if extra is None:
         name, payload, labels, action, key = "", b"", EMPTY_LABELS, b"", None
     elif type(extra) is bytes:
@@ -147,6 +148,8 @@ def timer_of(tenant: str, timer_id: str, fire_at: int, flags: int, extra: ExtraF
         attempts=attempts,
         fire_id=None if fire_id == NO_FIRE else fire_id,
         revision=revision,
+        **({} if sched is None else {"every_ms": sched[0], "until": None if sched[1] < 0 else sched[1],
+                                     "max_count": sched[2]}),
     )
 
 
@@ -162,6 +165,7 @@ class Table:
         "by_idem",
         "purge_at",
         "free",
+        "schedules",
     )
 
     def __init__(self) -> None:
@@ -177,6 +181,9 @@ class Table:
         # Not in COLUMNS: snapshot format 1 has no such block (snapshot.py).
         self.purge_at = array("q")
         self.free: list[int] = []                   # min-heap of free ordinals
+        # ordinal -> kernel.schedule.Every of each recurring timer (few): never iterated
+        # for anything replicated except in ordinal order (snapshot.py sorts it).
+        self.schedules: dict[int, tuple] = {}
 
     def __len__(self) -> int:
         """Rows, free ones included: the end of the positions."""
@@ -249,9 +256,12 @@ class Table:
         revision: int,
         created_at: int,
         armed_at: int,
+        sched: Optional[tuple] = None,
     ) -> None:
         """Write a record that has not fired yet at ordinal o, from take_ordinals
-        (a free row, or the next new row)."""
+        (a free row, or the next new row); `sched`: its recurrence, if any."""
+        if sched is not None:
+            self.schedules[o] = sched
         if o < len(self.ids):
             self.tenant[o] = tenant
             self.state[o] = state
@@ -303,13 +313,16 @@ class Table:
         self.purge_at[o] = NO_TIME
         self.ids[o] = ""
         self.extra[o] = None
+        if self.schedules:
+            self.schedules.pop(o, None)
         heappush(self.free, o)
 
     def view(self, o: int) -> Timer:
         """A Timer snapshot of record o."""
         return timer_of(self.tenant_names[self.tenant[o]], self.ids[o], self.fire_at[o], self.flags[o],
                         self.extra[o], self.state[o], self.created_at[o], self.armed_at[o], self.fired_at[o],
-                        self.settled_at[o], self.attempts[o], self.fire_id[o], self.revision[o])
+                        self.settled_at[o], self.attempts[o], self.fire_id[o], self.revision[o],
+                        self.schedules.get(o) if self.schedules else None)
 
     def views(self, tenant: Optional[str] = None) -> Iterator[Timer]:
         """Views in ordinal (creation) order, optionally of one tenant only."""

@@ -81,6 +81,9 @@ class TimerSpec:
     action: bytes = b""
     idempotency_key: Optional[str] = None
     ack_required: bool = False
+    every_ms: int = 0                  # > 0: recurring, first at fire_at (schedule.py)
+    until: Optional[int] = None        # last time an occurrence may be due (with every_ms)
+    max_count: int = 0                 # occurrences in all, 0: unbounded (with every_ms)
 
 
 class TimerRef(NamedTuple):
@@ -97,7 +100,9 @@ class Timer:
     Time fields are ms since the Unix epoch, None when the transition has not
     happened. `settled_at` is the time the timer reached a terminal state
     (settled, cancelled or dead-lettered); `state` tells which. `fire_id` is the
-    seq of the current fire's `fired` event, None before the first fire.
+    seq of the current fire's `fired` event, None before the first fire. A
+    recurring timer (every_ms > 0) shows its next occurrence as fire_at and its
+    occurrences so far as attempts.
     """
 
     tenant: str
@@ -117,6 +122,9 @@ class Timer:
     attempts: int
     fire_id: Optional[int]
     revision: int
+    every_ms: int = 0
+    until: Optional[int] = None
+    max_count: int = 0
 
 
 class Event(NamedTuple):

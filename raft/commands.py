@@ -32,7 +32,7 @@ __all__ = [
     "FORMAT", "Command", "CreateTimers", "Tick", "CancelTimers", "RescheduleTimer", "AckTimer",
     "SetMemberName", "SetMemberGrpc", "PutToken", "RevokeToken", "SetQuota", "ClearQuota",
     "CreateSubscription", "CommitSubscription", "DeleteSubscription", "MarkSubscriptionOverrun", "SetRetention",
-    "DeleteTimers", "RECORDS", "encode",
+    "DeleteTimers", "CreateTimersV2", "create_timers", "RECORDS", "encode",
     "decode", "from_legacy", "InvalidCommand", "UnknownCommand", "MAX_COMMAND_BYTES",
 ]
 
@@ -116,6 +116,47 @@ class CreateTimers(_Record):
         if traceparents is not None and (type(traceparents) is not tuple or len(traceparents) != len(out)):
             raise InvalidCommand("create: traceparents must be an array with one entry per group")
         return cls(now_ms, tuple(out), traceparents)
+
+
+def _spec_fields_v2(s: TimerSpec) -> list:
+    return _spec_fields(s) + [s.every_ms, s.until, s.max_count]
+
+
+def _spec_v2(fields) -> TimerSpec:
+    if type(fields) is not tuple or len(fields) != 12:
+        raise InvalidCommand("create v2: a timer spec must be an array of 12 fields")
+    return TimerSpec(*fields)
+
+
+@record("create", number=1, version=2)
+class CreateTimersV2(_Record):
+    """CreateTimers whose specs also carry a recurrence (every_ms, until, max_count:
+    kernel/schedule.py). Proposed only when some spec recurs (`create_timers`), so a
+    cluster that never uses recurrence writes exactly the version-1 bytes."""
+
+    now_ms: int
+    groups: tuple
+    traceparents: Optional[tuple] = None
+
+    def fields(self) -> list:
+        return [self.now_ms, [[_spec_fields_v2(s) for s in g] for g in self.groups],
+                list(self.traceparents) if self.traceparents is not None else None]
+
+    @classmethod
+    def from_fields(cls, now_ms, groups, traceparents=None) -> "CreateTimersV2":
+        if type(groups) is not tuple or any(type(g) is not tuple for g in groups):
+            raise InvalidCommand("create: groups must be an array of arrays")
+        out = tuple(tuple(_spec_v2(f) for f in g) for g in groups)
+        if traceparents is not None and (type(traceparents) is not tuple or len(traceparents) != len(out)):
+            raise InvalidCommand("create: traceparents must be an array with one entry per group")
+        return cls(now_ms, out, traceparents)
+
+
+def create_timers(now_ms: int, groups: tuple, traceparents: Optional[tuple] = None):
+    """The create command for these groups: version 1 unless some spec recurs."""
+    if any(s.every_ms or s.until is not None or s.max_count for g in groups for s in g):
+        return CreateTimersV2(now_ms, groups, traceparents)
+    return CreateTimers(now_ms, groups, traceparents)
 
 
 @record("tick", number=2, version=1)
@@ -287,14 +328,14 @@ class DeleteTimers(_Record):
 
 Command = Union[CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
                 PutToken, RevokeToken, SetQuota, ClearQuota, CreateSubscription, CommitSubscription,
-                DeleteSubscription, MarkSubscriptionOverrun, SetRetention, DeleteTimers]
+                DeleteSubscription, MarkSubscriptionOverrun, SetRetention, DeleteTimers, CreateTimersV2]
 
 #: (KIND, VERSION) -> record class: every command this build can read.
 RECORDS: dict[tuple[int, int], type] = {
     (c.KIND, c.VERSION): c
     for c in (CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
               PutToken, RevokeToken, SetQuota, ClearQuota, CreateSubscription, CommitSubscription,
-              DeleteSubscription, MarkSubscriptionOverrun, SetRetention, DeleteTimers)
+              DeleteSubscription, MarkSubscriptionOverrun, SetRetention, DeleteTimers, CreateTimersV2)
 }
 _NAMES = {c.KIND: c.kind for c in RECORDS.values()}
 

@@ -62,6 +62,7 @@ class TimerFSM:
         self.result_listeners: list[Callable[[object, object], None]] = []  # (command record, result)
         self._dispatch = {
             c.CreateTimers: self._create,
+            c.CreateTimersV2: self._create,
             c.Tick: self._tick,
             c.CancelTimers: self._cancel,
             c.RescheduleTimer: self._reschedule,

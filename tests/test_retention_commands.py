@@ -22,8 +22,11 @@ RECORDS = [
     c.Tick(T0 + 1000), c.DeleteTimers(T0 + 1001, (("beta", "b"),)), c.Tick(T0 + 2000),
     c.SetRetention("beta", None), c.DeleteTimers(T0 + 2001, (("other", "c"),)),
     c.AckTimer(T0 + 2002, "other", "c", 13), c.Tick(T0 + 62_001), c.Tick(T0 + 62_002),
+    # create version 2 (a recurring timer: kernel/schedule.py), in a tenant with retention 0
+    c.CreateTimersV2(T0 + 70_000, ((TimerSpec("rec", T0 + 71_000, tenant="acme", every_ms=1000, max_count=2),),)),
+    c.Tick(T0 + 71_000), c.Tick(T0 + 72_500),
 ]
-FINAL_DIGEST = "520bffd45d1f0073a6330ae37121e939274c9b35373970d25863fb7e6596fcd5"
+FINAL_DIGEST = "b03989e3c4f26abdcdf749ce91f4312d25c5df165b6adeade76a3de5bf186c8a"
 
 
 def entries() -> list[bytes]:
@@ -41,6 +44,7 @@ def test_encoding_is_the_checked_in_bytes_and_decodes_back():
     assert [c.decode(b) for b in entries()] == RECORDS
     assert (c.SetRetention.KIND, c.SetRetention.VERSION) == (16, 1)
     assert (c.DeleteTimers.KIND, c.DeleteTimers.VERSION) == (17, 1)
+    assert (c.CreateTimersV2.KIND, c.CreateTimersV2.VERSION) == (1, 2)
 
 
 def test_golden_log_replays_to_the_recorded_digest_on_every_replica():
@@ -55,8 +59,10 @@ def test_golden_log_replays_to_the_recorded_digest_on_every_replica():
     assert isinstance(res[8], FailedPrecondition)                                # c is fired, not ended
     assert res[10].events == ()                                                  # c ended at T0+2002
     assert [(e.kind, e.timer_id) for e in res[11].events] == [(EventKind.PURGED, "c")]
+    assert [e.kind for e in res[13].events] == [EventKind.FIRED, EventKind.ARMED]
+    assert [e.kind for e in res[14].events] == [EventKind.FIRED, EventKind.SETTLED, EventKind.PURGED]
     for r in replicas:
         assert hashlib.sha256(r.kernel.to_bytes()).hexdigest() == FINAL_DIGEST
-        assert len(r.kernel) == 0 and r.kernel.positions == 3
+        assert len(r.kernel) == 0 and r.kernel.positions == 3       # "rec" reused a freed row
         assert r.retention.to_json() == [{"tenant": "*", "retention_ms": 60_000},
                                          {"tenant": "acme", "retention_ms": 0}]

@@ -73,6 +73,11 @@ class Model:
     def create(self, now, specs):
         if any(not 0 <= s.fire_at <= MAX_TIME for s in specs):
             raise InvalidArgument("specs", "fire_at")
+        for s in specs:
+            if not s.every_ms and (s.until is not None or s.max_count):
+                raise InvalidArgument("specs", "until/max_count without every")
+            if s.every_ms and ((s.until is not None and not s.fire_at <= s.until <= MAX_TIME) or s.ack_required):
+                raise InvalidArgument("specs", "schedule")
         plan, seen_ids, seen_keys = [], {}, {}
         for s in specs:
             k = (s.tenant, s.idempotency_key)
@@ -94,7 +99,8 @@ class Model:
         for how, x in plan:
             if how == "new":
                 t = dict(tenant=x.tenant, id=x.id, fire_at=x.fire_at, ack=x.ack_required, state="ARMED",
-                         order=self._order(), fire_id=None, attempts=0, rev=0, purge_at=None)
+                         order=self._order(), fire_id=None, attempts=0, rev=0, purge_at=None,
+                         every=x.every_ms, until=x.until, max_count=x.max_count)
                 self.timers[(x.tenant, x.id)] = t
                 if x.idempotency_key is not None:
                     self.keys[(x.tenant, x.idempotency_key)] = (x.tenant, x.id)
@@ -177,6 +183,18 @@ class Model:
             t["attempts"] += 1
             t["fire_id"] = self.seq + 1
             self._event(out, "fired", t, now)
+            if t["every"]:
+                # the first occurrence on the grid after now, unless the schedule is over
+                k = 1
+                while t["fire_at"] + k * t["every"] <= now:
+                    k += 1
+                nxt = t["fire_at"] + k * t["every"]
+                if not ((t["max_count"] and t["attempts"] >= t["max_count"]) or nxt > MAX_TIME
+                        or (t["until"] is not None and nxt > t["until"])):
+                    t["state"] = "ARMED"
+                    t["fire_at"] = nxt
+                    self._event(out, "armed", t, now)
+                    continue
             if not t["ack"]:
                 t["state"] = "SETTLED"
                 self._event(out, "settled", t, now)
@@ -211,12 +229,20 @@ FIRE_AT = st.integers(0, 39).flatmap(
 KEYS = st.sampled_from([None, None, None, "k1", "k2", "a", "b"])   # "a", "b": a key equal to an id (the SDK sends key == id)
 
 SPEC = st.builds(TimerSpec, id=IDS, fire_at=FIRE_AT, tenant=TENANTS, idempotency_key=KEYS, ack_required=st.booleans())
+# Recurring specs (kernel/schedule.py): short intervals so that they recur within a program.
+EVERY_SPEC = st.builds(TimerSpec, id=IDS, fire_at=FIRE_AT, tenant=TENANTS, idempotency_key=KEYS,
+                       ack_required=st.sampled_from([False] * 9 + [True]),
+                       every_ms=st.sampled_from([1000, 1000, 1500, 0]),
+                       until=st.sampled_from([None, None, T0 + 1200, T0 + 3000, T0 - 100]),
+                       max_count=st.sampled_from([0, 0, 1, 2, 3]))
 COMMAND = st.one_of(
     st.tuples(st.just("create"), NOW, st.lists(SPEC, max_size=4)),
+    st.tuples(st.just("create"), NOW, st.lists(EVERY_SPEC, min_size=1, max_size=2)),
     st.tuples(st.just("cancel"), NOW, st.lists(st.tuples(TENANTS, IDS), max_size=3)),
     st.tuples(st.just("reschedule"), NOW, TENANTS, IDS,
               st.one_of(st.tuples(FIRE_AT, st.none()), st.tuples(st.none(), st.integers(-400, 400)))),
     st.tuples(st.just("tick"), st.integers(T0 - 20, T0 + 400)),
+    st.tuples(st.just("tick"), st.integers(T0 + 400, T0 + 6000)),
     st.tuples(st.just("ack"), NOW, TENANTS, IDS, st.sampled_from(["current"] * 4 + [1, 7, 30])),
     st.tuples(st.just("delete"), NOW, st.lists(st.tuples(TENANTS, IDS), max_size=2)),
 )

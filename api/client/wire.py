@@ -131,6 +131,12 @@ def spec_to_pb(spec: TimerSpec) -> timers_pb2.TimerSpec:
         pb.fire_at.CopyFrom(ms_to_timestamp(time_to_ms(spec.fire_at)))
     else:
         pb.delay.CopyFrom(duration_to_pb(spec.delay))
+    if spec.every is not None:
+        pb.every.CopyFrom(duration_to_pb(spec.every))
+    if spec.until is not None:
+        pb.until.CopyFrom(ms_to_timestamp(time_to_ms(spec.until)))
+    if spec.max_count:
+        pb.max_count = spec.max_count
     return pb
 
 
@@ -153,7 +159,9 @@ def timer_from_pb(pb: timers_pb2.Timer, created: Optional[bool] = None) -> Timer
         idempotency_key=pb.idempotency_key or None, ack_required=pb.ack_required,
         created_at=opt_ts(pb, "created_at"), armed_at=opt_ts(pb, "armed_at"),
         fired_at=opt_ts(pb, "fired_at"), settled_at=opt_ts(pb, "settled_at"),
-        attempts=pb.attempts, fire_id=pb.fire_id or None, created=created)
+        attempts=pb.attempts, fire_id=pb.fire_id or None, created=created,
+        every=pb.every.ToTimedelta() if pb.HasField("every") else None, until=opt_ts(pb, "until"),
+        max_count=pb.max_count)
 
 
 def event_from_pb(pb: timers_pb2.Event) -> Event:

@@ -465,7 +465,7 @@ def _delete_range(txn, db, lo: int, hi: int) -> None:
 
 
 #: Replicated settings recorded field by field, by command kind (raft/commands.py).
-_SETTINGS = {"set_quota": "quota.set", "clear_quota": "quota.cleared"}
+_SETTINGS = {"set_quota": "quota.set", "clear_quota": "quota.cleared", "set_retention": "retention.set"}
 
 
 def _replicated_fact(command, result):
