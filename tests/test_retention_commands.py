@@ -5,12 +5,12 @@ the digest recorded then."""
 from __future__ import annotations
 
 import hashlib
-import struct
 from pathlib import Path
 
 from minoots.kernel import EventKind, FailedPrecondition, TimerSpec
 from minoots.raft import commands as c
 from minoots.raft.fsm import TimerFSM
+from support import read_framed
 
 DATA = Path(__file__).parent / "data" / "commands_retention_v1.bin"
 T0 = 1_800_000_000_000
@@ -30,13 +30,7 @@ FINAL_DIGEST = "b03989e3c4f26abdcdf749ce91f4312d25c5df165b6adeade76a3de5bf186c8a
 
 
 def entries() -> list[bytes]:
-    d = DATA.read_bytes()
-    out, o = [], 0
-    while o < len(d):
-        (n,) = struct.unpack_from("<I", d, o)
-        out.append(d[o + 4:o + 4 + n])
-        o += 4 + n
-    return out
+    return read_framed(DATA)
 
 
 def test_encoding_is_the_checked_in_bytes_and_decodes_back():
