@@ -51,8 +51,11 @@ def fill_timer_pb(out: pb.Timer, t: Timer) -> None:
     out.attempts = t.attempts
     if t.fire_id:
         out.fire_id = t.fire_id
-    if t.every_ms:
-        out.every.FromMilliseconds(t.every_ms)
+    if t.every_ms or t.cron:
+        if t.every_ms:
+            out.every.FromMilliseconds(t.every_ms)
+        else:
+            out.cron, out.time_zone = t.cron, t.tz
         if t.until is not None:
             _set_ts(out.until, t.until)
         out.max_count = t.max_count

@@ -154,7 +154,9 @@ class TimerSpec:
     ack_required: bool = False
     every: Union[timedelta, int, float, None] = None   # recurring: seconds (or timedelta) between occurrences
     until: Union[datetime, int, None] = None           # with every: last time an occurrence may be due
-    max_count: int = 0                                 # with every: occurrences in all (0: unbounded)
+    max_count: int = 0                                 # with every or cron: occurrences in all (0: unbounded)
+    cron: str = ""                                     # or recur at these cron times (5/6 fields) ...
+    tz: str = ""                                       # ... in this IANA time zone
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,8 @@ class Timer:
     every: Optional[timedelta] = None     # recurring timers: fire_at is the next occurrence
     until: Optional[datetime] = None
     max_count: int = 0
+    cron: str = ""
+    tz: str = ""
 
     @property
     def fire_at_ms(self) -> int:
@@ -224,6 +228,8 @@ class Timer:
             **({} if self.created is None else {"created": self.created}),
             **({} if self.every is None else {"every_ms": int(self.every / timedelta(milliseconds=1)),
                                               "until": _iso(self.until), "max_count": self.max_count}),
+            **({} if not self.cron else {"cron": self.cron, "tz": self.tz, "until": _iso(self.until),
+                                         "max_count": self.max_count}),
         }
 
 

@@ -74,7 +74,7 @@ def create_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
     # checks, which cost most of a big batch's time on the leader; anything else
     # takes the full path below, which also names the first bad field.
     if spec.WhichOneof("deadline") == "fire_at" and not spec.labels and not spec.HasField("every") \
-            and not spec.HasField("until") and not spec.max_count:
+            and not spec.HasField("until") and not spec.max_count and not spec.cron and not spec.time_zone:
         try:
             fire_at = timestamp_ms(spec.fire_at)
         except BadTime:
@@ -137,7 +137,7 @@ def _checked_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
     return TimerSpec(id=timer_id, fire_at=fire_at, tenant=tenant, name=name, payload=payload,
                      labels=dict(labels) if labels else None, action=action, idempotency_key=key,
                      ack_required=bool(spec.ack_required), every_ms=every_ms, until=until,
-                     max_count=spec.max_count)
+                     max_count=spec.max_count, cron=spec.cron, tz=spec.time_zone)
 
 
 def create_batch(specs, now_ms: int) -> list[TimerSpec]:

@@ -16,7 +16,8 @@ Layout, all integers little-endian:
             label counts (u8[extras]), label key lengths u32 + blob, label value lengths u32 + UTF-8 blob
             version 2 only: the purge_at column (i64[timers]), then the recurring
             timers (schedule.py) as four blocks of i64[recurring]: ordinals
-            (increasing), every_ms, until (-1: none), max_count
+            (increasing), every_ms, until (-1: none), max_count; then cron lengths
+            u32 + UTF-8 blob, time zone lengths u32 + UTF-8 blob
 
 Version 2 (retention) adds the purge deadline of every terminal timer, allows
 free rows (state 0, empty id, tenant 0, no extras: a purged timer's ordinal) and
@@ -59,9 +60,9 @@ from operator import is_not, not_
 from typing import Optional, Union
 
 from ._wheel import MAX_TIME
-from .errors import SnapshotError
+from .errors import KernelError, SnapshotError
 from .retention import DEFAULT_RETENTION_MS
-from .schedule import MAX_OCCURRENCES, MIN_EVERY_MS, NO_UNTIL, Every
+from .schedule import MAX_OCCURRENCES, MIN_EVERY_MS, NO_UNTIL, Schedule, check_schedule
 from .table import (COLUMNS, FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID, FLAGS_KNOWN, FREE, NO_TIME, ExtraField, Table,
                     as_extra, make_extra)
 from .timer import TimerState
@@ -175,6 +176,8 @@ def encode(table: Union[Table, SnapshotCapture], seq: int, last_tick: int, v1: b
         blocks.append(_le(array("q", [o for o, _ in rec])))
         for i in range(3):
             blocks.append(_le(array("q", [sched[i] for _, sched in rec])))
+        blocks += _utf8_blocks([sched[3] for _, sched in rec])
+        blocks += _utf8_blocks([sched[4] for _, sched in rec])
 
     parts = [_SCALARS.pack(seq, last_tick, n, len(table.tenant_names), len(extras))]
     for b in blocks:
@@ -284,14 +287,22 @@ def _schedules(r: _Reader, n: int, t: Table, free: set) -> dict:
     every = r.array("q", k, "schedule every_ms")
     until = r.array("q", k, "schedule until")
     count = r.array("q", k, "schedule max_count")
+    crons = _utf8_list(r, k, "schedule crons")
+    tzs = _utf8_list(r, k, "schedule time zones")
     if any(b <= a for a, b in zip(o_arr, o_arr[1:])) or (k and not 0 <= o_arr[0] <= o_arr[-1] < n):
         raise SnapshotError("snapshot schedule ordinals are not increasing within the table")
     out = {}
-    for o, e, u, c in zip(o_arr, every, until, count):
-        if (o in free or t.flags[o] & FLAG_ACK_REQUIRED or not MIN_EVERY_MS <= e <= MAX_TIME
+    for o, e, u, c, cron, tz in zip(o_arr, every, until, count, crons, tzs):
+        if (o in free or t.flags[o] & FLAG_ACK_REQUIRED or bool(e) == bool(cron)
+                or not (not e or MIN_EVERY_MS <= e <= MAX_TIME) or bool(cron) != bool(tz)
                 or not (u == NO_UNTIL or 0 <= u <= MAX_TIME) or not 0 <= c <= MAX_OCCURRENCES):
             raise SnapshotError(f"snapshot schedule of timer {o} is invalid")
-        out[o] = Every(e, u, c)
+        if cron:
+            try:
+                check_schedule("schedule", 0, None, 0, cron, tz, 0, False)
+            except KernelError:
+                raise SnapshotError(f"snapshot schedule of timer {o} has a bad cron or time zone") from None
+        out[o] = Schedule(e, u, c, cron, tz)
     return out
 
 

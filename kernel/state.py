@@ -30,7 +30,7 @@ from ._wheel import MAX_TIME, Wheel
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, QuotaExceeded
 from .quota import TenantLimit, TenantUsage, payload_len, usage_by_tenant
 from .retention import DEFAULT_RETENTION_MS, RetentionPolicy
-from .schedule import check_every, next_occurrence
+from .schedule import check_schedule, first_occurrence, next_occurrence
 from .snapshot import SnapshotCapture
 from .table import FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID, FREE, NO_FIRE, PURGE, NO_TIME, Extra, Table, make_extra, timer_of
 from .timer import (
@@ -959,7 +959,8 @@ def _normalise_spec(i: int, spec: Any) -> tuple:
         payload, labels, action, key, ack = (spec.payload, spec.labels, spec.action, spec.idempotency_key,
                                              spec.ack_required)
         if plain_spec(tenant, timer_id, fire_at, name, payload, labels, action, key, ack) \
-                and spec.every_ms == 0 and spec.until is None and spec.max_count == 0:
+                and spec.every_ms == 0 and spec.until is None and spec.max_count == 0 and not spec.cron \
+                and not spec.tz:
             flags = FLAG_ACK_REQUIRED if ack else 0
             if key is not None and key == timer_id:
                 flags |= FLAG_KEY_IS_ID
@@ -977,7 +978,9 @@ def _normalise_spec(i: int, spec: Any) -> tuple:
     action = check_bytes(f"{p}.action", spec.action, MAX_ACTION_BYTES)
     key = check_idempotency_key(f"{p}.idempotency_key", spec.idempotency_key)
     flags = FLAG_ACK_REQUIRED if check_bool(f"{p}.ack_required", spec.ack_required) else 0
-    sched = check_every(p, spec.every_ms, spec.until, spec.max_count, fire_at, bool(flags))
+    sched = check_schedule(p, spec.every_ms, spec.until, spec.max_count, spec.cron, spec.tz, fire_at, bool(flags))
+    if sched is not None and sched.cron:
+        fire_at = first_occurrence(p, sched, fire_at)       # the start -> the first cron time at or after it
     if key is not None and key == timer_id:
         flags |= FLAG_KEY_IS_ID
         key = None

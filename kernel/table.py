@@ -120,7 +120,7 @@ def timer_of(tenant: str, timer_id: str, fire_at: int, flags: int, extra: ExtraF
              created_at: int, armed_at: int, fired_at: int, settled_at: int, attempts: int, fire_id: int,
              revision: int, sched: Optional[tuple] = None) -> Timer:
     """A Timer from one record's fields as the table stores them (NO_TIME/NO_FIRE for unset;
-    `sched` an (every_ms, until or -1, max_count) triple for a recurring timer)."""
+    `sched` a kernel.schedule.Schedule for a recurring timer)."""
     if extra is None:
         name, payload, labels, action, key = "", b"", EMPTY_LABELS, b"", None
     elif type(extra) is bytes:
@@ -149,7 +149,7 @@ def timer_of(tenant: str, timer_id: str, fire_at: int, flags: int, extra: ExtraF
         fire_id=None if fire_id == NO_FIRE else fire_id,
         revision=revision,
         **({} if sched is None else {"every_ms": sched[0], "until": None if sched[1] < 0 else sched[1],
-                                     "max_count": sched[2]}),
+                                     "max_count": sched[2], "cron": sched[3], "tz": sched[4]}),
     )
 
 
@@ -181,7 +181,7 @@ class Table:
         # Not in COLUMNS: snapshot format 1 has no such block (snapshot.py).
         self.purge_at = array("q")
         self.free: list[int] = []                   # min-heap of free ordinals
-        # ordinal -> kernel.schedule.Every of each recurring timer (few): never iterated
+        # ordinal -> kernel.schedule.Schedule of each recurring timer (few): never iterated
         # for anything replicated except in ordinal order (snapshot.py sorts it).
         self.schedules: dict[int, tuple] = {}
 

@@ -83,7 +83,9 @@ class TimerSpec:
     ack_required: bool = False
     every_ms: int = 0                  # > 0: recurring, first at fire_at (schedule.py)
     until: Optional[int] = None        # last time an occurrence may be due (with every_ms)
-    max_count: int = 0                 # occurrences in all, 0: unbounded (with every_ms)
+    max_count: int = 0                 # occurrences in all, 0: unbounded (with every_ms or cron)
+    cron: str = ""                     # recurring at these times (5 or 6 fields); fire_at is then the start
+    tz: str = ""                       # the cron's IANA time zone (from the pinned tzdata package)
 
 
 class TimerRef(NamedTuple):
@@ -125,6 +127,8 @@ class Timer:
     every_ms: int = 0
     until: Optional[int] = None
     max_count: int = 0
+    cron: str = ""
+    tz: str = ""
 
 
 class Event(NamedTuple):

@@ -119,19 +119,19 @@ class CreateTimers(_Record):
 
 
 def _spec_fields_v2(s: TimerSpec) -> list:
-    return _spec_fields(s) + [s.every_ms, s.until, s.max_count]
+    return _spec_fields(s) + [s.every_ms, s.until, s.max_count, s.cron, s.tz]
 
 
 def _spec_v2(fields) -> TimerSpec:
-    if type(fields) is not tuple or len(fields) != 12:
-        raise InvalidCommand("create v2: a timer spec must be an array of 12 fields")
+    if type(fields) is not tuple or len(fields) != 14:
+        raise InvalidCommand("create v2: a timer spec must be an array of 14 fields")
     return TimerSpec(*fields)
 
 
 @record("create", number=1, version=2)
 class CreateTimersV2(_Record):
-    """CreateTimers whose specs also carry a recurrence (every_ms, until, max_count:
-    kernel/schedule.py). Proposed only when some spec recurs (`create_timers`), so a
+    """CreateTimers whose specs also carry a recurrence (every_ms, until, max_count, cron,
+    tz: kernel/schedule.py). Proposed only when some spec recurs (`create_timers`), so a
     cluster that never uses recurrence writes exactly the version-1 bytes."""
 
     now_ms: int
@@ -154,7 +154,7 @@ class CreateTimersV2(_Record):
 
 def create_timers(now_ms: int, groups: tuple, traceparents: Optional[tuple] = None):
     """The create command for these groups: version 1 unless some spec recurs."""
-    if any(s.every_ms or s.until is not None or s.max_count for g in groups for s in g):
+    if any(s.every_ms or s.until is not None or s.max_count or s.cron or s.tz for g in groups for s in g):
         return CreateTimersV2(now_ms, groups, traceparents)
     return CreateTimers(now_ms, groups, traceparents)
 

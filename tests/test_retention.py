@@ -261,11 +261,11 @@ def test_version_2_snapshot_checks_free_rows_and_purge_deadlines():
     bad = body[:at - 8] + (5).to_bytes(8, "little") + b"x\nab\n" + body[at + 4:]
     with pytest.raises(SnapshotError, match="free row"):
         State.from_bytes(_reseal(bad))
-    # Then purge_at, then four empty schedule blocks: give the (fired, not terminal) timer a deadline.
-    assert body[-32:] == bytes(32)
-    tail = body[-48:-32]
+    # Then purge_at, then eight empty schedule blocks: give the (fired, not terminal) timer a deadline.
+    assert body[-64:] == bytes(64)
+    tail = body[-80:-64]
     assert tail == (-1).to_bytes(8, "little", signed=True) * 2
-    bad = body[:-40] + (T0).to_bytes(8, "little") + body[-32:]
+    bad = body[:-72] + (T0).to_bytes(8, "little") + body[-64:]
     with pytest.raises(SnapshotError, match="purge_at"):
         State.from_bytes(_reseal(bad))
 

@@ -25,8 +25,12 @@ RECORDS = [
     # create version 2 (a recurring timer: kernel/schedule.py), in a tenant with retention 0
     c.CreateTimersV2(T0 + 70_000, ((TimerSpec("rec", T0 + 71_000, tenant="acme", every_ms=1000, max_count=2),),)),
     c.Tick(T0 + 71_000), c.Tick(T0 + 72_500),
+    # and a cron one (second 30 of every minute, Paris time), once
+    c.CreateTimersV2(T0 + 80_000, ((TimerSpec("cr", T0 + 80_000, tenant="acme", max_count=1, cron="* * * * * 30",
+                                              tz="Europe/Paris"),),)),
+    c.Tick(T0 + 200_000),
 ]
-FINAL_DIGEST = "b03989e3c4f26abdcdf749ce91f4312d25c5df165b6adeade76a3de5bf186c8a"
+FINAL_DIGEST = "b3a58e87abe16149e87bf03d315fb7723df720b8970a0ee7e26acd53f3dc4c00"
 
 
 def entries() -> list[bytes]:
@@ -55,8 +59,10 @@ def test_golden_log_replays_to_the_recorded_digest_on_every_replica():
     assert [(e.kind, e.timer_id) for e in res[11].events] == [(EventKind.PURGED, "c")]
     assert [e.kind for e in res[13].events] == [EventKind.FIRED, EventKind.ARMED]
     assert [e.kind for e in res[14].events] == [EventKind.FIRED, EventKind.SETTLED, EventKind.PURGED]
+    assert res[15][0].items[0].timer.fire_at == T0 + 90_000             # 08:01:30 UTC, the first second 30
+    assert [(e.kind, e.fire_at) for e in res[16].events][0] == (EventKind.FIRED, T0 + 90_000)
     for r in replicas:
         assert hashlib.sha256(r.kernel.to_bytes()).hexdigest() == FINAL_DIGEST
-        assert len(r.kernel) == 0 and r.kernel.positions == 3       # "rec" reused a freed row
+        assert len(r.kernel) == 0 and r.kernel.positions == 3       # "rec" and "cr" reused freed rows
         assert r.retention.to_json() == [{"tenant": "*", "retention_ms": 60_000},
                                          {"tenant": "acme", "retention_ms": 0}]

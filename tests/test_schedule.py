@@ -8,7 +8,7 @@ import pytest
 
 from minoots.kernel import EventKind, InvalidArgument, NotFound, State, TimerSpec, TimerState
 from minoots.kernel.retention import RetentionPolicy
-from minoots.kernel.schedule import MIN_EVERY_MS, Every, next_occurrence
+from minoots.kernel.schedule import MIN_EVERY_MS, Schedule as Every, next_occurrence
 from minoots.raft import commands as c
 from minoots.raft.fsm import TimerFSM
 
@@ -139,5 +139,127 @@ def test_replicas_running_a_recurring_create_agree_and_old_creates_keep_version_
         replicas[0].kernel.get("default", "nope")
     # A version-2 create whose spec has version 1's nine fields is refused, not guessed at.
     bad = c.FORMAT + msgpack.packb([1, 2, T0, [[c._spec_fields(TimerSpec("x", T0))]], None], use_bin_type=True)
-    with pytest.raises(c.InvalidCommand, match="12 fields"):
+    with pytest.raises(c.InvalidCommand, match="14 fields"):
         c.decode(bad)
+
+
+# ---- cron with IANA time zones ---------------------------------------------------------------
+
+from datetime import datetime, timezone  # noqa: E402
+
+
+def utc_ms(y, mo, d, h, mi, s=0) -> int:
+    return int(datetime(y, mo, d, h, mi, s, tzinfo=timezone.utc).timestamp()) * 1000
+
+
+def cron_fires(cron: str, tz: str, start: int, until_ms: int, step: int = 15 * 60_000) -> list[int]:
+    """Fire times of one cron timer, ticking every `step` ms from `start` to `until_ms`."""
+    s = State()
+    s.create(start, [TimerSpec("c", start, cron=cron, tz=tz)])
+    out = []
+    for now in range(start, until_ms + 1, step):
+        out += [e.fire_at for e in s.tick(now).events if e.kind is EventKind.FIRED]
+    s.check_invariants()
+    return out
+
+
+def test_cron_across_the_spring_forward_gap_fires_right_after_it():
+    # Paris, 2026-03-29: 02:00 CET -> 03:00 CEST. 02:30 does not exist that day.
+    got = cron_fires("30 2 * * *", "Europe/Paris", utc_ms(2026, 3, 27, 12, 0), utc_ms(2026, 3, 31, 0, 0), 60_000)
+    assert got == [utc_ms(2026, 3, 28, 1, 30), utc_ms(2026, 3, 29, 1, 0), utc_ms(2026, 3, 30, 0, 30)]
+
+
+def test_cron_in_the_repeated_fall_back_hour_fires_both_times():
+    # Paris, 2026-10-25: 03:00 CEST -> 02:00 CET. 02:30 happens at 00:30 and at 01:30 UTC.
+    got = cron_fires("30 2 * * *", "Europe/Paris", utc_ms(2026, 10, 24, 12, 0), utc_ms(2026, 10, 26, 12, 0), 60_000)
+    assert got == [utc_ms(2026, 10, 25, 0, 30), utc_ms(2026, 10, 25, 1, 30), utc_ms(2026, 10, 26, 1, 30)]
+
+
+def test_cron_weekdays_in_new_york_keep_the_local_hour_across_dst():
+    # New York, 2026-03-08: EST (UTC-5) -> EDT (UTC-4). 09:00 local is 14:00 then 13:00 UTC.
+    got = cron_fires("0 9 * * 1-5", "America/New_York", utc_ms(2026, 3, 5, 0, 0), utc_ms(2026, 3, 11, 0, 0))
+    assert got == [utc_ms(2026, 3, 5, 14, 0), utc_ms(2026, 3, 6, 14, 0), utc_ms(2026, 3, 9, 13, 0),
+                   utc_ms(2026, 3, 10, 13, 0)]
+
+
+def test_cron_with_seconds_and_max_count_and_first_occurrence_at_or_after_the_start():
+    start = utc_ms(2026, 1, 1, 0, 0) + 500
+    s = State()
+    t = s.create(start, [TimerSpec("s", start, cron="* * * * * */10", tz="UTC", max_count=3)]).items[0].timer
+    assert (t.fire_at, t.cron, t.tz, t.max_count) == (start - 500 + 10_000, "* * * * * */10", "UTC", 3)
+    exact = utc_ms(2026, 1, 1, 0, 0)
+    assert s.create(exact, [TimerSpec("e", exact, cron="0 0 * * *", tz="UTC")]).items[0].timer.fire_at == exact
+    fired = [e.fire_at for now in range(start, start + 60_000, 1000) for e in s.tick(now).events
+             if e.kind is EventKind.FIRED and e.timer_id == "s"]
+    assert fired == [exact + 10_000, exact + 20_000, exact + 30_000]
+    assert s.get("default", "s").state is TimerState.SETTLED
+
+
+@pytest.mark.parametrize("kw, field", [
+    ({"cron": "61 * * * *", "tz": "UTC"}, "cron"), ({"cron": "* * *", "tz": "UTC"}, "cron"),
+    ({"cron": "0 9 * * *"}, "tz"), ({"cron": "0 9 * * *", "tz": "Mars/Olympus"}, "tz"),
+    ({"cron": "0 9 * * *", "tz": "../../etc/passwd"}, "tz"), ({"tz": "UTC"}, "every_ms"),
+    ({"cron": "0 9 * * *", "tz": "UTC", "every_ms": 1000}, "cron"), ({"every_ms": 1000, "tz": "UTC"}, "tz"),
+    ({"cron": "0 0 1 1 *", "tz": "UTC", "until": T0 + 1}, "cron"),   # no occurrence before until
+])
+def test_bad_cron_schedules_are_refused_and_create_nothing(kw, field):
+    s = State()
+    with pytest.raises(InvalidArgument) as info:
+        s.create(T0, [TimerSpec("bad", T0, **kw)])
+    assert info.value.field == f"specs[0].{field}"
+    assert len(s) == 0
+
+
+def test_cron_schedule_survives_a_snapshot():
+    s = State()
+    s.retention = RetentionPolicy({}, 30 * 24 * 3600 * 1000)
+    start = utc_ms(2026, 3, 28, 0, 0)
+    s.create(start, [TimerSpec("c", start, cron="30 2 * * *", tz="Europe/Paris", until=utc_ms(2026, 4, 2, 0, 0)),
+                     TimerSpec("e", start + 5, every_ms=3_600_000)])
+    s.tick(utc_ms(2026, 3, 28, 2, 0))
+    r = State.from_bytes(s.to_bytes())
+    r.retention = s.retention
+    assert r.to_bytes() == s.to_bytes() and r.get("default", "c") == s.get("default", "c")
+    for h in range(0, 24 * 6, 3):
+        now = utc_ms(2026, 3, 28, 3, 0) + h * 3_600_000
+        assert r.tick(now) == s.tick(now)
+    assert s.get("default", "c").state is TimerState.SETTLED and s.get("default", "c").attempts == 5
+
+
+SCRIPT = r"""
+import json, sys
+from datetime import datetime, timezone
+from minoots.kernel import State, TimerSpec, EventKind
+def ms(*a): return int(datetime(*a, tzinfo=timezone.utc).timestamp()) * 1000
+s = State()
+start = ms(2026, 3, 26, 0, 0)
+s.create(start, [TimerSpec("p", start, cron="30 2 * * *", tz="Europe/Paris"),
+                 TimerSpec("n", start, cron="0 9 * * 1-5", tz="America/New_York"),
+                 TimerSpec("a", start, cron="15 1 * * *", tz="Australia/Sydney")])
+out = []
+for k in range(0, 8 * 96):
+    out += [(e.timer_id, e.fire_at) for e in s.tick(start + k * 900_000).events if e.kind == EventKind.FIRED]
+print(json.dumps(out))
+"""
+
+
+def test_two_replicas_with_different_system_time_zones_fire_at_identical_times(tmp_path):
+    """The machine's zone settings ($TZ, its zone files) never reach the kernel: replicas in
+    Tokyo and Los Angeles, one without any system zone files, compute the same occurrences
+    across the March DST changes of Paris and New York (and Sydney's April one nearby)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    runs = []
+    for tz_env, tzpath in (("Asia/Tokyo", None), ("America/Los_Angeles", str(tmp_path))):
+        env = dict(os.environ, TZ=tz_env)
+        if tzpath:
+            env["PYTHONTZPATH"] = tzpath          # an empty dir: no system zone files at all
+        out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
+        runs.append(json.loads(out.stdout))
+    assert runs[0] == runs[1]
+    paris = [at for tid, at in runs[0] if tid == "p"]
+    assert utc_ms(2026, 3, 29, 1, 0) in paris                 # 03:00 CEST: the gap's 02:30
+    assert len(paris) == 8 and len([1 for tid, _ in runs[0] if tid == "n"]) == 6

@@ -63,4 +63,27 @@ def test_cli_timer_create_every(real_cluster):
     r = run("create", "--in", "1h", "--every", "10ms")
     assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr and "Traceback" not in r.stderr
     r = run("create", "--in", "1h", "--max-count", "3")
-    assert r.returncode == 2 and "need --every" in r.stderr
+    assert r.returncode == 2 and "need --every or --cron" in r.stderr
+
+
+def test_cron_timer_through_the_sdk_and_the_cli(real_cluster):
+    import minoots
+    from minoots.api.types import TimerState
+    from support import cluster_grpc, wait_for
+
+    with minoots.Client(cluster_grpc(real_cluster), timeout=60) as c:
+        t = c.create(delay=0, id="cron1", tenant="sched", cron="* * * * * *", tz="UTC", max_count=2)
+        assert (t.cron, t.tz, t.max_count) == ("* * * * * *", "UTC", 2) and t.fire_at_ms % 1000 == 0
+        wait_for(lambda: c.get("cron1", tenant="sched").state == TimerState.SETTLED, "two occurrences")
+        assert c.get("cron1", tenant="sched").attempts == 2
+        with pytest.raises(minoots.InvalidArgument, match="time zone"):
+            c.create(delay=0, tenant="sched", cron="0 9 * * *", tz="Nowhere/Special")
+    env = dict(os.environ, MINOOTS_NODES=",".join(cluster_grpc(real_cluster)))
+    r = subprocess.run([sys.executable, "-m", "minoots", "timer", "create", "--cron", "0 9 * * 1-5", "--tz",
+                        "Europe/Paris", "--json"], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert (got["cron"], got["tz"], got["state"]) == ("0 9 * * 1-5", "Europe/Paris", "armed")
+    r = subprocess.run([sys.executable, "-m", "minoots", "timer", "create", "--cron", "0 9 * * *"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2 and "--cron and --tz go together" in r.stderr

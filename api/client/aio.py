@@ -121,11 +121,12 @@ class AsyncClient(policy.ClientSettings):
                      labels: Optional[Mapping[str, str]] = None, action: Union[bytes, str] = b"",
                      idempotency_key: Optional[str] = None, ack_required: bool = False,
                      every: Union[timedelta, int, float, None] = None, until: Union[datetime, int, None] = None,
-                     max_count: int = 0, timeout: Optional[float] = None) -> Timer:
+                     max_count: int = 0, cron: str = "", tz: str = "", timeout: Optional[float] = None) -> Timer:
         """See `Client.create` (ids and idempotency keys are filled in the same way)."""
         spec = TimerSpec(fire_at=fire_at, delay=delay, id=id, tenant=self._tenant(tenant), name=name,
                          payload=payload, labels=labels, action=action, idempotency_key=idempotency_key,
-                         ack_required=ack_required, every=every, until=until, max_count=max_count)
+                         ack_required=ack_required, every=every, until=until, max_count=max_count, cron=cron,
+                         tz=tz)
         req = timers_pb2.CreateTimerRequest(timer=wire.spec_to_pb(spec))
         resp = await self._call("create", lambda a, t: self._timers(a).CreateTimer(req, timeout=t), timeout=timeout)
         return wire.timer_from_pb(resp.timer, resp.created)

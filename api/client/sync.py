@@ -139,13 +139,15 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
                payload: Union[bytes, str] = b"", labels: Optional[Mapping[str, str]] = None,
                action: Union[bytes, str] = b"", idempotency_key: Optional[str] = None,
                ack_required: bool = False, every: Union[timedelta, int, float, None] = None,
-               until: Union[datetime, int, None] = None, max_count: int = 0,
+               until: Union[datetime, int, None] = None, max_count: int = 0, cron: str = "", tz: str = "",
                timeout: Optional[float] = None) -> Timer:
         """Create one timer; returns it (ARMED).
 
         `every` (timedelta or seconds, at least 1 s) makes it recur: it fires at its
         deadline, then every `every` after, each occurrence a fire of its own, until
-        `until` (inclusive) or `max_count` occurrences; not with `ack_required`.
+        `until` (inclusive) or `max_count` occurrences; not with `ack_required`. Or
+        `cron` (5 or 6 fields) with `tz` (an IANA zone): it fires at those times, the first
+        at or after its deadline (give `delay=0` to start now).
 
         Give exactly one of `fire_at` (aware datetime, or int ms since the
         epoch) and `delay` (timedelta, or seconds). Safe to retry: without an
@@ -159,7 +161,8 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
         """
         spec = TimerSpec(fire_at=fire_at, delay=delay, id=id, tenant=self._tenant(tenant), name=name,
                          payload=payload, labels=labels, action=action, idempotency_key=idempotency_key,
-                         ack_required=ack_required, every=every, until=until, max_count=max_count)
+                         ack_required=ack_required, every=every, until=until, max_count=max_count, cron=cron,
+                         tz=tz)
         req = timers_pb2.CreateTimerRequest(timer=wire.spec_to_pb(spec))
         resp, _ = self._call("create", lambda a, t: self._timers(a).CreateTimer(req, timeout=t), timeout=timeout)
         return wire.timer_from_pb(resp.timer, resp.created)

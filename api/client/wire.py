@@ -137,6 +137,10 @@ def spec_to_pb(spec: TimerSpec) -> timers_pb2.TimerSpec:
         pb.until.CopyFrom(ms_to_timestamp(time_to_ms(spec.until)))
     if spec.max_count:
         pb.max_count = spec.max_count
+    if spec.cron:
+        pb.cron = spec.cron
+    if spec.tz:
+        pb.time_zone = spec.tz
     return pb
 
 
@@ -161,7 +165,7 @@ def timer_from_pb(pb: timers_pb2.Timer, created: Optional[bool] = None) -> Timer
         fired_at=opt_ts(pb, "fired_at"), settled_at=opt_ts(pb, "settled_at"),
         attempts=pb.attempts, fire_id=pb.fire_id or None, created=created,
         every=pb.every.ToTimedelta() if pb.HasField("every") else None, until=opt_ts(pb, "until"),
-        max_count=pb.max_count)
+        max_count=pb.max_count, cron=pb.cron, tz=pb.time_zone)
 
 
 def event_from_pb(pb: timers_pb2.Event) -> Event:
