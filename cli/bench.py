@@ -183,16 +183,18 @@ def grpc_creates(seconds: float, to: str, sync: str) -> None:
 @click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True, help="Cluster size.")
 @click.option("--batches", type=click.IntRange(1, 100), default=10, show_default=True,
               help="create_many calls per second (the rate is split over them).")
-@click.option("--events-budget", default="64MiB", show_default=True,
+@click.option("--events-budget", default="16MiB", show_default=True,
               help="Each node's event history budget (it has its own retention; its map counts in RSS).")
-@click.option("--audit-keep", type=click.IntRange(1000), default=100_000, show_default=True,
+@click.option("--audit-keep", type=click.IntRange(1000), default=20_000, show_default=True,
               help="Each node's audit ledger bound in records (it has its own retention; its map counts in RSS).")
+@click.option("--compaction-seconds", type=click.FloatRange(1.0), default=60.0, show_default=True,
+              help="Each node compacts its Raft log (LMDB, counts in RSS) at least this often.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Write results.json and soak.png here (default: a new temp dir).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the table.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-sample progress lines.")
-def soak(rate, minutes, sample_every, retention, delay, nodes, batches, events_budget, audit_keep, out, as_json,
-         quiet) -> None:
+def soak(rate, minutes, sample_every, retention, delay, nodes, batches, events_budget, audit_keep,
+         compaction_seconds, out, as_json, quiet) -> None:
     """Create, fire, settle and purge at a steady rate on a local cluster; print per
     sample (default: per minute) each node's RSS, the snapshot size and the timers
     held, plot them, and judge: RSS at the end within 10 % of minute 3 and timers held
@@ -202,7 +204,7 @@ def soak(rate, minutes, sample_every, retention, delay, nodes, batches, events_b
     say = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     try:
         report = soak_bench.run(soak_bench.parse_rate(rate), minutes, sample_every, retention, delay, nodes,
-                                batches, events_budget, out, say, audit_keep)
+                                batches, events_budget, out, say, audit_keep, compaction_seconds)
     except soak_bench.SoakError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(report, indent=2) if as_json else soak_bench.format_table(report))

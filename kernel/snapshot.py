@@ -72,7 +72,7 @@ __all__ = ["MAGIC", "VERSION", "VERSION_RETENTION", "VERSIONS", "SnapshotCapture
 
 MAGIC = b"MNTSKRNL"
 VERSION = 1            # written while it can say the state (see above)
-VERSION_RETENTION = 2  # written once it cannot: a row was freed or a purge deadline is not the default
+VERSION_RETENTION = 2  # written once it cannot: a row was freed, a timer recurs or a purge deadline is not the default
 VERSIONS = (VERSION, VERSION_RETENTION)   # read
 
 _HEADER = struct.Struct("<8sHHQI")
