@@ -142,6 +142,7 @@ RULES: dict[str, Rule] = {
     "/minoots.v1.Timers/CancelTimer": Rule("write", _top),
     "/minoots.v1.Timers/RescheduleTimer": Rule("write", _top),
     "/minoots.v1.Timers/AckTimer": Rule("write", _top),
+    "/minoots.v1.Timers/DeleteTimer": Rule("write", _top),
     "/minoots.v1.Timers/WatchEvents": Rule("read", _watch),
     "/minoots.v1.Timers/WatchEventBatches": Rule("read", _watch),
     "/minoots.v1.Timers/RedriveTimer": Rule("write", _top),
@@ -171,6 +172,8 @@ RULES: dict[str, Rule] = {
     "/minoots.v1.Subscriptions/CommitSubscription": Rule("read", _top),     # consumers commit
     "/minoots.v1.Subscriptions/DeleteSubscription": Rule("write", _top),
     "/minoots.v1.Subscriptions/SkipLostEvents": Rule("read", _top),
+    "/minoots.v1.Tenants/SetRetention": Rule("admin"),
+    "/minoots.v1.Tenants/GetRetention": Rule("read", _top),
     "/minoots.v1.Audit/Export": Rule("operate"),
     "/minoots.v1.Audit/PublicKey": Rule("operate"),
     # Health checks (load balancers) and the schema (reflection) are public.

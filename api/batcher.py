@@ -157,12 +157,12 @@ class CreateBatcher:
             if traced:
                 # Telemetry only (raft/tracing.py): each group's creating trace travels with
                 # the command, so the leader's fire span can link to it. Absent without tracing.
-                command = commands.CreateTimers(self._now_ms(), groups, tuple(
+                command = commands.create_timers(self._now_ms(), groups, tuple(
                     tracing.traceparent_of(r.trace) if r.trace is not None else None for r in batch))
                 fut = self._bridge.propose(command, trace_parent=tracing.context_of(traced[0]),
                                            trace_links=[Link(sc) for sc in traced[1:tracing.MAX_LINKS + 1]])
             else:
-                fut = self._bridge.propose(commands.CreateTimers(self._now_ms(), groups))
+                fut = self._bridge.propose(commands.create_timers(self._now_ms(), groups))
         except Exception as exc:            # e.g. PySyncObj's queue is full
             self._in_flight = 0
             for r in batch:

@@ -52,6 +52,14 @@ def fill_timer_pb(out: pb.Timer, t: Timer) -> None:
     out.attempts = t.attempts
     if t.fire_id:
         out.fire_id = t.fire_id
+    if t.every_ms or t.cron:
+        if t.every_ms:
+            out.every.FromMilliseconds(t.every_ms)
+        else:
+            out.cron, out.time_zone = t.cron, t.tz
+        if t.until is not None:
+            _set_ts(out.until, t.until)
+        out.max_count = t.max_count
     _set_ts(out.fire_at, t.fire_at)
     _set_ts(out.created_at, t.created_at)
     if t.armed_at is not None:

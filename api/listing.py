@@ -4,11 +4,11 @@ Reads are local: a node answers from what it has applied, which on a follower
 may trail the leader by a few entries (a write acknowledged by *this* node is
 always visible here: the bridge answers only after the local apply).
 
-A page token is a position in creation order (the kernel's ordinal, which is
-append-only and identical on every replica, so a token works on any node).
-Paging therefore returns every timer that existed when the listing began exactly
-once, plus any created meanwhile; each timer's fields are as of the moment its
-page was read. The scan holds the machine lock for one bounded chunk at a time
+A page token is a position (the kernel's ordinal, identical on every replica, so
+a token works on any node). Paging returns every timer that existed when the
+listing began and still exists when its page is read exactly once, plus those
+created meanwhile, except one created in a position a purged timer freed behind
+the cursor (State.scan); each timer's fields are as of the moment its page was read. The scan holds the machine lock for one bounded chunk at a time
 (`CHUNK` positions) and gives it back in between, so a million-timer scan never
 stalls the apply thread for long; a request scans at most `SCAN_BUDGET`
 positions and may then return a short (even empty) page with a next token:
@@ -33,7 +33,7 @@ def scan(state: State, q: ListQuery, start: int, want: int, byte_budget: int) ->
     Returns (timers, next_position, at_end, bytes_used), through the kernel's
     positional scan (`State.cursor`): positions are its ordinals.
     """
-    n = len(state)
+    n = state.positions
     lo, hi = q.fire_from, q.fire_to
     # The request's bounds are not range-checked: fold them onto the kernel's 0..MAX_TIME.
     if (lo is not None and lo > MAX_TIME) or (hi is not None and hi <= 0) or start >= n:

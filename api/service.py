@@ -22,7 +22,10 @@ does) and answers after applying them itself. Reads are local (a follower may
 trail the leader by a few entries; a write it acknowledged is visible on it).
 Retrying is safe for creates that carry an id or an idempotency key, for
 cancels and acks (a repeated cancel/ack of the same timer answers
-FAILED_PRECONDITION once the first one landed: the client can read the timer).
+FAILED_PRECONDITION once the first one landed: the client can read the timer),
+and for deletes (a repeated delete answers NOT_FOUND). A create retried after
+its timer ended and was purged (retention) creates a new timer: keys are
+forgotten with their timer.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from typing import Callable
 
 import grpc
 
-from minoots.kernel import FailedPrecondition, KernelError
+from minoots.kernel import FailedPrecondition, InvalidArgument, KernelError
 from minoots.raft import commands
 from minoots.raft.machine import CommandFailed
 from minoots.raft.net import split_address
@@ -167,6 +170,11 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
         self._require_leader()
         self._limiter.check(specs)     # the tenant's create rate, before anything is proposed
         if any(s.delivery is not None for s in specs):
+            for i, s in enumerate(specs):      # CreateDeliveryTimers has no schedule fields
+                if s.every_ms or s.cron:
+                    raise InvalidArgument(prefix if prefix == "timer" else f"{prefix}[{i}]",
+                                          "recurring timers cannot be created in one batch with webhook or "
+                                          "queue timers (not supported yet)")
             result = await self._create_deliveries(specs, prefix, context)
         else:
             result = await self._commit(self._batcher.create(specs), context)
@@ -316,6 +324,16 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
         res = await self._write(commands.ExtendLease(self._node.clock.now_ms(), tenant, timer_id, lease_id, vis),
                                 context)
         return lease_to_pb(res.leases[0])
+
+    @_unary
+    async def DeleteTimer(self, request, context):
+        ref = validation.timer_ref(request.tenant, request.id)
+        try:
+            res = await self._write(commands.DeleteTimers(self._node.clock.now_ms(), (tuple(ref),)), context)
+        except FailedPrecondition as exc:
+            msg = str(exc)
+            raise FailedPrecondition(msg[len("refs[0]: "):] if msg.startswith("refs[0]: ") else msg) from None
+        return timer_to_pb(res.timers[0])
 
     # ---- reads (local) -------------------------------------------------------------
 

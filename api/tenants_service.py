@@ -1,5 +1,6 @@
-"""The Tenants service: tenant quotas (SetQuota: admin; GetQuota: admin, operator, and a
-writer or reader for its own tenants: api/auth.py's table decides).
+"""The Tenants service: tenant quotas and retention (SetQuota, SetRetention: admin;
+GetQuota, GetRetention: admin, operator, and a writer or reader for its own tenants:
+api/auth.py's table decides).
 
 A quota change is a replicated command (raft/commands.py SetQuota / ClearQuota)
 applied the same way on every node; what a quota means is raft/quotas.py's
@@ -11,6 +12,7 @@ from __future__ import annotations
 from minoots.kernel import InvalidArgument
 from minoots.raft import commands
 from minoots.raft.quotas import DEFAULT_TENANT_QUOTA, FIELDS, MAX_QUOTA_VALUE, check_quota_tenant
+from minoots.raft.retention import MAX_RETENTION_MS
 from minoots.v1 import tenants_pb2 as tpb
 from minoots.v1 import tenants_pb2_grpc
 
@@ -53,3 +55,23 @@ class TenantsService(Writes, tenants_pb2_grpc.TenantsServicer):
             usage = await self._bridge.read(lambda k: k.usage(tenant))
             out.timers, out.payload_bytes = usage.timers, usage.payload_bytes
         return out
+
+    @_unary
+    async def SetRetention(self, request, context):
+        tenant = check_quota_tenant("tenant", request.tenant)
+        if request.clear == request.HasField("retention_ms"):
+            raise InvalidArgument("retention_ms", "give a retention or clear, exactly one")
+        if request.HasField("retention_ms") and request.retention_ms > MAX_RETENTION_MS:
+            raise InvalidArgument("retention_ms", f"at most {MAX_RETENTION_MS} ms (ten years)")
+        ms = None if request.clear else request.retention_ms
+        await self._write(commands.SetRetention(tenant, ms), context)
+        return tpb.SetRetentionResponse(retention=self._tenant_retention(tenant))
+
+    @_unary
+    async def GetRetention(self, request, context):
+        tenant = check_quota_tenant("tenant", request.tenant)
+        return tpb.GetRetentionResponse(retention=self._tenant_retention(tenant))
+
+    def _tenant_retention(self, tenant: str) -> tpb.TenantRetention:
+        ms, inherited = self._machine.retention(tenant)
+        return tpb.TenantRetention(tenant=tenant, retention_ms=ms, inherited=inherited)

@@ -112,6 +112,8 @@ class EventKind(enum.IntEnum):
     REDRIVEN = 10
     LEASED = 11
     LEASE_EXTENDED = 12
+    PURGED = 20        # a terminal timer left the cluster after its tenant's retention
+    DELETED = 21       # a terminal timer was removed by delete()
 
     @classmethod
     def parse(cls, text: Union[str, int, "EventKind"]) -> "EventKind":
@@ -157,6 +159,11 @@ class TimerSpec:
     action: Union[bytes, str] = b""
     idempotency_key: Optional[str] = None
     ack_required: bool = False
+    every: Union[timedelta, int, float, None] = None   # recurring: seconds (or timedelta) between occurrences
+    until: Union[datetime, int, None] = None           # with every: last time an occurrence may be due
+    max_count: int = 0                                 # with every or cron: occurrences in all (0: unbounded)
+    cron: str = ""                                     # or recur at these cron times (5/6 fields) ...
+    tz: str = ""                                       # ... in this IANA time zone
     #: Delivery: POST a signed envelope to this URL when the timer fires (retried per the
     #: policy below; None fields take the server's defaults: 5 attempts, 1 s base, 60 s cap, 10 s timeout).
     webhook: Optional[str] = None
@@ -239,6 +246,11 @@ class Timer:
     max_attempts: int = 0
     delivery_attempts: tuple = ()                 # DeliveryAttempt, oldest first
     next_attempt_at: Optional[datetime] = None    # a delivery retry waiting
+    every: Optional[timedelta] = None     # recurring timers: fire_at is the next occurrence
+    until: Optional[datetime] = None
+    max_count: int = 0
+    cron: str = ""
+    tz: str = ""
 
     @property
     def fire_at_ms(self) -> int:
@@ -275,6 +287,10 @@ class Timer:
                 "webhook": self.webhook, "queue": self.queue, "max_attempts": self.max_attempts,
                 "delivery_attempts": [a.to_dict() for a in self.delivery_attempts],
                 "next_attempt_at": _iso(self.next_attempt_at)}),
+            **({} if self.every is None else {"every_ms": int(self.every / timedelta(milliseconds=1)),
+                                              "until": _iso(self.until), "max_count": self.max_count}),
+            **({} if not self.cron else {"cron": self.cron, "tz": self.tz, "until": _iso(self.until),
+                                         "max_count": self.max_count}),
         }
 
 

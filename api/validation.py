@@ -76,7 +76,8 @@ def create_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
     # checks, which cost most of a big batch's time on the leader; anything else
     # takes the full path below, which also names the first bad field.
     if spec.WhichOneof("deadline") == "fire_at" and not spec.labels and spec.WhichOneof("typed_action") is None \
-            and not spec.HasField("delivery_policy"):
+            and not spec.HasField("delivery_policy") and not spec.HasField("every") \
+            and not spec.HasField("until") and not spec.max_count and not spec.cron and not spec.time_zone:
         try:
             fire_at = timestamp_ms(spec.fire_at)
         except BadTime:
@@ -122,13 +123,31 @@ def _checked_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
     labels = rules.check_labels(f"{p}.labels", dict(spec.labels))
     action = rules.check_bytes(f"{p}.action", spec.action, MAX_ACTION_BYTES)
     key = rules.check_idempotency_key(f"{p}.idempotency_key", spec.idempotency_key or None)
+    every_ms, until = 0, None
+    if spec.HasField("every"):
+        try:
+            every_ms = duration_ms(spec.every)
+        except BadTime as exc:
+            raise InvalidArgument(f"{p}.every", str(exc)) from None
+        if every_ms <= 0:
+            raise InvalidArgument(f"{p}.every", f"must be positive, got {every_ms} ms")
+    if spec.HasField("until"):
+        try:
+            until = timestamp_ms(spec.until)
+        except BadTime as exc:
+            raise InvalidArgument(f"{p}.until", str(exc)) from None
+    # The kernel checks the schedule itself (kernel/schedule.py) and names the field.
     delivery = _delivery(p, spec)
     if delivery is not None and spec.ack_required:
         raise InvalidArgument(f"{p}.ack_required", "a timer with a webhook or queue settles when it is delivered; "
                                                    "it cannot also require an ack")
+    if delivery is not None and (every_ms or spec.cron):
+        raise InvalidArgument(f"{p}.every" if every_ms else f"{p}.cron",
+                              "a recurring timer cannot have a webhook or queue (not supported yet)")
     return TimerSpec(id=timer_id, fire_at=fire_at, tenant=tenant, name=name, payload=payload,
                      labels=dict(labels) if labels else None, action=action, idempotency_key=key,
-                     ack_required=bool(spec.ack_required), delivery=delivery)
+                     ack_required=bool(spec.ack_required), delivery=delivery, every_ms=every_ms, until=until,
+                     max_count=spec.max_count, cron=spec.cron, tz=spec.time_zone)
 
 
 def _policy_ms(field: str, d, default: int, has: bool) -> int:

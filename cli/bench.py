@@ -189,3 +189,46 @@ def delivery(timers: int, window: float, fail_first: float, sync: str, json_path
     from minoots.bench import delivery as delivery_bench
 
     delivery_bench.run(timers, window, fail_first, sync, report=click.echo, json_path=json_path)
+
+
+@bench.command("soak")
+@click.option("--rate", default="1000/s", show_default=True, metavar="N/s",
+              help="Timers created per second (e.g. 1000/s, 60000/m).")
+@click.option("--minutes", type=click.FloatRange(0, 1440, min_open=True), default=10.0, show_default=True,
+              help="Length of the run.")
+@click.option("--sample-every", type=_Duration(), default="60s", show_default=True,
+              help="Time between two rows of the table (RSS, snapshot, timers held).")
+@click.option("--retention", type=_Duration(), default="10s", show_default=True,
+              help="The cluster's default retention of ended timers (0s: removed when they settle).")
+@click.option("--delay", type=_Duration(), default="1s", show_default=True,
+              help="Each timer fires this long after its create, and settles at once (no ack).")
+@click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True, help="Cluster size.")
+@click.option("--batches", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="create_many calls per second (the rate is split over them).")
+@click.option("--events-budget", default="16MiB", show_default=True,
+              help="Each node's event history budget (it has its own retention; its map counts in RSS).")
+@click.option("--audit-keep", type=click.IntRange(1000), default=20_000, show_default=True,
+              help="Each node's audit ledger bound in records (it has its own retention; its map counts in RSS).")
+@click.option("--compaction-seconds", type=click.FloatRange(1.0), default=60.0, show_default=True,
+              help="Each node compacts its Raft log (LMDB, counts in RSS) at least this often.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Write results.json and soak.png here (default: a new temp dir).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the table.")
+@click.option("--quiet", "-q", is_flag=True, help="No per-sample progress lines.")
+def soak(rate, minutes, sample_every, retention, delay, nodes, batches, events_budget, audit_keep,
+         compaction_seconds, out, as_json, quiet) -> None:
+    """Create, fire, settle and purge at a steady rate on a local cluster; print per
+    sample (default: per minute) each node's RSS, the snapshot size and the timers
+    held, plot them, and judge: RSS at the end within 10 % of minute 3 and timers held
+    bounded (exit status 1 otherwise)."""
+    from minoots.bench import soak as soak_bench
+
+    say = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
+    try:
+        report = soak_bench.run(soak_bench.parse_rate(rate), minutes, sample_every, retention, delay, nodes,
+                                batches, events_budget, out, say, audit_keep, compaction_seconds)
+    except soak_bench.SoakError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(report, indent=2) if as_json else soak_bench.format_table(report))
+    if not report["verdict"]["ok"]:
+        raise click.ClickException("soak verdict: FAIL")

@@ -1,5 +1,5 @@
-"""`minoots tenant set-quota|get-quota`: tenant quotas (set: admin; get: admin, operator,
-or a writer/reader token for its own tenants).
+"""`minoots tenant set-quota|get-quota|set-retention|get-retention`: tenant quotas and
+retention (set: admin; get: admin, operator, or a writer/reader token for its own tenants).
 
 Limits are 0 for unlimited; a flag not given keeps the current value. TENANT "*" is
 the default of every tenant without a quota of its own; `--clear` removes a tenant's
@@ -47,7 +47,8 @@ def _size(ctx, param, value):
 
 @click.group()
 def tenant() -> None:
-    """Tenant quotas: what a tenant may hold, and how fast it may create."""
+    """Tenant quotas (what a tenant may hold, how fast it may create) and retention
+    (how long its ended timers stay readable)."""
 
 
 @tenant.command("set-quota")
@@ -83,3 +84,60 @@ def get_quota_cmd(tenant_name, as_json, conn) -> None:
     """The quota that applies to TENANT and what it holds now."""
     q = _sdk(conn, lambda c: c.get_quota(tenant_name))
     _out(_json(q), as_json, lambda _: _show(q))
+
+
+def _retention_json(r) -> dict:
+    return {"tenant": r.tenant, "retention_ms": r.retention_ms, "inherited": r.inherited}
+
+
+def _show_retention(r) -> None:
+    where = " (inherited from the default)" if r.inherited else ""
+    ms = r.retention_ms
+    text = "0 (removed when they end)" if not ms else _human_ms(ms)
+    click.echo(f"tenant {r.tenant}: ended timers kept {text}{where}")
+
+
+def _human_ms(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def _retention_arg(ctx, param, value):
+    if value is None:
+        return None
+    if value.strip() == "0":
+        return 0
+    from .timer import ParseError, parse_duration
+    try:
+        return parse_duration(value)
+    except ParseError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+@tenant.command("set-retention")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("retention", metavar="DURATION", required=False, callback=_retention_arg)
+@click.option("--clear", is_flag=True, help="Remove the tenant's own retention: the default (*) applies again.")
+@json_option
+@connection()
+def set_retention_cmd(tenant_name, retention, clear, as_json, conn) -> None:
+    """Keep TENANT's settled, cancelled and dead-lettered timers readable for DURATION
+    (e.g. 24h, 15m; 0: remove them when they end), then remove them (GetTimer answers
+    NOT_FOUND; their events stay; their idempotency keys are forgotten). TENANT "*" sets
+    the default (built in: 24h). Applies to timers that end from then on. Admin only."""
+    if clear == (retention is not None):
+        fail("give a DURATION or --clear", code=2)
+    r = _sdk(conn, lambda c: c.set_retention(tenant_name, retention, clear=clear))
+    _out(_retention_json(r), as_json, lambda _: _show_retention(r))
+
+
+@tenant.command("get-retention")
+@click.argument("tenant_name", metavar="TENANT")
+@json_option
+@connection()
+def get_retention_cmd(tenant_name, as_json, conn) -> None:
+    """How long TENANT's ended timers stay readable."""
+    r = _sdk(conn, lambda c: c.get_retention(tenant_name))
+    _out(_retention_json(r), as_json, lambda _: _show_retention(r))

@@ -213,6 +213,11 @@ def _show_timer(t, as_json: bool, headline: Optional[str] = None) -> None:
         rows.append(("payload", d["payload"] if "payload" in d else f"base64:{d['payload_base64']}"))
     if t.ack_required:
         rows.append(("ack_required", "yes"))
+    if t.every is not None or t.cron:
+        ms = int(t.every / timedelta(milliseconds=1)) if t.every is not None else 0
+        what = f"{ms / 1000:g}s" if ms else f"cron '{t.cron}' in {t.tz}"
+        rows.append(("every", what + (f", until {_fmt_time(t.until)}" if t.until else "")
+                     + (f", {t.max_count} occurrences" if t.max_count else "")))
     if t.idempotency_key and t.idempotency_key != t.id:
         rows.append(("idempotency_key", t.idempotency_key))
     for name in ("created_at", "armed_at", "fired_at", "settled_at"):
@@ -291,15 +296,36 @@ def timer() -> None:
               help="Retry n waits a random time up to min(cap, base*2^(n-1)) (default 1s).")
 @click.option("--backoff-cap", default=None, metavar="DURATION", help="Longest retry wait (default 60s).")
 @click.option("--attempt-timeout", default=None, metavar="DURATION", help="Per-attempt timeout (default 10s).")
+@click.option("--every", default=None, metavar="DURATION",
+              help="Recur: fire at the deadline, then every DURATION (at least 1s) after it, each occurrence "
+                   "a fire of its own. Missed occurrences (an outage) fire once. Not with --ack-required.")
+@click.option("--until", "until", default=None, metavar="TIME", help="With --every: last time an occurrence "
+              "may be due (RFC 3339).")
+@click.option("--max-count", type=click.IntRange(1, (1 << 32) - 1), default=None,
+              help="With --every or --cron: occurrences in all.")
+@click.option("--cron", default=None, metavar="EXPR",
+              help="Recur at these cron times (5 fields, or 6 with seconds last), e.g. '0 9 * * 1-5', "
+                   "in --tz; the first at or after --in/--at (default: now). A wall time skipped by a DST "
+                   "jump fires right after it; one that happens twice fires twice.")
+@click.option("--tz", default=None, metavar="ZONE", help="With --cron: an IANA time zone, e.g. Europe/Paris, UTC.")
 @common_options
 def create(in_, at, timer_id, name, labels, payload, action, idempotency_key, ack_required, webhook,
-           webhook_headers, queue_name, max_attempts, backoff_base, backoff_cap, attempt_timeout,
-           conn, as_json, tenant) -> None:
-    """Create a timer: give --in DURATION or --at TIME (and --webhook URL to have it called)."""
+           webhook_headers, queue_name, max_attempts, backoff_base, backoff_cap, attempt_timeout, every, until,
+           max_count, cron, tz, conn, as_json, tenant) -> None:
+    """Create a timer: give --in DURATION or --at TIME (the first occurrence with --every,
+    the start with --cron; and --webhook URL to have it called)."""
+    if cron is not None and in_ is None and at is None:
+        in_ = "0s"
     if (in_ is None) == (at is None):
         fail("give exactly one of --in DURATION and --at TIME", code=2)
     if webhook is not None and queue_name is not None:
         fail("give --webhook or --queue, not both", code=2)
+    if every is None and cron is None and (until is not None or max_count is not None):
+        fail("--until and --max-count need --every or --cron", code=2)
+    if (cron is None) != (tz is None):
+        fail("--cron and --tz go together", code=2)
+    every_d = None if every is None else timedelta(milliseconds=_parsed(parse_duration, every))
+    until_t = None if until is None else _parsed(parse_time, until)
     delay = fire_at = None
     if in_ is not None:
         delay = timedelta(milliseconds=_parsed(parse_duration, in_))
@@ -329,7 +355,9 @@ def create(in_, at, timer_id, name, labels, payload, action, idempotency_key, ac
     with _client(conn) as c:
         t = _run(lambda: c.create(fire_at=fire_at, delay=delay, id=timer_id, tenant=tenant, name=name,
                                   payload=payload_b, labels=label_map, action=action_b,
-                                  idempotency_key=idempotency_key, ack_required=ack_required, **delivery))
+                                  idempotency_key=idempotency_key, ack_required=ack_required, every=every_d,
+                                  until=until_t, max_count=max_count or 0, cron=cron or "", tz=tz or "",
+                                  **delivery))
     _show_timer(t, as_json, "created" if t.created is not False else "already existed (same idempotency key)")
 
 
@@ -396,6 +424,18 @@ def cancel(timer_id, conn, as_json, tenant) -> None:
     with _client(conn) as c:
         t = _run(lambda: c.cancel(timer_id, tenant=tenant))
     _show_timer(t, as_json, "cancelled")
+
+
+@timer.command("delete")
+@click.argument("timer_id", metavar="ID")
+@common_options
+def delete(timer_id, conn, as_json, tenant) -> None:
+    """Remove a settled, cancelled or dead-lettered timer now, before its tenant's
+    retention ends (a live timer: cancel it first). Its events stay in the event log;
+    its id and idempotency key are free again."""
+    with _client(conn) as c:
+        t = _run(lambda: c.delete(timer_id, tenant=tenant))
+    _show_timer(t, as_json, "deleted")
 
 
 @timer.command("extend")

@@ -3,7 +3,7 @@ checked, and fast for a million timers because columns go out as raw arrays).
 
 Layout, all integers little-endian:
 
-    header  "MNTSKRNL" | u16 version | u16 flags (0) | u64 body length | u32 CRC32(body)
+    header  "MNTSKRNL" | u16 version (1 or 2) | u16 flags (0) | u64 body length | u32 CRC32(body)
     body    i64 seq | i64 last_tick | u64 timers | u32 tenants | u64 extras
             then blocks, each "u64 byte length | bytes", in this order:
             tenant name lengths (u32[tenants]), tenant names (UTF-8 of ASCII, concatenated)
@@ -14,11 +14,27 @@ Layout, all integers little-endian:
             name lengths u32 + UTF-8 blob, payload lengths u32 + blob,
             action lengths u32 + blob, idempotency key lengths u32 (0 = none) + UTF-8 blob,
             label counts (u8[extras]), label key lengths u32 + blob, label value lengths u32 + UTF-8 blob
-            version 2 only: one more block, the delivery records (kernel/delivery.py) of the
-                timers that have a webhook, as canonical JSON in ordinal order
+            version 2 only: the purge_at column (i64[timers]), then the recurring
+            timers (schedule.py) as four blocks of i64[recurring]: ordinals
+            (increasing), every_ms, until (-1: none), max_count; then cron lengths
+            u32 + UTF-8 blob, time zone lengths u32 + UTF-8 blob; then, only with header
+            flag FLAG_DELIVERY, one block: the delivery records (kernel/delivery.py) of the
+            timers that have a webhook or a queue, as canonical JSON in ordinal order
 
-A table without delivery records is written as version 1, byte for byte what the
-builds before delivery wrote; version 2 is written only when some timer has a webhook.
+Version 2 adds the purge deadline of every terminal timer (retention), allows
+free rows (state 0, empty id, tenant 0, no extras: a purged timer's ordinal),
+holds the schedules of recurring timers and the delivery records.
+A state is written as version 1 while version 1 says all of it: no row was ever
+freed, no timer recurs, every purge deadline is the default one (settled_at + 24 h, capped at
+MAX_TIME) and no timer has a delivery record. That keeps the bytes (and digests) of states from
+before retention and delivery unchanged, and it is exactly how a version-1 snapshot is read: every
+terminal timer of an old snapshot gets purge_at = min(settled_at + DEFAULT_RETENTION_MS,
+MAX_TIME), the deadline the same timer gets when its log is replayed.
+Header flags (version 2 only): bit 0 (FLAG_RETENTION_V1) says that, delivery records
+aside, version 1 could still say the state (the kernel's sticky "v1" bit, so a replica
+restored from the snapshot writes the same format as one that replayed the log); bit 1
+(FLAG_DELIVERY): the delivery block is there. A state without delivery records is written
+byte for byte as the retention work's format 2 (flags 0).
 
 Capture (State.capture -> SnapshotCapture) copies what encode reads -- the
 columns with one memcpy each, the id and extra lists as pointer copies (their
@@ -49,21 +65,31 @@ import sys
 import zlib
 from array import array
 from itertools import accumulate, compress, repeat
-from operator import is_not
+from operator import is_not, not_
 from typing import Optional, Union
 
 from ._wheel import MAX_TIME
-from .errors import SnapshotError
+from .errors import KernelError, SnapshotError
 from .delivery import Attempt, Delivery, DeliveryPolicy, DeliveryRecord, Webhook
-from .table import COLUMNS, FLAG_KEY_IS_ID, FLAGS_KNOWN, ExtraField, Table, as_extra, make_extra
+from .retention import DEFAULT_RETENTION_MS
+from .schedule import MAX_OCCURRENCES, MIN_EVERY_MS, NO_UNTIL, Schedule, check_schedule
+from .table import (COLUMNS, FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID, FLAGS_KNOWN, FREE, NO_TIME, ExtraField, Table,
+                    as_extra, make_extra)
 from .timer import TimerState
 from .validate import MAX_ID_LEN, MAX_LABELS, MAX_TENANT_LEN
 
-__all__ = ["MAGIC", "VERSION", "SnapshotCapture", "encode", "decode"]
+__all__ = ["MAGIC", "VERSION", "VERSION_2", "VERSION_RETENTION", "VERSION_DELIVERY", "VERSIONS", "FLAG_RETENTION_V1",
+           "FLAG_DELIVERY", "SnapshotCapture", "encode", "decode"]
 
 MAGIC = b"MNTSKRNL"
-VERSION = 1             # written when no timer has a delivery record
-VERSION_DELIVERY = 2    # written when some timer has one (one more block)
+VERSION = 1            # written while it can say the state (see above)
+VERSION_2 = 2          # written once it cannot: a row was freed, a timer recurs, a purge deadline is not
+                       # the default one, or some timer has a delivery record
+VERSION_RETENTION = VERSION_2   # the names the two branches that made format 2 used
+VERSION_DELIVERY = VERSION_2
+VERSIONS = (VERSION, VERSION_2)   # read
+FLAG_RETENTION_V1 = 1  # header flags of a version-2 snapshot: see the module doc
+FLAG_DELIVERY = 2
 
 _HEADER = struct.Struct("<8sHHQI")
 _SCALARS = struct.Struct("<qqQIQ")
@@ -72,6 +98,9 @@ _BIG = sys.byteorder == "big"
 _ID_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:~-"
 _ID_CHARS_RE = re.compile(rb"[A-Za-z0-9._:~-]*")
 _OK_STATES = bytes(range(min(TimerState), max(TimerState) + 1))
+_OK_STATES_V2 = bytes([FREE]) + _OK_STATES
+_TERMINAL = bytes(int(TimerState.SETTLED <= b <= TimerState.DEAD_LETTERED) for b in range(256))
+_FREE_BYTE = bytes(int(b == FREE) for b in range(256))
 
 
 # ---- encoding ------------------------------------------------------------------
@@ -106,32 +135,39 @@ class SnapshotCapture:
     capture time. It holds no indexes (encode never reads them).
     """
 
-    __slots__ = tuple(name for name, _ in COLUMNS) + ("ids", "extra", "tenant_names", "deliv", "seq", "last_tick")
+    __slots__ = tuple(name for name, _ in COLUMNS) + ("ids", "extra", "tenant_names", "deliv", "seq", "last_tick",
+                                                        "purge_at", "held", "v1", "schedules")
 
-    def __init__(self, table: Table, seq: int, last_tick: int) -> None:
+    def __init__(self, table: Table, seq: int, last_tick: int, v1: bool = True) -> None:
         for name, _ in COLUMNS:
             setattr(self, name, getattr(table, name)[:])   # array slice: one memcpy
+        self.purge_at = table.purge_at[:]
         self.ids: list[str] = table.ids[:]
         self.extra: list[ExtraField] = table.extra[:]
         self.tenant_names: list[str] = table.tenant_names[:]
         self.deliv = dict(table.deliv)       # immutable records: a shallow copy is a snapshot
         self.seq = seq
         self.last_tick = last_tick
+        self.held = table.held
+        self.v1 = v1
+        self.schedules = dict(table.schedules)     # few: one entry per recurring timer
 
     def __len__(self) -> int:
-        return len(self.ids)
+        """Timers held (free rows not counted)."""
+        return self.held
 
     def to_bytes(self) -> bytes:
         """The snapshot bytes of the captured instant (safe to call from any thread)."""
-        return encode(self, self.seq, self.last_tick)
+        return encode(self, self.seq, self.last_tick, self.v1)
 
     def __repr__(self) -> str:
         return f"<SnapshotCapture timers={len(self.ids)} seq={self.seq} last_tick={self.last_tick}>"
 
 
-def encode(table: Union[Table, SnapshotCapture], seq: int, last_tick: int) -> bytes:
-    """Serialise a table (or a capture of one) plus the kernel counters."""
-    n = len(table)
+def encode(table: Union[Table, SnapshotCapture], seq: int, last_tick: int, v1: bool = True) -> bytes:
+    """Serialise a table (or a capture of one) plus the kernel counters; `v1`: the
+    state is one version 1 can say (see the module doc), else version 2 is written."""
+    n = len(table.ids)
     if table.extra.count(None) == n:   # the common case, at C speed
         ex_ords: list[int] = []
     else:
@@ -151,10 +187,17 @@ def encode(table: Union[Table, SnapshotCapture], seq: int, last_tick: int) -> by
     pairs = [p for e in extras for p in e.labels]
     blocks += _utf8_blocks([k for k, _ in pairs])
     blocks += _utf8_blocks([v for _, v in pairs])
-    version = VERSION
-    if table.deliv:
-        version = VERSION_DELIVERY
-        blocks.append(_encode_deliv(table.deliv))
+    version = VERSION if v1 and not table.deliv else VERSION_2
+    if version == VERSION_2:
+        blocks.append(_le(table.purge_at))
+        rec = sorted(table.schedules.items())
+        blocks.append(_le(array("q", [o for o, _ in rec])))
+        for i in range(3):
+            blocks.append(_le(array("q", [sched[i] for _, sched in rec])))
+        blocks += _utf8_blocks([sched[3] for _, sched in rec])
+        blocks += _utf8_blocks([sched[4] for _, sched in rec])
+        if table.deliv:
+            blocks.append(_encode_deliv(table.deliv))
 
     parts = [_SCALARS.pack(seq, last_tick, n, len(table.tenant_names), len(extras))]
     for b in blocks:
@@ -165,7 +208,13 @@ def encode(table: Union[Table, SnapshotCapture], seq: int, last_tick: int) -> by
     for p in parts:
         crc = zlib.crc32(p, crc)
         size += len(p)
-    return b"".join([_HEADER.pack(MAGIC, version, 0, size, crc)] + parts)
+    return b"".join([_HEADER.pack(MAGIC, version, _flags(version, v1, bool(table.deliv)), size, crc)] + parts)
+
+
+def _flags(version: int, v1: bool, deliv: bool) -> int:
+    if version != VERSION_2:
+        return 0
+    return (FLAG_RETENTION_V1 if v1 else 0) | (FLAG_DELIVERY if deliv else 0)
 
 
 def _encode_deliv(deliv: dict) -> bytes:
@@ -288,8 +337,41 @@ def _check_times(a: array, what: str) -> None:
     _check_range(a, 0, MAX_TIME, what)
 
 
-def decode(data: bytes) -> tuple[Table, int, int]:
-    """Parse snapshot bytes into (table, seq, last_tick); SnapshotError if unusable."""
+def _schedules(r: _Reader, n: int, t: Table, free: set) -> dict:
+    """The recurring timers' block of a version-2 snapshot, checked like what create accepts."""
+    ords = r.block("schedule ordinals")
+    if len(ords) % 8:
+        raise SnapshotError("snapshot schedule ordinals are not whole i64 values")
+    k = len(ords) // 8
+    o_arr = array("q")
+    o_arr.frombytes(ords)
+    if _BIG:
+        o_arr.byteswap()
+    every = r.array("q", k, "schedule every_ms")
+    until = r.array("q", k, "schedule until")
+    count = r.array("q", k, "schedule max_count")
+    crons = _utf8_list(r, k, "schedule crons")
+    tzs = _utf8_list(r, k, "schedule time zones")
+    if any(b <= a for a, b in zip(o_arr, o_arr[1:])) or (k and not 0 <= o_arr[0] <= o_arr[-1] < n):
+        raise SnapshotError("snapshot schedule ordinals are not increasing within the table")
+    out = {}
+    for o, e, u, c, cron, tz in zip(o_arr, every, until, count, crons, tzs):
+        if (o in free or t.flags[o] & FLAG_ACK_REQUIRED or bool(e) == bool(cron)
+                or not (not e or MIN_EVERY_MS <= e <= MAX_TIME) or bool(cron) != bool(tz)
+                or not (u == NO_UNTIL or 0 <= u <= MAX_TIME) or not 0 <= c <= MAX_OCCURRENCES):
+            raise SnapshotError(f"snapshot schedule of timer {o} is invalid")
+        if cron:
+            try:
+                check_schedule("schedule", 0, None, 0, cron, tz, 0, False)
+            except KernelError:
+                raise SnapshotError(f"snapshot schedule of timer {o} has a bad cron or time zone") from None
+        out[o] = Schedule(e, u, c, cron, tz)
+    return out
+
+
+def decode(data: bytes) -> tuple[Table, int, int, bool]:
+    """Parse snapshot bytes into (table, seq, last_tick, written as version 1);
+    SnapshotError if unusable."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise SnapshotError(f"snapshot must be bytes, not {type(data).__name__}")
     try:
@@ -302,7 +384,7 @@ def decode(data: bytes) -> tuple[Table, int, int]:
         raise SnapshotError(f"snapshot is malformed: {e}") from e
 
 
-def _decode(mv: memoryview) -> tuple[Table, int, int]:
+def _decode(mv: memoryview) -> tuple[Table, int, int, bool]:
     if len(mv) < _HEADER.size:
         if bytes(mv[:len(MAGIC)]) != MAGIC[:len(mv)]:
             raise SnapshotError("not a MINOOTS kernel snapshot (bad magic)")
@@ -310,11 +392,11 @@ def _decode(mv: memoryview) -> tuple[Table, int, int]:
     magic, version, flags, body_len, crc = _HEADER.unpack(mv[:_HEADER.size])
     if magic != MAGIC:
         raise SnapshotError("not a MINOOTS kernel snapshot (bad magic)")
-    if version not in (VERSION, VERSION_DELIVERY):
+    if version not in VERSIONS:
         raise SnapshotError(f"unsupported snapshot format version {version} "
-                            f"(this build reads {VERSION} and {VERSION_DELIVERY})")
-    if flags != 0:
-        raise SnapshotError(f"unsupported snapshot flags {flags:#x}")
+                            f"(this build reads {', '.join(map(str, VERSIONS))})")
+    if flags & ~(FLAG_RETENTION_V1 | FLAG_DELIVERY) or (flags and version != VERSION_2):
+        raise SnapshotError(f"snapshot header flags {flags:#x} are unknown for format version {version}")
     body = mv[_HEADER.size:]
     if len(body) != body_len:
         raise SnapshotError(
@@ -347,8 +429,10 @@ def _decode(mv: memoryview) -> tuple[Table, int, int]:
         if n_tenants == 1 else max(t.tenant) >= n_tenants
     ):
         raise SnapshotError("snapshot column tenant names a tenant that is not in the table")
-    if t.state.tobytes().translate(None, _OK_STATES):
+    states = t.state.tobytes()
+    if states.translate(None, _OK_STATES if version == 1 else _OK_STATES_V2):
         raise SnapshotError("snapshot column state holds an unknown state")
+    free = list(compress(range(n), states.translate(_FREE_BYTE))) if version > 1 and FREE in states else []
     if t.flags.tobytes().translate(None, bytes(range(FLAGS_KNOWN + 1))):
         raise SnapshotError("snapshot column flags holds unknown flags")
     _check_times(t.fire_at, "column fire_at")
@@ -360,8 +444,9 @@ def _decode(mv: memoryview) -> tuple[Table, int, int]:
     ids.pop()  # the empty string after the last terminator
     if len(ids) != n:
         raise SnapshotError(f"snapshot holds {len(ids)} ids for {n} timers")
-    # An empty id is an empty line: at the start or a doubled terminator.
-    if n and (id_blob[:1] == b"\n" or b"\n\n" in id_blob or max(map(len, ids)) > MAX_ID_LEN):
+    # An empty id is an empty line: at the start or a doubled terminator (a free row's only).
+    if n and (((id_blob[:1] == b"\n" or b"\n\n" in id_blob) and list(compress(range(n), map(not_, ids))) != free)
+              or max(map(len, ids)) > MAX_ID_LEN):
         raise SnapshotError(f"snapshot holds an id that is empty or longer than {MAX_ID_LEN} characters")
     t.ids = ids
 
@@ -377,9 +462,28 @@ def _decode(mv: memoryview) -> tuple[Table, int, int]:
     n_pairs = sum(label_counts)
     lkeys = _utf8_list(r, n_pairs, "label keys")
     lvals = _utf8_list(r, n_pairs, "label values")
-    states = t.state.tobytes()
-    if version == VERSION_DELIVERY:
+    ended = list(compress(range(n), states.translate(_TERMINAL)))
+    if version == 1:
+        purge_at = array("q", repeat(NO_TIME, n))
+        settled_at = t.settled_at
+        for o in ended:
+            purge_at[o] = min(settled_at[o] + DEFAULT_RETENTION_MS, MAX_TIME)
+        # settled_at now reaches the wheel (as a purge deadline): it must be a time.
+        _check_times(array("q", map(settled_at.__getitem__, ended)), "column settled_at")
+    else:
+        purge_at = r.array("q", n, "column purge_at")
+        deadlines = array("q", map(purge_at.__getitem__, ended))
+        _check_times(deadlines, "column purge_at")
+        if len(ended) + purge_at.count(NO_TIME) != n:
+            raise SnapshotError("snapshot column purge_at gives a deadline to a timer that is not terminal")
+        if any(t.tenant[o] or ids[o] for o in free) or set(free).intersection(ex_ords):
+            raise SnapshotError("snapshot free row holds a tenant, an id or extras")
+        t.schedules = _schedules(r, n, t, set(free))
+    t.purge_at = purge_at
+    if flags & FLAG_DELIVERY:
         t.deliv = _decode_deliv(bytes(r.block("delivery records")), n, states)
+        if not t.deliv or any(states[o] == FREE for o in t.deliv):
+            raise SnapshotError("snapshot delivery block is empty or names a free row")
     missing = states.count(TimerState.DELIVERING) - sum(states[o] == TimerState.DELIVERING for o in t.deliv)
     if missing:
         raise SnapshotError(f"snapshot has {missing} delivering timers without a delivery record")
@@ -406,4 +510,4 @@ def _decode(mv: memoryview) -> tuple[Table, int, int]:
         t.rebuild_indexes()
     except ValueError as e:
         raise SnapshotError(f"snapshot is inconsistent: {e}") from None
-    return t, seq, last_tick
+    return t, seq, last_tick, version == 1 or bool(flags & FLAG_RETENTION_V1)

@@ -6,6 +6,10 @@ command carries `now_ms`, stamped by the leader), draws no random numbers, does
 no I/O and never lets dict/set order decide anything replicated. Time moves only
 through `tick(now_ms)`.
 
+Terminal timers leave the table after their tenant's retention (retention.py):
+their purge deadline is a second entry in the same wheel (key ordinal | PURGE),
+so a tick that reaches it removes them, without a scan.
+
 Each command validates everything first and only then mutates, so it applies
 completely or raises a KernelError with the state untouched. Every transition of
 a timer bumps its `revision` and emits an Event with the next kernel-wide `seq`.
@@ -29,14 +33,17 @@ from .quota import TenantLimit, TenantUsage, payload_len, usage_by_tenant
 from .delivery import (MAX_ATTEMPT_LOG, MAX_ATTEMPTS, MAX_BODY_EXCERPT, MAX_LEASE_BATCH, MAX_VISIBILITY_MS,
                        MIN_VISIBILITY_MS, Attempt, DeliveryRecord, bounded_int, check_delivery, check_error_class,
                        check_queue, is_success)
+from .retention import DEFAULT_RETENTION_MS, RetentionPolicy
+from .schedule import check_schedule, first_occurrence, next_occurrence
 from .snapshot import SnapshotCapture
-from .table import FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID, NO_FIRE, NO_TIME, Extra, Table, make_extra, timer_of
+from .table import FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID, FREE, NO_FIRE, PURGE, NO_TIME, Extra, Table, make_extra, timer_of
 from .timer import (
     AckResult,
     CancelResult,
     CreateItem,
     CreateResult,
     DeliveryResult,
+    DeleteResult,
     Event,
     Lease,
     LeaseResult,
@@ -72,6 +79,7 @@ _FIRED = int(TimerState.FIRED)
 _SETTLED = int(TimerState.SETTLED)
 _CANCELLED = int(TimerState.CANCELLED)
 _DEAD = int(TimerState.DEAD_LETTERED)
+_DEAD_LETTERED = _DEAD
 _DELIVERING = int(TimerState.DELIVERING)
 _TERMINAL = frozenset((_SETTLED, _CANCELLED, _DEAD))
 
@@ -103,19 +111,27 @@ _E_DEAD = EventKind.DEAD_LETTERED
 _E_REDRIVEN = EventKind.REDRIVEN
 _E_LEASED = EventKind.LEASED
 _E_EXTENDED = EventKind.LEASE_EXTENDED
+_E_PURGED = EventKind.PURGED
+_E_DELETED = EventKind.DELETED
+_STATE_OF = {int(s): s for s in TimerState}
+
+#: bytes.translate table: a terminal state byte -> 1, every other byte (free rows too) -> 0.
+_TERMINAL_MASK = bytes(int(_SETTLED <= b <= _DEAD_LETTERED) for b in range(256))
 
 
 class State:
     """All timers of one kernel plus the wheel that arms them.
 
-    Commands: create, cancel, reschedule, tick, ack (each takes `now_ms` first).
-    Queries: get, len(), counts(), usage(tenant), next_deadline(), last_tick, seq,
-    iteration.
+    Commands: create, cancel, reschedule, tick, ack, delete (each takes `now_ms`
+    first). Configuration: `retention` (a RetentionPolicy, set by the layer above
+    from replicated data). Queries: get, len() (timers held), positions,
+    counts(), usage(tenant), next_deadline(), last_tick, seq, iteration.
     Snapshot: to_bytes() / State.from_bytes(); capture() for a cheap copy to
     encode in another thread; two states are equal when their snapshots are.
     """
 
-    __slots__ = ("_table", "_wheel", "_seq", "_last_tick", "_counts", "_live", "_held", "_due", "_queues")
+    __slots__ = ("_table", "_wheel", "_seq", "_last_tick", "_counts", "_live", "_held", "_due", "_queues",
+                 "_retention", "_ret_cache", "_v1")
 
     def __init__(self) -> None:
         self._table = Table()
@@ -135,6 +151,26 @@ class State:
         # to lease, oldest first. Derived from the delivery records (rebuilt by from_bytes);
         # entries whose record moved on are skipped when popped.
         self._queues: dict[tuple[int, str], list] = {}
+        self._init_retention()
+
+    def _init_retention(self) -> None:
+        self._retention = RetentionPolicy()
+        self._ret_cache: list[int] = []     # retention by tenant index (derived from the policy)
+        # True while the state is what snapshot format 1 can say: no row ever freed and
+        # every purge deadline the default one (snapshot.py). Set by commands only.
+        self._v1 = True
+
+    @property
+    def retention(self) -> RetentionPolicy:
+        """The retention policy applied to timers when they end (retention.py)."""
+        return self._retention
+
+    @retention.setter
+    def retention(self, policy: RetentionPolicy) -> None:
+        if not isinstance(policy, RetentionPolicy):
+            raise InvalidArgument("retention", f"must be a RetentionPolicy, not {type(policy).__name__}")
+        self._retention = policy
+        self._ret_cache = []
 
     # ---- commands ----------------------------------------------------------
 
@@ -165,6 +201,9 @@ class State:
                 if delivs is None:
                     delivs = [None] * len(specs)
                 delivs[i] = check_delivery(f"specs[{i}].delivery", spec.delivery)
+                if spec.every_ms or spec.cron:
+                    raise InvalidArgument(f"specs[{i}].every" if spec.every_ms else f"specs[{i}].cron",
+                                          "a recurring timer cannot have a webhook or queue (not supported yet)")
                 if spec.ack_required:
                     raise InvalidArgument(f"specs[{i}].ack_required",
                                           "a timer with a webhook or queue settles when it is delivered; "
@@ -178,7 +217,7 @@ class State:
         batch_ids: dict[tuple[str, str], int] = {}
         batch_keys: dict[tuple[str, str], int] = {}
         for i, spec in enumerate(norm):
-            tenant, timer_id, _, flags, extra = spec
+            tenant, timer_id, _, flags, extra, _ = spec
             key = timer_id if flags & FLAG_KEY_IS_ID else (extra.idempotency_key if type(extra) is Extra else None)
             if key is not None:
                 o = t.lookup_idem(tenant, key)
@@ -212,7 +251,7 @@ class State:
             nbytes = 0 if extras.count(None) == len(extras) else sum(map(payload_len, filter(None, extras)))
             adding[new[0][0]] = [len(new), nbytes]
         else:
-            for tenant, _, _, _, extra in new:
+            for tenant, _, _, _, extra, _ in new:
                 a = adding.get(tenant)
                 if a is None:
                     a = adding[tenant] = [0, 0]
@@ -224,27 +263,35 @@ class State:
 
         # Apply. The wheel is the only step that could refuse (it cannot here:
         # fresh keys, deadlines checked), and it is all-or-nothing, so go first.
-        base = len(t)
-        self._wheel.insert_many(range(base, base + len(new)), [n[2] for n in new])
+        nfree = len(t.free)
+        ords = t.take_ordinals(len(new))
+        try:
+            self._wheel.insert_many(ords, [n[2] for n in new])
+        except BaseException:
+            t.untake(ords)
+            raise
+        self._counts[FREE] -= nfree - len(t.free)
         events: list[Event] = []
         fresh: list[partial] = []           # each new timer as this command leaves it, built on demand
         seq = self._seq
-        for tenant, timer_id, fire_at, flags, extra in new:
+        for o, (tenant, timer_id, fire_at, flags, extra, sched) in zip(ords, new):
             ti = t.intern_tenant(tenant)
             tenant = t.tenant_names[ti]   # the interned string object
-            t.append(ti, timer_id, fire_at, flags, extra, _ARMED, 2, now, now)
+            t.put(o, ti, timer_id, fire_at, flags, extra, _ARMED, 2, now, now, sched)
+            if sched is not None:
+                self._v1 = False          # snapshot format 1 has no schedules
             events.append(Event(seq + 1, _CREATED, tenant, timer_id, now, 1, _S_SCHEDULED, fire_at))
             events.append(Event(seq + 2, _E_ARMED, tenant, timer_id, now, 2, _S_ARMED, fire_at))
             fresh.append(partial(timer_of, tenant, timer_id, fire_at, flags, extra, _ARMED, now, now,
-                                 NO_TIME, NO_TIME, 0, NO_FIRE, 2))
+                                 NO_TIME, NO_TIME, 0, NO_FIRE, 2, sched))
             seq += 2
         self._seq = seq
         self._counts[_ARMED] += len(new)
         if delivs is not None:
             for j, i in enumerate(new_at):
                 if delivs[i] is not None:
-                    t.deliv[base + j] = DeliveryRecord(delivs[i])
-                    fresh[j] = t.view(base + j)     # the view with its delivery (few such timers)
+                    t.deliv[ords[j]] = DeliveryRecord(delivs[i])
+                    fresh[j] = t.view(ords[j])     # the view with its delivery (few such timers)
         live, held = self._live, self._held
         while len(live) < len(t.tenant_names):
             live.append(0)
@@ -316,7 +363,11 @@ class State:
                 Event(seq, _E_CANCELLED, t.tenant_names[t.tenant[o]], t.ids[o], now, rev, _S_CANCELLED, t.fire_at[o])
             )
         self._seq = seq
-        return CancelResult(tuple(events), tuple(t.view(o) for o in ords))
+        at_once = self._schedule_purges(ords, now)
+        views = tuple(t.view(o) for o in ords)
+        if at_once:
+            events += self._purge(at_once, now, _E_PURGED)
+        return CancelResult(tuple(events), views)
 
     def reschedule(
         self,
@@ -371,7 +422,9 @@ class State:
         A `now_ms` below the last tick counts as the last tick. Each due timer
         becomes FIRED with fired_at = the tick's time, attempts + 1, and
         fire_id = the seq of its `fired` event; without ack_required it settles
-        in the same tick (a `settled` event right after).
+        in the same tick (a `settled` event right after). A recurring timer with
+        occurrences left is armed again at its next one instead (an `armed` event;
+        schedule.py).
         """
         now = check_time("now_ms", now_ms)
         if now < self._last_tick:
@@ -380,8 +433,14 @@ class State:
         self._last_tick = now
         if not due:
             return TickResult((), now, ())
+        expired: list[int] = []
+        if max(due) >= PURGE:            # purge deadlines came due too (keys ordinal | PURGE)
+            expired = [k ^ PURGE for k in due if k >= PURGE]
+            due = [k for k in due if k < PURGE]
 
         t = self._table
+        schedules = t.schedules
+        rearm: list[int] = []               # recurring timers back in the wheel at their next occurrence
         state, flags, revision, fire_id = t.state, t.flags, t.revision, t.fire_id
         fired_at, settled_at, attempts, fire_at = t.fired_at, t.settled_at, t.attempts, t.fire_at
         names, tcol, ids, extra = t.tenant_names, t.tenant, t.ids, t.extra
@@ -393,6 +452,7 @@ class State:
         deliv = t.deliv
         retries: list[int] = []     # DELIVERING timers whose retry came due (not fires)
         delivering = 0
+        ended: list[int] = []
         for o in due:
             if deliv and o in deliv:
                 rec = deliv[o]
@@ -401,6 +461,8 @@ class State:
                 if state[o] == _DELIVERING and rec.spec.queue is not None:   # lease expired / backoff over
                     seq = self._queue_wake(o, rec, now, seq, append)
                     retries.append(o)
+                    if state[o] == _DEAD:     # its last lease expired: dead-lettered, purged in time
+                        ended.append(o)
                     continue
                 if state[o] == _DELIVERING:     # a retry's time came: the attempt is due again
                     seq += 1
@@ -437,6 +499,17 @@ class State:
             tenant = names[ti]
             timer_id = ids[o]
             at = fire_at[o]
+            sched = schedules.get(o) if schedules else None
+            if sched is not None:
+                nxt = next_occurrence(sched, at, now, attempts[o])
+                if nxt is not None:       # fired, and armed again at its next occurrence
+                    fire_at[o] = nxt
+                    revision[o] = rev + 1
+                    append(Event(seq, _E_FIRED, tenant, timer_id, now, rev, _S_FIRED, at, seq))
+                    append(Event(seq + 1, _E_ARMED, tenant, timer_id, now, rev + 1, _S_ARMED, nxt))
+                    seq += 1
+                    rearm.append(o)
+                    continue
             if flags[o] & FLAG_ACK_REQUIRED:
                 state[o] = _FIRED
                 revision[o] = rev
@@ -453,18 +526,28 @@ class State:
                 append(Event(seq + 1, _E_SETTLED, tenant, timer_id, now, rev + 1, _S_SETTLED, at, seq))
                 seq += 1
                 settled += 1
+                ended.append(o)
         self._seq = seq
         counts = self._counts
         fires = len(due) - len(retries)
-        counts[_ARMED] -= fires
+        counts[_ARMED] -= fires - len(rearm)
         counts[_SETTLED] += settled
         counts[_DELIVERING] += delivering
-        counts[_FIRED] += fires - settled - delivering
+        counts[_FIRED] += fires - settled - delivering - len(rearm)
+        if rearm:
+            self._wheel.insert_many(rearm, [fire_at[o] for o in rearm])
+        at_once = self._schedule_purges(ended, now) if ended else ()
         view = t.view
         if retries:
             skip = set(retries)
-            return TickResult(tuple(events), now, tuple(view(o) for o in due if o not in skip))
-        return TickResult(tuple(events), now, tuple(view(o) for o in due))
+            fired = tuple(view(o) for o in due if o not in skip)
+        else:
+            fired = tuple(view(o) for o in due)
+        if expired:
+            events += self._purge(expired, now, _E_PURGED)
+        if at_once:
+            events += self._purge(at_once, now, _E_PURGED)
+        return TickResult(tuple(events), now, fired, len(expired) + len(at_once))
 
     def ack(self, now_ms: int, tenant: str, id: str, fire_id: int) -> AckResult:
         """Settle a FIRED timer; `fire_id` must name its current fire, so a late
@@ -497,7 +580,95 @@ class State:
         self._held[ti] -= payload_len(t.extra[o])
         self._seq += 1
         ev = Event(self._seq, _E_SETTLED, t.tenant_names[t.tenant[o]], t.ids[o], now, rev, _S_SETTLED, t.fire_at[o], fid)
-        return AckResult((ev,), t.view(o))
+        at_once = self._schedule_purges((o,), now)
+        view = t.view(o)
+        if at_once:
+            return AckResult((ev, *self._purge(at_once, now, _E_PURGED)), view)
+        return AckResult((ev,), view)
+
+    def delete(self, now_ms: int, refs: list) -> DeleteResult:
+        """Remove terminal timers named by (tenant, id) now, before their retention
+        ends; all or nothing. A timer that is not terminal is FailedPrecondition
+        (cancel it first); naming one timer twice is InvalidArgument. Each emits a
+        `deleted` event; the result holds the timers as they were."""
+        now = check_time("now_ms", now_ms)
+        refs = check_batch("refs", refs)
+        named = [_check_ref(f"refs[{i}]", ref) for i, ref in enumerate(refs)]
+        t = self._table
+        ords: list[int] = []
+        first: dict[int, int] = {}
+        for i, (tenant, timer_id) in enumerate(named):
+            o = self._find(tenant, timer_id)
+            st = t.state[o]
+            if st not in _TERMINAL:
+                raise FailedPrecondition(
+                    f"refs[{i}]: timer {timer_id!r} in tenant {tenant!r} is {TimerState(st).name}; "
+                    "only settled, cancelled or dead-lettered timers can be deleted (cancel it first)"
+                )
+            if o in first:
+                raise InvalidArgument(f"refs[{i}]", f"names the same timer as refs[{first[o]}]")
+            first[o] = i
+            ords.append(o)
+        views = tuple(t.view(o) for o in ords)
+        self._wheel.cancel_many([o | PURGE for o in ords])
+        return DeleteResult(tuple(self._purge(ords, now, _E_DELETED)), views)
+
+    # ---- retention -----------------------------------------------------------
+
+    def _retention_of(self, ti: int) -> int:
+        cache = self._ret_cache
+        if ti >= len(cache):
+            of, names = self._retention.of, self._table.tenant_names
+            cache.extend(of(names[i]) for i in range(len(cache), len(names)))
+        return cache[ti]
+
+    def _schedule_purges(self, ords, now: int) -> list[int]:
+        """Timers `ords` just ended at `now`: give each its purge deadline (in the
+        purge_at column and the wheel). Returns those whose retention is 0, for the
+        caller to purge in this command once it has built its views."""
+        t = self._table
+        tcol, purge_at = t.tenant, t.purge_at
+        ret = self._retention_of
+        at_once: list[int] = []
+        keys: list[int] = []
+        deadlines: list[int] = []
+        for o in ords:
+            r = ret(tcol[o])
+            if r != DEFAULT_RETENTION_MS:
+                self._v1 = False
+                if not r:
+                    at_once.append(o)
+                    continue
+            d = now + r
+            if d > MAX_TIME:
+                d = MAX_TIME
+            purge_at[o] = d
+            keys.append(o | PURGE)
+            deadlines.append(d)
+        if keys:
+            self._wheel.insert_many(keys, deadlines)
+        return at_once
+
+    def _purge(self, ords, now: int, kind: EventKind) -> list[Event]:
+        """Remove terminal timers `ords` (their purge entries already out of the
+        wheel) from the table and its indexes; one `kind` event each."""
+        t = self._table
+        counts = self._counts
+        events: list[Event] = []
+        seq = self._seq
+        for o in ords:
+            st = t.state[o]
+            rev = t.revision[o] + 1
+            seq += 1
+            events.append(Event(seq, kind, t.tenant_names[t.tenant[o]], t.ids[o], now, rev, _STATE_OF[st],
+                                t.fire_at[o]))
+            counts[st] -= 1
+            counts[FREE] += 1
+            t.release(o)
+        self._seq = seq
+        if ords:
+            self._v1 = False
+        return events
 
     def delivery_attempt(self, now_ms: int, tenant: str, id: str, fire_id: int, attempt: int, status: int,
                          latency_ms: int, error: str, body: bytes, next_at: Optional[int]) -> DeliveryResult:
@@ -567,7 +738,17 @@ class State:
             events.append(Event(seq + 2, kind, name, timer_id, now, rev, fstate, at, fid))
         t.revision[o] = rev
         self._seq = seq + len(events)
-        return DeliveryResult(tuple(events), t.view(o))
+        return self._delivery_result(o, events, now, keep_at is None)
+
+    def _delivery_result(self, o: int, events: list, now: int, ended: bool) -> DeliveryResult:
+        """The result of a delivery outcome; a timer that just ended gets its purge
+        deadline like every other terminal transition (purged at once for retention 0)."""
+        view = self._table.view(o)
+        if ended:
+            at_once = self._schedule_purges((o,), now)
+            if at_once:
+                events += self._purge(at_once, now, _E_PURGED)
+        return DeliveryResult(tuple(events), view)
 
     def redrive(self, now_ms: int, tenant: str, id: str) -> DeliveryResult:
         """Re-deliver a dead-lettered timer: DELIVERING again with a fresh attempt budget and
@@ -593,6 +774,8 @@ class State:
             self._due.add(o)
         t.state[o] = _DELIVERING
         t.settled_at[o] = NO_TIME
+        self._wheel.cancel_many([o | PURGE])      # not terminal any more: no purge deadline
+        t.purge_at[o] = NO_TIME
         self._counts[_DEAD] -= 1
         self._counts[_DELIVERING] += 1
         self._live[ti] += 1
@@ -742,7 +925,7 @@ class State:
             events.append(Event(seq + 2, kind, name, t.ids[o], now, rev, fstate, at, fid))
         t.revision[o] = rev
         self._seq = seq + len(events)
-        return DeliveryResult(tuple(events), t.view(o))
+        return self._delivery_result(o, events, now, retry_at is None)
 
     def _finish(self, o: int, final: int, now: int) -> None:
         t = self._table
@@ -809,11 +992,12 @@ class State:
 
     # ---- positional scans ----------------------------------------------------
     #
-    # A timer's position is its ordinal: 0, 1, 2, ... in creation order. Positions
-    # are append-only and the same on every replica (they come from the replicated
-    # command order), so a position saved on one node resumes a scan on any other.
-    # Every position below len(self) holds a timer; a scan resumed at len(self)
-    # finds exactly the timers created since.
+    # A timer's position is its ordinal: the same on every replica (it comes from
+    # the replicated command order), so a position saved on one node resumes a scan
+    # on any other. Positions grow with creation order, except that a create first
+    # reuses the smallest position a purged timer freed (table.py): a scan resumed
+    # at p finds every timer that existed then at a position >= p exactly once, and
+    # may miss one created meanwhile in a freed position below p.
 
     def scan(
         self,
@@ -883,6 +1067,13 @@ class State:
         return ScanCursor(self._table, start, stop, tenant, wanted, lo, hi, pairs)
 
     def __len__(self) -> int:
+        """Timers held (purged ones are gone)."""
+        return self._table.held
+
+    @property
+    def positions(self) -> int:
+        """The end of the positions: every position below it was examined by a scan
+        that reached it (free positions hold no timer)."""
         return len(self._table)
 
     def counts(self) -> dict[TimerState, int]:
@@ -899,8 +1090,9 @@ class State:
         return TenantUsage(self._live[ti], self._held[ti])
 
     def next_deadline(self) -> Optional[int]:
-        """Earliest fire_at among armed timers, or None: when the leader should tick.
-        May be <= last_tick (a timer created with a past deadline): tick at once."""
+        """Earliest deadline in the wheel -- an armed timer's fire_at or a terminal
+        timer's purge deadline -- or None: when the leader should tick. May be <=
+        last_tick (a timer created with a past deadline): tick at once."""
         return self._wheel.next_deadline()
 
     @property
@@ -917,7 +1109,7 @@ class State:
 
     def to_bytes(self) -> bytes:
         """The whole state as versioned, checksummed bytes (see snapshot.py)."""
-        return _snapshot.encode(self._table, self._seq, self._last_tick)
+        return _snapshot.encode(self._table, self._seq, self._last_tick, self._v1)
 
     def capture(self) -> SnapshotCapture:
         """A consistent copy of what a snapshot needs, fast (memcpy of the columns,
@@ -929,13 +1121,15 @@ class State:
         point: the Raft layer captures in its apply thread and encodes elsewhere,
         instead of stalling heartbeats for the whole encode.
         """
-        return SnapshotCapture(self._table, self._seq, self._last_tick)
+        return SnapshotCapture(self._table, self._seq, self._last_tick, self._v1)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "State":
         """Rebuild a state from to_bytes() output; SnapshotError if it is unusable."""
-        table, seq, last_tick = _snapshot.decode(data)
+        table, seq, last_tick, v1 = _snapshot.decode(data)
         self = cls.__new__(cls)
+        self._init_retention()
+        self._v1 = v1
         self._table = table
         self._seq = seq
         self._last_tick = last_tick
@@ -944,6 +1138,7 @@ class State:
         counts = [0] * (len(TimerState) + 1)
         for s in TimerState:
             counts[s] = states.count(s)
+        counts[FREE] = states.count(FREE)
         self._counts = counts
         self._live, self._held = usage_by_tenant(table)
         # The wheel is derived state: exactly the armed timers at their fire_at.
@@ -972,6 +1167,11 @@ class State:
             wheel.insert_many(keys, array("q", map(table.fire_at.__getitem__, keys)))
         for o, at in waiting:               # delivery retries wait in the wheel too
             wheel.insert(o, at)
+        # Pending purges: every terminal timer at its purge deadline (key ordinal | PURGE).
+        ended = list(compress(range(n), states.translate(_TERMINAL_MASK)))
+        if ended:
+            wheel.insert_many(array("Q", [o | PURGE for o in ended]),
+                              array("q", map(table.purge_at.__getitem__, ended)))
         self._wheel = wheel
         return self
 
@@ -985,7 +1185,7 @@ class State:
     def __repr__(self) -> str:
         c = self._counts
         return (
-            f"<State timers={len(self)} armed={c[_ARMED]} fired={c[_FIRED]} "
+            f"<State timers={len(self)} armed={c[_ARMED]} fired={c[_FIRED]} free={c[FREE]} "
             f"seq={self._seq} last_tick={self._last_tick}>"
         )
 
@@ -1003,24 +1203,31 @@ class State:
                 raise AssertionError(f"kernel invariant broken: {what}")
 
         for name in ("tenant", "state", "flags", "fire_at", "created_at", "armed_at",
-                     "fired_at", "settled_at", "fire_id", "revision", "attempts", "ids", "extra"):
+                     "fired_at", "settled_at", "fire_id", "revision", "attempts", "ids", "extra", "purge_at"):
             need(len(getattr(t, name)) == n, f"column {name} has {n} entries")
         for s in TimerState:
             need(self._counts[s] == t.state.count(s), f"count of {s.name}")
+        free = [o for o in range(n) if t.state[o] == FREE]
+        need(self._counts[FREE] == len(free) and sorted(t.free) == free, "free rows are the free heap")
+        for o in free:
+            need(t.ids[o] == "" and t.extra[o] is None and t.purge_at[o] == NO_TIME and t.tenant[o] == 0,
+                 f"free row {o} is reset")
         live = [0] * len(t.tenant_names)
         held = [0] * len(t.tenant_names)
         for o in range(n):
-            if t.state[o] not in _TERMINAL:
+            if t.state[o] != FREE and t.state[o] not in _TERMINAL:
                 live[t.tenant[o]] += 1
                 held[t.tenant[o]] += payload_len(t.extra[o])
         need(self._live == live, "outstanding timers by tenant")
         need(self._held == held, "payload bytes of outstanding timers by tenant")
         armed = sorted([(o, t.fire_at[o]) for o in range(n) if t.state[o] == _ARMED]
                        + [(o, r.next_at) for o, r in t.deliv.items() if r.waiting])
-        need(self._wheel.items() == armed,
-             "the wheel holds exactly the armed timers at their fire_at and the waiting retries at next_at")
+        ended = [(o | PURGE, t.purge_at[o]) for o in range(n) if t.state[o] in _TERMINAL]
+        need(self._wheel.items() == armed + ended,
+             "the wheel holds exactly the armed timers at their fire_at, the waiting retries at next_at "
+             "and the terminal ones at purge_at")
         for o, r in t.deliv.items():
-            need(0 <= o < n, f"delivery record of ordinal {o} within the table")
+            need(0 <= o < n and t.state[o] != FREE, f"delivery record of ordinal {o} within the table, not free")
             need(not r.waiting or t.state[o] == _DELIVERING, f"only a delivering timer waits, ordinal {o}")
         for o in range(n):
             need(t.state[o] != _DELIVERING or o in t.deliv, f"delivering ordinal {o} has a delivery record")
@@ -1032,14 +1239,20 @@ class State:
             if r.spec.queue is not None and t.state[o] == _DELIVERING and not r.waiting:
                 need(r.avail > 0 and (r.avail, o) in queued and not r.lease, f"available queue timer {o} queued")
         need(self._wheel.now == self._last_tick, "wheel time is the last tick")
-        need(sum(map(len, t.by_id)) == n, "id index size")
+        need(sum(map(len, t.by_id)) == n - len(free), "id index size")
         for o in range(n):
+            if t.state[o] == FREE:
+                continue
+            need((t.purge_at[o] == NO_TIME) == (t.state[o] not in _TERMINAL), f"purge_at iff terminal of ordinal {o}")
             need(t.by_id[t.tenant[o]].get(t.ids[o]) == o, f"id index of ordinal {o}")
             need(0 <= t.fire_id[o] <= self._seq, f"fire_id of ordinal {o} within 0..seq")
             need(t.revision[o] >= 2, f"revision of ordinal {o}")
             need((t.fired_at[o] == NO_TIME) == (t.attempts[o] == 0), f"fired_at iff attempts of ordinal {o}")
             need((t.settled_at[o] == NO_TIME) == (t.state[o] not in _TERMINAL),
                  f"settled_at iff terminal of ordinal {o}")
+        for o, sched in t.schedules.items():
+            need(0 <= o < n and t.state[o] != FREE and not t.flags[o] & FLAG_ACK_REQUIRED,
+                 f"schedule of ordinal {o} belongs to a live timer without acks")
         for ti, keys in enumerate(t.by_idem):
             for key, o in keys.items():
                 ex = t.extra[o]
@@ -1138,7 +1351,7 @@ class ScanCursor(Iterator[Timer]):
         tenant_col, state_col, fire_col, extra = t.tenant, t.state, t.fire_at, t.extra
         bounded = lo is not None or hi is not None
         for o in range(start, end):
-            if ti is not None and tenant_col[o] != ti:
+            if state_col[o] == FREE or (ti is not None and tenant_col[o] != ti):
                 continue
             if wanted and state_col[o] not in wanted:
                 continue
@@ -1163,17 +1376,19 @@ def _has_labels(have: tuple, wanted: tuple) -> bool:
 
 
 def _normalise_spec(i: int, spec: Any) -> tuple:
-    """Validate specs[i]; return (tenant, id, fire_at, flags, extra)."""
+    """Validate specs[i]; return (tenant, id, fire_at, flags, extra, schedule or None)."""
     if type(spec) is TimerSpec:
         tenant, timer_id, fire_at, name = spec.tenant, spec.id, spec.fire_at, spec.name
         payload, labels, action, key, ack = (spec.payload, spec.labels, spec.action, spec.idempotency_key,
                                              spec.ack_required)
-        if plain_spec(tenant, timer_id, fire_at, name, payload, labels, action, key, ack):
+        if plain_spec(tenant, timer_id, fire_at, name, payload, labels, action, key, ack) \
+                and spec.every_ms == 0 and spec.until is None and spec.max_count == 0 and not spec.cron \
+                and not spec.tz:
             flags = FLAG_ACK_REQUIRED if ack else 0
             if key is not None and key == timer_id:
                 flags |= FLAG_KEY_IS_ID
                 key = None
-            return tenant, timer_id, fire_at, flags, make_extra(name, payload, (), action, key)
+            return tenant, timer_id, fire_at, flags, make_extra(name, payload, (), action, key), None
     p = f"specs[{i}]"
     if not isinstance(spec, TimerSpec):
         raise InvalidArgument(p, f"must be a TimerSpec, not {type(spec).__name__}")
@@ -1186,10 +1401,13 @@ def _normalise_spec(i: int, spec: Any) -> tuple:
     action = check_bytes(f"{p}.action", spec.action, MAX_ACTION_BYTES)
     key = check_idempotency_key(f"{p}.idempotency_key", spec.idempotency_key)
     flags = FLAG_ACK_REQUIRED if check_bool(f"{p}.ack_required", spec.ack_required) else 0
+    sched = check_schedule(p, spec.every_ms, spec.until, spec.max_count, spec.cron, spec.tz, fire_at, bool(flags))
+    if sched is not None and sched.cron:
+        fire_at = first_occurrence(p, sched, fire_at)       # the start -> the first cron time at or after it
     if key is not None and key == timer_id:
         flags |= FLAG_KEY_IS_ID
         key = None
-    return tenant, timer_id, fire_at, flags, make_extra(name, payload, labels, action, key)
+    return tenant, timer_id, fire_at, flags, make_extra(name, payload, labels, action, key), sched
 
 
 def _check_ref(p: str, ref: Any) -> tuple[str, str]:

@@ -14,14 +14,20 @@ than one dict keyed by (tenant, id) tuples. Those dicts are indexes, never
 iterated for anything replicated: snapshots are written from the columns, in
 ordinal order, and the indexes rebuilt from them.
 
-Terminal timers stay in the table; purging them (a retention command) is a
-later issue and will need a free-list or compaction of ordinals.
+Terminal timers leave the table after their tenant's retention (state.py):
+their row becomes a free row (state 0, id "", every field reset) and its ordinal
+goes on a min-heap of free ordinals; a create takes the smallest free ordinal
+before growing the columns. "Smallest first" makes the next ordinal a function of
+the set of free rows alone, so a replica restored from a snapshot (which rebuilds
+the heap from the state column) hands out the same ordinals as one that applied
+every command. The columns never shrink: a steady workload reuses its rows.
 """
 
 from __future__ import annotations
 
 from array import array
 from dataclasses import replace
+from heapq import heappop, heappush
 from itertools import compress, repeat
 from operator import is_not
 from types import MappingProxyType
@@ -31,7 +37,7 @@ from .delivery import DeliveryRecord
 from .timer import EMPTY_LABELS, Timer, TimerState
 
 __all__ = ["Extra", "Table", "NO_TIME", "NO_FIRE", "FLAG_ACK_REQUIRED", "FLAG_KEY_IS_ID", "COLUMNS", "timer_of",
-           "as_extra", "make_extra"]
+           "as_extra", "make_extra", "FREE", "PURGE"]
 
 NO_TIME = -1              # armed_at/fired_at/settled_at before the transition happened
 NO_FIRE = 0               # fire_id before the first fire (seqs start at 1)
@@ -40,6 +46,11 @@ FLAG_ACK_REQUIRED = 1
 #: once, as the id, and found through the id index, not the idempotency index.
 FLAG_KEY_IS_ID = 2
 FLAGS_KNOWN = FLAG_ACK_REQUIRED | FLAG_KEY_IS_ID
+#: State byte of a free row (a purged timer's ordinal, waiting for reuse); not a TimerState.
+FREE = 0
+#: Wheel key bit of a purge deadline: a terminal timer o waits in the wheel as o | PURGE
+#: (an armed one as o), so fire and purge deadlines share the wheel and never a key.
+PURGE = 1 << 63
 
 #: Fixed-size columns: attribute name -> array typecode. Order is the snapshot order.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -109,8 +120,9 @@ def as_extra(extra: ExtraField) -> Extra:
 
 def timer_of(tenant: str, timer_id: str, fire_at: int, flags: int, extra: ExtraField, state: int,
              created_at: int, armed_at: int, fired_at: int, settled_at: int, attempts: int, fire_id: int,
-             revision: int) -> Timer:
-    """A Timer from one record's fields as the table stores them (NO_TIME/NO_FIRE for unset)."""
+             revision: int, sched: Optional[tuple] = None) -> Timer:
+    """A Timer from one record's fields as the table stores them (NO_TIME/NO_FIRE for unset;
+    `sched` a kernel.schedule.Schedule for a recurring timer)."""
     if extra is None:
         name, payload, labels, action, key = "", b"", EMPTY_LABELS, b"", None
     elif type(extra) is bytes:
@@ -138,6 +150,8 @@ def timer_of(tenant: str, timer_id: str, fire_at: int, flags: int, extra: ExtraF
         attempts=attempts,
         fire_id=None if fire_id == NO_FIRE else fire_id,
         revision=revision,
+        **({} if sched is None else {"every_ms": sched[0], "until": None if sched[1] < 0 else sched[1],
+                                     "max_count": sched[2], "cron": sched[3], "tz": sched[4]}),
     )
 
 
@@ -152,6 +166,9 @@ class Table:
         "by_id",
         "by_idem",
         "deliv",
+        "purge_at",
+        "free",
+        "schedules",
     )
 
     def __init__(self) -> None:
@@ -166,9 +183,22 @@ class Table:
         # ordinal -> DeliveryRecord (kernel/delivery.py) of timers with a webhook: replicated
         # state (in snapshots, in ordinal order), never iterated in dict order for a decision.
         self.deliv: dict[int, DeliveryRecord] = {}
+        # When a terminal timer leaves the table (NO_TIME while it is not terminal).
+        # Not in COLUMNS: snapshot format 1 has no such block (snapshot.py).
+        self.purge_at = array("q")
+        self.free: list[int] = []                   # min-heap of free ordinals
+        # ordinal -> kernel.schedule.Schedule of each recurring timer (few): never iterated
+        # for anything replicated except in ordinal order (snapshot.py sorts it).
+        self.schedules: dict[int, tuple] = {}
 
     def __len__(self) -> int:
+        """Rows, free ones included: the end of the positions."""
         return len(self.ids)
+
+    @property
+    def held(self) -> int:
+        """Timers in the table (rows that are not free)."""
+        return len(self.ids) - len(self.free)
 
     # ---- tenants and lookups ---------------------------------------------
 
@@ -204,8 +234,25 @@ class Table:
 
     # ---- records ---------------------------------------------------------
 
-    def append(
+    def take_ordinals(self, n: int) -> list[int]:
+        """Ordinals for n new records, in order: the smallest free ones first (taken
+        off the heap), then new rows at the end. Fill each with `put`."""
+        free = self.free
+        k = min(n, len(free))
+        taken = [heappop(free) for _ in range(k)]
+        end = len(self.ids)
+        return taken + list(range(end, end + n - k)) if k else list(range(end, end + n))
+
+    def untake(self, ords: list[int]) -> None:
+        """Give back ordinals from take_ordinals that were not `put` (a refused batch)."""
+        end = len(self.ids)
+        for o in ords:
+            if o < end:
+                heappush(self.free, o)
+
+    def put(
         self,
+        o: int,
         tenant: int,
         timer_id: str,
         fire_at: int,
@@ -215,32 +262,75 @@ class Table:
         revision: int,
         created_at: int,
         armed_at: int,
-    ) -> int:
-        """Add a record that has not fired yet; returns its ordinal."""
-        o = len(self.ids)
-        self.tenant.append(tenant)
-        self.state.append(state)
-        self.flags.append(flags)
-        self.fire_at.append(fire_at)
-        self.created_at.append(created_at)
-        self.armed_at.append(armed_at)
-        self.fired_at.append(NO_TIME)
-        self.settled_at.append(NO_TIME)
-        self.fire_id.append(NO_FIRE)
-        self.revision.append(revision)
-        self.attempts.append(0)
-        self.ids.append(timer_id)
-        self.extra.append(extra)
+        sched: Optional[tuple] = None,
+    ) -> None:
+        """Write a record that has not fired yet at ordinal o, from take_ordinals
+        (a free row, or the next new row); `sched`: its recurrence, if any."""
+        if sched is not None:
+            self.schedules[o] = sched
+        if o < len(self.ids):
+            self.tenant[o] = tenant
+            self.state[o] = state
+            self.flags[o] = flags
+            self.fire_at[o] = fire_at
+            self.created_at[o] = created_at
+            self.armed_at[o] = armed_at
+            self.revision[o] = revision
+            self.ids[o] = timer_id
+            self.extra[o] = extra
+        else:
+            self.tenant.append(tenant)
+            self.state.append(state)
+            self.flags.append(flags)
+            self.fire_at.append(fire_at)
+            self.created_at.append(created_at)
+            self.armed_at.append(armed_at)
+            self.fired_at.append(NO_TIME)
+            self.settled_at.append(NO_TIME)
+            self.fire_id.append(NO_FIRE)
+            self.revision.append(revision)
+            self.attempts.append(0)
+            self.purge_at.append(NO_TIME)
+            self.ids.append(timer_id)
+            self.extra.append(extra)
         self.by_id[tenant][timer_id] = o
         if type(extra) is Extra and extra.idempotency_key is not None:
             self.by_idem[tenant][extra.idempotency_key] = o
-        return o
+
+    def release(self, o: int) -> None:
+        """Forget timer o: out of the id and idempotency indexes, its row reset to a
+        free row and its ordinal on the free heap."""
+        ti = self.tenant[o]
+        del self.by_id[ti][self.ids[o]]
+        ex = self.extra[o]
+        if type(ex) is Extra and ex.idempotency_key is not None:
+            del self.by_idem[ti][ex.idempotency_key]
+        self.tenant[o] = 0
+        self.state[o] = FREE
+        self.flags[o] = 0
+        self.fire_at[o] = 0
+        self.created_at[o] = 0
+        self.armed_at[o] = NO_TIME
+        self.fired_at[o] = NO_TIME
+        self.settled_at[o] = NO_TIME
+        self.fire_id[o] = NO_FIRE
+        self.revision[o] = 0
+        self.attempts[o] = 0
+        self.purge_at[o] = NO_TIME
+        self.ids[o] = ""
+        self.extra[o] = None
+        if self.schedules:
+            self.schedules.pop(o, None)
+        if self.deliv:                   # a reused row must not inherit the delivery state
+            self.deliv.pop(o, None)
+        heappush(self.free, o)
 
     def view(self, o: int) -> Timer:
         """A Timer snapshot of record o."""
         timer = timer_of(self.tenant_names[self.tenant[o]], self.ids[o], self.fire_at[o], self.flags[o],
                          self.extra[o], self.state[o], self.created_at[o], self.armed_at[o], self.fired_at[o],
-                         self.settled_at[o], self.attempts[o], self.fire_id[o], self.revision[o])
+                         self.settled_at[o], self.attempts[o], self.fire_id[o], self.revision[o],
+                         self.schedules.get(o) if self.schedules else None)
         if self.deliv:
             rec = self.deliv.get(o)
             if rec is not None:
@@ -252,20 +342,22 @@ class Table:
     def views(self, tenant: Optional[str] = None) -> Iterator[Timer]:
         """Views in ordinal (creation) order, optionally of one tenant only."""
         if tenant is None:
+            state = self.state
             for o in range(len(self.ids)):
-                yield self.view(o)
+                if state[o] != FREE:
+                    yield self.view(o)
             return
         t = self.tenant_index.get(tenant)
         if t is None:
             return
-        col = self.tenant
+        col, state = self.tenant, self.state
         for o in range(len(self.ids)):
-            if col[o] == t:
+            if col[o] == t and state[o] != FREE:
                 yield self.view(o)
 
     def rebuild_indexes(self) -> None:
-        """Recreate tenant_index, by_id and by_idem from the columns (after a
-        restore). Raises ValueError if the columns contradict each other."""
+        """Recreate tenant_index, by_id, by_idem and the free heap from the columns
+        (after a restore). Raises ValueError if the columns contradict each other."""
         self.tenant_index = {}
         for t, name in enumerate(self.tenant_names):
             if name in self.tenant_index:
@@ -286,8 +378,13 @@ class Table:
             by_id = [{} for _ in self.tenant_names]
             for o, (t, timer_id) in enumerate(zip(self.tenant, self.ids)):
                 by_id[t][timer_id] = o
-        if sum(map(len, by_id)) != len(self.ids):
+        # Free rows have tenant 0 and id "": one "" key in tenant 0's dict, if any.
+        free = list(compress(range(n), map(FREE.__eq__, self.state))) if self.state.count(FREE) else []
+        if free:
+            by_id[0].pop("", None)
+        if sum(map(len, by_id)) != n - len(free):
             raise ValueError("a timer id appears twice in one tenant")
+        self.free = free            # ascending: already a heap
         tenant = self.tenant
         extra = self.extra
         # Usually no timer has extras: skip the per-row loop with a C-level count.

@@ -32,6 +32,7 @@ __all__ = [
     "DeliveryResult",
     "Lease",
     "LeaseResult",
+    "DeleteResult",
     "EMPTY_LABELS",
 ]
 
@@ -73,6 +74,9 @@ class EventKind(IntEnum):
     REDRIVEN = 10           # a dead-lettered timer got a fresh attempt budget
     LEASED = 11             # a worker leased a queue timer (attempt n)
     LEASE_EXTENDED = 12     # the worker extended its lease (a heartbeat)
+    # 20+: retention (7..19 are left to delivery and other lifecycle kinds).
+    PURGED = 20        # a terminal timer left the table after its tenant's retention
+    DELETED = 21       # a terminal timer was removed by DeleteTimer
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,12 @@ class TimerSpec:
     action: bytes = b""
     idempotency_key: Optional[str] = None
     ack_required: bool = False
+    every_ms: int = 0                  # > 0: recurring, first at fire_at (schedule.py)
+    until: Optional[int] = None        # last time an occurrence may be due (with every_ms)
+    max_count: int = 0                 # occurrences in all, 0: unbounded (with every_ms or cron)
+    cron: str = ""                     # recurring at these times (5 or 6 fields); fire_at is then the start
+    tz: str = ""                       # the cron's IANA time zone (from the pinned tzdata package)
+    # Keyword only in practice (records build it positionally up to tz: raft/commands.py).
     delivery: Optional[Delivery] = None     # a webhook to call when it fires (kernel/delivery.py)
 
 
@@ -106,7 +116,9 @@ class Timer:
     Time fields are ms since the Unix epoch, None when the transition has not
     happened. `settled_at` is the time the timer reached a terminal state
     (settled, cancelled or dead-lettered); `state` tells which. `fire_id` is the
-    seq of the current fire's `fired` event, None before the first fire.
+    seq of the current fire's `fired` event, None before the first fire. A
+    recurring timer (every_ms > 0) shows its next occurrence as fire_at and its
+    occurrences so far as attempts.
     """
 
     tenant: str
@@ -133,6 +145,11 @@ class Timer:
     next_attempt_at: Optional[int] = None
     #: Attempts made in the current budget (a queue timer: leases handed out, the live one included).
     delivery_attempt: int = 0
+    every_ms: int = 0
+    until: Optional[int] = None
+    max_count: int = 0
+    cron: str = ""
+    tz: str = ""
 
 
 class Event(NamedTuple):
@@ -223,11 +240,13 @@ class RescheduleResult:
 class TickResult:
     """Result of State.tick. `now_ms` is the effective tick time (never below
     the previous tick); `fired` lists the timers that fired, in firing order,
-    as they stand after the tick (settled already unless ack_required)."""
+    as they stand after the tick (settled already unless ack_required; a timer
+    whose tenant's retention is 0 is no longer in the table)."""
 
     events: tuple[Event, ...]
     now_ms: int
     fired: tuple[Timer, ...]
+    purged: int = 0     # terminal timers this tick removed (their retention ended)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +258,7 @@ class AckResult:
 
 
 @dataclass(frozen=True, slots=True)
+
 class DeliveryResult:
     """Result of State.delivery_attempt and State.redrive."""
 
@@ -261,3 +281,11 @@ class LeaseResult:
 
     events: tuple[Event, ...]
     leases: tuple[Lease, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    """Result of State.delete: the deleted timers (as they were) in ref order."""
+
+    events: tuple[Event, ...]
+    timers: tuple[Timer, ...]

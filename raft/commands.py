@@ -32,7 +32,8 @@ from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
 __all__ = [
     "FORMAT", "Command", "CreateTimers", "Tick", "CancelTimers", "RescheduleTimer", "AckTimer",
     "SetMemberName", "SetMemberGrpc", "PutToken", "RevokeToken", "SetQuota", "ClearQuota",
-    "CreateSubscription", "CommitSubscription", "DeleteSubscription", "MarkSubscriptionOverrun",
+    "CreateSubscription", "CommitSubscription", "DeleteSubscription", "MarkSubscriptionOverrun", "SetRetention",
+    "DeleteTimers", "CreateTimersV2", "create_timers",
     "CreateDeliveryTimers", "DeliveryAttempt", "RedriveTimer", "PutWebhookSecret", "CreateDeliveryTimersV2",
     "LeaseTimers", "AckLease", "NackLease", "ExtendLease", "DeliveryAttempts", "RECORDS", "encode",
     "decode", "from_legacy", "InvalidCommand", "UnknownCommand", "MAX_COMMAND_BYTES",
@@ -118,6 +119,47 @@ class CreateTimers(_Record):
         if traceparents is not None and (type(traceparents) is not tuple or len(traceparents) != len(out)):
             raise InvalidCommand("create: traceparents must be an array with one entry per group")
         return cls(now_ms, tuple(out), traceparents)
+
+
+def _spec_fields_v2(s: TimerSpec) -> list:
+    return _spec_fields(s) + [s.every_ms, s.until, s.max_count, s.cron, s.tz]
+
+
+def _spec_v2(fields) -> TimerSpec:
+    if type(fields) is not tuple or len(fields) != 14:
+        raise InvalidCommand("create v2: a timer spec must be an array of 14 fields")
+    return TimerSpec(*fields)
+
+
+@record("create", number=1, version=2)
+class CreateTimersV2(_Record):
+    """CreateTimers whose specs also carry a recurrence (every_ms, until, max_count, cron,
+    tz: kernel/schedule.py). Proposed only when some spec recurs (`create_timers`), so a
+    cluster that never uses recurrence writes exactly the version-1 bytes."""
+
+    now_ms: int
+    groups: tuple
+    traceparents: Optional[tuple] = None
+
+    def fields(self) -> list:
+        return [self.now_ms, [[_spec_fields_v2(s) for s in g] for g in self.groups],
+                list(self.traceparents) if self.traceparents is not None else None]
+
+    @classmethod
+    def from_fields(cls, now_ms, groups, traceparents=None) -> "CreateTimersV2":
+        if type(groups) is not tuple or any(type(g) is not tuple for g in groups):
+            raise InvalidCommand("create: groups must be an array of arrays")
+        out = tuple(tuple(_spec_v2(f) for f in g) for g in groups)
+        if traceparents is not None and (type(traceparents) is not tuple or len(traceparents) != len(out)):
+            raise InvalidCommand("create: traceparents must be an array with one entry per group")
+        return cls(now_ms, out, traceparents)
+
+
+def create_timers(now_ms: int, groups: tuple, traceparents: Optional[tuple] = None):
+    """The create command for these groups: version 1 unless some spec recurs."""
+    if any(s.every_ms or s.until is not None or s.max_count or s.cron or s.tz for g in groups for s in g):
+        return CreateTimersV2(now_ms, groups, traceparents)
+    return CreateTimers(now_ms, groups, traceparents)
 
 
 @record("tick", number=2, version=1)
@@ -258,6 +300,33 @@ class MarkSubscriptionOverrun(_Record):
     resume: int
 
 
+# ---- retention and schedules: numbers 16-23 ----------------------------------------
+
+
+@record("set_retention", number=16, version=1)
+class SetRetention(_Record):
+    """Set how long a tenant's terminal timers stay (ms, 0: at once; raft/retention.py;
+    tenant "*" is the default); None clears the tenant's own, so the default applies."""
+
+    tenant: str
+    retention_ms: Optional[int] = None
+
+
+@record("delete", number=17, version=1)
+class DeleteTimers(_Record):
+    """Remove terminal timers named by (tenant, id) now; all or none."""
+
+    now_ms: int
+    refs: tuple              # tuple[tuple[tenant, id], ...]
+
+    def fields(self) -> list:
+        return [self.now_ms, [list(r) for r in self.refs]]
+
+    @classmethod
+    def from_fields(cls, now_ms, refs) -> "DeleteTimers":
+        if type(refs) is not tuple or any(type(r) is not tuple or len(r) != 2 for r in refs):
+            raise InvalidCommand("delete: refs must be an array of [tenant, id] pairs")
+        return cls(now_ms, refs)
 # ---- delivery (record numbers 24-39) -------------------------------------------------------
 
 
@@ -440,7 +509,8 @@ class PutWebhookSecret(_Record):
 
 Command = Union[CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
                 PutToken, RevokeToken, SetQuota, ClearQuota, CreateSubscription, CommitSubscription,
-                DeleteSubscription, MarkSubscriptionOverrun, CreateDeliveryTimers, DeliveryAttempt, RedriveTimer,
+                DeleteSubscription, MarkSubscriptionOverrun, SetRetention, DeleteTimers, CreateTimersV2,
+                CreateDeliveryTimers, DeliveryAttempt, RedriveTimer,
                 PutWebhookSecret, CreateDeliveryTimersV2, LeaseTimers, AckLease, NackLease, ExtendLease,
                 DeliveryAttempts]
 
@@ -449,7 +519,8 @@ RECORDS: dict[tuple[int, int], type] = {
     (c.KIND, c.VERSION): c
     for c in (CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
               PutToken, RevokeToken, SetQuota, ClearQuota, CreateSubscription, CommitSubscription,
-              DeleteSubscription, MarkSubscriptionOverrun, CreateDeliveryTimers, DeliveryAttempt, RedriveTimer,
+              DeleteSubscription, MarkSubscriptionOverrun, SetRetention, DeleteTimers, CreateTimersV2,
+              CreateDeliveryTimers, DeliveryAttempt, RedriveTimer,
               PutWebhookSecret, CreateDeliveryTimersV2, LeaseTimers, AckLease, NackLease, ExtendLease,
               DeliveryAttempts)
 }

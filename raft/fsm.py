@@ -3,8 +3,9 @@
 In the spirit of hashicorp/raft's `FSM`: the consensus code (raft/machine.py)
 calls these three methods and knows nothing else of the kernel. The state is the
 kernel plus the cluster's replicated names (node id -> Raft and gRPC address),
-API tokens and tenant quotas (raft/quotas.py: the kernel gets their limits as data
-with every create).
+API tokens, tenant quotas (raft/quotas.py: the kernel gets their limits as data
+with every create) and tenant retention (raft/retention.py: handed to the kernel as
+its retention policy whenever it changes or a snapshot loads).
 
 `apply` never raises. A refused command (a KernelError, an unknown version, bad
 bytes) yields its error as the result, identically on every replica, because an
@@ -24,6 +25,7 @@ from minoots.kernel import KernelError, SnapshotCapture, State
 from . import commands as c
 from .quotas import QuotaTable
 from .subscriptions import SubscriptionTable
+from .retention import RetentionTable
 from .tokens import TokenRecord, TokenTable
 from .webhook_secrets import WebhookSecrets
 
@@ -43,6 +45,7 @@ class FSMSnapshot:
     quotas: list = ()           # QuotaTable.to_json()
     subscriptions: list = ()    # SubscriptionTable.to_json()
     webhook_secrets: list = ()  # WebhookSecrets.to_json()
+    retention: list = ()        # RetentionTable.to_json()
 
 
 class TimerFSM:
@@ -55,12 +58,14 @@ class TimerFSM:
         self.quotas = QuotaTable()           # tenant quotas
         self.subscriptions = SubscriptionTable()   # durable event subscriptions
         self.webhook_secrets = WebhookSecrets()   # tenant webhook signing secrets
+        self.retention = RetentionTable()    # tenant retention (the kernel holds its policy)
         # Called after every apply, in the applying thread; see the module doc.
         self.event_listeners: list[Callable] = []                    # (events)
         self.apply_listeners: list[Callable[[str], None]] = []       # (command kind)
         self.result_listeners: list[Callable[[object, object], None]] = []  # (command record, result)
         self._dispatch = {
             c.CreateTimers: self._create,
+            c.CreateTimersV2: self._create,
             c.Tick: self._tick,
             c.CancelTimers: self._cancel,
             c.RescheduleTimer: self._reschedule,
@@ -85,6 +90,8 @@ class TimerFSM:
             c.AckLease: self._ack_lease,
             c.NackLease: self._nack_lease,
             c.ExtendLease: self._extend_lease,
+            c.SetRetention: self._set_retention,
+            c.DeleteTimers: self._delete,
         }
 
     # ---- Apply -----------------------------------------------------------------
@@ -176,6 +183,8 @@ class TimerFSM:
 
     def _put_webhook_secret(self, cmd: c.PutWebhookSecret):
         return self.webhook_secrets.put(cmd.tenant, cmd.secret, cmd.created_at_ms)
+    def _delete(self, cmd: c.DeleteTimers):
+        return self._emitted(self.kernel.delete(cmd.now_ms, list(cmd.refs)))
 
     def _emitted(self, res):
         self._emit(res.events)
@@ -227,22 +236,30 @@ class TimerFSM:
     def _mark_overrun(self, cmd: c.MarkSubscriptionOverrun):
         return self.subscriptions.mark_overrun(cmd.tenant, cmd.name, cmd.expected, cmd.resume)
 
+    def _set_retention(self, cmd: c.SetRetention):
+        ms = self.retention.set(cmd.tenant, cmd.retention_ms)
+        self.kernel.retention = self.retention.policy
+        return cmd.tenant, ms
+
     # ---- Snapshot / Restore ------------------------------------------------------
 
     def snapshot(self) -> FSMSnapshot:
         """A consistent capture at the last applied entry (memcpy-fast; encode it elsewhere)."""
         with self.lock:
             return FSMSnapshot(self.kernel.capture(), dict(self.names), dict(self.grpc), self.tokens.to_json(),
-                               self.quotas.to_json(), self.subscriptions.to_json(), self.webhook_secrets.to_json())
+                               self.quotas.to_json(), self.subscriptions.to_json(), self.webhook_secrets.to_json(),
+                               self.retention.to_json())
 
     def restore(self, kernel_bytes: bytes, names: dict, grpc: dict, tokens=(), quotas=(), subscriptions=(),
-                webhook_secrets=()) -> State:
+                webhook_secrets=(), retention=()) -> State:
         """Replace the whole state with a snapshot's (raises KernelError on bad bytes, changing nothing)."""
         state = State.from_bytes(kernel_bytes)
         table = TokenTable.from_json(tokens)
         quota_table = QuotaTable.from_json(quotas)
         subs = SubscriptionTable.from_json(subscriptions)
         secrets = WebhookSecrets.from_json(webhook_secrets)
+        retention_table = RetentionTable.from_json(retention)
+        state.retention = retention_table.policy
         with self.lock:
             self.kernel = state
             self.names = dict(names)
@@ -251,4 +268,5 @@ class TimerFSM:
             self.quotas = quota_table
             self.subscriptions = subs
             self.webhook_secrets = secrets
+            self.retention = retention_table
         return state

@@ -197,6 +197,11 @@ class TimerMachine(compat.StallGuardMixin, compat.HandOverMixin, compat.GroupSyn
         with self.fsm.lock:
             return self.fsm.webhook_secrets.signing(tenant, now_ms)
 
+    def retention(self, tenant: str) -> tuple[int, bool]:
+        """(the retention in ms that applies to `tenant`, whether it is inherited): raft/retention.py."""
+        with self.fsm.lock:
+            return self.fsm.retention.effective(tenant)
+
     @property
     def quotas(self):
         """The replicated QuotaTable (replaced whole by a snapshot load: read it, keep no reference)."""
@@ -251,6 +256,7 @@ class TimerMachine(compat.StallGuardMixin, compat.HandOverMixin, compat.GroupSyn
             quotas=list(snap.quotas),
             subscriptions=list(snap.subscriptions),
             webhook_secrets=list(snap.webhook_secrets),
+            retention=list(snap.retention),
         )
         # PySyncObj renames `filename` over the snapshot file as soon as this
         # returns, long before a background write ends: writing into it would
@@ -339,7 +345,7 @@ class TimerMachine(compat.StallGuardMixin, compat.HandOverMixin, compat.GroupSyn
         data = Path(filename).read_bytes()
         meta, kernel = snapshots.decode(data)
         state = self.fsm.restore(kernel, meta.names, meta.grpc, meta.tokens, meta.quotas, meta.subscriptions,
-                                 meta.webhook_secrets)
+                                 meta.webhook_secrets, meta.retention)
         for listener in self.snapshot_listeners:
             listener(state.seq)
         if self._snapshot_store.get(meta.last_index) is None:

@@ -48,6 +48,7 @@ class SnapshotMeta:
     quotas: list = field(default_factory=list)  # tenant quotas (raft/quotas.py)
     subscriptions: list = field(default_factory=list)  # durable subscriptions (raft/subscriptions.py)
     webhook_secrets: list = field(default_factory=list)  # tenant webhook secrets (raft/webhook_secrets.py)
+    retention: list = field(default_factory=list)  # tenant retention (raft/retention.py)
 
     def to_json(self) -> dict:
         out = asdict(self)

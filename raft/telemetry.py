@@ -55,7 +55,7 @@ SNAPSHOT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # (restart, catch-up after a partition, a lagging follower): its "lateness" would
 # measure the outage of this node, not when the cluster fired the timer.
 REPLAY_AFTER_S = 30.0
-COUNTED = ("create", "cancel", "reschedule", "ack")
+COUNTED = ("create", "cancel", "reschedule", "ack", "delete")
 
 
 class BulkHistogram:

@@ -258,7 +258,7 @@ def test_cancel_armed_and_fired():
     assert [t.state for t in r.timers] == [TimerState.CANCELLED] * 2
     assert r.timers[0].settled_at == T0 + 1 and r.timers[0].revision == 3
     assert r.timers[1].fire_id == fid and r.timers[1].revision == 4
-    assert s.next_deadline() is None
+    assert s.next_deadline() == T0 + 1 + 24 * 3600 * 1000   # no fire left: only their purge deadline
     assert s.tick(T0 + 100).fired == ()  # the cancelled timer never fires
     unchanged(s, lambda: s.ack(T0, "default", "f", fid), FailedPrecondition)
     assert s.counts()[TimerState.CANCELLED] == 2

@@ -1,5 +1,6 @@
 """Random command sequences against a tiny pure-Python reference model of the
-lifecycle and firing order, plus determinism: same commands, same bytes."""
+lifecycle, firing order and retention (terminal timers purged after their tenant's
+retention, explicit deletes, ordinal reuse), plus determinism: same commands, same bytes."""
 
 import os
 import subprocess
@@ -19,6 +20,7 @@ from minoots.kernel import (
     State,
     TimerSpec,
 )
+from minoots.kernel.retention import DEFAULT_RETENTION_MS, RetentionPolicy
 
 T0 = 1_000_000
 
@@ -28,11 +30,39 @@ T0 = 1_000_000
 class Model:
     """Lifecycle semantics written the obvious way: dicts, sorting, no wheel."""
 
-    def __init__(self):
+    def __init__(self, retention=None):
         self.timers = {}   # (tenant, id) -> dict
         self.keys = {}     # (tenant, idempotency key) -> (tenant, id)
         self.seq = 0
         self.last_tick = 0
+        self.retention = retention or {}   # tenant -> ms; others: DEFAULT_RETENTION_MS
+        self.free = []     # orders of purged timers, reused smallest first
+        self.next_order = 0
+
+    def _order(self):
+        if self.free:
+            self.free.sort()
+            return self.free.pop(0)
+        self.next_order += 1
+        return self.next_order - 1
+
+    def _ended(self, t, now):
+        """t just became terminal: its purge deadline, or True to purge it at once."""
+        r = self.retention.get(t["tenant"], DEFAULT_RETENTION_MS)
+        if r == 0:
+            return True
+        t["purge_at"] = min(now + r, MAX_TIME)
+        return False
+
+    def _purge(self, out, t, now, kind="purged"):
+        self.seq += 1
+        t["rev"] += 1
+        out.append((self.seq, kind, t["tenant"], t["id"], now, t["rev"], t["fire_at"], None))
+        del self.timers[(t["tenant"], t["id"])]
+        for k, v in list(self.keys.items()):
+            if v == (t["tenant"], t["id"]):
+                del self.keys[k]
+        self.free.append(t["order"])
 
     def _event(self, out, kind, t, now):
         self.seq += 1
@@ -43,6 +73,11 @@ class Model:
     def create(self, now, specs):
         if any(not 0 <= s.fire_at <= MAX_TIME for s in specs):
             raise InvalidArgument("specs", "fire_at")
+        for s in specs:
+            if not s.every_ms and (s.until is not None or s.max_count):
+                raise InvalidArgument("specs", "until/max_count without every")
+            if s.every_ms and ((s.until is not None and not s.fire_at <= s.until <= MAX_TIME) or s.ack_required):
+                raise InvalidArgument("specs", "schedule")
         plan, seen_ids, seen_keys = [], {}, {}
         for s in specs:
             k = (s.tenant, s.idempotency_key)
@@ -64,7 +99,8 @@ class Model:
         for how, x in plan:
             if how == "new":
                 t = dict(tenant=x.tenant, id=x.id, fire_at=x.fire_at, ack=x.ack_required, state="ARMED",
-                         order=len(self.timers), fire_id=None, attempts=0, rev=0)
+                         order=self._order(), fire_id=None, attempts=0, rev=0, purge_at=None,
+                         every=x.every_ms, until=x.until, max_count=x.max_count)
                 self.timers[(x.tenant, x.id)] = t
                 if x.idempotency_key is not None:
                     self.keys[(x.tenant, x.idempotency_key)] = (x.tenant, x.id)
@@ -99,7 +135,25 @@ class Model:
         for t in picked:
             t["state"] = "CANCELLED"
             self._event(out, "cancelled", t, now)
-        return out, [(t["tenant"], t["id"]) for t in picked]
+        subjects = [(t["tenant"], t["id"]) for t in picked]
+        for t in [t for t in picked if self._ended(t, now)]:
+            self._purge(out, t, now)
+        return out, subjects
+
+    def delete(self, now, refs):
+        picked = []
+        for ref in refs:
+            t = self._get(*ref)
+            if t["state"] not in ("SETTLED", "CANCELLED"):
+                raise FailedPrecondition("not terminal")
+            if any(p is t for p in picked):
+                raise InvalidArgument("refs", "dup")
+            picked.append(t)
+        out = []
+        subjects = [(t["tenant"], t["id"]) for t in picked]
+        for t in picked:
+            self._purge(out, t, now, "deleted")
+        return out, subjects
 
     def reschedule(self, now, tenant, tid, fire_at, extend_by):
         if fire_at is not None and not 0 <= fire_at <= MAX_TIME:
@@ -120,16 +174,36 @@ class Model:
         self.last_tick = now
         due = sorted((t for t in self.timers.values() if t["state"] == "ARMED" and t["fire_at"] <= now),
                      key=lambda t: (t["fire_at"], t["order"]))
+        expired = sorted((t for t in self.timers.values() if t["purge_at"] is not None and t["purge_at"] <= now),
+                         key=lambda t: (t["purge_at"], t["order"]))
         out = []
+        at_once = []
         for t in due:
             t["state"] = "FIRED"
             t["attempts"] += 1
             t["fire_id"] = self.seq + 1
             self._event(out, "fired", t, now)
+            if t["every"]:
+                # the first occurrence on the grid after now, unless the schedule is over
+                k = 1
+                while t["fire_at"] + k * t["every"] <= now:
+                    k += 1
+                nxt = t["fire_at"] + k * t["every"]
+                if not ((t["max_count"] and t["attempts"] >= t["max_count"]) or nxt > MAX_TIME
+                        or (t["until"] is not None and nxt > t["until"])):
+                    t["state"] = "ARMED"
+                    t["fire_at"] = nxt
+                    self._event(out, "armed", t, now)
+                    continue
             if not t["ack"]:
                 t["state"] = "SETTLED"
                 self._event(out, "settled", t, now)
-        return out, [(t["tenant"], t["id"]) for t in due]
+                if self._ended(t, now):
+                    at_once.append(t)
+        subjects = [(t["tenant"], t["id"]) for t in due]
+        for t in expired + at_once:
+            self._purge(out, t, now)
+        return out, subjects
 
     def ack(self, now, tenant, tid, fire_id):
         t = self._get(tenant, tid)
@@ -138,6 +212,8 @@ class Model:
         t["state"] = "SETTLED"
         out = []
         self._event(out, "settled", t, now)
+        if self._ended(t, now):
+            self._purge(out, t, now)
         return out, (tenant, tid)
 
 
@@ -153,14 +229,25 @@ FIRE_AT = st.integers(0, 39).flatmap(
 KEYS = st.sampled_from([None, None, None, "k1", "k2", "a", "b"])   # "a", "b": a key equal to an id (the SDK sends key == id)
 
 SPEC = st.builds(TimerSpec, id=IDS, fire_at=FIRE_AT, tenant=TENANTS, idempotency_key=KEYS, ack_required=st.booleans())
+# Recurring specs (kernel/schedule.py): short intervals so that they recur within a program.
+EVERY_SPEC = st.builds(TimerSpec, id=IDS, fire_at=FIRE_AT, tenant=TENANTS, idempotency_key=KEYS,
+                       ack_required=st.sampled_from([False] * 9 + [True]),
+                       every_ms=st.sampled_from([1000, 1000, 1500, 0]),
+                       until=st.sampled_from([None, None, T0 + 1200, T0 + 3000, T0 - 100]),
+                       max_count=st.sampled_from([0, 0, 1, 2, 3]))
 COMMAND = st.one_of(
     st.tuples(st.just("create"), NOW, st.lists(SPEC, max_size=4)),
+    st.tuples(st.just("create"), NOW, st.lists(EVERY_SPEC, min_size=1, max_size=2)),
     st.tuples(st.just("cancel"), NOW, st.lists(st.tuples(TENANTS, IDS), max_size=3)),
     st.tuples(st.just("reschedule"), NOW, TENANTS, IDS,
               st.one_of(st.tuples(FIRE_AT, st.none()), st.tuples(st.none(), st.integers(-400, 400)))),
     st.tuples(st.just("tick"), st.integers(T0 - 20, T0 + 400)),
+    st.tuples(st.just("tick"), st.integers(T0 + 400, T0 + 6000)),
     st.tuples(st.just("ack"), NOW, TENANTS, IDS, st.sampled_from(["current"] * 4 + [1, 7, 30])),
+    st.tuples(st.just("delete"), NOW, st.lists(st.tuples(TENANTS, IDS), max_size=2)),
 )
+# Retention: the default everywhere (None), or small ones (0 = at once) for both tenants.
+RETENTION = st.one_of(st.none(), st.fixed_dictionaries({"default": st.integers(0, 120), "t2": st.integers(0, 120)}))
 SEED_SPEC = st.builds(TimerSpec, id=IDS, fire_at=st.integers(T0 - 50, T0 + 300), tenant=TENANTS,
                       idempotency_key=KEYS, ack_required=st.booleans())
 # Start from a populated table so that most commands meet existing timers.
@@ -195,6 +282,9 @@ def run_kernel(s, cmd):
         elif kind == "tick":
             r = s.tick(cmd[1])
             subjects = [(t.tenant, t.id) for t in r.fired]
+        elif kind == "delete":
+            r = s.delete(cmd[1], cmd[2])
+            subjects = [(t.tenant, t.id) for t in r.timers]
         else:
             r = s.ack(cmd[1], cmd[2], cmd[3], cmd[4])
             subjects = (r.timer.tenant, r.timer.id)
@@ -216,6 +306,8 @@ def run_model(m, cmd):
             return m.reschedule(cmd[1], cmd[2], cmd[3], *cmd[4])
         if kind == "tick":
             return m.tick(cmd[1])
+        if kind == "delete":
+            return m.delete(cmd[1], cmd[2])
         return m.ack(cmd[1], cmd[2], cmd[3], cmd[4])
     except KernelError as e:
         return type(e)
@@ -228,14 +320,24 @@ def assert_same(s, m):
         k = s.get(tenant, tid)
         assert (k.state.name, k.fire_at, k.fire_id, k.attempts, k.revision) == (
             t["state"], t["fire_at"], t["fire_id"], t["attempts"], t["rev"])
-    armed = [t["fire_at"] for t in m.timers.values() if t["state"] == "ARMED"]
-    assert s.next_deadline() == (min(armed) if armed else None)
+    deadlines = [t["fire_at"] for t in m.timers.values() if t["state"] == "ARMED"]
+    deadlines += [t["purge_at"] for t in m.timers.values() if t["purge_at"] is not None]
+    assert s.next_deadline() == (min(deadlines) if deadlines else None)
+
+
+def _pair(retention):
+    s = State()
+    if retention is not None:
+        s.retention = RetentionPolicy(retention)
+    return s, Model(retention)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(PROGRAM)
-def test_kernel_matches_reference_model(program):
-    s, m = State(), Model()
+@given(PROGRAM, RETENTION)
+def test_kernel_matches_reference_model(program, retention):
+    """Also: no purged timer is ever returned (len and get agree with the model, which
+    drops a timer only when its retention ends) and no live timer is ever purged."""
+    s, m = _pair(retention)
     for cmd in program:
         cmd = resolve_fire_id(m, cmd)
         before = s.to_bytes()
@@ -249,10 +351,10 @@ def test_kernel_matches_reference_model(program):
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(PROGRAM, st.integers(0, 40))
-def test_same_commands_same_bytes_and_restore_midway(program, cut):
-    a, b = State(), State()
-    m = Model()
+@given(PROGRAM, st.integers(0, 40), RETENTION)
+def test_same_commands_same_bytes_and_restore_midway(program, cut, retention):
+    a, m = _pair(retention)
+    b, _ = _pair(retention)
     restored = None
     for i, cmd in enumerate(program):
         cmd = resolve_fire_id(m, cmd)
@@ -265,6 +367,7 @@ def test_same_commands_same_bytes_and_restore_midway(program, cut):
         assert a.to_bytes() == b.to_bytes()
         if i == cut:
             restored = State.from_bytes(a.to_bytes())
+            restored.retention = a.retention
     if restored is not None:
         assert restored.to_bytes() == a.to_bytes()
         restored.check_invariants()

@@ -127,13 +127,15 @@ class AsyncClient(policy.ClientSettings):
                      backoff_base: Union[timedelta, int, float, None] = None,
                      backoff_cap: Union[timedelta, int, float, None] = None,
                      attempt_timeout: Union[timedelta, int, float, None] = None,
-                     timeout: Optional[float] = None) -> Timer:
+                     every: Union[timedelta, int, float, None] = None, until: Union[datetime, int, None] = None,
+                     max_count: int = 0, cron: str = "", tz: str = "", timeout: Optional[float] = None) -> Timer:
         """See `Client.create` (ids and idempotency keys are filled in the same way)."""
         spec = TimerSpec(fire_at=fire_at, delay=delay, id=id, tenant=self._tenant(tenant), name=name,
                          payload=payload, labels=labels, action=action, idempotency_key=idempotency_key,
                          ack_required=ack_required, webhook=webhook, webhook_headers=webhook_headers, queue=queue,
                          max_attempts=max_attempts, backoff_base=backoff_base, backoff_cap=backoff_cap,
-                         attempt_timeout=attempt_timeout)
+                         attempt_timeout=attempt_timeout, every=every, until=until, max_count=max_count, cron=cron,
+                         tz=tz)
         req = timers_pb2.CreateTimerRequest(timer=wire.spec_to_pb(spec))
         resp = await self._call("create", lambda a, t: self._timers(a).CreateTimer(req, timeout=t), timeout=timeout)
         return wire.timer_from_pb(resp.timer, resp.created)
@@ -241,6 +243,11 @@ class AsyncClient(policy.ClientSettings):
         req = wire.extend_request(lease, visibility)
         return wire.lease_from_pb(await self._call(
             "extend_lease", lambda a, t: self._timers(a).ExtendLease(req, timeout=t), timeout=timeout))
+    async def delete(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
+        """Remove a terminal timer now; as `Client.delete`."""
+        req = timers_pb2.DeleteTimerRequest(tenant=self._tenant(tenant), id=id)
+        resp = await self._call("delete", lambda a, t: self._timers(a).DeleteTimer(req, timeout=t), timeout=timeout)
+        return wire.timer_from_pb(resp)
 
     async def _settle_call(self, what, fn, id, tenant, timeout, reached: Callable[[Timer], bool]) -> Timer:
         try:

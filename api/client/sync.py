@@ -146,6 +146,8 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
                backoff_base: Union[timedelta, int, float, None] = None,
                backoff_cap: Union[timedelta, int, float, None] = None,
                attempt_timeout: Union[timedelta, int, float, None] = None,
+               every: Union[timedelta, int, float, None] = None,
+               until: Union[datetime, int, None] = None, max_count: int = 0, cron: str = "", tz: str = "",
                timeout: Optional[float] = None) -> Timer:
         """Create one timer; returns it (ARMED).
 
@@ -155,6 +157,12 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
         and `attempt_timeout`; then the timer is SETTLED, or DEAD_LETTERED (see `redrive`).
         The tenant needs a signing secret first (`rotate_webhook_secret`). With `queue`
         instead, the fired timer waits on that pull queue for a worker (`lease`).
+
+        `every` (timedelta or seconds, at least 1 s) makes it recur: it fires at its
+        deadline, then every `every` after, each occurrence a fire of its own, until
+        `until` (inclusive) or `max_count` occurrences; not with `ack_required`. Or
+        `cron` (5 or 6 fields) with `tz` (an IANA zone): it fires at those times, the first
+        at or after its deadline (give `delay=0` to start now).
 
         Give exactly one of `fire_at` (aware datetime, or int ms since the
         epoch) and `delay` (timedelta, or seconds). Safe to retry: without an
@@ -170,7 +178,8 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
                          payload=payload, labels=labels, action=action, idempotency_key=idempotency_key,
                          ack_required=ack_required, webhook=webhook, webhook_headers=webhook_headers, queue=queue,
                          max_attempts=max_attempts, backoff_base=backoff_base, backoff_cap=backoff_cap,
-                         attempt_timeout=attempt_timeout)
+                         attempt_timeout=attempt_timeout, every=every, until=until, max_count=max_count, cron=cron,
+                         tz=tz)
         req = timers_pb2.CreateTimerRequest(timer=wire.spec_to_pb(spec))
         resp, _ = self._call("create", lambda a, t: self._timers(a).CreateTimer(req, timeout=t), timeout=timeout)
         return wire.timer_from_pb(resp.timer, resp.created)
@@ -315,6 +324,15 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
         resp, _ = self._call("extend_lease", lambda a, t: self._timers(a).ExtendLease(req, timeout=t),
                              timeout=timeout)
         return wire.lease_from_pb(resp)
+
+    def delete(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
+        """Remove a settled, cancelled or dead-lettered timer now (before its tenant's
+        retention ends); returns it as it was. FailedPrecondition for a timer that has
+        not ended; NotFound for one that is gone (with `after_ambiguous` True when an
+        earlier attempt of this call may have deleted it). Its idempotency key is forgotten."""
+        req = timers_pb2.DeleteTimerRequest(tenant=self._tenant(tenant), id=id)
+        resp, _ = self._call("delete", lambda a, t: self._timers(a).DeleteTimer(req, timeout=t), timeout=timeout)
+        return wire.timer_from_pb(resp)
 
     def _settle_call(self, what, fn, id, tenant, timeout, reached: Callable[[Timer], bool]) -> Timer:
         try:

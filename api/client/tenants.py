@@ -1,4 +1,5 @@
-"""Tenant quota calls of the blocking `Client`: set_quota (admin) and get_quota.
+"""Tenant quota and retention calls of the blocking `Client`: set_quota, set_retention
+(admin), get_quota, get_retention.
 
 A mixin of `Client`: it uses the client's routing and retries (`_call`). Setting
 a quota is idempotent (the same request twice leaves the same quota), so it is
@@ -13,7 +14,7 @@ from typing import Optional
 
 from minoots.v1 import tenants_pb2, tenants_pb2_grpc
 
-__all__ = ["Quota", "TenantQuota", "TenantMethods", "DEFAULT_QUOTA_TENANT"]
+__all__ = ["Quota", "TenantQuota", "TenantRetention", "TenantMethods", "DEFAULT_QUOTA_TENANT"]
 
 DEFAULT_QUOTA_TENANT = "*"
 
@@ -33,6 +34,13 @@ class TenantQuota:
     inherited: bool                # True: the default's ("*"); the tenant has none of its own
     timers: int                    # outstanding timers it holds now
     payload_bytes: int             # their payload bytes
+
+
+@dataclass(frozen=True)
+class TenantRetention:
+    tenant: str
+    retention_ms: int              # how long its terminal timers stay readable; 0: removed at once
+    inherited: bool                # True: the default's ("*", or the built-in 24 h)
 
 
 def tenant_quota_from_pb(pb: tenants_pb2.TenantQuota) -> TenantQuota:
@@ -65,3 +73,25 @@ class TenantMethods:
         req = tenants_pb2.GetQuotaRequest(tenant=self._tenant(tenant))
         resp, _ = self._call("get_quota", lambda a, t: self._tenants(a).GetQuota(req, timeout=t), timeout=timeout)
         return tenant_quota_from_pb(resp.quota)
+
+    def set_retention(self, tenant: str, retention_ms: Optional[int] = None, *, clear: bool = False,
+                      timeout: Optional[float] = None) -> TenantRetention:
+        """Set how long `tenant`'s settled, cancelled and dead-lettered timers stay
+        readable (ms; 0: removed in the command that ends them; tenant "*": the default)
+        (admin). `clear=True` removes the tenant's own so the default applies. Applies to
+        timers that end from then on."""
+        req = tenants_pb2.SetRetentionRequest(tenant=tenant, clear=clear)
+        if retention_ms is not None:
+            req.retention_ms = retention_ms
+        resp, _ = self._call("set_retention", lambda a, t: self._tenants(a).SetRetention(req, timeout=t),
+                             timeout=timeout)
+        r = resp.retention
+        return TenantRetention(r.tenant, r.retention_ms, r.inherited)
+
+    def get_retention(self, tenant: Optional[str] = None, *, timeout: Optional[float] = None) -> TenantRetention:
+        """The retention that applies to `tenant` (default: the client's tenant)."""
+        req = tenants_pb2.GetRetentionRequest(tenant=self._tenant(tenant))
+        resp, _ = self._call("get_retention", lambda a, t: self._tenants(a).GetRetention(req, timeout=t),
+                             timeout=timeout)
+        r = resp.retention
+        return TenantRetention(r.tenant, r.retention_ms, r.inherited)

@@ -134,6 +134,16 @@ def spec_to_pb(spec: TimerSpec) -> timers_pb2.TimerSpec:
     else:
         pb.delay.CopyFrom(duration_to_pb(spec.delay))
     _delivery_to_pb(spec, pb)
+    if spec.every is not None:
+        pb.every.CopyFrom(duration_to_pb(spec.every))
+    if spec.until is not None:
+        pb.until.CopyFrom(ms_to_timestamp(time_to_ms(spec.until)))
+    if spec.max_count:
+        pb.max_count = spec.max_count
+    if spec.cron:
+        pb.cron = spec.cron
+    if spec.tz:
+        pb.time_zone = spec.tz
     return pb
 
 
@@ -192,6 +202,8 @@ def timer_from_pb(pb: timers_pb2.Timer, created: Optional[bool] = None) -> Timer
         created_at=opt_ts(pb, "created_at"), armed_at=opt_ts(pb, "armed_at"),
         fired_at=opt_ts(pb, "fired_at"), settled_at=opt_ts(pb, "settled_at"),
         attempts=pb.attempts, fire_id=pb.fire_id or None, created=created,
+        every=pb.every.ToTimedelta() if pb.HasField("every") else None, until=opt_ts(pb, "until"),
+        max_count=pb.max_count, cron=pb.cron, tz=pb.time_zone,
         **(_delivery_from_pb(pb) if pb.HasField("webhook") or pb.HasField("queue") else {}))
 
 

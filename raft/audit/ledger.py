@@ -4,10 +4,10 @@ What goes in (record kinds; the format is raft/audit/chain.py's):
 
 * replicated facts, from the FSM's listeners, so every node records them in Raft log order:
   `token.created`, `token.revoked`, `token.refused` (a PutToken/RevokeToken the state
-  machine refused), `quota.set`, `quota.cleared` (and `quota.set_refused`, ...),
+  machine refused), `quota.set`, `quota.cleared`, `retention.set` (and `quota.set_refused`, ...),
   `member.named`, `member.forgotten`, `member.grpc` (SetMemberName and SetMemberGrpc:
   membership changes carry the member's name after PySyncObj's own change), and
-  `timer.created|armed|fired|settled|rescheduled|cancelled` for every lifecycle event.
+  `timer.created|armed|fired|settled|rescheduled|cancelled|purged|deleted` for every lifecycle event.
   Token, quota and member records carry the Raft log `index`; timer records the kernel's
   `event_seq`.
 * node-local facts, appended by the node that saw them: `request.denied` (sampled by the
@@ -465,7 +465,7 @@ def _delete_range(txn, db, lo: int, hi: int) -> None:
 
 
 #: Replicated settings recorded field by field, by command kind (raft/commands.py).
-_SETTINGS = {"set_quota": "quota.set", "clear_quota": "quota.cleared"}
+_SETTINGS = {"set_quota": "quota.set", "clear_quota": "quota.cleared", "set_retention": "retention.set"}
 
 
 def _replicated_fact(command, result):
