@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the test suite needs beyond the Python packages, installed only when missing:
-# Debian's fuse3 (the power-loss test's lazy filesystem), chromium + chromium-driver (the
+# Debian's openssl (throw-away TLS certificates), fuse3 (the power-loss test's lazy filesystem), chromium + chromium-driver (the
 # timeline explorer's browser test), nodejs + npm and the TypeScript SDK's npm packages
 # (sdk/typescript, from the npm registry as package-lock.json pins them).
 # Run by .ci/run (with --fresh: a clean npm install) and by the test session itself
@@ -22,6 +22,7 @@ apt_install() {   # apt_install PACKAGE...
     fi
 }
 missing=()
+command -v openssl >/dev/null || missing+=(openssl)
 command -v fusermount3 >/dev/null || missing+=(fuse3)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)

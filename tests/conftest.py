@@ -37,7 +37,7 @@ os.environ.setdefault("MINOOTS_TOKEN", new_token()[1])
 def _prerequisites_missing() -> list[str]:
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent
-    out = [t for t in ("fusermount3", "chromium", "chromedriver", "node", "npm") if shutil.which(t) is None]
+    out = [t for t in ("openssl", "fusermount3", "chromium", "chromedriver", "node", "npm") if shutil.which(t) is None]
     if not (root / "sdk" / "typescript" / "node_modules" / "@grpc" / "grpc-js").is_dir():
         out.append("sdk/typescript/node_modules")
     return out
@@ -90,7 +90,7 @@ def tls_fake(tmp_path):
     """One fake node serving TLS with a throw-away self-signed certificate for 127.0.0.1.
     Yields (backend, path of the certificate)."""
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+        support.require_tool("openssl", "openssl")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                     str(cert), "-days", "1", "-subj", "/CN=localhost",

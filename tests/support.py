@@ -7,11 +7,21 @@ The fake gRPC nodes of the SDK/CLI tests are in fake_grpc.py.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 
 from minoots.kernel import Event, EventKind, State, TimerSpec, TimerState
 
 # ---------------------------------------------------------------- waiting and addresses
+
+
+def require_tool(name: str, package: str) -> None:
+    """Fail with a hint, never skip, when a command the test needs is missing (the test
+    session installs it first with ops/test-prereqs.sh when it can)."""
+    if shutil.which(name) is None:
+        import pytest
+        pytest.fail(f"`{name}` is not installed: this test needs Debian's {package}; run "
+                    "`bash ops/test-prereqs.sh` (as root or with passwordless sudo)", pytrace=False)
 
 
 def wait_for(pred, what: str = "condition", timeout: float = 60.0, interval: float = 0.05, retry_on=()):

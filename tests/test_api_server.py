@@ -30,6 +30,7 @@ from minoots.v1 import cluster_pb2 as cpb
 from minoots.v1 import cluster_pb2_grpc
 from minoots.v1 import timers_pb2 as pb
 from minoots.v1 import timers_pb2_grpc
+from support import require_tool
 
 pytestmark = pytest.mark.cluster     # every test here talks to node processes
 
@@ -673,8 +674,8 @@ def test_oversize_and_malformed_messages_do_not_hurt_the_node(cluster):
     retry(timers(node).CreateTimer, pb.CreateTimerRequest(timer=far()))
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_tls_single_node(tmp_path):
+    require_tool("openssl", "openssl")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
                     "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",

@@ -11,14 +11,20 @@ import urllib.request
 
 import pytest
 
-from support import start_cluster
+from support import require_tool, start_cluster
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 
-pytestmark = [pytest.mark.cluster,
-              pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver "
-                                                                   "(.ci/run installs them)")]
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(autouse=True)
+def _browser_installed():
+    """Fail with a hint, never skip: the test session installs them (ops/test-prereqs.sh)."""
+    if not CHROMIUM:
+        require_tool("chromium", "chromium")
+    require_tool("chromedriver", "chromium-driver")
 
 
 def _post(node, path, body, token):

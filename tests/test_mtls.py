@@ -1,7 +1,6 @@
 """Mutual TLS for clients: a verified certificate's subject is the principal when no token is sent."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,10 +10,14 @@ import pytest
 import minoots
 from minoots.raft.testing import LocalCluster
 
-from support import wait_for
+from support import require_tool, wait_for
 
-pytestmark = [pytest.mark.cluster,
-              pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")]
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(autouse=True)
+def _openssl_installed():
+    require_tool("openssl", "openssl")
 
 
 def _openssl(*args: str) -> None:
