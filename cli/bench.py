@@ -191,6 +191,24 @@ def delivery(timers: int, window: float, fail_first: float, sync: str, json_path
     delivery_bench.run(timers, window, fail_first, sync, report=click.echo, json_path=json_path)
 
 
+@bench.command("queue")
+@click.option("--timers", type=click.IntRange(1, 1_000_000), default=2_000, show_default=True)
+@click.option("--window", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
+              help="Deadlines spread uniformly over this many seconds.")
+@click.option("--workers", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Worker threads, each leasing one timer at a time and acking it.")
+@click.option("--sync", type=click.Choice(SYNC_POLICIES), default=DEFAULT_SYNC, show_default=True)
+@click.option("--json", "json_path", default=None, help="Also write the results as JSON here.")
+@click.option("--plot", "plot_path", default=None, help="Also draw fire → lease per timer (PNG) here.")
+def queue(timers: int, window: float, workers: int, sync: str, json_path: str | None,
+          plot_path: str | None) -> None:
+    """Pull-queue delivery on a local 3-node cluster: fire → lease latency P50/P95/P99 with
+    WORKERS long-polling workers, leases/s, no timer leased twice (a table)."""
+    from minoots.bench import queue as queue_bench
+
+    queue_bench.run(timers, window, workers, sync, report=click.echo, json_path=json_path, plot_path=plot_path)
+
+
 @bench.command("soak")
 @click.option("--rate", default="1000/s", show_default=True, metavar="N/s",
               help="Timers created per second (e.g. 1000/s, 60000/m).")
