@@ -149,6 +149,7 @@ RULES: dict[str, Rule] = {
     # A tenant's writers own its webhooks, so they may set its signing secret (shown once).
     "/minoots.v1.Timers/RotateWebhookSecret": Rule("write", _top),
     "/minoots.v1.Timers/LeaseTimers": Rule("lease", _top),
+    "/minoots.v1.Timers/StreamLeases": Rule("lease", _top),
     "/minoots.v1.Timers/AckLease": Rule("lease", _top),
     "/minoots.v1.Timers/NackLease": Rule("lease", _top),
     "/minoots.v1.Timers/ExtendLease": Rule("lease", _top),

@@ -62,8 +62,9 @@ _EXPLICIT = {
 }
 
 # Server-streaming RPCs the gateway does not map: the SSE stream of WatchEvents covers
-# WatchEventBatches; snapshot export is binary (use the gRPC API or the CLI).
-UNMAPPED = {("timers", "WatchEventBatches"), ("cluster", "ExportSnapshot")}
+# WatchEventBatches; snapshot export is binary (use the gRPC API or the CLI); a lease stream
+# holds leases per connection, which HTTP workers get with the long poll of LeaseTimers.
+UNMAPPED = {("timers", "WatchEventBatches"), ("cluster", "ExportSnapshot"), ("timers", "StreamLeases")}
 
 # Messages proto3 JSON writes as one string: query parameters and path segments take them whole.
 WELL_KNOWN_LEAVES = frozenset({"google.protobuf.Timestamp", "google.protobuf.Duration",

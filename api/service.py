@@ -298,6 +298,30 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
                 return pb.LeaseTimersResponse()
             await self._bridge.wait_events(min(remaining, 1.0))
 
+    @_stream
+    async def StreamLeases(self, request, context):
+        """Lease as timers become available, keeping at most `max_outstanding` of this
+        stream's leases live; between rounds it waits for applied events (or 1 s)."""
+        tenant, queue, most, vis = validation.stream_lease_args(request)
+        held: list[tuple[str, str]] = []          # (timer id, lease id) handed out, maybe still live
+        with self._watchers.hold(_principal_name()):
+            while True:
+                if held:
+                    live = await self._bridge.read(lambda k: k.live_leases(tenant, held))
+                    if live < len(held):       # some ended: keep only the live ones
+                        held = await self._bridge.read(
+                            lambda k: [r for r in held if k.live_leases(tenant, (r,))])
+                room = most - len(held)
+                if room > 0 and await self._bridge.read(lambda k: k.queue_depth(tenant, queue)):
+                    res = await self._write(commands.LeaseTimers(self._node.clock.now_ms(), tenant, queue, room,
+                                                                 vis), context)
+                    for lease in res.leases:
+                        held.append((lease.timer.id, lease.lease_id))
+                        yield lease_to_pb(lease)
+                    if res.leases:
+                        continue
+                await self._bridge.wait_events(1.0)
+
     @_unary
     async def AckLease(self, request, context):
         tenant, timer_id, lease_id = validation.lease_ref(request)

@@ -282,6 +282,20 @@ def lease_args(req: pb.LeaseTimersRequest) -> tuple[str, str, int, int, float]:
     return tenant, queue, n, vis, wait / 1000
 
 
+def stream_lease_args(req: pb.StreamLeasesRequest) -> tuple[str, str, int, int]:
+    """(tenant, queue, max outstanding leases, visibility ms)."""
+    tenant = _tenant("tenant", req.tenant)
+    queue = check_queue("queue", req.queue)
+    n = req.max_outstanding or 1
+    if n > MAX_LEASE_BATCH:
+        raise InvalidArgument("max_outstanding", f"must be within 1..{MAX_LEASE_BATCH}, got {n}")
+    vis = _duration("visibility_timeout", req.visibility_timeout, DEFAULT_VISIBILITY_MS,
+                    req.HasField("visibility_timeout"))
+    if not MIN_VISIBILITY_MS <= vis <= MAX_VISIBILITY_MS:
+        raise InvalidArgument("visibility_timeout", f"must be within {MIN_VISIBILITY_MS}..{MAX_VISIBILITY_MS} ms")
+    return tenant, queue, n, vis
+
+
 def lease_ref(req) -> tuple[str, str, str]:
     tenant, timer_id = timer_ref(req.tenant, req.id)
     if not req.lease_id or len(req.lease_id) > 32:

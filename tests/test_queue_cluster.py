@@ -191,3 +191,83 @@ def test_the_async_client_creates_leases_and_acks(cluster, admin, worker_token):
             assert (await w.ack_lease(lease)).state == TimerState.SETTLED
 
     asyncio.run(main())
+
+
+def _pump(gen, out, stop):
+    """Consume a lease stream into a queue.Queue on a thread (the stream blocks)."""
+    def run():
+        try:
+            for lease in gen:
+                out.put(lease)
+                if stop.is_set():
+                    break
+        except Exception as exc:       # handed to the test, which fails on it
+            out.put(exc)
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th
+
+
+def test_a_lease_stream_keeps_at_most_max_outstanding_live_and_the_next_comes_after_an_ack(cluster, admin,
+                                                                                          worker_token):
+    import queue as q
+    ids = [admin.create(delay=0.05, queue="stream-a").id for _ in range(3)]
+    all_fired(admin, ids)
+    got: q.Queue = q.Queue()
+    stop = threading.Event()
+    with worker(cluster, worker_token) as w, worker(cluster, worker_token) as other:
+        gen = w.stream_leases("stream-a", max_outstanding=1, visibility=60)
+        th = _pump(gen, got, stop)
+        first = got.get(timeout=30)
+        assert not isinstance(first, Exception), first
+        assert first.timer.id in ids and first.attempt == 1
+        # The stream holds one live lease: the other two are still there for anyone else.
+        rest = other.lease("stream-a", max_timers=3, visibility=60, wait=5)
+        assert sorted(x.timer.id for x in rest) == sorted(set(ids) - {first.timer.id})
+        assert got.empty()
+        for x in rest:
+            other.ack_lease(x)
+        w.ack_lease(first)
+        # After the ack the stream may hold one again: a timer created now comes to it.
+        late = admin.create(delay=0.05, queue="stream-a").id
+        nxt = got.get(timeout=30)
+        assert not isinstance(nxt, Exception), nxt
+        assert nxt.timer.id == late
+        w.ack_lease(nxt)
+        stop.set()
+        th.join(timeout=0)
+    assert all(admin.get(i).state == TimerState.SETTLED for i in ids + [late])
+
+
+def test_two_lease_streams_share_a_queue_without_ever_sharing_a_timer(cluster, admin, worker_token):
+    import queue as q
+    ids = [admin.create(delay=0.05, queue="stream-b").id for _ in range(10)]
+    got: q.Queue = q.Queue()
+    stop = threading.Event()
+    with worker(cluster, worker_token) as w1, worker(cluster, worker_token) as w2:
+        clients = {}
+        for w in (w1, w2):
+            gen = w.stream_leases("stream-b", max_outstanding=2, visibility=60)
+            clients[id(gen)] = w
+            _pump(((w, lease) for lease in gen), got, stop)
+        seen: list[str] = []
+        while len(seen) < len(ids):
+            item = got.get(timeout=60)
+            assert not isinstance(item, Exception), item
+            w, lease = item
+            seen.append(lease.timer.id)
+            w.ack_lease(lease)
+        stop.set()
+    assert sorted(seen) == sorted(ids)           # each exactly once
+    wait_for(lambda: all(admin.get(i).state == TimerState.SETTLED for i in ids), "all settled")
+
+
+@pytest.mark.parametrize("kwargs, field", [({"max_outstanding": 101}, "max_outstanding"),
+                                           ({"visibility": 0.2}, "visibility_timeout")])
+def test_a_lease_stream_with_bad_arguments_is_refused(cluster, worker_token, kwargs, field):
+    with worker(cluster, worker_token) as w:
+        with pytest.raises(minoots.InvalidArgument, match=field):
+            next(iter(w.stream_leases("stream-c", **kwargs)))
+    with worker(cluster, worker_token) as w:
+        with pytest.raises(minoots.InvalidArgument):
+            next(iter(w.stream_leases("bad queue name!")))

@@ -303,6 +303,42 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
                              safe_only=True, timeout=(timeout or self.timeout) + extra)
         return [wire.lease_from_pb(x) for x in resp.leases]
 
+    def stream_leases(self, queue: str, *, max_outstanding: int = 1, visibility: Union[timedelta, int, float] = 30,
+                      tenant: Optional[str] = None, reconnect_timeout: Optional[float] = None) -> Iterator[Lease]:
+        """Leases of `queue` as its timers become available, with at most `max_outstanding`
+        of them live at once: ack or nack each (or let it expire) to get the next. Survives
+        node deaths and failovers by reopening the stream on another member, giving up with
+        `Unavailable` after `reconnect_timeout` seconds without one (default: the client's
+        timeout). Close the generator (or break out of the loop) to stop. After a reopen the
+        count starts again, so leases of the old stream still live add to it until they end."""
+        req = wire.stream_leases_request(queue, self._tenant(tenant), max_outstanding, visibility)
+        budget = self.timeout if reconnect_timeout is None else float(reconnect_timeout)
+        failed_at: Optional[str] = None
+        last: Optional[BaseException] = None
+        n = 0
+        down_since = time.monotonic()
+        while True:
+            if self.router.stale(self.refresh_interval) or failed_at is not None:
+                self._refresh(time.monotonic() + DISCOVERY_ATTEMPT_TIMEOUT, avoid=failed_at)
+            addr = self.router.pick(avoid=failed_at)
+            call = self._timers(addr).StreamLeases(req)
+            try:
+                for pb in call:
+                    n, failed_at, down_since = 0, None, time.monotonic()
+                    yield wire.lease_from_pb(pb)
+            except grpc.RpcError as exc:
+                if policy.classify(exc) == policy.FINAL:
+                    raise policy.error_from_rpc(exc) from None
+                last = exc
+                failed_at = addr
+                self.router.failed(addr)
+            finally:
+                call.cancel()
+            n += 1
+            if time.monotonic() - down_since > budget:
+                raise policy.give_up(last, "stream_leases", budget, n)
+            time.sleep(policy.backoff(n - 1, self.backoff_base, self.backoff_max, self._rng))
+
     def ack_lease(self, lease: Lease, *, timeout: Optional[float] = None) -> Timer:
         """Done with a leased timer: it settles. Safe to retry."""
         req = wire.lease_ref(lease)

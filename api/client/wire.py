@@ -274,6 +274,12 @@ def lease_request(queue: str, tenant: Optional[str], max_timers: int, visibility
     return req, w.ToMilliseconds() / 1000
 
 
+def stream_leases_request(queue: str, tenant: Optional[str], max_outstanding: int, visibility
+                          ) -> timers_pb2.StreamLeasesRequest:
+    return timers_pb2.StreamLeasesRequest(tenant=tenant or "", queue=queue, max_outstanding=max_outstanding,
+                                          visibility_timeout=duration_to_pb(visibility, "visibility"))
+
+
 def lease_ref(lease: Lease) -> timers_pb2.LeaseRef:
     return timers_pb2.LeaseRef(tenant=lease.timer.tenant, id=lease.timer.id, lease_id=lease.lease_id)
 
