@@ -271,3 +271,24 @@ def test_a_lease_stream_with_bad_arguments_is_refused(cluster, worker_token, kwa
     with worker(cluster, worker_token) as w:
         with pytest.raises(minoots.InvalidArgument):
             next(iter(w.stream_leases("bad queue name!")))
+
+
+def test_the_async_client_streams_leases_too(cluster, admin, worker_token):
+    import asyncio
+    ids = [admin.create(delay=0.05, queue="stream-d").id for _ in range(4)]
+
+    async def consume():
+        got = []
+        async with minoots.AsyncClient(cluster_grpc(cluster), timeout=30, tenant=TENANT, token=worker_token) as w:
+            stream = w.stream_leases("stream-d", max_outstanding=2, visibility=60)
+            async for lease in stream:
+                got.append(lease.timer.id)
+                await w.ack_lease(lease)
+                if len(got) == len(ids):
+                    break
+            await stream.aclose()
+        return got
+
+    got = asyncio.run(asyncio.wait_for(consume(), 60))
+    assert sorted(got) == sorted(ids)
+    wait_for(lambda: all(admin.get(i).state == TimerState.SETTLED for i in ids), "all settled")

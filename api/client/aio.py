@@ -227,6 +227,38 @@ class AsyncClient(policy.ClientSettings):
                                 safe_only=True, timeout=(timeout or self.timeout) + extra)
         return [wire.lease_from_pb(x) for x in resp.leases]
 
+    async def stream_leases(self, queue: str, *, max_outstanding: int = 1,
+                            visibility: Union[timedelta, int, float] = 30, tenant: Optional[str] = None,
+                            reconnect_timeout: Optional[float] = None) -> AsyncIterator[Lease]:
+        """See `Client.stream_leases`: `async for lease in client.stream_leases(...)`."""
+        req = wire.stream_leases_request(queue, self._tenant(tenant), max_outstanding, visibility)
+        budget = self.timeout if reconnect_timeout is None else float(reconnect_timeout)
+        failed_at: Optional[str] = None
+        last: Optional[BaseException] = None
+        n = 0
+        down_since = time.monotonic()
+        while True:
+            if self.router.stale(self.refresh_interval) or failed_at is not None:
+                await self._refresh(time.monotonic() + DISCOVERY_ATTEMPT_TIMEOUT, avoid=failed_at)
+            addr = self.router.pick(avoid=failed_at)
+            call = self._timers(addr).StreamLeases(req)
+            try:
+                async for pb in call:
+                    n, failed_at, down_since = 0, None, time.monotonic()
+                    yield wire.lease_from_pb(pb)
+            except grpc.RpcError as exc:
+                if policy.classify(exc) == policy.FINAL:
+                    raise policy.error_from_rpc(exc) from None
+                last = exc
+                failed_at = addr
+                self.router.failed(addr)
+            finally:
+                call.cancel()
+            n += 1
+            if time.monotonic() - down_since > budget:
+                raise policy.give_up(last, "stream_leases", budget, n)
+            await asyncio.sleep(policy.backoff(n - 1, self.backoff_base, self.backoff_max, self._rng))
+
     async def ack_lease(self, lease: Lease, *, timeout: Optional[float] = None) -> Timer:
         req = wire.lease_ref(lease)
         return await self._settle_call("ack_lease", lambda a, t: self._timers(a).AckLease(req, timeout=t),
