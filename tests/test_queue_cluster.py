@@ -156,6 +156,35 @@ def test_leases_survive_a_leader_kill(tmp_path):
         c.stop()
 
 
+def test_a_lease_stream_goes_on_after_a_leader_kill(tmp_path):
+    """The stream's node dies (the leader, where the SDK opened it): the SDK reopens it on
+    a survivor and the timers that fire after the failover still come, each leased once."""
+    import queue as q
+    c = start_cluster(tmp_path / "stream-failover")
+    got: q.Queue = q.Queue()
+    stop = threading.Event()
+    try:
+        with minoots.Client(cluster_grpc(c), timeout=60, tenant=TENANT) as cl, \
+                minoots.Client(cluster_grpc(c), timeout=60, tenant=TENANT) as w:
+            before = cl.create(delay=0.05, queue="s").id
+            _pump(w.stream_leases("s", max_outstanding=5, visibility=120, reconnect_timeout=90), got, stop)
+            first = got.get(timeout=60)
+            assert not isinstance(first, Exception), first
+            assert first.timer.id == before
+            c.kill(c.leader())
+            after = wait_for(lambda: cl.create(delay=0.05, queue="s").id, "a create after failover", timeout=90,
+                             retry_on=(minoots.Unavailable,))
+            second = got.get(timeout=90)
+            assert not isinstance(second, Exception), second
+            assert second.timer.id == after and second.attempt == 1
+            for lease in (first, second):
+                assert wait_for(lambda: w.ack_lease(lease), "ack after failover", timeout=60,
+                                retry_on=(minoots.Unavailable,)).state == TimerState.SETTLED
+            stop.set()
+    finally:
+        c.stop()
+
+
 def test_run_worker_acks_what_it_handles_and_nacks_what_fails(cluster, admin, worker_token):
     ids = [admin.create(delay=0.05, queue="loop", max_attempts=3, backoff_base=0.05, backoff_cap=0.1).id
            for _ in range(3)]
