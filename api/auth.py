@@ -153,6 +153,8 @@ RULES: dict[str, Rule] = {
     "/minoots.v1.Timers/AckLease": Rule("lease", _top),
     "/minoots.v1.Timers/NackLease": Rule("lease", _top),
     "/minoots.v1.Timers/ExtendLease": Rule("lease", _top),
+    "/minoots.v1.Timers/CancelTimers": Rule("write", _top),
+    "/minoots.v1.Timers/RescheduleTimers": Rule("write", _top),
     "/minoots.v1.Cluster/Status": Rule("status"),
     "/minoots.v1.Cluster/GetDigest": Rule("operate"),
     "/minoots.v1.Cluster/ListSnapshots": Rule("operate"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from minoots.kernel import Event, Timer
 from minoots.v1 import timers_pb2 as pb
 
+from .graphs import fill_graph
 from .wirebase import BadTime, duration_ms, ms_timestamp, timestamp_ms
 from .wirebase import set_timestamp as _set_ts
 
@@ -70,6 +71,8 @@ def fill_timer_pb(out: pb.Timer, t: Timer) -> None:
         _set_ts(out.settled_at, t.settled_at)
     if t.delivery is not None:
         _fill_delivery(out, t)
+    if t.after or t.children or t.escalate:
+        fill_graph(out, t)
 
 
 def _fill_delivery(out: pb.Timer, t: Timer) -> None:

@@ -37,7 +37,7 @@ from typing import Callable
 
 import grpc
 
-from minoots.kernel import FailedPrecondition, InvalidArgument, KernelError
+from minoots.kernel import FailedPrecondition, InvalidArgument, KernelError, TimerState
 from minoots.raft import commands
 from minoots.raft.machine import CommandFailed
 from minoots.raft.net import split_address
@@ -48,7 +48,7 @@ from minoots.v1 import cluster_pb2_grpc
 from minoots.v1 import timers_pb2 as pb
 from minoots.v1 import timers_pb2_grpc
 
-from . import listing, validation
+from . import graphs, listing, validation
 from .auth import current_principal
 from .bridge import leader_reachable
 from .convert import fill_timer_pb, lease_to_pb, ms_timestamp, timer_to_pb
@@ -169,7 +169,9 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
     async def _create(self, specs, prefix: str, context):
         self._require_leader()
         self._limiter.check(specs)     # the tenant's create rate, before anything is proposed
-        if any(s.delivery is not None for s in specs):
+        if any(s.graph is not None for s in specs):     # dependencies / ladders: their own record
+            result = await self._create_deliveries(specs, prefix, context, commands.CreateGraphTimers)
+        elif any(s.delivery is not None for s in specs):
             for i, s in enumerate(specs):      # CreateDeliveryTimers has no schedule fields
                 if s.every_ms or s.cron:
                     raise InvalidArgument(prefix if prefix == "timer" else f"{prefix}[{i}]",
@@ -184,7 +186,7 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
             raise result
         return result
 
-    async def _create_deliveries(self, specs, prefix: str, context):
+    async def _create_deliveries(self, specs, prefix: str, context, record=commands.CreateDeliveryTimersV2):
         """Timers with webhooks: their tenant must hold a signing secret and every URL must
         pass the address policy (api/ssrf.py); then one CreateDeliveryTimers, outside the
         create batcher (whose CreateTimers record has no delivery field)."""
@@ -201,7 +203,7 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
                 checked.add(spec.tenant)
             await self._addresses.check_url(field, spec.delivery.webhook.url)
         result = await self._commit(
-            self._bridge.propose(commands.CreateDeliveryTimersV2(self._node.clock.now_ms(), (tuple(specs),))),
+            self._bridge.propose(record(self._node.clock.now_ms(), (tuple(specs),))),
             context)
         return result[0] if isinstance(result, list) else result
 
@@ -358,6 +360,49 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
             msg = str(exc)
             raise FailedPrecondition(msg[len("refs[0]: "):] if msg.startswith("refs[0]: ") else msg) from None
         return timer_to_pb(res.timers[0])
+
+    # ---- bulk (api/graphs.py, kernel/bulk.py) ---------------------------------------
+
+    async def _bulk(self, request, context, make):
+        """One page: the named ids, or the selector's next matches (read here, checked again at
+        apply), as one replicated command; a result per timer and the token of the next page."""
+        q = graphs.bulk_query(request, validation._tenant, validation._label_selector,
+                              validation._decode_page_token)
+        ids, token = q.ids, ""
+        if q.labels:
+            found: list = []
+            pos, scanned = q.start, 0
+            while pos is not None and len(found) < q.page_size and scanned < listing.SCAN_BUDGET:
+                start = pos
+                chunk, pos = await self._bridge.read(   # one bounded chunk per lock hold, like ListTimers
+                    lambda k, start=start, want=q.page_size - len(found):
+                    k.scan(start, want, tenant=q.tenant, states=make.states, labels=dict(q.labels),
+                           max_positions=listing.CHUNK))
+                found.extend(chunk)
+                scanned += listing.CHUNK
+            ids = tuple(t.id for t in found)
+            token = "" if pos is None else validation.encode_page_token(pos)
+            if not ids:
+                return pb.BulkResponse(next_page_token=token)
+        res = await self._write(make(self._node.clock.now_ms(), q.tenant, ids, q.labels), context)
+        return pb.BulkResponse(results=[graphs.bulk_item_pb(i, fill_timer_pb) for i in res.items],
+                               next_page_token=token)
+
+    @_unary
+    async def CancelTimers(self, request, context):
+        def make(now, tenant, ids, labels):
+            return commands.BulkCancelTimers(now, tenant, ids, labels)
+        make.states = (TimerState.SCHEDULED, TimerState.ARMED, TimerState.FIRED, TimerState.DELIVERING)
+        return await self._bulk(request, context, make)
+
+    @_unary
+    async def RescheduleTimers(self, request, context):
+        fire_at, extend_by = graphs.bulk_change(request, self._node.clock.now_ms())
+
+        def make(now, tenant, ids, labels):
+            return commands.BulkRescheduleTimers(now, tenant, ids, labels, fire_at, extend_by)
+        make.states = (TimerState.SCHEDULED, TimerState.ARMED)
+        return await self._bulk(request, context, make)
 
     # ---- reads (local) -------------------------------------------------------------
 

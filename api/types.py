@@ -114,6 +114,7 @@ class EventKind(enum.IntEnum):
     LEASE_EXTENDED = 12
     PURGED = 20        # a terminal timer left the cluster after its tenant's retention
     DELETED = 21       # a terminal timer was removed by delete()
+    ESCALATED = 40     # an escalation step of an unacknowledged fire came due (fire_at: the step's deadline)
 
     @classmethod
     def parse(cls, text: Union[str, int, "EventKind"]) -> "EventKind":

@@ -38,6 +38,7 @@ from minoots.kernel.delivery import (DEFAULT_POLICY, MAX_LEASE_BATCH, MAX_VISIBI
                                      DeliveryPolicy, Webhook, check_delivery, check_queue)
 from minoots.v1 import timers_pb2 as pb
 
+from .graphs import graph_spec, has_graph
 from .wirebase import BadTime, duration_ms, new_timer_id, timestamp_ms
 
 __all__ = [
@@ -77,7 +78,8 @@ def create_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
     # takes the full path below, which also names the first bad field.
     if spec.WhichOneof("deadline") == "fire_at" and not spec.labels and spec.WhichOneof("typed_action") is None \
             and not spec.HasField("delivery_policy") and not spec.HasField("every") \
-            and not spec.HasField("until") and not spec.max_count and not spec.cron and not spec.time_zone:
+            and not spec.HasField("until") and not spec.max_count and not spec.cron and not spec.time_zone \
+            and not has_graph(spec):
         try:
             fire_at = timestamp_ms(spec.fire_at)
         except BadTime:
@@ -116,6 +118,8 @@ def _checked_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
         fire_at = now_ms + delay
         if fire_at > rules.MAX_TIME:
             raise InvalidArgument(f"{p}.delay", f"puts fire_at past {rules.MAX_TIME} ms since the epoch")
+    elif spec.after:
+        fire_at = 0           # a dependent timer: only its condition (and after_delay) counts
     else:
         raise InvalidArgument(f"{p}.deadline", "set exactly one of fire_at or delay")
     name = rules.check_name(f"{p}.name", spec.name)
@@ -147,7 +151,7 @@ def _checked_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
     return TimerSpec(id=timer_id, fire_at=fire_at, tenant=tenant, name=name, payload=payload,
                      labels=dict(labels) if labels else None, action=action, idempotency_key=key,
                      ack_required=bool(spec.ack_required), delivery=delivery, every_ms=every_ms, until=until,
-                     max_count=spec.max_count, cron=spec.cron, tz=spec.time_zone)
+                     max_count=spec.max_count, cron=spec.cron, tz=spec.time_zone, graph=graph_spec(p, spec))
 
 
 def _policy_ms(field: str, d, default: int, has: bool) -> int:

@@ -70,6 +70,7 @@ from typing import Optional, Union
 
 from ._wheel import MAX_TIME
 from .errors import KernelError, SnapshotError
+from . import graph as _graph
 from .delivery import Attempt, Delivery, DeliveryPolicy, DeliveryRecord, Webhook
 from .retention import DEFAULT_RETENTION_MS
 from .schedule import MAX_OCCURRENCES, MIN_EVERY_MS, NO_UNTIL, Schedule, check_schedule
@@ -90,6 +91,7 @@ VERSION_DELIVERY = VERSION_2
 VERSIONS = (VERSION, VERSION_2)   # read
 FLAG_RETENTION_V1 = 1  # header flags of a version-2 snapshot: see the module doc
 FLAG_DELIVERY = 2
+FLAG_GRAPH = 8         # the graph block (kernel/graph.py: dependencies, escalation ladders) is there
 
 _HEADER = struct.Struct("<8sHHQI")
 _SCALARS = struct.Struct("<qqQIQ")
@@ -136,7 +138,7 @@ class SnapshotCapture:
     """
 
     __slots__ = tuple(name for name, _ in COLUMNS) + ("ids", "extra", "tenant_names", "deliv", "seq", "last_tick",
-                                                        "purge_at", "held", "v1", "schedules")
+                                                        "purge_at", "held", "v1", "schedules", "graph")
 
     def __init__(self, table: Table, seq: int, last_tick: int, v1: bool = True) -> None:
         for name, _ in COLUMNS:
@@ -151,6 +153,7 @@ class SnapshotCapture:
         self.held = table.held
         self.v1 = v1
         self.schedules = dict(table.schedules)     # few: one entry per recurring timer
+        self.graph = table.graph.copy() if table.graph else None
 
     def __len__(self) -> int:
         """Timers held (free rows not counted)."""
@@ -187,7 +190,8 @@ def encode(table: Union[Table, SnapshotCapture], seq: int, last_tick: int, v1: b
     pairs = [p for e in extras for p in e.labels]
     blocks += _utf8_blocks([k for k, _ in pairs])
     blocks += _utf8_blocks([v for _, v in pairs])
-    version = VERSION if v1 and not table.deliv else VERSION_2
+    graph = table.graph if table.graph else None
+    version = VERSION if v1 and not table.deliv and graph is None else VERSION_2
     if version == VERSION_2:
         blocks.append(_le(table.purge_at))
         rec = sorted(table.schedules.items())
@@ -198,6 +202,8 @@ def encode(table: Union[Table, SnapshotCapture], seq: int, last_tick: int, v1: b
         blocks += _utf8_blocks([sched[4] for _, sched in rec])
         if table.deliv:
             blocks.append(_encode_deliv(table.deliv))
+        if graph is not None:
+            blocks.append(_graph.encode(graph))
 
     parts = [_SCALARS.pack(seq, last_tick, n, len(table.tenant_names), len(extras))]
     for b in blocks:
@@ -208,7 +214,8 @@ def encode(table: Union[Table, SnapshotCapture], seq: int, last_tick: int, v1: b
     for p in parts:
         crc = zlib.crc32(p, crc)
         size += len(p)
-    return b"".join([_HEADER.pack(MAGIC, version, _flags(version, v1, bool(table.deliv)), size, crc)] + parts)
+    flags = _flags(version, v1, bool(table.deliv)) | (FLAG_GRAPH if graph is not None else 0)
+    return b"".join([_HEADER.pack(MAGIC, version, flags, size, crc)] + parts)
 
 
 def _flags(version: int, v1: bool, deliv: bool) -> int:
@@ -395,7 +402,7 @@ def _decode(mv: memoryview) -> tuple[Table, int, int, bool]:
     if version not in VERSIONS:
         raise SnapshotError(f"unsupported snapshot format version {version} "
                             f"(this build reads {', '.join(map(str, VERSIONS))})")
-    if flags & ~(FLAG_RETENTION_V1 | FLAG_DELIVERY) or (flags and version != VERSION_2):
+    if flags & ~(FLAG_RETENTION_V1 | FLAG_DELIVERY | FLAG_GRAPH) or (flags and version != VERSION_2):
         raise SnapshotError(f"snapshot header flags {flags:#x} are unknown for format version {version}")
     body = mv[_HEADER.size:]
     if len(body) != body_len:
@@ -484,6 +491,8 @@ def _decode(mv: memoryview) -> tuple[Table, int, int, bool]:
         t.deliv = _decode_deliv(bytes(r.block("delivery records")), n, states)
         if not t.deliv or any(states[o] == FREE for o in t.deliv):
             raise SnapshotError("snapshot delivery block is empty or names a free row")
+    if flags & FLAG_GRAPH:
+        t.graph = _graph.decode(bytes(r.block("graph")), n, states)
     missing = states.count(TimerState.DELIVERING) - sum(states[o] == TimerState.DELIVERING for o in t.deliv)
     if missing:
         raise SnapshotError(f"snapshot has {missing} delivering timers without a delivery record")

@@ -26,6 +26,7 @@ from operator import itemgetter
 from collections.abc import Iterable, Mapping
 from typing import Any, Iterator, Optional
 
+from . import graph as _graph
 from . import snapshot as _snapshot
 from ._wheel import MAX_TIME, Wheel
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, QuotaExceeded
@@ -34,6 +35,7 @@ from .delivery import (MAX_ATTEMPT_LOG, MAX_ATTEMPTS, MAX_BODY_EXCERPT, MAX_LEAS
                        MIN_VISIBILITY_MS, Attempt, DeliveryRecord, bounded_int, check_delivery, check_error_class,
                        check_queue, is_success)
 from .retention import DEFAULT_RETENTION_MS, RetentionPolicy
+from .graph import ESCALATE
 from .schedule import check_schedule, first_occurrence, next_occurrence
 from .snapshot import SnapshotCapture
 from .table import FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID, FREE, NO_FIRE, PURGE, NO_TIME, Extra, Table, make_extra, timer_of
@@ -260,13 +262,20 @@ class State:
                     a[1] += len(extra) if type(extra) is bytes else len(extra.payload)
         if limits or default_limit is not None:
             self._check_limits(adding, limits, default_limit)
+        # Dependencies and escalation ladders (graph.py): checked before anything changes.
+        gplan = _graph.plan(t, specs, new, new_at) if any(s.graph is not None for s in specs) else None
+        waiting = gplan.waiting if gplan is not None else ()
 
         # Apply. The wheel is the only step that could refuse (it cannot here:
         # fresh keys, deadlines checked), and it is all-or-nothing, so go first.
         nfree = len(t.free)
         ords = t.take_ordinals(len(new))
         try:
-            self._wheel.insert_many(ords, [n[2] for n in new])
+            if waiting:                     # timers with parents wait outside the wheel
+                self._wheel.insert_many([o for j, o in enumerate(ords) if j not in waiting],
+                                        [n[2] for j, n in enumerate(new) if j not in waiting])
+            else:
+                self._wheel.insert_many(ords, [n[2] for n in new])
         except BaseException:
             t.untake(ords)
             raise
@@ -274,9 +283,15 @@ class State:
         events: list[Event] = []
         fresh: list[partial] = []           # each new timer as this command leaves it, built on demand
         seq = self._seq
-        for o, (tenant, timer_id, fire_at, flags, extra, sched) in zip(ords, new):
+        for j, (o, (tenant, timer_id, fire_at, flags, extra, sched)) in enumerate(zip(ords, new)):
             ti = t.intern_tenant(tenant)
             tenant = t.tenant_names[ti]   # the interned string object
+            if waiting and j in waiting:    # SCHEDULED until its parents meet the condition
+                t.put(o, ti, timer_id, fire_at, flags, extra, _SCHEDULED, 1, now, NO_TIME, sched)
+                events.append(Event(seq + 1, _CREATED, tenant, timer_id, now, 1, _S_SCHEDULED, fire_at))
+                fresh.append(None)
+                seq += 1
+                continue
             t.put(o, ti, timer_id, fire_at, flags, extra, _ARMED, 2, now, now, sched)
             if sched is not None:
                 self._v1 = False          # snapshot format 1 has no schedules
@@ -286,7 +301,8 @@ class State:
                                  NO_TIME, NO_TIME, 0, NO_FIRE, 2, sched))
             seq += 2
         self._seq = seq
-        self._counts[_ARMED] += len(new)
+        self._counts[_ARMED] += len(new) - len(waiting)
+        self._counts[_SCHEDULED] += len(waiting)
         if delivs is not None:
             for j, i in enumerate(new_at):
                 if delivs[i] is not None:
@@ -301,6 +317,11 @@ class State:
             ti = index[tenant]
             live[ti] += n
             held[ti] += nbytes
+        if gplan is not None:
+            _graph.attach(self, gplan, ords, now)
+            events += _graph.drain(t)
+            for j in gplan.graphs:
+                fresh[j] = t.view(ords[j])      # as this command leaves it (few such timers)
 
         view = t.view
         items = tuple(
@@ -365,6 +386,8 @@ class State:
         self._seq = seq
         at_once = self._schedule_purges(ords, now)
         views = tuple(t.view(o) for o in ords)
+        if t.graph.events:
+            events += _graph.drain(t)
         if at_once:
             events += self._purge(at_once, now, _E_PURGED)
         return CancelResult(tuple(events), views)
@@ -434,9 +457,11 @@ class State:
         if not due:
             return TickResult((), now, ())
         expired: list[int] = []
-        if max(due) >= PURGE:            # purge deadlines came due too (keys ordinal | PURGE)
+        escalations: list[int] = []
+        if max(due) >= ESCALATE:         # purge deadlines (ordinal | PURGE) or escalation steps came due too
             expired = [k ^ PURGE for k in due if k >= PURGE]
-            due = [k for k in due if k < PURGE]
+            escalations = [k ^ ESCALATE for k in due if ESCALATE <= k < PURGE]
+            due = [k for k in due if k < ESCALATE]
 
         t = self._table
         schedules = t.schedules
@@ -536,6 +561,9 @@ class State:
         counts[_FIRED] += fires - settled - delivering - len(rearm)
         if rearm:
             self._wheel.insert_many(rearm, [fire_at[o] for o in rearm])
+        if t.graph:
+            skip = set(retries)
+            _graph.after_fires(self, [o for o in due if o not in skip], escalations, now)
         at_once = self._schedule_purges(ended, now) if ended else ()
         view = t.view
         if retries:
@@ -543,6 +571,8 @@ class State:
             fired = tuple(view(o) for o in due if o not in skip)
         else:
             fired = tuple(view(o) for o in due)
+        if t.graph.events:
+            events += _graph.drain(t)
         if expired:
             events += self._purge(expired, now, _E_PURGED)
         if at_once:
@@ -582,9 +612,10 @@ class State:
         ev = Event(self._seq, _E_SETTLED, t.tenant_names[t.tenant[o]], t.ids[o], now, rev, _S_SETTLED, t.fire_at[o], fid)
         at_once = self._schedule_purges((o,), now)
         view = t.view(o)
+        more = _graph.drain(t) if t.graph.events else []
         if at_once:
-            return AckResult((ev, *self._purge(at_once, now, _E_PURGED)), view)
-        return AckResult((ev,), view)
+            return AckResult((ev, *more, *self._purge(at_once, now, _E_PURGED)), view)
+        return AckResult((ev, *more), view)
 
     def delete(self, now_ms: int, refs: list) -> DeleteResult:
         """Remove terminal timers named by (tenant, id) now, before their retention
@@ -647,6 +678,8 @@ class State:
             deadlines.append(d)
         if keys:
             self._wheel.insert_many(keys, deadlines)
+        if t.graph:                 # ladders stop; children waiting on these timers resolve
+            at_once += _graph.on_ended(self, ords, now)
         return at_once
 
     def _purge(self, ords, now: int, kind: EventKind) -> list[Event]:
@@ -746,6 +779,8 @@ class State:
         view = self._table.view(o)
         if ended:
             at_once = self._schedule_purges((o,), now)
+            if self._table.graph.events:
+                events += _graph.drain(self._table)
             if at_once:
                 events += self._purge(at_once, now, _E_PURGED)
         return DeliveryResult(tuple(events), view)
@@ -1108,6 +1143,11 @@ class State:
         return self._wheel.next_deadline()
 
     @property
+    def has_graph(self) -> bool:
+        """Whether some timer has dependencies or an escalation ladder (graph.py)."""
+        return bool(self._table.graph)
+
+    @property
     def last_tick(self) -> int:
         """The effective time of the last tick (0 before any)."""
         return self._last_tick
@@ -1184,6 +1224,9 @@ class State:
         if ended:
             wheel.insert_many(array("Q", [o | PURGE for o in ended]),
                               array("q", map(table.purge_at.__getitem__, ended)))
+        if table.graph:                     # escalation steps waiting (graph.py)
+            for o, at in table.graph.pending_steps(states):
+                wheel.insert(o | ESCALATE, at)
         self._wheel = wheel
         return self
 
@@ -1235,7 +1278,8 @@ class State:
         armed = sorted([(o, t.fire_at[o]) for o in range(n) if t.state[o] == _ARMED]
                        + [(o, r.next_at) for o, r in t.deliv.items() if r.waiting])
         ended = [(o | PURGE, t.purge_at[o]) for o in range(n) if t.state[o] in _TERMINAL]
-        need(self._wheel.items() == armed + ended,
+        steps = [(o | ESCALATE, at) for o, at in t.graph.pending_steps(t.state)]
+        need(self._wheel.items() == armed + steps + ended,
              "the wheel holds exactly the armed timers at their fire_at, the waiting retries at next_at "
              "and the terminal ones at purge_at")
         for o, r in t.deliv.items():
@@ -1258,7 +1302,7 @@ class State:
             need((t.purge_at[o] == NO_TIME) == (t.state[o] not in _TERMINAL), f"purge_at iff terminal of ordinal {o}")
             need(t.by_id[t.tenant[o]].get(t.ids[o]) == o, f"id index of ordinal {o}")
             need(0 <= t.fire_id[o] <= self._seq, f"fire_id of ordinal {o} within 0..seq")
-            need(t.revision[o] >= 2, f"revision of ordinal {o}")
+            need(t.revision[o] >= (1 if t.state[o] == _SCHEDULED else 2), f"revision of ordinal {o}")
             need((t.fired_at[o] == NO_TIME) == (t.attempts[o] == 0), f"fired_at iff attempts of ordinal {o}")
             need((t.settled_at[o] == NO_TIME) == (t.state[o] not in _TERMINAL),
                  f"settled_at iff terminal of ordinal {o}")
@@ -1397,10 +1441,16 @@ def _normalise_spec(i: int, spec: Any) -> tuple:
                 and spec.every_ms == 0 and spec.until is None and spec.max_count == 0 and not spec.cron \
                 and not spec.tz:
             flags = FLAG_ACK_REQUIRED if ack else 0
+            if spec.graph is not None:
+                return _normalise_spec_full(i, spec)
             if key is not None and key == timer_id:
                 flags |= FLAG_KEY_IS_ID
                 key = None
             return tenant, timer_id, fire_at, flags, make_extra(name, payload, (), action, key), None
+    return _normalise_spec_full(i, spec)
+
+
+def _normalise_spec_full(i: int, spec: Any) -> tuple:
     p = f"specs[{i}]"
     if not isinstance(spec, TimerSpec):
         raise InvalidArgument(p, f"must be a TimerSpec, not {type(spec).__name__}")

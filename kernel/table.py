@@ -34,6 +34,7 @@ from types import MappingProxyType
 from typing import Iterator, NamedTuple, Optional, Union
 
 from .delivery import DeliveryRecord
+from .graph import Graph, decorate as _graph_view
 from .timer import EMPTY_LABELS, Timer, TimerState
 
 __all__ = ["Extra", "Table", "NO_TIME", "NO_FIRE", "FLAG_ACK_REQUIRED", "FLAG_KEY_IS_ID", "COLUMNS", "timer_of",
@@ -169,6 +170,7 @@ class Table:
         "purge_at",
         "free",
         "schedules",
+        "graph",
     )
 
     def __init__(self) -> None:
@@ -190,6 +192,8 @@ class Table:
         # ordinal -> kernel.schedule.Schedule of each recurring timer (few): never iterated
         # for anything replicated except in ordinal order (snapshot.py sorts it).
         self.schedules: dict[int, tuple] = {}
+        # Dependencies and escalation ladders (kernel/graph.py); empty for most tables.
+        self.graph = Graph()
 
     def __len__(self) -> int:
         """Rows, free ones included: the end of the positions."""
@@ -323,6 +327,8 @@ class Table:
             self.schedules.pop(o, None)
         if self.deliv:                   # a reused row must not inherit the delivery state
             self.deliv.pop(o, None)
+        if self.graph:
+            self.graph.forget(o)
         heappush(self.free, o)
 
     def view(self, o: int) -> Timer:
@@ -337,6 +343,8 @@ class Table:
                 timer = replace(timer, delivery=rec.spec, delivery_attempts=rec.log,
                                 next_attempt_at=rec.next_at if rec.waiting and not rec.lease else None,
                                 delivery_attempt=rec.attempt)
+        if self.graph:
+            timer = _graph_view(self, o, timer)
         return timer
 
     def views(self, tenant: Optional[str] = None) -> Iterator[Timer]:

@@ -77,6 +77,8 @@ class EventKind(IntEnum):
     # 20+: retention (7..19 are left to delivery and other lifecycle kinds).
     PURGED = 20        # a terminal timer left the table after its tenant's retention
     DELETED = 21       # a terminal timer was removed by DeleteTimer
+    # 40+: timer graphs (kernel/graph.py).
+    ESCALATED = 40     # an escalation step of an unacknowledged fire came due (fire_at: the step's deadline)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,7 @@ class TimerSpec:
     tz: str = ""                       # the cron's IANA time zone (from the pinned tzdata package)
     # Keyword only in practice (records build it positionally up to tz: raft/commands.py).
     delivery: Optional[Delivery] = None     # a webhook to call when it fires (kernel/delivery.py)
+    graph: Any = None                  # a kernel.graph.GraphSpec: dependencies, escalation ladder
 
 
 class TimerRef(NamedTuple):
@@ -150,6 +153,19 @@ class Timer:
     max_count: int = 0
     cron: str = ""
     tz: str = ""
+    #: Dependencies (kernel/graph.py): parent ids, condition, mode, delay, policy, the parents
+    #: still awaited and the outcome (waiting, met, released, cancelled); children: its dependents.
+    after: tuple = ()
+    on: str = ""
+    mode: str = ""
+    delay_ms: int = 0
+    on_parent_cancel: str = ""
+    waiting_on: tuple = ()
+    dependency: str = ""
+    children: tuple = ()
+    #: Escalation ladder: ((after_ms, action), ...) and how many steps have fired.
+    escalate: tuple = ()
+    escalated: int = 0
 
 
 class Event(NamedTuple):

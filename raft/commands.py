@@ -28,6 +28,7 @@ import msgpack
 
 from minoots.kernel import KernelError, TimerSpec
 from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
+from minoots.kernel.graph import GraphSpec
 
 __all__ = [
     "FORMAT", "Command", "CreateTimers", "Tick", "CancelTimers", "RescheduleTimer", "AckTimer",
@@ -35,7 +36,8 @@ __all__ = [
     "CreateSubscription", "CommitSubscription", "DeleteSubscription", "MarkSubscriptionOverrun", "SetRetention",
     "DeleteTimers", "CreateTimersV2", "create_timers",
     "CreateDeliveryTimers", "DeliveryAttempt", "RedriveTimer", "PutWebhookSecret", "CreateDeliveryTimersV2",
-    "LeaseTimers", "AckLease", "NackLease", "ExtendLease", "DeliveryAttempts", "RECORDS", "encode",
+    "LeaseTimers", "AckLease", "NackLease", "ExtendLease", "DeliveryAttempts",
+    "CreateGraphTimers", "BulkCancelTimers", "BulkRescheduleTimers", "RECORDS", "encode",
     "decode", "from_legacy", "InvalidCommand", "UnknownCommand", "MAX_COMMAND_BYTES",
 ]
 
@@ -507,12 +509,113 @@ class PutWebhookSecret(_Record):
     created_at_ms: int
 
 
+# ---- timer graphs and bulk operations (record numbers 40-47) -----------------------------
+
+
+def _graph_fields(g: Optional[GraphSpec]) -> Optional[list]:
+    if g is None:
+        return None
+    return [list(g.after), g.on, g.mode, g.delay_ms, g.on_parent_cancel, [[a, b] for a, b in g.escalate]]
+
+
+def _graph(fields) -> Optional[GraphSpec]:
+    if fields is None:
+        return None
+    if type(fields) is not tuple or len(fields) != 6 or type(fields[0]) is not tuple or type(fields[5]) is not tuple:
+        raise InvalidCommand("create_graph: a graph must be [after, on, mode, delay_ms, on_parent_cancel, escalate]")
+    after, on, mode, delay, policy, steps = fields
+    if any(type(st) is not tuple or len(st) != 2 for st in steps):
+        raise InvalidCommand("create_graph: an escalation step must be [after_ms, action]")
+    return GraphSpec(after, on, mode, delay, policy, steps)
+
+
+@record("create_graph", number=40, version=1)
+class CreateGraphTimers(_Record):
+    """Create groups of timers of which some have dependencies or an escalation ladder
+    (kernel/graph.py). A spec is the 14 fields of create v2 (recurrence included), the
+    delivery as create_delivery v2 writes it (or None), then the graph ([after ids, on, mode,
+    delay_ms, on_parent_cancel, [[after_ms, action], ...]] or None). Each group applies or
+    fails as a whole. Proposed only for creates that use a graph, so other creates keep
+    their records."""
+
+    now_ms: int
+    groups: tuple
+
+    def fields(self) -> list:
+        return [self.now_ms, [[_spec_fields_v2(s) + [_delivery_fields_v2(s.delivery) if s.delivery else None,
+                                                     _graph_fields(s.graph)] for s in g] for g in self.groups]]
+
+    @classmethod
+    def from_fields(cls, now_ms, groups) -> "CreateGraphTimers":
+        if type(groups) is not tuple or any(type(g) is not tuple for g in groups):
+            raise InvalidCommand("create_graph: groups must be an array of arrays")
+        out = []
+        for g in groups:
+            specs = []
+            for f in g:
+                if type(f) is not tuple or len(f) != 16:
+                    raise InvalidCommand("create_graph: a timer spec must be an array of 16 fields")
+                specs.append(TimerSpec(*f[:14], delivery=None if f[14] is None else _delivery_v2(f[14]),
+                                       graph=_graph(f[15])))
+            out.append(tuple(specs))
+        return cls(now_ms, tuple(out))
+
+
+def _check_ids(kind: str, ids, labels) -> None:
+    if type(ids) is not tuple or any(type(i) is not str for i in ids):
+        raise InvalidCommand(f"{kind}: ids must be an array of strings")
+    if type(labels) is not tuple or any(type(p) is not tuple or len(p) != 2 for p in labels):
+        raise InvalidCommand(f"{kind}: labels must be an array of [key, value] pairs")
+
+
+@record("bulk_cancel", number=41, version=1)
+class BulkCancelTimers(_Record):
+    """Cancel the timers `ids` of `tenant` that (still) carry every label of `labels`, each
+    on its own, with a result per timer (kernel/bulk.py). Not record 3 (CancelTimers), which
+    is all-or-nothing over (tenant, id) pairs."""
+
+    now_ms: int
+    tenant: str
+    ids: tuple
+    labels: tuple = ()       # ((key, value), ...) sorted by key; () matches every timer
+
+    def fields(self) -> list:
+        return [self.now_ms, self.tenant, list(self.ids), [list(p) for p in self.labels]]
+
+    @classmethod
+    def from_fields(cls, now_ms, tenant, ids, labels=()) -> "BulkCancelTimers":
+        _check_ids("bulk_cancel", ids, labels)
+        return cls(now_ms, tenant, ids, labels)
+
+
+@record("bulk_reschedule", number=42, version=1)
+class BulkRescheduleTimers(_Record):
+    """Move the deadline of the timers `ids` of `tenant` that carry every label of `labels`
+    to `fire_at`, or by `extend_by` ms (exactly one is set), each on its own, a result per timer."""
+
+    now_ms: int
+    tenant: str
+    ids: tuple
+    labels: tuple = ()
+    fire_at: Optional[int] = None
+    extend_by: Optional[int] = None
+
+    def fields(self) -> list:
+        return [self.now_ms, self.tenant, list(self.ids), [list(p) for p in self.labels], self.fire_at,
+                self.extend_by]
+
+    @classmethod
+    def from_fields(cls, now_ms, tenant, ids, labels=(), fire_at=None, extend_by=None) -> "BulkRescheduleTimers":
+        _check_ids("bulk_reschedule", ids, labels)
+        return cls(now_ms, tenant, ids, labels, fire_at, extend_by)
+
+
 Command = Union[CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
                 PutToken, RevokeToken, SetQuota, ClearQuota, CreateSubscription, CommitSubscription,
                 DeleteSubscription, MarkSubscriptionOverrun, SetRetention, DeleteTimers, CreateTimersV2,
                 CreateDeliveryTimers, DeliveryAttempt, RedriveTimer,
                 PutWebhookSecret, CreateDeliveryTimersV2, LeaseTimers, AckLease, NackLease, ExtendLease,
-                DeliveryAttempts]
+                DeliveryAttempts, CreateGraphTimers, BulkCancelTimers, BulkRescheduleTimers]
 
 #: (KIND, VERSION) -> record class: every command this build can read.
 RECORDS: dict[tuple[int, int], type] = {
@@ -522,7 +625,7 @@ RECORDS: dict[tuple[int, int], type] = {
               DeleteSubscription, MarkSubscriptionOverrun, SetRetention, DeleteTimers, CreateTimersV2,
               CreateDeliveryTimers, DeliveryAttempt, RedriveTimer,
               PutWebhookSecret, CreateDeliveryTimersV2, LeaseTimers, AckLease, NackLease, ExtendLease,
-              DeliveryAttempts)
+              DeliveryAttempts, CreateGraphTimers, BulkCancelTimers, BulkRescheduleTimers)
 }
 _NAMES = {c.KIND: c.kind for c in RECORDS.values()}
 

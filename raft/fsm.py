@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from minoots.kernel import KernelError, SnapshotCapture, State
+from minoots.kernel import bulk
 
 from . import commands as c
 from .quotas import QuotaTable
@@ -92,6 +93,9 @@ class TimerFSM:
             c.ExtendLease: self._extend_lease,
             c.SetRetention: self._set_retention,
             c.DeleteTimers: self._delete,
+            c.CreateGraphTimers: self._create,
+            c.BulkCancelTimers: self._bulk_cancel,
+            c.BulkRescheduleTimers: self._bulk_reschedule,
         }
 
     # ---- Apply -----------------------------------------------------------------
@@ -185,6 +189,13 @@ class TimerFSM:
         return self.webhook_secrets.put(cmd.tenant, cmd.secret, cmd.created_at_ms)
     def _delete(self, cmd: c.DeleteTimers):
         return self._emitted(self.kernel.delete(cmd.now_ms, list(cmd.refs)))
+
+    def _bulk_cancel(self, cmd: c.BulkCancelTimers):
+        return self._emitted(bulk.cancel_each(self.kernel, cmd.now_ms, cmd.tenant, cmd.ids, cmd.labels))
+
+    def _bulk_reschedule(self, cmd: c.BulkRescheduleTimers):
+        return self._emitted(bulk.reschedule_each(self.kernel, cmd.now_ms, cmd.tenant, cmd.ids, cmd.labels,
+                                                  cmd.fire_at, cmd.extend_by))
 
     def _emitted(self, res):
         self._emit(res.events)

@@ -152,6 +152,10 @@ class TimerMachine(compat.StallGuardMixin, compat.HandOverMixin, compat.GroupSyn
         with self.fsm.lock:
             return fn(self.fsm.kernel)
 
+    def has_graph(self) -> bool:
+        """Whether some timer has dependents or an escalation ladder (kernel/graph.py)."""
+        return self.fsm.kernel.has_graph
+
     def next_deadline(self) -> int | None:
         with self.fsm.lock:
             return self.fsm.kernel.next_deadline()

@@ -28,6 +28,9 @@ IDLE_WAIT = 1.0        # seconds: re-check at least this often (leadership, cloc
 IN_FLIGHT_LIMIT = 2.0  # seconds: give up waiting for a lost tick's callback
 
 
+_GRAPH_WAKES = frozenset(("cancel", "ack", "ack_lease", "bulk_cancel"))
+
+
 class Ticker:
     """Proposes ticks while this node leads; runs in its own daemon thread."""
 
@@ -65,7 +68,11 @@ class Ticker:
         # Only a leader proposes ticks: waking a follower's ticker thread on every apply
         # cost a thread switch (and a GIL hand-off) in the tick thread for nothing.
         if kind in ("create", "reschedule", "create_delivery", "delivery_attempt", "delivery_attempts", "lease",
-                    "nack_lease", "extend_lease") and self._machine.is_leader():
+                    "nack_lease", "extend_lease", "create_graph", "bulk_reschedule") and self._machine.is_leader():
+            self._wake.set()
+        # Graphs (kernel/graph.py): while some timer waits on others, a cancel or an ack may
+        # arm a dependent (an earlier deadline): look again.
+        elif kind in _GRAPH_WAKES and self._machine.is_leader() and getattr(self._machine, "has_graph", bool)():
             self._wake.set()
 
     def _run(self) -> None:
