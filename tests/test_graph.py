@@ -1,0 +1,233 @@
+"""Timer graphs and bulk operations in the kernel (kernel/graph.py, kernel/bulk.py):
+bad input refused with typed errors and nothing created, cancel / release policies,
+retention, snapshots (with the graph block, and old bytes without it)."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from minoots.kernel import (AlreadyExists, EventKind, FailedPrecondition, InvalidArgument, NotFound, State, TimerSpec,
+                            TimerState)
+from minoots.kernel import bulk
+from minoots.kernel.graph import MAX_PARENTS, MAX_STEPS, GraphSpec
+from minoots.kernel.retention import RetentionPolicy
+from minoots.kernel.snapshot import FLAG_GRAPH, decode
+
+T0 = 1_000_000
+
+
+def dep(*after, **kw):
+    return GraphSpec(tuple(after), **kw)
+
+
+def unchanged(s: State):
+    before = s.to_bytes()
+    return lambda: s.to_bytes() == before
+
+
+# ---- bad input -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("specs, err, field", [
+    ([TimerSpec("a", 0, graph=dep("a"))], InvalidArgument, "specs[0].after"),                      # itself
+    ([TimerSpec("a", 0, graph=dep("b")), TimerSpec("b", 0, graph=dep("c")),
+      TimerSpec("c", 0, graph=dep("a"))], InvalidArgument, "specs[0].after"),                      # cycle
+    ([TimerSpec("a", 0, graph=dep(*[f"p{i}" for i in range(MAX_PARENTS + 1)]))], InvalidArgument, "specs[0].after"),
+    ([TimerSpec("a", 0, graph=dep("root", "root"))], InvalidArgument, "specs[0].after"),
+    ([TimerSpec("a", 0, graph=dep("root", on="done"))], InvalidArgument, "specs[0].on"),
+    ([TimerSpec("a", 0, graph=dep("root", mode="some"))], InvalidArgument, "specs[0].mode"),
+    ([TimerSpec("a", 0, graph=dep("root", on_parent_cancel="x"))], InvalidArgument, "specs[0].on_parent_cancel"),
+    ([TimerSpec("a", 0, graph=dep("root", delay_ms=-1))], InvalidArgument, "specs[0].delay_ms"),
+    ([TimerSpec("a", 0, graph=dep("bad id!"))], InvalidArgument, "specs[0].after[0]"),
+    ([TimerSpec("a", 5, graph=dep(escalate=((10, b"x"),)))], InvalidArgument, "specs[0].escalate"),   # no ack
+    ([TimerSpec("a", 5, ack_required=True, graph=dep(escalate=((10, b"x"), (10, b"y"))))], InvalidArgument,
+     "specs[0].escalate[1].after_ms"),
+    ([TimerSpec("a", 5, ack_required=True, graph=dep(escalate=tuple((i + 1, b"x") for i in range(MAX_STEPS + 1))))],
+     InvalidArgument, "specs[0].escalate"),
+    ([TimerSpec("a", 0, graph=dep(delay_ms=5))], InvalidArgument, "specs[0].after"),            # delay, no parent
+])
+def test_bad_graphs_are_typed_errors_and_create_nothing(specs, err, field):
+    s = State()
+    s.create(T0, [TimerSpec("root", T0 + 10)])
+    same = unchanged(s)
+    with pytest.raises(err) as e:
+        s.create(T0, [TimerSpec("ok", T0 + 1)] + [TimerSpec(x.id, x.fire_at, ack_required=x.ack_required,
+                                                               graph=x.graph) for x in specs])
+    assert e.value.field.replace("specs[1]", "specs[0]").startswith(field) or field in str(e.value)
+    assert same() and len(s) == 1
+
+
+def test_missing_parent_and_parent_of_another_tenant_are_not_found():
+    s = State()
+    s.create(T0, [TimerSpec("p", T0 + 10, tenant="acme")])
+    same = unchanged(s)
+    with pytest.raises(NotFound):
+        s.create(T0, [TimerSpec("c", 0, graph=dep("nope"))])
+    with pytest.raises(NotFound):       # p is acme's: the default tenant has no p
+        s.create(T0, [TimerSpec("c", 0, graph=dep("p"))])
+    assert same()
+
+
+def test_a_parent_that_already_failed_refuses_a_cancel_policy_child():
+    s = State()
+    s.create(T0, [TimerSpec("p", T0 + 10)])
+    s.cancel(T0 + 1, [("default", "p")])
+    same = unchanged(s)
+    with pytest.raises(FailedPrecondition):
+        s.create(T0 + 2, [TimerSpec("c", 0, graph=dep("p", on="settled"))])
+    assert same()
+    # release: the failure counts as met, at the create's time
+    res = s.create(T0 + 3, [TimerSpec("c", 0, graph=dep("p", on="settled", on_parent_cancel="release",
+                                                          delay_ms=7))])
+    t = res.items[0].timer
+    assert (t.state, t.fire_at, t.dependency) == (TimerState.ARMED, T0 + 10, "released")
+    # met already: a parent that settled at T counts at T
+    s.create(T0 + 4, [TimerSpec("q", T0 + 5)])
+    s.tick(T0 + 5)
+    t = s.create(T0 + 100, [TimerSpec("d", 0, graph=dep("q", delay_ms=1000))]).items[0].timer
+    assert (t.state, t.fire_at, t.dependency) == (TimerState.ARMED, T0 + 1005, "met")
+
+
+def test_idempotent_retry_of_a_dependent_create_returns_the_first():
+    s = State()
+    s.create(T0, [TimerSpec("p", T0 + 10)])
+    first = s.create(T0, [TimerSpec("c", 0, idempotency_key="k", graph=dep("p"))]).items[0]
+    again = s.create(T0 + 1, [TimerSpec("c2", 0, idempotency_key="k", graph=dep("p"))]).items[0]
+    assert first.created and not again.created and again.timer.id == "c"
+    with pytest.raises(AlreadyExists):
+        s.create(T0 + 1, [TimerSpec("c", 0, graph=dep("p"))])
+
+
+# ---- lifecycle -------------------------------------------------------------------------
+
+
+def test_chain_a_then_b_10s_after_a_settles_and_the_graph_is_readable():
+    s = State()
+    res = s.create(T0, [TimerSpec("a", T0 + 1000, ack_required=True),
+                        TimerSpec("b", 0, graph=dep("a", on="settled", delay_ms=10_000))])
+    assert [e.kind for e in res.events] == [EventKind.CREATED, EventKind.ARMED, EventKind.CREATED]
+    b = s.get("default", "b")
+    assert (b.state, b.revision, b.armed_at, b.after, b.waiting_on, b.dependency) == (
+        TimerState.SCHEDULED, 1, None, ("a",), ("a",), "waiting")
+    assert s.get("default", "a").children == ("b",)
+    s.tick(T0 + 1000)
+    assert s.get("default", "b").state == TimerState.SCHEDULED       # fired is not settled
+    ev = s.ack(T0 + 1500, "default", "a", s.get("default", "a").fire_id).events
+    assert [(e.kind, e.timer_id, e.fire_at) for e in ev] == [(EventKind.SETTLED, "a", T0 + 1000),
+                                                             (EventKind.ARMED, "b", T0 + 11_500)]
+    assert s.next_deadline() == T0 + 11_500
+    assert [e.kind for e in s.tick(T0 + 11_499).events] == []
+    assert [e.kind for e in s.tick(T0 + 11_500).events] == [EventKind.FIRED, EventKind.SETTLED]
+    s.check_invariants()
+
+
+def test_cancel_cascades_down_a_chain_and_release_arms():
+    s = State()
+    s.create(T0, [TimerSpec("a", T0 + 1000),
+                  TimerSpec("b", 0, graph=dep("a")),
+                  TimerSpec("c", 0, graph=dep("b")),
+                  TimerSpec("r", 0, graph=dep("b", on_parent_cancel="release", delay_ms=5))])
+    ev = s.cancel(T0 + 10, [("default", "a")]).events
+    assert [(e.kind, e.timer_id) for e in ev] == [(EventKind.CANCELLED, "a"), (EventKind.CANCELLED, "b"),
+                                                  (EventKind.CANCELLED, "c"), (EventKind.ARMED, "r")]
+    assert s.get("default", "r").fire_at == T0 + 15
+    assert s.get("default", "c").dependency == "cancelled"
+    s.check_invariants()
+
+
+def test_any_mode_waits_for_a_parent_that_can_still_meet_it():
+    s = State()
+    s.create(T0, [TimerSpec("p1", T0 + 100), TimerSpec("p2", T0 + 200),
+                  TimerSpec("c", 0, graph=dep("p1", "p2", mode="any"))])
+    s.cancel(T0 + 1, [("default", "p1")])
+    assert s.get("default", "c").state == TimerState.SCHEDULED and s.get("default", "c").waiting_on == ("p2",)
+    s.tick(T0 + 200)
+    c = s.get("default", "c")
+    assert c.state == TimerState.ARMED and c.fire_at == T0 + 200
+
+
+def test_retention_never_purges_a_parent_with_a_waiting_child_and_purging_forgets_edges():
+    s = State()
+    s.retention = RetentionPolicy(default=0)
+    s.create(T0, [TimerSpec("a", T0 + 100), TimerSpec("b", 0, graph=dep("a", delay_ms=50))])
+    ev = s.tick(T0 + 100).events
+    # a settles, b arms (resolved first), then a is purged: b never waits on a purged timer
+    assert [(e.kind, e.timer_id) for e in ev] == [(EventKind.FIRED, "a"), (EventKind.SETTLED, "a"),
+                                                  (EventKind.ARMED, "b"), (EventKind.PURGED, "a")]
+    b = s.get("default", "b")
+    assert b.after == ("a",) and b.waiting_on == () and b.state == TimerState.ARMED
+    s.tick(T0 + 150)
+    assert len(s) == 0 and not s.has_graph
+    s.check_invariants()
+
+
+def test_escalation_steps_and_an_ack_stops_the_ladder():
+    s = State()
+    s.create(T0, [TimerSpec("x", T0 + 100, ack_required=True,
+                            graph=dep(escalate=((1000, b"page"), (5000, b"call"))))])
+    s.tick(T0 + 100)
+    assert s.next_deadline() == T0 + 1100
+    ev = s.tick(T0 + 1100).events
+    assert [(e.kind, e.state, e.fire_at, e.fire_id) for e in ev] == [
+        (EventKind.ESCALATED, TimerState.FIRED, T0 + 1100, s.get("default", "x").fire_id)]
+    t = s.get("default", "x")
+    assert t.escalated == 1 and t.escalate == ((1000, b"page"), (5000, b"call"))
+    s.ack(T0 + 2000, "default", "x", t.fire_id)
+    assert s.tick(T0 + 10_000).events == ()
+    s.check_invariants()
+
+
+# ---- bulk --------------------------------------------------------------------------------
+
+
+def test_bulk_cancel_gives_a_result_per_timer_and_checks_labels_at_apply():
+    s = State()
+    s.create(T0, [TimerSpec("a", T0 + 10, labels={"team": "infra"}), TimerSpec("b", T0 + 10, labels={"team": "web"}),
+                  TimerSpec("c", T0 + 10, labels={"team": "infra"})])
+    s.cancel(T0, [("default", "c")])
+    res = bulk.cancel_each(s, T0 + 1, "default", ["a", "b", "c", "zz"], (("team", "infra"),))
+    assert [(i.id, i.code) for i in res.items] == [("a", "OK"), ("b", "NO_MATCH"), ("c", "FAILED_PRECONDITION"),
+                                                   ("zz", "NOT_FOUND")]
+    assert [(e.kind, e.timer_id) for e in res.events] == [(EventKind.CANCELLED, "a")]
+    assert s.get("default", "b").state == TimerState.ARMED
+    with pytest.raises(InvalidArgument):
+        bulk.cancel_each(s, T0, "default", ["a", "a"])
+    with pytest.raises(InvalidArgument):
+        bulk.cancel_each(s, T0, "default", [f"t{i}" for i in range(bulk.MAX_BULK + 1)])
+
+
+def test_bulk_reschedule():
+    s = State()
+    s.create(T0, [TimerSpec("a", T0 + 10), TimerSpec("b", T0 + 20)])
+    res = bulk.reschedule_each(s, T0 + 1, "default", ["a", "b"], (), extend_by=1000)
+    assert [(i.code, i.timer.fire_at) for i in res.items] == [("OK", T0 + 1010), ("OK", T0 + 1020)]
+    with pytest.raises(InvalidArgument):
+        bulk.reschedule_each(s, T0, "default", ["a"], (), fire_at=1, extend_by=1)
+
+
+# ---- snapshots ---------------------------------------------------------------------------
+
+
+def test_snapshot_round_trips_the_graph_and_a_state_without_one_writes_the_old_bytes():
+    plain = State()
+    plain.create(T0, [TimerSpec("a", T0 + 100)])
+    with_graph = State()
+    with_graph.create(T0, [TimerSpec("a", T0 + 100)])
+    assert plain.to_bytes() == with_graph.to_bytes()
+    with_graph.create(T0, [TimerSpec("b", 0, graph=dep("a", on="fired", delay_ms=3)),
+                           TimerSpec("x", T0 + 50, ack_required=True, graph=dep(escalate=((10, b"e"),)))])
+    data = with_graph.to_bytes()
+    assert decode(data)[0].graph and int.from_bytes(data[8:10], "little") == 2      # version 2
+    assert int.from_bytes(data[10:12], "little") & FLAG_GRAPH
+    assert not int.from_bytes(plain.to_bytes()[10:12], "little") & FLAG_GRAPH
+    back = State.from_bytes(data)
+    assert back == with_graph and back.to_bytes() == data
+    back.check_invariants()
+    for st in (back, with_graph):
+        st.tick(T0 + 50)
+        st.tick(T0 + 100)
+    assert back == with_graph and back.get("default", "b").state == TimerState.ARMED
+    assert [e.kind for e in back.tick(T0 + 103).events] == [EventKind.FIRED, EventKind.SETTLED]
+    assert hashlib.sha256(plain.to_bytes()).hexdigest() == hashlib.sha256(State.from_bytes(
+        plain.to_bytes()).to_bytes()).hexdigest()
