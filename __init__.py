@@ -20,6 +20,7 @@ except PackageNotFoundError:  # running from a checkout that was never installed
 # then resolves to the installed `minoots` whatever the checkout is called.
 from minoots.api.types import (  # noqa: E402  (after __version__ on purpose: no grpc here)
     AlreadyExists,
+    BulkResult,
     ClusterStatus,
     DeadlineExceeded,
     DeliveryAttempt,
@@ -63,7 +64,7 @@ def __getattr__(name: str):
 __all__ = [
     "__version__",
     "Client", "AsyncClient", "Watch", "AsyncWatch", "verify_webhook", "WebhookVerificationError", "DeliveryAttempt",
-    "Lease", "run_worker",
+    "Lease", "run_worker", "BulkResult",
     "Timer", "TimerSpec", "TimerState", "Event", "EventKind", "ClusterStatus", "Member",
     "SnapshotInfo", "MinootsError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
     "OutOfRange", "Unavailable", "DeadlineExceeded", "Unauthenticated", "PermissionDenied", "ResourceExhausted",

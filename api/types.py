@@ -27,6 +27,7 @@ __all__ = [
     "TimerSpec",
     "Timer",
     "Event",
+    "BulkResult",
     "Member",
     "ClusterStatus",
     "SnapshotInfo",
@@ -175,6 +176,37 @@ class TimerSpec:
     backoff_base: Union[timedelta, int, float, None] = None
     backoff_cap: Union[timedelta, int, float, None] = None
     attempt_timeout: Union[timedelta, int, float, None] = None
+    #: Dependencies: wait (SCHEDULED) until the timers `after` (ids of this tenant; one id or
+    #: several) meet `on` (fired | settled | dead_lettered | cancelled), all of them or `mode`
+    #: any; then fire `delay` (seconds or timedelta) after that. With `after`, `delay` counts from
+    #: the condition and no deadline is needed (`fire_at`, if given, is the earliest fire time).
+    #: `on_parent_cancel`: cancel (default) or release when a parent can no longer meet it.
+    after: Union[str, tuple, list, None] = None
+    on: str = ""
+    mode: str = ""
+    on_parent_cancel: str = ""
+    #: Escalation ladder (with ack_required): [(after seconds or timedelta, action), ...] from the
+    #: fire; each step without an ack is an ESCALATED event; an ack stops the ladder.
+    escalate: Optional[tuple] = None
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """One timer's outcome in a bulk cancel / reschedule: `code` OK, NOT_FOUND,
+    FAILED_PRECONDITION, INVALID_ARGUMENT or NO_MATCH (no longer carries the selector's labels)."""
+
+    id: str
+    code: str
+    message: str = ""
+    timer: Optional["Timer"] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.code == "OK"
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "code": self.code, "message": self.message,
+                "timer": None if self.timer is None else self.timer.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -252,6 +284,19 @@ class Timer:
     max_count: int = 0
     cron: str = ""
     tz: str = ""
+    #: Graph: parents (as created), condition, mode, delay after it, policy; the parents still
+    #: awaited; the outcome (waiting, met, released, cancelled); the dependents (children);
+    #: the escalation ladder ((timedelta, action), ...) and the steps escalated so far.
+    after: tuple = ()
+    on: str = ""
+    mode: str = ""
+    after_delay: Optional[timedelta] = None
+    on_parent_cancel: str = ""
+    waiting_on: tuple = ()
+    dependency: str = ""
+    children: tuple = ()
+    escalate: tuple = ()
+    escalated: int = 0
 
     @property
     def fire_at_ms(self) -> int:
@@ -292,6 +337,14 @@ class Timer:
                                               "until": _iso(self.until), "max_count": self.max_count}),
             **({} if not self.cron else {"cron": self.cron, "tz": self.tz, "until": _iso(self.until),
                                          "max_count": self.max_count}),
+            **({} if not self.after else {
+                "after": list(self.after), "on": self.on, "mode": self.mode, "on_parent_cancel": self.on_parent_cancel,
+                "after_delay_ms": 0 if self.after_delay is None else int(self.after_delay / timedelta(milliseconds=1)),
+                "waiting_on": list(self.waiting_on), "dependency": self.dependency}),
+            **({} if not self.children else {"children": list(self.children)}),
+            **({} if not self.escalate else {
+                "escalate": [{"after_ms": int(a / timedelta(milliseconds=1)), **_blob("action", b)}
+                             for a, b in self.escalate], "escalated": self.escalated}),
         }
 
 

@@ -238,8 +238,24 @@ def _show_timer(t, as_json: bool, headline: Optional[str] = None) -> None:
                                                     if a.next_attempt_at else "")))
         if t.next_attempt_at:
             rows.append(("next_attempt_at", _fmt_time(t.next_attempt_at)))
+    rows += _graph_rows(t)
     for k, v in rows:
         click.echo(f"{k:<16}{v}")
+
+
+def _graph_rows(t) -> list:
+    rows = []
+    if t.after:
+        ms = 0 if t.after_delay is None else int(t.after_delay / timedelta(milliseconds=1))
+        rows.append(("after", f"{','.join(t.after)}  on={t.on} mode={t.mode} delay={ms / 1000:g}s "
+                              f"on_parent_cancel={t.on_parent_cancel}"))
+        rows.append(("dependency", t.dependency + (f" (waiting on {','.join(t.waiting_on)})" if t.waiting_on else "")))
+    if t.children:
+        rows.append(("children", ",".join(t.children)))
+    for k, (after, action) in enumerate(t.escalate):
+        done = "escalated" if k < t.escalated else "pending"
+        rows.append((f"escalate {k + 1}", f"{after.total_seconds():g}s  {action.decode('utf-8', 'replace')}  {done}"))
+    return rows
 
 
 def _event_line(ev) -> str:
@@ -308,15 +324,49 @@ def timer() -> None:
                    "in --tz; the first at or after --in/--at (default: now). A wall time skipped by a DST "
                    "jump fires right after it; one that happens twice fires twice.")
 @click.option("--tz", default=None, metavar="ZONE", help="With --cron: an IANA time zone, e.g. Europe/Paris, UTC.")
+@click.option("--after", "after", multiple=True, metavar="ID",
+              help="Wait (SCHEDULED) until this timer meets --on; repeatable (at most 16 parents). "
+                   "No --in/--at needed then (--at is the earliest fire time).")
+@click.option("--on", "on", type=click.Choice(["fired", "settled", "dead_lettered", "cancelled"]), default=None,
+              help="With --after: the parents' condition (default settled).")
+@click.option("--mode", type=click.Choice(["all", "any"]), default=None,
+              help="With several --after: all parents (default) or any one.")
+@click.option("--delay", default=None, metavar="DURATION", help="With --after: fire this long after the condition.")
+@click.option("--on-parent-cancel", type=click.Choice(["cancel", "release"]), default=None,
+              help="With --after: a parent that can no longer meet the condition cancels this timer "
+                   "(default) or releases it (counts as met).")
+@click.option("--escalate", "escalate", multiple=True, metavar="DURATION:ACTION",
+              help="With --ack-required: DURATION after the fire without an ack, an ESCALATED event for "
+                   "ACTION (repeatable, at most 8, increasing); an ack stops the ladder.")
 @common_options
 def create(in_, at, timer_id, name, labels, payload, action, idempotency_key, ack_required, webhook,
            webhook_headers, queue_name, max_attempts, backoff_base, backoff_cap, attempt_timeout, every, until,
-           max_count, cron, tz, conn, as_json, tenant) -> None:
+           max_count, cron, tz, after, on, mode, delay, on_parent_cancel, escalate, conn, as_json, tenant) -> None:
     """Create a timer: give --in DURATION or --at TIME (the first occurrence with --every,
-    the start with --cron; and --webhook URL to have it called)."""
+    the start with --cron; and --webhook URL to have it called), or --after ID
+    [--on settled] [--delay 10s] to start it when other timers finish."""
+    graph: dict = {}
+    if after:
+        graph = {"after": list(after), "on": on or "", "mode": mode or "", "on_parent_cancel": on_parent_cancel or ""}
+        if in_ is not None:
+            fail("--after and --in do not go together (use --delay: the time after the condition)", code=2)
+    elif on or mode or delay or on_parent_cancel:
+        fail("--on, --mode, --delay and --on-parent-cancel need --after", code=2)
+    if escalate:
+        steps = []
+        for text in escalate:
+            dur, sep, act = text.partition(":")
+            if not sep:
+                fail(f"--escalate {text!r}: expected DURATION:ACTION, e.g. 30s:page-oncall", code=2)
+            steps.append((timedelta(milliseconds=_parsed(parse_duration, dur)), act.encode()))
+        graph["escalate"] = steps
+    if after:
+        graph["delay"] = None if delay is None else timedelta(milliseconds=_parsed(parse_duration, delay))
+        if at is None:
+            in_ = None
     if cron is not None and in_ is None and at is None:
         in_ = "0s"
-    if (in_ is None) == (at is None):
+    if (in_ is None) == (at is None) and not after:
         fail("give exactly one of --in DURATION and --at TIME", code=2)
     if webhook is not None and queue_name is not None:
         fail("give --webhook or --queue, not both", code=2)
@@ -329,8 +379,10 @@ def create(in_, at, timer_id, name, labels, payload, action, idempotency_key, ac
     delay = fire_at = None
     if in_ is not None:
         delay = timedelta(milliseconds=_parsed(parse_duration, in_))
-    else:
+    elif at is not None:
         fire_at = _parsed(parse_time, at)
+    if after:
+        delay = graph.pop("delay")
     label_map = dict(_parsed(parse_label, lab) for lab in labels)
     payload_b = _parsed(read_blob, payload, "payload")
     action_b = _parsed(read_blob, action, "action")
@@ -357,7 +409,7 @@ def create(in_, at, timer_id, name, labels, payload, action, idempotency_key, ac
                                   payload=payload_b, labels=label_map, action=action_b,
                                   idempotency_key=idempotency_key, ack_required=ack_required, every=every_d,
                                   until=until_t, max_count=max_count or 0, cron=cron or "", tz=tz or "",
-                                  **delivery))
+                                  **delivery, **graph))
     _show_timer(t, as_json, "created" if t.created is not False else "already existed (same idempotency key)")
 
 
@@ -417,13 +469,35 @@ def list_(states, labels, limit, conn, as_json, tenant) -> None:
 
 
 @timer.command("cancel")
-@click.argument("timer_id", metavar="ID")
+@click.argument("timer_ids", metavar="[ID]...", nargs=-1)
+@click.option("--selector", default=None, metavar="K=V[,K=V]",
+              help="Cancel every live timer of the tenant with these labels (all must match), in "
+                   "replicated pages of up to 1,000; prints a result per timer.")
 @common_options
-def cancel(timer_id, conn, as_json, tenant) -> None:
-    """Cancel a scheduled, armed or fired timer."""
+def cancel(timer_ids, selector, conn, as_json, tenant) -> None:
+    """Cancel a scheduled, armed or fired timer; several ids, or --selector, cancel in bulk."""
+    if bool(timer_ids) == (selector is not None):
+        fail("give timer ids or --selector", code=2)
     with _client(conn) as c:
-        t = _run(lambda: c.cancel(timer_id, tenant=tenant))
-    _show_timer(t, as_json, "cancelled")
+        if len(timer_ids) == 1:
+            t = _run(lambda: c.cancel(timer_ids[0], tenant=tenant))
+            _show_timer(t, as_json, "cancelled")
+            return
+        results = _run(lambda: c.cancel_many(list(timer_ids) or None, selector=selector, tenant=tenant))
+    _show_bulk(results, as_json, "cancelled")
+
+
+def _show_bulk(results, as_json: bool, done: str) -> None:
+    ok = sum(r.ok for r in results)
+    for r in results:
+        if as_json:
+            _emit_json(r.to_dict())
+        else:
+            click.echo(f"{r.id:<34} {done if r.ok else r.code.lower():<20} {r.message}")
+    if not as_json:
+        click.echo(f"{ok} {done}, {len(results) - ok} not")
+    if ok != len(results):
+        raise SystemExit(1)
 
 
 @timer.command("delete")
@@ -452,14 +526,26 @@ def extend(timer_id, by, conn, as_json, tenant) -> None:
 
 
 @timer.command("reschedule")
-@click.argument("timer_id", metavar="ID")
+@click.argument("timer_id", metavar="ID", required=False)
 @click.option("--at", "at", metavar="TIME", help="The new deadline (RFC 3339).")
 @click.option("--in", "in_", metavar="DURATION", help="The new deadline, from now.")
+@click.option("--selector", default=None, metavar="K=V[,K=V]",
+              help="Reschedule every scheduled or armed timer of the tenant with these labels (bulk, "
+                   "replicated pages of up to 1,000; --in counts from when the cluster accepts each page).")
 @common_options
-def reschedule(timer_id, at, in_, conn, as_json, tenant) -> None:
-    """Set a timer's deadline: --at TIME (or --in DURATION from now)."""
+def reschedule(timer_id, at, in_, selector, conn, as_json, tenant) -> None:
+    """Set a timer's deadline: --at TIME (or --in DURATION from now); --selector for many."""
     if (in_ is None) == (at is None):
         fail("give exactly one of --at TIME and --in DURATION", code=2)
+    if (timer_id is None) == (selector is None):
+        fail("give a timer ID or --selector", code=2)
+    if selector is not None:
+        kw = {"fire_at": _parsed(parse_time, at)} if at is not None else {
+            "delay": timedelta(milliseconds=_parsed(parse_duration, in_))}
+        with _client(conn) as c:
+            results = _run(lambda: c.reschedule_many(selector=selector, tenant=tenant, **kw))
+        _show_bulk(results, as_json, "rescheduled")
+        return
     if at is not None:
         when = _parsed(parse_time, at)
     else:
@@ -467,6 +553,33 @@ def reschedule(timer_id, at, in_, conn, as_json, tenant) -> None:
     with _client(conn) as c:
         t = _run(lambda: c.reschedule(timer_id, when, tenant=tenant))
     _show_timer(t, as_json, "rescheduled")
+
+
+@timer.command("graph")
+@click.argument("timer_id", metavar="ID")
+@click.option("--max", "max_nodes", default=200, type=click.IntRange(1, 10_000), help="Show at most this many timers.")
+@common_options
+def graph_(timer_id, max_nodes, conn, as_json, tenant) -> None:
+    """Print a timer's dependency tree: its parents, then it and its dependents (children)."""
+    with _client(conn) as c:
+        nodes = _run(lambda: c.graph(timer_id, tenant=tenant, max_nodes=max_nodes))
+    if as_json:
+        for depth, t in nodes:
+            _emit_json({"depth": depth, **t.to_dict()})
+        return
+    root = nodes[0][1]
+    if root.after:
+        click.echo(f"after {', '.join(root.after)} (on {root.on}, {root.mode})")
+    for depth, t in nodes:
+        cond = ""
+        if t.after and depth:
+            ms = 0 if t.after_delay is None else int(t.after_delay / timedelta(milliseconds=1))
+            cond = f"  [{t.dependency}: on {t.on}" + (f" +{ms / 1000:g}s" if ms else "") + "]"
+        esc = f"  escalated {t.escalated}/{len(t.escalate)}" if t.escalate else ""
+        click.echo(f"{'    ' * max(depth - 1, 0)}{'└── ' if depth else ''}{t.id}  {t.state.name.lower()}  "
+                   f"{_fmt_time(t.fire_at) if t.state.name != 'SCHEDULED' else '-'}{cond}{esc}")
+    if len(nodes) >= max_nodes:
+        click.echo(f"(first {max_nodes} shown; --max for more)")
 
 
 @timer.command("ack")

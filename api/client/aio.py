@@ -128,14 +128,18 @@ class AsyncClient(policy.ClientSettings):
                      backoff_cap: Union[timedelta, int, float, None] = None,
                      attempt_timeout: Union[timedelta, int, float, None] = None,
                      every: Union[timedelta, int, float, None] = None, until: Union[datetime, int, None] = None,
-                     max_count: int = 0, cron: str = "", tz: str = "", timeout: Optional[float] = None) -> Timer:
+                     max_count: int = 0, cron: str = "", tz: str = "",
+                     after: Union[str, Iterable[str], None] = None, on: str = "", mode: str = "",
+                     on_parent_cancel: str = "", escalate: Optional[Iterable] = None,
+                     timeout: Optional[float] = None) -> Timer:
         """See `Client.create` (ids and idempotency keys are filled in the same way)."""
         spec = TimerSpec(fire_at=fire_at, delay=delay, id=id, tenant=self._tenant(tenant), name=name,
                          payload=payload, labels=labels, action=action, idempotency_key=idempotency_key,
                          ack_required=ack_required, webhook=webhook, webhook_headers=webhook_headers, queue=queue,
                          max_attempts=max_attempts, backoff_base=backoff_base, backoff_cap=backoff_cap,
                          attempt_timeout=attempt_timeout, every=every, until=until, max_count=max_count, cron=cron,
-                         tz=tz)
+                         tz=tz, after=after, on=on, mode=mode, on_parent_cancel=on_parent_cancel,
+                         escalate=tuple(escalate) if escalate is not None else None)
         req = timers_pb2.CreateTimerRequest(timer=wire.spec_to_pb(spec))
         resp = await self._call("create", lambda a, t: self._timers(a).CreateTimer(req, timeout=t), timeout=timeout)
         return wire.timer_from_pb(resp.timer, resp.created)

@@ -23,9 +23,11 @@ from ..types import (
     ClusterStatus,
     Event,
     FailedPrecondition,
+    InvalidArgument,
     Lease,
     Member,
     MinootsError,
+    NotFound,
     SnapshotInfo,
     Timer,
     TimerSpec,
@@ -148,6 +150,8 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
                attempt_timeout: Union[timedelta, int, float, None] = None,
                every: Union[timedelta, int, float, None] = None,
                until: Union[datetime, int, None] = None, max_count: int = 0, cron: str = "", tz: str = "",
+               after: Union[str, Iterable[str], None] = None, on: str = "", mode: str = "",
+               on_parent_cancel: str = "", escalate: Optional[Iterable] = None,
                timeout: Optional[float] = None) -> Timer:
         """Create one timer; returns it (ARMED).
 
@@ -179,7 +183,8 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
                          ack_required=ack_required, webhook=webhook, webhook_headers=webhook_headers, queue=queue,
                          max_attempts=max_attempts, backoff_base=backoff_base, backoff_cap=backoff_cap,
                          attempt_timeout=attempt_timeout, every=every, until=until, max_count=max_count, cron=cron,
-                         tz=tz)
+                         tz=tz, after=after, on=on, mode=mode, on_parent_cancel=on_parent_cancel,
+                         escalate=tuple(escalate) if escalate is not None else None)
         req = timers_pb2.CreateTimerRequest(timer=wire.spec_to_pb(spec))
         resp, _ = self._call("create", lambda a, t: self._timers(a).CreateTimer(req, timeout=t), timeout=timeout)
         return wire.timer_from_pb(resp.timer, resp.created)
@@ -270,6 +275,64 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
         return self._settle_call(
             "ack", lambda a, t: self._timers(a).AckTimer(req, timeout=t), id, tenant, timeout,
             lambda tm: tm.state == TimerState.SETTLED and tm.fire_id == fire_id)
+
+    # ---- graphs and bulk ---------------------------------------------------------
+
+    def cancel_many(self, ids: Union[str, Iterable[str], None] = None, *,
+                    selector: Union[Mapping[str, str], str, None] = None, tenant: Optional[str] = None,
+                    timeout: Optional[float] = None) -> list:
+        """Cancel the timers `ids`, or every live timer matching the label `selector`
+        ("team=infra" or a mapping; all pairs must match), each on its own: a BulkResult per
+        timer. One replicated command per page of up to 1,000 timers; pages until done."""
+        req = wire.bulk_request(timers_pb2.CancelTimersRequest, self._tenant(tenant), ids, selector)
+        return self._bulk_pages("cancel_many", lambda a, t: self._timers(a).CancelTimers(req, timeout=t), req,
+                                timeout, False)
+
+    def reschedule_many(self, ids: Union[str, Iterable[str], None] = None, *,
+                        selector: Union[Mapping[str, str], str, None] = None,
+                        fire_at: Union[datetime, int, None] = None, delay: Union[timedelta, int, float, None] = None,
+                        extend_by: Union[timedelta, int, float, None] = None, tenant: Optional[str] = None,
+                        timeout: Optional[float] = None) -> list:
+        """Move the deadline of scheduled or armed timers (`ids` or a label `selector`) to
+        `fire_at`, to `delay` from when the cluster accepts it, or by `extend_by` (one of the
+        three): a BulkResult per timer. `extend_by` is not retried after an ambiguous failure."""
+        if sum(x is not None for x in (fire_at, delay, extend_by)) != 1:
+            raise InvalidArgument("give exactly one of fire_at, delay and extend_by")
+        req = wire.bulk_request(timers_pb2.RescheduleTimersRequest, self._tenant(tenant), ids, selector,
+                                fire_at=fire_at, delay=delay, extend_by=extend_by)
+        return self._bulk_pages("reschedule_many", lambda a, t: self._timers(a).RescheduleTimers(req, timeout=t),
+                                req, timeout, extend_by is not None)
+
+    def _bulk_pages(self, what, fn, req, timeout, safe_only) -> list:
+        out: list = []
+        while True:
+            resp, _ = self._call(what, fn, safe_only=safe_only, timeout=timeout)
+            out += wire.bulk_from_pb(resp)
+            if not resp.next_page_token:
+                return out
+            req.page_token = resp.next_page_token
+
+    def graph(self, id: str, *, tenant: Optional[str] = None, max_nodes: int = 200,
+              timeout: Optional[float] = None) -> list:
+        """The timer and its dependents, depth first: [(depth, Timer), ...] (at most `max_nodes`;
+        a purged dependent is left out). Its parents are `Timer.after` of the first entry."""
+        out: list = []
+        stack = [(0, id)]
+        seen = set()
+        while stack and len(out) < max_nodes:
+            depth, tid = stack.pop()
+            if tid in seen:
+                continue
+            seen.add(tid)
+            try:
+                tm = self.get(tid, tenant=tenant, timeout=timeout)
+            except NotFound:
+                if depth == 0:
+                    raise
+                continue
+            out.append((depth, tm))
+            stack.extend((depth + 1, c) for c in reversed(tm.children))
+        return out
 
     def redrive(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
         """Deliver a DEAD_LETTERED webhook timer again with a fresh attempt budget (same

@@ -22,6 +22,7 @@ from minoots.v1 import cluster_pb2, timers_pb2
 
 from ..types import (
     EPOCH,
+    BulkResult,
     ClusterStatus,
     DeliveryAttempt,
     Event,
@@ -113,7 +114,8 @@ def _bytes(value: Union[bytes, bytearray, str, None], what: str) -> bytes:
 
 def spec_to_pb(spec: TimerSpec) -> timers_pb2.TimerSpec:
     """TimerSpec -> wire spec, filling in the id and idempotency key (see `minoots.api.client`'s docstring)."""
-    if (spec.fire_at is None) == (spec.delay is None):
+    after = (spec.after,) if isinstance(spec.after, str) else tuple(spec.after or ())
+    if not after and (spec.fire_at is None) == (spec.delay is None):
         raise InvalidArgument("give exactly one of fire_at and delay")
     timer_id = spec.id or new_timer_id()
     key = spec.idempotency_key or timer_id
@@ -131,8 +133,14 @@ def spec_to_pb(spec: TimerSpec) -> timers_pb2.TimerSpec:
         raise InvalidArgument(f"labels must map str to str: {exc}") from None
     if spec.fire_at is not None:
         pb.fire_at.CopyFrom(ms_to_timestamp(time_to_ms(spec.fire_at)))
+    elif after:
+        if spec.delay is not None:          # with parents: the delay after the condition
+            pb.after_delay.CopyFrom(duration_to_pb(spec.delay))
     else:
         pb.delay.CopyFrom(duration_to_pb(spec.delay))
+    if spec.fire_at is not None and after and spec.delay is not None:
+        pb.after_delay.CopyFrom(duration_to_pb(spec.delay))
+    _graph_to_pb(spec, after, pb)
     _delivery_to_pb(spec, pb)
     if spec.every is not None:
         pb.every.CopyFrom(duration_to_pb(spec.every))
@@ -145,6 +153,20 @@ def spec_to_pb(spec: TimerSpec) -> timers_pb2.TimerSpec:
     if spec.tz:
         pb.time_zone = spec.tz
     return pb
+
+
+def _graph_to_pb(spec: TimerSpec, after: tuple, pb: timers_pb2.TimerSpec) -> None:
+    if not after and (spec.on or spec.mode or spec.on_parent_cancel):
+        raise InvalidArgument("on, mode and on_parent_cancel need `after` (the parent timers)")
+    pb.after.extend(after)
+    pb.on, pb.mode, pb.on_parent_cancel = spec.on or "", spec.mode or "", spec.on_parent_cancel or ""
+    for k, step in enumerate(spec.escalate or ()):
+        try:
+            at, action = step
+        except (TypeError, ValueError):
+            raise InvalidArgument(f"escalate[{k}] must be an (after, action) pair") from None
+        s = pb.escalate.add(action=_bytes(action, f"escalate[{k}].action"))
+        s.after.CopyFrom(duration_to_pb(at, f"escalate[{k}].after"))
 
 
 def _delivery_to_pb(spec: TimerSpec, pb: timers_pb2.TimerSpec) -> None:
@@ -204,7 +226,20 @@ def timer_from_pb(pb: timers_pb2.Timer, created: Optional[bool] = None) -> Timer
         attempts=pb.attempts, fire_id=pb.fire_id or None, created=created,
         every=pb.every.ToTimedelta() if pb.HasField("every") else None, until=opt_ts(pb, "until"),
         max_count=pb.max_count, cron=pb.cron, tz=pb.time_zone,
-        **(_delivery_from_pb(pb) if pb.HasField("webhook") or pb.HasField("queue") else {}))
+        **(_delivery_from_pb(pb) if pb.HasField("webhook") or pb.HasField("queue") else {}),
+        **(_graph_from_pb(pb) if pb.after or pb.children or pb.escalate else {}))
+
+
+def _graph_from_pb(pb: timers_pb2.Timer) -> dict:
+    return {"after": tuple(pb.after), "on": pb.on, "mode": pb.mode, "on_parent_cancel": pb.on_parent_cancel,
+            "after_delay": pb.after_delay.ToTimedelta() if pb.HasField("after_delay") else None,
+            "waiting_on": tuple(pb.waiting_on), "dependency": pb.dependency, "children": tuple(pb.children),
+            "escalate": tuple((s.after.ToTimedelta(), s.action) for s in pb.escalate), "escalated": pb.escalated}
+
+
+def bulk_from_pb(resp: timers_pb2.BulkResponse) -> list[BulkResult]:
+    return [BulkResult(r.id, r.code, r.message, timer_from_pb(r.timer) if r.HasField("timer") else None)
+            for r in resp.results]
 
 
 def lease_from_pb(pb: timers_pb2.Lease) -> Lease:
@@ -250,6 +285,26 @@ def snapshot_from_pb(pb: cluster_pb2.Snapshot) -> SnapshotInfo:
 
 
 # ---------------------------------------------------------------- requests
+
+
+def bulk_request(cls, tenant: Optional[str], ids, selector, **change):
+    """CancelTimersRequest / RescheduleTimersRequest for `ids` or a label `selector` (a mapping or
+    "k=v,k2=v2"); `change`: fire_at (datetime/ms), delay or extend_by (timedelta/seconds)."""
+    if (ids is None) == (selector is None):
+        raise InvalidArgument("give ids or a selector (not both)")
+    req = cls(tenant=tenant or "")
+    if ids is not None:
+        req.ids.extend([ids] if isinstance(ids, str) else list(ids))
+    else:
+        req.label_selector = label_selector(selector)
+    for name, value in change.items():
+        if value is None:
+            continue
+        if name == "fire_at":
+            req.fire_at.CopyFrom(ms_to_timestamp(time_to_ms(value)))
+        else:
+            getattr(req, name).CopyFrom(duration_to_pb(value, name))
+    return req
 
 
 def create_many_request(specs: Iterable[Union[TimerSpec, Mapping]], tenant: Optional[str]
