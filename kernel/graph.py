@@ -369,8 +369,8 @@ def attach(st, pl: Plan, ords: list, now: int) -> None:
                 if ok is not None:
                     at = (t.fired_at[p] if on == _FIRED else t.settled_at[p]) if ok else now
                     resolve.append((c, p, ok, at))
-    if resolve:
-        _run(st, resolve, now)
+    if resolve:     # parents that met it already count from the earliest (mode any arms on the first)
+        _run(st, sorted(resolve, key=lambda r: r[3]), now)
 
 
 def on_ended(st, ords, now: int) -> list[int]:

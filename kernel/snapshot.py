@@ -19,7 +19,9 @@ Layout, all integers little-endian:
             (increasing), every_ms, until (-1: none), max_count; then cron lengths
             u32 + UTF-8 blob, time zone lengths u32 + UTF-8 blob; then, only with header
             flag FLAG_DELIVERY, one block: the delivery records (kernel/delivery.py) of the
-            timers that have a webhook or a queue, as canonical JSON in ordinal order
+            timers that have a webhook or a queue, as canonical JSON in ordinal order;
+            then, only with header flag FLAG_GRAPH (8), one block: the dependencies and
+            escalation ladders (kernel/graph.py) as canonical JSON in ordinal order
 
 Version 2 adds the purge deadline of every terminal timer (retention), allows
 free rows (state 0, empty id, tenant 0, no extras: a purged timer's ordinal),

@@ -22,7 +22,7 @@ from array import array
 from functools import partial
 from heapq import heappop, heappush
 from itertools import compress
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from collections.abc import Iterable, Mapping
 from typing import Any, Iterator, Optional
 
@@ -92,6 +92,7 @@ _UNARMED_MASK = bytes(int(b != _ARMED) for b in range(256))
 #: Fields of a normalised spec (see _normalise_spec).
 _TENANT_OF = itemgetter(0)
 _EXTRA_OF = itemgetter(4)
+_GRAPH_OF = attrgetter("graph")
 
 _S_SCHEDULED = TimerState.SCHEDULED
 _S_ARMED = TimerState.ARMED
@@ -263,7 +264,7 @@ class State:
         if limits or default_limit is not None:
             self._check_limits(adding, limits, default_limit)
         # Dependencies and escalation ladders (graph.py): checked before anything changes.
-        gplan = _graph.plan(t, specs, new, new_at) if any(s.graph is not None for s in specs) else None
+        gplan = _graph.plan(t, specs, new, new_at) if any(map(_GRAPH_OF, specs)) else None
         waiting = gplan.waiting if gplan is not None else ()
 
         # Apply. The wheel is the only step that could refuse (it cannot here:

@@ -231,3 +231,22 @@ def test_snapshot_round_trips_the_graph_and_a_state_without_one_writes_the_old_b
     assert [e.kind for e in back.tick(T0 + 103).events] == [EventKind.FIRED, EventKind.SETTLED]
     assert hashlib.sha256(plain.to_bytes()).hexdigest() == hashlib.sha256(State.from_bytes(
         plain.to_bytes()).to_bytes()).hexdigest()
+
+
+def test_dead_lettered_condition_through_a_webhook_delivery_and_a_dependent_webhook_timer():
+    from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
+
+    hook = Delivery(Webhook("https://example.com/h"), DeliveryPolicy(max_attempts=1))
+    s = State()
+    s.create(T0, [TimerSpec("w", T0 + 10, delivery=hook),
+                  TimerSpec("on_dead", 0, graph=dep("w", on="dead_lettered")),
+                  TimerSpec("on_ok", 0, delivery=hook, graph=dep("w", on="settled", delay_ms=5))])
+    assert s.get("default", "on_ok").state == TimerState.SCHEDULED
+    s.tick(T0 + 10)
+    fid = s.get("default", "w").fire_id
+    ev = s.delivery_attempt(T0 + 20, "default", "w", fid, 1, 500, 3, "http_status", b"", None).events
+    assert [(e.kind, e.timer_id) for e in ev] == [
+        (EventKind.DELIVERY_ATTEMPTED, "w"), (EventKind.DEAD_LETTERED, "w"), (EventKind.ARMED, "on_dead"),
+        (EventKind.CANCELLED, "on_ok")]
+    s.check_invariants()
+    assert State.from_bytes(s.to_bytes()) == s

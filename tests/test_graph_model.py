@@ -8,7 +8,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minoots.kernel import EventKind, State, TimerSpec, TimerState
+from minoots.kernel import EventKind, FailedPrecondition, NotFound, State, TimerSpec, TimerState
 from minoots.kernel.graph import GraphSpec
 from minoots.kernel.retention import RetentionPolicy
 
@@ -31,8 +31,28 @@ def dags(draw):
         st.tuples(st.just("tick"), st.integers(1, 400)),
         st.tuples(st.just("cancel"), st.integers(0, n - 1)),
         st.tuples(st.just("ack"), st.integers(0, n - 1)),
-        st.tuples(st.just("snapshot"), st.just(0))), max_size=25))
+        st.tuples(st.just("snapshot"), st.just(0)),
+        st.tuples(st.just("child"), st.fixed_dictionaries(dict(
+            parents=st.sets(st.integers(0, n - 1), min_size=1, max_size=3), on=st.sampled_from(CONDS),
+            mode=st.sampled_from(["all", "any"]), delay=st.sampled_from([0, 50, 250]),
+            policy=st.sampled_from(["cancel", "release"]), fire_at=st.sampled_from([0, T0 + 300]))))),
+        max_size=25))
     return nodes, ops, draw(st.sampled_from([0, None]))
+
+
+def by_id(log):
+    out: dict = {}
+    for e in log:
+        out.setdefault(e.timer_id, []).append(e)
+    return out
+
+
+def _held(s, tid):
+    try:
+        s.get("default", tid)
+        return True
+    except LookupError:
+        return False
 
 
 def specs_of(nodes):
@@ -60,13 +80,20 @@ def outcome(events_of_parent, on):
 
 
 def expected(nd, by_timer):
-    """What the model says of a child: ("arm", at, fire_at, seq_after) | ("cancel", at, seq_after) | None."""
-    outs = []
-    for p in nd["parents"]:
+    """What the model says of a child: ("arm", at, fire_at, seq_after) | ("cancel", at, seq_after) | None.
+    Parent outcomes from before the child's create count at their own time when they met the
+    condition (earliest first), at the create's time when they failed; later ones in commit order."""
+    pre, post = [], []
+    born, born_at = nd.get("born", (0, T0))
+    for k, p in enumerate(nd["parents"]):
         o = outcome(by_timer.get(p, []), nd["on"])
-        if o is not None:
-            outs.append(o)
-    outs.sort(key=lambda o: o[2])
+        if o is None:
+            continue
+        if o[2] < born:
+            pre.append(((o[1] if o[0] else born_at, k), (o[0], o[1] if o[0] else born_at, born)))
+        else:
+            post.append((o[2], o))
+    outs = [o for _, o in sorted(pre)] + [o for _, o in sorted(post)]
     left = len(nd["parents"])
     met_at = None
     for met, at, seq in outs:
@@ -74,9 +101,9 @@ def expected(nd, by_timer):
         if met or nd["policy"] == "release":
             met_at = at if met_at is None else max(met_at, at)
             if nd["mode"] == "any" or left == 0:
-                return "arm", at, max(nd["fire_at"], met_at + nd["delay"]), seq
+                return "arm", max(at, born_at), max(nd["fire_at"], met_at + nd["delay"]), seq
         elif nd["mode"] == "all" or left == 0:
-            return "cancel", at, seq
+            return "cancel", max(at, born_at), seq
     return None
 
 
@@ -97,8 +124,29 @@ def test_children_arm_and_cancel_exactly_when_the_model_says(case):
             pol = s.retention
             s = State.from_bytes(s.to_bytes())
             s.retention = pol
+        elif op == "child":
+            nd = dict(id=f"n{len(nodes)}", parents=[nodes[p]["id"] for p in sorted(arg["parents"])], ack=False,
+                      on=arg["on"], mode=arg["mode"], delay=arg["delay"], policy=arg["policy"],
+                      fire_at=arg["fire_at"])
+            spec = specs_of([nd])[0]
+            pre = {p: list(by_id(log).get(p, [])) for p in nd["parents"]}
+            live = [p for p in nd["parents"] if _held(s, p)]
+            fails = [p for p in live if (o := outcome(pre[p], nd["on"])) is not None and not o[0]]
+            try:
+                res = s.create(now, [spec])
+            except NotFound:
+                assert len(live) < len(nd["parents"])          # a parent was purged (retention 0)
+                continue
+            except FailedPrecondition:
+                assert nd["policy"] == "cancel" and fails and (nd["mode"] == "all" or len(fails) == len(live))
+                continue
+            assert len(live) == len(nd["parents"])
+            assert not (nd["policy"] == "cancel" and fails and (nd["mode"] == "all" or len(fails) == len(live)))
+            nd["born"] = (res.events[0].seq, now)
+            nodes.append(nd)
+            log += res.events
         else:
-            tid = nodes[arg]["id"]
+            tid = nodes[arg]["id"] if arg < len(nodes) else nodes[-1]["id"]
             try:
                 t = s.get("default", tid)
             except LookupError:
