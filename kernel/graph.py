@@ -543,6 +543,28 @@ def decorate(table, o: int, timer):
     return replace(timer, **fields) if fields else timer
 
 
+def check(table, need) -> None:
+    """State.check_invariants' part for graphs (O(graph))."""
+    g = table.graph
+    state = table.state
+    kids: dict[int, list[int]] = {}
+    for c in sorted(g.deps):
+        d = g.deps[c]
+        need(state[c] != 0, f"dependency of free row {c}")
+        need(bool(d.waiting) == (state[c] == _S_SCHEDULED), f"timer {c} waits iff it is scheduled")
+        need((d.outcome == WAITING) == bool(d.waiting), f"outcome of timer {c}")
+        for p in d.waiting:
+            need(p in d.pords and state[p] not in _TERMINAL and state[p] != 0,
+                 f"timer {c} waits only on live parents (a terminal parent resolves its children first)")
+        for p in d.pords:
+            if p >= 0:
+                need(state[p] != 0, f"parent {p} of {c} is held")
+                kids.setdefault(p, []).append(c)
+    need(kids == g.kids, "children lists are exactly the inverse of the dependencies, sorted")
+    for o, lad in g.ladders.items():
+        need(state[o] != 0 and 0 <= lad.done <= len(lad.steps), f"ladder of timer {o}")
+
+
 # ---- snapshots -------------------------------------------------------------------------
 
 
@@ -565,8 +587,9 @@ def decode(blob: bytes, n: int, states: bytes) -> Graph:
             if (len(parents) != len(pords) or not 1 <= len(parents) <= MAX_PARENTS or on not in _COND_NAME
                     or mode not in _MODE_NAME or policy not in _POLICY_NAME or outcome not in OUTCOMES
                     or any(type(p) is not int or not -1 <= p < n for p in pords)
-                    or any(p not in pords or p < 0 for p in waiting)
-                    or bool(waiting) != (states[o] == _S_SCHEDULED)):
+                    or any(p >= 0 and states[p] == 0 for p in pords)
+                    or any(p not in pords or p < 0 or states[p] in _TERMINAL for p in waiting)
+                    or bool(waiting) != (states[o] == _S_SCHEDULED) or (outcome == WAITING) != bool(waiting)):
                 raise SnapshotError(f"snapshot dependency of timer {o} is inconsistent")
             g.deps[o] = Dep(tuple(parents), tuple(pords), on, mode, delay, policy, tuple(waiting), met_at, outcome)
             for p in pords:

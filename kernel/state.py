@@ -1307,6 +1307,8 @@ class State:
             need((t.fired_at[o] == NO_TIME) == (t.attempts[o] == 0), f"fired_at iff attempts of ordinal {o}")
             need((t.settled_at[o] == NO_TIME) == (t.state[o] not in _TERMINAL),
                  f"settled_at iff terminal of ordinal {o}")
+        if t.graph:
+            _graph.check(t, need)
         for o, sched in t.schedules.items():
             need(0 <= o < n and t.state[o] != FREE and not t.flags[o] & FLAG_ACK_REQUIRED,
                  f"schedule of ordinal {o} belongs to a live timer without acks")

@@ -250,3 +250,21 @@ def test_dead_lettered_condition_through_a_webhook_delivery_and_a_dependent_webh
         (EventKind.CANCELLED, "on_ok")]
     s.check_invariants()
     assert State.from_bytes(s.to_bytes()) == s
+
+
+def test_a_graph_block_that_contradicts_the_table_is_a_snapshot_error():
+    from minoots.kernel import SnapshotError
+    from minoots.kernel import snapshot
+
+    s = State()
+    s.create(T0, [TimerSpec("a", T0 + 100), TimerSpec("b", 0, graph=dep("a"))])
+    table, seq, last, v1 = decode(s.to_bytes())
+    d = table.graph.deps[1]
+    for bad in (d._replace(waiting=()),                  # scheduled but waiting on nothing
+                d._replace(pords=(7,)),                   # a parent outside the table
+                d._replace(on=9)):                        # an unknown condition
+        table.graph.deps[1] = bad
+        with pytest.raises(SnapshotError):
+            State.from_bytes(snapshot.encode(table, seq, last, v1))
+    table.graph.deps[1] = d
+    assert State.from_bytes(snapshot.encode(table, seq, last, v1)) == s
