@@ -50,7 +50,6 @@ from __future__ import annotations
 import base64
 import json
 from collections import deque
-from dataclasses import replace
 from typing import Any, NamedTuple, Optional
 
 from ._wheel import MAX_TIME
@@ -60,7 +59,7 @@ from .validate import MAX_ACTION_BYTES, check_bytes, check_id
 
 __all__ = ["GraphSpec", "Dep", "Ladder", "Graph", "ESCALATE", "MAX_PARENTS", "MAX_STEPS", "MAX_CHILDREN",
            "CONDITIONS", "MODES", "POLICIES", "check_graph", "plan", "attach", "on_ended", "after_fires",
-           "decorate", "encode", "decode"]
+           "view_fields", "encode", "decode"]
 
 MAX_PARENTS = 16
 MAX_STEPS = 8
@@ -525,8 +524,8 @@ def drain(table) -> list:
 # ---- reading ---------------------------------------------------------------------------
 
 
-def decorate(table, o: int, timer):
-    """The Timer view of o with its graph fields."""
+def view_fields(table, o: int) -> Optional[dict]:
+    """The graph fields of o's Timer view (None: it has none)."""
     g = table.graph
     fields = {}
     dep = g.deps.get(o)
@@ -540,7 +539,7 @@ def decorate(table, o: int, timer):
     lad = g.ladders.get(o)
     if lad is not None:
         fields.update(escalate=lad.steps, escalated=lad.done)
-    return replace(timer, **fields) if fields else timer
+    return fields or None
 
 
 def check(table, need) -> None:

@@ -34,7 +34,7 @@ from types import MappingProxyType
 from typing import Iterator, NamedTuple, Optional, Union
 
 from .delivery import DeliveryRecord
-from .graph import Graph, decorate as _graph_view
+from .graph import Graph, view_fields as _graph_fields
 from .timer import EMPTY_LABELS, Timer, TimerState
 
 __all__ = ["Extra", "Table", "NO_TIME", "NO_FIRE", "FLAG_ACK_REQUIRED", "FLAG_KEY_IS_ID", "COLUMNS", "timer_of",
@@ -121,7 +121,7 @@ def as_extra(extra: ExtraField) -> Extra:
 
 def timer_of(tenant: str, timer_id: str, fire_at: int, flags: int, extra: ExtraField, state: int,
              created_at: int, armed_at: int, fired_at: int, settled_at: int, attempts: int, fire_id: int,
-             revision: int, sched: Optional[tuple] = None) -> Timer:
+             revision: int, sched: Optional[tuple] = None, graph: Optional[dict] = None) -> Timer:
     """A Timer from one record's fields as the table stores them (NO_TIME/NO_FIRE for unset;
     `sched` a kernel.schedule.Schedule for a recurring timer)."""
     if extra is None:
@@ -153,6 +153,7 @@ def timer_of(tenant: str, timer_id: str, fire_at: int, flags: int, extra: ExtraF
         revision=revision,
         **({} if sched is None else {"every_ms": sched[0], "until": None if sched[1] < 0 else sched[1],
                                      "max_count": sched[2], "cron": sched[3], "tz": sched[4]}),
+        **({} if graph is None else graph),
     )
 
 
@@ -336,15 +337,14 @@ class Table:
         timer = timer_of(self.tenant_names[self.tenant[o]], self.ids[o], self.fire_at[o], self.flags[o],
                          self.extra[o], self.state[o], self.created_at[o], self.armed_at[o], self.fired_at[o],
                          self.settled_at[o], self.attempts[o], self.fire_id[o], self.revision[o],
-                         self.schedules.get(o) if self.schedules else None)
+                         self.schedules.get(o) if self.schedules else None,
+                         _graph_fields(self, o) if self.graph else None)
         if self.deliv:
             rec = self.deliv.get(o)
             if rec is not None:
                 timer = replace(timer, delivery=rec.spec, delivery_attempts=rec.log,
                                 next_attempt_at=rec.next_at if rec.waiting and not rec.lease else None,
                                 delivery_attempt=rec.attempt)
-        if self.graph:
-            timer = _graph_view(self, o, timer)
         return timer
 
     def views(self, tenant: Optional[str] = None) -> Iterator[Timer]:
