@@ -113,6 +113,18 @@ def test_bulk_cancel_by_selector_and_bad_input(real_cluster):
             cl.create(delay=5, tenant="bulk", escalate=[(1, "x")])
         assert len(list(cl.list(tenant="bulk"))) == before           # nothing created
 
+    import asyncio
+
+    async def through_async():
+        async with minoots.AsyncClient(cluster_grpc(real_cluster), timeout=60) as ac:
+            await ac.create(delay=3600, id="as1", tenant="bulk", labels={"team": "async"})
+            await ac.create(id="as2", tenant="bulk", after="as1", on="cancelled", delay=3600)
+            res = await ac.cancel_many(selector="team=async", tenant="bulk")
+            return res, await ac.get("as2", tenant="bulk")
+    res, child = asyncio.run(through_async())
+    assert [(r.id, r.code) for r in res] == [("as1", "OK")]
+    assert child.state == TimerState.ARMED and child.dependency == "met"       # on=cancelled: met
+
 
 def test_cli_chain_graph_escalate_and_bulk(real_cluster):
     from support import cluster_grpc

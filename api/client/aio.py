@@ -31,6 +31,7 @@ from ..types import (
     ClusterStatus,
     Event,
     FailedPrecondition,
+    InvalidArgument,
     Lease,
     Member,
     MinootsError,
@@ -200,6 +201,38 @@ class AsyncClient(policy.ClientSettings):
                                                 extend_by=wire.duration_to_pb(by, "by"))
         return wire.timer_from_pb(await self._call(
             "extend", lambda a, t: self._timers(a).RescheduleTimer(req, timeout=t), safe_only=True, timeout=timeout))
+
+    async def cancel_many(self, ids: Union[str, Iterable[str], None] = None, *,
+                          selector: Union[Mapping[str, str], str, None] = None, tenant: Optional[str] = None,
+                          timeout: Optional[float] = None) -> list:
+        """See `Client.cancel_many`: a BulkResult per timer, every page."""
+        req = wire.bulk_request(timers_pb2.CancelTimersRequest, self._tenant(tenant), ids, selector)
+        return await self._bulk_pages("cancel_many", lambda a, t: self._timers(a).CancelTimers(req, timeout=t),
+                                      req, timeout, False)
+
+    async def reschedule_many(self, ids: Union[str, Iterable[str], None] = None, *,
+                              selector: Union[Mapping[str, str], str, None] = None,
+                              fire_at: Union[datetime, int, None] = None,
+                              delay: Union[timedelta, int, float, None] = None,
+                              extend_by: Union[timedelta, int, float, None] = None, tenant: Optional[str] = None,
+                              timeout: Optional[float] = None) -> list:
+        """See `Client.reschedule_many`."""
+        if sum(x is not None for x in (fire_at, delay, extend_by)) != 1:
+            raise InvalidArgument("give exactly one of fire_at, delay and extend_by")
+        req = wire.bulk_request(timers_pb2.RescheduleTimersRequest, self._tenant(tenant), ids, selector,
+                                fire_at=fire_at, delay=delay, extend_by=extend_by)
+        return await self._bulk_pages("reschedule_many",
+                                      lambda a, t: self._timers(a).RescheduleTimers(req, timeout=t), req, timeout,
+                                      extend_by is not None)
+
+    async def _bulk_pages(self, what, fn, req, timeout, safe_only) -> list:
+        out: list = []
+        while True:
+            resp = await self._call(what, fn, safe_only=safe_only, timeout=timeout)
+            out += wire.bulk_from_pb(resp)
+            if not resp.next_page_token:
+                return out
+            req.page_token = resp.next_page_token
 
     async def ack(self, id: str, fire_id: int, *, tenant: Optional[str] = None,
                   timeout: Optional[float] = None) -> Timer:
