@@ -236,6 +236,8 @@ def check_graph(p: str, g: Any, ack: bool, recurring: bool) -> Optional[GraphSpe
         raise InvalidArgument(f"{p}.escalate", "an escalation ladder needs ack_required (an ack stops it)")
     if out and recurring:
         raise InvalidArgument(f"{p}.escalate", "a recurring timer cannot have an escalation ladder")
+    if ids and recurring:
+        raise InvalidArgument(f"{p}.after", "a recurring timer cannot wait on parents (not supported yet)")
     if not ids and not out:
         if delay or g.mode != "all" or g.on != "settled" or g.on_parent_cancel != "cancel":
             raise InvalidArgument(f"{p}.after", "on, mode, delay and on_parent_cancel need at least one parent")
