@@ -302,6 +302,15 @@ def plan(table, specs: list, new: list, new_at: list) -> Optional[Plan]:
     return Plan(graphs, refs, frozenset(j for j, g in graphs.items() if g.after))
 
 
+def touched(pl: Plan) -> list[int]:
+    """The new timers (indexes into `new`) whose view the graph changes: those with a graph
+    and their parents in the same batch."""
+    out = set(pl.graphs)
+    for refs in pl.refs.values():
+        out.update(r for how, r in refs if how == "new")
+    return sorted(out)
+
+
 def _can_fail(st: int, has_fired: bool, on: int) -> Optional[bool]:
     """For a parent in state st: True if it meets condition `on` already, False if it can
     no longer meet it, None while it may still do either."""

@@ -321,8 +321,8 @@ class State:
         if gplan is not None:
             _graph.attach(self, gplan, ords, now)
             events += _graph.drain(t)
-            for j in gplan.graphs:
-                fresh[j] = t.view(ords[j])      # as this command leaves it (few such timers)
+            for j in _graph.touched(gplan):    # as this command leaves them (few such timers)
+                fresh[j] = t.view(ords[j])
 
         view = t.view
         items = tuple(

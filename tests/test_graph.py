@@ -107,6 +107,7 @@ def test_chain_a_then_b_10s_after_a_settles_and_the_graph_is_readable():
     res = s.create(T0, [TimerSpec("a", T0 + 1000, ack_required=True),
                         TimerSpec("b", 0, graph=dep("a", on="settled", delay_ms=10_000))])
     assert [e.kind for e in res.events] == [EventKind.CREATED, EventKind.ARMED, EventKind.CREATED]
+    assert res.items[0].timer.children == ("b",) and res.items[1].timer.after == ("a",)
     b = s.get("default", "b")
     assert (b.state, b.revision, b.armed_at, b.after, b.waiting_on, b.dependency) == (
         TimerState.SCHEDULED, 1, None, ("a",), ("a",), "waiting")
