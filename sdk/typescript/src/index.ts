@@ -16,7 +16,7 @@ export {
 } from "./errors";
 export type { ListOptions } from "./wire";
 export {
-  TIMER_STATES, EVENT_KINDS,
+  TIMER_STATES, EVENT_KINDS, EVENT_KIND_NUMBERS,
   type TimerState, type EventKind, type TimerSpec, type Timer, type Event, type Member, type ClusterStatus,
   type SubscriptionInfo,
 } from "./types";

@@ -14,7 +14,7 @@ import type { Subscription__Output } from "./gen/minoots/v1/Subscription";
 import type { ListTimersRequest } from "./gen/minoots/v1/ListTimersRequest";
 import type { WatchEventsRequest } from "./gen/minoots/v1/WatchEventsRequest";
 import {
-  EVENT_KINDS, TIMER_STATES,
+  EVENT_KINDS, EVENT_KIND_NUMBERS, TIMER_STATES,
   type ClusterStatus, type Event, type EventKind, type SubscriptionInfo, type Timer, type TimerSpec,
   type TimerState,
 } from "./types";
@@ -85,8 +85,9 @@ export function timerStateToPb(state: TimerState | string): string {
   return "TIMER_STATE_" + parseEnum(TIMER_STATES, "TIMER_STATE_", state, "timer state");
 }
 
-function enumFromPb<T extends string>(names: readonly T[], prefix: string, value: string | number): T {
-  const bare = typeof value === "number" ? names[value] : String(value).replace(prefix, "");
+function enumFromPb<T extends string>(names: readonly T[], prefix: string, value: string | number,
+                                      numbers?: Readonly<Record<number, T>>): T {
+  const bare = typeof value === "number" ? (numbers ? numbers[value] : names[value]) : String(value).replace(prefix, "");
   // A newer server's value: UNSPECIFIED rather than fail.
   return (names as readonly string[]).includes(bare as string) ? (bare as T) : names[0];
 }
@@ -143,7 +144,7 @@ export function timerFromPb(pb: Timer__Output, created?: boolean): Timer {
 export function eventFromPb(pb: Event__Output): Event {
   return {
     sequence: u64(pb.sequence),
-    kind: enumFromPb(EVENT_KINDS, "EVENT_KIND_", pb.kind),
+    kind: enumFromPb(EVENT_KINDS, "EVENT_KIND_", pb.kind, EVENT_KIND_NUMBERS),
     tenant: pb.tenant,
     timerId: pb.timerId,
     at: toDate(pb.at) ?? new Date(0),
@@ -179,7 +180,7 @@ export function subscriptionFromPb(pb: Subscription__Output): SubscriptionInfo {
     tenant: pb.tenant,
     name: pb.name,
     allTenants: pb.allTenants,
-    kinds: pb.kinds.map((k) => enumFromPb(EVENT_KINDS, "EVENT_KIND_", k)),
+    kinds: pb.kinds.map((k) => enumFromPb(EVENT_KINDS, "EVENT_KIND_", k, EVENT_KIND_NUMBERS)),
     cursor: u64(pb.cursor),
     createdAt: toDate(pb.createdAt),
     overrun: pb.overrun,

@@ -44,6 +44,8 @@ test("a spec gets a generated id that doubles as its idempotency key", () => {
 test("event kinds are accepted by any spelling and refused when unknown", () => {
   assert.equal(eventKindToPb("fired"), "EVENT_KIND_FIRED");
   assert.equal(eventKindToPb("EVENT_KIND_ARMED"), "EVENT_KIND_ARMED");
+  assert.equal(eventKindToPb("escalated"), "EVENT_KIND_ESCALATED");
+  assert.equal(eventKindToPb("purged"), "EVENT_KIND_PURGED");
   assert.throws(() => eventKindToPb("exploded"), InvalidArgument);
   assert.throws(() => watchRequest(-1, "", undefined), InvalidArgument);
 });
