@@ -643,6 +643,21 @@ def plan_append_entries(journal, current_term: int, message: dict) -> tuple[dict
     return rewritten, last_new + 1
 
 
+def _may_cut_back(journal, current_term: int, message: dict) -> bool:
+    """Would PySyncObj's handler delete entries of this node's log for (planned) `message`?
+    It does when the previous entry matches and we hold entries after it; a snapshot
+    replaces the whole log. Conservative: true also where it turns out to delete nothing."""
+    if message.get("term", -1) < current_term:
+        return False
+    if "serialized" in message:
+        return True
+    prev = message.get("prevLogIdx")
+    if prev is None or message.get("transmission") is not None or len(journal) == 0:
+        return False
+    first, last = journal[0][1], journal[-1][1]
+    return first <= prev < last and journal[prev - first][2] == message.get("prevLogTerm")
+
+
 class RaftConformantTransportMixin:
     """Transport mixin applying ``plan_append_entries`` to incoming messages."""
 
@@ -659,15 +674,28 @@ class RaftConformantTransportMixin:
         self._rc_chunks = None  # reassembly buffer for chunked entries (one, like SyncObj's)
         self._rc_sent = {}  # leader: node -> (term, highest entry index sent on this connection)
         self._rc_held = None  # AppendEntries replies held until the journal synced (GroupSyncMixin)
+        self._rc_answering = None  # (node, term) while an append_entries is handled: its replies echo the term
+        self._rc_log_epoch = 0  # bumped whenever this node's own log may have been cut back
+        self._rc_link_epoch = {}  # node -> _rc_log_epoch when its current connection came up
+        self.stale_replies_dropped = 0  # replies of an older term (or not provably current) not counted
         super().__init__(syncObj, selfNode, otherNodes)
 
     def setOnNodeDisconnectedCallback(self, callback):
         def on_disconnected(node, _callback=callback):
             self._rc_sent.pop(node, None)  # whatever was in flight is lost
+            self._rc_link_epoch.pop(node, None)
             if _callback is not None:
                 _callback(node)
 
         super().setOnNodeDisconnectedCallback(on_disconnected if callback is not None else None)
+
+    def setOnNodeConnectedCallback(self, callback):
+        def on_connected(node, _callback=callback):
+            self._rc_link_epoch[node] = self._rc_log_epoch
+            if _callback is not None:
+                _callback(node)
+
+        super().setOnNodeConnectedCallback(on_connected if callback is not None else None)
 
     def setOnMessageReceivedCallback(self, callback):
         if callback is None:
@@ -705,17 +733,25 @@ class RaftConformantTransportMixin:
                 message = {k: v for k, v in message.items() if k not in ("transmission", "data")}
                 message["entries"] = [peer_loads(data)]
             if message.get("transmission") is not None:
-                callback(node, message)
+                self._rc_answer(callback, node, message)
                 return
-        message, cap = plan_append_entries(self._rc_journal, self._rc_syncobj.raftCurrentTerm, message)
-        if cap is None:
-            callback(node, message)
-            return
-        self._rc_reply_cap = (node, cap)
+        term = self._rc_syncobj.raftCurrentTerm
+        message, cap = plan_append_entries(self._rc_journal, term, message)
+        if _may_cut_back(self._rc_journal, term, message):
+            self._rc_log_epoch += 1
+        self._rc_reply_cap = (node, cap) if cap is not None else None
+        try:
+            self._rc_answer(callback, node, message)
+        finally:
+            self._rc_reply_cap = None
+
+    def _rc_answer(self, callback, node, message):
+        """Hand an append_entries to PySyncObj; the replies it sends to `node` meanwhile echo its term."""
+        self._rc_answering = (node, message["term"])
         try:
             callback(node, message)
         finally:
-            self._rc_reply_cap = None
+            self._rc_answering = None
 
     def send(self, node, message):
         cap = self._rc_reply_cap
@@ -728,6 +764,14 @@ class RaftConformantTransportMixin:
             and message["next_node_idx"] > cap[1]
         ):
             message = dict(message, next_node_idx=cap[1])
+        answering = self._rc_answering
+        if (
+            answering is not None
+            and node == answering[0]
+            and isinstance(message, dict)
+            and message.get("type") == "next_node_idx"
+        ):
+            message = dict(message, term=answering[1])   # which term's append this answers
         if isinstance(message, dict) and message.get("type") == "append_entries":
             self._rc_track_sent(node, message)
         if self._rc_held is not None and isinstance(message, dict) and message.get("type") == "next_node_idx":
@@ -761,7 +805,39 @@ class RaftConformantTransportMixin:
         if sent is None or sent[0] != term or last > sent[1]:
             self._rc_sent[node] = (term, last)
 
+    def _rc_reply_is_current(self, node, message) -> bool:
+        """May PySyncObj count this reply? Raft's leader counts only replies of its current term.
+
+        A reply stamped with the term of the append it answers is current iff that is
+        our term. An unstamped one comes from a peer without this fix (a rolling
+        upgrade): PySyncObj itself uses it only while leading, and only a success can
+        raise matchIndex. It is surely current when this node's log was never cut back
+        since the connection it arrived on came up: a reply of an older term then
+        vouches only for entries below this term's first one, which never count
+        towards this term's commits. Otherwise it is dropped and the connection reset,
+        so that every later unstamped reply is provably of this term."""
+        obj = self._rc_syncobj
+        term = message.get("term")
+        if term is not None:
+            return term == obj.raftCurrentTerm
+        if not message.get("success") or not obj._isLeader():
+            return True
+        if self._rc_link_epoch.get(node) == self._rc_log_epoch:
+            return True
+        log.info("unstamped reply after this node's log was cut back: resetting the link",
+                 extra={"peer": getattr(node, "id", None)})
+        self._rc_disconnect(node)
+        return False
+
+    def _rc_disconnect(self, node) -> None:
+        conn = getattr(self, "_connections", {}).get(node)
+        if conn is not None:
+            conn.disconnect()
+
     def _rc_on_next_node_idx(self, callback, node, message):
+        if not self._rc_reply_is_current(node, message):
+            self.stale_replies_dropped += 1
+            return
         sent = self._rc_sent.get(node)
         if message.get("reset"):
             self._rc_sent.pop(node, None)  # the follower disagrees: let SyncObj back off
