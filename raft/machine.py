@@ -58,7 +58,7 @@ class CommandFailed(Exception):
         super().__init__(f"command not committed: {FAIL_NAMES.get(reason, reason)}")
 
 
-class TimerMachine(compat.StallGuardMixin, compat.HandOverMixin, compat.GroupSyncMixin, SyncObj):
+class TimerMachine(compat.StallGuardMixin, compat.PreVoteMixin, compat.HandOverMixin, compat.GroupSyncMixin, SyncObj):
     """One node's replicated kernel. Create it through `raft.node`, which owns the data dir."""
 
     def __init__(

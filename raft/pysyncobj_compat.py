@@ -48,7 +48,7 @@ from pysyncobj.transport import TCPTransport
 
 __all__ = [
     "PINNED_VERSION", "SyncObj", "SyncObjConf", "replicated", "FAIL_REASON", "SERIALIZER_STATE", "TCPNode",
-    "Journal", "StallGuardMixin", "HandOverMixin", "GroupSyncMixin", "caught_up_followers", "any_peer_connected", "LEADER", "ROLE_NAMES", "FAIL_NAMES", "build_conf", "attach_journal",
+    "Journal", "StallGuardMixin", "PreVoteMixin", "HandOverMixin", "GroupSyncMixin", "caught_up_followers", "any_peer_connected", "LEADER", "ROLE_NAMES", "FAIL_NAMES", "build_conf", "attach_journal",
     "install_journal_hook", "ask_to_remove", "is_leader", "leader_connected", "leader_address", "RaftStatus", "raft_status", "peer_loads",
     "PeerFrameError", "FrameDecoder", "MAX_FRAME", "MAX_UNIDENTIFIED_FRAME", "MAX_UNIDENTIFIED_CONNECTIONS",
     "RaftConformantTCPTransport", "RaftConformantTransportMixin", "plan_append_entries",
@@ -192,6 +192,113 @@ class StallGuardMixin:
             log.warning("tick thread was stalled; election deadline restarted",
                         extra={"stalled_s": round(now - last, 3)})
         super()._onTick(timeToWait)
+
+
+# ---------------------------------------------------------------- PreVote
+
+PRE_VOTE = "pre_vote"
+PRE_VOTE_RESPONSE = "pre_vote_response"
+CAPS = "minoots_caps"          # sent once per connection: "I answer pre-votes and stamp my replies"
+
+
+class PreVoteMixin:
+    """Raft's PreVote (thesis §9.6): no election unless a majority agrees the leader is gone.
+
+    When its election deadline passes, a node first asks every peer for a pre-vote for
+    term+1 without changing its own term. A peer grants it only if it has not heard from
+    a leader within the minimum election timeout, is not the leader itself, and the
+    asker's log is at least as up to date as its own (the RequestVote rule). Only with a
+    majority of grants does the node let PySyncObj campaign; otherwise it asks again after
+    another election timeout. So a follower that was stalled or partitioned, and comes
+    back while the leader is healthy, is refused and never raises the term that would
+    depose it. A leadership transfer (TimeoutNow, HandOverMixin) campaigns at once.
+
+    Rolling upgrade: new nodes announce themselves (CAPS) on every connection. A peer
+    that has not, and has not answered by the end of a round, is an older version that
+    ignores pre-votes: it counts as a grant then (it would campaign on its own anyway),
+    so a mixed cluster still elects a leader, one election timeout later at worst.
+    PreVote protects fully once every member runs it. The check-quorum half is
+    PySyncObj's own: a leader that has not heard from a majority for
+    leaderFallbackTimeout steps down."""
+
+    _pv_round = 0
+    _pv_asked = None       # (round, term asked for) of the round in progress
+    _pv_grants = frozenset()
+    _pv_answered = frozenset()
+    _pv_go = None          # the term a majority granted: campaign for it at the next tick
+    pre_vote_rounds = 0
+    pre_votes_refused = 0  # pre-votes this node refused (it had a live leader, or a newer log)
+
+    def _onTick(self, timeToWait=0.0):
+        self._pv_before_election_check()
+        super()._onTick(timeToWait)
+
+    def _pv_transport(self):
+        return self._SyncObj__transport
+
+    def _pv_before_election_check(self) -> None:
+        # PySyncObj campaigns in this tick iff the deadline passed and it is connected to
+        # anyone (SyncObj._onTick); unless we let it, push the deadline on.
+        if self._SyncObj__raftState == LEADER or self._SyncObj__selfNode is None:
+            return
+        now = _monotonic()
+        deadline = self._SyncObj__raftElectionDeadline
+        if deadline >= now or not self._SyncObj__connectedToAnyone():
+            return
+        go, self._pv_go = self._pv_go, None
+        if self._SyncObj__transferInProgress or not self.otherNodes:
+            return                                  # TimeoutNow, or nobody to ask
+        if go is not None and deadline == 0 and go == self.raftCurrentTerm + 1:
+            return                                  # a majority granted this election
+        if self._pv_asked is not None and self._pv_round_won(presume_old=True):
+            self._pv_asked = None
+            return
+        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+        self._pv_round += 1
+        self.pre_vote_rounds += 1
+        term = self.raftCurrentTerm + 1
+        self._pv_asked = (self._pv_round, term)
+        self._pv_grants, self._pv_answered = set(), set()
+        message = {"type": PRE_VOTE, "term": term, "round": self._pv_round,
+                   "last_log_index": self._SyncObj__getCurrentLogIndex(),
+                   "last_log_term": self._SyncObj__getCurrentLogTerm()}
+        transport = self._pv_transport()
+        for node in self.otherNodes:
+            transport.send(node, message)
+
+    def _pv_round_won(self, presume_old: bool = False) -> bool:
+        votes = 1 + len(self._pv_grants)
+        if presume_old:
+            capable = self._pv_transport().prevote_peers
+            votes += sum(1 for n in self.otherNodes if n not in self._pv_answered and n not in capable
+                         and self.isNodeConnected(n))
+        return votes > (len(self.otherNodes) + 1) / 2
+
+    def _pv_on_message(self, node, message) -> None:
+        """A pre-vote request or answer from `node` (the transport routes them here)."""
+        kind = message.get("type")
+        if kind == PRE_VOTE and type(message.get("round")) is int:
+            granted = self._pv_grant(message)
+            if not granted:
+                self.pre_votes_refused += 1
+            self._pv_transport().send(node, {"type": PRE_VOTE_RESPONSE, "term": message["term"],
+                                             "round": message["round"], "granted": granted})
+        elif kind == PRE_VOTE_RESPONSE and self._pv_asked == (message.get("round"), message.get("term")):
+            self._pv_answered.add(node)
+            if message.get("granted") is True:
+                self._pv_grants.add(node)
+            if self._pv_round_won():
+                self._pv_asked = None
+                self._pv_go = message["term"]
+                self._SyncObj__raftElectionDeadline = 0     # campaign at the next tick
+
+    def _pv_grant(self, message) -> bool:
+        if self._SyncObj__raftState == LEADER or message["term"] <= self.raftCurrentTerm:
+            return False
+        if _monotonic() - self._pv_transport().leader_heard_at < self.conf.raftMinTimeout:
+            return False
+        mine = (self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex())
+        return (message["last_log_term"], message["last_log_index"]) >= mine
 
 
 # ---------------------------------------------------------------- leadership hand-over
@@ -678,12 +785,17 @@ class RaftConformantTransportMixin:
         self._rc_log_epoch = 0  # bumped whenever this node's own log may have been cut back
         self._rc_link_epoch = {}  # node -> _rc_log_epoch when its current connection came up
         self.stale_replies_dropped = 0  # replies of an older term (or not provably current) not counted
+        self.leader_heard_at = float("-inf")  # monotonic time of the last append from a current leader
+        self.prevote_peers = set()  # peers that said (CAPS) or showed they answer pre-votes, this connection
+        self._rc_caps_due = set()  # peers connected since the last tick: CAPS goes out then
         super().__init__(syncObj, selfNode, otherNodes)
 
     def setOnNodeDisconnectedCallback(self, callback):
         def on_disconnected(node, _callback=callback):
             self._rc_sent.pop(node, None)  # whatever was in flight is lost
             self._rc_link_epoch.pop(node, None)
+            self.prevote_peers.discard(node)
+            self._rc_caps_due.discard(node)
             if _callback is not None:
                 _callback(node)
 
@@ -692,10 +804,18 @@ class RaftConformantTransportMixin:
     def setOnNodeConnectedCallback(self, callback):
         def on_connected(node, _callback=callback):
             self._rc_link_epoch[node] = self._rc_log_epoch
+            self._rc_caps_due.add(node)   # the connection may not take a message yet (still connecting)
             if _callback is not None:
                 _callback(node)
 
         super().setOnNodeConnectedCallback(on_connected if callback is not None else None)
+
+    def _onTick(self):
+        super()._onTick()
+        if self._rc_caps_due:
+            due, self._rc_caps_due = self._rc_caps_due, set()
+            for node in due:
+                self.send(node, {"type": CAPS, "prevote": 1})
 
     def setOnMessageReceivedCallback(self, callback):
         if callback is None:
@@ -718,9 +838,18 @@ class RaftConformantTransportMixin:
         if message.get("type") == "next_node_idx":
             self._rc_on_next_node_idx(callback, node, message)
             return
-        if message.get("type") != "append_entries":
+        kind = message.get("type")
+        if kind in (PRE_VOTE, PRE_VOTE_RESPONSE, CAPS):
+            self.prevote_peers.add(node)
+            handler = getattr(self._rc_syncobj, "_pv_on_message", None)
+            if handler is not None and kind != CAPS:
+                handler(node, message)
+            return
+        if kind != "append_entries":
             callback(node, message)
             return
+        if message["term"] >= self._rc_syncobj.raftCurrentTerm:
+            self.leader_heard_at = _monotonic()
         transmission = message.get("transmission")
         if transmission is not None:
             # Mirror SyncObj's reassembly; pass start/process on.

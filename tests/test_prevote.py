@@ -1,0 +1,289 @@
+"""PreVote (raft/pysyncobj_compat.py PreVoteMixin): real PySyncObj nodes on an in-process bus.
+
+Three SyncObjs with the RaftConformant transport over a bus that delivers their messages
+when the test says so (and drops those on cut links, like the chaos proxy's black hole:
+the nodes still think they are connected). Ticks are driven by hand and election
+deadlines are forced, so every run is the same: no sleeps, no timing.
+
+The unfixed comparison (`PreVoteMixin` left out) shows what each test would catch: the
+partitioned node raises its term while cut off and deposes the leader when the link heals.
+"""
+from __future__ import annotations
+
+import pytest
+from pysyncobj import SyncObj, SyncObjConf
+from pysyncobj.journal import MemoryJournal
+from pysyncobj.transport import Transport
+
+from minoots.raft.pysyncobj_compat import (CAPS, PRE_VOTE, PreVoteMixin, RaftConformantTransportMixin,
+                                           attach_journal, raft_status)
+
+ADDRS = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+FAR = 1e12     # an election deadline that never passes by itself
+
+
+class Bus:
+    def __init__(self):
+        self.queue = []                # (src addr, dst addr, message)
+        self.cut = set()               # frozenset({a, b}) of black-holed links
+        self.transports = {}           # addr -> transport
+        self.log = []                  # every message delivered: (src, dst, type)
+
+    def deliver(self, rounds: int = 50) -> None:
+        for _ in range(rounds):
+            if not self.queue:
+                return
+            batch, self.queue = self.queue, []
+            for src, dst, message in batch:
+                if frozenset((src, dst)) in self.cut or dst not in self.transports:
+                    continue
+                t = self.transports[dst]
+                self.log.append((src, dst, message.get("type") if isinstance(message, dict) else None))
+                t._onMessageReceived(t.node_by_addr[src], message)
+        raise AssertionError("the bus did not go quiet")
+
+
+class BusTransport(Transport):
+    bus: Bus = None
+
+    def __init__(self, syncObj, selfNode, otherNodes):
+        super().__init__(syncObj, selfNode, otherNodes)
+        self.addr = selfNode.address
+        self.node_by_addr = {n.address: n for n in otherNodes}
+        self.bus.transports[self.addr] = self
+        syncObj.addOnTickCallback(self._onTick)
+
+    def _onTick(self):
+        pass
+
+    def connect_all(self):
+        for node in self.node_by_addr.values():
+            self._onNodeConnected(node)
+
+    def send(self, node, message):
+        self.bus.queue.append((self.addr, node.address, message))
+        return True
+
+
+class NewTransport(RaftConformantTransportMixin, BusTransport):
+    pass
+
+
+class NewNode(PreVoteMixin, SyncObj):
+    pass
+
+
+class OldNode(SyncObj):
+    """A member running a version without PreVote (its transport: the §5.3 fix only)."""
+
+
+class OldTransport(RaftConformantTransportMixin, BusTransport):
+    def _rc_on_message(self, callback, node, message):
+        callback(node, message)            # pre-votes and CAPS reach PySyncObj, which ignores them
+
+    def _onTick(self):
+        self._rc_caps_due.clear()          # never announces itself
+
+
+def make(bus, addr, node_class=NewNode, transport_class=NewTransport):
+    conf = SyncObjConf(autoTick=False, appendEntriesUseBatch=False, raftMinTimeout=100.0, raftMaxTimeout=101.0,
+                       appendEntriesPeriod=0.01, leaderFallbackTimeout=1000.0, connectionTimeout=1000.0,
+                       dynamicMembershipChange=False)
+    attach_journal(conf, MemoryJournal())
+    transport_class.bus = bus
+    return node_class(addr, [a for a in ADDRS if a != addr], conf, transportClass=transport_class)
+
+
+class Cluster:
+    def __init__(self, kinds=("new", "new", "new")):
+        self.bus = Bus()
+        self.nodes = {}
+        for addr, kind in zip(ADDRS, kinds):
+            self.nodes[addr] = make(self.bus, addr, *((NewNode, NewTransport) if kind == "new" else
+                                                      (OldNode, OldTransport)))
+        for obj in self.nodes.values():
+            obj._SyncObj__raftElectionDeadline = FAR
+        for t in self.bus.transports.values():
+            t.connect_all()
+        self.tick()
+
+    def tick(self, times: int = 3) -> None:
+        for _ in range(times):
+            for obj in self.nodes.values():
+                obj.doTick(0.0)
+                self.bus.deliver()
+
+    def expire(self, addr) -> None:
+        """addr's election deadline passes (the leader was silent for a whole timeout)."""
+        self.nodes[addr]._SyncObj__raftElectionDeadline = 0.0
+
+    def forget_leader(self, *addrs) -> None:
+        """The minimum election timeout passed since addrs last heard a leader."""
+        for a in addrs:
+            self.bus.transports[a].leader_heard_at = float("-inf")
+
+    def status(self, addr):
+        return raft_status(self.nodes[addr])
+
+    def leaders(self):
+        return [a for a in ADDRS if self.status(a).is_leader]
+
+    def terms(self):
+        return {a: self.status(a).term for a in ADDRS}
+
+    def isolate(self, addr):
+        self.bus.cut |= {frozenset((addr, o)) for o in ADDRS if o != addr}
+
+    def heal(self):
+        self.bus.cut.clear()
+
+    def elect(self, addr):
+        self.forget_leader(*ADDRS)
+        self.expire(addr)
+        self.tick(4)
+        for obj in self.nodes.values():
+            obj._SyncObj__raftElectionDeadline = FAR
+        assert self.leaders() == [addr]
+
+    def destroy(self):
+        for obj in self.nodes.values():
+            obj.destroy()
+
+
+@pytest.fixture
+def cluster(request):
+    c = Cluster(getattr(request, "param", ("new", "new", "new")))
+    yield c
+    c.destroy()
+
+
+def sent_types(bus, src):
+    return [t for s, _, t in bus.log if s == src]
+
+
+def test_an_election_asks_for_pre_votes_first(cluster):
+    c = cluster
+    c.forget_leader(*ADDRS)
+    c.expire(ADDRS[0])
+    c.tick(1)
+    first = [t for t in sent_types(c.bus, ADDRS[0]) if t != CAPS]
+    assert first[:2] == [PRE_VOTE, PRE_VOTE]             # not request_vote: no term raised yet
+    assert c.status(ADDRS[0]).term == 0 and "request_vote" not in first     # granted, campaigns next tick
+    c.tick(3)
+    assert c.leaders() == [ADDRS[0]] and c.terms() == {a: 1 for a in ADDRS}
+
+
+def test_a_partitioned_follower_does_not_depose_the_leader_when_it_heals(cluster):
+    c = cluster
+    c.elect(ADDRS[0])
+    terms = c.terms()
+    lone = ADDRS[2]
+    c.isolate(lone)
+    for _ in range(5):                       # its election deadline passes again and again
+        c.expire(lone)
+        c.tick()
+    assert c.status(lone).term == terms[lone]   # pre-votes only: its term never moved
+    c.heal()
+    c.expire(lone)                           # the moment it is back, before any heartbeat
+    c.tick(4)
+    assert c.leaders() == [ADDRS[0]] and c.terms() == terms
+    assert c.nodes[ADDRS[0]].pre_votes_refused + c.nodes[ADDRS[1]].pre_votes_refused >= 2
+
+
+def test_without_pre_vote_the_healed_follower_deposes_the_leader():
+    # The same run with PreVoteMixin left out of the partitioned node: what the test above catches.
+    c = Cluster()
+    try:
+        c.elect(ADDRS[0])
+        terms = c.terms()
+        lone = ADDRS[2]
+        c.nodes[lone]._pv_before_election_check = lambda: None      # PySyncObj's own election path
+        c.isolate(lone)
+        for _ in range(5):
+            c.expire(lone)
+            c.tick()
+        assert c.status(lone).term > terms[lone]
+        c.heal()
+        c.expire(lone)
+        c.tick(4)
+        assert c.terms()[ADDRS[0]] > terms[ADDRS[0]]                # the healthy leader lost its term
+    finally:
+        c.destroy()
+
+
+def test_a_stalled_follower_is_refused_while_the_leader_is_heard(cluster):
+    c = cluster
+    c.elect(ADDRS[0])
+    terms = c.terms()
+    c.expire(ADDRS[1])                        # resumed after a stall: deadline long past
+    c.tick(4)
+    assert c.leaders() == [ADDRS[0]] and c.terms() == terms
+    assert c.nodes[ADDRS[1]].pre_vote_rounds >= 1
+
+
+def test_when_the_leader_is_gone_a_pre_vote_majority_elects_a_new_one(cluster):
+    c = cluster
+    c.elect(ADDRS[0])
+    c.isolate(ADDRS[0])
+    c.forget_leader(ADDRS[1], ADDRS[2])      # a whole timeout without the leader
+    c.expire(ADDRS[1])
+    c.tick(4)
+    assert c.status(ADDRS[1]).is_leader and c.status(ADDRS[1]).term == 2
+
+
+def test_a_follower_with_a_shorter_log_gets_no_pre_vote(cluster):
+    c = cluster
+    c.elect(ADDRS[0])
+    c.isolate(ADDRS[2])
+    leader = c.nodes[ADDRS[0]]
+    leader._SyncObj__raftLog.add(b"\x01", c.status(ADDRS[0]).log_len + 1, 1)   # a no-op C misses
+    leader._SyncObj__newAppendEntriesTime = 0                                  # heartbeat now
+    c.tick()
+    assert c.status(ADDRS[1]).log_len == c.status(ADDRS[2]).log_len + 1
+    c.isolate(ADDRS[0])
+    c.bus.cut.discard(frozenset((ADDRS[1], ADDRS[2])))
+    c.forget_leader(ADDRS[1], ADDRS[2])
+    c.expire(ADDRS[2])
+    c.tick(4)
+    assert not c.status(ADDRS[2]).is_leader and c.status(ADDRS[2]).term == 1
+    c.expire(ADDRS[1])                       # the up-to-date follower wins instead
+    c.tick(4)
+    assert c.status(ADDRS[1]).is_leader
+
+
+def test_leadership_transfer_skips_the_pre_vote(cluster):
+    c = cluster
+    c.elect(ADDRS[0])
+    before = len(c.bus.log)
+    c.bus.queue.append((ADDRS[0], ADDRS[1], {"type": "timeout_now", "term": 1}))
+    c.bus.deliver()
+    c.tick(4)
+    after = [t for s, _, t in c.bus.log[before:] if s == ADDRS[1]]
+    assert "request_vote" in after and PRE_VOTE not in after
+    assert c.leaders() == [ADDRS[1]]
+
+
+@pytest.mark.parametrize("cluster", [("new", "old", "old"), ("new", "new", "old")], indirect=True,
+                         ids=["one-upgraded", "two-upgraded"])
+def test_a_mixed_cluster_still_elects(cluster):
+    # Rolling upgrade: the old leader (last node) is gone; the new node first asks for
+    # pre-votes; an old peer never answers and, once the round ends, counts as a grant.
+    c = cluster
+    c.elect(ADDRS[2])
+    c.isolate(ADDRS[2])
+    c.forget_leader(ADDRS[0], ADDRS[1])
+    c.expire(ADDRS[0])
+    c.tick(2)
+    c.expire(ADDRS[0])                       # the round ran out
+    c.tick(4)
+    assert c.status(ADDRS[0]).is_leader and c.status(ADDRS[0]).term == 2
+
+
+def test_new_nodes_announce_themselves_and_old_ones_ignore_it():
+    c = Cluster(("new", "new", "old"))
+    try:
+        t = c.bus.transports
+        assert t[ADDRS[0]].prevote_peers == {t[ADDRS[0]].node_by_addr[ADDRS[1]]}
+        assert (ADDRS[0], ADDRS[2], CAPS) in c.bus.log        # sent to the old node too: harmless
+    finally:
+        c.destroy()
