@@ -213,10 +213,12 @@ class PreVoteMixin:
     back while the leader is healthy, is refused and never raises the term that would
     depose it. A leadership transfer (TimeoutNow, HandOverMixin) campaigns at once.
 
-    Rolling upgrade: new nodes announce themselves (CAPS) on every connection. A peer
-    that has not, and has not answered by the end of a round, is an older version that
-    ignores pre-votes: it counts as a grant then (it would campaign on its own anyway),
-    so a mixed cluster still elects a leader, one election timeout later at worst.
+    Rolling upgrade: new nodes announce themselves (CAPS) first thing on every
+    connection. A peer that has sent something else on its connection but no CAPS, and
+    has not answered by the end of a round, is an older version that ignores pre-votes:
+    it counts as a grant then (it would campaign on its own anyway), so a mixed cluster
+    still elects a leader, one election timeout later at worst. A peer that sent nothing
+    (a link that went dark: a partition) never counts.
     PreVote protects fully once every member runs it. The check-quorum half is
     PySyncObj's own: a leader that has not heard from a majority for
     leaderFallbackTimeout steps down."""
@@ -269,8 +271,9 @@ class PreVoteMixin:
     def _pv_round_won(self, presume_old: bool = False) -> bool:
         votes = 1 + len(self._pv_grants)
         if presume_old:
-            capable = self._pv_transport().prevote_peers
-            votes += sum(1 for n in self.otherNodes if n not in self._pv_answered and n not in capable
+            transport = self._pv_transport()
+            votes += sum(1 for n in self.otherNodes if n not in self._pv_answered
+                         and transport.presumed_old(n, 2 * self.conf.raftMaxTimeout)
                          and self.isNodeConnected(n))
         return votes > (len(self.otherNodes) + 1) / 2
 
@@ -788,6 +791,7 @@ class RaftConformantTransportMixin:
         self.leader_heard_at = float("-inf")  # monotonic time of the last append from a current leader
         self.prevote_peers = set()  # peers that said (CAPS) or showed they answer pre-votes, this connection
         self._rc_caps_due = set()  # peers connected since the last tick: CAPS goes out then
+        self._rc_heard = {}  # peer -> monotonic time of its last message on the current connection
         super().__init__(syncObj, selfNode, otherNodes)
 
     def setOnNodeDisconnectedCallback(self, callback):
@@ -796,6 +800,7 @@ class RaftConformantTransportMixin:
             self._rc_link_epoch.pop(node, None)
             self.prevote_peers.discard(node)
             self._rc_caps_due.discard(node)
+            self._rc_heard.pop(node, None)
             if _callback is not None:
                 _callback(node)
 
@@ -812,10 +817,18 @@ class RaftConformantTransportMixin:
 
     def _onTick(self):
         super()._onTick()
-        if self._rc_caps_due:
-            due, self._rc_caps_due = self._rc_caps_due, set()
-            for node in due:
-                self.send(node, {"type": CAPS, "prevote": 1})
+        for node in list(self._rc_caps_due):
+            self._rc_send_caps(node)
+
+    def _rc_send_caps(self, node) -> None:
+        self._rc_caps_due.discard(node)
+        super().send(node, {"type": CAPS, "prevote": 1})
+
+    def presumed_old(self, node, within: float) -> bool:
+        """A peer that spoke on its current connection in the last `within` seconds but
+        never said it answers pre-votes."""
+        heard = self._rc_heard.get(node)
+        return heard is not None and _monotonic() - heard <= within and node not in self.prevote_peers
 
     def setOnMessageReceivedCallback(self, callback):
         if callback is None:
@@ -828,6 +841,7 @@ class RaftConformantTransportMixin:
         super().setOnMessageReceivedCallback(on_message)
 
     def _rc_on_message(self, callback, node, message):
+        self._rc_heard[node] = _monotonic()
         if not isinstance(message, dict):
             callback(node, message)
             return
@@ -883,6 +897,8 @@ class RaftConformantTransportMixin:
             self._rc_answering = None
 
     def send(self, node, message):
+        if node in self._rc_caps_due:
+            self._rc_send_caps(node)      # CAPS is the first thing a peer reads from us on a connection
         cap = self._rc_reply_cap
         if (
             cap is not None

@@ -37,3 +37,37 @@ def test_stopped_follower_does_not_depose_the_leader(fresh_cluster):
         assert c.status(leader)["term"] == term
         log = c.nodes[follower].log_file.read_text()
         assert "election deadline restarted" in log
+
+
+def _term_and_leader(c, nid):
+    st = c.status(nid)
+    return st["term"], st.get("leader")
+
+
+def test_partitioned_follower_does_not_depose_the_leader_when_healed(tmp_path):
+    """A follower cut off from every peer (a black hole: its connections stay up, or are
+    re-accepted and ignored, so it keeps trying to campaign) comes back after several
+    election timeouts. With PreVote it never raised its term and is refused at once."""
+    from minoots.chaos.netproxy import proxy_cluster
+    from support import start_cluster
+
+    nets = []
+    c = start_cluster(tmp_path / "cluster", prepare=lambda cl: nets.append(proxy_cluster(cl)))
+    net = nets[0]
+    try:
+        timing = RaftTiming()
+        leader = c.leader(timeout=30)
+        term = c.status(leader)["term"]
+        follower = next(n for n in c.nodes if n != leader)
+        net.isolate(follower)
+        # Past its connection timeout and several election deadlines.
+        time.sleep(timing.connection_timeout + 4 * timing.raft_max_timeout)
+        assert c.status(follower)["term"] == term            # pre-votes only, no term raised
+        net.heal()
+        time.sleep(3 * timing.raft_max_timeout + timing.connection_retry_time)
+        assert c.leader(timeout=30) == leader
+        assert c.status(leader)["term"] == term
+        assert _term_and_leader(c, follower) == (term, leader)    # back as its follower
+    finally:
+        c.stop()
+        net.close()
