@@ -232,6 +232,10 @@ class TimerMachine(compat.StallGuardMixin, compat.PreVoteMixin, compat.HandOverM
     def raft_status(self) -> compat.RaftStatus | None:
         return compat.raft_status(self)
 
+    def election_counters(self) -> dict:
+        """PreVote rounds started, pre-votes refused, stale AppendEntries replies dropped."""
+        return compat.election_counters(self)
+
     # ---- leadership ----------------------------------------------------------
 
     def _on_state_changed(self, old: int, new: int) -> None:

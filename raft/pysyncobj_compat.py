@@ -48,7 +48,7 @@ from pysyncobj.transport import TCPTransport
 
 __all__ = [
     "PINNED_VERSION", "SyncObj", "SyncObjConf", "replicated", "FAIL_REASON", "SERIALIZER_STATE", "TCPNode",
-    "Journal", "StallGuardMixin", "PreVoteMixin", "HandOverMixin", "GroupSyncMixin", "caught_up_followers", "any_peer_connected", "LEADER", "ROLE_NAMES", "FAIL_NAMES", "build_conf", "attach_journal",
+    "Journal", "StallGuardMixin", "PreVoteMixin", "election_counters", "HandOverMixin", "GroupSyncMixin", "caught_up_followers", "any_peer_connected", "LEADER", "ROLE_NAMES", "FAIL_NAMES", "build_conf", "attach_journal",
     "install_journal_hook", "ask_to_remove", "is_leader", "leader_connected", "leader_address", "RaftStatus", "raft_status", "peer_loads",
     "PeerFrameError", "FrameDecoder", "MAX_FRAME", "MAX_UNIDENTIFIED_FRAME", "MAX_UNIDENTIFIED_CONNECTIONS",
     "RaftConformantTCPTransport", "RaftConformantTransportMixin", "plan_append_entries",
@@ -302,6 +302,14 @@ class PreVoteMixin:
             return False
         mine = (self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex())
         return (message["last_log_term"], message["last_log_index"]) >= mine
+
+
+def election_counters(obj: SyncObj) -> dict:
+    """This node's PreVote and reply-term counters (0 where a part is not installed)."""
+    transport = getattr(obj, "_SyncObj__transport", None)
+    return {"pre_vote_rounds": getattr(obj, "pre_vote_rounds", 0),
+            "pre_votes_refused": getattr(obj, "pre_votes_refused", 0),
+            "stale_replies_dropped": getattr(transport, "stale_replies_dropped", 0)}
 
 
 # ---------------------------------------------------------------- leadership hand-over

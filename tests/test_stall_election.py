@@ -68,6 +68,10 @@ def test_partitioned_follower_does_not_depose_the_leader_when_healed(tmp_path):
         assert c.leader(timeout=30) == leader
         assert c.status(leader)["term"] == term
         assert _term_and_leader(c, follower) == (term, leader)    # back as its follower
+        # While cut off its election deadline kept passing: it asked for pre-votes each time
+        # (whether it asks again on its return or hears a heartbeat first is a race).
+        from test_telemetry import scrape, value
+        assert value(scrape(c.nodes[follower].metrics_url), "minoots_raft_pre_vote_rounds_total") >= 2
     finally:
         c.stop()
         net.close()
