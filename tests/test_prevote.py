@@ -11,154 +11,9 @@ partitioned node raises its term while cut off and deposes the leader when the l
 from __future__ import annotations
 
 import pytest
-from pysyncobj import SyncObj, SyncObjConf
-from pysyncobj.journal import MemoryJournal
-from pysyncobj.transport import Transport
+from raft_bus import ADDRS, Cluster
 
-from minoots.raft.pysyncobj_compat import (CAPS, PRE_VOTE, PreVoteMixin, RaftConformantTransportMixin,
-                                           attach_journal, raft_status)
-
-ADDRS = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
-FAR = 1e12     # an election deadline that never passes by itself
-
-
-class Bus:
-    def __init__(self):
-        self.queue = []                # (src addr, dst addr, message)
-        self.cut = set()               # frozenset({a, b}) of black-holed links
-        self.transports = {}           # addr -> transport
-        self.log = []                  # every message delivered: (src, dst, type)
-
-    def deliver(self, rounds: int = 50) -> None:
-        for _ in range(rounds):
-            if not self.queue:
-                return
-            batch, self.queue = self.queue, []
-            for src, dst, message in batch:
-                if frozenset((src, dst)) in self.cut or dst not in self.transports:
-                    continue
-                t = self.transports[dst]
-                self.log.append((src, dst, message.get("type") if isinstance(message, dict) else None))
-                t._onMessageReceived(t.node_by_addr[src], message)
-        raise AssertionError("the bus did not go quiet")
-
-
-class BusTransport(Transport):
-    bus: Bus = None
-
-    def __init__(self, syncObj, selfNode, otherNodes):
-        super().__init__(syncObj, selfNode, otherNodes)
-        self.addr = selfNode.address
-        self.node_by_addr = {n.address: n for n in otherNodes}
-        self.bus.transports[self.addr] = self
-        syncObj.addOnTickCallback(self._onTick)
-
-    def _onTick(self):
-        pass
-
-    def connect_all(self):
-        for node in self.node_by_addr.values():
-            self._onNodeConnected(node)
-
-    def send(self, node, message):
-        self.bus.queue.append((self.addr, node.address, message))
-        return True
-
-
-class NewTransport(RaftConformantTransportMixin, BusTransport):
-    pass
-
-
-class NewNode(PreVoteMixin, SyncObj):
-    pass
-
-
-class OldNode(SyncObj):
-    """A member running a version without PreVote (its transport: the §5.3 fix only)."""
-
-
-class OldTransport(RaftConformantTransportMixin, BusTransport):
-    def _rc_on_message(self, callback, node, message):
-        callback(node, message)            # pre-votes and CAPS reach PySyncObj, which ignores them
-
-    def _onTick(self):
-        self._rc_caps_due.clear()          # never announces itself
-
-
-def make(bus, addr, node_class=NewNode, transport_class=NewTransport):
-    conf = SyncObjConf(autoTick=False, appendEntriesUseBatch=False, raftMinTimeout=100.0, raftMaxTimeout=101.0,
-                       appendEntriesPeriod=0.01, leaderFallbackTimeout=1000.0, connectionTimeout=1000.0,
-                       dynamicMembershipChange=False)
-    attach_journal(conf, MemoryJournal())
-    transport_class.bus = bus
-    return node_class(addr, [a for a in ADDRS if a != addr], conf, transportClass=transport_class)
-
-
-class Cluster:
-    def __init__(self, kinds=("new", "new", "new")):
-        self.bus = Bus()
-        self.nodes = {}
-        self.dead = set()
-        for addr, kind in zip(ADDRS, kinds):
-            self.nodes[addr] = make(self.bus, addr, *((NewNode, NewTransport) if kind == "new" else
-                                                      (OldNode, OldTransport)))
-        for obj in self.nodes.values():
-            obj._SyncObj__raftElectionDeadline = FAR
-        for t in self.bus.transports.values():
-            t.connect_all()
-        self.tick()
-
-    def tick(self, times: int = 3) -> None:
-        for _ in range(times):
-            for addr, obj in self.nodes.items():
-                if addr not in self.dead:
-                    obj.doTick(0.0)
-                self.bus.deliver()
-
-    def expire(self, addr) -> None:
-        """addr's election deadline passes (the leader was silent for a whole timeout)."""
-        self.nodes[addr]._SyncObj__raftElectionDeadline = 0.0
-
-    def forget_leader(self, *addrs) -> None:
-        """The minimum election timeout passed since addrs last heard a leader."""
-        for a in addrs:
-            self.bus.transports[a].leader_heard_at = float("-inf")
-
-    def status(self, addr):
-        return raft_status(self.nodes[addr])
-
-    def leaders(self):
-        return [a for a in ADDRS if a not in self.dead and self.status(a).is_leader]
-
-    def terms(self):
-        return {a: self.status(a).term for a in ADDRS}
-
-    def isolate(self, addr):
-        self.bus.cut |= {frozenset((addr, o)) for o in ADDRS if o != addr}
-
-    def heal(self):
-        self.bus.cut.clear()
-
-    def kill(self, addr):
-        """addr stops: its links drop (on both sides) and nothing reaches it."""
-        self.isolate(addr)
-        self.dead.add(addr)
-        for other, t in self.bus.transports.items():
-            if other == addr:
-                continue
-            t._onNodeDisconnected(t.node_by_addr[addr])
-
-    def elect(self, addr):
-        self.forget_leader(*ADDRS)
-        self.expire(addr)
-        self.tick(4)
-        for obj in self.nodes.values():
-            obj._SyncObj__raftElectionDeadline = FAR
-        assert self.leaders() == [addr]
-
-    def destroy(self):
-        for obj in self.nodes.values():
-            obj.destroy()
+from minoots.raft.pysyncobj_compat import CAPS, PRE_VOTE
 
 
 @pytest.fixture
@@ -266,7 +121,7 @@ def test_leadership_transfer_skips_the_pre_vote(cluster):
     c = cluster
     c.elect(ADDRS[0])
     before = len(c.bus.log)
-    c.bus.queue.append((ADDRS[0], ADDRS[1], {"type": "timeout_now", "term": 1}))
+    c.bus.transports[ADDRS[0]].send(c.bus.transports[ADDRS[0]].node_by_addr[ADDRS[1]], {"type": "timeout_now", "term": 1})
     c.bus.deliver()
     c.tick(4)
     after = [t for s, _, t in c.bus.log[before:] if s == ADDRS[1]]

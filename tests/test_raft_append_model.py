@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 from pysyncobj.journal import MemoryJournal
 
-from minoots.raft.pysyncobj_compat import RaftConformantTransportMixin, plan_append_entries
+from minoots.raft.pysyncobj_compat import CAPS, RaftConformantTransportMixin, plan_append_entries
 
 MAX_EXAMPLES = 400
 
@@ -711,17 +711,25 @@ class Sim:
         if self.a.leader:
             self.a.send_entries()
 
+    @staticmethod
+    def _skip_caps(link, transport):
+        # A new transport's first message on a connection says what it supports (PreVote).
+        while link and link[0].get("type") == CAPS:
+            transport.on_message("peer", link.popleft())
+
     def deliver_to_b(self):
+        self._skip_caps(self.ab, self.b.transport)
         if self.ab:
             message = self.ab.popleft()
             before = len(self.ba)
             self.b.transport.on_message("peer", message)
             for reply in list(self.ba)[before:]:
-                if reply["success"] and message["type"] == "append_entries":
+                if reply["type"] == "next_node_idx" and reply["success"] and message["type"] == "append_entries":
                     t = message["term"]
                     self.acked[t] = max(self.acked.get(t, 0), reply["next_node_idx"] - 1)
 
     def deliver_to_a(self):
+        self._skip_caps(self.ba, self.a.transport)
         if self.ba:
             self.a.transport.on_message("peer", self.ba.popleft())
 
