@@ -829,8 +829,9 @@ class RaftConformantTransportMixin:
             self._rc_send_caps(node)
 
     def _rc_send_caps(self, node) -> None:
-        self._rc_caps_due.discard(node)
-        super().send(node, {"type": CAPS, "prevote": 1})
+        # Not sent while the connection is still being set up: due again at the next tick.
+        if super().send(node, {"type": CAPS, "prevote": 1}):
+            self._rc_caps_due.discard(node)
 
     def presumed_old(self, node, within: float) -> bool:
         """A peer that spoke on its current connection in the last `within` seconds but
@@ -943,6 +944,8 @@ class RaftConformantTransportMixin:
             return
         held, self._rc_held = self._rc_held, []
         for node, message in held:
+            if node in self._rc_caps_due:
+                self._rc_send_caps(node)
             super().send(node, message)
 
     # Leader side: keep nextIndex from moving back on stale success replies.
