@@ -201,6 +201,9 @@ PRE_VOTE_RESPONSE = "pre_vote_response"
 CAPS = "minoots_caps"          # sent once per connection: "I answer pre-votes and stamp my replies"
 
 
+_PRE_VOTE_FIELDS = ("term", "round", "last_log_index", "last_log_term")   # a malformed request is ignored
+
+
 class PreVoteMixin:
     """Raft's PreVote (thesis §9.6): no election unless a majority agrees the leader is gone.
 
@@ -280,7 +283,7 @@ class PreVoteMixin:
     def _pv_on_message(self, node, message) -> None:
         """A pre-vote request or answer from `node` (the transport routes them here)."""
         kind = message.get("type")
-        if kind == PRE_VOTE and type(message.get("round")) is int:
+        if kind == PRE_VOTE and all(type(message.get(k)) is int for k in _PRE_VOTE_FIELDS):
             granted = self._pv_grant(message)
             if not granted:
                 self.pre_votes_refused += 1

@@ -199,3 +199,19 @@ def test_new_nodes_announce_themselves_and_old_ones_ignore_it():
         assert (ADDRS[0], ADDRS[2], CAPS) in c.bus.log        # sent to the old node too: harmless
     finally:
         c.destroy()
+
+
+@pytest.mark.parametrize("bad", [{"round": "1"}, {"last_log_index": None}, {"term": 2.0}, {"last_log_term": [1]}])
+def test_a_malformed_pre_vote_is_ignored(cluster, bad):
+    c = cluster
+    c.elect(ADDRS[0])
+    c.forget_leader(ADDRS[1])
+    message = {"type": PRE_VOTE, "term": 2, "round": 1, "last_log_index": 99, "last_log_term": 9}
+    t = c.bus.transports[ADDRS[2]]
+    before = len(c.bus.log)
+    t.send(t.node_by_addr[ADDRS[1]], dict(message, **bad))
+    c.tick()
+    assert (ADDRS[1], ADDRS[2], "pre_vote_response") not in c.bus.log[before:]
+    t.send(t.node_by_addr[ADDRS[1]], message)             # the well-formed one is answered
+    c.tick()
+    assert (ADDRS[1], ADDRS[2], "pre_vote_response") in c.bus.log[before:]
