@@ -18,7 +18,10 @@ installed version, naming the one that moved when the library changes:
   the utility protocol and read-only connections are refused; terms and indexes
   from peers are range-checked;
 * the transport: `RaftConformantTCPTransport` fixes PySyncObj's AppendEntries
-  handling per Raft §5.3 (see the section below).
+  handling per Raft §5.3 (see the section below), and makes the leader count only
+  replies of its current term (replies echo the term of the append they answer);
+* elections: `StallGuardMixin` and `PreVoteMixin` (Raft thesis §9.6), so a node that
+  was stalled or partitioned cannot depose a healthy leader (docs/raft-elections.md).
 
 The rest of the project never imports `pysyncobj`.
 """
