@@ -287,11 +287,14 @@ class PreVoteMixin:
         """A pre-vote request or answer from `node` (the transport routes them here)."""
         kind = message.get("type")
         if kind == PRE_VOTE and all(type(message.get(k)) is int for k in _PRE_VOTE_FIELDS):
-            granted = self._pv_grant(message)
+            granted, retry_in = self._pv_grant(message)
+            answer = {"type": PRE_VOTE_RESPONSE, "term": message["term"], "round": message["round"],
+                      "granted": granted}
             if not granted:
                 self.pre_votes_refused += 1
-            self._pv_transport().send(node, {"type": PRE_VOTE_RESPONSE, "term": message["term"],
-                                             "round": message["round"], "granted": granted})
+                if retry_in is not None:
+                    answer["retry_in"] = retry_in
+            self._pv_transport().send(node, answer)
         elif kind == PRE_VOTE_RESPONSE and self._pv_asked == (message.get("round"), message.get("term")):
             self._pv_answered.add(node)
             if message.get("granted") is True:
@@ -300,14 +303,27 @@ class PreVoteMixin:
                 self._pv_asked = None
                 self._pv_go = message["term"]
                 self._SyncObj__raftElectionDeadline = 0     # campaign at the next tick
+                return
+            retry_in = message.get("retry_in")
+            if type(retry_in) is float and 0.0 <= retry_in <= self.conf.raftMinTimeout:
+                # Refused only because it heard the leader lately: ask again the moment that
+                # expires, not a whole election timeout later (the failover time). A
+                # heartbeat meanwhile resets the deadline as usual.
+                at = _monotonic() + retry_in
+                if at < self._SyncObj__raftElectionDeadline:
+                    self._SyncObj__raftElectionDeadline = at
 
-    def _pv_grant(self, message) -> bool:
+    def _pv_grant(self, message) -> tuple[bool, Optional[float]]:
+        """(granted, when a refusal for a recent leader contact would turn into a grant)."""
         if self._SyncObj__raftState == LEADER or message["term"] <= self.raftCurrentTerm:
-            return False
-        if _monotonic() - self._pv_transport().leader_heard_at < self.conf.raftMinTimeout:
-            return False
+            return False, None
         mine = (self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex())
-        return (message["last_log_term"], message["last_log_index"]) >= mine
+        if (message["last_log_term"], message["last_log_index"]) < mine:
+            return False, None
+        quiet = _monotonic() - self._pv_transport().leader_heard_at
+        if quiet < self.conf.raftMinTimeout:
+            return False, float(self.conf.raftMinTimeout - quiet)
+        return True, None
 
 
 def election_counters(obj: SyncObj) -> dict:

@@ -215,3 +215,25 @@ def test_a_malformed_pre_vote_is_ignored(cluster, bad):
     t.send(t.node_by_addr[ADDRS[1]], message)             # the well-formed one is answered
     c.tick()
     assert (ADDRS[1], ADDRS[2], "pre_vote_response") in c.bus.log[before:]
+
+
+def test_a_refusal_for_a_recent_heartbeat_says_when_to_ask_again(cluster):
+    # The leader died just now: B heard it a moment ago and refuses A's pre-vote, saying
+    # when it will grant; A asks again then instead of a whole election timeout later.
+    import time
+
+    c = cluster
+    a, b, gone = ADDRS
+    c.elect(gone)
+    c.kill(gone)
+    c.forget_leader(a)
+    c.bus.transports[b].leader_heard_at = time.monotonic() - 99.9     # min timeout here: 100 s
+    c.expire(a)
+    c.tick(1)
+    assert c.nodes[b].pre_votes_refused == 1 and not c.leaders()
+    deadline = c.nodes[a]._SyncObj__raftElectionDeadline
+    assert deadline - time.monotonic() < 1.0                           # not ~100 s away
+    c.forget_leader(b)                                                  # ... and then B grants
+    c.expire(a)
+    c.tick(4)
+    assert c.leaders() == [a]

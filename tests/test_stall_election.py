@@ -39,6 +39,30 @@ def test_stopped_follower_does_not_depose_the_leader(fresh_cluster):
         assert "election deadline restarted" in log
 
 
+def test_follower_stopped_twice_in_a_row_does_not_depose_the_leader(fresh_cluster):
+    """The stall guard restarts the election deadline once per stall, but not again within
+    2x the election timeout (on a machine where every tick is late it would never campaign).
+    A second stop right after the first is then PreVote's to handle: the resumed follower
+    asks, hears "no" from the leader and the other follower, and the term stays."""
+    c = fresh_cluster
+    timing = RaftTiming()
+    leader = c.leader(timeout=30)
+    term = c.status(leader)["term"]
+    follower = next(n for n in c.nodes if n != leader)
+    pid = c.nodes[follower].pid
+    for stall in (2 * timing.raft_max_timeout, 1.5 * timing.raft_max_timeout):
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(stall)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(0.1)
+    time.sleep(3 * timing.raft_max_timeout)
+    assert c.leader(timeout=30) == leader
+    assert c.status(leader)["term"] == term
+    assert c.status(follower)["term"] == term
+
+
 def _term_and_leader(c, nid):
     st = c.status(nid)
     return st["term"], st.get("leader")
