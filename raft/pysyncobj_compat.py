@@ -223,7 +223,7 @@ class PreVoteMixin:
     connection. A peer that has sent something else on its connection but no CAPS, and
     has not answered by the end of a round, is an older version that ignores pre-votes:
     it counts as a grant then (it would campaign on its own anyway), so a mixed cluster
-    still elects a leader, one election timeout later at worst. A peer that sent nothing
+    still elects a leader, an election timeout or two later at worst. A peer that sent nothing
     (a link that went dark: a partition) never counts.
     PreVote protects fully once every member runs it. The check-quorum half is
     PySyncObj's own: a leader that has not heard from a majority for
