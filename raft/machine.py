@@ -58,7 +58,7 @@ class CommandFailed(Exception):
         super().__init__(f"command not committed: {FAIL_NAMES.get(reason, reason)}")
 
 
-class TimerMachine(compat.StallGuardMixin, compat.HandOverMixin, compat.GroupSyncMixin, SyncObj):
+class TimerMachine(compat.StallGuardMixin, compat.PreVoteMixin, compat.HandOverMixin, compat.GroupSyncMixin, SyncObj):
     """One node's replicated kernel. Create it through `raft.node`, which owns the data dir."""
 
     def __init__(
@@ -231,6 +231,10 @@ class TimerMachine(compat.StallGuardMixin, compat.HandOverMixin, compat.GroupSyn
 
     def raft_status(self) -> compat.RaftStatus | None:
         return compat.raft_status(self)
+
+    def election_counters(self) -> dict:
+        """PreVote rounds started, pre-votes refused, stale AppendEntries replies dropped."""
+        return compat.election_counters(self)
 
     # ---- leadership ----------------------------------------------------------
 

@@ -18,7 +18,10 @@ installed version, naming the one that moved when the library changes:
   the utility protocol and read-only connections are refused; terms and indexes
   from peers are range-checked;
 * the transport: `RaftConformantTCPTransport` fixes PySyncObj's AppendEntries
-  handling per Raft §5.3 (see the section below).
+  handling per Raft §5.3 (see the section below), and makes the leader count only
+  replies of its current term (replies echo the term of the append they answer);
+* elections: `StallGuardMixin` and `PreVoteMixin` (Raft thesis §9.6), so a node that
+  was stalled or partitioned cannot depose a healthy leader (docs/raft-elections.md).
 
 The rest of the project never imports `pysyncobj`.
 """
@@ -48,7 +51,7 @@ from pysyncobj.transport import TCPTransport
 
 __all__ = [
     "PINNED_VERSION", "SyncObj", "SyncObjConf", "replicated", "FAIL_REASON", "SERIALIZER_STATE", "TCPNode",
-    "Journal", "StallGuardMixin", "HandOverMixin", "GroupSyncMixin", "caught_up_followers", "any_peer_connected", "LEADER", "ROLE_NAMES", "FAIL_NAMES", "build_conf", "attach_journal",
+    "Journal", "StallGuardMixin", "PreVoteMixin", "election_counters", "HandOverMixin", "GroupSyncMixin", "caught_up_followers", "any_peer_connected", "LEADER", "ROLE_NAMES", "FAIL_NAMES", "build_conf", "attach_journal",
     "install_journal_hook", "ask_to_remove", "is_leader", "leader_connected", "leader_address", "RaftStatus", "raft_status", "peer_loads",
     "PeerFrameError", "FrameDecoder", "MAX_FRAME", "MAX_UNIDENTIFIED_FRAME", "MAX_UNIDENTIFIED_CONNECTIONS",
     "RaftConformantTCPTransport", "RaftConformantTransportMixin", "plan_append_entries",
@@ -192,6 +195,143 @@ class StallGuardMixin:
             log.warning("tick thread was stalled; election deadline restarted",
                         extra={"stalled_s": round(now - last, 3)})
         super()._onTick(timeToWait)
+
+
+# ---------------------------------------------------------------- PreVote
+
+PRE_VOTE = "pre_vote"
+PRE_VOTE_RESPONSE = "pre_vote_response"
+CAPS = "minoots_caps"          # sent once per connection: "I answer pre-votes and stamp my replies"
+
+
+_PRE_VOTE_FIELDS = ("term", "round", "last_log_index", "last_log_term")   # a malformed request is ignored
+
+
+class PreVoteMixin:
+    """Raft's PreVote (thesis §9.6): no election unless a majority agrees the leader is gone.
+
+    When its election deadline passes, a node first asks every peer for a pre-vote for
+    term+1 without changing its own term. A peer grants it only if it has not heard from
+    a leader within the minimum election timeout, is not the leader itself, and the
+    asker's log is at least as up to date as its own (the RequestVote rule). Only with a
+    majority of grants does the node let PySyncObj campaign; otherwise it asks again after
+    another election timeout. So a follower that was stalled or partitioned, and comes
+    back while the leader is healthy, is refused and never raises the term that would
+    depose it. A leadership transfer (TimeoutNow, HandOverMixin) campaigns at once.
+
+    Rolling upgrade: new nodes announce themselves (CAPS) first thing on every
+    connection. A peer that has sent something else on its connection but no CAPS, and
+    has not answered by the end of a round, is an older version that ignores pre-votes:
+    it counts as a grant then (it would campaign on its own anyway), so a mixed cluster
+    still elects a leader, an election timeout or two later at worst. A peer that sent nothing
+    (a link that went dark: a partition) never counts.
+    PreVote protects fully once every member runs it. The check-quorum half is
+    PySyncObj's own: a leader that has not heard from a majority for
+    leaderFallbackTimeout steps down."""
+
+    _pv_round = 0
+    _pv_asked = None       # (round, term asked for) of the round in progress
+    _pv_grants = frozenset()
+    _pv_answered = frozenset()
+    _pv_go = None          # the term a majority granted: campaign for it at the next tick
+    pre_vote_rounds = 0
+    pre_votes_refused = 0  # pre-votes this node refused (it had a live leader, or a newer log)
+
+    def _onTick(self, timeToWait=0.0):
+        self._pv_before_election_check()
+        super()._onTick(timeToWait)
+
+    def _pv_transport(self):
+        return self._SyncObj__transport
+
+    def _pv_before_election_check(self) -> None:
+        # PySyncObj campaigns in this tick iff the deadline passed and it is connected to
+        # anyone (SyncObj._onTick); unless we let it, push the deadline on.
+        if self._SyncObj__raftState == LEADER or self._SyncObj__selfNode is None:
+            return
+        now = _monotonic()
+        deadline = self._SyncObj__raftElectionDeadline
+        if deadline >= now or not self._SyncObj__connectedToAnyone():
+            return
+        go, self._pv_go = self._pv_go, None
+        if self._SyncObj__transferInProgress or not self.otherNodes:
+            return                                  # TimeoutNow, or nobody to ask
+        if go is not None and deadline == 0 and go == self.raftCurrentTerm + 1:
+            return                                  # a majority granted this election
+        if self._pv_asked is not None and self._pv_round_won(presume_old=True):
+            self._pv_asked = None
+            return
+        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+        self._pv_round += 1
+        self.pre_vote_rounds += 1
+        term = self.raftCurrentTerm + 1
+        self._pv_asked = (self._pv_round, term)
+        self._pv_grants, self._pv_answered = set(), set()
+        message = {"type": PRE_VOTE, "term": term, "round": self._pv_round,
+                   "last_log_index": self._SyncObj__getCurrentLogIndex(),
+                   "last_log_term": self._SyncObj__getCurrentLogTerm()}
+        transport = self._pv_transport()
+        for node in self.otherNodes:
+            transport.send(node, message)
+
+    def _pv_round_won(self, presume_old: bool = False) -> bool:
+        votes = 1 + len(self._pv_grants)
+        if presume_old:
+            transport = self._pv_transport()
+            votes += sum(1 for n in self.otherNodes if n not in self._pv_answered
+                         and transport.presumed_old(n, 2 * self.conf.raftMaxTimeout)
+                         and self.isNodeConnected(n))
+        return votes > (len(self.otherNodes) + 1) / 2
+
+    def _pv_on_message(self, node, message) -> None:
+        """A pre-vote request or answer from `node` (the transport routes them here)."""
+        kind = message.get("type")
+        if kind == PRE_VOTE and all(type(message.get(k)) is int for k in _PRE_VOTE_FIELDS):
+            granted, retry_in = self._pv_grant(message)
+            answer = {"type": PRE_VOTE_RESPONSE, "term": message["term"], "round": message["round"],
+                      "granted": granted}
+            if not granted:
+                self.pre_votes_refused += 1
+                if retry_in is not None:
+                    answer["retry_in"] = retry_in
+            self._pv_transport().send(node, answer)
+        elif kind == PRE_VOTE_RESPONSE and self._pv_asked == (message.get("round"), message.get("term")):
+            self._pv_answered.add(node)
+            if message.get("granted") is True:
+                self._pv_grants.add(node)
+            if self._pv_round_won():
+                self._pv_asked = None
+                self._pv_go = message["term"]
+                self._SyncObj__raftElectionDeadline = 0     # campaign at the next tick
+                return
+            retry_in = message.get("retry_in")
+            if type(retry_in) is float and 0.0 <= retry_in <= self.conf.raftMinTimeout:
+                # Refused only because it heard the leader lately: ask again the moment that
+                # expires, not a whole election timeout later (the failover time). A
+                # heartbeat meanwhile resets the deadline as usual.
+                at = _monotonic() + retry_in
+                if at < self._SyncObj__raftElectionDeadline:
+                    self._SyncObj__raftElectionDeadline = at
+
+    def _pv_grant(self, message) -> tuple[bool, Optional[float]]:
+        """(granted, when a refusal for a recent leader contact would turn into a grant)."""
+        if self._SyncObj__raftState == LEADER or message["term"] <= self.raftCurrentTerm:
+            return False, None
+        mine = (self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex())
+        if (message["last_log_term"], message["last_log_index"]) < mine:
+            return False, None
+        quiet = _monotonic() - self._pv_transport().leader_heard_at
+        if quiet < self.conf.raftMinTimeout:
+            return False, float(self.conf.raftMinTimeout - quiet)
+        return True, None
+
+
+def election_counters(obj: SyncObj) -> dict:
+    """This node's PreVote and reply-term counters (0 where a part is not installed)."""
+    transport = getattr(obj, "_SyncObj__transport", None)
+    return {"pre_vote_rounds": getattr(obj, "pre_vote_rounds", 0),
+            "pre_votes_refused": getattr(obj, "pre_votes_refused", 0),
+            "stale_replies_dropped": getattr(transport, "stale_replies_dropped", 0)}
 
 
 # ---------------------------------------------------------------- leadership hand-over
@@ -643,6 +783,21 @@ def plan_append_entries(journal, current_term: int, message: dict) -> tuple[dict
     return rewritten, last_new + 1
 
 
+def _may_cut_back(journal, current_term: int, message: dict) -> bool:
+    """Would PySyncObj's handler delete entries of this node's log for (planned) `message`?
+    It does when the previous entry matches and we hold entries after it; a snapshot
+    replaces the whole log. Conservative: true also where it turns out to delete nothing."""
+    if message.get("term", -1) < current_term:
+        return False
+    if "serialized" in message:
+        return True
+    prev = message.get("prevLogIdx")
+    if prev is None or message.get("transmission") is not None or len(journal) == 0:
+        return False
+    first, last = journal[0][1], journal[-1][1]
+    return first <= prev < last and journal[prev - first][2] == message.get("prevLogTerm")
+
+
 class RaftConformantTransportMixin:
     """Transport mixin applying ``plan_append_entries`` to incoming messages."""
 
@@ -659,15 +814,52 @@ class RaftConformantTransportMixin:
         self._rc_chunks = None  # reassembly buffer for chunked entries (one, like SyncObj's)
         self._rc_sent = {}  # leader: node -> (term, highest entry index sent on this connection)
         self._rc_held = None  # AppendEntries replies held until the journal synced (GroupSyncMixin)
+        self._rc_answering = None  # (node, term) while an append_entries is handled: its replies echo the term
+        self._rc_log_epoch = 0  # bumped whenever this node's own log may have been cut back
+        self._rc_link_epoch = {}  # node -> _rc_log_epoch when its current connection came up
+        self.stale_replies_dropped = 0  # replies of an older term (or not provably current) not counted
+        self.leader_heard_at = float("-inf")  # monotonic time of the last append from a current leader
+        self.prevote_peers = set()  # peers that said (CAPS) or showed they answer pre-votes, this connection
+        self._rc_caps_due = set()  # peers connected since the last tick: CAPS goes out then
+        self._rc_heard = {}  # peer -> monotonic time of its last message on the current connection
         super().__init__(syncObj, selfNode, otherNodes)
 
     def setOnNodeDisconnectedCallback(self, callback):
         def on_disconnected(node, _callback=callback):
             self._rc_sent.pop(node, None)  # whatever was in flight is lost
+            self._rc_link_epoch.pop(node, None)
+            self.prevote_peers.discard(node)
+            self._rc_caps_due.discard(node)
+            self._rc_heard.pop(node, None)
             if _callback is not None:
                 _callback(node)
 
         super().setOnNodeDisconnectedCallback(on_disconnected if callback is not None else None)
+
+    def setOnNodeConnectedCallback(self, callback):
+        def on_connected(node, _callback=callback):
+            self._rc_link_epoch[node] = self._rc_log_epoch
+            self._rc_caps_due.add(node)   # the connection may not take a message yet (still connecting)
+            if _callback is not None:
+                _callback(node)
+
+        super().setOnNodeConnectedCallback(on_connected if callback is not None else None)
+
+    def _onTick(self):
+        super()._onTick()
+        for node in list(self._rc_caps_due):
+            self._rc_send_caps(node)
+
+    def _rc_send_caps(self, node) -> None:
+        # Not sent while the connection is still being set up: due again at the next tick.
+        if super().send(node, {"type": CAPS, "prevote": 1}):
+            self._rc_caps_due.discard(node)
+
+    def presumed_old(self, node, within: float) -> bool:
+        """A peer that spoke on its current connection in the last `within` seconds but
+        never said it answers pre-votes."""
+        heard = self._rc_heard.get(node)
+        return heard is not None and _monotonic() - heard <= within and node not in self.prevote_peers
 
     def setOnMessageReceivedCallback(self, callback):
         if callback is None:
@@ -680,6 +872,7 @@ class RaftConformantTransportMixin:
         super().setOnMessageReceivedCallback(on_message)
 
     def _rc_on_message(self, callback, node, message):
+        self._rc_heard[node] = _monotonic()
         if not isinstance(message, dict):
             callback(node, message)
             return
@@ -690,9 +883,18 @@ class RaftConformantTransportMixin:
         if message.get("type") == "next_node_idx":
             self._rc_on_next_node_idx(callback, node, message)
             return
-        if message.get("type") != "append_entries":
+        kind = message.get("type")
+        if kind in (PRE_VOTE, PRE_VOTE_RESPONSE, CAPS):
+            self.prevote_peers.add(node)
+            handler = getattr(self._rc_syncobj, "_pv_on_message", None)
+            if handler is not None and kind != CAPS:
+                handler(node, message)
+            return
+        if kind != "append_entries":
             callback(node, message)
             return
+        if message["term"] >= self._rc_syncobj.raftCurrentTerm:
+            self.leader_heard_at = _monotonic()
         transmission = message.get("transmission")
         if transmission is not None:
             # Mirror SyncObj's reassembly; pass start/process on.
@@ -705,19 +907,29 @@ class RaftConformantTransportMixin:
                 message = {k: v for k, v in message.items() if k not in ("transmission", "data")}
                 message["entries"] = [peer_loads(data)]
             if message.get("transmission") is not None:
-                callback(node, message)
+                self._rc_answer(callback, node, message)
                 return
-        message, cap = plan_append_entries(self._rc_journal, self._rc_syncobj.raftCurrentTerm, message)
-        if cap is None:
-            callback(node, message)
-            return
-        self._rc_reply_cap = (node, cap)
+        term = self._rc_syncobj.raftCurrentTerm
+        message, cap = plan_append_entries(self._rc_journal, term, message)
+        if _may_cut_back(self._rc_journal, term, message):
+            self._rc_log_epoch += 1
+        self._rc_reply_cap = (node, cap) if cap is not None else None
         try:
-            callback(node, message)
+            self._rc_answer(callback, node, message)
         finally:
             self._rc_reply_cap = None
 
+    def _rc_answer(self, callback, node, message):
+        """Hand an append_entries to PySyncObj; the replies it sends to `node` meanwhile echo its term."""
+        self._rc_answering = (node, message["term"])
+        try:
+            callback(node, message)
+        finally:
+            self._rc_answering = None
+
     def send(self, node, message):
+        if node in self._rc_caps_due:
+            self._rc_send_caps(node)      # CAPS is the first thing a peer reads from us on a connection
         cap = self._rc_reply_cap
         if (
             cap is not None
@@ -728,6 +940,14 @@ class RaftConformantTransportMixin:
             and message["next_node_idx"] > cap[1]
         ):
             message = dict(message, next_node_idx=cap[1])
+        answering = self._rc_answering
+        if (
+            answering is not None
+            and node == answering[0]
+            and isinstance(message, dict)
+            and message.get("type") == "next_node_idx"
+        ):
+            message = dict(message, term=answering[1])   # which term's append this answers
         if isinstance(message, dict) and message.get("type") == "append_entries":
             self._rc_track_sent(node, message)
         if self._rc_held is not None and isinstance(message, dict) and message.get("type") == "next_node_idx":
@@ -746,6 +966,8 @@ class RaftConformantTransportMixin:
             return
         held, self._rc_held = self._rc_held, []
         for node, message in held:
+            if node in self._rc_caps_due:
+                self._rc_send_caps(node)
             super().send(node, message)
 
     # Leader side: keep nextIndex from moving back on stale success replies.
@@ -761,7 +983,39 @@ class RaftConformantTransportMixin:
         if sent is None or sent[0] != term or last > sent[1]:
             self._rc_sent[node] = (term, last)
 
+    def _rc_reply_is_current(self, node, message) -> bool:
+        """May PySyncObj count this reply? Raft's leader counts only replies of its current term.
+
+        A reply stamped with the term of the append it answers is current iff that is
+        our term. An unstamped one comes from a peer without this fix (a rolling
+        upgrade): PySyncObj itself uses it only while leading, and only a success can
+        raise matchIndex. It is surely current when this node's log was never cut back
+        since the connection it arrived on came up: a reply of an older term then
+        vouches only for entries below this term's first one, which never count
+        towards this term's commits. Otherwise it is dropped and the connection reset,
+        so that every later unstamped reply is provably of this term."""
+        obj = self._rc_syncobj
+        term = message.get("term")
+        if term is not None:
+            return term == obj.raftCurrentTerm
+        if not message.get("success") or not obj._isLeader():
+            return True
+        if self._rc_link_epoch.get(node) == self._rc_log_epoch:
+            return True
+        log.info("unstamped reply after this node's log was cut back: resetting the link",
+                 extra={"peer": getattr(node, "id", None)})
+        self._rc_disconnect(node)
+        return False
+
+    def _rc_disconnect(self, node) -> None:
+        conn = getattr(self, "_connections", {}).get(node)
+        if conn is not None:
+            conn.disconnect()
+
     def _rc_on_next_node_idx(self, callback, node, message):
+        if not self._rc_reply_is_current(node, message):
+            self.stale_replies_dropped += 1
+            return
         sent = self._rc_sent.get(node)
         if message.get("reset"):
             self._rc_sent.pop(node, None)  # the follower disagrees: let SyncObj back off

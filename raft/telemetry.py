@@ -22,6 +22,9 @@ it (aggregate across nodes with max(), not sum()). What is per node: lateness
 | minoots_ticks_proposed_total / _committed_total | counter | this node's ticker (as leader) |
 | minoots_raft_term, _commit_index, _applied_index, _is_leader, _has_quorum | gauge | |
 | minoots_raft_leader_changes_total | counter | times the leader this node knows changed |
+| minoots_raft_pre_vote_rounds_total | counter | PreVote rounds this node started (its election deadline passed) |
+| minoots_raft_pre_votes_refused_total | counter | pre-votes this node refused (it heard a leader recently, or its log is newer) |
+| minoots_raft_stale_replies_dropped_total | counter | on a leader: AppendEntries replies of an older term not counted |
 | minoots_raft_follower_lag_entries{follower} | gauge | on the leader: commit index - the follower's match index |
 | minoots_raft_follower_connected{follower} | gauge | |
 | minoots_raft_log_entries | gauge | entries in the Raft journal (since the last compaction) |
@@ -285,6 +288,14 @@ class _NodeCollector:
                                   value=ticker.committed if ticker else 0)
         yield CounterMetricFamily("minoots_raft_leader_changes", "Times the leader known to this node changed.",
                                   value=getattr(node, "leader_changes", 0))
+        try:
+            counters = m.election_counters()
+        except Exception:
+            counters = {}
+        for key, doc in (("pre_vote_rounds", "PreVote rounds this node started."),
+                         ("pre_votes_refused", "Pre-votes this node refused."),
+                         ("stale_replies_dropped", "AppendEntries replies of an older term not counted.")):
+            yield CounterMetricFamily(f"minoots_raft_{key}", doc, value=counters.get(key, 0))
         try:
             kept = len(m._snapshot_store.list())
             yield GaugeMetricFamily("minoots_snapshots_kept", "Snapshots kept in this node's LMDB.", value=kept)

@@ -93,6 +93,34 @@ TOUCHPOINTS = {
     "group sync: the transport is self.__transport, replies go through its send": lambda: "self.__transport = "
     in _src(pysyncobj.SyncObj.__init__) and all(k in _src(pysyncobj.SyncObj._SyncObj__sendNextNodeIdx) for k in (
         "'type': 'next_node_idx'", "self.__transport.send(")),
+    "pre-vote: the election check of _onTick and the state it reads": lambda: all(
+        k in _src(pysyncobj.SyncObj._onTick) for k in (
+            "if self.__raftState in (_RAFT_STATE.FOLLOWER, _RAFT_STATE.CANDIDATE) and self.__selfNode is not None",
+            "self.__raftElectionDeadline < monotonicTime() and self.__connectedToAnyone()",
+            "self.__setCurrentTerm(self.__raftCurrentTerm + 1"))
+    and all(k in _src(pysyncobj.SyncObj.__init__) for k in (
+        "self.__raftState = ", "self.__selfNode = ", "self.__transferInProgress = ", "self.__transport = "))
+    and all(hasattr(pysyncobj.SyncObj, m) for m in (
+        "_SyncObj__connectedToAnyone", "_SyncObj__getCurrentLogIndex", "_SyncObj__getCurrentLogTerm",
+        "_SyncObj__generateRaftTimeout")),
+    "pre-vote: TimeoutNow sets the deadline to 0 and marks the transfer": lambda: all(
+        k in _src(pysyncobj.SyncObj._SyncObj__onMessageReceived) for k in (
+            "self.__raftElectionDeadline = 0", "self.__transferInProgress = True")),
+    "pre-vote: RequestVote's up-to-date rule (mirrored by the grant)": lambda: all(
+        k in _src(pysyncobj.SyncObj._SyncObj__onMessageReceived) for k in (
+            "if lastLogTerm < self.__getCurrentLogTerm():", "lastLogIdx < self.__getCurrentLogIndex()")),
+    "pre-vote: an unknown message type falls through the handler (old peers ignore pre-votes)": lambda:
+    _src(pysyncobj.SyncObj._SyncObj__onMessageReceived).count("raise ") == 1
+    and "raise Exception('Wrong transmission type')" in _src(pysyncobj.SyncObj._SyncObj__onMessageReceived),
+    "reply term: replies are sent only by the append_entries handler": lambda:
+    _src(pysyncobj.SyncObj).count("self.__sendNextNodeIdx(")
+    == _src(pysyncobj.SyncObj._SyncObj__onMessageReceived).count("self.__sendNextNodeIdx(") == 6,
+    "reply term: the leader's next_node_idx handling reads no term": lambda: "message['term']" not in _src(
+        pysyncobj.SyncObj._SyncObj__onMessageReceived).split("if message['type'] == 'next_node_idx':")[1],
+    "transport: connected callback and the tick hook CAPS rides on": lambda: all(
+        callable(getattr(pysyncobj.transport.TCPTransport, m, None)) for m in (
+            "setOnNodeConnectedCallback", "_onTick")) and "self._syncObj.addOnTickCallback(self._onTick)" in _src(
+        pysyncobj.transport.TCPTransport.__init__),
     "utility client with a password": lambda: "password" in inspect.signature(
         pysyncobj.utility.TcpUtility).parameters,
 }

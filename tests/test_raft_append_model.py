@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 from pysyncobj.journal import MemoryJournal
 
-from minoots.raft.pysyncobj_compat import RaftConformantTransportMixin, plan_append_entries
+from minoots.raft.pysyncobj_compat import CAPS, RaftConformantTransportMixin, plan_append_entries
 
 MAX_EXAMPLES = 400
 
@@ -271,6 +271,13 @@ class _StubTransport:
     def setOnNodeDisconnectedCallback(self, callback):
         self.on_disconnected = callback
 
+    def setOnNodeConnectedCallback(self, callback):
+        self.on_connected = callback
+
+    def reconnect(self, node):
+        self.on_disconnected(node)
+        self.on_connected(node)
+
     def send(self, node, message):
         self.sent.append((node, message))
         return True
@@ -299,6 +306,8 @@ class LeaderModel:
         self.transport = _Transport(self, "self", ["peer"])
         self.transport.setOnMessageReceivedCallback(self.handle)
         self.transport.setOnNodeDisconnectedCallback(lambda node: None)
+        self.transport.setOnNodeConnectedCallback(lambda node: None)
+        self.transport.on_connected("peer")
 
     def _isLeader(self):
         return self.leader
@@ -380,7 +389,7 @@ def test_stale_success_replies_never_move_next_index_back(steps):
             assert leader.next_index == target                             # the follower's word wins
             tracked = None
         elif op == "disconnect":
-            leader.transport.on_disconnected("peer")
+            leader.transport.reconnect("peer")
             in_flight, tracked = [], None                                  # in-flight data is lost
         elif op == "new_term":
             # Lost leadership, its log cut back while a follower, then elected again:
@@ -396,7 +405,7 @@ def test_disconnect_forgets_what_was_in_flight():
     leader = LeaderModel()
     leader.log_len = 6
     assert leader.send_entries() == 6
-    leader.transport.on_disconnected("peer")
+    leader.transport.reconnect("peer")
     leader.receive({"type": "next_node_idx", "next_node_idx": 3, "reset": False, "success": True})
     assert leader.next_index == 3    # nothing restored: the entries after 2 may never have arrived
 
@@ -540,3 +549,277 @@ def test_the_reply_to_a_capped_message_vouches_only_for_what_the_leader_sent():
     transport.sent.clear()
     reply("leader")
     assert [m["next_node_idx"] for _, m in transport.sent] == [12]
+
+
+# ---------------------------------------------------------------- leader side: replies of an older term
+#
+# PySyncObj's `next_node_idx` reply carries no term, and its leader handler raises
+# matchIndex on any success it reads while it leads. A success the follower sent for
+# an append of an OLDER term (this node led then, lost leadership, had its log cut
+# back as a follower and was elected again) can arrive after the re-election, be
+# counted in the new term and commit an entry the follower does not hold (Raft §5.3 /
+# §5.4: the leader counts only replies of its current term). Below, two real
+# transports (leader A and follower B), PySyncObj's handlers modelled as above, FIFO
+# links between them, and a third leader C whose higher-term appends cut A's and B's
+# logs back; the property: matchIndex never exceeds what B acknowledged in A's current
+# term, and so the commit index never counts anything else.
+
+from collections import deque
+
+
+class _LinkTransport(_StubTransport):
+    """The stub base, with the connected callback and a drop PySyncObj's TCP transport has."""
+
+    def __init__(self, syncObj, selfNode, otherNodes):
+        super().__init__(syncObj, selfNode, otherNodes)
+        self.on_connected = None
+        self.dropped = 0
+
+    def send(self, node, message):
+        if node == "peer":                      # onto the link; C's replies are not followed
+            self.sent.append(message)
+        return True
+
+
+class _NewTransport(RaftConformantTransportMixin, _LinkTransport):
+    def _rc_disconnect(self, node):            # the TCP connection's disconnect(), in the sim
+        self.dropped += 1
+        self._rc_syncobj.sim.drop_link()
+
+
+class _NoFixTransport(_NewTransport):
+    """The transport with the reply-term check gone (the fix's mutant)."""
+
+    def _rc_reply_is_current(self, node, message):
+        return True
+
+
+class _OldTransport(_LinkTransport):
+    """A peer that predates the fix: replies go out exactly as PySyncObj wrote them."""
+
+
+class Member:
+    """A PySyncObj node as far as AppendEntries goes: its log, term, role, and
+    (leading) nextIndex/matchIndex/commit of its one peer, handlers as in SyncObj."""
+
+    def __init__(self, sim, name, log, transport_class):
+        self.sim, self.name = sim, name
+        self.conf = _Conf()
+        for e in log:
+            self.conf.journalFile.add(*e)
+        self.raftCurrentTerm = max(e[2] for e in log)
+        self.leader = False
+        self.next_index = self.match_index = self.commit = 0
+        self.transport = transport_class(self, name, ["peer"])
+        self.transport.setOnMessageReceivedCallback(self.handle)
+        self.transport.setOnNodeDisconnectedCallback(lambda node: None)
+        self.transport.setOnNodeConnectedCallback(lambda node: None)
+
+    @property
+    def log(self):
+        j = self.conf.journalFile
+        return [tuple(j[i]) for i in range(len(j))]
+
+    def _set_log(self, log):
+        j = self.conf.journalFile
+        j.deleteEntriesFrom(0)
+        for e in log:
+            j.add(*e)
+
+    def _isLeader(self):
+        return self.leader
+
+    def last(self):
+        return self.log[-1][1]
+
+    def become_leader(self, term):
+        self.raftCurrentTerm, self.leader = term, True
+        self.next_index, self.match_index = self.last() + 1, 0       # __onBecomeLeader
+        self.conf.journalFile.add(cmd(self.last() + 1, term), self.last() + 1, term)
+
+    def send_entries(self):
+        log, first = self.log, self.next_index
+        entries = [list(e) for e in log[first - 1:]]
+        self.transport.send("peer", {"type": "append_entries", "term": self.raftCurrentTerm,
+                                     "commit_index": self.commit, "prevLogIdx": first - 1,
+                                     "prevLogTerm": log[first - 2][2], "entries": entries})
+        if entries:
+            self.next_index = entries[-1][1] + 1
+
+    def handle(self, node, message):              # SyncObj.__onMessageReceived, the parts in play
+        kind = message["type"]
+        if kind == "append_entries" and message["term"] >= self.raftCurrentTerm:
+            self.raftCurrentTerm, self.leader = message["term"], False
+            out = pysyncobj_handler(self.log, 0, message)
+            self._set_log(out.log)
+            if out.success:
+                reply = {"next_node_idx": out.match + 1, "reset": False, "success": True}
+            else:
+                reply = {"next_node_idx": min(message["prevLogIdx"], self.last() + 1), "reset": True,
+                         "success": False}
+            self.transport.send(node, {"type": "next_node_idx", **reply})
+        elif kind == "next_node_idx" and self.leader:
+            nxt = message["next_node_idx"]
+            if message["reset"]:
+                self.next_index = nxt
+            if message["success"] and self.match_index < nxt - 1:
+                self.match_index, self.next_index = nxt - 1, nxt
+            # The commit rule of _onTick, for a cluster of three (A and B are a majority).
+            for idx in range(self.commit + 1, self.last() + 1):
+                if self.match_index >= idx and self.log[idx - 1][2] == self.raftCurrentTerm:
+                    self.commit = idx
+                    self.sim.commits.append((self.raftCurrentTerm, idx))
+
+
+class Sim:
+    def __init__(self, b_class, a_class=_NewTransport):
+        base = [entry(1, 0), entry(2, 1), entry(3, 1)]
+        self.a = Member(self, "A", base, a_class)
+        self.b = Member(self, "B", base, b_class)
+        self.ab, self.ba = deque(), deque()
+        self.term = 1
+        self.acked = {}        # term of the append B answered -> highest index B acknowledged
+        self.commits = []
+        self.a.transport.sent, self.b.transport.sent = self.ab, self.ba     # what the base sends
+        self.connect()
+
+    def connect(self):
+        for t in (self.a.transport, self.b.transport):
+            if t.on_connected is not None:
+                t.on_connected("peer")
+
+    def drop_link(self):
+        self.ab.clear()
+        self.ba.clear()
+        for t in (self.a.transport, self.b.transport):
+            t.on_disconnected("peer")
+        self.connect()
+
+    # --- the steps
+    def elect_a(self):
+        if not self.a.leader:
+            self.term += 1
+            self.a.become_leader(self.term)
+
+    def append(self, n):
+        if self.a.leader:
+            for _ in range(n):
+                i = self.a.last() + 1
+                self.a.conf.journalFile.add(cmd(i, self.a.raftCurrentTerm), i, self.a.raftCurrentTerm)
+
+    def send(self):
+        if self.a.leader:
+            self.a.send_entries()
+
+    @staticmethod
+    def _skip_caps(link, transport):
+        # A new transport's first message on a connection says what it supports (PreVote).
+        while link and link[0].get("type") == CAPS:
+            transport.on_message("peer", link.popleft())
+
+    def deliver_to_b(self):
+        self._skip_caps(self.ab, self.b.transport)
+        if self.ab:
+            message = self.ab.popleft()
+            before = len(self.ba)
+            self.b.transport.on_message("peer", message)
+            for reply in list(self.ba)[before:]:
+                if reply["type"] == "next_node_idx" and reply["success"] and message["type"] == "append_entries":
+                    t = message["term"]
+                    self.acked[t] = max(self.acked.get(t, 0), reply["next_node_idx"] - 1)
+
+    def deliver_to_a(self):
+        self._skip_caps(self.ba, self.a.transport)
+        if self.ba:
+            self.a.transport.on_message("peer", self.ba.popleft())
+
+    def other_leader(self, who, keep):
+        """A leader C of a new term whose log is the first `keep` shared entries plus one
+        of its own replaces the tail of A's or B's log (that member follows C now)."""
+        self.term += 1
+        member = self.a if who == "A" else self.b
+        keep = min(keep, len(member.log))
+        member.transport.on_message("C", {
+            "type": "append_entries", "term": self.term, "commit_index": 0, "prevLogIdx": keep,
+            "prevLogTerm": member.log[keep - 1][2], "entries": [entry(keep + 1, self.term)]})
+
+    def check(self):
+        a = self.a
+        if a.leader:
+            assert a.match_index <= self.acked.get(a.raftCurrentTerm, 0), \
+                f"matchIndex {a.match_index} but B acknowledged {self.acked.get(a.raftCurrentTerm, 0)} " \
+                f"in term {a.raftCurrentTerm}"
+        for term, idx in self.commits:
+            assert self.acked.get(term, 0) >= idx, f"index {idx} committed in term {term} on a stale reply"
+
+
+sim_ops = st.lists(st.one_of(
+    st.just(("elect_a",)), st.tuples(st.just("append"), st.integers(1, 3)), st.just(("send",)),
+    st.just(("deliver_to_b",)), st.just(("deliver_to_a",)),
+    st.tuples(st.just("other_leader"), st.sampled_from(["A", "B"]), st.integers(1, 3)),
+), max_size=30)
+
+
+def run_sim(steps, b_class, a_class=_NewTransport):
+    sim = Sim(b_class, a_class)
+    for op, *args in steps:
+        getattr(sim, op)(*args)
+        sim.check()
+    return sim
+
+
+# A leads term 2 and sends 4..5 to B, B's success (next 6) stays on the wire; a leader
+# of term 3 cuts A back to 1..3 plus its own 4; A wins term 4 and appends its no-op at
+# 5 and sends it; then B's old reply arrives. Unfixed, A sets matchIndex 5 and commits
+# its term-4 entry 5, which B does not hold (B has term 2's 5).
+STALE_REPLY = [("elect_a",), ("append", 1), ("send",), ("deliver_to_b",), ("other_leader", "A", 3),
+               ("elect_a",), ("send",), ("deliver_to_a",)]
+
+
+@pytest.mark.parametrize("b_class", [_NewTransport, _OldTransport], ids=["new-follower", "old-follower"])
+def test_a_reply_of_an_older_term_is_not_counted(b_class):
+    sim = run_sim(STALE_REPLY, b_class)
+    assert sim.a.leader and sim.a.raftCurrentTerm == 4
+    assert sim.a.match_index == 0 and sim.commits == []
+    assert sim.a.transport.stale_replies_dropped == 1
+    # An old follower's unstamped reply cannot be placed: its link is reset instead.
+    assert sim.a.transport.dropped == (1 if b_class is _OldTransport else 0)
+    # ... and replication goes on: B's current-term replies count.
+    for _ in range(6):
+        sim.send()
+        while sim.ab or sim.ba:
+            sim.deliver_to_b()
+            sim.deliver_to_a()
+            sim.check()
+    assert sim.a.match_index == sim.a.last() == 5 and sim.commits == [(4, 5)]
+    assert sim.b.log == sim.a.log
+
+
+def test_the_stale_reply_commits_a_missing_entry_without_the_fix():
+    with pytest.raises(AssertionError, match="on a stale reply|matchIndex 5"):
+        run_sim(STALE_REPLY, _NewTransport, a_class=_NoFixTransport)
+
+
+@settings(max_examples=3 * MAX_EXAMPLES, deadline=None)
+@given(sim_ops, st.sampled_from([_NewTransport, _OldTransport]))
+@example(STALE_REPLY, _NewTransport)
+@example(STALE_REPLY, _OldTransport)
+def test_match_index_counts_only_replies_of_the_current_term(steps, b_class):
+    run_sim(steps, b_class)
+
+
+def test_oracle_finds_the_stale_reply_without_the_fix():
+    try:
+        found = find(sim_ops, lambda steps: _fails(steps, _NoFixTransport),
+                     settings=settings(max_examples=5000, database=None, deadline=None))
+    except NoSuchExample:
+        pytest.fail("no run tells the unfixed leader from the model")
+    assert not _fails(found, _NewTransport)
+
+
+def _fails(steps, a_class) -> bool:
+    try:
+        run_sim(steps, _NewTransport, a_class)
+    except AssertionError:
+        return True
+    return False

@@ -838,6 +838,7 @@ def test_leader_tracking_forgets_in_flight_entries_on_disconnect(tmp_path):
         leader.touch()
         leader.doTick()
         transport._onNodeDisconnected(peer)
+        transport._onNodeConnected(peer)      # a new connection; the reply comes on it
         transport._onMessageReceived(peer, {"type": "next_node_idx", "next_node_idx": 2,
                                             "reset": False, "success": True})
         assert next_index(leader, peer) == 2  # nothing restored: in-flight data was lost
