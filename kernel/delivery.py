@@ -26,7 +26,7 @@ __all__ = [
     "Webhook", "DeliveryPolicy", "Delivery", "Attempt", "DeliveryRecord", "check_delivery",
     "MAX_URL_LEN", "MAX_HEADERS", "MAX_HEADER_BYTES", "MAX_ATTEMPTS", "MAX_BODY_EXCERPT", "MAX_ATTEMPT_LOG",
     "MAX_ERROR_LEN", "MAX_BACKOFF_MS", "MAX_ATTEMPT_TIMEOUT_MS", "is_success", "check_queue",
-    "MAX_QUEUE_LEN", "MAX_LEASE_BATCH", "MIN_VISIBILITY_MS", "MAX_VISIBILITY_MS",
+    "MAX_QUEUE_LEN", "MAX_LEASE_BATCH", "check_endpoint_id", "check_policy", "MIN_VISIBILITY_MS", "MAX_VISIBILITY_MS",
 ]
 
 MAX_URL_LEN = 2048
@@ -42,6 +42,8 @@ MAX_QUEUE_LEN = 128
 MAX_LEASE_BATCH = 100
 MIN_VISIBILITY_MS = 1000
 MAX_VISIBILITY_MS = 12 * 3600 * 1000
+MAX_ENDPOINT_ID_LEN = 64
+_ENDPOINT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _QUEUE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:~-")
 
 #: Header names the dispatcher sets itself; a timer may not override them.
@@ -71,11 +73,13 @@ DEFAULT_POLICY = DeliveryPolicy()
 
 class Delivery(NamedTuple):
     """What a timer does when it fires (besides its events): exactly one of a webhook
-    and a queue name."""
+    and a queue name. `endpoint` names the tenant's managed endpoint (raft/endpoints.py)
+    a webhook was resolved from: it is signed with that endpoint's secret."""
 
     webhook: Optional[Webhook]
     policy: DeliveryPolicy = DEFAULT_POLICY
     queue: Optional[str] = None
+    endpoint: Optional[str] = None
 
 
 class Attempt(NamedTuple):
@@ -132,7 +136,10 @@ def check_delivery(field: str, d: Any) -> Optional[Delivery]:
         raise InvalidArgument(field, "give exactly one of a webhook and a queue")
     policy = _check_policy(f"{field}.policy", d.policy)
     if d.queue is not None:
+        if d.endpoint is not None:
+            raise InvalidArgument(f"{field}.endpoint", "a queue delivery has no endpoint")
         return Delivery(None, policy, check_queue(f"{field}.queue", d.queue))
+    endpoint = None if d.endpoint is None else check_endpoint_id(f"{field}.endpoint", d.endpoint)
     wh = d.webhook
     if not isinstance(wh, Webhook):
         raise InvalidArgument(f"{field}.webhook", f"must be a Webhook, not {type(wh).__name__}")
@@ -165,7 +172,15 @@ def check_delivery(field: str, d: Any) -> Optional[Delivery]:
         total += len(name) + len(value)
     if total > MAX_HEADER_BYTES:
         raise InvalidArgument(f"{field}.webhook.headers", f"names and values exceed {MAX_HEADER_BYTES} bytes")
-    return Delivery(Webhook(url, tuple(sorted(pairs.items()))), policy)
+    return Delivery(Webhook(url, tuple(sorted(pairs.items()))), policy, None, endpoint)
+
+
+def check_endpoint_id(field: str, v: Any) -> str:
+    """An endpoint id: 1..64 characters of [A-Za-z0-9_-] (the API makes `ep_` + 16 hex)."""
+    s = _str(field, v)
+    if not 1 <= len(s) <= MAX_ENDPOINT_ID_LEN or not set(s) <= _ENDPOINT_CHARS:
+        raise InvalidArgument(field, f"must be 1..{MAX_ENDPOINT_ID_LEN} characters of [A-Za-z0-9_-]")
+    return s
 
 
 def check_queue(field: str, v: Any) -> str:
@@ -194,6 +209,11 @@ def check_error_class(field: str, v: Any) -> str:
     if len(s) > MAX_ERROR_LEN or not s.isascii() or any(not (c.isalnum() or c in "_-.") for c in s):
         raise InvalidArgument(field, f"must be at most {MAX_ERROR_LEN} characters of [A-Za-z0-9_.-]")
     return s
+
+
+def check_policy(field: str, pol: Any) -> DeliveryPolicy:
+    """A DeliveryPolicy with every field within its bounds, or InvalidArgument."""
+    return _check_policy(field, pol)
 
 
 def bounded_int(field: str, v: Any, lo: int, hi: int) -> int:

@@ -235,7 +235,7 @@ def _encode_deliv(deliv: dict) -> bytes:
                      r.next_at, r.waiting,
                      [[a.attempt, a.fire_id, a.at_ms, a.status, a.latency_ms, a.error,
                        base64.b64encode(a.body).decode("ascii"), a.next_at] for a in r.log],
-                     r.spec.queue, r.lease, r.avail])
+                     r.spec.queue, r.lease, r.avail] + ([r.spec.endpoint] if r.spec.endpoint is not None else []))
     return json.dumps(rows, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
@@ -243,7 +243,12 @@ def _decode_deliv(blob: bytes, n: int, states: bytes) -> dict:
     deliv: dict = {}
     try:
         rows = json.loads(blob)
-        for o, url, headers, pol, attempt, next_at, waiting, log, queue, lease, avail in rows:
+        for row in rows:
+            # An endpoint timer's row has a twelfth field, its endpoint id (older rows: 11).
+            o, url, headers, pol, attempt, next_at, waiting, log, queue, lease, avail = row[:11]
+            endpoint = row[11] if len(row) == 12 else None
+            if len(row) not in (11, 12) or (endpoint is not None and (type(endpoint) is not str or url is None)):
+                raise SnapshotError("snapshot delivery record has the wrong fields")
             if type(o) is not int or not 0 <= o < n or o in deliv:
                 raise SnapshotError(f"snapshot delivery record names timer {o!r} wrongly")
             if type(waiting) is not bool or (waiting and (states[o] != TimerState.DELIVERING
@@ -252,7 +257,7 @@ def _decode_deliv(blob: bytes, n: int, states: bytes) -> dict:
             if (url is None) == (queue is None) or type(lease) is not str or type(avail) is not int:
                 raise SnapshotError(f"snapshot delivery record of timer {o} is inconsistent")
             hook = None if url is None else Webhook(url, tuple(tuple(h) for h in headers))
-            spec = Delivery(hook, DeliveryPolicy(*pol), queue)
+            spec = Delivery(hook, DeliveryPolicy(*pol), queue, endpoint)
             entries = tuple(Attempt(a[0], a[1], a[2], a[3], a[4], a[5], base64.b64decode(a[6], validate=True),
                                     a[7]) for a in log)
             deliv[o] = DeliveryRecord(spec, attempt, next_at, waiting, entries, lease, avail)

@@ -37,7 +37,9 @@ __all__ = [
     "DeleteTimers", "CreateTimersV2", "create_timers",
     "CreateDeliveryTimers", "DeliveryAttempt", "RedriveTimer", "PutWebhookSecret", "CreateDeliveryTimersV2",
     "LeaseTimers", "AckLease", "NackLease", "ExtendLease", "DeliveryAttempts",
-    "CreateGraphTimers", "BulkCancelTimers", "BulkRescheduleTimers", "RECORDS", "encode",
+    "CreateGraphTimers", "BulkCancelTimers", "BulkRescheduleTimers", "CreateEndpoint", "RotateEndpointSecret",
+    "DeleteEndpoint", "SetDeliveryDefaults", "CreateDeliveryTimersV3", "ReplayDeadLetters", "PurgeDeadLetters",
+    "RECORDS", "encode",
     "decode", "from_legacy", "InvalidCommand", "UnknownCommand", "MAX_COMMAND_BYTES",
 ]
 
@@ -610,12 +612,153 @@ class BulkRescheduleTimers(_Record):
         return cls(now_ms, tenant, ids, labels, fire_at, extend_by)
 
 
+# ---- endpoints, delivery defaults and dead letters (record numbers 33-39) -------------------
+
+
+def _refs(kind: str, refs) -> tuple:
+    if type(refs) is not tuple or any(type(r) is not tuple or len(r) != 2 for r in refs):
+        raise InvalidCommand(f"{kind}: refs must be an array of [tenant, id] pairs")
+    return refs
+
+
+@record("create_endpoint", number=33, version=1)
+class CreateEndpoint(_Record):
+    """A tenant's managed webhook endpoint (raft/endpoints.py) with its id and signing
+    secret, both drawn by the API node and carried here as data."""
+
+    tenant: str
+    id: str
+    url: str
+    headers: tuple           # ((name, value), ...)
+    timeout_ms: int
+    secret: str
+    created_at_ms: int
+
+    def fields(self) -> list:
+        return [self.tenant, self.id, self.url, [list(h) for h in self.headers], self.timeout_ms, self.secret,
+                self.created_at_ms]
+
+    @classmethod
+    def from_fields(cls, tenant, id, url, headers, timeout_ms, secret, created_at_ms) -> "CreateEndpoint":
+        if type(headers) is not tuple or any(type(h) is not tuple or len(h) != 2 for h in headers):
+            raise InvalidCommand("create_endpoint: headers must be an array of [name, value] pairs")
+        return cls(tenant, id, url, headers, timeout_ms, secret, created_at_ms)
+
+
+@record("rotate_endpoint_secret", number=34, version=1)
+class RotateEndpointSecret(_Record):
+    """A new signing secret for an endpoint; the one it replaces keeps signing during the grace."""
+
+    tenant: str
+    id: str
+    secret: str
+    at_ms: int
+
+
+@record("delete_endpoint", number=35, version=1)
+class DeleteEndpoint(_Record):
+    """Remove an endpoint; refused while a timer that has not ended uses it."""
+
+    tenant: str
+    id: str
+
+
+@record("set_delivery_defaults", number=36, version=1)
+class SetDeliveryDefaults(_Record):
+    """A tenant's default delivery policy (raft/delivery_defaults.py: DeliveryPolicy's
+    fields in order), or None to clear it."""
+
+    tenant: str
+    policy: Optional[tuple] = None
+
+    def fields(self) -> list:
+        return [self.tenant, None if self.policy is None else list(self.policy)]
+
+
+def _request_fields(d: Delivery) -> list:
+    wh = d.webhook
+    return [wh.url if wh else None, [list(h) for h in wh.headers] if wh else [], list(d.policy), d.queue,
+            d.endpoint]
+
+
+def _request(fields) -> Delivery:
+    if type(fields) is not tuple or len(fields) != 5 or type(fields[1]) is not tuple \
+            or type(fields[2]) is not tuple or len(fields[2]) != len(DeliveryPolicy._fields):
+        raise InvalidCommand("create_delivery v3: a delivery must be [url, headers, policy, queue, endpoint]")
+    url, headers, policy, queue, endpoint = fields
+    return Delivery(None if url is None else Webhook(url, headers), DeliveryPolicy(*policy), queue, endpoint)
+
+
+@record("create_delivery", number=37, version=1)
+class CreateDeliveryTimersV3(_Record):
+    """Create groups of timers with deliveries as requested, resolved when applied
+    (raft/fsm.py): a policy field that is None takes the tenant's delivery default, and
+    a delivery naming an endpoint (url None) takes that endpoint's URL, headers and
+    attempt timeout. Each spec is CreateTimersV2's 14 fields plus [url or None, headers,
+    policy, queue or None, endpoint id or None] (or None: no delivery)."""
+
+    now_ms: int
+    groups: tuple
+
+    def fields(self) -> list:
+        return [self.now_ms, [[_spec_fields_v2(s) + [_request_fields(s.delivery) if s.delivery else None]
+                               for s in g] for g in self.groups]]
+
+    @classmethod
+    def from_fields(cls, now_ms, groups) -> "CreateDeliveryTimersV3":
+        if type(groups) is not tuple or any(type(g) is not tuple for g in groups):
+            raise InvalidCommand("create_delivery v3: groups must be an array of arrays")
+        out = []
+        for g in groups:
+            specs = []
+            for f in g:
+                if type(f) is not tuple or len(f) != 15:
+                    raise InvalidCommand("create_delivery v3: a timer spec must be an array of 15 fields")
+                specs.append(TimerSpec(*f[:14], delivery=None if f[14] is None else _request(f[14])))
+            out.append(tuple(specs))
+        return cls(now_ms, tuple(out))
+
+
+@record("replay_dead_letters", number=38, version=1)
+class ReplayDeadLetters(_Record):
+    """Redrive many dead-lettered timers (attempts reset, history kept); each is replayed
+    or refused on its own (per-timer results)."""
+
+    now_ms: int
+    refs: tuple              # tuple[tuple[tenant, id], ...]
+
+    def fields(self) -> list:
+        return [self.now_ms, [list(r) for r in self.refs]]
+
+    @classmethod
+    def from_fields(cls, now_ms, refs) -> "ReplayDeadLetters":
+        return cls(now_ms, _refs("replay_dead_letters", refs))
+
+
+@record("purge_dead_letters", number=39, version=1)
+class PurgeDeadLetters(_Record):
+    """Delete the named timers that are dead-lettered when this applies (others are
+    skipped and reported): `minoots dlq purge`."""
+
+    now_ms: int
+    refs: tuple
+
+    def fields(self) -> list:
+        return [self.now_ms, [list(r) for r in self.refs]]
+
+    @classmethod
+    def from_fields(cls, now_ms, refs) -> "PurgeDeadLetters":
+        return cls(now_ms, _refs("purge_dead_letters", refs))
+
+
 Command = Union[CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
                 PutToken, RevokeToken, SetQuota, ClearQuota, CreateSubscription, CommitSubscription,
                 DeleteSubscription, MarkSubscriptionOverrun, SetRetention, DeleteTimers, CreateTimersV2,
                 CreateDeliveryTimers, DeliveryAttempt, RedriveTimer,
                 PutWebhookSecret, CreateDeliveryTimersV2, LeaseTimers, AckLease, NackLease, ExtendLease,
-                DeliveryAttempts, CreateGraphTimers, BulkCancelTimers, BulkRescheduleTimers]
+                DeliveryAttempts, CreateGraphTimers, BulkCancelTimers, BulkRescheduleTimers, CreateEndpoint,
+                RotateEndpointSecret, DeleteEndpoint, SetDeliveryDefaults, CreateDeliveryTimersV3, ReplayDeadLetters,
+                PurgeDeadLetters]
 
 #: (KIND, VERSION) -> record class: every command this build can read.
 RECORDS: dict[tuple[int, int], type] = {
@@ -625,7 +768,9 @@ RECORDS: dict[tuple[int, int], type] = {
               DeleteSubscription, MarkSubscriptionOverrun, SetRetention, DeleteTimers, CreateTimersV2,
               CreateDeliveryTimers, DeliveryAttempt, RedriveTimer,
               PutWebhookSecret, CreateDeliveryTimersV2, LeaseTimers, AckLease, NackLease, ExtendLease,
-              DeliveryAttempts, CreateGraphTimers, BulkCancelTimers, BulkRescheduleTimers)
+              DeliveryAttempts, CreateGraphTimers, BulkCancelTimers, BulkRescheduleTimers, CreateEndpoint,
+              RotateEndpointSecret, DeleteEndpoint, SetDeliveryDefaults, CreateDeliveryTimersV3, ReplayDeadLetters,
+              PurgeDeadLetters)
 }
 _NAMES = {c.KIND: c.kind for c in RECORDS.values()}
 

@@ -20,8 +20,9 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from minoots.kernel import KernelError, SnapshotCapture, State
+from minoots.kernel import FailedPrecondition, KernelError, SnapshotCapture, State, TimerState
 from minoots.kernel import bulk
+from minoots.kernel.endpoints import live_endpoint_refs
 
 from . import commands as c
 from .quotas import QuotaTable
@@ -29,6 +30,9 @@ from .subscriptions import SubscriptionTable
 from .retention import RetentionTable
 from .tokens import TokenRecord, TokenTable
 from .webhook_secrets import WebhookSecrets
+from .delivery_defaults import DeliveryDefaults
+from .endpoints import EndpointTable
+from .delivery_requests import resolve_specs
 
 log = logging.getLogger("minoots.raft")
 
@@ -47,6 +51,8 @@ class FSMSnapshot:
     subscriptions: list = ()    # SubscriptionTable.to_json()
     webhook_secrets: list = ()  # WebhookSecrets.to_json()
     retention: list = ()        # RetentionTable.to_json()
+    endpoints: list = ()        # EndpointTable.to_json()
+    delivery_defaults: list = ()  # DeliveryDefaults.to_json()
 
 
 class TimerFSM:
@@ -60,6 +66,8 @@ class TimerFSM:
         self.subscriptions = SubscriptionTable()   # durable event subscriptions
         self.webhook_secrets = WebhookSecrets()   # tenant webhook signing secrets
         self.retention = RetentionTable()    # tenant retention (the kernel holds its policy)
+        self.endpoints = EndpointTable()     # managed webhook endpoints and their secrets
+        self.delivery_defaults = DeliveryDefaults()   # tenant default delivery policies
         # Called after every apply, in the applying thread; see the module doc.
         self.event_listeners: list[Callable] = []                    # (events)
         self.apply_listeners: list[Callable[[str], None]] = []       # (command kind)
@@ -96,6 +104,13 @@ class TimerFSM:
             c.CreateGraphTimers: self._create,
             c.BulkCancelTimers: self._bulk_cancel,
             c.BulkRescheduleTimers: self._bulk_reschedule,
+            c.CreateEndpoint: self._create_endpoint,
+            c.RotateEndpointSecret: self._rotate_endpoint_secret,
+            c.DeleteEndpoint: self._delete_endpoint,
+            c.SetDeliveryDefaults: self._set_delivery_defaults,
+            c.CreateDeliveryTimersV3: self._create_requested,
+            c.ReplayDeadLetters: self._replay_dead_letters,
+            c.PurgeDeadLetters: self._purge_dead_letters,
         }
 
     # ---- Apply -----------------------------------------------------------------
@@ -197,6 +212,68 @@ class TimerFSM:
         return self._emitted(bulk.reschedule_each(self.kernel, cmd.now_ms, cmd.tenant, cmd.ids, cmd.labels,
                                                   cmd.fire_at, cmd.extend_by))
 
+    # ---- endpoints, delivery defaults, dead letters (records 33-39) ---------------
+
+    def _create_endpoint(self, cmd: c.CreateEndpoint):
+        return self.endpoints.create(cmd.tenant, cmd.id, cmd.url, cmd.headers, cmd.timeout_ms, cmd.secret,
+                                     cmd.created_at_ms)
+
+    def _rotate_endpoint_secret(self, cmd: c.RotateEndpointSecret):
+        return self.endpoints.rotate(cmd.tenant, cmd.id, cmd.secret, cmd.at_ms)
+
+    def _delete_endpoint(self, cmd: c.DeleteEndpoint):
+        self.endpoints.get(cmd.tenant, cmd.id)          # NOT_FOUND first
+        using = live_endpoint_refs(self.kernel, cmd.tenant, cmd.id, limit=3)
+        if using:
+            raise FailedPrecondition(
+                f"endpoint {cmd.id!r} of tenant {cmd.tenant!r} is used by timers that have not ended "
+                f"({', '.join(using)}{', ...' if len(using) == 3 else ''}): cancel them or let them finish first")
+        return self.endpoints.delete(cmd.tenant, cmd.id)
+
+    def _set_delivery_defaults(self, cmd: c.SetDeliveryDefaults):
+        return cmd.tenant, self.delivery_defaults.set(cmd.tenant, cmd.policy)
+
+    def _create_requested(self, cmd: c.CreateDeliveryTimersV3):
+        """Resolve each group's requested deliveries from committed data, then create it."""
+        out = []
+        quotas = self.quotas
+        for group in cmd.groups:
+            try:
+                specs = resolve_specs(group, self.endpoints, self.delivery_defaults)
+                res = self.kernel.create(cmd.now_ms, specs, quotas.kernel_limits, quotas.kernel_default)
+                self._emit(res.events)
+                out.append(res)
+            except KernelError as exc:
+                out.append(exc)
+        return out
+
+    def _replay_dead_letters(self, cmd: c.ReplayDeadLetters):
+        """Per timer: its DeliveryResult, or the KernelError that refused it."""
+        out = []
+        for tenant, timer_id in cmd.refs:
+            try:
+                ep = self.kernel.get(tenant, timer_id).delivery
+                if ep is not None and ep.endpoint is not None and self.endpoints.find(tenant, ep.endpoint) is None:
+                    raise FailedPrecondition(f"timer {timer_id!r} in tenant {tenant!r} uses endpoint "
+                                             f"{ep.endpoint!r}, which was removed: it cannot be replayed")
+                out.append(self._emitted(self.kernel.redrive(cmd.now_ms, tenant, timer_id)))
+            except KernelError as exc:
+                out.append(exc)
+        return out
+
+    def _purge_dead_letters(self, cmd: c.PurgeDeadLetters):
+        """(the DeleteResult of the timers dead-lettered now, the refs skipped)."""
+        dead, skipped = [], []
+        for ref in cmd.refs:
+            try:
+                st = self.kernel.get(*ref).state
+            except KernelError:
+                st = None
+            (dead if st == TimerState.DEAD_LETTERED and tuple(ref) not in dead else skipped).append(tuple(ref))
+        if not dead:
+            return None, skipped
+        return self._emitted(self.kernel.delete(cmd.now_ms, dead)), skipped
+
     def _emitted(self, res):
         self._emit(res.events)
         return res
@@ -259,10 +336,10 @@ class TimerFSM:
         with self.lock:
             return FSMSnapshot(self.kernel.capture(), dict(self.names), dict(self.grpc), self.tokens.to_json(),
                                self.quotas.to_json(), self.subscriptions.to_json(), self.webhook_secrets.to_json(),
-                               self.retention.to_json())
+                               self.retention.to_json(), self.endpoints.to_json(), self.delivery_defaults.to_json())
 
     def restore(self, kernel_bytes: bytes, names: dict, grpc: dict, tokens=(), quotas=(), subscriptions=(),
-                webhook_secrets=(), retention=()) -> State:
+                webhook_secrets=(), retention=(), endpoints=(), delivery_defaults=()) -> State:
         """Replace the whole state with a snapshot's (raises KernelError on bad bytes, changing nothing)."""
         state = State.from_bytes(kernel_bytes)
         table = TokenTable.from_json(tokens)
@@ -270,6 +347,8 @@ class TimerFSM:
         subs = SubscriptionTable.from_json(subscriptions)
         secrets = WebhookSecrets.from_json(webhook_secrets)
         retention_table = RetentionTable.from_json(retention)
+        endpoint_table = EndpointTable.from_json(endpoints)
+        defaults = DeliveryDefaults.from_json(delivery_defaults)
         state.retention = retention_table.policy
         with self.lock:
             self.kernel = state
@@ -280,4 +359,6 @@ class TimerFSM:
             self.subscriptions = subs
             self.webhook_secrets = secrets
             self.retention = retention_table
+            self.endpoints = endpoint_table
+            self.delivery_defaults = defaults
         return state

@@ -201,6 +201,25 @@ class TimerMachine(compat.StallGuardMixin, compat.PreVoteMixin, compat.HandOverM
         with self.fsm.lock:
             return self.fsm.webhook_secrets.signing(tenant, now_ms)
 
+    def endpoint_signing_secrets(self, tenant: str, endpoint: str, now_ms: int) -> list:
+        """The secrets the leader signs an endpoint's webhooks with now (two during a rotation)."""
+        with self.fsm.lock:
+            return self.fsm.endpoints.signing(tenant, endpoint, now_ms)
+
+    def endpoint(self, tenant: str, endpoint: str):
+        """The endpoint without its secrets (raft/endpoints.py); raises EndpointNotFound."""
+        with self.fsm.lock:
+            return self.fsm.endpoints.get(tenant, endpoint).public()
+
+    def endpoints(self, tenant: str) -> list:
+        with self.fsm.lock:
+            return self.fsm.endpoints.list(tenant)
+
+    def delivery_defaults(self, tenant: str):
+        """(the DeliveryPolicy new timers of `tenant` default to, whether it is the built-in one)."""
+        with self.fsm.lock:
+            return self.fsm.delivery_defaults.effective(tenant)
+
     def retention(self, tenant: str) -> tuple[int, bool]:
         """(the retention in ms that applies to `tenant`, whether it is inherited): raft/retention.py."""
         with self.fsm.lock:
@@ -265,6 +284,8 @@ class TimerMachine(compat.StallGuardMixin, compat.PreVoteMixin, compat.HandOverM
             subscriptions=list(snap.subscriptions),
             webhook_secrets=list(snap.webhook_secrets),
             retention=list(snap.retention),
+            endpoints=list(snap.endpoints),
+            delivery_defaults=list(snap.delivery_defaults),
         )
         # PySyncObj renames `filename` over the snapshot file as soon as this
         # returns, long before a background write ends: writing into it would
@@ -353,7 +374,7 @@ class TimerMachine(compat.StallGuardMixin, compat.PreVoteMixin, compat.HandOverM
         data = Path(filename).read_bytes()
         meta, kernel = snapshots.decode(data)
         state = self.fsm.restore(kernel, meta.names, meta.grpc, meta.tokens, meta.quotas, meta.subscriptions,
-                                 meta.webhook_secrets, meta.retention)
+                                 meta.webhook_secrets, meta.retention, meta.endpoints, meta.delivery_defaults)
         for listener in self.snapshot_listeners:
             listener(state.seq)
         if self._snapshot_store.get(meta.last_index) is None:

@@ -49,6 +49,8 @@ class SnapshotMeta:
     subscriptions: list = field(default_factory=list)  # durable subscriptions (raft/subscriptions.py)
     webhook_secrets: list = field(default_factory=list)  # tenant webhook secrets (raft/webhook_secrets.py)
     retention: list = field(default_factory=list)  # tenant retention (raft/retention.py)
+    endpoints: list = field(default_factory=list)  # managed webhook endpoints (raft/endpoints.py)
+    delivery_defaults: list = field(default_factory=list)  # tenant delivery defaults (raft/delivery_defaults.py)
 
     def to_json(self) -> dict:
         out = asdict(self)
