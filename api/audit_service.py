@@ -40,6 +40,9 @@ AUDITED = {
     "/minoots.v1.Auth/RevokeToken": "token.revoke",
     "/minoots.v1.Audit/Export": "audit.export",
     "/minoots.v1.Timers/RotateWebhookSecret": "webhook_secret.rotate",
+    "/minoots.v1.EndpointService/CreateEndpoint": "endpoint.create",
+    "/minoots.v1.EndpointService/RotateEndpointSecret": "endpoint.rotate_secret",
+    "/minoots.v1.EndpointService/DeleteEndpoint": "endpoint.delete",
 }
 
 

@@ -177,6 +177,20 @@ RULES: dict[str, Rule] = {
     "/minoots.v1.Subscriptions/SkipLostEvents": Rule("read", _top),
     "/minoots.v1.Tenants/SetRetention": Rule("admin"),
     "/minoots.v1.Tenants/GetRetention": Rule("read", _top),
+    # Managed endpoints, delivery defaults, dead letters (api/endpoints_service.py): a
+    # tenant's writers own its endpoints (a secret is shown once, to them); readers see
+    # endpoints without secrets, dead letters and queue counts.
+    "/minoots.v1.EndpointService/CreateEndpoint": Rule("write", _top),
+    "/minoots.v1.EndpointService/ListEndpoints": Rule("read", _top),
+    "/minoots.v1.EndpointService/GetEndpoint": Rule("read", _top),
+    "/minoots.v1.EndpointService/RotateEndpointSecret": Rule("write", _top),
+    "/minoots.v1.EndpointService/DeleteEndpoint": Rule("write", _top),
+    "/minoots.v1.EndpointService/SetDeliveryDefaults": Rule("write", _top),
+    "/minoots.v1.EndpointService/GetDeliveryDefaults": Rule("read", _top),
+    "/minoots.v1.EndpointService/ListDeadLetters": Rule("read", _top),
+    "/minoots.v1.EndpointService/ReplayDeadLetters": Rule("write", _top),
+    "/minoots.v1.EndpointService/PurgeDeadLetters": Rule("write", _top),
+    "/minoots.v1.EndpointService/QueueStats": Rule("read", _top),
     "/minoots.v1.Audit/Export": Rule("operate"),
     "/minoots.v1.Audit/PublicKey": Rule("operate"),
     # Health checks (load balancers) and the schema (reflection) are public.

@@ -83,6 +83,8 @@ def _fill_delivery(out: pb.Timer, t: Timer) -> None:
         out.webhook.url = d.webhook.url
         if d.webhook.headers:
             out.webhook.headers.update(dict(d.webhook.headers))
+        if d.endpoint is not None:
+            out.endpoint_id = d.endpoint
     p = out.delivery_policy
     p.max_attempts = d.policy.max_attempts
     p.backoff_base.FromMilliseconds(d.policy.backoff_base_ms)

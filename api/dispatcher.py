@@ -281,7 +281,10 @@ class WebhookDispatcher:
         timer, n = found
         policy = timer.delivery.policy
         stamp = self._clock.now_ms() // 1000
-        secrets = self._machine.webhook_signing_secrets(timer.tenant, stamp * 1000)
+        if timer.delivery.endpoint is not None:     # a managed endpoint signs with its own secret
+            secrets = self._machine.endpoint_signing_secrets(timer.tenant, timer.delivery.endpoint, stamp * 1000)
+        else:
+            secrets = self._machine.webhook_signing_secrets(timer.tenant, stamp * 1000)
         body = envelope(timer, n)
         msg_id = webhook_id(timer.fire_id)
         headers = dict(timer.delivery.webhook.headers)

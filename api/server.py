@@ -24,11 +24,13 @@ from minoots.v1 import (audit_pb2, audit_pb2_grpc, auth_pb2, auth_pb2_grpc, clus
                         timers_pb2, timers_pb2_grpc)
 from minoots.v1 import subscriptions_pb2, subscriptions_pb2_grpc
 from minoots.v1 import tenants_pb2, tenants_pb2_grpc
+from minoots.v1 import delivery_pb2, delivery_pb2_grpc
 
 from .audit_service import AuditCalls, AuditService, DenialSampler
 from .auth import AuthInterceptor, Authenticator
 from .auth_service import AuthService
 from .bridge import leader_reachable
+from .endpoints_service import EndpointService
 from .quotas import ApiLimits, WatcherCap
 from .service import ClusterService, TimersService
 from .subscriptions import SubscriptionsService
@@ -49,8 +51,9 @@ AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["Auth"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
 TENANTS_SERVICE = tenants_pb2.DESCRIPTOR.services_by_name["Tenants"].full_name
 SUBSCRIPTIONS_SERVICE = subscriptions_pb2.DESCRIPTOR.services_by_name["Subscriptions"].full_name
-SERVICE_NAMES = (TIMERS_SERVICE, CLUSTER_SERVICE, AUTH_SERVICE, AUDIT_SERVICE, TENANTS_SERVICE, SUBSCRIPTIONS_SERVICE, health.SERVICE_NAME,
-                 reflection.SERVICE_NAME)
+ENDPOINT_SERVICE = delivery_pb2.DESCRIPTOR.services_by_name["EndpointService"].full_name
+SERVICE_NAMES = (TIMERS_SERVICE, CLUSTER_SERVICE, AUTH_SERVICE, AUDIT_SERVICE, TENANTS_SERVICE, SUBSCRIPTIONS_SERVICE,
+                 ENDPOINT_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
 
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -109,6 +112,7 @@ def build_server(node, bridge, batcher, events, address: str, tls: Optional[TlsF
         TimersService(node, bridge, batcher, events, watchers=WatcherCap(limits.max_watchers_per_principal),
                       addresses=addresses), server)
     tenants_pb2_grpc.add_TenantsServicer_to_server(TenantsService(node, bridge), server)
+    delivery_pb2_grpc.add_EndpointServiceServicer_to_server(EndpointService(node, bridge, addresses), server)
     subscriptions_pb2_grpc.add_SubscriptionsServicer_to_server(SubscriptionsService(node, bridge, events), server)
     cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterService(node, bridge, events, dispatcher), server)
     auth_pb2_grpc.add_AuthServicer_to_server(AuthService(node, bridge), server)

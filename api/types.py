@@ -172,6 +172,8 @@ class TimerSpec:
     webhook_headers: Optional[Mapping[str, str]] = None
     #: Or: make it available on this pull queue of its tenant when it fires (workers lease it).
     queue: Optional[str] = None
+    #: Or: POST to this managed endpoint of its tenant (Client.create_endpoint), signed with its secret.
+    endpoint: Optional[str] = None
     max_attempts: Optional[int] = None
     backoff_base: Union[timedelta, int, float, None] = None
     backoff_cap: Union[timedelta, int, float, None] = None
@@ -276,6 +278,7 @@ class Timer:
     created: Optional[bool] = None
     webhook: Optional[str] = None                 # the delivery URL, when it has one
     queue: Optional[str] = None                   # the pull queue, when it has one
+    endpoint: Optional[str] = None                # the managed endpoint it delivers to, when it has one
     max_attempts: int = 0
     delivery_attempts: tuple = ()                 # DeliveryAttempt, oldest first
     next_attempt_at: Optional[datetime] = None    # a delivery retry waiting
@@ -331,6 +334,7 @@ class Timer:
             **({} if self.created is None else {"created": self.created}),
             **({} if self.webhook is None and self.queue is None else {
                 "webhook": self.webhook, "queue": self.queue, "max_attempts": self.max_attempts,
+                **({} if self.endpoint is None else {"endpoint": self.endpoint}),
                 "delivery_attempts": [a.to_dict() for a in self.delivery_attempts],
                 "next_attempt_at": _iso(self.next_attempt_at)}),
             **({} if self.every is None else {"every_ms": int(self.every / timedelta(milliseconds=1)),

@@ -35,7 +35,8 @@ from minoots.kernel import (
 )
 from minoots.kernel import validate as rules
 from minoots.kernel.delivery import (DEFAULT_POLICY, MAX_LEASE_BATCH, MAX_VISIBILITY_MS, MIN_VISIBILITY_MS, Delivery,
-                                     DeliveryPolicy, Webhook, check_delivery, check_queue)
+                                     DeliveryPolicy, Webhook, check_delivery, check_endpoint_id, check_policy,
+                                     check_queue)
 from minoots.v1 import timers_pb2 as pb
 
 from .graphs import graph_spec, has_graph
@@ -187,6 +188,10 @@ def _delivery(p: str, spec: pb.TimerSpec) -> Optional[Delivery]:
         policy = policy._replace(backoff_cap_ms=policy.backoff_base_ms)
     wh = spec.webhook
     try:
+        if which == "endpoint":
+            # Resolved when the create applies (raft/delivery_requests.py): URL, headers, timeout.
+            return Delivery(None, check_policy(f"{p}.policy", policy), None,
+                            check_endpoint_id(f"{p}.endpoint.id", spec.endpoint.id))
         if which == "queue":
             return check_delivery(p, Delivery(None, policy, spec.queue.queue))
         return check_delivery(p, Delivery(Webhook(wh.url, tuple(wh.headers.items())), policy))
@@ -196,6 +201,19 @@ def _delivery(p: str, spec: pb.TimerSpec) -> Optional[Delivery]:
             if field.startswith(pp) and field.endswith(suffix):
                 field = field[:-len(suffix)]
         raise InvalidArgument(field, exc.rule) from None
+
+
+_POLICY_WIRE = ("max_attempts", "backoff_base", "backoff_cap", "attempt_timeout", "ack_deadline")
+
+
+def requested_delivery(spec: pb.TimerSpec, delivery: Delivery) -> Delivery:
+    """The delivery as the client asked for it: a policy field it did not give (unset or
+    zero) is None, to be taken from the tenant's defaults when the create applies."""
+    has = spec.HasField("delivery_policy")
+    wp = spec.delivery_policy
+    given = [has and (bool(wp.max_attempts) if f == "max_attempts" else
+                      (wp.HasField(f) and bool(duration_ms(getattr(wp, f))))) for f in _POLICY_WIRE]
+    return delivery._replace(policy=DeliveryPolicy(*(v if g else None for v, g in zip(delivery.policy, given))))
 
 
 def create_batch(specs, now_ms: int) -> list[TimerSpec]:

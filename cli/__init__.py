@@ -25,6 +25,8 @@ from .tenant import tenant
 from .timer import timer
 from .webhook import webhook
 from .queue import queue
+from .endpoint import endpoint
+from .dlq import dlq
 from .token import token
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -51,6 +53,8 @@ main.add_command(snapshot)
 main.add_command(timer)
 main.add_command(webhook)
 main.add_command(queue)
+main.add_command(endpoint)
+main.add_command(dlq)
 main.add_command(chaos)
 main.add_command(token)
 main.add_command(tenant)

@@ -186,13 +186,17 @@ def list_(conn, as_json) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--last-index", default=None, type=click.IntRange(1),
               help="Which snapshot (see `snapshot list`); default: the latest.")
+@click.option("--include-secrets", is_flag=True,
+              help="Keep the webhook signing secrets (tenants' and endpoints') in the file; without it "
+                   "they are left out, and a cluster restored from the file needs its secrets rotated.")
 @connection(300.0)
 @json_option
-def export(file: Path, last_index, conn, as_json) -> None:
-    """Write a snapshot of the node (the leader when known) to FILE, for `snapshot restore`."""
+def export(file: Path, last_index, include_secrets, conn, as_json) -> None:
+    """Write a snapshot of the node (the leader when known) to FILE, for `snapshot restore`.
+    Webhook signing secrets are left out unless --include-secrets is given."""
     def run(c):
         try:
-            return c.export_snapshot(file, last_index=last_index)
+            return c.export_snapshot(file, last_index=last_index, include_secrets=include_secrets)
         except OSError as exc:
             fail(f"cannot write {file}: {exc.strerror or exc}")
     s = _sdk(conn, run)

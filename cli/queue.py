@@ -83,3 +83,19 @@ def extend(timer_id, lease_id, visibility, conn, as_json, tenant) -> None:
     if vis.total_seconds() <= 0:
         fail("--visibility must be positive", code=2)
     _settle("extend_lease", timer_id, lease_id, conn, as_json, tenant, visibility=vis)
+
+
+@queue.command("stats")
+@click.argument("name", metavar="[QUEUE]", required=False)
+@common_options
+def stats(name, conn, as_json, tenant) -> None:
+    """Per queue of the tenant: timers visible (leasable now), leased, waiting (a nack's
+    backoff) and dead-lettered."""
+    with sdk_client(conn) as c:
+        rows = sdk_call(lambda: c.queue_stats(name, tenant=tenant))
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in rows], sort_keys=True, separators=(",", ":")))
+        return
+    click.echo(f"{'QUEUE':<32} {'VISIBLE':>8} {'LEASED':>8} {'WAITING':>8} {'DEAD':>8}")
+    for r in rows:
+        click.echo(f"{r.queue:<32} {r.visible:>8} {r.leased:>8} {r.waiting:>8} {r.dead:>8}")

@@ -141,3 +141,57 @@ def get_retention_cmd(tenant_name, as_json, conn) -> None:
     """How long TENANT's ended timers stay readable."""
     r = _sdk(conn, lambda c: c.get_retention(tenant_name))
     _out(_retention_json(r), as_json, lambda _: _show_retention(r))
+
+
+def _parse_ms(ctx, param, value):
+    if value is None:
+        return None
+    from .timer import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@tenant.command("set-delivery-defaults")
+@click.argument("tenant_name", metavar="TENANT")
+@click.option("--max-attempts", type=click.IntRange(1, 50), default=None, help="Attempts (default 5).")
+@click.option("--backoff-base", callback=_parse_ms, default=None, metavar="DURATION", help="First retry wait (1s).")
+@click.option("--backoff-cap", callback=_parse_ms, default=None, metavar="DURATION", help="Longest retry wait (60s).")
+@click.option("--attempt-timeout", callback=_parse_ms, default=None, metavar="DURATION", help="Per attempt (10s).")
+@click.option("--ack-deadline", callback=_parse_ms, default=None, metavar="DURATION",
+              help="Queue lease visibility (30s).")
+@click.option("--clear", is_flag=True, help="Remove the tenant's own defaults: the built-in ones apply again.")
+@json_option
+@connection()
+def set_delivery_defaults_cmd(tenant_name, max_attempts, backoff_base, backoff_cap, attempt_timeout, ack_deadline,
+                              clear, as_json, conn) -> None:
+    """Set the delivery policy TENANT's new webhook, endpoint and queue timers take for every
+    field they do not give themselves (fields not given here: the built-in defaults). Taken
+    when a timer is created; a change applies to timers created after it. Writer role."""
+    given = {"max_attempts": max_attempts, "backoff_base": backoff_base, "backoff_cap": backoff_cap,
+             "attempt_timeout": attempt_timeout, "ack_deadline": ack_deadline}
+    if clear and any(v is not None for v in given.values()):
+        fail("--clear takes no policy options", code=2)
+    kw = {k: (v if k == "max_attempts" or v is None else v / 1000) for k, v in given.items()}
+    d = _sdk(conn, lambda c: c.set_delivery_defaults(tenant=tenant_name, clear=clear, **kw))
+    _out(d.to_dict(), as_json, lambda _: _show_defaults(d))
+
+
+@tenant.command("get-delivery-defaults")
+@click.argument("tenant_name", metavar="TENANT")
+@json_option
+@connection()
+def get_delivery_defaults_cmd(tenant_name, as_json, conn) -> None:
+    """The delivery policy TENANT's new timers default to."""
+    d = _sdk(conn, lambda c: c.get_delivery_defaults(tenant=tenant_name))
+    _out(d.to_dict(), as_json, lambda _: _show_defaults(d))
+
+
+def _show_defaults(d) -> None:
+    r = d.to_dict()
+    click.echo(f"tenant {d.tenant}" + (" (built-in defaults)" if d.built_in else ""))
+    click.echo(f"  max attempts     {r['max_attempts']}")
+    for k in ("backoff_base_ms", "backoff_cap_ms", "attempt_timeout_ms", "ack_deadline_ms"):
+        click.echo(f"  {k[:-3].replace('_', ' '):<16} {_human_ms(r[k])}")

@@ -304,6 +304,8 @@ def timer() -> None:
                    "DEAD_LETTERED. The tenant needs a secret first: minoots webhook rotate-secret.")
 @click.option("--webhook-header", "webhook_headers", multiple=True, metavar="NAME=VALUE",
               help="An extra request header for the webhook (repeatable).")
+@click.option("--endpoint", "endpoint", default=None, metavar="ID",
+              help="Or: POST to this managed endpoint (minoots endpoint add), signed with its own secret.")
 @click.option("--queue", "queue_name", default=None, metavar="QUEUE",
               help="Or: when it fires, make it available on this pull queue (minoots queue lease QUEUE).")
 @click.option("--max-attempts", type=click.IntRange(1, 50), default=None,
@@ -340,8 +342,9 @@ def timer() -> None:
                    "ACTION (repeatable, at most 8, increasing); an ack stops the ladder.")
 @common_options
 def create(in_, at, timer_id, name, labels, payload, action, idempotency_key, ack_required, webhook,
-           webhook_headers, queue_name, max_attempts, backoff_base, backoff_cap, attempt_timeout, every, until,
-           max_count, cron, tz, after, on, mode, delay, on_parent_cancel, escalate, conn, as_json, tenant) -> None:
+           webhook_headers, endpoint, queue_name, max_attempts, backoff_base, backoff_cap, attempt_timeout, every,
+           until, max_count, cron, tz, after, on, mode, delay, on_parent_cancel, escalate, conn, as_json,
+           tenant) -> None:
     """Create a timer: give --in DURATION or --at TIME (the first occurrence with --every,
     the start with --cron; and --webhook URL to have it called), or --after ID
     [--on settled] [--delay 10s] to start it when other timers finish."""
@@ -368,8 +371,8 @@ def create(in_, at, timer_id, name, labels, payload, action, idempotency_key, ac
         in_ = "0s"
     if (in_ is None) == (at is None) and not after:
         fail("give exactly one of --in DURATION and --at TIME", code=2)
-    if webhook is not None and queue_name is not None:
-        fail("give --webhook or --queue, not both", code=2)
+    if sum(x is not None for x in (webhook, endpoint, queue_name)) > 1:
+        fail("give one of --webhook, --endpoint and --queue", code=2)
     if every is None and cron is None and (until is not None or max_count is not None):
         fail("--until and --max-count need --every or --cron", code=2)
     if (cron is None) != (tz is None):
@@ -387,9 +390,15 @@ def create(in_, at, timer_id, name, labels, payload, action, idempotency_key, ac
     payload_b = _parsed(read_blob, payload, "payload")
     action_b = _parsed(read_blob, action, "action")
     delivery: dict = {}
-    if webhook is not None:
-        delivery = {"webhook": webhook, "max_attempts": max_attempts,
-                    "webhook_headers": dict(_parsed(parse_header, h) for h in webhook_headers) or None}
+    if endpoint is not None and webhook_headers:
+        fail("--webhook-header needs --webhook (an endpoint has its own headers)", code=2)
+    if webhook is not None or endpoint is not None:
+        delivery = {"max_attempts": max_attempts}
+        if endpoint is not None:
+            delivery["endpoint"] = endpoint
+        else:
+            delivery.update(webhook=webhook,
+                            webhook_headers=dict(_parsed(parse_header, h) for h in webhook_headers) or None)
         for key, value in (("backoff_base", backoff_base), ("backoff_cap", backoff_cap),
                            ("attempt_timeout", attempt_timeout)):
             if value is not None:
@@ -402,7 +411,8 @@ def create(in_, at, timer_id, name, labels, payload, action, idempotency_key, ac
             if value is not None:
                 delivery[key] = timedelta(milliseconds=_parsed(parse_duration, value))
     elif webhook_headers or max_attempts or backoff_base or backoff_cap or attempt_timeout:
-        fail("--webhook-header, --max-attempts, --backoff-* and --attempt-timeout need --webhook or --queue",
+        fail("--webhook-header, --max-attempts, --backoff-* and --attempt-timeout need --webhook, --endpoint "
+             "or --queue",
              code=2)
     with _client(conn) as c:
         t = _run(lambda: c.create(fire_at=fire_at, delay=delay, id=timer_id, tenant=tenant, name=name,

@@ -13,6 +13,7 @@ Layout (all integers little-endian):
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -64,6 +65,32 @@ class SnapshotMeta:
         obj["entries"] = tuple((base64.b64decode(c), int(i), int(t)) for c, i, t in obj.get("entries", ()))
         obj["cluster"] = tuple(obj.get("cluster", ()))
         return cls(**obj)
+
+
+def without_secrets(meta: SnapshotMeta) -> SnapshotMeta:
+    """The metadata with every webhook signing secret left out (tenant secrets dropped,
+    endpoint secrets None): what an operator's export holds unless it asks for secrets.
+    Such a snapshot restores; its endpoints cannot sign until their secrets are rotated."""
+    endpoints = [row[:5] + [None, row[6], None] + row[8:] for row in meta.endpoints]
+    return dataclasses.replace(meta, webhook_secrets=[], endpoints=endpoints)
+
+
+def has_secrets(meta: SnapshotMeta) -> bool:
+    return bool(meta.webhook_secrets) or any(row[5] is not None or row[7] is not None for row in meta.endpoints)
+
+
+def head_bytes(meta: SnapshotMeta) -> bytes:
+    """A container's bytes before its kernel part (magic, length, metadata JSON)."""
+    head = json.dumps(meta.to_json(), sort_keys=True).encode()
+    return b"".join((MAGIC, struct.pack("<I", len(head)), head))
+
+
+def head_length(first: bytes) -> int:
+    """From a container's first bytes (at least 4 past the magic): where its kernel part starts."""
+    if len(first) < len(MAGIC) + 4 or not first.startswith(MAGIC):
+        raise SnapshotFormatError("not a MINOOTS snapshot (bad magic or too short)")
+    (hlen,) = struct.unpack_from("<I", first, len(MAGIC))
+    return len(MAGIC) + 4 + hlen
 
 
 def encode(meta: SnapshotMeta, kernel: bytes) -> bytes:

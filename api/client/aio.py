@@ -124,7 +124,8 @@ class AsyncClient(policy.ClientSettings):
                      labels: Optional[Mapping[str, str]] = None, action: Union[bytes, str] = b"",
                      idempotency_key: Optional[str] = None, ack_required: bool = False,
                      webhook: Optional[str] = None, webhook_headers: Optional[Mapping[str, str]] = None,
-                     queue: Optional[str] = None, max_attempts: Optional[int] = None,
+                     queue: Optional[str] = None, endpoint: Optional[str] = None,
+                     max_attempts: Optional[int] = None,
                      backoff_base: Union[timedelta, int, float, None] = None,
                      backoff_cap: Union[timedelta, int, float, None] = None,
                      attempt_timeout: Union[timedelta, int, float, None] = None,
@@ -137,6 +138,7 @@ class AsyncClient(policy.ClientSettings):
         spec = TimerSpec(fire_at=fire_at, delay=delay, id=id, tenant=self._tenant(tenant), name=name,
                          payload=payload, labels=labels, action=action, idempotency_key=idempotency_key,
                          ack_required=ack_required, webhook=webhook, webhook_headers=webhook_headers, queue=queue,
+                         endpoint=endpoint,
                          max_attempts=max_attempts, backoff_base=backoff_base, backoff_cap=backoff_cap,
                          attempt_timeout=attempt_timeout, every=every, until=until, max_count=max_count, cron=cron,
                          tz=tz, after=after, on=on, mode=mode, on_parent_cancel=on_parent_cancel,
@@ -378,9 +380,10 @@ class AsyncClient(policy.ClientSettings):
         return [wire.snapshot_from_pb(s) for s in resp.snapshots]
 
     async def export_snapshot(self, dest: Union[str, os.PathLike, IO[bytes]], *, last_index: Optional[int] = None,
+                              include_secrets: bool = False,
                               timeout: Optional[float] = None) -> SnapshotInfo:
         """See `Client.export_snapshot` (the file is written from the event loop, a chunk at a time)."""
-        req = wire.export_request(last_index)
+        req = wire.export_request(last_index, include_secrets)
         sink = SnapshotSink(dest)
 
         async def attempt(addr: str, t: float) -> SnapshotInfo:

@@ -41,11 +41,12 @@ from .policy import DEFAULT_STALL_TIMEOUT, DISCOVERY_ATTEMPT_TIMEOUT
 from .snapshot import SnapshotReceiver, SnapshotSink
 from .watch import WatchPolicy, WatchProgress, sees_leader
 from .webhooks import new_webhook_secret
+from .endpoints import EndpointMethods
 
 __all__ = ["Client", "Watch"]
 
 
-class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSettings):
+class Client(TokenMethods, TenantMethods, SubscriptionMethods, EndpointMethods, policy.ClientSettings):
     """Blocking MINOOTS client; thread-safe (one instance can serve many threads).
 
     `nodes`: gRPC addresses HOST:PORT of some members (a list, or one
@@ -143,7 +144,7 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
                payload: Union[bytes, str] = b"", labels: Optional[Mapping[str, str]] = None,
                action: Union[bytes, str] = b"", idempotency_key: Optional[str] = None,
                ack_required: bool = False, webhook: Optional[str] = None,
-               webhook_headers: Optional[Mapping[str, str]] = None, queue: Optional[str] = None,
+               webhook_headers: Optional[Mapping[str, str]] = None, queue: Optional[str] = None, endpoint: Optional[str] = None,
                max_attempts: Optional[int] = None,
                backoff_base: Union[timedelta, int, float, None] = None,
                backoff_cap: Union[timedelta, int, float, None] = None,
@@ -159,8 +160,11 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
         fires (Standard Webhooks; check it with `minoots.verify_webhook`), retrying per
         `max_attempts`, `backoff_base`/`backoff_cap` (seconds or timedelta; full jitter)
         and `attempt_timeout`; then the timer is SETTLED, or DEAD_LETTERED (see `redrive`).
-        The tenant needs a signing secret first (`rotate_webhook_secret`). With `queue`
-        instead, the fired timer waits on that pull queue for a worker (`lease`).
+        The tenant needs a signing secret first (`rotate_webhook_secret`). With `endpoint`
+        (an id from `create_endpoint`) instead, it is POSTed to that managed endpoint, signed
+        with the endpoint's own secret. With `queue` instead, the fired timer waits on that
+        pull queue for a worker (`lease`). Policy arguments not given take the tenant's
+        delivery defaults (`set_delivery_defaults`).
 
         `every` (timedelta or seconds, at least 1 s) makes it recur: it fires at its
         deadline, then every `every` after, each occurrence a fire of its own, until
@@ -181,6 +185,7 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
         spec = TimerSpec(fire_at=fire_at, delay=delay, id=id, tenant=self._tenant(tenant), name=name,
                          payload=payload, labels=labels, action=action, idempotency_key=idempotency_key,
                          ack_required=ack_required, webhook=webhook, webhook_headers=webhook_headers, queue=queue,
+                         endpoint=endpoint,
                          max_attempts=max_attempts, backoff_base=backoff_base, backoff_cap=backoff_cap,
                          attempt_timeout=attempt_timeout, every=every, until=until, max_count=max_count, cron=cron,
                          tz=tz, after=after, on=on, mode=mode, on_parent_cancel=on_parent_cancel,
@@ -503,6 +508,7 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
         return [wire.snapshot_from_pb(s) for s in resp.snapshots]
 
     def export_snapshot(self, dest: Union[str, os.PathLike, IO[bytes]], *, last_index: Optional[int] = None,
+                        include_secrets: bool = False,
                         timeout: Optional[float] = None) -> SnapshotInfo:
         """Download a snapshot container (the file `minoots snapshot restore` takes) into
         `dest`: a path (written to PATH.part, renamed into place once complete and
@@ -510,8 +516,9 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, policy.ClientSett
         node's snapshots (`list_snapshots`); None = its latest. NotFound when it has
         none. The size and SHA-256 are checked; a broken stream is retried from the
         start (on another member if need be) until the deadline. Local file
-        errors raise OSError."""
-        req = wire.export_request(last_index)
+        errors raise OSError. Webhook signing secrets are left out (the export is then a
+        container of its own, restorable without them) unless `include_secrets`."""
+        req = wire.export_request(last_index, include_secrets)
         sink = SnapshotSink(dest)
 
         def attempt(addr: str, t: float) -> SnapshotInfo:

@@ -171,9 +171,16 @@ def _graph_to_pb(spec: TimerSpec, after: tuple, pb: timers_pb2.TimerSpec) -> Non
 
 def _delivery_to_pb(spec: TimerSpec, pb: timers_pb2.TimerSpec) -> None:
     policy = (spec.max_attempts, spec.backoff_base, spec.backoff_cap, spec.attempt_timeout)
-    if spec.webhook is not None and spec.queue is not None:
-        raise InvalidArgument("give a webhook or a queue, not both")
-    if spec.queue is not None:
+    endpoint = getattr(spec, "endpoint", None)
+    if sum(x is not None for x in (spec.webhook, spec.queue, endpoint)) > 1:
+        raise InvalidArgument("give one of a webhook, an endpoint and a queue")
+    if endpoint is not None:
+        if spec.webhook_headers:
+            raise InvalidArgument("webhook_headers need a webhook (an endpoint has its own headers)")
+        if not isinstance(endpoint, str):
+            raise InvalidArgument(f"endpoint must be an endpoint id string, not {type(endpoint).__name__}")
+        pb.endpoint.id = endpoint
+    elif spec.queue is not None:
         if spec.webhook_headers:
             raise InvalidArgument("webhook_headers need a webhook")
         pb.queue.queue = spec.queue
@@ -250,6 +257,7 @@ def _delivery_from_pb(pb: timers_pb2.Timer) -> dict:
     return {
         "webhook": pb.webhook.url if pb.HasField("webhook") else None,
         "queue": pb.queue.queue if pb.HasField("queue") else None,
+        "endpoint": pb.endpoint_id or None,
         "max_attempts": pb.delivery_policy.max_attempts,
         "delivery_attempts": tuple(
             DeliveryAttempt(a.attempt, a.fire_id, ts_to_datetime(a.at), a.status_code, a.latency_ms, a.error_class,
@@ -396,9 +404,10 @@ def event_kinds(kinds) -> list[int]:
     return [int(EventKind.parse(k)) for k in kinds]
 
 
-def export_request(last_index: Optional[int]) -> cluster_pb2.ExportSnapshotRequest:
-    """ExportSnapshot of the snapshot at `last_index` (None: the node's latest)."""
+def export_request(last_index: Optional[int], include_secrets: bool = False) -> cluster_pb2.ExportSnapshotRequest:
+    """ExportSnapshot of the snapshot at `last_index` (None: the node's latest); webhook
+    signing secrets only with `include_secrets`."""
     if last_index is not None and (isinstance(last_index, bool) or not isinstance(last_index, int)
                                    or last_index < 1):
         raise InvalidArgument(f"last_index must be an int >= 1, got {last_index!r}")
-    return cluster_pb2.ExportSnapshotRequest(last_index=last_index or 0)
+    return cluster_pb2.ExportSnapshotRequest(last_index=last_index or 0, include_secrets=bool(include_secrets))
