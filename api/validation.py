@@ -186,6 +186,10 @@ def _delivery(p: str, spec: pb.TimerSpec) -> Optional[Delivery]:
         _policy_ms(f"{pp}.ack_deadline", wp.ack_deadline, d.ack_deadline_ms, has and wp.HasField("ack_deadline")))
     if policy.backoff_cap_ms < policy.backoff_base_ms and not (has and wp.HasField("backoff_cap")):
         policy = policy._replace(backoff_cap_ms=policy.backoff_base_ms)
+    elif policy.backoff_cap_ms < policy.backoff_base_ms and not (has and wp.HasField("backoff_base")):
+        # The base comes from the tenant's defaults when the create applies (which check it
+        # against this cap then): here only what was given is checked.
+        policy = policy._replace(backoff_base_ms=policy.backoff_cap_ms)
     wh = spec.webhook
     try:
         if which == "endpoint":

@@ -31,7 +31,7 @@ def _print(ep, as_json: bool) -> None:
 @endpoint.command("add")
 @click.argument("url")
 @click.option("--header", "headers", multiple=True, metavar="NAME=VALUE", help="An extra request header (repeatable).")
-@click.option("--timeout", "attempt_timeout", default=None, metavar="DURATION",
+@click.option("--attempt-timeout", "attempt_timeout", default=None, metavar="DURATION",
               help="Attempt timeout for its timers (≤ 120s; default: the timer's policy).")
 @click.option("--secret", default=None, metavar="whsec_...", help="Use this secret instead of a fresh random one.")
 @common_options
