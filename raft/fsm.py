@@ -145,12 +145,13 @@ class TimerFSM:
         if events:
             self._tell(self.event_listeners, events)
 
-    def _create(self, cmd: c.CreateTimers):
+    def _create(self, cmd: c.CreateTimers, prepare=list):
+        """Each group applies or fails alone; `prepare` turns a group into the kernel's specs."""
         out = []
         quotas = self.quotas
         for group in cmd.groups:
             try:
-                res = self.kernel.create(cmd.now_ms, list(group), quotas.kernel_limits, quotas.kernel_default)
+                res = self.kernel.create(cmd.now_ms, prepare(group), quotas.kernel_limits, quotas.kernel_default)
                 self._emit(res.events)
                 out.append(res)
             except KernelError as exc:
@@ -235,17 +236,7 @@ class TimerFSM:
 
     def _create_requested(self, cmd: c.CreateDeliveryTimersV3):
         """Resolve each group's requested deliveries from committed data, then create it."""
-        out = []
-        quotas = self.quotas
-        for group in cmd.groups:
-            try:
-                specs = resolve_specs(group, self.endpoints, self.delivery_defaults)
-                res = self.kernel.create(cmd.now_ms, specs, quotas.kernel_limits, quotas.kernel_default)
-                self._emit(res.events)
-                out.append(res)
-            except KernelError as exc:
-                out.append(exc)
-        return out
+        return self._create(cmd, lambda group: resolve_specs(group, self.endpoints, self.delivery_defaults))
 
     def _replay_dead_letters(self, cmd: c.ReplayDeadLetters):
         """Per timer: its DeliveryResult, or the KernelError that refused it."""

@@ -7,7 +7,6 @@ Regenerate ONLY for a new record version (never to paper over a change):
 """
 from __future__ import annotations
 
-import hashlib
 import struct
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
 from minoots.raft import commands as c
 from minoots.raft.fsm import TimerFSM
 from support import read_framed
+from test_delivery_commands import digest, replay
 
 GOLDEN = Path(__file__).parent / "data" / "commands_endpoints_v1.bin"
 SECRET = "whsec_" + "QUJD" * 8          # 24 key bytes
@@ -58,15 +58,6 @@ def golden_commands() -> list:
 
 def read_golden() -> list[bytes]:
     return read_framed(GOLDEN)
-
-
-def replay(entries) -> tuple[TimerFSM, list]:
-    fsm = TimerFSM({})
-    return fsm, [fsm.apply(b) for b in entries]
-
-
-def digest(fsm: TimerFSM) -> str:
-    return hashlib.sha256(fsm.kernel.to_bytes()).hexdigest()
 
 
 def test_todays_encoder_writes_the_golden_bytes():
