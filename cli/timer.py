@@ -230,6 +230,8 @@ def _show_timer(t, as_json: bool, headline: Optional[str] = None) -> None:
         rows.append(("fire_id", t.fire_id))
     if t.webhook or t.queue:
         rows.append(("webhook", t.webhook) if t.webhook else ("queue", t.queue))
+        if t.endpoint:
+            rows.append(("endpoint", t.endpoint))
         for a in t.delivery_attempts:
             outcome = a.error_class or "ok"
             rows.append((f"attempt {a.attempt}", f"{_fmt_time(a.at)}  status={a.status_code}  {outcome}  "

@@ -221,3 +221,23 @@ def test_a_snapshot_export_leaves_secrets_out_unless_asked(cluster, client, rece
                     m.endpoints, m.delivery_defaults)
         assert fsm.endpoints.find("snap", ep.id).url == receiver.url("/ok/snap")
         assert fsm.endpoints.signing("snap", ep.id, 0) == signs
+
+
+def test_a_tenants_token_sees_and_changes_only_its_own_endpoints(cluster, client, receiver):
+    theirs = client.create_endpoint(receiver.url("/ok/theirs"), tenant="other")
+    token, _ = client.create_token("iso-writer", "writer", ["mine"])
+    with minoots.Client(cluster_grpc(cluster), timeout=30, tenant="mine", token=token) as mine:
+        own = mine.create_endpoint(receiver.url("/ok/mine"))
+        assert own.tenant == "mine" and [e.id for e in mine.list_endpoints()] == [own.id]
+        with pytest.raises(minoots.PermissionDenied):
+            mine.list_endpoints(tenant="other")
+        with pytest.raises(minoots.PermissionDenied):
+            mine.delete_endpoint(theirs.id, tenant="other")
+        with pytest.raises(minoots.PermissionDenied):
+            mine.dead_letters(tenant="other")
+        # Ids are per tenant: another tenant's endpoint id names nothing here.
+        with pytest.raises(minoots.NotFound):
+            mine.get_endpoint(theirs.id)
+        with pytest.raises(minoots.NotFound):
+            mine.create(delay=60, endpoint=theirs.id)
+    assert client.get_endpoint(theirs.id, tenant="other").url == receiver.url("/ok/theirs")
