@@ -241,3 +241,23 @@ def test_a_tenants_token_sees_and_changes_only_its_own_endpoints(cluster, client
         with pytest.raises(minoots.NotFound):
             mine.create(delay=60, endpoint=theirs.id)
     assert client.get_endpoint(theirs.id, tenant="other").url == receiver.url("/ok/theirs")
+
+
+def test_the_async_client_manages_endpoints_too(cluster, client, receiver):
+    import asyncio
+
+    async def go():
+        async with minoots.AsyncClient(cluster_grpc(cluster), timeout=30, tenant="async") as ac:
+            ep = await ac.create_endpoint(receiver.url("/ok/async"), headers={"X-Via": "aio"})
+            assert ep.secret.startswith("whsec_")
+            assert [e.id for e in await ac.list_endpoints()] == [ep.id]
+            t = await ac.create(delay=0.1, endpoint=ep.id)
+            d = await ac.get_delivery_defaults()
+            return ep, t, d, await ac.queue_stats()
+
+    ep, t, defaults, stats = asyncio.run(go())
+    assert defaults.built_in and stats == []
+    state_of(client, t.id, TimerState.SETTLED, tenant="async")
+    hit = receiver.of("/ok/async")[0]
+    assert hit.headers["x-via"] == "aio"
+    standardwebhooks.Webhook(ep.secret).verify(hit.body, hit.headers)

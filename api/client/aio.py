@@ -41,6 +41,7 @@ from ..types import (
     TimerState,
 )
 from . import policy, wire
+from .endpoints import AsyncEndpointMethods
 from .policy import DEFAULT_STALL_TIMEOUT, DISCOVERY_ATTEMPT_TIMEOUT
 from .snapshot import SnapshotReceiver, SnapshotSink
 from .watch import WatchPolicy, WatchProgress, sees_leader
@@ -49,7 +50,7 @@ from .webhooks import new_webhook_secret
 __all__ = ["AsyncClient", "AsyncWatch"]
 
 
-class AsyncClient(policy.ClientSettings):
+class AsyncClient(AsyncEndpointMethods, policy.ClientSettings):
     """asyncio MINOOTS client; arguments as for `minoots.Client`."""
 
     # ---- plumbing --------------------------------------------------------------

@@ -14,10 +14,11 @@ from typing import Mapping, Optional, Sequence, Union
 
 from minoots.v1 import delivery_pb2, delivery_pb2_grpc
 
-from . import wire
+from . import policy, wire
 from .webhooks import new_webhook_secret
 
-__all__ = ["Endpoint", "DeliveryDefaults", "DeadLetterResults", "QueueStats", "EndpointMethods"]
+__all__ = ["Endpoint", "DeliveryDefaults", "DeadLetterResults", "QueueStats", "EndpointMethods",
+           "AsyncEndpointMethods"]
 
 
 @dataclass(frozen=True)
@@ -92,13 +93,17 @@ def _results(pb) -> DeadLetterResults:
 
 
 class EndpointMethods:
+    """The calls, for the blocking `Client`. Each method builds its request and hands it to
+    `_ecall` with the conversion of the answer: `AsyncEndpointMethods` overrides `_ecall`
+    alone, so there every method returns an awaitable of the same result."""
+
     def _endpoints(self, addr: str):
         return self.node_stub(addr, delivery_pb2_grpc.EndpointServiceStub)
 
-    def _ecall(self, what: str, method: str, req, timeout, safe_only: bool = False):
+    def _ecall(self, what: str, method: str, req, timeout, convert, safe_only: bool = False):
         resp, _ = self._call(what, lambda a, t: getattr(self._endpoints(a), method)(req, timeout=t),
                              safe_only=safe_only, timeout=timeout)
-        return resp
+        return convert(resp)
 
     def create_endpoint(self, url: str, *, headers: Optional[Mapping[str, str]] = None, timeout_ms: int = 0,
                         secret: Optional[str] = None, tenant: Optional[str] = None,
@@ -108,15 +113,16 @@ class EndpointMethods:
         req = delivery_pb2.CreateEndpointRequest(tenant=self._tenant(tenant) or "", url=url, headers=headers or {},
                                                  timeout_ms=timeout_ms, secret=secret or new_webhook_secret())
         # Not retried after an ambiguous failure: the server draws the id (a retry could add a twin).
-        return _endpoint(self._ecall("create_endpoint", "CreateEndpoint", req, timeout, safe_only=True))
+        return self._ecall("create_endpoint", "CreateEndpoint", req, timeout, _endpoint, safe_only=True)
 
     def list_endpoints(self, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> list[Endpoint]:
         req = delivery_pb2.ListEndpointsRequest(tenant=self._tenant(tenant) or "")
-        return [_endpoint(e) for e in self._ecall("list_endpoints", "ListEndpoints", req, timeout).endpoints]
+        return self._ecall("list_endpoints", "ListEndpoints", req, timeout,
+                           lambda r: [_endpoint(e) for e in r.endpoints])
 
     def get_endpoint(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Endpoint:
         req = delivery_pb2.EndpointRef(tenant=self._tenant(tenant) or "", id=id)
-        return _endpoint(self._ecall("get_endpoint", "GetEndpoint", req, timeout))
+        return self._ecall("get_endpoint", "GetEndpoint", req, timeout, _endpoint)
 
     def rotate_endpoint_secret(self, id: str, *, secret: Optional[str] = None, tenant: Optional[str] = None,
                                timeout: Optional[float] = None) -> Endpoint:
@@ -124,12 +130,12 @@ class EndpointMethods:
         beside it for 24 h."""
         req = delivery_pb2.RotateEndpointSecretRequest(tenant=self._tenant(tenant) or "", id=id,
                                                        secret=secret or new_webhook_secret())
-        return _endpoint(self._ecall("rotate_endpoint_secret", "RotateEndpointSecret", req, timeout))
+        return self._ecall("rotate_endpoint_secret", "RotateEndpointSecret", req, timeout, _endpoint)
 
     def delete_endpoint(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Endpoint:
         """Remove an endpoint; FailedPrecondition while a timer that has not ended uses it."""
         req = delivery_pb2.EndpointRef(tenant=self._tenant(tenant) or "", id=id)
-        return _endpoint(self._ecall("delete_endpoint", "DeleteEndpoint", req, timeout))
+        return self._ecall("delete_endpoint", "DeleteEndpoint", req, timeout, _endpoint)
 
     def set_delivery_defaults(self, *, max_attempts: Optional[int] = None,
                               backoff_base: Union[timedelta, int, float, None] = None,
@@ -147,12 +153,12 @@ class EndpointMethods:
                                 ("attempt_timeout", attempt_timeout), ("ack_deadline", ack_deadline)):
                 if value is not None:
                     getattr(p, name).CopyFrom(wire.duration_to_pb(value, name))
-        return _defaults(self._ecall("set_delivery_defaults", "SetDeliveryDefaults", req, timeout))
+        return self._ecall("set_delivery_defaults", "SetDeliveryDefaults", req, timeout, _defaults)
 
     def get_delivery_defaults(self, *, tenant: Optional[str] = None,
                               timeout: Optional[float] = None) -> DeliveryDefaults:
         req = delivery_pb2.GetDeliveryDefaultsRequest(tenant=self._tenant(tenant) or "")
-        return _defaults(self._ecall("get_delivery_defaults", "GetDeliveryDefaults", req, timeout))
+        return self._ecall("get_delivery_defaults", "GetDeliveryDefaults", req, timeout, _defaults)
 
     def dead_letters(self, *, queue: Optional[str] = None, endpoint: Optional[str] = None,
                      labels: Union[Mapping[str, str], str, None] = None, limit: int = 100,
@@ -161,8 +167,8 @@ class EndpointMethods:
         req = delivery_pb2.ListDeadLettersRequest(tenant=self._tenant(tenant) or "", queue=queue or "",
                                                   endpoint=endpoint or "", label_selector=wire.label_selector(labels),
                                                   limit=limit)
-        resp = self._ecall("dead_letters", "ListDeadLetters", req, timeout)
-        return [wire.timer_from_pb(t) for t in resp.timers], resp.truncated
+        return self._ecall("dead_letters", "ListDeadLetters", req, timeout,
+                           lambda r: ([wire.timer_from_pb(t) for t in r.timers], r.truncated))
 
     def _dead_request(self, ids, queue, endpoint, labels, all, tenant):
         return delivery_pb2.DeadLettersRequest(tenant=self._tenant(tenant) or "", ids=list(ids or ()),
@@ -176,7 +182,7 @@ class EndpointMethods:
         """Re-arm dead letters (by id, or selected) with their attempts reset and history kept,
         in one replicated command; a result per timer."""
         req = self._dead_request(ids, queue, endpoint, labels, all, tenant)
-        return _results(self._ecall("replay_dead_letters", "ReplayDeadLetters", req, timeout))
+        return self._ecall("replay_dead_letters", "ReplayDeadLetters", req, timeout, _results)
 
     def purge_dead_letters(self, ids: Sequence[str] = (), *, queue: Optional[str] = None,
                            endpoint: Optional[str] = None, labels: Union[Mapping[str, str], str, None] = None,
@@ -184,11 +190,23 @@ class EndpointMethods:
                            timeout: Optional[float] = None) -> DeadLetterResults:
         """Delete dead letters (by id, or selected); a result per timer."""
         req = self._dead_request(ids, queue, endpoint, labels, all, tenant)
-        return _results(self._ecall("purge_dead_letters", "PurgeDeadLetters", req, timeout))
+        return self._ecall("purge_dead_letters", "PurgeDeadLetters", req, timeout, _results)
 
     def queue_stats(self, queue: Optional[str] = None, *, tenant: Optional[str] = None,
                     timeout: Optional[float] = None) -> list[QueueStats]:
         """Per queue of the tenant: visible, leased, waiting (backoff) and dead timers."""
         req = delivery_pb2.QueueStatsRequest(tenant=self._tenant(tenant) or "", queue=queue or "")
-        return [QueueStats(q.queue, q.visible, q.leased, q.waiting, q.dead)
-                for q in self._ecall("queue_stats", "QueueStats", req, timeout).queues]
+        return self._ecall("queue_stats", "QueueStats", req, timeout,
+                           lambda r: [QueueStats(q.queue, q.visible, q.leased, q.waiting, q.dead) for q in r.queues])
+
+
+class AsyncEndpointMethods(EndpointMethods):
+    """The same calls for `AsyncClient`: each returns an awaitable (`await c.create_endpoint(...)`)."""
+
+    def _endpoints(self, addr: str):
+        return policy.AuthedStub(delivery_pb2_grpc.EndpointServiceStub(self._channel(addr)), self._token)
+
+    async def _ecall(self, what: str, method: str, req, timeout, convert, safe_only: bool = False):
+        resp = await self._call(what, lambda a, t: getattr(self._endpoints(a), method)(req, timeout=t),
+                                safe_only=safe_only, timeout=timeout)
+        return convert(resp)
