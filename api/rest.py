@@ -1,4 +1,4 @@
-"""The REST mapping of the Timers and Cluster services: which HTTP method and path call
+"""The REST mapping of the Timers, Cluster and EndpointService services: which HTTP method and path call
 which RPC, and how a request's path, query and JSON body become the RPC's request message.
 
 No I/O and no aiohttp here (the server is api/gateway.py, the OpenAPI document
@@ -18,7 +18,7 @@ Conventions (Google's API design guide, `google.api.http`):
 Fields are read from the message descriptors, never listed here: a field added to a
 request reaches the RPC without touching this module. A unary RPC of either service
 that has no explicit route gets the generic custom-method route `POST
-/v1/{timers|cluster}:{rpcName}` with the whole request as its body, so a new RPC is
+/v1/{timers|cluster|endpoints}:{rpcName}` with the whole request as its body, so a new RPC is
 reachable at once (and the RULES table of api/auth.py still decides who may call it).
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message_factory import GetMessageClass
 
-from minoots.v1 import cluster_pb2, timers_pb2
+from minoots.v1 import cluster_pb2, delivery_pb2, timers_pb2
 
 __all__ = ["Route", "RestError", "routes", "build_request", "to_json", "http_status", "SERVICES",
            "WELL_KNOWN_LEAVES", "PATH_PARAM", "json_names"]
@@ -40,6 +40,7 @@ __all__ = ["Route", "RestError", "routes", "build_request", "to_json", "http_sta
 SERVICES = {
     "timers": timers_pb2.DESCRIPTOR.services_by_name["Timers"],
     "cluster": cluster_pb2.DESCRIPTOR.services_by_name["Cluster"],
+    "endpoints": delivery_pb2.DESCRIPTOR.services_by_name["EndpointService"],
 }
 
 # (resource, rpc) -> (HTTP method, path, body). Paths use OpenAPI's {field} form.
@@ -59,6 +60,15 @@ _EXPLICIT = {
     ("cluster", "TakeSnapshot"): ("POST", "/v1/cluster/snapshots", "*"),
     ("cluster", "ListSnapshots"): ("GET", "/v1/cluster/snapshots", None),
     ("cluster", "TransferLeadership"): ("POST", "/v1/cluster:transferLeadership", "*"),
+    ("endpoints", "CreateEndpoint"): ("POST", "/v1/endpoints", "*"),
+    ("endpoints", "ListEndpoints"): ("GET", "/v1/endpoints", None),
+    ("endpoints", "GetEndpoint"): ("GET", "/v1/endpoints/{id}", None),
+    ("endpoints", "DeleteEndpoint"): ("DELETE", "/v1/endpoints/{id}", None),
+    ("endpoints", "RotateEndpointSecret"): ("POST", "/v1/endpoints/{id}:rotateSecret", "*"),
+    ("endpoints", "ListDeadLetters"): ("GET", "/v1/deadLetters", None),
+    ("endpoints", "ReplayDeadLetters"): ("POST", "/v1/deadLetters:replay", "*"),
+    ("endpoints", "PurgeDeadLetters"): ("POST", "/v1/deadLetters:purge", "*"),
+    ("endpoints", "QueueStats"): ("GET", "/v1/queues:stats", None),
 }
 
 # Server-streaming RPCs the gateway does not map: the SSE stream of WatchEvents covers
@@ -83,7 +93,7 @@ class RestError(Exception):
 
 @dataclass(frozen=True)
 class Route:
-    resource: str             # "timers" | "cluster"
+    resource: str             # "timers" | "cluster" | "endpoints"
     rpc: str                  # "CreateTimer"
     http_method: str          # GET | POST | DELETE
     path: str                 # OpenAPI form, e.g. /v1/timers/{id}:cancel

@@ -19,13 +19,14 @@ from minoots.raft.fsm import TimerFSM
 from minoots.cli import main
 from support import cluster_grpc, start_cluster, wait_for
 from test_delivery_cluster import ALLOW, Receiver
+from test_http_gateway import call
 
 pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = start_cluster(tmp_path_factory.mktemp("endpoints"), node_args=ALLOW)
+    c = start_cluster(tmp_path_factory.mktemp("endpoints"), node_args=ALLOW, http=True)
     yield c
     c.stop()
 
@@ -261,3 +262,24 @@ def test_the_async_client_manages_endpoints_too(cluster, client, receiver):
     hit = receiver.of("/ok/async")[0]
     assert hit.headers["x-via"] == "aio"
     standardwebhooks.Webhook(ep.secret).verify(hit.body, hit.headers)
+
+
+def test_endpoints_and_dead_letters_over_the_http_gateway(cluster, client, receiver):
+    node = cluster.nodes[cluster.leader()]
+    admin = cluster.admin_token()
+    status, ep, _ = call(node, "POST", "/v1/endpoints", {"tenant": "web", "url": receiver.url("/ok/web"),
+                                                         "timeoutMs": 2000}, token=admin)
+    assert status == 200 and ep["secret"].startswith("whsec_") and ep["id"].startswith("ep_")
+    status, listed, _ = call(node, "GET", "/v1/endpoints?tenant=web", token=admin)
+    assert status == 200 and [e["id"] for e in listed["endpoints"]] == [ep["id"]]
+    assert listed["endpoints"][0].get("secret", "") == "" and ep["secret"] not in json.dumps(listed)
+    status, got, _ = call(node, "GET", f"/v1/endpoints/{ep['id']}?tenant=web", token=admin)
+    assert status == 200 and got["url"] == receiver.url("/ok/web") and got.get("secret", "") == ""
+    status, dead, _ = call(node, "GET", "/v1/deadLetters?tenant=web", token=admin)
+    assert status == 200 and dead.get("timers", []) == []
+    status, err, _ = call(node, "POST", "/v1/endpoints", {"tenant": "web", "url": "http://10.9.8.7/x"}, token=admin)
+    assert status == 400 and err["error"]["status"] == "INVALID_ARGUMENT"
+    status, gone, _ = call(node, "DELETE", f"/v1/endpoints/{ep['id']}?tenant=web", token=admin)
+    assert status == 200 and gone["id"] == ep["id"]
+    status, err, _ = call(node, "GET", f"/v1/endpoints/{ep['id']}?tenant=web", token=admin)
+    assert status == 404 and err["error"]["status"] == "NOT_FOUND"
