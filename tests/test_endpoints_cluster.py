@@ -173,6 +173,9 @@ def test_dead_letters_are_listed_replayed_in_bulk_and_purged(cluster, client, re
     state_of(client, job.id, TimerState.DEAD_LETTERED, tenant=tenant)
     listed = json.loads(cli(cluster, "dlq", "list", "--endpoint", ep.id, "--json", tenant=tenant))
     assert sorted(t["id"] for t in listed["timers"]) == sorted(t.id for t in hooks) and not listed["truncated"]
+    human = cli(cluster, "dlq", "list", tenant=tenant)
+    assert f"{hooks[0].id}  endpoint {ep.id}  attempts 1  last http_status 503" in human
+    assert f"{job.id}  queue jobsq  attempts 1  last nack" in human
     queued = json.loads(cli(cluster, "dlq", "list", "--queue", "jobsq", "--json", tenant=tenant))
     assert [t["id"] for t in queued["timers"]] == [job.id]
     stats = json.loads(cli(cluster, "queue", "stats", "jobsq", "--json", tenant=tenant))
@@ -283,3 +286,26 @@ def test_endpoints_and_dead_letters_over_the_http_gateway(cluster, client, recei
     assert status == 200 and gone["id"] == ep["id"]
     status, err, _ = call(node, "GET", f"/v1/endpoints/{ep['id']}?tenant=web", token=admin)
     assert status == 404 and err["error"]["status"] == "NOT_FOUND"
+
+
+def test_after_a_leader_kill_the_new_leader_signs_with_the_endpoints_replicated_secret(tmp_path, receiver):
+    from collections import Counter
+
+    c = start_cluster(tmp_path / "failover", node_args=ALLOW)
+    try:
+        with minoots.Client(cluster_grpc(c), timeout=60, tenant="fo") as cl:
+            ep = cl.create_endpoint(receiver.url("/hold/ep-failover"), timeout_ms=30_000)
+            old_leader = c.leader()
+            t = cl.create(delay=0.1, endpoint=ep.id)
+            wait_for(lambda: receiver.of("/hold/ep-failover"), "the first attempt in flight")
+            c.kill(old_leader)
+            wait_for(lambda: len(receiver.of("/hold/ep-failover")) >= 2, "the new leader's attempt", timeout=90)
+            receiver.loop.call_soon_threadsafe(receiver.release.set)
+            done = wait_for(lambda: (x := cl.get(t.id)).state == TimerState.SETTLED and x, "settled", timeout=90)
+            hits = receiver.of("/hold/ep-failover")
+            assert Counter(h.headers["webhook-id"] for h in hits) == Counter({f"msg_{done.fire_id}": len(hits)})
+            for h in hits:                      # the old leader's and the new one's: the endpoint's secret
+                standardwebhooks.Webhook(ep.secret).verify(h.body, h.headers)
+            assert c.leader(exclude={old_leader}) != old_leader
+    finally:
+        c.stop()
