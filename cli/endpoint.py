@@ -53,10 +53,11 @@ def list_cmd(conn, as_json, tenant) -> None:
         eps = sdk_call(lambda: c.list_endpoints(tenant=tenant))
     if as_json:
         click.echo(json.dumps([e.to_dict() for e in eps], sort_keys=True, separators=(",", ":")))
-    elif not eps:
-        click.echo("no endpoints")
-    for e in eps if not as_json else ():
+        return
+    for e in eps:
         _print(e, False)
+    if not eps:
+        click.echo("no endpoints")
 
 
 @endpoint.command("get")

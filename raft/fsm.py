@@ -4,8 +4,11 @@ In the spirit of hashicorp/raft's `FSM`: the consensus code (raft/machine.py)
 calls these three methods and knows nothing else of the kernel. The state is the
 kernel plus the cluster's replicated names (node id -> Raft and gRPC address),
 API tokens, tenant quotas (raft/quotas.py: the kernel gets their limits as data
-with every create) and tenant retention (raft/retention.py: handed to the kernel as
-its retention policy whenever it changes or a snapshot loads).
+with every create), tenant retention (raft/retention.py: handed to the kernel as
+its retention policy whenever it changes or a snapshot loads), and for delivery the
+webhook secrets, managed endpoints and tenant delivery defaults (raft/endpoints.py,
+raft/delivery_defaults.py: a create resolves its requested deliveries from them when
+it applies, raft/delivery_requests.py).
 
 `apply` never raises. A refused command (a KernelError, an unknown version, bad
 bytes) yields its error as the result, identically on every replica, because an
@@ -31,8 +34,8 @@ from .retention import RetentionTable
 from .tokens import TokenRecord, TokenTable
 from .webhook_secrets import WebhookSecrets
 from .delivery_defaults import DeliveryDefaults
-from .endpoints import EndpointTable
 from .delivery_requests import resolve_specs
+from .endpoints import EndpointTable
 
 log = logging.getLogger("minoots.raft")
 
