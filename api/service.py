@@ -34,6 +34,7 @@ import dataclasses
 import functools
 import logging
 import random
+import re
 from typing import Callable
 
 import grpc
@@ -224,9 +225,7 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
             self._bridge.propose((record or commands.CreateDeliveryTimersV3)(self._node.clock.now_ms(),
                                                                              (tuple(specs),))), context)
         if isinstance(result, list) and isinstance(result[0], EndpointNotFound):
-            msg = str(result[0])      # removed meanwhile: name the field as the wire does
-            return EndpointNotFound(msg.replace("specs[0].endpoint", f"{prefix}.endpoint.id", 1)
-                                    if prefix == "timer" else msg.replace("specs[", f"{prefix}[", 1))
+            return endpoint_not_found(result[0], prefix)      # removed since the check above
         return result[0] if isinstance(result, list) else result
 
     async def _endpoint_known(self, tenant: str, endpoint: str) -> bool:
@@ -495,6 +494,13 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
 
 
 _RNG = random.SystemRandom()
+
+
+def endpoint_not_found(exc: EndpointNotFound, prefix: str) -> EndpointNotFound:
+    """The apply-time refusal with the field named as on the wire: specs[i].endpoint ->
+    timer.endpoint.id (one create) or timers[i].endpoint.id (a batch)."""
+    where = "timer" if prefix == "timer" else rf"{prefix}[\1]"
+    return EndpointNotFound(re.sub(r"^specs\[(\d+)\]\.endpoint", where + ".endpoint.id", str(exc), count=1))
 
 
 def _principal_name() -> str | None:

@@ -130,3 +130,12 @@ def test_queue_stats_count_visible_leased_waiting_and_dead():
     s.nack_lease(30, "t", leases[0].timer.id, leases[0].lease_id, None)      # last attempt: dead
     assert queue_stats(s, "t", "jobs") == {"jobs": [2, 1, 0, 1]}
     assert queue_stats(s, "nobody") == {}
+
+
+def test_an_endpoint_removed_before_the_create_applied_is_named_as_on_the_wire():
+    from minoots.api.service import endpoint_not_found
+
+    exc = EndpointNotFound("specs[3].endpoint: endpoint 'ep_x' of tenant 't' does not exist")
+    assert str(endpoint_not_found(exc, "timers")).startswith("timers[3].endpoint.id: endpoint 'ep_x'")
+    one = endpoint_not_found(EndpointNotFound("specs[0].endpoint: gone"), "timer")
+    assert str(one) == "timer.endpoint.id: gone" and one.code == "NOT_FOUND"
