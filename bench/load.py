@@ -44,6 +44,7 @@ import json
 import math
 import os
 import queue
+import secrets
 import shutil
 import sys
 import tempfile
@@ -59,6 +60,13 @@ from minoots.chaos.ledger import percentile
 from minoots.raft.clock import now_ms
 from minoots.raft.store import DEFAULT_SYNC
 from minoots.raft.testing import LocalCluster, harness_token
+
+try:
+    from minoots.bench import metrics_check
+    from minoots.bench.external import ExternalCluster, ExternalClusterError
+except ImportError:  # pragma: no cover - running from the repo root
+    from bench import metrics_check  # type: ignore
+    from bench.external import ExternalCluster, ExternalClusterError  # type: ignore
 
 SINGLE_THREADS = 16
 PCTS = (50, 95, 99, 99.9)
@@ -181,11 +189,15 @@ class Watcher(threading.Thread):
 
     SUBSCRIPTION = "bench-load"
 
-    def __init__(self, addrs: list[str], reconnect_timeout: float = 60.0) -> None:
+    def __init__(self, addrs: list[str], reconnect_timeout: float = 60.0, tag: str = "") -> None:
+        """`tag`: this run's id suffix (``--cluster``): a subscription of its own from the next
+        event (deleted by `stop`), and only the FIRED events of ids ending with it are kept."""
         super().__init__(daemon=True, name="watcher")
         self.client = Client(addrs, timeout=30)
-        self.client.create_subscription(self.SUBSCRIPTION, kinds=[EventKind.FIRED], from_sequence=1)
-        self.sub = self.client.subscribe(self.SUBSCRIPTION, commit_every=10_000, reconnect_timeout=reconnect_timeout)
+        self.tag = tag
+        self.name = self.SUBSCRIPTION + tag
+        self.client.create_subscription(self.name, kinds=[EventKind.FIRED], from_sequence=0 if tag else 1)
+        self.sub = self.client.subscribe(self.name, commit_every=10_000, reconnect_timeout=reconnect_timeout)
         self.fired: list[tuple] = []
         self.error: Optional[BaseException] = None
         self._stopping = False
@@ -197,6 +209,8 @@ class Watcher(threading.Thread):
     def run(self) -> None:
         try:
             for ev in self.sub:
+                if self.tag and not ev.timer_id.endswith(self.tag):
+                    continue          # another client's timer on a shared cluster
                 self.fired.append((ev.timer_id, datetime_to_ms(ev.at), datetime_to_ms(ev.fire_at), now_ms()))
         except BaseException as exc:  # reported, not swallowed
             if not self._stopping:    # not the harness closing it
@@ -209,6 +223,11 @@ class Watcher(threading.Thread):
         except Exception:             # the cluster may be gone: the commit does not matter then
             self.sub.watch.close()
         self.join(5)
+        if self.tag:                  # a shared cluster: its retention must not stay pinned by us
+            try:
+                self.client.delete_subscription(self.name, timeout=10)
+            except Exception:
+                pass
         self.client.close()
 
 
@@ -282,7 +301,7 @@ class CpuHog:
 # ---------------------------------------------------------------- phases
 
 def _single_phase(addrs: list[str], seconds: float, deadline_of: Callable[[int], int], next_id: list,
-                  expected: dict, lock: threading.Lock) -> dict:
+                  expected: dict, lock: threading.Lock, tag: str = "") -> dict:
     """Single CreateTimer calls from SINGLE_THREADS threads for `seconds`."""
     stop_at = time.monotonic() + seconds
     lat: list[float] = []
@@ -294,7 +313,7 @@ def _single_phase(addrs: list[str], seconds: float, deadline_of: Callable[[int],
                 with lock:
                     k = next_id[0]
                     next_id[0] += 1
-                tid, fa = f"s{k}", deadline_of(k)
+                tid, fa = f"s{k}{tag}", deadline_of(k)
                 t0 = time.perf_counter()
                 try:
                     c.create(fa, id=tid)
@@ -459,6 +478,33 @@ def steady_lateness(samples: Optional[dict], windows: list) -> Optional[dict]:
 
 # ---------------------------------------------------------------- the run
 
+def not_measured(external: bool, failover: bool, nodes: int) -> list:
+    """The table rows a run cannot fill: against an existing cluster (``--cluster``) the harness
+    starts and kills nothing and has no process ids."""
+    if not external:
+        return [] if nodes > 1 else ["follower restart recovery (one node)"]
+    return ["RSS and bytes/timer (no process ids of an existing cluster)",
+            "follower restart recovery (the harness kills no node)",
+            "failover (the harness kills no node)"]
+
+
+def _metrics_check(cluster, maddrs: list, before: Optional[dict], correctness: dict, external: bool) -> dict:
+    """Each node's /metrics now against before the run (bench/metrics_check.py), once every node
+    that answers has applied the leader's commit index (so a follower's state is complete)."""
+    if not maddrs:
+        return {"skipped": "no --metrics addresses given" if external else "the nodes serve no /metrics"}
+    try:
+        commit = (cluster.status(cluster.leader(timeout=30)) or {}).get("commit_index", 0)
+        cluster.wait_applied(commit, timeout=60)
+    except TimeoutError:
+        pass                      # compared anyway: a lagging node shows as a mismatch
+    after = metrics_check.scrape_all(maddrs)
+    created = int(correctness.get("expected", 0))
+    fired = int(correctness.get("distinct_fired", 0))
+    return metrics_check.compare(before or {}, after, created, created + int(correctness.get("ambiguous_creates", 0)),
+                                 fired)
+
+
 def default_lead(timers: int, single_seconds: float) -> float:
     """Seconds from the load's start to the first deadline: assumes >= 4,000 timers/s batched."""
     return single_seconds + 10.0 + timers / 4000.0
@@ -468,11 +514,18 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
         payload: int = 64, out: Optional[str] = None, peers: tuple = (), burst: int = 0,
         single_seconds: float = 5.0, lead: Optional[float] = None, failover: bool = False,
         sync: str = DEFAULT_SYNC, progress: bool = True, say=None, etcd_timers: Optional[int] = None,
-        install_peers: bool = True, stress: Optional[float] = None) -> dict:
+        install_peers: bool = True, stress: Optional[float] = None, cluster_addrs: Optional[list] = None,
+        metrics_addrs: Optional[list] = None) -> dict:
     """``etcd_timers``: timers for the etcd peer (default ``min(timers + burst, 20000)``: one lease each).
     ``install_peers``: apt-get a missing peer's Debian package (bench/debian.py) instead of skipping it.
-    ``stress``: seconds of a competing CPU hog (``CpuHog``) started with the load phase."""
+    ``stress``: seconds of a competing CPU hog (``CpuHog``) started with the load phase.
+    ``cluster_addrs``: gRPC HOST:PORTs of a running cluster to load instead of starting one (bench/external.py;
+    nothing is started or killed, ``nodes`` is ignored); ``metrics_addrs``: its nodes' /metrics HOST:PORTs,
+    for the cross-check (a local cluster's are known)."""
     validate(timers, nodes, window, clients, batch, payload, peers, burst, etcd_timers)
+    external = cluster_addrs is not None
+    if external and failover:
+        raise LoadBenchError("--failover kills the leader: not against an existing cluster (--cluster)")
     hog = CpuHog(stress) if stress else None
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     if out:
@@ -481,29 +534,49 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
         except OSError as exc:
             raise LoadBenchError(f"cannot write to {out}: {exc.strerror or exc}") from None
     lead = default_lead(timers + burst, single_seconds) if lead is None else float(lead)
-    tmp = Path(tempfile.mkdtemp(prefix="minoots-load-"))
-    harness_token()          # this process's SDK clients authenticate with it
-    cluster = LocalCluster(tmp / "cluster", size=nodes, node_args=("--sync", sync))
+    tmp = None
+    if external:
+        try:
+            cluster = ExternalCluster(cluster_addrs, metrics_addrs)
+        except ExternalClusterError as exc:
+            raise LoadBenchError(str(exc)) from None
+        nodes = len(cluster.nodes)
+        tag = "-" + secrets.token_hex(4)     # this run's ids on a cluster other clients may use
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="minoots-load-"))
+        harness_token()          # this process's SDK clients authenticate with it
+        cluster = LocalCluster(tmp / "cluster", size=nodes, node_args=("--sync", sync))
+        tag = ""
     t0 = time.monotonic()
     report: dict = {"params": {"timers": timers, "nodes": nodes, "window_s": window, "clients": clients,
                                "batch": batch, "payload": payload, "burst": burst, "lead_s": lead,
-                               "single_seconds": single_seconds, "failover": failover, "sync": sync,
+                               "single_seconds": single_seconds, "failover": failover,
+                               "sync": "(the cluster's)" if external else sync,
+                               "cluster": list(cluster_addrs) if external else None, "run_tag": tag or None,
                                "stress_cpu_s": stress,
                                "cpus": os.cpu_count(), "python": sys.version.split()[0],
                                "machine": machine()}}
+    report["not_measured"] = not_measured(external, failover, nodes)
     sampler = watcher = None
     try:
-        say(f"starting a {nodes}-node cluster in {tmp}")
-        cluster.start()
+        if external:
+            say(f"loading the existing cluster {', '.join(cluster.nodes)} (ids end with {tag}); "
+                f"not measured: {', '.join(report['not_measured']) or 'nothing'}")
+        else:
+            say(f"starting a {nodes}-node cluster in {tmp}")
+            cluster.start()
         leader = cluster.leader(timeout=60)
         cluster.wait_applied((cluster.status(leader) or {}).get("commit_index", 0), timeout=30)
         addrs = [n.grpc for n in cluster.nodes.values()]
+        maddrs = list(metrics_addrs or []) if external else [n.metrics for n in cluster.nodes.values() if n.metrics]
         time.sleep(1.0)
-        sampler = RssSampler(cluster, t0)
-        rss_before = sampler.sample()
-        parts_before = {nid: rss_parts(n.pid) for nid, n in cluster.nodes.items()}
-        sampler.start()
-        watcher = Watcher(addrs)
+        metrics_before = metrics_check.scrape_all(maddrs) if maddrs else None
+        if not external:
+            sampler = RssSampler(cluster, t0)
+            rss_before = sampler.sample()
+            parts_before = {nid: rss_parts(n.pid) for nid, n in cluster.nodes.items()}
+            sampler.start()
+        watcher = Watcher(addrs, tag=tag)
         watcher.start()
 
         load_start_ms = now_ms()
@@ -524,7 +597,7 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
 
         # -- single creates
         say(f"single creates: {single_seconds:g}s from {SINGLE_THREADS} threads")
-        single = _single_phase(addrs, single_seconds, deadline_of, [0], expected, lock)
+        single = _single_phase(addrs, single_seconds, deadline_of, [0], expected, lock, tag)
         report["single_creates"] = single
 
         # -- batched load
@@ -532,10 +605,10 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
         for lo in range(0, timers, batch):
             ids = []
             for j in range(lo, min(lo + batch, timers)):
-                ids.append((f"L{j}", deadline_of(1_000_000 + j)))
+                ids.append((f"L{j}{tag}", deadline_of(1_000_000 + j)))
             batch_ids.append(ids)
         for lo in range(0, burst, batch):      # --burst: all due within one second
-            batch_ids.append([(f"B{j}", burst_ms + (j * 997) % 1000) for j in range(lo, min(lo + batch, burst))])
+            batch_ids.append([(f"B{j}{tag}", burst_ms + (j * 997) % 1000) for j in range(lo, min(lo + batch, burst))])
 
         def specs_for(i: int) -> list:
             return [TimerSpec(fire_at=fa, id=tid, payload=body) for tid, fa in batch_ids[i]]
@@ -562,13 +635,14 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
 
         # -- full load: memory, snapshot, restart recovery
         time.sleep(1.0)
-        rss_full = sampler.sample()
-        parts_full = {nid: rss_parts(n.pid if n.alive() else None) for nid, n in cluster.nodes.items()}
         n_out = len(expected)
 
         def per_timer(a, b):
             return (b - a) / n_out if a is not None and b is not None else None
-        report["rss"] = {nid: {"before": rss_before[nid], "full": rss_full[nid],
+        if sampler is not None:
+            rss_full = sampler.sample()
+            parts_full = {nid: rss_parts(n.pid if n.alive() else None) for nid, n in cluster.nodes.items()}
+        report["rss"] = {} if sampler is None else {nid: {"before": rss_before[nid], "full": rss_full[nid],
                                "bytes_per_timer": per_timer(rss_before[nid], rss_full[nid]),
                                "anon_bytes_per_timer": per_timer(parts_before[nid]["RssAnon"],
                                                                  parts_full[nid]["RssAnon"]),
@@ -586,7 +660,7 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
                 report["snapshot"] = {"error": f"{type(exc).__name__}: {exc}"}
         leader = cluster.leader(timeout=30)
         say("restart recovery of one follower")
-        report["restart"] = _restart_follower(cluster, leader, timeout=120) if nodes > 1 else None
+        report["restart"] = _restart_follower(cluster, leader, timeout=120) if nodes > 1 and not external else None
 
         # -- fire
         last_ms = max((fa for fa, _ in expected.values()), default=now_ms())
@@ -625,7 +699,8 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
         time.sleep(0.5)     # a duplicate arriving just after the last timer is still counted
         observer_error = watcher.error
         watcher.stop()
-        sampler.stop()
+        if sampler is not None:
+            sampler.stop()
         if hog is not None:
             hog.stop()
         report["watcher_error"] = repr(observer_error) if observer_error else None
@@ -633,7 +708,7 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
 
         def read_state():
             say("reading every timer's state (paged ListTimers) from a caught-up node")
-            return _read_state(cluster)
+            return _read_state(cluster, tag=tag)
         report.update(judge(expected, watcher.fired, fo, burst_ms if burst else None,
                             f"{type(observer_error).__name__}: {observer_error}" if observer_error else None,
                             read_state))
@@ -641,8 +716,9 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
         windows = fault_windows(burst_ms if burst else None, fo, report.get("restart"))
         report["steady_excludes_ms"] = windows
         report["lateness_steady_tick_ms"] = steady_lateness(report.get("_lateness_samples"), windows)
-        report["rss_series"] = sampler.samples
+        report["rss_series"] = sampler.samples if sampler is not None else []
         report["throughput_series"] = series
+        report["metrics_check"] = _metrics_check(cluster, maddrs, metrics_before, report["correctness"], external)
     finally:
         if hog is not None:
             hog.stop()
@@ -651,8 +727,9 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
             watcher.stop()
         if sampler is not None:
             sampler.stop()
-        cluster.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        cluster.stop()           # an ExternalCluster: closes this harness's channels only
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     report["peers"] = {}
     for p in peers:     # after the cluster is stopped: each system gets the machine to itself
         report["peers"][p] = _run_peer(p, timers + burst, window, clients, batch, payload, lead, progress, say,
@@ -762,9 +839,10 @@ def judge(expected: dict, fired: list, fo: Optional[dict], burst_ms: Optional[in
     return sres
 
 
-def _read_state(cluster: LocalCluster, timeout: float = 120.0) -> tuple:
+def _read_state(cluster: LocalCluster, timeout: float = 120.0, tag: str = "") -> tuple:
     """Every timer as a caught-up node holds it: the leader, once its applied index reaches its commit
-    index, read with paged ListTimers (the SDK routes reads to the leader)."""
+    index, read with paged ListTimers (the SDK routes reads to the leader); with `tag`, only the
+    ids that end with it (this run's, on a shared cluster)."""
     leader = cluster.leader(timeout=60)
     if _wait_recovered(cluster, leader, leader, 60.0) is None:
         raise TimeoutError(f"{leader} did not apply its commit index within 60s")
@@ -773,6 +851,8 @@ def _read_state(cluster: LocalCluster, timeout: float = 120.0) -> tuple:
     t0 = time.monotonic()
     with Client([cluster.nodes[leader].grpc], timeout=timeout) as c:
         for t in c.list(page_size=1000):
+            if tag and not t.id.endswith(tag):
+                continue
             state[t.id] = (t.state.name.lower(), t.fire_at_ms, t.fired_at_ms, t.attempts)
     return state, {"node": leader, "applied_index": applied, "timers": len(state),
                    "seconds": round(time.monotonic() - t0, 2)}
@@ -860,9 +940,12 @@ def format_table(r: dict) -> str:
     rows.append(("correctness", "OK" if c.get("ok") else "FAILED",
                  f"expected {c.get('expected', 0):,}, fired {c.get('distinct_fired', 0):,}, lost {_f(c.get('lost'), '{:,}')}, "
                  f"duplicated {c.get('duplicated', 0)}, unknown {c.get('unknown', 0)}, early {c.get('fired_early', 0)}"))
+    for what in r.get("not_measured") or []:
+        rows.append((what.split(" (")[0], "not measured", what[len(what.split(" (")[0]):].strip(" ()")))
     w1 = max(len(a) for a, _, _ in rows)
     w2 = max(len(x) for _, x, _ in rows)
     lines += [f"  {a:<{w1}}  {x:<{w2}}  {z}".rstrip() for a, x, z in rows]
+    lines += metrics_check.format_check(r.get("metrics_check"))
     lines += _peer_table(r)
     return "\n".join(lines)
 

@@ -124,9 +124,14 @@ class _Duration(click.ParamType):
 @click.option("--stress", type=click.FloatRange(min=0, min_open=True), default=None, metavar="CPU_SECONDS",
               help="Run a competing CPU hog (one busy process) for this many seconds from the load's start, "
                    "as on a shared host.")
+@click.option("--cluster", "cluster_addrs", default=None, metavar="HOST:PORT,...",
+              help="Load this running cluster (its nodes' gRPC addresses; the SDK's token) instead of starting "
+                   "one: nothing is started or killed, and the table says which rows it cannot fill.")
+@click.option("--metrics", "metrics_addrs", default=None, metavar="HOST:PORT,...",
+              help="With --cluster: the nodes' /metrics addresses, to cross-check the counts against.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def load(timers, nodes, window, clients, batch, payload, out, peers, burst, single_seconds, lead, failover,
-         sync, etcd_timers, install_peers, stress, quiet) -> None:
+         sync, etcd_timers, install_peers, stress, cluster_addrs, metrics_addrs, quiet) -> None:
     """Load N timers into a local cluster through the gRPC API, let them fire, measure.
 
     Create throughput (batched and single), node RSS and bytes/timer, snapshot
@@ -134,13 +139,23 @@ def load(timers, nodes, window, clients, batch, payload, out, peers, burst, sing
     that every timer fires exactly once (exit status 1 otherwise). If the
     harness's own watcher fails, the verdict says "observer failed" and
     correctness is judged from the nodes' state (every timer, paged ListTimers).
+    At the end the counts are cross-checked against each node's /metrics.
     """
+    from minoots.bench.external import ExternalClusterError, parse_addresses
+
     peer_list = tuple(p.strip() for p in peers.split(",") if p.strip())
     say = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     try:
+        if metrics_addrs is not None and cluster_addrs is None:
+            raise click.UsageError("--metrics goes with --cluster (a local cluster's are known)")
+        cluster_list = parse_addresses(cluster_addrs, "--cluster") if cluster_addrs is not None else None
+        metrics_list = parse_addresses(metrics_addrs, "--metrics") if metrics_addrs is not None else None
         report = load_bench.run(timers, nodes, window, clients, batch, payload, out, peer_list, burst,
                                 single_seconds, lead, failover, sync, progress=not quiet, say=say,
-                                etcd_timers=etcd_timers, install_peers=install_peers, stress=stress)
+                                etcd_timers=etcd_timers, install_peers=install_peers, stress=stress,
+                                cluster_addrs=cluster_list, metrics_addrs=metrics_list)
+    except ExternalClusterError as exc:
+        raise click.ClickException(str(exc)) from None
     except load_bench.LoadBenchError as exc:
         raise click.ClickException(str(exc)) from None
     report.pop("_lateness_samples", None)
@@ -250,3 +265,29 @@ def soak(rate, minutes, sample_every, retention, delay, nodes, batches, events_b
     click.echo(json.dumps(report, indent=2) if as_json else soak_bench.format_table(report))
     if not report["verdict"]["ok"]:
         raise click.ClickException("soak verdict: FAIL")
+
+
+@bench.command("snapshot-stall")
+@click.option("--timers", type=click.IntRange(min=1), default=200_000, show_default=True,
+              help="Timers in the state that is snapshotted.")
+@click.option("--payload", type=click.IntRange(0, 65536), default=64, show_default=True, help="Payload bytes per timer.")
+@click.option("--mode", "modes", type=click.Choice(["legacy", "chunked"]), multiple=True,
+              help="Writers to measure (default: both, legacy first).")
+@click.option("--repeat", type=click.IntRange(1, 20), default=1, show_default=True,
+              help="Measure every writer this many times (noisy machines).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Also write the report as JSON to FILE.")
+def snapshot_stall(timers: int, payload: int, modes: tuple, repeat: int, json_path: str | None) -> None:
+    """Worst journal append and Raft-thread stall while a large snapshot is written: the
+    write before issue 15 (legacy) and the chunked one, same process, same session."""
+    from minoots.bench import snapshot_stall as stall_bench
+
+    report = stall_bench.run(timers, payload, modes or stall_bench.MODES, repeat,
+                             progress=lambda msg: click.echo(msg, err=True))
+    click.echo(stall_bench.format_table(report))
+    if json_path:
+        try:
+            with open(json_path, "w") as f:
+                json.dump(report, f, indent=2)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {json_path}: {exc.strerror or exc}") from None

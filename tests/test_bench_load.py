@@ -269,3 +269,75 @@ def test_tiny_run_with_a_failed_observer_and_stress_judges_from_state_and_still_
     assert "observer failed" in table and "--stress" in table
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["correctness"]["judged_from"] == "state" and saved["stress"]["pid"] == st["pid"]
+
+
+# ---------------------------------------------------------------- --cluster and the /metrics cross-check (issue 15)
+
+@pytest.mark.bench
+def test_load_against_an_existing_cluster_cross_checks_metrics(tmp_path):
+    """A cluster the harness did not start: it is loaded and left running (same pids, same leader
+    process), the rows it cannot fill are named, and each node's /metrics agrees with the counts."""
+    from minoots.raft.testing import LocalCluster, harness_token
+
+    harness_token()
+    cluster = LocalCluster(tmp_path / "c", size=3)
+    cluster.start()
+    try:
+        cluster.leader(timeout=60)
+        pids = {nid: n.pid for nid, n in cluster.nodes.items()}
+        addrs = [n.grpc for n in cluster.nodes.values()]
+        maddrs = [n.metrics for n in cluster.nodes.values()]
+        report = load_bench.run(timers=1500, window=5.0, clients=2, batch=300, payload=8, single_seconds=0.5,
+                                progress=False, say=lambda m: None, cluster_addrs=addrs, metrics_addrs=maddrs)
+        assert report["correctness"]["ok"], report["correctness"]
+        assert report["restart"] is None and report["rss"] == {}
+        assert any("restart" in m for m in report["not_measured"])
+        assert all(n.alive() and n.pid == pids[nid] for nid, n in cluster.nodes.items())   # nothing killed
+        tag = report["params"]["run_tag"]
+        assert tag and all(t.endswith(tag) for t in report["correctness"]["lost_sample"]) is True
+        chk = report["metrics_check"]
+        assert chk["ok"], chk
+        assert sorted(chk["nodes"]) == sorted(cluster.nodes)
+        for row in chk["nodes"].values():          # nobody restarted: the counters are compared too
+            assert row["counter_created"]["match"] and row["counter_fired"]["match"]
+            assert row["state_fired"]["value"] == report["correctness"]["distinct_fired"] >= 1500
+        text = load_bench.format_table(report)
+        assert "not measured" in text and "metrics cross-check" in text and "agree" in text
+        # A second run on the same cluster counts only its own timers (new tag, its own subscription).
+        again = load_bench.run(timers=300, window=3.0, clients=1, batch=300, payload=0, single_seconds=0.5,
+                               progress=False, say=lambda m: None, cluster_addrs=addrs, metrics_addrs=maddrs)
+        assert again["correctness"]["ok"] and again["correctness"]["unknown"] == 0, again["correctness"]
+        assert again["metrics_check"]["ok"] and again["params"]["run_tag"] != tag
+        assert again["correctness"]["expected"] < report["correctness"]["expected"]
+    finally:
+        cluster.stop()
+
+
+def test_metrics_cross_check_flags_a_disagreement():
+    from minoots.bench import metrics_check as mc
+    before = {"n1": {"address": "a", "start": 1.0, "created": 10, "fires": 5, "timers": {"armed": 5, "settled": 5}},
+              "n2": {"address": "b", "start": 1.0, "created": 10, "fires": 5, "timers": {"armed": 5, "settled": 5}}}
+    after = {"n1": {"address": "a", "start": 1.0, "created": 110, "fires": 105,
+                    "timers": {"armed": 5, "settled": 105}},
+             "n2": {"address": "b", "start": 2.0, "created": 40, "fires": 99,     # restarted: counters restart
+                    "timers": {"armed": 5, "fired": 1, "settled": 105}}}         # ... and one fire too many
+    chk = mc.compare(before, after, created=100, created_max=100, fired=100)
+    assert chk["nodes"]["n1"]["counter_created"]["match"] and chk["nodes"]["n1"]["state_fired"]["match"]
+    assert chk["nodes"]["n2"]["counter_fired"]["value"] is None and chk["nodes"]["n2"]["restarted"]
+    assert chk["nodes"]["n2"]["state_fired"] == {"value": 101, "match": False}
+    assert not chk["ok"]
+    assert "DISAGREE" in "\n".join(mc.format_check(chk)) and "n/a (restarted)" in "\n".join(mc.format_check(chk))
+    assert mc.compare({}, {"n1": {"error": "URLError"}}, 1, 1, 1)["ok"] is False
+    assert mc.scrape("127.0.0.1:9")["error"]                     # nothing listens: an error, not a raise
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cluster", "nohost"], "HOST:PORT"),
+    (["--metrics", "127.0.0.1:9"], "--metrics goes with --cluster"),
+    (["--cluster", "127.0.0.1:9", "--failover"], "--failover"),
+])
+def test_cluster_flag_errors_are_clean(args, message):
+    r = CliRunner().invoke(bench, ["load", "--timers", "10", *args])
+    assert r.exit_code != 0
+    assert message in r.output, r.output
+    assert "Traceback" not in r.output
