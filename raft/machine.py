@@ -13,7 +13,6 @@ reports when that is done. No fork(): LMDB forbids using an environment across i
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -26,7 +25,7 @@ from opentelemetry.trace import StatusCode
 
 from minoots.kernel import KernelError, State
 
-from . import commands, snapshots, tracing
+from . import commands, snapshot_writer, snapshots, tracing
 from . import pysyncobj_compat as compat
 from .clock import Clock
 from .fsm import TimerFSM
@@ -310,18 +309,15 @@ class TimerMachine(compat.StallGuardMixin, compat.PreVoteMixin, compat.HandOverM
         state = SERIALIZER_STATE.FAILED
         nbytes = 0
         try:
-            kernel = capture.to_bytes()
+            parts = capture.to_parts()
             del capture  # freeing a 1M-timer capture takes ~10 ms: here, not in the tick thread
-            meta = dataclasses.replace(meta, kernel_size=len(kernel))
-            data = snapshots.encode(meta, kernel)
-            with fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            self._last_snapshot = self._snapshot_store.put(data)
+            with fh:     # chunked, fdatasynced, no second copy (raft/snapshot_writer.py)
+                meta, written = snapshot_writer.write_file(fh, meta, parts)
+            del parts
+            self._last_snapshot = self._snapshot_store.put_file(fh.name)
             state = SERIALIZER_STATE.SUCCESS
-            nbytes = len(data)
-            log.info("snapshot written", extra={"last_index": meta.last_index, "bytes": len(data),
+            nbytes = written
+            log.info("snapshot written", extra={"last_index": meta.last_index, "bytes": nbytes,
                                                 "timers": meta.timers})
         except Exception as exc:
             self._snap_error = repr(exc)

@@ -16,6 +16,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import mmap
 import os
 import struct
 from dataclasses import asdict, dataclass, field
@@ -94,8 +95,7 @@ def head_length(first: bytes) -> int:
 
 
 def encode(meta: SnapshotMeta, kernel: bytes) -> bytes:
-    head = json.dumps(meta.to_json(), sort_keys=True).encode()
-    body = b"".join((MAGIC, struct.pack("<I", len(head)), head, kernel))
+    body = head_bytes(meta) + kernel
     return body + hashlib.sha256(body).digest()
 
 
@@ -206,6 +206,19 @@ class SnapshotStore:
             for old in keys[: max(0, len(keys) - self.keep)]:
                 txn.delete(old)
         return self._info(data)
+
+    def put_file(self, path: str | os.PathLike) -> SnapshotInfo:
+        """Keep the snapshot container in file `path` (complete and synced), read through a
+        read-only mmap: no copy of it on the Python heap (raft/snapshot_writer.py)."""
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            with memoryview(mm) as data:
+                meta = read_meta(data)
+                with self._env.begin(db=self._db, write=True) as txn:
+                    txn.put(struct.pack(">Q", meta.last_index), data)
+                    keys = [bytes(k) for k in txn.cursor().iternext(keys=True, values=False)]
+                    for old in keys[: max(0, len(keys) - self.keep)]:
+                        txn.delete(old)
+                return self._info(data)
 
     def list(self) -> list[SnapshotInfo]:
         with self._env.begin(db=self._db, buffers=True) as txn:
