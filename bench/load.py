@@ -413,16 +413,48 @@ def _wait_recovered(cluster: LocalCluster, nid: str, leader: str, timeout: float
     return None
 
 
+def restart_phases(log_text: str) -> dict:
+    """The restart phases a node logged (raft/machine.py), from its log since the restart:
+    snapshot load seconds (and timers), local log replay seconds (to the commit index its log
+    recorded), both counted from the Raft machine's creation."""
+    out: dict = {}
+    for line in log_text.splitlines():
+        if '"snapshot loaded"' not in line and '"log replayed"' not in line:
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("event") == "snapshot loaded" and "snapshot_load_s" not in out:
+            out["snapshot_load_s"], out["snapshot_timers"] = rec.get("seconds"), rec.get("timers")
+        elif rec.get("event") == "log replayed" and "replay_s" not in out:
+            out["replay_s"], out["machine_ready_s"] = rec.get("replay_s"), rec.get("seconds")
+    return out
+
+
 def _restart_follower(cluster: LocalCluster, leader: str, timeout: float) -> dict:
     nid = next(n for n in cluster.nodes if n != leader)
     ls = cluster.status(leader) or {}
+    node = cluster.nodes[nid]
+    try:
+        offset = node.log_file.stat().st_size
+    except OSError:
+        offset = 0
     start_ms = now_ms()
     cluster.kill(nid)
     cluster.start_node(nid)
     took = _wait_recovered(cluster, nid, leader, timeout)
+    try:
+        with open(node.log_file, "rb") as f:
+            f.seek(offset)
+            phases = restart_phases(f.read().decode("utf-8", "replace"))
+    except OSError:
+        phases = {}
     return {"node": nid, "leader_commit_index_at_kill": ls.get("commit_index"),
             "recovery_s": took, "timed_out": took is None, "start_ms": start_ms, "end_ms": now_ms(),
-            "note": "SIGKILL, restart, until its applied index >= the leader's commit index"}
+            **phases,
+            "note": "SIGKILL, restart, until its applied index >= the leader's commit index; snapshot load and "
+                    "local log replay as the node logged them (the rest: process start and catch-up)"}
 
 
 def _pending_in_state(cluster: LocalCluster, fired_before: int) -> tuple:
@@ -914,6 +946,10 @@ def format_table(r: dict) -> str:
     if rs:
         rows.append(("follower restart recovery", "timed out" if rs.get("timed_out") else f"{rs['recovery_s']:.2f} s",
                      "SIGKILL -> applied >= leader commit"))
+        rows.append(("  of which snapshot load / log replay",
+                     f"{_f(rs.get('snapshot_load_s'), '{:.2f}')} s / {_f(rs.get('replay_s'), '{:.2f}')} s",
+                     f"snapshot of {_f(rs.get('snapshot_timers'), '{:,}')} timers; replay to the commit index its "
+                     f"log recorded; the rest is process start and catch-up"))
     for key, label in (("lateness_tick_ms", "lateness at - fire_at"),
                        ("lateness_steady_tick_ms", "steady lateness at - fire_at"),
                        ("lateness_recv_ms", "lateness received - fire_at"),

@@ -57,7 +57,8 @@ class CommandFailed(Exception):
         super().__init__(f"command not committed: {FAIL_NAMES.get(reason, reason)}")
 
 
-class TimerMachine(compat.StallGuardMixin, compat.PreVoteMixin, compat.HandOverMixin, compat.GroupSyncMixin, SyncObj):
+class TimerMachine(compat.StallGuardMixin, compat.PreVoteMixin, compat.HandOverMixin, compat.GroupSyncMixin,
+                   compat.BoundedApplyMixin, SyncObj):
     """One node's replicated kernel. Create it through `raft.node`, which owns the data dir."""
 
     def __init__(
@@ -104,7 +105,23 @@ class TimerMachine(compat.StallGuardMixin, compat.PreVoteMixin, compat.HandOverM
         # that loads the snapshot and re-applies the log: no event is missed.
         for hook in hooks:
             hook(self)
+        # Restart phases (issue 15): snapshot load, then replay of the local log up to the commit
+        # index it recorded; logged once each ("snapshot loaded", "log replayed") with seconds.
+        self._started = time.monotonic()
+        self._snapshot_load_s: float | None = None
         super().__init__(self_addr, list(peer_addrs), conf, transportClass=compat.RaftConformantTCPTransport)
+        self._replay_to = self.raftCommitIndex      # the journal's recorded commit index
+        self.addOnTickCallback(self._check_replayed)
+
+    def _check_replayed(self) -> None:
+        """Once the local log is applied up to the commit index recorded at start: log the phases."""
+        if self._replay_to is None or self.raftLastApplied < self._replay_to:
+            return
+        self._replay_to = None    # once (removing a callback from within one would deadlock PySyncObj)
+        took = time.monotonic() - self._started
+        log.info("log replayed", extra={"applied_index": self.raftLastApplied, "seconds": round(took, 3),
+                                        "snapshot_load_s": self._snapshot_load_s,
+                                        "replay_s": round(took - (self._snapshot_load_s or 0.0), 3)})
 
     # ---- the apply path (PySyncObj's tick thread) --------------------------
 
@@ -367,6 +384,7 @@ class TimerMachine(compat.StallGuardMixin, compat.PreVoteMixin, compat.HandOverM
 
     def _deserialize(self, filename: str) -> tuple:
         """Load a snapshot file (ours at start-up, or one streamed from the leader)."""
+        t0 = time.monotonic()
         data = Path(filename).read_bytes()
         meta, kernel = snapshots.decode(data)
         state = self.fsm.restore(kernel, meta.names, meta.grpc, meta.tokens, meta.quotas, meta.subscriptions,
@@ -375,7 +393,11 @@ class TimerMachine(compat.StallGuardMixin, compat.PreVoteMixin, compat.HandOverM
             listener(state.seq)
         if self._snapshot_store.get(meta.last_index) is None:
             self._snapshot_store.put(data)
-        log.info("snapshot loaded", extra={"last_index": meta.last_index, "timers": meta.timers})
+        took = time.monotonic() - t0
+        if self._snapshot_load_s is None:
+            self._snapshot_load_s = round(took, 3)
+        log.info("snapshot loaded", extra={"last_index": meta.last_index, "timers": meta.timers,
+                                           "seconds": round(took, 3)})
         last_entry, prev_entry = meta.entries
         return last_entry, prev_entry, {TCPNode(addr) for addr in meta.cluster}
 

@@ -429,6 +429,52 @@ class GroupSyncMixin:
             self._gs_sync()
 
 
+# ---------------------------------------------------------------- bounded apply (issue 15)
+
+APPLY_SLICE = 16          # entries applied between two checks of the time budget
+APPLY_BUDGET_S = 0.02     # the longest one tick spends applying before it reads its sockets again
+
+
+class BoundedApplyMixin:
+    """A node with a backlog (a restart replaying its log, a follower catching up) applies
+    it in slices of at most ~APPLY_BUDGET_S per tick, and reads its sockets between them.
+
+    PySyncObj applies every committed entry in one go (`__applyLogEntries`): a node tens of
+    thousands of entries behind went silent for seconds (no heartbeat answered, none read),
+    long enough to look dead to the leader or to start an election itself. Here the apply
+    step works through the backlog APPLY_SLICE entries at a time (by lowering the commit
+    index PySyncObj's loop reads, for the duration of each call) until the budget is spent;
+    while a backlog remains, the tick does not sleep in its poll. Entries are applied in
+    the same order, each exactly once, with the same callbacks: only the pacing changes."""
+
+    def _SyncObj__applyLogEntries(self):
+        commit = self._SyncObj__raftCommitIndex
+        if commit - self._SyncObj__raftLastApplied <= APPLY_SLICE:
+            return super()._SyncObj__applyLogEntries()
+        deadline = _monotonic() + APPLY_BUDGET_S
+        need = False
+        try:
+            while True:
+                last = self._SyncObj__raftLastApplied
+                if last >= commit:
+                    break
+                self._SyncObj__raftCommitIndex = min(commit, last + APPLY_SLICE)
+                need = super()._SyncObj__applyLogEntries() or need
+                self._SyncObj__raftCommitIndex = commit
+                if self._SyncObj__raftLastApplied == last or _monotonic() >= deadline:
+                    break        # no progress (PySyncObj logged why), or the budget is spent
+        finally:
+            self._SyncObj__raftCommitIndex = commit
+        return need
+
+    def apply_backlog(self) -> int:
+        """Committed entries not applied yet."""
+        return max(0, self._SyncObj__raftCommitIndex - self._SyncObj__raftLastApplied)
+
+    def _onTick(self, timeToWait=0.0):
+        super()._onTick(0.0 if self.apply_backlog() > APPLY_SLICE else timeToWait)
+
+
 # ---------------------------------------------------------------- the journal hook
 
 def install_journal_hook() -> None:
