@@ -127,6 +127,38 @@ def _bytes_blocks(items: list) -> list[bytes]:
     return [_le(array("I", map(len, items))), b"".join(items)]
 
 
+SLICE = 1 << 16     # items per C-level step of a long encode (see _Pieces)
+
+
+class _Pieces(list):
+    """One block given as consecutive byte strings (their join is the block). A million
+    items joined or measured in one C call hold the GIL for tens of milliseconds, and
+    with it the node's Raft thread; in slices of SLICE items the interpreter can switch
+    threads between them. The bytes are the same."""
+
+
+def _bytes_blocks_sliced(items) -> list:
+    lens = array("I")
+    blob = _Pieces()
+    for i in range(0, len(items), SLICE):
+        part = items[i:i + SLICE]
+        lens.extend(map(len, part))
+        blob.append(b"".join(part))
+    return [_le(lens), blob]
+
+
+def _ids_block(ids: list) -> "_Pieces":
+    """Every id followed by a newline, ASCII (see the module doc)."""
+    return _Pieces(("\n".join(ids[i:i + SLICE]) + "\n").encode("ascii") for i in range(0, len(ids), SLICE))
+
+
+def _ordinals_block(ords) -> bytes:
+    a = array("q")
+    for i in range(0, len(ords), SLICE):
+        a.extend(ords[i:i + SLICE])
+    return _le(a)
+
+
 class SnapshotCapture:
     """A private, consistent copy of everything `encode` reads from a table,
     plus the kernel counters, taken at one instant (see State.capture).
@@ -173,17 +205,17 @@ class SnapshotCapture:
         return f"<SnapshotCapture timers={len(self.ids)} seq={self.seq} last_tick={self.last_tick}>"
 
 
-def _extra_blocks(table: Union[Table, SnapshotCapture], ex_ords: list) -> list[bytes]:
+def _extra_blocks(table: Union[Table, SnapshotCapture], ex_ords) -> list:
     """The blocks of the timers with extras. When every extra is a bare payload (bytes: no
     name, action, key or labels), they are written from the column as it is, at C speed and
     without an object per timer (a million of them cost the writer thread ~1 s and the
     garbage collector's pauses); the bytes are the same as the general path's."""
     vals = [table.extra[o] for o in ex_ords] if len(ex_ords) < len(table.extra) else table.extra
-    if set(map(type, vals)) <= {bytes}:
+    if all(set(map(type, vals[i:i + SLICE])) <= {bytes} for i in range(0, len(vals), SLICE)):
         k = len(vals)
         empty = [bytes(4 * k), b""]      # k zero u32 lengths, an empty blob
         none = [b"", b""]                 # no label pairs at all
-        return [*empty, *_bytes_blocks(vals), *empty, *empty, bytes(k), *none, *none]
+        return [*empty, *_bytes_blocks_sliced(vals), *empty, *empty, bytes(k), *none, *none]
     return _extra_blocks_general(vals)
 
 
@@ -215,15 +247,15 @@ def encode_parts(table: Union[Table, SnapshotCapture], seq: int, last_tick: int,
     if nones == n:                     # the common case, at C speed
         ex_ords: list[int] = []
     elif nones == 0:                   # every timer has a payload: the other common case
-        ex_ords = list(range(n))
+        ex_ords = range(n)
     else:
         ex_ords = list(compress(range(n), map(is_not, table.extra, repeat(None))))
     blocks: list[bytes] = []
     blocks += _utf8_blocks(table.tenant_names)
     for name, _ in COLUMNS:
         blocks.append(_le(getattr(table, name)))
-    blocks.append(("\n".join(table.ids) + "\n").encode("ascii") if n else b"")
-    blocks.append(_le(array("q", ex_ords)))
+    blocks.append(_ids_block(table.ids) if n else b"")
+    blocks.append(_ordinals_block(ex_ords))
     blocks += _extra_blocks(table, ex_ords)
     extras = ex_ords                  # only its length is read below
     graph = table.graph if table.graph else None
@@ -243,8 +275,12 @@ def encode_parts(table: Union[Table, SnapshotCapture], seq: int, last_tick: int,
 
     parts = [_SCALARS.pack(seq, last_tick, n, len(table.tenant_names), len(extras))]
     for b in blocks:
-        parts.append(_LEN.pack(len(b)))
-        parts.append(b)
+        if type(b) is _Pieces:
+            parts.append(_LEN.pack(sum(map(len, b))))
+            parts.extend(b)
+        else:
+            parts.append(_LEN.pack(len(b)))
+            parts.append(b)
     # CRC and length part by part; the caller joins them or streams them.
     crc = size = 0
     for p in parts:

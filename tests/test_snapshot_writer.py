@@ -141,3 +141,13 @@ def test_snapshot_stall_bench_runs_both_writers_and_reads_back():
     for r in rep["results"]:
         assert r["idle_append_ms"]["n"] > 0 and set(r["phases"]) == {"encode", "file", "store"}
     assert "worst stall" in snapshot_stall.format_table(rep)
+
+
+@pytest.mark.parametrize("kind", ["bare", "mixed", "none"])
+def test_encoding_in_slices_writes_the_same_bytes(monkeypatch, kind):
+    s = _state(kind)
+    whole = s.to_bytes()                           # 300 timers: one slice
+    monkeypatch.setattr(ks, "SLICE", 7)            # 43 slices, the last one short
+    cap = s.capture()
+    assert s.to_bytes() == whole == b"".join(cap.to_parts()) == _general_bytes(s)
+    assert len(cap.to_parts()) > 40                # the ids alone come in 43 pieces
