@@ -391,7 +391,7 @@ class TimerMachine(compat.StallGuardMixin, compat.PreVoteMixin, compat.HandOverM
                                  meta.webhook_secrets, meta.retention, meta.endpoints, meta.delivery_defaults)
         for listener in self.snapshot_listeners:
             listener(state.seq)
-        if self._snapshot_store.get(meta.last_index) is None:
+        if self._snapshot_store.info(meta.last_index) is None:
             self._snapshot_store.put(data)
         took = time.monotonic() - t0
         if self._snapshot_load_s is None:

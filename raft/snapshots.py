@@ -19,6 +19,7 @@ import json
 import mmap
 import os
 import struct
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,28 @@ MAGIC = b"MNTSNAP1"
 SNAPSHOTS_SUBDIR = "snapshots"
 SNAPSHOT_MAP_SIZE = 64 << 30      # address space only: the file grows with what is kept
 _DIGEST = 32
+CHUNKS_DB = b"snapshot_chunks"
+STORE_CHUNK = 4 << 20            # a kept snapshot larger than this is committed piece by piece
+STORE_PAUSE = 0.001              # seconds between two pieces
+MANIFEST_MAGIC = b"MNTSNAPC"     # a kept value that lists pieces (then size, count, piece size, SHA-256)
+_MANIFEST = struct.Struct("<8sQII")
+
+
+def _key(last_index: int) -> bytes:
+    return struct.pack(">Q", last_index)
+
+
+def _is_manifest(raw) -> bool:
+    return bytes(raw[: len(MANIFEST_MAGIC)]) == MANIFEST_MAGIC
+
+
+def _delete_pieces(txn, db, last_index: int) -> None:
+    prefix = _key(last_index)
+    cur = txn.cursor(db=db)
+    if cur.set_range(prefix):
+        while bytes(cur.key()[:8]) == prefix:
+            if not cur.delete():
+                break
 
 
 class SnapshotFormatError(Exception):
@@ -155,6 +178,8 @@ class SnapshotStore:
             raise ValueError("keep must be at least 1")
         self._env = env
         self._db = env.open_db(b"snapshots")
+        self._chunk_db = None           # a store of its own keeps large snapshots in pieces (see put)
+        self._writing: set = set()      # last indexes whose pieces a put is writing now
         self.keep = keep
         self._owned = False
 
@@ -172,6 +197,7 @@ class SnapshotStore:
         try:
             store = cls(env, keep)
             store._owned = True
+            store._chunk_db = env.open_db(CHUNKS_DB)    # before any transaction (LMDB's rule)
             if legacy_env is not None:
                 store._adopt(legacy_env)
         except BaseException:
@@ -198,41 +224,82 @@ class SnapshotStore:
             self._env.close()
             self._owned = False
 
-    def put(self, data: bytes) -> SnapshotInfo:
-        meta = read_meta(data)
-        with self._env.begin(db=self._db, write=True) as txn:
-            txn.put(struct.pack(">Q", meta.last_index), data)
-            keys = [bytes(k) for k in txn.cursor().iternext(keys=True, values=False)]
-            for old in keys[: max(0, len(keys) - self.keep)]:
-                txn.delete(old)
-        return self._info(data)
+    # A snapshot larger than STORE_CHUNK is kept in pieces (issue 15): its bytes in the
+    # `chunks` database under (last index, piece number), each piece committed (and so
+    # fsynced) in a transaction of its own, with a pause between them; then, in a last
+    # transaction, a small manifest under its last index in the main database (older
+    # snapshots there hold the whole container). One transaction of ~180 MB made the disk
+    # flush all of it at once, and the journal's fsync, in another file, waited behind it.
+    # Until the manifest is committed the pieces are not a snapshot: a crash leaves pieces
+    # without a manifest, which the next put removes.
+
+    def _chunks(self):
+        return self._chunk_db
+
+    def put(self, data) -> SnapshotInfo:
+        """Keep the snapshot container `data` (bytes-like)."""
+        with memoryview(data) as mv:
+            meta = read_meta(mv)
+            if len(mv) <= STORE_CHUNK or self._chunk_db is None:
+                with self._env.begin(db=self._db, write=True) as txn:
+                    txn.put(_key(meta.last_index), mv)
+                    self._prune(txn)
+                return self._info(mv)
+            return self._put_chunked(meta.last_index, mv)
 
     def put_file(self, path: str | os.PathLike) -> SnapshotInfo:
         """Keep the snapshot container in file `path` (complete and synced), read through a
         read-only mmap: no copy of it on the Python heap (raft/snapshot_writer.py)."""
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            with memoryview(mm) as data:
-                meta = read_meta(data)
-                with self._env.begin(db=self._db, write=True) as txn:
-                    txn.put(struct.pack(">Q", meta.last_index), data)
-                    keys = [bytes(k) for k in txn.cursor().iternext(keys=True, values=False)]
-                    for old in keys[: max(0, len(keys) - self.keep)]:
-                        txn.delete(old)
-                return self._info(data)
+            return self.put(mm)
+
+    def _put_chunked(self, last_index: int, mv: memoryview) -> SnapshotInfo:
+        chunks = self._chunks()
+        self._writing.add(last_index)
+        try:
+            with self._env.begin(write=True) as txn:     # pieces of an interrupted earlier put
+                _delete_pieces(txn, chunks, last_index)
+            count = 0
+            for off in range(0, len(mv), STORE_CHUNK):
+                with self._env.begin(db=chunks, write=True) as txn:
+                    txn.put(_key(last_index) + struct.pack(">I", count), mv[off:off + STORE_CHUNK])
+                count += 1
+                if STORE_PAUSE:
+                    time.sleep(STORE_PAUSE)
+            manifest = _MANIFEST.pack(MANIFEST_MAGIC, len(mv), count, STORE_CHUNK) + bytes(mv[-_DIGEST:])
+            with self._env.begin(db=self._db, write=True) as txn:
+                txn.put(_key(last_index), manifest)
+                self._prune(txn)
+        finally:
+            self._writing.discard(last_index)
+        return self._info(mv)
+
+    def _prune(self, txn) -> None:
+        """Drop all but the newest `keep` snapshots, and pieces without a manifest."""
+        keys = [bytes(k) for k in txn.cursor(db=self._db).iternext(keys=True, values=False)]
+        for old in keys[: max(0, len(keys) - self.keep)]:
+            txn.delete(old, db=self._db)
+        if self._chunk_db is None:
+            return
+        kept = set(keys[max(0, len(keys) - self.keep):])
+        stale = {bytes(k[:8]) for k in txn.cursor(db=self._chunks()).iternext(keys=True, values=False)} - kept
+        stale -= {_key(i) for i in set(self._writing)}     # another thread's put in progress
+        for k in stale:
+            _delete_pieces(txn, self._chunks(), struct.unpack(">Q", k)[0])
 
     def list(self) -> list[SnapshotInfo]:
         with self._env.begin(db=self._db, buffers=True) as txn:
-            return [self._info(v) for _, v in txn.cursor()]
+            return [self._describe(txn, k, v) for k, v in txn.cursor()]
 
     def latest(self) -> bytes | None:
-        with self._env.begin(db=self._db) as txn:
+        with self._env.begin(db=self._db, buffers=True) as txn:
             cur = txn.cursor()
-            return bytes(cur.value()) if cur.last() else None
+            return self._whole(txn, cur.key(), cur.value()) if cur.last() else None
 
     def get(self, last_index: int) -> bytes | None:
-        with self._env.begin(db=self._db) as txn:
-            raw = txn.get(struct.pack(">Q", last_index))
-            return bytes(raw) if raw is not None else None
+        with self._env.begin(db=self._db, buffers=True) as txn:
+            raw = txn.get(_key(last_index))
+            return self._whole(txn, _key(last_index), raw) if raw is not None else None
 
     def info(self, last_index: int | None = None) -> SnapshotInfo | None:
         """What `list` says about the snapshot at `last_index` (None: the latest), without
@@ -240,9 +307,9 @@ class SnapshotStore:
         with self._env.begin(db=self._db, buffers=True) as txn:
             if last_index is None:
                 cur = txn.cursor()
-                return self._info(cur.value()) if cur.last() else None
-            raw = txn.get(struct.pack(">Q", last_index))
-            return self._info(raw) if raw is not None else None
+                return self._describe(txn, cur.key(), cur.value()) if cur.last() else None
+            raw = txn.get(_key(last_index))
+            return self._describe(txn, _key(last_index), raw) if raw is not None else None
 
     def read(self, last_index: int, offset: int, size: int) -> bytes | None:
         """Bytes offset..offset+size of the snapshot at `last_index` (fewer at its end), or
@@ -252,8 +319,35 @@ class SnapshotStore:
         if offset < 0 or size < 0:
             raise ValueError("offset and size must be >= 0")
         with self._env.begin(db=self._db, buffers=True) as txn:
-            raw = txn.get(struct.pack(">Q", last_index))
-            return bytes(raw[offset:offset + size]) if raw is not None else None
+            raw = txn.get(_key(last_index))
+            if raw is None:
+                return None
+            if not _is_manifest(raw):
+                return bytes(raw[offset:offset + size])
+            _, total, count, chunk = _MANIFEST.unpack_from(raw)
+            out, pos, end = [], offset, min(total, offset + size)
+            while pos < end:
+                piece = txn.get(_key(last_index) + struct.pack(">I", pos // chunk), db=self._chunks())
+                lo = pos % chunk
+                take = bytes(piece[lo:lo + end - pos])
+                out.append(take)
+                pos += len(take)
+            return b"".join(out)
+
+    def _whole(self, txn, key, raw) -> bytes:
+        if not _is_manifest(raw):
+            return bytes(raw)
+        _, total, count, chunk = _MANIFEST.unpack_from(raw)
+        return b"".join(bytes(txn.get(bytes(key) + struct.pack(">I", n), db=self._chunks())) for n in range(count))
+
+    def _describe(self, txn, key, raw) -> SnapshotInfo:
+        if not _is_manifest(raw):
+            return self._info(raw)
+        _, total, count, chunk = _MANIFEST.unpack_from(raw)
+        first = txn.get(bytes(key) + struct.pack(">I", 0), db=self._chunks())
+        meta = read_meta(first)
+        return SnapshotInfo(last_index=meta.last_index, last_term=meta.last_term, created_at_ms=meta.created_at_ms,
+                            size=total, timers=meta.timers, sha256=bytes(raw[-_DIGEST:]).hex())
 
     @staticmethod
     def _info(data) -> SnapshotInfo:
