@@ -442,29 +442,34 @@ class BoundedApplyMixin:
     PySyncObj applies every committed entry in one go (`__applyLogEntries`): a node tens of
     thousands of entries behind went silent for seconds (no heartbeat answered, none read),
     long enough to look dead to the leader or to start an election itself. Here the apply
-    step works through the backlog APPLY_SLICE entries at a time (by lowering the commit
-    index PySyncObj's loop reads, for the duration of each call) until the budget is spent;
-    while a backlog remains, the tick does not sleep in its poll. Entries are applied in
-    the same order, each exactly once, with the same callbacks: only the pacing changes."""
+    step works through the backlog APPLY_SLICE entries at a time (the entries PySyncObj's
+    loop fetches are capped, for the duration of each call; the commit index other threads
+    read is never touched) until the budget is spent; while a backlog remains, the tick does
+    not sleep in its poll. Entries are applied in the same order, each exactly once, with
+    the same callbacks: only the pacing changes."""
+
+    _ba_cap = None
+
+    def _SyncObj__getEntries(self, fromIDx, count=None, maxSizeBytes=None):
+        cap = self._ba_cap
+        if cap is not None and count is not None and count > cap:
+            count = cap
+        return super()._SyncObj__getEntries(fromIDx, count, maxSizeBytes)
 
     def _SyncObj__applyLogEntries(self):
-        commit = self._SyncObj__raftCommitIndex
-        if commit - self._SyncObj__raftLastApplied <= APPLY_SLICE:
+        if self.apply_backlog() <= APPLY_SLICE:
             return super()._SyncObj__applyLogEntries()
         deadline = _monotonic() + APPLY_BUDGET_S
         need = False
-        try:
-            while True:
-                last = self._SyncObj__raftLastApplied
-                if last >= commit:
-                    break
-                self._SyncObj__raftCommitIndex = min(commit, last + APPLY_SLICE)
+        while self.apply_backlog() > 0:
+            last = self._SyncObj__raftLastApplied
+            self._ba_cap = APPLY_SLICE
+            try:
                 need = super()._SyncObj__applyLogEntries() or need
-                self._SyncObj__raftCommitIndex = commit
-                if self._SyncObj__raftLastApplied == last or _monotonic() >= deadline:
-                    break        # no progress (PySyncObj logged why), or the budget is spent
-        finally:
-            self._SyncObj__raftCommitIndex = commit
+            finally:
+                self._ba_cap = None
+            if self._SyncObj__raftLastApplied == last or _monotonic() >= deadline:
+                break        # no progress (PySyncObj logged why), or the budget is spent
         return need
 
     def apply_backlog(self) -> int:

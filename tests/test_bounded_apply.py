@@ -9,23 +9,28 @@ from minoots.raft import pysyncobj_compat as compat
 
 
 class _Base:
-    """PySyncObj's apply step in miniature: every entry from lastApplied+1 to the commit index."""
+    """PySyncObj's apply step in miniature: fetch the entries from lastApplied+1 to the commit
+    index (through __getEntries, as PySyncObj does) and apply each."""
 
     def __init__(self, commit: int, stuck_at: int | None = None) -> None:
         self._SyncObj__raftCommitIndex = commit
         self._SyncObj__raftLastApplied = 1
         self.applied: list = []
-        self.commit_seen: list = []
+        self.fetched: list = []
         self.stuck_at = stuck_at
 
+    def _SyncObj__getEntries(self, fromIDx, count=None, maxSizeBytes=None):
+        return [(b"", i, 1) for i in range(fromIDx, fromIDx + count)]
+
     def _SyncObj__applyLogEntries(self):
-        self.commit_seen.append(self._SyncObj__raftCommitIndex)
-        while self._SyncObj__raftLastApplied < self._SyncObj__raftCommitIndex:
-            nxt = self._SyncObj__raftLastApplied + 1
-            if nxt == self.stuck_at:
-                return True              # PySyncObj logs a version error and applies nothing more
-            self.applied.append(nxt)
-            self._SyncObj__raftLastApplied = nxt
+        count = self._SyncObj__raftCommitIndex - self._SyncObj__raftLastApplied
+        entries = self._SyncObj__getEntries(self._SyncObj__raftLastApplied + 1, count)
+        self.fetched.append(len(entries))
+        for _, idx, _ in entries:
+            if idx == self.stuck_at:
+                return True              # an entry that cannot be applied: no progress past it
+            self.applied.append(idx)
+            self._SyncObj__raftLastApplied += 1
         return True
 
 
@@ -40,21 +45,21 @@ def test_one_tick_applies_one_slice_when_the_budget_is_spent(monkeypatch):
     while n.apply_backlog():
         assert n._SyncObj__applyLogEntries() is True
         ticks += 1
-        assert n._SyncObj__raftCommitIndex == 1 + 5 * compat.APPLY_SLICE + 3   # restored every time
+        assert n._SyncObj__raftCommitIndex == 1 + 5 * compat.APPLY_SLICE + 3   # never lowered
     assert n.applied == list(range(2, 5 * compat.APPLY_SLICE + 5))            # in order, each once
     assert ticks == 6
-    # what PySyncObj's loop saw: one slice per tick, then the small rest at once
-    assert n.commit_seen == [1 + k * compat.APPLY_SLICE for k in range(1, 6)] + [1 + 5 * compat.APPLY_SLICE + 3]
+    # what PySyncObj's loop fetched: one slice per tick, then the small rest at once
+    assert n.fetched == [compat.APPLY_SLICE] * 5 + [3]
 
 
 def test_a_small_backlog_or_a_generous_budget_applies_everything_at_once(monkeypatch):
     n = _Node(commit=1 + compat.APPLY_SLICE)
     n._SyncObj__applyLogEntries()
-    assert n.apply_backlog() == 0 and n.commit_seen == [1 + compat.APPLY_SLICE]
+    assert n.apply_backlog() == 0 and n.fetched == [compat.APPLY_SLICE]
     monkeypatch.setattr(compat, "APPLY_BUDGET_S", 60.0)
     n = _Node(commit=1000)
     n._SyncObj__applyLogEntries()
-    assert n.applied == list(range(2, 1001)) and len(n.commit_seen) > 1
+    assert n.applied == list(range(2, 1001)) and len(n.fetched) > 1 and max(n.fetched) == compat.APPLY_SLICE
 
 
 def test_no_progress_ends_the_call_instead_of_spinning(monkeypatch):
