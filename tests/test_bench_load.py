@@ -32,11 +32,29 @@ def test_small_load_every_timer_fires_exactly_once(tmp_path):
     assert report["restart"]["start_ms"] <= report["restart"]["end_ms"] and burst_ms > 0
     assert report["snapshot"].get("bytes", 0) > 0
     assert report["restart"]["recovery_s"] is not None
+    # The restarted follower snapshotted first: its restart shows a snapshot load and a replay.
+    assert report["restart"]["snapshot_timers"] >= 5300 and report["restart"]["snapshot_load_s"] is not None
+    assert report["restart"]["replay_s"] is not None
+    chk = report["metrics_check"]                     # the local cluster's /metrics agree with the counts
+    assert chk["ok"], chk
+    assert sum(1 for row in chk["nodes"].values() if row.get("restarted")) == 1
     saved = json.loads((out / "results.json").read_text())
     assert saved["correctness"]["ok"]
     assert saved["lateness_steady_tick_ms"] == steady
     assert "minoots load" in load_bench.format_table(report).lower()
     assert "steady lateness at - fire_at" in load_bench.format_table(report)
+
+
+def test_restart_phases_are_read_from_the_node_log():
+    log = "\n".join([
+        '{"event": "node started"}',
+        '{"event": "snapshot loaded", "timers": 1000, "seconds": 0.25, "last_index": 9}',
+        'not json "snapshot loaded"',
+        '{"event": "log replayed", "seconds": 1.5, "replay_s": 1.25, "snapshot_load_s": 0.25}',
+        '{"event": "snapshot loaded", "timers": 5, "seconds": 9.0}'])      # a later install: not the restart
+    assert load_bench.restart_phases(log) == {"snapshot_load_s": 0.25, "snapshot_timers": 1000,
+                                              "replay_s": 1.25, "machine_ready_s": 1.5}
+    assert load_bench.restart_phases("") == {}
 
 
 def test_steady_lateness_leaves_out_every_fault_window():
