@@ -431,7 +431,7 @@ class GroupSyncMixin:
 
 # ---------------------------------------------------------------- bounded apply (issue 15)
 
-APPLY_SLICE = 16          # entries applied between two checks of the time budget
+APPLY_SLICE = 4           # entries applied between two checks of the time budget (one create entry: ~20 ms)
 APPLY_BUDGET_S = 0.02     # the longest one tick spends applying before it reads its sockets again
 
 
