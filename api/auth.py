@@ -11,7 +11,7 @@ a role or tenant the token does not have.
 
 Roles: admin (everything: tokens, membership, snapshots, every tenant), operator
 (status, snapshots, digests, read every tenant), writer (create, cancel,
-reschedule, ack, redrive, set the webhook secret, lease and read in its tenants), worker
+reschedule, ack, redrive, pause/resume/trigger, set the webhook secret, lease and read in its tenants), worker
 (lease, ack, nack and extend queue timers in its tenants: agent workers), reader (get, list, watch in its tenants).
 """
 from __future__ import annotations
@@ -155,6 +155,10 @@ RULES: dict[str, Rule] = {
     "/minoots.v1.Timers/ExtendLease": Rule("lease", _top),
     "/minoots.v1.Timers/CancelTimers": Rule("write", _top),
     "/minoots.v1.Timers/RescheduleTimers": Rule("write", _top),
+    "/minoots.v1.Timers/PauseTimer": Rule("write", _top),
+    "/minoots.v1.Timers/ResumeTimer": Rule("write", _top),
+    "/minoots.v1.Timers/TriggerTimer": Rule("write", _top),
+    "/minoots.v1.Timers/NextOccurrences": Rule("read", _top),
     "/minoots.v1.Cluster/Status": Rule("status"),
     "/minoots.v1.Cluster/GetDigest": Rule("operate"),
     "/minoots.v1.Cluster/ListSnapshots": Rule("operate"),

@@ -7,6 +7,7 @@ Pure functions, no I/O. Times on the wire are `google.protobuf.Timestamp` /
 from __future__ import annotations
 
 from minoots.kernel import Event, Timer
+from minoots.kernel.recurrence import CATCH_UP_NAMES, OVERLAP_NAMES
 from minoots.v1 import timers_pb2 as pb
 
 from .graphs import fill_graph
@@ -61,6 +62,7 @@ def fill_timer_pb(out: pb.Timer, t: Timer) -> None:
         if t.until is not None:
             _set_ts(out.until, t.until)
         out.max_count = t.max_count
+        _fill_recurrence(out, t)
     _set_ts(out.fire_at, t.fire_at)
     _set_ts(out.created_at, t.created_at)
     if t.armed_at is not None:
@@ -73,6 +75,27 @@ def fill_timer_pb(out: pb.Timer, t: Timer) -> None:
         _fill_delivery(out, t)
     if t.after or t.children or t.escalate:
         fill_graph(out, t)
+
+
+def _fill_recurrence(out: pb.Timer, t: Timer) -> None:
+    """A recurring timer's controls and policies (kernel/recurrence.py); the wire enums list
+    the kernel's policy names in order from value 1."""
+    if t.paused:
+        out.paused = True
+    if t.catch_up:
+        out.catch_up = CATCH_UP_NAMES.index(t.catch_up) + 1
+    if t.overlap:
+        out.overlap = OVERLAP_NAMES.index(t.overlap) + 1
+    if t.triggered:
+        out.triggered = t.triggered
+    if t.skipped:
+        out.skipped_occurrences = t.skipped
+    if t.flex_ms:
+        out.flex.FromMilliseconds(t.flex_ms)
+    if t.pending_fires:
+        out.pending_fire_ids.extend(t.pending_fires)
+    if t.buffered:
+        out.buffered = True
 
 
 def _fill_delivery(out: pb.Timer, t: Timer) -> None:

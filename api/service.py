@@ -437,8 +437,33 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
             return commands.BulkRescheduleTimers(now, tenant, ids, labels, fire_at, extend_by)
         make.states = (TimerState.SCHEDULED, TimerState.ARMED)
         return await self._bulk(request, context, make)
+    # ---- recurring timers: pause, resume, trigger (kernel/recurrence.py) -------------
+
+    @_unary
+    async def PauseTimer(self, request, context):
+        tenant, timer_id = validation.timer_ref(request.tenant, request.id)
+        res = await self._write(commands.PauseTimer(self._node.clock.now_ms(), tenant, timer_id), context)
+        return timer_to_pb(res.timer)
+
+    @_unary
+    async def ResumeTimer(self, request, context):
+        tenant, timer_id = validation.timer_ref(request.tenant, request.id)
+        res = await self._write(commands.ResumeTimer(self._node.clock.now_ms(), tenant, timer_id), context)
+        return timer_to_pb(res.timer)
+
+    @_unary
+    async def TriggerTimer(self, request, context):
+        tenant, timer_id = validation.timer_ref(request.tenant, request.id)
+        res = await self._write(commands.TriggerTimer(self._node.clock.now_ms(), tenant, timer_id), context)
+        return timer_to_pb(res.timer)
 
     # ---- reads (local) -------------------------------------------------------------
+
+    @_unary
+    async def NextOccurrences(self, request, context):
+        tenant, timer_id, count = validation.next_args(request)
+        times = await self._bridge.read(lambda k: k.next_occurrences(tenant, timer_id, count))
+        return pb.NextOccurrencesResponse(occurrences=[ms_timestamp(ms) for ms in times])
 
     @_unary
     async def GetTimer(self, request, context):

@@ -24,6 +24,8 @@ from typing import Mapping, Optional, Union
 __all__ = [
     "TimerState",
     "EventKind",
+    "CatchUpPolicy",
+    "OverlapPolicy",
     "TimerSpec",
     "Timer",
     "Event",
@@ -113,6 +115,8 @@ class EventKind(enum.IntEnum):
     REDRIVEN = 10
     LEASED = 11
     LEASE_EXTENDED = 12
+    PAUSED = 18        # a recurring timer was paused (pause())
+    RESUMED = 19       # a paused timer was armed again (resume())
     PURGED = 20        # a terminal timer left the cluster after its tenant's retention
     DELETED = 21       # a terminal timer was removed by delete()
     ESCALATED = 40     # an escalation step of an unacknowledged fire came due (fire_at: the step's deadline)
@@ -120,6 +124,25 @@ class EventKind(enum.IntEnum):
     @classmethod
     def parse(cls, text: Union[str, int, "EventKind"]) -> "EventKind":
         return _parse_enum(cls, text, "event kind")
+
+
+class CatchUpPolicy(enum.IntEnum):
+    """minoots.v1.CatchUpPolicy: a recurring timer's occurrences missed in an outage
+    (the SDK speaks of them by lower-case name: Timer.catch_up, create(catch_up=...))."""
+
+    UNSPECIFIED = 0
+    ONCE = 1
+    ALL = 2
+    SKIP = 3
+
+
+class OverlapPolicy(enum.IntEnum):
+    """minoots.v1.OverlapPolicy: an occurrence due before the previous one settled."""
+
+    UNSPECIFIED = 0
+    SKIP = 1
+    BUFFER_ONE = 2
+    ALLOW_ALL = 3
 
 
 def _parse_enum(cls, text, what: str):
@@ -166,6 +189,13 @@ class TimerSpec:
     max_count: int = 0                                 # with every or cron: occurrences in all (0: unbounded)
     cron: str = ""                                     # or recur at these cron times (5/6 fields) ...
     tz: str = ""                                       # ... in this IANA time zone
+    #: Recurring timers: "once" (default), "all" or "skip" after an outage; "skip" (default),
+    #: "buffer_one" or "allow_all" when an occurrence is due before the previous one settled.
+    catch_up: str = ""
+    overlap: str = ""
+    #: Recurring timers: fire each occurrence at a time within [occurrence, occurrence + flex]
+    #: (seconds or timedelta; EventBridge's flexible time window).
+    flex: Union[timedelta, int, float, None] = None
     #: Delivery: POST a signed envelope to this URL when the timer fires (retried per the
     #: policy below; None fields take the server's defaults: 5 attempts, 1 s base, 60 s cap, 10 s timeout).
     webhook: Optional[str] = None
@@ -300,6 +330,14 @@ class Timer:
     children: tuple = ()
     escalate: tuple = ()
     escalated: int = 0
+    paused: bool = False                  # recurring: paused (state SCHEDULED) until resume()
+    catch_up: str = ""                    # recurring: "once", "all" or "skip"
+    overlap: str = ""                     # recurring: "skip", "buffer_one" or "allow_all"
+    triggered: int = 0                    # extra fires from trigger()
+    skipped: int = 0                      # occurrences the catch-up policy skipped
+    flex: Optional[timedelta] = None      # recurring: the flexible window (fire_at is the flexed deadline)
+    pending_fire_ids: tuple = ()          # ack_required recurring: fires awaiting ack(), oldest first
+    buffered: bool = False                # ack_required recurring: an occurrence waits for them
 
     @property
     def fire_at_ms(self) -> int:
@@ -349,6 +387,11 @@ class Timer:
             **({} if not self.escalate else {
                 "escalate": [{"after_ms": int(a / timedelta(milliseconds=1)), **_blob("action", b)}
                              for a, b in self.escalate], "escalated": self.escalated}),
+            **({} if self.every is None and not self.cron else {
+                "paused": self.paused, "catch_up": self.catch_up, "overlap": self.overlap,
+                "triggered": self.triggered, "skipped": self.skipped,
+                "flex_ms": 0 if self.flex is None else int(self.flex / timedelta(milliseconds=1)),
+                "pending_fire_ids": list(self.pending_fire_ids), "buffered": self.buffered}),
         }
 
 

@@ -16,6 +16,7 @@ request's (`timers[3].id`).
 from __future__ import annotations
 
 import base64
+import secrets
 import binascii
 import struct
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from minoots.kernel import validate as rules
 from minoots.kernel.delivery import (DEFAULT_POLICY, MAX_LEASE_BATCH, MAX_VISIBILITY_MS, MIN_VISIBILITY_MS, Delivery,
                                      DeliveryPolicy, Webhook, check_delivery, check_endpoint_id, check_policy,
                                      check_queue)
+from minoots.kernel.recurrence import CATCH_UP_NAMES, MAX_PREVIEW, OVERLAP_NAMES
 from minoots.v1 import timers_pb2 as pb
 
 from .graphs import graph_spec, has_graph
@@ -80,7 +82,7 @@ def create_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
     if spec.WhichOneof("deadline") == "fire_at" and not spec.labels and spec.WhichOneof("typed_action") is None \
             and not spec.HasField("delivery_policy") and not spec.HasField("every") \
             and not spec.HasField("until") and not spec.max_count and not spec.cron and not spec.time_zone \
-            and not has_graph(spec):
+            and not has_graph(spec) and not spec.catch_up and not spec.overlap and not spec.HasField("flex"):
         try:
             fire_at = timestamp_ms(spec.fire_at)
         except BadTime:
@@ -152,7 +154,41 @@ def _checked_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
     return TimerSpec(id=timer_id, fire_at=fire_at, tenant=tenant, name=name, payload=payload,
                      labels=dict(labels) if labels else None, action=action, idempotency_key=key,
                      ack_required=bool(spec.ack_required), delivery=delivery, every_ms=every_ms, until=until,
-                     max_count=spec.max_count, cron=spec.cron, tz=spec.time_zone, graph=graph_spec(p, spec))
+                     max_count=spec.max_count, cron=spec.cron, tz=spec.time_zone, graph=graph_spec(p, spec),
+                     catch_up=_enum_name(f"{p}.catch_up", spec.catch_up, CATCH_UP_NAMES),
+                     overlap=_enum_name(f"{p}.overlap", spec.overlap, OVERLAP_NAMES), **_flex(p, spec))
+
+
+def _flex(p: str, spec: pb.TimerSpec) -> dict:
+    """The flexible window and, with one, the seed its offsets derive from: drawn here, on the
+    accepting node, and carried in the replicated create (replicas never draw)."""
+    if not spec.HasField("flex"):
+        return {}
+    try:
+        ms = duration_ms(spec.flex)
+    except BadTime as exc:
+        raise InvalidArgument(f"{p}.flex", str(exc)) from None
+    if ms < 0:
+        raise InvalidArgument(f"{p}.flex", f"must not be negative, got {ms} ms")
+    return {"flex_ms": ms, "flex_seed": secrets.randbits(63)} if ms else {}
+
+
+def _enum_name(field: str, value: int, names: tuple) -> str:
+    """A policy enum as the kernel's name ("" for UNSPECIFIED: the default). The wire enums
+    CatchUpPolicy / OverlapPolicy list the kernel's names in order, from value 1."""
+    if not value:
+        return ""
+    if not 1 <= value <= len(names):
+        raise InvalidArgument(field, f"unknown policy value {value}")
+    return names[value - 1]
+
+
+def next_args(request) -> tuple[str, str, int]:
+    """NextOccurrences: (tenant, id, count); count 1..MAX_PREVIEW, else INVALID_ARGUMENT."""
+    tenant, timer_id = timer_ref(request.tenant, request.id)
+    if not 1 <= request.count <= MAX_PREVIEW:
+        raise InvalidArgument("count", f"must be within 1..{MAX_PREVIEW}, got {request.count}")
+    return tenant, timer_id, request.count
 
 
 def _policy_ms(field: str, d, default: int, has: bool) -> int:

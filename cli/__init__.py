@@ -23,6 +23,7 @@ from .node import node, up
 from .subscription import subscription
 from .tenant import tenant
 from .timer import timer
+from . import timer_recurring  # noqa: F401  (adds pause, resume, trigger and next to `timer`)
 from .webhook import webhook
 from .queue import queue
 from .endpoint import endpoint

@@ -218,6 +218,13 @@ def _show_timer(t, as_json: bool, headline: Optional[str] = None) -> None:
         what = f"{ms / 1000:g}s" if ms else f"cron '{t.cron}' in {t.tz}"
         rows.append(("every", what + (f", until {_fmt_time(t.until)}" if t.until else "")
                      + (f", {t.max_count} occurrences" if t.max_count else "")))
+        rows.append(("policies", f"catch-up {t.catch_up or 'once'}, overlap {t.overlap or 'skip'}"
+                     + (", PAUSED" if t.paused else "")
+                     + (f", {t.triggered} triggered" if t.triggered else "")
+                     + (f", {t.skipped} skipped" if t.skipped else "")
+                     + (f", flex {t.flex.total_seconds():g}s" if t.flex else "")
+                     + (f", awaiting acks of {list(t.pending_fire_ids)}" if t.pending_fire_ids else "")
+                     + (", one buffered" if t.buffered else "")))
     if t.idempotency_key and t.idempotency_key != t.id:
         rows.append(("idempotency_key", t.idempotency_key))
     for name in ("created_at", "armed_at", "fired_at", "settled_at"):
@@ -318,7 +325,8 @@ def timer() -> None:
 @click.option("--attempt-timeout", default=None, metavar="DURATION", help="Per-attempt timeout (default 10s).")
 @click.option("--every", default=None, metavar="DURATION",
               help="Recur: fire at the deadline, then every DURATION (at least 1s) after it, each occurrence "
-                   "a fire of its own. Missed occurrences (an outage) fire once. Not with --ack-required.")
+                   "a fire of its own. Missed occurrences (an outage) fire once (see --catch-up); with "
+                   "--ack-required each fire awaits its own ack (see --overlap).")
 @click.option("--until", "until", default=None, metavar="TIME", help="With --every: last time an occurrence "
               "may be due (RFC 3339).")
 @click.option("--max-count", type=click.IntRange(1, (1 << 32) - 1), default=None,
@@ -342,11 +350,20 @@ def timer() -> None:
 @click.option("--escalate", "escalate", multiple=True, metavar="DURATION:ACTION",
               help="With --ack-required: DURATION after the fire without an ack, an ESCALATED event for "
                    "ACTION (repeatable, at most 8, increasing); an ack stops the ladder.")
+@click.option("--catch-up", "catch_up", type=click.Choice(["once", "all", "skip"]), default=None,
+              help="With --every or --cron, when an outage left several occurrences due: fire once (default), "
+                   "fire all (at most 100, the rest skipped and counted), or skip them.")
+@click.option("--overlap", type=click.Choice(["skip", "buffer_one", "allow_all"]), default=None,
+              help="With --ack-required and --every or --cron, an occurrence due while an earlier fire awaits "
+                   "its ack: skip it (default), buffer one until the acks, or allow all (at most 100 pending).")
+@click.option("--flex", default=None, metavar="DURATION",
+              help="With --every or --cron: fire each occurrence at a time within [occurrence, occurrence + "
+                   "DURATION] (a flexible window, at most 24h; with --every shorter than the interval).")
 @common_options
 def create(in_, at, timer_id, name, labels, payload, action, idempotency_key, ack_required, webhook,
            webhook_headers, endpoint, queue_name, max_attempts, backoff_base, backoff_cap, attempt_timeout, every,
-           until, max_count, cron, tz, after, on, mode, delay, on_parent_cancel, escalate, conn, as_json,
-           tenant) -> None:
+           until, max_count, cron, tz, after, on, mode, delay, on_parent_cancel, escalate, catch_up, overlap, flex,
+           conn, as_json, tenant) -> None:
     """Create a timer: give --in DURATION or --at TIME (the first occurrence with --every,
     the start with --cron; and --webhook URL to have it called), or --after ID
     [--on settled] [--delay 10s] to start it when other timers finish."""
@@ -379,6 +396,9 @@ def create(in_, at, timer_id, name, labels, payload, action, idempotency_key, ac
         fail("--until and --max-count need --every or --cron", code=2)
     if (cron is None) != (tz is None):
         fail("--cron and --tz go together", code=2)
+    if every is None and cron is None and (catch_up is not None or overlap is not None or flex is not None):
+        fail("--catch-up, --overlap and --flex need --every or --cron", code=2)
+    flex_d = None if flex is None else timedelta(milliseconds=_parsed(parse_duration, flex))
     every_d = None if every is None else timedelta(milliseconds=_parsed(parse_duration, every))
     until_t = None if until is None else _parsed(parse_time, until)
     delay = fire_at = None
@@ -421,7 +441,8 @@ def create(in_, at, timer_id, name, labels, payload, action, idempotency_key, ac
                                   payload=payload_b, labels=label_map, action=action_b,
                                   idempotency_key=idempotency_key, ack_required=ack_required, every=every_d,
                                   until=until_t, max_count=max_count or 0, cron=cron or "", tz=tz or "",
-                                  **delivery, **graph))
+                                  catch_up=catch_up or "", overlap=overlap or "", flex=flex_d, **delivery,
+                                  **graph))
     _show_timer(t, as_json, "created" if t.created is not False else "already existed (same idempotency key)")
 
 

@@ -24,8 +24,9 @@ does it: a wall time that does not exist (the spring-forward gap) fires at the
 first instant after the gap (02:30 in a 02:00->03:00 gap fires at 03:00); a wall
 time that happens twice (the fall-back hour) fires both times.
 
-Not yet: overlap and catch-up policies other than "fire once", pause / resume /
-trigger-now, a flexible window, and ack_required on a recurring timer (refused).
+Catch-up policies other than "fire once", pause / resume / trigger-now, the preview and
+the flexible window: kernel/recurrence.py. Not yet: ack_required, a webhook or a queue on a
+recurring timer (refused), and so the overlap policy has nothing to decide.
 """
 from __future__ import annotations
 
@@ -137,8 +138,6 @@ def check_schedule(p: str, every_ms: Any, until: Any, max_count: Any, cron: Any,
         end = _int(f"{p}.until", until)
         if not fire_at <= end <= MAX_TIME:
             raise InvalidArgument(f"{p}.until", f"must be within fire_at..{MAX_TIME} ms, got {end}")
-    if ack:
-        raise InvalidArgument(f"{p}.ack_required", "a recurring timer cannot require acks yet")
     return Schedule(every_ms, end, max_count, cron, tz)
 
 

@@ -22,6 +22,11 @@ Layout, all integers little-endian:
             timers that have a webhook or a queue, as canonical JSON in ordinal order;
             then, only with header flag FLAG_GRAPH (8), one block: the dependencies and
             escalation ladders (kernel/graph.py) as canonical JSON in ordinal order
+            then, only with header flag FLAG_RECUR, the recurring timers' controls and
+            policies (kernel/recurrence.py) of the timers that have any: ordinals i64 (increasing),
+            paused u8, catch_up u8, overlap u8, triggered i64, skipped i64, flex_ms i64, seed i64,
+            nominal i64 (-1: none), buffered u8, pending counts u32, pending fire ids i64
+            (all entries' ids, concatenated) (one block each)
 
 Version 2 adds the purge deadline of every terminal timer (retention), allows
 free rows (state 0, empty id, tenant 0, no extras: a purged timer's ordinal),
@@ -35,8 +40,10 @@ MAX_TIME), the deadline the same timer gets when its log is replayed.
 Header flags (version 2 only): bit 0 (FLAG_RETENTION_V1) says that, delivery records
 aside, version 1 could still say the state (the kernel's sticky "v1" bit, so a replica
 restored from the snapshot writes the same format as one that replayed the log); bit 1
-(FLAG_DELIVERY): the delivery block is there. A state without delivery records is written
-byte for byte as the retention work's format 2 (flags 0).
+(FLAG_DELIVERY): the delivery block is there; bit 2 (FLAG_RECUR): the recurrence block is
+there. A state without delivery records is written byte for byte as the retention work's
+format 2 (flags 0), and one without paused timers, catch-up/overlap policies or trigger and
+skip counts as before FLAG_RECUR existed.
 
 Capture (State.capture -> SnapshotCapture) copies what encode reads -- the
 columns with one memcpy each, the id and extra lists as pointer copies (their
@@ -75,6 +82,7 @@ from .errors import KernelError, SnapshotError
 from . import graph as _graph
 from .delivery import Attempt, Delivery, DeliveryPolicy, DeliveryRecord, Webhook
 from .retention import DEFAULT_RETENTION_MS
+from .recurrence import CATCH_UP, MAX_FLEX_MS, MAX_PENDING, NO_NOMINAL, OVERLAP, Recur
 from .schedule import MAX_OCCURRENCES, MIN_EVERY_MS, NO_UNTIL, Schedule, check_schedule
 from .table import (COLUMNS, FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID, FLAGS_KNOWN, FREE, NO_TIME, ExtraField, Table,
                     as_extra, make_extra)
@@ -82,7 +90,7 @@ from .timer import TimerState
 from .validate import MAX_ID_LEN, MAX_LABELS, MAX_TENANT_LEN
 
 __all__ = ["MAGIC", "VERSION", "VERSION_2", "VERSION_RETENTION", "VERSION_DELIVERY", "VERSIONS", "FLAG_RETENTION_V1",
-           "FLAG_DELIVERY", "SnapshotCapture", "encode", "decode"]
+           "FLAG_DELIVERY", "FLAG_RECUR", "SnapshotCapture", "encode", "decode"]
 
 MAGIC = b"MNTSKRNL"
 VERSION = 1            # written while it can say the state (see above)
@@ -94,6 +102,7 @@ VERSIONS = (VERSION, VERSION_2)   # read
 FLAG_RETENTION_V1 = 1  # header flags of a version-2 snapshot: see the module doc
 FLAG_DELIVERY = 2
 FLAG_GRAPH = 8         # the graph block (kernel/graph.py: dependencies, escalation ladders) is there
+FLAG_RECUR = 4         # owned by the recurrence controls (kernel/recurrence.py)
 
 _HEADER = struct.Struct("<8sHHQI")
 _SCALARS = struct.Struct("<qqQIQ")
@@ -172,7 +181,7 @@ class SnapshotCapture:
     """
 
     __slots__ = tuple(name for name, _ in COLUMNS) + ("ids", "extra", "tenant_names", "deliv", "seq", "last_tick",
-                                                        "purge_at", "held", "v1", "schedules", "graph")
+                                                        "purge_at", "held", "v1", "schedules", "graph", "recur")
 
     def __init__(self, table: Table, seq: int, last_tick: int, v1: bool = True) -> None:
         for name, _ in COLUMNS:
@@ -188,6 +197,7 @@ class SnapshotCapture:
         self.v1 = v1
         self.schedules = dict(table.schedules)     # few: one entry per recurring timer
         self.graph = table.graph.copy() if table.graph else None
+        self.recur = dict(table.recur)             # immutable Recur tuples
 
     def __len__(self) -> int:
         """Timers held (free rows not counted)."""
@@ -272,6 +282,8 @@ def encode_parts(table: Union[Table, SnapshotCapture], seq: int, last_tick: int,
             blocks.append(_encode_deliv(table.deliv))
         if graph is not None:
             blocks.append(_graph.encode(graph))
+        if table.recur:
+            blocks += _encode_recur(table.recur)
 
     parts = [_SCALARS.pack(seq, last_tick, n, len(table.tenant_names), len(extras))]
     for b in blocks:
@@ -286,7 +298,8 @@ def encode_parts(table: Union[Table, SnapshotCapture], seq: int, last_tick: int,
     for p in parts:
         crc = zlib.crc32(p, crc)
         size += len(p)
-    flags = _flags(version, v1, bool(table.deliv)) | (FLAG_GRAPH if graph is not None else 0)
+    flags = (_flags(version, v1, bool(table.deliv)) | (FLAG_GRAPH if graph is not None else 0)
+             | (FLAG_RECUR if version == VERSION_2 and table.recur else 0))
     return [_HEADER.pack(MAGIC, version, flags, size, crc)] + parts
 
 
@@ -294,6 +307,60 @@ def _flags(version: int, v1: bool, deliv: bool) -> int:
     if version != VERSION_2:
         return 0
     return (FLAG_RETENTION_V1 if v1 else 0) | (FLAG_DELIVERY if deliv else 0)
+
+
+def _encode_recur(recur: dict) -> list[bytes]:
+    rows = sorted(recur.items())
+    return [_le(array("q", [o for o, _ in rows])), _le(array("B", [int(r.paused) for _, r in rows])),
+            _le(array("B", [r.catch_up for _, r in rows])), _le(array("B", [r.overlap for _, r in rows])),
+            _le(array("q", [r.triggered for _, r in rows])), _le(array("q", [r.skipped for _, r in rows])),
+            _le(array("q", [r.flex_ms for _, r in rows])), _le(array("q", [r.seed for _, r in rows])),
+            _le(array("q", [r.nominal for _, r in rows])), _le(array("B", [int(r.buffered) for _, r in rows])),
+            _le(array("I", [len(r.pending) for _, r in rows])),
+            _le(array("q", [f for _, r in rows for f in r.pending]))]
+
+
+def _decode_recur(r: "_Reader", t: Table, states: bytes) -> dict:
+    ords = r.block("recurrence ordinals")
+    if len(ords) % 8:
+        raise SnapshotError("snapshot recurrence ordinals are not whole i64 values")
+    k = len(ords) // 8
+    o_arr = array("q")
+    o_arr.frombytes(ords)
+    if _BIG:
+        o_arr.byteswap()
+    paused = r.array("B", k, "recurrence paused")
+    catch_up = r.array("B", k, "recurrence catch_up")
+    overlap = r.array("B", k, "recurrence overlap")
+    triggered = r.array("q", k, "recurrence triggered")
+    skipped = r.array("q", k, "recurrence skipped")
+    flex = r.array("q", k, "recurrence flex_ms")
+    seeds = r.array("q", k, "recurrence seed")
+    nominal = r.array("q", k, "recurrence nominal")
+    buffered = r.array("B", k, "recurrence buffered")
+    n_pending = r.array("I", k, "recurrence pending counts")
+    if any(n > MAX_PENDING for n in n_pending):
+        raise SnapshotError("snapshot recurrence holds too many pending fires")
+    flat = r.array("q", sum(n_pending), "recurrence pending fires")
+    ends = list(accumulate(n_pending))
+    if not k or any(b <= a for a, b in zip(o_arr, o_arr[1:])):
+        raise SnapshotError("snapshot recurrence ordinals are empty or not increasing")
+    out = {}
+    for j, (o, p, c, v, tr, sk, fl, sd, nm, bu) in enumerate(zip(o_arr, paused, catch_up, overlap, triggered, skipped,
+                                                                  flex, seeds, nominal, buffered)):
+        pend = tuple(flat[ends[j] - n_pending[j]:ends[j]])
+        if (o not in t.schedules or p > 1 or c >= len(CATCH_UP) or v >= len(OVERLAP) or tr < 0 or sk < 0
+                or (p and states[o] != TimerState.SCHEDULED and not _TERMINAL[states[o]])
+                or not 0 <= fl <= MAX_FLEX_MS or sd < 0 or not (nm == NO_NOMINAL or 0 <= nm <= MAX_TIME)
+                or (fl and nm == NO_NOMINAL and states[o] in (TimerState.ARMED, TimerState.SCHEDULED)) or bu > 1
+                or ((pend or bu) and not t.flags[o] & FLAG_ACK_REQUIRED)
+                or list(pend) != sorted(set(pend)) or (pend and pend[0] <= 0)):
+            raise SnapshotError(f"snapshot recurrence of timer {o} is invalid")
+        rec = Recur(bool(p), c, v, tr, sk, fl, sd, nm, pend, bool(bu))
+        if rec == Recur():
+            raise SnapshotError(f"snapshot recurrence of timer {o} holds only defaults")
+        out[o] = rec
+    return out
 
 
 def _encode_deliv(deliv: dict) -> bytes:
@@ -440,7 +507,7 @@ def _schedules(r: _Reader, n: int, t: Table, free: set) -> dict:
         raise SnapshotError("snapshot schedule ordinals are not increasing within the table")
     out = {}
     for o, e, u, c, cron, tz in zip(o_arr, every, until, count, crons, tzs):
-        if (o in free or t.flags[o] & FLAG_ACK_REQUIRED or bool(e) == bool(cron)
+        if (o in free or bool(e) == bool(cron)
                 or not (not e or MIN_EVERY_MS <= e <= MAX_TIME) or bool(cron) != bool(tz)
                 or not (u == NO_UNTIL or 0 <= u <= MAX_TIME) or not 0 <= c <= MAX_OCCURRENCES):
             raise SnapshotError(f"snapshot schedule of timer {o} is invalid")
@@ -479,7 +546,7 @@ def _decode(mv: memoryview) -> tuple[Table, int, int, bool]:
     if version not in VERSIONS:
         raise SnapshotError(f"unsupported snapshot format version {version} "
                             f"(this build reads {', '.join(map(str, VERSIONS))})")
-    if flags & ~(FLAG_RETENTION_V1 | FLAG_DELIVERY | FLAG_GRAPH) or (flags and version != VERSION_2):
+    if flags & ~(FLAG_RETENTION_V1 | FLAG_DELIVERY | FLAG_GRAPH | FLAG_RECUR) or (flags and version != VERSION_2):
         raise SnapshotError(f"snapshot header flags {flags:#x} are unknown for format version {version}")
     body = mv[_HEADER.size:]
     if len(body) != body_len:
@@ -570,6 +637,8 @@ def _decode(mv: memoryview) -> tuple[Table, int, int, bool]:
             raise SnapshotError("snapshot delivery block is empty or names a free row")
     if flags & FLAG_GRAPH:
         t.graph = _graph.decode(bytes(r.block("graph")), n, states)
+    if flags & FLAG_RECUR:
+        t.recur = _decode_recur(r, t, states)
     missing = states.count(TimerState.DELIVERING) - sum(states[o] == TimerState.DELIVERING for o in t.deliv)
     if missing:
         raise SnapshotError(f"snapshot has {missing} delivering timers without a delivery record")

@@ -37,6 +37,8 @@ from .delivery import (MAX_ATTEMPT_LOG, MAX_ATTEMPTS, MAX_BODY_EXCERPT, MAX_LEAS
 from .retention import DEFAULT_RETENTION_MS, RetentionPolicy
 from .graph import ESCALATE
 from .schedule import check_schedule, first_occurrence, next_occurrence
+from .recurrence import check_policies, flexed, scheduled_fires
+from .recurrence_commands import RecurringCommands
 from .snapshot import SnapshotCapture
 from .table import FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID, FREE, NO_FIRE, PURGE, NO_TIME, Extra, Table, make_extra, timer_of
 from .timer import (
@@ -122,7 +124,7 @@ _STATE_OF = {int(s): s for s in TimerState}
 _TERMINAL_MASK = bytes(int(_SETTLED <= b <= _DEAD_LETTERED) for b in range(256))
 
 
-class State:
+class State(RecurringCommands):
     """All timers of one kernel plus the wheel that arms them.
 
     Commands: create, cancel, reschedule, tick, ack, delete (each takes `now_ms`
@@ -199,7 +201,16 @@ class State:
         specs = check_batch("specs", specs)
         norm = [_normalise_spec(i, spec) for i, spec in enumerate(specs)]
         delivs: Optional[list] = None       # checked Delivery per spec, when any spec has one
+        recurs: Optional[list] = None       # recurrence.Recur per spec, when any spec has a policy
         for i, spec in enumerate(specs):
+            if spec.catch_up or spec.overlap or spec.flex_ms:
+                if recurs is None:
+                    recurs = [None] * len(specs)
+                n = norm[i]
+                rc = recurs[i] = check_policies(f"specs[{i}]", spec.catch_up, spec.overlap, n[5], n[2],
+                                                spec.flex_ms, spec.flex_seed)
+                if rc is not None and rc.flex_ms:     # the first occurrence within its window
+                    norm[i] = (n[0], n[1], flexed(rc, n[2]), n[3], n[4], n[5])
             if spec.delivery is not None:
                 if delivs is None:
                     delivs = [None] * len(specs)
@@ -309,6 +320,11 @@ class State:
                 if delivs[i] is not None:
                     t.deliv[ords[j]] = DeliveryRecord(delivs[i])
                     fresh[j] = t.view(ords[j])     # the view with its delivery (few such timers)
+        if recurs is not None:
+            for j, i in enumerate(new_at):
+                if recurs[i] is not None:
+                    t.recur[ords[j]] = recurs[i]
+                    fresh[j] = t.view(ords[j])
         live, held = self._live, self._held
         while len(live) < len(t.tenant_names):
             live.append(0)
@@ -434,6 +450,8 @@ class State:
         if st == _ARMED:
             self._wheel.reschedule(o, new_at)
         t.fire_at[o] = new_at
+        if t.recur:
+            self._rescheduled(o, new_at)
         rev = t.revision[o] + 1
         t.revision[o] = rev
         self._seq += 1
@@ -479,7 +497,20 @@ class State:
         retries: list[int] = []     # DELIVERING timers whose retry came due (not fires)
         delivering = 0
         ended: list[int] = []
+        recur = t.recur
+        quiet: list[int] = []       # recurring timers whose catch-up skipped every due occurrence
         for o in due:
+            if (recur and o in recur and (recur[o].catch_up or recur[o].flex_ms or recur[o].pending)) \
+                    or (flags[o] & FLAG_ACK_REQUIRED and schedules and o in schedules):      # recurrence.py
+                seq, outcome, any_fired = self._catch_up_tick(o, now, seq, append)
+                if outcome == 0:            # re-armed
+                    rearm.append(o)
+                elif outcome == 1:          # settled (else: fired, awaiting acks)
+                    settled += 1
+                    ended.append(o)
+                if not any_fired:
+                    quiet.append(o)
+                continue
             if deliv and o in deliv:
                 rec = deliv[o]
                 rev = revision[o] + 1
@@ -527,7 +558,8 @@ class State:
             at = fire_at[o]
             sched = schedules.get(o) if schedules else None
             if sched is not None:
-                nxt = next_occurrence(sched, at, now, attempts[o])
+                nxt = next_occurrence(sched, at, now, scheduled_fires(attempts[o], recur.get(o)) if recur
+                                      else attempts[o])
                 if nxt is not None:       # fired, and armed again at its next occurrence
                     fire_at[o] = nxt
                     revision[o] = rev + 1
@@ -563,12 +595,12 @@ class State:
         if rearm:
             self._wheel.insert_many(rearm, [fire_at[o] for o in rearm])
         if t.graph:
-            skip = set(retries)
+            skip = set(retries).union(quiet)
             _graph.after_fires(self, [o for o in due if o not in skip], escalations, now)
         at_once = self._schedule_purges(ended, now) if ended else ()
         view = t.view
-        if retries:
-            skip = set(retries)
+        if retries or quiet:
+            skip = set(retries).union(quiet)
             fired = tuple(view(o) for o in due if o not in skip)
         else:
             fired = tuple(view(o) for o in due)
@@ -589,6 +621,8 @@ class State:
         fid = check_seq("fire_id", fire_id)
         t = self._table
         o = self._find(tenant, timer_id)
+        if t.schedules and o in t.schedules:        # a recurring timer's fire (recurrence.py)
+            return AckResult(*self._ack_recurring(now, o, fid))
         st = t.state[o]
         if st != _FIRED:
             raise FailedPrecondition(
@@ -1310,8 +1344,18 @@ class State:
         if t.graph:
             _graph.check(t, need)
         for o, sched in t.schedules.items():
-            need(0 <= o < n and t.state[o] != FREE and not t.flags[o] & FLAG_ACK_REQUIRED,
-                 f"schedule of ordinal {o} belongs to a live timer without acks")
+            need(0 <= o < n and t.state[o] != FREE, f"schedule of ordinal {o} belongs to a timer")
+            rc = t.recur.get(o)
+            need(t.state[o] != _FIRED or (rc is not None and (rc.pending or rc.buffered)),
+                 f"a fired recurring timer ({o}) awaits acks")
+        for o, rc in t.recur.items():
+            need(o in t.schedules and rc != type(rc)(), f"recurrence state of ordinal {o} is a recurring timer's")
+            need(not rc.paused or t.state[o] == _SCHEDULED or t.state[o] in _TERMINAL,
+                 f"paused ordinal {o} is scheduled (or ended)")
+            need(not (rc.pending or rc.buffered) or t.flags[o] & FLAG_ACK_REQUIRED,
+                 f"only an ack_required timer ({o}) has fires awaiting acks")
+            need(list(rc.pending) == sorted(set(rc.pending)) and all(0 < f <= self._seq for f in rc.pending),
+                 f"pending fires of ordinal {o} are increasing seqs")
         for ti, keys in enumerate(t.by_idem):
             for key, o in keys.items():
                 ex = t.extra[o]

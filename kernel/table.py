@@ -35,6 +35,7 @@ from typing import Iterator, NamedTuple, Optional, Union
 
 from .delivery import DeliveryRecord
 from .graph import Graph, view_fields as _graph_fields
+from .recurrence import CATCH_UP_NAMES as _CATCH_UP_NAMES, OVERLAP_NAMES as _OVERLAP_NAMES
 from .timer import EMPTY_LABELS, Timer, TimerState
 
 __all__ = ["Extra", "Table", "NO_TIME", "NO_FIRE", "FLAG_ACK_REQUIRED", "FLAG_KEY_IS_ID", "COLUMNS", "timer_of",
@@ -152,7 +153,8 @@ def timer_of(tenant: str, timer_id: str, fire_at: int, flags: int, extra: ExtraF
         fire_id=None if fire_id == NO_FIRE else fire_id,
         revision=revision,
         **({} if sched is None else {"every_ms": sched[0], "until": None if sched[1] < 0 else sched[1],
-                                     "max_count": sched[2], "cron": sched[3], "tz": sched[4]}),
+                                     "max_count": sched[2], "cron": sched[3], "tz": sched[4],
+                                     "catch_up": _CATCH_UP_NAMES[0], "overlap": _OVERLAP_NAMES[0]}),
         **({} if graph is None else graph),
     )
 
@@ -172,6 +174,7 @@ class Table:
         "free",
         "schedules",
         "graph",
+        "recur",
     )
 
     def __init__(self) -> None:
@@ -195,6 +198,9 @@ class Table:
         self.schedules: dict[int, tuple] = {}
         # Dependencies and escalation ladders (kernel/graph.py); empty for most tables.
         self.graph = Graph()
+        # ordinal -> kernel.recurrence.Recur of the recurring timers that are paused, have a
+        # non-default policy or counters (fewer still); same rules as `schedules`.
+        self.recur: dict[int, tuple] = {}
 
     def __len__(self) -> int:
         """Rows, free ones included: the end of the positions."""
@@ -326,6 +332,8 @@ class Table:
         self.extra[o] = None
         if self.schedules:
             self.schedules.pop(o, None)
+        if self.recur:
+            self.recur.pop(o, None)
         if self.deliv:                   # a reused row must not inherit the delivery state
             self.deliv.pop(o, None)
         if self.graph:
@@ -345,6 +353,12 @@ class Table:
                 timer = replace(timer, delivery=rec.spec, delivery_attempts=rec.log,
                                 next_attempt_at=rec.next_at if rec.waiting and not rec.lease else None,
                                 delivery_attempt=rec.attempt)
+        if self.recur:
+            rc = self.recur.get(o)
+            if rc is not None:
+                timer = replace(timer, paused=rc.paused, catch_up=_CATCH_UP_NAMES[rc.catch_up],
+                                overlap=_OVERLAP_NAMES[rc.overlap], triggered=rc.triggered, skipped=rc.skipped,
+                                flex_ms=rc.flex_ms, pending_fires=rc.pending, buffered=rc.buffered)
         return timer
 
     def views(self, tenant: Optional[str] = None) -> Iterator[Timer]:

@@ -74,6 +74,9 @@ class EventKind(IntEnum):
     REDRIVEN = 10           # a dead-lettered timer got a fresh attempt budget
     LEASED = 11             # a worker leased a queue timer (attempt n)
     LEASE_EXTENDED = 12     # the worker extended its lease (a heartbeat)
+    # 18, 19: recurring timers' controls (kernel/recurrence.py); a trigger is a FIRED event.
+    PAUSED = 18             # a recurring timer was paused: no occurrence fires until it is resumed
+    RESUMED = 19            # a paused timer was armed again at its next occurrence
     # 20+: retention (7..19 are left to delivery and other lifecycle kinds).
     PURGED = 20        # a terminal timer left the table after its tenant's retention
     DELETED = 21       # a terminal timer was removed by DeleteTimer
@@ -103,6 +106,10 @@ class TimerSpec:
     # Keyword only in practice (records build it positionally up to tz: raft/commands.py).
     delivery: Optional[Delivery] = None     # a webhook to call when it fires (kernel/delivery.py)
     graph: Any = None                  # a kernel.graph.GraphSpec: dependencies, escalation ladder
+    catch_up: str = ""                 # recurring: "once" (default), "all" or "skip" (kernel/recurrence.py)
+    overlap: str = ""                  # recurring: "skip" (default), "buffer_one" or "allow_all"
+    flex_ms: int = 0                   # recurring: fire each occurrence within [t, t + flex_ms]
+    flex_seed: int = 0                 # the accepting node's draw the window offsets derive from
 
 
 class TimerRef(NamedTuple):
@@ -166,6 +173,18 @@ class Timer:
     #: Escalation ladder: ((after_ms, action), ...) and how many steps have fired.
     escalate: tuple = ()
     escalated: int = 0
+    #: Recurring timers (kernel/recurrence.py): paused (state SCHEDULED meanwhile), the
+    #: policies, extra fires from triggers and occurrences the catch-up policy skipped.
+    paused: bool = False
+    catch_up: str = ""
+    overlap: str = ""
+    triggered: int = 0
+    skipped: int = 0
+    flex_ms: int = 0
+    #: ack_required recurring timers: the fire ids awaiting an ack, oldest first, and whether
+    #: an occurrence waits for them (overlap buffer_one).
+    pending_fires: tuple = ()
+    buffered: bool = False
 
 
 class Event(NamedTuple):

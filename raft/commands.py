@@ -34,7 +34,8 @@ __all__ = [
     "FORMAT", "Command", "CreateTimers", "Tick", "CancelTimers", "RescheduleTimer", "AckTimer",
     "SetMemberName", "SetMemberGrpc", "PutToken", "RevokeToken", "SetQuota", "ClearQuota",
     "CreateSubscription", "CommitSubscription", "DeleteSubscription", "MarkSubscriptionOverrun", "SetRetention",
-    "DeleteTimers", "CreateTimersV2", "create_timers",
+    "DeleteTimers", "CreateTimersV2", "create_timers", "CreateRecurringTimers", "PauseTimer", "ResumeTimer",
+    "TriggerTimer",
     "CreateDeliveryTimers", "DeliveryAttempt", "RedriveTimer", "PutWebhookSecret", "CreateDeliveryTimersV2",
     "LeaseTimers", "AckLease", "NackLease", "ExtendLease", "DeliveryAttempts",
     "CreateGraphTimers", "BulkCancelTimers", "BulkRescheduleTimers", "CreateEndpoint", "RotateEndpointSecret",
@@ -160,7 +161,10 @@ class CreateTimersV2(_Record):
 
 
 def create_timers(now_ms: int, groups: tuple, traceparents: Optional[tuple] = None):
-    """The create command for these groups: version 1 unless some spec recurs."""
+    """The create command for these groups: version 1 unless some spec recurs (version 2),
+    or has a catch-up or overlap policy (CreateRecurringTimers)."""
+    if any(s.catch_up or s.overlap or s.flex_ms for g in groups for s in g):
+        return CreateRecurringTimers(now_ms, groups, traceparents)
     if any(s.every_ms or s.until is not None or s.max_count or s.cron or s.tz for g in groups for s in g):
         return CreateTimersV2(now_ms, groups, traceparents)
     return CreateTimers(now_ms, groups, traceparents)
@@ -331,6 +335,73 @@ class DeleteTimers(_Record):
         if type(refs) is not tuple or any(type(r) is not tuple or len(r) != 2 for r in refs):
             raise InvalidCommand("delete: refs must be an array of [tenant, id] pairs")
         return cls(now_ms, refs)
+# ---- recurring timers' controls and policies: numbers 18-23 (kernel/recurrence.py) ---------
+
+
+def _spec_fields_recurring(s: TimerSpec) -> list:
+    return _spec_fields_v2(s) + [s.catch_up, s.overlap, s.flex_ms, s.flex_seed]
+
+
+@record("create", number=18, version=1)
+class CreateRecurringTimers(_Record):
+    """CreateTimersV2 whose specs also carry a catch-up and an overlap policy (two strings,
+    "" for the default), a flexible window (ms, 0: none) and the seed its offsets derive
+    from (drawn by the node that accepted the create: kernel/recurrence.py): 18 fields. Its own number, so that create v1/v2 keep their
+    meaning and no other create version can collide with it. Proposed only when some spec
+    has a policy (`create_timers`)."""
+
+    now_ms: int
+    groups: tuple
+    traceparents: Optional[tuple] = None
+
+    def fields(self) -> list:
+        return [self.now_ms, [[_spec_fields_recurring(s) for s in g] for g in self.groups],
+                list(self.traceparents) if self.traceparents is not None else None]
+
+    @classmethod
+    def from_fields(cls, now_ms, groups, traceparents=None) -> "CreateRecurringTimers":
+        if type(groups) is not tuple or any(type(g) is not tuple for g in groups):
+            raise InvalidCommand("create_recurring: groups must be an array of arrays")
+        out = []
+        for g in groups:
+            specs = []
+            for f in g:
+                if type(f) is not tuple or len(f) != 18:
+                    raise InvalidCommand("create_recurring: a timer spec must be an array of 18 fields")
+                specs.append(TimerSpec(*f[:14], catch_up=f[14], overlap=f[15], flex_ms=f[16], flex_seed=f[17]))
+            out.append(tuple(specs))
+        if traceparents is not None and (type(traceparents) is not tuple or len(traceparents) != len(out)):
+            raise InvalidCommand("create: traceparents must be an array with one entry per group")
+        return cls(now_ms, tuple(out), traceparents)
+
+
+@record("pause", number=19, version=1)
+class PauseTimer(_Record):
+    """Pause a recurring timer: no occurrence fires until it is resumed."""
+
+    now_ms: int
+    tenant: str
+    id: str
+
+
+@record("resume", number=20, version=1)
+class ResumeTimer(_Record):
+    """Resume a paused timer at its next occurrence after `now_ms` (the leader's time)."""
+
+    now_ms: int
+    tenant: str
+    id: str
+
+
+@record("trigger", number=21, version=1)
+class TriggerTimer(_Record):
+    """Fire one extra occurrence of a recurring timer at `now_ms`; the schedule is unchanged."""
+
+    now_ms: int
+    tenant: str
+    id: str
+
+
 # ---- delivery (record numbers 24-39) -------------------------------------------------------
 
 
@@ -758,7 +829,8 @@ Command = Union[CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, Set
                 PutWebhookSecret, CreateDeliveryTimersV2, LeaseTimers, AckLease, NackLease, ExtendLease,
                 DeliveryAttempts, CreateGraphTimers, BulkCancelTimers, BulkRescheduleTimers, CreateEndpoint,
                 RotateEndpointSecret, DeleteEndpoint, SetDeliveryDefaults, CreateDeliveryTimersV3, ReplayDeadLetters,
-                PurgeDeadLetters]
+                PurgeDeadLetters,
+                CreateRecurringTimers, PauseTimer, ResumeTimer, TriggerTimer]
 
 #: (KIND, VERSION) -> record class: every command this build can read.
 RECORDS: dict[tuple[int, int], type] = {
@@ -770,7 +842,8 @@ RECORDS: dict[tuple[int, int], type] = {
               PutWebhookSecret, CreateDeliveryTimersV2, LeaseTimers, AckLease, NackLease, ExtendLease,
               DeliveryAttempts, CreateGraphTimers, BulkCancelTimers, BulkRescheduleTimers, CreateEndpoint,
               RotateEndpointSecret, DeleteEndpoint, SetDeliveryDefaults, CreateDeliveryTimersV3, ReplayDeadLetters,
-              PurgeDeadLetters)
+              PurgeDeadLetters,
+              CreateRecurringTimers, PauseTimer, ResumeTimer, TriggerTimer)
 }
 _NAMES = {c.KIND: c.kind for c in RECORDS.values()}
 

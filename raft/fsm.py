@@ -114,6 +114,10 @@ class TimerFSM:
             c.CreateDeliveryTimersV3: self._create_requested,
             c.ReplayDeadLetters: self._replay_dead_letters,
             c.PurgeDeadLetters: self._purge_dead_letters,
+            c.CreateRecurringTimers: self._create,
+            c.PauseTimer: self._pause,
+            c.ResumeTimer: self._resume,
+            c.TriggerTimer: self._trigger,
         }
 
     # ---- Apply -----------------------------------------------------------------
@@ -267,6 +271,15 @@ class TimerFSM:
         if not dead:
             return None, skipped
         return self._emitted(self.kernel.delete(cmd.now_ms, dead)), skipped
+
+    def _pause(self, cmd: c.PauseTimer):
+        return self._emitted(self.kernel.pause(cmd.now_ms, cmd.tenant, cmd.id))
+
+    def _resume(self, cmd: c.ResumeTimer):
+        return self._emitted(self.kernel.resume(cmd.now_ms, cmd.tenant, cmd.id))
+
+    def _trigger(self, cmd: c.TriggerTimer):
+        return self._emitted(self.kernel.trigger(cmd.now_ms, cmd.tenant, cmd.id))
 
     def _emitted(self, res):
         self._emit(res.events)

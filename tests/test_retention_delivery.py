@@ -129,7 +129,7 @@ def test_unknown_header_flags_and_a_missing_delivery_block_are_refused():
 
     assert State.from_bytes(seal(VERSION_2, FLAG_RETENTION_V1 | FLAG_DELIVERY, body)).to_bytes() == data
     with pytest.raises(SnapshotError, match="flags"):
-        State.from_bytes(seal(VERSION_2, 4 | FLAG_DELIVERY, body))
+        State.from_bytes(seal(VERSION_2, 0x8000 | FLAG_DELIVERY, body))   # bit 4 is the recurrence block now
     with pytest.raises(SnapshotError, match="trailing"):         # the delivery block unannounced
         State.from_bytes(seal(VERSION_2, FLAG_RETENTION_V1, body))
     plain = State()

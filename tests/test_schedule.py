@@ -78,7 +78,6 @@ def test_reschedule_moves_the_grid_and_cancel_stops_it():
     ({"every_ms": MIN_EVERY_MS - 1}, "every_ms"), ({"every_ms": -S}, "every_ms"), ({"every_ms": 1.5}, "every_ms"),
     ({"until": T0 + 5 * S}, "every_ms"), ({"max_count": 3}, "every_ms"),
     ({"every_ms": S, "until": T0}, "until"), ({"every_ms": S, "max_count": -1}, "max_count"),
-    ({"every_ms": S, "ack_required": True}, "ack_required"),
 ])
 def test_bad_schedules_are_refused_and_create_nothing(kw, field):
     s = State()

@@ -16,12 +16,14 @@ import pytest
 import minoots
 import minoots.v1
 from minoots.api import types as sdk_types
-from minoots.api.types import EventKind, TimerState
+from minoots.api.types import CatchUpPolicy, EventKind, OverlapPolicy, TimerState
 
 # proto enum (full name) -> the SDK's enum. A new proto enum must be added here.
 SDK_ENUMS: dict[str, type[enum.IntEnum]] = {
     "minoots.v1.TimerState": TimerState,
     "minoots.v1.EventKind": EventKind,
+    "minoots.v1.CatchUpPolicy": CatchUpPolicy,
+    "minoots.v1.OverlapPolicy": OverlapPolicy,
 }
 
 

@@ -218,7 +218,7 @@ def test_replicas_applying_the_same_facts_end_byte_identical():
 
 def test_enum_values_are_appended_never_renumbered():
     assert [(s.name, s.value) for s in TimerState][-2:] == [("DEAD_LETTERED", 6), ("DELIVERING", 7)]
-    assert [k.value for k in EventKind] == list(range(1, 13)) + [20, 21, 40]   # 20+: retention, 40+: graphs
+    assert [k.value for k in EventKind] == list(range(1, 13)) + [18, 19, 20, 21, 40]   # 18, 19: recurrence; 20+: retention, 40+: graphs
     assert not TimerState.DELIVERING.terminal and TimerState.DEAD_LETTERED.terminal
 
 

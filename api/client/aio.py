@@ -134,6 +134,7 @@ class AsyncClient(AsyncEndpointMethods, policy.ClientSettings):
                      max_count: int = 0, cron: str = "", tz: str = "",
                      after: Union[str, Iterable[str], None] = None, on: str = "", mode: str = "",
                      on_parent_cancel: str = "", escalate: Optional[Iterable] = None,
+                     catch_up: str = "", overlap: str = "", flex: Union[timedelta, int, float, None] = None,
                      timeout: Optional[float] = None) -> Timer:
         """See `Client.create` (ids and idempotency keys are filled in the same way)."""
         spec = TimerSpec(fire_at=fire_at, delay=delay, id=id, tenant=self._tenant(tenant), name=name,
@@ -143,7 +144,8 @@ class AsyncClient(AsyncEndpointMethods, policy.ClientSettings):
                          max_attempts=max_attempts, backoff_base=backoff_base, backoff_cap=backoff_cap,
                          attempt_timeout=attempt_timeout, every=every, until=until, max_count=max_count, cron=cron,
                          tz=tz, after=after, on=on, mode=mode, on_parent_cancel=on_parent_cancel,
-                         escalate=tuple(escalate) if escalate is not None else None)
+                         escalate=tuple(escalate) if escalate is not None else None,
+                         catch_up=catch_up, overlap=overlap, flex=flex)
         req = timers_pb2.CreateTimerRequest(timer=wire.spec_to_pb(spec))
         resp = await self._call("create", lambda a, t: self._timers(a).CreateTimer(req, timeout=t), timeout=timeout)
         return wire.timer_from_pb(resp.timer, resp.created)
@@ -320,6 +322,33 @@ class AsyncClient(AsyncEndpointMethods, policy.ClientSettings):
         req = timers_pb2.DeleteTimerRequest(tenant=self._tenant(tenant), id=id)
         resp = await self._call("delete", lambda a, t: self._timers(a).DeleteTimer(req, timeout=t), timeout=timeout)
         return wire.timer_from_pb(resp)
+
+    async def pause(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
+        """See `Client.pause`."""
+        req = timers_pb2.RecurringTimerRequest(tenant=self._tenant(tenant), id=id)
+        return await self._settle_call("pause", lambda a, t: self._timers(a).PauseTimer(req, timeout=t), id,
+                                       tenant, timeout, lambda tm: tm.paused)
+
+    async def resume(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
+        """See `Client.resume`."""
+        req = timers_pb2.RecurringTimerRequest(tenant=self._tenant(tenant), id=id)
+        return await self._settle_call("resume", lambda a, t: self._timers(a).ResumeTimer(req, timeout=t), id,
+                                       tenant, timeout, lambda tm: not tm.paused)
+
+    async def trigger(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
+        """See `Client.trigger` (not retried after an ambiguous failure)."""
+        req = timers_pb2.RecurringTimerRequest(tenant=self._tenant(tenant), id=id)
+        resp = await self._call("trigger", lambda a, t: self._timers(a).TriggerTimer(req, timeout=t),
+                                safe_only=True, timeout=timeout)
+        return wire.timer_from_pb(resp)
+
+    async def next_occurrences(self, id: str, count: int = 5, *, tenant: Optional[str] = None,
+                               timeout: Optional[float] = None) -> list:
+        """See `Client.next_occurrences`."""
+        req = wire.next_request(id, self._tenant(tenant), count)
+        resp = await self._call("next_occurrences", lambda a, t: self._timers(a).NextOccurrences(req, timeout=t),
+                                timeout=timeout)
+        return [wire.ts_to_datetime(ts) for ts in resp.occurrences]
 
     async def _settle_call(self, what, fn, id, tenant, timeout, reached: Callable[[Timer], bool]) -> Timer:
         try:

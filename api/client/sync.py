@@ -153,6 +153,8 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, EndpointMethods, 
                until: Union[datetime, int, None] = None, max_count: int = 0, cron: str = "", tz: str = "",
                after: Union[str, Iterable[str], None] = None, on: str = "", mode: str = "",
                on_parent_cancel: str = "", escalate: Optional[Iterable] = None,
+               catch_up: str = "", overlap: str = "",
+               flex: Union[timedelta, int, float, None] = None,
                timeout: Optional[float] = None) -> Timer:
         """Create one timer; returns it (ARMED).
 
@@ -168,9 +170,15 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, EndpointMethods, 
 
         `every` (timedelta or seconds, at least 1 s) makes it recur: it fires at its
         deadline, then every `every` after, each occurrence a fire of its own, until
-        `until` (inclusive) or `max_count` occurrences; not with `ack_required`. Or
+        `until` (inclusive) or `max_count` occurrences (with `ack_required`, each fire awaits
+        its own ack). Or
         `cron` (5 or 6 fields) with `tz` (an IANA zone): it fires at those times, the first
-        at or after its deadline (give `delay=0` to start now).
+        at or after its deadline (give `delay=0` to start now). `catch_up` ("once", "all",
+        "skip") says what a recurring timer does with occurrences missed during an outage;
+        `overlap` ("skip", "buffer_one", "allow_all") decides, for a recurring timer with
+        `ack_required`, an occurrence due while an earlier fire awaits its ack. `flex` (seconds or timedelta): each
+        occurrence fires at a time within [occurrence, occurrence + flex]. `pause`,
+        `resume`, `trigger` and `next_occurrences` control and preview a recurring timer.
 
         Give exactly one of `fire_at` (aware datetime, or int ms since the
         epoch) and `delay` (timedelta, or seconds). Safe to retry: without an
@@ -189,7 +197,8 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, EndpointMethods, 
                          max_attempts=max_attempts, backoff_base=backoff_base, backoff_cap=backoff_cap,
                          attempt_timeout=attempt_timeout, every=every, until=until, max_count=max_count, cron=cron,
                          tz=tz, after=after, on=on, mode=mode, on_parent_cancel=on_parent_cancel,
-                         escalate=tuple(escalate) if escalate is not None else None)
+                         escalate=tuple(escalate) if escalate is not None else None,
+                         catch_up=catch_up, overlap=overlap, flex=flex)
         req = timers_pb2.CreateTimerRequest(timer=wire.spec_to_pb(spec))
         resp, _ = self._call("create", lambda a, t: self._timers(a).CreateTimer(req, timeout=t), timeout=timeout)
         return wire.timer_from_pb(resp.timer, resp.created)
@@ -437,6 +446,40 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, EndpointMethods, 
         req = timers_pb2.DeleteTimerRequest(tenant=self._tenant(tenant), id=id)
         resp, _ = self._call("delete", lambda a, t: self._timers(a).DeleteTimer(req, timeout=t), timeout=timeout)
         return wire.timer_from_pb(resp)
+
+    # ---- recurring timers ----------------------------------------------------------
+
+    def pause(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
+        """Pause an armed recurring timer: no occurrence fires until `resume` (its state is
+        SCHEDULED, `paused` True meanwhile). FailedPrecondition for a one-shot timer or one
+        not armed. Safe to retry."""
+        req = timers_pb2.RecurringTimerRequest(tenant=self._tenant(tenant), id=id)
+        return self._settle_call("pause", lambda a, t: self._timers(a).PauseTimer(req, timeout=t), id, tenant,
+                                 timeout, lambda tm: tm.paused)
+
+    def resume(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
+        """Resume a paused timer: armed again at its next occurrence after now (the ones due
+        while it was paused do not fire). Safe to retry."""
+        req = timers_pb2.RecurringTimerRequest(tenant=self._tenant(tenant), id=id)
+        return self._settle_call("resume", lambda a, t: self._timers(a).ResumeTimer(req, timeout=t), id, tenant,
+                                 timeout, lambda tm: not tm.paused)
+
+    def trigger(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
+        """Fire one extra occurrence of a recurring timer now (its own fire_id); the schedule
+        is unchanged. Not idempotent: retried only when the request certainly did not reach Raft."""
+        req = timers_pb2.RecurringTimerRequest(tenant=self._tenant(tenant), id=id)
+        resp, _ = self._call("trigger", lambda a, t: self._timers(a).TriggerTimer(req, timeout=t),
+                             safe_only=True, timeout=timeout)
+        return wire.timer_from_pb(resp)
+
+    def next_occurrences(self, id: str, count: int = 5, *, tenant: Optional[str] = None,
+                         timeout: Optional[float] = None) -> list[datetime]:
+        """The timer's next `count` (1..100) fire times, computed by the server's kernel code:
+        [] for a timer that ended; a paused one's as if resumed now."""
+        req = wire.next_request(id, self._tenant(tenant), count)
+        resp, _ = self._call("next_occurrences", lambda a, t: self._timers(a).NextOccurrences(req, timeout=t),
+                             timeout=timeout)
+        return [wire.ts_to_datetime(ts) for ts in resp.occurrences]
 
     def _settle_call(self, what, fn, id, tenant, timeout, reached: Callable[[Timer], bool]) -> Timer:
         try:

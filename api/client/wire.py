@@ -23,6 +23,8 @@ from minoots.v1 import cluster_pb2, timers_pb2
 from ..types import (
     EPOCH,
     BulkResult,
+    CatchUpPolicy,
+    OverlapPolicy,
     ClusterStatus,
     DeliveryAttempt,
     Event,
@@ -152,6 +154,12 @@ def spec_to_pb(spec: TimerSpec) -> timers_pb2.TimerSpec:
         pb.cron = spec.cron
     if spec.tz:
         pb.time_zone = spec.tz
+    if spec.catch_up:
+        pb.catch_up = _policy_value("catch_up", spec.catch_up, CatchUpPolicy)
+    if spec.overlap:
+        pb.overlap = _policy_value("overlap", spec.overlap, OverlapPolicy)
+    if spec.flex is not None:
+        pb.flex.CopyFrom(duration_to_pb(spec.flex, "flex"))
     return pb
 
 
@@ -167,6 +175,26 @@ def _graph_to_pb(spec: TimerSpec, after: tuple, pb: timers_pb2.TimerSpec) -> Non
             raise InvalidArgument(f"escalate[{k}] must be an (after, action) pair") from None
         s = pb.escalate.add(action=_bytes(action, f"escalate[{k}].action"))
         s.after.CopyFrom(duration_to_pb(at, f"escalate[{k}].after"))
+def _policy_value(what: str, name, cls) -> int:
+    """A policy's lower-case name (the SDK's) as its wire value."""
+    key = name.strip().upper().replace("-", "_") if isinstance(name, str) else ""
+    if key not in cls.__members__ or key == "UNSPECIFIED":
+        names = ", ".join(m.name.lower() for m in cls if m)
+        raise InvalidArgument(f"{what} must be one of {names}, got {name!r}")
+    return int(cls[key])
+
+
+def _policy_name(value: int, cls) -> str:
+    try:
+        return cls(value).name.lower() if value else ""
+    except ValueError:
+        return ""
+
+
+def next_request(id: str, tenant: Optional[str], count: int) -> timers_pb2.NextOccurrencesRequest:
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100:
+        raise InvalidArgument(f"count must be an int within 1..100, got {count!r}")
+    return timers_pb2.NextOccurrencesRequest(tenant=tenant or "", id=id, count=count)
 
 
 def _delivery_to_pb(spec: TimerSpec, pb: timers_pb2.TimerSpec) -> None:
@@ -232,7 +260,11 @@ def timer_from_pb(pb: timers_pb2.Timer, created: Optional[bool] = None) -> Timer
         fired_at=opt_ts(pb, "fired_at"), settled_at=opt_ts(pb, "settled_at"),
         attempts=pb.attempts, fire_id=pb.fire_id or None, created=created,
         every=pb.every.ToTimedelta() if pb.HasField("every") else None, until=opt_ts(pb, "until"),
-        max_count=pb.max_count, cron=pb.cron, tz=pb.time_zone,
+        max_count=pb.max_count, cron=pb.cron, tz=pb.time_zone, paused=pb.paused,
+        catch_up=_policy_name(pb.catch_up, CatchUpPolicy), overlap=_policy_name(pb.overlap, OverlapPolicy),
+        triggered=pb.triggered, skipped=pb.skipped_occurrences,
+        flex=pb.flex.ToTimedelta() if pb.HasField("flex") else None,
+        pending_fire_ids=tuple(pb.pending_fire_ids), buffered=pb.buffered,
         **(_delivery_from_pb(pb) if pb.HasField("webhook") or pb.HasField("queue") else {}),
         **(_graph_from_pb(pb) if pb.after or pb.children or pb.escalate else {}))
 

@@ -6,14 +6,14 @@ export const TIMER_STATES = ["UNSPECIFIED", "SCHEDULED", "ARMED", "FIRED", "SETT
 export type TimerState = (typeof TIMER_STATES)[number];
 
 export const EVENT_KINDS = ["UNSPECIFIED", "CREATED", "ARMED", "FIRED", "SETTLED", "RESCHEDULED", "CANCELLED",
-  "DELIVERY_DUE", "DELIVERY_ATTEMPTED", "DEAD_LETTERED", "REDRIVEN", "LEASED", "LEASE_EXTENDED", "PURGED", "DELETED",
-  "ESCALATED"] as const;
+  "DELIVERY_DUE", "DELIVERY_ATTEMPTED", "DEAD_LETTERED", "REDRIVEN", "LEASED", "LEASE_EXTENDED", "PAUSED", "RESUMED",
+  "PURGED", "DELETED", "ESCALATED"] as const;
 export type EventKind = (typeof EVENT_KINDS)[number];
-/** Wire numbers of the event kinds (not contiguous: 20+ retention, 40+ timer graphs). */
+/** Wire numbers of the event kinds (not contiguous: 18, 19 recurrence, 20+ retention, 40+ timer graphs). */
 export const EVENT_KIND_NUMBERS: Readonly<Record<number, EventKind>> = Object.freeze({
   0: "UNSPECIFIED", 1: "CREATED", 2: "ARMED", 3: "FIRED", 4: "SETTLED", 5: "RESCHEDULED", 6: "CANCELLED",
   7: "DELIVERY_DUE", 8: "DELIVERY_ATTEMPTED", 9: "DEAD_LETTERED", 10: "REDRIVEN", 11: "LEASED", 12: "LEASE_EXTENDED",
-  20: "PURGED", 21: "DELETED", 40: "ESCALATED",
+  18: "PAUSED", 19: "RESUMED", 20: "PURGED", 21: "DELETED", 40: "ESCALATED",
 });
 
 /** What `createTimer` takes. Give exactly one of `fireAt` and `delayMs`. */
