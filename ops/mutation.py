@@ -69,7 +69,9 @@ TARGETS = {
     # The batcher's queue bound is tested with the quotas, its traceparents with telemetry.
     "batcher": Target("api/batcher.py", ("tests/test_batcher.py", "tests/test_quotas.py", "tests/test_telemetry.py")),
     "ticker": Target("raft/ticker.py", ("tests/test_ticker.py",)),
-    "events": Target("api/events.py", ("tests/test_api_events.py", "tests/test_events_retention.py")),
+    # The subscription pins' retention and filtered-stream progress are tested with the subscriptions.
+    "events": Target("api/events.py", ("tests/test_api_events.py", "tests/test_events_retention.py",
+                                       "tests/test_subscriptions.py")),
     "kernel.state": Target("kernel/state.py", KERNEL_TESTS),
     "kernel.table": Target("kernel/table.py", KERNEL_TESTS),
     "kernel.timer": Target("kernel/timer.py", KERNEL_TESTS),
