@@ -478,3 +478,143 @@ def test_age_trimming_goes_in_bounded_chunks_and_catches_up(tmp_path):
     assert log.floor == n + 1              # caught up: only the young ones are left
     assert seqs(log) == [n + 1, n + 2, n + 3]
     log.close()
+
+
+# ---- the write path's edges (each found by a surviving mutant, docs/mutation.md) ----------
+
+def test_a_reemission_entirely_below_the_floor_only_advances_visible(tmp_path):
+    path = tmp_path / "events"
+    log, m = _reopen(path, keep=6)
+    m.emit(evs(1, 10))                     # keep=6: floor 5
+    log.close()
+    log, m = _reopen(path, keep=6)
+    m.load_snapshot(2)
+    m.emit(evs(3, 4))                      # re-emitted, already trimmed
+    assert (log.floor, log.visible, log.stats()["stored"]) == (5, 4, 6)
+    assert log.read(5) == []               # 5.. not served until re-emitted
+    m.emit(evs(5, 10))
+    assert seqs(log) == list(range(5, 11))
+    log.close()
+
+
+def test_a_reemission_reaching_further_below_the_floor_than_the_floor_is_high(tmp_path):
+    # The cut drops exactly the events below the floor (floor - first of them), not more:
+    # here 9 events from 4, floor 5: one dropped, 5..10 compared, 11 and 12 written.
+    path = tmp_path / "events"
+    log, m = _reopen(path, keep=6)
+    m.emit(evs(1, 10))
+    log.close()
+    log, m = _reopen(path, keep=6)
+    m.load_snapshot(3)
+    m.emit(evs(4, 12))
+    assert seqs(log) == list(range(7, 13)) and log.floor == 7
+    log.close()
+
+
+def test_a_reemitted_event_diverging_exactly_at_the_stored_end_replaces_it(tmp_path):
+    # One re-emitted event at the last stored seq is compared, not appended (LMDB silently
+    # refuses an append of an existing key: the old event would stay).
+    path = tmp_path / "events"
+    log, m = _reopen(path, keep=1000)
+    m.emit(evs(1, 10))
+    log.close()
+    log, m = _reopen(path, keep=1000)
+    m.load_snapshot(9)
+    m.emit((ev(10, "changed"),))
+    assert [e[3] for e in log.read(9)] == ["t9", "changed"]
+    log.close()
+
+
+def test_a_reemission_running_past_the_stored_end_is_no_divergence(tmp_path, caplog):
+    path = tmp_path / "events"
+    log, m = _reopen(path, keep=1000)
+    m.emit(evs(1, 5))
+    log.close()
+    log, m = _reopen(path, keep=1000)
+    m.load_snapshot(3)
+    m.emit(evs(4, 8))                      # 4, 5 identical, 6..8 new
+    assert seqs(log) == list(range(1, 9))
+    assert "differs" not in caplog.text
+    m.load_snapshot(6)                     # a rewind: 7 comes back different
+    m.emit((ev(7, "other"),))
+    assert "differs" in caplog.text and [e[3] for e in log.read(7)] == ["other"]
+    log.close()
+
+
+def test_a_divergence_at_the_batchs_last_event_ends_the_stored_history_there(tmp_path):
+    # After 6 diverges (and 7..10 are deleted), the store ends at 6: a snapshot installed at 7
+    # is past this node's events, so its history restarts at 8.
+    path = tmp_path / "events"
+    log, m = _reopen(path, keep=1000)
+    m.emit(evs(1, 10))
+    log.close()
+    log, m = _reopen(path, keep=1000)
+    m.load_snapshot(4)
+    m.emit((ev(5, "t5"), ev(6, "changed")))
+    assert log.stats()["stored"] == 6 and [e[3] for e in log.read(5)] == ["t5", "changed"]
+    m.load_snapshot(7)
+    assert (log.floor, log.skipped_to) == (8, 7)
+    log.close()
+
+
+def test_a_gap_of_a_single_event_restarts_the_history(event_store):
+    log, m = event_store
+    m.emit(evs(1, 5))
+    m.emit(evs(7, 8))                      # 6 never came
+    assert (log.floor, log.skipped_to) == (7, 6) and seqs(log) == [7, 8]
+
+
+def test_a_snapshot_at_what_was_served_is_not_reported_as_older(event_store, caplog):
+    log, m = event_store
+    m.emit(evs(1, 5))
+    m.load_snapshot(5)
+    assert "older than the events already served" not in caplog.text
+    m.load_snapshot(4)
+    assert "older than the events already served" in caplog.text and log.visible == 4
+
+
+def test_keys_below_a_raised_floor_go_trim_chunk_plus_twice_the_batch_per_write(tmp_path):
+    from minoots.api.events import TRIM_CHUNK
+
+    path = tmp_path / "events"
+    log, m = _reopen(path)
+    n = 2 * TRIM_CHUNK
+    for first in range(1, n + 1, 1000):
+        m.emit(evs(first, min(first + 999, n)))
+    log.close()
+    log, m = _reopen(path, keep=10)        # the floor jumps; the keys below go in chunks
+    m.emit(evs(n + 1, n + 3))
+    assert log.floor == n - 6
+    assert log.stats()["stored"] == n + 3 - (TRIM_CHUNK + 2 * 3)
+    m.emit(evs(n + 4, n + 4))              # the rest (fewer than a chunk) goes at once
+    assert log.stats()["stored"] == 10 and seqs(log) == list(range(n - 5, n + 5))
+    log.close()
+
+
+def test_age_trimming_per_write_is_bounded_by_twice_the_batch_written(tmp_path):
+    from minoots.api.events import TRIM_CHUNK
+
+    now = [1_000_000]
+    log, m = _reopen(tmp_path / "events", max_age_ms=1000, clock=lambda: now[0])
+    n = TRIM_CHUNK + 100
+    m.emit(tuple(ev(s, f"t{s}", at=now[0]) for s in range(1, n + 1)))
+    now[0] += 5000
+    m.emit(tuple(ev(s, f"t{s}", at=now[0]) for s in (n + 1, n + 2, n + 3)))
+    assert log.floor == 1 + TRIM_CHUNK + 2 * 3
+    log.close()
+
+
+def test_age_trimming_stops_at_the_first_young_event_and_keeps_one_exactly_at_the_cutoff(tmp_path):
+    now = [10_000]
+    log, m = _reopen(tmp_path / "events", max_age_ms=1000, clock=lambda: now[0])
+    # at_ms: old, exactly at the cutoff (kept), old again (kept: oldest first stops at 2).
+    m.emit((ev(1, at=8_999), ev(2, at=9_000), ev(3, at=8_000)))
+    assert log.floor == 2 and seqs(log) == [2, 3]
+    log.close()
+
+
+def test_events_older_than_max_age_when_written_are_trimmed_at_once(tmp_path):
+    log, m = _reopen(tmp_path / "events", max_age_ms=1000, clock=lambda: 10_000)
+    m.emit(evs(1, 3, at=8_000))            # e.g. re-emitted long after they happened
+    assert (log.floor, log.visible) == (4, 3) and log.read(4) == []
+    log.close()

@@ -404,3 +404,59 @@ def test_a_fresh_store_creates_its_directories_and_reports_no_watcher_near_trim(
         log.unregister_watch(w)
     finally:
         log.close()
+
+
+# ---- the budget's arithmetic at its edges (each found by a surviving mutant, docs/mutation.md) ----
+
+def big_event(seq: int, id_len: int) -> Event:
+    """An event whose value spills into LMDB overflow pages (a long timer id)."""
+    return Event(seq, EventKind.CREATED, "default", f"{seq}-".ljust(id_len, "x"), NOW, 1, TimerState.ARMED,
+                 NOW + 5000, None)
+
+
+def test_overflow_pages_count_against_the_budget(tmp_path):
+    # Each of these events takes 6 overflow pages and almost nothing in the leaf pages: a
+    # budget that counted only branch and leaf pages would never trim them.
+    log = EventLog(tmp_path / "events", budget=32 << 10, clock=lambda: NOW)
+    m = FakeMachine()
+    log.attach(m)
+    try:
+        for seq in range(1, 11):
+            m.emit((big_event(seq, 24_000),))
+        assert log.floor > 5 and log.budget_trimmed == log.floor - 1
+        assert log.used_bytes() <= (32 << 10) + 7 * 4096
+    finally:
+        log.close()
+
+
+def test_a_budget_smaller_than_one_event_still_keeps_the_newest(tmp_path):
+    # Two events of ~40 KiB each against the smallest budget (32 KiB): the budget holds
+    # "0" of them at this density, but the newest event always stays.
+    log = EventLog(tmp_path / "events", budget=32 << 10, clock=lambda: NOW)
+    m = FakeMachine()
+    log.attach(m)
+    try:
+        m.emit((big_event(1, 40_000), big_event(2, 40_000)))
+        assert (log.floor, log.visible) == (2, 2)
+        assert [e[0] for e in log.read(2)] == [2]
+    finally:
+        log.close()
+
+
+def test_the_budget_is_full_only_above_95_percent(tmp_path):
+    # budget 80 KiB: 95 % is exactly 19 pages. Three 24 kB events fill exactly 19 pages
+    # (1 leaf + 3 x 6 overflow): not full. A fourth goes over the budget: trimmed, full.
+    budget = 20 * 4096
+    assert budget * 0.95 == 19 * 4096
+    log = EventLog(tmp_path / "events", budget=budget, clock=lambda: NOW)
+    m = FakeMachine()
+    log.attach(m)
+    try:
+        for seq in (1, 2, 3):
+            m.emit((big_event(seq, 24_000),))
+        assert log.used_bytes() == 19 * 4096 and log.floor == 1
+        assert log.budget_full is False
+        m.emit((big_event(4, 24_000),))
+        assert log.budget_full is True and log.floor > 1
+    finally:
+        log.close()
