@@ -443,6 +443,8 @@ def test_empty_batches_and_writes_after_close_are_no_ops(tmp_path):
     log.close()
     m.emit(evs(3, 3))                      # the tick thread may still call in while stopping
     m.load_snapshot(3)
+    log.flush()                            # so may the once-a-second flush
+    log.close()
     assert log.write_errors == 0
 
 
@@ -618,3 +620,86 @@ def test_events_older_than_max_age_when_written_are_trimmed_at_once(tmp_path):
     m.emit(evs(1, 3, at=8_000))            # e.g. re-emitted long after they happened
     assert (log.floor, log.visible) == (4, 3) and log.read(4) == []
     log.close()
+
+
+def test_a_missing_key_at_either_end_of_a_read_is_events_lost(event_store):
+    # A damaged store (keys gone above the floor, not trimmed): the last key of the range and
+    # the key at the floor itself are reported like any other, never silently shortened.
+    from minoots.api.events import _KEY
+
+    log, m = event_store
+    m.emit(evs(1, 6))
+    with log._env.begin(write=True) as txn:
+        assert txn.delete(_KEY.pack(6), db=log._db) and txn.delete(_KEY.pack(1), db=log._db)
+    with pytest.raises(EventsLost, match="events 6..6"):
+        log.read(2)
+    with pytest.raises(EventsLost, match="events 1..1") as err:
+        log.read(1)
+    assert (err.value.cursor, err.value.floor) == (1, 2) and log.floor == 1
+
+
+def test_stats_report_every_figure_of_the_store(event_store):
+    from minoots.api.events import EVENTS_BUDGET
+
+    log, m = event_store
+    m.emit(evs(1, 3))
+    assert log.stats() == {"floor": 1, "visible": 3, "stored": 3, "skipped_to": 0, "write_errors": 0,
+                           "bytes": 4096, "budget": EVENTS_BUDGET, "budget_full": False,
+                           "budget_trimmed": 0, "trimmed_young": 0}
+
+
+def test_a_live_stream_at_the_single_skipped_event_reports_data_loss(event_store):
+    log, m = event_store
+    m.emit(evs(1, 5))
+
+    class Bridge:
+        async def wait_events(self, timeout):
+            m.emit(evs(7, 8))              # 6 never came: skipped_to = 6 = the stream's cursor
+            await asyncio.sleep(0)
+
+    async def main():
+        with pytest.raises(EventsLost, match="events 6..6"):
+            async for _ in watch(log, Bridge(), 6, None, frozenset()):
+                pass
+
+    asyncio.run(main())
+    assert log.watchers_dropped == 1
+
+
+def test_every_dropped_stream_is_counted(event_store):
+    # Overtaken by retention (OUT_OF_RANGE) or reading a damaged store (DATA_LOSS): each counts.
+    from minoots.api.events import _KEY
+
+    log, m = event_store
+    m.emit(evs(1, 6))
+    with log._env.begin(write=True) as txn:
+        assert txn.delete(_KEY.pack(3), db=log._db)
+
+    class Idle:
+        async def wait_events(self, timeout):
+            await asyncio.sleep(0)
+
+    async def drain(start):
+        async for _ in watch(log, Idle(), start, None, frozenset()):
+            pass
+
+    for expected in (1, 2):
+        with pytest.raises(EventsLost, match="events 3..3"):
+            asyncio.run(drain(3))
+        assert log.watchers_dropped == expected
+
+    async def overtaken():
+        stream = watch(log, Idle(), 4, None, frozenset())
+        assert (await stream.__anext__()).sequence == 4
+        log.floor = 100                    # what retention does between two reads
+        try:
+            async for _ in stream:
+                pass
+        finally:
+            await stream.aclose()
+
+    for expected in (3, 4):
+        log.floor = 1
+        with pytest.raises(EventsUnavailable):
+            asyncio.run(overtaken())
+        assert log.watchers_dropped == expected

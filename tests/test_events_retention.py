@@ -401,6 +401,7 @@ def test_a_fresh_store_creates_its_directories_and_reports_no_watcher_near_trim(
     try:
         w = log.register_watch(1)
         assert log.near_trim() == [] and not log.lagging and not log.budget_full
+        assert (log.pinned, log.budget_trimmed, log.trimmed_young) == (0, 0, 0)
         log.unregister_watch(w)
     finally:
         log.close()
@@ -458,5 +459,58 @@ def test_the_budget_is_full_only_above_95_percent(tmp_path):
         assert log.budget_full is False
         m.emit((big_event(4, 24_000),))
         assert log.budget_full is True and log.floor > 1
+    finally:
+        log.close()
+
+
+def test_young_trimming_is_judged_by_the_newest_trimmed_events_age(tmp_path):
+    # Three ~40 KiB events against 32 KiB: only the newest (3) stays, so 1 and 2 are
+    # trimmed, and the newest of them (2) decides whether min-age was cut short. Event 2
+    # happened exactly min-age ago (still young: "kept when the budget allows" is at least
+    # min-age); its fire_at is long past, which must not count; event 1 is old.
+    day = DAY_MS
+    old, young = big_event(1, 40_000), big_event(2, 40_000)
+    old = old._replace(at_ms=NOW - 2 * day)
+    young = young._replace(at_ms=NOW - day, fire_at=0)
+    log = EventLog(tmp_path / "events", budget=32 << 10, min_age_ms=day, clock=lambda: NOW)
+    m = FakeMachine()
+    log.attach(m)
+    try:
+        m.emit((old, young, big_event(3, 40_000)))
+        assert log.floor == 3 and (log.budget_trimmed, log.trimmed_young) == (2, 2)
+    finally:
+        log.close()
+
+
+def test_each_near_trim_watcher_is_warned_and_counted(feed, caplog):
+    f = feed(budget=256 << 10)
+    log = f.log
+    f.emit(6000)
+    assert log.budget_full
+    a, b = log.register_watch(log.floor), log.register_watch(log.floor + 1)
+    far = log.register_watch(log.visible + 1)          # caught up
+    f.emit(1)
+    assert log.near_trim_warnings == 2
+    assert sorted(r.watcher for r in caplog.records if "close to being trimmed" in r.getMessage()) == [a.id, b.id]
+    for w in (a, b, far):
+        log.unregister_watch(w)
+
+
+@pytest.mark.parametrize("retained, margin", [(9, 1), (19, 1), (20, 2), (29, 2), (30, 3)])
+def test_near_trim_is_the_lowest_tenth_of_the_retained_range(tmp_path, retained, margin):
+    # The margin arithmetic alone, on a store whose budget is full with `retained` events
+    # above the floor: cursors floor .. floor + margin - 1 are near trim, the next is not;
+    # a cursor at the newest event (not read yet) counts, one past it (caught up) not.
+    log = EventLog(tmp_path / "events")
+    try:
+        log.budget_full, log.floor, log.visible = True, 1000, 1000 + retained - 1
+        near = [log.register_watch(c) for c in range(1000, 1000 + margin)]
+        not_near = log.register_watch(1000 + margin)
+        assert log.near_trim() == near
+        for w in near + [not_near]:
+            log.unregister_watch(w)
+        log.floor = log.visible = 1000 + retained            # the whole range is one event: at newest
+        at_newest, caught_up = log.register_watch(log.visible), log.register_watch(log.visible + 1)
+        assert log.near_trim() == [at_newest]
     finally:
         log.close()

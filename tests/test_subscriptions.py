@@ -141,7 +141,7 @@ def test_count_retention_stops_at_the_pin_and_resumes_after_commit(tmp_path):
         assert log.floor == 120
         m.pin = None                                      # deleted: the count bound alone
         m.emit(_events(211, 10))
-        assert log.floor == 171
+        assert log.floor == 171 and log.pinned == 0
     finally:
         log.close()
 
@@ -166,6 +166,52 @@ def test_only_the_budget_passes_the_pin_and_says_so(tmp_path):
         m.pin = seq                                       # a subscription that committed everything
         m.emit(_events(seq + 1, 1))
         assert len(seen) == n + 1                         # trimmed, but not past the pin: nothing to say
+    finally:
+        log.close()
+
+
+def test_a_budget_floor_exactly_at_the_pin_is_no_overrun(tmp_path):
+    # The pin is the lowest cursor a subscription has not committed: trimming up to it (not
+    # past it) loses it nothing. Find where the budget puts the floor with no pin, then run the
+    # same writes again with the pin exactly there.
+    def run(pin, path):
+        log = EventLog(path, budget=64 << 10, clock=lambda: NOW)
+        m = FakeMachine()
+        log.attach(m)
+        seen, floors = [], []
+        log.on_overrun = seen.append
+        m.pin = pin
+        seq = 1
+        try:
+            while log.floor == 1:
+                m.emit(_events(seq, 100))
+                seq += 100
+                assert seq < 100_000
+            floors.append(log.floor)
+            m.emit(_events(seq, 100))                     # the budget trims again, past the pin
+            floors.append(log.floor)
+        finally:
+            log.close()
+        return floors, seen
+
+    (first, second), seen = run(None, tmp_path / "a")
+    assert seen == [] and second > first > 1
+    assert run(first, tmp_path / "b") == ([first, second], [second])
+
+
+def test_without_an_overrun_handler_the_budget_passing_the_pin_logs_no_error(tmp_path, caplog):
+    # A store no subscription API listens to (on_overrun left as it is): nothing to report.
+    log = EventLog(tmp_path / "ev", budget=64 << 10, clock=lambda: NOW)
+    m = FakeMachine()
+    log.attach(m)
+    m.pin = 1
+    try:
+        seq = 1
+        while log.floor == 1:
+            m.emit(_events(seq, 100))
+            seq += 100
+            assert seq < 100_000
+        assert "overrun failed" not in caplog.text
     finally:
         log.close()
 
@@ -467,3 +513,52 @@ def test_a_failed_automatic_commit_does_not_stop_the_stream():
     client.healed = True
     sub.close()
     assert client.commits[-1] == 8                          # close() commits everything handed out
+
+
+def test_an_idle_filtered_stream_reports_progress_only_past_what_it_already_reported(tmp_path, monkeypatch):
+    # The idle path's progress report: once the filter hid something and the stream has been
+    # idle for PROGRESS_EVERY_S, an empty batch says how far it got (and not before: the
+    # stream's clock is stepped only by its own waits, each a whole period); a stream that
+    # has examined nothing yet reports nothing; an idle wait never outlasts the period.
+    import types
+
+    import minoots.api.events as ev
+    clock = [100.0]
+    monkeypatch.setattr(ev, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    log = EventLog(tmp_path / "ev", clock=lambda: NOW)
+    m = FakeMachine()
+    log.attach(m)
+    m.emit(_events(1, 1))                                 # CREATED: the filter hides it
+    fired = int(EventKind.FIRED)
+
+    class Bridge:
+        def __init__(self, arrivals):
+            self.arrivals, self.waits = arrivals, 0
+
+        async def wait_events(self, timeout):
+            assert timeout <= ev.PROGRESS_EVERY_S
+            clock[0] += ev.PROGRESS_EVERY_S
+            self.waits += 1
+            if self.waits in self.arrivals:
+                m.emit(self.arrivals[self.waits])
+            await asyncio.sleep(0)
+
+    async def batches(start, bridge, n):
+        stream = watch_batches(log, bridge, start, None, frozenset({fired}))
+        out = []
+        try:
+            for _ in range(n):
+                batch = await asyncio.wait_for(stream.__anext__(), 30)
+                out.append((bridge.waits, [e.sequence for e in batch], batch.through))
+        finally:
+            await stream.aclose()
+        return out
+
+    try:
+        # 1 hidden; one idle period: progress to 1. Then 2 arrives, hidden: progress to 2.
+        assert asyncio.run(batches(1, Bridge({2: _events(2, 1)}), 2)) == [(1, [], 1), (2, [], 2)]
+        # From 3, nothing examined: no progress; 3 (FIRED) arrives after two idle periods.
+        fired3 = (_events(3, 1)[0]._replace(kind=EventKind.FIRED),)
+        assert asyncio.run(batches(3, Bridge({2: fired3}), 1)) == [(2, [3], 3)]
+    finally:
+        log.close()
