@@ -532,15 +532,19 @@ def test_an_idle_filtered_stream_reports_progress_only_past_what_it_already_repo
     fired = int(EventKind.FIRED)
 
     class Bridge:
+        """Each wait steps the clock (a whole period unless `arrivals` says less) and may
+        deliver events: arrivals = {wait number: (step, events)}."""
+
         def __init__(self, arrivals):
             self.arrivals, self.waits = arrivals, 0
 
         async def wait_events(self, timeout):
             assert timeout <= ev.PROGRESS_EVERY_S
-            clock[0] += ev.PROGRESS_EVERY_S
             self.waits += 1
-            if self.waits in self.arrivals:
-                m.emit(self.arrivals[self.waits])
+            step, events = self.arrivals.get(self.waits, (ev.PROGRESS_EVERY_S, ()))
+            clock[0] += step
+            if events:
+                m.emit(events)
             await asyncio.sleep(0)
 
     async def batches(start, bridge, n):
@@ -554,11 +558,22 @@ def test_an_idle_filtered_stream_reports_progress_only_past_what_it_already_repo
             await stream.aclose()
         return out
 
+    def created(seq):
+        return _events(seq, 1)
+
+    def fired_(seq):
+        return (_events(seq, 1)[0]._replace(kind=EventKind.FIRED),)
+
+    half = ev.PROGRESS_EVERY_S / 2
     try:
-        # 1 hidden; one idle period: progress to 1. Then 2 arrives, hidden: progress to 2.
-        assert asyncio.run(batches(1, Bridge({2: _events(2, 1)}), 2)) == [(1, [], 1), (2, [], 2)]
-        # From 3, nothing examined: no progress; 3 (FIRED) arrives after two idle periods.
-        fired3 = (_events(3, 1)[0]._replace(kind=EventKind.FIRED),)
-        assert asyncio.run(batches(3, Bridge({2: fired3}), 1)) == [(2, [3], 3)]
+        # wait 1: idle a period after hiding 1: progress to 1 (idle path). wait 2: 2 arrives,
+        # hidden, a period after that report: progress to 2 (read path). wait 3: idle, nothing
+        # new: no report. wait 4: 3 arrives 1.5 periods after: progress to 3. waits 5, 6: 4
+        # arrives half a period after that (no report yet), then a half period idle: progress to 4.
+        arrivals = {2: (ev.PROGRESS_EVERY_S, created(2)), 4: (half, created(3)), 5: (half, created(4)),
+                    6: (half, ()), 7: (half, fired_(5))}
+        assert asyncio.run(batches(1, Bridge(arrivals), 4)) == [(1, [], 1), (2, [], 2), (4, [], 3), (6, [], 4)]
+        # From 6, nothing examined: no progress; 6 (FIRED) arrives after two idle periods.
+        assert asyncio.run(batches(6, Bridge({2: (ev.PROGRESS_EVERY_S, fired_(6))}), 1)) == [(2, [6], 6)]
     finally:
         log.close()
