@@ -71,7 +71,7 @@ TARGETS = {
     "ticker": Target("raft/ticker.py", ("tests/test_ticker.py",)),
     # The subscription pins' retention and filtered-stream progress are tested with the subscriptions.
     "events": Target("api/events.py", ("tests/test_api_events.py", "tests/test_events_retention.py",
-                                       "tests/test_subscriptions.py")),
+                                       "tests/test_subscriptions.py", "tests/test_api_watch_batches.py")),
     "kernel.state": Target("kernel/state.py", KERNEL_TESTS),
     "kernel.table": Target("kernel/table.py", KERNEL_TESTS),
     "kernel.timer": Target("kernel/timer.py", KERNEL_TESTS),
