@@ -65,7 +65,8 @@ TARGETS = {
     "pysyncobj_compat": Target("raft/pysyncobj_compat.py",
                                ("tests/test_raft_append_model.py", "tests/test_raft_journal.py"),
                                ("plan_append_entries", "RaftConformantTransportMixin")),
-    "journal": Target("raft/journal.py", ("tests/test_raft_journal.py",)),
+    # Deferred appends (the group sync) are tested with the group sync.
+    "journal": Target("raft/journal.py", ("tests/test_raft_journal.py", "tests/test_raft_group_sync.py")),
     # The batcher's queue bound is tested with the quotas, its traceparents with telemetry.
     "batcher": Target("api/batcher.py", ("tests/test_batcher.py", "tests/test_quotas.py", "tests/test_telemetry.py")),
     "ticker": Target("raft/ticker.py", ("tests/test_ticker.py",)),
