@@ -1,0 +1,69 @@
+"""The kernel's value types (kernel/timer.py): read-only, slotted, compared by value.
+
+Results and views are handed to the API thread while the tick thread keeps applying: a
+result that could be changed after the fact, or a timer view that grew a __dict__ (tens
+of thousands are built per tick at load), would break that sharing or its memory bound.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from minoots.kernel import State, TimerSpec, TimerState
+from minoots.kernel import timer as kt
+
+
+def _timer():
+    s = State()
+    return s.create(1000, [TimerSpec("a", 5000)]).timers[0]
+
+
+def _instances():
+    t = _timer()
+    return {
+        "TimerSpec": TimerSpec("a", 5000),
+        "Timer": t,
+        "CreateResult": kt.CreateResult(events=(), items=(kt.CreateItem(t, True),)),
+        "CancelResult": kt.CancelResult(events=(), timers=(t,)),
+        "RescheduleResult": kt.RescheduleResult(events=(), timer=t),
+        "TickResult": kt.TickResult(events=(), now_ms=1, fired=(t,)),
+        "AckResult": kt.AckResult(events=(), timer=t),
+        "DeliveryResult": kt.DeliveryResult(events=(), timer=t),
+        "LeaseResult": kt.LeaseResult(events=(), leases=()),
+        "DeleteResult": kt.DeleteResult(events=(), timers=(t,)),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_instances()))
+def test_results_and_views_are_frozen_and_slotted(name):
+    obj = _instances()[name]
+    field = dataclasses.fields(obj)[0].name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(obj, field, None)
+    assert not hasattr(obj, "__dict__")
+    assert dataclasses.replace(obj) == obj            # compared by value
+
+
+def test_terminal_is_exactly_settled_cancelled_and_dead_lettered():
+    assert {s for s in TimerState if s.terminal} == {TimerState.SETTLED, TimerState.CANCELLED,
+                                                     TimerState.DEAD_LETTERED}
+
+
+def test_a_create_item_equals_only_the_same_timer_with_the_same_outcome():
+    t = _timer()
+    other = State().create(1000, [TimerSpec("b", 5000)]).timers[0]
+    item = kt.CreateItem(t, True)
+    assert item == kt.CreateItem(lambda: t, True)     # a lazily built timer compares by value
+    assert item != kt.CreateItem(t, False)
+    assert item != kt.CreateItem(other, True)
+    assert tuple(item) == (t, True)
+    assert item.__eq__((t, True)) is NotImplemented
+    with pytest.raises(TypeError):
+        hash(item)
+
+
+def test_a_create_results_timers_are_its_items_timers_in_order():
+    t, u = _timer(), State().create(1000, [TimerSpec("b", 5000)]).timers[0]
+    res = kt.CreateResult(events=(), items=(kt.CreateItem(t, True), kt.CreateItem(u, False)))
+    assert res.timers == (t, u)
