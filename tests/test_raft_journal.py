@@ -1031,3 +1031,35 @@ def test_durable_on_a_map_async_writemap_env_fsyncs_every_write(tmp_path):
     assert fs.count == 3
     j.close()
     env.close()
+
+
+# ------------------------------------------ edges found by surviving mutants (docs/mutation.md)
+
+def test_a_full_map_is_reported_to_on_full_before_it_is_raised(tmp_path):
+    j = LmdbJournal(tmp_path / "j", map_size=256 * 1024)
+    seen = []
+    j.on_full = lambda err: seen.append((err, len(j)))
+    with pytest.raises(JournalFullError) as info:
+        for idx in range(1, 10_000):
+            j.add(b"p" * 2000, idx, 1)
+    assert seen == [(info.value, len(j))] and "map is full" in str(info.value)
+    j.close()
+
+
+def test_a_log_with_a_hole_is_refused_on_open(tmp_path):
+    u64 = lambda n: n.to_bytes(8, "big")  # noqa: E731
+    _write_raw(tmp_path / "j", {u64(1): u64(1) + b"a", u64(2): u64(1) + b"b", u64(4): u64(1) + b"d"},
+               {b"format": (1).to_bytes(4, "big")})
+    with pytest.raises(JournalError, match="not contiguous"):
+        LmdbJournal(tmp_path / "j")
+
+
+def test_a_read_only_environment_is_refused(tmp_path):
+    LmdbJournal(tmp_path / "j").close()
+    env = lmdb.open(str(tmp_path / "j"), max_dbs=4, readonly=True, subdir=True)
+    try:
+        with pytest.raises(JournalError, match="read-only"):
+            LmdbJournal(env)
+        assert env.stat()["psize"] > 0               # a shared env is never closed by a refusal
+    finally:
+        env.close()
