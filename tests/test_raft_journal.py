@@ -1063,3 +1063,13 @@ def test_a_read_only_environment_is_refused(tmp_path):
         assert env.stat()["psize"] > 0               # a shared env is never closed by a refusal
     finally:
         env.close()
+
+
+def test_reprs_name_the_range_and_state(tmp_path):
+    # What log lines and debuggers show: the Raft indices a slice covers, a journal's policy and size.
+    j = filled(tmp_path / "j", 5)
+    assert repr(j[:0]) == "JournalSlice([])"
+    assert repr(j[1:4]) == "JournalSlice(idx 2..4)"
+    assert repr(j) == "<LmdbJournal durable 5 entries first=1 last=5>"
+    j.close()
+    assert repr(j) == "<LmdbJournal durable closed first=1 last=5>"
