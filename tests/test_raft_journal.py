@@ -1073,3 +1073,31 @@ def test_reprs_name_the_range_and_state(tmp_path):
     assert repr(j) == "<LmdbJournal durable 5 entries first=1 last=5>"
     j.close()
     assert repr(j) == "<LmdbJournal durable closed first=1 last=5>"
+
+
+@pytest.mark.parametrize("writemap, map_async", [(True, False), (False, True)])
+def test_durable_on_an_env_that_syncs_every_commit_adds_no_fsync(tmp_path, writemap, map_async):
+    # Only writemap AND map_async together make LMDB's commits asynchronous; either alone
+    # (with sync on) still syncs each commit, so the journal must not fsync again.
+    env = lmdb.open(str(tmp_path / "env"), max_dbs=8, writemap=writemap, map_async=map_async)
+    j = LmdbJournal(env)
+    fs = CountingFsync(j)
+    for i in range(1, 4):
+        j.add(b"x", i, 1)
+    j.flush()
+    assert fs.count == 0
+    j.close()
+    env.close()
+
+
+def test_a_reopened_relaxed_journal_has_nothing_to_fsync_until_it_writes(tmp_path):
+    filled(tmp_path / "j", 3, sync_policy="relaxed").close()
+    j = LmdbJournal(tmp_path / "j", sync_policy="relaxed", sync_interval=0.0)
+    fs = CountingFsync(j)
+    j.onOneSecondTimer()
+    j.flush()
+    assert fs.count == 0
+    j.add(b"x", 4, 1)
+    j.flush()
+    assert fs.count == 1
+    j.close()
