@@ -1070,9 +1070,9 @@ def test_reprs_name_the_range_and_state(tmp_path):
     j = filled(tmp_path / "j", 5)
     assert repr(j[:0]) == "JournalSlice([])"
     assert repr(j[1:4]) == "JournalSlice(idx 2..4)"
-    assert repr(j) == "<LmdbJournal durable 5 entries first=1 last=5>"
+    assert repr(j) == "<LmdbJournal durable 5 entries first=1 last=5>" and j.closed is False
     j.close()
-    assert repr(j) == "<LmdbJournal durable closed first=1 last=5>"
+    assert repr(j) == "<LmdbJournal durable closed first=1 last=5>" and j.closed is True
 
 
 @pytest.mark.parametrize("writemap, map_async", [(True, False), (False, True)])
@@ -1101,3 +1101,15 @@ def test_a_reopened_relaxed_journal_has_nothing_to_fsync_until_it_writes(tmp_pat
     j.flush()
     assert fs.count == 1
     j.close()
+
+
+def test_a_commit_index_of_zero_is_persisted_as_zero(tmp_path):
+    j = filled(tmp_path / "j", 3)
+    j.setRaftCommitIndex(0)
+    j.flush()
+    fs = CountingFsync(j)
+    j.flush()                                     # written: nothing left to write
+    assert fs.count == 0
+    j.close()
+    with LmdbJournal(tmp_path / "j") as j:
+        assert j.getRaftCommitIndex() == 0
