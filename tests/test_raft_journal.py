@@ -310,6 +310,9 @@ def test_durable_on_nosync_shared_env_fsyncs_every_write(tmp_path):
     assert fs.count == 8
     j.setCurrentTerm(2, "n")  # unchanged: no write
     assert fs.count == 8
+    j.flush()                 # every write was synced: nothing left
+    j.onOneSecondTimer()
+    assert fs.count == 8
     j.close()
     env.close()
 
