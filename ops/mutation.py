@@ -250,8 +250,11 @@ def coverage_pass(name: str, target: Target, files: list[str]) -> tuple[dict[int
 
 
 def statement_spans(tree: ast.AST) -> list[tuple[int, int]]:
-    """(first, last) line of every statement, for mapping a mutant to the lines it runs as."""
-    return [(n.lineno, n.end_lineno) for n in ast.walk(tree) if isinstance(n, ast.stmt)]
+    """(first, last) line of every statement, for mapping a mutant to the lines it runs as.
+    A decorated def or class starts at its first decorator: a mutant that drops or changes
+    a decorator is in the statement (outside every span it was taken for untested code)."""
+    return [(min([n.lineno] + [d.lineno for d in getattr(n, "decorator_list", ())]), n.end_lineno)
+            for n in ast.walk(tree) if isinstance(n, ast.stmt)]
 
 
 def tests_for(line: int, spans, contexts: dict[int, set[str]]) -> set[str] | None:
