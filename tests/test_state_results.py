@@ -67,3 +67,20 @@ def test_a_create_results_timers_are_its_items_timers_in_order():
     t, u = _timer(), State().create(1000, [TimerSpec("b", 5000)]).timers[0]
     res = kt.CreateResult(events=(), items=(kt.CreateItem(t, True), kt.CreateItem(u, False)))
     assert res.timers == (t, u)
+
+
+def test_a_plain_timer_shows_no_schedule_delivery_or_graph():
+    # A one-shot timer without a webhook or dependencies: the view's optional parts read as
+    # "none" (clients and the SDK test these fields to tell the kinds of timers apart).
+    t = _timer()
+    assert (t.every_ms, t.until, t.max_count, t.cron, t.tz) == (0, None, 0, "", "")
+    assert (t.delivery, t.delivery_attempts, t.next_attempt_at, t.delivery_attempt) == (None, (), None, 0)
+    assert (t.after, t.on, t.mode, t.delay_ms, t.on_parent_cancel, t.waiting_on, t.dependency, t.children,
+            t.escalate, t.escalated) == ((), "", "", 0, "", (), "", (), (), 0)
+
+
+def test_a_spec_asks_for_nothing_optional_by_default():
+    s = TimerSpec("a", 5000)
+    assert (s.tenant, s.name, s.payload, s.labels, s.action, s.idempotency_key, s.ack_required) == \
+        ("default", "", b"", None, b"", None, False)
+    assert (s.every_ms, s.until, s.max_count, s.cron, s.tz, s.delivery, s.graph) == (0, None, 0, "", "", None, None)
