@@ -84,3 +84,10 @@ def test_a_spec_asks_for_nothing_optional_by_default():
     assert (s.tenant, s.name, s.payload, s.labels, s.action, s.idempotency_key, s.ack_required) == \
         ("default", "", b"", None, b"", None, False)
     assert (s.every_ms, s.until, s.max_count, s.cron, s.tz, s.delivery, s.graph) == (0, None, 0, "", "", None, None)
+
+
+def test_a_tick_with_nothing_due_reports_nothing_purged():
+    s = State()
+    s.create(1000, [TimerSpec("a", 5000)])
+    r = s.tick(2000)
+    assert (r.events, r.now_ms, r.fired, r.purged) == ((), 2000, (), 0)
