@@ -86,3 +86,25 @@ PLAIN = dict(tenant="t", timer_id="i", fire_at=0, name="", payload=b"", labels=N
 ])
 def test_plain_spec_is_true_exactly_for_the_common_valid_case(change, plain):
     assert v.plain_spec(**{**PLAIN, **change}) is plain
+
+
+def test_a_mapping_that_yields_a_key_twice_is_refused():
+    # Only a misbehaving Mapping can do this; the pairs would otherwise reach the snapshot twice.
+    from collections.abc import Mapping
+
+    class Twice(Mapping):
+        def __getitem__(self, k):
+            return "a"
+
+        def __iter__(self):
+            return iter(("k", "k"))
+
+        def __len__(self):
+            return 2
+
+        def items(self):
+            return [("k", "b"), ("k", "a")]
+
+    with pytest.raises(InvalidArgument) as err:
+        v.check_labels("l", Twice())
+    assert (err.value.field, err.value.rule) == ("l", "duplicate key 'k'")
