@@ -80,7 +80,8 @@ PLAIN = dict(tenant="t", timer_id="i", fire_at=0, name="", payload=b"", labels=N
     ({"payload": b"p" * v.MAX_PAYLOAD_BYTES}, True), ({"payload": b"p" * (v.MAX_PAYLOAD_BYTES + 1)}, False),
     ({"action": b"a" * v.MAX_ACTION_BYTES}, True), ({"action": b"a" * (v.MAX_ACTION_BYTES + 1)}, False),
     ({"labels": {}}, True), ({"labels": {"k": "v"}}, False),
-    ({"key": "k" * v.MAX_IDEMPOTENCY_KEY_LEN}, True), ({"key": "k" * 129}, False), ({"key": ""}, False),
+    ({"key": "k" * v.MAX_IDEMPOTENCY_KEY_LEN}, True), ({"key": "k"}, True), ({"key": "k" * 129}, False),
+    ({"key": ""}, False),
     ({"key": "é"}, False), ({"ack_required": True}, True), ({"ack_required": 1}, False),
     ({"timer_id": "a b"}, False), ({"tenant": "a b"}, False), ({"payload": bytearray()}, False),
 ])
