@@ -77,6 +77,8 @@ def test_a_plain_timer_shows_no_schedule_delivery_or_graph():
     assert (t.delivery, t.delivery_attempts, t.next_attempt_at, t.delivery_attempt) == (None, (), None, 0)
     assert (t.after, t.on, t.mode, t.delay_ms, t.on_parent_cancel, t.waiting_on, t.dependency, t.children,
             t.escalate, t.escalated) == ((), "", "", 0, "", (), "", (), (), 0)
+    assert (t.paused, t.catch_up, t.overlap, t.triggered, t.skipped, t.flex_ms, t.pending_fires, t.buffered) == \
+        (False, "", "", 0, 0, 0, (), False)
 
 
 def test_a_spec_asks_for_nothing_optional_by_default():
@@ -84,6 +86,7 @@ def test_a_spec_asks_for_nothing_optional_by_default():
     assert (s.tenant, s.name, s.payload, s.labels, s.action, s.idempotency_key, s.ack_required) == \
         ("default", "", b"", None, b"", None, False)
     assert (s.every_ms, s.until, s.max_count, s.cron, s.tz, s.delivery, s.graph) == (0, None, 0, "", "", None, None)
+    assert (s.catch_up, s.overlap, s.flex_ms, s.flex_seed) == ("", "", 0, 0)
 
 
 def test_a_tick_with_nothing_due_reports_nothing_purged():
