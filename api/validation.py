@@ -327,6 +327,15 @@ def _duration(field: str, d, default: int, has: bool) -> int:
         raise InvalidArgument(field, str(exc)) from None
 
 
+def _visibility(req) -> int:
+    """A lease request's visibility timeout in ms (default 30 s; 1 s .. 12 h)."""
+    vis = _duration("visibility_timeout", req.visibility_timeout, DEFAULT_VISIBILITY_MS,
+                    req.HasField("visibility_timeout"))
+    if not MIN_VISIBILITY_MS <= vis <= MAX_VISIBILITY_MS:
+        raise InvalidArgument("visibility_timeout", f"must be within {MIN_VISIBILITY_MS}..{MAX_VISIBILITY_MS} ms")
+    return vis
+
+
 def lease_args(req: pb.LeaseTimersRequest) -> tuple[str, str, int, int, float]:
     """(tenant, queue, max timers, visibility ms, long-poll wait in seconds)."""
     tenant = _tenant("tenant", req.tenant)
@@ -334,10 +343,7 @@ def lease_args(req: pb.LeaseTimersRequest) -> tuple[str, str, int, int, float]:
     n = req.max_timers or 1
     if n > MAX_LEASE_BATCH:
         raise InvalidArgument("max_timers", f"must be within 1..{MAX_LEASE_BATCH}, got {n}")
-    vis = _duration("visibility_timeout", req.visibility_timeout, DEFAULT_VISIBILITY_MS,
-                    req.HasField("visibility_timeout"))
-    if not MIN_VISIBILITY_MS <= vis <= MAX_VISIBILITY_MS:
-        raise InvalidArgument("visibility_timeout", f"must be within {MIN_VISIBILITY_MS}..{MAX_VISIBILITY_MS} ms")
+    vis = _visibility(req)
     wait = _duration("wait", req.wait, 0, req.HasField("wait"))
     if not 0 <= wait <= MAX_LEASE_WAIT_MS:
         raise InvalidArgument("wait", f"must be within 0..{MAX_LEASE_WAIT_MS} ms")
@@ -351,10 +357,7 @@ def stream_lease_args(req: pb.StreamLeasesRequest) -> tuple[str, str, int, int]:
     n = req.max_outstanding or 1
     if n > MAX_LEASE_BATCH:
         raise InvalidArgument("max_outstanding", f"must be within 1..{MAX_LEASE_BATCH}, got {n}")
-    vis = _duration("visibility_timeout", req.visibility_timeout, DEFAULT_VISIBILITY_MS,
-                    req.HasField("visibility_timeout"))
-    if not MIN_VISIBILITY_MS <= vis <= MAX_VISIBILITY_MS:
-        raise InvalidArgument("visibility_timeout", f"must be within {MIN_VISIBILITY_MS}..{MAX_VISIBILITY_MS} ms")
+    vis = _visibility(req)
     return tenant, queue, n, vis
 
 
@@ -367,10 +370,7 @@ def lease_ref(req) -> tuple[str, str, str]:
 
 def extend_args(req: pb.ExtendLeaseRequest) -> tuple[str, str, str, int]:
     tenant, timer_id, lease_id = lease_ref(req)
-    vis = _duration("visibility_timeout", req.visibility_timeout, DEFAULT_VISIBILITY_MS,
-                    req.HasField("visibility_timeout"))
-    if not MIN_VISIBILITY_MS <= vis <= MAX_VISIBILITY_MS:
-        raise InvalidArgument("visibility_timeout", f"must be within {MIN_VISIBILITY_MS}..{MAX_VISIBILITY_MS} ms")
+    vis = _visibility(req)
     return tenant, timer_id, lease_id, vis
 
 
