@@ -342,11 +342,8 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
         held: list[tuple[str, str]] = []          # (timer id, lease id) handed out, maybe still live
         with self._watchers.hold(_principal_name()):
             while True:
-                if held:
-                    live = await self._bridge.read(lambda k: k.live_leases(tenant, held))
-                    if live < len(held):       # some ended: keep only the live ones
-                        held = await self._bridge.read(
-                            lambda k: [r for r in held if k.live_leases(tenant, (r,))])
+                if held:                       # keep only the leases not yet acked, nacked or expired
+                    held = await self._bridge.read(lambda k, refs=tuple(held): k.live_leases(tenant, refs))
                 room = most - len(held)
                 if room > 0 and await self._bridge.read(lambda k: k.queue_depth(tenant, queue)):
                     res = await self._write(commands.LeaseTimers(self._node.clock.now_ms(), tenant, queue, room,

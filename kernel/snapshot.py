@@ -321,14 +321,8 @@ def _encode_recur(recur: dict) -> list[bytes]:
 
 
 def _decode_recur(r: "_Reader", t: Table, states: bytes) -> dict:
-    ords = r.block("recurrence ordinals")
-    if len(ords) % 8:
-        raise SnapshotError("snapshot recurrence ordinals are not whole i64 values")
-    k = len(ords) // 8
-    o_arr = array("q")
-    o_arr.frombytes(ords)
-    if _BIG:
-        o_arr.byteswap()
+    o_arr = r.ordinals("recurrence ordinals")
+    k = len(o_arr)
     paused = r.array("B", k, "recurrence paused")
     catch_up = r.array("B", k, "recurrence catch_up")
     overlap = r.array("B", k, "recurrence overlap")
@@ -439,6 +433,17 @@ class _Reader:
             a.byteswap()
         return a
 
+    def ordinals(self, what: str) -> array:
+        """A block of i64 ordinals whose count is the block's own length."""
+        b = self.block(what)
+        if len(b) % 8:
+            raise SnapshotError(f"snapshot {what} are not whole i64 values")
+        a = array("q")
+        a.frombytes(b)
+        if _BIG:
+            a.byteswap()
+        return a
+
 
 def _spans(lens: array, blob_len: int, what: str) -> list[tuple[int, int]]:
     ends = list(accumulate(lens))
@@ -490,14 +495,8 @@ def _check_times(a: array, what: str) -> None:
 
 def _schedules(r: _Reader, n: int, t: Table, free: set) -> dict:
     """The recurring timers' block of a version-2 snapshot, checked like what create accepts."""
-    ords = r.block("schedule ordinals")
-    if len(ords) % 8:
-        raise SnapshotError("snapshot schedule ordinals are not whole i64 values")
-    k = len(ords) // 8
-    o_arr = array("q")
-    o_arr.frombytes(ords)
-    if _BIG:
-        o_arr.byteswap()
+    o_arr = r.ordinals("schedule ordinals")
+    k = len(o_arr)
     every = r.array("q", k, "schedule every_ms")
     until = r.array("q", k, "schedule until")
     count = r.array("q", k, "schedule max_count")

@@ -959,17 +959,17 @@ class State(RecurringCommands):
                    if (r := deliv.get(o)) is not None and r.avail == avail and not r.lease and not r.waiting
                    and state[o] == _DELIVERING)
 
-    def live_leases(self, tenant: str, refs) -> int:
-        """How many of `refs` ((timer id, lease id) pairs of `tenant`) are still live leases:
-        not acked, nacked or expired (a lease stream's outstanding count)."""
+    def live_leases(self, tenant: str, refs) -> list:
+        """Those of `refs` ((timer id, lease id) pairs of `tenant`) that are still live leases:
+        not acked, nacked or expired (a lease stream's outstanding ones)."""
         t = self._table
-        n = 0
+        live = []
         for timer_id, lease_id in refs:
             o = t.lookup(tenant, timer_id)
             rec = t.deliv.get(o) if o is not None else None
             if rec is not None and rec.lease == lease_id and t.state[o] == _DELIVERING:
-                n += 1
-        return n
+                live.append((timer_id, lease_id))
+        return live
 
     def _leased(self, now_ms: int, tenant: str, id: str, lease_id: str) -> tuple:
         now = check_time("now_ms", now_ms)
