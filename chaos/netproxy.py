@@ -161,9 +161,9 @@ class RaftProxy:
                              name=f"proxy-{self.node_id}-conn").start()
 
     def _serve(self, client: socket.socket) -> None:
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         host, port = self.target.rsplit(":", 1)
         try:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             up = socket.create_connection((host, int(port)), timeout=2.0)
             up.settimeout(None)
             up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -206,8 +206,8 @@ class RaftProxy:
     def _read_frame(self, client: socket.socket):
         """Read one frame; returns (raw bytes, decoded message or None), (None, None) on EOF."""
         buf = b""
-        client.settimeout(5.0)
         try:
+            client.settimeout(5.0)      # raises on a socket close() already shut
             while len(buf) < 4:
                 chunk = client.recv(4 - len(buf))
                 if not chunk:
