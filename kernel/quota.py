@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from itertools import compress, repeat
-from operator import and_, is_not
+from operator import and_, is_not, not_
 from typing import NamedTuple
 
 from .table import Table
@@ -84,7 +84,13 @@ def usage_by_tenant(t: Table) -> tuple[list[int], list[int]]:
         for ti, c in Counter(compress(t.tenant, open_)).items():
             live[ti] = c
     extra = t.extra
-    if extra.count(None) != n:
+    if k == 1 and extra.count(None) != n:
+        # One tenant (the usual restart): C-level sums, a Python step only per Extra.
+        held_extras = list(compress(extra, map(and_, open_, map(is_not, extra, repeat(None)))))
+        is_bytes = list(map(isinstance, held_extras, repeat(bytes)))
+        held[0] = sum(map(len, compress(held_extras, is_bytes))) + \
+            sum(len(ex.payload) for ex in compress(held_extras, map(not_, is_bytes)))
+    elif extra.count(None) != n:
         for ti, ex in compress(zip(t.tenant, extra), map(and_, open_, map(is_not, extra, repeat(None)))):
             held[ti] += len(ex) if type(ex) is bytes else len(ex.payload)
     return live, held

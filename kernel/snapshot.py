@@ -73,8 +73,8 @@ import struct
 import sys
 import zlib
 from array import array
-from itertools import accumulate, compress, repeat
-from operator import is_not, not_
+from itertools import accumulate, chain, compress, repeat
+from operator import ge, is_not, not_
 from typing import Optional, Union
 
 from ._wheel import MAX_TIME
@@ -445,23 +445,35 @@ class _Reader:
         return a
 
 
-def _spans(lens: array, blob_len: int, what: str) -> list[tuple[int, int]]:
+def _slices(lens: array, blob_len: int, what: str):
+    """The slice of each item in a blob of concatenated items (an iterator, C-level)."""
     ends = list(accumulate(lens))
     if (ends[-1] if ends else 0) != blob_len:
         raise SnapshotError(f"snapshot {what} lengths do not add up to the blob size")
-    return list(zip([0] + ends[:-1], ends))
+    return map(slice, chain((0,), ends), ends)
 
+
+# Restart time at a million timers is mostly these lists: they are built with C-level
+# map()s, and a column of empty items (no names, no keys: the usual case) costs one
+# count instead of a million slices.
 
 def _utf8_list(r: _Reader, count: int, what: str, code: str = "I") -> list[str]:
     lens = r.array(code, count, f"{what} lengths")
     blob = bytes(r.block(what))
-    return [blob[a:b].decode("utf-8") for a, b in _spans(lens, len(blob), what)]
+    if not blob and lens.count(0) == count:
+        return [""] * count
+    pieces = _slices(lens, len(blob), what)
+    if blob.isascii():      # byte offsets are character offsets: decode once
+        return list(map(blob.decode("ascii").__getitem__, pieces))
+    return [blob[piece].decode("utf-8") for piece in pieces]
 
 
 def _bytes_list(r: _Reader, count: int, what: str) -> list[bytes]:
     lens = r.array("I", count, f"{what} lengths")
     blob = bytes(r.block(what))
-    return [blob[a:b] for a, b in _spans(lens, len(blob), what)]
+    if not blob and lens.count(0) == count:
+        return [b""] * count
+    return list(map(blob.__getitem__, _slices(lens, len(blob), what)))
 
 
 def _check_range(a: array, lo: int, hi: int, what: str) -> None:
@@ -601,7 +613,7 @@ def _decode(mv: memoryview) -> tuple[Table, int, int, bool]:
     t.ids = ids
 
     ex_ords = r.array("q", n_extra, "extra ordinals")
-    if any(b <= a for a, b in zip(ex_ords, ex_ords[1:])) or (n_extra and not 0 <= ex_ords[0] <= ex_ords[-1] < n):
+    if any(map(ge, ex_ords, ex_ords[1:])) or (n_extra and not 0 <= ex_ords[0] <= ex_ords[-1] < n):
         raise SnapshotError("snapshot extra ordinals are not increasing within the table")
     names = _utf8_list(r, n_extra, "names")
     payloads = _bytes_list(r, n_extra, "payloads")
@@ -645,6 +657,16 @@ def _decode(mv: memoryview) -> tuple[Table, int, int, bool]:
         raise SnapshotError(f"snapshot has {len(body) - r.pos} unexpected trailing bytes")
 
     extra: list[ExtraField] = [None] * n
+    if n_pairs == 0 and names.count("") == n_extra and actions.count(b"") == n_extra \
+            and keys.count(None) == n_extra and b"" not in payloads:
+        # Payloads alone (the usual extras): the column holds the payload bytes
+        # themselves (table.make_extra), without a Python step per field.
+        if n_extra == n:         # increasing ordinals within the table: all of them
+            extra = payloads
+        else:
+            for o, payload in zip(ex_ords, payloads):
+                extra[o] = payload
+        ex_ords = ()
     p = 0
     for j, o in enumerate(ex_ords):
         c = label_counts[j]
