@@ -29,14 +29,22 @@ import { minootsV1 } from "./proto";
 import type { TimersClient } from "./gen/minoots/v1/Timers";
 import type { ClusterClient } from "./gen/minoots/v1/Cluster";
 import type { SubscriptionsClient } from "./gen/minoots/v1/Subscriptions";
+import type { EndpointServiceClient } from "./gen/minoots/v1/EndpointService";
 import type { ListTimersRequest } from "./gen/minoots/v1/ListTimersRequest";
 import type { CreateSubscriptionRequest } from "./gen/minoots/v1/CreateSubscriptionRequest";
-import type { ClusterStatus, EventKind, SubscriptionInfo, Timer, TimerSpec } from "./types";
+import type {
+  BulkResult, ClusterStatus, DeadLetterResults, DeliveryDefaults, Endpoint, EventKind, Lease, QueueStats,
+  SubscriptionInfo, Timer, TimerSpec,
+} from "./types";
 import {
-  type ListOptions, eventKindToPb, listRequest, msToDuration, msToTimestamp, specToPb, statusFromPb,
-  subscriptionFromPb, timeToMs, timerFromPb, watchRequest,
+  type ListOptions, eventKindToPb, labelSelector, listRequest, msToDuration, msToTimestamp, specToPb, statusFromPb,
+  subscriptionFromPb, timeToMs, timerFromPb, timestampToMs, watchRequest,
 } from "./wire";
-import { Watch, type WatchOptions } from "./watch";
+import { StreamReader, Watch, type WatchOptions } from "./watch";
+import {
+  type DeadLetterSelection, type Selection, bulkFromPb, bulkRequest, deadLettersRequest, deadResultsFromPb,
+  defaultsFromPb, endpointFromPb, leaseFromPb, newWebhookSecret, queueStatsFromPb, rescheduleChange,
+} from "./delivery";
 import { Subscriber, type SubscribeOptions } from "./subscriber";
 
 export interface ClientOptions {
@@ -68,6 +76,7 @@ interface Stubs {
   timers: TimersClient;
   cluster: ClusterClient;
   subscriptions: SubscriptionsClient;
+  endpoints: EndpointServiceClient;
 }
 
 type Attempt<T> = (addr: string, deadline: Date) => Promise<T>;
@@ -119,6 +128,7 @@ export class Client {
         timers: new v1.Timers(addr, this.creds, opts),
         cluster: new v1.Cluster(addr, this.creds, opts),
         subscriptions: new v1.Subscriptions(addr, this.creds, opts),
+        endpoints: new v1.EndpointService(addr, this.creds, opts),
       };
       this.stubs.set(addr, s);
     }
@@ -171,9 +181,10 @@ export class Client {
    * `safeOnly`: retry only failures known not to have reached Raft; throw Unavailable(ambiguous)
    * on any other transient failure.
    */
-  async call<T>(what: string, fn: Attempt<T>, opts: { safeOnly?: boolean; timeoutMs?: number } = {}):
-      Promise<[T, boolean]> {
-    const total = opts.timeoutMs ?? this.timeoutMs;
+  async call<T>(what: string, fn: Attempt<T>,
+                opts: { safeOnly?: boolean; timeoutMs?: number; attemptExtraMs?: number } = {}): Promise<[T, boolean]> {
+    const extra = opts.attemptExtraMs ?? 0;   // a long poll's wait: added to each attempt's deadline and the total
+    const total = (opts.timeoutMs ?? this.timeoutMs) + extra;
     const deadline = performance.now() + total;
     let last: unknown = undefined;
     let ambiguous = false;
@@ -188,7 +199,7 @@ export class Client {
       const addr = this.router.pick(failedAt === undefined ? [] : [failedAt]);
       n++;
       try {
-        const result = await fn(addr, new Date(Date.now() + Math.min(this.attemptTimeoutMs, remaining)));
+        const result = await fn(addr, new Date(Date.now() + Math.min(this.attemptTimeoutMs + extra, remaining)));
         return [result, ambiguous];
       } catch (err) {
         const kind = classify(err);
@@ -225,6 +236,10 @@ export class Client {
 
   private subs<Res>(method: string, req: object): Attempt<Res> {
     return (addr, deadline) => this.unary<object, Res>(this.stubsFor(addr).subscriptions, method, req, deadline);
+  }
+
+  private eps<Res>(method: string, req: object): Attempt<Res> {
+    return (addr, deadline) => this.unary<object, Res>(this.stubsFor(addr).endpoints, method, req, deadline);
   }
 
   // ---- timers -----------------------------------------------------------------------
@@ -325,6 +340,299 @@ export class Client {
         if (reached(t)) return t;
       }
       throw err;
+    }
+  }
+
+  /**
+   * Remove a settled, cancelled or dead-lettered timer now (before its tenant's retention
+   * ends); returns it as it was. FailedPrecondition for a timer that has not ended; NotFound
+   * for one that is gone (`afterAmbiguous` true when an earlier attempt may have deleted it).
+   */
+  async deleteTimer(id: string, opts: CallOptions = {}): Promise<Timer> {
+    const [resp] = await this.call<any>("deleteTimer",
+      this.timers("DeleteTimer", { tenant: this.tenantOf(opts.tenant), id }), opts);
+    return timerFromPb(resp);
+  }
+
+  // ---- bulk -------------------------------------------------------------------------
+
+  /**
+   * Cancel the timers `ids`, or every live timer matching the label `selector`, each on its
+   * own: a BulkResult per timer. One replicated command per page of up to 1,000 timers.
+   */
+  async cancelTimers(sel: Selection, opts: CallOptions = {}): Promise<BulkResult[]> {
+    const req = bulkRequest(sel, this.tenantOf(opts.tenant));
+    return this.bulkPages("cancelTimers", "CancelTimers", req, opts, false);
+  }
+
+  /**
+   * Move the deadline of scheduled or armed timers (`ids` or a label `selector`) to `fireAt`,
+   * to `delayMs` from when the cluster accepts it, or by `extendByMs` (exactly one): a
+   * BulkResult per timer. `extendByMs` is not retried after an ambiguous failure.
+   */
+  async rescheduleTimers(sel: Selection & { fireAt?: Date | number; delayMs?: number; extendByMs?: number },
+                         opts: CallOptions = {}): Promise<BulkResult[]> {
+    const change = rescheduleChange(sel);
+    const req = { ...bulkRequest(sel, this.tenantOf(opts.tenant)), ...change };
+    return this.bulkPages("rescheduleTimers", "RescheduleTimers", req, opts, sel.extendByMs !== undefined);
+  }
+
+  private async bulkPages(what: string, method: string, req: Record<string, unknown>, opts: CallOptions,
+                          safeOnly: boolean): Promise<BulkResult[]> {
+    const out: BulkResult[] = [];
+    for (;;) {
+      const [resp] = await this.call<any>(what, this.timers(method, { ...req }), { ...opts, safeOnly });
+      out.push(...bulkFromPb(resp));
+      if (!resp.nextPageToken) return out;
+      req.pageToken = resp.nextPageToken;
+    }
+  }
+
+  // ---- recurring timers -------------------------------------------------------------
+
+  /** Pause an armed recurring timer (state SCHEDULED, `paused` true) until resumeTimer. Safe to retry. */
+  async pauseTimer(id: string, opts: CallOptions = {}): Promise<Timer> {
+    const req = { tenant: this.tenantOf(opts.tenant), id };
+    return this.settleCall("pauseTimer", this.timers("PauseTimer", req), id, opts, (t) => t.paused);
+  }
+
+  /** Resume a paused timer: armed again at its next occurrence after now. Safe to retry. */
+  async resumeTimer(id: string, opts: CallOptions = {}): Promise<Timer> {
+    const req = { tenant: this.tenantOf(opts.tenant), id };
+    return this.settleCall("resumeTimer", this.timers("ResumeTimer", req), id, opts, (t) => !t.paused);
+  }
+
+  /**
+   * Fire one extra occurrence of a recurring timer now (its own fireId); the schedule is
+   * unchanged. Not idempotent: retried only when the request certainly did not reach Raft.
+   */
+  async triggerTimer(id: string, opts: CallOptions = {}): Promise<Timer> {
+    const [resp] = await this.call<any>("triggerTimer",
+      this.timers("TriggerTimer", { tenant: this.tenantOf(opts.tenant), id }), { ...opts, safeOnly: true });
+    return timerFromPb(resp);
+  }
+
+  /** The timer's next `count` (1..100) fire times, computed by the server's kernel code; [] once it ended. */
+  async nextOccurrences(id: string, count = 5, opts: CallOptions = {}): Promise<Date[]> {
+    if (!Number.isSafeInteger(count) || count < 1 || count > 100) {
+      throw new InvalidArgument(`count must be an integer within 1..100, got ${count}`);
+    }
+    const [resp] = await this.call<any>("nextOccurrences",
+      this.timers("NextOccurrences", { tenant: this.tenantOf(opts.tenant), id, count }), opts);
+    return resp.occurrences.map((ts: any) => new Date(timestampToMs(ts)));
+  }
+
+  // ---- webhooks and dead letters ----------------------------------------------------
+
+  /**
+   * Set the tenant's webhook signing secret and return it: the only time it is shown. Without
+   * `secret` a fresh whsec_ secret is drawn here (so a retry sets the same one).
+   */
+  async rotateWebhookSecret(opts: CallOptions & { secret?: string } = {}): Promise<string> {
+    const req = { tenant: this.tenantOf(opts.tenant), secret: opts.secret || newWebhookSecret() };
+    const [resp] = await this.call<any>("rotateWebhookSecret", this.timers("RotateWebhookSecret", req), opts);
+    return resp.secret;
+  }
+
+  /** Deliver a DEAD_LETTERED timer again with a fresh attempt budget (same webhook-id). Safe to retry. */
+  async redriveTimer(id: string, opts: CallOptions = {}): Promise<Timer> {
+    const req = { tenant: this.tenantOf(opts.tenant), id };
+    return this.settleCall("redriveTimer", this.timers("RedriveTimer", req), id, opts,
+      (t) => t.state !== "DEAD_LETTERED");
+  }
+
+  /** Dead-lettered timers (of a queue, an endpoint, matching labels) and whether more matched than `limit` (<= 1000). */
+  async listDeadLetters(opts: CallOptions & { queue?: string; endpoint?: string;
+    labels?: Record<string, string> | string; limit?: number } = {}): Promise<{ timers: Timer[]; truncated: boolean }> {
+    const req = {
+      tenant: this.tenantOf(opts.tenant), queue: opts.queue ?? "", endpoint: opts.endpoint ?? "",
+      labelSelector: labelSelector(opts.labels), limit: opts.limit ?? 100,
+    };
+    const [resp] = await this.call<any>("listDeadLetters", this.eps("ListDeadLetters", req), opts);
+    return { timers: resp.timers.map((t: any) => timerFromPb(t)), truncated: resp.truncated };
+  }
+
+  /**
+   * Re-arm dead letters (by id, or selected by queue / endpoint / labels / all) with their
+   * attempts reset and history kept, in one replicated command: a result per timer.
+   */
+  async replayDeadLetters(sel: DeadLetterSelection, opts: CallOptions = {}): Promise<DeadLetterResults> {
+    const [resp] = await this.call<any>("replayDeadLetters",
+      this.eps("ReplayDeadLetters", deadLettersRequest(sel, this.tenantOf(opts.tenant))), opts);
+    return deadResultsFromPb(resp);
+  }
+
+  /** Delete dead letters (by id, or selected): a result per timer. */
+  async purgeDeadLetters(sel: DeadLetterSelection, opts: CallOptions = {}): Promise<DeadLetterResults> {
+    const [resp] = await this.call<any>("purgeDeadLetters",
+      this.eps("PurgeDeadLetters", deadLettersRequest(sel, this.tenantOf(opts.tenant))), opts);
+    return deadResultsFromPb(resp);
+  }
+
+  // ---- managed endpoints and delivery defaults --------------------------------------
+
+  /**
+   * Add a managed webhook endpoint; the answer carries its whsec_ secret (drawn here unless
+   * given): the only time it is shown. Timers reach it with `createTimer({ endpoint: id })`.
+   * Not retried after an ambiguous failure (the server draws the id: a retry could add a twin).
+   */
+  async addEndpoint(url: string, opts: CallOptions & { headers?: Record<string, string>; timeoutMs?: number;
+    attemptTimeoutMs?: number; secret?: string } = {}): Promise<Endpoint> {
+    const req = {
+      tenant: this.tenantOf(opts.tenant), url, headers: { ...(opts.headers ?? {}) },
+      timeoutMs: opts.attemptTimeoutMs ?? 0, secret: opts.secret || newWebhookSecret(),
+    };
+    const [resp] = await this.call<any>("addEndpoint", this.eps("CreateEndpoint", req),
+      { timeoutMs: opts.timeoutMs, safeOnly: true });
+    return endpointFromPb(resp);
+  }
+
+  async listEndpoints(opts: CallOptions = {}): Promise<Endpoint[]> {
+    const [resp] = await this.call<any>("listEndpoints",
+      this.eps("ListEndpoints", { tenant: this.tenantOf(opts.tenant) }), opts);
+    return resp.endpoints.map(endpointFromPb);
+  }
+
+  async getEndpoint(id: string, opts: CallOptions = {}): Promise<Endpoint> {
+    const [resp] = await this.call<any>("getEndpoint",
+      this.eps("GetEndpoint", { tenant: this.tenantOf(opts.tenant), id }), opts);
+    return endpointFromPb(resp);
+  }
+
+  /** A new secret (returned, shown once); the old one keeps signing beside it for 24 h. Safe to retry. */
+  async rotateEndpointSecret(id: string, opts: CallOptions & { secret?: string } = {}): Promise<Endpoint> {
+    const req = { tenant: this.tenantOf(opts.tenant), id, secret: opts.secret || newWebhookSecret() };
+    const [resp] = await this.call<any>("rotateEndpointSecret", this.eps("RotateEndpointSecret", req), opts);
+    return endpointFromPb(resp);
+  }
+
+  /** Remove an endpoint; FailedPrecondition while a timer that has not ended uses it. */
+  async removeEndpoint(id: string, opts: CallOptions = {}): Promise<Endpoint> {
+    const [resp] = await this.call<any>("removeEndpoint",
+      this.eps("DeleteEndpoint", { tenant: this.tenantOf(opts.tenant), id }), opts);
+    return endpointFromPb(resp);
+  }
+
+  /**
+   * Set the policy the tenant's new webhook/queue timers take for every field they do not
+   * give (fields not given here: the built-in defaults); `clear: true` removes them.
+   */
+  async setDeliveryDefaults(policy: { maxAttempts?: number; backoffBaseMs?: number; backoffCapMs?: number;
+    attemptTimeoutMs?: number; ackDeadlineMs?: number; clear?: boolean }, opts: CallOptions = {}): Promise<DeliveryDefaults> {
+    const req: Record<string, unknown> = { tenant: this.tenantOf(opts.tenant), clear: Boolean(policy.clear) };
+    if (!policy.clear) {
+      const p: Record<string, unknown> = { maxAttempts: policy.maxAttempts ?? 0 };
+      for (const [k, pb] of [["backoffBaseMs", "backoffBase"], ["backoffCapMs", "backoffCap"],
+        ["attemptTimeoutMs", "attemptTimeout"], ["ackDeadlineMs", "ackDeadline"]] as const) {
+        if (policy[k] !== undefined) p[pb] = msToDuration(policy[k] as number, k);
+      }
+      req.policy = p;
+    }
+    const [resp] = await this.call<any>("setDeliveryDefaults", this.eps("SetDeliveryDefaults", req), opts);
+    return defaultsFromPb(resp);
+  }
+
+  async getDeliveryDefaults(opts: CallOptions = {}): Promise<DeliveryDefaults> {
+    const [resp] = await this.call<any>("getDeliveryDefaults",
+      this.eps("GetDeliveryDefaults", { tenant: this.tenantOf(opts.tenant) }), opts);
+    return defaultsFromPb(resp);
+  }
+
+  // ---- pull queues ------------------------------------------------------------------
+
+  /**
+   * Lease up to `maxTimers` fired timers of `queue` for `visibilityMs` (default 30 s),
+   * waiting up to `waitMs` (<= 20 s) for one; [] when none came. Not retried after an
+   * ambiguous failure (a lost answer would hide leases, which then expire).
+   */
+  async leaseTimers(queue: string, opts: CallOptions & { maxTimers?: number; visibilityMs?: number; waitMs?: number } = {}):
+      Promise<Lease[]> {
+    const waitMs = opts.waitMs ?? 0;
+    const req = {
+      tenant: this.tenantOf(opts.tenant), queue, maxTimers: opts.maxTimers ?? 1,
+      visibilityTimeout: msToDuration(opts.visibilityMs ?? 30_000, "visibilityMs"), wait: msToDuration(waitMs, "waitMs"),
+    };
+    const [resp] = await this.call<any>("leaseTimers", this.timers("LeaseTimers", req),
+      { timeoutMs: opts.timeoutMs, safeOnly: true, attemptExtraMs: Math.max(0, Math.ceil(waitMs)) });
+    return resp.leases.map(leaseFromPb);
+  }
+
+  /** Done with a leased timer: it settles. Safe to retry. */
+  async ackLease(lease: Lease, opts: { timeoutMs?: number } = {}): Promise<Timer> {
+    const req = { tenant: lease.timer.tenant, id: lease.timer.id, leaseId: lease.leaseId };
+    return this.settleCall("ackLease", this.timers("AckLease", req), lease.timer.id,
+      { tenant: lease.timer.tenant, timeoutMs: opts.timeoutMs }, (t) => t.state === "SETTLED");
+  }
+
+  /** Give a leased timer back: retried per its policy (or dead-lettered after the last attempt). */
+  async nackLease(lease: Lease, opts: { timeoutMs?: number } = {}): Promise<Timer> {
+    const req = { tenant: lease.timer.tenant, id: lease.timer.id, leaseId: lease.leaseId };
+    const [resp] = await this.call<any>("nackLease", this.timers("NackLease", req),
+      { timeoutMs: opts.timeoutMs, safeOnly: true });
+    return timerFromPb(resp);
+  }
+
+  /** Heartbeat: the lease now expires `visibilityMs` (default 30 s) from now. Safe to retry. */
+  async extendLease(lease: Lease, visibilityMs = 30_000, opts: { timeoutMs?: number } = {}): Promise<Lease> {
+    const req = {
+      tenant: lease.timer.tenant, id: lease.timer.id, leaseId: lease.leaseId,
+      visibilityTimeout: msToDuration(visibilityMs, "visibilityMs"),
+    };
+    const [resp] = await this.call<any>("extendLease", this.timers("ExtendLease", req), opts);
+    return leaseFromPb(resp);
+  }
+
+  /** Per queue of the tenant (or just `queue`): visible, leased, waiting (backoff) and dead timers. */
+  async queueStats(queue?: string, opts: CallOptions = {}): Promise<QueueStats[]> {
+    const [resp] = await this.call<any>("queueStats",
+      this.eps("QueueStats", { tenant: this.tenantOf(opts.tenant), queue: queue ?? "" }), opts);
+    return resp.queues.map(queueStatsFromPb);
+  }
+
+  /**
+   * Leases of `queue` as its timers become available, with at most `maxOutstanding` live at
+   * once: ack or nack each (or let it expire) to get the next. Survives node deaths and
+   * failovers by reopening the stream on another member, throwing Unavailable after
+   * `reconnectTimeoutMs` (default: the client's timeout) without one. `break` out of the
+   * loop (or call the generator's `return()`) to stop.
+   */
+  async *streamLeases(queue: string, opts: { tenant?: string; maxOutstanding?: number; visibilityMs?: number;
+    reconnectTimeoutMs?: number } = {}): AsyncGenerator<Lease, void, undefined> {
+    const req = {
+      tenant: this.tenantOf(opts.tenant), queue, maxOutstanding: opts.maxOutstanding ?? 1,
+      visibilityTimeout: msToDuration(opts.visibilityMs ?? 30_000, "visibilityMs"),
+    };
+    const budget = opts.reconnectTimeoutMs ?? this.timeoutMs;
+    let failedAt: string | undefined = undefined;
+    let last: unknown = undefined;
+    let n = 0;
+    let downSince = performance.now();
+    for (;;) {
+      if (this.router.stale(this.refreshIntervalMs) || failedAt !== undefined) {
+        await this.refresh(performance.now() + DISCOVERY_ATTEMPT_TIMEOUT_MS, failedAt);
+      }
+      const addr = this.router.pick(failedAt === undefined ? [] : [failedAt]);
+      const reader = new StreamReader<any>(this.stubsFor(addr).timers.StreamLeases(req, this.metadata()));
+      try {
+        for (;;) {
+          const pb = await reader.next();
+          if (pb === null) break;
+          n = 0;
+          failedAt = undefined;
+          downSince = performance.now();
+          yield leaseFromPb(pb);
+        }
+      } catch (err) {
+        if (classify(err) === "final") throw errorFromStatus(err);
+        last = err;
+        failedAt = addr;
+        this.router.failed(addr);
+      } finally {
+        reader.call.cancel();
+      }
+      n++;
+      if (performance.now() - downSince > budget) throw giveUp(last, "streamLeases", budget, n);
+      await sleep(backoff(n - 1, this.backoffBaseMs, this.backoffMaxMs));
     }
   }
 
@@ -432,6 +740,7 @@ export class Client {
       s.timers.close();
       s.cluster.close();
       s.subscriptions.close();
+      s.endpoints.close();
       s.channel.close();
     }
     this.stubs.clear();

@@ -15,8 +15,11 @@ export {
   DeadlineExceeded, Unauthenticated, PermissionDenied, ResourceExhausted, classify, errorFromStatus,
 } from "./errors";
 export type { ListOptions } from "./wire";
+export { newWebhookSecret, type Selection, type DeadLetterSelection } from "./delivery";
 export {
   TIMER_STATES, EVENT_KINDS, EVENT_KIND_NUMBERS,
   type TimerState, type EventKind, type TimerSpec, type Timer, type Event, type Member, type ClusterStatus,
-  type SubscriptionInfo,
+  type SubscriptionInfo, CATCH_UP_POLICIES, OVERLAP_POLICIES, type CatchUp, type Overlap, type EscalationStep,
+  type DeliveryAttempt, type DeliveryPolicy, type Lease, type BulkResult, type Endpoint, type DeliveryDefaults,
+  type DeadLetterResult, type DeadLetterResults, type QueueStats,
 } from "./types";

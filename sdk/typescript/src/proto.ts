@@ -9,6 +9,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import type { ProtoGrpcType as TimersProto } from "./gen/timers";
 import type { ProtoGrpcType as ClusterProto } from "./gen/cluster";
 import type { ProtoGrpcType as SubscriptionsProto } from "./gen/subscriptions";
+import type { ProtoGrpcType as DeliveryProto } from "./gen/delivery";
 
 /** The options the types in ./gen were generated with (package.json "gen-types"): keep them equal. */
 export const LOADER_OPTIONS: protoLoader.Options = {
@@ -20,18 +21,20 @@ export const LOADER_OPTIONS: protoLoader.Options = {
 
 export const PROTO_DIR = path.join(__dirname, "..", "..", "proto");
 
-type Minoots = (TimersProto & ClusterProto & SubscriptionsProto)["minoots"]["v1"];
+type Protos = TimersProto & ClusterProto & SubscriptionsProto & DeliveryProto;
+type Minoots = Protos["minoots"]["v1"];
 
 let loaded: Minoots | undefined;
 
-/** The minoots.v1 package: service client constructors (Timers, Cluster, Subscriptions). */
+/** The minoots.v1 package: service client constructors (Timers, Cluster, Subscriptions, EndpointService). */
 export function minootsV1(): Minoots {
   if (loaded === undefined) {
     const def = protoLoader.loadSync(
-      ["minoots/v1/timers.proto", "minoots/v1/cluster.proto", "minoots/v1/subscriptions.proto"],
+      ["minoots/v1/timers.proto", "minoots/v1/cluster.proto", "minoots/v1/subscriptions.proto",
+        "minoots/v1/delivery.proto"],
       { ...LOADER_OPTIONS, includeDirs: [PROTO_DIR] },
     );
-    const root = grpc.loadPackageDefinition(def) as unknown as TimersProto & ClusterProto & SubscriptionsProto;
+    const root = grpc.loadPackageDefinition(def) as unknown as Protos;
     loaded = root.minoots.v1;
   }
   return loaded;

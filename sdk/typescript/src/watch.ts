@@ -84,7 +84,7 @@ export class WatchCursor {
 }
 
 /** The messages of one server stream, read one at a time (with backpressure). */
-class StreamReader<T> {
+export class StreamReader<T> {
   private queue: T[] = [];
   private error: unknown = null;
   private ended = false;
