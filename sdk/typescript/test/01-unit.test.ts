@@ -5,7 +5,8 @@ import { status as Status, Metadata, type ServiceError } from "@grpc/grpc-js";
 import {
   Client, InvalidArgument, NotFound, OutOfRange, Router, Unavailable, WatchCursor, classify, errorFromStatus,
 } from "../src/index";
-import { msToDuration, msToTimestamp, specToPb, timestampToMs, watchRequest, eventKindToPb } from "../src/wire";
+import { msToDuration, msToTimestamp, specToPb, timerFromPb, timestampToMs, watchRequest, eventKindToPb } from "../src/wire";
+import { bulkRequest, rescheduleChange } from "../src/delivery";
 import type { Event__Output } from "../src/gen/minoots/v1/Event";
 
 function rpcError(code: Status, details: string): ServiceError {
@@ -134,4 +135,79 @@ test("an ambiguous failure is retried for idempotent calls only; a refused conne
   } finally {
     c.close();
   }
+});
+
+test("delivery, recurrence and graph fields of a spec go to the wire as the Python SDK sends them", () => {
+  const hook = specToPb({ delayMs: 5, webhook: "https://example.com/h", webhookHeaders: { a: "b" }, maxAttempts: 4,
+    backoffBaseMs: 1500, attemptTimeoutMs: 2000 }, "");
+  assert.deepEqual(hook.webhook, { url: "https://example.com/h", headers: { a: "b" } });
+  assert.deepEqual(hook.deliveryPolicy, { maxAttempts: 4, backoffBase: msToDuration(1500), attemptTimeout: msToDuration(2000) });
+  assert.deepEqual(specToPb({ delayMs: 5, endpoint: "ep_1" }, "").endpoint, { id: "ep_1" });
+  assert.deepEqual(specToPb({ delayMs: 5, queue: "jobs" }, "").queue, { queue: "jobs" });
+
+  const rec = specToPb({ fireAt: 1000, cron: "0 9 * * *", timeZone: "UTC", until: 5000, maxCount: 3,
+    catchUp: "ALL", overlap: "buffer-one", flexMs: 100 }, "");
+  assert.equal(rec.cron, "0 9 * * *");
+  assert.equal(rec.timeZone, "UTC");
+  assert.deepEqual(rec.until, msToTimestamp(5000));
+  assert.equal(rec.maxCount, 3);
+  assert.equal(rec.catchUp, "CATCH_UP_POLICY_ALL");
+  assert.equal(rec.overlap, "OVERLAP_POLICY_BUFFER_ONE");
+  assert.deepEqual(rec.flex, msToDuration(100));
+  assert.deepEqual(specToPb({ delayMs: 0, everyMs: 60_000 }, "").every, msToDuration(60_000));
+
+  // With parents the deadline is optional, and delayMs is the delay after the condition.
+  const child = specToPb({ after: "p1", on: "fired", delayMs: 250, escalate: [{ afterMs: 10, action: "x" }] }, "");
+  assert.deepEqual(child.after, ["p1"]);
+  assert.equal(child.delay, undefined);
+  assert.deepEqual(child.afterDelay, msToDuration(250));
+  assert.deepEqual(child.escalate, [{ after: msToDuration(10), action: Buffer.from("x") }]);
+
+  for (const bad of [
+    { delayMs: 1, webhook: "https://x", queue: "q" }, { delayMs: 1, endpoint: "ep_1", webhookHeaders: { a: "b" } },
+    { delayMs: 1, maxAttempts: 2 }, { delayMs: 1, webhook: "https://x", maxAttempts: 0 }, { delayMs: 1, on: "fired" },
+    { delayMs: 1, everyMs: 1000, catchUp: "sometimes" }, { delayMs: 1, overlap: "never" },
+  ]) {
+    assert.throws(() => specToPb(bad as never, ""), InvalidArgument, JSON.stringify(bad));
+  }
+});
+
+test("a timer's view fields: delivery, schedule and graph as the proto has them", () => {
+  const base = specToPb({ delayMs: 1 }, "");
+  const pb = {
+    id: "t", tenant: "x", name: "", fireAt: msToTimestamp(1000), payload: Buffer.alloc(0), labels: {}, action: Buffer.alloc(0),
+    idempotencyKey: base.idempotencyKey, ackRequired: true, state: "TIMER_STATE_ARMED", revision: "2", createdAt: null,
+    armedAt: null, firedAt: null, settledAt: null, attempts: 0, fireId: "0",
+    webhook: { url: "https://h", headers: { k: "v" } }, queue: null, endpointId: "ep_1",
+    deliveryPolicy: { maxAttempts: 5, backoffBase: msToDuration(1000), backoffCap: null, attemptTimeout: null, ackDeadline: null },
+    deliveryAttempts: [{ attempt: 1, fireId: "9", at: msToTimestamp(2000), statusCode: 500, latencyMs: 3, errorClass: "http_status",
+      responseBody: Buffer.from("no"), nextAttemptAt: null }],
+    nextAttemptAt: msToTimestamp(3000), every: msToDuration(60_000), until: null, maxCount: 4, cron: "", timeZone: "",
+    after: ["p"], on: "fired", mode: "any", afterDelay: msToDuration(5), onParentCancel: "release", escalate: [],
+    waitingOn: ["p"], dependency: "waiting", children: ["c"], escalated: 0, paused: true,
+    catchUp: "CATCH_UP_POLICY_SKIP", overlap: "OVERLAP_POLICY_ALLOW_ALL", triggered: 2, skippedOccurrences: "7",
+    flex: null, pendingFireIds: ["11", "12"], buffered: false,
+  };
+  const t = timerFromPb(pb as never);
+  assert.equal(t.webhook, "https://h");
+  assert.equal(t.endpoint, "ep_1");
+  assert.equal(t.maxAttempts, 5);
+  assert.equal(t.deliveryPolicy?.backoffBaseMs, 1000);
+  assert.deepEqual(t.deliveryAttempts.map((a) => [a.fireId, a.statusCode, a.errorClass]), [[9, 500, "http_status"]]);
+  assert.equal(t.nextAttemptAt?.getTime(), 3000);
+  assert.deepEqual([t.everyMs, t.maxCount, t.paused, t.catchUp, t.overlap, t.triggered, t.skipped, t.flexMs],
+    [60_000, 4, true, "skip", "allow_all", 2, 7, null]);
+  assert.deepEqual(t.pendingFireIds, [11, 12]);
+  assert.deepEqual([t.after, t.on, t.mode, t.afterDelayMs, t.onParentCancel, t.waitingOn, t.dependency, t.children],
+    [["p"], "fired", "any", 5, "release", ["p"], "waiting", ["c"]]);
+});
+
+test("bulk selections: ids or a selector, and exactly one change", () => {
+  assert.deepEqual(bulkRequest({ ids: "a" }, "t").ids, ["a"]);
+  assert.equal(bulkRequest({ selector: { team: "ops", env: "prod" } }, "t").labelSelector, "team=ops,env=prod");
+  assert.throws(() => bulkRequest({}, "t"), InvalidArgument);
+  assert.throws(() => bulkRequest({ ids: ["a"], selector: "x=y" }, "t"), InvalidArgument);
+  assert.deepEqual(rescheduleChange({ extendByMs: 1000 }), { extendBy: msToDuration(1000) });
+  assert.throws(() => rescheduleChange({}), InvalidArgument);
+  assert.throws(() => rescheduleChange({ delayMs: 1, extendByMs: 1 }), InvalidArgument);
 });
