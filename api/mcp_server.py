@@ -21,6 +21,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import AwareDatetime, Field
 
 from minoots.kernel import MAX_ID_LEN, MAX_LABELS, MAX_PAYLOAD_BYTES
+from minoots.kernel.delivery import MAX_URL_LEN
 from .client.aio import AsyncClient
 from .types import EventKind, MinootsError, Timer, TimerState
 
@@ -34,10 +35,13 @@ MAX_DELAY_S = 10 * 365 * 86400.0
 MAX_LIST = 1000
 
 INSTRUCTIONS = (
-    "MINOOTS is a durable, replicated timer service. schedule_timer makes a timer that fires once at a "
-    "deadline (a delay in seconds, or an RFC 3339 time); wait_for_timer blocks until it fired (or a "
-    "timeout passed) and reports progress meanwhile; a timer made with ack_required stays 'fired' until "
-    "ack_timer is called with its fire_id. Timers survive the loss of a server."
+    "MINOOTS is a durable, replicated timer service. schedule_timer makes a timer that fires at a "
+    "deadline (a delay in seconds, or an RFC 3339 time), once or recurring (every_seconds, or cron with "
+    "time_zone), optionally after other timers (after/on) and delivered to a webhook URL or a managed "
+    "endpoint; wait_for_timer blocks until it fired (or a timeout passed) and reports progress meanwhile; "
+    "a timer made with ack_required stays 'fired' until ack_timer is called with its fire_id. Deliveries "
+    "that ran out of attempts are listed by list_dead_letters and sent again by replay_dead_letters. "
+    "Timers survive the loss of a server."
 )
 
 TimerId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN,
@@ -102,18 +106,61 @@ def build_server(client: AsyncClient, *, name: str = "minoots"):
                         "twice returns the first timer (created=false) instead of a second one.")] = None,
         ack_required: Annotated[bool, Field(
             description="Stay 'fired' until ack_timer is called, instead of settling at once.")] = False,
+        webhook: Annotated[Optional[str], Field(
+            max_length=MAX_URL_LEN,
+            description="When it fires, POST a signed JSON envelope (Standard Webhooks, signed with the "
+                        "tenant's webhook secret) to this http(s) URL, retrying until a 2xx or the attempts "
+                        "run out (then the timer is dead_lettered). At most one of webhook and endpoint.")] = None,
+        endpoint: Annotated[Optional[str], Field(
+            max_length=64,
+            description="Or POST it to this managed endpoint id (ep_..., its own URL, headers and secret).")] = None,
+        max_attempts: Annotated[Optional[int], Field(
+            ge=1, le=50, description="Delivery attempts of a webhook or endpoint timer (default: the tenant's, "
+                                     "else 5).")] = None,
+        every_seconds: Annotated[Optional[float], Field(
+            ge=1, le=MAX_DELAY_S,
+            description="Recur: fire at the deadline, then every this many seconds (at least 1).")] = None,
+        cron: Annotated[str, Field(
+            max_length=128,
+            description="Or recur at the times of this cron expression (5 fields, or 6 with seconds last), "
+                        "the first at or after the deadline (delay_seconds 0: from now). Needs time_zone.")] = "",
+        time_zone: Annotated[str, Field(
+            max_length=64, description="The IANA time zone of cron, e.g. Europe/Paris or UTC.")] = "",
+        until: Annotated[Optional[AwareDatetime], Field(
+            description="A recurring timer's last occurrence is the last due at or before this RFC 3339 "
+                        "time.")] = None,
+        max_count: Annotated[int, Field(
+            ge=0, le=2**32 - 1, description="Or: a recurring timer ends after this many occurrences.")] = 0,
+        after: Annotated[Optional[list[Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN)]]], Field(
+            max_length=16,
+            description="Dependencies: ids of 1..16 timers of the same tenant. The timer waits until they "
+                        "meet `on`; then it fires delay_seconds later (the deadline is optional then).")] = None,
+        on: Annotated[str, Field(
+            pattern="^(|fired|settled|dead_lettered|cancelled)$",
+            description="With after: the parents' condition, fired, settled (default), dead_lettered or "
+                        "cancelled.")] = "",
+        mode: Annotated[str, Field(
+            pattern="^(|all|any)$", description="With after: all parents (default) or any one.")] = "",
         tenant: Tenant = None,
     ) -> dict[str, Any]:
-        """Schedule a one-shot timer: it fires after delay_seconds, or at fire_at. Returns the timer
-        (id, state, fire_at, ...); `created` is false when this id already existed."""
-        if (delay_seconds is None) == (fire_at is None):
+        """Schedule a timer: it fires after delay_seconds, or at fire_at; optionally it recurs
+        (every_seconds, or cron with time_zone), waits for other timers (after/on), and is
+        delivered to a webhook URL or a managed endpoint. Returns the timer (id, state, fire_at,
+        ...); `created` is false when this id already existed."""
+        if not after and (delay_seconds is None) == (fire_at is None):
             raise ToolFailed("INVALID_ARGUMENT: give exactly one of delay_seconds and fire_at")
+        if after is not None and not after:
+            raise ToolFailed("INVALID_ARGUMENT: after needs at least one timer id")
         data = payload.encode()
         if len(data) > MAX_PAYLOAD_BYTES:
             raise ToolFailed(f"INVALID_ARGUMENT: payload is {len(data)} bytes of UTF-8, at most {MAX_PAYLOAD_BYTES}")
         t = await client.create(fire_at.astimezone(timezone.utc) if fire_at is not None else None,
                                 delay=delay_seconds, id=id, tenant=tenant, name=name, payload=data,
-                                labels=labels or {}, ack_required=ack_required)
+                                labels=labels or {}, ack_required=ack_required, webhook=webhook or None,
+                                endpoint=endpoint or None, max_attempts=max_attempts, every=every_seconds,
+                                cron=cron, tz=time_zone,
+                                until=until.astimezone(timezone.utc) if until is not None else None,
+                                max_count=max_count, after=after or None, on=on, mode=mode)
         return _timer(t)
 
     @server.tool()
@@ -182,6 +229,43 @@ def build_server(client: AsyncClient, *, name: str = "minoots"):
     ) -> dict[str, Any]:
         """Acknowledge a fired timer made with ack_required: it becomes settled."""
         return _timer(await client.ack(id, fire_id, tenant=tenant))
+
+    @server.tool()
+    @_errors
+    async def list_dead_letters(
+        endpoint: Annotated[str, Field(max_length=64, description="Only timers of this endpoint id.")] = "",
+        queue: Annotated[str, Field(max_length=128, description="Only timers of this pull queue.")] = "",
+        label_selector: Annotated[str, Field(
+            max_length=4096, description="'k=v,k2=v2': only timers with all these labels.")] = "",
+        limit: Annotated[int, Field(ge=1, le=MAX_LIST, description=f"At most this many (1..{MAX_LIST}).")] = 100,
+        tenant: Tenant = None,
+    ) -> dict[str, Any]:
+        """List dead-lettered timers: webhook/endpoint/queue timers whose delivery attempts ran out
+        (each with its delivery_attempts). `truncated` is true when more matched than `limit`."""
+        timers, truncated = await client.dead_letters(queue=queue or None, endpoint=endpoint or None,
+                                                      labels=label_selector or None, limit=limit, tenant=tenant)
+        return {"timers": [_timer(t) for t in timers], "count": len(timers), "truncated": truncated}
+
+    @server.tool()
+    @_errors
+    async def replay_dead_letters(
+        ids: Annotated[Optional[list[Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN)]]], Field(
+            max_length=MAX_LIST, description="The dead-lettered timers to deliver again, by id.")] = None,
+        endpoint: Annotated[str, Field(max_length=64, description="Or: those of this endpoint id.")] = "",
+        queue: Annotated[str, Field(max_length=128, description="Or: those of this pull queue.")] = "",
+        label_selector: Annotated[str, Field(
+            max_length=4096, description="Or: those with all these labels ('k=v,k2=v2').")] = "",
+        all: Annotated[bool, Field(description="Or: every dead letter of the tenant (up to 1000 a call).")] = False,
+        tenant: Tenant = None,
+    ) -> dict[str, Any]:
+        """Deliver dead-lettered timers again with a fresh attempt budget (their history is kept,
+        the same webhook-id is sent). Name them by ids, or select them; a result per timer."""
+        if not (ids or endpoint or queue or label_selector or all):
+            raise ToolFailed("INVALID_ARGUMENT: give ids, or a selection (endpoint, queue, label_selector or all)")
+        r = await client.replay_dead_letters(ids or (), queue=queue or None, endpoint=endpoint or None,
+                                             labels=label_selector or None, all=all, tenant=tenant)
+        return {"results": [{"id": i, "ok": ok, "error": err} for i, ok, err in r.results],
+                "replayed": r.ok, "truncated": r.truncated}
 
     @server.tool()
     @_errors

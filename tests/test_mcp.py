@@ -56,7 +56,7 @@ def test_tools_schedule_wait_ack_and_errors(real_cluster):
         async with mcp_session(real_cluster, token) as s:
             tools = {t.name: t for t in (await s.list_tools()).tools}
             assert set(tools) == {"schedule_timer", "get_timer", "list_timers", "cancel_timer", "extend_timer",
-                                  "ack_timer", "wait_for_timer"}
+                                  "ack_timer", "wait_for_timer", "list_dead_letters", "replay_dead_letters"}
             props = tools["schedule_timer"].input_schema["properties"]
             assert "seconds" in props["delay_seconds"]["description"]
             assert "RFC 3339" in props["fire_at"]["description"]
