@@ -14,17 +14,15 @@ import type { QueueStats__Output } from "./gen/minoots/v1/QueueStats";
 import type {
   BulkResult, DeadLetterResults, DeliveryDefaults, Endpoint, Lease, QueueStats,
 } from "./types";
-import { deliveryPolicyFromPb, labelSelector, msToDuration, msToTimestamp, timeToMs, timerFromPb, u64 } from "./wire";
+import {
+  deliveryPolicyFromPb, labelSelector, msToDuration, msToTimestamp, timeToMs, timerFromPb, toDate, u64,
+} from "./wire";
 
 export const SECRET_PREFIX = "whsec_";
 
 /** A fresh signing secret, drawn client-side so that a retried call sets the same one: whsec_ + base64 of 32 random bytes. */
 export function newWebhookSecret(): string {
   return SECRET_PREFIX + randomBytes(32).toString("base64");
-}
-
-function toDate(ts: { seconds: string; nanos: number } | null | undefined): Date | null {
-  return ts ? new Date(Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1_000_000)) : null;
 }
 
 export function endpointFromPb(pb: Endpoint__Output): Endpoint {

@@ -43,7 +43,7 @@ export function timestampToMs(ts: Timestamp__Output): number {
   return Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1_000_000);
 }
 
-function toDate(ts: Timestamp__Output | null | undefined): Date | null {
+export function toDate(ts: Timestamp__Output | null | undefined): Date | null {
   return ts ? new Date(timestampToMs(ts)) : null;
 }
 
