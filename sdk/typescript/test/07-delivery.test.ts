@@ -176,6 +176,26 @@ test("dead letters: list, replay (then delivered), purge", { timeout: 120_000 },
   assert.deepEqual((await c.listDeadLetters({ labels: { dl: "yes" } })).timers, []);
 });
 
+test("delivery defaults: set, read, used by a new timer, cleared; a dead letter redriven", { timeout: 120_000 },
+  async () => {
+    await c.rotateWebhookSecret();
+    assert.equal((await c.getDeliveryDefaults()).builtIn, true);
+    const set = await c.setDeliveryDefaults({ maxAttempts: 1, backoffBaseMs: 50 });
+    assert.deepEqual([set.builtIn, set.maxAttempts, set.backoffBaseMs], [false, 1, 50]);
+    assert.equal((await c.getDeliveryDefaults()).maxAttempts, 1);
+    failing = true;
+    const t = await c.createTimer({ delayMs: 1, webhook: `${base}/fail` });
+    const dead = await waitState(c, t.id, "DEAD_LETTERED");
+    assert.equal(dead.deliveryAttempts.length, 1);                 // the tenant's default: one attempt
+    failing = false;
+    const redriven = await c.redriveTimer(t.id);
+    assert.notEqual(redriven.state, "DEAD_LETTERED");
+    await waitState(c, t.id, "SETTLED");
+    const [first, second] = await requestsFor(t.id, 2);
+    assert.equal(first.headers["webhook-id"], second.headers["webhook-id"]);   // the same webhook-id
+    assert.equal((await c.setDeliveryDefaults({ clear: true })).builtIn, true);
+  });
+
 test("a pull queue: lease, extend, nack, lease again, ack; a lease stream; queue stats", { timeout: 120_000 },
   async () => {
     const q = "jobs";
