@@ -19,7 +19,9 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { setTimeout as sleep } from "node:timers/promises";
-import { FailedPrecondition, InvalidArgument, MinootsError, Unavailable, classify, errorFromStatus } from "./errors";
+import {
+  FailedPrecondition, InvalidArgument, MinootsError, NotFound, Unavailable, classify, errorFromStatus,
+} from "./errors";
 import {
   CHANNEL_OPTIONS, DEFAULT_ATTEMPT_TIMEOUT_MS, DEFAULT_BACKOFF_BASE_MS, DEFAULT_BACKOFF_MAX_MS,
   DEFAULT_REFRESH_INTERVAL_MS, DEFAULT_STALL_TIMEOUT_MS, DEFAULT_TIMEOUT_MS, DISCOVERY_ATTEMPT_TIMEOUT_MS, Router,
@@ -352,6 +354,33 @@ export class Client {
     const [resp] = await this.call<any>("deleteTimer",
       this.timers("DeleteTimer", { tenant: this.tenantOf(opts.tenant), id }), opts);
     return timerFromPb(resp);
+  }
+
+  /**
+   * The timer and its dependents, depth first: [{ depth, timer }, ...] (at most `maxNodes`;
+   * a purged dependent is left out). Its parents are `after` of the first entry.
+   */
+  async timerGraph(id: string, opts: CallOptions & { maxNodes?: number } = {}):
+      Promise<Array<{ depth: number; timer: Timer }>> {
+    const maxNodes = opts.maxNodes ?? 200;
+    const out: Array<{ depth: number; timer: Timer }> = [];
+    const stack: Array<[number, string]> = [[0, id]];
+    const seen = new Set<string>();
+    while (stack.length && out.length < maxNodes) {
+      const [depth, tid] = stack.pop() as [number, string];
+      if (seen.has(tid)) continue;
+      seen.add(tid);
+      let timer: Timer;
+      try {
+        timer = await this.getTimer(tid, opts);
+      } catch (err) {
+        if (err instanceof NotFound && depth > 0) continue;
+        throw err;
+      }
+      out.push({ depth, timer });
+      for (const child of [...timer.children].reverse()) stack.push([depth + 1, child]);
+    }
+    return out;
   }
 
   // ---- bulk -------------------------------------------------------------------------

@@ -6,7 +6,8 @@ import {
   Client, InvalidArgument, NotFound, OutOfRange, Router, Unavailable, WatchCursor, classify, errorFromStatus,
 } from "../src/index";
 import { msToDuration, msToTimestamp, specToPb, timerFromPb, timestampToMs, watchRequest, eventKindToPb } from "../src/wire";
-import { bulkRequest, rescheduleChange } from "../src/delivery";
+import { bulkRequest, newWebhookSecret, rescheduleChange } from "../src/delivery";
+import { WebhookVerificationError, signWebhook, verifyWebhook } from "../src/webhooks";
 import type { Event__Output } from "../src/gen/minoots/v1/Event";
 
 function rpcError(code: Status, details: string): ServiceError {
@@ -210,4 +211,20 @@ test("bulk selections: ids or a selector, and exactly one change", () => {
   assert.deepEqual(rescheduleChange({ extendByMs: 1000 }), { extendBy: msToDuration(1000) });
   assert.throws(() => rescheduleChange({}), InvalidArgument);
   assert.throws(() => rescheduleChange({ delayMs: 1, extendByMs: 1 }), InvalidArgument);
+});
+
+test("webhook signatures: the Python SDK's vector, verified; a wrong secret, a stale timestamp refused", () => {
+  const secret = "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk=";
+  const body = '{"a":1}';
+  // api/client/webhooks.py: sign(secret, "msg_1", 1700000000, b'{"a":1}')
+  const sig = "v1,Wawk9A0NrnybA9mBcX3CQCb1zuKutWQkqd8/KN8MaXs=";
+  assert.equal(signWebhook(secret, "msg_1", 1700000000, body), sig);
+  const headers = { "Webhook-Id": "msg_1", "webhook-timestamp": "1700000000", "webhook-signature": `v1,bm9wZQ== ${sig}` };
+  assert.equal(verifyWebhook(secret, headers, Buffer.from(body), { nowMs: 1700000000_000 }), "msg_1");
+  assert.equal(verifyWebhook(secret, new Headers(headers), body, { nowMs: 1700000100_000 }), "msg_1");
+  assert.throws(() => verifyWebhook(newWebhookSecret(), headers, body, { nowMs: 1700000000_000 }), WebhookVerificationError);
+  assert.throws(() => verifyWebhook(secret, headers, body + " ", { nowMs: 1700000000_000 }), WebhookVerificationError);
+  assert.throws(() => verifyWebhook(secret, headers, body, { nowMs: 1700000301_000 }), /more than 300 s/);
+  assert.throws(() => verifyWebhook(secret, { "webhook-id": "msg_1" }, body), /missing/);
+  assert.match(newWebhookSecret(), /^whsec_[A-Za-z0-9+/]{43}=$/);
 });

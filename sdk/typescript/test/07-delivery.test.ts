@@ -14,7 +14,7 @@ import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
-  FailedPrecondition, InvalidArgument, MinootsError, NotFound, type Timer,
+  FailedPrecondition, InvalidArgument, MinootsError, NotFound, type Timer, WebhookVerificationError, verifyWebhook,
 } from "../src/index";
 import { client, tenant, waitState } from "./support";
 
@@ -101,6 +101,8 @@ test("a webhook timer is POSTed to a real receiver, signed with the tenant's sec
   assert.equal(req.headers["x-test"], "yes");
   assert.ok(verify(secret, req), "the signature verifies with the tenant's secret");
   assert.ok(!verify(secret.slice(0, -4) + "AAA=", req), "and not with another one");
+  assert.equal(verifyWebhook(secret, req.headers, req.body), req.headers["webhook-id"]);   // the SDK's helper agrees
+  assert.throws(() => verifyWebhook(secret.slice(0, -4) + "AAA=", req.headers, req.body), WebhookVerificationError);
   const body = JSON.parse(req.body.toString("utf8"));
   assert.equal(body.type, "timer.fired");
   assert.equal(Buffer.from(body.data.payload_base64, "base64").toString("utf8"), "hello hook");
@@ -274,6 +276,7 @@ test("dependencies: a child waits for its parent's condition; an escalation ladd
     assert.equal(child.on, "cancelled");
     assert.equal(child.afterDelayMs, 1);
     assert.deepEqual((await c.getTimer(parent.id)).children, [child.id]);
+    assert.deepEqual((await c.timerGraph(parent.id)).map((n) => [n.depth, n.timer.id]), [[0, parent.id], [1, child.id]]);
     await c.cancelTimer(parent.id);
     const done = await waitState(c, child.id, "SETTLED");
     assert.deepEqual(done.waitingOn, []);

@@ -1,0 +1,71 @@
+/**
+ * Standard Webhooks (https://www.standardwebhooks.com) verification for receivers, as the
+ * Python SDK's `verify_webhook` (api/client/webhooks.py): MINOOTS signs every webhook with
+ * the tenant's (or the managed endpoint's) `whsec_` secret; headers `webhook-id` (stable for
+ * one fire across retries: the receiver's idempotency key), `webhook-timestamp` (Unix seconds)
+ * and `webhook-signature` (space-separated `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`).
+ */
+import { createHmac, timingSafeEqual } from "node:crypto";
+import { SECRET_PREFIX } from "./delivery";
+
+/** The spec's default: timestamps further than this from now are refused (replays). */
+export const TOLERANCE_S = 5 * 60;
+
+/** The request is not a valid signed webhook for this secret. */
+export class WebhookVerificationError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "WebhookVerificationError";
+  }
+}
+
+type HeaderBag = { get(name: string): string | null } | Record<string, string | string[] | undefined>;
+
+function header(headers: HeaderBag, name: string): string {
+  if (typeof (headers as { get?: unknown }).get === "function") {
+    return (headers as { get(name: string): string | null }).get(name) ?? "";
+  }
+  for (const [k, v] of Object.entries(headers as Record<string, string | string[] | undefined>)) {
+    if (k.toLowerCase() === name) return Array.isArray(v) ? v.join(" ") : (v ?? "");
+  }
+  return "";
+}
+
+/** The `webhook-signature` value for a message: "v1," + base64 HMAC-SHA256(key, "id.timestamp.body"). */
+export function signWebhook(secret: string, msgId: string, timestamp: number, body: Uint8Array | string): string {
+  const raw = secret.startsWith(SECRET_PREFIX) ? secret.slice(SECRET_PREFIX.length) : secret;
+  const key = Buffer.from(raw, "base64");
+  if (key.length === 0 || key.toString("base64").replace(/=+$/, "") !== raw.replace(/=+$/, "")) {
+    throw new WebhookVerificationError("the secret is not whsec_ + base64");
+  }
+  const mac = createHmac("sha256", key).update(`${msgId}.${Math.trunc(timestamp)}.`).update(body).digest("base64");
+  return `v1,${mac}`;
+}
+
+/**
+ * Check a received webhook (headers in any case: node:http's, or a fetch `Headers`; the raw
+ * body); returns its webhook-id, throws WebhookVerificationError. Any one of the `v1,`
+ * signatures matching is enough (both are sent while a secret is being rotated).
+ */
+export function verifyWebhook(secret: string, headers: HeaderBag, body: Uint8Array | string,
+                              opts: { toleranceS?: number; nowMs?: number } = {}): string {
+  const msgId = header(headers, "webhook-id");
+  const ts = header(headers, "webhook-timestamp");
+  const sigs = header(headers, "webhook-signature");
+  if (!msgId || !ts || !sigs) {
+    throw new WebhookVerificationError("missing webhook-id, webhook-timestamp or webhook-signature header");
+  }
+  if (!/^-?\d+$/.test(ts)) throw new WebhookVerificationError("webhook-timestamp is not an integer");
+  const stamp = Number(ts);
+  const tolerance = opts.toleranceS ?? TOLERANCE_S;
+  if (Math.abs((opts.nowMs ?? Date.now()) / 1000 - stamp) > tolerance) {
+    throw new WebhookVerificationError(`webhook-timestamp is more than ${tolerance} s away from now`);
+  }
+  const expected = Buffer.from(signWebhook(secret, msgId, stamp, body).slice(3));
+  for (const candidate of sigs.split(" ")) {
+    const [version, value] = [candidate.slice(0, candidate.indexOf(",")), candidate.slice(candidate.indexOf(",") + 1)];
+    const got = Buffer.from(value);
+    if (version === "v1" && got.length === expected.length && timingSafeEqual(got, expected)) return msgId;
+  }
+  throw new WebhookVerificationError("no matching signature");
+}
