@@ -139,7 +139,7 @@ function deliveryToPb(spec: TimerSpec, pb: TimerSpecPb): void {
     if (typeof spec.queue !== "string") throw new InvalidArgument("queue must be a queue name string");
     pb.queue = { queue: spec.queue };
   } else if (spec.webhook === undefined || spec.webhook === null) {
-    if (spec.webhookHeaders !== undefined || policy.some((v) => v !== undefined)) {
+    if ((spec.webhookHeaders && Object.keys(spec.webhookHeaders).length) || policy.some((v) => v !== undefined)) {
       throw new InvalidArgument("webhookHeaders, maxAttempts, backoff*Ms and attemptTimeoutMs need a webhook, "
         + "an endpoint or a queue");
     }
