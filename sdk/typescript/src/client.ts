@@ -15,7 +15,10 @@
  *   first attempt made, `created: false`); cancel, ack and reschedule-to-an-absolute-time
  *   (after an ambiguous attempt a FAILED_PRECONDITION is checked by reading the timer).
  *   `extendTimer` is not idempotent: it is retried only when the request certainly never
- *   reached Raft, else it throws `Unavailable` with `ambiguous: true`.
+ *   reached Raft, else it throws `Unavailable` with `ambiguous: true`. So are (as in the Python
+ *   SDK) `addEndpoint` (the server draws its id), `leaseTimers`, `nackLease`, `triggerTimer`
+ *   and `rescheduleTimers` by `extendByMs`; `ackLease`, `pauseTimer`, `resumeTimer` and
+ *   `redriveTimer` read the timer back like cancel; secrets are drawn client-side.
  */
 import * as grpc from "@grpc/grpc-js";
 import { setTimeout as sleep } from "node:timers/promises";
