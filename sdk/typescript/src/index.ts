@@ -16,6 +16,7 @@ export {
 } from "./errors";
 export type { ListOptions } from "./wire";
 export { newWebhookSecret, type Selection, type DeadLetterSelection } from "./delivery";
+export { runWorker, type WorkerOptions } from "./worker";
 export { verifyWebhook, signWebhook, WebhookVerificationError, TOLERANCE_S } from "./webhooks";
 export {
   TIMER_STATES, EVENT_KINDS, EVENT_KIND_NUMBERS,

@@ -14,7 +14,8 @@ import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
-  FailedPrecondition, InvalidArgument, MinootsError, NotFound, type Timer, WebhookVerificationError, verifyWebhook,
+  FailedPrecondition, InvalidArgument, MinootsError, NotFound, type Timer, WebhookVerificationError, runWorker,
+  verifyWebhook,
 } from "../src/index";
 import { client, tenant, waitState } from "./support";
 
@@ -230,6 +231,19 @@ test("a pull queue: lease, extend, nack, lease again, ack; a lease stream; queue
       assert.equal((await c.ackLease(l)).state, "SETTLED");
       break;
     }
+    // runWorker: a handler that throws once (nack, retried), then succeeds (ack).
+    const w = await c.createTimer({ delayMs: 1, queue: q, maxAttempts: 3, backoffBaseMs: 10, backoffCapMs: 10 });
+    const stop = new AbortController();
+    const seen: string[] = [];
+    const acks = await runWorker(c, q, (timer) => {
+      seen.push(timer.id);
+      if (seen.length === 1) throw new Error("first try fails");
+      stop.abort();
+    }, { signal: stop.signal, waitMs: 1000 });
+    assert.equal(acks, 1);
+    assert.deepEqual(seen, [w.id, w.id]);
+    const worked = await c.getTimer(w.id);
+    assert.equal(worked.state, "SETTLED");
     const [stats] = await c.queueStats(q);
     assert.deepEqual([stats.visible, stats.leased, stats.waiting, stats.dead], [0, 0, 0, 0]);
   });
