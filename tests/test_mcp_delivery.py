@@ -103,8 +103,10 @@ def test_schedule_webhook_endpoint_recurring_dependent_and_dead_letters(hook_clu
 
             # recurring: every and cron with a time zone
             every = ok(await s.call_tool("schedule_timer", {"delay_seconds": 3600, "every_seconds": 60,
-                                                            "max_count": 3, "tenant": TENANT}))
+                                                            "max_count": 3, "until": "2099-01-01T01:00:00+01:00",
+                                                            "tenant": TENANT}))
             assert every["every_ms"] == 60_000 and every["max_count"] == 3
+            assert every["until"].startswith("2099-01-01T00:00:00")
             cron = ok(await s.call_tool("schedule_timer", {"delay_seconds": 0, "cron": "30 9 * * *",
                                                            "time_zone": "Europe/Paris", "tenant": TENANT}))
             assert cron["cron"] == "30 9 * * *" and cron["tz"] == "Europe/Paris" and cron["state"] == "armed"
