@@ -173,15 +173,18 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
     async def _create(self, specs, prefix: str, context, raw=None):
         self._require_leader()
         self._limiter.check(specs)     # the tenant's create rate, before anything is proposed
-        if any(s.graph is not None for s in specs):     # dependencies / ladders: their own record
+        if any(s.delivery is not None and (s.every_ms or s.cron or s.graph is not None) for s in specs):
+            # schedules with deliveries (kernel/occurrences.py), graph timers with webhooks or
+            # endpoints: one record that says everything, deliveries resolved when applied
+            result = await self._create_deliveries(specs, prefix, context, raw, record=commands.CreateFullTimers)
+        elif any(s.graph is not None for s in specs):     # dependencies / ladders: their own record
             result = await self._create_deliveries(specs, prefix, context, record=commands.CreateGraphTimers)
         elif any(s.delivery is not None for s in specs):
-            for i, s in enumerate(specs):      # CreateDeliveryTimers has no schedule fields
-                if s.every_ms or s.cron:
-                    raise InvalidArgument(prefix if prefix == "timer" else f"{prefix}[{i}]",
-                                          "recurring timers cannot be created in one batch with webhook or "
-                                          "queue timers (not supported yet)")
-            result = await self._create_deliveries(specs, prefix, context, raw)
+            if any(s.every_ms or s.cron for s in specs):
+                result = await self._create_deliveries(specs, prefix, context, raw,
+                                                       record=commands.CreateFullTimers)
+            else:
+                result = await self._create_deliveries(specs, prefix, context, raw)
         else:
             result = await self._commit(self._batcher.create(specs), context)
         if isinstance(result, KernelError):
@@ -201,9 +204,6 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
         for i, spec in enumerate(specs):
             if spec.delivery is not None and spec.delivery.endpoint is not None:
                 field = f"{prefix}.endpoint.id" if prefix == "timer" else f"{prefix}[{i}].endpoint.id"
-                if record is not None:       # CreateGraphTimers carries complete deliveries only
-                    raise InvalidArgument(field, "a timer with dependencies or an escalation ladder cannot use a "
-                                                 "managed endpoint (not supported yet): give its URL")
                 if not await self._endpoint_known(spec.tenant, spec.delivery.endpoint):
                     raise EndpointNotFound(f"{field}: endpoint {spec.delivery.endpoint!r} of tenant "
                                            f"{spec.tenant!r} does not exist (minoots endpoint list)")
@@ -218,7 +218,7 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
                         f"(minoots webhook rotate-secret --tenant {spec.tenant}, or Client.rotate_webhook_secret)")
                 checked.add(spec.tenant)
             await self._addresses.check_url(field, spec.delivery.webhook.url)
-        if raw is not None and record is None:
+        if raw is not None and record is not commands.CreateGraphTimers:
             specs = [s if s.delivery is None else dataclasses.replace(
                 s, delivery=validation.requested_delivery(r, s.delivery)) for s, r in zip(specs, raw)]
         result = await self._commit(

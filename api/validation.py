@@ -102,7 +102,7 @@ def create_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
 
 
 def _checked_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
-    timer_id = rules.check_id(f"{p}.id", spec.id) if spec.id else new_timer_id()
+    timer_id = rules.check_new_id(f"{p}.id", spec.id) if spec.id else new_timer_id()
     tenant = _tenant(f"{p}.tenant", spec.tenant)
     which = spec.WhichOneof("deadline")
     if which == "fire_at":
@@ -148,9 +148,6 @@ def _checked_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
     if delivery is not None and spec.ack_required:
         raise InvalidArgument(f"{p}.ack_required", "a timer with a webhook or queue settles when it is delivered; "
                                                    "it cannot also require an ack")
-    if delivery is not None and (every_ms or spec.cron):
-        raise InvalidArgument(f"{p}.every" if every_ms else f"{p}.cron",
-                              "a recurring timer cannot have a webhook or queue (not supported yet)")
     return TimerSpec(id=timer_id, fire_at=fire_at, tenant=tenant, name=name, payload=payload,
                      labels=dict(labels) if labels else None, action=action, idempotency_key=key,
                      ack_required=bool(spec.ack_required), delivery=delivery, every_ms=every_ms, until=until,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from . import occurrences as _occ
 from .errors import FailedPrecondition
 from .quota import payload_len
 from .recurrence import (ALLOW_ALL, BUFFER_ONE, DEFAULT, MAX_PENDING, MAX_PREVIEW, NO_NOMINAL, Recur, catch_up,
@@ -134,15 +135,19 @@ class RecurringCommands:
         ack = t.flags[o] & FLAG_ACK_REQUIRED
         if ack and len(rc.pending) >= MAX_PENDING:
             raise FailedPrecondition(f"timer {id!r} in tenant {tenant!r} has {MAX_PENDING} fires awaiting acks")
+        delivered = bool(t.occ) and o in t.occ      # a schedule with a delivery (occurrences.py)
+        if delivered:
+            _occ.check_trigger(t, o)
         t.attempts[o] += 1
         t.fired_at[o] = now
         fired = self._event(o, EventKind.FIRED, now, TimerState.FIRED, now, self._seq + 1)
         t.fire_id[o] = fired.seq
         self._set_recur(o, rc._replace(triggered=rc.triggered + 1,
                                        pending=rc.pending + (fired.seq,) if ack else rc.pending))
+        due = (_occ.trigger(self, o, fired.seq, now),) if delivered else ()
         back = self._event(o, EventKind.PAUSED if paused else EventKind.ARMED, now,
                            TimerState.SCHEDULED if paused else TimerState.ARMED, t.fire_at[o])
-        return ControlResult((fired, back), t.view(o))
+        return ControlResult((fired, *due, back), t.view(o))
 
     def next_occurrences(self, tenant: str, id: str, count: int) -> list[int]:
         """The timer's next `count` (1..MAX_PREVIEW) fire times, computed as ticks will: a

@@ -27,6 +27,10 @@ Layout, all integers little-endian:
             paused u8, catch_up u8, overlap u8, triggered i64, skipped i64, flex_ms i64, seed i64,
             nominal i64 (-1: none), buffered u8, pending counts u32, pending fire ids i64
             (all entries' ids, concatenated) (one block each)
+            then, only with header flag FLAG_OCC (16), one block: the deliveries of recurring
+            timers with a webhook or a queue and their occurrences in delivery
+            (kernel/occurrences.py) as canonical JSON in ordinal order. Ids may then hold
+            occurrence timers' "<id>@<fire id>" (up to MAX_OCCURRENCE_ID_LEN characters).
 
 Version 2 adds the purge deadline of every terminal timer (retention), allows
 free rows (state 0, empty id, tenant 0, no extras: a purged timer's ordinal),
@@ -80,6 +84,7 @@ from typing import Optional, Union
 from ._wheel import MAX_TIME
 from .errors import KernelError, SnapshotError
 from . import graph as _graph
+from . import occurrences as _occ
 from .delivery import Attempt, Delivery, DeliveryPolicy, DeliveryRecord, Webhook
 from .retention import DEFAULT_RETENTION_MS
 from .recurrence import CATCH_UP, MAX_FLEX_MS, MAX_PENDING, NO_NOMINAL, OVERLAP, Recur
@@ -87,10 +92,10 @@ from .schedule import MAX_OCCURRENCES, MIN_EVERY_MS, NO_UNTIL, Schedule, check_s
 from .table import (COLUMNS, FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID, FLAGS_KNOWN, FREE, NO_TIME, ExtraField, Table,
                     as_extra, make_extra)
 from .timer import TimerState
-from .validate import MAX_ID_LEN, MAX_LABELS, MAX_TENANT_LEN
+from .validate import MAX_ID_LEN, MAX_LABELS, MAX_TENANT_LEN, is_occurrence_id
 
 __all__ = ["MAGIC", "VERSION", "VERSION_2", "VERSION_RETENTION", "VERSION_DELIVERY", "VERSIONS", "FLAG_RETENTION_V1",
-           "FLAG_DELIVERY", "FLAG_RECUR", "SnapshotCapture", "encode", "decode"]
+           "FLAG_DELIVERY", "FLAG_RECUR", "FLAG_OCC", "SnapshotCapture", "encode", "decode"]
 
 MAGIC = b"MNTSKRNL"
 VERSION = 1            # written while it can say the state (see above)
@@ -103,6 +108,7 @@ FLAG_RETENTION_V1 = 1  # header flags of a version-2 snapshot: see the module do
 FLAG_DELIVERY = 2
 FLAG_GRAPH = 8         # the graph block (kernel/graph.py: dependencies, escalation ladders) is there
 FLAG_RECUR = 4         # owned by the recurrence controls (kernel/recurrence.py)
+FLAG_OCC = 16          # the schedules' deliveries block (kernel/occurrences.py) is there
 
 _HEADER = struct.Struct("<8sHHQI")
 _SCALARS = struct.Struct("<qqQIQ")
@@ -181,7 +187,8 @@ class SnapshotCapture:
     """
 
     __slots__ = tuple(name for name, _ in COLUMNS) + ("ids", "extra", "tenant_names", "deliv", "seq", "last_tick",
-                                                        "purge_at", "held", "v1", "schedules", "graph", "recur")
+                                                        "purge_at", "held", "v1", "schedules", "graph", "recur",
+                                                        "occ")
 
     def __init__(self, table: Table, seq: int, last_tick: int, v1: bool = True) -> None:
         for name, _ in COLUMNS:
@@ -198,6 +205,7 @@ class SnapshotCapture:
         self.schedules = dict(table.schedules)     # few: one entry per recurring timer
         self.graph = table.graph.copy() if table.graph else None
         self.recur = dict(table.recur)             # immutable Recur tuples
+        self.occ = dict(table.occ)                 # immutable Occ tuples
 
     def __len__(self) -> int:
         """Timers held (free rows not counted)."""
@@ -269,7 +277,7 @@ def encode_parts(table: Union[Table, SnapshotCapture], seq: int, last_tick: int,
     blocks += _extra_blocks(table, ex_ords)
     extras = ex_ords                  # only its length is read below
     graph = table.graph if table.graph else None
-    version = VERSION if v1 and not table.deliv and graph is None else VERSION_2
+    version = VERSION if v1 and not table.deliv and graph is None and not table.occ else VERSION_2
     if version == VERSION_2:
         blocks.append(_le(table.purge_at))
         rec = sorted(table.schedules.items())
@@ -284,6 +292,8 @@ def encode_parts(table: Union[Table, SnapshotCapture], seq: int, last_tick: int,
             blocks.append(_graph.encode(graph))
         if table.recur:
             blocks += _encode_recur(table.recur)
+        if table.occ:
+            blocks.append(_occ.encode(table.occ))
 
     parts = [_SCALARS.pack(seq, last_tick, n, len(table.tenant_names), len(extras))]
     for b in blocks:
@@ -299,7 +309,8 @@ def encode_parts(table: Union[Table, SnapshotCapture], seq: int, last_tick: int,
         crc = zlib.crc32(p, crc)
         size += len(p)
     flags = (_flags(version, v1, bool(table.deliv)) | (FLAG_GRAPH if graph is not None else 0)
-             | (FLAG_RECUR if version == VERSION_2 and table.recur else 0))
+             | (FLAG_RECUR if version == VERSION_2 and table.recur else 0)
+             | (FLAG_OCC if version == VERSION_2 and table.occ else 0))
     return [_HEADER.pack(MAGIC, version, flags, size, crc)] + parts
 
 
@@ -557,7 +568,7 @@ def _decode(mv: memoryview) -> tuple[Table, int, int, bool]:
     if version not in VERSIONS:
         raise SnapshotError(f"unsupported snapshot format version {version} "
                             f"(this build reads {', '.join(map(str, VERSIONS))})")
-    if flags & ~(FLAG_RETENTION_V1 | FLAG_DELIVERY | FLAG_GRAPH | FLAG_RECUR) or (flags and version != VERSION_2):
+    if flags & ~(FLAG_RETENTION_V1 | FLAG_DELIVERY | FLAG_GRAPH | FLAG_RECUR | FLAG_OCC) or (flags and version != VERSION_2):
         raise SnapshotError(f"snapshot header flags {flags:#x} are unknown for format version {version}")
     body = mv[_HEADER.size:]
     if len(body) != body_len:
@@ -600,7 +611,7 @@ def _decode(mv: memoryview) -> tuple[Table, int, int, bool]:
     _check_times(t.fire_at, "column fire_at")
 
     id_blob = bytes(r.block("ids"))
-    if id_blob.translate(None, _ID_BYTES + b"\n") or (n and id_blob[-1:] != b"\n") or (not n and id_blob):
+    if id_blob.translate(None, _ID_BYTES + b"@\n") or (n and id_blob[-1:] != b"\n") or (not n and id_blob):
         raise SnapshotError("snapshot ids are not newline-terminated [A-Za-z0-9._:~-] strings")
     ids = id_blob.decode("ascii").split("\n")
     ids.pop()  # the empty string after the last terminator
@@ -608,8 +619,10 @@ def _decode(mv: memoryview) -> tuple[Table, int, int, bool]:
         raise SnapshotError(f"snapshot holds {len(ids)} ids for {n} timers")
     # An empty id is an empty line: at the start or a doubled terminator (a free row's only).
     if n and (((id_blob[:1] == b"\n" or b"\n\n" in id_blob) and list(compress(range(n), map(not_, ids))) != free)
-              or max(map(len, ids)) > MAX_ID_LEN):
-        raise SnapshotError(f"snapshot holds an id that is empty or longer than {MAX_ID_LEN} characters")
+              or (max(map(len, ids)) > MAX_ID_LEN or b"@" in id_blob)
+              and any((len(i) > MAX_ID_LEN or "@" in i) and not is_occurrence_id(i) for i in ids)):
+        raise SnapshotError(f"snapshot holds an id that is empty or longer than {MAX_ID_LEN} characters "
+                            "(an occurrence timer's <id>@<fire id> aside)")
     t.ids = ids
 
     ex_ords = r.array("q", n_extra, "extra ordinals")
@@ -650,6 +663,10 @@ def _decode(mv: memoryview) -> tuple[Table, int, int, bool]:
         t.graph = _graph.decode(bytes(r.block("graph")), n, states)
     if flags & FLAG_RECUR:
         t.recur = _decode_recur(r, t, states)
+    if flags & FLAG_OCC:
+        t.occ = _occ.decode(bytes(r.block("schedule deliveries")), n, states, t.schedules)
+        if set(t.occ).intersection(t.deliv):
+            raise SnapshotError("snapshot gives a schedule both a delivery record and a schedule delivery")
     missing = states.count(TimerState.DELIVERING) - sum(states[o] == TimerState.DELIVERING for o in t.deliv)
     if missing:
         raise SnapshotError(f"snapshot has {missing} delivering timers without a delivery record")

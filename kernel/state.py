@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Iterator, Optional
 
 from . import graph as _graph
+from . import occurrences as _occ
 from . import snapshot as _snapshot
 from ._wheel import MAX_TIME, Wheel
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, QuotaExceeded
@@ -67,6 +68,7 @@ from .validate import (
     check_delta,
     check_id,
     check_idempotency_key,
+    check_new_id,
     check_labels,
     check_name,
     check_seq,
@@ -215,9 +217,6 @@ class State(RecurringCommands):
                 if delivs is None:
                     delivs = [None] * len(specs)
                 delivs[i] = check_delivery(f"specs[{i}].delivery", spec.delivery)
-                if spec.every_ms or spec.cron:
-                    raise InvalidArgument(f"specs[{i}].every" if spec.every_ms else f"specs[{i}].cron",
-                                          "a recurring timer cannot have a webhook or queue (not supported yet)")
                 if spec.ack_required:
                     raise InvalidArgument(f"specs[{i}].ack_required",
                                           "a timer with a webhook or queue settles when it is delivered; "
@@ -317,7 +316,10 @@ class State(RecurringCommands):
         self._counts[_SCHEDULED] += len(waiting)
         if delivs is not None:
             for j, i in enumerate(new_at):
-                if delivs[i] is not None:
+                if delivs[i] is not None and new[j][5] is not None:    # a schedule (occurrences.py)
+                    t.occ[ords[j]] = _occ.Occ(delivs[i])
+                    fresh[j] = t.view(ords[j])
+                elif delivs[i] is not None:
                     t.deliv[ords[j]] = DeliveryRecord(delivs[i])
                     fresh[j] = t.view(ords[j])     # the view with its delivery (few such timers)
         if recurs is not None:
@@ -499,7 +501,18 @@ class State(RecurringCommands):
         ended: list[int] = []
         recur = t.recur
         quiet: list[int] = []       # recurring timers whose catch-up skipped every due occurrence
+        occ = t.occ
         for o in due:
+            if occ and o in occ:            # a schedule with a delivery (occurrences.py)
+                seq, outcome, any_fired = _occ.tick(self, o, now, seq, append)
+                if outcome == 0:
+                    rearm.append(o)
+                elif outcome == 1:
+                    settled += 1
+                    ended.append(o)
+                if not any_fired:
+                    quiet.append(o)
+                continue
             if (recur and o in recur and (recur[o].catch_up or recur[o].flex_ms or recur[o].pending)) \
                     or (flags[o] & FLAG_ACK_REQUIRED and schedules and o in schedules):      # recurrence.py
                 seq, outcome, any_fired = self._catch_up_tick(o, now, seq, append)
@@ -715,6 +728,8 @@ class State(RecurringCommands):
             self._wheel.insert_many(keys, deadlines)
         if t.graph:                 # ladders stop; children waiting on these timers resolve
             at_once += _graph.on_ended(self, ords, now)
+        if t.occ:                   # occurrences leave their schedule's deliveries in flight
+            at_once += _occ.on_ended(self, ords, now)
         return at_once
 
     def _purge(self, ords, now: int, kind: EventKind) -> list[Event]:
@@ -1343,10 +1358,12 @@ class State(RecurringCommands):
                  f"settled_at iff terminal of ordinal {o}")
         if t.graph:
             _graph.check(t, need)
+        if t.occ:
+            _occ.check(self, need)
         for o, sched in t.schedules.items():
             need(0 <= o < n and t.state[o] != FREE, f"schedule of ordinal {o} belongs to a timer")
             rc = t.recur.get(o)
-            need(t.state[o] != _FIRED or (rc is not None and (rc.pending or rc.buffered)),
+            need(t.state[o] != _FIRED or (rc is not None and (rc.pending or rc.buffered)) or o in t.occ,
                  f"a fired recurring timer ({o}) awaits acks")
         for o, rc in t.recur.items():
             need(o in t.schedules and rc != type(rc)(), f"recurrence state of ordinal {o} is a recurring timer's")
@@ -1502,7 +1519,7 @@ def _normalise_spec_full(i: int, spec: Any) -> tuple:
     if not isinstance(spec, TimerSpec):
         raise InvalidArgument(p, f"must be a TimerSpec, not {type(spec).__name__}")
     tenant = check_tenant(f"{p}.tenant", spec.tenant)
-    timer_id = check_id(f"{p}.id", spec.id)
+    timer_id = check_new_id(f"{p}.id", spec.id)
     fire_at = check_time(f"{p}.fire_at", spec.fire_at)
     name = check_name(f"{p}.name", spec.name)
     payload = check_bytes(f"{p}.payload", spec.payload, MAX_PAYLOAD_BYTES)

@@ -175,6 +175,7 @@ class Table:
         "schedules",
         "graph",
         "recur",
+        "occ",
     )
 
     def __init__(self) -> None:
@@ -201,6 +202,9 @@ class Table:
         # ordinal -> kernel.recurrence.Recur of the recurring timers that are paused, have a
         # non-default policy or counters (fewer still); same rules as `schedules`.
         self.recur: dict[int, tuple] = {}
+        # ordinal -> kernel.occurrences.Occ of the recurring timers with a webhook or queue
+        # (schedules whose occurrences are delivered as occurrence timers); same rules.
+        self.occ: dict[int, tuple] = {}
 
     def __len__(self) -> int:
         """Rows, free ones included: the end of the positions."""
@@ -334,6 +338,8 @@ class Table:
             self.schedules.pop(o, None)
         if self.recur:
             self.recur.pop(o, None)
+        if self.occ:
+            self.occ.pop(o, None)
         if self.deliv:                   # a reused row must not inherit the delivery state
             self.deliv.pop(o, None)
         if self.graph:
@@ -359,6 +365,10 @@ class Table:
                 timer = replace(timer, paused=rc.paused, catch_up=_CATCH_UP_NAMES[rc.catch_up],
                                 overlap=_OVERLAP_NAMES[rc.overlap], triggered=rc.triggered, skipped=rc.skipped,
                                 flex_ms=rc.flex_ms, pending_fires=rc.pending, buffered=rc.buffered)
+        if self.occ:
+            oc = self.occ.get(o)
+            if oc is not None:      # a schedule's delivery; its occurrences in delivery (occurrences.py)
+                timer = replace(timer, delivery=oc.spec, pending_fires=oc.inflight, buffered=oc.buffered != NO_TIME)
         return timer
 
     def views(self, tenant: Optional[str] = None) -> Iterator[Timer]:

@@ -34,6 +34,9 @@ __all__ = [
     "check_delta",
     "check_seq",
     "check_id",
+    "check_new_id",
+    "is_occurrence_id",
+    "MAX_OCCURRENCE_ID_LEN",
     "check_tenant",
     "check_name",
     "check_bytes",
@@ -57,6 +60,10 @@ MAX_BATCH = 10_000
 
 _ID_CHARS = "A-Za-z0-9._:~-"
 _ID_RE = re.compile(f"[{_ID_CHARS}]{{1,{MAX_ID_LEN}}}")
+#: An occurrence timer's id (kernel/occurrences.py): "<schedule id>@<fire id>". Named by
+#: lookups (get, cancel, delivery outcomes); never accepted by a create.
+_OCC_RE = re.compile(f"[{_ID_CHARS}]{{1,{MAX_ID_LEN}}}@[1-9][0-9]{{0,18}}")
+MAX_OCCURRENCE_ID_LEN = MAX_ID_LEN + 20
 _TENANT_RE = re.compile(f"[{_ID_CHARS}]{{1,{MAX_TENANT_LEN}}}")
 _LABEL_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 _DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
@@ -117,7 +124,22 @@ def _utf8(field: str, s: str) -> None:
 
 
 def check_id(field: str, v: Any) -> str:
-    """A timer id: 1..128 characters of [A-Za-z0-9._:~-]."""
+    """A timer id: 1..128 characters of [A-Za-z0-9._:~-], or an occurrence timer's
+    "<id>@<fire id>" (kernel/occurrences.py)."""
+    s = _str(field, v)
+    if _ID_RE.fullmatch(s) is None and _OCC_RE.fullmatch(s) is None:
+        raise InvalidArgument(field, ID_RULE)
+    return s
+
+
+def is_occurrence_id(s: str) -> bool:
+    """Whether `s` is an occurrence timer's id, "<id>@<fire id>"."""
+    return _OCC_RE.fullmatch(s) is not None
+
+
+def check_new_id(field: str, v: Any) -> str:
+    """The id of a timer being created: 1..128 characters of [A-Za-z0-9._:~-] ('@' is
+    left to occurrence timers, so their ids never collide with a user's)."""
     s = _str(field, v)
     if _ID_RE.fullmatch(s) is None:
         raise InvalidArgument(field, ID_RULE)

@@ -40,7 +40,7 @@ __all__ = [
     "LeaseTimers", "AckLease", "NackLease", "ExtendLease", "DeliveryAttempts",
     "CreateGraphTimers", "BulkCancelTimers", "BulkRescheduleTimers", "CreateEndpoint", "RotateEndpointSecret",
     "DeleteEndpoint", "SetDeliveryDefaults", "CreateDeliveryTimersV3", "ReplayDeadLetters", "PurgeDeadLetters",
-    "RECORDS", "encode",
+    "CreateFullTimers", "RECORDS", "encode",
     "decode", "from_legacy", "InvalidCommand", "UnknownCommand", "MAX_COMMAND_BYTES",
 ]
 
@@ -790,6 +790,44 @@ class CreateDeliveryTimersV3(_Record):
         return cls(now_ms, tuple(out))
 
 
+# ---- schedules with deliveries, graphs with managed endpoints: numbers 43-47 (sched3) ------
+
+
+@record("create_full", number=43, version=1)
+class CreateFullTimers(_Record):
+    """Create groups of timers whose specs may combine every create feature: a schedule
+    with its policies (CreateRecurringTimers' 18 fields), a requested delivery
+    (CreateDeliveryTimersV3's [url or None, headers, policy, queue or None, endpoint id or
+    None], or None), resolved when applied (raft/delivery_requests.py), and a graph
+    (CreateGraphTimers' [after, on, mode, delay_ms, on_parent_cancel, escalate], or None):
+    20 fields. Proposed only for what the older records cannot say -- a recurring timer with
+    a webhook or queue (kernel/occurrences.py), a graph timer with a managed endpoint -- so
+    every other create keeps its record."""
+
+    now_ms: int
+    groups: tuple
+
+    def fields(self) -> list:
+        return [self.now_ms, [[_spec_fields_recurring(s) + [_request_fields(s.delivery) if s.delivery else None,
+                                                            _graph_fields(s.graph)] for s in g]
+                              for g in self.groups]]
+
+    @classmethod
+    def from_fields(cls, now_ms, groups) -> "CreateFullTimers":
+        if type(groups) is not tuple or any(type(g) is not tuple for g in groups):
+            raise InvalidCommand("create_full: groups must be an array of arrays")
+        out = []
+        for g in groups:
+            specs = []
+            for f in g:
+                if type(f) is not tuple or len(f) != 20:
+                    raise InvalidCommand("create_full: a timer spec must be an array of 20 fields")
+                specs.append(TimerSpec(*f[:14], catch_up=f[14], overlap=f[15], flex_ms=f[16], flex_seed=f[17],
+                                       delivery=None if f[18] is None else _request(f[18]), graph=_graph(f[19])))
+            out.append(tuple(specs))
+        return cls(now_ms, tuple(out))
+
+
 @record("replay_dead_letters", number=38, version=1)
 class ReplayDeadLetters(_Record):
     """Redrive many dead-lettered timers (attempts reset, history kept); each is replayed
@@ -830,7 +868,7 @@ Command = Union[CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, Set
                 DeliveryAttempts, CreateGraphTimers, BulkCancelTimers, BulkRescheduleTimers, CreateEndpoint,
                 RotateEndpointSecret, DeleteEndpoint, SetDeliveryDefaults, CreateDeliveryTimersV3, ReplayDeadLetters,
                 PurgeDeadLetters,
-                CreateRecurringTimers, PauseTimer, ResumeTimer, TriggerTimer]
+                CreateRecurringTimers, PauseTimer, ResumeTimer, TriggerTimer, CreateFullTimers]
 
 #: (KIND, VERSION) -> record class: every command this build can read.
 RECORDS: dict[tuple[int, int], type] = {
@@ -843,7 +881,7 @@ RECORDS: dict[tuple[int, int], type] = {
               DeliveryAttempts, CreateGraphTimers, BulkCancelTimers, BulkRescheduleTimers, CreateEndpoint,
               RotateEndpointSecret, DeleteEndpoint, SetDeliveryDefaults, CreateDeliveryTimersV3, ReplayDeadLetters,
               PurgeDeadLetters,
-              CreateRecurringTimers, PauseTimer, ResumeTimer, TriggerTimer)
+              CreateRecurringTimers, PauseTimer, ResumeTimer, TriggerTimer, CreateFullTimers)
 }
 _NAMES = {c.KIND: c.kind for c in RECORDS.values()}
 

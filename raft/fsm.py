@@ -118,6 +118,7 @@ class TimerFSM:
             c.PauseTimer: self._pause,
             c.ResumeTimer: self._resume,
             c.TriggerTimer: self._trigger,
+            c.CreateFullTimers: self._create_requested,
         }
 
     # ---- Apply -----------------------------------------------------------------

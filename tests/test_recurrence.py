@@ -483,10 +483,3 @@ def test_a_trigger_of_an_ack_required_timer_awaits_its_ack_and_pending_fires_sur
     assert r.ack(T0 + 12 * S, "default", "k", tr.events[0].fire_id) == s.ack(T0 + 12 * S, "default", "k",
                                                                              tr.events[0].fire_id)
     assert r.to_bytes() == s.to_bytes()
-
-
-def test_recurring_timers_still_refuse_a_webhook():
-    from minoots.kernel.delivery import Delivery, Webhook
-    s = State()
-    with pytest.raises(InvalidArgument, match="webhook or queue"):
-        s.create(T0, [TimerSpec("w", T0 + S, every_ms=S, delivery=Delivery(Webhook("http://x.test/h")))])

@@ -109,9 +109,11 @@ def test_format_2_carries_delivery_and_retention_and_keeps_the_v1_bit():
     assert [e.kind for e in back.tick(5_120).events] == [EventKind.PURGED]
 
 
-def test_a_recurring_timer_cannot_have_a_delivery():
-    with pytest.raises(InvalidArgument, match="recurring"):
-        State().create(10, [TimerSpec("w", 100, every_ms=60_000, delivery=HOOK)])
+def test_a_create_cannot_take_an_occurrence_timers_id():
+    # A recurring timer with a delivery is allowed now (kernel/occurrences.py); the ids of its
+    # occurrence timers ("<id>@<fire id>") are never accepted by a create.
+    with pytest.raises(InvalidArgument, match="id"):
+        State().create(10, [TimerSpec("w@5", 100, delivery=HOOK)])
 
 
 def test_unknown_header_flags_and_a_missing_delivery_block_are_refused():
@@ -138,7 +140,7 @@ def test_unknown_header_flags_and_a_missing_delivery_block_are_refused():
         State.from_bytes(seal(VERSION, FLAG_RETENTION_V1, plain.to_bytes()[24:]))
 
 
-def test_the_api_refuses_a_recurring_webhook_timer():
+def test_the_api_accepts_a_recurring_webhook_timer_but_no_occurrence_id():
     from google.protobuf.duration_pb2 import Duration
 
     from minoots.api import validation
@@ -146,8 +148,10 @@ def test_the_api_refuses_a_recurring_webhook_timer():
 
     spec = pb.TimerSpec(id="w", delay=Duration(seconds=5), every=Duration(seconds=60),
                         webhook=pb.WebhookAction(url="http://127.0.0.1:9/hook"))
-    with pytest.raises(InvalidArgument, match="recurring"):
-        validation.create_spec("timer", spec, 1_000)
+    got = validation.create_spec("timer", spec, 1_000)
+    assert got.every_ms == 60_000 and got.delivery.webhook.url == "http://127.0.0.1:9/hook"
+    with pytest.raises(InvalidArgument, match="timer.id"):
+        validation.create_spec("timer", pb.TimerSpec(id="w@3", delay=Duration(seconds=5)), 1_000)
     ok = validation.create_spec("timer", pb.TimerSpec(id="r", delay=Duration(seconds=5), every=Duration(seconds=60)),
                                 1_000)
     assert ok.every_ms == 60_000 and ok.delivery is None
