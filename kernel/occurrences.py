@@ -137,7 +137,8 @@ def tick(st, o: int, now: int, seq: int, append) -> tuple[int, int, bool]:
     sched, rc, oc = t.schedules[o], t.recur.get(o, DEFAULT), t.occ[o]
     deadline = t.fire_at[o]
     at = pending(rc, deadline)
-    fires, skipped = catch_up(sched, rc, at, now, scheduled_fires(t.attempts[o], rc))
+    # A buffered occurrence counts against max_count from the moment it is buffered.
+    fires, skipped = catch_up(sched, rc, at, now, _counted(t, o, rc, oc.buffered))
     name, tid = t.tenant_names[t.tenant[o]], t.ids[o]
     rev = t.revision[o]
     inflight, buffered, fired_any = list(oc.inflight), oc.buffered, False
@@ -156,7 +157,7 @@ def tick(st, o: int, now: int, seq: int, append) -> tuple[int, int, bool]:
     if skipped:
         rc = rc._replace(skipped=rc.skipped + skipped)
     last = fires[-1] if fires else at
-    nxt = next_occurrence(sched, last, now, scheduled_fires(t.attempts[o], rc))
+    nxt = next_occurrence(sched, last, now, _counted(t, o, rc, buffered))
     if nxt is not None:
         if rc.flex_ms:
             rc = rc._replace(nominal=nxt)
@@ -186,6 +187,11 @@ def tick(st, o: int, now: int, seq: int, append) -> tuple[int, int, bool]:
     append(Event(seq, EventKind.SETTLED, name, tid, now, rev + 1, TimerState.SETTLED, t.fire_at[o],
                  t.fire_id[o] or None))
     return seq, SETTLED, fired_any
+
+
+def _counted(t, o: int, rc, buffered: int) -> int:
+    """Occurrences that count against max_count: the scheduled fires and a buffered one."""
+    return scheduled_fires(t.attempts[o], rc) + (buffered != NO_TIME)
 
 
 def _settle(st, o: int, now: int) -> None:
