@@ -91,6 +91,8 @@ def envelope(timer, attempt: int) -> bytes:
         "labels": dict(timer.labels),
         "payload_base64": base64.b64encode(timer.payload).decode("ascii"),
     }
+    if "@" in timer.id:     # an occurrence timer "<id>@<fire id>" of a recurring timer (kernel/occurrences.py)
+        data["recurring_timer_id"] = timer.id.rpartition("@")[0]
     return json.dumps({"type": "timer.fired", "timestamp": iso(timer.fired_at), "data": data},
                       separators=(",", ":"), sort_keys=True).encode()
 
