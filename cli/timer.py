@@ -354,8 +354,10 @@ def timer() -> None:
               help="With --every or --cron, when an outage left several occurrences due: fire once (default), "
                    "fire all (at most 100, the rest skipped and counted), or skip them.")
 @click.option("--overlap", type=click.Choice(["skip", "buffer_one", "allow_all"]), default=None,
-              help="With --ack-required and --every or --cron, an occurrence due while an earlier fire awaits "
-                   "its ack: skip it (default), buffer one until the acks, or allow all (at most 100 pending).")
+              help="With --every or --cron, an occurrence due while an earlier one awaits its ack "
+                   "(--ack-required) or is still being delivered (--webhook, --endpoint, --queue: each occurrence "
+                   "is a timer ID@FIRE_ID): skip it (default), buffer one until they end, or allow all (at most "
+                   "100 pending).")
 @click.option("--flex", default=None, metavar="DURATION",
               help="With --every or --cron: fire each occurrence at a time within [occurrence, occurrence + "
                    "DURATION] (a flexible window, at most 24h; with --every shorter than the interval).")
