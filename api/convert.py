@@ -132,9 +132,12 @@ def lease_to_pb(lease) -> pb.Lease:
 
 
 def event_fields_to_pb(seq: int, kind: int, tenant: str, timer_id: str, at_ms: int, revision: int,
-                       state: int, fire_at: int, fire_id: int) -> pb.Event:
+                       state: int, fire_at: int, fire_id: int, step: int = 0, action: bytes = b"") -> pb.Event:
     out = pb.Event(sequence=seq, kind=kind, tenant=tenant, timer_id=timer_id, revision=revision,
                    state=state, fire_id=fire_id)
+    if step:                    # escalated: the ladder step that came due and its action
+        out.escalation_step = step
+        out.action = action
     _set_ts(out.at, at_ms)
     _set_ts(out.fire_at, fire_at)
     return out
@@ -142,7 +145,7 @@ def event_fields_to_pb(seq: int, kind: int, tenant: str, timer_id: str, at_ms: i
 
 def event_to_pb(e: Event) -> pb.Event:
     return event_fields_to_pb(e.seq, int(e.kind), e.tenant, e.timer_id, e.at_ms, e.revision,
-                              int(e.state), e.fire_at, e.fire_id or 0)
+                              int(e.state), e.fire_at, e.fire_id or 0, e.step, e.action)
 
 
 def _check_enums_match() -> None:

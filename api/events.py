@@ -131,19 +131,40 @@ READ_BATCH = 512           # events read per LMDB read transaction by a watcher
 PROGRESS_EVERY_S = 1.0     # a filtered stream reports how far it got at least this often while all is filtered out
 
 
+#: Stored-event format 2 (escalated events with a step): the kind byte has this bit set, and
+#: after the header come u16 len(id), tenant, id, u16 step, the step's action bytes. Format 1
+#: (every other event, and every event stored before it existed) is read as before.
+_DETAIL = 0x80
+_DETAIL_HEAD = struct.Struct(">H")
+
+
 def pack_event(e) -> bytes:
     tenant = e.tenant.encode()
-    return _VAL.pack(e.kind, e.state, e.revision, e.at_ms, e.fire_at, e.fire_id or 0, len(tenant)) \
-        + tenant + e.timer_id.encode()
+    step = getattr(e, "step", 0)
+    if not step:
+        return _VAL.pack(e.kind, e.state, e.revision, e.at_ms, e.fire_at, e.fire_id or 0, len(tenant)) \
+            + tenant + e.timer_id.encode()
+    tid = e.timer_id.encode()
+    return (_VAL.pack(e.kind | _DETAIL, e.state, e.revision, e.at_ms, e.fire_at, e.fire_id or 0, len(tenant))
+            + _DETAIL_HEAD.pack(len(tid)) + tenant + tid + _DETAIL_HEAD.pack(step) + bytes(e.action))
 
 
 def unpack_event(seq: int, raw) -> tuple:
-    """(seq, kind, tenant, timer_id, at_ms, revision, state, fire_at, fire_id)."""
+    """(seq, kind, tenant, timer_id, at_ms, revision, state, fire_at, fire_id, step, action)."""
     kind, state, revision, at_ms, fire_at, fire_id, tlen = _VAL.unpack_from(raw)
     o = _VAL.size
+    if not kind & _DETAIL:
+        tenant = bytes(raw[o:o + tlen]).decode()
+        timer_id = bytes(raw[o + tlen:]).decode()
+        return seq, kind, tenant, timer_id, at_ms, revision, state, fire_at, fire_id, 0, b""
+    (ilen,) = _DETAIL_HEAD.unpack_from(raw, o)
+    o += _DETAIL_HEAD.size
     tenant = bytes(raw[o:o + tlen]).decode()
-    timer_id = bytes(raw[o + tlen:]).decode()
-    return seq, kind, tenant, timer_id, at_ms, revision, state, fire_at, fire_id
+    timer_id = bytes(raw[o + tlen:o + tlen + ilen]).decode()
+    o += tlen + ilen
+    (step,) = _DETAIL_HEAD.unpack_from(raw, o)
+    return (seq, kind & ~_DETAIL, tenant, timer_id, at_ms, revision, state, fire_at, fire_id, step,
+            bytes(raw[o + _DETAIL_HEAD.size:]))
 
 
 class EventsUnavailable(Exception):

@@ -412,6 +412,9 @@ class Event:
     state: TimerState
     fire_at: datetime
     fire_id: Optional[int] = None
+    #: ESCALATED events only: the ladder step that came due (1 = the first) and its action.
+    escalation_step: int = 0
+    action: bytes = b""
 
     @property
     def at_ms(self) -> int:
@@ -424,7 +427,18 @@ class Event:
     def to_dict(self) -> dict:
         return {"sequence": self.sequence, "kind": self.kind.name.lower(), "tenant": self.tenant,
                 "timer_id": self.timer_id, "at": _iso(self.at), "revision": self.revision,
-                "state": self.state.name.lower(), "fire_at": _iso(self.fire_at), "fire_id": self.fire_id}
+                "state": self.state.name.lower(), "fire_at": _iso(self.fire_at), "fire_id": self.fire_id,
+                **({} if not self.escalation_step else {"escalation_step": self.escalation_step,
+                                                        "action": _action_text(self.action)})}
+
+
+def _action_text(action: bytes) -> str:
+    """An action for JSON: its text when it is UTF-8, else base64 prefixed "base64:"."""
+    try:
+        return action.decode("utf-8")
+    except UnicodeDecodeError:
+        import base64
+        return "base64:" + base64.b64encode(action).decode("ascii")
 
 
 @dataclass(frozen=True)

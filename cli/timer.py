@@ -269,6 +269,8 @@ def _graph_rows(t) -> list:
 
 def _event_line(ev) -> str:
     extra = f"  fire_id={ev.fire_id}" if ev.fire_id else ""
+    if ev.escalation_step:          # the ladder step that came due and the action to take
+        extra += f"  step={ev.escalation_step}  action={ev.to_dict()['action']!r}"
     return (f"{ev.sequence:>8}  {_fmt_time(ev.at)}  {ev.kind.name.lower():<11}  {ev.tenant}/{ev.timer_id}  "
             f"state={ev.state.name.lower()}  fire_at={_fmt_time(ev.fire_at)}  rev={ev.revision}{extra}")
 

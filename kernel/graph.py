@@ -38,9 +38,10 @@ Escalation ladders. A timer with ack_required may carry up to MAX_STEPS steps
 (after_ms, action): when it fires, step 1 is a wheel deadline at fired_at +
 after_ms[0] (key ordinal | ESCALATE); when that deadline comes with no ack, the tick
 emits an `escalated` event (state FIRED, fire_at = the step's deadline, fire_id =
-the fire it escalates) and puts the next step in the wheel. An ack (or cancel)
+the fire it escalates, step = the step's number from 1, action = the step's action bytes) and puts the next step in the wheel. An ack (or cancel)
 takes the pending step out of the wheel: the ladder stops. GetTimer shows the steps,
-their actions and how many have fired. Event-only: no webhook is called.
+their actions and how many have fired. Event-only: no webhook is called (a consumer of the
+`escalated` events acts on the step's action).
 
 Determinism: every collection consulted for a decision is either sorted (children
 lists are kept in ordinal order) or walked in command order; nothing reads a clock.
@@ -514,7 +515,7 @@ def after_fires(st, fired: list, escalations: list, now: int) -> None:
         t.revision[o] = rev
         st._seq += 1
         g.events.append(Event(st._seq, EventKind.ESCALATED, t.tenant_names[t.tenant[o]], t.ids[o], now, rev,
-                              TimerState.FIRED, at, t.fire_id[o]))
+                              TimerState.FIRED, at, t.fire_id[o], lad.done, lad.steps[lad.done - 1][1]))
         if lad.done < len(lad.steps):
             st._wheel.insert(o | ESCALATE, step_at(lad))
     if resolve:

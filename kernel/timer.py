@@ -191,7 +191,8 @@ class Event(NamedTuple):
     """One lifecycle transition. `seq` is kernel-wide: 1, 2, 3, ... in apply order.
 
     `at_ms` is the command time, `revision` and `state` are the timer's after the
-    transition, `fire_at` its deadline then; `fire_id` is set on fired/settled.
+    transition, `fire_at` its deadline then; `fire_id` is set on fired/settled;
+    `step` and `action` only on escalated events (kernel/graph.py).
     A tuple rather than a dataclass because a busy tick emits thousands.
     """
 
@@ -204,6 +205,9 @@ class Event(NamedTuple):
     state: TimerState
     fire_at: int
     fire_id: Optional[int] = None
+    #: ESCALATED events: the step (1 = the ladder's first) and that step's action bytes.
+    step: int = 0
+    action: bytes = b""
 
 
 class CreateItem:

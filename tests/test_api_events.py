@@ -34,7 +34,7 @@ def test_events_round_trip_and_visible_bound(event_store):
     m.emit(evs(6, 6, kind=EventKind.FIRED, tenant="acme"))
     assert seqs(log) == [1, 2, 3, 4, 5, 6]
     last = log.read(6)[0]
-    assert last == (6, int(EventKind.FIRED), "acme", "t6", 1000, 6, int(TimerState.SCHEDULED), 5000, 0)
+    assert last == (6, int(EventKind.FIRED), "acme", "t6", 1000, 6, int(TimerState.SCHEDULED), 5000, 0, 0, b"")
     assert log.read(7) == []          # beyond visible: nothing yet, no error
 
 

@@ -172,6 +172,7 @@ def test_escalation_steps_and_an_ack_stops_the_ladder():
     ev = s.tick(T0 + 1100).events
     assert [(e.kind, e.state, e.fire_at, e.fire_id) for e in ev] == [
         (EventKind.ESCALATED, TimerState.FIRED, T0 + 1100, s.get("default", "x").fire_id)]
+    assert (ev[0].step, ev[0].action) == (1, b"page")           # the step and its action, in the event
     t = s.get("default", "x")
     assert t.escalated == 1 and t.escalate == ((1000, b"page"), (5000, b"call"))
     s.ack(T0 + 2000, "default", "x", t.fire_id)

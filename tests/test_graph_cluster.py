@@ -78,6 +78,7 @@ def test_escalation_ladder_survives_a_leader_kill_between_steps(fresh_cluster):
         fired_at = datetime_to_ms(t.fired_at)
         assert [datetime_to_ms(e.fire_at) for e in esc] == [fired_at + 1000, fired_at + 4000]
         assert all(e.at_ms >= datetime_to_ms(e.fire_at) and e.fire_id == t.fire_id for e in esc)
+        assert [(e.escalation_step, e.action) for e in esc] == [(1, b"page-oncall"), (2, b"call-manager")]
 
 
 def test_bulk_cancel_by_selector_and_bad_input(real_cluster):

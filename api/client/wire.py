@@ -302,7 +302,8 @@ def event_from_pb(pb: timers_pb2.Event) -> Event:
     return Event(
         sequence=pb.sequence, kind=_enum(EventKind, pb.kind), tenant=pb.tenant, timer_id=pb.timer_id,
         at=ts_to_datetime(pb.at), revision=pb.revision, state=_enum(TimerState, pb.state),
-        fire_at=ts_to_datetime(pb.fire_at), fire_id=pb.fire_id or None)
+        fire_at=ts_to_datetime(pb.fire_at), fire_id=pb.fire_id or None,
+        escalation_step=pb.escalation_step, action=bytes(pb.action))
 
 
 def member_from_pb(m: cluster_pb2.Member) -> Member:

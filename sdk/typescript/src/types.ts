@@ -273,6 +273,10 @@ export interface Event {
   state: TimerState;
   fireAt: Date;
   fireId: number | null;
+  /** ESCALATED events only: the ladder step that came due (1 = the first); 0 otherwise. */
+  escalationStep: number;
+  /** ESCALATED events only: that step's action bytes (empty otherwise). */
+  action: Buffer;
 }
 
 export interface Member {

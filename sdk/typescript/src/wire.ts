@@ -313,6 +313,8 @@ export function eventFromPb(pb: Event__Output): Event {
     state: enumFromPb(TIMER_STATES, "TIMER_STATE_", pb.state),
     fireAt: toDate(pb.fireAt) ?? new Date(0),
     fireId: u64(pb.fireId) || null,
+    escalationStep: pb.escalationStep ?? 0,
+    action: Buffer.from(pb.action ?? Buffer.alloc(0)),
   };
 }
 
