@@ -5,7 +5,9 @@ import { status as Status, Metadata, type ServiceError } from "@grpc/grpc-js";
 import {
   Client, InvalidArgument, NotFound, OutOfRange, Router, Unavailable, WatchCursor, classify, errorFromStatus,
 } from "../src/index";
-import { msToDuration, msToTimestamp, specToPb, timerFromPb, timestampToMs, watchRequest, eventKindToPb } from "../src/wire";
+import {
+  eventFromPb, msToDuration, msToTimestamp, specToPb, timerFromPb, timestampToMs, watchRequest, eventKindToPb,
+} from "../src/wire";
 import { bulkRequest, newWebhookSecret, rescheduleChange } from "../src/delivery";
 import { WebhookVerificationError, signWebhook, verifyWebhook } from "../src/webhooks";
 import type { Event__Output } from "../src/gen/minoots/v1/Event";
@@ -18,8 +20,18 @@ function pbEvent(sequence: number): Event__Output {
   return {
     sequence: String(sequence), kind: "EVENT_KIND_CREATED", tenant: "default", timerId: `t${sequence}`,
     at: msToTimestamp(1000), revision: "1", state: "TIMER_STATE_ARMED", fireAt: msToTimestamp(2000), fireId: "0",
+    escalationStep: 0, action: Buffer.alloc(0),
   };
 }
+
+test("an escalated event carries its ladder step and action", () => {
+  const ev = eventFromPb({ ...pbEvent(3), kind: "EVENT_KIND_ESCALATED", escalationStep: 2, action: Buffer.from("page") });
+  assert.equal(ev.escalationStep, 2);
+  assert.equal(ev.action.toString(), "page");
+  const plain = eventFromPb(pbEvent(4));
+  assert.equal(plain.escalationStep, 0);
+  assert.equal(plain.action.length, 0);
+});
 
 test("times and durations convert at ms precision, negative ones too", () => {
   for (const ms of [0, 1, 999, 1000, 1_700_000_000_123, -1, -1500]) {
