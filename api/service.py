@@ -173,7 +173,8 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
     async def _create(self, specs, prefix: str, context, raw=None):
         self._require_leader()
         self._limiter.check(specs)     # the tenant's create rate, before anything is proposed
-        if any(s.delivery is not None and (s.every_ms or s.cron or s.graph is not None) for s in specs):
+        if any((s.delivery is not None and (s.every_ms or s.cron or s.graph is not None))
+               or (s.graph is not None and (s.catch_up or s.overlap or s.flex_ms)) for s in specs):
             # schedules with deliveries (kernel/occurrences.py), graph timers with webhooks or
             # endpoints: one record that says everything, deliveries resolved when applied
             result = await self._create_deliveries(specs, prefix, context, raw, record=commands.CreateFullTimers)

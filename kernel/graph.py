@@ -3,7 +3,7 @@
 Dependencies. A timer created with `after` (1..MAX_PARENTS ids of timers of its own
 tenant, existing or earlier/later in the same create batch) waits in SCHEDULED (not
 in the wheel, revision 1, only a `created` event) until its parents meet its
-condition:
+condition (a recurring child's schedule starts then: see _recurring_start):
 
     fired          the parent fired (its first fire after the child was created, or
                    an earlier one: a parent that fired already counts at its fired_at)
@@ -236,9 +236,9 @@ def check_graph(p: str, g: Any, ack: bool, recurring: bool) -> Optional[GraphSpe
     if out and not ack:
         raise InvalidArgument(f"{p}.escalate", "an escalation ladder needs ack_required (an ack stops it)")
     if out and recurring:
-        raise InvalidArgument(f"{p}.escalate", "a recurring timer cannot have an escalation ladder")
-    if ids and recurring:
-        raise InvalidArgument(f"{p}.after", "a recurring timer cannot wait on parents (not supported yet)")
+        raise InvalidArgument(f"{p}.escalate", "a recurring timer cannot have an escalation ladder: a ladder "
+                                               "escalates one unacknowledged fire, and a recurring timer may have "
+                                               "up to 100 awaiting acks at once (not supported)")
     if not ids and not out:
         if delay or g.mode != "all" or g.on != "settled" or g.on_parent_cancel != "cancel":
             raise InvalidArgument(f"{p}.after", "on, mode, delay and on_parent_cancel need at least one parent")
@@ -456,6 +456,10 @@ def _arm(st, t, c: int, at: int, now: int) -> None:
     if t.state[c] != _S_SCHEDULED:
         return
     fire_at = max(t.fire_at[c], min(at, MAX_TIME))
+    if t.schedules and c in t.schedules:        # a recurring child: its schedule starts now
+        fire_at = _recurring_start(st, t, c, min(at, MAX_TIME), now)
+        if fire_at is None:
+            return
     t.fire_at[c] = fire_at
     t.state[c] = _S_ARMED
     t.armed_at[c] = now
@@ -467,6 +471,31 @@ def _arm(st, t, c: int, at: int, now: int) -> None:
     st._seq += 1
     t.graph.events.append(Event(st._seq, EventKind.ARMED, t.tenant_names[t.tenant[c]], t.ids[c], now, rev,
                                 TimerState.ARMED, fire_at))
+
+
+def _recurring_start(st, t, c: int, at: int, now: int) -> Optional[int]:
+    """The first occurrence of recurring child c whose condition (+ delay) was met at `at`:
+    its schedule starts at max(its own start, at) (`every`: that time; cron: its first time
+    at or after it; a window: flexed). None when the schedule has none left (past `until`):
+    the child is cancelled then (a `cancelled` event)."""
+    from .recurrence import flexed, pending
+    from .schedule import NO_UNTIL, first_occurrence
+    sched = t.schedules[c]
+    start = max(pending(t.recur.get(c), t.fire_at[c]), at)
+    try:
+        first = first_occurrence("", sched, start)
+    except InvalidArgument:
+        first = None
+    if first is None or (sched.until != NO_UNTIL and first > sched.until):
+        at_once = _cancel(st, t, c, now)
+        if at_once:
+            t.graph.events.extend(st._purge(at_once, now, EventKind.PURGED))
+        return None
+    rc = t.recur.get(c)
+    if rc is not None and rc.flex_ms:
+        rc = t.recur[c] = rc._replace(nominal=first)
+        return flexed(rc, first)
+    return first
 
 
 def _cancel(st, t, c: int, now: int) -> list[int]:
@@ -562,7 +591,9 @@ def check(table, need) -> None:
     for c in sorted(g.deps):
         d = g.deps[c]
         need(state[c] != 0, f"dependency of free row {c}")
-        need(bool(d.waiting) == (state[c] == _S_SCHEDULED), f"timer {c} waits iff it is scheduled")
+        paused = c in table.recur and table.recur[c].paused
+        need(bool(d.waiting) == (state[c] == _S_SCHEDULED and not paused),
+             f"timer {c} waits iff it is scheduled (and not paused)")
         need((d.outcome == WAITING) == bool(d.waiting), f"outcome of timer {c}")
         for p in d.waiting:
             need(p in d.pords and state[p] not in _TERMINAL and state[p] != 0,
@@ -600,7 +631,7 @@ def decode(blob: bytes, n: int, states: bytes) -> Graph:
                     or any(type(p) is not int or not -1 <= p < n for p in pords)
                     or any(p >= 0 and states[p] == 0 for p in pords)
                     or any(p not in pords or p < 0 or states[p] in _TERMINAL for p in waiting)
-                    or bool(waiting) != (states[o] == _S_SCHEDULED) or (outcome == WAITING) != bool(waiting)):
+                    or (waiting and states[o] != _S_SCHEDULED) or (outcome == WAITING) != bool(waiting)):
                 raise SnapshotError(f"snapshot dependency of timer {o} is inconsistent")
             g.deps[o] = Dep(tuple(parents), tuple(pords), on, mode, delay, policy, tuple(waiting), met_at, outcome)
             for p in pords:

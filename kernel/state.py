@@ -299,6 +299,8 @@ class State(RecurringCommands):
             tenant = t.tenant_names[ti]   # the interned string object
             if waiting and j in waiting:    # SCHEDULED until its parents meet the condition
                 t.put(o, ti, timer_id, fire_at, flags, extra, _SCHEDULED, 1, now, NO_TIME, sched)
+                if sched is not None:
+                    self._v1 = False      # snapshot format 1 has no schedules
                 events.append(Event(seq + 1, _CREATED, tenant, timer_id, now, 1, _S_SCHEDULED, fire_at))
                 fresh.append(None)
                 seq += 1

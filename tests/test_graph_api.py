@@ -30,6 +30,11 @@ def test_a_dependent_spec_needs_no_deadline_and_becomes_a_graph_spec():
         validation.create_spec("timer", spec(), NOW)              # no parents: a deadline is required
 
 
+def test_a_recurring_child_is_accepted():
+    got = validation.create_spec("timer", spec(after=["a"], every={"seconds": 5}), NOW)
+    assert got.every_ms == 5000 and got.graph.after == ("a",)
+
+
 @pytest.mark.parametrize("kw, field", [
     (dict(after=["a"], on="done"), "timer.on"),
     (dict(after=["a"], mode="most"), "timer.mode"),
@@ -37,7 +42,8 @@ def test_a_dependent_spec_needs_no_deadline_and_becomes_a_graph_spec():
     (dict(after=["a"], delay_ms=-5), "timer.after_delay"),
     (dict(on="fired", delay={"seconds": 1}), "timer.after"),    # a condition without parents
     (dict(after=["a"], steps=[(1000, b"x")]), "timer.escalate"),  # a ladder needs ack_required
-    (dict(after=["a"], every={"seconds": 5}), "timer.after"),   # recurring children: not yet
+    (dict(ack_required=True, delay={"seconds": 1}, every={"seconds": 5}, steps=[(1000, b"x")]),
+     "timer.escalate"),                                         # no ladder on a recurring timer
 ])
 def test_bad_graph_fields_name_the_request_field(kw, field):
     with pytest.raises(InvalidArgument) as e:
