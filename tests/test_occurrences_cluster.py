@@ -230,3 +230,23 @@ def test_no_occurrence_is_missed_or_doubled_across_a_leader_kill(tmp_path):
     finally:
         c.stop()
         rec.stop()
+
+
+def test_a_recurring_webhook_child_starts_its_schedule_after_its_parent(cluster, client, receiver, secret):
+    res = CliRunner().invoke(main, ["timer", "create", "--id", "kid", "--after", "mom", "--on", "fired", "--every",
+                                    "1s", "--max-count", "2", "--webhook", receiver.url("/ok/kid"),
+                                    "--overlap", "allow_all", "--node", cluster_grpc(cluster)[0],
+                                    "--tenant", TENANT], catch_exceptions=False)
+    assert res.exit_code == 1 and "mom" in res.output           # no such parent: NOT_FOUND, nothing created
+    mom = client.create(delay=1, id="mom")
+    res = CliRunner().invoke(main, ["timer", "create", "--id", "kid", "--after", "mom", "--on", "fired", "--every",
+                                    "1s", "--max-count", "2", "--webhook", receiver.url("/ok/kid"),
+                                    "--overlap", "allow_all", "--node", cluster_grpc(cluster)[0],
+                                    "--tenant", TENANT])
+    assert res.exit_code == 0, res.output
+    kid = client.get("kid")
+    assert kid.state == TimerState.SCHEDULED and kid.overlap == "allow_all"
+    done = wait_for(lambda: (t := client.get("kid")).state == TimerState.SETTLED and t, "both occurrences")
+    mom = client.get("mom")
+    assert done.attempts == 2 and datetime_to_ms(done.fire_at) >= datetime_to_ms(mom.fired_at)
+    wait_for(lambda: len({h[1]["webhook-id"] for h in receiver.of("/ok/kid")}) == 2, "both delivered")
