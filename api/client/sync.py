@@ -171,12 +171,14 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, EndpointMethods, 
         `every` (timedelta or seconds, at least 1 s) makes it recur: it fires at its
         deadline, then every `every` after, each occurrence a fire of its own, until
         `until` (inclusive) or `max_count` occurrences (with `ack_required`, each fire awaits
-        its own ack). Or
+        its own ack; with a webhook, endpoint or queue, each occurrence is delivered as its own
+        timer "<id>@<fire_id>", webhook-id msg_<fire_id>). Or
         `cron` (5 or 6 fields) with `tz` (an IANA zone): it fires at those times, the first
         at or after its deadline (give `delay=0` to start now). `catch_up` ("once", "all",
         "skip") says what a recurring timer does with occurrences missed during an outage;
-        `overlap` ("skip", "buffer_one", "allow_all") decides, for a recurring timer with
-        `ack_required`, an occurrence due while an earlier fire awaits its ack. `flex` (seconds or timedelta): each
+        `overlap` ("skip", "buffer_one", "allow_all") decides an occurrence due while an
+        earlier fire awaits its ack (`ack_required`) or an earlier occurrence is still being
+        delivered (at most 100 in delivery at once). `flex` (seconds or timedelta): each
         occurrence fires at a time within [occurrence, occurrence + flex]. `pause`,
         `resume`, `trigger` and `next_occurrences` control and preview a recurring timer.
 
