@@ -6,6 +6,7 @@ import json
 import click
 
 from minoots.bench import kernel as kernel_bench
+from minoots.bench import occurrences as occurrences_bench
 from minoots.bench import load as load_bench
 from minoots.bench import wheel as wheel_bench
 from minoots.raft.store import DEFAULT_SYNC, SYNC_POLICIES
@@ -62,6 +63,14 @@ def wheel(timers: int, span_ms: int, json_path: str | None, seed: int, repeat: i
             raise click.ClickException(f"cannot write {json_path}: {exc.strerror or exc}") from None
         if not quiet:
             click.echo(f"wrote {json_path}", err=True)
+
+
+@bench.command("occurrences")
+@click.option("--count", type=click.IntRange(min=1), default=occurrences_bench.DEFAULT_COUNT, show_default=True,
+              help="Occurrences of one every-1s webhook schedule to apply.")
+def occurrences(count: int) -> None:
+    """A recurring webhook timer's occurrences: apply cost and what each ended occurrence timer holds."""
+    click.echo(occurrences_bench.format_table(occurrences_bench.run(count)))
 
 
 @bench.command("kernel")

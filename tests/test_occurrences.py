@@ -311,3 +311,10 @@ def test_digest_of_a_fixed_run_is_stable():
             s.tick(T0 + k * S)
         return hashlib.sha256(s.to_bytes()).hexdigest()
     assert run() == run()
+
+
+def test_the_occurrence_bench_runs_and_reports_every_row():
+    from minoots.bench import occurrences as bench
+    r = bench.run(50)
+    assert r["occurrences"] == 50 and r["held"] == 51 and r["snapshot_per_timer"] > 0
+    assert len(bench.format_table(r).splitlines()) == 5
