@@ -223,7 +223,9 @@ def _show_timer(t, as_json: bool, headline: Optional[str] = None) -> None:
                      + (f", {t.triggered} triggered" if t.triggered else "")
                      + (f", {t.skipped} skipped" if t.skipped else "")
                      + (f", flex {t.flex.total_seconds():g}s" if t.flex else "")
-                     + (f", awaiting acks of {list(t.pending_fire_ids)}" if t.pending_fire_ids else "")
+                     + ((f", in delivery: {', '.join(f'{t.id}@{f}' for f in t.pending_fire_ids)}"
+                         if t.webhook or t.queue else f", awaiting acks of {list(t.pending_fire_ids)}")
+                        if t.pending_fire_ids else "")
                      + (", one buffered" if t.buffered else "")))
     if t.idempotency_key and t.idempotency_key != t.id:
         rows.append(("idempotency_key", t.idempotency_key))

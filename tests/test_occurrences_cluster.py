@@ -167,13 +167,15 @@ def test_a_dead_lettered_occurrence_does_not_stop_the_schedule(client, receiver,
     assert [x.state for x in later] == [TimerState.SETTLED, TimerState.SETTLED]
 
 
-def test_overlap_skip_skips_while_an_occurrence_is_in_delivery(client, receiver, secret):
+def test_overlap_skip_skips_while_an_occurrence_is_in_delivery(cluster, client, receiver, secret):
     client.create(delay=1, id="slow", every=1, webhook=receiver.url("/hold/slow"), attempt_timeout=60)
     wait_for(lambda: client.get("slow").skipped >= 2, "two occurrences skipped")
     t = client.get("slow")
     assert len(t.pending_fire_ids) == 1 and t.attempts == 1
     held = client.get(f"slow@{t.pending_fire_ids[0]}")
     assert held.state == TimerState.DELIVERING
+    shown = CliRunner().invoke(main, ["timer", "get", "slow", "--node", cluster_grpc(cluster)[0], "--tenant", TENANT])
+    assert f"in delivery: slow@{t.pending_fire_ids[0]}" in shown.output, shown.output
     assert len(receiver.of("/hold/slow")) == 1
     receiver.release("slow")
     wait_for(lambda: client.get(f"slow@{t.pending_fire_ids[0]}").state == TimerState.SETTLED, "the held one settled")
