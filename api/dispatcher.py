@@ -91,9 +91,14 @@ def envelope(timer, attempt: int) -> bytes:
         "labels": dict(timer.labels),
         "payload_base64": base64.b64encode(timer.payload).decode("ascii"),
     }
-    if "@" in timer.id:     # an occurrence timer "<id>@<fire id>" of a recurring timer (kernel/occurrences.py)
+    kind = "timer.fired"
+    if getattr(timer, "escalation_step", 0):     # an escalation timer "<id>@<seq>" (kernel/occurrences.py)
+        kind = "timer.escalated"
+        data.update(escalated_timer_id=timer.id.rpartition("@")[0], escalation_step=timer.escalation_step,
+                    action_base64=base64.b64encode(timer.action).decode("ascii"))
+    elif "@" in timer.id:   # an occurrence timer "<id>@<fire id>" of a recurring timer (kernel/occurrences.py)
         data["recurring_timer_id"] = timer.id.rpartition("@")[0]
-    return json.dumps({"type": "timer.fired", "timestamp": iso(timer.fired_at), "data": data},
+    return json.dumps({"type": kind, "timestamp": iso(timer.fired_at), "data": data},
                       separators=(",", ":"), sort_keys=True).encode()
 
 

@@ -145,13 +145,15 @@ def _checked_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
             raise InvalidArgument(f"{p}.until", str(exc)) from None
     # The kernel checks the schedule itself (kernel/schedule.py) and names the field.
     delivery = _delivery(p, spec)
-    if delivery is not None and spec.ack_required:
+    graph = graph_spec(p, spec)
+    if delivery is not None and spec.ack_required and not (graph is not None and graph.escalate):
         raise InvalidArgument(f"{p}.ack_required", "a timer with a webhook or queue settles when it is delivered; "
-                                                   "it cannot also require an ack")
+                                                   "it cannot also require an ack (unless it has an escalation "
+                                                   "ladder: then its steps are delivered there)")
     return TimerSpec(id=timer_id, fire_at=fire_at, tenant=tenant, name=name, payload=payload,
                      labels=dict(labels) if labels else None, action=action, idempotency_key=key,
                      ack_required=bool(spec.ack_required), delivery=delivery, every_ms=every_ms, until=until,
-                     max_count=spec.max_count, cron=spec.cron, tz=spec.time_zone, graph=graph_spec(p, spec),
+                     max_count=spec.max_count, cron=spec.cron, tz=spec.time_zone, graph=graph,
                      catch_up=_enum_name(f"{p}.catch_up", spec.catch_up, CATCH_UP_NAMES),
                      overlap=_enum_name(f"{p}.overlap", spec.overlap, OVERLAP_NAMES), **_flex(p, spec))
 

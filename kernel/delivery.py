@@ -111,6 +111,7 @@ class DeliveryRecord(NamedTuple):
     log: tuple = ()
     lease: str = ""        # queue timers: the live lease's id ("" when none); its expiry is next_at
     avail: int = 0         # queue timers: the seq at which it became available (0: not available)
+    step: int = 0          # an escalation timer (kernel/occurrences.py): the ladder step it delivers
 
 
 def is_success(status: int, error: str) -> bool:

@@ -543,8 +543,12 @@ def after_fires(st, fired: list, escalations: list, now: int) -> None:
         rev = t.revision[o] + 1
         t.revision[o] = rev
         st._seq += 1
+        action = lad.steps[lad.done - 1][1]
         g.events.append(Event(st._seq, EventKind.ESCALATED, t.tenant_names[t.tenant[o]], t.ids[o], now, rev,
-                              TimerState.FIRED, at, t.fire_id[o], lad.done, lad.steps[lad.done - 1][1]))
+                              TimerState.FIRED, at, t.fire_id[o], lad.done, action))
+        if t.esc and o in t.esc:        # the ladder delivers: an escalation timer per step
+            from .occurrences import escalate
+            g.events.append(escalate(st, o, lad.done, action, at, now))
         if lad.done < len(lad.steps):
             st._wheel.insert(o | ESCALATE, step_at(lad))
     if resolve:

@@ -83,13 +83,15 @@ def occurrence_id(schedule_id: str, fire_id: int) -> str:
     return f"{schedule_id}{SEP}{fire_id}"
 
 
-def _spawn(st, o: int, spec: Delivery, fid: int, stamp: int, now: int, seq: int) -> Event:
-    """Put the occurrence timer of fire `fid` (seq of its `delivery_due` event: seq)."""
+def _spawn(st, o: int, spec: Delivery, fid: int, stamp: int, now: int, seq: int, step: int = 0,
+           action: bytes = b"") -> Event:
+    """Put the occurrence timer of fire `fid` (seq of its `delivery_due` event: seq); with
+    `step`, the escalation timer of that ladder step (its action is the step's)."""
     t = st._table
     ti = t.tenant[o]
     cid = occurrence_id(t.ids[o], fid)
     ex = as_extra(t.extra[o])
-    extra = make_extra(ex.name, ex.payload, ex.labels, ex.action, None)
+    extra = make_extra(ex.name, ex.payload, ex.labels, action if step else ex.action, None)
     nfree = len(t.free)
     (c,) = t.take_ordinals(1)
     st._counts[0] -= nfree - len(t.free)        # FREE rows
@@ -98,10 +100,10 @@ def _spawn(st, o: int, spec: Delivery, fid: int, stamp: int, now: int, seq: int)
     t.attempts[c] = 1
     t.fire_id[c] = fid
     if spec.queue is not None:
-        t.deliv[c] = DeliveryRecord(spec, avail=seq)
+        t.deliv[c] = DeliveryRecord(spec, avail=seq, step=step)
         st._enqueue(c, ti, spec.queue, seq)
     else:
-        t.deliv[c] = DeliveryRecord(spec)
+        t.deliv[c] = DeliveryRecord(spec, step=step)
         st._due.add(c)
     st._counts[_DELIVERING] += 1
     while len(st._live) <= ti:
@@ -214,6 +216,15 @@ def trigger(st, o: int, fid: int, now: int) -> Event:
     return ev
 
 
+def escalate(st, o: int, step: int, action: bytes, at: int, now: int) -> Event:
+    """Escalation step `step` of timer o (whose ladder delivers: Table.esc) came due; its
+    `escalated` event is the last one emitted (seq st._seq). Its escalation timer
+    "<id>@<that seq>", delivering the step's action; returns its `delivery_due` event."""
+    esc_seq = st._seq
+    st._seq += 1
+    return _spawn(st, o, st._table.esc[o], esc_seq, at, now, st._seq, step, action)
+
+
 def check_trigger(t, o: int) -> None:
     oc = t.occ[o]
     if len(oc.inflight) >= MAX_IN_DELIVERY:
@@ -274,8 +285,11 @@ def _fire_buffered(st, o: int, oc: Occ, now: int) -> list[int]:
 
 
 def check(st, need) -> None:
-    """State.check_invariants' part for schedules with deliveries."""
+    """State.check_invariants' part for schedules with deliveries and delivered ladders."""
     t = st._table
+    for o in t.esc:
+        need(t.state[o] != 0 and t.flags[o] & 1 and o not in t.deliv and o not in t.occ,
+             f"delivered ladder of timer {o} belongs to an ack_required timer without a delivery of its own")
     for o, oc in t.occ.items():
         need(o in t.schedules and t.state[o] != 0 and o not in t.deliv, f"schedule {o} with delivery is recurring")
         need(len(oc.inflight) <= MAX_IN_DELIVERY + 1 and list(oc.inflight) == sorted(set(oc.inflight)),
@@ -292,34 +306,47 @@ def check(st, need) -> None:
 # ---- snapshots (header flag FLAG_OCC) ----------------------------------------------------
 
 
-def encode(occ: dict) -> bytes:
-    """Canonical JSON, in ordinal order: [o, url, headers, policy, queue, endpoint, inflight, buffered]."""
-    rows = []
-    for o in sorted(occ):
-        oc = occ[o]
-        wh = oc.spec.webhook
-        rows.append([o, wh.url if wh else None, [list(h) for h in wh.headers] if wh else [], list(oc.spec.policy),
-                     oc.spec.queue, oc.spec.endpoint, list(oc.inflight), oc.buffered])
-    return json.dumps(rows, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+def _spec_row(d: Delivery) -> list:
+    wh = d.webhook
+    return [wh.url if wh else None, [list(h) for h in wh.headers] if wh else [], list(d.policy), d.queue, d.endpoint]
 
 
-def decode(blob: bytes, n: int, states: bytes, schedules: dict) -> dict:
+def _spec_of(url, headers, pol, queue, endpoint) -> Delivery:
+    hook = None if url is None else Webhook(url, tuple(tuple(h) for h in headers))
+    return Delivery(hook, DeliveryPolicy(*pol), queue, endpoint)
+
+
+def encode(occ: dict, esc: dict) -> bytes:
+    """Canonical JSON, in ordinal order: [schedules, ladders]; a schedule is [o, url, headers,
+    policy, queue, endpoint, inflight, buffered], a delivered ladder [o, url, headers, policy,
+    queue, endpoint]."""
+    rows = [[o, *_spec_row(occ[o].spec), list(occ[o].inflight), occ[o].buffered] for o in sorted(occ)]
+    lads = [[o, *_spec_row(esc[o])] for o in sorted(esc)]
+    return json.dumps([rows, lads], separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def decode(blob: bytes, n: int, states: bytes, schedules: dict) -> tuple[dict, dict]:
     out: dict = {}
+    esc: dict = {}
     try:
-        for o, url, headers, pol, queue, endpoint, inflight, buffered in json.loads(blob):
+        rows, lads = json.loads(blob)
+        for o, url, headers, pol, queue, endpoint in lads:
+            if type(o) is not int or not 0 <= o < n or o in esc or states[o] == 0 or (url is None) == (queue is None):
+                raise SnapshotError(f"snapshot delivered ladder names timer {o!r} wrongly")
+            esc[o] = _spec_of(url, headers, pol, queue, endpoint)
+        for o, url, headers, pol, queue, endpoint, inflight, buffered in rows:
             if type(o) is not int or not 0 <= o < n or o in out or o not in schedules or states[o] == 0:
                 raise SnapshotError(f"snapshot schedule delivery names timer {o!r} wrongly")
             if ((url is None) == (queue is None) or type(buffered) is not int
                     or any(type(f) is not int or f <= 0 for f in inflight) or len(inflight) > MAX_IN_DELIVERY + 1
                     or list(inflight) != sorted(set(inflight))):
                 raise SnapshotError(f"snapshot schedule delivery of timer {o} is inconsistent")
-            hook = None if url is None else Webhook(url, tuple(tuple(h) for h in headers))
-            out[o] = Occ(Delivery(hook, DeliveryPolicy(*pol), queue, endpoint), tuple(inflight), buffered)
+            out[o] = Occ(_spec_of(url, headers, pol, queue, endpoint), tuple(inflight), buffered)
     except SnapshotError:
         raise
     except (ValueError, TypeError, IndexError) as e:
         raise SnapshotError(f"snapshot schedule deliveries are malformed: {e}") from None
-    if not out:
+    if not out and not esc:
         raise SnapshotError("snapshot schedule delivery block is empty")
-    return out
+    return out, esc
 

@@ -188,7 +188,7 @@ class SnapshotCapture:
 
     __slots__ = tuple(name for name, _ in COLUMNS) + ("ids", "extra", "tenant_names", "deliv", "seq", "last_tick",
                                                         "purge_at", "held", "v1", "schedules", "graph", "recur",
-                                                        "occ")
+                                                        "occ", "esc")
 
     def __init__(self, table: Table, seq: int, last_tick: int, v1: bool = True) -> None:
         for name, _ in COLUMNS:
@@ -206,6 +206,7 @@ class SnapshotCapture:
         self.graph = table.graph.copy() if table.graph else None
         self.recur = dict(table.recur)             # immutable Recur tuples
         self.occ = dict(table.occ)                 # immutable Occ tuples
+        self.esc = dict(table.esc)                 # immutable Delivery tuples
 
     def __len__(self) -> int:
         """Timers held (free rows not counted)."""
@@ -277,7 +278,8 @@ def encode_parts(table: Union[Table, SnapshotCapture], seq: int, last_tick: int,
     blocks += _extra_blocks(table, ex_ords)
     extras = ex_ords                  # only its length is read below
     graph = table.graph if table.graph else None
-    version = VERSION if v1 and not table.deliv and graph is None and not table.occ else VERSION_2
+    version = VERSION if v1 and not table.deliv and graph is None and not table.occ and not table.esc \
+        else VERSION_2
     if version == VERSION_2:
         blocks.append(_le(table.purge_at))
         rec = sorted(table.schedules.items())
@@ -292,8 +294,8 @@ def encode_parts(table: Union[Table, SnapshotCapture], seq: int, last_tick: int,
             blocks.append(_graph.encode(graph))
         if table.recur:
             blocks += _encode_recur(table.recur)
-        if table.occ:
-            blocks.append(_occ.encode(table.occ))
+        if table.occ or table.esc:
+            blocks.append(_occ.encode(table.occ, table.esc))
 
     parts = [_SCALARS.pack(seq, last_tick, n, len(table.tenant_names), len(extras))]
     for b in blocks:
@@ -310,7 +312,7 @@ def encode_parts(table: Union[Table, SnapshotCapture], seq: int, last_tick: int,
         size += len(p)
     flags = (_flags(version, v1, bool(table.deliv)) | (FLAG_GRAPH if graph is not None else 0)
              | (FLAG_RECUR if version == VERSION_2 and table.recur else 0)
-             | (FLAG_OCC if version == VERSION_2 and table.occ else 0))
+             | (FLAG_OCC if version == VERSION_2 and (table.occ or table.esc) else 0))
     return [_HEADER.pack(MAGIC, version, flags, size, crc)] + parts
 
 
@@ -377,7 +379,9 @@ def _encode_deliv(deliv: dict) -> bytes:
                      r.next_at, r.waiting,
                      [[a.attempt, a.fire_id, a.at_ms, a.status, a.latency_ms, a.error,
                        base64.b64encode(a.body).decode("ascii"), a.next_at] for a in r.log],
-                     r.spec.queue, r.lease, r.avail] + ([r.spec.endpoint] if r.spec.endpoint is not None else []))
+                     r.spec.queue, r.lease, r.avail]
+                    + ([r.spec.endpoint] if r.spec.endpoint is not None or r.step else [])
+                    + ([r.step] if r.step else []))
     return json.dumps(rows, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
@@ -386,10 +390,13 @@ def _decode_deliv(blob: bytes, n: int, states: bytes) -> dict:
     try:
         rows = json.loads(blob)
         for row in rows:
-            # An endpoint timer's row has a twelfth field, its endpoint id (older rows: 11).
+            # An endpoint timer's row has a twelfth field, its endpoint id (older rows: 11); an
+            # escalation timer's a thirteenth, its ladder step (the twelfth then None or the id).
             o, url, headers, pol, attempt, next_at, waiting, log, queue, lease, avail = row[:11]
-            endpoint = row[11] if len(row) == 12 else None
-            if len(row) not in (11, 12) or (endpoint is not None and (type(endpoint) is not str or url is None)):
+            endpoint = row[11] if len(row) >= 12 else None
+            step = row[12] if len(row) == 13 else 0
+            if len(row) not in (11, 12, 13) or (endpoint is not None and (type(endpoint) is not str or url is None)) \
+                    or type(step) is not int or step < 0 or (len(row) == 13 and not step):
                 raise SnapshotError("snapshot delivery record has the wrong fields")
             if type(o) is not int or not 0 <= o < n or o in deliv:
                 raise SnapshotError(f"snapshot delivery record names timer {o!r} wrongly")
@@ -402,7 +409,7 @@ def _decode_deliv(blob: bytes, n: int, states: bytes) -> dict:
             spec = Delivery(hook, DeliveryPolicy(*pol), queue, endpoint)
             entries = tuple(Attempt(a[0], a[1], a[2], a[3], a[4], a[5], base64.b64decode(a[6], validate=True),
                                     a[7]) for a in log)
-            deliv[o] = DeliveryRecord(spec, attempt, next_at, waiting, entries, lease, avail)
+            deliv[o] = DeliveryRecord(spec, attempt, next_at, waiting, entries, lease, avail, step)
     except SnapshotError:
         raise
     except (ValueError, TypeError, IndexError) as e:
@@ -664,8 +671,8 @@ def _decode(mv: memoryview) -> tuple[Table, int, int, bool]:
     if flags & FLAG_RECUR:
         t.recur = _decode_recur(r, t, states)
     if flags & FLAG_OCC:
-        t.occ = _occ.decode(bytes(r.block("schedule deliveries")), n, states, t.schedules)
-        if set(t.occ).intersection(t.deliv):
+        t.occ, t.esc = _occ.decode(bytes(r.block("schedule deliveries")), n, states, t.schedules)
+        if set(t.occ).intersection(t.deliv) or set(t.esc).intersection(t.deliv):
             raise SnapshotError("snapshot gives a schedule both a delivery record and a schedule delivery")
     missing = states.count(TimerState.DELIVERING) - sum(states[o] == TimerState.DELIVERING for o in t.deliv)
     if missing:

@@ -217,10 +217,11 @@ class State(RecurringCommands):
                 if delivs is None:
                     delivs = [None] * len(specs)
                 delivs[i] = check_delivery(f"specs[{i}].delivery", spec.delivery)
-                if spec.ack_required:
+                if spec.ack_required and not (type(spec.graph) is _graph.GraphSpec and spec.graph.escalate):
                     raise InvalidArgument(f"specs[{i}].ack_required",
                                           "a timer with a webhook or queue settles when it is delivered; "
-                                          "it cannot also require an ack")
+                                          "it cannot also require an ack (unless it has an escalation ladder: "
+                                          "then its steps are delivered there)")
 
         t = self._table
         # plan[i]: ("old", ordinal) | ("new", j) | ("dup", j), j indexing `new`
@@ -320,6 +321,10 @@ class State(RecurringCommands):
             for j, i in enumerate(new_at):
                 if delivs[i] is not None and new[j][5] is not None:    # a schedule (occurrences.py)
                     t.occ[ords[j]] = _occ.Occ(delivs[i])
+                    fresh[j] = t.view(ords[j])
+                elif delivs[i] is not None and new[j][3] & FLAG_ACK_REQUIRED:   # its ladder's steps
+                    t.esc[ords[j]] = delivs[i]
+                    self._v1 = False
                     fresh[j] = t.view(ords[j])
                 elif delivs[i] is not None:
                     t.deliv[ords[j]] = DeliveryRecord(delivs[i])
@@ -1360,7 +1365,7 @@ class State(RecurringCommands):
                  f"settled_at iff terminal of ordinal {o}")
         if t.graph:
             _graph.check(t, need)
-        if t.occ:
+        if t.occ or t.esc:
             _occ.check(self, need)
         for o, sched in t.schedules.items():
             need(0 <= o < n and t.state[o] != FREE, f"schedule of ordinal {o} belongs to a timer")

@@ -176,6 +176,7 @@ class Table:
         "graph",
         "recur",
         "occ",
+        "esc",
     )
 
     def __init__(self) -> None:
@@ -205,6 +206,9 @@ class Table:
         # ordinal -> kernel.occurrences.Occ of the recurring timers with a webhook or queue
         # (schedules whose occurrences are delivered as occurrence timers); same rules.
         self.occ: dict[int, tuple] = {}
+        # ordinal -> Delivery of the ack_required timers whose escalation steps are delivered
+        # (kernel/occurrences.py: one escalation timer per step).
+        self.esc: dict[int, tuple] = {}
 
     def __len__(self) -> int:
         """Rows, free ones included: the end of the positions."""
@@ -340,6 +344,8 @@ class Table:
             self.recur.pop(o, None)
         if self.occ:
             self.occ.pop(o, None)
+        if self.esc:
+            self.esc.pop(o, None)
         if self.deliv:                   # a reused row must not inherit the delivery state
             self.deliv.pop(o, None)
         if self.graph:
@@ -358,7 +364,7 @@ class Table:
             if rec is not None:
                 timer = replace(timer, delivery=rec.spec, delivery_attempts=rec.log,
                                 next_attempt_at=rec.next_at if rec.waiting and not rec.lease else None,
-                                delivery_attempt=rec.attempt)
+                                delivery_attempt=rec.attempt, escalation_step=rec.step)
         if self.recur:
             rc = self.recur.get(o)
             if rc is not None:
@@ -369,6 +375,10 @@ class Table:
             oc = self.occ.get(o)
             if oc is not None:      # a schedule's delivery; its occurrences in delivery (occurrences.py)
                 timer = replace(timer, delivery=oc.spec, pending_fires=oc.inflight, buffered=oc.buffered != NO_TIME)
+        if self.esc:
+            d = self.esc.get(o)
+            if d is not None:       # where its escalation steps are delivered
+                timer = replace(timer, delivery=d)
         return timer
 
     def views(self, tenant: Optional[str] = None) -> Iterator[Timer]:

@@ -185,6 +185,8 @@ class Timer:
     #: an occurrence waits for them (overlap buffer_one).
     pending_fires: tuple = ()
     buffered: bool = False
+    #: An escalation timer "<id>@<escalated seq>" (kernel/occurrences.py): the ladder step it delivers.
+    escalation_step: int = 0
 
 
 class Event(NamedTuple):

@@ -251,7 +251,7 @@ def test_a_corrupt_schedule_delivery_block_is_refused():
     s.create(T0, [every()])
     data = s.to_bytes()
     body = data[24:]
-    at = body.index(b'[[0,"http://x.test/h"')             # the last block: the schedules' deliveries
+    at = body.index(b'[[[0,"http://x.test/h"')             # the last block: the schedules' deliveries
     block = body[at:].replace(b'"http://x.test/h"', b'null')   # neither a webhook nor a queue
     bad = body[:at - 8] + struct.pack("<Q", len(block)) + block
     sealed = data[:8] + struct.pack("<HHQI", *header(data), len(bad), zlib.crc32(bad)) + bad
@@ -318,3 +318,41 @@ def test_the_occurrence_bench_runs_and_reports_every_row():
     r = bench.run(50)
     assert r["occurrences"] == 50 and r["held"] == 51 and r["snapshot_per_timer"] > 0
     assert len(bench.format_table(r).splitlines()) == 5
+
+
+def ladder_timer(s: State, delivery=HOOK):
+    from minoots.kernel.graph import GraphSpec
+    s.create(T0, [TimerSpec("x", T0 + 100, ack_required=True, delivery=delivery, payload=b"p",
+                            graph=GraphSpec(escalate=((S, b"page"), (3 * S, b"call"))))])
+
+
+def test_a_ladder_with_a_webhook_delivers_each_step_as_an_escalation_timer():
+    from minoots.api.dispatcher import envelope
+    import json
+    s = State()
+    ladder_timer(s)
+    assert s.get("default", "x").delivery == HOOK
+    assert [e.kind for e in s.tick(T0 + 100).events] == [EventKind.FIRED]    # the fire awaits its ack
+    assert s.deliveries_due() == []
+    ev = s.tick(T0 + 100 + S).events
+    esc = ev[0].seq
+    assert [(e.kind, e.timer_id, e.fire_id) for e in ev] == [
+        (EventKind.ESCALATED, "x", s.get("default", "x").fire_id), (EventKind.DELIVERY_DUE, f"x@{esc}", esc)]
+    step = s.get("default", f"x@{esc}")
+    assert (step.state, step.escalation_step, step.action, step.payload, step.fire_at) == (
+        TimerState.DELIVERING, 1, b"page", b"p", T0 + 100 + S)
+    body = json.loads(envelope(step, 1))
+    assert body["type"] == "timer.escalated" and body["data"]["escalation_step"] == 1
+    assert body["data"]["escalated_timer_id"] == "x" and body["data"]["action_base64"] == "cGFnZQ=="
+    back = State.from_bytes(s.to_bytes())
+    back.check_invariants()
+    assert back == s and back.get("default", f"x@{esc}").escalation_step == 1
+    fail(s, T0 + 2 * S, f"x@{esc}", esc, 1, T0 + 3 * S)          # its own retries
+    s.ack(T0 + 2 * S, "default", "x", s.get("default", "x").fire_id)   # the ack stops the ladder
+    assert [e.kind for e in s.tick(T0 + 10 * S).events] == [EventKind.DELIVERY_DUE]   # only x@esc's retry
+    s.check_invariants()
+
+
+def test_an_ack_required_webhook_timer_without_a_ladder_is_still_refused():
+    with pytest.raises(InvalidArgument, match="ack"):
+        State().create(T0, [TimerSpec("x", T0, ack_required=True, delivery=HOOK)])

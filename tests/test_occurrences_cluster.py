@@ -252,3 +252,25 @@ def test_a_recurring_webhook_child_starts_its_schedule_after_its_parent(cluster,
     mom = client.get("mom")
     assert done.attempts == 2 and datetime_to_ms(done.fire_at) >= datetime_to_ms(mom.fired_at)
     wait_for(lambda: len({h[1]["webhook-id"] for h in receiver.of("/ok/kid")}) == 2, "both delivered")
+
+
+def test_escalation_steps_are_delivered_to_the_timers_webhook(cluster, client, receiver, secret):
+    t = client.create(delay=0.5, id="pager", ack_required=True, webhook=receiver.url("/ok/pager"),
+                      escalate=[(1, "page-oncall"), (2, "call-manager"), (3600, "never")])
+    assert t.webhook == receiver.url("/ok/pager")
+    wait_for(lambda: len({h[1]["webhook-id"] for h in receiver.of("/ok/pager")}) >= 2, "two steps delivered")
+    fired = client.get("pager")
+    assert fired.state == TimerState.FIRED and fired.escalated == 2
+    client.ack("pager", fired.fire_id)
+    steps = {}
+    for _, headers, body in receiver.of("/ok/pager"):
+        env = standardwebhooks.Webhook(secret).verify(body, headers)
+        assert env["type"] == "timer.escalated" and env["data"]["escalated_timer_id"] == "pager"
+        steps[env["data"]["escalation_step"]] = (env["data"]["action_base64"], headers["webhook-id"],
+                                                 env["data"]["timer_id"])
+    assert sorted(steps) == [1, 2]
+    assert [steps[k][0] for k in (1, 2)] == ["cGFnZS1vbmNhbGw=", "Y2FsbC1tYW5hZ2Vy"]
+    for _, msg_id, timer_id in steps.values():
+        assert msg_id == f"msg_{timer_id.rpartition('@')[2]}"
+        assert wait_for(lambda i=timer_id: client.get(i).state == TimerState.SETTLED, "the step settled")
+    assert client.get("pager").state == TimerState.SETTLED

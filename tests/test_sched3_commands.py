@@ -37,7 +37,7 @@ RECORDS = [
     c.DeliveryAttempt(T0 + 2 * S + 20, "default", "r@8", 8, 2, 200, 3, "", b"", None),
     c.Tick(T0 + 6 * S),
 ]
-FINAL_DIGEST = "d22453d9e9a2bdc8917c7112c90c4678f7068f605e4bd2ffa0865048462cc302"
+FINAL_DIGEST = "012d92da396932214c6b8dc6b3137083e7fe69857fc6ce25679ae854ea64100b"
 
 
 def entries() -> list[bytes]:
