@@ -353,7 +353,8 @@ def timer() -> None:
                    "(default) or releases it (counts as met).")
 @click.option("--escalate", "escalate", multiple=True, metavar="DURATION:ACTION",
               help="With --ack-required: DURATION after the fire without an ack, an ESCALATED event for "
-                   "ACTION (repeatable, at most 8, increasing); an ack stops the ladder.")
+                   "ACTION (repeatable, at most 8, increasing); an ack stops the ladder. With --webhook, "
+                   "--endpoint or --queue each step is also delivered there (timer ID@SEQ, timer.escalated).")
 @click.option("--catch-up", "catch_up", type=click.Choice(["once", "all", "skip"]), default=None,
               help="With --every or --cron, when an outage left several occurrences due: fire once (default), "
                    "fire all (at most 100, the rest skipped and counted), or skip them.")

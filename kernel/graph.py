@@ -40,8 +40,8 @@ after_ms[0] (key ordinal | ESCALATE); when that deadline comes with no ack, the 
 emits an `escalated` event (state FIRED, fire_at = the step's deadline, fire_id =
 the fire it escalates, step = the step's number from 1, action = the step's action bytes) and puts the next step in the wheel. An ack (or cancel)
 takes the pending step out of the wheel: the ladder stops. GetTimer shows the steps,
-their actions and how many have fired. Event-only: no webhook is called (a consumer of the
-`escalated` events acts on the step's action).
+their actions and how many have fired. A consumer of the `escalated` events acts on the
+step's action; a timer with a delivery also gets each step delivered (kernel/occurrences.py).
 
 Determinism: every collection consulted for a decision is either sorted (children
 lists are kept in ordinal order) or walked in command order; nothing reads a clock.

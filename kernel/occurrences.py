@@ -37,6 +37,12 @@ that one has fired. Cancelling the schedule stops its occurrences (a buffered on
 dropped); deliveries already in flight go on (cancel `<id>@<fire_id>` to stop one). A
 redriven occurrence is not counted against the overlap bound again.
 
+Escalation timers. An ack_required timer with an escalation ladder (kernel/graph.py) and a
+delivery has its steps delivered: each step that comes with no ack spawns, in the tick that
+emits its `escalated` event (seq E), the timer "<id>@E" (fire_id E, fire_at the step's
+deadline, action the step's, DeliveryRecord.step its number) -- an ordinary delivery timer
+from then on, like an occurrence timer. The ladder's delivery lives in Table.esc.
+
 Per-schedule state (`Occ`) lives in Table.occ and in the snapshot block under header flag
 FLAG_OCC (16); a state without such a timer writes the bytes it wrote before.
 Deterministic: nothing here reads a clock or draws a number; ids and fire ids are seqs.

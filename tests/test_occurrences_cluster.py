@@ -274,3 +274,20 @@ def test_escalation_steps_are_delivered_to_the_timers_webhook(cluster, client, r
         assert msg_id == f"msg_{timer_id.rpartition('@')[2]}"
         assert wait_for(lambda i=timer_id: client.get(i).state == TimerState.SETTLED, "the step settled")
     assert client.get("pager").state == TimerState.SETTLED
+
+
+def test_cli_creates_a_ladder_whose_steps_go_to_a_webhook(cluster, client, receiver, secret):
+    res = CliRunner().invoke(main, ["timer", "create", "--id", "cli-pager", "--in", "200ms", "--ack-required",
+                                    "--escalate", "1s:wake-up", "--webhook", receiver.url("/ok/cli-pager"),
+                                    "--node", cluster_grpc(cluster)[0], "--tenant", TENANT])
+    assert res.exit_code == 0, res.output
+    wait_for(lambda: receiver.of("/ok/cli-pager"), "the step delivered")
+    _, headers, body = receiver.of("/ok/cli-pager")[0]
+    env = standardwebhooks.Webhook(secret).verify(body, headers)
+    assert (env["type"], env["data"]["escalation_step"], env["data"]["action_base64"]) == (
+        "timer.escalated", 1, "d2FrZS11cA==")
+    res = CliRunner().invoke(main, ["timer", "create", "--in", "1h", "--ack-required", "--webhook",
+                                    receiver.url("/ok/no-ladder"), "--node", cluster_grpc(cluster)[0],
+                                    "--tenant", TENANT])
+    assert res.exit_code != 0 and "ack" in res.output            # no ladder: still INVALID_ARGUMENT
+    client.cancel("cli-pager")
