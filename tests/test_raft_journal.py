@@ -1116,3 +1116,31 @@ def test_a_commit_index_of_zero_is_persisted_as_zero(tmp_path):
     j.close()
     with LmdbJournal(tmp_path / "j") as j:
         assert j.getRaftCommitIndex() == 0
+
+
+def test_reads_across_deferred_entries_are_every_slice_of_the_list(tmp_path, monkeypatch):
+    """With entries 1-4 written and 5-8 deferred (pending, not on disk yet), every read —
+    an entry, a slice, a slice of a slice, a chunked iteration — is the list's, wherever it
+    starts and stops relative to the first pending entry."""
+    monkeypatch.setattr(journal_mod, "_READ_CHUNK", 3)
+    j = filled(tmp_path / "j", 4, map_size=1 << 24)
+    j.defer_appends(True)
+    for i in range(5, 9):
+        j.add(b"cmd%d" % i, i, 2)
+    model = [(b"cmd%d" % i, i, 1 if i <= 4 else 2) for i in range(1, 9)]
+    assert j.pending == 4 and len(j) == 8
+    for i in range(-8, 8):
+        assert j[i] == model[i], i
+    for a in range(0, 9):
+        for b in range(0, 10):
+            view = j[a:b]
+            assert list(view) == model[a:b], (a, b)
+            assert len(view) == len(model[a:b])
+            for c in range(0, len(model[a:b]) + 1):
+                for d in range(c, len(model[a:b]) + 2):
+                    assert view[c:d] == model[a:b][c:d], (a, b, c, d)
+            for k in range(len(model[a:b])):
+                assert view[k] == model[a:b][k], (a, b, k)
+    j.sync_appends()
+    assert j.pending == 0 and list(j[:]) == model
+    j.close()
