@@ -60,7 +60,11 @@ class Target:
     scope: tuple[str, ...] = ()  # top-level defs/classes to mutate; empty: the whole file
 
 
-KERNEL_TESTS = ("tests/test_state_*.py", "tests/test_wheel_*.py")
+# The kernel's own tests, and the kernel-level unit tests of the features whose hooks live
+# in kernel/state.py and kernel/snapshot.py (graphs, recurrence, retention, schedules).
+KERNEL_TESTS = ("tests/test_state_*.py", "tests/test_wheel_*.py", "tests/test_graph.py", "tests/test_graph_model.py",
+                "tests/test_recurrence.py", "tests/test_retention.py", "tests/test_retention_delivery.py",
+                "tests/test_schedule.py")
 TARGETS = {
     # The §5.3 AppendEntries patch: the planner and the transport's send/reply code.
     "pysyncobj_compat": Target("raft/pysyncobj_compat.py",
