@@ -1144,3 +1144,31 @@ def test_reads_across_deferred_entries_are_every_slice_of_the_list(tmp_path, mon
     j.sync_appends()
     assert j.pending == 0 and list(j[:]) == model
     j.close()
+
+
+def test_a_non_contiguous_append_names_both_indices(tmp_path):
+    j = filled(tmp_path / "j", 3, term=7)
+    with pytest.raises(JournalError, match=r"^non-contiguous append: idx 5 after last idx 3$"):
+        j.add(b"gap", 5, 7)
+    j.close()
+
+
+def test_appends_are_deferred_exactly_while_twice_the_pending_bytes_fit_above_the_margin(tmp_path, monkeypatch):
+    """The room rule: defer while free > _DEFER_MARGIN + 2 x (pending bytes + this entry),
+    free = map size - (last page + 1) x page size. With the margin set 600 bytes below
+    what is free, two 100-byte entries (92 + an 8-byte term) defer and the third, landing
+    exactly on the limit, writes all three at once."""
+    j = LmdbJournal(tmp_path / "j", map_size=1 << 24)
+    j.add(b"a", 1, 1)
+    info, psize = j.env.info(), j.env.stat()["psize"]
+    free = info["map_size"] - (info["last_pgno"] + 1) * psize
+    monkeypatch.setattr(journal_mod, "_DEFER_MARGIN", free - 600)
+    j.defer_appends(True)
+    seen = []                                   # (pending, entries on disk) after each add
+    for i in (2, 3, 4):
+        j.add(b"x" * 92, i, 1)
+        with j.env.begin() as txn:
+            seen.append((j.pending, txn.stat(j._log_db)["entries"]))
+    assert seen == [(1, 1), (2, 1), (0, 4)]
+    assert list(j[:]) == [(b"a", 1, 1)] + [(b"x" * 92, i, 1) for i in (2, 3, 4)]
+    j.close()
