@@ -1172,3 +1172,50 @@ def test_appends_are_deferred_exactly_while_twice_the_pending_bytes_fit_above_th
     assert seen == [(1, 1), (2, 1), (0, 4)]
     assert list(j[:]) == [(b"a", 1, 1)] + [(b"x" * 92, i, 1) for i in (2, 3, 4)]
     j.close()
+
+
+def _stored_commit(j):
+    with j.env.begin() as txn:
+        raw = txn.get(journal_mod._META_COMMIT, db=j._meta_db)
+    return None if raw is None else journal_mod._U64.unpack(raw)[0]
+
+
+def test_writing_deferred_entries_persists_the_commit_index_up_to_their_last_index(tmp_path):
+    """sync_appends clamps the commit index to the last entry it writes (an index, not a term)."""
+    j = LmdbJournal(tmp_path / "j", map_size=1 << 24)
+    j.defer_appends(True)
+    for i in range(1, 6):
+        j.add(b"c", i, 1)                       # term 1 < every index but the first
+    j.setRaftCommitIndex(4)
+    assert j.pending == 5
+    j.sync_appends()
+    assert (j.pending, _stored_commit(j)) == (0, 4)
+    j.close()
+
+
+def test_after_deferred_entries_are_written_the_room_rule_starts_from_nothing_pending(tmp_path, monkeypatch):
+    j = LmdbJournal(tmp_path / "j", map_size=1 << 24)
+    j.defer_appends(True)
+    j.add(b"a", 1, 1)
+    j.sync_appends()
+    info, psize = j.env.info(), j.env.stat()["psize"]
+    free = info["map_size"] - (info["last_pgno"] + 1) * psize
+    # 601 below: three 100-byte entries fit (2 x 300 < 601), one byte more counted would not
+    monkeypatch.setattr(journal_mod, "_DEFER_MARGIN", free - 601)
+    for i in (2, 3, 4):
+        j.add(b"x" * 92, i, 1)
+    assert j.pending == 3
+    j.close()
+
+
+def test_every_clear_makes_the_slices_taken_before_it_stale(tmp_path):
+    j = filled(tmp_path / "j", 3)
+    j.clear()
+    j.add(b"n", 10, 2)
+    view = j[:]                                 # taken between two clears
+    j.clear()
+    j.add(b"m", 10, 3)                          # the same index again, another entry
+    with pytest.raises(StaleSliceError):
+        list(view)
+    assert list(j[:]) == [(b"m", 10, 3)]
+    j.close()
