@@ -1219,3 +1219,40 @@ def test_every_clear_makes_the_slices_taken_before_it_stale(tmp_path):
         list(view)
     assert list(j[:]) == [(b"m", 10, 3)]
     j.close()
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 50_000])
+def test_deletions_in_any_chunk_size_are_the_lists_and_survive_a_reopen(tmp_path, monkeypatch, chunk):
+    """Every deleteEntriesFrom / deleteEntriesTo argument on a log starting at index 5
+    (terms distinct from indices), in chunks of 1, 2, 3 and the default: the same entries as
+    PySyncObj's MemoryJournal, the same first/last, a contiguous append after it, the same
+    after a reopen, and a persisted commit index never past the log's end."""
+    monkeypatch.setattr(journal_mod, "_DELETE_CHUNK", chunk)
+    for op in ("deleteEntriesFrom", "deleteEntriesTo"):
+        for arg in range(-11, 12):
+            path = tmp_path / f"{op}{arg}"
+            j = LmdbJournal(path, map_size=1 << 24)
+            m = MemoryJournal()
+            for i in range(5, 14):
+                j.add(b"c%d" % i, i, 100 + i)
+                m.add(b"c%d" % i, i, 100 + i)
+            j.setRaftCommitIndex(13)
+            getattr(j, op)(arg)
+            getattr(m, op)(arg)
+            case = (op, arg)
+            assert list(j[:]) == m[:] and len(j) == len(m), case
+            if len(m):
+                assert (j[0], j[-1], j.first_index, j.last_index) == (m[0], m[-1], m[0][1], m[-1][1]), case
+                stored = _stored_commit(j)
+                assert stored is None or stored <= m[-1][1], case
+                nxt = m[-1][1] + 1
+            else:
+                assert (j.first_index, j.last_index) == (None, None), case
+                nxt = 99
+            j.add(b"n", nxt, 200)
+            m.add(b"n", nxt, 200)
+            assert list(j[:]) == m[:] and j[-1] == m[-1] and j[0] == m[0], case
+            j.close()
+            j = LmdbJournal(path, map_size=1 << 24)
+            assert list(j[:]) == m[:] and (j.first_index, j.last_index) == (m[0][1], m[-1][1]), case
+            j.close()
