@@ -1256,3 +1256,17 @@ def test_deletions_in_any_chunk_size_are_the_lists_and_survive_a_reopen(tmp_path
             j = LmdbJournal(path, map_size=1 << 24)
             assert list(j[:]) == m[:] and (j.first_index, j.last_index) == (m[0][1], m[-1][1]), case
             j.close()
+
+
+@pytest.mark.parametrize("op, arg, hole", [("deleteEntriesFrom", 2, 6), ("deleteEntriesFrom", 3, 3),
+                                           ("deleteEntriesTo", 6, 4), ("deleteEntriesTo", 3, 2)])
+def test_a_deletion_that_meets_a_vanished_entry_is_a_journal_error(tmp_path, monkeypatch, op, arg, hole):
+    """Entries 1-8; entry `hole` removed behind the journal's back (a damaged store): a
+    deletion that must remove it, or must read it as the new last entry, refuses."""
+    monkeypatch.setattr(journal_mod, "_DELETE_CHUNK", 2)
+    j = filled(tmp_path / "j", 8)
+    with j.env.begin(write=True) as txn:
+        assert txn.delete(journal_mod._U64.pack(hole), db=j._log_db)
+    with pytest.raises(JournalError, match=rf"^journal entry {hole} is missing$"):
+        getattr(j, op)(arg)
+    j.close()
