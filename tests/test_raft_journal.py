@@ -1226,7 +1226,7 @@ def test_deletions_in_any_chunk_size_are_the_lists_and_survive_a_reopen(tmp_path
     """Every deleteEntriesFrom / deleteEntriesTo argument on a log starting at index 5
     (terms distinct from indices), in chunks of 1, 2, 3 and the default: the same entries as
     PySyncObj's MemoryJournal, the same first/last, a contiguous append after it, the same
-    after a reopen, and a persisted commit index never past the log's end."""
+    after a reopen, and the persisted commit index clamped to the log's new end."""
     monkeypatch.setattr(journal_mod, "_DELETE_CHUNK", chunk)
     for op in ("deleteEntriesFrom", "deleteEntriesTo"):
         for arg in range(-11, 12):
@@ -1243,8 +1243,8 @@ def test_deletions_in_any_chunk_size_are_the_lists_and_survive_a_reopen(tmp_path
             assert list(j[:]) == m[:] and len(j) == len(m), case
             if len(m):
                 assert (j[0], j[-1], j.first_index, j.last_index) == (m[0], m[-1], m[0][1], m[-1][1]), case
-                stored = _stored_commit(j)
-                assert stored is None or stored <= m[-1][1], case
+                # a deletion writes the commit index clamped to the new end (13 is past it)
+                assert _stored_commit(j) == (m[-1][1] if len(m) < 9 else None), case
                 nxt = m[-1][1] + 1
             else:
                 assert (j.first_index, j.last_index) == (None, None), case
@@ -1270,3 +1270,27 @@ def test_a_deletion_that_meets_a_vanished_entry_is_a_journal_error(tmp_path, mon
     with pytest.raises(JournalError, match=rf"^journal entry {hole} is missing$"):
         getattr(j, op)(arg)
     j.close()
+
+
+def test_a_chunked_deletion_fsyncs_once_durable_and_never_relaxed(tmp_path, monkeypatch):
+    """Deletions are written unsynced chunk by chunk; a durable journal then syncs once."""
+    monkeypatch.setattr(journal_mod, "_DELETE_CHUNK", 2)
+    env = lmdb.open(str(tmp_path / "env"), max_dbs=8, sync=False)
+    j = LmdbJournal(env)
+    for i in range(1, 11):
+        j.add(b"x", i, 1)
+    fs = CountingFsync(j)
+    j.deleteEntriesFrom(3)                       # 7 entries: 4 chunks
+    assert fs.count == 1
+    j.deleteEntriesTo(2)                         # 2 entries: 1 chunk
+    assert fs.count == 2 and list(j[:]) == [(b"x", 3, 1)]
+    j.close()
+    env.close()
+    r = filled(tmp_path / "r", 10, sync_policy="relaxed")
+    fs = CountingFsync(r)
+    r.deleteEntriesFrom(3)
+    r.deleteEntriesTo(2)
+    assert fs.count == 0
+    r.flush()
+    assert fs.count == 1
+    r.close()
