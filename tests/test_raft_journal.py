@@ -1296,3 +1296,15 @@ def test_a_chunked_deletion_fsyncs_once_durable_and_never_relaxed(tmp_path, monk
     r.flush()
     assert fs.count == 1
     r.close()
+
+
+def test_every_compaction_makes_the_slices_taken_before_it_stale(tmp_path):
+    """Even when the slice's own entries survive: positions shifted under it."""
+    j = filled(tmp_path / "j", 10)
+    j.deleteEntriesTo(2)
+    view = j[5:8]                               # idx 8-10, taken between two compactions
+    assert [e[1] for e in view] == [8, 9, 10]
+    j.deleteEntriesTo(1)
+    with pytest.raises(StaleSliceError):
+        list(view)
+    j.close()
