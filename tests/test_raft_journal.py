@@ -1292,6 +1292,8 @@ def test_a_chunked_deletion_fsyncs_once_durable_and_never_relaxed(tmp_path, monk
     r.deleteEntriesFrom(3)
     assert _stored_commit(r) == 3                # clamped to the new end by the last chunk itself
     r.deleteEntriesTo(2)
+    r.deleteEntriesFrom(0)                       # emptied: nothing to clamp the commit index to
+    assert (_stored_commit(r), len(r)) == (10, 0)
     assert fs.count == 0
     r.flush()
     assert fs.count == 1
