@@ -1310,3 +1310,30 @@ def test_every_compaction_makes_the_slices_taken_before_it_stale(tmp_path):
     with pytest.raises(StaleSliceError):
         list(view)
     j.close()
+
+
+def test_relaxed_commit_index_writes_follow_the_timer_flush_and_compaction_rules(tmp_path):
+    """Relaxed: the timer writes a changed commit index unsynced, flush writes and fsyncs
+    it; a compaction keeping entries clamps it to the log's end, one emptying the log does not."""
+    j = filled(tmp_path / "j", 10, sync_policy="relaxed", sync_interval=3600)
+    fs = CountingFsync(j)
+    j.flush()
+    fs.count = 0
+    j.setRaftCommitIndex(7)
+    j.onOneSecondTimer()                          # written, not synced (the interval is an hour)
+    assert (_stored_commit(j), fs.count) == (7, 0)
+    j.setRaftCommitIndex(8)
+    j.flush()
+    assert (_stored_commit(j), fs.count) == (8, 1)
+    j.add(b"more", 11, 1)
+    j.flush()                                     # nothing dirty: just the fsync
+    assert fs.count == 2
+    j.add(b"more", 12, 1)
+    j.onOneSecondTimer()                          # the interval is measured from that last fsync
+    assert fs.count == 2
+    j.setRaftCommitIndex(20)
+    j.deleteEntriesTo(11)                         # keeps idx 12 only: the last chunk ends at the last entry
+    assert (_stored_commit(j), len(j)) == (12, 1)
+    j.deleteEntriesTo(1)                          # empties the log
+    assert (_stored_commit(j), len(j)) == (20, 0)
+    j.close()
