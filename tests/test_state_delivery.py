@@ -353,3 +353,14 @@ def test_delivery_events_take_consecutive_seqs_and_the_outcome_bounds_are_inclus
         (seq + 3, "DELIVERY_ATTEMPTED", TimerState.DELIVERING), (seq + 4, "SETTLED", TimerState.SETTLED)]
     assert s.seq == seq + 4
     s.check_invariants()
+
+
+def test_redrive_events_carry_the_command_time_and_a_bad_time_is_refused():
+    s, fid = fired(max_attempts=1)
+    s.delivery_attempt(120, "default", "w", fid, 1, 500, 1, "http_status", b"", None)
+    assert s.get("default", "w").state == TimerState.DEAD_LETTERED
+    with pytest.raises(InvalidArgument) as info:
+        s.redrive(-1, "default", "w")
+    assert info.value.field == "now_ms"
+    res = s.redrive(500, "default", "w")
+    assert [(e.kind.name, e.at_ms) for e in res.events] == [("REDRIVEN", 500), ("DELIVERY_DUE", 500)]
