@@ -363,4 +363,5 @@ def test_redrive_events_carry_the_command_time_and_a_bad_time_is_refused():
         s.redrive(-1, "default", "w")
     assert info.value.field == "now_ms"
     res = s.redrive(500, "default", "w")
-    assert [(e.kind.name, e.at_ms) for e in res.events] == [("REDRIVEN", 500), ("DELIVERY_DUE", 500)]
+    assert [(e.kind.name, e.at_ms, e.tenant, e.timer_id) for e in res.events] == [
+        ("REDRIVEN", 500, "default", "w"), ("DELIVERY_DUE", 500, "default", "w")]
