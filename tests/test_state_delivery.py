@@ -366,3 +366,9 @@ def test_redrive_events_carry_the_command_time_and_a_bad_time_is_refused():
     assert [(e.kind.name, e.at_ms, e.tenant, e.timer_id) for e in res.events] == [
         ("REDRIVEN", 500, "default", "w"), ("DELIVERY_DUE", 500, "default", "w")]
     assert res.events[1].revision == res.events[0].revision + 1 == s.get("default", "w").revision
+
+
+def test_a_tenant_never_seen_holds_nothing():
+    s, _ = fired()
+    assert tuple(s.usage("nobody")) == (0, 0)
+    assert s.usage("default").timers == 1        # "w" is delivering; "plain" settled when it fired
