@@ -9,6 +9,7 @@ mutant at a time, each judged by its module's own fast tests (never the cluster 
     python ops/mutation.py journal batcher        # run these targets (all when none given)
     python ops/mutation.py --recheck journal      # only last run's survivors (after adding tests)
     python ops/mutation.py --resume kernel.state  # go on with an unfinished run (it saves after each mutant)
+    python ops/mutation.py --from-line 440 journal  # only the mutants on line 440 and later
 
 Why not `mutmut run`: the package is installed in editable mode as `minoots`, mapped
 from the top-level folders, so a tool that copies sources elsewhere (mutmut 3's
@@ -59,7 +60,11 @@ class Target:
     scope: tuple[str, ...] = ()  # top-level defs/classes to mutate; empty: the whole file
 
 
-KERNEL_TESTS = ("tests/test_state_*.py", "tests/test_wheel_*.py")
+# The kernel's own tests, and the kernel-level unit tests of the features whose hooks live
+# in kernel/state.py and kernel/snapshot.py (graphs, recurrence, retention, schedules).
+KERNEL_TESTS = ("tests/test_state_*.py", "tests/test_wheel_*.py", "tests/test_graph.py", "tests/test_graph_model.py",
+                "tests/test_recurrence.py", "tests/test_retention.py", "tests/test_retention_delivery.py",
+                "tests/test_schedule.py")
 TARGETS = {
     # The §5.3 AppendEntries patch: the planner and the transport's send/reply code.
     "pysyncobj_compat": Target("raft/pysyncobj_compat.py",
@@ -308,9 +313,21 @@ def describe(original: str, mutated: str) -> tuple[int, str, str]:
     return i + 1, a[i].strip(), b[i].strip()
 
 
+def select(mids: list, from_line: int | None, shard: tuple[int, int] | None) -> list:
+    """The mutants to run: those on line `from_line` (1-based) or later, when given (to
+    finish a module whose earlier lines are already measured), then every N-th of those
+    starting at the K-th when sharded (so N clones of the repository can share a module)."""
+    if from_line:
+        mids = [m for m in mids if m.line_number + 1 >= from_line]
+    if shard:
+        mids = [m for i, m in enumerate(mids) if i % shard[1] == shard[0]]
+    return mids
+
+
 def run_target(name: str, target: Target, args) -> dict:
     files = test_files(target)
     shard = f".shard{args.shard[0]}of{args.shard[1]}" if args.shard else ""
+    shard += f".from{args.from_line}" if args.from_line else ""
     results_file = OUT / f"{name}{shard}.json"
     previous = json.loads(results_file.read_text()) if results_file.exists() else None
     guard = InPlace(target.path)
@@ -356,16 +373,17 @@ def run_target(name: str, target: Target, args) -> dict:
         def save(complete: bool) -> dict:
             counts = {s: sum(m["status"] == s for m in mutants) for s in ("killed", "survived", "timeout")}
             result = {"target": name, "path": target.path, "source_sha256": digest, "tests_sha256": tests_digest,
-                      "scope": list(target.scope), "tests": files, "complete": complete,
+                      "scope": list(target.scope), "from_line": args.from_line, "tests": files, "complete": complete,
                       "baseline_seconds": round(baseline, 1), "seconds": round(time.monotonic() - started),
-                      "counts": counts, "total": len(mutants), "mutants_in_module": len(mids), "mutants": mutants}
+                      "counts": counts, "total": len(mutants), "mutants_in_module": len(mids),
+                      "mutants_in_file": in_file, "mutants": mutants}
             tmp = results_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(result, indent=1))
             tmp.replace(results_file)
             return result
 
-        if args.shard:  # every N-th mutant, so N clones of the repository can share a module
-            mids = [m for i, m in enumerate(mids) if i % args.shard[1] == args.shard[0]]
+        in_file = len(mids)
+        mids = select(mids, args.from_line, args.shard)
         for n, mid in enumerate(mids, 1):
             key = (mid.line_number + 1, mid.index)
             if args.recheck and previous and not previous.get("complete", True) and key not in reached:
@@ -418,6 +436,9 @@ def main() -> None:
     parser.add_argument("--timeout-factor", type=float, default=5.0, help="timeout = factor x the baseline run")
     parser.add_argument("--shard", type=lambda v: tuple(int(x) for x in v.split("/")), metavar="K/N",
                         help="only every N-th mutant starting at the K-th (0-based): to split a module over clones")
+    parser.add_argument("--from-line", type=int, metavar="N",
+                        help="only mutants on line N or later (1-based): to finish a module whose earlier "
+                             "lines were measured; results go to .mutation/<target>.fromN.json")
     parser.add_argument("--no-fork", action="store_true", help="a fresh interpreter per test run (slower)")
     parser.add_argument("--verbose", "-v", action="store_true", help="print killed mutants too")
     args = parser.parse_args()
@@ -439,6 +460,7 @@ def main() -> None:
         c = r["counts"]
         score = 100.0 * (c["killed"] + c["timeout"]) / max(1, r["total"])
         done = "" if r["complete"] else f" (run {r['total']} of {r['mutants_in_module']})"
+        done += f" (lines {args.from_line}-)" if args.from_line else ""
         rows.append(f"| {name}{done} | {r['total']} | {c['killed']} | {c['survived']} | {c['timeout']} | {score:.1f} % |")
         print(rows[-1], flush=True)
     print("\n| target | mutants | killed | survived | timeout | detected |\n| --- | --- | --- | --- | --- | --- |")

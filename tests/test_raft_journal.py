@@ -1116,3 +1116,224 @@ def test_a_commit_index_of_zero_is_persisted_as_zero(tmp_path):
     j.close()
     with LmdbJournal(tmp_path / "j") as j:
         assert j.getRaftCommitIndex() == 0
+
+
+def test_reads_across_deferred_entries_are_every_slice_of_the_list(tmp_path, monkeypatch):
+    """With entries 1-4 written and 5-8 deferred (pending, not on disk yet), every read —
+    an entry, a slice, a slice of a slice, a chunked iteration — is the list's, wherever it
+    starts and stops relative to the first pending entry."""
+    monkeypatch.setattr(journal_mod, "_READ_CHUNK", 3)
+    j = filled(tmp_path / "j", 4, map_size=1 << 24)
+    j.defer_appends(True)
+    for i in range(5, 9):
+        j.add(b"cmd%d" % i, i, 2)
+    model = [(b"cmd%d" % i, i, 1 if i <= 4 else 2) for i in range(1, 9)]
+    assert j.pending == 4 and len(j) == 8
+    for i in range(-8, 8):
+        assert j[i] == model[i], i
+    for a in range(0, 9):
+        for b in range(0, 10):
+            view = j[a:b]
+            assert list(view) == model[a:b], (a, b)
+            assert len(view) == len(model[a:b])
+            for c in range(0, len(model[a:b]) + 1):
+                for d in range(c, len(model[a:b]) + 2):
+                    assert view[c:d] == model[a:b][c:d], (a, b, c, d)
+            for k in range(len(model[a:b])):
+                assert view[k] == model[a:b][k], (a, b, k)
+    j.sync_appends()
+    assert j.pending == 0 and list(j[:]) == model
+    j.close()
+
+
+def test_a_non_contiguous_append_names_both_indices(tmp_path):
+    j = filled(tmp_path / "j", 3, term=7)
+    with pytest.raises(JournalError, match=r"^non-contiguous append: idx 5 after last idx 3$"):
+        j.add(b"gap", 5, 7)
+    j.close()
+
+
+def test_appends_are_deferred_exactly_while_twice_the_pending_bytes_fit_above_the_margin(tmp_path, monkeypatch):
+    """The room rule: defer while free > _DEFER_MARGIN + 2 x (pending bytes + this entry),
+    free = map size - (last page + 1) x page size. With the margin set 600 bytes below
+    what is free, two 100-byte entries (92 + an 8-byte term) defer and the third, landing
+    exactly on the limit, writes all three at once."""
+    j = LmdbJournal(tmp_path / "j", map_size=1 << 24)
+    j.add(b"a", 1, 1)
+    info, psize = j.env.info(), j.env.stat()["psize"]
+    free = info["map_size"] - (info["last_pgno"] + 1) * psize
+    monkeypatch.setattr(journal_mod, "_DEFER_MARGIN", free - 600)
+    j.defer_appends(True)
+    seen = []                                   # (pending, entries on disk) after each add
+    for i in (2, 3, 4):
+        j.add(b"x" * 92, i, 1)
+        with j.env.begin() as txn:
+            seen.append((j.pending, txn.stat(j._log_db)["entries"]))
+    assert seen == [(1, 1), (2, 1), (0, 4)]
+    assert list(j[:]) == [(b"a", 1, 1)] + [(b"x" * 92, i, 1) for i in (2, 3, 4)]
+    j.close()
+
+
+def _stored_commit(j):
+    with j.env.begin() as txn:
+        raw = txn.get(journal_mod._META_COMMIT, db=j._meta_db)
+    return None if raw is None else journal_mod._U64.unpack(raw)[0]
+
+
+def test_writing_deferred_entries_persists_the_commit_index_up_to_their_last_index(tmp_path):
+    """sync_appends clamps the commit index to the last entry it writes (an index, not a term)."""
+    j = LmdbJournal(tmp_path / "j", map_size=1 << 24)
+    j.defer_appends(True)
+    for i in range(1, 6):
+        j.add(b"c", i, 1)                       # term 1 < every index but the first
+    j.setRaftCommitIndex(4)
+    assert j.pending == 5
+    j.sync_appends()
+    assert (j.pending, _stored_commit(j)) == (0, 4)
+    j.close()
+
+
+def test_after_deferred_entries_are_written_the_room_rule_starts_from_nothing_pending(tmp_path, monkeypatch):
+    j = LmdbJournal(tmp_path / "j", map_size=1 << 24)
+    j.defer_appends(True)
+    j.add(b"a", 1, 1)
+    j.sync_appends()
+    info, psize = j.env.info(), j.env.stat()["psize"]
+    free = info["map_size"] - (info["last_pgno"] + 1) * psize
+    # 601 below: three 100-byte entries fit (2 x 300 < 601), one byte more counted would not
+    monkeypatch.setattr(journal_mod, "_DEFER_MARGIN", free - 601)
+    for i in (2, 3, 4):
+        j.add(b"x" * 92, i, 1)
+    assert j.pending == 3
+    j.close()
+
+
+def test_every_clear_makes_the_slices_taken_before_it_stale(tmp_path):
+    j = filled(tmp_path / "j", 3)
+    j.clear()
+    j.add(b"n", 10, 2)
+    view = j[:]                                 # taken between two clears
+    j.clear()
+    j.add(b"m", 10, 3)                          # the same index again, another entry
+    with pytest.raises(StaleSliceError):
+        list(view)
+    assert list(j[:]) == [(b"m", 10, 3)]
+    j.close()
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 50_000])
+def test_deletions_in_any_chunk_size_are_the_lists_and_survive_a_reopen(tmp_path, monkeypatch, chunk):
+    """Every deleteEntriesFrom / deleteEntriesTo argument on a log starting at index 5
+    (terms distinct from indices), in chunks of 1, 2, 3 and the default: the same entries as
+    PySyncObj's MemoryJournal, the same first/last, a contiguous append after it, the same
+    after a reopen, and the persisted commit index clamped to the log's new end."""
+    monkeypatch.setattr(journal_mod, "_DELETE_CHUNK", chunk)
+    for op in ("deleteEntriesFrom", "deleteEntriesTo"):
+        for arg in range(-11, 12):
+            path = tmp_path / f"{op}{arg}"
+            j = LmdbJournal(path, map_size=1 << 24)
+            m = MemoryJournal()
+            for i in range(5, 14):
+                j.add(b"c%d" % i, i, 100 + i)
+                m.add(b"c%d" % i, i, 100 + i)
+            j.setRaftCommitIndex(13)
+            getattr(j, op)(arg)
+            getattr(m, op)(arg)
+            case = (op, arg)
+            assert list(j[:]) == m[:] and len(j) == len(m), case
+            if len(m):
+                assert (j[0], j[-1], j.first_index, j.last_index) == (m[0], m[-1], m[0][1], m[-1][1]), case
+                # a deletion writes the commit index clamped to the new end (13 is past it)
+                assert _stored_commit(j) == (m[-1][1] if len(m) < 9 else None), case
+                nxt = m[-1][1] + 1
+            else:
+                assert (j.first_index, j.last_index) == (None, None), case
+                nxt = 99
+            j.add(b"n", nxt, 200)
+            m.add(b"n", nxt, 200)
+            assert list(j[:]) == m[:] and j[-1] == m[-1] and j[0] == m[0], case
+            j.close()
+            j = LmdbJournal(path, map_size=1 << 24)
+            assert list(j[:]) == m[:] and (j.first_index, j.last_index) == (m[0][1], m[-1][1]), case
+            j.close()
+
+
+@pytest.mark.parametrize("op, arg, hole", [("deleteEntriesFrom", 2, 6), ("deleteEntriesFrom", 3, 3),
+                                           ("deleteEntriesTo", 6, 4), ("deleteEntriesTo", 3, 2)])
+def test_a_deletion_that_meets_a_vanished_entry_is_a_journal_error(tmp_path, monkeypatch, op, arg, hole):
+    """Entries 1-8; entry `hole` removed behind the journal's back (a damaged store): a
+    deletion that must remove it, or must read it as the new last entry, refuses."""
+    monkeypatch.setattr(journal_mod, "_DELETE_CHUNK", 2)
+    j = filled(tmp_path / "j", 8)
+    with j.env.begin(write=True) as txn:
+        assert txn.delete(journal_mod._U64.pack(hole), db=j._log_db)
+    with pytest.raises(JournalError, match=rf"^journal entry {hole} is missing$"):
+        getattr(j, op)(arg)
+    j.close()
+
+
+def test_a_chunked_deletion_fsyncs_once_durable_and_never_relaxed(tmp_path, monkeypatch):
+    """Deletions are written unsynced chunk by chunk; a durable journal then syncs once."""
+    monkeypatch.setattr(journal_mod, "_DELETE_CHUNK", 2)
+    env = lmdb.open(str(tmp_path / "env"), max_dbs=8, sync=False)
+    j = LmdbJournal(env)
+    for i in range(1, 11):
+        j.add(b"x", i, 1)
+    fs = CountingFsync(j)
+    j.deleteEntriesFrom(3)                       # 7 entries: 4 chunks
+    assert fs.count == 1
+    j.deleteEntriesTo(2)                         # 2 entries: 1 chunk
+    assert fs.count == 2 and list(j[:]) == [(b"x", 3, 1)]
+    j.close()
+    env.close()
+    r = filled(tmp_path / "r", 10, sync_policy="relaxed")
+    fs = CountingFsync(r)
+    r.setRaftCommitIndex(10)
+    r.deleteEntriesFrom(3)
+    assert _stored_commit(r) == 3                # clamped to the new end by the last chunk itself
+    r.deleteEntriesTo(2)
+    r.deleteEntriesFrom(0)                       # emptied: nothing to clamp the commit index to
+    assert (_stored_commit(r), len(r)) == (10, 0)
+    assert fs.count == 0
+    r.flush()
+    assert fs.count == 1
+    r.close()
+
+
+def test_every_compaction_makes_the_slices_taken_before_it_stale(tmp_path):
+    """Even when the slice's own entries survive: positions shifted under it."""
+    j = filled(tmp_path / "j", 10)
+    j.deleteEntriesTo(2)
+    view = j[5:8]                               # idx 8-10, taken between two compactions
+    assert [e[1] for e in view] == [8, 9, 10]
+    j.deleteEntriesTo(1)
+    with pytest.raises(StaleSliceError):
+        list(view)
+    j.close()
+
+
+def test_relaxed_commit_index_writes_follow_the_timer_flush_and_compaction_rules(tmp_path):
+    """Relaxed: the timer writes a changed commit index unsynced, flush writes and fsyncs
+    it; a compaction keeping entries clamps it to the log's end, one emptying the log does not."""
+    j = filled(tmp_path / "j", 10, sync_policy="relaxed", sync_interval=3600)
+    fs = CountingFsync(j)
+    j.flush()
+    fs.count = 0
+    j.setRaftCommitIndex(7)
+    j.onOneSecondTimer()                          # written, not synced (the interval is an hour)
+    assert (_stored_commit(j), fs.count) == (7, 0)
+    j.setRaftCommitIndex(8)
+    j.flush()
+    assert (_stored_commit(j), fs.count) == (8, 1)
+    j.add(b"more", 11, 1)
+    j.flush()                                     # nothing dirty: just the fsync
+    assert fs.count == 2
+    j.add(b"more", 12, 1)
+    j.onOneSecondTimer()                          # the interval is measured from that last fsync
+    assert fs.count == 2
+    j.setRaftCommitIndex(20)
+    j.deleteEntriesTo(11)                         # keeps idx 12 only: the last chunk ends at the last entry
+    assert (_stored_commit(j), len(j)) == (12, 1)
+    j.deleteEntriesTo(1)                          # empties the log
+    assert (_stored_commit(j), len(j)) == (20, 0)
+    j.close()

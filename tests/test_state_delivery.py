@@ -330,3 +330,45 @@ def test_bad_lease_requests_are_refused(args, field):
     with pytest.raises(InvalidArgument) as info:
         s.lease(300, *args)
     assert info.value.field == field
+
+
+def test_delivery_events_take_consecutive_seqs_and_the_outcome_bounds_are_inclusive():
+    """Every event of an attempt's life takes the next kernel seq (attempted, the retry's
+    due, settled) with the state it leaves; status 0-999 and latency 0-2^31-1 are the
+    inclusive bounds of an outcome."""
+    s, fid = fired()
+    for args, field in [((1, 1000, 1, "http_status", b"", 300), "status"),
+                        ((1, 500, 2**31, "http_status", b"", 300), "latency_ms")]:
+        with pytest.raises(InvalidArgument) as info:
+            s.delivery_attempt(120, "default", "w", fid, *args)
+        assert info.value.field == field
+    seq = s.seq
+    res = s.delivery_attempt(120, "default", "w", fid, 1, 999, 2**31 - 1, "http_status", b"", 300)
+    assert [(e.seq, e.kind.name, e.state) for e in res.events] == [
+        (seq + 1, "DELIVERY_ATTEMPTED", TimerState.DELIVERING)]
+    tick = s.tick(300)
+    assert [(e.seq, e.kind.name, e.state) for e in tick.events] == [(seq + 2, "DELIVERY_DUE", TimerState.DELIVERING)]
+    res = s.delivery_attempt(310, "default", "w", fid, 2, 204, 0, "", b"", None)
+    assert [(e.seq, e.kind.name, e.state) for e in res.events] == [
+        (seq + 3, "DELIVERY_ATTEMPTED", TimerState.DELIVERING), (seq + 4, "SETTLED", TimerState.SETTLED)]
+    assert s.seq == seq + 4
+    s.check_invariants()
+
+
+def test_redrive_events_carry_the_command_time_and_a_bad_time_is_refused():
+    s, fid = fired(max_attempts=1)
+    s.delivery_attempt(120, "default", "w", fid, 1, 500, 1, "http_status", b"", None)
+    assert s.get("default", "w").state == TimerState.DEAD_LETTERED
+    with pytest.raises(InvalidArgument) as info:
+        s.redrive(-1, "default", "w")
+    assert info.value.field == "now_ms"
+    res = s.redrive(500, "default", "w")
+    assert [(e.kind.name, e.at_ms, e.tenant, e.timer_id) for e in res.events] == [
+        ("REDRIVEN", 500, "default", "w"), ("DELIVERY_DUE", 500, "default", "w")]
+    assert res.events[1].revision == res.events[0].revision + 1 == s.get("default", "w").revision
+
+
+def test_a_tenant_never_seen_holds_nothing():
+    s, _ = fired()
+    assert tuple(s.usage("nobody")) == (0, 0)
+    assert s.usage("default").timers == 1        # "w" is delivering; "plain" settled when it fired

@@ -240,3 +240,34 @@ def test_resealed_body_flips_never_escape_as_other_errors(flips):
     list(r)
     r.counts()
     r.next_deadline()
+
+
+def test_a_snapshot_repeating_an_idempotency_key_in_a_tenant_is_refused():
+    """Two ways a key can repeat in a tenant: stored twice, or stored once and equal to a
+    timer id whose key is that id (FLAG_KEY_IS_ID). Both are refused; a key equal to the id
+    of a timer whose own key is something else is no repeat and loads."""
+    from minoots.kernel.table import Extra
+
+    def with_key_of_b(key, specs):
+        s = State()
+        s.create(T0, specs)
+        t = s._table
+        o = t.by_id[0]["b"]
+        t.extra[o] = Extra("", b"", (), b"", key)
+        return s.to_bytes()
+
+    twice = with_key_of_b("k", [TimerSpec("a", T0 + 1, idempotency_key="k"), TimerSpec("b", T0 + 2, idempotency_key="k2")])
+    as_id = with_key_of_b("a", [TimerSpec("a", T0 + 1, idempotency_key="a"), TimerSpec("b", T0 + 2, idempotency_key="k2")])
+    for data in (twice, as_id):
+        with pytest.raises(SnapshotError) as info:
+            State.from_bytes(data)
+        assert "an idempotency key appears twice in one tenant" in str(info.value)
+    # The control: "a"'s key is "ka", so "a" is free as b's key.
+    fine = with_key_of_b("a", [TimerSpec("a", T0 + 1, idempotency_key="ka"), TimerSpec("b", T0 + 2, idempotency_key="k2")])
+    r = State.from_bytes(fine)
+    assert r.get("default", "b").idempotency_key == "a" and r.get("default", "a").idempotency_key == "ka"
+    r.check_invariants()
+    # The same key in another tenant is no repeat either.
+    s = State()
+    s.create(T0, [TimerSpec("a", T0 + 1, idempotency_key="k"), TimerSpec("b", T0 + 2, tenant="other", idempotency_key="k")])
+    assert State.from_bytes(s.to_bytes()).to_bytes() == s.to_bytes()
