@@ -30,6 +30,8 @@ from minoots.kernel import KernelError, TimerSpec
 from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
 from minoots.kernel.graph import GraphSpec
 
+from . import plain_record as _plain
+
 __all__ = [
     "FORMAT", "Command", "CreateTimers", "Tick", "CancelTimers", "RescheduleTimer", "AckTimer",
     "SetMemberName", "SetMemberGrpc", "PutToken", "RevokeToken", "SetQuota", "ClearQuota",
@@ -40,6 +42,7 @@ __all__ = [
     "LeaseTimers", "AckLease", "NackLease", "ExtendLease", "DeliveryAttempts",
     "CreateGraphTimers", "BulkCancelTimers", "BulkRescheduleTimers", "CreateEndpoint", "RotateEndpointSecret",
     "DeleteEndpoint", "SetDeliveryDefaults", "CreateDeliveryTimersV3", "ReplayDeadLetters", "PurgeDeadLetters",
+    "CreatePlainTimers",
     "RECORDS", "encode",
     "decode", "from_legacy", "InvalidCommand", "UnknownCommand", "MAX_COMMAND_BYTES",
 ]
@@ -161,8 +164,13 @@ class CreateTimersV2(_Record):
 
 
 def create_timers(now_ms: int, groups: tuple, traceparents: Optional[tuple] = None):
-    """The create command for these groups: version 1 unless some spec recurs (version 2),
-    or has a catch-up or overlap policy (CreateRecurringTimers)."""
+    """The create command for these groups: CreatePlainTimers when every group is plain
+    (raft/plain_record.py), else version 1 unless some spec recurs (version 2), or has a
+    catch-up or overlap policy (CreateRecurringTimers)."""
+    if traceparents is None:
+        packed = _plain.pack_groups(groups)
+        if packed is not None:
+            return CreatePlainTimers(now_ms, packed)
     if any(s.catch_up or s.overlap or s.flex_ms for g in groups for s in g):
         return CreateRecurringTimers(now_ms, groups, traceparents)
     if any(s.every_ms or s.until is not None or s.max_count or s.cron or s.tz for g in groups for s in g):
@@ -822,6 +830,29 @@ class PurgeDeadLetters(_Record):
         return cls(now_ms, _refs("purge_dead_letters", refs))
 
 
+@record("create", number=48, version=1)
+class CreatePlainTimers(_Record):
+    """Create groups of plain timers (raft/plain_record.py: one tenant, ids, deadlines,
+    payloads and flags per group, as columns; no object per timer on a follower). Each
+    group applies or fails as a whole, as in CreateTimers. Proposed by `create_timers`
+    when every spec is plain and no group carries a traceparent."""
+
+    now_ms: int
+    groups: tuple            # tuple[PlainGroup, ...]
+
+    def fields(self) -> list:
+        return [self.now_ms, [g.fields() for g in self.groups]]
+
+    @classmethod
+    def from_fields(cls, now_ms, groups) -> "CreatePlainTimers":
+        if type(groups) is not tuple:
+            raise InvalidCommand("create plain: groups must be an array")
+        try:
+            return cls(now_ms, tuple(_plain.PlainGroup.from_fields(g) for g in groups))
+        except ValueError as exc:
+            raise InvalidCommand(f"create plain: {exc}") from None
+
+
 Command = Union[CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
                 PutToken, RevokeToken, SetQuota, ClearQuota, CreateSubscription, CommitSubscription,
                 DeleteSubscription, MarkSubscriptionOverrun, SetRetention, DeleteTimers, CreateTimersV2,
@@ -830,7 +861,7 @@ Command = Union[CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, Set
                 DeliveryAttempts, CreateGraphTimers, BulkCancelTimers, BulkRescheduleTimers, CreateEndpoint,
                 RotateEndpointSecret, DeleteEndpoint, SetDeliveryDefaults, CreateDeliveryTimersV3, ReplayDeadLetters,
                 PurgeDeadLetters,
-                CreateRecurringTimers, PauseTimer, ResumeTimer, TriggerTimer]
+                CreateRecurringTimers, PauseTimer, ResumeTimer, TriggerTimer, CreatePlainTimers]
 
 #: (KIND, VERSION) -> record class: every command this build can read.
 RECORDS: dict[tuple[int, int], type] = {
@@ -843,7 +874,7 @@ RECORDS: dict[tuple[int, int], type] = {
               DeliveryAttempts, CreateGraphTimers, BulkCancelTimers, BulkRescheduleTimers, CreateEndpoint,
               RotateEndpointSecret, DeleteEndpoint, SetDeliveryDefaults, CreateDeliveryTimersV3, ReplayDeadLetters,
               PurgeDeadLetters,
-              CreateRecurringTimers, PauseTimer, ResumeTimer, TriggerTimer)
+              CreateRecurringTimers, PauseTimer, ResumeTimer, TriggerTimer, CreatePlainTimers)
 }
 _NAMES = {c.KIND: c.kind for c in RECORDS.values()}
 
