@@ -21,6 +21,7 @@ today's record; `tests/data/log_v0/` holds such a log and snapshot.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import ClassVar, Optional, Union
 
@@ -48,6 +49,10 @@ __all__ = [
 ]
 
 FORMAT = b"\x01"
+#: Propose plain batches as CreatePlainTimers (record 48). A node of an older build cannot
+#: apply it: while a cluster is upgraded from such a build, run the new nodes with
+#: MINOOTS_PLAIN_CREATES=0 until every node is upgraded (README "Rolling upgrades").
+PLAIN_CREATES = os.environ.get("MINOOTS_PLAIN_CREATES", "1") != "0"
 # A command is one Raft entry; the API bounds a create far below this (api/batcher.py).
 MAX_COMMAND_BYTES = 64 << 20
 
@@ -167,7 +172,7 @@ def create_timers(now_ms: int, groups: tuple, traceparents: Optional[tuple] = No
     """The create command for these groups: CreatePlainTimers when every group is plain
     (raft/plain_record.py), else version 1 unless some spec recurs (version 2), or has a
     catch-up or overlap policy (CreateRecurringTimers)."""
-    if traceparents is None:
+    if traceparents is None and PLAIN_CREATES:
         packed = _plain.pack_groups(groups)
         if packed is not None:
             return CreatePlainTimers(now_ms, packed)
@@ -839,6 +844,11 @@ class CreatePlainTimers(_Record):
 
     now_ms: int
     groups: tuple            # tuple[PlainGroup, ...]
+
+    @property
+    def traceparents(self) -> None:
+        """None: a group with a traceparent goes as CreateTimers (raft/tracing.py reads this)."""
+        return None
 
     def fields(self) -> list:
         return [self.now_ms, [g.fields() for g in self.groups]]

@@ -50,6 +50,10 @@ class PlainGroup:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __iter__(self):
+        """The group's TimerSpecs, as a general record's group iterates (built on demand)."""
+        return iter(self.specs())
+
     def __eq__(self, other) -> bool:
         if not isinstance(other, PlainGroup):
             return NotImplemented

@@ -207,3 +207,10 @@ def test_bad_values_in_a_well_formed_record_are_the_kernels_typed_errors():
     for r in results:
         assert "specs[1].id" in str(r[0]) and "flags" in str(r[1])
     assert len({tuple(map(str, r)) for r in results}) == 1
+
+
+def test_the_switch_keeps_the_general_record_for_a_rolling_upgrade(monkeypatch):
+    monkeypatch.setattr(c, "PLAIN_CREATES", False)
+    assert type(c.create_timers(NOW, (_specs(3),))) is c.CreateTimers
+    monkeypatch.setattr(c, "PLAIN_CREATES", True)
+    assert type(c.create_timers(NOW, (_specs(3),))) is c.CreatePlainTimers
