@@ -42,7 +42,7 @@ from minoots.kernel.recurrence import CATCH_UP_NAMES, MAX_PREVIEW, OVERLAP_NAMES
 from minoots.v1 import timers_pb2 as pb
 
 from .graphs import graph_spec, has_graph
-from .wirebase import BadTime, duration_ms, new_timer_id, timestamp_ms
+from .wirebase import BadTime, duration_ms, new_timer_id, new_timer_ids, timestamp_ms
 
 __all__ = [
     "create_spec",
@@ -70,25 +70,31 @@ def _tenant(field: str, value: str) -> str:
     return rules.check_tenant(field, value or DEFAULT_TENANT)
 
 
-def create_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
+def create_spec(p: str, spec: pb.TimerSpec, now_ms: int, new_id=new_timer_id) -> TimerSpec:
     """One wire TimerSpec as a checked kernel TimerSpec; `p` is its field path (`timers[3]`).
 
     An empty id gets a fresh uuid4 hex id; an empty tenant is "default"; an empty
     idempotency key is none; a delay counts from `now_ms` (the accepting node's clock).
+    `new_id` makes a generated id (create_batch draws a batch's ids at once).
     """
     # The common case (fire_at, no labels, ASCII text) skips the field-by-field
     # checks, which cost most of a big batch's time on the leader; anything else
     # takes the full path below, which also names the first bad field.
-    if spec.WhichOneof("deadline") == "fire_at" and not spec.labels and spec.WhichOneof("typed_action") is None \
+    deadline = spec.WhichOneof("deadline")
+    if deadline is not None and not spec.labels and spec.WhichOneof("typed_action") is None \
             and not spec.HasField("delivery_policy") and not spec.HasField("every") \
             and not spec.HasField("until") and not spec.max_count and not spec.cron and not spec.time_zone \
             and not has_graph(spec) and not spec.catch_up and not spec.overlap and not spec.HasField("flex"):
         try:
-            fire_at = timestamp_ms(spec.fire_at)
+            if deadline == "fire_at":
+                fire_at = timestamp_ms(spec.fire_at)
+            else:                   # a delay the full path would accept: >= 0, fire_at within range
+                delay = duration_ms(spec.delay)
+                fire_at = now_ms + delay if delay >= 0 and now_ms + delay <= rules.MAX_TIME else None
         except BadTime:
             fire_at = None          # the full path names the field
         if fire_at is not None:
-            timer_id = spec.id or new_timer_id()
+            timer_id = spec.id or new_id()
             tenant = spec.tenant or DEFAULT_TENANT
             name, payload, action = spec.name, spec.payload, spec.action
             key = spec.idempotency_key or None
@@ -98,11 +104,11 @@ def create_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
             if rules.plain_spec(tenant, timer_id, fire_at, name, payload, None, action, key, ack):
                 return TimerSpec(id=timer_id, fire_at=fire_at, tenant=tenant, name=name, payload=payload,
                                  labels=None, action=action, idempotency_key=key, ack_required=ack)
-    return _checked_spec(p, spec, now_ms)
+    return _checked_spec(p, spec, now_ms, new_id)
 
 
-def _checked_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
-    timer_id = rules.check_id(f"{p}.id", spec.id) if spec.id else new_timer_id()
+def _checked_spec(p: str, spec: pb.TimerSpec, now_ms: int, new_id=new_timer_id) -> TimerSpec:
+    timer_id = rules.check_id(f"{p}.id", spec.id) if spec.id else new_id()
     tenant = _tenant(f"{p}.tenant", spec.tenant)
     which = spec.WhichOneof("deadline")
     if which == "fire_at":
@@ -263,7 +269,14 @@ def create_batch(specs, now_ms: int) -> list[TimerSpec]:
         raise InvalidArgument("timers", f"must hold 1..{MAX_BATCH} timers, got none")
     if n > MAX_BATCH:
         raise InvalidArgument("timers", f"must hold at most {MAX_BATCH} timers, got {n}")
-    return [create_spec(f"timers[{i}]", s, now_ms) for i, s in enumerate(specs)]
+    missing = sum(1 for s in specs if not s.id)
+    if not missing:
+        return [create_spec(f"timers[{i}]", s, now_ms) for i, s in enumerate(specs)]
+    pool = new_timer_ids(missing)
+
+    def new_id() -> str:
+        return pool.pop() if pool else new_timer_id()
+    return [create_spec(f"timers[{i}]", s, now_ms, new_id) for i, s in enumerate(specs)]
 
 
 def rename_kernel_error(exc: KernelError, prefix: str) -> KernelError:

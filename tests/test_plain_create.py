@@ -214,3 +214,66 @@ def test_the_switch_keeps_the_general_record_for_a_rolling_upgrade(monkeypatch):
     assert type(c.create_timers(NOW, (_specs(3),))) is c.CreateTimers
     monkeypatch.setattr(c, "PLAIN_CREATES", True)
     assert type(c.create_timers(NOW, (_specs(3),))) is c.CreatePlainTimers
+
+
+# ---- the peer transport's frames -------------------------------------------------------
+
+def test_peer_frames_decode_at_any_level_and_incompressible_ones_are_stored():
+    import os
+    import pickle
+    import zlib
+
+    from minoots.raft.pysyncobj_compat import _bounded_decompress, compress_frame, peer_loads
+
+    for entry in (b"p" * 100_000, os.urandom(100_000), b"small"):
+        msg = {"type": "append_entries", "entries": [(entry, 7, 1)]}
+        frame = compress_frame(pickle.dumps(msg, 2))
+        assert peer_loads(_bounded_decompress(frame, 1 << 20)) == msg
+        assert zlib.decompress(frame) == pickle.dumps(msg, 2)          # what an older node does
+    random_frame = compress_frame(pickle.dumps(os.urandom(100_000), 2))
+    assert random_frame[:2] == b"\x78\x01"                              # stored (level 0)
+    assert len(compress_frame(pickle.dumps(b"p" * 100_000, 2))) < 2_000
+
+
+# ---- the leader's checks -----------------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["", "a", "bad id", "x" * 129]), st.sampled_from(["", "acme", "bad tenant"]),
+       st.one_of(st.tuples(st.just("fire_at"), st.integers(-5, MAX_TIME + 5)),
+                 st.tuples(st.just("delay"), st.integers(-5, 10**15))),
+       st.sampled_from([b"", b"p" * 64, b"x" * (MAX_PAYLOAD_BYTES + 1)]), st.sampled_from(["", "k", "a"]),
+       st.booleans(), st.sampled_from(["", "n"]))
+def test_the_checks_fast_path_equals_the_full_checks(tid, tenant, deadline, payload, key, ack, name):
+    from minoots.api import validation
+    from minoots.v1 import timers_pb2 as pb
+
+    spec = pb.TimerSpec(id=tid, tenant=tenant, payload=payload, idempotency_key=key, ack_required=ack, name=name)
+    kind, ms = deadline
+    if kind == "fire_at":
+        spec.fire_at.seconds, spec.fire_at.nanos = divmod(ms, 1000)[0], divmod(ms, 1000)[1] * 1_000_000
+    else:
+        spec.delay.seconds, spec.delay.nanos = int(ms / 1000), int(ms - int(ms / 1000) * 1000) * 1_000_000
+    now = NOW
+
+    def run(fn):
+        try:
+            return fn("timers[3]", spec, now, lambda: "generated")
+        except KernelError as exc:
+            return type(exc), str(exc)
+    assert run(validation.create_spec) == run(validation._checked_spec)
+
+
+def test_a_batch_without_ids_gets_distinct_uuid4_ids():
+    import uuid
+
+    from minoots.api import validation
+    from minoots.v1 import timers_pb2 as pb
+
+    specs = [pb.TimerSpec(payload=b"p") for _ in range(300)] + [pb.TimerSpec(id="mine")]
+    for s in specs:
+        s.delay.seconds = 60
+    out = validation.create_batch(specs, NOW)
+    ids = [s.id for s in out]
+    assert ids[-1] == "mine" and len(set(ids)) == 301
+    assert all(uuid.UUID(hex=i).version == 4 and uuid.UUID(hex=i).hex == i for i in ids[:-1])
+    assert {s.fire_at for s in out} == {NOW + 60_000}
