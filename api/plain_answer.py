@@ -4,7 +4,8 @@ The general answer builds a kernel Timer per item and copies it into the reply
 (api/convert.py fill_timer_pb). For a plain batch every item is a new ARMED timer
 whose fields are the request's columns plus the command time, so the reply is
 written as protobuf wire bytes straight from those columns and parsed once (in C).
-It equals the general answer field for field (tests/test_plain_create.py).
+It equals the general answer field for field (tests/test_plain_create.py). A brief
+request (CreateTimersRequest.brief) is answered with ids and created flags only.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from minoots.kernel.table import FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID
 from minoots.kernel.timer import TimerState
 from minoots.v1 import timers_pb2 as pb
 
-__all__ = ["plain_response"]
+__all__ = ["plain_response", "brief_response"]
 
 
 def _varint(n: int) -> bytes:
@@ -66,3 +67,11 @@ def plain_response(res: PlainCreateResult) -> pb.CreateTimersResponse:
         item = b"\x0a" + _v(len(body)) + body + b"\x10\x01"      # CreateTimerResponse{timer, created}
         add(b"\x0a" + _v(len(item)) + item)
     return pb.CreateTimersResponse.FromString(b"".join(parts))
+
+
+def brief_response(res) -> pb.CreateTimersResponse:
+    """A brief CreateTimersResponse (the request's `brief`): ids and created flags only."""
+    if type(res) is PlainCreateResult:              # every timer of a column batch is new
+        return pb.CreateTimersResponse(ids=res.ids, created=[True] * len(res.ids))
+    items = res.items
+    return pb.CreateTimersResponse(ids=[i.timer.id for i in items], created=[i.created for i in items])

@@ -55,7 +55,7 @@ from minoots.v1 import timers_pb2_grpc
 from . import graphs, listing, validation
 from .auth import current_principal
 from .bridge import leader_reachable
-from .plain_answer import plain_response
+from .plain_answer import brief_response, plain_response
 from .convert import fill_timer_pb, lease_to_pb, ms_timestamp, timer_to_pb
 from .dispatcher import backoff_ms
 from .events import EventsLost, EventsUnavailable, start_cursor, watch, watch_batches
@@ -276,6 +276,8 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
         else:
             specs = validation.create_batch(request.timers, now)
         res = await self._create(specs, "timers", context, request.timers)
+        if request.brief:
+            return brief_response(res)
         if big:
             return await loop.run_in_executor(None, _create_response, res)
         return _create_response(res)

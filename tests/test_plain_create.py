@@ -277,3 +277,20 @@ def test_a_batch_without_ids_gets_distinct_uuid4_ids():
     assert ids[-1] == "mine" and len(set(ids)) == 301
     assert all(uuid.UUID(hex=i).version == 4 and uuid.UUID(hex=i).hex == i for i in ids[:-1])
     assert {s.fire_at for s in out} == {NOW + 60_000}
+
+
+def test_a_brief_answer_holds_the_ids_and_created_flags_of_either_result():
+    from minoots.api.client import wire
+    from minoots.api.plain_answer import brief_response
+
+    s = State()
+    r = s.create_plain(NOW, "acme", ["a", "b"], array("q", [NOW + 1, NOW + 2]), b"\x02\x02", [b"", b"p"])
+    assert type(r) is PlainCreateResult
+    assert wire.brief_results(brief_response(r), 2) == [("a", True), ("b", True)]
+    general = s.create(NOW, [TimerSpec("b", NOW + 9, tenant="acme", idempotency_key="b"),
+                             TimerSpec("c", NOW + 9, tenant="acme", name="x")])
+    assert wire.brief_results(brief_response(general), 2) == [("b", False), ("c", True)]
+    full = _create_response(general)                    # a server that predates `brief`
+    assert wire.brief_results(full, 2) == [("b", False), ("c", True)]
+    with pytest.raises(Exception, match="brief CreateTimers answer"):
+        wire.brief_results(brief_response(r), 3)

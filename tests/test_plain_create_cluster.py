@@ -36,6 +36,9 @@ def test_plain_batches_reach_every_replica_identically(fresh_cluster):
         acked = client.create_many(_batch("ack-", 20, ack_required=True))
         again = client.create_many(_batch("b0-", 3) + _batch("new-", 2))          # a replay plus two new
         other = client.create_many([minoots.TimerSpec(id="named", delay=FAR_S, name="n")])   # the general record
+        brief = client.create_many_ids(_batch("brief-", 300))
+        brief_again = client.create_many_ids(_batch("brief-", 2) + [minoots.TimerSpec(id="named2", delay=FAR_S,
+                                                                                        name="n")])
         with pytest.raises(minoots.AlreadyExists):
             client.create_many([minoots.TimerSpec(id="b1-0", delay=FAR_S, idempotency_key="other-key")])
     assert len(made) == 2000 and all(t.created for t in made)
@@ -43,12 +46,14 @@ def test_plain_batches_reach_every_replica_identically(fresh_cluster):
     assert all(t.ack_required for t in acked)
     assert [t.id for t in again] == ["b0-0", "b0-1", "b0-2", "new-0", "new-1"]
     assert other[0].name == "n"
+    assert brief == [(f"brief-{i}", True) for i in range(300)]
+    assert brief_again == [("brief-0", False), ("brief-1", False), ("named2", True)]
     digest = converge(c)
     for nid, node in c.nodes.items():
         st = node.status(WAIT)
-        assert st["timers"]["armed"] == 2000 + 20 + 2 + 1, nid
+        assert st["timers"]["armed"] == 2000 + 20 + 2 + 1 + 300 + 1, nid
         assert node.digest(WAIT)["sha256"] == digest
-        for tid in ("b0-0", "b3-499", "ack-7", "new-1"):
+        for tid in ("b0-0", "b3-499", "ack-7", "new-1", "brief-299"):
             t = get_timer(node, tid)
             assert pb.TimerState.Name(t.state) == "TIMER_STATE_ARMED", (nid, tid)
             assert t.payload == b"p" * 64 and t.idempotency_key == tid and t.revision == 2
