@@ -294,3 +294,12 @@ def test_a_brief_answer_holds_the_ids_and_created_flags_of_either_result():
     assert wire.brief_results(full, 2) == [("b", False), ("c", True)]
     with pytest.raises(Exception, match="brief CreateTimers answer"):
         wire.brief_results(brief_response(r), 3)
+
+
+def test_the_create_path_bench_runs_every_stage_through_the_column_record():
+    from minoots.bench import create_path
+
+    for mode in ("sdk", "delay"):
+        r = create_path.run(rounds=1, mode=mode)
+        assert r["record"] == 48 and r["entry_bytes"] > 64_000
+        assert all(r[k] >= 0 for k in create_path.STAGES)
