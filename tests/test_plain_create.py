@@ -242,14 +242,34 @@ def test_peer_frames_decode_at_any_level_and_incompressible_ones_are_stored():
        st.one_of(st.tuples(st.just("fire_at"), st.integers(-5, MAX_TIME + 5)),
                  st.tuples(st.just("delay"), st.integers(-5, 10**15))),
        st.sampled_from([b"", b"p" * 64, b"x" * (MAX_PAYLOAD_BYTES + 1)]), st.sampled_from(["", "k", "a"]),
-       st.booleans(), st.sampled_from(["", "n"]))
-def test_the_checks_fast_path_equals_the_full_checks(tid, tenant, deadline, payload, key, ack, name):
+       st.booleans(), st.sampled_from(["", "n"]),
+       st.sampled_from([None, None, "labels", "every", "webhook", "after", "cron", "max_count", "action", "until",
+                        "no deadline"]))
+def test_the_checks_fast_path_equals_the_full_checks(tid, tenant, deadline, payload, key, ack, name, extra):
     from minoots.api import validation
     from minoots.v1 import timers_pb2 as pb
 
     spec = pb.TimerSpec(id=tid, tenant=tenant, payload=payload, idempotency_key=key, ack_required=ack, name=name)
+    if extra == "labels":
+        spec.labels["team"] = "x"
+    elif extra == "every":
+        spec.every.seconds = 60
+    elif extra == "webhook":
+        spec.webhook.url = "https://example.com/h"
+    elif extra == "after":
+        spec.after.append("parent")
+    elif extra == "cron":
+        spec.cron = "* * * * *"
+    elif extra == "max_count":
+        spec.max_count = 3
+    elif extra == "action":
+        spec.action = b"act"
+    elif extra == "until":
+        spec.until.seconds = 10**9
     kind, ms = deadline
-    if kind == "fire_at":
+    if extra == "no deadline":
+        pass
+    elif kind == "fire_at":
         spec.fire_at.seconds, spec.fire_at.nanos = divmod(ms, 1000)[0], divmod(ms, 1000)[1] * 1_000_000
     else:
         spec.delay.seconds, spec.delay.nanos = int(ms / 1000), int(ms - int(ms / 1000) * 1000) * 1_000_000
