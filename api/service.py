@@ -40,6 +40,7 @@ from typing import Callable
 import grpc
 
 from minoots.kernel import FailedPrecondition, InvalidArgument, KernelError, TimerState
+from minoots.kernel.plain import PlainCreateResult
 from minoots.raft import commands
 from minoots.raft.machine import CommandFailed
 from minoots.raft.net import split_address
@@ -54,6 +55,7 @@ from minoots.v1 import timers_pb2_grpc
 from . import graphs, listing, validation
 from .auth import current_principal
 from .bridge import leader_reachable
+from .plain_answer import brief_response, plain_response
 from .convert import fill_timer_pb, lease_to_pb, ms_timestamp, timer_to_pb
 from .dispatcher import backoff_ms
 from .events import EventsLost, EventsUnavailable, start_cursor, watch, watch_batches
@@ -275,9 +277,11 @@ class TimersService(Writes, timers_pb2_grpc.TimersServicer):
         else:
             specs = validation.create_batch(request.timers, now)
         res = await self._create(specs, "timers", context, request.timers)
+        if request.brief:
+            return brief_response(res)
         if big:
-            return await loop.run_in_executor(None, _create_response, res.items)
-        return _create_response(res.items)
+            return await loop.run_in_executor(None, _create_response, res)
+        return _create_response(res)
 
     @_unary
     async def CancelTimer(self, request, context):
@@ -531,10 +535,12 @@ def _principal_name() -> str | None:
     return p.name if p is not None else None
 
 
-def _create_response(items) -> pb.CreateTimersResponse:
+def _create_response(res) -> pb.CreateTimersResponse:
+    if type(res) is PlainCreateResult:          # written from the columns (api/plain_answer.py)
+        return plain_response(res)
     resp = pb.CreateTimersResponse()
     add = resp.results.add
-    for i in items:
+    for i in res.items:
         fill_timer_pb(add(created=i.created).timer, i.timer)
     return resp
 

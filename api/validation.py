@@ -42,7 +42,7 @@ from minoots.kernel.recurrence import CATCH_UP_NAMES, MAX_PREVIEW, OVERLAP_NAMES
 from minoots.v1 import timers_pb2 as pb
 
 from .graphs import graph_spec, has_graph
-from .wirebase import BadTime, duration_ms, new_timer_id, timestamp_ms
+from .wirebase import BadTime, duration_ms, new_timer_id, new_timer_ids, timestamp_ms
 
 __all__ = [
     "create_spec",
@@ -70,39 +70,73 @@ def _tenant(field: str, value: str) -> str:
     return rules.check_tenant(field, value or DEFAULT_TENANT)
 
 
-def create_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
+_FIELDS = pb.TimerSpec.DESCRIPTOR.fields_by_name
+_F_ID, _F_TENANT, _F_FIRE_AT, _F_DELAY, _F_PAYLOAD, _F_KEY, _F_ACK, _F_NAME, _F_ACTION = (
+    _FIELDS[n] for n in ("id", "tenant", "fire_at", "delay", "payload", "idempotency_key", "ack_required", "name",
+                         "action"))
+
+
+def create_spec(p: str, spec: pb.TimerSpec, now_ms: int, new_id=new_timer_id) -> TimerSpec:
     """One wire TimerSpec as a checked kernel TimerSpec; `p` is its field path (`timers[3]`).
 
     An empty id gets a fresh uuid4 hex id; an empty tenant is "default"; an empty
     idempotency key is none; a delay counts from `now_ms` (the accepting node's clock).
+    `new_id` makes a generated id (create_batch draws a batch's ids at once).
     """
-    # The common case (fire_at, no labels, ASCII text) skips the field-by-field
-    # checks, which cost most of a big batch's time on the leader; anything else
-    # takes the full path below, which also names the first bad field.
-    if spec.WhichOneof("deadline") == "fire_at" and not spec.labels and spec.WhichOneof("typed_action") is None \
-            and not spec.HasField("delivery_policy") and not spec.HasField("every") \
-            and not spec.HasField("until") and not spec.max_count and not spec.cron and not spec.time_zone \
-            and not has_graph(spec) and not spec.catch_up and not spec.overlap and not spec.HasField("flex"):
+    # The common case (a deadline, no labels, schedule, action or graph, ASCII text) skips
+    # the field-by-field checks, which cost most of a big batch's time on the leader; anything
+    # else takes the full path below, which also names the first bad field. One ListFields()
+    # call says which fields are set and gives their values.
+    timer_id = tenant = name = key = ""
+    payload = action = b""
+    ack = False
+    ts = delay_pb = None
+    for fd, v in spec.ListFields():
+        if fd is _F_ID:
+            timer_id = v
+        elif fd is _F_FIRE_AT:
+            ts = v
+        elif fd is _F_PAYLOAD:
+            payload = v
+        elif fd is _F_KEY:
+            key = v
+        elif fd is _F_TENANT:
+            tenant = v
+        elif fd is _F_DELAY:
+            delay_pb = v
+        elif fd is _F_ACK:
+            ack = v
+        elif fd is _F_NAME:
+            name = v
+        elif fd is _F_ACTION:
+            action = v
+        else:
+            break                   # any other field set: the full path
+    else:
         try:
-            fire_at = timestamp_ms(spec.fire_at)
+            if ts is not None:
+                fire_at = timestamp_ms(ts)
+            elif delay_pb is not None:  # a delay the full path would accept: >= 0, fire_at within range
+                delay = duration_ms(delay_pb)
+                fire_at = now_ms + delay if delay >= 0 and now_ms + delay <= rules.MAX_TIME else None
+            else:
+                fire_at = None      # no deadline: the full path says so
         except BadTime:
             fire_at = None          # the full path names the field
         if fire_at is not None:
-            timer_id = spec.id or new_timer_id()
-            tenant = spec.tenant or DEFAULT_TENANT
-            name, payload, action = spec.name, spec.payload, spec.action
-            key = spec.idempotency_key or None
+            timer_id = timer_id or new_id()
+            tenant = tenant or DEFAULT_TENANT
+            key = key or None
             if key == timer_id:
                 key = timer_id     # one string object, not two (the SDK sends key == id)
-            ack = spec.ack_required
             if rules.plain_spec(tenant, timer_id, fire_at, name, payload, None, action, key, ack):
                 return TimerSpec(id=timer_id, fire_at=fire_at, tenant=tenant, name=name, payload=payload,
                                  labels=None, action=action, idempotency_key=key, ack_required=ack)
-    return _checked_spec(p, spec, now_ms)
+    return _checked_spec(p, spec, now_ms, new_id)
 
 
-def _checked_spec(p: str, spec: pb.TimerSpec, now_ms: int) -> TimerSpec:
-    timer_id = rules.check_new_id(f"{p}.id", spec.id) if spec.id else new_timer_id()
+def _checked_spec(p: str, spec: pb.TimerSpec, now_ms: int, new_id=new_timer_id) -> TimerSpec:
+    timer_id = rules.check_new_id(f"{p}.id", spec.id) if spec.id else new_id()
     tenant = _tenant(f"{p}.tenant", spec.tenant)
     which = spec.WhichOneof("deadline")
     if which == "fire_at":
@@ -262,7 +296,14 @@ def create_batch(specs, now_ms: int) -> list[TimerSpec]:
         raise InvalidArgument("timers", f"must hold 1..{MAX_BATCH} timers, got none")
     if n > MAX_BATCH:
         raise InvalidArgument("timers", f"must hold at most {MAX_BATCH} timers, got {n}")
-    return [create_spec(f"timers[{i}]", s, now_ms) for i, s in enumerate(specs)]
+    missing = sum(1 for s in specs if not s.id)
+    if not missing:
+        return [create_spec(f"timers[{i}]", s, now_ms) for i, s in enumerate(specs)]
+    pool = new_timer_ids(missing)
+
+    def new_id() -> str:
+        return pool.pop() if pool else new_timer_id()
+    return [create_spec(f"timers[{i}]", s, now_ms, new_id) for i, s in enumerate(specs)]
 
 
 def rename_kernel_error(exc: KernelError, prefix: str) -> KernelError:

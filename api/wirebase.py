@@ -8,12 +8,13 @@ whole milliseconds).
 """
 from __future__ import annotations
 
-import uuid
+import os
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-__all__ = ["BadTime", "timestamp_ms", "duration_ms", "ms_timestamp", "set_timestamp", "new_timer_id"]
+__all__ = ["BadTime", "timestamp_ms", "duration_ms", "ms_timestamp", "set_timestamp", "new_timer_id",
+           "new_timer_ids"]
 
 _NANOS_PER_MS = 1_000_000
 _MAX_NANOS = 999_999_999
@@ -51,7 +52,21 @@ def ms_timestamp(ms: int) -> Timestamp:
     return ts
 
 
+# uuid4's bits (RFC 4122): version 4 in bits 76-79, variant 10 in bits 62-63.
+_UUID4_KEEP = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (4 << 76) | (0x8000 << 48)
+
+
 def new_timer_id() -> str:
     """A generated timer id, uuid4 hex (the SDK's for a spec without one, the server's for a
-    request without one: made before proposing, since the kernel draws no random numbers)."""
-    return uuid.uuid4().hex
+    request without one: made before proposing, since the kernel draws no random numbers).
+    The same value uuid.uuid4().hex gives, without building a UUID object (a batch of
+    10,000 generated ids spent most of its validation time there)."""
+    return "%032x" % ((int.from_bytes(os.urandom(16), "big") & _UUID4_KEEP) | _UUID4_SET)
+
+
+def new_timer_ids(n: int) -> list[str]:
+    """n generated timer ids (as new_timer_id), from one read of the system's random source."""
+    raw = os.urandom(16 * n)
+    return ["%032x" % ((int.from_bytes(raw[i:i + 16], "big") & _UUID4_KEEP) | _UUID4_SET)
+            for i in range(0, 16 * n, 16)]

@@ -363,7 +363,7 @@ def _batched_phase(addrs: list[str], specs_for: Callable[[int], list], n_batches
                 specs = specs_for(i)
                 b0 = time.perf_counter()
                 try:
-                    c.create_many(specs, timeout=max(1.0, min(60.0, stop_at - time.monotonic())))
+                    c.create_many_ids(specs, timeout=max(1.0, min(60.0, stop_at - time.monotonic())))
                 except Exception as exc:
                     errors.append(f"batch {i}: {type(exc).__name__}: {exc}")
                     acked[i] = -1

@@ -80,9 +80,13 @@ def occurrences(count: int) -> None:
               help="Payload bytes per timer.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Also write the report as JSON to FILE.")
-def kernel(timers: int, payload: int, json_path: str | None) -> None:
-    """One node's state machine at N outstanding timers: bytes/timer, creates/s, snapshot costs."""
-    report = kernel_bench.run(timers, payload, progress=lambda msg: click.echo(msg, err=True))
+@click.option("--path", type=click.Choice(["columns", "specs"]), default="columns", show_default=True,
+              help="Create through the column path a replica takes for plain batches (State.create_plain) "
+                   "or through State.create with a TimerSpec per timer.")
+def kernel(timers: int, payload: int, json_path: str | None, path: str) -> None:
+    """One node's state machine at N outstanding timers: bytes/timer, creates/s, snapshot costs,
+    and a replica's apply cost per timer for the column create record and the general one."""
+    report = kernel_bench.run(timers, payload, progress=lambda msg: click.echo(msg, err=True), path=path)
     click.echo(kernel_bench.format_table(report))
     if json_path:
         try:

@@ -28,6 +28,7 @@ from typing import Any, Iterator, Optional
 
 from . import graph as _graph
 from . import occurrences as _occ
+from . import plain as _plain
 from . import snapshot as _snapshot
 from ._wheel import MAX_TIME, Wheel
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, QuotaExceeded
@@ -355,6 +356,12 @@ class State(RecurringCommands):
             for how, ref in plan
         )
         return CreateResult(tuple(events), items)
+
+    def create_plain(self, now_ms: int, tenant: str, ids: list, fire_at: array, flags: bytes, payloads: list,
+                     limits: Optional[Mapping[str, TenantLimit]] = None,
+                     default_limit: Optional[TenantLimit] = None):
+        """`create` of plain timers given as columns, without an object per timer (kernel/plain.py)."""
+        return _plain.create_plain(self, now_ms, tenant, ids, fire_at, flags, payloads, limits, default_limit)
 
     def cancel(self, now_ms: int, refs: list) -> CancelResult:
         """Cancel timers named by (tenant, id); all or nothing.

@@ -21,6 +21,7 @@ today's record; `tests/data/log_v0/` holds such a log and snapshot.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import ClassVar, Optional, Union
 
@@ -29,6 +30,8 @@ import msgpack
 from minoots.kernel import KernelError, TimerSpec
 from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
 from minoots.kernel.graph import GraphSpec
+
+from . import plain_record as _plain
 
 __all__ = [
     "FORMAT", "Command", "CreateTimers", "Tick", "CancelTimers", "RescheduleTimer", "AckTimer",
@@ -40,11 +43,15 @@ __all__ = [
     "LeaseTimers", "AckLease", "NackLease", "ExtendLease", "DeliveryAttempts",
     "CreateGraphTimers", "BulkCancelTimers", "BulkRescheduleTimers", "CreateEndpoint", "RotateEndpointSecret",
     "DeleteEndpoint", "SetDeliveryDefaults", "CreateDeliveryTimersV3", "ReplayDeadLetters", "PurgeDeadLetters",
-    "CreateFullTimers", "RECORDS", "encode",
+    "CreateFullTimers", "CreatePlainTimers", "RECORDS", "encode",
     "decode", "from_legacy", "InvalidCommand", "UnknownCommand", "MAX_COMMAND_BYTES",
 ]
 
 FORMAT = b"\x01"
+#: Propose plain batches as CreatePlainTimers (record 48). A node of an older build cannot
+#: apply it: while a cluster is upgraded from such a build, run the new nodes with
+#: MINOOTS_PLAIN_CREATES=0 until every node is upgraded (README "Rolling upgrades").
+PLAIN_CREATES = os.environ.get("MINOOTS_PLAIN_CREATES", "1") != "0"
 # A command is one Raft entry; the API bounds a create far below this (api/batcher.py).
 MAX_COMMAND_BYTES = 64 << 20
 
@@ -161,8 +168,13 @@ class CreateTimersV2(_Record):
 
 
 def create_timers(now_ms: int, groups: tuple, traceparents: Optional[tuple] = None):
-    """The create command for these groups: version 1 unless some spec recurs (version 2),
-    or has a catch-up or overlap policy (CreateRecurringTimers)."""
+    """The create command for these groups: CreatePlainTimers when every group is plain
+    (raft/plain_record.py), else version 1 unless some spec recurs (version 2), or has a
+    catch-up or overlap policy (CreateRecurringTimers)."""
+    if traceparents is None and PLAIN_CREATES:
+        packed = _plain.pack_groups(groups)
+        if packed is not None:
+            return CreatePlainTimers(now_ms, packed)
     if any(s.catch_up or s.overlap or s.flex_ms for g in groups for s in g):
         return CreateRecurringTimers(now_ms, groups, traceparents)
     if any(s.every_ms or s.until is not None or s.max_count or s.cron or s.tz for g in groups for s in g):
@@ -860,6 +872,34 @@ class PurgeDeadLetters(_Record):
         return cls(now_ms, _refs("purge_dead_letters", refs))
 
 
+@record("create", number=48, version=1)
+class CreatePlainTimers(_Record):
+    """Create groups of plain timers (raft/plain_record.py: one tenant, ids, deadlines,
+    payloads and flags per group, as columns; no object per timer on a follower). Each
+    group applies or fails as a whole, as in CreateTimers. Proposed by `create_timers`
+    when every spec is plain and no group carries a traceparent."""
+
+    now_ms: int
+    groups: tuple            # tuple[PlainGroup, ...]
+
+    @property
+    def traceparents(self) -> None:
+        """None: a group with a traceparent goes as CreateTimers (raft/tracing.py reads this)."""
+        return None
+
+    def fields(self) -> list:
+        return [self.now_ms, [g.fields() for g in self.groups]]
+
+    @classmethod
+    def from_fields(cls, now_ms, groups) -> "CreatePlainTimers":
+        if type(groups) is not tuple:
+            raise InvalidCommand("create plain: groups must be an array")
+        try:
+            return cls(now_ms, tuple(_plain.PlainGroup.from_fields(g) for g in groups))
+        except ValueError as exc:
+            raise InvalidCommand(f"create plain: {exc}") from None
+
+
 Command = Union[CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, SetMemberName, SetMemberGrpc,
                 PutToken, RevokeToken, SetQuota, ClearQuota, CreateSubscription, CommitSubscription,
                 DeleteSubscription, MarkSubscriptionOverrun, SetRetention, DeleteTimers, CreateTimersV2,
@@ -868,7 +908,7 @@ Command = Union[CreateTimers, Tick, CancelTimers, RescheduleTimer, AckTimer, Set
                 DeliveryAttempts, CreateGraphTimers, BulkCancelTimers, BulkRescheduleTimers, CreateEndpoint,
                 RotateEndpointSecret, DeleteEndpoint, SetDeliveryDefaults, CreateDeliveryTimersV3, ReplayDeadLetters,
                 PurgeDeadLetters,
-                CreateRecurringTimers, PauseTimer, ResumeTimer, TriggerTimer, CreateFullTimers]
+                CreateRecurringTimers, PauseTimer, ResumeTimer, TriggerTimer, CreateFullTimers, CreatePlainTimers]
 
 #: (KIND, VERSION) -> record class: every command this build can read.
 RECORDS: dict[tuple[int, int], type] = {
@@ -881,7 +921,7 @@ RECORDS: dict[tuple[int, int], type] = {
               DeliveryAttempts, CreateGraphTimers, BulkCancelTimers, BulkRescheduleTimers, CreateEndpoint,
               RotateEndpointSecret, DeleteEndpoint, SetDeliveryDefaults, CreateDeliveryTimersV3, ReplayDeadLetters,
               PurgeDeadLetters,
-              CreateRecurringTimers, PauseTimer, ResumeTimer, TriggerTimer, CreateFullTimers)
+              CreateRecurringTimers, PauseTimer, ResumeTimer, TriggerTimer, CreateFullTimers, CreatePlainTimers)
 }
 _NAMES = {c.KIND: c.kind for c in RECORDS.values()}
 

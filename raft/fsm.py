@@ -119,6 +119,7 @@ class TimerFSM:
             c.ResumeTimer: self._resume,
             c.TriggerTimer: self._trigger,
             c.CreateFullTimers: self._create_requested,
+            c.CreatePlainTimers: self._create_plain,
         }
 
     # ---- Apply -----------------------------------------------------------------
@@ -160,6 +161,21 @@ class TimerFSM:
         for group in cmd.groups:
             try:
                 res = self.kernel.create(cmd.now_ms, prepare(group), quotas.kernel_limits, quotas.kernel_default)
+                self._emit(res.events)
+                out.append(res)
+            except KernelError as exc:
+                out.append(exc)
+        return out
+
+    def _create_plain(self, cmd: c.CreatePlainTimers):
+        """CreateTimers of plain groups given as columns (raft/plain_record.py, kernel/plain.py)."""
+        out = []
+        quotas = self.quotas
+        create = self.kernel.create_plain
+        for g in cmd.groups:
+            try:
+                res = create(cmd.now_ms, g.tenant, g.ids, g.fire_at, g.flags, g.payloads, quotas.kernel_limits,
+                             quotas.kernel_default)
                 self._emit(res.events)
                 out.append(res)
             except KernelError as exc:

@@ -589,6 +589,23 @@ def _bounded_decompress(data: bytes, limit: int) -> bytes:
 
 _FRAME_LEN = struct.Struct("i")
 
+#: zlib level of the frames this node sends (PySyncObj's own send uses 3: ~0.75 ms per
+#: 1,000-timer create entry and follower, against ~0.5 ms at level 1 for nearly the same
+#: size). A frame whose middle does not shrink (random payloads) is stored, level 0. Any
+#: zlib reader decodes every level, so peers of any build read these frames.
+PEER_ZLIB_LEVEL = 1
+_SAMPLE = 4096
+
+
+def compress_frame(raw: bytes) -> bytes:
+    """A peer frame's zlib body: level PEER_ZLIB_LEVEL, or stored when a sample of it is
+    incompressible (frames above 8 KiB only; small frames are cheap either way)."""
+    if len(raw) > 2 * _SAMPLE:
+        mid = len(raw) // 2
+        if len(zlib.compress(raw[mid:mid + _SAMPLE], 1)) > _SAMPLE * 9 // 10:
+            return zlib.compress(raw, 0)
+    return zlib.compress(raw, PEER_ZLIB_LEVEL)
+
 
 class BoundedTcpConnection(TcpConnection):
     """PySyncObj's connection with its read path bounded: the length prefix is checked
@@ -602,6 +619,16 @@ class BoundedTcpConnection(TcpConnection):
 
     def _limit(self) -> int:
         return MAX_FRAME if self.identified else MAX_UNIDENTIFIED_FRAME
+
+    def send(self, message):
+        """PySyncObj's send (tcp_connection.py 0.3.17) with compress_frame for its zlib level 3."""
+        if self.sendRandKey:
+            message = (self.sendRandKey, message)
+        data = compress_frame(_ps_pickle.dumps(message))
+        if self.encryptor:
+            data = self.encryptor.encrypt_at_time(data, int(_monotonic()))
+        self._TcpConnection__writeBuffer += _FRAME_LEN.pack(len(data)) + data
+        self._TcpConnection__trySendBuffer()
 
     def _TcpConnection__processRead(self):
         buf = self._TcpConnection__readBuffer

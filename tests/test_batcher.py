@@ -16,7 +16,7 @@ import pytest
 from minoots.api.batcher import CreateBatcher, _approx_bytes
 from minoots.bench.wheel import _VirtualClockLoop as VirtualClockLoop
 from minoots.kernel import TimerSpec
-from minoots.raft.commands import CreateTimers
+from minoots.raft.commands import CreatePlainTimers, CreateTimers
 from minoots.raft.machine import CommandFailed
 
 from support import ProposalBridge
@@ -79,7 +79,7 @@ def test_one_request_alone_goes_out_at_once_stamped_with_the_clock():
         [t] = await start(b, request("a", 2))
         assert len(bridge.proposed) == 1
         command = bridge.proposed[0][0]
-        assert isinstance(command, CreateTimers) and command.now_ms == NOW_MS
+        assert isinstance(command, (CreateTimers, CreatePlainTimers)) and command.now_ms == NOW_MS
         assert bridge.groups(0) == [["a.0", "a.1"]]
         bridge.land(0)
         assert await t == ["a.0", "a.1"]

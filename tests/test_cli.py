@@ -243,6 +243,18 @@ def test_bench_kernel_small_run_prints_table_and_json(runner, tmp_path):
     assert report["timers"] == 3000
     assert report["tick_fired"] > 0          # the first minute's timers fired
     assert report["snapshot_bytes"] > 0
+    assert report["create_path"] == "columns" and "replica apply, columns record" in result.output
+    assert set(report["replica_apply"]) == {"columns", "specs"}
+
+
+def test_bench_kernel_general_path_builds_the_same_state_size(runner, tmp_path):
+    outs = []
+    for path in ("columns", "specs"):
+        out = tmp_path / f"{path}.json"
+        result = runner.invoke(main, ["bench", "kernel", "--timers", "2000", "--path", path, "--json", str(out)])
+        assert result.exit_code == 0, result.output
+        outs.append(json.loads(out.read_text()))
+    assert outs[0]["snapshot_bytes"] == outs[1]["snapshot_bytes"] and outs[1]["create_path"] == "specs"
 
 
 def test_bench_kernel_rejects_bad_payload(runner):

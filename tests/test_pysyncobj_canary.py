@@ -58,6 +58,10 @@ TOUCHPOINTS = {
     "frame = int32 length + [Fernet] zlib(pickle)": lambda: all(s in _src(pysyncobj.tcp_connection.TcpConnection.send)
                                                                for s in ("struct.pack('i'", "zlib.compress",
                                                                          "encrypt_at_time", "sendRandKey")),
+    "send: frame = pickle.dumps, then __writeBuffer += and __trySendBuffer (BoundedTcpConnection.send)": lambda: all(
+        s in _src(pysyncobj.tcp_connection.TcpConnection.send) for s in (
+            "pickle.dumps(message)", "self.__writeBuffer += data", "self.__trySendBuffer()"))
+    and hasattr(pysyncobj.tcp_connection.TcpConnection, "_TcpConnection__trySendBuffer"),
     "pysyncobj.pickle.loads decodes frames and commands": lambda: "pickle.loads(zlib.decompress(data))" in
     _src(pysyncobj.tcp_connection.TcpConnection) and "pickle.loads(command[1:])" in _src(pysyncobj.SyncObj),
     "transport incoming-connection hooks": lambda: all(callable(getattr(pysyncobj.transport.TCPTransport, m, None))

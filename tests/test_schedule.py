@@ -120,8 +120,10 @@ def _kind_version(data: bytes) -> tuple:
 
 
 def test_replicas_running_a_recurring_create_agree_and_old_creates_keep_version_1_bytes():
-    plain = c.create_timers(T0, ((TimerSpec("a", T0 + S),),))
+    plain = c.create_timers(T0, ((TimerSpec("a", T0 + S, name="n"),),))
     assert type(plain) is c.CreateTimers and _kind_version(c.encode(plain)) == (1, 1)
+    columns = c.create_timers(T0, ((TimerSpec("a", T0 + S),),))      # plain: the column record (48)
+    assert type(columns) is c.CreatePlainTimers and _kind_version(c.encode(columns)) == (48, 1)
     rec = c.create_timers(T0, ((TimerSpec("a", T0 + S, every_ms=S, max_count=5),),))
     assert type(rec) is c.CreateTimersV2 and rec.kind == "create" and _kind_version(c.encode(rec)) == (1, 2)
     assert c.decode(c.encode(rec)) == rec

@@ -157,6 +157,14 @@ class AsyncClient(AsyncEndpointMethods, policy.ClientSettings):
                                 timeout=timeout)
         return [wire.timer_from_pb(r.timer, r.created) for r in resp.results]
 
+    async def create_many_ids(self, specs: Iterable[Union[TimerSpec, Mapping]], *,
+                              timeout: Optional[float] = None) -> list[tuple[str, bool]]:
+        """create_many answered briefly: (id, created) per spec instead of the full records."""
+        req = wire.create_many_request(specs, self.tenant, brief=True)
+        resp = await self._call("create_many", lambda a, t: self._timers(a).CreateTimers(req, timeout=t),
+                                timeout=timeout)
+        return wire.brief_results(resp, len(req.timers))
+
     async def get(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
         req = timers_pb2.GetTimerRequest(tenant=self._tenant(tenant), id=id)
         return wire.timer_from_pb(await self._call("get", lambda a, t: self._timers(a).GetTimer(req, timeout=t),

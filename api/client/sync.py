@@ -217,6 +217,15 @@ class Client(TokenMethods, TenantMethods, SubscriptionMethods, EndpointMethods, 
                              timeout=timeout)
         return [wire.timer_from_pb(r.timer, r.created) for r in resp.results]
 
+    def create_many_ids(self, specs: Iterable[Union[TimerSpec, Mapping]], *,
+                        timeout: Optional[float] = None) -> list[tuple[str, bool]]:
+        """create_many answered briefly: (id, created) per spec instead of the full records
+        (no record per timer built, sent or parsed: for big batches whose caller keeps its specs)."""
+        req = wire.create_many_request(specs, self.tenant, brief=True)
+        resp, _ = self._call("create_many", lambda a, t: self._timers(a).CreateTimers(req, timeout=t),
+                             timeout=timeout)
+        return wire.brief_results(resp, len(req.timers))
+
     def get(self, id: str, *, tenant: Optional[str] = None, timeout: Optional[float] = None) -> Timer:
         req = timers_pb2.GetTimerRequest(tenant=self._tenant(tenant), id=id)
         resp, _ = self._call("get", lambda a, t: self._timers(a).GetTimer(req, timeout=t), timeout=timeout)

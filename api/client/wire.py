@@ -32,6 +32,7 @@ from ..types import (
     EventKind,
     InvalidArgument,
     Member,
+    MinootsError,
     SnapshotInfo,
     Timer,
     TimerSpec,
@@ -348,17 +349,29 @@ def bulk_request(cls, tenant: Optional[str], ids, selector, **change):
     return req
 
 
-def create_many_request(specs: Iterable[Union[TimerSpec, Mapping]], tenant: Optional[str]
+def create_many_request(specs: Iterable[Union[TimerSpec, Mapping]], tenant: Optional[str], brief: bool = False
                         ) -> timers_pb2.CreateTimersRequest:
     """CreateTimers of `specs` (TimerSpecs or dicts); a spec naming no tenant gets `tenant`
-    (the client's default) when that is set."""
+    (the client's default) when that is set. `brief`: ask for ids and created flags only."""
     pbs = []
     for s in specs:
         s = as_spec(s)
         if s.tenant is None and tenant:
             s = TimerSpec(**{**s.__dict__, "tenant": tenant})
         pbs.append(spec_to_pb(s))
-    return timers_pb2.CreateTimersRequest(timers=pbs)
+    return timers_pb2.CreateTimersRequest(timers=pbs, brief=brief)
+
+
+def brief_results(resp: timers_pb2.CreateTimersResponse, n: int) -> list[tuple[str, bool]]:
+    """(id, created) per spec of a brief CreateTimers answer (or of a full one: a server that
+    predates `brief` answers with the records)."""
+    if not resp.ids and resp.results:
+        return [(r.timer.id, r.created) for r in resp.results]
+    ids, created = list(resp.ids), list(resp.created)
+    if len(ids) != n or len(created) != n:
+        raise MinootsError(f"a brief CreateTimers answer holds {len(ids)} ids and {len(created)} flags "
+                           f"for {n} timers")
+    return list(zip(ids, created))
 
 
 def lease_request(queue: str, tenant: Optional[str], max_timers: int, visibility, wait
