@@ -470,7 +470,10 @@ class CommitNoticeMixin:
 
     def _onTick(self, timeToWait=0.0):
         if self._SyncObj__raftState == LEADER:
-            timeToWait = max(0.0, min(timeToWait, self._SyncObj__newAppendEntriesTime - _monotonic()))
+            # Wake for the notice. One already due goes out in this tick, before the poll.
+            left = self._SyncObj__newAppendEntriesTime - _monotonic()
+            if 0.0 < left < timeToWait:
+                timeToWait = left
         super()._onTick(timeToWait)
 
 

@@ -55,14 +55,16 @@ def test_an_apply_brings_the_heartbeat_forward_instead_of_sending_at_once(clock)
     assert compat.COMMIT_NOTICE_S < PERIOD
 
 
-def test_the_tick_wakes_for_the_notice_and_never_waits_negative(clock):
+def test_the_tick_wakes_for_the_notice_and_an_overdue_one_changes_no_wait(clock):
     n = _Node(clock[0])
     n.commit(2)
     n._onTick(PERIOD)
     assert n.waits[-1] == pytest.approx(compat.COMMIT_NOTICE_S)
-    clock[0] += 1.0                                      # the notice is overdue
-    n._onTick(PERIOD)
-    assert n.waits[-1] == 0.0
+    n._onTick(compat.COMMIT_NOTICE_S / 10)               # a shorter wait asked for stays
+    assert n.waits[-1] == compat.COMMIT_NOTICE_S / 10
+    clock[0] += 1.0                                      # overdue: PySyncObj sends it in this tick,
+    n._onTick(PERIOD)                                    # before its poll; no zero wait (no spin
+    assert n.waits[-1] == PERIOD                         # while its transport is not ready)
 
 
 def test_a_heartbeat_already_due_sooner_is_not_pushed_back(clock):
