@@ -21,7 +21,10 @@ installed version, naming the one that moved when the library changes:
   handling per Raft §5.3 (see the section below), and makes the leader count only
   replies of its current term (replies echo the term of the append they answer);
 * elections: `StallGuardMixin` and `PreVoteMixin` (Raft thesis §9.6), so a node that
-  was stalled or partitioned cannot depose a healthy leader (docs/raft-elections.md).
+  was stalled or partitioned cannot depose a healthy leader (docs/raft-elections.md);
+* the Raft round (issue 15, docs/bench/perfsingle.md): `GroupSyncMixin` (one journal sync
+  per batch of work), `CommitNoticeMixin` (the commit index rides on the next
+  AppendEntries), `BoundedApplyMixin`, and small frames sent as stored zlib (`encode_frame`).
 
 The rest of the project never imports `pysyncobj`.
 """
