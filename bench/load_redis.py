@@ -30,34 +30,88 @@ return due
 """
 
 
-def run(n: int, window: float, clients: int, batch: int, payload: int, lead: float, progress: bool, say,
-        install: bool = True) -> dict:
+def single_zadds(redis, port: int, seconds: float, threads: int) -> dict:
+    """One ZADD per call from `threads` threads (one connection each) for `seconds`: the
+    single-create peer of MINOOTS's single CreateTimer. Latency in ms; the key is removed."""
+    from minoots.bench.load import dist
+
+    lat: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def single() -> None:
+        c = redis.Redis(host="127.0.0.1", port=port)
+        k = 0
+        while time.monotonic() < stop_at:
+            t0 = time.perf_counter()
+            c.zadd("single", {f"{threading.get_ident()}-{k}": 1})
+            took = time.perf_counter() - t0
+            k += 1
+            with lock:
+                lat.append(took)
+
+    st = [threading.Thread(target=single, daemon=True) for _ in range(threads)]
+    s0 = time.monotonic()
+    for t in st:
+        t.start()
+    for t in st:
+        t.join(seconds + 30)
+    took = time.monotonic() - s0
+    redis.Redis(host="127.0.0.1", port=port).delete("single")
+    return {"calls": len(lat), "seconds": took, "per_s": len(lat) / took if took else 0.0,
+            "latency_ms": {k: (v * 1e3 if isinstance(v, float) and k != "n" else v) for k, v in dist(lat).items()}}
+
+
+def start_server(install: bool, say):
+    """Start a throwaway redis-server on a free loopback port (no persistence).
+    Returns (redis module, port, Popen, tmp dir) or (None, reason, None, None)."""
     from minoots.bench.debian import find_or_install
-    from minoots.bench.load import dist, vmrss
     from minoots.raft.testing import free_ports
     exe, why = find_or_install("redis-server", "redis-server", install, say)
     if exe is None:
-        return {"skipped": why}
+        return None, why, None, None
     try:
         import redis
     except ImportError:
-        return {"skipped": "the redis package is not installed (pip install 'minoots[bench]')"}
+        return None, "the redis package is not installed (pip install 'minoots[bench]')", None, None
     tmp = Path(tempfile.mkdtemp(prefix="minoots-redis-"))
     port = free_ports(1)[0]
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", str(tmp), "--protected-mode", "yes"],
                             stdout=open(tmp / "redis.log", "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    r = redis.Redis(host="127.0.0.1", port=port)
+    t_end = time.monotonic() + 10
+    while True:
+        try:
+            r.ping()
+            return redis, port, proc, tmp
+        except redis.ConnectionError:
+            if time.monotonic() > t_end or proc.poll() is not None:
+                stop_server(proc, None)
+                return None, f"redis-server did not start (see {tmp / 'redis.log'})", None, None
+            time.sleep(0.05)
+
+
+def stop_server(proc, tmp) -> None:
+    """Stop the redis-server started by `start_server` (by its PID) and remove its dir."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(n: int, window: float, clients: int, batch: int, payload: int, lead: float, progress: bool, say,
+        install: bool = True) -> dict:
+    from minoots.bench.load import dist, vmrss
+    redis, port, proc, tmp = start_server(install, say)
+    if redis is None:
+        return {"skipped": port}
     try:
-        r = redis.Redis(host="127.0.0.1", port=port)
-        t_end = time.monotonic() + 10
-        while True:
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > t_end or proc.poll() is not None:
-                    return {"skipped": f"redis-server did not start (see {tmp / 'redis.log'})"}
-                time.sleep(0.05)
         say(f"redis peer: redis-server pid {proc.pid} on 127.0.0.1:{port}")
         rss0 = vmrss(proc.pid)
         start_ms = now_ms()
@@ -118,26 +172,7 @@ def run(n: int, window: float, clients: int, batch: int, payload: int, lead: flo
         rss1 = vmrss(proc.pid)
 
         # single ZADDs from 16 threads for 5 s (ids not fired-checked: removed afterwards)
-        cnt = [0]
-        s_stop = time.monotonic() + 5.0
-
-        def single() -> None:
-            c = redis.Redis(host="127.0.0.1", port=port)
-            k = 0
-            while time.monotonic() < s_stop:
-                c.zadd("single", {f"{threading.get_ident()}-{k}": 1})
-                k += 1
-                with lock:
-                    cnt[0] += 1
-
-        st = [threading.Thread(target=single, daemon=True) for _ in range(16)]
-        s0 = time.monotonic()
-        for t in st:
-            t.start()
-        for t in st:
-            t.join(30)
-        single_rate = cnt[0] / (time.monotonic() - s0)
-        r.delete("single")
+        single_rate = single_zadds(redis, port, 5.0, 16)["per_s"]
 
         last_ms = max(fa for b in batches for _, fa in b)
         say(f"redis peer: firing, last due in {max(0, last_ms - now_ms()) / 1e3:.0f}s")
@@ -166,11 +201,4 @@ def run(n: int, window: float, clients: int, batch: int, payload: int, lead: flo
             "_samples": late,          # for the plots; not written to results.json
         }
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_server(proc, tmp)

@@ -203,6 +203,31 @@ def grpc_creates(seconds: float, to: str, sync: str, as_json: bool) -> None:
     click.echo(grpc_bench.format_table(results))
 
 
+@bench.command("single-creates")
+@click.option("--seconds", type=click.FloatRange(0.5, 3600), default=10.0, show_default=True,
+              help="Length of each load (MINOOTS, then Redis).")
+@click.option("--callers", type=click.IntRange(1, 256), default=16, show_default=True,
+              help="Concurrent callers: threads of one SDK Client (Redis: one connection) each.")
+@click.option("--repeat", type=click.IntRange(1, 20), default=1, show_default=True,
+              help="Runs, each on a fresh cluster, each followed by the Redis peer.")
+@click.option("--sync", type=click.Choice(SYNC_POLICIES), default=DEFAULT_SYNC, show_default=True)
+@click.option("--no-redis", is_flag=True, help="Leave out the Redis peer.")
+@click.option("--json", "json_path", default=None, help="Also write the rows as JSON here.")
+def single_creates(seconds: float, callers: int, repeat: int, sync: str, no_redis: bool,
+                   json_path: str | None) -> None:
+    """Single creates/s from many callers on a fresh local 3-node cluster, then Redis's single
+    ZADD from Python in the same run; a table with latency, group commit (requests per Raft
+    entry) and CPU milliseconds per create of every process."""
+    from minoots.bench import single_creates as single_bench
+
+    rows = single_bench.run(seconds, callers, repeat, sync, redis=not no_redis,
+                            say=lambda m: click.echo(m, err=True))
+    click.echo(single_bench.format_table(rows))
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(rows, fh, indent=1)
+
+
 @bench.command("delivery")
 @click.option("--timers", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True)
 @click.option("--window", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,

@@ -168,10 +168,10 @@ def create_plain(state, now_ms: int, tenant: str, ids: list, fire_at: array, fla
     events = [None] * (2 * n)
     events[0::2] = map(_new_tuple, repeat(Event), zip(range(seq + 1, seq + 2 * n, 2), repeat(_CREATED), repeat(tenant),
                                                       ids, repeat(now), repeat(1), repeat(_S_SCHEDULED), fa,
-                                                      repeat(None)))
+                                                      repeat(None), repeat(0), repeat(b"")))
     events[1::2] = map(_new_tuple, repeat(Event), zip(range(seq + 2, seq + 2 * n + 1, 2), repeat(_E_ARMED),
                                                       repeat(tenant), ids, repeat(now), repeat(2), repeat(_S_ARMED),
-                                                      fa, repeat(None)))
+                                                      fa, repeat(None), repeat(0), repeat(b"")))
     state._counts[_ARMED] += n
     live, held = state._live, state._held
     while len(live) < len(t.tenant_names):

@@ -58,7 +58,7 @@ class CommandFailed(Exception):
 
 
 class TimerMachine(compat.StallGuardMixin, compat.PreVoteMixin, compat.HandOverMixin, compat.GroupSyncMixin,
-                   compat.BoundedApplyMixin, SyncObj):
+                   compat.CommitNoticeMixin, compat.BoundedApplyMixin, SyncObj):
     """One node's replicated kernel. Create it through `raft.node`, which owns the data dir."""
 
     def __init__(

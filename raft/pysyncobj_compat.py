@@ -21,7 +21,10 @@ installed version, naming the one that moved when the library changes:
   handling per Raft §5.3 (see the section below), and makes the leader count only
   replies of its current term (replies echo the term of the append they answer);
 * elections: `StallGuardMixin` and `PreVoteMixin` (Raft thesis §9.6), so a node that
-  was stalled or partitioned cannot depose a healthy leader (docs/raft-elections.md).
+  was stalled or partitioned cannot depose a healthy leader (docs/raft-elections.md);
+* the Raft round (issue 15, docs/bench/perfsingle.md): `GroupSyncMixin` (one journal sync
+  per batch of work), `CommitNoticeMixin` (the commit index rides on the next
+  AppendEntries), `BoundedApplyMixin`, and small frames sent as stored zlib (`encode_frame`).
 
 The rest of the project never imports `pysyncobj`.
 """
@@ -34,6 +37,7 @@ import pickle
 import struct
 import threading
 import zlib
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -51,7 +55,7 @@ from pysyncobj.transport import TCPTransport
 
 __all__ = [
     "PINNED_VERSION", "SyncObj", "SyncObjConf", "replicated", "FAIL_REASON", "SERIALIZER_STATE", "TCPNode",
-    "Journal", "StallGuardMixin", "PreVoteMixin", "election_counters", "HandOverMixin", "GroupSyncMixin", "caught_up_followers", "any_peer_connected", "LEADER", "ROLE_NAMES", "FAIL_NAMES", "build_conf", "attach_journal",
+    "Journal", "StallGuardMixin", "PreVoteMixin", "CommitNoticeMixin", "COMMIT_NOTICE_S", "encode_frame", "election_counters", "HandOverMixin", "GroupSyncMixin", "caught_up_followers", "any_peer_connected", "LEADER", "ROLE_NAMES", "FAIL_NAMES", "build_conf", "attach_journal",
     "install_journal_hook", "ask_to_remove", "is_leader", "leader_connected", "leader_address", "RaftStatus", "raft_status", "peer_loads",
     "PeerFrameError", "FrameDecoder", "MAX_FRAME", "MAX_UNIDENTIFIED_FRAME", "MAX_UNIDENTIFIED_CONNECTIONS",
     "RaftConformantTCPTransport", "RaftConformantTransportMixin", "plan_append_entries",
@@ -429,6 +433,69 @@ class GroupSyncMixin:
             self._gs_sync()
 
 
+# ---------------------------------------------------------------- commit notices ride on appends (issue 15)
+
+COMMIT_NOTICE_S = 0.005   # longest a follower waits to learn a commit when no append goes out meanwhile
+
+
+class CommitNoticeMixin:
+    """The leader tells its followers about a new commit index with the next AppendEntries,
+    instead of with an extra empty one right after every apply.
+
+    With `appendEntriesUseBatch=False` PySyncObj sends an empty AppendEntries to every
+    follower after each apply, only to carry the new commit index; under load the next
+    entry follows a few milliseconds later and carries it anyway. Each of those messages
+    costs both sides a pickle, a compression, a Fernet seal or check and a reply, and costs
+    the leader's tick thread a GIL hand-back per socket write: per committed entry, as much
+    as the entry's own AppendEntries. Here the notice is due COMMIT_NOTICE_S after the apply
+    (PySyncObj's own heartbeat timer, brought forward; the tick's poll wakes for it), and any
+    AppendEntries sent before then carries the commit index and pushes the timer back.
+
+    Only followers' apply is delayed (by at most COMMIT_NOTICE_S, when no other entry is
+    proposed meanwhile); the commit itself, and what a client sent to the leader sees, are
+    not. A follower that forwarded a command waits for its own apply before it answers, so
+    when a committed entry was forwarded by a follower, the notice goes out at once."""
+
+    _cn_forwarded = None      # log indexes of entries followers forwarded and still wait for
+
+    def cn_note_forwarded(self, log_idx: int) -> None:
+        """The leader appended an entry a follower forwarded (called by the transport)."""
+        if self._cn_forwarded is None:
+            self._cn_forwarded = deque()
+        self._cn_forwarded.append(log_idx)
+
+    def _SyncObj__applyLogEntries(self):
+        need = super()._SyncObj__applyLogEntries()
+        if self._SyncObj__raftState != LEADER:
+            self._cn_forwarded = None
+            return need
+        return need and commit_notice_now(self, _monotonic())
+
+    def _onTick(self, timeToWait=0.0):
+        if self._SyncObj__raftState == LEADER:
+            # Wake for the notice. One already due goes out in this tick, before the poll.
+            left = self._SyncObj__newAppendEntriesTime - _monotonic()
+            if 0.0 < left < timeToWait:
+                timeToWait = left
+        super()._onTick(timeToWait)
+
+
+def commit_notice_now(obj, now: float) -> bool:
+    """After an apply on the leader: True when the commit must be announced at once (a
+    follower waits for a forwarded entry now committed); otherwise bring PySyncObj's
+    heartbeat timer forward to now + COMMIT_NOTICE_S and return False."""
+    applied = obj._SyncObj__raftLastApplied
+    waiting = obj._cn_forwarded
+    if waiting and waiting[0] <= applied:
+        while waiting and waiting[0] <= applied:
+            waiting.popleft()
+        return True
+    due = now + COMMIT_NOTICE_S
+    if obj._SyncObj__newAppendEntriesTime > due:
+        obj._SyncObj__newAppendEntriesTime = due
+    return False
+
+
 # ---------------------------------------------------------------- bounded apply (issue 15)
 
 APPLY_SLICE = 4           # entries applied between two checks of the time budget (one create entry: ~20 ms)
@@ -607,6 +674,22 @@ def compress_frame(raw: bytes) -> bytes:
     return zlib.compress(raw, PEER_ZLIB_LEVEL)
 
 
+# Frames up to this size go out as a stored (uncompressed) zlib stream. PySyncObj compresses
+# every frame at level 3, and zlib's set-up alone (~30 us, more on a busy machine) costs more
+# than a Raft message's pickle: a reply, a heartbeat, a small append are a few hundred bytes.
+# A stored stream with a 512-byte window is still zlib: any peer decodes it unchanged.
+STORED_FRAME_MAX = 64 << 10
+
+
+def encode_frame(payload: bytes) -> bytes:
+    """The zlib stream this node puts in a frame: stored when small, else `compress_frame`
+    (level PEER_ZLIB_LEVEL, or stored when incompressible)."""
+    if len(payload) <= STORED_FRAME_MAX:
+        c = zlib.compressobj(0, zlib.DEFLATED, 9, 1)
+        return c.compress(payload) + c.flush()
+    return compress_frame(payload)
+
+
 class BoundedTcpConnection(TcpConnection):
     """PySyncObj's connection with its read path bounded: the length prefix is checked
     before a byte of the frame is buffered, the buffer is a bytearray (no quadratic
@@ -621,10 +704,10 @@ class BoundedTcpConnection(TcpConnection):
         return MAX_FRAME if self.identified else MAX_UNIDENTIFIED_FRAME
 
     def send(self, message):
-        """PySyncObj's send (tcp_connection.py 0.3.17) with compress_frame for its zlib level 3."""
+        """PySyncObj's send (int32 length + [Fernet] zlib(pickle)), small frames stored (`encode_frame`)."""
         if self.sendRandKey:
             message = (self.sendRandKey, message)
-        data = compress_frame(_ps_pickle.dumps(message))
+        data = encode_frame(_ps_pickle.dumps(message))
         if self.encryptor:
             data = self.encryptor.encrypt_at_time(data, int(_monotonic()))
         self._TcpConnection__writeBuffer += _FRAME_LEN.pack(len(data)) + data
@@ -1028,6 +1111,11 @@ class RaftConformantTransportMixin:
             message = dict(message, term=answering[1])   # which term's append this answers
         if isinstance(message, dict) and message.get("type") == "append_entries":
             self._rc_track_sent(node, message)
+        elif isinstance(message, dict) and message.get("type") == "apply_command_response" \
+                and type(message.get("log_idx")) is int:
+            note = getattr(self._rc_syncobj, "cn_note_forwarded", None)
+            if note is not None:
+                note(message["log_idx"])   # CommitNoticeMixin: announce its commit at once
         if self._rc_held is not None and isinstance(message, dict) and message.get("type") == "next_node_idx":
             self._rc_held.append((node, message))   # sent by release_held_replies, after the sync
             return True

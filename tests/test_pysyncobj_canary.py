@@ -127,6 +127,19 @@ TOUCHPOINTS = {
         pysyncobj.transport.TCPTransport.__init__),
     "utility client with a password": lambda: "password" in inspect.signature(
         pysyncobj.utility.TcpUtility).parameters,
+    "commit notice: apply asks for an AppendEntries, the heartbeat timer sends it": lambda: all(
+        k in _src(pysyncobj.SyncObj._onTick) for k in (
+            "needSendAppendEntries = self.__applyLogEntries()",
+            "if monotonicTime() > self.__newAppendEntriesTime or needSendAppendEntries:"))
+    and "self.__newAppendEntriesTime = monotonicTime() + self.__conf.appendEntriesPeriod" in _src(
+        pysyncobj.SyncObj._SyncObj__sendAppendEntries)
+    and "needSendAppendEntries = True" in _src(pysyncobj.SyncObj._SyncObj__applyLogEntries),
+    "commit notice: a forwarded command is answered with its log_idx": lambda: all(
+        k in _src(pysyncobj.SyncObj._checkCommandsToApply) for k in (
+            "'type': 'apply_command_response'", "'log_idx': idx", "self.__transport.send(requestNode")),
+    "stored frames: send's write buffer and flush": lambda: all(
+        k in _src(pysyncobj.tcp_connection.TcpConnection.send) for k in (
+            "self.__writeBuffer += data", "self.__trySendBuffer()")),
 }
 
 
