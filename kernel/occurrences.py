@@ -165,20 +165,9 @@ def tick(st, o: int, now: int, seq: int, append) -> tuple[int, int, bool]:
     if skipped:
         rc = rc._replace(skipped=rc.skipped + skipped)
     last = fires[-1] if fires else at
-    nxt = next_occurrence(sched, last, now, _counted(t, o, rc, buffered))
-    if nxt is not None:
-        if rc.flex_ms:
-            rc = rc._replace(nominal=nxt)
-            nxt = flexed(rc, nxt)
-        st._set_recur(o, rc)
-        t.fire_at[o] = nxt
-        seq += 1
-        t.revision[o] = rev + 1
-        append(Event(seq, EventKind.ARMED, name, tid, now, rev + 1, TimerState.ARMED, nxt))
-        return seq, REARMED, fired_any
-    if rc.flex_ms:
-        rc = rc._replace(nominal=NO_NOMINAL)
-    st._set_recur(o, rc)
+    armed = rearm(st, o, rc, next_occurrence(sched, last, now, _counted(t, o, rc, buffered)), now, seq, rev, append)
+    if armed is not None:
+        return armed, REARMED, fired_any
     t.fire_at[o] = deadline if last == at else last
     if buffered != NO_TIME:         # the schedule is over; it ends once the buffered one fired
         t.state[o] = _FIRED
@@ -195,6 +184,26 @@ def tick(st, o: int, now: int, seq: int, append) -> tuple[int, int, bool]:
     append(Event(seq, EventKind.SETTLED, name, tid, now, rev + 1, TimerState.SETTLED, t.fire_at[o],
                  t.fire_id[o] or None))
     return seq, SETTLED, fired_any
+
+
+def rearm(st, o: int, rc, nxt, now: int, seq: int, rev: int, append):
+    """A recurring timer whose occurrences came due: re-armed at its next occurrence `nxt`
+    (moved within its flexible window, if it has one) with an `armed` event, returning the new
+    seq; with no next occurrence (None) its recurrence is kept without a nominal time and None
+    is returned (the caller ends the schedule)."""
+    if nxt is None:
+        st._set_recur(o, rc._replace(nominal=NO_NOMINAL) if rc.flex_ms else rc)
+        return None
+    if rc.flex_ms:
+        rc = rc._replace(nominal=nxt)
+        nxt = flexed(rc, nxt)
+    st._set_recur(o, rc)
+    t = st._table
+    t.fire_at[o] = nxt
+    seq += 1
+    t.revision[o] = rev + 1
+    append(Event(seq, EventKind.ARMED, t.tenant_names[t.tenant[o]], t.ids[o], now, rev + 1, TimerState.ARMED, nxt))
+    return seq
 
 
 def _counted(t, o: int, rc, buffered: int) -> int:

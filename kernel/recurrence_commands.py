@@ -11,7 +11,7 @@ from typing import Callable
 from . import occurrences as _occ
 from .errors import FailedPrecondition
 from .quota import payload_len
-from .recurrence import (ALLOW_ALL, BUFFER_ONE, DEFAULT, MAX_PENDING, MAX_PREVIEW, NO_NOMINAL, Recur, catch_up,
+from .recurrence import (ALLOW_ALL, BUFFER_ONE, DEFAULT, MAX_PENDING, MAX_PREVIEW, Recur, catch_up,
                          flexed, pending, resume_at, scheduled_fires, upcoming)
 from .table import FLAG_ACK_REQUIRED
 from .schedule import next_occurrence
@@ -216,20 +216,10 @@ class RecurringCommands:
             append(Event(seq, EventKind.FIRED, name, tid, now, rev, TimerState.FIRED, deadline if d == at else d, seq))
         rc = rc._replace(skipped=rc.skipped + skipped, pending=tuple(waiting), buffered=buffered)
         last = fires[-1] if fires else at
-        nxt = next_occurrence(sched, last, now, scheduled_fires(t.attempts[o], rc))
-        if nxt is not None:
-            if rc.flex_ms:
-                rc = rc._replace(nominal=nxt)
-                nxt = flexed(rc, nxt)
-            self._set_recur(o, rc)
-            t.fire_at[o] = nxt
-            seq += 1
-            t.revision[o] = rev + 1
-            append(Event(seq, EventKind.ARMED, name, tid, now, rev + 1, TimerState.ARMED, nxt))
-            return seq, REARMED, fired_any
-        if rc.flex_ms:
-            rc = rc._replace(nominal=NO_NOMINAL)
-        self._set_recur(o, rc)
+        armed = _occ.rearm(self, o, rc, next_occurrence(sched, last, now, scheduled_fires(t.attempts[o], rc)), now,
+                           seq, rev, append)
+        if armed is not None:
+            return armed, REARMED, fired_any
         t.fire_at[o] = deadline if last == at else last     # the occurrence it ended with
         if waiting or buffered:          # the schedule is over; the timer settles with its last ack
             t.state[o] = _FIRED
