@@ -187,6 +187,9 @@ def test_leader_sigkill_while_timers_are_due(tmp_path):
         assert new != leader
         nnode = c.nodes[new]
         wait_for(lambda: nnode.status(WAIT)["timers"]["settled"] == 30, "the overdue timers to fire")
+        # A follower applies what the leader committed once it learns the commit index (with the
+        # next AppendEntries, raft CommitNoticeMixin): read the survivors after they caught up.
+        converge(c)
         for nid in survivors:
             for t in due:
                 timer = get_timer(c.nodes[nid], t)
