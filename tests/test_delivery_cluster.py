@@ -7,14 +7,11 @@ assertions: the tests wait for states and compare counts and orderings.
 """
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
 
 import pytest
 import standardwebhooks
-from aiohttp import web
 from click.testing import CliRunner
 
 import minoots
@@ -23,90 +20,11 @@ from minoots.api.client.webhooks import verify_webhook
 from minoots.api.dispatcher import PER_ENDPOINT
 from minoots.cli import main
 from support import cluster_grpc, collect_watch, start_cluster, wait_for
+from webhook_receiver import ALLOW, Hit, Receiver
 
 pytestmark = pytest.mark.cluster
 
-ALLOW = ("--webhook-allow-hosts", "127.0.0.1")
 TENANT = "hooks"
-
-
-@dataclass
-class Hit:
-    path: str
-    headers: dict
-    body: bytes
-    peer: tuple = ()
-
-
-@dataclass
-class Receiver:
-    """An aiohttp app on 127.0.0.1 in a thread of its own. Routes:
-    /ok -> 200; /flaky/<n>/<key> -> 500 for the first n requests of a webhook-id, then 200;
-    /switch/<key> -> 503 until `healthy` holds key; /hold -> waits for `release` then 200;
-    /hang -> never answers within a test (a dead endpoint that accepts connections)."""
-
-    hits: list = field(default_factory=list)
-    healthy: set = field(default_factory=set)
-    port: int = 0
-
-    def start(self) -> "Receiver":
-        ready = threading.Event()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self.thread.start()
-        assert ready.wait(10)
-        return self
-
-    def _run(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.release = asyncio.Event()
-        self.stop_event = asyncio.Event()
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._handle)
-
-        async def main():
-            runner = web.AppRunner(app)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]
-            ready.set()
-            await self.stop_event.wait()
-            await runner.cleanup()
-
-        self.loop.run_until_complete(main())
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        hit = Hit(request.path, dict(request.headers), body, request.transport.get_extra_info("peername"))
-        self.hits.append(hit)
-        parts = request.path.strip("/").split("/")
-        if parts[0] == "ok":
-            return web.Response(text="thanks")
-        if parts[0] == "flaky":
-            n = int(parts[1])
-            seen = sum(1 for h in self.hits if h.headers.get("webhook-id") == hit.headers.get("webhook-id"))
-            return web.Response(status=500, text="not yet") if seen <= n else web.Response(text="ok")
-        if parts[0] == "switch":
-            return web.Response(text="ok") if parts[1] in self.healthy else web.Response(status=503, text="down")
-        if parts[0] == "hold":
-            await self.release.wait()
-            return web.Response(text="late")
-        if parts[0] == "hang":
-            await self.stop_event.wait()
-            return web.Response(text="never")
-        return web.Response(status=404)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
-
-    def of(self, prefix: str) -> list[Hit]:
-        return [h for h in list(self.hits) if h.path.startswith(prefix)]
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.release.set)
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +213,7 @@ def test_killing_the_leader_mid_delivery_loses_nothing_and_keeps_the_webhook_id(
             c.kill(old_leader)
             # The new leader finds attempt 1 due and unresolved, and makes it again.
             wait_for(lambda: len(receiver.of("/hold/failover")) >= 2, "the new leader's attempt", timeout=90)
-            receiver.loop.call_soon_threadsafe(receiver.release.set)
+            receiver.release("failover")
             done = wait_for(lambda: (x := cl.get(t.id)).state == TimerState.SETTLED and x, "settled", timeout=90)
             hits = receiver.of("/hold/failover")
             ids = Counter(h.headers["webhook-id"] for h in hits)

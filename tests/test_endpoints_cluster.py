@@ -18,7 +18,7 @@ from minoots.raft.endpoints import MAX_PER_TENANT
 from minoots.raft.fsm import TimerFSM
 from minoots.cli import main
 from support import cluster_grpc, start_cluster, wait_for
-from test_delivery_cluster import ALLOW, Receiver
+from webhook_receiver import ALLOW, Receiver
 from test_http_gateway import call
 
 pytestmark = pytest.mark.cluster
@@ -308,7 +308,7 @@ def test_after_a_leader_kill_the_new_leader_signs_with_the_endpoints_replicated_
             wait_for(lambda: receiver.of("/hold/ep-failover"), "the first attempt in flight")
             c.kill(old_leader)
             wait_for(lambda: len(receiver.of("/hold/ep-failover")) >= 2, "the new leader's attempt", timeout=90)
-            receiver.loop.call_soon_threadsafe(receiver.release.set)
+            receiver.release("ep-failover")
             done = wait_for(lambda: (x := cl.get(t.id)).state == TimerState.SETTLED and x, "settled", timeout=90)
             hits = receiver.of("/hold/ep-failover")
             assert Counter(h.headers["webhook-id"] for h in hits) == Counter({f"msg_{done.fire_id}": len(hits)})

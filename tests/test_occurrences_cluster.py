@@ -6,14 +6,10 @@ skip skips while one is in delivery; across a leader kill no occurrence is misse
 (receivers deduplicate on webhook-id). No wall-clock assertions: tests wait for states."""
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
-from dataclasses import dataclass, field
 
 import pytest
 import standardwebhooks
-from aiohttp import web
 from click.testing import CliRunner
 
 import minoots
@@ -21,73 +17,11 @@ from minoots import EventKind, TimerState
 from minoots.api.types import datetime_to_ms
 from minoots.cli import main
 from support import cluster_grpc, start_cluster, wait_for
+from webhook_receiver import ALLOW, Receiver
 
 pytestmark = pytest.mark.cluster
 
-ALLOW = ("--webhook-allow-hosts", "127.0.0.1")
 TENANT = "occ"
-
-
-@dataclass
-class Receiver:
-    """/ok -> 200; /fail-first/<key> -> 503 for every request of the first webhook-id seen
-    under <key>, 200 for the others; /hold/<key> -> waits until `release(key)`, then 200."""
-
-    hits: list = field(default_factory=list)
-    first: dict = field(default_factory=dict)
-    port: int = 0
-
-    def start(self) -> "Receiver":
-        ready = threading.Event()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self.thread.start()
-        assert ready.wait(10)
-        return self
-
-    def _run(self, ready) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.stop_event = asyncio.Event()
-        self.released: dict = {}
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._handle)
-
-        async def run():
-            runner = web.AppRunner(app)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]
-            ready.set()
-            await self.stop_event.wait()
-            await runner.cleanup()
-
-        self.loop.run_until_complete(run())
-
-    async def _handle(self, request):
-        body = await request.read()
-        headers = dict(request.headers)
-        self.hits.append((request.path, headers, body))
-        parts = request.path.strip("/").split("/")
-        if parts[0] == "fail-first":
-            first = self.first.setdefault(parts[1], headers.get("webhook-id"))
-            return web.Response(status=503, text="down") if headers.get("webhook-id") == first else web.Response()
-        if parts[0] == "hold":
-            await self.released.setdefault(parts[1], asyncio.Event()).wait()
-        return web.Response(text="ok")
-
-    def release(self, key: str) -> None:
-        self.loop.call_soon_threadsafe(lambda: self.released.setdefault(key, asyncio.Event()).set())
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
-
-    def of(self, prefix: str) -> list:
-        return [h for h in list(self.hits) if h[0].startswith(prefix)]
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -133,13 +67,14 @@ def fires_of(client, timer_id: str, n: int) -> list:
 def test_every_occurrence_is_delivered_with_its_own_webhook_id(client, receiver, secret):
     t = client.create(delay=1, id="beat", every=1, webhook=receiver.url("/ok/beat"), payload=b'{"n": 1}')
     assert t.state == TimerState.ARMED and t.webhook == receiver.url("/ok/beat")
-    wait_for(lambda: len({h[1]["webhook-id"] for h in receiver.of("/ok/beat")}) >= 4, "four occurrences delivered")
+    wait_for(lambda: len({h.headers["webhook-id"] for h in receiver.of("/ok/beat")}) >= 4, "four occurrences delivered")
     client.cancel("beat")
     hits = receiver.of("/ok/beat")
-    envelopes = [standardwebhooks.Webhook(secret).verify(body, headers) for _, headers, body in hits]
-    ids = [headers["webhook-id"] for _, headers, _ in hits]
+    envelopes = [standardwebhooks.Webhook(secret).verify(h.body, h.headers) for h in hits]
+    ids = [h.headers["webhook-id"] for h in hits]
     assert len(set(ids)) >= 4
-    for (_, headers, _), env in zip(hits, envelopes):
+    for h, env in zip(hits, envelopes):
+        headers = h.headers
         fid = env["data"]["fire_id"]
         assert headers["webhook-id"] == f"msg_{fid}"
         assert env["data"]["timer_id"] == f"beat@{fid}" and env["data"]["recurring_timer_id"] == "beat"
@@ -197,9 +132,9 @@ def test_cli_creates_a_recurring_webhook_timer_and_an_endpoint_one(cluster, clie
         "--overlap", "allow_all")
     done = wait_for(lambda: (t := client.get("cli-ep")).state == TimerState.SETTLED and t, "two occurrences")
     assert done.attempts == 2
-    wait_for(lambda: len({h[1]["webhook-id"] for h in receiver.of("/ok/ep")}) == 2, "both delivered")
-    for _, headers, body in receiver.of("/ok/ep"):
-        assert standardwebhooks.Webhook(ep.secret).verify(body, headers)["data"]["recurring_timer_id"] == "cli-ep"
+    wait_for(lambda: len({h.headers["webhook-id"] for h in receiver.of("/ok/ep")}) == 2, "both delivered")
+    for h in receiver.of("/ok/ep"):
+        assert standardwebhooks.Webhook(ep.secret).verify(h.body, h.headers)["data"]["recurring_timer_id"] == "cli-ep"
     shown = cli("timer", "get", f"cli-ep@{done.fire_id}")
     assert f"cli-ep@{done.fire_id}" in shown
     client.cancel("cli-every")
@@ -225,10 +160,10 @@ def test_no_occurrence_is_missed_or_doubled_across_a_leader_kill(tmp_path):
             wait_for(lambda: not cl.get("k").pending_fire_ids, "every occurrence delivered", timeout=90)
         grid = [datetime_to_ms(e.fire_at) for e in fired]
         assert grid == [first + 1000 * i for i in range(total)]          # none missed, none doubled
-        delivered = {h[1]["webhook-id"] for h in rec.of("/ok/k")}        # at least once: dedupe by id
+        delivered = {h.headers["webhook-id"] for h in rec.of("/ok/k")}        # at least once: dedupe by id
         assert delivered == {f"msg_{e.fire_id}" for e in fired}
-        for _, headers, body in rec.of("/ok/k"):
-            standardwebhooks.Webhook(secret).verify(body, headers)
+        for h in rec.of("/ok/k"):
+            standardwebhooks.Webhook(secret).verify(h.body, h.headers)
     finally:
         c.stop()
         rec.stop()
@@ -251,20 +186,21 @@ def test_a_recurring_webhook_child_starts_its_schedule_after_its_parent(cluster,
     done = wait_for(lambda: (t := client.get("kid")).state == TimerState.SETTLED and t, "both occurrences")
     mom = client.get("mom")
     assert done.attempts == 2 and datetime_to_ms(done.fire_at) >= datetime_to_ms(mom.fired_at)
-    wait_for(lambda: len({h[1]["webhook-id"] for h in receiver.of("/ok/kid")}) == 2, "both delivered")
+    wait_for(lambda: len({h.headers["webhook-id"] for h in receiver.of("/ok/kid")}) == 2, "both delivered")
 
 
 def test_escalation_steps_are_delivered_to_the_timers_webhook(cluster, client, receiver, secret):
     t = client.create(delay=0.5, id="pager", ack_required=True, webhook=receiver.url("/ok/pager"),
                       escalate=[(1, "page-oncall"), (2, "call-manager"), (3600, "never")])
     assert t.webhook == receiver.url("/ok/pager")
-    wait_for(lambda: len({h[1]["webhook-id"] for h in receiver.of("/ok/pager")}) >= 2, "two steps delivered")
+    wait_for(lambda: len({h.headers["webhook-id"] for h in receiver.of("/ok/pager")}) >= 2, "two steps delivered")
     fired = client.get("pager")
     assert fired.state == TimerState.FIRED and fired.escalated == 2
     client.ack("pager", fired.fire_id)
     steps = {}
-    for _, headers, body in receiver.of("/ok/pager"):
-        env = standardwebhooks.Webhook(secret).verify(body, headers)
+    for h in receiver.of("/ok/pager"):
+        headers = h.headers
+        env = standardwebhooks.Webhook(secret).verify(h.body, headers)
         assert env["type"] == "timer.escalated" and env["data"]["escalated_timer_id"] == "pager"
         steps[env["data"]["escalation_step"]] = (env["data"]["action_base64"], headers["webhook-id"],
                                                  env["data"]["timer_id"])
@@ -282,7 +218,8 @@ def test_cli_creates_a_ladder_whose_steps_go_to_a_webhook(cluster, client, recei
                                     "--node", cluster_grpc(cluster)[0], "--tenant", TENANT])
     assert res.exit_code == 0, res.output
     wait_for(lambda: receiver.of("/ok/cli-pager"), "the step delivered")
-    _, headers, body = receiver.of("/ok/cli-pager")[0]
+    h = receiver.of("/ok/cli-pager")[0]
+    headers, body = h.headers, h.body
     env = standardwebhooks.Webhook(secret).verify(body, headers)
     assert (env["type"], env["data"]["escalation_step"], env["data"]["action_base64"]) == (
         "timer.escalated", 1, "d2FrZS11cA==")
