@@ -17,7 +17,9 @@ export {
 export type { ListOptions } from "./wire";
 export { newWebhookSecret, type Selection, type DeadLetterSelection } from "./delivery";
 export { runWorker, type WorkerOptions } from "./worker";
-export { verifyWebhook, signWebhook, WebhookVerificationError, TOLERANCE_S } from "./webhooks";
+export {
+  verifyWebhook, parseWebhook, signWebhook, WebhookVerificationError, TOLERANCE_S, type WebhookEnvelope,
+} from "./webhooks";
 export {
   TIMER_STATES, EVENT_KINDS, EVENT_KIND_NUMBERS,
   type TimerState, type EventKind, type TimerSpec, type Timer, type Event, type Member, type ClusterStatus,

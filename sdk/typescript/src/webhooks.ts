@@ -69,3 +69,50 @@ export function verifyWebhook(secret: string, headers: HeaderBag, body: Uint8Arr
   }
   throw new WebhookVerificationError("no matching signature");
 }
+
+/** The JSON body of a MINOOTS webhook (docs/webhooks.md, schema `minoots.webhook.v1`). */
+export interface WebhookEnvelope {
+  type: "timer.fired" | "timer.escalated";
+  /** RFC 3339 time of the fire. */
+  timestamp: string;
+  data: {
+    schema: "minoots.webhook.v1";
+    tenant: string;
+    timer_id: string;
+    name: string;
+    fire_id: number;
+    /** 1 for the first attempt; the webhook-id stays the same across attempts. */
+    attempt: number;
+    scheduled_at: string;
+    fired_at: string;
+    labels: Record<string, string>;
+    payload_base64: string;
+    /** Only on an occurrence `<id>@<fire id>` of a recurring timer: that timer's id. */
+    recurring_timer_id?: string;
+    /** Only on `timer.escalated`: the ladder's timer, the step (from 1) and its action. */
+    escalated_timer_id?: string;
+    escalation_step?: number;
+    action_base64?: string;
+  };
+}
+
+/**
+ * `verifyWebhook`, then the body as a typed envelope (never parsed before the signature
+ * holds). Throws WebhookVerificationError for a bad signature and for a signed body that is
+ * not a `minoots.webhook.v1` envelope.
+ */
+export function parseWebhook(secret: string, headers: HeaderBag, body: Uint8Array | string,
+                             opts: { toleranceS?: number; nowMs?: number } = {}): { id: string; envelope: WebhookEnvelope } {
+  const id = verifyWebhook(secret, headers, body, opts);
+  let envelope: WebhookEnvelope;
+  try {
+    envelope = JSON.parse(typeof body === "string" ? body : Buffer.from(body).toString("utf8"));
+  } catch {
+    throw new WebhookVerificationError("the body is not JSON");
+  }
+  if (typeof envelope !== "object" || envelope === null || typeof envelope.data !== "object" ||
+      envelope.data === null || envelope.data.schema !== "minoots.webhook.v1") {
+    throw new WebhookVerificationError("the body is not a minoots.webhook.v1 envelope");
+  }
+  return { id, envelope };
+}

@@ -9,7 +9,7 @@ import {
   eventFromPb, msToDuration, msToTimestamp, specToPb, timerFromPb, timestampToMs, watchRequest, eventKindToPb,
 } from "../src/wire";
 import { bulkRequest, newWebhookSecret, rescheduleChange } from "../src/delivery";
-import { WebhookVerificationError, signWebhook, verifyWebhook } from "../src/webhooks";
+import { WebhookVerificationError, parseWebhook, signWebhook, verifyWebhook } from "../src/webhooks";
 import type { Event__Output } from "../src/gen/minoots/v1/Event";
 
 function rpcError(code: Status, details: string): ServiceError {
@@ -239,4 +239,32 @@ test("webhook signatures: the Python SDK's vector, verified; a wrong secret, a s
   assert.throws(() => verifyWebhook(secret, headers, body, { nowMs: 1700000301_000 }), /more than 300 s/);
   assert.throws(() => verifyWebhook(secret, { "webhook-id": "msg_1" }, body), /missing/);
   assert.match(newWebhookSecret(), /^whsec_[A-Za-z0-9+/]{43}=$/);
+});
+
+test("parseWebhook: the Python dispatcher's occurrence and escalation envelopes, typed; unsigned or foreign bodies refused", () => {
+  const secret = "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk=";
+  // api/dispatcher.py envelope() of an occurrence "beat@7" and of escalation step 2 "pager@12", signed by sign()
+  const occ = '{"data":{"attempt":1,"fire_id":7,"fired_at":"2023-11-14T22:13:20.003Z","labels":{"team":"ops"},"name":"","payload_base64":"eyJuIjoxfQ==","recurring_timer_id":"beat","scheduled_at":"2023-11-14T22:13:20Z","schema":"minoots.webhook.v1","tenant":"default","timer_id":"beat@7"},"timestamp":"2023-11-14T22:13:20.003Z","type":"timer.fired"}';
+  const esc = '{"data":{"action_base64":"d2FrZQ==","attempt":1,"escalated_timer_id":"pager","escalation_step":2,"fire_id":3,"fired_at":"2023-11-14T22:13:20.003Z","labels":{},"name":"","payload_base64":"","scheduled_at":"2023-11-14T22:13:20Z","schema":"minoots.webhook.v1","tenant":"default","timer_id":"pager@12"},"timestamp":"2023-11-14T22:13:20.003Z","type":"timer.escalated"}';
+  const at = { nowMs: 1700000000_000 };
+  const h = (id: string, sig: string) => ({ "webhook-id": id, "webhook-timestamp": "1700000000", "webhook-signature": sig });
+  const o = parseWebhook(secret, h("msg_7", "v1,AYgGT3xTVSVLaKagllsUKS7T1NeSmt1qNKF6BRgFs8Q="), Buffer.from(occ), at);
+  assert.equal(o.id, "msg_7");
+  assert.equal(o.envelope.type, "timer.fired");
+  assert.equal(o.envelope.data.recurring_timer_id, "beat");
+  assert.equal(o.envelope.data.fire_id, 7);
+  assert.deepEqual(o.envelope.data.labels, { team: "ops" });
+  assert.equal(Buffer.from(o.envelope.data.payload_base64, "base64").toString(), '{"n":1}');
+  const e = parseWebhook(secret, h("msg_3", "v1,R1W1buGL/oYoUJ6GJntqQNwDLYnJ/8xTuIA4EmNtHEo="), esc, at);
+  assert.equal(e.envelope.type, "timer.escalated");
+  assert.equal(e.envelope.data.escalated_timer_id, "pager");
+  assert.equal(e.envelope.data.escalation_step, 2);
+  assert.equal(Buffer.from(e.envelope.data.action_base64 ?? "", "base64").toString(), "wake");
+  assert.equal(e.envelope.data.recurring_timer_id, undefined);
+  assert.throws(() => parseWebhook(secret, h("msg_7", "v1,AYgGT3xTVSVLaKagllsUKS7T1NeSmt1qNKF6BRgFs8Q="), occ.replace("beat", "evil"), at),
+                WebhookVerificationError);
+  const notJson = "hello";
+  assert.throws(() => parseWebhook(secret, h("m", signWebhook(secret, "m", 1700000000, notJson)), notJson, at), /not JSON/);
+  const foreign = '{"type":"x","data":{"schema":"other"}}';
+  assert.throws(() => parseWebhook(secret, h("m", signWebhook(secret, "m", 1700000000, foreign)), foreign, at), /minoots.webhook.v1/);
 });
