@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 from click.testing import CliRunner
 
 from minoots.bench import load as load_bench
 from minoots.cli.bench import bench
+from support import wait_for
 
 
 @pytest.mark.bench
@@ -243,20 +243,30 @@ def _gone(pid: int) -> bool:
     return not os.path.exists(f"/proc/{pid}")
 
 
+def _proc_stat(pid: int) -> tuple[str, float]:
+    """(state letter, CPU seconds used) of a process, from /proc/<pid>/stat."""
+    fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()
+    return fields[0], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def test_stress_hog_starts_and_is_stopped_by_pid():
-    hog = load_bench.CpuHog(30).start()
+    hog = load_bench.CpuHog(300).start()
     try:
         assert hog.pid and not _gone(hog.pid)
-        time.sleep(0.5)
+        # the hog spins: wait until it has used CPU (however loaded this machine is), then stop it
+        seen = wait_for(lambda: (lambda cpu: cpu >= 0.1 and cpu)(_proc_stat(hog.pid)[1]), "the hog using CPU",
+                        timeout=120)
     finally:
         hog.stop()
     assert _gone(hog.pid), "the hog process (or its zombie) is still there"
     r = hog.report()
-    assert r["stopped_by"] in ("SIGTERM", "SIGKILL") and r["cpu_used_s"] > 0.1 and r["ran_s"] < 10
+    assert r["stopped_by"] in ("SIGTERM", "SIGKILL") and r["cpu_used_s"] >= seen and r["ran_s"] < 300
     hog.stop()                                     # idempotent
     short = load_bench.CpuHog(0.2).start()
-    time.sleep(1.0)
-    short.stop()
+    try:
+        wait_for(lambda: _proc_stat(short.pid)[0] == "Z", "the short hog ending by itself", timeout=120)
+    finally:
+        short.stop()
     assert _gone(short.pid) and short.report()["stopped_by"] == "itself"
     with pytest.raises(load_bench.LoadBenchError):
         load_bench.CpuHog(0)
