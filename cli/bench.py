@@ -96,6 +96,28 @@ def kernel(timers: int, payload: int, json_path: str | None, path: str) -> None:
             raise click.ClickException(f"cannot write {json_path}: {exc.strerror or exc}") from None
 
 
+@bench.command("audit")
+@click.option("--timers", type=click.IntRange(min=1), default=200_000, show_default=True,
+              help="Timers whose events (created and armed, two each) the ledger writes.")
+@click.option("--batch", type=click.IntRange(1, 10_000), default=1000, show_default=True,
+              help="Timers per apply batch (the events one listener call hands the ledger).")
+@click.option("--repeat", type=click.IntRange(1, 20), default=2, show_default=True,
+              help="Runs of each layout, alternating.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per run instead of the table.")
+def audit_bench(timers: int, batch: int, repeat: int, as_json: bool) -> None:
+    """The audit ledger alone: microseconds per timer event from the listener's hand-off to
+    written (hashed, signed, in LMDB), and the writer thread's CPU per event, for one record
+    per event and one timer.events record per apply batch, in the same run."""
+    from minoots.bench import audit as audit_bench_mod
+
+    rows = audit_bench_mod.run(timers, batch, repeat=repeat)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r))
+    else:
+        click.echo(audit_bench_mod.format_table(rows))
+
+
 class _Duration(click.ParamType):
     name = "DURATION"
 
