@@ -13,10 +13,12 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audit_golden import PRIVATE_KEY, PUBLIC_KEY, T0, Machine, golden_lines
 from minoots.cli import main
-from minoots.kernel import TimerSpec
+from minoots.kernel import Event, EventKind, TimerSpec, TimerState
 from minoots.raft import commands as c
 from minoots.raft.audit import AuditLedger, VerifyError, parse_public_key, verify_lines
 from minoots.raft.audit import chain, ledger as ledger_mod
@@ -115,7 +117,9 @@ def test_a_changed_event_inside_a_batch_is_caught():
     first = batch_indexes(lines)[0]
     # a timer id, a state, a seq, the count: each breaks the link to the next record
     fails(rewrite(lines, first, lambda o: o["data"]["timer_id"].__setitem__(1, "px")), "does not chain to record")
-    fails(rewrite(lines, first, lambda o: o["data"]["state"].__setitem__(0, "fired")), "does not chain to record")
+    fails(rewrite(lines, first, lambda o: o["data"]["state"]["cycle"].__setitem__(0, "fired")),
+          "does not chain to record")
+    fails(rewrite(lines, first, lambda o: o["data"].update(revision=[1, 2, 1, 2, 1, 2])), "does not chain to record")
     fails(rewrite(lines, first, lambda o: o["data"].update(event_seq=2)), "does not chain to record")
     # an event dropped from the batch, the columns kept consistent
     def drop_last(o):
@@ -156,7 +160,9 @@ def test_a_malformed_batch_does_not_verify_even_when_signed():
     good = {"count": 2, "event_seq": 5, "kind": ["created", "armed"], "tenant": "a", "timer_id": "t",
             "at_ms": T0, "revision": [1, 2], "state": ["scheduled", "armed"], "fire_at": T0 + 5, "fire_id": None}
     bad = [dict(good, revision=[1]), dict(good, count=0), dict(good, event_seq=[6, 5]),
-           {k: v for k, v in good.items() if k != "tenant"}, dict(good, kind=[1, 2]), dict(good, extra=1)]
+           {k: v for k, v in good.items() if k != "tenant"}, dict(good, kind=[1, 2]), dict(good, extra=1),
+           dict(good, revision={"cycle": []}), dict(good, revision={"cycle": [1, 2, 3]}),
+           dict(good, revision={"cycle": [1, 2], "x": 1}), dict(good, revision={"runs": [1, 2]})]
 
     def signed(data):
         rec = chain.make_record(1, chain.GENESIS, T0, "n1", chain.TIMER_EVENTS, data)
@@ -166,6 +172,33 @@ def test_a_malformed_batch_does_not_verify_even_when_signed():
     for data in bad:
         with pytest.raises(VerifyError, match="record 1: .*timer.events"):
             verify_lines(signed(data), KEY)
+
+
+_EVENT = st.builds(lambda kind, state, tenant, tid, at, rev, fire_at, fire_id: (kind, tenant, tid, at, rev, state,
+                                                                                  fire_at, fire_id),
+                   st.sampled_from(list(EventKind)), st.sampled_from(list(TimerState)), st.sampled_from(["a", "b\u00e9"]),
+                   st.sampled_from(["t1", "t2", "x\"y"]), st.integers(0, 2**62), st.integers(1, 3),
+                   st.integers(0, 2**62), st.none() | st.integers(1, 2**63))
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=st.integers(1, 2**40), gaps=st.lists(st.sampled_from([1, 1, 1, 2, 7]), min_size=0, max_size=30),
+       rows=st.data())
+def test_a_batch_reads_back_as_the_per_event_records(first, gaps, rows):
+    """Whatever repeats or not, the columns (shortened or not) read back as exactly the data the
+    per-event layout writes for each event, after the canonical JSON round trip."""
+    seqs = [first]
+    for g in gaps:
+        seqs.append(seqs[-1] + g)
+    pattern = rows.draw(st.lists(_EVENT, min_size=1, max_size=3))
+    mode = rows.draw(st.sampled_from(["cycle", "random"]))
+    body = [pattern[i % len(pattern)] for i in range(len(seqs))] if mode == "cycle" else \
+        rows.draw(st.lists(_EVENT, min_size=len(seqs), max_size=len(seqs)))
+    events = [Event(s, *b) for s, b in zip(seqs, body)]
+    raw = chain.make_record(9, chain.GENESIS, T0, "n1", chain.TIMER_EVENTS, chain.timer_events_data(events))
+    obj = json.loads(raw)
+    assert chain.canonical(obj) == raw
+    assert chain.facts(obj) == [(chain.timer_event_kind(e), chain.timer_event_data(e)) for e in events]
 
 
 # ---------------------------------------------------------------- the writer

@@ -20,12 +20,16 @@ an older node and continued by a newer one): one record per event, kind `timer.<
 with data {"event_seq", "tenant", "timer_id", "at_ms", "revision", "state", "fire_at",
 "fire_id"} (the first layout), or one record per apply batch, kind `timer.events`, whose
 data holds the batch's events as columns in event order, and their count. A column is a
-list of one value per event, or a single value (not a list) when every event has that
-value; `event_seq` as a single integer is the first of consecutive seqs (the seq of event
-i is first + i). Two events of one create:
+list of one value per event; or a single value (not a list) when every event has that
+value; or {"cycle": [a, b]} when the values repeat a, b, a, b, ... (event i has
+cycle[i % len(cycle)]; a created/armed or fired/settled pair per timer). `event_seq` as a
+single integer is the first of consecutive seqs (the seq of event i is first + i). The
+events of a create of three timers:
 
-    {"at_ms":1764000000000,"count":2,"event_seq":41,"fire_at":1764000060000,"fire_id":null,
-     "kind":["created","armed"],"revision":1,"state":"scheduled","tenant":"a","timer_id":"t1"}
+    {"at_ms":1700000000000,"count":6,"event_seq":1,"fire_at":[1700000000010,1700000000010,
+     1700000000010,1700000000010,1700000000500,1700000000500],"fire_id":null,
+     "kind":{"cycle":["created","armed"]},"revision":{"cycle":[1,2]},
+     "state":{"cycle":["scheduled","armed"]},"tenant":"a","timer_id":["p1","p1","p2","p2","p3","p3"]}
 
 `facts(record)` reads either as the same per-event (kind, data) pairs. The hash, the
 chain and the checkpoints do not depend on the layout: a changed, dropped or reordered
@@ -140,9 +144,8 @@ _STATE_NAMES = _Names()
 
 def timer_events_data(events) -> dict:
     """The `data` of a `timer.events` record: kernel events (kernel/timer.py Event, in seq
-    order) as columns, each shortened to one value when all its events share it (and the
-    seqs to the first when they are consecutive). Built with C-level zip/map/count: no
-    Python step per event."""
+    order) as columns, each shortened when it repeats (see the module doc). Built with
+    C-level zip/map/count/compare: no Python step per event."""
     cols = tuple(zip(*events))
     n = len(events)
     seq = cols[0]
@@ -152,6 +155,8 @@ def timer_events_data(events) -> dict:
         first = col[0]
         if col.count(first) == n:
             out[name] = names[first] if names is not None else first
+        elif n > 4 and col[2:] == col[:-2]:
+            out[name] = {"cycle": [names[first], names[col[1]]] if names is not None else [first, col[1]]}
         else:
             out[name] = list(map(names.__getitem__, col)) if names is not None else col
     return out
@@ -173,7 +178,12 @@ def timer_events(data) -> list:
     cols = []
     for name in EVENT_FIELDS:
         col = data[name]
-        if not isinstance(col, list):
+        if isinstance(col, dict):               # {"cycle": [a, b, ...]}: event i has cycle[i % len]
+            cycle = col.get("cycle")
+            if set(col) != {"cycle"} or not isinstance(cycle, list) or not 1 < len(cycle) < n:
+                raise ValueError(f"the {name} column of a timer.events record is a list, a value or a cycle")
+            col = (cycle * (n // len(cycle) + 1))[:n]
+        elif not isinstance(col, list):
             col = [col] * n                     # one value for every event
         elif len(col) != n:
             raise ValueError(f"the {name} column of a timer.events record does not hold its {n} events")
