@@ -301,7 +301,7 @@ def queue(timers: int, window: float, workers: int, sync: str, json_path: str | 
 @click.option("--events-budget", default="16MiB", show_default=True,
               help="Each node's event history budget (it has its own retention; its map counts in RSS).")
 @click.option("--audit-keep", type=click.IntRange(1000), default=20_000, show_default=True,
-              help="Each node's audit ledger bound in records (it has its own retention; its map counts in RSS).")
+              help="Each node's audit ledger bound in facts (it has its own retention; its map counts in RSS).")
 @click.option("--compaction-seconds", type=click.FloatRange(1.0), default=60.0, show_default=True,
               help="Each node compacts its Raft log (LMDB, counts in RSS) at least this often.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, metavar="DIR",

@@ -206,7 +206,8 @@ class AuditLedger:
         machine.snapshot_listeners.append(self._on_snapshot)
 
     def _on_events(self, events) -> None:
-        self._put((_EVENTS, tuple(events), self._clock()), len(events))
+        if events:
+            self._put((_EVENTS, tuple(events), self._clock()), len(events))
 
     def _on_result(self, command, result) -> None:
         fact = _replicated_fact(command, result)
