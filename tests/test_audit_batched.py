@@ -321,3 +321,22 @@ def test_checkpoints_count_facts_not_records(tmp_path):
         assert every == [3, 5, 7]
     finally:
         ledger.close()
+
+
+def test_cli_facts_reads_a_timers_history_from_either_layout(runner, tmp_path):
+    outs = []
+    for path in (PER_EVENT, BATCHED):
+        r = runner.invoke(main, ["audit", "facts", str(path), "--timer", "p1"])
+        assert r.exit_code == 0, r.output
+        outs.append([json.loads(x) for x in r.output.splitlines()])
+    assert [(x["kind"], x["data"]) for x in outs[0]] == [(x["kind"], x["data"]) for x in outs[1]]
+    assert [x["kind"] for x in outs[1]] == ["timer.created", "timer.armed", "timer.fired", "timer.settled"]
+    assert [x["seq"] for x in outs[1]] == [4, 4, 6, 6]          # the records that hold them
+    r = runner.invoke(main, ["audit", "facts", str(BATCHED), "--kind", "token.created"])
+    assert [json.loads(x)["data"]["id"] for x in r.output.splitlines()] == ["0123456789abcdef"]
+    # a malformed batch: one line, exit 1
+    lines = file_lines(BATCHED)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"\n".join(rewrite(lines, batch_indexes(lines)[0], lambda o: o["data"].update(count=99))))
+    r = runner.invoke(main, ["audit", "facts", str(bad)])
+    assert r.exit_code == 1 and "line 5" in r.output and "Traceback" not in r.output
