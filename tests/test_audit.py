@@ -382,6 +382,8 @@ def test_cluster_ledger_exported_with_the_cli_verifies(real_cluster, tmp_path):
         now = int(time.time() * 1000)
         client.create(fire_at=now + 300, id="audit-1", tenant="audit-t")
         client.create(fire_at=now + 600, id="audit-2", tenant="audit-t")
+        # a batch: its events are one timer.events record (single creates: a record per event)
+        client.create_many([{"fire_at": now + 700, "id": f"audit-b{i}", "tenant": "audit-t"} for i in range(3)])
         wait_for(lambda: client.get("audit-2", tenant="audit-t").state.name in ("FIRED", "SETTLED"),
                  "the timers to fire")
     # A denied request on the node we export (n2): the writer token names another tenant.
@@ -428,6 +430,8 @@ def test_cluster_ledger_exported_with_the_cli_verifies(real_cluster, tmp_path):
     assert made["data"]["id"] == info.id and made["data"]["role"] == "writer"
     fired = {x["data"]["timer_id"] for x in recs if x.get("kind") == "timer.fired"}
     assert {"audit-1", "audit-2"} <= fired
+    created = {x["data"]["timer_id"] for x in recs if x.get("kind") == "timer.created"}
+    assert {"audit-1", "audit-2", "audit-b0", "audit-b1", "audit-b2"} <= created
     denied = [x for x in recs if x.get("kind") == "request.denied"]
     assert any(info.id in x["data"]["principal"] and x["data"]["code"] == "PERMISSION_DENIED" for x in denied)
     calls = [x["data"] for x in recs if x.get("kind") == "operator.call"]

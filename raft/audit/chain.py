@@ -66,6 +66,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat
 
 __all__ = ["FORMAT_VERSION", "GENESIS", "TIMER_EVENTS", "EVENT_FIELDS", "canonical", "digest", "make_record",
            "make_checkpoint", "timer_record", "timer_event_data", "timer_event_kind", "timer_events_data",
+           "timer_events_record",
            "timer_events", "facts",
            "new_private_key", "private_key_from_text", "public_key_hex", "parse_public_key",
            "check_signature", "VerifyError", "Verified", "verify_lines"]
@@ -142,28 +143,88 @@ _KIND_NAMES = _Names()
 _STATE_NAMES = _Names()
 
 
-def timer_events_data(events) -> dict:
-    """The `data` of a `timer.events` record: kernel events (kernel/timer.py Event, in seq
-    order) as columns, each shortened when it repeats (see the module doc). Built with
-    C-level zip/map/count/compare: no Python step per event."""
+def _shorten(col, n: int):
+    """("one", v) when every event has v, ("cycle", (a, b)) when they go a, b, a, b, ...
+    (at least 5 events), else ("list", col). C-level count and compare: no step per event."""
+    first = col[0]
+    if col.count(first) == n:
+        return "one", first
+    if n > 4 and col[2:] == col[:-2]:
+        return "cycle", (first, col[1])
+    return "list", col
+
+
+def _columns(events):
+    """(n, the event_seq value, [(name, form, value)] in key order) of kernel events in seq order."""
     cols = tuple(zip(*events))
     n = len(events)
     seq = cols[0]
-    out = {"count": n, "event_seq": seq[0] if seq[-1] - seq[0] == n - 1 else seq}
-    for name, i, names in _COLUMNS:
-        col = cols[i]
-        first = col[0]
-        if col.count(first) == n:
-            out[name] = names[first] if names is not None else first
-        elif n > 4 and col[2:] == col[:-2]:
-            out[name] = {"cycle": [names[first], names[col[1]]] if names is not None else [first, col[1]]}
-        else:
-            out[name] = list(map(names.__getitem__, col)) if names is not None else col
+    return n, (seq[0] if seq[-1] - seq[0] == n - 1 else seq), [(name, *_shorten(cols[i], n)) for name, i in _COLUMNS]
+
+
+#: (name, index in Event), in the canonical (sorted) key order of the data
+_COLUMNS = (("at_ms", 4), ("fire_at", 7), ("fire_id", 8), ("kind", 1), ("revision", 5), ("state", 6),
+            ("tenant", 2), ("timer_id", 3))
+_NAMED = {"kind": _KIND_NAMES, "state": _STATE_NAMES}
+
+
+def timer_events_data(events) -> dict:
+    """The `data` of a `timer.events` record: kernel events (kernel/timer.py Event, in seq
+    order) as columns, each shortened when it repeats (see the module doc). The reference
+    for timer_events_record, which writes the same bytes faster."""
+    n, seq, cols = _columns(events)
+    out = {"count": n, "event_seq": seq}
+    for name, form, v in cols:
+        names = _NAMED.get(name)
+        if names is not None:
+            v = names[v] if form == "one" else [names[x] for x in v]
+        out[name] = {"cycle": list(v)} if form == "cycle" else v
     return out
 
 
-_COLUMNS = (("kind", 1, _KIND_NAMES), ("tenant", 2, None), ("timer_id", 3, None), ("at_ms", 4, None),
-            ("revision", 5, None), ("state", 6, _STATE_NAMES), ("fire_at", 7, None), ("fire_id", 8, None))
+class _Quoted(_Names):
+    def __missing__(self, enum):
+        name = self[enum] = _quote(enum.name.lower())
+        return name
+
+
+def _int_json(v) -> str:
+    return "null" if v is None else int.__repr__(v)
+
+
+def _ints_json(col) -> str:
+    try:
+        return ",".join(map(int.__repr__, col))
+    except TypeError:               # a null among them (fire_id)
+        return ",".join(map(_int_json, col))
+
+
+_QUOTED = {"kind": _Quoted(), "state": _Quoted(), "tenant": None, "timer_id": None}
+
+
+def timer_events_record(seq: int, prev: str, at_ms: int, node: str, events) -> bytes:
+    """make_record(seq, prev, at_ms, node, TIMER_EVENTS, timer_events_data(events)), byte for
+    byte (a property test holds them equal), with C-level joins of the columns instead of
+    the JSON encoder's per-call setup: small batches cost little more than one event."""
+    n, first, cols = _columns(events)
+    parts = ['"count":%d,"event_seq":%s' % (n, first if type(first) is int else "[" + _ints_json(first) + "]")]
+    for name, form, v in cols:
+        if name in _QUOTED:
+            q = _QUOTED[name]
+            one = q.__getitem__ if q is not None else _quote
+            if form == "list":
+                text = "[" + ",".join(map(one, v)) + "]"
+            else:
+                text = one(v) if form == "one" else '{"cycle":[%s,%s]}' % (one(v[0]), one(v[1]))
+        elif form == "list":
+            text = "[" + _ints_json(v) + "]"
+        else:
+            text = _int_json(v) if form == "one" else '{"cycle":[%s,%s]}' % (_int_json(v[0]), _int_json(v[1]))
+        parts.append('"%s":%s' % (name, text))
+    # "count" and "event_seq" sort between "at_ms" and "fire_at"
+    data = parts[1] + "," + parts[0] + "," + ",".join(parts[2:])
+    return ('{"at_ms":%d,"data":{%s},"kind":"timer.events","node":%s,"prev":"%s","seq":%d,"type":"record","v":1}'
+            % (at_ms, data, _quote(node), prev, seq)).encode("ascii")
 
 
 def timer_events(data) -> list:

@@ -8,8 +8,10 @@ What goes in (record kinds; the format is raft/audit/chain.py's):
   `member.named`, `member.forgotten`, `member.grpc` (SetMemberName and SetMemberGrpc:
   membership changes carry the member's name after PySyncObj's own change), and every timer
   lifecycle event (created, armed, fired, settled, rescheduled, cancelled, purged, ...):
-  one `timer.events` record per apply that emitted events (at most `EVENTS_PER_RECORD`
-  events each; a bigger apply takes several), holding them as columns (chain.py). A node
+  one `timer.events` record per apply that emitted at least `BATCH_MIN` events (at most
+  `EVENTS_PER_RECORD` events each; a bigger apply takes several), holding them as columns
+  (chain.py); an apply with fewer gets one `timer.<event>` record per event, which costs
+  less for so few (a single create or fire: two). A chain mixes both layouts. A node
   started with `batch_events=False` writes the first layout instead, one
   `timer.<event>` record per event; readers and the verifier read both (`chain.facts`).
   Token, quota and member records carry the Raft log `index`; timer events the kernel's
@@ -76,6 +78,7 @@ AUDIT_KEEP = 1_000_000            # facts retained (newest), plus up to one chec
 AUDIT_MAP_SIZE = 4 << 30          # address space; the file grows as used
 CHECKPOINT_EVERY = 1000           # facts between signed checkpoints
 EVENTS_PER_RECORD = 4096          # timer events in one timer.events record at most
+BATCH_MIN = 4                     # fewer events from one apply: one record each (cheaper than a batch)
 CHECKPOINT_SECONDS = 60.0
 QUEUE_MAX = 200_000               # facts waiting for the writer; beyond: dropped and counted
 WRITE_BATCH = 4096                # facts written per LMDB transaction at most
@@ -269,7 +272,8 @@ class AuditLedger:
 
     def _records_of(self, facts: list):
         """(kind, data, at_ms, facts held) of each record to write for what is not already held
-        (see the module doc on replays). kind None: one timer event, data the Event."""
+        (see the module doc on replays). kind None: one timer event, data the Event; kind
+        TIMER_EVENTS: data the events."""
         for item in facts:
             tag = item[0]
             if tag == _EVENTS:
@@ -280,13 +284,13 @@ class AuditLedger:
                 if events[0].seq <= last:
                     events = [e for e in events if e.seq > last]
                 self._last_event = events[-1].seq
-                if not self.batch_events:
+                if not self.batch_events or len(events) < BATCH_MIN:
                     for e in events:
                         yield None, e, at, 1       # a per-event record (chain.timer_record)
                     continue
                 for lo in range(0, len(events), EVENTS_PER_RECORD):
                     part = events[lo:lo + EVENTS_PER_RECORD]
-                    yield chain.TIMER_EVENTS, chain.timer_events_data(part), at, len(part)
+                    yield chain.TIMER_EVENTS, part, at, len(part)     # (chain.timer_events_record)
             elif tag == _REPLICATED:
                 _, index, kind, data, at = item
                 if index is None:                 # no log index known (a machine without Raft)
@@ -308,8 +312,12 @@ class AuditLedger:
                 records = itertools.chain([("ledger.dropped", {"count": dropped}, self._clock(), 1)], records)
             for kind, data, at, n in records:
                 seq += 1
-                raw = (chain.timer_record(seq, prev, at, self.node, data) if kind is None
-                       else chain.make_record(seq, prev, at, self.node, kind, data))
+                if kind is None:
+                    raw = chain.timer_record(seq, prev, at, self.node, data)
+                elif kind == chain.TIMER_EVENTS:
+                    raw = chain.timer_events_record(seq, prev, at, self.node, data)
+                else:
+                    raw = chain.make_record(seq, prev, at, self.node, kind, data)
                 put(_k(seq), raw, db=self._records, append=True)
                 prev = chain.digest(raw)
                 if n != 1 or kind == chain.TIMER_EVENTS:
