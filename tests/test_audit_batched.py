@@ -346,3 +346,14 @@ def test_cli_facts_reads_a_timers_history_from_either_layout(runner, tmp_path):
     bad.write_bytes(b"\n".join(rewrite(lines, batch_indexes(lines)[0], lambda o: o["data"].update(count=99))))
     r = runner.invoke(main, ["audit", "facts", str(bad)])
     assert r.exit_code == 1 and "line 5" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.bench
+def test_bench_audit_prints_both_layouts(runner):
+    r = runner.invoke(main, ["bench", "audit", "--timers", "2000", "--batch", "1000", "--repeat", "1"])
+    assert r.exit_code == 0, r.output
+    rows = {line.split()[0]: line.split() for line in r.output.splitlines()[2:]}
+    assert set(rows) == {"per-event", "batched"}
+    assert rows["per-event"][1:3] == ["4,000", "4,000"]          # events, records
+    assert rows["batched"][1:3] == ["4,000", "2"]                # one record per 1,000-timer apply
+    assert int(rows["batched"][5]) < int(rows["per-event"][5])   # bytes per event on disk
