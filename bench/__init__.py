@@ -1,7 +1,7 @@
 """Benchmarks and load harnesses for MINOOTS.
 
 Each is run through the CLI, ``minoots bench <name>`` (``wheel``, ``kernel``,
-``load``, ``grpc-creates``); the CLI only parses arguments and calls the
+``load``, ``grpc-creates``, ``audit``); the CLI only parses arguments and calls the
 functions here.
 
 - ``bench.wheel``: the compiled timing wheel against the schedulers a Python

@@ -18,8 +18,8 @@ above ``HELD_FACTOR`` x rate x (delay + retention + one sample period).
 
 VmRSS counts the pages of every LMDB map a node touched: besides the timer state,
 the event history, the audit ledger and the Raft log, each bounded by its own
-retention (by default 4 GiB of events, 1M audit records, a log compacted every
-250,000 entries or 300 s). At 1000 timers/s (~5 events and audit records each) the
+retention (by default 4 GiB of events, 1M audit facts, a log compacted every
+250,000 entries or 300 s). At 1000 timers/s (~5 events, each an audit fact) the
 defaults reach those bounds only after several minutes, so RSS rises until then
 whatever the timer state does. The nodes therefore run with ``--events-budget``
 (default 16MiB), ``--audit-keep`` (default 20,000) and ``--compaction-seconds``

@@ -1,10 +1,12 @@
-"""`minoots audit pubkey|export|verify`: the audit ledger (raft/audit/; operator or admin role).
+"""`minoots audit pubkey|export|verify|facts`: the audit ledger (raft/audit/; operator or admin role).
 
 Each node keeps its own chain (the replicated facts in log order, plus what that node saw),
 so `pubkey` and `export` talk to one node: the first `--node` given (or of $MINOOTS_NODES /
 the local `minoots up` cluster) that answers, and say which. `verify` is offline: it reads
 an export (JSON lines) and checks it against the cluster's public key; it prints one line
 and exits 0 when the chain holds, or prints one line saying what is wrong and exits 1.
+`facts` is offline too: an export's facts one per line, timer events one by one in either
+record layout (raft/audit/chain.py `facts`), filtered by timer, tenant or kind.
 """
 from __future__ import annotations
 
@@ -158,3 +160,39 @@ def verify_cmd(file, pubkey, as_json) -> None:
                                "kinds": result.kinds}, indent=2, sort_keys=True))
     else:
         click.echo(result.summary())
+
+
+@audit.command("facts")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--timer", "timer_id", default=None, help="Only this timer's events.")
+@click.option("--tenant", default=None, help="Only this tenant's timer events.")
+@click.option("--kind", default=None, help="Only facts of this kind (e.g. timer.fired, token.created).")
+def facts_cmd(file, timer_id, tenant, kind) -> None:
+    """Print the facts of an export one per line (JSON: seq of the record, kind, data), a
+    timer.events record's events one by one, so a timer's history reads the same from
+    ledgers of either layout. Offline; does not verify (run `audit verify` for that)."""
+    from minoots.raft.audit import chain
+
+    try:
+        with open(file, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    obj = json.loads(raw)
+                    if not isinstance(obj, dict) or obj.get("type") != "record":
+                        continue
+                    facts = chain.facts(obj)
+                except ValueError as exc:
+                    fail(f"{file}: line {n}: {exc}")
+                for k, d in facts:
+                    if kind is not None and k != kind:
+                        continue
+                    if (timer_id is not None or tenant is not None) and not (
+                            isinstance(d, dict) and "event_seq" in d
+                            and (timer_id is None or d.get("timer_id") == timer_id)
+                            and (tenant is None or d.get("tenant") == tenant)):
+                        continue
+                    click.echo(json.dumps({"seq": obj.get("seq"), "kind": k, "data": d}, sort_keys=True))
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror or exc}")

@@ -96,6 +96,28 @@ def kernel(timers: int, payload: int, json_path: str | None, path: str) -> None:
             raise click.ClickException(f"cannot write {json_path}: {exc.strerror or exc}") from None
 
 
+@bench.command("audit")
+@click.option("--timers", type=click.IntRange(min=1), default=200_000, show_default=True,
+              help="Timers whose events (created and armed, two each) the ledger writes.")
+@click.option("--batch", type=click.IntRange(1, 10_000), default=1000, show_default=True,
+              help="Timers per apply batch (the events one listener call hands the ledger).")
+@click.option("--repeat", type=click.IntRange(1, 20), default=2, show_default=True,
+              help="Runs of each layout, alternating.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per run instead of the table.")
+def audit_bench(timers: int, batch: int, repeat: int, as_json: bool) -> None:
+    """The audit ledger alone: microseconds per timer event from the listener's hand-off to
+    written (hashed, signed, in LMDB), and the writer thread's CPU per event, for one record
+    per event and one timer.events record per apply batch, in the same run."""
+    from minoots.bench import audit as audit_bench_mod
+
+    rows = audit_bench_mod.run(timers, batch, repeat=repeat)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r))
+    else:
+        click.echo(audit_bench_mod.format_table(rows))
+
+
 class _Duration(click.ParamType):
     name = "DURATION"
 
@@ -279,7 +301,7 @@ def queue(timers: int, window: float, workers: int, sync: str, json_path: str | 
 @click.option("--events-budget", default="16MiB", show_default=True,
               help="Each node's event history budget (it has its own retention; its map counts in RSS).")
 @click.option("--audit-keep", type=click.IntRange(1000), default=20_000, show_default=True,
-              help="Each node's audit ledger bound in records (it has its own retention; its map counts in RSS).")
+              help="Each node's audit ledger bound in facts (it has its own retention; its map counts in RSS).")
 @click.option("--compaction-seconds", type=click.FloatRange(1.0), default=60.0, show_default=True,
               help="Each node compacts its Raft log (LMDB, counts in RSS) at least this often.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, metavar="DIR",

@@ -151,7 +151,8 @@ def node() -> None:
               help="The cluster's audit signing key (Ed25519, mode 0600; minoots up writes one): signs "
                    "the checkpoints of this node's audit ledger. Without it the ledger is unsigned.")
 @click.option("--audit-keep", default=AUDIT_KEEP, show_default=True, type=click.IntRange(1000),
-              help="Audit records retained (newest; the trimmed prefix leaves a signed checkpoint).")
+              help="Audit facts retained (newest; a record of timer events counts its events; "
+                   "the trimmed prefix leaves a signed checkpoint).")
 @click.option("--webhook-allow-hosts", "webhook_allow_hosts", default="", metavar="HOST[,HOST...]",
               envvar="MINOOTS_WEBHOOK_ALLOW_HOSTS",
               help="Hosts, addresses or networks (CIDR) webhooks may reach although they are loopback, private "

@@ -27,26 +27,10 @@ from minoots.raft.fsm import TimerFSM
 from minoots.raft.tokens import new_token, token_hash
 from minoots.v1 import auth_pb2, auth_pb2_grpc, timers_pb2, timers_pb2_grpc
 
+from audit_golden import Machine
 from support import cluster_grpc, wait_for
 
 T0 = 1_700_000_000_000
-
-
-class Machine:
-    """The parts of a TimerMachine the ledger listens to, over a real TimerFSM: each apply
-    advances raftLastApplied after the listeners ran, as PySyncObj does."""
-
-    def __init__(self):
-        self.fsm = TimerFSM({"n1": "127.0.0.1:1"})
-        self.event_listeners = self.fsm.event_listeners
-        self.result_listeners = self.fsm.result_listeners
-        self.snapshot_listeners = []
-        self.raftLastApplied = 0
-
-    def apply(self, command):
-        result = self.fsm.apply(c.encode(command))
-        self.raftLastApplied += 1
-        return result
 
 
 def key_file(tmp_path):
@@ -87,10 +71,11 @@ def busy(ledger, machine):
     return tid
 
 
-@pytest.fixture
-def filled(tmp_path):
+@pytest.fixture(params=[True, False], ids=["batched", "per-event"])
+def filled(tmp_path, request):
+    """A ledger of `busy` in each layout: one timer.events record per apply, or one record per event."""
     m = Machine()
-    ledger = open_ledger(tmp_path, checkpoint_every=5)
+    ledger = open_ledger(tmp_path, checkpoint_every=5, batch_events=request.param)
     ledger.attach(m)
     tid = busy(ledger, m)
     lines = lines_of(ledger)
@@ -99,7 +84,14 @@ def filled(tmp_path):
 
 
 def records(lines):
-    return [json.loads(x) for x in lines if json.loads(x)["type"] == "record"]
+    """The facts of the records, one per timer event in either layout (chain.facts), each as
+    {"kind", "data"} with the seq of the record that holds it."""
+    out = []
+    for x in lines:
+        obj = json.loads(x)
+        if obj["type"] == "record":
+            out.extend({"kind": k, "data": d, "seq": obj["seq"]} for k, d in chain.facts(obj))
+    return out
 
 
 def test_chain_holds_replicated_and_local_facts_in_order(filled, tmp_path):
@@ -199,7 +191,10 @@ def test_export_from_the_middle_starts_at_a_signed_checkpoint(filled, tmp_path):
     assert mid["reason"] == "test"
     part = lines_of(ledger, from_seq=mid["seq"] + 3)
     first = json.loads(part[0])
-    assert first == mid
+    # the newest checkpoint before that record (the layouts put the "every" ones elsewhere)
+    before = [json.loads(x) for x in lines if json.loads(x)["type"] == "checkpoint"
+              and json.loads(x)["seq"] < mid["seq"] + 3]
+    assert first == before[-1] and first["seq"] >= mid["seq"]
     result = verify_lines(part, public_key(tmp_path))
     assert result.anchor == f"checkpoint {first['seq']}" and result.first_seq == first["seq"] + 1
 
@@ -387,6 +382,8 @@ def test_cluster_ledger_exported_with_the_cli_verifies(real_cluster, tmp_path):
         now = int(time.time() * 1000)
         client.create(fire_at=now + 300, id="audit-1", tenant="audit-t")
         client.create(fire_at=now + 600, id="audit-2", tenant="audit-t")
+        # a batch: its events are one timer.events record (single creates: a record per event)
+        client.create_many([{"fire_at": now + 700, "id": f"audit-b{i}", "tenant": "audit-t"} for i in range(3)])
         wait_for(lambda: client.get("audit-2", tenant="audit-t").state.name in ("FIRED", "SETTLED"),
                  "the timers to fire")
     # A denied request on the node we export (n2): the writer token names another tenant.
@@ -416,7 +413,7 @@ def test_cluster_ledger_exported_with_the_cli_verifies(real_cluster, tmp_path):
     def exported_all():
         r = cli("export", "--from", "1", "--out", str(out))
         assert r.returncode == 0, r.stderr
-        kinds = {json.loads(x).get("kind") for x in out.read_text().splitlines()}
+        kinds = {r["kind"] for r in records(out.read_text().splitlines())}
         return {"token.created", "timer.created", "timer.fired", "request.denied", "leader.seen",
                 "member.grpc"} <= kinds
     wait_for(exported_all, "the facts to reach n2's ledger", timeout=30)
@@ -425,12 +422,16 @@ def test_cluster_ledger_exported_with_the_cli_verifies(real_cluster, tmp_path):
     r = cli("verify", str(out), "--pubkey", pub)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.startswith("ok: node n2")
-    recs = [json.loads(x) for x in out.read_text().splitlines()]
-    assert {x["node"] for x in recs} == {"n2"}
+    assert {json.loads(x)["node"] for x in out.read_text().splitlines()} == {"n2"}
+    # Timer events come one record per apply (timer.events) and read back one by one.
+    assert any(json.loads(x).get("kind") == "timer.events" for x in out.read_text().splitlines())
+    recs = records(out.read_text().splitlines())
     made = next(x for x in recs if x.get("kind") == "token.created" and x["data"]["name"] == "audit-test")
     assert made["data"]["id"] == info.id and made["data"]["role"] == "writer"
     fired = {x["data"]["timer_id"] for x in recs if x.get("kind") == "timer.fired"}
     assert {"audit-1", "audit-2"} <= fired
+    created = {x["data"]["timer_id"] for x in recs if x.get("kind") == "timer.created"}
+    assert {"audit-1", "audit-2", "audit-b0", "audit-b1", "audit-b2"} <= created
     denied = [x for x in recs if x.get("kind") == "request.denied"]
     assert any(info.id in x["data"]["principal"] and x["data"]["code"] == "PERMISSION_DENIED" for x in denied)
     calls = [x["data"] for x in recs if x.get("kind") == "operator.call"]

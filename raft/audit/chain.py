@@ -15,6 +15,26 @@ records 1, 2, 3, ... with no gap, so a record's seq is also the number of record
 including it. `at_ms` is the appending node's clock; `data` depends on `kind` (the kinds are
 listed in raft/audit/ledger.py).
 
+Timer lifecycle events come in two layouts, and a chain may hold both (a ledger written by
+an older node and continued by a newer one): one record per event, kind `timer.<event>`
+with data {"event_seq", "tenant", "timer_id", "at_ms", "revision", "state", "fire_at",
+"fire_id"} (the first layout), or one record per apply batch, kind `timer.events`, whose
+data holds the batch's events as columns in event order, and their count. A column is a
+list of one value per event; or a single value (not a list) when every event has that
+value; or {"cycle": [a, b]} when the values repeat a, b, a, b, ... (event i has
+cycle[i % len(cycle)]; a created/armed or fired/settled pair per timer). `event_seq` as a
+single integer is the first of consecutive seqs (the seq of event i is first + i). The
+events of a create of three timers:
+
+    {"at_ms":1700000000000,"count":6,"event_seq":1,"fire_at":[1700000000010,1700000000010,
+     1700000000010,1700000000010,1700000000500,1700000000500],"fire_id":null,
+     "kind":{"cycle":["created","armed"]},"revision":{"cycle":[1,2]},
+     "state":{"cycle":["scheduled","armed"]},"tenant":"a","timer_id":["p1","p1","p2","p2","p3","p3"]}
+
+`facts(record)` reads either as the same per-event (kind, data) pairs. The hash, the
+chain and the checkpoints do not depend on the layout: a changed, dropped or reordered
+event inside a batch changes its record's hash like any other change.
+
 Checkpoint (stored beside the records; in an export it follows the record it covers):
 
     {"at_ms":...,"hash":"<hash of record seq>","key":"<64 hex public key>","node":"n1",
@@ -44,8 +64,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat, NoEncryption
 
-__all__ = ["FORMAT_VERSION", "GENESIS", "canonical", "digest", "make_record", "make_checkpoint", "timer_record",
-           "timer_event_data", "timer_event_kind",
+__all__ = ["FORMAT_VERSION", "GENESIS", "TIMER_EVENTS", "EVENT_FIELDS", "canonical", "digest", "make_record",
+           "make_checkpoint", "timer_record", "timer_event_data", "timer_event_kind", "timer_events_data",
+           "timer_events_record",
+           "timer_events", "facts",
            "new_private_key", "private_key_from_text", "public_key_hex", "parse_public_key",
            "check_signature", "VerifyError", "Verified", "verify_lines"]
 
@@ -102,6 +124,152 @@ def timer_record(seq: int, prev: str, at_ms: int, node: str, e) -> bytes:
                              e.revision, _lower(e.state, _STATES), _quote(e.tenant), _quote(e.timer_id),
                              _lower(e.kind, _KINDS),
                              _quote(node), prev, seq)).encode("ascii")
+
+
+TIMER_EVENTS = "timer.events"     # the kind of a batch record
+#: The fields of one timer event, as the per-event layout's data holds them (plus "kind").
+EVENT_FIELDS = ("event_seq", "kind", "tenant", "timer_id", "at_ms", "revision", "state", "fire_at", "fire_id")
+
+
+class _Names(dict):
+    """An enum's lowercase names by value, filled on first use (kernel enums, not imported here)."""
+
+    def __missing__(self, enum):
+        name = self[enum] = enum.name.lower()
+        return name
+
+
+_KIND_NAMES = _Names()
+_STATE_NAMES = _Names()
+
+
+def _shorten(col, n: int):
+    """("one", v) when every event has v, ("cycle", (a, b)) when they go a, b, a, b, ...
+    (at least 5 events), else ("list", col). C-level count and compare: no step per event."""
+    first = col[0]
+    if col.count(first) == n:
+        return "one", first
+    if n > 4 and col[2:] == col[:-2]:
+        return "cycle", (first, col[1])
+    return "list", col
+
+
+def _columns(events):
+    """(n, the event_seq value, [(name, form, value)] in key order) of kernel events in seq order."""
+    cols = tuple(zip(*events))
+    n = len(events)
+    seq = cols[0]
+    return n, (seq[0] if seq[-1] - seq[0] == n - 1 else seq), [(name, *_shorten(cols[i], n)) for name, i in _COLUMNS]
+
+
+#: (name, index in Event), in the canonical (sorted) key order of the data
+_COLUMNS = (("at_ms", 4), ("fire_at", 7), ("fire_id", 8), ("kind", 1), ("revision", 5), ("state", 6),
+            ("tenant", 2), ("timer_id", 3))
+_NAMED = {"kind": _KIND_NAMES, "state": _STATE_NAMES}
+
+
+def timer_events_data(events) -> dict:
+    """The `data` of a `timer.events` record: kernel events (kernel/timer.py Event, in seq
+    order) as columns, each shortened when it repeats (see the module doc). The reference
+    for timer_events_record, which writes the same bytes faster."""
+    n, seq, cols = _columns(events)
+    out = {"count": n, "event_seq": seq}
+    for name, form, v in cols:
+        names = _NAMED.get(name)
+        if names is not None:
+            v = names[v] if form == "one" else [names[x] for x in v]
+        out[name] = {"cycle": list(v)} if form == "cycle" else v
+    return out
+
+
+class _Quoted(_Names):
+    def __missing__(self, enum):
+        name = self[enum] = _quote(enum.name.lower())
+        return name
+
+
+def _int_json(v) -> str:
+    return "null" if v is None else int.__repr__(v)
+
+
+def _ints_json(col) -> str:
+    try:
+        return ",".join(map(int.__repr__, col))
+    except TypeError:               # a null among them (fire_id)
+        return ",".join(map(_int_json, col))
+
+
+_QUOTED = {"kind": _Quoted(), "state": _Quoted(), "tenant": None, "timer_id": None}
+
+
+def timer_events_record(seq: int, prev: str, at_ms: int, node: str, events) -> bytes:
+    """make_record(seq, prev, at_ms, node, TIMER_EVENTS, timer_events_data(events)), byte for
+    byte (a property test holds them equal), with C-level joins of the columns instead of
+    the JSON encoder's per-call setup: small batches cost little more than one event."""
+    n, first, cols = _columns(events)
+    parts = ['"count":%d,"event_seq":%s' % (n, first if type(first) is int else "[" + _ints_json(first) + "]")]
+    for name, form, v in cols:
+        if name in _QUOTED:
+            q = _QUOTED[name]
+            one = q.__getitem__ if q is not None else _quote
+            if form == "list":
+                text = "[" + ",".join(map(one, v)) + "]"
+            else:
+                text = one(v) if form == "one" else '{"cycle":[%s,%s]}' % (one(v[0]), one(v[1]))
+        elif form == "list":
+            text = "[" + _ints_json(v) + "]"
+        else:
+            text = _int_json(v) if form == "one" else '{"cycle":[%s,%s]}' % (_int_json(v[0]), _int_json(v[1]))
+        parts.append('"%s":%s' % (name, text))
+    # "count" and "event_seq" sort between "at_ms" and "fire_at"
+    data = parts[1] + "," + parts[0] + "," + ",".join(parts[2:])
+    return ('{"at_ms":%d,"data":{%s},"kind":"timer.events","node":%s,"prev":"%s","seq":%d,"type":"record","v":1}'
+            % (at_ms, data, _quote(node), prev, seq)).encode("ascii")
+
+
+def timer_events(data) -> list:
+    """The events of a `timer.events` record's data as (kind, data) pairs, each exactly what
+    the per-event layout's record holds (kind "timer.<event>"). ValueError when the columns
+    are not well formed (missing, of another length, of the wrong types, seqs not increasing)."""
+    if not isinstance(data, dict) or set(data) != {"count", *EVENT_FIELDS}:
+        raise ValueError("a timer.events record holds the columns count, " + ", ".join(EVENT_FIELDS))
+    n = data["count"]
+    if type(n) is not int or n < 1:
+        raise ValueError("a timer.events record's count is a positive integer")
+    cols = []
+    for name in EVENT_FIELDS:
+        col = data[name]
+        if isinstance(col, dict):               # {"cycle": [a, b, ...]}: event i has cycle[i % len]
+            cycle = col.get("cycle")
+            if set(col) != {"cycle"} or not isinstance(cycle, list) or not 1 < len(cycle) < n:
+                raise ValueError(f"the {name} column of a timer.events record is a list, a value or a cycle")
+            col = (cycle * (n // len(cycle) + 1))[:n]
+        elif not isinstance(col, list):
+            col = [col] * n                     # one value for every event
+        elif len(col) != n:
+            raise ValueError(f"the {name} column of a timer.events record does not hold its {n} events")
+        cols.append(col)
+    seqs = data["event_seq"]
+    if type(seqs) is int:
+        seqs = cols[0] = list(range(seqs, seqs + n))
+    if any(type(x) is not int for x in seqs) or any(a >= b for a, b in zip(seqs, seqs[1:])):
+        raise ValueError("a timer.events record's event_seq column increases")
+    if any(type(x) is not str for x in cols[1]):
+        raise ValueError("a timer.events record's kind column holds names")
+    out = []
+    for row in zip(*cols):
+        d = dict(zip(EVENT_FIELDS, row))
+        out.append(("timer." + d.pop("kind"), d))
+    return out
+
+
+def facts(record: dict) -> list:
+    """The facts of one parsed record as (kind, data) pairs: the events of a `timer.events`
+    record one by one, any other record as itself. Readers use this so that they read
+    per-event and batched ledgers alike."""
+    if record.get("kind") == TIMER_EVENTS:
+        return timer_events(record.get("data"))
+    return [(record.get("kind"), record.get("data"))]
 
 
 def make_checkpoint(node: str, seq: int, hash_: str, at_ms: int, reason: str,
@@ -181,7 +349,7 @@ class Verified:
     records: int
     checkpoints: int
     anchor: str              # "genesis" or "checkpoint <seq>"
-    kinds: dict = field(default_factory=dict)
+    kinds: dict = field(default_factory=dict)   # facts by kind (a timer.events record's events one by one)
 
     def summary(self) -> str:
         return (f"ok: node {self.node}, records {self.first_seq}..{self.last_seq} ({self.records}), "
@@ -272,7 +440,11 @@ def verify_lines(lines: Iterable, public_key: Ed25519PublicKey) -> Verified:
             first = first or seq
             last = seq
             n_records += 1
-            kinds[obj.get("kind")] = kinds.get(obj.get("kind"), 0) + 1
+            try:
+                for k, _ in facts(obj):
+                    kinds[k] = kinds.get(k, 0) + 1
+            except ValueError as exc:
+                raise VerifyError(i, f"record {seq}: {exc}") from None
         else:
             raise VerifyError(i, f"unknown line type {kind!r}")
     if node is None:

@@ -6,10 +6,16 @@ What goes in (record kinds; the format is raft/audit/chain.py's):
   `token.created`, `token.revoked`, `token.refused` (a PutToken/RevokeToken the state
   machine refused), `quota.set`, `quota.cleared`, `retention.set` (and `quota.set_refused`, ...),
   `member.named`, `member.forgotten`, `member.grpc` (SetMemberName and SetMemberGrpc:
-  membership changes carry the member's name after PySyncObj's own change), and
-  `timer.created|armed|fired|settled|rescheduled|cancelled|purged|deleted` for every lifecycle event.
-  Token, quota and member records carry the Raft log `index`; timer records the kernel's
-  `event_seq`.
+  membership changes carry the member's name after PySyncObj's own change), and every timer
+  lifecycle event (created, armed, fired, settled, rescheduled, cancelled, purged, ...):
+  one `timer.events` record per apply that emitted at least `BATCH_MIN` events (at most
+  `EVENTS_PER_RECORD` events each; a bigger apply takes several), holding them as columns
+  (chain.py); an apply with fewer gets one `timer.<event>` record per event, which costs
+  less for so few (a single create or fire: two). A chain mixes both layouts. A node
+  started with `batch_events=False` writes the first layout instead, one
+  `timer.<event>` record per event; readers and the verifier read both (`chain.facts`).
+  Token, quota and member records carry the Raft log `index`; timer events the kernel's
+  `event_seq`. Security facts stay one record each.
 * node-local facts, appended by the node that saw them: `request.denied` (sampled by the
   API: at most a few per second per principal, with a count of those left out),
   `operator.call` (snapshot exports and other admin/operator RPCs, with the principal and
@@ -32,11 +38,16 @@ still has them. (A disaster-recovery restore of an older snapshot rewinds both c
 facts below the watermarks are then not recorded again; `snapshot.loaded` says when.)
 
 Storage: `<data-dir>/audit`, its own LMDB environment (key: seq as big-endian u64),
-opened without fsync per commit and synced once a second, like the event store. Retention:
-at most `keep` records plus up to one checkpoint interval; trimming deletes records up to a
-checkpoint and keeps that checkpoint as the anchor, so what remains still verifies.
-Checkpoints are signed every `checkpoint_every` records, after `checkpoint_seconds` with
-unsigned records, at export (the export ends on it) and at close.
+opened without fsync per commit and synced once a second, like the event store. Retention
+and the checkpoint interval count facts, not records (a `timer.events` record counts its
+events, any other record one), so batching changes neither the space kept nor how much a
+checkpoint covers: at most `keep` facts plus up to one checkpoint interval; trimming deletes
+records up to a checkpoint and keeps that checkpoint as the anchor, so what remains still
+verifies. The `facts` table maps the running fact count after each batch record to its seq
+(records before the first entry, e.g. those of an older node, count one each).
+Checkpoints are signed at the first record that completes `checkpoint_every` facts since
+the last one, after `checkpoint_seconds` with unsigned records, at export (the export ends
+on it) and at close.
 """
 from __future__ import annotations
 
@@ -63,9 +74,11 @@ __all__ = ["AuditLedger", "AUDIT_DIR", "AUDIT_KEEP", "AUDIT_KEY_FILE", "load_key
 
 AUDIT_DIR = "audit"
 AUDIT_KEY_FILE = "audit.key"
-AUDIT_KEEP = 1_000_000            # records retained (newest), plus up to one checkpoint interval
+AUDIT_KEEP = 1_000_000            # facts retained (newest), plus up to one checkpoint interval
 AUDIT_MAP_SIZE = 4 << 30          # address space; the file grows as used
-CHECKPOINT_EVERY = 1000
+CHECKPOINT_EVERY = 1000           # facts between signed checkpoints
+EVENTS_PER_RECORD = 4096          # timer events in one timer.events record at most
+BATCH_MIN = 4                     # fewer events from one apply: one record each (cheaper than a batch)
 CHECKPOINT_SECONDS = 60.0
 QUEUE_MAX = 200_000               # facts waiting for the writer; beyond: dropped and counted
 WRITE_BATCH = 4096                # facts written per LMDB transaction at most
@@ -106,7 +119,7 @@ class AuditLedger:
     def __init__(self, path, node_id: str, *, key=None, keep: int = AUDIT_KEEP,
                  checkpoint_every: int = CHECKPOINT_EVERY, checkpoint_seconds: float = CHECKPOINT_SECONDS,
                  queue_max: int = QUEUE_MAX, map_size: int = AUDIT_MAP_SIZE,
-                 clock: Optional[Callable[[], int]] = None) -> None:
+                 clock: Optional[Callable[[], int]] = None, batch_events: bool = True) -> None:
         if keep < 1 or checkpoint_every < 1:
             raise ValueError("audit keep and checkpoint interval must be at least 1")
         self.node = node_id
@@ -116,14 +129,16 @@ class AuditLedger:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
         self.queue_max = queue_max
+        self.batch_events = batch_events
         self._clock = clock or (lambda: time.time_ns() // 1_000_000)
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._env = lmdb.open(str(path), map_size=map_size, max_dbs=3, subdir=True, sync=False,
+        self._env = lmdb.open(str(path), map_size=map_size, max_dbs=4, subdir=True, sync=False,
                               metasync=False, readahead=False)
         self._records = self._env.open_db(b"records")
         self._checkpoints = self._env.open_db(b"checkpoints")
         self._meta = self._env.open_db(b"meta")
+        self._facts = self._env.open_db(b"facts")        # running fact count -> seq, of batch records
         with self._env.begin() as txn:
             self._last_index = self._meta_int(txn, _LAST_INDEX)
             self._last_event = self._meta_int(txn, _LAST_EVENT)
@@ -140,6 +155,10 @@ class AuditLedger:
                 self.head_seq, self.head_hash = 0, chain.GENESIS
             cur = txn.cursor(db=self._checkpoints)
             self.signed_seq = _U64.unpack(cur.key())[0] if cur.last() else 0
+            cur = txn.cursor(db=self._facts)
+            # facts - seq: what the batch records up to the head hold beyond one fact each
+            self._extra = _U64.unpack(cur.key())[0] - _U64.unpack(cur.value())[0] if cur.last() else 0
+        self._unsigned_facts = self.head_seq - self.signed_seq     # (batch records among them count one)
         self._last_checkpoint_at = time.monotonic()
         self._q: collections.deque = collections.deque()
         self._pending = 0
@@ -190,7 +209,8 @@ class AuditLedger:
         machine.snapshot_listeners.append(self._on_snapshot)
 
     def _on_events(self, events) -> None:
-        self._put((_EVENTS, tuple(events), self._clock()), len(events))
+        if events:
+            self._put((_EVENTS, tuple(events), self._clock()), len(events))
 
     def _on_result(self, command, result) -> None:
         fact = _replicated_fact(command, result)
@@ -251,46 +271,67 @@ class AuditLedger:
                 return
 
     def _records_of(self, facts: list):
-        """(kind, data, at_ms) of each fact not already held (see the module doc on replays)."""
+        """(kind, data, at_ms, facts held) of each record to write for what is not already held
+        (see the module doc on replays). kind None: one timer event, data the Event; kind
+        TIMER_EVENTS: data the events."""
         for item in facts:
             tag = item[0]
             if tag == _EVENTS:
                 _, events, at = item
-                for e in events:
-                    if e.seq > self._last_event:
-                        self._last_event = e.seq
-                        yield None, e, at            # a timer record (chain.timer_record)
+                last = self._last_event
+                if events[-1].seq <= last:        # a replay of what is held (events come in seq order)
+                    continue
+                if events[0].seq <= last:
+                    events = [e for e in events if e.seq > last]
+                self._last_event = events[-1].seq
+                if not self.batch_events or len(events) < BATCH_MIN:
+                    for e in events:
+                        yield None, e, at, 1       # a per-event record (chain.timer_record)
+                    continue
+                for lo in range(0, len(events), EVENTS_PER_RECORD):
+                    part = events[lo:lo + EVENTS_PER_RECORD]
+                    yield chain.TIMER_EVENTS, part, at, len(part)     # (chain.timer_events_record)
             elif tag == _REPLICATED:
                 _, index, kind, data, at = item
                 if index is None:                 # no log index known (a machine without Raft)
-                    yield kind, data, at
+                    yield kind, data, at, 1
                 elif index > self._last_index:
                     self._last_index = index
-                    yield kind, {"index": index, **data}, at
+                    yield kind, {"index": index, **data}, at, 1
             else:
-                yield item[1], item[2], item[3]
+                yield item[1], item[2], item[3], 1
 
     def _write(self, facts: list, dropped: int) -> None:
         seq, prev, signed = self.head_seq, self.head_hash, self.signed_seq
+        extra, unsigned = self._extra, self._unsigned_facts
         every = self.checkpoint_every
         with self._env.begin(write=True) as txn:
             put = txn.put
             records = self._records_of(facts)
             if dropped:
-                records = itertools.chain([("ledger.dropped", {"count": dropped}, self._clock())], records)
-            for kind, data, at in records:
+                records = itertools.chain([("ledger.dropped", {"count": dropped}, self._clock(), 1)], records)
+            for kind, data, at, n in records:
                 seq += 1
-                raw = (chain.timer_record(seq, prev, at, self.node, data) if kind is None
-                       else chain.make_record(seq, prev, at, self.node, kind, data))
+                if kind is None:
+                    raw = chain.timer_record(seq, prev, at, self.node, data)
+                elif kind == chain.TIMER_EVENTS:
+                    raw = chain.timer_events_record(seq, prev, at, self.node, data)
+                else:
+                    raw = chain.make_record(seq, prev, at, self.node, kind, data)
                 put(_k(seq), raw, db=self._records, append=True)
                 prev = chain.digest(raw)
-                if seq - signed >= every:       # exactly every N records, in the same transaction
+                if n != 1 or kind == chain.TIMER_EVENTS:
+                    extra += n - 1
+                    put(_k(seq + extra), _k(seq), db=self._facts, append=True)
+                unsigned += n
+                if unsigned >= every:           # every N facts, in the same transaction
                     put(_k(seq), chain.make_checkpoint(self.node, seq, prev, at, "every", self.key),
                         db=self._checkpoints)
-                    signed = seq
+                    signed, unsigned = seq, 0
             put(_LAST_INDEX, _U64.pack(self._last_index), db=self._meta)
             put(_LAST_EVENT, _U64.pack(self._last_event), db=self._meta)
         self.head_seq, self.head_hash = seq, prev
+        self._extra, self._unsigned_facts = extra, unsigned
         if signed != self.signed_seq:
             self.signed_seq = signed
             self._last_checkpoint_at = time.monotonic()
@@ -307,16 +348,34 @@ class AuditLedger:
         with self._env.begin(write=True) as txn:
             txn.put(_k(self.head_seq), raw, db=self._checkpoints)
         self.signed_seq = self.head_seq
+        self._unsigned_facts = 0
         self._last_checkpoint_at = time.monotonic()
         return self.signed_seq
 
+    def _trim_limit(self, txn) -> int:
+        """The last record that may go: the newest one after which `keep` facts remain."""
+        target = self.head_seq + self._extra - self.keep      # facts that may go
+        if target <= 0:
+            return 0
+        cur = txn.cursor(db=self._facts)
+        if cur.set_range(_k(target + 1)):       # the first batch record that must stay (in part)
+            stop = _U64.unpack(cur.value())[0] - 1
+            found = cur.prev()
+        else:
+            stop = self.head_seq
+            found = cur.last()
+        extra = _U64.unpack(cur.key())[0] - _U64.unpack(cur.value())[0] if found else 0
+        return min(stop, target - extra)       # records between batch records count one each
+
     def _trim(self) -> None:
-        """Drop the oldest records down to `keep`, up to a checkpoint, which becomes the anchor."""
-        limit = self.head_seq - self.keep
+        """Drop the oldest records down to `keep` facts, up to a checkpoint, which becomes the anchor."""
         anchor_seq = chain_obj(self._anchor)["seq"] if self._anchor is not None else 0
-        if limit <= anchor_seq:
-            return
+        if self.head_seq + self._extra - self.keep <= anchor_seq:
+            return                              # (facts >= seq: nothing can go)
         with self._env.begin() as txn:
+            limit = self._trim_limit(txn)
+            if limit <= anchor_seq:
+                return
             cur = txn.cursor(db=self._checkpoints)
             found = cur.prev() if cur.set_range(_k(limit + 1)) else cur.last()
             if not found:
@@ -335,6 +394,8 @@ class AuditLedger:
                 _delete_range(txn, self._records, start, stop)
                 _delete_range(txn, self._checkpoints, 0 if start == anchor_seq + 1 else start, min(stop, cp_seq - 1))
             start = stop + 1
+        with self._env.begin(write=True) as txn:
+            _forget_facts(txn, self._facts, cp_seq)
 
     def _poll_leader(self) -> None:
         m = self._machine
@@ -451,6 +512,17 @@ def chain_obj(raw: bytes) -> dict:
 
 def _size(item: tuple) -> int:
     return len(item[1]) if item[0] == _EVENTS else 1
+
+
+def _forget_facts(txn, db, seq: int) -> None:
+    """Delete the fact counts of batch records trimmed up to `seq`, all but the last of them
+    (it still counts for the records kept up to the next batch record)."""
+    cur = txn.cursor(db=db)
+    if not cur.first():
+        return
+    while cur.next() and _U64.unpack(cur.value())[0] <= seq:
+        cur.prev()
+        cur.delete()                # the cursor is then on the entry just checked
 
 
 def _delete_range(txn, db, lo: int, hi: int) -> None:
