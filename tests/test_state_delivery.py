@@ -372,3 +372,125 @@ def test_a_tenant_never_seen_holds_nothing():
     s, _ = fired()
     assert tuple(s.usage("nobody")) == (0, 0)
     assert s.usage("default").timers == 1        # "w" is delivering; "plain" settled when it fired
+
+
+def rows(events) -> list[tuple]:
+    """Every field of each event but the tenant (always "default" here) and the step/action."""
+    return [(e.seq, e.kind.name, e.timer_id, e.at_ms, e.revision, e.state.name, e.fire_at, e.fire_id) for e in events]
+
+
+def test_a_queue_timers_whole_life_event_by_event():
+    """Lease, extend, nack with attempts left, backoff over, expiry on the last attempt,
+    expiry with attempts left, ack, redrive, nack on the last attempt: every event's seq,
+    time, revision, state and fire fields, each Attempt logged, the lease ids, the live
+    leases and the queue depth after each step."""
+    from minoots.kernel.delivery import Attempt
+    s = State()
+    pol = DeliveryPolicy(max_attempts=2)
+    s.create(10, [TimerSpec(f"q{i}", 100 + i, delivery=Delivery(None, pol, "jobs")) for i in range(2)])
+    s.tick(200)
+    assert s.seq == 8 and [s.get("default", f"q{i}").fire_id for i in range(2)] == [5, 7]
+    r = s.lease(300, "default", "jobs", 5, 1000)
+    assert rows(r.events) == [(9, "LEASED", "q0", 300, 5, "DELIVERING", 100, 5),
+                              (10, "LEASED", "q1", 300, 5, "DELIVERING", 101, 7)]
+    assert [(l.timer.id, l.timer.revision, l.lease_id, l.attempt, l.expires_at) for l in r.leases] == [
+        ("q0", 5, "9", 1, 1300), ("q1", 5, "10", 1, 1300)]
+    assert all(e.tenant == "default" for e in r.events) and s.seq == 10
+    assert s.live_leases("default", [("q0", "9"), ("q1", "10"), ("q0", "10"), ("zz", "9")]) == [("q0", "9"), ("q1", "10")]
+    assert s.live_leases("other", [("q0", "9")]) == [] and s.queue_depth("default", "jobs") == 0
+
+    r = s.extend_lease(400, "default", "q1", "10", 2000)
+    assert rows(r.events) == [(11, "LEASE_EXTENDED", "q1", 400, 6, "DELIVERING", 101, 7)] and s.seq == 11
+    assert [(l.timer.id, l.timer.revision, l.lease_id, l.attempt, l.expires_at) for l in r.leases] == [
+        ("q1", 6, "10", 1, 2400)]
+
+    r = s.nack_lease(500, "default", "q0", "9", 900)
+    assert rows(r.events) == [(12, "DELIVERY_ATTEMPTED", "q0", 500, 6, "DELIVERING", 100, 5)] and s.seq == 12
+    assert (r.timer.revision, r.timer.next_attempt_at) == (6, 900)
+    assert r.timer.delivery_attempts == (Attempt(1, 5, 500, 0, 0, "nack", b"", 900),)
+    assert s.live_leases("default", [("q0", "9"), ("q1", "10")]) == [("q1", "10")]
+    assert s.queue_depth("default", "jobs") == 0 and s.next_deadline() == 900
+
+    assert rows(s.tick(900).events) == [(13, "DELIVERY_DUE", "q0", 900, 7, "DELIVERING", 100, 5)]
+    assert s.queue_depth("default", "jobs") == 1 and s.get("default", "q0").next_attempt_at is None
+    r = s.lease(1000, "default", "jobs", 1, 1000)
+    assert rows(r.events) == [(14, "LEASED", "q0", 1000, 8, "DELIVERING", 100, 5)]
+    assert [(l.lease_id, l.attempt, l.expires_at) for l in r.leases] == [("14", 2, 2000)]
+
+    # q0's second (last) lease expires: dead-lettered; q1's extended lease then expires with one left
+    assert rows(s.tick(2000).events) == [(15, "DELIVERY_ATTEMPTED", "q0", 2000, 9, "DELIVERING", 100, 5),
+                                         (16, "DEAD_LETTERED", "q0", 2000, 10, "DEAD_LETTERED", 100, 5)]
+    q0 = s.get("default", "q0")
+    assert q0.delivery_attempts[-1] == Attempt(2, 5, 2000, 0, 0, "lease_expired", b"", None)
+    assert (q0.revision, q0.settled_at, q0.next_attempt_at) == (10, 2000, None)
+    assert rows(s.tick(2400).events) == [(17, "DELIVERY_ATTEMPTED", "q1", 2400, 7, "DELIVERING", 101, 7),
+                                         (18, "DELIVERY_DUE", "q1", 2400, 8, "DELIVERING", 101, 7)]
+    q1 = s.get("default", "q1")
+    assert q1.delivery_attempts == (Attempt(1, 7, 2400, 0, 0, "lease_expired", b"", None),)
+    assert (q1.revision, q1.next_attempt_at, s.queue_depth("default", "jobs")) == (8, None, 1)
+
+    r = s.lease(2500, "default", "jobs", 5, 1000)
+    assert rows(r.events) == [(19, "LEASED", "q1", 2500, 9, "DELIVERING", 101, 7)]
+    r = s.ack_lease(2600, "default", "q1", "19")
+    assert rows(r.events) == [(20, "DELIVERY_ATTEMPTED", "q1", 2600, 10, "DELIVERING", 101, 7),
+                              (21, "SETTLED", "q1", 2600, 11, "SETTLED", 101, 7)] and s.seq == 21
+    assert r.timer.delivery_attempts[-1] == Attempt(2, 7, 2600, 0, 0, "", b"", None)
+    assert (r.timer.revision, r.timer.settled_at, r.timer.next_attempt_at) == (11, 2600, None)
+    assert s.live_leases("default", [("q1", "19")]) == [] and tuple(s.usage("default")) == (0, 0)
+
+    r = s.redrive(2700, "default", "q0")
+    assert rows(r.events) == [(22, "REDRIVEN", "q0", 2700, 11, "DELIVERING", 100, 5),
+                              (23, "DELIVERY_DUE", "q0", 2700, 12, "DELIVERING", 100, 5)]
+    assert s.queue_depth("default", "jobs") == 1
+    (l,) = s.lease(2800, "default", "jobs", 5, 1000).leases
+    assert (l.lease_id, l.attempt, l.expires_at, l.timer.revision) == ("24", 1, 3800, 13)
+    s.nack_lease(2900, "default", "q0", "24", 3000)
+    s.tick(3000)
+    (l,) = s.lease(3100, "default", "jobs", 5, 1000).leases
+    assert (l.lease_id, l.attempt, l.timer.revision) == ("27", 2, 16)
+    # a nack of the last attempt dead-letters, whatever retry time it names
+    r = s.nack_lease(3200, "default", "q0", "27", 9999)
+    assert rows(r.events) == [(28, "DELIVERY_ATTEMPTED", "q0", 3200, 17, "DELIVERING", 100, 5),
+                              (29, "DEAD_LETTERED", "q0", 3200, 18, "DEAD_LETTERED", 100, 5)] and s.seq == 29
+    assert r.timer.delivery_attempts[-1] == Attempt(2, 5, 3200, 0, 0, "nack", b"", None)
+    assert (r.timer.settled_at, r.timer.next_attempt_at) == (3200, None)
+    assert {st.name: n for st, n in s.counts().items() if n} == {"SETTLED": 1, "DEAD_LETTERED": 1}
+    s.check_invariants()
+
+
+def test_leases_go_oldest_available_first_past_stale_entries_of_a_reused_ordinal():
+    """A queue timer cancelled while available leaves its entry in the queue; purged at
+    once, its ordinal goes to the next timer created. That timer becomes available after
+    another one: the stale entry (older) must not lease it ahead of that other one."""
+    from minoots.kernel.retention import RetentionPolicy
+    s = State()
+    s.retention = RetentionPolicy({}, 0)
+    pol = DeliveryPolicy(max_attempts=3)
+    s.create(10, [TimerSpec("a", 100, delivery=Delivery(None, pol, "jobs")),
+                  TimerSpec("x", 130, delivery=Delivery(None, pol, "jobs"))])
+    s.tick(130)                                                   # a, then x available
+    s.cancel(140, [("default", "a")])                              # purged at once: its ordinal is free
+    assert s.queue_depth("default", "jobs") == 1
+    s.create(150, [TimerSpec("b", 160, delivery=Delivery(None, pol, "jobs"))])   # takes a's ordinal
+    s.tick(160)                                                   # b available after x
+    assert s.queue_depth("default", "jobs") == 2
+    assert [l.timer.id for l in s.lease(200, "default", "jobs", 1, 1000).leases] == ["x"]
+    assert [l.timer.id for l in s.lease(200, "default", "jobs", 1, 1000).leases] == ["b"]
+    assert s.lease(200, "default", "jobs", 5, 1000).leases == () and s.queue_depth("default", "jobs") == 0
+    s.check_invariants()
+
+
+def test_leasing_from_a_queue_or_tenant_never_seen_changes_nothing():
+    s = queued(n=1)
+    before = s.to_bytes()
+    for tenant, queue in (("default", "other"), ("nobody", "jobs")):
+        r = s.lease(300, tenant, queue, 5, 1000)
+        assert (r.events, r.leases) == ((), ())
+        assert s.queue_depth(tenant, queue) == 0
+    assert s.to_bytes() == before and s.queue_depth("default", "jobs") == 1
+    # a queue emptied by a lease leases nothing more, and one refilled leases again
+    (l,) = s.lease(300, "default", "jobs", 5, 1000).leases
+    assert s.lease(300, "default", "jobs", 5, 1000).leases == ()
+    s.tick(1300)                                                  # the lease expired: available again
+    assert [x.timer.id for x in s.lease(1400, "default", "jobs", 5, 1000).leases] == ["q0"]
+    s.check_invariants()
