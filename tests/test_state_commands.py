@@ -469,3 +469,67 @@ def test_a_snapshot_with_many_tenants_restores_every_lookup():
     again = r.create(T0, [spec("other", tenant="tenant3", idempotency_key="k3")])
     assert [item.timer.id for item in again.items] == ["t3"]
     r.check_invariants()
+
+
+# ---- quotas (kernel side; the FSM's and the API's are in test_quotas.py) -----------------
+
+def test_quotas_count_new_timers_and_payload_bytes_exactly_at_their_bounds():
+    """A limit is a bound the tenant may reach and not pass, for a tenant never seen as for
+    one holding timers, in one-tenant and mixed batches, with payloads as bytes or inside
+    an Extra; 0 is unlimited; the QuotaExceeded names the tenant, limit, quota, held, adding."""
+    from minoots.kernel import QuotaExceeded, TenantLimit
+
+    def refused(state, specs, limits=None, default=None) -> tuple:
+        e = unchanged(state, lambda: state.create(T0, specs, limits, default), QuotaExceeded)
+        return e.tenant, e.limit, e.quota, e.held, e.adding
+
+    s = State()
+    lim = {"a": TenantLimit(max_timers=2), "b": TenantLimit(max_payload_bytes=10)}
+    # tenants never seen: nothing held
+    assert refused(s, [spec("x", tenant="a"), spec("y", tenant="a"), spec("z", tenant="a")], lim) == (
+        "a", "max_timers", 2, 0, 3)
+    assert refused(s, [spec("x", tenant="b", payload=b"123456"), spec("y", tenant="b", name="n", payload=b"12345")],
+                   lim) == ("b", "max_payload_bytes", 10, 0, 11)
+    assert refused(s, [spec("x", tenant="a"), spec("y", tenant="b", payload=b"x" * 5),
+                       spec("z", tenant="b", name="n", payload=b"x" * 6)], lim) == ("b", "max_payload_bytes", 10, 0, 11)
+    s.create(T0, [spec("x", tenant="a"), spec("y", tenant="b", payload=b"123456")], lim)
+    s.create(T0, [spec("z", tenant="b", name="n", payload=b"1234")], lim)          # exactly 10 bytes
+    # now held: a 1 timer, b 10 bytes (2 timers, no timer limit)
+    assert refused(s, [spec("w", tenant="b", payload=b"1")], lim) == ("b", "max_payload_bytes", 10, 10, 1)
+    assert refused(s, [spec("v", tenant="a"), spec("w", tenant="a")], lim) == ("a", "max_timers", 2, 1, 2)
+    assert refused(s, [spec("v", tenant="b"), spec("w", tenant="a"), spec("u", tenant="a")], lim) == (
+        "a", "max_timers", 2, 1, 2)
+    s.create(T0, [spec("v", tenant="a"), spec("w", tenant="b")], lim)              # a reaches 2; b adds 0 bytes
+    # the default limit binds tenants not named; timers are checked before bytes
+    both = TenantLimit(max_timers=1, max_payload_bytes=1)
+    assert refused(s, [spec("p", tenant="c", payload=b"12"), spec("q", tenant="c", payload=b"3")], lim, both) == (
+        "c", "max_timers", 1, 0, 2)
+    assert refused(s, [spec("p", tenant="c", payload=b"12")], None, both) == ("c", "max_payload_bytes", 1, 0, 2)
+    s.create(T0, [spec("p", tenant="c", payload=b"1")], lim, both)
+    s.create(T0, [spec("many", tenant="a")], {"a": TenantLimit(0, 0)})             # 0: unlimited
+    with pytest.raises(InvalidArgument) as info:
+        s.create(T0, [spec("bad", tenant="a")], {"a": (1, 1)})
+    assert info.value.field == "limits" and "TenantLimit, not tuple" in str(info.value)
+    # a cancel frees what the tenant held
+    s.cancel(T0, [("b", "y")])
+    s.create(T0, [spec("r", tenant="b", payload=b"123456")], lim)
+    s.check_invariants()
+
+
+def test_a_bad_ref_or_tenant_names_the_exact_field():
+    """Refs are checked one by one: the error names refs[i] (not a pair), refs[i].tenant or
+    refs[i].id, for cancel and delete alike; a listing by a bad tenant name is refused too."""
+    s = State()
+    s.create(T0, [spec("a"), spec("b")])
+    for call in (s.cancel, s.delete):
+        for refs, field in [([("default", "a"), "ab"], "refs[1]"), ([("default", "a", "x")], "refs[0]"),
+                            ([("default", "a"), (None, "b")], "refs[1].tenant"),
+                            ([("default", "a"), ("default", "")], "refs[1].id")]:
+            err = unchanged(s, lambda: call(T0, refs), InvalidArgument)
+            assert err.field == field, (call, refs)
+        err = unchanged(s, lambda: call(T0, ["ab"]), InvalidArgument)
+        assert "must be a (tenant, id) pair, not str" in str(err)
+    with pytest.raises(InvalidArgument) as info:
+        s.timers("")
+    assert info.value.field == "tenant"
+    assert [t.id for t in s.timers()] == ["a", "b"] == [t.id for t in s.timers("default")]
