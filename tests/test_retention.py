@@ -233,8 +233,9 @@ def test_bad_retention_is_refused(bad):
         RetentionPolicy({"a": bad})
     with pytest.raises(InvalidArgument):
         RetentionPolicy({}, bad)
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgument) as info:
         State().retention = {"a": 1}
+    assert (info.value.field, info.value.rule) == ("retention", "must be a RetentionPolicy, not dict")
 
 
 def _v2_body() -> tuple[bytes, State]:
