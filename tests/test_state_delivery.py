@@ -494,3 +494,47 @@ def test_leasing_from_a_queue_or_tenant_never_seen_changes_nothing():
     s.tick(1300)                                                  # the lease expired: available again
     assert [x.timer.id for x in s.lease(1400, "default", "jobs", 5, 1000).leases] == ["q0"]
     s.check_invariants()
+
+
+def test_every_command_names_the_time_argument_it_refuses():
+    """A bad command time is refused as `now_ms` by every command (the state unchanged);
+    a retry time as `next_at`, a lease expiry past MAX_TIME as `visibility_ms`, a new
+    deadline as `fire_at`, scan bounds as `fire_at_from` / `fire_at_to`."""
+    from minoots.kernel import MAX_TIME
+    s = queued(n=2)
+    (l0, l1) = s.lease(300, "default", "jobs", 2, 5000).leases
+    s.create(300, [TimerSpec("w", 400, delivery=hook(3)), TimerSpec("a", 9000, ack_required=True)])
+    s.tick(400)
+    fid = s.get("default", "w").fire_id
+    calls = {
+        "create": lambda t: s.create(t, [TimerSpec("new", 9000)]),
+        "cancel": lambda t: s.cancel(t, [("default", "a")]),
+        "reschedule": lambda t: s.reschedule(t, "default", "a", fire_at=9500),
+        "tick": lambda t: s.tick(t),
+        "ack": lambda t: s.ack(t, "default", "a", 1),
+        "delete": lambda t: s.delete(t, [("default", "a")]),
+        "delivery_attempt": lambda t: s.delivery_attempt(t, "default", "w", fid, 1, 200, 1, "", b"", None),
+        "redrive": lambda t: s.redrive(t, "default", "w"),
+        "lease": lambda t: s.lease(t, "default", "jobs", 1, 5000),
+        "ack_lease": lambda t: s.ack_lease(t, "default", "q0", l0.lease_id),
+        "nack_lease": lambda t: s.nack_lease(t, "default", "q0", l0.lease_id, 6000),
+        "extend_lease": lambda t: s.extend_lease(t, "default", "q0", l0.lease_id, 5000),
+    }
+    before = s.to_bytes()
+    for name, call in calls.items():
+        for bad in (-1, MAX_TIME + 1, None):
+            with pytest.raises(InvalidArgument) as info:
+                call(bad)
+            assert info.value.field == "now_ms", (name, bad)
+    assert s.to_bytes() == before
+    for call, field in [(lambda: s.nack_lease(500, "default", "q0", l0.lease_id, -1), "next_at"),
+                        (lambda: s.delivery_attempt(500, "default", "w", fid, 1, 500, 1, "x", b"", -1), "next_at"),
+                        (lambda: s.extend_lease(MAX_TIME - 1000, "default", "q1", l1.lease_id, 5000), "visibility_ms"),
+                        (lambda: s.lease(MAX_TIME - 1000, "default", "jobs", 1, 5000), "visibility_ms"),
+                        (lambda: s.reschedule(500, "default", "a", fire_at=-1), "fire_at"),
+                        (lambda: s.cursor(0, fire_at_from=-1), "fire_at_from"),
+                        (lambda: s.cursor(0, fire_at_to=MAX_TIME + 1), "fire_at_to")]:
+        with pytest.raises(InvalidArgument) as info:
+            call()
+        assert info.value.field == field
+    assert s.to_bytes() == before
