@@ -538,3 +538,82 @@ def test_every_command_names_the_time_argument_it_refuses():
             call()
         assert info.value.field == field
     assert s.to_bytes() == before
+
+
+def test_a_webhook_timers_whole_life_event_by_event_with_usage_and_retention():
+    """Fire, a failed attempt with a retry, the retry due, the last attempt failing, redrive,
+    success; a retention-0 tenant purged in the outcome's own command; acks and deletes:
+    every event's fields, each Attempt logged, the due list, the tenants' usage."""
+    from minoots.kernel import NotFound
+    from minoots.kernel.delivery import Attempt
+    from minoots.kernel.retention import RetentionPolicy
+
+    def full(events) -> list[tuple]:
+        return [(e.seq, e.kind.name, e.tenant, e.timer_id, e.at_ms, e.revision, e.state.name, e.fire_at, e.fire_id)
+                for e in events]
+
+    def usage() -> tuple:
+        return tuple(s.usage("t")), tuple(s.usage("z"))
+
+    s = State()
+    s.retention = RetentionPolicy({"z": 0})
+    s.create(10, [TimerSpec("w", 100, tenant="t", payload=b"12345", delivery=hook(2)),
+                  TimerSpec("k", 100, tenant="t", payload=b"123", ack_required=True),
+                  TimerSpec("v", 100, tenant="z", payload=b"1234567", delivery=hook(1)),
+                  TimerSpec("d", 100, tenant="z", payload=b"1", ack_required=True)])
+    assert full(s.tick(100).events) == [
+        (9, "FIRED", "t", "w", 100, 3, "FIRED", 100, 9), (10, "DELIVERY_DUE", "t", "w", 100, 4, "DELIVERING", 100, 9),
+        (11, "FIRED", "t", "k", 100, 3, "FIRED", 100, 11),
+        (12, "FIRED", "z", "v", 100, 3, "FIRED", 100, 12), (13, "DELIVERY_DUE", "z", "v", 100, 4, "DELIVERING", 100, 12),
+        (14, "FIRED", "z", "d", 100, 3, "FIRED", 100, 14)]
+    assert usage() == ((2, 8), (2, 8)) and s.deliveries_due() == [("t", "w"), ("z", "v")]
+    timer, n = s.delivery_due("t", "w")
+    assert (timer.id, timer.revision, n) == ("w", 4, 1)
+
+    r = s.delivery_attempt(110, "t", "w", 9, 1, 503, 20, "http_status", b"busy", 300)
+    assert full(r.events) == [(15, "DELIVERY_ATTEMPTED", "t", "w", 110, 5, "DELIVERING", 100, 9)] and s.seq == 15
+    assert r.timer.delivery_attempts == (Attempt(1, 9, 110, 503, 20, "http_status", b"busy", 300),)
+    assert (r.timer.revision, r.timer.next_attempt_at, r.timer.delivery_attempt) == (5, 300, 1)
+    assert s.deliveries_due() == [("z", "v")] and s.delivery_due("t", "w") is None and s.next_deadline() == 300
+    assert full(s.tick(300).events) == [(16, "DELIVERY_DUE", "t", "w", 300, 6, "DELIVERING", 100, 9)]
+    timer, n = s.delivery_due("t", "w")
+    assert (timer.revision, timer.next_attempt_at, n) == (6, None, 2)
+
+    r = s.delivery_attempt(310, "t", "w", 9, 2, 0, 1000, "timeout", b"", None)
+    assert full(r.events) == [(17, "DELIVERY_ATTEMPTED", "t", "w", 310, 7, "DELIVERING", 100, 9),
+                              (18, "DEAD_LETTERED", "t", "w", 310, 8, "DEAD_LETTERED", 100, 9)] and s.seq == 18
+    assert r.timer.delivery_attempts[-1] == Attempt(2, 9, 310, 0, 1000, "timeout", b"", None)
+    assert (r.timer.settled_at, usage()) == (310, ((1, 3), (2, 8)))
+
+    r = s.redrive(400, "t", "w")
+    assert full(r.events) == [(19, "REDRIVEN", "t", "w", 400, 9, "DELIVERING", 100, 9),
+                              (20, "DELIVERY_DUE", "t", "w", 400, 10, "DELIVERING", 100, 9)] and s.seq == 20
+    assert (r.timer.settled_at, r.timer.delivery_attempt, len(r.timer.delivery_attempts)) == (None, 0, 2)
+    assert usage() == ((2, 8), (2, 8)) and s.deliveries_due() == [("t", "w"), ("z", "v")]
+    r = s.delivery_attempt(410, "t", "w", 9, 1, 204, 5, "", b"", None)
+    assert full(r.events) == [(21, "DELIVERY_ATTEMPTED", "t", "w", 410, 11, "DELIVERING", 100, 9),
+                              (22, "SETTLED", "t", "w", 410, 12, "SETTLED", 100, 9)]
+    assert r.timer.delivery_attempts[-1] == Attempt(1, 9, 410, 204, 5, "", b"", None)
+    assert (r.timer.settled_at, usage()) == (410, ((1, 3), (2, 8)))
+
+    # retention 0: the dead-lettering and the ack purge the timer in the same command
+    r = s.delivery_attempt(420, "z", "v", 12, 1, 500, 7, "http_status", b"x", None)
+    assert full(r.events) == [(23, "DELIVERY_ATTEMPTED", "z", "v", 420, 5, "DELIVERING", 100, 12),
+                              (24, "DEAD_LETTERED", "z", "v", 420, 6, "DEAD_LETTERED", 100, 12),
+                              (25, "PURGED", "z", "v", 420, 7, "DEAD_LETTERED", 100, None)]
+    assert (r.timer.state, r.timer.settled_at, usage()) == (TimerState.DEAD_LETTERED, 420, ((1, 3), (1, 1)))
+    r = s.ack(430, "t", "k", 11)
+    assert full(r.events) == [(26, "SETTLED", "t", "k", 430, 4, "SETTLED", 100, 11)]
+    assert (r.timer.settled_at, usage()) == (430, ((0, 0), (1, 1)))
+    r = s.ack(440, "z", "d", 14)
+    assert full(r.events) == [(27, "SETTLED", "z", "d", 440, 4, "SETTLED", 100, 14),
+                              (28, "PURGED", "z", "d", 440, 5, "SETTLED", 100, None)]
+    r = s.delete(450, [("t", "k"), ("t", "w")])
+    assert full(r.events) == [(29, "DELETED", "t", "k", 450, 5, "SETTLED", 100, None),
+                              (30, "DELETED", "t", "w", 450, 13, "SETTLED", 100, None)] and s.seq == 30
+    assert [(v.id, v.revision) for v in r.timers] == [("k", 4), ("w", 12)]
+    assert (len(s), usage(), s.deliveries_due()) == (0, ((0, 0), (0, 0)), [])
+    for tenant, tid in (("t", "w"), ("z", "v")):
+        with pytest.raises(NotFound):
+            s.get(tenant, tid)
+    s.check_invariants()
