@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minoots.kernel import KernelError, SnapshotError, State, TimerSpec, TimerState
+from minoots.kernel import InvalidArgument, KernelError, SnapshotError, State, TimerSpec, TimerState
 from minoots.kernel.snapshot import MAGIC, VERSION
 
 from support import T0, busy_state
@@ -356,3 +356,20 @@ def test_check_invariants_catches_each_corruption(what, corrupt, message):
     corrupt(s, s._table)
     with pytest.raises(AssertionError, match="^kernel invariant broken: " + message.replace("..", r"\.\.")):
         s.check_invariants()
+
+
+def test_the_state_reprs_compares_and_counts_itself():
+    s = _invariants_base()
+    assert repr(s) == "<State timers=9 armed=3 fired=1 free=1 seq=36 last_tick=60>"
+    assert repr(State()) == "<State timers=0 armed=0 fired=0 free=0 seq=0 last_tick=0>"
+    assert s.__eq__(s.to_bytes()) is NotImplemented and s != "state"
+    assert s == State.from_bytes(s.to_bytes()) and s != State()
+    with pytest.raises(TypeError):
+        hash(s)
+    assert (len(s), s.positions, s.seq, s.last_tick, s.has_graph) == (9, 10, 36, 60, False)
+    assert {st.name: n for st, n in s.counts().items()} == {
+        "SCHEDULED": 0, "ARMED": 3, "FIRED": 1, "SETTLED": 1, "CANCELLED": 0, "DEAD_LETTERED": 0, "DELIVERING": 4}
+    assert tuple(s.usage("default")) == (8, 3) and tuple(s.usage("z")) == (0, 0) and tuple(s.usage("never")) == (0, 0)
+    with pytest.raises(InvalidArgument):
+        s.usage("")
+    assert s.next_deadline() == 900
