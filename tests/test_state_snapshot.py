@@ -373,3 +373,26 @@ def test_the_state_reprs_compares_and_counts_itself():
     with pytest.raises(InvalidArgument):
         s.usage("")
     assert s.next_deadline() == 900
+
+
+def test_cancelling_every_kind_of_outstanding_timer_leaves_nothing_behind():
+    """Cancel a waiting retry, an available and a leased queue timer, a due webhook, a fired
+    and an armed timer in one command: one CANCELLED event each in ref order with the next
+    revision, nothing due, queued or leased any more, no retry or lease expiry in the wheel."""
+    s = _invariants_base()
+    r = s.cancel(100, [("default", i) for i in ("retry", "avail", "leased", "due", "fired", "armed")])
+    assert [(e.seq, e.kind.name, e.timer_id, e.at_ms, e.revision, e.state.name, e.fire_at, e.fire_id)
+            for e in r.events] == [
+        (37, "CANCELLED", "retry", 100, 6, "CANCELLED", 50, None), (38, "CANCELLED", "avail", 100, 5, "CANCELLED", 50, None),
+        (39, "CANCELLED", "leased", 100, 6, "CANCELLED", 40, None), (40, "CANCELLED", "due", 100, 5, "CANCELLED", 50, None),
+        (41, "CANCELLED", "fired", 100, 4, "CANCELLED", 50, None),
+        (42, "CANCELLED", "armed", 100, 3, "CANCELLED", 5000, None)]
+    assert all(e.tenant == "default" for e in r.events) and s.seq == 42
+    assert [(v.id, v.state.name, v.settled_at, v.next_attempt_at) for v in r.timers] == [
+        (i, "CANCELLED", 100, None) for i in ("retry", "avail", "leased", "due", "fired", "armed")]
+    assert (s.deliveries_due(), s.queue_depth("default", "jobs"), tuple(s.usage("default"))) == ([], 0, (2, 0))
+    assert s.lease(100, "default", "jobs", 5, 5000).leases == ()
+    assert s.live_leases("default", [("leased", "35")]) == []
+    s.check_invariants()
+    assert s.next_deadline() == 3000 and s.tick(900).events == ()
+    assert [e.timer_id for e in s.tick(5070).events] == ["every", "every"]
