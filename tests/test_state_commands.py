@@ -533,3 +533,22 @@ def test_a_bad_ref_or_tenant_names_the_exact_field():
         s.timers("")
     assert info.value.field == "tenant"
     assert [t.id for t in s.timers()] == ["a", "b"] == [t.id for t in s.timers("default")]
+
+
+def test_reschedule_bounds_are_inclusive_and_the_event_is_complete():
+    """extend_by may move fire_at exactly to 0 or to MAX_TIME; the event takes the next seq
+    and names the tenant and id; the message states the refused deadline."""
+    s = State()
+    s.create(T0, [spec("a", fire_at=T0 + 100, tenant="t")])
+    r = s.reschedule(T0 + 1, "t", "a", extend_by=-(T0 + 100))
+    assert [tuple(e)[:8] for e in r.events] == [(3, EventKind.RESCHEDULED, "t", "a", T0 + 1, 3, TimerState.ARMED, 0)]
+    assert s.seq == 3 and s.next_deadline() == 0
+    r = s.reschedule(T0 + 2, "t", "a", extend_by=MAX_TIME)
+    assert r.timer.fire_at == MAX_TIME and s.next_deadline() == MAX_TIME and s.seq == 4
+    err = unchanged(s, lambda: s.reschedule(T0, "t", "a", extend_by=1), InvalidArgument)
+    assert err.rule == f"moves fire_at to {MAX_TIME + 1}, outside 0..{MAX_TIME} ms"
+    s.reschedule(T0 + 3, "t", "a", fire_at=5)
+    err = unchanged(s, lambda: s.reschedule(T0, "t", "a", extend_by=-6), InvalidArgument)
+    assert (err.field, err.rule) == ("extend_by", f"moves fire_at to -1, outside 0..{MAX_TIME} ms")
+    err = unchanged(s, lambda: s.reschedule(T0, "t", "a"), InvalidArgument)
+    assert (err.field, err.rule) == ("fire_at", "give exactly one of fire_at and extend_by")
