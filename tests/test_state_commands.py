@@ -93,7 +93,7 @@ def test_create_existing_id_rejects_whole_batch():
 def test_create_duplicate_id_inside_batch_is_invalid():
     s = State()
     err = unchanged(s, lambda: s.create(T0, [spec("a"), spec("b"), spec("a")]), InvalidArgument)
-    assert err.field == "specs[2].id" and "specs[0]" in str(err)
+    assert err.field == "specs[2].id" and err.rule == "'a' repeats the id of specs[0] in tenant 'default'"
 
 
 def test_create_idempotency_key_returns_existing_timer():

@@ -160,6 +160,8 @@ def test_a_webhook_timer_cannot_also_require_an_ack():
     with pytest.raises(InvalidArgument) as info:
         State().create(1, [TimerSpec("w", 10, delivery=hook(), ack_required=True)])
     assert info.value.field == "specs[0].ack_required"
+    assert info.value.rule == ("a timer with a webhook or queue settles when it is delivered; it cannot also require "
+                               "an ack (unless it has an escalation ladder: then its steps are delivered there)")
 
 
 def test_snapshots_carry_delivery_state_and_stay_version_1_without_it():
