@@ -552,3 +552,34 @@ def test_reschedule_bounds_are_inclusive_and_the_event_is_complete():
     assert (err.field, err.rule) == ("extend_by", f"moves fire_at to -1, outside 0..{MAX_TIME} ms")
     err = unchanged(s, lambda: s.reschedule(T0, "t", "a"), InvalidArgument)
     assert (err.field, err.rule) == ("fire_at", "give exactly one of fire_at and extend_by")
+
+
+def test_each_created_item_is_the_timer_as_the_command_left_it():
+    """A create's items are built lazily or from the table depending on the spec; each must
+    equal what `get` returns right after the command: plain, payload, labels, ack, keys (one
+    equal to the id), webhook, queue, every_ms, cron, a catch-up policy, a dependency, an
+    escalation ladder with a webhook, a recurring webhook timer; an idempotent repeat returns
+    the existing timer."""
+    from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
+    from minoots.kernel.graph import GraphSpec
+    hook = Delivery(Webhook("http://127.0.0.1:9/h", ()), DeliveryPolicy(max_attempts=2))
+    queue = Delivery(None, DeliveryPolicy(max_attempts=2), "jobs")
+    specs = [spec("plain"), spec("pay", payload=b"xy", name="n", labels={"k": "v"}, action=b"a", tenant="t"),
+             spec("ack", ack_required=True, idempotency_key="key1"), spec("self", idempotency_key="self"),
+             spec("hook", delivery=hook), spec("q", delivery=queue), spec("every", every_ms=60_000, max_count=3),
+             spec("cron", cron="0 9 * * *", tz="UTC"), spec("catch", every_ms=60_000, catch_up="all"),
+             spec("child", graph=GraphSpec(("plain",))),
+             spec("ladder", ack_required=True, delivery=hook, graph=GraphSpec(escalate=((1000, b"page"),))),
+             spec("occ", every_ms=60_000, delivery=hook)]
+    s = State()
+    res = s.create(T0, specs)
+    assert [(item.timer.id, item.created) for item in res.items] == [(x.id, True) for x in specs]
+    for x, item in zip(specs, res.items):
+        assert item.timer == s.get(x.tenant, x.id), x.id
+    assert res.items[4].timer.delivery == hook and res.items[5].timer.delivery == queue
+    assert res.items[8].timer.catch_up == "all" and res.items[9].timer.waiting_on == ("plain",)
+    again = s.create(T0 + 1, [spec("other", idempotency_key="key1"), spec("self2", idempotency_key="self")])
+    assert [(i.timer.id, i.created) for i in again.items] == [("ack", False), ("self", False)]
+    assert again.items[0].timer == s.get("default", "ack") and again.events == ()
+    assert {st.name: n for st, n in s.counts().items() if n} == {"SCHEDULED": 1, "ARMED": 11}
+    s.check_invariants()
