@@ -583,3 +583,31 @@ def test_each_created_item_is_the_timer_as_the_command_left_it():
     assert again.items[0].timer == s.get("default", "ack") and again.events == ()
     assert {st.name: n for st, n in s.counts().items() if n} == {"SCHEDULED": 1, "ARMED": 11}
     s.check_invariants()
+
+
+def test_a_mixed_batch_behaves_exactly_as_its_timers_created_one_by_one():
+    """Per-spec extras (a schedule's occurrences, a ladder's escalation webhook, a plain
+    webhook) go to the right timer of a mixed batch: the batch and the same specs created
+    one by one give the same bytes and the same events tick after tick."""
+    from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
+    from minoots.kernel.graph import GraphSpec
+    hook = Delivery(Webhook("http://127.0.0.1:9/h", ()), DeliveryPolicy(max_attempts=2))
+    specs = [spec("every", every_ms=60_000, max_count=2), spec("ack", ack_required=True),
+             spec("ladder", ack_required=True, delivery=hook, graph=GraphSpec(escalate=((1000, b"page"),))),
+             spec("occ", every_ms=60_000, max_count=2, delivery=hook), spec("hook", delivery=hook)]
+    a, b = State(), State()
+    a.create(T0, specs)
+    for x in specs:
+        b.create(T0, [x])
+    assert a.to_bytes() == b.to_bytes()
+    kinds = []
+    for now in (T0 + 1000, T0 + 2000, T0 + 61_000):
+        ea = a.tick(now).events
+        assert ea == b.tick(now).events and a.to_bytes() == b.to_bytes()
+        kinds.append([(e.kind.name, e.timer_id) for e in ea])
+    assert kinds == [
+        [("FIRED", "every"), ("ARMED", "every"), ("FIRED", "ack"), ("FIRED", "ladder"), ("FIRED", "occ"),
+         ("DELIVERY_DUE", "occ@15"), ("ARMED", "occ"), ("FIRED", "hook"), ("DELIVERY_DUE", "hook")],
+        [("ESCALATED", "ladder"), ("DELIVERY_DUE", "ladder@20")],
+        [("FIRED", "every"), ("SETTLED", "every"), ("ARMED", "occ")]]
+    a.check_invariants()
