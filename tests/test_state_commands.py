@@ -611,3 +611,20 @@ def test_a_mixed_batch_behaves_exactly_as_its_timers_created_one_by_one():
         [("ESCALATED", "ladder"), ("DELIVERY_DUE", "ladder@20")],
         [("FIRED", "every"), ("SETTLED", "every"), ("ARMED", "occ")]]
     a.check_invariants()
+
+
+def test_cancel_and_delete_refusals_state_exactly_what_is_wrong():
+    s = State()
+    s.create(T0, [spec("a", fire_at=T0), spec("b")])
+    s.tick(T0)                                            # a settles, b stays armed
+    for call, done in ((s.cancel, "b"), (s.delete, "a")):
+        err = unchanged(s, lambda: call(T0, "abc"), InvalidArgument)
+        assert (err.field, err.rule) == ("refs", "must be a list or tuple, not str")
+        err = unchanged(s, lambda: call(T0, [("default", done), ("default", done)]), InvalidArgument)
+        assert (err.field, err.rule) == ("refs[1]", "names the same timer as refs[0]")
+    err = unchanged(s, lambda: s.cancel(T0, [("default", "b"), ("default", "a")]), FailedPrecondition)
+    assert str(err) == ("refs[1]: timer 'a' in tenant 'default' is SETTLED; "
+                        "only scheduled, armed, fired or delivering timers can be cancelled")
+    err = unchanged(s, lambda: s.delete(T0, [("default", "a"), ("default", "b")]), FailedPrecondition)
+    assert str(err) == ("refs[1]: timer 'b' in tenant 'default' is ARMED; "
+                        "only settled, cancelled or dead-lettered timers can be deleted (cancel it first)")
