@@ -430,6 +430,10 @@ def test_a_queue_timers_whole_life_event_by_event():
     q1 = s.get("default", "q1")
     assert q1.delivery_attempts == (Attempt(1, 7, 2400, 0, 0, "lease_expired", b"", None),)
     assert (q1.revision, q1.next_attempt_at, s.queue_depth("default", "jobs")) == (8, None, 1)
+    from minoots.kernel.snapshot import decode
+    table = decode(s.to_bytes())[0]                        # what a snapshot keeps of both records
+    assert {table.ids[o]: (r.attempt, r.next_at, r.waiting, r.lease, r.avail) for o, r in table.deliv.items()} == {
+        "q0": (2, -1, False, "", 0), "q1": (1, -1, False, "", 18)}
 
     r = s.lease(2500, "default", "jobs", 5, 1000)
     assert rows(r.events) == [(19, "LEASED", "q1", 2500, 9, "DELIVERING", 101, 7)]

@@ -393,6 +393,11 @@ def test_cancelling_every_kind_of_outstanding_timer_leaves_nothing_behind():
     assert (s.deliveries_due(), s.queue_depth("default", "jobs"), tuple(s.usage("default"))) == ([], 0, (2, 0))
     assert s.lease(100, "default", "jobs", 5, 5000).leases == ()
     assert s.live_leases("default", [("leased", "35")]) == []
+    # the snapshot keeps no live lease, wait or availability for a cancelled timer
+    from minoots.kernel.snapshot import decode
+    table = decode(s.to_bytes())[0]
+    assert {table.ids[o]: (r.lease, r.waiting, r.avail) for o, r in table.deliv.items()} == {
+        i: ("", False, 0) for i in ("due", "retry", "avail", "leased")}
     s.check_invariants()
     assert s.next_deadline() == 3000 and s.tick(900).events == ()
     assert [e.timer_id for e in s.tick(5070).events] == ["every", "every"]
