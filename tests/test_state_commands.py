@@ -628,3 +628,15 @@ def test_cancel_and_delete_refusals_state_exactly_what_is_wrong():
     err = unchanged(s, lambda: s.delete(T0, [("default", "a"), ("default", "b")]), FailedPrecondition)
     assert str(err) == ("refs[1]: timer 'b' in tenant 'default' is ARMED; "
                         "only settled, cancelled or dead-lettered timers can be deleted (cancel it first)")
+
+
+def test_reschedule_refusals_name_their_field_and_state():
+    s = State()
+    s.create(T0, [spec("a", fire_at=T0 + 100), spec("d", fire_at=T0)])
+    s.tick(T0)
+    err = unchanged(s, lambda: s.reschedule(T0, "default", "a", extend_by=1.5), InvalidArgument)
+    assert (err.field, err.rule) == ("extend_by", "must be an int, not float")
+    err = unchanged(s, lambda: s.reschedule(T0, "default", "a", fire_at="5"), InvalidArgument)
+    assert err.field == "fire_at"
+    err = unchanged(s, lambda: s.reschedule(T0, "default", "d", fire_at=T0), FailedPrecondition)
+    assert str(err) == "timer 'd' in tenant 'default' is SETTLED; only scheduled or armed timers can be rescheduled"
