@@ -623,3 +623,32 @@ def test_a_webhook_timers_whole_life_event_by_event_with_usage_and_retention():
         with pytest.raises(NotFound):
             s.get(tenant, tid)
     s.check_invariants()
+
+
+def test_every_per_timer_command_names_a_bad_tenant_or_id():
+    s = queued(n=1)
+    (l0,) = s.lease(300, "default", "jobs", 1, 5000).leases
+    calls = {
+        "reschedule": lambda tn, i: s.reschedule(400, tn, i, fire_at=9000),
+        "ack": lambda tn, i: s.ack(400, tn, i, 1),
+        "delivery_attempt": lambda tn, i: s.delivery_attempt(400, tn, i, 1, 1, 200, 1, "", b"", None),
+        "redrive": lambda tn, i: s.redrive(400, tn, i),
+        "ack_lease": lambda tn, i: s.ack_lease(400, tn, i, l0.lease_id),
+        "nack_lease": lambda tn, i: s.nack_lease(400, tn, i, l0.lease_id, 6000),
+        "extend_lease": lambda tn, i: s.extend_lease(400, tn, i, l0.lease_id, 5000),
+        "get": lambda tn, i: s.get(tn, i),
+    }
+    before = s.to_bytes()
+    for name, call in calls.items():
+        for args, field in ((("", "q0"), "tenant"), (("default", ""), "id"), (("bad tenant", "q0"), "tenant"),
+                            (("default", "bad id"), "id")):
+            with pytest.raises(InvalidArgument) as info:
+                call(*args)
+            assert info.value.field == field, (name, args)
+    with pytest.raises(InvalidArgument) as info:
+        s.lease(400, "", "jobs", 1, 5000)
+    assert info.value.field == "tenant"
+    with pytest.raises(InvalidArgument) as info:
+        s.ack_lease(400, "default", "q0", 9)
+    assert (info.value.field, info.value.rule) == ("lease_id", "must name a lease")
+    assert s.to_bytes() == before
