@@ -652,3 +652,41 @@ def test_every_per_timer_command_names_a_bad_tenant_or_id():
         s.ack_lease(400, "default", "q0", 9)
     assert (info.value.field, info.value.rule) == ("lease_id", "must name a lease")
     assert s.to_bytes() == before
+
+
+def test_a_tick_counts_an_occurrence_timer_that_ends_and_goes_on_past_a_retry():
+    """An occurrence timer (a schedule with a webhook) settles when its last occurrence
+    fires: the tick's counts, fired views and invariants; a webhook retry coming due in the
+    same tick as later fires does not stop the tick before them."""
+    T = 1_000_000
+    s = State()
+    s.create(T, [TimerSpec("occ", T + 1000, every_ms=60_000, max_count=2, delivery=hook(2)),
+                 TimerSpec("w", T + 1000, delivery=hook(2))])
+
+    def deliver(now, ok=True):
+        for tenant, i in s.deliveries_due():
+            timer, n = s.delivery_due(tenant, i)
+            s.delivery_attempt(now, tenant, i, timer.fire_id, n, 200 if ok else 500, 1, "" if ok else "http_status",
+                               b"", None if ok else now + 60_000 - 1000)
+
+    r = s.tick(T + 1000)
+    assert [t.id for t in r.fired] == ["occ", "w"] and s.deliveries_due() == [("default", "w"), ("default", "occ@5")]
+    deliver(T + 1001, ok=False)                     # w and occ@5 fail: retries at T + 61000
+    s.check_invariants()
+    s.create(T + 2000, [TimerSpec("late", T + 61_000)])
+    r = s.tick(T + 61_000)              # the retries, occ's next occurrence (skipped: one in flight), "late"
+    assert [(e.kind.name, e.timer_id) for e in r.events] == [
+        ("DELIVERY_DUE", "w"), ("DELIVERY_DUE", "occ@5"), ("ARMED", "occ"), ("FIRED", "late"), ("SETTLED", "late")]
+    assert [t.id for t in r.fired] == ["late"]
+    assert {st.name: n for st, n in s.counts().items() if n} == {"ARMED": 1, "SETTLED": 1, "DELIVERING": 2}
+    s.check_invariants()
+    deliver(T + 61_001)
+    r = s.tick(T + 121_000)                         # the last occurrence: occ settles
+    assert [(e.kind.name, e.timer_id) for e in r.events] == [
+        ("FIRED", "occ"), ("DELIVERY_DUE", "occ@23"), ("SETTLED", "occ")]
+    assert [t.id for t in r.fired] == ["occ"]
+    assert {st.name: n for st, n in s.counts().items() if n} == {"SETTLED": 4, "DELIVERING": 1}
+    s.check_invariants()
+    deliver(T + 121_001)
+    assert {st.name: n for st, n in s.counts().items() if n} == {"SETTLED": 5}
+    s.check_invariants()
