@@ -392,6 +392,10 @@ def test_a_queue_timers_whole_life_event_by_event():
     s.create(10, [TimerSpec(f"q{i}", 100 + i, delivery=Delivery(None, pol, "jobs")) for i in range(2)])
     s.tick(200)
     assert s.seq == 8 and [s.get("default", f"q{i}").fire_id for i in range(2)] == [5, 7]
+    from minoots.kernel.snapshot import decode
+    table = decode(s.to_bytes())[0]                        # fired: available, nothing waiting
+    assert {table.ids[o]: (r.attempt, r.next_at, r.waiting, r.lease, r.avail) for o, r in table.deliv.items()} == {
+        "q0": (0, -1, False, "", 6), "q1": (0, -1, False, "", 8)}
     r = s.lease(300, "default", "jobs", 5, 1000)
     assert rows(r.events) == [(9, "LEASED", "q0", 300, 5, "DELIVERING", 100, 5),
                               (10, "LEASED", "q1", 300, 5, "DELIVERING", 101, 7)]
@@ -575,6 +579,10 @@ def test_a_webhook_timers_whole_life_event_by_event_with_usage_and_retention():
     assert usage() == ((2, 8), (2, 8)) and s.deliveries_due() == [("t", "w"), ("z", "v")]
     timer, n = s.delivery_due("t", "w")
     assert (timer.id, timer.revision, n) == ("w", 4, 1)
+    from minoots.kernel.snapshot import decode
+    table = decode(s.to_bytes())[0]                        # fired: attempt 1 due, nothing waiting
+    assert {table.ids[o]: (r.attempt, r.next_at, r.waiting) for o, r in table.deliv.items()} == {
+        "w": (0, -1, False), "v": (0, -1, False)}
 
     r = s.delivery_attempt(110, "t", "w", 9, 1, 503, 20, "http_status", b"busy", 300)
     assert full(r.events) == [(15, "DELIVERY_ATTEMPTED", "t", "w", 110, 5, "DELIVERING", 100, 9)] and s.seq == 15
