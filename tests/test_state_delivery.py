@@ -681,20 +681,20 @@ def test_a_tick_counts_an_occurrence_timer_that_ends_and_goes_on_past_a_retry():
     assert [t.id for t in r.fired] == ["occ", "w"] and s.deliveries_due() == [("default", "w"), ("default", "occ@5")]
     deliver(T + 1001, ok=False)                     # w and occ@5 fail: retries at T + 61000
     s.check_invariants()
-    s.create(T + 2000, [TimerSpec("late", T + 61_000)])
+    s.create(T + 2000, [TimerSpec("late", T + 61_000), TimerSpec("first", T + 120_500)])
     r = s.tick(T + 61_000)              # the retries, occ's next occurrence (skipped: one in flight), "late"
     assert [(e.kind.name, e.timer_id) for e in r.events] == [
         ("DELIVERY_DUE", "w"), ("DELIVERY_DUE", "occ@5"), ("ARMED", "occ"), ("FIRED", "late"), ("SETTLED", "late")]
     assert [t.id for t in r.fired] == ["late"]
-    assert {st.name: n for st, n in s.counts().items() if n} == {"ARMED": 1, "SETTLED": 1, "DELIVERING": 2}
+    assert {st.name: n for st, n in s.counts().items() if n} == {"ARMED": 2, "SETTLED": 1, "DELIVERING": 2}
     s.check_invariants()
     deliver(T + 61_001)
-    r = s.tick(T + 121_000)                         # the last occurrence: occ settles
+    r = s.tick(T + 121_000)                         # "first" settles, then occ's last occurrence
     assert [(e.kind.name, e.timer_id) for e in r.events] == [
-        ("FIRED", "occ"), ("DELIVERY_DUE", "occ@23"), ("SETTLED", "occ")]
-    assert [t.id for t in r.fired] == ["occ"]
-    assert {st.name: n for st, n in s.counts().items() if n} == {"SETTLED": 4, "DELIVERING": 1}
+        ("FIRED", "first"), ("SETTLED", "first"), ("FIRED", "occ"), ("DELIVERY_DUE", "occ@27"), ("SETTLED", "occ")]
+    assert [t.id for t in r.fired] == ["first", "occ"]
+    assert {st.name: n for st, n in s.counts().items() if n} == {"SETTLED": 5, "DELIVERING": 1}
     s.check_invariants()
     deliver(T + 121_001)
-    assert {st.name: n for st, n in s.counts().items() if n} == {"SETTLED": 5}
+    assert {st.name: n for st, n in s.counts().items() if n} == {"SETTLED": 6}
     s.check_invariants()
