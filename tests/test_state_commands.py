@@ -640,3 +640,12 @@ def test_reschedule_refusals_name_their_field_and_state():
     assert err.field == "fire_at"
     err = unchanged(s, lambda: s.reschedule(T0, "default", "d", fire_at=T0), FailedPrecondition)
     assert str(err) == "timer 'd' in tenant 'default' is SETTLED; only scheduled or armed timers can be rescheduled"
+
+
+def test_ack_refusals_name_their_field_and_state():
+    s = State()
+    s.create(T0, [spec("a", fire_at=T0 + 100)])
+    err = unchanged(s, lambda: s.ack(T0, "default", "a", "1"), InvalidArgument)
+    assert err.field == "fire_id"
+    err = unchanged(s, lambda: s.ack(T0, "default", "a", 1), FailedPrecondition)
+    assert str(err) == "timer 'a' in tenant 'default' is ARMED; only a fired timer can be acknowledged"
