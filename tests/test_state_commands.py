@@ -649,3 +649,12 @@ def test_ack_refusals_name_their_field_and_state():
     assert err.field == "fire_id"
     err = unchanged(s, lambda: s.ack(T0, "default", "a", 1), FailedPrecondition)
     assert str(err) == "timer 'a' in tenant 'default' is ARMED; only a fired timer can be acknowledged"
+
+
+def test_a_stale_ack_names_the_current_fire():
+    s = State()
+    s.create(T0, [spec("a", fire_at=T0, ack_required=True)])
+    s.tick(T0)
+    fid = s.get("default", "a").fire_id
+    err = unchanged(s, lambda: s.ack(T0, "default", "a", fid + 1), FailedPrecondition)
+    assert str(err) == f"fire_id {fid + 1} is not the current fire of timer 'a' in tenant 'default' ({fid})"
