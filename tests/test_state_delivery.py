@@ -698,3 +698,14 @@ def test_a_tick_counts_an_occurrence_timer_that_ends_and_goes_on_past_a_retry():
     deliver(T + 121_001)
     assert {st.name: n for st, n in s.counts().items() if n} == {"SETTLED": 6}
     s.check_invariants()
+
+
+def test_a_bad_delivery_outcome_names_its_field():
+    s, fid = fired()
+    before = s.to_bytes()
+    for args, field in [(("x", 1, 200, 1, "", b"", None), "fire_id"), ((fid, 0, 200, 1, "", b"", None), "attempt"),
+                        ((fid, 1, 200, 1, 5, b"", None), "error"), ((fid, 1, 200, 1, "", "text", None), "body")]:
+        with pytest.raises(InvalidArgument) as info:
+            s.delivery_attempt(120, "default", "w", *args)
+        assert info.value.field == field
+    assert s.to_bytes() == before
