@@ -593,8 +593,11 @@ class LmdbJournal(Journal):
         drop = slice(entryTo, None).indices(n)[0]
         if drop <= 0:
             return
-        self._epoch += 1
         new_first_idx = self._first[1] + drop  # may be past the end: all dropped
+        # A damaged store (an entry to delete or the new first one missing): refuse before
+        # deleting anything; a chunk reading no new first entry would empty the journal.
+        self._check_stored(self._first[1], min(new_first_idx, self._last[1]))
+        self._epoch += 1
         while self._first is not None and self._first[1] < new_first_idx:
             lo = self._first[1]
             hi = min(new_first_idx, lo + _DELETE_CHUNK, self._last[1] + 1)
@@ -612,6 +615,20 @@ class LmdbJournal(Journal):
             if new_first is None:
                 self._last = None
         self._after_bulk_write()
+
+    def _check_stored(self, lo: int, hi: int) -> None:
+        """Raise JournalError naming the first index of lo..hi that has no stored entry."""
+        expect = lo
+        with self._env.begin(db=self._log_db) as txn:
+            cur = txn.cursor()
+            if cur.set_range(_U64.pack(lo)):
+                for key in cur.iternext(values=False):
+                    if _U64.unpack(key)[0] != expect:
+                        break
+                    if expect == hi:
+                        return
+                    expect += 1
+        raise JournalError(f"journal entry {expect} is missing")
 
     def _after_bulk_write(self) -> None:
         if self._policy == SYNC_DURABLE:

@@ -270,3 +270,19 @@ def test_a_graph_block_that_contradicts_the_table_is_a_snapshot_error():
             State.from_bytes(snapshot.encode(table, seq, last, v1))
     table.graph.deps[1] = d
     assert State.from_bytes(snapshot.encode(table, seq, last, v1)) == s
+
+
+def test_a_child_created_waiting_emits_only_created_between_its_armed_siblings():
+    """A child waiting on its parent is created SCHEDULED at revision 1 with one event; the
+    timers after it in the batch take the following seqs."""
+    s = State()
+    r = s.create(T0, [TimerSpec("p", T0 + 100), TimerSpec("c", T0 + 200, graph=dep("p")), TimerSpec("d", T0 + 300)])
+    assert [tuple(e)[:8] for e in r.events] == [
+        (1, EventKind.CREATED, "default", "p", T0, 1, TimerState.SCHEDULED, T0 + 100),
+        (2, EventKind.ARMED, "default", "p", T0, 2, TimerState.ARMED, T0 + 100),
+        (3, EventKind.CREATED, "default", "c", T0, 1, TimerState.SCHEDULED, T0 + 200),
+        (4, EventKind.CREATED, "default", "d", T0, 1, TimerState.SCHEDULED, T0 + 300),
+        (5, EventKind.ARMED, "default", "d", T0, 2, TimerState.ARMED, T0 + 300)]
+    assert [(i.timer.id, i.timer.revision, i.timer.state) for i in r.items] == [
+        ("p", 2, TimerState.ARMED), ("c", 1, TimerState.SCHEDULED), ("d", 2, TimerState.ARMED)]
+    assert s.seq == 5 and s.get("default", "c").revision == 1

@@ -1272,6 +1272,28 @@ def test_a_deletion_that_meets_a_vanished_entry_is_a_journal_error(tmp_path, mon
     j.close()
 
 
+@pytest.mark.parametrize("chunk, drop, hole", [(2, 5, 6), (2, 4, 5), (50_000, 5, 6), (50_000, 1, 2),
+                                              (2, 5, 3), (2, 5, 4), (50_000, 8, 8), (50_000, 9, 1)])
+def test_a_compaction_over_a_vanished_entry_is_refused_and_deletes_nothing(
+        tmp_path, monkeypatch, chunk, drop, hole):
+    """Entries 1-8; one removed behind the journal's back (a damaged store): the entry that
+    should become the new first one (hole = drop + 1), one read as a chunk's next first
+    entry (3 with chunks of 2), or one to delete. deleteEntriesTo refuses before deleting
+    anything, rather than reading no new first entry and emptying the journal."""
+    monkeypatch.setattr(journal_mod, "_DELETE_CHUNK", chunk)
+    j = filled(tmp_path / "j", 8)
+    with j.env.begin(write=True) as txn:
+        assert txn.delete(journal_mod._U64.pack(hole), db=j._log_db)
+    with pytest.raises(JournalError, match=rf"^journal entry {hole} is missing$"):
+        j.deleteEntriesTo(drop)
+    with j.env.begin(db=j._log_db) as txn:
+        stored = [journal_mod._U64.unpack(k)[0] for k, _ in txn.cursor()]
+    assert stored == [i for i in range(1, 9) if i != hole]
+    assert (len(j), j.first_index, j.last_index) == (8, 1, 8)
+    assert j[-1] == (b"cmd8", 8, 1) and (hole == 1 or j[0] == (b"cmd1", 1, 1))
+    j.close()
+
+
 def test_a_chunked_deletion_fsyncs_once_durable_and_never_relaxed(tmp_path, monkeypatch):
     """Deletions are written unsynced chunk by chunk; a durable journal then syncs once."""
     monkeypatch.setattr(journal_mod, "_DELETE_CHUNK", 2)

@@ -483,3 +483,20 @@ def test_a_trigger_of_an_ack_required_timer_awaits_its_ack_and_pending_fires_sur
     assert r.ack(T0 + 12 * S, "default", "k", tr.events[0].fire_id) == s.ack(T0 + 12 * S, "default", "k",
                                                                              tr.events[0].fire_id)
     assert r.to_bytes() == s.to_bytes()
+
+
+def test_a_tick_with_a_catch_up_timer_fires_the_others_each_on_its_own_path():
+    """Only a timer with a recurrence policy takes the catch-up path: a plain, a webhook and
+    a plain recurring timer due in the same tick fire as they would alone."""
+    from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
+    hook = Delivery(Webhook("http://127.0.0.1:9/h", ()), DeliveryPolicy(max_attempts=2))
+    t0 = 1_000_000
+    s = State()
+    s.create(t0, [TimerSpec("c", t0 + 1000, every_ms=60_000, catch_up="all"), TimerSpec("p", t0 + 1000),
+                  TimerSpec("w", t0 + 1000, delivery=hook), TimerSpec("e", t0 + 1000, every_ms=60_000)])
+    r = s.tick(t0 + 1000)
+    assert [(e.kind.name, e.timer_id) for e in r.events] == [
+        ("FIRED", "c"), ("ARMED", "c"), ("FIRED", "p"), ("SETTLED", "p"), ("FIRED", "w"), ("DELIVERY_DUE", "w"),
+        ("FIRED", "e"), ("ARMED", "e")]
+    assert [t.id for t in r.fired] == ["c", "p", "w", "e"]
+    s.check_invariants()

@@ -233,8 +233,9 @@ def test_bad_retention_is_refused(bad):
         RetentionPolicy({"a": bad})
     with pytest.raises(InvalidArgument):
         RetentionPolicy({}, bad)
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgument) as info:
         State().retention = {"a": 1}
+    assert (info.value.field, info.value.rule) == ("retention", "must be a RetentionPolicy, not dict")
 
 
 def _v2_body() -> tuple[bytes, State]:
@@ -335,3 +336,14 @@ def test_version_2_body_flips_never_escape_as_other_errors(flips):
     list(r)
     r.next_deadline()
     r.tick(T0 + 10**9)
+
+
+def test_a_tick_that_fires_and_purges_reports_both():
+    """A purge deadline and fires in the same tick: the tick's events hold the fires, then
+    the purge."""
+    s = state(default=100)
+    s.create(T0, [TimerSpec("a", T0), TimerSpec("b", T0 + 100)])
+    s.tick(T0)                                         # a settles: purged at T0 + 100
+    r = s.tick(T0 + 100)
+    assert [(e.kind.name, e.timer_id) for e in r.events] == [("FIRED", "b"), ("SETTLED", "b"), ("PURGED", "a")]
+    assert r.purged == 1 and [t.id for t in r.fired] == ["b"]

@@ -93,7 +93,7 @@ def test_create_existing_id_rejects_whole_batch():
 def test_create_duplicate_id_inside_batch_is_invalid():
     s = State()
     err = unchanged(s, lambda: s.create(T0, [spec("a"), spec("b"), spec("a")]), InvalidArgument)
-    assert err.field == "specs[2].id" and "specs[0]" in str(err)
+    assert err.field == "specs[2].id" and err.rule == "'a' repeats the id of specs[0] in tenant 'default'"
 
 
 def test_create_idempotency_key_returns_existing_timer():
@@ -469,3 +469,192 @@ def test_a_snapshot_with_many_tenants_restores_every_lookup():
     again = r.create(T0, [spec("other", tenant="tenant3", idempotency_key="k3")])
     assert [item.timer.id for item in again.items] == ["t3"]
     r.check_invariants()
+
+
+# ---- quotas (kernel side; the FSM's and the API's are in test_quotas.py) -----------------
+
+def test_quotas_count_new_timers_and_payload_bytes_exactly_at_their_bounds():
+    """A limit is a bound the tenant may reach and not pass, for a tenant never seen as for
+    one holding timers, in one-tenant and mixed batches, with payloads as bytes or inside
+    an Extra; 0 is unlimited; the QuotaExceeded names the tenant, limit, quota, held, adding."""
+    from minoots.kernel import QuotaExceeded, TenantLimit
+
+    def refused(state, specs, limits=None, default=None) -> tuple:
+        e = unchanged(state, lambda: state.create(T0, specs, limits, default), QuotaExceeded)
+        return e.tenant, e.limit, e.quota, e.held, e.adding
+
+    s = State()
+    lim = {"a": TenantLimit(max_timers=2), "b": TenantLimit(max_payload_bytes=10)}
+    # tenants never seen: nothing held
+    assert refused(s, [spec("x", tenant="a"), spec("y", tenant="a"), spec("z", tenant="a")], lim) == (
+        "a", "max_timers", 2, 0, 3)
+    assert refused(s, [spec("x", tenant="b", payload=b"123456"), spec("y", tenant="b", name="n", payload=b"12345")],
+                   lim) == ("b", "max_payload_bytes", 10, 0, 11)
+    assert refused(s, [spec("x", tenant="a"), spec("y", tenant="b", payload=b"x" * 5),
+                       spec("z", tenant="b", name="n", payload=b"x" * 6)], lim) == ("b", "max_payload_bytes", 10, 0, 11)
+    s.create(T0, [spec("x", tenant="a"), spec("y", tenant="b", payload=b"123456")], lim)
+    s.create(T0, [spec("z", tenant="b", name="n", payload=b"1234")], lim)          # exactly 10 bytes
+    # now held: a 1 timer, b 10 bytes (2 timers, no timer limit)
+    assert refused(s, [spec("w", tenant="b", payload=b"1")], lim) == ("b", "max_payload_bytes", 10, 10, 1)
+    assert refused(s, [spec("v", tenant="a"), spec("w", tenant="a")], lim) == ("a", "max_timers", 2, 1, 2)
+    assert refused(s, [spec("v", tenant="b"), spec("w", tenant="a"), spec("u", tenant="a")], lim) == (
+        "a", "max_timers", 2, 1, 2)
+    s.create(T0, [spec("v", tenant="a"), spec("w", tenant="b")], lim)              # a reaches 2; b adds 0 bytes
+    # the default limit binds tenants not named; timers are checked before bytes
+    both = TenantLimit(max_timers=1, max_payload_bytes=1)
+    assert refused(s, [spec("p", tenant="c", payload=b"12"), spec("q", tenant="c", payload=b"3")], lim, both) == (
+        "c", "max_timers", 1, 0, 2)
+    assert refused(s, [spec("p", tenant="c", payload=b"12")], None, both) == ("c", "max_payload_bytes", 1, 0, 2)
+    s.create(T0, [spec("p", tenant="c", payload=b"1")], lim, both)
+    s.create(T0, [spec("many", tenant="a")], {"a": TenantLimit(0, 0)})             # 0: unlimited
+    with pytest.raises(InvalidArgument) as info:
+        s.create(T0, [spec("bad", tenant="a")], {"a": (1, 1)})
+    assert info.value.field == "limits" and "TenantLimit, not tuple" in str(info.value)
+    # a cancel frees what the tenant held
+    s.cancel(T0, [("b", "y")])
+    s.create(T0, [spec("r", tenant="b", payload=b"123456")], lim)
+    s.check_invariants()
+
+
+def test_a_bad_ref_or_tenant_names_the_exact_field():
+    """Refs are checked one by one: the error names refs[i] (not a pair), refs[i].tenant or
+    refs[i].id, for cancel and delete alike; a listing by a bad tenant name is refused too."""
+    s = State()
+    s.create(T0, [spec("a"), spec("b")])
+    for call in (s.cancel, s.delete):
+        for refs, field in [([("default", "a"), "ab"], "refs[1]"), ([("default", "a", "x")], "refs[0]"),
+                            ([("default", "a"), (None, "b")], "refs[1].tenant"),
+                            ([("default", "a"), ("default", "")], "refs[1].id")]:
+            err = unchanged(s, lambda: call(T0, refs), InvalidArgument)
+            assert err.field == field, (call, refs)
+        err = unchanged(s, lambda: call(T0, ["ab"]), InvalidArgument)
+        assert "must be a (tenant, id) pair, not str" in str(err)
+    with pytest.raises(InvalidArgument) as info:
+        s.timers("")
+    assert info.value.field == "tenant"
+    assert [t.id for t in s.timers()] == ["a", "b"] == [t.id for t in s.timers("default")]
+
+
+def test_reschedule_bounds_are_inclusive_and_the_event_is_complete():
+    """extend_by may move fire_at exactly to 0 or to MAX_TIME; the event takes the next seq
+    and names the tenant and id; the message states the refused deadline."""
+    s = State()
+    s.create(T0, [spec("a", fire_at=T0 + 100, tenant="t")])
+    r = s.reschedule(T0 + 1, "t", "a", extend_by=-(T0 + 100))
+    assert [tuple(e)[:8] for e in r.events] == [(3, EventKind.RESCHEDULED, "t", "a", T0 + 1, 3, TimerState.ARMED, 0)]
+    assert s.seq == 3 and s.next_deadline() == 0
+    r = s.reschedule(T0 + 2, "t", "a", extend_by=MAX_TIME)
+    assert r.timer.fire_at == MAX_TIME and s.next_deadline() == MAX_TIME and s.seq == 4
+    err = unchanged(s, lambda: s.reschedule(T0, "t", "a", extend_by=1), InvalidArgument)
+    assert err.rule == f"moves fire_at to {MAX_TIME + 1}, outside 0..{MAX_TIME} ms"
+    s.reschedule(T0 + 3, "t", "a", fire_at=5)
+    err = unchanged(s, lambda: s.reschedule(T0, "t", "a", extend_by=-6), InvalidArgument)
+    assert (err.field, err.rule) == ("extend_by", f"moves fire_at to -1, outside 0..{MAX_TIME} ms")
+    err = unchanged(s, lambda: s.reschedule(T0, "t", "a"), InvalidArgument)
+    assert (err.field, err.rule) == ("fire_at", "give exactly one of fire_at and extend_by")
+
+
+def test_each_created_item_is_the_timer_as_the_command_left_it():
+    """A create's items are built lazily or from the table depending on the spec; each must
+    equal what `get` returns right after the command: plain, payload, labels, ack, keys (one
+    equal to the id), webhook, queue, every_ms, cron, a catch-up policy, a dependency, an
+    escalation ladder with a webhook, a recurring webhook timer; an idempotent repeat returns
+    the existing timer."""
+    from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
+    from minoots.kernel.graph import GraphSpec
+    hook = Delivery(Webhook("http://127.0.0.1:9/h", ()), DeliveryPolicy(max_attempts=2))
+    queue = Delivery(None, DeliveryPolicy(max_attempts=2), "jobs")
+    specs = [spec("plain"), spec("pay", payload=b"xy", name="n", labels={"k": "v"}, action=b"a", tenant="t"),
+             spec("ack", ack_required=True, idempotency_key="key1"), spec("self", idempotency_key="self"),
+             spec("hook", delivery=hook), spec("q", delivery=queue), spec("every", every_ms=60_000, max_count=3),
+             spec("cron", cron="0 9 * * *", tz="UTC"), spec("catch", every_ms=60_000, catch_up="all"),
+             spec("child", graph=GraphSpec(("plain",))),
+             spec("ladder", ack_required=True, delivery=hook, graph=GraphSpec(escalate=((1000, b"page"),))),
+             spec("occ", every_ms=60_000, delivery=hook)]
+    s = State()
+    res = s.create(T0, specs)
+    assert [(item.timer.id, item.created) for item in res.items] == [(x.id, True) for x in specs]
+    for x, item in zip(specs, res.items):
+        assert item.timer == s.get(x.tenant, x.id), x.id
+    assert res.items[4].timer.delivery == hook and res.items[5].timer.delivery == queue
+    assert res.items[8].timer.catch_up == "all" and res.items[9].timer.waiting_on == ("plain",)
+    again = s.create(T0 + 1, [spec("other", idempotency_key="key1"), spec("self2", idempotency_key="self")])
+    assert [(i.timer.id, i.created) for i in again.items] == [("ack", False), ("self", False)]
+    assert again.items[0].timer == s.get("default", "ack") and again.events == ()
+    assert {st.name: n for st, n in s.counts().items() if n} == {"SCHEDULED": 1, "ARMED": 11}
+    s.check_invariants()
+
+
+def test_a_mixed_batch_behaves_exactly_as_its_timers_created_one_by_one():
+    """Per-spec extras (a schedule's occurrences, a ladder's escalation webhook, a plain
+    webhook) go to the right timer of a mixed batch: the batch and the same specs created
+    one by one give the same bytes and the same events tick after tick."""
+    from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
+    from minoots.kernel.graph import GraphSpec
+    hook = Delivery(Webhook("http://127.0.0.1:9/h", ()), DeliveryPolicy(max_attempts=2))
+    specs = [spec("every", every_ms=60_000, max_count=2), spec("ack", ack_required=True),
+             spec("ladder", ack_required=True, delivery=hook, graph=GraphSpec(escalate=((1000, b"page"),))),
+             spec("occ", every_ms=60_000, max_count=2, delivery=hook), spec("hook", delivery=hook)]
+    a, b = State(), State()
+    a.create(T0, specs)
+    for x in specs:
+        b.create(T0, [x])
+    assert a.to_bytes() == b.to_bytes()
+    kinds = []
+    for now in (T0 + 1000, T0 + 2000, T0 + 61_000):
+        ea = a.tick(now).events
+        assert ea == b.tick(now).events and a.to_bytes() == b.to_bytes()
+        kinds.append([(e.kind.name, e.timer_id) for e in ea])
+    assert kinds == [
+        [("FIRED", "every"), ("ARMED", "every"), ("FIRED", "ack"), ("FIRED", "ladder"), ("FIRED", "occ"),
+         ("DELIVERY_DUE", "occ@15"), ("ARMED", "occ"), ("FIRED", "hook"), ("DELIVERY_DUE", "hook")],
+        [("ESCALATED", "ladder"), ("DELIVERY_DUE", "ladder@20")],
+        [("FIRED", "every"), ("SETTLED", "every"), ("ARMED", "occ")]]
+    a.check_invariants()
+
+
+def test_cancel_and_delete_refusals_state_exactly_what_is_wrong():
+    s = State()
+    s.create(T0, [spec("a", fire_at=T0), spec("b")])
+    s.tick(T0)                                            # a settles, b stays armed
+    for call, done in ((s.cancel, "b"), (s.delete, "a")):
+        err = unchanged(s, lambda: call(T0, "abc"), InvalidArgument)
+        assert (err.field, err.rule) == ("refs", "must be a list or tuple, not str")
+        err = unchanged(s, lambda: call(T0, [("default", done), ("default", done)]), InvalidArgument)
+        assert (err.field, err.rule) == ("refs[1]", "names the same timer as refs[0]")
+    err = unchanged(s, lambda: s.cancel(T0, [("default", "b"), ("default", "a")]), FailedPrecondition)
+    assert str(err) == ("refs[1]: timer 'a' in tenant 'default' is SETTLED; "
+                        "only scheduled, armed, fired or delivering timers can be cancelled")
+    err = unchanged(s, lambda: s.delete(T0, [("default", "a"), ("default", "b")]), FailedPrecondition)
+    assert str(err) == ("refs[1]: timer 'b' in tenant 'default' is ARMED; "
+                        "only settled, cancelled or dead-lettered timers can be deleted (cancel it first)")
+
+
+def test_reschedule_refusals_name_their_field_and_state():
+    s = State()
+    s.create(T0, [spec("a", fire_at=T0 + 100), spec("d", fire_at=T0)])
+    s.tick(T0)
+    err = unchanged(s, lambda: s.reschedule(T0, "default", "a", extend_by=1.5), InvalidArgument)
+    assert (err.field, err.rule) == ("extend_by", "must be an int, not float")
+    err = unchanged(s, lambda: s.reschedule(T0, "default", "a", fire_at="5"), InvalidArgument)
+    assert err.field == "fire_at"
+    err = unchanged(s, lambda: s.reschedule(T0, "default", "d", fire_at=T0), FailedPrecondition)
+    assert str(err) == "timer 'd' in tenant 'default' is SETTLED; only scheduled or armed timers can be rescheduled"
+
+
+def test_ack_refusals_name_their_field_and_state():
+    s = State()
+    s.create(T0, [spec("a", fire_at=T0 + 100)])
+    err = unchanged(s, lambda: s.ack(T0, "default", "a", "1"), InvalidArgument)
+    assert err.field == "fire_id"
+    err = unchanged(s, lambda: s.ack(T0, "default", "a", 1), FailedPrecondition)
+    assert str(err) == "timer 'a' in tenant 'default' is ARMED; only a fired timer can be acknowledged"
+
+
+def test_a_stale_ack_names_the_current_fire():
+    s = State()
+    s.create(T0, [spec("a", fire_at=T0, ack_required=True)])
+    s.tick(T0)
+    fid = s.get("default", "a").fire_id
+    err = unchanged(s, lambda: s.ack(T0, "default", "a", fid + 1), FailedPrecondition)
+    assert str(err) == f"fire_id {fid + 1} is not the current fire of timer 'a' in tenant 'default' ({fid})"

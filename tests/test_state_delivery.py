@@ -160,6 +160,8 @@ def test_a_webhook_timer_cannot_also_require_an_ack():
     with pytest.raises(InvalidArgument) as info:
         State().create(1, [TimerSpec("w", 10, delivery=hook(), ack_required=True)])
     assert info.value.field == "specs[0].ack_required"
+    assert info.value.rule == ("a timer with a webhook or queue settles when it is delivered; it cannot also require "
+                               "an ack (unless it has an escalation ladder: then its steps are delivered there)")
 
 
 def test_snapshots_carry_delivery_state_and_stay_version_1_without_it():
@@ -372,3 +374,338 @@ def test_a_tenant_never_seen_holds_nothing():
     s, _ = fired()
     assert tuple(s.usage("nobody")) == (0, 0)
     assert s.usage("default").timers == 1        # "w" is delivering; "plain" settled when it fired
+
+
+def rows(events) -> list[tuple]:
+    """Every field of each event but the tenant (always "default" here) and the step/action."""
+    return [(e.seq, e.kind.name, e.timer_id, e.at_ms, e.revision, e.state.name, e.fire_at, e.fire_id) for e in events]
+
+
+def test_a_queue_timers_whole_life_event_by_event():
+    """Lease, extend, nack with attempts left, backoff over, expiry on the last attempt,
+    expiry with attempts left, ack, redrive, nack on the last attempt: every event's seq,
+    time, revision, state and fire fields, each Attempt logged, the lease ids, the live
+    leases and the queue depth after each step."""
+    from minoots.kernel.delivery import Attempt
+    s = State()
+    pol = DeliveryPolicy(max_attempts=2)
+    s.create(10, [TimerSpec(f"q{i}", 100 + i, delivery=Delivery(None, pol, "jobs")) for i in range(2)])
+    s.tick(200)
+    assert s.seq == 8 and [s.get("default", f"q{i}").fire_id for i in range(2)] == [5, 7]
+    from minoots.kernel.snapshot import decode
+    table = decode(s.to_bytes())[0]                        # fired: available, nothing waiting
+    assert {table.ids[o]: (r.attempt, r.next_at, r.waiting, r.lease, r.avail) for o, r in table.deliv.items()} == {
+        "q0": (0, -1, False, "", 6), "q1": (0, -1, False, "", 8)}
+    r = s.lease(300, "default", "jobs", 5, 1000)
+    assert rows(r.events) == [(9, "LEASED", "q0", 300, 5, "DELIVERING", 100, 5),
+                              (10, "LEASED", "q1", 300, 5, "DELIVERING", 101, 7)]
+    assert [(l.timer.id, l.timer.revision, l.lease_id, l.attempt, l.expires_at) for l in r.leases] == [
+        ("q0", 5, "9", 1, 1300), ("q1", 5, "10", 1, 1300)]
+    assert all(e.tenant == "default" for e in r.events) and s.seq == 10
+    assert s.live_leases("default", [("q0", "9"), ("q1", "10"), ("q0", "10"), ("zz", "9")]) == [("q0", "9"), ("q1", "10")]
+    assert s.live_leases("other", [("q0", "9")]) == [] and s.queue_depth("default", "jobs") == 0
+
+    r = s.extend_lease(400, "default", "q1", "10", 2000)
+    assert rows(r.events) == [(11, "LEASE_EXTENDED", "q1", 400, 6, "DELIVERING", 101, 7)] and s.seq == 11
+    assert [(l.timer.id, l.timer.revision, l.lease_id, l.attempt, l.expires_at) for l in r.leases] == [
+        ("q1", 6, "10", 1, 2400)]
+
+    r = s.nack_lease(500, "default", "q0", "9", 900)
+    assert rows(r.events) == [(12, "DELIVERY_ATTEMPTED", "q0", 500, 6, "DELIVERING", 100, 5)] and s.seq == 12
+    assert (r.timer.revision, r.timer.next_attempt_at) == (6, 900)
+    assert r.timer.delivery_attempts == (Attempt(1, 5, 500, 0, 0, "nack", b"", 900),)
+    assert s.live_leases("default", [("q0", "9"), ("q1", "10")]) == [("q1", "10")]
+    assert s.queue_depth("default", "jobs") == 0 and s.next_deadline() == 900
+
+    assert rows(s.tick(900).events) == [(13, "DELIVERY_DUE", "q0", 900, 7, "DELIVERING", 100, 5)]
+    assert s.queue_depth("default", "jobs") == 1 and s.get("default", "q0").next_attempt_at is None
+    r = s.lease(1000, "default", "jobs", 1, 1000)
+    assert rows(r.events) == [(14, "LEASED", "q0", 1000, 8, "DELIVERING", 100, 5)]
+    assert [(l.lease_id, l.attempt, l.expires_at) for l in r.leases] == [("14", 2, 2000)]
+
+    # q0's second (last) lease expires: dead-lettered; q1's extended lease then expires with one left
+    assert rows(s.tick(2000).events) == [(15, "DELIVERY_ATTEMPTED", "q0", 2000, 9, "DELIVERING", 100, 5),
+                                         (16, "DEAD_LETTERED", "q0", 2000, 10, "DEAD_LETTERED", 100, 5)]
+    q0 = s.get("default", "q0")
+    assert q0.delivery_attempts[-1] == Attempt(2, 5, 2000, 0, 0, "lease_expired", b"", None)
+    assert (q0.revision, q0.settled_at, q0.next_attempt_at) == (10, 2000, None)
+    assert rows(s.tick(2400).events) == [(17, "DELIVERY_ATTEMPTED", "q1", 2400, 7, "DELIVERING", 101, 7),
+                                         (18, "DELIVERY_DUE", "q1", 2400, 8, "DELIVERING", 101, 7)]
+    q1 = s.get("default", "q1")
+    assert q1.delivery_attempts == (Attempt(1, 7, 2400, 0, 0, "lease_expired", b"", None),)
+    assert (q1.revision, q1.next_attempt_at, s.queue_depth("default", "jobs")) == (8, None, 1)
+    from minoots.kernel.snapshot import decode
+    table = decode(s.to_bytes())[0]                        # what a snapshot keeps of both records
+    assert {table.ids[o]: (r.attempt, r.next_at, r.waiting, r.lease, r.avail) for o, r in table.deliv.items()} == {
+        "q0": (2, -1, False, "", 0), "q1": (1, -1, False, "", 18)}
+
+    r = s.lease(2500, "default", "jobs", 5, 1000)
+    assert rows(r.events) == [(19, "LEASED", "q1", 2500, 9, "DELIVERING", 101, 7)]
+    r = s.ack_lease(2600, "default", "q1", "19")
+    assert rows(r.events) == [(20, "DELIVERY_ATTEMPTED", "q1", 2600, 10, "DELIVERING", 101, 7),
+                              (21, "SETTLED", "q1", 2600, 11, "SETTLED", 101, 7)] and s.seq == 21
+    assert r.timer.delivery_attempts[-1] == Attempt(2, 7, 2600, 0, 0, "", b"", None)
+    assert (r.timer.revision, r.timer.settled_at, r.timer.next_attempt_at) == (11, 2600, None)
+    assert s.live_leases("default", [("q1", "19")]) == [] and tuple(s.usage("default")) == (0, 0)
+
+    r = s.redrive(2700, "default", "q0")
+    assert rows(r.events) == [(22, "REDRIVEN", "q0", 2700, 11, "DELIVERING", 100, 5),
+                              (23, "DELIVERY_DUE", "q0", 2700, 12, "DELIVERING", 100, 5)]
+    assert s.queue_depth("default", "jobs") == 1
+    (l,) = s.lease(2800, "default", "jobs", 5, 1000).leases
+    assert (l.lease_id, l.attempt, l.expires_at, l.timer.revision) == ("24", 1, 3800, 13)
+    s.nack_lease(2900, "default", "q0", "24", 3000)
+    s.tick(3000)
+    (l,) = s.lease(3100, "default", "jobs", 5, 1000).leases
+    assert (l.lease_id, l.attempt, l.timer.revision) == ("27", 2, 16)
+    # a nack of the last attempt dead-letters, whatever retry time it names
+    r = s.nack_lease(3200, "default", "q0", "27", 9999)
+    assert rows(r.events) == [(28, "DELIVERY_ATTEMPTED", "q0", 3200, 17, "DELIVERING", 100, 5),
+                              (29, "DEAD_LETTERED", "q0", 3200, 18, "DEAD_LETTERED", 100, 5)] and s.seq == 29
+    assert r.timer.delivery_attempts[-1] == Attempt(2, 5, 3200, 0, 0, "nack", b"", None)
+    assert (r.timer.settled_at, r.timer.next_attempt_at) == (3200, None)
+    assert {st.name: n for st, n in s.counts().items() if n} == {"SETTLED": 1, "DEAD_LETTERED": 1}
+    s.check_invariants()
+
+
+def test_leases_go_oldest_available_first_past_stale_entries_of_a_reused_ordinal():
+    """A queue timer cancelled while available leaves its entry in the queue; purged at
+    once, its ordinal goes to the next timer created. That timer becomes available after
+    another one: the stale entry (older) must not lease it ahead of that other one."""
+    from minoots.kernel.retention import RetentionPolicy
+    s = State()
+    s.retention = RetentionPolicy({}, 0)
+    pol = DeliveryPolicy(max_attempts=3)
+    s.create(10, [TimerSpec("a", 100, delivery=Delivery(None, pol, "jobs")),
+                  TimerSpec("x", 130, delivery=Delivery(None, pol, "jobs"))])
+    s.tick(130)                                                   # a, then x available
+    s.cancel(140, [("default", "a")])                              # purged at once: its ordinal is free
+    assert s.queue_depth("default", "jobs") == 1
+    s.create(150, [TimerSpec("b", 160, delivery=Delivery(None, pol, "jobs"))])   # takes a's ordinal
+    s.tick(160)                                                   # b available after x
+    assert s.queue_depth("default", "jobs") == 2
+    assert [l.timer.id for l in s.lease(200, "default", "jobs", 1, 1000).leases] == ["x"]
+    assert [l.timer.id for l in s.lease(200, "default", "jobs", 1, 1000).leases] == ["b"]
+    assert s.lease(200, "default", "jobs", 5, 1000).leases == () and s.queue_depth("default", "jobs") == 0
+    s.check_invariants()
+
+
+def test_leasing_from_a_queue_or_tenant_never_seen_changes_nothing():
+    s = queued(n=1)
+    before = s.to_bytes()
+    for tenant, queue in (("default", "other"), ("nobody", "jobs")):
+        r = s.lease(300, tenant, queue, 5, 1000)
+        assert (r.events, r.leases) == ((), ())
+        assert s.queue_depth(tenant, queue) == 0
+    assert s.to_bytes() == before and s.queue_depth("default", "jobs") == 1
+    # a queue emptied by a lease leases nothing more, and one refilled leases again
+    (l,) = s.lease(300, "default", "jobs", 5, 1000).leases
+    assert s.lease(300, "default", "jobs", 5, 1000).leases == ()
+    s.tick(1300)                                                  # the lease expired: available again
+    assert [x.timer.id for x in s.lease(1400, "default", "jobs", 5, 1000).leases] == ["q0"]
+    s.check_invariants()
+
+
+def test_every_command_names_the_time_argument_it_refuses():
+    """A bad command time is refused as `now_ms` by every command (the state unchanged);
+    a retry time as `next_at`, a lease expiry past MAX_TIME as `visibility_ms`, a new
+    deadline as `fire_at`, scan bounds as `fire_at_from` / `fire_at_to`."""
+    from minoots.kernel import MAX_TIME
+    s = queued(n=2)
+    (l0, l1) = s.lease(300, "default", "jobs", 2, 5000).leases
+    s.create(300, [TimerSpec("w", 400, delivery=hook(3)), TimerSpec("a", 9000, ack_required=True)])
+    s.tick(400)
+    fid = s.get("default", "w").fire_id
+    calls = {
+        "create": lambda t: s.create(t, [TimerSpec("new", 9000)]),
+        "cancel": lambda t: s.cancel(t, [("default", "a")]),
+        "reschedule": lambda t: s.reschedule(t, "default", "a", fire_at=9500),
+        "tick": lambda t: s.tick(t),
+        "ack": lambda t: s.ack(t, "default", "a", 1),
+        "delete": lambda t: s.delete(t, [("default", "a")]),
+        "delivery_attempt": lambda t: s.delivery_attempt(t, "default", "w", fid, 1, 200, 1, "", b"", None),
+        "redrive": lambda t: s.redrive(t, "default", "w"),
+        "lease": lambda t: s.lease(t, "default", "jobs", 1, 5000),
+        "ack_lease": lambda t: s.ack_lease(t, "default", "q0", l0.lease_id),
+        "nack_lease": lambda t: s.nack_lease(t, "default", "q0", l0.lease_id, 6000),
+        "extend_lease": lambda t: s.extend_lease(t, "default", "q0", l0.lease_id, 5000),
+    }
+    before = s.to_bytes()
+    for name, call in calls.items():
+        for bad in (-1, MAX_TIME + 1, None):
+            with pytest.raises(InvalidArgument) as info:
+                call(bad)
+            assert info.value.field == "now_ms", (name, bad)
+    assert s.to_bytes() == before
+    for call, field in [(lambda: s.nack_lease(500, "default", "q0", l0.lease_id, -1), "next_at"),
+                        (lambda: s.delivery_attempt(500, "default", "w", fid, 1, 500, 1, "x", b"", -1), "next_at"),
+                        (lambda: s.extend_lease(MAX_TIME - 1000, "default", "q1", l1.lease_id, 5000), "visibility_ms"),
+                        (lambda: s.lease(MAX_TIME - 1000, "default", "jobs", 1, 5000), "visibility_ms"),
+                        (lambda: s.reschedule(500, "default", "a", fire_at=-1), "fire_at"),
+                        (lambda: s.cursor(0, fire_at_from=-1), "fire_at_from"),
+                        (lambda: s.cursor(0, fire_at_to=MAX_TIME + 1), "fire_at_to")]:
+        with pytest.raises(InvalidArgument) as info:
+            call()
+        assert info.value.field == field
+    assert s.to_bytes() == before
+
+
+def test_a_webhook_timers_whole_life_event_by_event_with_usage_and_retention():
+    """Fire, a failed attempt with a retry, the retry due, the last attempt failing, redrive,
+    success; a retention-0 tenant purged in the outcome's own command; acks and deletes:
+    every event's fields, each Attempt logged, the due list, the tenants' usage."""
+    from minoots.kernel import NotFound
+    from minoots.kernel.delivery import Attempt
+    from minoots.kernel.retention import RetentionPolicy
+
+    def full(events) -> list[tuple]:
+        return [(e.seq, e.kind.name, e.tenant, e.timer_id, e.at_ms, e.revision, e.state.name, e.fire_at, e.fire_id)
+                for e in events]
+
+    def usage() -> tuple:
+        return tuple(s.usage("t")), tuple(s.usage("z"))
+
+    s = State()
+    s.retention = RetentionPolicy({"z": 0})
+    s.create(10, [TimerSpec("w", 100, tenant="t", payload=b"12345", delivery=hook(2)),
+                  TimerSpec("k", 100, tenant="t", payload=b"123", ack_required=True),
+                  TimerSpec("v", 100, tenant="z", payload=b"1234567", delivery=hook(1)),
+                  TimerSpec("d", 100, tenant="z", payload=b"1", ack_required=True)])
+    assert full(s.tick(100).events) == [
+        (9, "FIRED", "t", "w", 100, 3, "FIRED", 100, 9), (10, "DELIVERY_DUE", "t", "w", 100, 4, "DELIVERING", 100, 9),
+        (11, "FIRED", "t", "k", 100, 3, "FIRED", 100, 11),
+        (12, "FIRED", "z", "v", 100, 3, "FIRED", 100, 12), (13, "DELIVERY_DUE", "z", "v", 100, 4, "DELIVERING", 100, 12),
+        (14, "FIRED", "z", "d", 100, 3, "FIRED", 100, 14)]
+    assert usage() == ((2, 8), (2, 8)) and s.deliveries_due() == [("t", "w"), ("z", "v")]
+    timer, n = s.delivery_due("t", "w")
+    assert (timer.id, timer.revision, n) == ("w", 4, 1)
+    from minoots.kernel.snapshot import decode
+    table = decode(s.to_bytes())[0]                        # fired: attempt 1 due, nothing waiting
+    assert {table.ids[o]: (r.attempt, r.next_at, r.waiting) for o, r in table.deliv.items()} == {
+        "w": (0, -1, False), "v": (0, -1, False)}
+
+    r = s.delivery_attempt(110, "t", "w", 9, 1, 503, 20, "http_status", b"busy", 300)
+    assert full(r.events) == [(15, "DELIVERY_ATTEMPTED", "t", "w", 110, 5, "DELIVERING", 100, 9)] and s.seq == 15
+    assert r.timer.delivery_attempts == (Attempt(1, 9, 110, 503, 20, "http_status", b"busy", 300),)
+    assert (r.timer.revision, r.timer.next_attempt_at, r.timer.delivery_attempt) == (5, 300, 1)
+    assert s.deliveries_due() == [("z", "v")] and s.delivery_due("t", "w") is None and s.next_deadline() == 300
+    assert full(s.tick(300).events) == [(16, "DELIVERY_DUE", "t", "w", 300, 6, "DELIVERING", 100, 9)]
+    timer, n = s.delivery_due("t", "w")
+    assert (timer.revision, timer.next_attempt_at, n) == (6, None, 2)
+
+    r = s.delivery_attempt(310, "t", "w", 9, 2, 0, 1000, "timeout", b"", None)
+    assert full(r.events) == [(17, "DELIVERY_ATTEMPTED", "t", "w", 310, 7, "DELIVERING", 100, 9),
+                              (18, "DEAD_LETTERED", "t", "w", 310, 8, "DEAD_LETTERED", 100, 9)] and s.seq == 18
+    assert r.timer.delivery_attempts[-1] == Attempt(2, 9, 310, 0, 1000, "timeout", b"", None)
+    assert (r.timer.settled_at, usage()) == (310, ((1, 3), (2, 8)))
+
+    r = s.redrive(400, "t", "w")
+    assert full(r.events) == [(19, "REDRIVEN", "t", "w", 400, 9, "DELIVERING", 100, 9),
+                              (20, "DELIVERY_DUE", "t", "w", 400, 10, "DELIVERING", 100, 9)] and s.seq == 20
+    assert (r.timer.settled_at, r.timer.delivery_attempt, len(r.timer.delivery_attempts)) == (None, 0, 2)
+    assert usage() == ((2, 8), (2, 8)) and s.deliveries_due() == [("t", "w"), ("z", "v")]
+    r = s.delivery_attempt(410, "t", "w", 9, 1, 204, 5, "", b"", None)
+    assert full(r.events) == [(21, "DELIVERY_ATTEMPTED", "t", "w", 410, 11, "DELIVERING", 100, 9),
+                              (22, "SETTLED", "t", "w", 410, 12, "SETTLED", 100, 9)]
+    assert r.timer.delivery_attempts[-1] == Attempt(1, 9, 410, 204, 5, "", b"", None)
+    assert (r.timer.settled_at, usage()) == (410, ((1, 3), (2, 8)))
+
+    # retention 0: the dead-lettering and the ack purge the timer in the same command
+    r = s.delivery_attempt(420, "z", "v", 12, 1, 500, 7, "http_status", b"x", None)
+    assert full(r.events) == [(23, "DELIVERY_ATTEMPTED", "z", "v", 420, 5, "DELIVERING", 100, 12),
+                              (24, "DEAD_LETTERED", "z", "v", 420, 6, "DEAD_LETTERED", 100, 12),
+                              (25, "PURGED", "z", "v", 420, 7, "DEAD_LETTERED", 100, None)]
+    assert (r.timer.state, r.timer.settled_at, usage()) == (TimerState.DEAD_LETTERED, 420, ((1, 3), (1, 1)))
+    r = s.ack(430, "t", "k", 11)
+    assert full(r.events) == [(26, "SETTLED", "t", "k", 430, 4, "SETTLED", 100, 11)]
+    assert (r.timer.settled_at, usage()) == (430, ((0, 0), (1, 1)))
+    r = s.ack(440, "z", "d", 14)
+    assert full(r.events) == [(27, "SETTLED", "z", "d", 440, 4, "SETTLED", 100, 14),
+                              (28, "PURGED", "z", "d", 440, 5, "SETTLED", 100, None)]
+    r = s.delete(450, [("t", "k"), ("t", "w")])
+    assert full(r.events) == [(29, "DELETED", "t", "k", 450, 5, "SETTLED", 100, None),
+                              (30, "DELETED", "t", "w", 450, 13, "SETTLED", 100, None)] and s.seq == 30
+    assert [(v.id, v.revision) for v in r.timers] == [("k", 4), ("w", 12)]
+    assert (len(s), usage(), s.deliveries_due()) == (0, ((0, 0), (0, 0)), [])
+    for tenant, tid in (("t", "w"), ("z", "v")):
+        with pytest.raises(NotFound):
+            s.get(tenant, tid)
+    s.check_invariants()
+
+
+def test_every_per_timer_command_names_a_bad_tenant_or_id():
+    s = queued(n=1)
+    (l0,) = s.lease(300, "default", "jobs", 1, 5000).leases
+    calls = {
+        "reschedule": lambda tn, i: s.reschedule(400, tn, i, fire_at=9000),
+        "ack": lambda tn, i: s.ack(400, tn, i, 1),
+        "delivery_attempt": lambda tn, i: s.delivery_attempt(400, tn, i, 1, 1, 200, 1, "", b"", None),
+        "redrive": lambda tn, i: s.redrive(400, tn, i),
+        "ack_lease": lambda tn, i: s.ack_lease(400, tn, i, l0.lease_id),
+        "nack_lease": lambda tn, i: s.nack_lease(400, tn, i, l0.lease_id, 6000),
+        "extend_lease": lambda tn, i: s.extend_lease(400, tn, i, l0.lease_id, 5000),
+        "get": lambda tn, i: s.get(tn, i),
+    }
+    before = s.to_bytes()
+    for name, call in calls.items():
+        for args, field in ((("", "q0"), "tenant"), (("default", ""), "id"), (("bad tenant", "q0"), "tenant"),
+                            (("default", "bad id"), "id")):
+            with pytest.raises(InvalidArgument) as info:
+                call(*args)
+            assert info.value.field == field, (name, args)
+    with pytest.raises(InvalidArgument) as info:
+        s.lease(400, "", "jobs", 1, 5000)
+    assert info.value.field == "tenant"
+    with pytest.raises(InvalidArgument) as info:
+        s.ack_lease(400, "default", "q0", 9)
+    assert (info.value.field, info.value.rule) == ("lease_id", "must name a lease")
+    assert s.to_bytes() == before
+
+
+def test_a_tick_counts_an_occurrence_timer_that_ends_and_goes_on_past_a_retry():
+    """An occurrence timer (a schedule with a webhook) settles when its last occurrence
+    fires: the tick's counts, fired views and invariants; a webhook retry coming due in the
+    same tick as later fires does not stop the tick before them."""
+    T = 1_000_000
+    s = State()
+    s.create(T, [TimerSpec("occ", T + 1000, every_ms=60_000, max_count=2, delivery=hook(2)),
+                 TimerSpec("w", T + 1000, delivery=hook(2))])
+
+    def deliver(now, ok=True):
+        for tenant, i in s.deliveries_due():
+            timer, n = s.delivery_due(tenant, i)
+            s.delivery_attempt(now, tenant, i, timer.fire_id, n, 200 if ok else 500, 1, "" if ok else "http_status",
+                               b"", None if ok else now + 60_000 - 1000)
+
+    r = s.tick(T + 1000)
+    assert [t.id for t in r.fired] == ["occ", "w"] and s.deliveries_due() == [("default", "w"), ("default", "occ@5")]
+    deliver(T + 1001, ok=False)                     # w and occ@5 fail: retries at T + 61000
+    s.check_invariants()
+    s.create(T + 2000, [TimerSpec("late", T + 61_000), TimerSpec("first", T + 120_500)])
+    r = s.tick(T + 61_000)              # the retries, occ's next occurrence (skipped: one in flight), "late"
+    assert [(e.kind.name, e.timer_id) for e in r.events] == [
+        ("DELIVERY_DUE", "w"), ("DELIVERY_DUE", "occ@5"), ("ARMED", "occ"), ("FIRED", "late"), ("SETTLED", "late")]
+    assert [t.id for t in r.fired] == ["late"]
+    assert {st.name: n for st, n in s.counts().items() if n} == {"ARMED": 2, "SETTLED": 1, "DELIVERING": 2}
+    s.check_invariants()
+    deliver(T + 61_001)
+    r = s.tick(T + 121_000)                         # "first" settles, then occ's last occurrence
+    assert [(e.kind.name, e.timer_id) for e in r.events] == [
+        ("FIRED", "first"), ("SETTLED", "first"), ("FIRED", "occ"), ("DELIVERY_DUE", "occ@27"), ("SETTLED", "occ")]
+    assert [t.id for t in r.fired] == ["first", "occ"]
+    assert {st.name: n for st, n in s.counts().items() if n} == {"SETTLED": 5, "DELIVERING": 1}
+    s.check_invariants()
+    deliver(T + 121_001)
+    assert {st.name: n for st, n in s.counts().items() if n} == {"SETTLED": 6}
+    s.check_invariants()
+
+
+def test_a_bad_delivery_outcome_names_its_field():
+    s, fid = fired()
+    before = s.to_bytes()
+    for args, field in [(("x", 1, 200, 1, "", b"", None), "fire_id"), ((fid, 0, 200, 1, "", b"", None), "attempt"),
+                        ((fid, 1, 200, 1, 5, b"", None), "error"), ((fid, 1, 200, 1, "", "text", None), "body")]:
+        with pytest.raises(InvalidArgument) as info:
+            s.delivery_attempt(120, "default", "w", *args)
+        assert info.value.field == field
+    assert s.to_bytes() == before

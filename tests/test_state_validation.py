@@ -173,3 +173,16 @@ def test_str_subclass_is_stored_as_plain_str():
     t = s.create(T0, [good(id=S("abc"), tenant=S("ten"), name=S("nm"))]).items[0].timer
     assert type(t.id) is str and type(t.tenant) is str and type(t.name) is str
     assert State.from_bytes(s.to_bytes()) == s
+
+
+@pytest.mark.parametrize("field, value, rule", [("every_ms", 1, "1000.."), ("max_count", 1, "need an every_ms"),
+                                                ("until", T0, "need an every_ms"), ("tz", "UTC", "need an every_ms"),
+                                                ("cron", "* * * * *", "time zone")])
+def test_a_schedule_field_alone_is_checked_not_taken_for_a_plain_timer(field, value, rule):
+    """Every schedule field sends a spec off the plain fast path, where it is checked."""
+    s = State()
+    before = s.to_bytes()
+    with pytest.raises(InvalidArgument) as info:
+        s.create(T0, [good(**{field: value})])
+    assert info.value.field.startswith("specs[0].") and rule in info.value.rule
+    assert s.to_bytes() == before
