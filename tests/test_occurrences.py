@@ -222,6 +222,26 @@ def test_occurrence_timers_are_purged_by_retention_and_ids_are_refused_at_create
     s.check_invariants()
 
 
+def test_a_retention_zero_timer_ending_while_an_occurrence_is_in_delivery_is_purged_at_once():
+    """Occurrences in flight must not take the place of the other timers the same command
+    purges at once (kernel/state.py appends the occurrences' own purges to that list)."""
+    s = State()
+    s.retention = RetentionPolicy(default=0)
+    s.create(T0, [every("allow_all"), TimerSpec("c", T0 + 50 * S), TimerSpec("d", T0 + 50 * S)])
+    a = s.tick(T0 + S).events[0].fire_id
+    assert s.get("default", f"r@{a}").state == TimerState.DELIVERING          # an occurrence in flight
+    cancel = s.cancel(T0 + S + 1, [("default", "c"), ("default", "d")])
+    assert kinds(cancel.events) == [(EventKind.CANCELLED, "c"), (EventKind.CANCELLED, "d"),
+                                    (EventKind.PURGED, "c"), (EventKind.PURGED, "d")]
+    for gone in ("c", "d"):
+        with pytest.raises(NotFound):
+            s.get("default", gone)
+    # the occurrence and its schedule are untouched, and the occurrence still purges at once when it ends
+    assert s.get("default", f"r@{a}").state == TimerState.DELIVERING
+    assert [e.kind for e in ok(s, T0 + S + 2, f"r@{a}", a).events][-1] == EventKind.PURGED
+    s.check_invariants()
+
+
 def test_snapshots_round_trip_and_a_state_without_schedule_deliveries_keeps_its_bytes():
     plain = State()
     plain.create(T0, [TimerSpec("p", T0 + S, every_ms=S), TimerSpec("w", T0 + S, delivery=HOOK)])
