@@ -271,3 +271,41 @@ def test_a_snapshot_repeating_an_idempotency_key_in_a_tenant_is_refused():
     s = State()
     s.create(T0, [TimerSpec("a", T0 + 1, idempotency_key="k"), TimerSpec("b", T0 + 2, tenant="other", idempotency_key="k")])
     assert State.from_bytes(s.to_bytes()).to_bytes() == s.to_bytes()
+
+
+# ---- checked decoding, one rule at a time (fourth mutation pass) ----------------------
+# Each case writes a snapshot with the real encoder from a table changed in one way the
+# decoder must refuse, and checks the refusal's own message: a random flip may be caught
+# by any later check, these pin each check down.
+
+
+def _tampered(s, change) -> bytes:
+    """The snapshot of `s` after `change(table)`: encode writes whatever the table holds."""
+    change(s._table)
+    return s.to_bytes()
+
+
+def _refused(data: bytes, needle: str) -> None:
+    with pytest.raises(SnapshotError) as info:
+        State.from_bytes(data)
+    assert needle in str(info.value), str(info.value)
+
+
+def _two_armed() -> State:
+    s = State()
+    s.create(T0, [TimerSpec("aa", T0 + 1), TimerSpec("ab", T0 + 2)])
+    return s
+
+
+def test_a_state_byte_just_above_the_highest_state_is_refused_in_both_formats():
+    top = max(TimerState)
+    v1 = _tampered(_two_armed(), lambda t: t.state.__setitem__(0, top + 1))
+    _refused(v1, "holds an unknown state")
+    v2 = busy_state()
+    v2.create(T0 + 29, [TimerSpec("r", T0 + 100_000, every_ms=60_000)])   # a recurring timer: format 2
+    data = _tampered(v2, lambda t: t.state.__setitem__(0, top + 1))
+    assert data[8] == 2
+    _refused(data, "holds an unknown state")
+    # The control: the highest state itself is known (a delivering timer needs its record,
+    # so it is refused later and for that reason).
+    _refused(_tampered(_two_armed(), lambda t: t.state.__setitem__(0, top)), "without a delivery record")
