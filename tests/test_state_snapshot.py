@@ -309,3 +309,100 @@ def test_a_state_byte_just_above_the_highest_state_is_refused_in_both_formats():
     # The control: the highest state itself is known (a delivering timer needs its record,
     # so it is refused later and for that reason).
     _refused(_tampered(_two_armed(), lambda t: t.state.__setitem__(0, top)), "without a delivery record")
+
+
+def _recurring() -> State:
+    """Format 2: a plain timer "p", a recurring one "r", a settled one "s"."""
+    s = State()
+    s.create(T0, [TimerSpec("p", T0 + 100_000), TimerSpec("r", T0 + 60_000, every_ms=60_000),
+                  TimerSpec("s", T0 + 1, payload=b"x")])
+    s.tick(T0 + 2)
+    return s
+
+
+def _o(s, tid, tenant=0):
+    return s._table.by_id[tenant][tid]
+
+
+def _set(col, o, v):
+    return lambda t: getattr(t, col).__setitem__(o, v)
+
+
+def _sched(**kw):
+    """Change the schedule of _recurring's "r" (ordinal 1)."""
+    return lambda t: t.schedules.__setitem__(1, t.schedules[1]._replace(**kw))
+
+
+_MAX_TIME = 253402300799999
+
+
+def test_every_column_and_block_rule_of_the_decoder_refuses_with_its_own_message():
+    from minoots.kernel.table import FLAGS_KNOWN
+    from minoots.kernel.validate import MAX_ID_LEN, MAX_LABELS, MAX_TENANT_LEN
+    from minoots.kernel.schedule import MAX_OCCURRENCES, MIN_EVERY_MS
+    from minoots.kernel.table import FLAG_KEY_IS_ID, Extra
+
+    def plain():
+        return _two_armed()
+    rec = _recurring
+    cases = [
+        (plain, lambda t: t.tenant_names.__setitem__(0, "x" * (MAX_TENANT_LEN + 1)), "tenant name"),
+        (plain, lambda t: t.tenant_names.__setitem__(0, ""), "tenant name"),
+        (plain, lambda t: t.tenant_names.__setitem__(0, "a b"), "tenant name"),
+        (plain, _set("tenant", 1, 1), "names a tenant that is not in the table"),
+        (busy_state, _set("tenant", 0, 2), "names a tenant that is not in the table"),
+        (plain, _set("flags", 0, FLAGS_KNOWN + 1), "holds unknown flags"),
+        (plain, _set("fire_at", 0, _MAX_TIME + 1), "column fire_at has a value outside"),
+        (plain, _set("fire_at", 1, -1), "column fire_at has a value outside"),
+        (plain, lambda t: t.ids.__setitem__(0, ""), "an id that is empty"),
+        (plain, lambda t: t.ids.__setitem__(1, ""), "an id that is empty"),
+        (plain, lambda t: t.ids.__setitem__(0, "a" * (MAX_ID_LEN + 1)), "an id that is empty or longer"),
+        (plain, lambda t: t.ids.__setitem__(0, "a@b"), "an id that is empty or longer"),
+        (plain, lambda t: t.extra.__setitem__(0, Extra("", b"", tuple((f"k{i}", "") for i in range(MAX_LABELS + 1)), b"", None)),
+         "label counts has a value outside"),
+        (busy_state, _set("settled_at", 0, _MAX_TIME + 1), "column settled_at"),
+        (busy_state, _set("settled_at", 0, -1), "column settled_at"),
+        (rec, _set("purge_at", 2, _MAX_TIME + 1), "column purge_at has a value outside"),
+        (rec, _set("purge_at", 2, -5), "column purge_at has a value outside"),
+        (rec, _set("purge_at", 0, T0), "gives a deadline to a timer that is not terminal"),
+        (rec, _sched(every_ms=MIN_EVERY_MS - 1), "schedule of timer 1 is invalid"),
+        (rec, _sched(every_ms=_MAX_TIME + 1), "schedule of timer 1 is invalid"),
+        (rec, _sched(every_ms=0), "schedule of timer 1 is invalid"),
+        (rec, _sched(cron="* * * * *"), "schedule of timer 1 is invalid"),
+        (rec, _sched(every_ms=0, cron="* * * * *"), "schedule of timer 1 is invalid"),
+        (rec, _sched(until=-2), "schedule of timer 1 is invalid"),
+        (rec, _sched(until=_MAX_TIME + 1), "schedule of timer 1 is invalid"),
+        (rec, _sched(max_count=MAX_OCCURRENCES + 1), "schedule of timer 1 is invalid"),
+        (rec, _sched(max_count=-1), "schedule of timer 1 is invalid"),
+        (rec, _sched(every_ms=0, cron="61 * * * *", tz="UTC"), "bad cron or time zone"),
+        (rec, lambda t: t.schedules.__setitem__(3, t.schedules[1]), "schedule ordinals are not increasing"),
+        (rec, lambda t: t.extra.__setitem__(0, Extra("", b"", (), b"", "p")), None),   # canonical: key == id
+        (rec, lambda t: (t.extra.__setitem__(0, Extra("", b"", (), b"", "k")),
+                             t.flags.__setitem__(0, t.flags[0] | FLAG_KEY_IS_ID)),
+         "an idempotency key besides its id"),
+        (rec, lambda t: t.extra.__setitem__(0, Extra("", b"", (), b"", "")), "as having extras but all are empty"),
+    ]
+    for make, change, needle in cases:
+        data = _tampered(make(), change)
+        if needle is None:
+            State.from_bytes(data).check_invariants()
+        else:
+            _refused(data, needle)
+    # The controls: each bound itself loads.
+    for make, change in [
+        (plain, lambda t: t.tenant_names.__setitem__(0, "x" * MAX_TENANT_LEN)),
+        (plain, _set("flags", 0, FLAGS_KNOWN)),
+        (plain, _set("fire_at", 0, _MAX_TIME)),
+        (plain, _set("fire_at", 1, 0)),
+        (plain, lambda t: t.ids.__setitem__(0, "a" * MAX_ID_LEN)),
+        (plain, lambda t: t.extra.__setitem__(0, Extra("", b"", tuple((f"k{i}", "") for i in range(MAX_LABELS)), b"", None))),
+        (rec, _sched(every_ms=MIN_EVERY_MS)),
+        (rec, _sched(until=_MAX_TIME)),
+        (rec, _sched(until=0)),
+        (rec, _sched(max_count=MAX_OCCURRENCES)),
+        (rec, _sched(every_ms=0, cron="* * * * *", tz="UTC")),
+        (rec, _set("purge_at", 2, _MAX_TIME)),
+        (rec, _set("purge_at", 2, 0)),
+    ]:
+        data = _tampered(make(), change)
+        State.from_bytes(data)
