@@ -406,3 +406,99 @@ def test_every_column_and_block_rule_of_the_decoder_refuses_with_its_own_message
     ]:
         data = _tampered(make(), change)
         State.from_bytes(data)
+
+
+def _with_deliveries() -> State:
+    """Format 2 with delivery records: a webhook timer "w" (ordinal 0), a queue timer "q" (1)."""
+    from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
+    s = State()
+    s.create(T0, [TimerSpec("w", T0 + 10, delivery=Delivery(Webhook("https://example.com/h"))),
+                  TimerSpec("q", T0 + 10, delivery=Delivery(None, DeliveryPolicy(), "jobs"))])
+    return s
+
+
+def _deliv(o=0, **kw):
+    return lambda t: t.deliv.__setitem__(o, t.deliv[o]._replace(**kw))
+
+
+def _spec(o=0, **kw):
+    return lambda t: t.deliv.__setitem__(o, t.deliv[o]._replace(spec=t.deliv[o].spec._replace(**kw)))
+
+
+def _paused_recurring() -> State:
+    """_recurring with "r" (ordinal 1) paused: a recurrence block (FLAG_RECUR)."""
+    s = _recurring()
+    s.pause(T0 + 3, "default", "r")
+    return s
+
+
+def _recur(**kw):
+    return lambda t: t.recur.__setitem__(1, t.recur[1]._replace(**kw))
+
+
+def test_every_delivery_and_recurrence_rule_of_the_decoder_refuses_with_its_own_message():
+    from minoots.kernel.recurrence import CATCH_UP, MAX_FLEX_MS, MAX_PENDING, OVERLAP, Recur
+    d, r = _with_deliveries, _paused_recurring
+    armed_r = _recurring   # "r" armed, no recurrence block yet
+
+    def armed_recur(**kw):
+        return lambda t: t.recur.__setitem__(1, Recur(**kw))
+
+    def ack(change):
+        return lambda t: (t.flags.__setitem__(1, t.flags[1] | 1), change(t))
+
+    cases = [
+        (d, _spec(endpoint=5), "delivery record has the wrong fields"),
+        (d, _spec(1, endpoint="ep"), "delivery record has the wrong fields"),     # a queue timer with an endpoint
+        (d, _deliv(step=-1), "delivery record has the wrong fields"),
+        (d, lambda t: t.deliv.__setitem__(2, t.deliv[0]), "delivery record names timer 2 wrongly"),
+        (d, _deliv(waiting=1), "delivery record of timer 0 waits wrongly"),
+        (d, _deliv(waiting=True, next_at=T0), "delivery record of timer 0 waits wrongly"),   # ARMED, not DELIVERING
+        (d, lambda t: (t.state.__setitem__(0, 7), _deliv(waiting=True, next_at=_MAX_TIME + 1)(t)),
+         "delivery record of timer 0 waits wrongly"),
+        (d, lambda t: (t.state.__setitem__(0, 7), _deliv(waiting=True, next_at=-1)(t)),
+         "delivery record of timer 0 waits wrongly"),
+        (d, _spec(webhook=None), "delivery record of timer 0 is inconsistent"),
+        (d, _spec(queue="jobs"), "delivery record of timer 0 is inconsistent"),
+        (d, _deliv(1, lease=None), "delivery record of timer 1 is inconsistent"),
+        (d, _deliv(1, avail="0"), "delivery record of timer 1 is inconsistent"),
+        (d, lambda t: (t.state.__setitem__(0, 7), t.state.__setitem__(1, 7), t.deliv.pop(0)),
+         "has 1 delivering timers without a delivery record"),
+        (r, _recur(paused=2), "recurrence of timer 1 is invalid"),
+        (r, _recur(catch_up=len(CATCH_UP)), "recurrence of timer 1 is invalid"),
+        (r, _recur(overlap=len(OVERLAP)), "recurrence of timer 1 is invalid"),
+        (r, _recur(triggered=-1), "recurrence of timer 1 is invalid"),
+        (r, _recur(skipped=-1), "recurrence of timer 1 is invalid"),
+        (r, _recur(flex_ms=MAX_FLEX_MS + 1), "recurrence of timer 1 is invalid"),
+        (r, _recur(flex_ms=-1), "recurrence of timer 1 is invalid"),
+        (r, _recur(seed=-1), "recurrence of timer 1 is invalid"),
+        (r, _recur(nominal=-2), "recurrence of timer 1 is invalid"),
+        (r, _recur(nominal=_MAX_TIME + 1), "recurrence of timer 1 is invalid"),
+        (r, ack(_recur(buffered=2)), "recurrence of timer 1 is invalid"),
+        (r, _recur(buffered=True), "recurrence of timer 1 is invalid"),           # buffered without ack_required
+        (r, _recur(pending=(5,)), "recurrence of timer 1 is invalid"),            # pending without ack_required
+        (r, ack(_recur(pending=(5, 3))), "recurrence of timer 1 is invalid"),
+        (r, ack(_recur(pending=(3, 3))), "recurrence of timer 1 is invalid"),
+        (r, ack(_recur(pending=(0, 3))), "recurrence of timer 1 is invalid"),
+        (r, ack(_recur(pending=tuple(range(1, MAX_PENDING + 2)))), "too many pending fires"),
+        (r, lambda t: t.recur.__setitem__(0, t.recur[1]), "recurrence of timer 0 is invalid"),   # not recurring
+        (r, lambda t: t.recur.__setitem__(1, Recur()), "holds only defaults"),
+        (armed_r, armed_recur(paused=True), "recurrence of timer 1 is invalid"),      # paused but ARMED
+        (armed_r, armed_recur(flex_ms=5), "recurrence of timer 1 is invalid"),        # a window, no nominal, armed
+    ]
+    for make, change, needle in cases:
+        _refused(_tampered(make(), change), needle)
+    # The controls: each bound itself loads.
+    for make, change in [
+        (d, _deliv(step=1)),
+        (d, _spec(endpoint="ep")),
+        (d, lambda t: (t.state.__setitem__(0, 7), _deliv(waiting=True, next_at=_MAX_TIME)(t))),
+        (d, lambda t: (t.state.__setitem__(0, 7), _deliv(waiting=True, next_at=0)(t))),
+        (r, _recur(catch_up=len(CATCH_UP) - 1, overlap=len(OVERLAP) - 1, flex_ms=MAX_FLEX_MS, nominal=_MAX_TIME,
+                   triggered=0, skipped=0, seed=0)),
+        (r, _recur(nominal=0)),
+        (r, ack(_recur(pending=tuple(range(1, MAX_PENDING + 1)), buffered=True))),
+        (armed_r, armed_recur(flex_ms=5, nominal=T0)),
+        (armed_r, armed_recur(triggered=1)),
+    ]:
+        State.from_bytes(_tampered(make(), change))
