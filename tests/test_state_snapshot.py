@@ -502,3 +502,35 @@ def test_every_delivery_and_recurrence_rule_of_the_decoder_refuses_with_its_own_
         (armed_r, armed_recur(triggered=1)),
     ]:
         State.from_bytes(_tampered(make(), change))
+
+
+def _with_a_free_row() -> State:
+    """Format 2 with a free row: _recurring after "s" (ordinal 2) was purged."""
+    from minoots.kernel.retention import DEFAULT_RETENTION_MS
+    s = _recurring()
+    s.tick(T0 + 2 + DEFAULT_RETENTION_MS + 1)
+    assert s._table.state[2] == 0 and s._table.ids[2] == ""
+    return s
+
+
+def test_a_free_row_holds_nothing_and_nothing_refers_to_it():
+    from minoots.kernel.delivery import Delivery, DeliveryRecord, Webhook
+    from minoots.kernel.table import Extra
+    f = _with_a_free_row
+    cases = [
+        (lambda t: (t.tenant_names.append("other"), t.tenant.__setitem__(2, 1)), "free row holds a tenant, an id or extras"),
+        (lambda t: t.ids.__setitem__(2, "x"), "free row holds a tenant, an id or extras"),
+        (lambda t: t.extra.__setitem__(2, b"payload"), "free row holds a tenant, an id or extras"),
+        (lambda t: t.extra.__setitem__(2, Extra("n", b"", (), b"", None)), "free row holds a tenant, an id or extras"),
+        (lambda t: t.ids.__setitem__(0, ""), "an id that is empty"),
+        (lambda t: t.schedules.__setitem__(2, t.schedules[1]), "schedule of timer 2 is invalid"),
+        (lambda t: t.deliv.__setitem__(2, DeliveryRecord(Delivery(Webhook("https://example.com/h")))),
+         "delivery block is empty or names a free row"),
+    ]
+    for change, needle in cases:
+        _refused(_tampered(f(), change), needle)
+    # The control: the free row as it is loads, stays free, and the state re-encodes the same.
+    data = f().to_bytes()
+    back = State.from_bytes(data)
+    assert back.to_bytes() == data and back._table.state[2] == 0
+    back.check_invariants()
