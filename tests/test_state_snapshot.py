@@ -534,3 +534,62 @@ def test_a_free_row_holds_nothing_and_nothing_refers_to_it():
     back = State.from_bytes(data)
     assert back.to_bytes() == data and back._table.state[2] == 0
     back.check_invariants()
+
+
+def test_header_and_structure_refusals_name_what_is_wrong():
+    from minoots.kernel.snapshot import FLAG_OCC, VERSION_2
+    _refused(MAGIC[:5], "snapshot truncated: 5 bytes, the header alone is 24")
+    _refused(b"MNTX", "bad magic")
+    _refused(b"", "snapshot truncated: 0 bytes")
+    v2 = _recurring().to_bytes()
+    body = v2[HEADER.size:]
+    assert v2[8] == VERSION_2
+    _refused(reseal(body, version=VERSION_2, flags=FLAG_OCC * 2), "header flags 0x20 are unknown for format version 2")
+    _refused(reseal(body, version=VERSION_2, flags=0x100), "header flags 0x100 are unknown")
+    _refused(reseal(_body_of(_two_armed()), flags=FLAG_OCC), "header flags 0x10 are unknown for format version 1")
+    _refused(v2 + b"\x00", "snapshot body is")
+    # Counters.
+    good = _body_of(_two_armed())
+    _refused(reseal(bytes(good[:8] + struct.pack("<q", _MAX_TIME + 1) + good[16:])), "last_tick 253402300800000 is outside")
+    State.from_bytes(reseal(bytes(good[:8] + struct.pack("<q", _MAX_TIME) + good[16:])))   # the bound itself
+    _refused(reseal(bytes(good[:28] + struct.pack("<Q", 3) + good[36:])), "snapshot has 3 extras for 2 timers")
+    # Blocks: a length that does not fit, an array of the wrong size, trailing bytes.
+    _refused(reseal(bytes(good) + b"\x00"), "1 unexpected trailing bytes")
+    assert good[36:44] == struct.pack("<Q", 4)    # the tenant name lengths: one u32
+    _refused(reseal(bytes(good[:36]) + struct.pack("<Q", 8) + bytes(good[44:])),
+             "snapshot tenant names lengths holds 8 bytes, expected 4")
+    _refused(reseal(bytes(good[:36]) + struct.pack("<Q", 1 << 40) + bytes(good[44:])),
+             "snapshot truncated in tenant names lengths")
+
+
+def test_extra_ordinals_and_lengths_must_describe_the_table():
+    s = State()
+    s.create(T0, [TimerSpec("aa", T0 + 1, payload=b"p0"), TimerSpec("ab", T0 + 2, payload=b"p1"),
+                  TimerSpec("ac", T0 + 3)])
+    good = _body_of(s)
+    ords = struct.pack("<Q", 16) + struct.pack("<qq", 0, 1)
+    at = good.find(ords)
+    assert at > 0
+    for bad in ((1, 0), (0, 0), (0, 3), (-1, 0)):
+        body = good[:at] + struct.pack("<Q", 16) + struct.pack("<qq", *bad) + good[at + len(ords):]
+        _refused(reseal(bytes(body)), "extra ordinals are not increasing within the table")
+    # The last timer may hold the last extra: ordinals (0, 2) load, and move the payload.
+    body = good[:at] + struct.pack("<Q", 16) + struct.pack("<qq", 0, 2) + good[at + len(ords):]
+    r = State.from_bytes(reseal(bytes(body)))
+    assert [t.payload for t in r.timers()] == [b"p0", b"", b"p1"]
+    # Payload lengths that do not add up to the blob.
+    lens = struct.pack("<Q", 8) + struct.pack("<II", 2, 2) + struct.pack("<Q", 4) + b"p0p1"
+    at = good.find(lens)
+    assert at > 0
+    body = good[:at] + struct.pack("<Q", 8) + struct.pack("<II", 2, 1) + good[at + 16:]
+    _refused(reseal(bytes(body)), "payloads lengths do not add up to the blob size")
+
+
+def test_an_empty_list_with_a_one_byte_blob_and_extras_on_every_timer():
+    good = _body_of(_two_armed())             # no extras: the body ends with 13 empty blocks
+    assert good.endswith(bytes(8 * 13))
+    _refused(reseal(bytes(good[:-8]) + struct.pack("<Q", 1) + b"x"), "label values lengths do not add up")
+    # Every timer with extras (as many extras as timers) loads.
+    s = State()
+    s.create(T0, [TimerSpec("aa", T0 + 1, payload=b"p0"), TimerSpec("ab", T0 + 2, name="n")])
+    assert State.from_bytes(s.to_bytes()).to_bytes() == s.to_bytes()
