@@ -593,3 +593,12 @@ def test_an_empty_list_with_a_one_byte_blob_and_extras_on_every_timer():
     s = State()
     s.create(T0, [TimerSpec("aa", T0 + 1, payload=b"p0"), TimerSpec("ab", T0 + 2, name="n")])
     assert State.from_bytes(s.to_bytes()).to_bytes() == s.to_bytes()
+
+
+def test_encode_and_encode_parts_agree_and_default_to_what_version_1_can_say():
+    from minoots.kernel.snapshot import encode, encode_parts
+    s = busy_state()
+    t, seq, last = s._table, s.seq, s.last_tick
+    assert b"".join(encode_parts(t, seq, last)) == encode(t, seq, last) == s.to_bytes()
+    assert encode(t, seq, last)[8] == VERSION
+    assert b"".join(encode_parts(t, seq, last, False)) == encode(t, seq, last, False) != s.to_bytes()
