@@ -602,3 +602,25 @@ def test_encode_and_encode_parts_agree_and_default_to_what_version_1_can_say():
     assert b"".join(encode_parts(t, seq, last)) == encode(t, seq, last) == s.to_bytes()
     assert encode(t, seq, last)[8] == VERSION
     assert b"".join(encode_parts(t, seq, last, False)) == encode(t, seq, last, False) != s.to_bytes()
+
+
+def test_a_recurrence_block_must_name_increasing_ordinals_and_at_least_one():
+    from minoots.kernel.snapshot import FLAG_RECUR, VERSION_2
+    data = _recurring().to_bytes()          # format 2, no recurrence block
+    flags = HEADER.unpack(data[:HEADER.size])[2]
+    assert not flags & FLAG_RECUR
+    empty = data[HEADER.size:] + bytes(8 * 12)   # twelve empty blocks
+    _refused(reseal(empty, version=VERSION_2, flags=flags | FLAG_RECUR), "recurrence ordinals are empty or not increasing")
+    # Two recurring timers, their recurrence rows swapped in the ordinals block.
+    s = State()
+    s.create(T0, [TimerSpec("r0", T0 + 60_000, every_ms=60_000), TimerSpec("r1", T0 + 60_000, every_ms=60_000)])
+    s.pause(T0 + 1, "default", "r0")
+    s.pause(T0 + 1, "default", "r1")
+    body = _body_of(s)
+    ords = struct.pack("<Qqq", 16, 0, 1)
+    at = body.rfind(ords)             # the recurrence block comes after the schedule block
+    assert at > body.find(ords) > 0
+    for bad in ((1, 0), (1, 1)):
+        b = body[:at] + struct.pack("<Qqq", 16, *bad) + body[at + len(ords):]
+        _refused(reseal(bytes(b), version=VERSION_2, flags=FLAG_RECUR), "recurrence ordinals are empty or not increasing")
+    assert State.from_bytes(reseal(bytes(body), version=VERSION_2, flags=FLAG_RECUR)) == s
