@@ -398,6 +398,7 @@ def test_every_column_and_block_rule_of_the_decoder_refuses_with_its_own_message
         (plain, lambda t: t.ids.__setitem__(0, "a" * MAX_ID_LEN)),
         (plain, lambda t: t.extra.__setitem__(0, Extra("", b"", tuple((f"k{i}", "") for i in range(MAX_LABELS)), b"", None))),
         (rec, _sched(every_ms=MIN_EVERY_MS)),
+        (rec, _sched(every_ms=_MAX_TIME)),
         (rec, _sched(until=_MAX_TIME)),
         (rec, _sched(until=0)),
         (rec, _sched(max_count=MAX_OCCURRENCES)),
