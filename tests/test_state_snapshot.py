@@ -384,8 +384,11 @@ def test_every_column_and_block_rule_of_the_decoder_refuses_with_its_own_message
     ]
     for make, change, needle in cases:
         data = _tampered(make(), change)
-        if needle is None:
-            State.from_bytes(data).check_invariants()
+        if needle is None:      # a key equal to the id is stored the canonical way: a flag, no extras
+            back = State.from_bytes(data)
+            back.check_invariants()
+            assert back._table.extra[0] is None and back._table.flags[0] & FLAG_KEY_IS_ID
+            assert back.get("default", "p").idempotency_key == "p"
         else:
             _refused(data, needle)
     # The controls: each bound itself loads.
