@@ -559,7 +559,7 @@ def test_header_and_structure_refusals_name_what_is_wrong():
     State.from_bytes(reseal(bytes(good[:8] + struct.pack("<q", _MAX_TIME) + good[16:])))   # the bound itself
     _refused(reseal(bytes(good[:28] + struct.pack("<Q", 3) + good[36:])), "snapshot has 3 extras for 2 timers")
     # Blocks: a length that does not fit, an array of the wrong size, trailing bytes.
-    _refused(reseal(bytes(good) + b"\x00"), "1 unexpected trailing bytes")
+    _refused(reseal(bytes(good) + b"\x00"), "snapshot has 1 unexpected trailing bytes")
     assert good[36:44] == struct.pack("<Q", 4)    # the tenant name lengths: one u32
     _refused(reseal(bytes(good[:36]) + struct.pack("<Q", 8) + bytes(good[44:])),
              "snapshot tenant names lengths holds 8 bytes, expected 4")
