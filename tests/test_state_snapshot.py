@@ -399,6 +399,8 @@ def test_every_column_and_block_rule_of_the_decoder_refuses_with_its_own_message
         (plain, _set("fire_at", 1, 0)),
         (plain, lambda t: (t.fire_at.__setitem__(0, 0), t.fire_at.__setitem__(1, _MAX_TIME))),   # the exact check's bounds
         (plain, lambda t: t.ids.__setitem__(0, "a" * MAX_ID_LEN)),
+        # With an occurrence id ("<id>@<fire id>") every id takes the exact check: MAX_ID_LEN passes it.
+        (plain, lambda t: (t.ids.__setitem__(0, "a" * MAX_ID_LEN), t.ids.__setitem__(1, "ab@5"))),
         (plain, lambda t: t.extra.__setitem__(0, Extra("", b"", tuple((f"k{i}", "") for i in range(MAX_LABELS)), b"", None))),
         (rec, _sched(every_ms=MIN_EVERY_MS)),
         (rec, _sched(every_ms=_MAX_TIME)),
