@@ -356,3 +356,24 @@ def test_each_rule_of_the_graph_block_refuses_with_its_own_message():
             State.from_bytes(bad)
         assert needle in str(info.value)
     assert State.from_bytes(data) == base()
+
+
+def test_graph_survivors_of_the_fourth_mutation_pass():
+    """A bool is no integer for a delay; an empty GraphSpec is no graph; a new ladder has fired
+    no step; a child cancelled with its parent releases its payload bytes."""
+    s = State()
+    s.create(T0, [TimerSpec("root", T0 + 100)])
+    with pytest.raises(InvalidArgument) as info:
+        s.create(T0, [TimerSpec("a", 0, graph=dep("root", delay_ms=True))])
+    assert info.value.field == "specs[0].delay_ms"
+    s.create(T0, [TimerSpec("plain", T0 + 10, graph=GraphSpec())])
+    assert s.get("default", "plain").after == () and not s.has_graph
+    s.create(T0, [TimerSpec("x", T0 + 50, ack_required=True, graph=dep(escalate=((10, b"e"), (20, b"f"))))])
+    assert s.get("default", "x").escalated == 0
+    s.create(T0, [TimerSpec("kid", 0, payload=b"12345", graph=dep("root"))])
+    before = s.usage("default")
+    res = s.cancel(T0 + 1, [("default", "root")])
+    assert [e.timer_id for e in res.events] == ["root", "kid"]
+    after = s.usage("default")
+    assert (after.timers, after.payload_bytes) == (before.timers - 2, before.payload_bytes - 5)
+    s.check_invariants()
