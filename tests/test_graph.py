@@ -315,6 +315,7 @@ def test_each_rule_of_the_graph_block_refuses_with_its_own_message():
         (dep_(outcome=4), "dependency of timer 1 is inconsistent"),
         (dep_(pords=(3,)), "dependency of timer 1 is inconsistent"),
         (dep_(pords=(-2,)), "dependency of timer 1 is inconsistent"),
+        (dep_(pords=(-2,), waiting=(), outcome=1), "dependency of timer 1 is inconsistent"),   # only the range says no
         (dep_(waiting=(2,)), "dependency of timer 1 is inconsistent"),            # not one of its parents
         (dep_(pords=(-1,), waiting=(-1,)), "dependency of timer 1 is inconsistent"),   # a purged parent awaited
         (lambda t, d, lad: (t.state.__setitem__(0, 4), t.purge_at.__setitem__(0, T0 + 1)),
