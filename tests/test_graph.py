@@ -378,3 +378,14 @@ def test_graph_survivors_of_the_fourth_mutation_pass():
     after = s.usage("default")
     assert (after.timers, after.payload_bytes) == (before.timers - 2, before.payload_bytes - 5)
     s.check_invariants()
+
+
+def test_a_parent_takes_exactly_max_children_dependents():
+    from minoots.kernel.graph import MAX_CHILDREN
+    s = State()
+    s.create(T0, [TimerSpec("root", T0 + 100)])
+    s.create(T0, [TimerSpec(f"c{i}", 0, graph=dep("root")) for i in range(MAX_CHILDREN)])
+    assert len(s.get("default", "root").children) == MAX_CHILDREN
+    with pytest.raises(FailedPrecondition) as info:
+        s.create(T0, [TimerSpec("one_more", 0, graph=dep("root"))])
+    assert f"more than {MAX_CHILDREN} dependents" in str(info.value)
