@@ -65,6 +65,14 @@ class Target:
 KERNEL_TESTS = ("tests/test_state_*.py", "tests/test_wheel_*.py", "tests/test_graph.py", "tests/test_graph_model.py",
                 "tests/test_recurrence.py", "tests/test_retention.py", "tests/test_retention_delivery.py",
                 "tests/test_schedule.py")
+# The kernel-level tests of the newer features' own modules (occurrences, plain creates,
+# bulk/graph, delivery, endpoints, retention and schedule commands): each builds a real
+# State and applies commands, no cluster; the *_commands files hold golden snapshot digests.
+KERNEL_FEATURE_TESTS = KERNEL_TESTS + (
+    "tests/test_occurrences.py", "tests/test_plain_create.py", "tests/test_graph_commands.py",
+    "tests/test_graph_recurring.py", "tests/test_sched3_commands.py", "tests/test_delivery_unit.py",
+    "tests/test_delivery_commands.py", "tests/test_endpoints_unit.py", "tests/test_endpoints_commands.py",
+    "tests/test_retention_commands.py", "tests/test_perfbatch_commands.py", "tests/test_escalation_events.py")
 TARGETS = {
     # The §5.3 AppendEntries patch: the planner and the transport's send/reply code.
     "pysyncobj_compat": Target("raft/pysyncobj_compat.py",
@@ -82,7 +90,11 @@ TARGETS = {
     "kernel.table": Target("kernel/table.py", KERNEL_TESTS),
     "kernel.timer": Target("kernel/timer.py", KERNEL_TESTS),
     "kernel.validate": Target("kernel/validate.py", KERNEL_TESTS),
-    "kernel.snapshot": Target("kernel/snapshot.py", KERNEL_TESTS),
+    "kernel.snapshot": Target("kernel/snapshot.py", KERNEL_FEATURE_TESTS),
+    # The newer kernel modules (fourth pass), judged by the kernel's and their features' fast tests.
+    **{f"kernel.{m}": Target(f"kernel/{m}.py", KERNEL_FEATURE_TESTS)
+       for m in ("graph", "occurrences", "recurrence", "recurrence_commands", "schedule", "delivery", "plain",
+                 "bulk", "quota", "retention", "endpoints", "queue_stats", "errors")},
 }
 
 

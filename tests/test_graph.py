@@ -286,3 +286,120 @@ def test_a_child_created_waiting_emits_only_created_between_its_armed_siblings()
     assert [(i.timer.id, i.timer.revision, i.timer.state) for i in r.items] == [
         ("p", 2, TimerState.ARMED), ("c", 1, TimerState.SCHEDULED), ("d", 2, TimerState.ARMED)]
     assert s.seq == 5 and s.get("default", "c").revision == 1
+def test_each_rule_of_the_graph_block_refuses_with_its_own_message():
+    """Each check of graph.decode at its bound, through a snapshot written by the real encoder
+    from a table changed in one way (a random flip would be caught by any later check)."""
+    from minoots.kernel import SnapshotError
+    from minoots.kernel import snapshot
+    from minoots.kernel.graph import NO_TIME
+    MAX = 253402300799999
+
+    def base():
+        s = State()
+        s.create(T0, [TimerSpec("a", T0 + 100), TimerSpec("b", 0, graph=dep("a")),
+                      TimerSpec("x", T0 + 50, ack_required=True, graph=dep(escalate=((10, b"e"), (20, b"f"))))])
+        return s
+
+    def load(change):
+        table, seq, last, v1 = decode(base().to_bytes())
+        change(table, table.graph.deps[1], table.graph.ladders[2])
+        return State.from_bytes(snapshot.encode(table, seq, last, v1))
+
+    def dep_(**kw):
+        return lambda t, d, lad: t.graph.deps.__setitem__(1, d._replace(**kw))
+
+    def lad_(**kw):
+        return lambda t, d, lad: t.graph.ladders.__setitem__(2, lad._replace(**kw))
+
+    def move_dep(o):
+        return lambda t, d, lad: (t.graph.deps.pop(1), t.graph.deps.__setitem__(o, d))
+
+    def move_lad(o):
+        return lambda t, d, lad: (t.graph.ladders.pop(2), t.graph.ladders.__setitem__(o, lad))
+
+    cases = [
+        (move_dep(3), "dependency names timer 3 wrongly"),
+        (move_dep(-1), "dependency names timer -1 wrongly"),
+        (dep_(parents=("a", "x"), pords=(0,)), "dependency of timer 1 is inconsistent"),
+        (dep_(parents=(), pords=(), waiting=()), "dependency of timer 1 is inconsistent"),
+        (dep_(parents=("a",) * (MAX_PARENTS + 1), pords=(0,) * (MAX_PARENTS + 1)), "dependency of timer 1 is inconsistent"),
+        (dep_(on=5), "dependency of timer 1 is inconsistent"),
+        (dep_(mode=2), "dependency of timer 1 is inconsistent"),
+        (dep_(policy=2), "dependency of timer 1 is inconsistent"),
+        (dep_(outcome=4), "dependency of timer 1 is inconsistent"),
+        (dep_(pords=(3,)), "dependency of timer 1 is inconsistent"),
+        (dep_(pords=(-2,)), "dependency of timer 1 is inconsistent"),
+        (dep_(pords=(-2,), waiting=(), outcome=1), "dependency of timer 1 is inconsistent"),   # only the range says no
+        (dep_(waiting=(2,)), "dependency of timer 1 is inconsistent"),            # not one of its parents
+        (dep_(pords=(-1,), waiting=(-1,)), "dependency of timer 1 is inconsistent"),   # a purged parent awaited
+        (lambda t, d, lad: (t.state.__setitem__(0, 4), t.purge_at.__setitem__(0, T0 + 1)),
+         "dependency of timer 1 is inconsistent"),                                 # a terminal parent awaited
+        (lambda t, d, lad: (t.state.__setitem__(1, 2), t.fire_at.__setitem__(1, T0)),
+         "dependency of timer 1 is inconsistent"),                                 # awaiting but armed
+        (dep_(outcome=1), "dependency of timer 1 is inconsistent"),               # met but still awaiting
+        (move_lad(3), "escalation ladder names timer 3 wrongly"),
+        (move_lad(-1), "escalation ladder names timer -1 wrongly"),
+        (lad_(steps=()), "escalation ladder of timer 2 is inconsistent"),
+        (lad_(steps=((10, b"e"),) * (MAX_STEPS + 1)), "escalation ladder of timer 2 is inconsistent"),
+        (lad_(done=3), "escalation ladder of timer 2 is inconsistent"),
+        (lad_(done=-1), "escalation ladder of timer 2 is inconsistent"),
+        (lad_(base=-2), "escalation ladder of timer 2 is inconsistent"),
+        (lad_(base=MAX + 1), "escalation ladder of timer 2 is inconsistent"),
+    ]
+    for change, needle in cases:
+        with pytest.raises(SnapshotError) as info:
+            load(change)
+        assert needle in str(info.value), (needle, str(info.value))
+    # The controls: each bound itself loads.
+    for change in (dep_(parents=("a",) * MAX_PARENTS, pords=(0,) * MAX_PARENTS, waiting=(0,)),
+                   dep_(on=4, mode=1, policy=1),
+                   lad_(steps=((10, b"e"),) * MAX_STEPS), lad_(done=2), lad_(done=0), lad_(base=MAX), lad_(base=0),
+                   lad_(base=NO_TIME)):
+        load(change)
+    # A graph flag with an empty block.
+    import struct
+    import zlib
+    data = base().to_bytes()
+    plain = State()
+    plain.create(T0, [TimerSpec("r", T0 + 60_000, every_ms=60_000)])      # format 2, no graph
+    head = struct.Struct("<8sHHQI")
+    magic, version, flags, _, _ = head.unpack(plain.to_bytes()[:head.size])
+    for block, needle in ((b"[[],[]]", "graph block is empty"), (b"[[[0]],[]]", "graph block is malformed")):
+        body = plain.to_bytes()[head.size:] + struct.pack("<Q", len(block)) + block
+        bad = head.pack(magic, version, flags | FLAG_GRAPH, len(body), zlib.crc32(body)) + body
+        with pytest.raises(SnapshotError) as info:
+            State.from_bytes(bad)
+        assert needle in str(info.value)
+    assert State.from_bytes(data) == base()
+
+
+def test_graph_survivors_of_the_fourth_mutation_pass():
+    """A bool is no integer for a delay; an empty GraphSpec is no graph; a new ladder has fired
+    no step; a child cancelled with its parent releases its payload bytes."""
+    s = State()
+    s.create(T0, [TimerSpec("root", T0 + 100)])
+    with pytest.raises(InvalidArgument) as info:
+        s.create(T0, [TimerSpec("a", 0, graph=dep("root", delay_ms=True))])
+    assert info.value.field == "specs[0].delay_ms"
+    s.create(T0, [TimerSpec("plain", T0 + 10, graph=GraphSpec())])
+    assert s.get("default", "plain").after == () and not s.has_graph
+    s.create(T0, [TimerSpec("x", T0 + 50, ack_required=True, graph=dep(escalate=((10, b"e"), (20, b"f"))))])
+    assert s.get("default", "x").escalated == 0
+    s.create(T0, [TimerSpec("kid", 0, payload=b"12345", graph=dep("root"))])
+    before = s.usage("default")
+    res = s.cancel(T0 + 1, [("default", "root")])
+    assert [e.timer_id for e in res.events] == ["root", "kid"]
+    after = s.usage("default")
+    assert (after.timers, after.payload_bytes) == (before.timers - 2, before.payload_bytes - 5)
+    s.check_invariants()
+
+
+def test_a_parent_takes_exactly_max_children_dependents():
+    from minoots.kernel.graph import MAX_CHILDREN
+    s = State()
+    s.create(T0, [TimerSpec("root", T0 + 100)])
+    s.create(T0, [TimerSpec(f"c{i}", 0, graph=dep("root")) for i in range(MAX_CHILDREN)])
+    assert len(s.get("default", "root").children) == MAX_CHILDREN
+    with pytest.raises(FailedPrecondition) as info:
+        s.create(T0, [TimerSpec("one_more", 0, graph=dep("root"))])
+    assert f"more than {MAX_CHILDREN} dependents" in str(info.value)

@@ -376,3 +376,62 @@ def test_a_ladder_with_a_webhook_delivers_each_step_as_an_escalation_timer():
 def test_an_ack_required_webhook_timer_without_a_ladder_is_still_refused():
     with pytest.raises(InvalidArgument, match="ack"):
         State().create(T0, [TimerSpec("x", T0, ack_required=True, delivery=HOOK)])
+
+
+def test_each_rule_of_the_schedule_deliveries_block_refuses_with_its_own_message():
+    """Each check of occurrences.decode at its bound, through a snapshot written by the real
+    encoder from a table changed in one way."""
+    from minoots.kernel import SnapshotError
+    from minoots.kernel.graph import GraphSpec
+
+    def base():
+        s = State()
+        s.create(T0, [every("allow_all"),
+                      TimerSpec("x", T0 + 50, ack_required=True, delivery=HOOK, graph=GraphSpec(escalate=((10, b"e"),)))])
+        s.tick(T0 + S)
+        assert set(s._table.occ) == {0} and set(s._table.esc) == {1} and len(s._table.ids) == 3
+        return s
+
+    def load(change):
+        s = base()
+        change(s._table)
+        return State.from_bytes(s.to_bytes())
+
+    def occ_(**kw):
+        return lambda t: t.occ.__setitem__(0, t.occ[0]._replace(**kw))
+
+    def spec_(**kw):
+        return lambda t: t.occ.__setitem__(0, t.occ[0]._replace(spec=t.occ[0].spec._replace(**kw)))
+
+    def esc_(**kw):
+        return lambda t: t.esc.__setitem__(1, t.esc[1]._replace(**kw))
+
+    cases = [
+        (lambda t: t.esc.__setitem__(3, t.esc.pop(1)), "delivered ladder names timer 3 wrongly"),
+        (lambda t: t.esc.__setitem__(-1, t.esc.pop(1)), "delivered ladder names timer -1 wrongly"),
+        (esc_(webhook=None), "delivered ladder names timer 1 wrongly"),
+        (esc_(queue="jobs"), "delivered ladder names timer 1 wrongly"),
+        (lambda t: t.occ.__setitem__(3, t.occ.pop(0)), "schedule delivery names timer 3 wrongly"),
+        (lambda t: t.occ.__setitem__(-1, t.occ.pop(0)), "schedule delivery names timer -1 wrongly"),
+        (lambda t: t.occ.__setitem__(1, t.occ[0]), "schedule delivery names timer 1 wrongly"),    # not recurring
+        (spec_(webhook=None), "schedule delivery of timer 0 is inconsistent"),
+        (spec_(queue="jobs"), "schedule delivery of timer 0 is inconsistent"),
+        (occ_(buffered="1"), "schedule delivery of timer 0 is inconsistent"),
+        (occ_(inflight=(0,)), "schedule delivery of timer 0 is inconsistent"),
+        (occ_(inflight=(6, 6)), "schedule delivery of timer 0 is inconsistent"),
+        (occ_(inflight=(7, 6)), "schedule delivery of timer 0 is inconsistent"),
+        (occ_(inflight=tuple(range(1, MAX_IN_DELIVERY + 3))), "schedule delivery of timer 0 is inconsistent"),
+        (lambda t: t.deliv.__setitem__(0, __import__("minoots.kernel.delivery", fromlist=["x"]).DeliveryRecord(t.occ[0].spec)),
+         "both a delivery record and a schedule delivery"),
+        (lambda t: t.deliv.__setitem__(1, __import__("minoots.kernel.delivery", fromlist=["x"]).DeliveryRecord(t.esc[1])),
+         "both a delivery record and a schedule delivery"),
+    ]
+    for change, needle in cases:
+        with pytest.raises(SnapshotError) as info:
+            load(change)
+        assert needle in str(info.value), (needle, str(info.value))
+    # The controls: the bounds load.
+    load(occ_(inflight=tuple(range(1, MAX_IN_DELIVERY + 2))))
+    load(occ_(inflight=(1, 6)))
+    load(lambda t: t.occ.clear())           # ladders alone
+    load(lambda t: t.esc.clear())           # schedules alone

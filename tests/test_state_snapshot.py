@@ -425,3 +425,361 @@ def test_a_restored_state_with_every_kind_of_record_goes_on_exactly_like_the_ori
         return out
 
     assert run(a) == run(b)
+# ---- checked decoding, one rule at a time (fourth mutation pass) ----------------------
+# Each case writes a snapshot with the real encoder from a table changed in one way the
+# decoder must refuse, and checks the refusal's own message: a random flip may be caught
+# by any later check, these pin each check down.
+
+
+def _tampered(s, change) -> bytes:
+    """The snapshot of `s` after `change(table)`: encode writes whatever the table holds."""
+    change(s._table)
+    return s.to_bytes()
+
+
+def _refused(data: bytes, needle: str) -> None:
+    with pytest.raises(SnapshotError) as info:
+        State.from_bytes(data)
+    assert needle in str(info.value), str(info.value)
+
+
+def _two_armed() -> State:
+    s = State()
+    s.create(T0, [TimerSpec("aa", T0 + 1), TimerSpec("ab", T0 + 2)])
+    return s
+
+
+def test_a_state_byte_just_above_the_highest_state_is_refused_in_both_formats():
+    top = max(TimerState)
+    v1 = _tampered(_two_armed(), lambda t: t.state.__setitem__(0, top + 1))
+    _refused(v1, "holds an unknown state")
+    v2 = busy_state()
+    v2.create(T0 + 29, [TimerSpec("r", T0 + 100_000, every_ms=60_000)])   # a recurring timer: format 2
+    data = _tampered(v2, lambda t: t.state.__setitem__(0, top + 1))
+    assert data[8] == 2
+    _refused(data, "holds an unknown state")
+    # The control: the highest state itself is known (a delivering timer needs its record,
+    # so it is refused later and for that reason).
+    _refused(_tampered(_two_armed(), lambda t: t.state.__setitem__(0, top)), "without a delivery record")
+
+
+def _recurring() -> State:
+    """Format 2: a plain timer "p", a recurring one "r", a settled one "s"."""
+    s = State()
+    s.create(T0, [TimerSpec("p", T0 + 100_000), TimerSpec("r", T0 + 60_000, every_ms=60_000),
+                  TimerSpec("s", T0 + 1, payload=b"x")])
+    s.tick(T0 + 2)
+    return s
+
+
+def _o(s, tid, tenant=0):
+    return s._table.by_id[tenant][tid]
+
+
+def _set_column(col, o, v):
+    return lambda t: getattr(t, col).__setitem__(o, v)
+
+
+def _sched(**kw):
+    """Change the schedule of _recurring's "r" (ordinal 1)."""
+    return lambda t: t.schedules.__setitem__(1, t.schedules[1]._replace(**kw))
+
+
+_MAX_TIME = 253402300799999
+
+
+def test_every_column_and_block_rule_of_the_decoder_refuses_with_its_own_message():
+    from minoots.kernel.table import FLAGS_KNOWN
+    from minoots.kernel.validate import MAX_ID_LEN, MAX_LABELS, MAX_TENANT_LEN
+    from minoots.kernel.schedule import MAX_OCCURRENCES, MIN_EVERY_MS
+    from minoots.kernel.table import FLAG_KEY_IS_ID, Extra
+
+    def plain():
+        return _two_armed()
+    rec = _recurring
+    cases = [
+        (plain, lambda t: t.tenant_names.__setitem__(0, "x" * (MAX_TENANT_LEN + 1)), "tenant name"),
+        (plain, lambda t: t.tenant_names.__setitem__(0, ""), "tenant name"),
+        (plain, lambda t: t.tenant_names.__setitem__(0, "a b"), "tenant name"),
+        (plain, _set_column("tenant", 1, 1), "names a tenant that is not in the table"),
+        (busy_state, _set_column("tenant", 0, 2), "names a tenant that is not in the table"),
+        (plain, _set_column("flags", 0, FLAGS_KNOWN + 1), "holds unknown flags"),
+        (plain, _set_column("fire_at", 0, _MAX_TIME + 1), "column fire_at has a value outside"),
+        (plain, _set_column("fire_at", 1, -1), "column fire_at has a value outside"),
+        (plain, lambda t: t.ids.__setitem__(0, ""), "an id that is empty"),
+        (plain, lambda t: t.ids.__setitem__(1, ""), "an id that is empty"),
+        (plain, lambda t: t.ids.__setitem__(0, "a" * (MAX_ID_LEN + 1)), "an id that is empty or longer"),
+        (plain, lambda t: t.ids.__setitem__(0, "a@b"), "an id that is empty or longer"),
+        (plain, lambda t: t.extra.__setitem__(0, Extra("", b"", tuple((f"k{i}", "") for i in range(MAX_LABELS + 1)), b"", None)),
+         "label counts has a value outside"),
+        (busy_state, _set_column("settled_at", 0, _MAX_TIME + 1), "column settled_at"),
+        (busy_state, _set_column("settled_at", 0, -1), "column settled_at"),
+        (rec, _set_column("purge_at", 2, _MAX_TIME + 1), "column purge_at has a value outside"),
+        (rec, _set_column("purge_at", 2, -5), "column purge_at has a value outside"),
+        (rec, _set_column("purge_at", 0, T0), "gives a deadline to a timer that is not terminal"),
+        (rec, _sched(every_ms=MIN_EVERY_MS - 1), "schedule of timer 1 is invalid"),
+        (rec, _sched(every_ms=_MAX_TIME + 1), "schedule of timer 1 is invalid"),
+        (rec, _sched(every_ms=0), "schedule of timer 1 is invalid"),
+        (rec, _sched(cron="* * * * *"), "schedule of timer 1 is invalid"),
+        (rec, _sched(every_ms=0, cron="* * * * *"), "schedule of timer 1 is invalid"),
+        (rec, _sched(until=-2), "schedule of timer 1 is invalid"),
+        (rec, _sched(until=_MAX_TIME + 1), "schedule of timer 1 is invalid"),
+        (rec, _sched(max_count=MAX_OCCURRENCES + 1), "schedule of timer 1 is invalid"),
+        (rec, _sched(max_count=-1), "schedule of timer 1 is invalid"),
+        (rec, _sched(every_ms=0, cron="61 * * * *", tz="UTC"), "bad cron or time zone"),
+        (rec, lambda t: t.schedules.__setitem__(3, t.schedules[1]), "schedule ordinals are not increasing"),
+        (rec, lambda t: t.extra.__setitem__(0, Extra("", b"", (), b"", "p")), None),   # canonical: key == id
+        (rec, lambda t: (t.extra.__setitem__(0, Extra("", b"", (), b"", "k")),
+                             t.flags.__setitem__(0, t.flags[0] | FLAG_KEY_IS_ID)),
+         "an idempotency key besides its id"),
+        (rec, lambda t: t.extra.__setitem__(0, Extra("", b"", (), b"", "")), "as having extras but all are empty"),
+    ]
+    for make, change, needle in cases:
+        data = _tampered(make(), change)
+        if needle is None:      # a key equal to the id is stored the canonical way: a flag, no extras
+            back = State.from_bytes(data)
+            back.check_invariants()
+            assert back._table.extra[0] is None and back._table.flags[0] & FLAG_KEY_IS_ID
+            assert back.get("default", "p").idempotency_key == "p"
+        else:
+            _refused(data, needle)
+    # The controls: each bound itself loads.
+    for make, change in [
+        (plain, lambda t: t.tenant_names.__setitem__(0, "x" * MAX_TENANT_LEN)),
+        (plain, _set_column("flags", 0, FLAGS_KNOWN)),
+        (plain, _set_column("fire_at", 0, _MAX_TIME)),
+        (plain, _set_column("fire_at", 1, 0)),
+        (plain, lambda t: (t.fire_at.__setitem__(0, 0), t.fire_at.__setitem__(1, _MAX_TIME))),   # the exact check's bounds
+        (plain, lambda t: t.ids.__setitem__(0, "a" * MAX_ID_LEN)),
+        # With an occurrence id ("<id>@<fire id>") every id takes the exact check: MAX_ID_LEN passes it.
+        (plain, lambda t: (t.ids.__setitem__(0, "a" * MAX_ID_LEN), t.ids.__setitem__(1, "ab@5"))),
+        (plain, lambda t: t.extra.__setitem__(0, Extra("", b"", tuple((f"k{i}", "") for i in range(MAX_LABELS)), b"", None))),
+        (rec, _sched(every_ms=MIN_EVERY_MS)),
+        (rec, _sched(every_ms=_MAX_TIME)),
+        (rec, _sched(until=_MAX_TIME)),
+        (rec, _sched(until=0)),
+        (rec, _sched(max_count=MAX_OCCURRENCES)),
+        (rec, _sched(every_ms=0, cron="* * * * *", tz="UTC")),
+        (rec, _set_column("purge_at", 2, _MAX_TIME)),
+        (rec, _set_column("purge_at", 2, 0)),
+    ]:
+        data = _tampered(make(), change)
+        State.from_bytes(data)
+
+
+def _with_deliveries() -> State:
+    """Format 2 with delivery records: a webhook timer "w" (ordinal 0), a queue timer "q" (1)."""
+    from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
+    s = State()
+    s.create(T0, [TimerSpec("w", T0 + 10, delivery=Delivery(Webhook("https://example.com/h"))),
+                  TimerSpec("q", T0 + 10, delivery=Delivery(None, DeliveryPolicy(), "jobs"))])
+    return s
+
+
+def _deliv(o=0, **kw):
+    return lambda t: t.deliv.__setitem__(o, t.deliv[o]._replace(**kw))
+
+
+def _spec(o=0, **kw):
+    return lambda t: t.deliv.__setitem__(o, t.deliv[o]._replace(spec=t.deliv[o].spec._replace(**kw)))
+
+
+def _paused_recurring() -> State:
+    """_recurring with "r" (ordinal 1) paused: a recurrence block (FLAG_RECUR)."""
+    s = _recurring()
+    s.pause(T0 + 3, "default", "r")
+    return s
+
+
+def _recur(**kw):
+    return lambda t: t.recur.__setitem__(1, t.recur[1]._replace(**kw))
+
+
+def test_every_delivery_and_recurrence_rule_of_the_decoder_refuses_with_its_own_message():
+    from minoots.kernel.recurrence import CATCH_UP, MAX_FLEX_MS, MAX_PENDING, OVERLAP, Recur
+    d, r = _with_deliveries, _paused_recurring
+    armed_r = _recurring   # "r" armed, no recurrence block yet
+
+    def armed_recur(**kw):
+        return lambda t: t.recur.__setitem__(1, Recur(**kw))
+
+    def ack(change):
+        return lambda t: (t.flags.__setitem__(1, t.flags[1] | 1), change(t))
+
+    cases = [
+        (d, _spec(endpoint=5), "delivery record has the wrong fields"),
+        (d, _spec(1, endpoint="ep"), "delivery record has the wrong fields"),     # a queue timer with an endpoint
+        (d, _deliv(step=-1), "delivery record has the wrong fields"),
+        (d, lambda t: t.deliv.__setitem__(2, t.deliv[0]), "delivery record names timer 2 wrongly"),
+        (d, _deliv(waiting=1), "delivery record of timer 0 waits wrongly"),
+        (d, _deliv(waiting=True, next_at=T0), "delivery record of timer 0 waits wrongly"),   # ARMED, not DELIVERING
+        (d, lambda t: (t.state.__setitem__(0, 7), _deliv(waiting=True, next_at=_MAX_TIME + 1)(t)),
+         "delivery record of timer 0 waits wrongly"),
+        (d, lambda t: (t.state.__setitem__(0, 7), _deliv(waiting=True, next_at=-1)(t)),
+         "delivery record of timer 0 waits wrongly"),
+        (d, _spec(webhook=None), "delivery record of timer 0 is inconsistent"),
+        (d, _spec(queue="jobs"), "delivery record of timer 0 is inconsistent"),
+        (d, _deliv(1, lease=None), "delivery record of timer 1 is inconsistent"),
+        (d, _deliv(1, avail="0"), "delivery record of timer 1 is inconsistent"),
+        (d, lambda t: (t.state.__setitem__(0, 7), t.state.__setitem__(1, 7), t.deliv.pop(0)),
+         "has 1 delivering timers without a delivery record"),
+        (r, _recur(paused=2), "recurrence of timer 1 is invalid"),
+        (r, _recur(catch_up=len(CATCH_UP)), "recurrence of timer 1 is invalid"),
+        (r, _recur(overlap=len(OVERLAP)), "recurrence of timer 1 is invalid"),
+        (r, _recur(triggered=-1), "recurrence of timer 1 is invalid"),
+        (r, _recur(skipped=-1), "recurrence of timer 1 is invalid"),
+        (r, _recur(flex_ms=MAX_FLEX_MS + 1), "recurrence of timer 1 is invalid"),
+        (r, _recur(flex_ms=-1), "recurrence of timer 1 is invalid"),
+        (r, _recur(seed=-1), "recurrence of timer 1 is invalid"),
+        (r, _recur(nominal=-2), "recurrence of timer 1 is invalid"),
+        (r, _recur(nominal=_MAX_TIME + 1), "recurrence of timer 1 is invalid"),
+        (r, ack(_recur(buffered=2)), "recurrence of timer 1 is invalid"),
+        (r, _recur(buffered=True), "recurrence of timer 1 is invalid"),           # buffered without ack_required
+        (r, _recur(pending=(5,)), "recurrence of timer 1 is invalid"),            # pending without ack_required
+        (r, ack(_recur(pending=(5, 3))), "recurrence of timer 1 is invalid"),
+        (r, ack(_recur(pending=(3, 3))), "recurrence of timer 1 is invalid"),
+        (r, ack(_recur(pending=(0, 3))), "recurrence of timer 1 is invalid"),
+        (r, ack(_recur(pending=tuple(range(1, MAX_PENDING + 2)))), "too many pending fires"),
+        (r, lambda t: t.recur.__setitem__(0, t.recur[1]), "recurrence of timer 0 is invalid"),   # not recurring
+        (r, lambda t: t.recur.__setitem__(1, Recur()), "holds only defaults"),
+        (armed_r, armed_recur(paused=True), "recurrence of timer 1 is invalid"),      # paused but ARMED
+        (armed_r, armed_recur(flex_ms=5), "recurrence of timer 1 is invalid"),        # a window, no nominal, armed
+    ]
+    for make, change, needle in cases:
+        _refused(_tampered(make(), change), needle)
+    # The controls: each bound itself loads.
+    for make, change in [
+        (d, _deliv(step=1)),
+        (d, _spec(endpoint="ep")),
+        (d, lambda t: (t.state.__setitem__(0, 7), _deliv(waiting=True, next_at=_MAX_TIME)(t))),
+        (d, lambda t: (t.state.__setitem__(0, 7), _deliv(waiting=True, next_at=0)(t))),
+        (r, _recur(catch_up=len(CATCH_UP) - 1, overlap=len(OVERLAP) - 1, flex_ms=MAX_FLEX_MS, nominal=_MAX_TIME,
+                   triggered=0, skipped=0, seed=0)),
+        (r, _recur(nominal=0)),
+        (r, ack(_recur(pending=tuple(range(1, MAX_PENDING + 1)), buffered=True))),
+        (armed_r, armed_recur(flex_ms=5, nominal=T0)),
+        (armed_r, armed_recur(triggered=1)),
+    ]:
+        State.from_bytes(_tampered(make(), change))
+
+
+def _with_a_free_row() -> State:
+    """Format 2 with a free row: _recurring after "s" (ordinal 2) was purged."""
+    from minoots.kernel.retention import DEFAULT_RETENTION_MS
+    s = _recurring()
+    s.tick(T0 + 2 + DEFAULT_RETENTION_MS + 1)
+    assert s._table.state[2] == 0 and s._table.ids[2] == ""
+    return s
+
+
+def test_a_free_row_holds_nothing_and_nothing_refers_to_it():
+    from minoots.kernel.delivery import Delivery, DeliveryRecord, Webhook
+    from minoots.kernel.table import Extra
+    f = _with_a_free_row
+    cases = [
+        (lambda t: (t.tenant_names.append("other"), t.tenant.__setitem__(2, 1)), "free row holds a tenant, an id or extras"),
+        (lambda t: t.ids.__setitem__(2, "x"), "free row holds a tenant, an id or extras"),
+        (lambda t: t.extra.__setitem__(2, b"payload"), "free row holds a tenant, an id or extras"),
+        (lambda t: t.extra.__setitem__(2, Extra("n", b"", (), b"", None)), "free row holds a tenant, an id or extras"),
+        (lambda t: t.ids.__setitem__(0, ""), "an id that is empty"),
+        (lambda t: t.schedules.__setitem__(2, t.schedules[1]), "schedule of timer 2 is invalid"),
+        (lambda t: t.deliv.__setitem__(2, DeliveryRecord(Delivery(Webhook("https://example.com/h")))),
+         "delivery block is empty or names a free row"),
+    ]
+    for change, needle in cases:
+        _refused(_tampered(f(), change), needle)
+    # The control: the free row as it is loads, stays free, and the state re-encodes the same.
+    data = f().to_bytes()
+    back = State.from_bytes(data)
+    assert back.to_bytes() == data and back._table.state[2] == 0
+    back.check_invariants()
+
+
+def test_header_and_structure_refusals_name_what_is_wrong():
+    from minoots.kernel.snapshot import FLAG_OCC, VERSION_2
+    _refused(MAGIC[:5], "snapshot truncated: 5 bytes, the header alone is 24")
+    _refused(b"MNTX", "bad magic")
+    _refused(b"", "snapshot truncated: 0 bytes")
+    v2 = _recurring().to_bytes()
+    body = v2[HEADER.size:]
+    assert v2[8] == VERSION_2
+    _refused(reseal(body, version=VERSION_2, flags=FLAG_OCC * 2), "header flags 0x20 are unknown for format version 2")
+    _refused(reseal(body, version=VERSION_2, flags=0x100), "header flags 0x100 are unknown")
+    _refused(reseal(_body_of(_two_armed()), flags=FLAG_OCC), "header flags 0x10 are unknown for format version 1")
+    _refused(v2 + b"\x00", "snapshot body is")
+    # Counters.
+    good = _body_of(_two_armed())
+    _refused(reseal(bytes(good[:8] + struct.pack("<q", _MAX_TIME + 1) + good[16:])), "last_tick 253402300800000 is outside")
+    State.from_bytes(reseal(bytes(good[:8] + struct.pack("<q", _MAX_TIME) + good[16:])))   # the bound itself
+    _refused(reseal(bytes(good[:28] + struct.pack("<Q", 3) + good[36:])), "snapshot has 3 extras for 2 timers")
+    # Blocks: a length that does not fit, an array of the wrong size, trailing bytes.
+    _refused(reseal(bytes(good) + b"\x00"), "snapshot has 1 unexpected trailing bytes")
+    assert good[36:44] == struct.pack("<Q", 4)    # the tenant name lengths: one u32
+    _refused(reseal(bytes(good[:36]) + struct.pack("<Q", 8) + bytes(good[44:])),
+             "snapshot tenant names lengths holds 8 bytes, expected 4")
+    _refused(reseal(bytes(good[:36]) + struct.pack("<Q", 1 << 40) + bytes(good[44:])),
+             "snapshot truncated in tenant names lengths")
+
+
+def test_extra_ordinals_and_lengths_must_describe_the_table():
+    s = State()
+    s.create(T0, [TimerSpec("aa", T0 + 1, payload=b"p0"), TimerSpec("ab", T0 + 2, payload=b"p1"),
+                  TimerSpec("ac", T0 + 3)])
+    good = _body_of(s)
+    ords = struct.pack("<Q", 16) + struct.pack("<qq", 0, 1)
+    at = good.find(ords)
+    assert at > 0
+    for bad in ((1, 0), (0, 0), (0, 3), (-1, 0)):
+        body = good[:at] + struct.pack("<Q", 16) + struct.pack("<qq", *bad) + good[at + len(ords):]
+        _refused(reseal(bytes(body)), "extra ordinals are not increasing within the table")
+    # The last timer may hold the last extra: ordinals (0, 2) load, and move the payload.
+    body = good[:at] + struct.pack("<Q", 16) + struct.pack("<qq", 0, 2) + good[at + len(ords):]
+    r = State.from_bytes(reseal(bytes(body)))
+    assert [t.payload for t in r.timers()] == [b"p0", b"", b"p1"]
+    # Payload lengths that do not add up to the blob.
+    lens = struct.pack("<Q", 8) + struct.pack("<II", 2, 2) + struct.pack("<Q", 4) + b"p0p1"
+    at = good.find(lens)
+    assert at > 0
+    body = good[:at] + struct.pack("<Q", 8) + struct.pack("<II", 2, 1) + good[at + 16:]
+    _refused(reseal(bytes(body)), "payloads lengths do not add up to the blob size")
+
+
+def test_an_empty_list_with_a_one_byte_blob_and_extras_on_every_timer():
+    good = _body_of(_two_armed())             # no extras: the body ends with 13 empty blocks
+    assert good.endswith(bytes(8 * 13))
+    _refused(reseal(bytes(good[:-8]) + struct.pack("<Q", 1) + b"x"), "label values lengths do not add up")
+    # Every timer with extras (as many extras as timers) loads.
+    s = State()
+    s.create(T0, [TimerSpec("aa", T0 + 1, payload=b"p0"), TimerSpec("ab", T0 + 2, name="n")])
+    assert State.from_bytes(s.to_bytes()).to_bytes() == s.to_bytes()
+
+
+def test_encode_and_encode_parts_agree_and_default_to_what_version_1_can_say():
+    from minoots.kernel.snapshot import encode, encode_parts
+    s = busy_state()
+    t, seq, last = s._table, s.seq, s.last_tick
+    assert b"".join(encode_parts(t, seq, last)) == encode(t, seq, last) == s.to_bytes()
+    assert encode(t, seq, last)[8] == VERSION
+    assert b"".join(encode_parts(t, seq, last, False)) == encode(t, seq, last, False) != s.to_bytes()
+
+
+def test_a_recurrence_block_must_name_increasing_ordinals_and_at_least_one():
+    from minoots.kernel.snapshot import FLAG_RECUR, VERSION_2
+    data = _recurring().to_bytes()          # format 2, no recurrence block
+    flags = HEADER.unpack(data[:HEADER.size])[2]
+    assert not flags & FLAG_RECUR
+    empty = data[HEADER.size:] + bytes(8 * 12)   # twelve empty blocks
+    _refused(reseal(empty, version=VERSION_2, flags=flags | FLAG_RECUR), "recurrence ordinals are empty or not increasing")
+    # Two recurring timers, their recurrence rows swapped in the ordinals block.
+    s = State()
+    s.create(T0, [TimerSpec("r0", T0 + 60_000, every_ms=60_000), TimerSpec("r1", T0 + 60_000, every_ms=60_000)])
+    s.pause(T0 + 1, "default", "r0")
+    s.pause(T0 + 1, "default", "r1")
+    body = _body_of(s)
+    ords = struct.pack("<Qqq", 16, 0, 1)
+    at = body.rfind(ords)             # the recurrence block comes after the schedule block
+    assert at > body.find(ords) > 0
+    for bad in ((1, 0), (1, 1)):
+        b = body[:at] + struct.pack("<Qqq", 16, *bad) + body[at + len(ords):]
+        _refused(reseal(bytes(b), version=VERSION_2, flags=FLAG_RECUR), "recurrence ordinals are empty or not increasing")
+    assert State.from_bytes(reseal(bytes(body), version=VERSION_2, flags=FLAG_RECUR)) == s
