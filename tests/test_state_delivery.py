@@ -75,6 +75,49 @@ def test_success_settles_and_frees_the_tenants_usage():
     s.check_invariants()
 
 
+def test_a_success_or_a_last_failure_ends_the_delivery_even_with_a_retry_time_given():
+    """The retry time is kept only for a failure with attempts left: an outcome that ends the
+    delivery never waits in the wheel, whatever next_at the proposal carried."""
+    s, fid = fired()
+    res = s.delivery_attempt(130, "default", "w", fid, 1, 204, 3, "", b"", 9000)
+    assert kinds(res.events) == ["DELIVERY_ATTEMPTED", "SETTLED"]
+    assert res.timer.next_attempt_at is None and res.timer.delivery_attempts[0].next_at is None
+    assert s.next_deadline() != 9000
+    s2, fid2 = fired(max_attempts=1)
+    res = s2.delivery_attempt(130, "default", "w", fid2, 1, 500, 3, "http_status", b"", 9000)
+    assert kinds(res.events) == ["DELIVERY_ATTEMPTED", "DEAD_LETTERED"]
+    assert res.timer.delivery_attempts[0].next_at is None
+    s.check_invariants()
+    s2.check_invariants()
+
+
+def test_each_refused_outcome_says_why_with_the_attempt_due():
+    s, fid = fired()
+    with pytest.raises(FailedPrecondition) as err:
+        s.delivery_attempt(120, "default", "w", fid, 2, 500, 1, "http_status", b"", 300)
+    assert str(err.value) == ("attempt 2 of timer 'w' in tenant 'default' is not the attempt due (1): "
+                              "its outcome is already recorded")
+    s.delivery_attempt(120, "default", "w", fid, 1, 500, 1, "http_status", b"", 300)
+    with pytest.raises(FailedPrecondition) as err:        # waiting for its retry: no attempt is due
+        s.delivery_attempt(121, "default", "w", fid, 2, 500, 1, "http_status", b"", 400)
+    assert str(err.value) == ("attempt 2 of timer 'w' in tenant 'default' is not the attempt due (none): "
+                              "its outcome is already recorded")
+    s.tick(300)
+    with pytest.raises(InvalidArgument) as err:
+        s.delivery_attempt(301, "default", "w", fid, 2, 500, 1, "http_status", b"", None)
+    assert err.value.field == "next_at" and "needs the retry time" in str(err.value)
+    with pytest.raises(FailedPrecondition) as err:
+        s.delivery_attempt(301, "default", "plain", 1, 1, 200, 1, "", b"", None)
+    assert str(err.value) == "timer 'plain' in tenant 'default' is SETTLED, not delivering"
+    q = State()
+    q.create(10, [TimerSpec("job", 100, delivery=Delivery(None, DeliveryPolicy(), "jobs"))])
+    q.tick(100)
+    with pytest.raises(FailedPrecondition) as err:
+        q.delivery_attempt(101, "default", "job", q.get("default", "job").fire_id, 1, 200, 1, "", b"", None)
+    assert str(err.value) == "timer 'job' in tenant 'default' is delivered through queue 'jobs': its attempts are leases"
+    s.check_invariants()
+
+
 def test_the_last_failure_dead_letters_and_redrive_gives_a_fresh_budget():
     s, fid = fired(max_attempts=2)
     s.delivery_attempt(120, "default", "w", fid, 1, 500, 1, "http_status", b"", 200)
