@@ -105,7 +105,7 @@ def test_each_refused_outcome_says_why_with_the_attempt_due():
     s.tick(300)
     with pytest.raises(InvalidArgument) as err:
         s.delivery_attempt(301, "default", "w", fid, 2, 500, 1, "http_status", b"", None)
-    assert err.value.field == "next_at" and "needs the retry time" in str(err.value)
+    assert str(err.value) == "invalid next_at: a failed attempt with attempts left needs the retry time"
     with pytest.raises(FailedPrecondition) as err:
         s.delivery_attempt(301, "default", "plain", 1, 1, 200, 1, "", b"", None)
     assert str(err.value) == "timer 'plain' in tenant 'default' is SETTLED, not delivering"
@@ -411,6 +411,44 @@ def test_redrive_events_carry_the_command_time_and_a_bad_time_is_refused():
     assert [(e.kind.name, e.at_ms, e.tenant, e.timer_id) for e in res.events] == [
         ("REDRIVEN", 500, "default", "w"), ("DELIVERY_DUE", 500, "default", "w")]
     assert res.events[1].revision == res.events[0].revision + 1 == s.get("default", "w").revision
+
+
+def test_a_stored_delivery_record_has_one_form_whatever_path_led_to_it():
+    """Snapshot bytes hold the records as stored, so a record must not carry leftovers of
+    how it got there: a record that does not wait stores next_at -1 (after an outcome and
+    after a redrive), a leased one stores avail 0 (it is in no queue)."""
+    def rec(state, tid):
+        return state._table.deliv[state._table.by_id[0][tid]]
+
+    s, fid = fired(max_attempts=1)
+    s.delivery_attempt(120, "default", "w", fid, 1, 500, 1, "http_status", b"", 700)
+    assert (rec(s, "w").waiting, rec(s, "w").next_at) == (False, -1)          # dead-lettered
+    s.redrive(500, "default", "w")
+    assert (rec(s, "w").waiting, rec(s, "w").next_at, rec(s, "w").attempt) == (False, -1, 0)
+    q = queued(n=1, max_attempts=1)
+    lease = q.lease(300, "default", "jobs", 1, 5000).leases[0]
+    assert (rec(q, "q0").avail, rec(q, "q0").next_at, rec(q, "q0").lease) == (0, 5300, lease.lease_id)
+    q.nack_lease(301, "default", "q0", lease.lease_id, None)                  # last attempt: dead-lettered
+    q.redrive(400, "default", "q0")
+    r = rec(q, "q0")
+    assert (r.waiting, r.next_at, r.lease, r.attempt, r.avail) == (False, -1, "", 0, q.seq)
+    for state in (s, q):
+        back = State.from_bytes(state.to_bytes())
+        assert back.to_bytes() == state.to_bytes()
+        state.check_invariants()
+
+
+def test_a_refused_redrive_or_nack_says_why():
+    s, fid = fired()
+    with pytest.raises(FailedPrecondition) as err:
+        s.redrive(130, "default", "w")
+    assert str(err.value) == ("timer 'w' in tenant 'default' is DELIVERING; only a dead-lettered timer with a "
+                              "webhook or queue can be redriven")
+    q = queued(n=1, max_attempts=2)
+    lease = q.lease(300, "default", "jobs", 1, 5000).leases[0]
+    with pytest.raises(InvalidArgument) as err:
+        q.nack_lease(301, "default", "q0", lease.lease_id, None)
+    assert str(err.value) == "invalid next_at: a nack with attempts left needs the retry time"
 
 
 def test_a_tenant_never_seen_holds_nothing():
