@@ -451,6 +451,37 @@ def test_a_refused_redrive_or_nack_says_why():
     assert str(err.value) == "invalid next_at: a nack with attempts left needs the retry time"
 
 
+def test_lease_outcomes_name_their_tenant_count_every_end_and_refuse_what_is_not_leased():
+    def rec(state, tid):
+        return state._table.deliv[state._table.by_id[0][tid]]
+
+    s = queued(n=2, max_attempts=2)
+    s.create(10, [TimerSpec("plain", 10_000), TimerSpec("w", 10_000, delivery=hook())])
+    a, b = s.lease(300, "default", "jobs", 2, 5000).leases
+    nack = s.nack_lease(301, "default", "q0", a.lease_id, 900)                   # attempts left: waits
+    assert [(e.kind.name, e.tenant) for e in nack.events] == [("DELIVERY_ATTEMPTED", "default")]
+    assert (rec(s, "q0").waiting, rec(s, "q0").next_at, rec(s, "q0").avail, rec(s, "q0").lease) == (True, 900, 0, "")
+    ack = s.ack_lease(302, "default", "q1", b.lease_id)
+    assert [(e.kind.name, e.tenant) for e in ack.events] == [("DELIVERY_ATTEMPTED", "default"), ("SETTLED", "default")]
+    assert (rec(s, "q1").waiting, rec(s, "q1").next_at, rec(s, "q1").avail) == (False, -1, 0)
+    s.tick(900)
+    again = s.lease(901, "default", "jobs", 1, 5000).leases[0]
+    s.ack_lease(902, "default", "q0", again.lease_id)
+    assert s.counts()[TimerState.SETTLED] == 2                                  # every end counted
+    s.check_invariants()
+    for tid in ("plain", "w"):                                                 # not a queue timer
+        with pytest.raises(FailedPrecondition) as err:
+            s.ack_lease(903, "default", tid, "7")
+        assert str(err.value) == (f"lease '7' is not the live lease of timer '{tid}' in tenant 'default' "
+                                  "(it expired, was acked or nacked, or never existed)")
+    q = queued(n=1)
+    lease = q.lease(300, "default", "jobs", 1, 5000).leases[0]
+    with pytest.raises(InvalidArgument) as err:
+        q.extend_lease(301, "default", "q0", lease.lease_id, 10)
+    assert err.value.field == "visibility_ms"
+    s.check_invariants()
+
+
 def test_a_tenant_never_seen_holds_nothing():
     s, _ = fired()
     assert tuple(s.usage("nobody")) == (0, 0)
