@@ -482,6 +482,31 @@ def test_lease_outcomes_name_their_tenant_count_every_end_and_refuse_what_is_not
     s.check_invariants()
 
 
+def test_a_lease_outcome_that_ends_a_timer_gives_back_its_payload_bytes():
+    s = State()
+    pol = DeliveryPolicy(max_attempts=1)
+    s.create(10, [TimerSpec(f"q{i}", 100, payload=b"x" * (10 + i), delivery=Delivery(None, pol, "jobs"))
+                  for i in range(2)] + [TimerSpec("keep", 10_000, payload=b"k" * 7)])
+    s.tick(200)
+    assert tuple(s.usage("default")) == (3, 10 + 11 + 7)
+    a, b = s.lease(300, "default", "jobs", 2, 5000).leases
+    s.ack_lease(301, "default", "q0", a.lease_id)
+    assert tuple(s.usage("default")) == (2, 11 + 7)
+    s.nack_lease(302, "default", "q1", b.lease_id, None)                        # last attempt: dead-lettered
+    assert tuple(s.usage("default")) == (1, 7)
+    s.check_invariants()
+
+
+def test_bad_scan_and_usage_arguments_name_their_field():
+    s = queued(n=1)
+    with pytest.raises(InvalidArgument) as err:
+        s.scan(-1, 5, max_positions=10)
+    assert err.value.field == "start"
+    with pytest.raises(InvalidArgument) as err:
+        s.usage("")
+    assert err.value.field == "tenant"
+
+
 def test_a_tenant_never_seen_holds_nothing():
     s, _ = fired()
     assert tuple(s.usage("nobody")) == (0, 0)
