@@ -94,6 +94,9 @@ def test_a_success_or_a_last_failure_ends_the_delivery_even_with_a_retry_time_gi
 def test_each_refused_outcome_says_why_with_the_attempt_due():
     s, fid = fired()
     with pytest.raises(FailedPrecondition) as err:
+        s.delivery_attempt(120, "default", "w", fid + 5, 1, 500, 1, "http_status", b"", 300)
+    assert str(err.value) == f"fire_id {fid + 5} is not the current fire of timer 'w' in tenant 'default' ({fid})"
+    with pytest.raises(FailedPrecondition) as err:
         s.delivery_attempt(120, "default", "w", fid, 2, 500, 1, "http_status", b"", 300)
     assert str(err.value) == ("attempt 2 of timer 'w' in tenant 'default' is not the attempt due (1): "
                               "its outcome is already recorded")
