@@ -317,7 +317,8 @@ INVARIANT_BREAKS = [
     ("free tenant", lambda s, t: _set(t.tenant, 0, 1), "free row 0 is reset"),
     ("live", lambda s, t: s._live.__setitem__(1, 99), "outstanding timers by tenant"),
     ("held", lambda s, t: s._held.__setitem__(1, 99), "payload bytes of outstanding timers by tenant"),
-    ("wheel", lambda s, t: s._wheel.cancel(1), "the wheel holds exactly the armed timers"),
+    ("wheel", lambda s, t: s._wheel.cancel(1), "the wheel holds exactly the armed timers at their fire_at, the "
+                                                 "waiting retries at next_at and the terminal ones at purge_at$"),
     ("record of a free row", lambda s, t: t.deliv.__setitem__(0, t.deliv[4]), "delivery record of ordinal 0 within"),
     ("record past the table", lambda s, t: t.deliv.__setitem__(10, t.deliv[4]), "delivery record of ordinal 10"),
     ("waiting, not delivering", lambda s, t: (t.deliv.__setitem__(3, t.deliv[5]), s._wheel.insert(3, 900)),
