@@ -500,6 +500,8 @@ def test_quotas_count_new_timers_and_payload_bytes_exactly_at_their_bounds():
     assert refused(s, [spec("v", tenant="b"), spec("w", tenant="a"), spec("u", tenant="a")], lim) == (
         "a", "max_timers", 2, 1, 2)
     s.create(T0, [spec("v", tenant="a"), spec("w", tenant="b")], lim)              # a reaches 2; b adds 0 bytes
+    # a tenant without a limit first does not end the checks of the tenants after it
+    assert refused(s, [spec("n1", tenant="nolimit"), spec("n2", tenant="a")], lim) == ("a", "max_timers", 2, 2, 1)
     # the default limit binds tenants not named; timers are checked before bytes
     both = TenantLimit(max_timers=1, max_payload_bytes=1)
     assert refused(s, [spec("p", tenant="c", payload=b"12"), spec("q", tenant="c", payload=b"3")], lim, both) == (

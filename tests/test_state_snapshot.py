@@ -359,6 +359,53 @@ def test_check_invariants_catches_each_corruption(what, corrupt, message):
         s.check_invariants()
 
 
+def _recurring_base() -> State:
+    """A recurring ack_required timer fired twice without an ack ("r", ordinal 0: ARMED with two
+    pending fires, overlap allow_all), a paused recurring one ("p", 1) and a plain one ("x", 2)."""
+    s = State()
+    s.create(T0, [TimerSpec("r", T0 + 1000, every_ms=1000, ack_required=True, overlap="allow_all"),
+                  TimerSpec("p", T0 + 1000, every_ms=1000), TimerSpec("x", T0 + 90_000)])
+    s.pause(T0 + 1, "default", "p")
+    s.tick(T0 + 1000)
+    s.tick(T0 + 2000)
+    return s
+
+
+def _set_recur(o, **kw):
+    return lambda s, t: t.recur.__setitem__(o, t.recur[o]._replace(**kw))
+
+
+RECURRENCE_BREAKS = [
+    ("pending out of order", lambda s, t: _set_recur(0, pending=tuple(reversed(t.recur[0].pending)))(s, t),
+     "pending fires of ordinal 0 are increasing seqs"),
+    ("pending fire 0", _set_recur(0, pending=(0,)), "pending fires of ordinal 0 are increasing seqs"),
+    ("pending fire not emitted yet", lambda s, t: _set_recur(0, pending=(s.seq + 1,))(s, t),
+     "pending fires of ordinal 0 are increasing seqs"),
+    ("pending without ack_required", lambda s, t: t.flags.__setitem__(0, 0),
+     r"only an ack_required timer \(0\) has fires awaiting acks"),
+    ("paused while armed", _set_recur(0, paused=True), "paused ordinal 0 is scheduled \\(or ended\\)"),
+    ("recurrence state of a plain timer", lambda s, t: t.recur.__setitem__(2, t.recur[1]),
+     "recurrence state of ordinal 2 is a recurring timer's"),
+    ("default recurrence state stored", lambda s, t: t.recur.__setitem__(0, type(t.recur[0])()),
+     "recurrence state of ordinal 0 is a recurring timer's"),
+    ("fired recurring timer awaiting nothing",
+     lambda s, t: (t.state.__setitem__(0, TimerState.FIRED), s._counts.__setitem__(TimerState.FIRED, 1),
+                   s._counts.__setitem__(TimerState.ARMED, 1), s._wheel.cancel(0),
+                   t.recur.__setitem__(0, t.recur[0]._replace(pending=()))),
+     r"a fired recurring timer \(0\) awaits acks"),
+]
+
+
+@pytest.mark.parametrize("what, corrupt, message", RECURRENCE_BREAKS, ids=[b[0] for b in RECURRENCE_BREAKS])
+def test_check_invariants_catches_each_recurrence_corruption(what, corrupt, message):
+    s = _recurring_base()
+    assert len(s._table.recur[0].pending) == 2 and s._table.recur[1].paused and 2 not in s._table.recur
+    s.check_invariants()
+    corrupt(s, s._table)
+    with pytest.raises(AssertionError, match="^kernel invariant broken: " + message + "$"):
+        s.check_invariants()
+
+
 def test_the_state_reprs_compares_and_counts_itself():
     s = _invariants_base()
     assert repr(s) == "<State timers=9 armed=3 fired=1 free=1 seq=36 last_tick=60>"
