@@ -537,6 +537,51 @@ def test_a_bad_ref_or_tenant_names_the_exact_field():
     assert [t.id for t in s.timers()] == ["a", "b"] == [t.id for t in s.timers("default")]
 
 
+def test_bad_scan_arguments_and_specs_get_their_exact_messages():
+    s = State()
+    s.create(T0, [spec("a")])
+    cases = [
+        (lambda: s.scan(-1, 5), "invalid start: must be a position >= 0, got -1"),
+        (lambda: s.scan(0, -2), "invalid limit: must be >= 0, got -2"),
+        (lambda: s.scan(0, "5"), "invalid limit: must be an int, not str"),
+        (lambda: s.scan(0, 5, states=[99]), "invalid states[0]: must be a TimerState, got 99"),
+        (lambda: s.create(T0, [("a", 5)]), "invalid specs[0]: must be a TimerSpec, not tuple"),
+        (lambda: s.cancel(T0, ["ab"]), "invalid refs[0]: must be a (tenant, id) pair, not str"),
+    ]
+    for call, message in cases:
+        err = unchanged(s, call, InvalidArgument)
+        assert str(err) == message
+
+
+def test_a_scans_fire_at_window_includes_its_start_and_excludes_its_end():
+    s = State()
+    s.create(T0, [spec("a", fire_at=T0 + 10), spec("b", fire_at=T0 + 20), spec("c", fire_at=T0 + 30)])
+    timers, _ = s.scan(0, 10, fire_at_from=T0 + 10, fire_at_to=T0 + 30)
+    assert [t.id for t in timers] == ["a", "b"]
+    timers, _ = s.scan(0, 10, fire_at_from=T0 + 11, fire_at_to=T0 + 31)
+    assert [t.id for t in timers] == ["b", "c"]
+
+
+def test_an_idempotency_key_equal_to_the_id_is_kept_as_a_flag_on_the_plain_path_too():
+    """A key equal to the id is stored as a flag (no key in the extra), on the plain path as on
+    the full one, and never takes another flag's place."""
+    from minoots.kernel.table import FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID
+    s = State()
+    s.create(T0, [TimerSpec("k", T0 + 5, idempotency_key="k", ack_required=True),               # plain path
+                  TimerSpec("f", T0 + 5, idempotency_key="f", ack_required=True, labels={"x": "y"})])  # full path
+    t = s._table
+    for tid in ("k", "f"):
+        o = t.by_id[0][tid]
+        assert t.flags[o] == FLAG_ACK_REQUIRED | FLAG_KEY_IS_ID, tid
+        view = s.get("default", tid)
+        assert view.ack_required and view.idempotency_key == tid
+    assert getattr(t.extra[t.by_id[0]["k"]], "idempotency_key", None) is None
+    assert t.extra[t.by_id[0]["f"]].idempotency_key is None and t.extra[t.by_id[0]["f"]].labels == (("x", "y"),)
+    back = State.from_bytes(s.to_bytes())
+    assert back.get("default", "k") == s.get("default", "k") and back.to_bytes() == s.to_bytes()
+    s.check_invariants()
+
+
 def test_reschedule_bounds_are_inclusive_and_the_event_is_complete():
     """extend_by may move fire_at exactly to 0 or to MAX_TIME; the event takes the next seq
     and names the tenant and id; the message states the refused deadline."""
