@@ -466,7 +466,7 @@ def test_lease_outcomes_name_their_tenant_count_every_end_and_refuse_what_is_not
     assert (rec(s, "q0").waiting, rec(s, "q0").next_at, rec(s, "q0").avail, rec(s, "q0").lease) == (True, 900, 0, "")
     ack = s.ack_lease(302, "default", "q1", b.lease_id)
     assert [(e.kind.name, e.tenant) for e in ack.events] == [("DELIVERY_ATTEMPTED", "default"), ("SETTLED", "default")]
-    assert (rec(s, "q1").waiting, rec(s, "q1").next_at, rec(s, "q1").avail) == (False, -1, 0)
+    assert (rec(s, "q1").waiting, rec(s, "q1").next_at, rec(s, "q1").avail, rec(s, "q1").lease) == (False, -1, 0, "")
     s.tick(900)
     again = s.lease(901, "default", "jobs", 1, 5000).leases[0]
     s.ack_lease(902, "default", "q0", again.lease_id)
