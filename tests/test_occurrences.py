@@ -242,6 +242,19 @@ def test_a_retention_zero_timer_ending_while_an_occurrence_is_in_delivery_is_pur
     s.check_invariants()
 
 
+def test_check_invariants_checks_occurrences_in_a_state_without_any_ladder():
+    s = State()
+    s.create(T0, [every("allow_all")])
+    a = s.tick(T0 + S).events[0].fire_id
+    t = s._table
+    assert t.occ and not t.esc
+    s.check_invariants()
+    o = t.by_id[0]["r"]
+    t.occ[o] = t.occ[o]._replace(inflight=(a + 1000,))          # an occurrence that is no timer
+    with pytest.raises(AssertionError, match=f"occurrence {a + 1000} of schedule {o} is a timer in delivery"):
+        s.check_invariants()
+
+
 def test_snapshots_round_trip_and_a_state_without_schedule_deliveries_keeps_its_bytes():
     plain = State()
     plain.create(T0, [TimerSpec("p", T0 + S, every_ms=S), TimerSpec("w", T0 + S, delivery=HOOK)])
