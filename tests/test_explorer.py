@@ -60,17 +60,20 @@ def test_the_explorer_shows_a_timer_its_fired_event_and_the_cluster(tmp_path):
             options.add_argument(arg)
         driver = webdriver.Chrome(options=options, service=Service(DRIVER))
         driver.get(f"http://{node.http}/ui#token={token}&id={made['id']}")
-        wait = WebDriverWait(driver, 90, poll_frequency=0.2)
+        # the page re-renders as events arrive: read an element's text inside the wait, which
+        # tries again when the element it found was replaced meanwhile (stale)
+        from selenium.common.exceptions import StaleElementReferenceException
+        wait = WebDriverWait(driver, 90, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,))
         wait.until(lambda d: d.find_elements(By.ID, "tl-state"))
-        assert made["id"] in driver.find_element(By.ID, "timeline").text
-        fired = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#events li[data-kind="fired"]'))
-        assert fired[0].text.startswith("#") and " fired at " in fired[0].text
+        assert made["id"] in wait.until(lambda d: d.find_element(By.ID, "timeline").text)
+        fired = wait.until(lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, '#events li[data-kind="fired"]')])
+        assert fired[0].startswith("#") and " fired at " in fired[0]
         wait.until(lambda d: d.find_element(By.ID, "tl-state").text in ("fired", "settled"))
-        assert "after its deadline" in driver.find_element(By.ID, "timeline").text
+        assert "after its deadline" in wait.until(lambda d: d.find_element(By.ID, "timeline").text)
         wait.until(lambda d: d.find_elements(By.ID, "leader") and d.find_element(By.ID, "leader").text == leader)
         driver.execute_script("histogram()")
         wait.until(lambda d: "timers fired in the last hour" in d.find_element(By.ID, "histogram").text)
-        count = int(driver.find_element(By.ID, "histogram").text.split(" timers fired")[0].split()[-1])
+        count = int(wait.until(lambda d: d.find_element(By.ID, "histogram").text).split(" timers fired")[0].split()[-1])
         assert count >= 5
         shot = tmp_path / "explorer.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
