@@ -320,7 +320,7 @@ class AuditLedger:
                     raw = chain.make_record(seq, prev, at, self.node, kind, data)
                 put(_k(seq), raw, db=self._records, append=True)
                 prev = chain.digest(raw)
-                if n != 1 or kind == chain.TIMER_EVENTS:
+                if kind == chain.TIMER_EVENTS:  # (only these hold more than one fact)
                     extra += n - 1
                     put(_k(seq + extra), _k(seq), db=self._facts, append=True)
                 unsigned += n
