@@ -23,9 +23,10 @@ original would otherwise run from the stale .pyc.
 
 Speed: one coverage pass per target records which test executes each line
 (pytest-cov's per-test contexts); each mutant is then judged by just the tests that run
-its statement (all of the target's tests when the statement only runs at import time);
-a mutant that survives them is run again against all of the target's tests (a test may
-reach a line only in a subprocess, which coverage does not see).
+its statement (all of the target's tests when the statement only runs at import time),
+fastest first; a mutant that survives them is run again against the tests that started
+a process or a thread (ops/mutation_probe.py records them in the same pass): coverage
+does not see a line reached there.
 A mutant in a statement no test executes is reported `survived` without a run
 (marked `no-cov`). Everything runs under `nice -n 15`.
 
@@ -244,16 +245,28 @@ class ForkRunner:
 # ---------------------------------------------------------------- which tests run a line
 
 
-def coverage_pass(name: str, target: Target, files: list[str]) -> tuple[dict[int, set[str]], float]:
+@dataclass
+class Coverage:
+    lines: dict[int, set[str]]  # line -> node ids of the tests executing it ("" = at import time)
+    elsewhere: set[str]  # tests that started a process or a thread (ops/mutation_probe.py)
+    seconds: dict[str, float]  # node id -> how long the test took
+
+
+def coverage_pass(name: str, target: Target, files: list[str]) -> tuple[Coverage, float]:
     """Run the target's tests once under coverage with per-test contexts: the baseline
     (must pass) and, per line of the target, the node ids of the tests executing it
-    ("" = executed outside any test, i.e. at import/collection time)."""
+    ("" = executed outside any test, i.e. at import/collection time); with
+    ops/mutation_probe.py, the tests that ran code outside coverage's sight, and each
+    test's duration."""
     from coverage import CoverageData
 
     data_file = OUT / f"{name}.coverage"
     data_file.unlink(missing_ok=True)
-    env = dict(os.environ, COVERAGE_FILE=str(data_file))
-    cmd = [sys.executable, "-c", PYTEST_MAIN, "-q", "-p", "no:cacheprovider", "-m", FAST,
+    probe_file = OUT / f"{name}.probe.json"
+    probe_file.unlink(missing_ok=True)
+    path = os.pathsep.join(p for p in (str(ROOT / "ops"), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, COVERAGE_FILE=str(data_file), MUTATION_PROBE_OUT=str(probe_file), PYTHONPATH=path)
+    cmd = [sys.executable, "-c", PYTEST_MAIN, "-q", "-p", "no:cacheprovider", "-p", "mutation_probe", "-m", FAST,
            f"--cov={Path(target.path).parent}", "--cov-context=test", "--cov-report=", *files]
     start = time.monotonic()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -263,7 +276,9 @@ def coverage_pass(name: str, target: Target, files: list[str]) -> tuple[dict[int
     data = CoverageData(str(data_file))
     data.read()
     by_line = data.contexts_by_lineno(str(ROOT / target.path))
-    return {line: {c.split("|")[0] for c in ctxs} for line, ctxs in by_line.items()}, took
+    probe = json.loads(probe_file.read_text())
+    return Coverage({line: {c.split("|")[0] for c in ctxs} for line, ctxs in by_line.items()},
+                    set(probe["elsewhere"]), probe["seconds"]), took
 
 
 def statement_spans(tree: ast.AST) -> list[tuple[int, int]]:
@@ -351,7 +366,8 @@ def run_target(name: str, target: Target, args) -> dict:
         if Path(loaded).resolve() != (ROOT / target.path).resolve():
             sys.exit(f"{name}: {module_name(target.path)} loads {loaded!r}, not {target.path}: mutants would not be seen")
         # 2. Baseline + per-test line coverage.
-        contexts, baseline = coverage_pass(name, target, files)
+        cov, baseline = coverage_pass(name, target, files)
+        contexts = cov.lines
         timeout = max(60.0, args.timeout_factor * baseline)
         # 3. Canary: a module that raises on import must fail the tests.
         guard.write(source + "\nraise RuntimeError('mutation canary')\n")
@@ -415,14 +431,18 @@ def run_target(name: str, target: Target, args) -> dict:
             else:
                 guard.write(mutated)
                 try:
-                    chosen = files if selected is None else sorted(selected)
+                    # fastest first: with -x, a kill ends the run early
+                    chosen = files if selected is None else sorted(
+                        selected, key=lambda t: (cov.seconds.get(t, float("inf")), t))
                     entry["status"], entry["seconds"] = runner(chosen, timeout)
                     entry["tests"] = "all" if selected is None else len(selected)
-                    if entry["status"] == "survived" and selected is not None:
-                        # Confirm with every test of the target: a test may reach the
-                        # line only in a subprocess, which coverage does not see.
-                        entry["status"], entry["seconds"] = runner(files, timeout)
-                        entry["tests"] = "all"
+                    rest = sorted(cov.elsewhere - selected) if selected is not None else []
+                    if entry["status"] == "survived" and rest:
+                        # Confirm with the tests that ran code in another process or a
+                        # thread, which coverage does not see (ops/mutation_probe.py).
+                        entry["status"], more = runner(rest, timeout)
+                        entry["seconds"] += more
+                        entry["tests"] = f"{len(selected)}+{len(rest)}"
                 finally:
                     guard.restore()
             mutants.append(entry)

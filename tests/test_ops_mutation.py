@@ -43,3 +43,30 @@ def test_from_line_is_a_command_line_option(monkeypatch, capsys):
     except SystemExit:
         pass
     assert "--from-line" in capsys.readouterr().out
+
+
+def test_the_probe_names_the_tests_that_ran_code_outside_coverages_sight(tmp_path):
+    """A survivor faces these tests too (a child process or a thread is not in the test's
+    coverage context); a test that stays in its own thread is not among them."""
+    import json
+    import os
+    import subprocess
+
+    (tmp_path / "test_sample.py").write_text(
+        "import subprocess, sys, threading, os\n"
+        "def test_plain():\n    assert sum(range(3)) == 3\n"
+        "def test_child_process():\n    subprocess.run([sys.executable, '-c', 'pass'], check=True)\n"
+        "def test_thread():\n    t = threading.Thread(target=lambda: None); t.start(); t.join()\n"
+        "def test_fork():\n    pid = os.fork()\n    if pid == 0:\n        os._exit(0)\n    os.waitpid(pid, 0)\n")
+    out = tmp_path / "probe.json"
+    ops = Path(__file__).parent.parent / "ops"
+    env = dict(os.environ, PYTHONPATH=str(ops), MUTATION_PROBE_OUT=str(out))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "mutation_probe",
+                           "test_sample.py"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    probe = json.loads(out.read_text())
+    assert probe["elsewhere"] == ["test_sample.py::test_child_process", "test_sample.py::test_fork",
+                                  "test_sample.py::test_thread"]
+    assert sorted(probe["seconds"]) == ["test_sample.py::test_child_process", "test_sample.py::test_fork",
+                                        "test_sample.py::test_plain", "test_sample.py::test_thread"]
+    assert all(s > 0 for s in probe["seconds"].values())
