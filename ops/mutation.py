@@ -162,6 +162,15 @@ PYTEST_MAIN = ("import sys; from hypothesis import settings; "
                "import pytest; sys.exit(pytest.main(sys.argv[1:]))")
 
 
+def verdict(code: int, args: list[str]) -> str:
+    """pytest's exit code as a mutant's fate. 4 (usage error, e.g. a test id not found)
+    and 5 (no tests ran) are never the mutant's doing: counting them as kills would
+    inflate the score, so the run stops instead."""
+    if code in (4, 5):
+        raise SystemExit(f"pytest exited {code} (usage error / no tests) for {' '.join(args)[:300]}")
+    return "survived" if code == 0 else "killed"
+
+
 def run_tests(args: list[str], timeout: float) -> tuple[str, float]:
     """One test run in a fresh interpreter (the slow, simple way; --no-fork)."""
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
@@ -175,7 +184,7 @@ def run_tests(args: list[str], timeout: float) -> tuple[str, float]:
         os.killpg(proc.pid, signal.SIGKILL)  # the test run and anything it started
         proc.wait()
         return "timeout", time.monotonic() - start
-    return ("survived" if code == 0 else "killed"), time.monotonic() - start
+    return verdict(code, args), time.monotonic() - start
 
 
 class ForkRunner:
@@ -231,7 +240,7 @@ class ForkRunner:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 code = os.waitstatus_to_exitcode(status)
-                return ("survived" if code == 0 else "killed"), time.monotonic() - start
+                return verdict(code, args), time.monotonic() - start
             if time.monotonic() > deadline:
                 try:
                     os.killpg(pid, signal.SIGKILL)
@@ -369,6 +378,8 @@ def run_target(name: str, target: Target, args) -> dict:
         cov, baseline = coverage_pass(name, target, files)
         contexts = cov.lines
         timeout = max(60.0, args.timeout_factor * baseline)
+        file_seconds = {f: sum(v for t, v in cov.seconds.items() if t.split("::")[0] == f) for f in files}
+        by_file_time = sorted(files, key=lambda f: (file_seconds[f], f))
         # 3. Canary: a module that raises on import must fail the tests.
         guard.write(source + "\nraise RuntimeError('mutation canary')\n")
         runner = run_tests if args.no_fork else ForkRunner(files).run
@@ -432,7 +443,7 @@ def run_target(name: str, target: Target, args) -> dict:
                 guard.write(mutated)
                 try:
                     # fastest first: with -x, a kill ends the run early
-                    chosen = files if selected is None else sorted(
+                    chosen = by_file_time if selected is None else sorted(
                         selected, key=lambda t: (cov.seconds.get(t, float("inf")), t))
                     entry["status"], entry["seconds"] = runner(chosen, timeout)
                     entry["tests"] = "all" if selected is None else len(selected)

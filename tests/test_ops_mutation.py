@@ -70,3 +70,15 @@ def test_the_probe_names_the_tests_that_ran_code_outside_coverages_sight(tmp_pat
     assert sorted(probe["seconds"]) == ["test_sample.py::test_child_process", "test_sample.py::test_fork",
                                         "test_sample.py::test_plain", "test_sample.py::test_thread"]
     assert all(s > 0 for s in probe["seconds"].values())
+
+
+def test_only_a_test_failure_or_error_counts_as_a_kill():
+    """pytest's 4 (a test id not found) and 5 (no tests ran) would be kills that no test
+    made: the run stops instead of counting them."""
+    import pytest
+
+    assert mutation.verdict(0, []) == "survived"
+    assert [mutation.verdict(code, []) for code in (1, 2, 3)] == ["killed"] * 3
+    for code in (4, 5):
+        with pytest.raises(SystemExit, match=f"pytest exited {code}"):
+            mutation.verdict(code, ["tests/test_x.py::test_gone"])
