@@ -349,12 +349,15 @@ def describe(original: str, mutated: str) -> tuple[int, str, str]:
     return i + 1, a[i].strip(), b[i].strip()
 
 
-def select(mids: list, from_line: int | None, shard: tuple[int, int] | None) -> list:
-    """The mutants to run: those on line `from_line` (1-based) or later, when given (to
+def select(mids: list, from_line: int | None, shard: tuple[int, int] | None, to_line: int | None = None) -> list:
+    """The mutants to run: those on line `from_line` (1-based) or later, and on `to_line`
+    or earlier, when given (to
     finish a module whose earlier lines are already measured), then every N-th of those
     starting at the K-th when sharded (so N clones of the repository can share a module)."""
     if from_line:
         mids = [m for m in mids if m.line_number + 1 >= from_line]
+    if to_line:
+        mids = [m for m in mids if m.line_number + 1 <= to_line]
     if shard:
         mids = [m for i, m in enumerate(mids) if i % shard[1] == shard[0]]
     return mids
@@ -364,6 +367,7 @@ def run_target(name: str, target: Target, args) -> dict:
     files = test_files(target)
     shard = f".shard{args.shard[0]}of{args.shard[1]}" if args.shard else ""
     shard += f".from{args.from_line}" if args.from_line else ""
+    shard += f".to{args.to_line}" if args.to_line else ""
     results_file = OUT / f"{name}{shard}.json"
     previous = json.loads(results_file.read_text()) if results_file.exists() else None
     guard = InPlace(target.path)
@@ -412,7 +416,7 @@ def run_target(name: str, target: Target, args) -> dict:
         def save(complete: bool) -> dict:
             counts = {s: sum(m["status"] == s for m in mutants) for s in ("killed", "survived", "timeout")}
             result = {"target": name, "path": target.path, "source_sha256": digest, "tests_sha256": tests_digest,
-                      "scope": list(target.scope), "from_line": args.from_line, "tests": files, "complete": complete,
+                      "scope": list(target.scope), "from_line": args.from_line, "to_line": args.to_line, "tests": files, "complete": complete,
                       "baseline_seconds": round(baseline, 1), "seconds": round(time.monotonic() - started),
                       "counts": counts, "total": len(mutants), "mutants_in_module": len(mids),
                       "mutants_in_file": in_file, "mutants": mutants}
@@ -422,7 +426,7 @@ def run_target(name: str, target: Target, args) -> dict:
             return result
 
         in_file = len(mids)
-        mids = select(mids, args.from_line, args.shard)
+        mids = select(mids, args.from_line, args.shard, args.to_line)
         for n, mid in enumerate(mids, 1):
             key = (mid.line_number + 1, mid.index)
             if args.recheck and previous and not previous.get("complete", True) and key not in reached:
@@ -482,6 +486,9 @@ def main() -> None:
     parser.add_argument("--from-line", type=int, metavar="N",
                         help="only mutants on line N or later (1-based): to finish a module whose earlier "
                              "lines were measured; results go to .mutation/<target>.fromN.json")
+    parser.add_argument("--to-line", type=int, metavar="N",
+                        help="only mutants on line N or earlier (1-based): with --from-line, one range of "
+                             "lines; results go to .mutation/<target>[.fromM].toN.json")
     parser.add_argument("--no-fork", action="store_true", help="a fresh interpreter per test run (slower)")
     parser.add_argument("--verbose", "-v", action="store_true", help="print killed mutants too")
     args = parser.parse_args()
@@ -503,7 +510,7 @@ def main() -> None:
         c = r["counts"]
         score = 100.0 * (c["killed"] + c["timeout"]) / max(1, r["total"])
         done = "" if r["complete"] else f" (run {r['total']} of {r['mutants_in_module']})"
-        done += f" (lines {args.from_line}-)" if args.from_line else ""
+        done += f" (lines {args.from_line or 1}-{args.to_line or ''})" if args.from_line or args.to_line else ""
         rows.append(f"| {name}{done} | {r['total']} | {c['killed']} | {c['survived']} | {c['timeout']} | {score:.1f} % |")
         print(rows[-1], flush=True)
     print("\n| target | mutants | killed | survived | timeout | detected |\n| --- | --- | --- | --- | --- | --- |")

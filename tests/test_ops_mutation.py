@@ -1,4 +1,4 @@
-"""ops/mutation.py's choice of mutants: --from-line and --shard (docs/mutation.md)."""
+"""ops/mutation.py's choice of mutants (--from-line, --to-line, --shard), its verdicts and its probe (docs/mutation.md)."""
 from __future__ import annotations
 
 import importlib.util
@@ -82,3 +82,9 @@ def test_only_a_test_failure_or_error_counts_as_a_kill():
     for code in (4, 5):
         with pytest.raises(SystemExit, match=f"pytest exited {code}"):
             mutation.verdict(code, ["tests/test_x.py::test_gone"])
+
+
+def test_to_line_keeps_the_mutants_on_that_line_and_earlier_and_combines_with_from_line():
+    assert lines(mutation.select(MIDS, None, None, 11)) == [10, 11, 11]
+    assert lines(mutation.select(MIDS, 11, None, 12)) == [11, 11, 12]
+    assert lines(mutation.select(MIDS, 12, None, 11)) == []
