@@ -11,12 +11,18 @@ import pickle
 import pytest
 
 from minoots.kernel import FailedPrecondition, InvalidArgument, QuotaExceeded, SnapshotError, State, TimerSpec
+from minoots.kernel import MAX_TIME
 from minoots.kernel.delivery import MAX_HEADER_BYTES, MAX_HEADERS, Delivery, DeliveryPolicy, Webhook, check_delivery
+from minoots.kernel.graph import GraphSpec, check_graph
 from minoots.kernel.quota import TenantLimit
+from minoots.kernel.recurrence import MAX_SCAN, Recur, _due_after, check_policies, flexed, upcoming
 from minoots.kernel.retention import DEFAULT_RETENTION_MS, RetentionPolicy
+from minoots.kernel.schedule import (MAX_CRON_LEN, MAX_TZ_LEN, NO_UNTIL, Schedule, _cron_after, check_schedule,
+                                     next_occurrence)
 
 T0 = 1_800_000_000_000
 HOOK = Webhook("https://example.com/h")
+DAY = 86_400_000
 
 
 def refused(exc, fn, field: str, rule: str):
@@ -134,3 +140,89 @@ def test_retention_policy_is_default_eq_and_repr():
     assert not RetentionPolicy() == DEFAULT_RETENTION_MS
     assert RetentionPolicy() != {}
     assert repr(RetentionPolicy({"a": 5}, default=7)) == "RetentionPolicy({'a': 5}, default=7)"  # retention.py:59
+
+
+# ---- kernel/schedule.py, recurrence.py: pure functions -----------------------------------
+
+DAILY = Schedule(0, NO_UNTIL, 0, "0 0 * * *", "UTC")
+
+
+def test_a_cron_time_past_year_9999_is_none():
+    # croniter overflows stepping past 9999-12-31: no more occurrences, not an error
+    assert _cron_after("0 0 * * *", "UTC", MAX_TIME - 1000) is None                    # schedule.py:94
+    assert next_occurrence(DAILY, MAX_TIME - 1000, MAX_TIME - 1000, 1) is None          # schedule.py:165
+    # two days earlier there is one (9999-12-30 00:00 UTC)
+    assert next_occurrence(DAILY, MAX_TIME - 2 * DAY, MAX_TIME - 2 * DAY, 1) == MAX_TIME + 1 - 2 * DAY
+
+
+@pytest.mark.parametrize("cron, tz", [(5, "UTC"), ("* * * * *", 5), (b"* * * * *", "UTC")])
+def test_a_cron_or_tz_that_is_not_a_string_is_refused(cron, tz):
+    refused(InvalidArgument, lambda: check_schedule("p", 0, None, 0, cron, tz, T0, False),   # schedule.py:107
+            "p.cron", "cron and tz must be strings")
+
+
+@pytest.mark.parametrize("cron", ["*" + " " * (MAX_CRON_LEN - 7) + "* * * *", "* * * * é"])
+def test_a_cron_too_long_or_not_ascii_is_refused(cron):
+    refused(InvalidArgument, lambda: check_schedule("p", 0, None, 0, cron, "UTC", T0, False),  # schedule.py:121
+            "p.cron", f"must be at most {MAX_CRON_LEN} ASCII characters")
+
+
+def test_a_cron_of_exactly_max_cron_len_passes():
+    cron = "*" + " " * (MAX_CRON_LEN - 8) + "* * * *"
+    assert len(cron) == MAX_CRON_LEN
+    assert check_schedule("p", 0, None, 0, cron, "UTC", T0, False).cron == cron
+
+
+def test_a_tz_too_long_is_refused():
+    refused(InvalidArgument, lambda: check_schedule("p", 0, None, 0, "* * * * *", "A" * (MAX_TZ_LEN + 1), T0,
+                                                    False),
+            "p.tz", f"must be at most {MAX_TZ_LEN} characters")                          # schedule.py:125
+    # exactly MAX_TZ_LEN is looked up (and unknown), not refused for its length
+    refused(InvalidArgument, lambda: check_schedule("p", 0, None, 0, "* * * * *", "A" * MAX_TZ_LEN, T0, False),
+            "p.tz", f"unknown IANA time zone {'A' * MAX_TZ_LEN!r}")
+
+
+def test_no_recurrence_policies_is_none():
+    assert check_policies("p", None, None, None, T0) is None                            # recurrence.py:113
+    assert check_policies("p", "", "", None, T0, 0, 0) is None
+
+
+def test_flexed_without_a_window_is_the_nominal_time():
+    assert flexed(None, T0 + 7) == T0 + 7                                                # recurrence.py:135
+    assert flexed(Recur(), T0 + 7) == T0 + 7
+
+
+def test_counting_due_cron_occurrences_stops_at_max_scan_and_says_the_count_is_not_exact():
+    minutely = Schedule(0, NO_UNTIL, 0, "* * * * *", "UTC")
+    at = T0 - T0 % 60_000
+    out, n, exact = _due_after(minutely, at, at + (MAX_SCAN + 5) * 60_000, 3)           # recurrence.py:165
+    assert (out, n, exact) == ([at + 60_000, at + 120_000, at + 180_000], MAX_SCAN, False)
+    out, n, exact = _due_after(minutely, at, at + MAX_SCAN * 60_000 - 1, 3)
+    assert (n, exact) == (MAX_SCAN - 1, True)
+
+
+def test_upcoming_of_a_timer_that_reached_max_count_is_empty():
+    sched = Schedule(60_000, NO_UNTIL, 3, "", "")
+    assert upcoming(sched, T0, 3, 5) == []                                                # recurrence.py:204
+    assert upcoming(sched, T0, 4, 5) == []
+    assert upcoming(sched, T0, 2, 5) == [T0]
+
+
+# ---- kernel/graph.py: check_graph ---------------------------------------------------------
+
+
+def test_a_graph_that_is_not_a_graph_spec_is_refused():
+    refused(InvalidArgument, lambda: check_graph("p", ("a",), False, False),             # graph.py:206
+            "p.graph", "must be a GraphSpec, not tuple")
+
+
+@pytest.mark.parametrize("after", ["a", {"a"}, None])
+def test_after_that_is_not_a_list_is_refused(after):
+    refused(InvalidArgument, lambda: check_graph("p", GraphSpec(after), False, False),    # graph.py:209
+            "p.after", "must be a list of timer ids")
+
+
+@pytest.mark.parametrize("step", [(10,), (10, b"x", b"y"), 10, b"xy"])
+def test_an_escalation_step_that_is_not_a_pair_is_refused(step):
+    refused(InvalidArgument, lambda: check_graph("p", GraphSpec(escalate=((5, b"a"), step)), True, False),
+            "p.escalate[1]", "must be an (after_ms, action) pair")                        # graph.py:229
