@@ -11,14 +11,16 @@ import pickle
 import pytest
 
 from minoots.kernel import FailedPrecondition, InvalidArgument, QuotaExceeded, SnapshotError, State, TimerSpec
-from minoots.kernel import MAX_TIME
+from minoots.kernel import MAX_TIME, bulk
 from minoots.kernel.delivery import MAX_HEADER_BYTES, MAX_HEADERS, Delivery, DeliveryPolicy, Webhook, check_delivery
+from minoots.kernel.endpoints import live_endpoint_refs
 from minoots.kernel.graph import GraphSpec, check_graph
 from minoots.kernel.quota import TenantLimit
-from minoots.kernel.recurrence import MAX_SCAN, Recur, _due_after, check_policies, flexed, upcoming
+from minoots.kernel.recurrence import MAX_PENDING, MAX_SCAN, Recur, _due_after, check_policies, flexed, upcoming
 from minoots.kernel.retention import DEFAULT_RETENTION_MS, RetentionPolicy
 from minoots.kernel.schedule import (MAX_CRON_LEN, MAX_TZ_LEN, NO_UNTIL, Schedule, _cron_after, check_schedule,
                                      next_occurrence)
+from minoots.kernel.table import Table
 
 T0 = 1_800_000_000_000
 HOOK = Webhook("https://example.com/h")
@@ -226,3 +228,61 @@ def test_after_that_is_not_a_list_is_refused(after):
 def test_an_escalation_step_that_is_not_a_pair_is_refused(step):
     refused(InvalidArgument, lambda: check_graph("p", GraphSpec(escalate=((5, b"a"), step)), True, False),
             "p.escalate[1]", "must be an (after_ms, action) pair")                        # graph.py:229
+
+
+# ---- commands through a real State ---------------------------------------------------------
+
+
+def test_bulk_reschedule_checks_fire_at_before_touching_any_timer():
+    s = State()
+    s.create(T0, [TimerSpec("a", T0 + 10)])
+    before = s.to_bytes()
+    for bad in (-1, MAX_TIME + 1):
+        refused(InvalidArgument, lambda: bulk.reschedule_each(s, T0, "default", ["a"], fire_at=bad),  # bulk.py:94
+                "fire_at", f"must be within 0..{MAX_TIME} ms, got {bad}")
+    assert s.to_bytes() == before
+    r = bulk.reschedule_each(s, T0, "default", ["a"], fire_at=MAX_TIME)
+    assert [(i.id, i.code) for i in r.items] == [("a", "OK")] and s.get("default", "a").fire_at == MAX_TIME
+
+
+def test_live_endpoint_refs_of_an_unknown_tenant_is_empty_and_the_limit_stops_the_walk():
+    s = State()
+    ep = Delivery(HOOK, endpoint="ep_1")
+    s.create(T0, [TimerSpec(i, T0 + 10, tenant="t", delivery=ep) for i in ("a", "b", "c")])
+    assert live_endpoint_refs(s, "nobody", "ep_1") == []                                   # endpoints.py:27
+    assert live_endpoint_refs(s, "t", "ep_1") == ["a"]                                     # endpoints.py:34
+    assert live_endpoint_refs(s, "t", "ep_1", limit=2) == ["a", "b"]
+    assert live_endpoint_refs(s, "t", "ep_1", limit=5) == ["a", "b", "c"]
+    assert live_endpoint_refs(s, "t", "ep_2", limit=5) == []
+
+
+def test_trigger_refuses_an_ack_timer_with_max_pending_unacked_fires():
+    s = State()
+    s.create(T0, [TimerSpec("r", T0 + DAY, every_ms=DAY, ack_required=True, overlap="allow_all")])
+    for k in range(MAX_PENDING):
+        s.trigger(T0 + k, "default", "r")
+    assert len(s._table.recur[0].pending) == MAX_PENDING
+    before = s.to_bytes()
+    with pytest.raises(FailedPrecondition) as info:
+        s.trigger(T0 + MAX_PENDING, "default", "r")                                        # recurrence_commands.py:137
+    assert type(info.value) is FailedPrecondition
+    assert str(info.value) == f"timer 'r' in tenant 'default' has {MAX_PENDING} fires awaiting acks"
+    assert s.to_bytes() == before
+    s.check_invariants()
+
+
+def test_delivery_due_of_an_unknown_timer_is_none():
+    s = State()
+    s.create(T0, [TimerSpec("a", T0, delivery=Delivery(HOOK))])
+    s.tick(T0)
+    assert s.delivery_due("default", "a")[1] == 1
+    assert s.delivery_due("default", "nope") is None                                       # state.py:903
+    assert s.delivery_due("other", "a") is None
+
+
+def test_a_tenant_table_naming_a_tenant_twice_is_refused():
+    t = Table()
+    t.tenant_names = ["a", "b", "a"]
+    with pytest.raises(ValueError) as info:
+        t.rebuild_indexes()                                                                 # table.py:406
+    assert str(info.value) == "tenant 'a' appears twice in the tenant table"
