@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+from array import array
 
 import pytest
 
@@ -15,12 +16,14 @@ from minoots.kernel import MAX_TIME, bulk
 from minoots.kernel.delivery import MAX_HEADER_BYTES, MAX_HEADERS, Delivery, DeliveryPolicy, Webhook, check_delivery
 from minoots.kernel.endpoints import live_endpoint_refs
 from minoots.kernel.graph import GraphSpec, check_graph
+from minoots.kernel.plain import PlainCreateResult
 from minoots.kernel.quota import TenantLimit
 from minoots.kernel.recurrence import MAX_PENDING, MAX_SCAN, Recur, _due_after, check_policies, flexed, upcoming
 from minoots.kernel.retention import DEFAULT_RETENTION_MS, RetentionPolicy
 from minoots.kernel.schedule import (MAX_CRON_LEN, MAX_TZ_LEN, NO_UNTIL, Schedule, _cron_after, check_schedule,
                                      next_occurrence)
-from minoots.kernel.table import Table
+from minoots.kernel.table import FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID, Table
+from minoots.kernel.validate import MAX_PAYLOAD_BYTES
 
 T0 = 1_800_000_000_000
 HOOK = Webhook("https://example.com/h")
@@ -286,3 +289,81 @@ def test_a_tenant_table_naming_a_tenant_twice_is_refused():
     with pytest.raises(ValueError) as info:
         t.rebuild_indexes()                                                                 # table.py:406
     assert str(info.value) == "tenant 'a' appears twice in the tenant table"
+
+
+# ---- a refused wheel insert gives the ordinals back (untake) ------------------------------
+
+
+def _with_free_rows() -> State:
+    """A state with rows 0 and 1 free (purged at once in a retention-0 tenant) and c at row 2."""
+    s = State()
+    s.retention = RetentionPolicy(default=0)
+    s.create(T0, [TimerSpec("a", T0 + 10), TimerSpec("b", T0 + 10), TimerSpec("c", T0 + 10)])
+    s.cancel(T0, [("default", "a"), ("default", "b")])
+    assert sorted(s._table.free) == [0, 1] and len(s._table.ids) == 3
+    return s
+
+
+def _refused_by_the_wheel(s: State, create) -> None:
+    """Make the wheel refuse the batch (a key for row 1 already in it: a state that cannot
+    arise, set up by hand), check the batch raised the wheel's KeyError and left the table,
+    counts and free rows exactly as they were."""
+    before, free, rows, counts = s.to_bytes(), sorted(s._table.free), len(s._table.ids), dict(s.counts())
+    s._wheel.insert(1, T0 + 99)
+    with pytest.raises(KeyError, match="timer key 1 is already in the wheel"):
+        create()
+    s._wheel.cancel(1)
+    assert sorted(s._table.free) == free and len(s._table.ids) == rows     # table.py:267-270 gave them back
+    assert s.to_bytes() == before and dict(s.counts()) == counts
+    s.check_invariants()
+    # and the rows are taken again by the next batch: the smallest free ones first
+    create()
+    assert s._table.free == [] and len(s._table.ids) == 5
+    s.check_invariants()
+
+
+def test_a_create_the_wheel_refuses_leaves_the_state_as_it_was():
+    s = _with_free_rows()
+    _refused_by_the_wheel(s, lambda: s.create(T0, [TimerSpec(i, T0 + 20, labels={"k": "v"})    # state.py:293-294
+                                                   for i in ("x", "y", "z", "w")]))
+    assert [s._table.ids[o] for o in range(5)] == ["x", "y", "c", "z", "w"]
+
+
+def test_a_plain_create_the_wheel_refuses_leaves_the_state_as_it_was():
+    s = _with_free_rows()
+    ids = ["x", "y", "z", "w"]
+    _refused_by_the_wheel(s, lambda: s.create_plain(T0, "default", ids, array("q", [T0 + 20] * 4),   # plain.py:136-137
+                                                    b"\x00" * 4, [b""] * 4))
+    assert [s._table.ids[o] for o in range(5)] == ["x", "y", "c", "z", "w"]
+
+
+# ---- kernel/plain.py: the fast path and when it steps aside --------------------------------
+
+
+def test_plain_result_timers_are_the_created_timers():
+    s = State()
+    r = s.create_plain(T0, "t", ["a", "b"], array("q", [T0 + 5, T0 + 6]), bytes([FLAG_ACK_REQUIRED, 0]), [b"p", b""])
+    assert type(r) is PlainCreateResult
+    assert r.timers == (s.get("t", "a"), s.get("t", "b"))                                  # plain.py:71
+    assert [(x.id, x.fire_at, x.ack_required, x.payload) for x in r.timers] == [("a", T0 + 5, True, b"p"),
+                                                                                  ("b", T0 + 6, False, b"")]
+
+
+def test_a_plain_payload_over_the_limit_takes_the_general_path_and_is_refused():
+    s = State()
+    refused(InvalidArgument, lambda: s.create_plain(T0, "t", ["a", "b"], array("q", [T0 + 5] * 2), b"\x00\x00",  # plain.py:99
+                                                    [b"", b"x" * (MAX_PAYLOAD_BYTES + 1)]),
+            "specs[1].payload", f"must be at most {MAX_PAYLOAD_BYTES} bytes, got {MAX_PAYLOAD_BYTES + 1}")
+    assert len(s) == 0
+    r = s.create_plain(T0, "t", ["a"], array("q", [T0 + 5]), b"\x00", [b"x" * MAX_PAYLOAD_BYTES])
+    assert type(r) is PlainCreateResult
+
+
+def test_a_plain_id_equal_to_another_timers_key_is_a_replay_of_that_timer():
+    s = State()
+    first = s.create(T0, [TimerSpec("a", T0 + 5, tenant="t", idempotency_key="k")]).items[0].timer
+    r = s.create_plain(T0 + 1, "t", ["k"], array("q", [T0 + 9]), bytes([FLAG_KEY_IS_ID]), [b""])   # plain.py:109
+    assert type(r) is not PlainCreateResult                        # the general path answered
+    assert r.events == () and r.items[0].created is False and r.items[0].timer == first
+    assert len(s) == 1
+    s.check_invariants()
