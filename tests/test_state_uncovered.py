@@ -16,12 +16,14 @@ from minoots.kernel import MAX_TIME, bulk
 from minoots.kernel.delivery import MAX_HEADER_BYTES, MAX_HEADERS, Delivery, DeliveryPolicy, Webhook, check_delivery
 from minoots.kernel.endpoints import live_endpoint_refs
 from minoots.kernel.graph import GraphSpec, check_graph
+from minoots.kernel.occurrences import decode as occ_decode
 from minoots.kernel.plain import PlainCreateResult
 from minoots.kernel.quota import TenantLimit
 from minoots.kernel.recurrence import MAX_PENDING, MAX_SCAN, Recur, _due_after, check_policies, flexed, upcoming
 from minoots.kernel.retention import DEFAULT_RETENTION_MS, RetentionPolicy
 from minoots.kernel.schedule import (MAX_CRON_LEN, MAX_TZ_LEN, NO_UNTIL, Schedule, _cron_after, check_schedule,
                                      next_occurrence)
+from minoots.kernel.snapshot import _LEN, _decode_deliv, _Reader
 from minoots.kernel.table import FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID, Table
 from minoots.kernel.validate import MAX_PAYLOAD_BYTES
 
@@ -367,3 +369,50 @@ def test_a_plain_id_equal_to_another_timers_key_is_a_replay_of_that_timer():
     assert r.events == () and r.items[0].created is False and r.items[0].timer == first
     assert len(s) == 1
     s.check_invariants()
+
+
+# ---- snapshots ------------------------------------------------------------------------------
+
+
+def test_a_capture_written_in_parts_is_the_snapshot():
+    s = State()
+    s.create(T0, [TimerSpec("a", T0 + 5, payload=b"p", labels={"k": "v"}), TimerSpec("b", T0 + 6, tenant="t")])
+    cap = s.capture()
+    parts = cap.to_parts()                                                                   # snapshot.py:221
+    assert type(parts) is list and len(parts) > 1
+    assert b"".join(parts) == cap.to_bytes() == s.to_bytes()
+    assert State.from_bytes(b"".join(parts)) == s
+
+
+def test_malformed_delivery_records_are_a_snapshot_error():
+    with pytest.raises(SnapshotError) as info:
+        _decode_deliv(b"[[0]]", 1, b"\x02")                                                  # snapshot.py:416
+    assert type(info.value) is SnapshotError
+    assert str(info.value) == ("snapshot delivery records are malformed: "
+                               "not enough values to unpack (expected 11, got 1)")
+
+
+def test_an_ordinals_block_of_a_partial_i64_is_a_snapshot_error():
+    r = _Reader(memoryview(_LEN.pack(12) + bytes(12)))
+    with pytest.raises(SnapshotError) as info:
+        r.ordinals("free rows")                                                              # snapshot.py:458
+    assert str(info.value) == "snapshot free rows are not whole i64 values"
+    assert list(_Reader(memoryview(_LEN.pack(16) + bytes(16))).ordinals("free rows")) == [0, 0]
+
+
+def test_a_snapshot_with_more_ids_than_timers_is_a_snapshot_error():
+    s = State()
+    s.create(T0, [TimerSpec("a", T0 + 5), TimerSpec("b", T0 + 6)])
+    s._table.ids[1] = "b\nc"            # the encoder writes one id per line: three lines for two timers
+    with pytest.raises(SnapshotError) as info:
+        State.from_bytes(s.to_bytes())                                                      # snapshot.py:626
+    assert str(info.value) == "snapshot holds 3 ids for 2 timers"
+
+
+def test_a_schedule_deliveries_block_that_is_malformed_or_empty_is_a_snapshot_error():
+    with pytest.raises(SnapshotError) as info:
+        occ_decode(b"[[]]", 1, b"\x02", {})                                                  # occurrences.py:363
+    assert str(info.value) == "snapshot schedule deliveries are malformed: not enough values to unpack (expected 2, got 1)"
+    with pytest.raises(SnapshotError) as info:
+        occ_decode(b"[[],[]]", 1, b"\x02", {})                                               # occurrences.py:365
+    assert str(info.value) == "snapshot schedule delivery block is empty"
