@@ -416,3 +416,21 @@ def test_a_schedule_deliveries_block_that_is_malformed_or_empty_is_a_snapshot_er
     with pytest.raises(SnapshotError) as info:
         occ_decode(b"[[],[]]", 1, b"\x02", {})                                               # occurrences.py:365
     assert str(info.value) == "snapshot schedule delivery block is empty"
+
+
+def test_purging_a_timer_whose_ladder_delivers_forgets_the_ladders_delivery():
+    s = State()
+    s.retention = RetentionPolicy(default=0)
+    s.create(T0, [TimerSpec("x", T0 + 50, ack_required=True, delivery=Delivery(HOOK),
+                            graph=GraphSpec(escalate=((10, b"e"),))),
+                  TimerSpec("y", T0 + 50)])
+    t = s._table
+    assert set(t.esc) == {0}
+    s.cancel(T0, [("default", "x")])                    # retention 0: x is purged, row 0 cleared
+    assert t.esc == {} and t.ids[0] == "" and 0 in t.free                                     # table.py:348
+    s.check_invariants()
+    # row 0 is reused by a timer without a ladder: it must not inherit x's ladder delivery
+    s.create(T0, [TimerSpec("z", T0 + 50, ack_required=True)])
+    assert t.ids[0] == "z" and t.esc == {}
+    s.check_invariants()
+    assert State.from_bytes(s.to_bytes()) == s
