@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import pickle
 from array import array
+from types import SimpleNamespace
 
 import pytest
 
@@ -146,6 +147,8 @@ def test_retention_policy_is_default_eq_and_repr():
     assert not RetentionPolicy({"a": 5}, default=7) == RetentionPolicy({"a": 5}, default=8)
     assert not RetentionPolicy({"a": 5}, default=7) == RetentionPolicy({"a": 6}, default=7)
     assert not RetentionPolicy() == DEFAULT_RETENTION_MS
+    # a look-alike that is not a RetentionPolicy is not equal, even with the same fields
+    assert not RetentionPolicy({"a": 5}, default=7) == SimpleNamespace(by_tenant={"a": 5}, default=7)
     assert RetentionPolicy() != {}
     assert repr(RetentionPolicy({"a": 5}, default=7)) == "RetentionPolicy({'a': 5}, default=7)"  # retention.py:59
 
