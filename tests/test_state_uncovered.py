@@ -357,7 +357,8 @@ def test_plain_result_timers_are_the_created_timers():
 
 def test_a_plain_payload_over_the_limit_takes_the_general_path_and_is_refused():
     s = State()
-    refused(InvalidArgument, lambda: s.create_plain(T0, "t", ["a", "b"], array("q", [T0 + 5] * 2), b"\x00\x00",  # plain.py:99
+    # plain.py:99: the fast path steps aside, the general path names the payload
+    refused(InvalidArgument, lambda: s.create_plain(T0, "t", ["a", "b"], array("q", [T0 + 5] * 2), b"\x00\x00",
                                                     [b"", b"x" * (MAX_PAYLOAD_BYTES + 1)]),
             "specs[1].payload", f"must be at most {MAX_PAYLOAD_BYTES} bytes, got {MAX_PAYLOAD_BYTES + 1}")
     assert len(s) == 0
@@ -416,7 +417,8 @@ def test_a_snapshot_with_more_ids_than_timers_is_a_snapshot_error():
 def test_a_schedule_deliveries_block_that_is_malformed_or_empty_is_a_snapshot_error():
     with pytest.raises(SnapshotError) as info:
         occ_decode(b"[[]]", 1, b"\x02", {})                                                  # occurrences.py:363
-    assert str(info.value) == "snapshot schedule deliveries are malformed: not enough values to unpack (expected 2, got 1)"
+    assert str(info.value) == ("snapshot schedule deliveries are malformed: "
+                               "not enough values to unpack (expected 2, got 1)")
     with pytest.raises(SnapshotError) as info:
         occ_decode(b"[[],[]]", 1, b"\x02", {})                                               # occurrences.py:365
     assert str(info.value) == "snapshot schedule delivery block is empty"
@@ -504,3 +506,11 @@ def test_the_children_of_a_recurring_child_cancelled_for_want_of_occurrences_are
     assert s.get("default", "c").waiting_on == ()
     s.check_invariants()
     State.from_bytes(s.to_bytes())
+
+
+# Not covered here, found unreachable (see the issue 17 report): graph.py:344 (a node enters
+# Kahn's queue at most once), 457 and 503 (a waiting child is always SCHEDULED: graph.check),
+# 540 (an escalation key is in the wheel only for a FIRED timer with steps left: check_invariants),
+# 557 (after_fires only resolves met conditions, which never cancel); occurrences.py:116-117
+# (State._live always has an entry per tenant: check_invariants); snapshot.py:131-132, 451, 462
+# (big-endian hosts only); table.py:76 (import-time platform check).
