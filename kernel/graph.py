@@ -381,7 +381,7 @@ def attach(st, pl: Plan, ords: list, now: int) -> None:
                     at = (t.fired_at[p] if on == _FIRED else t.settled_at[p]) if ok else now
                     resolve.append((c, p, ok, at))
     if resolve:     # parents that met it already count from the earliest (mode any arms on the first)
-        _run(st, sorted(resolve, key=lambda r: r[3]), now)
+        _purge_at_once(st, _run(st, sorted(resolve, key=lambda r: r[3]), now), now)
 
 
 def on_ended(st, ords, now: int) -> list[int]:
@@ -436,7 +436,12 @@ def _run(st, resolve: list, now: int) -> list[int]:
                 met_at = max(d.met_at, at)
                 if d.mode == _ANY or not waiting:
                     g.deps[c] = d._replace(waiting=(), met_at=met_at, outcome=MET if met else RELEASED)
-                    _arm(st, t, c, met_at + d.delay_ms, now)
+                    ended = _arm(st, t, c, met_at + d.delay_ms, now)
+                    if ended is not None:   # a recurring child with no occurrence left: cancelled
+                        at_once += ended
+                        before = []
+                        _end_one(st, g, t, c, now, before)
+                        q.extend(before)
                 else:
                     g.deps[c] = d._replace(waiting=waiting, met_at=met_at)
             elif d.mode == _ALL or not waiting:
@@ -452,14 +457,18 @@ def _run(st, resolve: list, now: int) -> list[int]:
     return at_once
 
 
-def _arm(st, t, c: int, at: int, now: int) -> None:
+def _arm(st, t, c: int, at: int, now: int) -> Optional[list[int]]:
+    """Arm child c, whose condition (+ delay) was met at `at`. None, except when c is
+    recurring and its schedule has no occurrence left: c is cancelled instead, and the
+    ordinals to purge at once (retention 0) are returned; the caller (`_run`, which
+    holds the graph busy) resolves c's own children, as for any cascaded cancel."""
     if t.state[c] != _S_SCHEDULED:
-        return
+        return None
     fire_at = max(t.fire_at[c], min(at, MAX_TIME))
     if t.schedules and c in t.schedules:        # a recurring child: its schedule starts now
-        fire_at = _recurring_start(st, t, c, min(at, MAX_TIME), now)
+        fire_at = _recurring_start(t, c, min(at, MAX_TIME))
         if fire_at is None:
-            return
+            return _cancel(st, t, c, now)
     t.fire_at[c] = fire_at
     t.state[c] = _S_ARMED
     t.armed_at[c] = now
@@ -471,13 +480,14 @@ def _arm(st, t, c: int, at: int, now: int) -> None:
     st._seq += 1
     t.graph.events.append(Event(st._seq, EventKind.ARMED, t.tenant_names[t.tenant[c]], t.ids[c], now, rev,
                                 TimerState.ARMED, fire_at))
+    return None
 
 
-def _recurring_start(st, t, c: int, at: int, now: int) -> Optional[int]:
+def _recurring_start(t, c: int, at: int) -> Optional[int]:
     """The first occurrence of recurring child c whose condition (+ delay) was met at `at`:
     its schedule starts at max(its own start, at) (`every`: that time; cron: its first time
     at or after it; a window: flexed). None when the schedule has none left (past `until`):
-    the child is cancelled then (a `cancelled` event)."""
+    `_arm` cancels the child then (a `cancelled` event)."""
     from .recurrence import flexed, pending
     from .schedule import NO_UNTIL, first_occurrence
     sched = t.schedules[c]
@@ -487,9 +497,6 @@ def _recurring_start(st, t, c: int, at: int, now: int) -> Optional[int]:
     except InvalidArgument:
         first = None
     if first is None or (sched.until != NO_UNTIL and first > sched.until):
-        at_once = _cancel(st, t, c, now)
-        if at_once:
-            t.graph.events.extend(st._purge(at_once, now, EventKind.PURGED))
         return None
     rc = t.recur.get(c)
     if rc is not None and rc.flex_ms:
@@ -552,9 +559,14 @@ def after_fires(st, fired: list, escalations: list, now: int) -> None:
         if lad.done < len(lad.steps):
             st._wheel.insert(o | ESCALATE, step_at(lad))
     if resolve:
-        at_once = _run(st, resolve, now)
-        if at_once:                     # cascaded cancels in retention-0 tenants: gone at once
-            g.events.extend(st._purge(at_once, now, EventKind.PURGED))
+        _purge_at_once(st, _run(st, resolve, now), now)
+
+
+def _purge_at_once(st, at_once: list[int], now: int) -> None:
+    """Cascaded cancels in retention-0 tenants leave at once, after every child they
+    had was resolved (`_run` returns them rather than purging mid-cascade)."""
+    if at_once:
+        st._table.graph.events.extend(st._purge(at_once, now, EventKind.PURGED))
 
 
 def drain(table) -> list:

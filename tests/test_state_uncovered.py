@@ -469,10 +469,11 @@ def test_a_cron_child_with_no_time_left_before_until_is_cancelled_and_purged_at_
     s.create(MIDNIGHT, [TimerSpec("a", MIDNIGHT + 2 * HOUR),
                         TimerSpec("b", MIDNIGHT, cron="0 0 * * *", tz="UTC", until=MIDNIGHT + HOUR,
                                   graph=GraphSpec(("a",)))])
-    # met at 02:00: the next midnight is past until (first_occurrence refuses; graph.py:488),
-    # so b is cancelled and, with retention 0, purged in the same tick (graph.py:490-492)
+    # met at 02:00: the next midnight is past until (first_occurrence refuses: graph._recurring_start),
+    # so b is cancelled and, with retention 0, purged in the same tick, with the tick's own purges
+    # once the cascade is over (graph._arm returns it to graph._run)
     ev = s.tick(MIDNIGHT + 2 * HOUR).events
-    assert _kinds(ev) == [("FIRED", "a"), ("SETTLED", "a"), ("CANCELLED", "b"), ("PURGED", "b"), ("PURGED", "a")]
+    assert _kinds(ev) == [("FIRED", "a"), ("SETTLED", "a"), ("CANCELLED", "b"), ("PURGED", "a"), ("PURGED", "b")]
     assert len(s) == 0 and not s.has_graph
     assert s.counts()[TimerState.CANCELLED] == 0
     s.check_invariants()
@@ -493,8 +494,6 @@ def test_a_flexible_recurring_child_starts_its_window_at_the_time_its_condition_
     s.check_invariants()
 
 
-@pytest.mark.xfail(strict=True, reason="bug (issue 17 report): a recurring child cancelled in graph._recurring_start "
-                                       "while the graph is busy never resolves its own children")
 def test_the_children_of_a_recurring_child_cancelled_for_want_of_occurrences_are_resolved():
     s = State()
     s.create(MIDNIGHT, [TimerSpec("a", MIDNIGHT + 2 * HOUR),
@@ -505,7 +504,48 @@ def test_the_children_of_a_recurring_child_cancelled_for_want_of_occurrences_are
     # c waited for b to settle with on_parent_cancel=cancel: it must not wait on a cancelled parent
     assert s.get("default", "c").waiting_on == ()
     s.check_invariants()
-    State.from_bytes(s.to_bytes())
+    assert State.from_bytes(s.to_bytes()) == s
+
+
+@pytest.mark.parametrize("on", ["settled", "fired"])
+def test_a_cancelled_recurring_childs_own_children_resolve_in_the_same_command_and_leave_with_it_at_retention_0(on):
+    """The bug the coverage pass found: graph._recurring_start cancelled the recurring child
+    while the graph was busy, so its own children kept waiting on it (and, at retention 0,
+    on its freed row): check_invariants failed and the snapshot was refused on load."""
+    s = State()
+    s.retention = RetentionPolicy(default=0)
+    s.create(MIDNIGHT, [TimerSpec("a", MIDNIGHT + 2 * HOUR),
+                        TimerSpec("b", MIDNIGHT, every_ms=60_000, until=MIDNIGHT + HOUR, graph=GraphSpec(("a",), on=on)),
+                        TimerSpec("c", MIDNIGHT, graph=GraphSpec(("b",))),
+                        TimerSpec("d", MIDNIGHT + 3 * HOUR, graph=GraphSpec(("b",), on_parent_cancel="release"))])
+    ev = s.tick(MIDNIGHT + 2 * HOUR).events
+    # on "fired" the cascade runs when a fires (graph.after_fires) and its purges close it; on
+    # "settled" it runs when a ends, and its purges join a's own
+    purges = [("PURGED", "b"), ("PURGED", "c"), ("PURGED", "a")] if on == "fired" else \
+        [("PURGED", "a"), ("PURGED", "b"), ("PURGED", "c")]
+    assert _kinds(ev) == [("FIRED", "a"), ("SETTLED", "a"), ("CANCELLED", "b"), ("CANCELLED", "c"), ("ARMED", "d"),
+                          *purges]
+    assert len(s) == 1 and s.get("default", "d").state == TimerState.ARMED and s.get("default", "d").waiting_on == ()
+    s.check_invariants()
+    assert State.from_bytes(s.to_bytes()) == s
+    s.create(MIDNIGHT + 2 * HOUR, [TimerSpec(f"n{i}", MIDNIGHT + 4 * HOUR) for i in range(3)])  # the freed rows
+    s.check_invariants()
+
+
+def test_a_recurring_child_created_after_its_parent_settled_with_no_occurrence_left_resolves_its_children():
+    """The same cascade when the condition is already met at create time (graph.attach)."""
+    s = State()
+    s.create(MIDNIGHT, [TimerSpec("a", MIDNIGHT + HOUR)])
+    s.tick(MIDNIGHT + HOUR)
+    s.retention = RetentionPolicy(default=0)
+    res = s.create(MIDNIGHT + 2 * HOUR, [
+        TimerSpec("b", MIDNIGHT, every_ms=60_000, until=MIDNIGHT + HOUR // 2, graph=GraphSpec(("a",))),
+        TimerSpec("c", MIDNIGHT + 3 * HOUR, graph=GraphSpec(("b",)))])
+    assert [(e.kind.name, e.timer_id) for e in res.events if e.timer_id != "a"][-4:] == [
+        ("CANCELLED", "b"), ("CANCELLED", "c"), ("PURGED", "b"), ("PURGED", "c")]
+    assert len(s) == 1                  # a (kept 24 h: it ended before the policy changed)
+    s.check_invariants()
+    assert State.from_bytes(s.to_bytes()) == s
 
 
 # Not covered here, found unreachable (see the issue 17 report): graph.py:344 (a node enters
