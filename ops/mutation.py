@@ -21,7 +21,8 @@ Bytecode caches are bypassed (PYTHONDONTWRITEBYTECODE and the module's .pyc dele
 before each run), since a same-size mutant written within the same second as the
 original would otherwise run from the stale .pyc.
 
-Speed: one coverage pass per target records which test executes each line
+Speed: one coverage pass per target (shared by targets with the same tests and sources)
+records which test executes each line
 (pytest-cov's per-test contexts); each mutant is then judged by just the tests that run
 its statement (all of the target's tests when the statement only runs at import time),
 fastest first; a mutant that survives them is run again against the tests that started
@@ -270,19 +271,30 @@ def coverage_pass(name: str, target: Target, files: list[str]) -> tuple[Coverage
     test's duration."""
     from coverage import CoverageData
 
-    data_file = OUT / f"{name}.coverage"
-    data_file.unlink(missing_ok=True)
-    probe_file = OUT / f"{name}.probe.json"
-    probe_file.unlink(missing_ok=True)
-    path = os.pathsep.join(p for p in (str(ROOT / "ops"), os.environ.get("PYTHONPATH")) if p)
-    env = dict(os.environ, COVERAGE_FILE=str(data_file), MUTATION_PROBE_OUT=str(probe_file), PYTHONPATH=path)
-    cmd = [sys.executable, "-c", PYTEST_MAIN, "-q", "-p", "no:cacheprovider", "-p", "mutation_probe", "-m", FAST,
-           f"--cov={Path(target.path).parent}", "--cov-context=test", "--cov-report=", *files]
-    start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    took = time.monotonic() - start
-    if proc.returncode != 0:
-        sys.exit(f"{name}: the tests fail on the unmutated code:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
+    # Targets in one folder judged by the same tests share one pass (the kernel's modules
+    # do): it is keyed by the bytes of the tests and of every source file it measures.
+    measured = Path(target.path).parent
+    key = hashlib.sha256()
+    for f in files + sorted(str(q.relative_to(ROOT)) for q in (ROOT / measured).rglob("*.py")):
+        key.update(f.encode() + b"\0" + (ROOT / f).read_bytes() + b"\0")
+    stem = OUT / "coverage" / key.hexdigest()[:24]
+    data_file, probe_file, took_file = (stem.with_suffix(x) for x in (".coverage", ".probe.json", ".seconds"))
+    if not took_file.exists():
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        data_file.unlink(missing_ok=True)
+        probe_file.unlink(missing_ok=True)
+        path = os.pathsep.join(p for p in (str(ROOT / "ops"), os.environ.get("PYTHONPATH")) if p)
+        env = dict(os.environ, COVERAGE_FILE=str(data_file), MUTATION_PROBE_OUT=str(probe_file), PYTHONPATH=path)
+        cmd = [sys.executable, "-c", PYTEST_MAIN, "-q", "-p", "no:cacheprovider", "-p", "mutation_probe", "-m", FAST,
+               f"--cov={measured}", "--cov-context=test", "--cov-report=", *files]
+        start = time.monotonic()
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"{name}: the tests fail on the unmutated code:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
+        took_file.write_text(str(time.monotonic() - start))
+    else:
+        print(f"  {name}: the coverage pass of the same tests and sources is reused ({stem.name})", flush=True)
+    took = float(took_file.read_text())
     data = CoverageData(str(data_file))
     data.read()
     by_line = data.contexts_by_lineno(str(ROOT / target.path))
