@@ -771,6 +771,12 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
             sampler.stop()
         cluster.stop()           # an ExternalCluster: closes this harness's channels only
         if tmp is not None:
+            if out:              # the nodes' own logs (elections, snapshots, restarts) beside the results
+                logs = Path(out) / "node-logs"
+                logs.mkdir(parents=True, exist_ok=True)
+                for nid, node in getattr(cluster, "nodes", {}).items():
+                    if node.log_file.exists():
+                        shutil.copyfile(node.log_file, logs / f"{nid}.log")
             shutil.rmtree(tmp, ignore_errors=True)
     report["peers"] = {}
     for p in peers:     # after the cluster is stopped: each system gets the machine to itself

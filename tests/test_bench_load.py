@@ -41,6 +41,10 @@ def test_small_load_every_timer_fires_exactly_once(tmp_path):
     saved = json.loads((out / "results.json").read_text())
     assert saved["correctness"]["ok"]
     assert saved["lateness_steady_tick_ms"] == steady
+    # each node's own log is kept beside the results (its elections, snapshots, restart)
+    logs = sorted(p.name for p in (out / "node-logs").iterdir())
+    assert logs == ["n1.log", "n2.log", "n3.log"]
+    assert '"snapshot loaded"' in "".join((out / "node-logs" / n).read_text() for n in logs)
     assert "minoots load" in load_bench.format_table(report).lower()
     assert "steady lateness at - fire_at" in load_bench.format_table(report)
 
