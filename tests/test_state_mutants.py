@@ -28,3 +28,15 @@ def test_an_occurrence_timer_taking_a_freed_row_keeps_the_free_count_exact():
     assert len(s._table.free) == 0 and len(s._table) == rows      # the occurrence took the freed row
     s.check_invariants()                            # counts[FREE] == the free heap's size
     assert State.from_bytes(s.to_bytes()) == s
+
+
+def test_an_occurrence_timers_delivery_due_event_carries_its_revision_and_state():
+    """occurrences._spawn: the `delivery_due` event's revision (2) is the new timer's; a
+    watcher compares revisions to order what it sees (`2` -> `3` survived)."""
+    s = State()
+    s.create(T0, [TimerSpec("r", T0 + S, every_ms=S, delivery=HOOK, overlap="allow_all")])
+    due = [e for e in s.tick(T0 + S).events if e.kind == EventKind.DELIVERY_DUE]
+    assert len(due) == 1
+    occ = s.get("default", due[0].timer_id)
+    assert (due[0].revision, due[0].state, due[0].fire_at) == (occ.revision, occ.state, occ.fire_at)
+    assert occ.revision == 2
