@@ -118,3 +118,33 @@ def _defined_here(module, name: str) -> bool:
         if any(isinstance(t, ast.Name) and t.id == name for t in targets):
             return True
     return False
+
+
+def test_the_codes_written_into_the_graph_and_recurrence_blocks():
+    """Dependency conditions, modes, policies and outcomes (the graph block) and the
+    catch-up and overlap policies (the recurrence block) are stored as these numbers
+    (a `CANCELLED = 4` outcome mutant survived: no golden snapshot holds a cancelled
+    dependency)."""
+    from minoots.kernel import graph, recurrence
+
+    assert graph.CONDITIONS == {"fired": 1, "settled": 2, "dead_lettered": 3, "cancelled": 4}
+    assert graph.MODES == {"all": 0, "any": 1}
+    assert graph.POLICIES == {"cancel": 0, "release": 1}
+    assert (graph.WAITING, graph.MET, graph.RELEASED, graph.CANCELLED) == (0, 1, 2, 3)
+    assert graph.OUTCOMES == {0: "waiting", 1: "met", 2: "released", 3: "cancelled"}
+    assert recurrence.CATCH_UP == {"once": 0, "all": 1, "skip": 2}
+    assert (recurrence.ONCE, recurrence.ALL, recurrence.SKIP) == (0, 1, 2)
+    assert recurrence.OVERLAP == {"skip": 0, "buffer_one": 1, "allow_all": 2}
+    assert (recurrence.SKIP_OVERLAP, recurrence.BUFFER_ONE, recurrence.ALLOW_ALL) == (0, 1, 2)
+
+
+def test_timer_states_and_event_kinds_keep_their_numbers():
+    """Persisted in snapshots (states) and in the event log format (kinds)."""
+    from minoots.kernel import EventKind, TimerState
+
+    assert {s.name: int(s) for s in TimerState} == {
+        "SCHEDULED": 1, "ARMED": 2, "FIRED": 3, "SETTLED": 4, "CANCELLED": 5, "DEAD_LETTERED": 6, "DELIVERING": 7}
+    assert {k.name: int(k) for k in EventKind} == {
+        "CREATED": 1, "ARMED": 2, "FIRED": 3, "SETTLED": 4, "RESCHEDULED": 5, "CANCELLED": 6, "DELIVERY_DUE": 7,
+        "DELIVERY_ATTEMPTED": 8, "DEAD_LETTERED": 9, "REDRIVEN": 10, "LEASED": 11, "LEASE_EXTENDED": 12,
+        "PAUSED": 18, "RESUMED": 19, "PURGED": 20, "DELETED": 21, "ESCALATED": 40}
