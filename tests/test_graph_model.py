@@ -446,9 +446,10 @@ def _applies(op, nd, t):
         return bool(t.pending_fires) if rec else t.state == TimerState.FIRED
     if op == "pause":
         return rec and t.state == TimerState.ARMED
+    paused = t.paused and t.state == TimerState.SCHEDULED       # a cancelled timer still shows paused
     if op == "resume":
-        return t.paused
-    return rec and (t.state == TimerState.ARMED or t.paused)        # trigger
+        return paused
+    return rec and (t.state == TimerState.ARMED or paused)          # trigger
 
 
 def _waits_on(s, nodes, tid, on=None):
