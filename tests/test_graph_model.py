@@ -464,7 +464,7 @@ def _waits_on(s, nodes, tid, on=None):
     return False
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rdags())
 def test_recurring_nodes_arm_cancel_and_fire_as_the_model_says_and_every_command_leaves_a_sound_state(case):
     nodes, ops, retention = case
