@@ -5,11 +5,12 @@ twice, is cancelled exactly when its policy says, and never fires while it waits
 escalation ladder escalates exactly the steps the model says."""
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from minoots.kernel import EventKind, FailedPrecondition, NotFound, State, TimerSpec, TimerState
 from minoots.kernel.graph import GraphSpec
+from minoots.kernel.recurrence import Recur, flexed
 from minoots.kernel.retention import RetentionPolicy
 
 T0 = 1_000_000
@@ -231,3 +232,382 @@ def test_an_escalation_ladder_escalates_exactly_the_steps_the_model_says(afters,
     assert t.escalated == len(want) and t.escalate == steps
     if acked or k == len(afters):
         assert s.next_deadline() is None or s.next_deadline() > now or t.state.terminal
+
+
+# ---- recurring nodes --------------------------------------------------------------------
+# The property above has only one-shot timers. This one mixes recurring nodes (every_ms, a
+# 2-second cron; with and without `until`, some past by the time their condition is met;
+# max_count; ack_required) with one-shot ones, and adds the recurring controls (pause,
+# resume, trigger) and ticks to the next deadline. After EVERY command: the command's events
+# carry the next seqs in order, check_invariants, the snapshot round trip, and the graph's
+# structure (a waiting child is SCHEDULED, waits only on held live parents, and on `fired`
+# only on parents that never fired). At the end: each child's dependency arm (its first
+# `armed` event) or cancel (a recurring child met past its `until`: graph._recurring_start)
+# is exactly the model's, and every plain recurring timer's fires follow its schedule.
+
+FLEX_SEED = 7
+CRON2 = "* * * * * */2"         # every even second (UTC)
+# Known kernel bugs the generator steers around (each has a strict xfail test in
+# tests/test_graph_recurring.py); set
+# to False once fixed, and the property covers those commands again.
+BUG_DRAIN_SETTLE = True         # an ack or resume that settles a recurring parent leaves its
+#                                 children's events undrained (they leak into the next command)
+BUG_TRIGGER_FIRED = True        # a trigger's fire does not meet a waiting `fired` child's condition
+
+
+def _cron_first(at):
+    """The first even second (ms) at or after `at`: schedule.first_occurrence for CRON2."""
+    s = (at - 1) // 1000 + 1
+    return (s + (s % 2)) * 1000
+
+
+def _cron_next(at):
+    """The first even second strictly after `at` (ms): schedule._cron_after for CRON2."""
+    s = at // 1000 + 1
+    return (s + (s % 2)) * 1000
+
+
+@st.composite
+def _rnode(draw, fire_at, ids):
+    kind = draw(st.sampled_from(["once", "once", "every", "every", "cron"]))
+    nd = dict(fire_at=fire_at, kind=kind, every=0, until=None, max_count=0,
+              ack=draw(st.booleans()))
+    if kind != "once":
+        nd["every"] = draw(st.sampled_from([1000, 2500])) if kind == "every" else 0
+        nd["max_count"] = draw(st.sampled_from([0, 0, 1, 3]))
+        base = fire_at if fire_at else T0
+        until = draw(st.sampled_from([None, None, -1, 0, 400, 2500, 6000]))
+        if until is not None and kind == "cron":
+            until = max(until, 2000)             # a cron schedule needs a time before until (else refused)
+        if until is not None:
+            nd["until"] = max(fire_at, base + until)
+        nd.update(catch_up=draw(st.sampled_from(["", "", "all", "skip"])), flex=draw(st.sampled_from([0, 0, 300])),
+                  overlap=draw(st.sampled_from(["", "", "buffer_one", "allow_all"])) if nd["ack"] else "")
+    if ids:
+        nd.update(parents=ids, on=draw(st.sampled_from(CONDS)), mode=draw(st.sampled_from(["all", "any"])),
+                  delay=draw(st.sampled_from([0, 50, 250, 2000])), policy=draw(st.sampled_from(["cancel", "release"])))
+    else:
+        nd["parents"] = []
+    return nd
+
+
+@st.composite
+def rdags(draw):
+    n = draw(st.integers(2, 7))
+    nodes = []
+    for i in range(n):
+        parents = sorted(draw(st.sets(st.integers(0, i - 1), max_size=min(i, 3)))) if i else []
+        fire_at = T0 + draw(st.integers(0, 5)) * 100 if not parents or draw(st.booleans()) else 0
+        nd = draw(_rnode(fire_at, [f"t{p}" for p in parents]))
+        nd["id"] = f"t{i}"
+        nodes.append(nd)
+    ops = draw(st.lists(st.one_of(
+        st.tuples(st.just("next"), st.just(0)),
+        st.tuples(st.just("next"), st.just(0)),
+        st.tuples(st.just("tick"), st.integers(1, 3000)),
+        st.tuples(st.sampled_from(["cancel", "ack", "pause", "resume", "trigger", "delete"]), st.integers(0, 7)),
+        st.tuples(st.just("snapshot"), st.just(0)),
+        st.tuples(st.just("child"), st.tuples(st.sets(st.integers(0, n - 1), min_size=1, max_size=3),
+                                              st.sampled_from([0, T0 + 300]).flatmap(lambda f: _rnode(f, ["?"]))))),
+        min_size=3, max_size=30))
+    return nodes, ops, draw(st.sampled_from([0, None, 1500]))
+
+
+def rspec(nd):
+    g = GraphSpec(tuple(nd["parents"]), nd["on"], nd["mode"], nd["delay"], nd["policy"]) if nd["parents"] else None
+    return TimerSpec(nd["id"], nd["fire_at"], ack_required=nd["ack"], every_ms=nd["every"], until=nd["until"],
+                     max_count=nd["max_count"], cron=CRON2 if nd["kind"] == "cron" else "",
+                     tz="UTC" if nd["kind"] == "cron" else "", graph=g, catch_up=nd.get("catch_up", ""),
+                     overlap=nd.get("overlap", ""), flex_ms=nd.get("flex", 0), flex_seed=FLEX_SEED)
+
+
+def routcome(evs, on, born):
+    """(met, time, seq) of a parent for condition `on`, or None while undecided. `fired`: the
+    last fire before the child's create (the parent's fired_at then), else the first after it;
+    a `settled` event ends the parent only when its state is terminal (an ack of one fire of a
+    recurring ack_required timer is a `settled` event of that fire only). A fire is a `fired`
+    event whose fire_id is its own seq (the `fired` event of an ack_required schedule that ended
+    while its fires await acks names an earlier fire: recurrence_commands._catch_up_tick)."""
+    if on == "fired":
+        before = [e for e in evs if e.kind == EventKind.FIRED and e.fire_id == e.seq and e.seq < born]
+        if before:
+            return True, before[-1].at_ms, before[-1].seq
+    for e in evs:
+        if on == "fired" and e.kind == EventKind.FIRED and e.fire_id == e.seq:
+            return True, e.at_ms, e.seq
+        if e.kind in (EventKind.SETTLED, EventKind.CANCELLED, EventKind.DEAD_LETTERED) and e.state.terminal:
+            if on == "fired":
+                return False, e.at_ms, e.seq
+            return e.kind.name.lower() == on, e.at_ms, e.seq
+    return None
+
+
+def rexpected(nd, by_timer):
+    """The model's ("arm", at, fire_at, seq) | ("cancel", at, seq) | None for child nd: the
+    one-shot rule (expected() above), then a recurring child's schedule starts at
+    max(its start, condition + delay) (cron: the next even second), cancelled past `until`."""
+    born, born_at = nd["born"]
+    pre, post = [], []
+    for k, p in enumerate(nd["parents"]):
+        o = routcome(by_timer.get(p, []), nd["on"], born)
+        if o is None:
+            continue
+        if o[2] < born:
+            pre.append(((o[1] if o[0] else born_at, k), (o[0], o[1] if o[0] else born_at, born)))
+        else:
+            post.append((o[2], o))
+    outs = [o for _, o in sorted(pre)] + [o for _, o in sorted(post)]
+    left = len(nd["parents"])
+    met_at = None
+    for met, at, seq in outs:
+        left -= 1
+        if met or nd["policy"] == "release":
+            met_at = at if met_at is None else max(met_at, at)
+            if nd["mode"] == "any" or left == 0:
+                start = max(nd["fire_at"], met_at + nd["delay"])
+                if nd["kind"] == "cron":
+                    start = _cron_first(start)
+                if nd["until"] is not None and nd["kind"] != "once" and start > nd["until"]:
+                    return "cancel", max(at, born_at), seq, "until"
+                if nd.get("flex"):      # the occurrence's point in its window (the create's seed)
+                    start = flexed(Recur(flex_ms=nd["flex"], seed=FLEX_SEED, nominal=start), start)
+                return "arm", max(at, born_at), start, seq
+        elif nd["mode"] == "all" or left == 0:
+            return "cancel", max(at, born_at), seq
+    return None
+
+
+def _check_schedule(nd, evs):
+    """A plain recurring timer (no ack, never paused or triggered) from its first `armed`
+    event: each fire is of the deadline armed, at or after it; in the same command it is
+    armed again at its next occurrence (every: the first one strictly after the tick; cron:
+    the next even second), or settles when max_count or until leave none."""
+    k = next(i for i, e in enumerate(evs) if e.kind == EventKind.ARMED)
+    deadline, fires = evs[k].fire_at, 0
+    rest = evs[k + 1:]
+    i = 0
+    while i < len(rest):
+        e = rest[i]
+        if e.kind in (EventKind.CANCELLED, EventKind.PURGED):
+            break
+        assert e.kind == EventKind.FIRED and e.fire_at == deadline and e.at_ms >= deadline, (nd, evs)
+        fires += 1
+        now = e.at_ms
+        if nd["kind"] == "cron":
+            nxt = _cron_next(max(now, deadline))
+        else:
+            nxt = deadline + nd["every"] * ((now - deadline) // nd["every"] + 1)
+        over = (nd["max_count"] and fires >= nd["max_count"]) or (nd["until"] is not None and nxt > nd["until"])
+        assert i + 1 < len(rest), (nd, evs)
+        after = rest[i + 1]
+        assert after.at_ms == now and after.seq == e.seq + 1, (nd, evs)
+        if over:
+            assert after.kind == EventKind.SETTLED and after.state == TimerState.SETTLED, (nd, evs)
+            assert all(x.kind in (EventKind.PURGED, EventKind.DELETED) for x in rest[i + 2:]), (nd, evs)
+            return
+        assert after.kind == EventKind.ARMED and after.fire_at == nxt, (nd, evs)
+        deadline = nxt
+        i += 2
+
+
+def _check_graph(s, nodes):
+    """Structure after every command: a waiting child is SCHEDULED and not paused, waits only
+    on held parents that have not ended, and waits for `fired` only on parents never fired."""
+    for nd in nodes:
+        try:
+            t = s.get("default", nd["id"])
+        except LookupError:
+            continue
+        if not t.waiting_on:
+            continue
+        assert t.state == TimerState.SCHEDULED and not t.paused and t.dependency == "waiting", t
+        for p in t.waiting_on:
+            pt = s.get("default", p)        # NotFound: waits on a purged parent
+            assert not pt.state.terminal, (t, pt)
+            if t.on == "fired":
+                assert pt.fired_at is None, (t, pt)
+
+
+def _view(s, tid):
+    try:
+        return s.get("default", tid)
+    except LookupError:
+        return None
+
+
+def _applies(op, nd, t):
+    """Whether command `op` applies to timer t (node nd) as it is."""
+    rec = nd["kind"] != "once"
+    if op == "cancel":
+        return not t.state.terminal
+    if op == "delete":
+        return t.state.terminal
+    if op == "ack":
+        return bool(t.pending_fires) if rec else t.state == TimerState.FIRED
+    if op == "pause":
+        return rec and t.state == TimerState.ARMED
+    paused = t.paused and t.state == TimerState.SCHEDULED       # a cancelled timer still shows paused
+    if op == "resume":
+        return paused
+    return rec and (t.state == TimerState.ARMED or paused)          # trigger
+
+
+def _waits_on(s, nodes, tid, on=None):
+    """Whether some held child waits on timer tid (for condition `on`, if given)."""
+    for nd in nodes:
+        if tid in nd["parents"] and (on is None or nd["on"] == on):
+            try:
+                if tid in s.get("default", nd["id"]).waiting_on:
+                    return True
+            except LookupError:
+                pass
+    return False
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rdags())
+def test_recurring_nodes_arm_cancel_and_fire_as_the_model_says_and_every_command_leaves_a_sound_state(case):
+    nodes, ops, retention = case
+    s = State()
+    if retention is not None:
+        s.retention = RetentionPolicy({"default": retention})
+    log: list = []
+    now = T0
+    touched: set = set()             # timers paused or triggered: no schedule check at the end
+
+    def run(res_events):
+        want = list(range(len(log) + 1, len(log) + 1 + len(res_events)))
+        assert [e.seq for e in res_events] == want, [(e.seq, e.kind.name, e.timer_id) for e in res_events]
+        log.extend(res_events)
+        s.check_invariants()
+        back = State.from_bytes(s.to_bytes())
+        back.retention = s.retention
+        assert back == s
+        back.check_invariants()
+        _check_graph(s, nodes)
+
+    res = s.create(T0, [rspec(nd) for nd in nodes])
+    for nd in nodes:
+        nd["born"] = (next(e.seq for e in res.events if e.timer_id == nd["id"]), T0)
+    run(res.events)
+    for op, arg in ops:
+        if op in ("tick", "next"):
+            if op == "next":
+                d = s.next_deadline()
+                if d is None:
+                    continue
+                now = max(now, d)
+            else:
+                now += arg
+            run(s.tick(now).events)
+            for nd in nodes:        # everything due fired (what is armed at or before now was armed by this tick)
+                t = s.get("default", nd["id"]) if _held(s, nd["id"]) else None
+                assert t is None or t.state != TimerState.ARMED or t.fire_at > now or t.armed_at == now, t
+            continue
+        if op == "snapshot":
+            pol = s.retention
+            s = State.from_bytes(s.to_bytes())
+            s.retention = pol
+            continue
+        if op == "child":
+            pick, drawn = arg
+            parents = [nodes[p]["id"] for p in sorted(pick)]
+            nd = dict(drawn, parents=parents, id=f"n{len(nodes)}")
+            pre = {p: list(by_id(log).get(p, [])) for p in parents}
+            live = [p for p in parents if _held(s, p)]
+            fails = [p for p in live if (o := routcome(pre[p], nd["on"], len(log) + 1)) is not None and not o[0]]
+            try:
+                res = s.create(now, [rspec(nd)])
+            except NotFound:
+                assert len(live) < len(parents)          # a parent was purged (retention 0)
+                continue
+            except FailedPrecondition:
+                assert nd["policy"] == "cancel" and fails and (nd["mode"] == "all" or len(fails) == len(live))
+                continue
+            assert len(live) == len(parents)
+            assert not (nd["policy"] == "cancel" and fails and (nd["mode"] == "all" or len(fails) == len(live)))
+            nd["born"] = (res.events[0].seq, now)
+            nodes.append(nd)
+            run(res.events)
+            continue
+        fits = [(nd, t) for nd in nodes if (t := _view(s, nd["id"])) is not None and _applies(op, nd, t)]
+        if not fits:
+            continue
+        nd, t = fits[arg % len(fits)]        # the command goes to a timer it applies to
+        tid = nd["id"]
+        if op == "cancel":
+            run(s.cancel(now, [("default", tid)]).events)
+        elif op == "delete":
+            event("delete")
+            run(s.delete(now, [("default", tid)]).events)
+        elif op == "ack" and nd["kind"] == "once":
+            run(s.ack(now, "default", tid, t.fire_id).events)
+        elif op == "ack":
+            if BUG_DRAIN_SETTLE and t.state == TimerState.FIRED and len(t.pending_fires) == 1 \
+                    and _waits_on(s, nodes, tid):
+                event("steered around: a settling ack of a recurring parent")
+                continue
+            event("ack of a recurring fire" + (" that settles it" if t.state == TimerState.FIRED else ""))
+            run(s.ack(now, "default", tid, t.pending_fires[0]).events)
+        elif op == "pause":
+            touched.add(tid)
+            event("pause")
+            run(s.pause(now, "default", tid).events)
+        elif op == "resume":
+            trial = State.from_bytes(s.to_bytes())             # does this resume settle it?
+            left = trial.resume(now, "default", tid).timer.state == TimerState.ARMED
+            if BUG_DRAIN_SETTLE and not left and _waits_on(s, nodes, tid):
+                event("steered around: a settling resume of a parent")
+                continue
+            event("resume" + ("" if left else " that settles it"))
+            run(s.resume(now, "default", tid).events)
+        else:
+            if BUG_TRIGGER_FIRED and _waits_on(s, nodes, tid, "fired"):
+                event("steered around: a trigger of a parent awaited on fired")
+                continue
+            event("trigger")
+            touched.add(tid)
+            run(s.trigger(now, "default", tid).events)
+    for _ in range(3):            # let everything armed fire
+        now += 7000
+        run(s.tick(now).events)
+    by_timer = by_id(log)
+    for nd in nodes:
+        evs = by_timer[nd["id"]]
+        armed = [e for e in evs if e.kind == EventKind.ARMED]
+        cancels = [e for e in evs if e.kind == EventKind.CANCELLED]
+        if not nd["parents"]:
+            assert armed and armed[0].seq == evs[0].seq + 1
+        else:
+            if nd["kind"] == "once":
+                assert len(armed) <= 1, nd
+            first = cancels[0].seq if cancels else None
+            user_cancel = cancels and not any(e.seq < first for e in armed) and rexpected(
+                nd, {p: [e for e in by_timer.get(p, []) if e.seq < first] for p in nd["parents"]}) is None
+            want = rexpected(nd, by_timer)
+            if user_cancel:        # cancelled by a command while it still waited: never armed
+                assert not armed
+                continue
+            if want is None:
+                assert not armed and not cancels, (nd, evs)
+                assert evs[-1].state == TimerState.SCHEDULED
+                continue
+            if want[0] == "cancel":
+                if len(want) > 3:
+                    event("a recurring child met past its until" + (" (with children)" if any(
+                        nd["id"] in x["parents"] for x in nodes) else ""))
+                assert not armed, (nd, want, evs)
+                assert cancels and cancels[0].at_ms == want[1] and cancels[0].seq > want[2], (nd, want, evs)
+                assert not any(e.kind == EventKind.FIRED for e in evs)
+                continue
+            assert armed, (nd, want, evs)
+            assert (armed[0].at_ms, armed[0].fire_at) == (want[1], want[2]), (nd, want, evs)
+            assert armed[0].seq > want[3]
+            assert not any(e.kind == EventKind.FIRED and e.seq < armed[0].seq for e in evs)
+        if nd["kind"] != "once" and not nd["ack"] and nd["id"] not in touched and not nd["catch_up"] \
+                and not nd["flex"]:
+            _check_schedule(nd, evs)
+        elif nd["kind"] == "once":
+            fired = [e for e in evs if e.kind == EventKind.FIRED]
+            assert len(fired) <= 1 and all(e.at_ms >= armed[0].fire_at for e in fired), (nd, evs)
+
