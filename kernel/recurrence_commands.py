@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from . import graph as _graph
 from . import occurrences as _occ
 from .errors import FailedPrecondition
 from .quota import payload_len
@@ -118,6 +119,8 @@ class RecurringCommands:
                                   t.fire_id[o] or None))
         at_once = self._schedule_purges((o,), now)
         view = t.view(o)
+        if t.graph.events:              # its children resolved: their events belong to this command
+            events += _graph.drain(t)
         if at_once:
             events += self._purge(at_once, now, EventKind.PURGED)
         return ControlResult(tuple(events), view)
@@ -147,7 +150,11 @@ class RecurringCommands:
         due = (_occ.trigger(self, o, fired.seq, now),) if delivered else ()
         back = self._event(o, EventKind.PAUSED if paused else EventKind.ARMED, now,
                            TimerState.SCHEDULED if paused else TimerState.ARMED, t.fire_at[o])
-        return ControlResult((fired, *due, back), t.view(o))
+        resolved = ()
+        if t.graph:                     # a triggered fire meets `fired` like a tick's (graph.attach counts it too)
+            _graph.after_fires(self, [o], [], now)
+            resolved = _graph.drain(t)
+        return ControlResult((fired, *due, back, *resolved), t.view(o))
 
     def next_occurrences(self, tenant: str, id: str, count: int) -> list[int]:
         """The timer's next `count` (1..MAX_PREVIEW) fire times, computed as ticks will: a
@@ -279,6 +286,8 @@ class RecurringCommands:
             self._held[ti] -= payload_len(t.extra[o])
             at_once = self._schedule_purges((o,), now)
             view = t.view(o)
+            if t.graph.events:          # its children resolved: their events belong to this command
+                events += _graph.drain(t)
             if at_once:
                 events += self._purge(at_once, now, EventKind.PURGED)
             return tuple(events), view

@@ -247,12 +247,11 @@ def test_an_escalation_ladder_escalates_exactly_the_steps_the_model_says(afters,
 
 FLEX_SEED = 7
 CRON2 = "* * * * * */2"         # every even second (UTC)
-# Known kernel bugs the generator steers around (each has a strict xfail test in
-# tests/test_graph_recurring.py); set
-# to False once fixed, and the property covers those commands again.
-BUG_DRAIN_SETTLE = True         # an ack or resume that settles a recurring parent leaves its
-#                                 children's events undrained (they leak into the next command)
-BUG_TRIGGER_FIRED = True        # a trigger's fire does not meet a waiting `fired` child's condition
+# Kernel bugs this property found (fixed 2026-12-01; tests in tests/test_graph_recurring.py).
+# True steers the generator around them again, to reproduce them on an older kernel.
+BUG_DRAIN_SETTLE = False        # an ack or resume that settled a recurring parent left its
+#                                 children's events undrained (they leaked into the next command)
+BUG_TRIGGER_FIRED = False       # a trigger's fire did not meet a waiting `fired` child's condition
 
 
 def _cron_first(at):

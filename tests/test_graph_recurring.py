@@ -77,9 +77,6 @@ def _nothing_left_over(s, events, now):
     assert [(e.seq, e.kind, e.timer_id) for e in nxt] == [(events[-1].seq + 1, EventKind.CANCELLED, "b")]
 
 
-@pytest.mark.xfail(strict=True, reason="State.ack of a recurring timer (recurrence_commands._ack_recurring) "
-                                       "settles it without draining the graph's events: its children's "
-                                       "armed/cancelled events come out of the next command, out of seq order")
 def test_the_ack_that_settles_a_recurring_parent_reports_its_childs_arm_in_the_same_command():
     s = State()
     s.create(T0, [TimerSpec("a", T0 + S, every_ms=S, until=T0 + S, ack_required=True),
@@ -93,8 +90,6 @@ def test_the_ack_that_settles_a_recurring_parent_reports_its_childs_arm_in_the_s
     _nothing_left_over(s, res.events, T0 + S + 100)
 
 
-@pytest.mark.xfail(strict=True, reason="State.resume that settles a paused timer with no occurrence left "
-                                       "does not drain the graph's events (its children's come out later)")
 def test_the_resume_that_settles_a_paused_parent_reports_its_childs_arm_in_the_same_command():
     s = State()
     s.create(T0, [TimerSpec("a", T0 + S, every_ms=S, until=T0 + 2 * S),
@@ -107,15 +102,13 @@ def test_the_resume_that_settles_a_paused_parent_reports_its_childs_arm_in_the_s
     _nothing_left_over(s, res.events, T0 + 5 * S)
 
 
-@pytest.mark.xfail(strict=True, reason="State.trigger fires the parent (fired event, fired_at) but does not "
-                                       "resolve children waiting on `fired`; a child created just after it "
-                                       "counts that fire (graph.attach reads fired_at): the outcome depends on "
-                                       "the order of the commands")
 def test_a_triggered_fire_meets_the_condition_of_a_child_waiting_on_fired():
     s = State()
     s.create(T0, [TimerSpec("a", T0 + 10 * S, every_ms=S),
                   TimerSpec("b", 0, graph=after("a", on="fired"))])
-    s.trigger(T0 + 100, "default", "a")
+    res = s.trigger(T0 + 100, "default", "a")
+    assert [(e.seq, e.kind, e.timer_id) for e in res.events] == [
+        (4, EventKind.FIRED, "a"), (5, EventKind.ARMED, "a"), (6, EventKind.ARMED, "b")]   # b's in this command
     late = s.create(T0 + 100, [TimerSpec("c", 0, graph=after("a", on="fired"))])
     assert late.items[0].timer.state == TimerState.ARMED           # c counts the triggered fire
-    assert s.get("default", "b").state == TimerState.ARMED         # b, already waiting, does not
+    assert s.get("default", "b").state == TimerState.ARMED         # b, already waiting, too
