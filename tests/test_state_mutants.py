@@ -40,3 +40,70 @@ def test_an_occurrence_timers_delivery_due_event_carries_its_revision_and_state(
     occ = s.get("default", due[0].timer_id)
     assert (due[0].revision, due[0].state, due[0].fire_at) == (occ.revision, occ.state, occ.fire_at)
     assert occ.revision == 2
+
+
+# ---- kernel/graph.py: check_graph, every refusal with its field and message, every bound --------
+
+import pytest  # noqa: E402
+
+from minoots.kernel import InvalidArgument, MAX_TIME  # noqa: E402
+from minoots.kernel.graph import MAX_PARENTS, MAX_STEPS, Graph, GraphSpec, check_graph  # noqa: E402
+
+
+def _refusal(g, ack=True, recurring=False):
+    with pytest.raises(InvalidArgument) as info:
+        check_graph("s", g, ack, recurring)
+    return info.value.field, info.value.rule
+
+
+@pytest.mark.parametrize("g, field, rule", [
+    (GraphSpec(tuple(f"p{i}" for i in range(MAX_PARENTS + 1))), "s.after", f"at most {MAX_PARENTS} parents, got 17"),
+    (GraphSpec(("a", "a")), "s.after", "names a parent twice"),
+    (GraphSpec(("a",), on="done"), "s.on", "must be one of fired, settled, dead_lettered, cancelled, got 'done'"),
+    (GraphSpec(("a",), mode="some"), "s.mode", "must be all or any, got 'some'"),
+    (GraphSpec(("a",), on_parent_cancel="keep"), "s.on_parent_cancel", "must be cancel or release, got 'keep'"),
+    (GraphSpec(("a",), delay_ms=-1), "s.delay_ms", f"must be an integer in 0..{MAX_TIME}"),
+    (GraphSpec(("a",), delay_ms=MAX_TIME + 1), "s.delay_ms", f"must be an integer in 0..{MAX_TIME}"),
+    (GraphSpec(("a",), delay_ms=True), "s.delay_ms", f"must be an integer in 0..{MAX_TIME}"),
+    (GraphSpec(("a",), delay_ms=1.0), "s.delay_ms", f"must be an integer in 0..{MAX_TIME}"),
+    (GraphSpec(escalate=tuple((k + 1, b"x") for k in range(MAX_STEPS + 1))), "s.escalate",
+     f"must be a list of at most {MAX_STEPS} (after_ms, action) steps"),
+    (GraphSpec(escalate="1:x"), "s.escalate", f"must be a list of at most {MAX_STEPS} (after_ms, action) steps"),
+    (GraphSpec(escalate=((0, b"x"),)), "s.escalate[0].after_ms", f"must be an integer in 1..{MAX_TIME}"),
+    (GraphSpec(escalate=((MAX_TIME + 1, b"x"),)), "s.escalate[0].after_ms", f"must be an integer in 1..{MAX_TIME}"),
+    (GraphSpec(escalate=((5, b"x"), (5, b"y"))), "s.escalate[1].after_ms",
+     "steps must come strictly later one after another"),
+    (GraphSpec(delay_ms=5), "s.after", "on, mode, delay and on_parent_cancel need at least one parent"),
+    (GraphSpec(mode="any"), "s.after", "on, mode, delay and on_parent_cancel need at least one parent"),
+    (GraphSpec(on="fired"), "s.after", "on, mode, delay and on_parent_cancel need at least one parent"),
+    (GraphSpec(on_parent_cancel="release"), "s.after", "on, mode, delay and on_parent_cancel need at least one parent"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_each_graph_refusal_names_its_field_and_rule(g, field, rule):
+    assert _refusal(g) == (field, rule)
+
+
+def test_a_ladder_needs_ack_required_and_no_recurrence():
+    steps = GraphSpec(escalate=((5, b"x"),))
+    assert _refusal(steps, ack=False) == ("s.escalate", "an escalation ladder needs ack_required (an ack stops it)")
+    assert _refusal(steps, recurring=True)[0] == "s.escalate"
+    assert _refusal(steps, recurring=True)[1].startswith("a recurring timer cannot have an escalation ladder")
+
+
+def test_graph_bounds_are_accepted_exactly_at_the_limit():
+    parents = tuple(f"p{i}" for i in range(MAX_PARENTS))
+    assert check_graph("s", GraphSpec(parents, delay_ms=MAX_TIME), False, False) == \
+        GraphSpec(parents, "settled", "all", MAX_TIME, "cancel", ())
+    steps = tuple((k + 1, b"x") for k in range(MAX_STEPS - 1)) + ((MAX_TIME, "last"),)
+    assert check_graph("s", GraphSpec(escalate=steps), True, False).escalate == steps[:-1] + ((MAX_TIME, b"last"),)
+    assert check_graph("s", GraphSpec(), False, False) is None          # asks for nothing
+
+
+def test_a_copied_graph_shares_no_lists_with_the_original():
+    """Graph.copy (State.copy): `g.kids = None` survived, no test copied a graph with
+    dependents and changed one side."""
+    g = Graph()
+    g.add_kid(1, 2)
+    c = g.copy()
+    c.add_kid(1, 3)
+    assert g.kids == {1: [2]} and c.kids == {1: [2, 3]}
+    assert not g.busy and c.busy is False
