@@ -48,6 +48,7 @@ import pytest  # noqa: E402
 
 from minoots.kernel import InvalidArgument, MAX_TIME  # noqa: E402
 from minoots.kernel.graph import MAX_PARENTS, MAX_STEPS, Graph, GraphSpec, check_graph  # noqa: E402
+from minoots.kernel.validate import MAX_ACTION_BYTES  # noqa: E402
 
 
 def _refusal(g, ack=True, recurring=False):
@@ -85,8 +86,11 @@ def test_each_graph_refusal_names_its_field_and_rule(g, field, rule):
 def test_a_ladder_needs_ack_required_and_no_recurrence():
     steps = GraphSpec(escalate=((5, b"x"),))
     assert _refusal(steps, ack=False) == ("s.escalate", "an escalation ladder needs ack_required (an ack stops it)")
-    assert _refusal(steps, recurring=True)[0] == "s.escalate"
-    assert _refusal(steps, recurring=True)[1].startswith("a recurring timer cannot have an escalation ladder")
+    assert _refusal(steps, recurring=True) == (
+        "s.escalate", "a recurring timer cannot have an escalation ladder: a ladder escalates one unacknowledged "
+                      "fire, and a recurring timer may have up to 100 awaiting acks at once (not supported)")
+    too_big = GraphSpec(escalate=((5, b"x" * (MAX_ACTION_BYTES + 1)),))
+    assert _refusal(too_big) == ("s.escalate[0].action", f"must be at most {MAX_ACTION_BYTES} bytes, got 65537")
 
 
 def test_graph_bounds_are_accepted_exactly_at_the_limit():
