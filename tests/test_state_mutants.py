@@ -111,3 +111,25 @@ def test_a_copied_graph_shares_no_lists_with_the_original():
     c.add_kid(1, 3)
     assert g.kids == {1: [2]} and c.kids == {1: [2, 3]}
     assert not g.busy and c.busy is False
+
+
+def test_a_child_that_would_be_cancelled_at_once_is_refused_naming_its_place_in_the_batch():
+    """graph.plan: the message names the spec's index in the batch (`i = new_at[j]` -> None
+    survived) and, in mode any, counts every failed parent (`failed += 1` -> `= 1` survived)."""
+    from minoots.kernel import FailedPrecondition, TimerState
+
+    s = State()
+    s.create(T0, [TimerSpec("a", T0 + 60 * S), TimerSpec("b", T0 + 60 * S)])
+    s.cancel(T0, [("default", "a"), ("default", "b")])
+    with pytest.raises(FailedPrecondition) as info:
+        s.create(T0, [TimerSpec("x", T0 + 60 * S), TimerSpec("c", T0 + 60 * S, graph=GraphSpec(("a",)))])
+    assert str(info.value) == ("specs[1].after[0]: parent 'a' in tenant 'default' is CANCELLED and can no longer "
+                               "meet the condition 'settled'; with on_parent_cancel=cancel the timer would be "
+                               "cancelled at once")
+    with pytest.raises(FailedPrecondition) as info:
+        s.create(T0, [TimerSpec("x", T0 + 60 * S), TimerSpec("c", T0 + 60 * S, graph=GraphSpec(("a", "b"), mode="any"))])
+    assert str(info.value) == ("specs[1].after: no parent can still meet the condition 'settled'; "
+                               "with on_parent_cancel=cancel the timer would be cancelled at once")
+    s.create(T0, [TimerSpec("live", T0 + 60 * S)])
+    c = s.create(T0, [TimerSpec("c", T0 + 60 * S, graph=GraphSpec(("a", "b", "live"), mode="any"))]).items[0].timer
+    assert c.state == TimerState.SCHEDULED and c.waiting_on == ("live",)   # one of three can: accepted
