@@ -170,3 +170,129 @@ def test_property_every_command_leaves_consistent_events_counters_and_snapshot(r
             continue
         now = max(now, s.last_tick)
         check_command(s, before, seq0, events)
+
+
+def test_a_schedule_ending_after_a_catch_up_has_an_exact_event_list_and_ends_at_its_last_occurrence():
+    """catch_up "all", max_count 3, the tick comes 5 occurrences late: three fires stamped
+    with their occurrences, each with its occurrence timer, then `settled` with fire_at = the
+    last occurrence and fire_id = the last fire (occurrences.tick, the `fire_at` line:
+    `last != at` survived)."""
+    s = State()
+    s.create(T0, [every(catch_up="all", max_count=3, overlap="allow_all")])
+    ev = s.tick(T0 + 5 * S).events
+    f1, f2, f3 = 3, 5, 7                                # after `created` (1) and `armed` (2)
+    assert [(e.seq, e.kind, e.timer_id, e.revision, e.state, e.fire_at, e.fire_id) for e in ev] == [
+        (f1, EventKind.FIRED, "r", 3, TimerState.FIRED, T0 + S, f1),
+        (f1 + 1, EventKind.DELIVERY_DUE, f"r@{f1}", 2, TimerState.DELIVERING, T0 + S, f1),
+        (f2, EventKind.FIRED, "r", 4, TimerState.FIRED, T0 + 2 * S, f2),
+        (f2 + 1, EventKind.DELIVERY_DUE, f"r@{f2}", 2, TimerState.DELIVERING, T0 + 2 * S, f2),
+        (f3, EventKind.FIRED, "r", 5, TimerState.FIRED, T0 + 3 * S, f3),
+        (f3 + 1, EventKind.DELIVERY_DUE, f"r@{f3}", 2, TimerState.DELIVERING, T0 + 3 * S, f3),
+        (f3 + 2, EventKind.SETTLED, "r", 6, TimerState.SETTLED, T0 + 3 * S, f3)]
+    r = s.get("default", "r")
+    assert (r.state, r.fire_at, r.fire_id, r.revision, r.attempts, r.skipped) == (
+        TimerState.SETTLED, T0 + 3 * S, f3, 6, 3, 0)
+    s.check_invariants()
+
+
+def test_a_schedule_ending_at_until_with_one_occurrence_keeps_its_deadline():
+    """until reached at the first occurrence: `settled` at that occurrence, with its fire."""
+    s = State()
+    s.create(T0, [every(until=T0 + S)])
+    ev = s.tick(T0 + 3 * S).events
+    assert [(e.kind, e.timer_id, e.fire_at, e.fire_id) for e in ev] == [
+        (EventKind.FIRED, "r", T0 + S, 3), (EventKind.DELIVERY_DUE, "r@3", T0 + S, 3),
+        (EventKind.SETTLED, "r", T0 + S, 3)]
+    assert s.get("default", "r").fire_at == T0 + S
+
+
+@pytest.mark.parametrize("overlap", ["skip", "buffer_one", "allow_all"])
+def test_every_occurrence_due_while_one_is_in_delivery_is_counted_as_skipped(overlap):
+    """occurrences.tick: `skipped += 1` for each of several due occurrences, and on past the
+    first (`skipped = 1` and `continue` -> `break` survived): catch_up "all", three due at once
+    while the delivery bound is reached."""
+    s = State()
+    s.create(T0, [every(overlap=overlap, catch_up="all")])
+    s.tick(T0 + S)                                      # one in delivery
+    if overlap == "allow_all":
+        for k in range(2, MAX_IN_DELIVERY + 1):
+            s.tick(T0 + k * S)
+        base = MAX_IN_DELIVERY * S
+    else:
+        base = S
+    r0 = s.get("default", "r")
+    assert len(r0.pending_fires) == (MAX_IN_DELIVERY if overlap == "allow_all" else 1) and r0.skipped == 0
+    ev = s.tick(T0 + base + 3 * S).events               # three occurrences due
+    assert [e.kind for e in ev] == [EventKind.ARMED] and ev[0].fire_at == T0 + base + 4 * S
+    r = s.get("default", "r")
+    assert (r.skipped, r.buffered) == ((2, True) if overlap == "buffer_one" else (3, False))
+    s.tick(T0 + base + 5 * S)                           # two more: all skipped (one is buffered already)
+    assert s.get("default", "r").skipped == r.skipped + 2
+    s.check_invariants()
+
+
+def test_a_buffered_last_occurrence_leaves_the_schedule_fired_with_its_last_fire_id():
+    """max_count 2, buffer_one: the second occurrence is buffered and ends the schedule: a
+    `fired` event carrying the fire in delivery (occurrences.tick's `t.fire_id[o] or None`)."""
+    s = State()
+    s.create(T0, [every(overlap="buffer_one", max_count=2)])
+    a = s.tick(T0 + S).events[0].fire_id
+    ev = s.tick(T0 + 2 * S).events
+    assert [(e.kind, e.timer_id, e.revision, e.state, e.fire_at, e.fire_id) for e in ev] == [
+        (EventKind.FIRED, "r", 5, TimerState.FIRED, T0 + 2 * S, a)]
+    r = s.get("default", "r")
+    assert (r.state, r.fire_id, r.revision, r.fire_at) == (TimerState.FIRED, a, 5, T0 + 2 * S)
+
+
+def test_trigger_beyond_the_delivery_bound_is_refused_with_its_message():
+    s = State()
+    s.create(T0, [every(overlap="allow_all")])
+    for k in range(1, MAX_IN_DELIVERY + 1):
+        s.tick(T0 + k * S)
+    with pytest.raises(FailedPrecondition) as info:
+        s.trigger(T0 + 10**6, "default", "r")
+    assert str(info.value) == f"timer 'r' in tenant 'default' has {MAX_IN_DELIVERY} occurrences in delivery"
+
+
+def test_one_cancel_ending_several_timers_lets_each_occurrence_leave_its_schedule():
+    """occurrences.on_ended loops over all the ended timers of a command: a cancelled
+    schedule, a plain timer, an occurrence its schedule no longer counts (redriven) and
+    occurrences still counted, in one cancel (each `continue` -> `break` survived)."""
+    s = State()
+    s.create(T0, [every("r", "allow_all"), every("q", "allow_all"), TimerSpec("p", T0 + 10 * S)])
+    c1, a = [e.fire_id for e in s.tick(T0 + S).events if e.kind == EventKind.FIRED]
+    fail(s, T0 + S + 1, f"q@{a}", a, 1, T0 + S + 5)
+    s.tick(T0 + S + 5)
+    fail(s, T0 + S + 6, f"q@{a}", a, 2)                 # dead-lettered: q counts it no more
+    s.redrive(T0 + S + 7, "default", f"q@{a}")          # delivering again, still not counted
+    c2, b = [e.fire_id for e in s.tick(T0 + 2 * S).events if e.kind == EventKind.FIRED]
+    assert s.get("default", "r").pending_fires == (c1, c2) and s.get("default", "q").pending_fires == (b,)
+    refs = ["r", "p", f"q@{a}", f"r@{c1}", f"r@{c2}", f"q@{b}"]
+    ev = s.cancel(T0 + 2 * S + 1, [("default", i) for i in refs]).events
+    assert [(e.kind, e.timer_id) for e in ev] == [(EventKind.CANCELLED, i) for i in refs]
+    assert s.get("default", "r").pending_fires == () and s.get("default", "q").pending_fires == ()
+    s.check_invariants()
+
+
+def test_two_buffered_occurrences_firing_in_one_command_both_end_their_schedules_at_once():
+    """Retention 0: one cancel ends the deliveries two over schedules waited for; both
+    buffered occurrences fire and both schedules settle and are purged in that command
+    (occurrences.on_ended's `at_once +=`: `=` kept only the last one's purge)."""
+    s = State()
+    s.retention = RetentionPolicy(default=0)
+    s.create(T0, [every("r", "buffer_one", max_count=2), every("q", "buffer_one", max_count=2, delivery=QUEUE)])
+    a, b = [e.fire_id for e in s.tick(T0 + S).events if e.kind == EventKind.FIRED]
+    s.tick(T0 + 2 * S)                                  # both buffered: the schedules are over, FIRED
+    assert [s.get("default", i).state for i in "rq"] == [TimerState.FIRED, TimerState.FIRED]
+    ev = s.cancel(T0 + 2 * S + 1, [("default", f"r@{a}"), ("default", f"q@{b}")]).events
+    kinds = [(e.kind, e.timer_id) for e in ev]
+    c, d = [e.fire_id for e in ev if e.kind == EventKind.FIRED]
+    assert kinds == [(EventKind.CANCELLED, f"r@{a}"), (EventKind.CANCELLED, f"q@{b}"),
+                     (EventKind.FIRED, "r"), (EventKind.DELIVERY_DUE, f"r@{c}"), (EventKind.SETTLED, "r"),
+                     (EventKind.FIRED, "q"), (EventKind.DELIVERY_DUE, f"q@{d}"), (EventKind.SETTLED, "q"),
+                     (EventKind.PURGED, f"r@{a}"), (EventKind.PURGED, f"q@{b}"), (EventKind.PURGED, "r"),
+                     (EventKind.PURGED, "q")]
+    for gone in ("r", "q", f"r@{a}", f"q@{b}"):
+        with pytest.raises(NotFound):
+            s.get("default", gone)
+    s.check_invariants()
