@@ -296,3 +296,36 @@ def test_two_buffered_occurrences_firing_in_one_command_both_end_their_schedules
         with pytest.raises(NotFound):
             s.get("default", gone)
     s.check_invariants()
+
+
+def test_check_invariants_names_each_broken_rule_of_schedule_deliveries_exactly():
+    """occurrences.check: each rule, broken in one way on a real state, fails with its own
+    message (message and condition mutants survived: no test broke these rules)."""
+    def base():
+        s = State()
+        s.create(T0, [every("r", "buffer_one", max_count=2), TimerSpec("p", T0 + 50 * S),
+                      TimerSpec("x", T0 + 50, ack_required=True, delivery=HOOK,
+                                graph=GraphSpec(escalate=((10, b"e"),)))])
+        a = s.tick(T0 + S).events[0].fire_id
+        s.tick(T0 + 2 * S)
+        s.check_invariants()
+        t = s._table
+        assert set(t.occ) == {0} and set(t.esc) == {2}
+        return s, t, a
+
+    def broken(change, what):
+        s, t, a = base()
+        change(t, a)
+        with pytest.raises(AssertionError) as info:
+            s.check_invariants()
+        assert str(info.value) == f"kernel invariant broken: {what if type(what) is str else what(a)}"
+
+    occ = lambda **kw: lambda t, a: t.occ.__setitem__(0, t.occ[0]._replace(**kw))    # noqa: E731
+    broken(lambda t, a: t.flags.__setitem__(2, t.flags[2] & ~1),
+           "delivered ladder of timer 2 belongs to an ack_required timer without a delivery of its own")
+    broken(lambda t, a: t.occ.__setitem__(1, t.occ[0]), "schedule 1 with delivery is recurring")
+    broken(lambda t, a: t.occ.__setitem__(0, t.occ[0]._replace(inflight=(a, a))), "occurrences in delivery of schedule 0")
+    broken(occ(inflight=()), "a buffered occurrence of schedule 0 waits for one in delivery")
+    broken(occ(buffered=-1), "a fired schedule 0 waits for its buffered one")
+    broken(lambda t, a: t.occ.__setitem__(0, t.occ[0]._replace(inflight=(a + 1,))),
+           lambda a: f"occurrence {a + 1} of schedule 0 is a timer in delivery")
