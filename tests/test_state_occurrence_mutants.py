@@ -306,9 +306,10 @@ def test_check_invariants_names_each_broken_rule_of_schedule_deliveries_exactly(
         s.create(T0, [every("r", "buffer_one", max_count=2), TimerSpec("p", T0 + 50 * S),
                       TimerSpec("x", T0 + 50, ack_required=True, delivery=HOOK,
                                 graph=GraphSpec(escalate=((10, b"e"),)))])
-        a = s.tick(T0 + S).events[0].fire_id
+        (a,) = [e.fire_id for e in s.tick(T0 + S).events if (e.kind, e.timer_id) == (EventKind.FIRED, "r")]
         s.tick(T0 + 2 * S)
         s.check_invariants()
+        assert s.get("default", "r").pending_fires == (a,)
         t = s._table
         assert set(t.occ) == {0} and set(t.esc) == {2}
         return s, t, a
@@ -327,5 +328,5 @@ def test_check_invariants_names_each_broken_rule_of_schedule_deliveries_exactly(
     broken(lambda t, a: t.occ.__setitem__(0, t.occ[0]._replace(inflight=(a, a))), "occurrences in delivery of schedule 0")
     broken(occ(inflight=()), "a buffered occurrence of schedule 0 waits for one in delivery")
     broken(occ(buffered=-1), "a fired schedule 0 waits for its buffered one")
-    broken(lambda t, a: t.occ.__setitem__(0, t.occ[0]._replace(inflight=(a + 1,))),
-           lambda a: f"occurrence {a + 1} of schedule 0 is a timer in delivery")
+    broken(lambda t, a: t.occ.__setitem__(0, t.occ[0]._replace(inflight=(a + 1000,))),
+           lambda a: f"occurrence {a + 1000} of schedule 0 is a timer in delivery")
