@@ -330,3 +330,17 @@ def test_check_invariants_names_each_broken_rule_of_schedule_deliveries_exactly(
     broken(occ(buffered=-1), "a fired schedule 0 waits for its buffered one")
     broken(lambda t, a: t.occ.__setitem__(0, t.occ[0]._replace(inflight=(a + 1000,))),
            lambda a: f"occurrence {a + 1000} of schedule 0 is a timer in delivery")
+
+
+def test_a_delivered_ladder_on_a_timer_still_waiting_for_its_parent_checks_and_round_trips():
+    """A ladder timer waiting SCHEDULED on a dependency is valid: check_invariants and the
+    snapshot's ladder block accept it (`state != 0` / `states[o] == 0` mutated to 1 survived)."""
+    s = State()
+    s.create(T0, [TimerSpec("parent", T0 + 50 * S),
+                  TimerSpec("x", T0 + S, ack_required=True, delivery=HOOK,
+                            graph=GraphSpec(after=("parent",), escalate=((10, b"e"),)))])
+    assert s.get("default", "x").state == TimerState.SCHEDULED and s._table.esc
+    s.check_invariants()
+    back = State.from_bytes(s.to_bytes())
+    back.check_invariants()
+    assert back == s
