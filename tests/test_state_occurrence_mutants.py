@@ -344,3 +344,25 @@ def test_a_delivered_ladder_on_a_timer_still_waiting_for_its_parent_checks_and_r
     back = State.from_bytes(s.to_bytes())
     back.check_invariants()
     assert back == s
+
+
+def test_a_corrupt_schedule_delivery_block_is_refused_with_its_exact_message():
+    """occurrences.decode's refusals, exactly (prefixed / suffixed messages survived the
+    substring checks of tests/test_occurrences.py), and a non-int ordinal named as such."""
+    from minoots.kernel import SnapshotError
+
+    def load(change):
+        s = State()
+        s.create(T0, [every("r", "allow_all"),
+                      TimerSpec("x", T0 + 50, ack_required=True, delivery=HOOK, graph=GraphSpec(escalate=((10, b"e"),)))])
+        s.tick(T0 + S)
+        change(s._table)
+        with pytest.raises(SnapshotError) as info:
+            State.from_bytes(s.to_bytes())
+        return str(info.value)
+
+    assert load(lambda t: t.esc.__setitem__(-1, t.esc.pop(1))) == "snapshot delivered ladder names timer -1 wrongly"
+    assert load(lambda t: t.occ.__setitem__(-1, t.occ.pop(0))) == "snapshot schedule delivery names timer -1 wrongly"
+    assert load(lambda t: t.occ.__setitem__("0", t.occ.pop(0))) == "snapshot schedule delivery names timer '0' wrongly"
+    assert load(lambda t: t.occ.__setitem__(0, t.occ[0]._replace(inflight=(0,)))) == (
+        "snapshot schedule delivery of timer 0 is inconsistent")
