@@ -133,3 +133,74 @@ def test_a_child_that_would_be_cancelled_at_once_is_refused_naming_its_place_in_
     s.create(T0, [TimerSpec("live", T0 + 60 * S)])
     c = s.create(T0, [TimerSpec("c", T0 + 60 * S, graph=GraphSpec(("a", "b", "live"), mode="any"))]).items[0].timer
     assert c.state == TimerState.SCHEDULED and c.waiting_on == ("live",)   # one of three can: accepted
+
+
+# ---- kernel/recurrence_commands.py: pause/resume/trigger refusals -----------------------------
+
+
+@pytest.mark.parametrize("command", ["pause", "resume", "trigger"])
+def test_recurring_controls_check_their_arguments_by_name(command):
+    """recurrence_commands._recurring: the field each bad argument is reported under
+    (`"now_ms"` -> `"XXnow_msXX"` and the like survived) and the refusal of a timer
+    that does not recur, in full."""
+    from minoots.kernel import FailedPrecondition
+
+    s = State()
+    s.create(T0, [TimerSpec("once", T0 + 60 * S)])
+    do = getattr(s, command)
+    for args, field in (((-1, "default", "once"), "now_ms"), ((T0, "", "once"), "tenant"), ((T0, "default", ""), "id")):
+        with pytest.raises(InvalidArgument) as info:
+            do(*args)
+        assert info.value.field == field
+    with pytest.raises(FailedPrecondition) as info:
+        do(T0, "default", "once")
+    assert str(info.value) == ("timer 'once' in tenant 'default' does not recur: only a timer with every or cron "
+                               "can be paused, resumed or triggered")
+
+
+def test_pausing_a_paused_or_ended_timer_says_which():
+    """recurrence_commands.pause: "already paused" only for a paused SCHEDULED timer
+    (`rc.paused and st == _SCHEDULED` -> `or` survived, and the text itself)."""
+    from minoots.kernel import FailedPrecondition
+
+    s = State()
+    s.create(T0, [TimerSpec("r", T0 + S, every_ms=S), TimerSpec("w", T0 + S, every_ms=S, graph=GraphSpec(("r",)))])
+    s.pause(T0, "default", "r")
+    with pytest.raises(FailedPrecondition) as info:
+        s.pause(T0, "default", "r")
+    assert str(info.value) == "timer 'r' in tenant 'default' is already paused; only an armed recurring timer can be paused"
+    with pytest.raises(FailedPrecondition) as info:      # SCHEDULED (waiting on r) but not paused
+        s.pause(T0, "default", "w")
+    assert str(info.value) == "timer 'w' in tenant 'default' is SCHEDULED; only an armed recurring timer can be paused"
+    s.cancel(T0, [("default", "r")])
+    with pytest.raises(FailedPrecondition) as info:      # paused, then cancelled: not "already paused"
+        s.pause(T0, "default", "r")
+    assert str(info.value) == "timer 'r' in tenant 'default' is CANCELLED; only an armed recurring timer can be paused"
+
+
+def test_control_results_are_frozen():
+    """ControlResult is an answer, not a place to write (`frozen=True` -> False survived)."""
+    import dataclasses
+
+    s = State()
+    s.create(T0, [TimerSpec("r", T0 + S, every_ms=S)])
+    res = s.pause(T0, "default", "r")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.events = ()
+    assert not hasattr(res, "__dict__")                 # slots=True: no per-answer dict
+
+
+def test_graph_refusals_of_a_self_dependency_and_too_many_dependents_in_full():
+    """graph._check_acyclic and graph.plan: the messages in full (survivors L301, L335)."""
+    from minoots.kernel import FailedPrecondition
+    from minoots.kernel import graph as g
+
+    s = State()
+    with pytest.raises(InvalidArgument) as info:
+        s.create(T0, [TimerSpec("x", T0 + S), TimerSpec("me", T0 + S, graph=GraphSpec(("me",)))])
+    assert (info.value.field, info.value.rule) == ("specs[1].after", "timer 'me' depends on itself")
+    s.create(T0, [TimerSpec("p", T0 + 60 * S)])
+    s.create(T0, [TimerSpec(f"k{i}", T0 + 60 * S, graph=GraphSpec(("p",))) for i in range(g.MAX_CHILDREN)])
+    with pytest.raises(FailedPrecondition) as info:
+        s.create(T0, [TimerSpec("one-more", T0 + 60 * S, graph=GraphSpec(("p",)))])
+    assert str(info.value) == f"timer 'p' would have more than {g.MAX_CHILDREN} dependents"
