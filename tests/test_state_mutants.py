@@ -2,7 +2,7 @@
 found a mutant of it surviving: each test names the line and the mutants it kills."""
 from __future__ import annotations
 
-from minoots.kernel import EventKind, State, TimerSpec
+from minoots.kernel import EventKind, State, TimerSpec, TimerState
 from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
 from minoots.kernel.retention import RetentionPolicy
 
@@ -204,3 +204,25 @@ def test_graph_refusals_of_a_self_dependency_and_too_many_dependents_in_full():
     with pytest.raises(FailedPrecondition) as info:
         s.create(T0, [TimerSpec("one-more", T0 + 60 * S, graph=GraphSpec(("p",)))])
     assert str(info.value) == f"timer 'p' would have more than {g.MAX_CHILDREN} dependents"
+
+
+def test_a_cycle_in_one_batch_is_refused_naming_every_timer_on_it():
+    """graph._check_acyclic: the message in full (L352-353 survived), a child with two
+    in-batch parents counted twice (`indeg[j] += 1` -> `= 1` survived: then it would be
+    released after its first parent), and a ladder-only spec before a dependent one in
+    the same batch (graph.attach's `continue` -> `break` survived)."""
+    s = State()
+    with pytest.raises(InvalidArgument) as info:
+        s.create(T0, [TimerSpec("x", T0 + S), TimerSpec("a", T0 + S, graph=GraphSpec(("b",))),
+                      TimerSpec("b", T0 + S, graph=GraphSpec(("a",)))])
+    assert (info.value.field, info.value.rule) == ("specs[1].after", "the batch's dependencies form a cycle through "
+                                                                     "'a', 'b'")
+    with pytest.raises(InvalidArgument) as info:    # c has two in-batch parents, one of them on the cycle
+        s.create(T0, [TimerSpec("p", T0 + S), TimerSpec("q", T0 + S, graph=GraphSpec(("c",))),
+                      TimerSpec("c", T0 + S, graph=GraphSpec(("p", "q")))])
+    assert info.value.rule == "the batch's dependencies form a cycle through 'q', 'c'"
+    res = s.create(T0, [TimerSpec("l", T0 + S, ack_required=True, graph=GraphSpec(escalate=((5, b"page"),))),
+                        TimerSpec("d", T0 + S, graph=GraphSpec(("l",)))])
+    assert s.get("default", "d").waiting_on == ("l",) and s.get("default", "l").state == TimerState.ARMED
+    assert len(res.items) == 2
+    s.check_invariants()
