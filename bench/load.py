@@ -774,7 +774,7 @@ def run(timers: int = 100_000, nodes: int = 3, window: float = 600.0, clients: i
             if out:              # the nodes' own logs (elections, snapshots, restarts) beside the results
                 logs = Path(out) / "node-logs"
                 logs.mkdir(parents=True, exist_ok=True)
-                for nid, node in getattr(cluster, "nodes", {}).items():
+                for nid, node in cluster.nodes.items():
                     if node.log_file.exists():
                         shutil.copyfile(node.log_file, logs / f"{nid}.log")
             shutil.rmtree(tmp, ignore_errors=True)

@@ -80,14 +80,15 @@ def outcome(events_of_parent, on):
     return None
 
 
-def expected(nd, by_timer):
-    """What the model says of a child: ("arm", at, fire_at, seq_after) | ("cancel", at, seq_after) | None.
+def decide(nd, outcome_of):
+    """The dependency rule both models share: ("met", at, met_at, seq) | ("cancel", at, seq) | None
+    for child nd, given `outcome_of(parent)` (see outcome()).
     Parent outcomes from before the child's create count at their own time when they met the
     condition (earliest first), at the create's time when they failed; later ones in commit order."""
     pre, post = [], []
     born, born_at = nd.get("born", (0, T0))
     for k, p in enumerate(nd["parents"]):
-        o = outcome(by_timer.get(p, []), nd["on"])
+        o = outcome_of(p)
         if o is None:
             continue
         if o[2] < born:
@@ -102,10 +103,19 @@ def expected(nd, by_timer):
         if met or nd["policy"] == "release":
             met_at = at if met_at is None else max(met_at, at)
             if nd["mode"] == "any" or left == 0:
-                return "arm", max(at, born_at), max(nd["fire_at"], met_at + nd["delay"]), seq
+                return "met", max(at, born_at), met_at, seq
         elif nd["mode"] == "all" or left == 0:
             return "cancel", max(at, born_at), seq
     return None
+
+
+def expected(nd, by_timer):
+    """What the model says of a child: ("arm", at, fire_at, seq_after) | ("cancel", at, seq_after) | None."""
+    d = decide(nd, lambda p: outcome(by_timer.get(p, []), nd["on"]))
+    if d is None or d[0] == "cancel":
+        return d
+    _, at, met_at, seq = d
+    return "arm", at, max(nd["fire_at"], met_at + nd["delay"]), seq
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -343,37 +353,21 @@ def routcome(evs, on, born):
 
 def rexpected(nd, by_timer):
     """The model's ("arm", at, fire_at, seq) | ("cancel", at, seq) | None for child nd: the
-    one-shot rule (expected() above), then a recurring child's schedule starts at
+    one-shot rule (decide() above), then a recurring child's schedule starts at
     max(its start, condition + delay) (cron: the next even second), cancelled past `until`."""
-    born, born_at = nd["born"]
-    pre, post = [], []
-    for k, p in enumerate(nd["parents"]):
-        o = routcome(by_timer.get(p, []), nd["on"], born)
-        if o is None:
-            continue
-        if o[2] < born:
-            pre.append(((o[1] if o[0] else born_at, k), (o[0], o[1] if o[0] else born_at, born)))
-        else:
-            post.append((o[2], o))
-    outs = [o for _, o in sorted(pre)] + [o for _, o in sorted(post)]
-    left = len(nd["parents"])
-    met_at = None
-    for met, at, seq in outs:
-        left -= 1
-        if met or nd["policy"] == "release":
-            met_at = at if met_at is None else max(met_at, at)
-            if nd["mode"] == "any" or left == 0:
-                start = max(nd["fire_at"], met_at + nd["delay"])
-                if nd["kind"] == "cron":
-                    start = _cron_first(start)
-                if nd["until"] is not None and nd["kind"] != "once" and start > nd["until"]:
-                    return "cancel", max(at, born_at), seq, "until"
-                if nd.get("flex"):      # the occurrence's point in its window (the create's seed)
-                    start = flexed(Recur(flex_ms=nd["flex"], seed=FLEX_SEED, nominal=start), start)
-                return "arm", max(at, born_at), start, seq
-        elif nd["mode"] == "all" or left == 0:
-            return "cancel", max(at, born_at), seq
-    return None
+    born = nd["born"][0]
+    d = decide(nd, lambda p: routcome(by_timer.get(p, []), nd["on"], born))
+    if d is None or d[0] == "cancel":
+        return d
+    _, at, met_at, seq = d
+    start = max(nd["fire_at"], met_at + nd["delay"])
+    if nd["kind"] == "cron":
+        start = _cron_first(start)
+    if nd["until"] is not None and nd["kind"] != "once" and start > nd["until"]:
+        return "cancel", at, seq, "until"
+    if nd.get("flex"):      # the occurrence's point in its window (the create's seed)
+        start = flexed(Recur(flex_ms=nd["flex"], seed=FLEX_SEED, nominal=start), start)
+    return "arm", at, start, seq
 
 
 def _check_schedule(nd, evs):
