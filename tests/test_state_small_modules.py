@@ -1,0 +1,103 @@
+"""The kernel's small modules (queue stats, errors, retention, quota, bulk, endpoints) as
+mutation testing (ops/mutation.py, seventh pass, issue 17) found them under-read: each test
+names the lines and the mutants it kills."""
+from __future__ import annotations
+
+from minoots.kernel import State, TimerSpec
+from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
+from minoots.kernel.queue_stats import queue_stats
+
+T0 = 1_800_000_000_000
+
+
+def _queue(queue: str, attempts: int) -> Delivery:
+    return Delivery(None, DeliveryPolicy(max_attempts=attempts), queue)
+
+
+def test_queue_stats_skip_webhooks_and_other_tenants_and_count_every_bucket():
+    """queue_stats L28 (`or` -> `and`: a webhook timer counted under queue None, another
+    tenant's queue counted), L29 (`continue` -> `break`: everything after the first skipped
+    record lost), L33 (`row[3] += 1` -> `= 1`: two dead count as one) and L35 (the waiting
+    index 2 -> 3)."""
+    s = State()
+    hook = Delivery(Webhook("http://x.test/h"), DeliveryPolicy())
+    s.create(T0, [TimerSpec("hook", T0 + 5, tenant="t", delivery=hook),          # first in the records
+                  TimerSpec("theirs", T0 + 5, tenant="u", delivery=_queue("jobs", 1))])
+    s.create(T0, [TimerSpec("d0", T0 + 10, tenant="t", delivery=_queue("jobs", 1)),
+                  TimerSpec("d1", T0 + 10, tenant="t", delivery=_queue("jobs", 1)),
+                  TimerSpec("w", T0 + 11, tenant="t", delivery=_queue("jobs", 3)),
+                  TimerSpec("l", T0 + 12, tenant="t", delivery=_queue("jobs", 3)),
+                  TimerSpec("v", T0 + 13, tenant="t", delivery=_queue("jobs", 3)),
+                  TimerSpec("o", T0 + 13, tenant="t", delivery=_queue("other", 3))])
+    s.tick(T0 + 13)
+    now = T0 + 20
+    for lease in s.lease(now, "t", "jobs", 2, 1000).leases:                     # d0, d1: last attempt
+        assert lease.timer.id in ("d0", "d1")
+        s.nack_lease(now, "t", lease.timer.id, lease.lease_id, None)
+    (w,) = s.lease(now, "t", "jobs", 1, 1000).leases
+    assert w.timer.id == "w"
+    s.nack_lease(now, "t", "w", w.lease_id, now + 60_000)                       # waiting for its retry
+    (held,) = s.lease(now, "t", "jobs", 1, 1000).leases
+    assert held.timer.id == "l"
+    # [visible, leased, waiting, dead]
+    assert queue_stats(s, "t") == {"jobs": [1, 1, 1, 2], "other": [1, 0, 0, 0]}
+    assert queue_stats(s, "t", "jobs") == {"jobs": [1, 1, 1, 2]}
+    assert queue_stats(s, "t", "other") == {"other": [1, 0, 0, 0]}
+    assert queue_stats(s, "u") == {"jobs": [1, 0, 0, 0]}
+    assert list(queue_stats(s, "t")) == ["jobs", "other"]
+
+
+def test_every_kernel_error_carries_its_code_fields_and_message():
+    """errors.py: `KernelError.code` (L25, "INTERNAL" -> "XX…"/None), NotFound's `tenant` (L45)
+    and each class's fields, message and code, as the API layer maps them."""
+    import pickle
+
+    from minoots.kernel import errors as E
+
+    assert E.KernelError("boom").code == "INTERNAL" and str(E.KernelError("boom")) == "boom"
+    e = E.InvalidArgument("specs[0].id", "must be 1..128 characters")
+    assert (e.code, e.field, e.rule, str(e)) == ("INVALID_ARGUMENT", "specs[0].id", "must be 1..128 characters",
+                                                 "invalid specs[0].id: must be 1..128 characters")
+    assert isinstance(e, ValueError) and isinstance(e, E.KernelError)
+    e = E.NotFound("acme", "t-1")
+    assert (e.code, e.tenant, e.timer_id, str(e)) == ("NOT_FOUND", "acme", "t-1",
+                                                      "timer 't-1' not found in tenant 'acme'")
+    assert isinstance(e, LookupError)
+    e = E.AlreadyExists("acme", "t-1")
+    assert (e.code, e.tenant, e.timer_id, e.field, str(e)) == (
+        "ALREADY_EXISTS", "acme", "t-1", "id", "id: timer 't-1' already exists in tenant 'acme'")
+    e = E.AlreadyExists("acme", "t-1", "specs[2].id")
+    assert (e.field, str(e)) == ("specs[2].id", "specs[2].id: timer 't-1' already exists in tenant 'acme'")
+    assert E.FailedPrecondition("ended").code == "FAILED_PRECONDITION"
+    assert E.SnapshotError("torn").code == "DATA_LOSS"
+    e = E.QuotaExceeded("acme", "max_timers", 10, 9, 2)
+    assert (e.code, e.tenant, e.limit, e.quota, e.held, e.adding) == ("RESOURCE_EXHAUSTED", "acme", "max_timers",
+                                                                      10, 9, 2)
+    assert str(e) == ("quota of tenant 'acme' exceeded: max_timers is 10; it holds 9 outstanding timers "
+                      "and this request adds 2")
+    e = E.QuotaExceeded("acme", "max_payload_bytes", 100, 90, 20)
+    assert str(e).endswith("it holds 90 payload bytes of outstanding timers and this request adds 20")
+    assert str(E.QuotaExceeded("acme", "other", 1, 1, 1)).endswith("it holds 1 other and this request adds 1")
+    back = pickle.loads(pickle.dumps(e))        # its __reduce__ keeps every field
+    assert type(back) is E.QuotaExceeded and (back.limit, back.quota, back.held, back.adding, str(back)) == \
+        ("max_payload_bytes", 100, 90, 20, str(e))
+    assert sorted(E.__all__) == sorted(["KernelError", "InvalidArgument", "NotFound", "AlreadyExists",
+                                        "FailedPrecondition", "QuotaExceeded", "SnapshotError"])
+
+
+def test_a_bad_retention_names_its_field_and_the_range():
+    """retention.py L30: the message of a refused retention (a string mutant survived)."""
+    import pytest
+
+    from minoots.kernel.errors import InvalidArgument
+    from minoots.kernel.retention import MAX_RETENTION_MS, RetentionPolicy, check_retention
+
+    for bad in (-1, MAX_RETENTION_MS + 1, True, 1.5, "10", None):
+        with pytest.raises(InvalidArgument) as err:
+            check_retention("retention default", bad)
+        assert str(err.value) == ("invalid retention default: must be an integer number of ms in "
+                                  f"0..{MAX_RETENTION_MS} (0: at once)")
+    assert check_retention("x", 0) == 0 and check_retention("x", MAX_RETENTION_MS) == MAX_RETENTION_MS
+    with pytest.raises(InvalidArgument) as err:
+        RetentionPolicy({"acme": -5})
+    assert err.value.field == "retention['acme']"
