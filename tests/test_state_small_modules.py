@@ -101,3 +101,88 @@ def test_a_bad_retention_names_its_field_and_the_range():
     with pytest.raises(InvalidArgument) as err:
         RetentionPolicy({"acme": -5})
     assert err.value.field == "retention['acme']"
+
+
+def test_a_bad_retention_policy_names_its_field_and_a_policy_is_unhashable():
+    """retention.py L41 (the default's field name) and L56 (`__hash__ = None` -> "")."""
+    import pytest
+
+    from minoots.kernel.errors import InvalidArgument
+    from minoots.kernel.retention import RetentionPolicy
+
+    with pytest.raises(InvalidArgument) as err:
+        RetentionPolicy(default=-1)
+    assert err.value.field == "retention default"
+    with pytest.raises(TypeError, match="unhashable type: 'RetentionPolicy'"):
+        hash(RetentionPolicy())
+
+
+def _bulk_state():
+    s = State()
+    s.create(T0, [TimerSpec("a", T0 + 100, tenant="t", labels={"k": "v"}), TimerSpec("b", T0 + 100, tenant="t"),
+                  TimerSpec("c", T0 + 100, tenant="t", labels={"k": "v"}),
+                  TimerSpec("d", T0 + 100, tenant="t", labels={"k": "w"})])
+    s.cancel(T0, [("t", "c")])
+    return s
+
+
+def test_bulk_commands_report_each_timer_on_its_own_with_its_message():
+    """bulk.py L55 (the NOT_FOUND message), L56 (`continue` -> `break`: the timers after a
+    missing one lost), L60 (the NO_MATCH message), L67-68 (the per-timer message loses the
+    single command's "refs[0]: " prefix)."""
+    from minoots.kernel.bulk import cancel_each, reschedule_each
+
+    s = _bulk_state()
+    res = cancel_each(s, T0 + 1, "t", ["zz", "a", "b", "c", "d"], {"k": "v"})
+    got = [(i.id, i.code, i.message, i.timer.state.name if i.timer else None) for i in res.items]
+    assert got == [
+        ("zz", "NOT_FOUND", "timer 'zz' not found in tenant 't'", None),
+        ("a", "OK", "", "CANCELLED"),
+        ("b", "NO_MATCH", "the timer does not carry the selector's labels", "ARMED"),
+        ("c", "FAILED_PRECONDITION", "timer 'c' in tenant 't' is CANCELLED; only scheduled, armed, fired or "
+                                     "delivering timers can be cancelled", "CANCELLED"),
+        ("d", "NO_MATCH", "the timer does not carry the selector's labels", "ARMED")]
+    assert [(e.kind.name, e.timer_id) for e in res.events] == [("CANCELLED", "a")]
+    res = reschedule_each(s, T0 + 2, "t", ["zz", "b", "c"], extend_by=5)
+    got = [(i.id, i.code, i.message, i.timer.fire_at if i.timer else None) for i in res.items]
+    assert got == [("zz", "NOT_FOUND", "timer 'zz' not found in tenant 't'", None),
+                   ("b", "OK", "", T0 + 105),
+                   ("c", "FAILED_PRECONDITION",
+                    "timer 'c' in tenant 't' is CANCELLED; only scheduled or armed timers can be rescheduled",
+                    T0 + 100)]
+
+
+def test_bulk_refusals_name_the_field_and_change_nothing():
+    """bulk.py L38-44: each refusal's field and message; L39 `<= MAX_BULK` (exactly MAX_BULK
+    ids is allowed)."""
+    import pytest
+
+    from minoots.kernel.bulk import MAX_BULK, cancel_each, reschedule_each
+    from minoots.kernel.errors import InvalidArgument
+
+    s = _bulk_state()
+    before = s.to_bytes()
+    cases = [
+        (dict(tenant="", ids=["a"]), "tenant"),
+        (dict(tenant="t", ids=[]), "ids", f"must name 1..{MAX_BULK} timers"),
+        (dict(tenant="t", ids=["x"] * (MAX_BULK + 1)), "ids", f"must name 1..{MAX_BULK} timers"),
+        (dict(tenant="t", ids="a"), "ids", f"must name 1..{MAX_BULK} timers"),
+        (dict(tenant="t", ids=["a", "bad id"]), "ids[1]"),
+        (dict(tenant="t", ids=["a", "b", "a"]), "ids", "names a timer twice"),
+        (dict(tenant="t", ids=["a"], labels={"": "v"}), "labels['']"),
+    ]
+    for case in cases:
+        kw, field = case[0], case[1]
+        with pytest.raises(InvalidArgument) as err:
+            cancel_each(s, T0 + 1, **kw)
+        assert err.value.field == field, (kw, err.value)
+        if len(case) > 2:
+            assert err.value.rule == case[2]
+    for kw, field in [(dict(), "fire_at"), (dict(fire_at=T0 + 5, extend_by=5), "fire_at"),
+                      (dict(fire_at=-1), "fire_at"), (dict(extend_by="5"), "extend_by")]:
+        with pytest.raises(InvalidArgument) as err:
+            reschedule_each(s, T0 + 1, "t", ["a"], **kw)
+        assert err.value.field == field, (kw, err.value)
+    assert s.to_bytes() == before
+    res = cancel_each(s, T0 + 1, "t", [f"n{i}" for i in range(MAX_BULK)])      # the bound itself is allowed
+    assert len(res.items) == MAX_BULK and {i.code for i in res.items} == {"NOT_FOUND"}
