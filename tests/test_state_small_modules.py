@@ -183,6 +183,17 @@ def test_bulk_refusals_name_the_field_and_change_nothing():
         with pytest.raises(InvalidArgument) as err:
             reschedule_each(s, T0 + 1, "t", ["a"], **kw)
         assert err.value.field == field, (kw, err.value)
+        if len(kw) != 1:
+            assert err.value.rule == "give exactly one of fire_at and extend_by"
     assert s.to_bytes() == before
     res = cancel_each(s, T0 + 1, "t", [f"n{i}" for i in range(MAX_BULK)])      # the bound itself is allowed
     assert len(res.items) == MAX_BULK and {i.code for i in res.items} == {"NOT_FOUND"}
+
+
+def test_a_tenant_limit_defaults_to_unlimited_zeros():
+    """quota.py L31-32: the defaults are 0 (unlimited), not None."""
+    from minoots.kernel.quota import TenantLimit
+
+    assert TenantLimit() == (0, 0) and TenantLimit().unlimited
+    assert TenantLimit(max_timers=1) == (1, 0) and TenantLimit(max_payload_bytes=1) == (0, 1)
+    assert not TenantLimit(max_timers=1).unlimited and not TenantLimit(max_payload_bytes=1).unlimited
