@@ -14,7 +14,7 @@ from minoots.api.service import _create_response
 from minoots.kernel import KernelError, State, TimerSpec
 from minoots.kernel.plain import PlainCreateResult, plain_specs
 from minoots.kernel.quota import TenantLimit
-from minoots.kernel.validate import MAX_PAYLOAD_BYTES, MAX_TIME
+from minoots.kernel.validate import MAX_BATCH, MAX_ID_LEN, MAX_PAYLOAD_BYTES, MAX_TIME
 from minoots.raft import commands as c
 from minoots.raft.fsm import TimerFSM
 from minoots.raft.plain_record import PlainGroup, pack_groups
@@ -323,3 +323,70 @@ def test_the_create_path_bench_runs_every_stage_through_the_column_record():
         r = create_path.run(rounds=1, mode=mode)
         assert r["record"] == 48 and r["entry_bytes"] > 64_000
         assert all(r[k] >= 0 for k in create_path.STAGES)
+
+
+# Mutation testing (ops/mutation.py, seventh pass, issue 17): `_fast_ok` decides between the
+# column path and the general one; a batch it wrongly lets through is applied unchecked, a
+# batch it wrongly sends to the general path loses the column path's speed. Each case below
+# names the mutants of kernel/plain.py it kills.
+
+def _cols(ids, fire_at=None, flags=None, payloads=None):
+    n = len(ids)
+    return (ids, array("q", [NOW + 5] * n) if fire_at is None else fire_at,
+            b"\x00" * n if flags is None else flags, [b""] * n if payloads is None else payloads)
+
+
+@pytest.mark.parametrize("cols, field, rule", [
+    # L101 (`return False` -> True): a repeat within the batch must reach the general path's check
+    (_cols(["a", "a"]), "specs[1].id", None),
+    # L88 (`1 <= n <= MAX_BATCH` with `and`): one timer over the bound is refused, not applied
+    (_cols([f"n{i}" for i in range(MAX_BATCH + 1)]), "specs", None),
+    # L98 (`or` -> `and`): a str payload in a list is refused by the general path
+    (_cols(["a"], payloads=["text"]), "specs[0].payload", None),
+    # L83: a flag outside FLAGS_PLAIN
+    (_cols(["a"], flags=b"\x80"), "flags", "a plain timer's flags must be a subset of 3, got 128"),
+    # L122: the columns' lengths differ
+    (_cols(["a", "b"], fire_at=array("q", [NOW])), "specs",
+     "the columns differ in length (2 ids, 1 deadlines, 2 flags, 2 payloads)"),
+])
+def test_a_batch_the_column_path_must_not_take_is_refused_by_field(cols, field, rule):
+    from minoots.kernel import InvalidArgument
+
+    s = State()
+    s.create(NOW, [TimerSpec("keyed", NOW + 9, idempotency_key="k")])
+    before = s.to_bytes()
+    with pytest.raises((InvalidArgument, KernelError)) as err:
+        s.create_plain(NOW, "default", *cols)
+    assert getattr(err.value, "field", None) == field or str(err.value).startswith(field), err.value
+    if rule is not None:
+        assert err.value.rule == rule
+    assert s.to_bytes() == before
+
+
+def test_the_column_path_takes_the_largest_batch_and_lists_only():
+    """L88 (`<= MAX_BATCH` -> `<`): a batch of exactly MAX_BATCH takes the column path; L92/L94
+    (`or` -> `and`): ids as a tuple, deadlines as a list take the general path and give the
+    same timers; L108 (`by_idem and` -> `or`): another timer's idempotency key does not push a
+    batch off the column path; L118: a bad now_ms is named."""
+    from minoots.kernel import InvalidArgument
+
+    s = State()
+    s.create(NOW, [TimerSpec("keyed", NOW + 9, idempotency_key="k")])
+    ids = [f"n{i}" for i in range(MAX_BATCH)]
+    r = s.create_plain(NOW, "default", *_cols(ids))
+    assert type(r) is PlainCreateResult and len(r.items) == MAX_BATCH
+    r = s.create_plain(NOW, "default", *_cols(["m1"]))
+    assert type(r) is PlainCreateResult
+    # L92 (the ids joined by "\n" only) and L94 (`> MAX_TIME` -> `>=`): the longest ids and the
+    # last deadline allowed still take the column path
+    longest = ["L" * MAX_ID_LEN, "M" * MAX_ID_LEN]
+    r = s.create_plain(NOW, "default", *_cols(longest, fire_at=array("q", [MAX_TIME, NOW + 5])))
+    assert type(r) is PlainCreateResult and s.get("default", longest[0]).fire_at == MAX_TIME
+    r = s.create_plain(NOW, "default", ("t1", "t2"), array("q", [NOW + 5] * 2), b"\x00\x00", [b"", b""])
+    assert type(r) is not PlainCreateResult and [i.timer.id for i in r.items] == ["t1", "t2"]
+    r = s.create_plain(NOW, "default", ["l1"], [NOW + 5], b"\x00", [b""])
+    assert type(r) is not PlainCreateResult and r.items[0].timer.fire_at == NOW + 5
+    s.check_invariants()
+    with pytest.raises(InvalidArgument) as err:
+        s.create_plain(-1, "default", *_cols(["z"]))
+    assert err.value.field == "now_ms"
