@@ -390,3 +390,18 @@ def test_the_column_path_takes_the_largest_batch_and_lists_only():
     with pytest.raises(InvalidArgument) as err:
         s.create_plain(-1, "default", *_cols(["z"]))
     assert err.value.field == "now_ms"
+
+
+def test_a_default_limit_alone_holds_on_the_column_path():
+    """L128 (`default_limit is not None` -> `is None`): a default limit with no per-tenant
+    ones is checked before the column path applies anything."""
+    from minoots.kernel import QuotaExceeded
+
+    s = State()
+    before = s.to_bytes()
+    with pytest.raises(QuotaExceeded) as err:
+        s.create_plain(NOW, "default", *_cols(["a", "b"]), None, TenantLimit(max_timers=1))
+    assert (err.value.limit, err.value.quota, err.value.held, err.value.adding) == ("max_timers", 1, 0, 2)
+    assert s.to_bytes() == before
+    r = s.create_plain(NOW, "default", *_cols(["a"]), None, TenantLimit(max_timers=1))
+    assert type(r) is PlainCreateResult and s.usage("default").timers == 1

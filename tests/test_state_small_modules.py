@@ -197,3 +197,11 @@ def test_a_tenant_limit_defaults_to_unlimited_zeros():
     assert TenantLimit() == (0, 0) and TenantLimit().unlimited
     assert TenantLimit(max_timers=1) == (1, 0) and TenantLimit(max_payload_bytes=1) == (0, 1)
     assert not TenantLimit(max_timers=1).unlimited and not TenantLimit(max_payload_bytes=1).unlimited
+
+
+def test_a_schedule_row_defaults_to_no_cron_and_no_zone():
+    """schedule.py L60-61: an every-schedule's cron and zone are "" (what the rows store), not None."""
+    from minoots.kernel.schedule import NO_UNTIL, Schedule
+
+    s = Schedule(1000, NO_UNTIL, 0)
+    assert (s.cron, s.tz) == ("", "") and s == (1000, -1, 0, "", "")
