@@ -205,3 +205,31 @@ def test_a_schedule_row_defaults_to_no_cron_and_no_zone():
 
     s = Schedule(1000, NO_UNTIL, 0)
     assert (s.cron, s.tz) == ("", "") and s == (1000, -1, 0, "", "")
+
+
+def test_a_zone_name_is_taken_only_in_its_canonical_spelling():
+    """schedule.py L67 (`or` -> `and`): a name the pattern refuses is never looked up, though
+    the path it makes would open a real zone file ("Europe//Paris" is Europe/Paris on disk)."""
+    import pytest
+
+    from minoots.kernel.schedule import zone
+
+    assert zone("Europe/Paris").key == "Europe/Paris"
+    for name in ("Europe//Paris", "/Europe/Paris", "Europe/Paris/", "../zoneinfo/UTC", "Europe/Paris "):
+        with pytest.raises(KeyError):
+            zone(name)
+
+
+def test_schedule_integers_refuse_bools_and_name_the_type():
+    """schedule.py L77 (`or` -> `and`: a bool passed as an int) and L78 (the message)."""
+    import pytest
+
+    from minoots.kernel.errors import InvalidArgument
+    from minoots.kernel.schedule import check_schedule
+
+    for kw, field, typ in ((dict(every_ms=True), "s.every_ms", "bool"), (dict(max_count=1.0), "s.max_count", "float"),
+                           (dict(until="9"), "s.until", "str")):
+        args = dict(every_ms=1000, until=None, max_count=0, cron=None, tz=None) | kw
+        with pytest.raises(InvalidArgument) as err:
+            check_schedule("s", fire_at=T0, ack=False, **args)
+        assert (err.value.field, err.value.rule) == (field, f"must be an int, not {typ}")
