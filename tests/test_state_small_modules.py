@@ -233,3 +233,49 @@ def test_schedule_integers_refuse_bools_and_name_the_type():
         with pytest.raises(InvalidArgument) as err:
             check_schedule("s", fire_at=T0, ack=False, **args)
         assert (err.value.field, err.value.rule) == (field, f"must be an int, not {typ}")
+
+
+def test_check_schedule_defaults_bounds_and_refusal_texts():
+    """schedule.py L104-105 (cron and tz default to "", not "XXXX"), L110 and L113 (refusal
+    texts), L114 (`every_ms <= MAX_TIME` -> `<`: the largest interval is allowed)."""
+    import pytest
+
+    from minoots.kernel.errors import InvalidArgument
+    from minoots.kernel.schedule import NO_UNTIL, Schedule, check_schedule
+    from minoots.kernel.validate import MAX_TIME
+
+    base = dict(every_ms=0, until=None, max_count=0, cron=None, tz=None, fire_at=T0, ack=False)
+    assert check_schedule("s", **base | dict(every_ms=1000)) == Schedule(1000, NO_UNTIL, 0, "", "")
+    assert check_schedule("s", **base | dict(every_ms=MAX_TIME)) == Schedule(MAX_TIME, NO_UNTIL, 0, "", "")
+    assert check_schedule("s", **base) is None
+    for kw, field, rule in (
+            (dict(max_count=3), "s.every_ms", "until, max_count and tz need an every_ms or a cron"),
+            (dict(every_ms=1000, cron="* * * * *"), "s.cron", "give every_ms or cron, not both"),
+            (dict(every_ms=MAX_TIME + 1), "s.every_ms", None)):
+        with pytest.raises(InvalidArgument) as err:
+            check_schedule("s", **base | kw)
+        assert err.value.field == field
+        if rule is not None:
+            assert err.value.rule == rule
+
+
+def test_check_policies_types_defaults_and_field_names():
+    """recurrence.py L102 (the seed defaults to 0), L107 (`or` -> `and`: a non-string catch_up
+    with no overlap), L108 (its text) and L109 (the seed's field name)."""
+    import pytest
+
+    from minoots.kernel.errors import InvalidArgument
+    from minoots.kernel.recurrence import check_policies
+    from minoots.kernel.schedule import NO_UNTIL, Schedule
+
+    every = Schedule(60_000, NO_UNTIL, 0)
+    r = check_policies("p", None, None, every, T0, flex_ms=500)
+    assert (r.flex_ms, r.seed, r.nominal) == (500, 0, T0)
+    for args, kw, field, rule in (
+            ((5, None), {}, "p.catch_up", "catch_up and overlap must be strings"),
+            ((None, 5), {}, "p.catch_up", "catch_up and overlap must be strings"),
+            ((None, None), dict(flex_ms=500, seed=True), "p.flex_seed", "must be an int, not bool"),
+            ((None, None), dict(flex_ms=1.5), "p.flex_ms", "must be an int, not float")):
+        with pytest.raises(InvalidArgument) as err:
+            check_policies("p", *args, every, T0, **kw)
+        assert (err.value.field, err.value.rule) == (field, rule)
