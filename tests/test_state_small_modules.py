@@ -279,3 +279,75 @@ def test_check_policies_types_defaults_and_field_names():
         with pytest.raises(InvalidArgument) as err:
             check_policies("p", *args, every, T0, **kw)
         assert (err.value.field, err.value.rule) == (field, rule)
+
+
+def test_every_schedule_refusal_text_and_the_bounds_themselves():
+    """schedule.py L115-116, L118, L123, L132, L134, L140, L152: each refusal's exact text;
+    L133 (`max_count <= MAX_OCCURRENCES` -> `<`) and L139 (`until <= MAX_TIME` -> `<`): the
+    bounds themselves are allowed."""
+    import pytest
+
+    from minoots.kernel.errors import InvalidArgument
+    from minoots.kernel.schedule import MAX_OCCURRENCES, check_schedule, first_occurrence
+    from minoots.kernel.validate import MAX_TIME
+
+    base = dict(every_ms=1000, until=None, max_count=0, cron=None, tz=None, fire_at=T0, ack=False)
+    cron = base | dict(every_ms=0, cron="0 9 * * *", tz="UTC")
+    assert check_schedule("s", **base | dict(max_count=MAX_OCCURRENCES)).max_count == MAX_OCCURRENCES
+    assert check_schedule("s", **base | dict(until=MAX_TIME)).until == MAX_TIME
+    for kw, field, rule in (
+            (base | dict(every_ms=999), "s.every_ms", f"must be 0 (no recurrence) or 1000..{MAX_TIME} ms, got 999"),
+            (base | dict(tz="UTC"), "s.tz", "a time zone goes with a cron expression"),
+            (cron | dict(tz=None), "s.tz", "a cron timer needs an IANA time zone (e.g. Europe/Paris, UTC)"),
+            (cron | dict(cron="0 9 * *"), "s.cron", "'0 9 * *' is not a valid 5- or 6-field cron expression"),
+            (base | dict(max_count=MAX_OCCURRENCES + 1), "s.max_count", f"must be within 0..{MAX_OCCURRENCES} "
+                                                                         "(0: unbounded)"),
+            (base | dict(until=T0 - 1), "s.until", f"must be within fire_at..{MAX_TIME} ms, got {T0 - 1}")):
+        with pytest.raises(InvalidArgument) as err:
+            check_schedule("s", **kw)
+        assert (err.value.field, err.value.rule) == (field, rule)
+    sched = check_schedule("s", **cron | dict(until=T0 + 1000))       # 09:00 UTC is not within the second
+    with pytest.raises(InvalidArgument) as err:
+        first_occurrence("s", sched, T0 + 1)
+    assert (err.value.field, err.value.rule) == ("s.cron", "has no occurrence between the start and until "
+                                                           "(or year 9999)")
+
+
+def test_the_first_cron_occurrence_is_never_before_the_start_and_the_last_deadline_is_reachable():
+    """schedule.py L150 (`start - 1` -> `start - 2`: a start 1 ms past a whole second got the
+    second before it) and L169 (`nxt > MAX_TIME` -> `>=`: an every-occurrence at MAX_TIME)."""
+    from minoots.kernel.schedule import NO_UNTIL, Schedule, first_occurrence, next_occurrence
+    from minoots.kernel.validate import MAX_TIME
+
+    every_second = Schedule(0, NO_UNTIL, 0, "* * * * * *", "UTC")
+    assert first_occurrence("s", every_second, T0 + 1) == T0 + 1000
+    assert first_occurrence("s", every_second, T0) == T0
+    assert next_occurrence(Schedule(1000, NO_UNTIL, 0), MAX_TIME - 1000, MAX_TIME - 1000, 1) == MAX_TIME
+    assert next_occurrence(Schedule(1000, NO_UNTIL, 0), MAX_TIME, MAX_TIME, 1) is None
+
+
+def test_every_policy_refusal_text_and_the_largest_window():
+    """recurrence.py L116-117, L119-120, L122, L124, L126: each refusal's exact text; L118
+    (`flex_ms <= MAX_FLEX_MS` -> `<`): the largest window is allowed."""
+    import pytest
+
+    from minoots.kernel.errors import InvalidArgument
+    from minoots.kernel.recurrence import MAX_FLEX_MS, MAX_SEED, check_policies
+    from minoots.kernel.schedule import NO_UNTIL, Schedule
+
+    cron = Schedule(0, NO_UNTIL, 0, "0 9 * * *", "UTC")
+    every = Schedule(60_000, NO_UNTIL, 0)
+    assert check_policies("p", None, None, cron, T0, flex_ms=MAX_FLEX_MS).flex_ms == MAX_FLEX_MS
+    for args, kw, field, rule in (
+            (("all", None, None), {}, "p.catch_up", "a catch-up or overlap policy or a flexible window needs an "
+                                                    "every_ms or a cron"),
+            ((None, None, every), dict(flex_ms=60_000), "p.flex_ms",
+             f"must be within 0..{MAX_FLEX_MS} ms and shorter than the interval, got 60000"),
+            ((None, None, cron), dict(flex_ms=MAX_FLEX_MS + 1), "p.flex_ms",
+             f"must be within 0..{MAX_FLEX_MS} ms and shorter than the interval, got {MAX_FLEX_MS + 1}"),
+            ((None, None, every), dict(flex_ms=5, seed=-1), "p.flex_seed", f"must be within 0..{MAX_SEED}"),
+            (("late", None, every), {}, "p.catch_up", "must be one of once, all, skip, got 'late'"),
+            ((None, "queue", every), {}, "p.overlap", "must be one of skip, buffer_one, allow_all, got 'queue'")):
+        with pytest.raises(InvalidArgument) as err:
+            check_policies("p", *args, T0, **kw)
+        assert (err.value.field, err.value.rule) == (field, rule)
