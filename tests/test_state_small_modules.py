@@ -351,3 +351,36 @@ def test_every_policy_refusal_text_and_the_largest_window():
         with pytest.raises(InvalidArgument) as err:
             check_policies("p", *args, T0, **kw)
         assert (err.value.field, err.value.rule) == (field, rule)
+
+
+def test_a_webhook_may_not_set_any_header_the_dispatcher_sets():
+    """delivery.py L50: every reserved header name (a mutant of one of them survived)."""
+    import pytest
+
+    from minoots.kernel.delivery import RESERVED_HEADERS, check_delivery
+    from minoots.kernel.errors import InvalidArgument
+
+    names = ("webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host",
+             "transfer-encoding", "connection")
+    assert RESERVED_HEADERS == frozenset(names)
+    for name in names:
+        for spelled in (name, name.upper()):
+            hook = Delivery(Webhook("http://x.test/h", ((spelled, "v"),)), DeliveryPolicy())
+            with pytest.raises(InvalidArgument) as err:
+                check_delivery("d", hook)
+            assert (err.value.field, err.value.rule) == ("d.webhook.headers[0].name", f"{name!r} is set by "
+                                                                                        "MINOOTS itself")
+    ok = check_delivery("d", Delivery(Webhook("http://x.test/h", (("X-Trace", "1"),)), DeliveryPolicy()))
+    assert ok.webhook.headers == (("x-trace", "1"),)
+
+
+def test_a_resumed_timer_due_exactly_now_moves_to_its_next_occurrence():
+    """recurrence.py L193 (`fire_at > now` -> `>=`): a pending occurrence at exactly the
+    resume time is in the past, as every occurrence at or before `now` is."""
+    from minoots.kernel.recurrence import resume_at
+    from minoots.kernel.schedule import NO_UNTIL, Schedule
+
+    every = Schedule(1000, NO_UNTIL, 3)
+    assert resume_at(every, T0 + 1, T0) == T0 + 1
+    assert resume_at(every, T0, T0) == T0 + 1000
+    assert resume_at(every, T0 - 2500, T0) == T0 + 500          # max_count does not end a resume
