@@ -384,3 +384,18 @@ def test_a_resumed_timer_due_exactly_now_moves_to_its_next_occurrence():
     assert resume_at(every, T0 + 1, T0) == T0 + 1
     assert resume_at(every, T0, T0) == T0 + 1000
     assert resume_at(every, T0 - 2500, T0) == T0 + 500          # max_count does not end a resume
+
+
+def test_upcoming_occurrences_stop_at_until_and_reach_max_time():
+    """recurrence.py L206 (`at > MAX_TIME` -> `>=`; `or` -> `and`: a first occurrence past
+    until listed) and L207 (`break` -> `continue`: that case loops for ever)."""
+    from minoots.kernel.recurrence import upcoming
+    from minoots.kernel.schedule import NO_UNTIL, Schedule
+    from minoots.kernel.validate import MAX_TIME
+
+    assert upcoming(Schedule(1000, NO_UNTIL, 0), MAX_TIME - 1000, 0, 5) == [MAX_TIME - 1000, MAX_TIME]
+    assert upcoming(Schedule(1000, T0 + 2000, 0), T0, 0, 10) == [T0, T0 + 1000, T0 + 2000]
+    assert upcoming(Schedule(1000, T0 - 1, 0), T0, 0, 3) == []
+    assert upcoming(Schedule(1000, NO_UNTIL, 0), MAX_TIME + 1, 0, 3) == []
+    assert upcoming(Schedule(1000, NO_UNTIL, 2), T0, 1, 3) == [T0]
+    assert upcoming(Schedule(1000, NO_UNTIL, 2), T0, 2, 3) == []
