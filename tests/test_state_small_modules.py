@@ -399,3 +399,37 @@ def test_upcoming_occurrences_stop_at_until_and_reach_max_time():
     assert upcoming(Schedule(1000, NO_UNTIL, 0), MAX_TIME + 1, 0, 3) == []
     assert upcoming(Schedule(1000, NO_UNTIL, 2), T0, 1, 3) == [T0]
     assert upcoming(Schedule(1000, NO_UNTIL, 2), T0, 2, 3) == []
+
+
+def test_a_webhook_attempt_succeeds_only_with_a_2xx_and_no_error():
+    """delivery.py L119: `status < 300` -> `<= 300` / `< 301`, and `and` -> `or`."""
+    from minoots.kernel.delivery import is_success
+
+    assert is_success(200, "") and is_success(299, "") and is_success(204, "")
+    for status, error in ((300, ""), (199, ""), (500, ""), (0, "connect"), (200, "timeout"), (0, "")):
+        assert not is_success(status, error), (status, error)
+
+
+def test_delivery_refusals_name_the_field_and_the_url_bound_itself_is_allowed():
+    """delivery.py L125 (the bound's text), L135 (not a Delivery), L143 (the endpoint's field),
+    L147 (the url's field) and L148 (`len(url) > MAX_URL_LEN` -> `>=`)."""
+    import pytest
+
+    from minoots.kernel.delivery import MAX_ATTEMPTS, MAX_URL_LEN, check_delivery
+    from minoots.kernel.errors import InvalidArgument
+
+    url = "http://x.test/" + "a" * (MAX_URL_LEN - len("http://x.test/"))
+    assert check_delivery("d", Delivery(Webhook(url), DeliveryPolicy())).webhook.url == url
+    for d, field, rule in (
+            ("hook", "d", "must be a Delivery, not str"),
+            (Delivery(Webhook(url + "a"), DeliveryPolicy()), "d.webhook.url", None),
+            (Delivery(Webhook(b"http://x.test/"), DeliveryPolicy()), "d.webhook.url", None),
+            (Delivery(Webhook("http://x.test/"), DeliveryPolicy(), None, "bad id"), "d.endpoint",
+             "must be 1..64 characters of [A-Za-z0-9_-]"),
+            (Delivery(Webhook("http://x.test/"), DeliveryPolicy(max_attempts=0)), "d.policy.max_attempts",
+             f"must be within 1..{MAX_ATTEMPTS}, got 0")):
+        with pytest.raises(InvalidArgument) as err:
+            check_delivery("d", d)
+        assert err.value.field == field, (d, err.value)
+        if rule is not None:
+            assert err.value.rule == rule
