@@ -433,3 +433,33 @@ def test_delivery_refusals_name_the_field_and_the_url_bound_itself_is_allowed():
         assert err.value.field == field, (d, err.value)
         if rule is not None:
             assert err.value.rule == rule
+
+
+def test_webhook_url_and_header_refusals_by_field_and_text_and_endpoint_id_bounds():
+    """delivery.py L151-152 (the URL rule's text), L162-163 (a header name's and value's
+    field), L171 (a repeated header's text) and L182 (an endpoint id of 1 and of 64 characters
+    is allowed)."""
+    import pytest
+
+    from minoots.kernel.delivery import MAX_ENDPOINT_ID_LEN, MAX_URL_LEN, check_delivery, check_endpoint_id
+    from minoots.kernel.errors import InvalidArgument
+
+    def hook(url="http://x.test/", headers=()):
+        return Delivery(Webhook(url, headers), DeliveryPolicy())
+
+    for d, field, rule in (
+            (hook("ftp://x.test/"), "d.webhook.url",
+             f"must be an http:// or https:// URL of at most {MAX_URL_LEN} ASCII characters without spaces"),
+            (hook(headers=((5, "v"),)), "d.webhook.headers[0].name", None),
+            (hook(headers=(("X-A", "1"), ("x-b", 7))), "d.webhook.headers[1].value", None),
+            (hook(headers=(("X-A", "1"), ("x-a", "2"))), "d.webhook.headers[1].name", "header 'x-a' is given twice")):
+        with pytest.raises(InvalidArgument) as err:
+            check_delivery("d", d)
+        assert err.value.field == field, (d, err.value)
+        if rule is not None:
+            assert err.value.rule == rule
+    assert check_endpoint_id("e", "a") == "a"
+    assert check_endpoint_id("e", "e" * MAX_ENDPOINT_ID_LEN) == "e" * MAX_ENDPOINT_ID_LEN
+    for bad in ("", "e" * (MAX_ENDPOINT_ID_LEN + 1), "ep.1"):
+        with pytest.raises(InvalidArgument):
+            check_endpoint_id("e", bad)
