@@ -463,3 +463,30 @@ def test_webhook_url_and_header_refusals_by_field_and_text_and_endpoint_id_bound
     for bad in ("", "e" * (MAX_ENDPOINT_ID_LEN + 1), "ep.1"):
         with pytest.raises(InvalidArgument):
             check_endpoint_id("e", bad)
+
+
+def test_queue_names_at_their_bounds_and_backoff_refusals_by_field_and_text():
+    """delivery.py L190 (a queue name of 1 and of MAX_QUEUE_LEN characters, and one using every
+    allowed character, is allowed), L191 (its rule's text), L198-199 (the backoff fields'
+    names) and L201 (the cap-below-base text)."""
+    import pytest
+
+    from minoots.kernel.delivery import MAX_QUEUE_LEN, check_delivery, check_queue
+    from minoots.kernel.errors import InvalidArgument
+
+    every_char = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:~-"
+    for name in ("q", "q" * MAX_QUEUE_LEN, every_char):
+        assert check_queue("q", name) == name
+    for bad in ("", "q" * (MAX_QUEUE_LEN + 1), "a/b"):
+        with pytest.raises(InvalidArgument) as err:
+            check_queue("q", bad)
+        assert err.value.rule == f"must be 1..{MAX_QUEUE_LEN} characters of [A-Za-z0-9._:~-]"
+    for pol, field, rule in ((DeliveryPolicy(backoff_base_ms=0), "d.policy.backoff_base_ms", None),
+                             (DeliveryPolicy(backoff_cap_ms=0), "d.policy.backoff_cap_ms", None),
+                             (DeliveryPolicy(backoff_base_ms=500, backoff_cap_ms=400), "d.policy.backoff_cap_ms",
+                              "must be >= backoff_base_ms (500), got 400")):
+        with pytest.raises(InvalidArgument) as err:
+            check_delivery("d", Delivery(Webhook("http://x.test/"), pol))
+        assert err.value.field == field
+        if rule is not None:
+            assert err.value.rule == rule
