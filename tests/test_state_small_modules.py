@@ -490,3 +490,25 @@ def test_queue_names_at_their_bounds_and_backoff_refusals_by_field_and_text():
         assert err.value.field == field
         if rule is not None:
             assert err.value.rule == rule
+
+
+def test_policy_lower_bounds_and_error_classes_at_their_bounds():
+    """delivery.py L204 (an attempt timeout of 1 ms is allowed), L205 (the ack deadline's
+    field), L210 (an error class of MAX_ERROR_LEN is allowed; `or` -> `and`: a short non-ASCII
+    class such as "é", which isalnum() accepts) and L211 (its rule's text)."""
+    import pytest
+
+    from minoots.kernel.delivery import MAX_ERROR_LEN, check_delivery, check_error_class
+    from minoots.kernel.errors import InvalidArgument
+
+    ok = check_delivery("d", Delivery(Webhook("http://x.test/"), DeliveryPolicy(attempt_timeout_ms=1)))
+    assert ok.policy.attempt_timeout_ms == 1
+    with pytest.raises(InvalidArgument) as err:
+        check_delivery("d", Delivery(None, DeliveryPolicy(ack_deadline_ms=1), "jobs"))
+    assert err.value.field == "d.policy.ack_deadline_ms"
+    assert check_error_class("e", "x" * MAX_ERROR_LEN) == "x" * MAX_ERROR_LEN
+    assert check_error_class("e", "http_status.5-xx") == "http_status.5-xx"
+    for bad in ("é", "x" * (MAX_ERROR_LEN + 1), "a b", "a/b"):
+        with pytest.raises(InvalidArgument) as err:
+            check_error_class("e", bad)
+        assert err.value.rule == f"must be at most {MAX_ERROR_LEN} characters of [A-Za-z0-9_.-]"
