@@ -460,6 +460,8 @@ def test_webhook_url_and_header_refusals_by_field_and_text_and_endpoint_id_bound
             assert err.value.rule == rule
     assert check_endpoint_id("e", "a") == "a"
     assert check_endpoint_id("e", "e" * MAX_ENDPOINT_ID_LEN) == "e" * MAX_ENDPOINT_ID_LEN
+    every_char = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"   # L182 `<=` -> `<`
+    assert check_endpoint_id("e", every_char) == every_char
     for bad in ("", "e" * (MAX_ENDPOINT_ID_LEN + 1), "ep.1"):
         with pytest.raises(InvalidArgument):
             check_endpoint_id("e", bad)
