@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from minoots.api.plain_answer import plain_response
 from minoots.api.service import _create_response
-from minoots.kernel import KernelError, State, TimerSpec
+from minoots.kernel import InvalidArgument, KernelError, QuotaExceeded, State, TimerSpec
 from minoots.kernel.plain import PlainCreateResult, plain_specs
 from minoots.kernel.quota import TenantLimit
 from minoots.kernel.validate import MAX_BATCH, MAX_ID_LEN, MAX_PAYLOAD_BYTES, MAX_TIME
@@ -350,8 +350,6 @@ def _cols(ids, fire_at=None, flags=None, payloads=None):
      "the columns differ in length (2 ids, 1 deadlines, 2 flags, 2 payloads)"),
 ])
 def test_a_batch_the_column_path_must_not_take_is_refused_by_field(cols, field, rule):
-    from minoots.kernel import InvalidArgument
-
     s = State()
     s.create(NOW, [TimerSpec("keyed", NOW + 9, idempotency_key="k")])
     before = s.to_bytes()
@@ -368,8 +366,6 @@ def test_the_column_path_takes_the_largest_batch_and_lists_only():
     (`or` -> `and`): ids as a tuple, deadlines as a list take the general path and give the
     same timers; L108 (`by_idem and` -> `or`): another timer's idempotency key does not push a
     batch off the column path; L118: a bad now_ms is named."""
-    from minoots.kernel import InvalidArgument
-
     s = State()
     s.create(NOW, [TimerSpec("keyed", NOW + 9, idempotency_key="k")])
     ids = [f"n{i}" for i in range(MAX_BATCH)]
@@ -395,8 +391,6 @@ def test_the_column_path_takes_the_largest_batch_and_lists_only():
 def test_a_default_limit_alone_holds_on_the_column_path():
     """L128 (`default_limit is not None` -> `is None`): a default limit with no per-tenant
     ones is checked before the column path applies anything."""
-    from minoots.kernel import QuotaExceeded
-
     s = State()
     before = s.to_bytes()
     with pytest.raises(QuotaExceeded) as err:

@@ -3,9 +3,24 @@ mutation testing (ops/mutation.py, seventh pass, issue 17) found them under-read
 names the lines and the mutants it kills."""
 from __future__ import annotations
 
+import pickle
+
+import pytest
+
 from minoots.kernel import State, TimerSpec
-from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
+from minoots.kernel import errors as E
+from minoots.kernel.bulk import MAX_BULK, cancel_each, reschedule_each
+from minoots.kernel.delivery import (MAX_ATTEMPTS, MAX_ENDPOINT_ID_LEN, MAX_ERROR_LEN, MAX_QUEUE_LEN, MAX_URL_LEN,
+                                     RESERVED_HEADERS, Delivery, DeliveryPolicy, Webhook, check_delivery,
+                                     check_endpoint_id, check_error_class, check_queue, is_success)
+from minoots.kernel.errors import InvalidArgument
 from minoots.kernel.queue_stats import queue_stats
+from minoots.kernel.quota import TenantLimit
+from minoots.kernel.recurrence import MAX_FLEX_MS, MAX_SEED, check_policies, resume_at, upcoming
+from minoots.kernel.retention import MAX_RETENTION_MS, RetentionPolicy, check_retention
+from minoots.kernel.schedule import (MAX_OCCURRENCES, NO_UNTIL, Schedule, check_schedule, first_occurrence,
+                                     next_occurrence, zone)
+from minoots.kernel.validate import MAX_TIME
 
 T0 = 1_800_000_000_000
 
@@ -50,10 +65,6 @@ def test_queue_stats_skip_webhooks_and_other_tenants_and_count_every_bucket():
 def test_every_kernel_error_carries_its_code_fields_and_message():
     """errors.py: `KernelError.code` (L25, "INTERNAL" -> "XX…"/None), NotFound's `tenant` (L45)
     and each class's fields, message and code, as the API layer maps them."""
-    import pickle
-
-    from minoots.kernel import errors as E
-
     assert E.KernelError("boom").code == "INTERNAL" and str(E.KernelError("boom")) == "boom"
     e = E.InvalidArgument("specs[0].id", "must be 1..128 characters")
     assert (e.code, e.field, e.rule, str(e)) == ("INVALID_ARGUMENT", "specs[0].id", "must be 1..128 characters",
@@ -87,11 +98,6 @@ def test_every_kernel_error_carries_its_code_fields_and_message():
 
 def test_a_bad_retention_names_its_field_and_the_range():
     """retention.py L30: the message of a refused retention (a string mutant survived)."""
-    import pytest
-
-    from minoots.kernel.errors import InvalidArgument
-    from minoots.kernel.retention import MAX_RETENTION_MS, RetentionPolicy, check_retention
-
     for bad in (-1, MAX_RETENTION_MS + 1, True, 1.5, "10", None):
         with pytest.raises(InvalidArgument) as err:
             check_retention("retention default", bad)
@@ -105,11 +111,6 @@ def test_a_bad_retention_names_its_field_and_the_range():
 
 def test_a_bad_retention_policy_names_its_field_and_a_policy_is_unhashable():
     """retention.py L41 (the default's field name) and L56 (`__hash__ = None` -> "")."""
-    import pytest
-
-    from minoots.kernel.errors import InvalidArgument
-    from minoots.kernel.retention import RetentionPolicy
-
     with pytest.raises(InvalidArgument) as err:
         RetentionPolicy(default=-1)
     assert err.value.field == "retention default"
@@ -130,8 +131,6 @@ def test_bulk_commands_report_each_timer_on_its_own_with_its_message():
     """bulk.py L55 (the NOT_FOUND message), L56 (`continue` -> `break`: the timers after a
     missing one lost), L60 (the NO_MATCH message), L67-68 (the per-timer message loses the
     single command's "refs[0]: " prefix)."""
-    from minoots.kernel.bulk import cancel_each, reschedule_each
-
     s = _bulk_state()
     res = cancel_each(s, T0 + 1, "t", ["zz", "a", "b", "c", "d"], {"k": "v"})
     got = [(i.id, i.code, i.message, i.timer.state.name if i.timer else None) for i in res.items]
@@ -155,11 +154,6 @@ def test_bulk_commands_report_each_timer_on_its_own_with_its_message():
 def test_bulk_refusals_name_the_field_and_change_nothing():
     """bulk.py L38-44: each refusal's field and message; L39 `<= MAX_BULK` (exactly MAX_BULK
     ids is allowed)."""
-    import pytest
-
-    from minoots.kernel.bulk import MAX_BULK, cancel_each, reschedule_each
-    from minoots.kernel.errors import InvalidArgument
-
     s = _bulk_state()
     before = s.to_bytes()
     cases = [
@@ -192,8 +186,6 @@ def test_bulk_refusals_name_the_field_and_change_nothing():
 
 def test_a_tenant_limit_defaults_to_unlimited_zeros():
     """quota.py L31-32: the defaults are 0 (unlimited), not None."""
-    from minoots.kernel.quota import TenantLimit
-
     assert TenantLimit() == (0, 0) and TenantLimit().unlimited
     assert TenantLimit(max_timers=1) == (1, 0) and TenantLimit(max_payload_bytes=1) == (0, 1)
     assert not TenantLimit(max_timers=1).unlimited and not TenantLimit(max_payload_bytes=1).unlimited
@@ -201,8 +193,6 @@ def test_a_tenant_limit_defaults_to_unlimited_zeros():
 
 def test_a_schedule_row_defaults_to_no_cron_and_no_zone():
     """schedule.py L60-61: an every-schedule's cron and zone are "" (what the rows store), not None."""
-    from minoots.kernel.schedule import NO_UNTIL, Schedule
-
     s = Schedule(1000, NO_UNTIL, 0)
     assert (s.cron, s.tz) == ("", "") and s == (1000, -1, 0, "", "")
 
@@ -210,10 +200,6 @@ def test_a_schedule_row_defaults_to_no_cron_and_no_zone():
 def test_a_zone_name_is_taken_only_in_its_canonical_spelling():
     """schedule.py L67 (`or` -> `and`): a name the pattern refuses is never looked up, though
     the path it makes would open a real zone file ("Europe//Paris" is Europe/Paris on disk)."""
-    import pytest
-
-    from minoots.kernel.schedule import zone
-
     assert zone("Europe/Paris").key == "Europe/Paris"
     for name in ("Europe//Paris", "/Europe/Paris", "Europe/Paris/", "../zoneinfo/UTC", "Europe/Paris "):
         with pytest.raises(KeyError):
@@ -222,11 +208,6 @@ def test_a_zone_name_is_taken_only_in_its_canonical_spelling():
 
 def test_schedule_integers_refuse_bools_and_name_the_type():
     """schedule.py L77 (`or` -> `and`: a bool passed as an int) and L78 (the message)."""
-    import pytest
-
-    from minoots.kernel.errors import InvalidArgument
-    from minoots.kernel.schedule import check_schedule
-
     for kw, field, typ in ((dict(every_ms=True), "s.every_ms", "bool"), (dict(max_count=1.0), "s.max_count", "float"),
                            (dict(until="9"), "s.until", "str")):
         args = dict(every_ms=1000, until=None, max_count=0, cron=None, tz=None) | kw
@@ -238,12 +219,6 @@ def test_schedule_integers_refuse_bools_and_name_the_type():
 def test_check_schedule_defaults_bounds_and_refusal_texts():
     """schedule.py L104-105 (cron and tz default to "", not "XXXX"), L110 and L113 (refusal
     texts), L114 (`every_ms <= MAX_TIME` -> `<`: the largest interval is allowed)."""
-    import pytest
-
-    from minoots.kernel.errors import InvalidArgument
-    from minoots.kernel.schedule import NO_UNTIL, Schedule, check_schedule
-    from minoots.kernel.validate import MAX_TIME
-
     base = dict(every_ms=0, until=None, max_count=0, cron=None, tz=None, fire_at=T0, ack=False)
     assert check_schedule("s", **base | dict(every_ms=1000)) == Schedule(1000, NO_UNTIL, 0, "", "")
     assert check_schedule("s", **base | dict(every_ms=MAX_TIME)) == Schedule(MAX_TIME, NO_UNTIL, 0, "", "")
@@ -262,12 +237,6 @@ def test_check_schedule_defaults_bounds_and_refusal_texts():
 def test_check_policies_types_defaults_and_field_names():
     """recurrence.py L102 (the seed defaults to 0), L107 (`or` -> `and`: a non-string catch_up
     with no overlap), L108 (its text) and L109 (the seed's field name)."""
-    import pytest
-
-    from minoots.kernel.errors import InvalidArgument
-    from minoots.kernel.recurrence import check_policies
-    from minoots.kernel.schedule import NO_UNTIL, Schedule
-
     every = Schedule(60_000, NO_UNTIL, 0)
     r = check_policies("p", None, None, every, T0, flex_ms=500)
     assert (r.flex_ms, r.seed, r.nominal) == (500, 0, T0)
@@ -285,12 +254,6 @@ def test_every_schedule_refusal_text_and_the_bounds_themselves():
     """schedule.py L115-116, L118, L123, L132, L134, L140, L152: each refusal's exact text;
     L133 (`max_count <= MAX_OCCURRENCES` -> `<`) and L139 (`until <= MAX_TIME` -> `<`): the
     bounds themselves are allowed."""
-    import pytest
-
-    from minoots.kernel.errors import InvalidArgument
-    from minoots.kernel.schedule import MAX_OCCURRENCES, check_schedule, first_occurrence
-    from minoots.kernel.validate import MAX_TIME
-
     base = dict(every_ms=1000, until=None, max_count=0, cron=None, tz=None, fire_at=T0, ack=False)
     cron = base | dict(every_ms=0, cron="0 9 * * *", tz="UTC")
     assert check_schedule("s", **base | dict(max_count=MAX_OCCURRENCES)).max_count == MAX_OCCURRENCES
@@ -316,9 +279,6 @@ def test_every_schedule_refusal_text_and_the_bounds_themselves():
 def test_the_first_cron_occurrence_is_never_before_the_start_and_the_last_deadline_is_reachable():
     """schedule.py L150 (`start - 1` -> `start - 2`: a start 1 ms past a whole second got the
     second before it) and L169 (`nxt > MAX_TIME` -> `>=`: an every-occurrence at MAX_TIME)."""
-    from minoots.kernel.schedule import NO_UNTIL, Schedule, first_occurrence, next_occurrence
-    from minoots.kernel.validate import MAX_TIME
-
     every_second = Schedule(0, NO_UNTIL, 0, "* * * * * *", "UTC")
     assert first_occurrence("s", every_second, T0 + 1) == T0 + 1000
     assert first_occurrence("s", every_second, T0) == T0
@@ -329,12 +289,6 @@ def test_the_first_cron_occurrence_is_never_before_the_start_and_the_last_deadli
 def test_every_policy_refusal_text_and_the_largest_window():
     """recurrence.py L116-117, L119-120, L122, L124, L126: each refusal's exact text; L118
     (`flex_ms <= MAX_FLEX_MS` -> `<`): the largest window is allowed."""
-    import pytest
-
-    from minoots.kernel.errors import InvalidArgument
-    from minoots.kernel.recurrence import MAX_FLEX_MS, MAX_SEED, check_policies
-    from minoots.kernel.schedule import NO_UNTIL, Schedule
-
     cron = Schedule(0, NO_UNTIL, 0, "0 9 * * *", "UTC")
     every = Schedule(60_000, NO_UNTIL, 0)
     assert check_policies("p", None, None, cron, T0, flex_ms=MAX_FLEX_MS).flex_ms == MAX_FLEX_MS
@@ -355,11 +309,6 @@ def test_every_policy_refusal_text_and_the_largest_window():
 
 def test_a_webhook_may_not_set_any_header_the_dispatcher_sets():
     """delivery.py L50: every reserved header name (a mutant of one of them survived)."""
-    import pytest
-
-    from minoots.kernel.delivery import RESERVED_HEADERS, check_delivery
-    from minoots.kernel.errors import InvalidArgument
-
     names = ("webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host",
              "transfer-encoding", "connection")
     assert RESERVED_HEADERS == frozenset(names)
@@ -377,9 +326,6 @@ def test_a_webhook_may_not_set_any_header_the_dispatcher_sets():
 def test_a_resumed_timer_due_exactly_now_moves_to_its_next_occurrence():
     """recurrence.py L193 (`fire_at > now` -> `>=`): a pending occurrence at exactly the
     resume time is in the past, as every occurrence at or before `now` is."""
-    from minoots.kernel.recurrence import resume_at
-    from minoots.kernel.schedule import NO_UNTIL, Schedule
-
     every = Schedule(1000, NO_UNTIL, 3)
     assert resume_at(every, T0 + 1, T0) == T0 + 1
     assert resume_at(every, T0, T0) == T0 + 1000
@@ -389,10 +335,6 @@ def test_a_resumed_timer_due_exactly_now_moves_to_its_next_occurrence():
 def test_upcoming_occurrences_stop_at_until_and_reach_max_time():
     """recurrence.py L206 (`at > MAX_TIME` -> `>=`; `or` -> `and`: a first occurrence past
     until listed) and L207 (`break` -> `continue`: that case loops for ever)."""
-    from minoots.kernel.recurrence import upcoming
-    from minoots.kernel.schedule import NO_UNTIL, Schedule
-    from minoots.kernel.validate import MAX_TIME
-
     assert upcoming(Schedule(1000, NO_UNTIL, 0), MAX_TIME - 1000, 0, 5) == [MAX_TIME - 1000, MAX_TIME]
     assert upcoming(Schedule(1000, T0 + 2000, 0), T0, 0, 10) == [T0, T0 + 1000, T0 + 2000]
     assert upcoming(Schedule(1000, T0 - 1, 0), T0, 0, 3) == []
@@ -403,8 +345,6 @@ def test_upcoming_occurrences_stop_at_until_and_reach_max_time():
 
 def test_a_webhook_attempt_succeeds_only_with_a_2xx_and_no_error():
     """delivery.py L119: `status < 300` -> `<= 300` / `< 301`, and `and` -> `or`."""
-    from minoots.kernel.delivery import is_success
-
     assert is_success(200, "") and is_success(299, "") and is_success(204, "")
     for status, error in ((300, ""), (199, ""), (500, ""), (0, "connect"), (200, "timeout"), (0, "")):
         assert not is_success(status, error), (status, error)
@@ -413,11 +353,6 @@ def test_a_webhook_attempt_succeeds_only_with_a_2xx_and_no_error():
 def test_delivery_refusals_name_the_field_and_the_url_bound_itself_is_allowed():
     """delivery.py L125 (the bound's text), L135 (not a Delivery), L143 (the endpoint's field),
     L147 (the url's field) and L148 (`len(url) > MAX_URL_LEN` -> `>=`)."""
-    import pytest
-
-    from minoots.kernel.delivery import MAX_ATTEMPTS, MAX_URL_LEN, check_delivery
-    from minoots.kernel.errors import InvalidArgument
-
     url = "http://x.test/" + "a" * (MAX_URL_LEN - len("http://x.test/"))
     assert check_delivery("d", Delivery(Webhook(url), DeliveryPolicy())).webhook.url == url
     for d, field, rule in (
@@ -439,11 +374,6 @@ def test_webhook_url_and_header_refusals_by_field_and_text_and_endpoint_id_bound
     """delivery.py L151-152 (the URL rule's text), L162-163 (a header name's and value's
     field), L171 (a repeated header's text) and L182 (an endpoint id of 1 and of 64 characters
     is allowed)."""
-    import pytest
-
-    from minoots.kernel.delivery import MAX_ENDPOINT_ID_LEN, MAX_URL_LEN, check_delivery, check_endpoint_id
-    from minoots.kernel.errors import InvalidArgument
-
     def hook(url="http://x.test/", headers=()):
         return Delivery(Webhook(url, headers), DeliveryPolicy())
 
@@ -471,11 +401,6 @@ def test_queue_names_at_their_bounds_and_backoff_refusals_by_field_and_text():
     """delivery.py L190 (a queue name of 1 and of MAX_QUEUE_LEN characters, and one using every
     allowed character, is allowed), L191 (its rule's text), L198-199 (the backoff fields'
     names) and L201 (the cap-below-base text)."""
-    import pytest
-
-    from minoots.kernel.delivery import MAX_QUEUE_LEN, check_delivery, check_queue
-    from minoots.kernel.errors import InvalidArgument
-
     every_char = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:~-"
     for name in ("q", "q" * MAX_QUEUE_LEN, every_char):
         assert check_queue("q", name) == name
@@ -498,11 +423,6 @@ def test_policy_lower_bounds_and_error_classes_at_their_bounds():
     """delivery.py L204 (an attempt timeout of 1 ms is allowed), L205 (the ack deadline's
     field), L210 (an error class of MAX_ERROR_LEN is allowed; `or` -> `and`: a short non-ASCII
     class such as "é", which isalnum() accepts) and L211 (its rule's text)."""
-    import pytest
-
-    from minoots.kernel.delivery import MAX_ERROR_LEN, check_delivery, check_error_class
-    from minoots.kernel.errors import InvalidArgument
-
     ok = check_delivery("d", Delivery(Webhook("http://x.test/"), DeliveryPolicy(attempt_timeout_ms=1)))
     assert ok.policy.attempt_timeout_ms == 1
     with pytest.raises(InvalidArgument) as err:
