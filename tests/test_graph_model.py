@@ -118,6 +118,23 @@ def expected(nd, by_timer):
     return "arm", at, max(nd["fire_at"], met_at + nd["delay"]), seq
 
 
+def _unless_still_waiting(nd, evs, armed, cancels, by_timer, expect):
+    """What `expect` (the one-shot or the recurring model) wants of child `nd`, or None after
+    checking the two outcomes both models share: cancelled by a command while it still
+    waited (never armed), or still waiting (neither armed nor cancelled)."""
+    if cancels:
+        first = cancels[0].seq
+        before = {p: [e for e in by_timer.get(p, []) if e.seq < first] for p in nd["parents"]}
+        if not any(e.seq < first for e in armed) and expect(nd, before) is None:
+            assert not armed
+            return None
+    want = expect(nd, by_timer)
+    if want is None:
+        assert not armed and not cancels, (nd, evs)
+        assert evs[-1].state == TimerState.SCHEDULED
+    return want
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(dags())
 def test_children_arm_and_cancel_exactly_when_the_model_says(case):
@@ -183,16 +200,8 @@ def test_children_arm_and_cancel_exactly_when_the_model_says(case):
             assert len(armed) == 1
             continue
         cancels = [e for e in evs if e.kind == EventKind.CANCELLED]
-        user_cancel = cancels and not any(e.seq < cancels[0].seq for e in armed) and (
-            expected(nd, {p: [e for e in by_timer.get(p, []) if e.seq < cancels[0].seq] for p in nd["parents"]})
-            is None)
-        want = expected(nd, by_timer)
-        if user_cancel:        # cancelled by a command while it still waited: never armed
-            assert not armed
-            continue
+        want = _unless_still_waiting(nd, evs, armed, cancels, by_timer, expected)
         if want is None:
-            assert not armed and not cancels, (nd, evs)
-            assert evs[-1].state == TimerState.SCHEDULED
             continue
         if want[0] == "arm":
             assert len(armed) == 1, (nd, want, evs)
@@ -574,16 +583,8 @@ def test_recurring_nodes_arm_cancel_and_fire_as_the_model_says_and_every_command
         else:
             if nd["kind"] == "once":
                 assert len(armed) <= 1, nd
-            first = cancels[0].seq if cancels else None
-            user_cancel = cancels and not any(e.seq < first for e in armed) and rexpected(
-                nd, {p: [e for e in by_timer.get(p, []) if e.seq < first] for p in nd["parents"]}) is None
-            want = rexpected(nd, by_timer)
-            if user_cancel:        # cancelled by a command while it still waited: never armed
-                assert not armed
-                continue
+            want = _unless_still_waiting(nd, evs, armed, cancels, by_timer, rexpected)
             if want is None:
-                assert not armed and not cancels, (nd, evs)
-                assert evs[-1].state == TimerState.SCHEDULED
                 continue
             if want[0] == "cancel":
                 if len(want) > 3:
