@@ -349,7 +349,7 @@ def test_each_rule_of_the_graph_block_refuses_with_its_own_message():
     for change, needle in cases:
         with pytest.raises(SnapshotError) as info:
             load(change)
-        assert needle in str(info.value), (needle, str(info.value))
+        assert str(info.value) == f"snapshot {needle}", (needle, str(info.value))
     # The controls: each bound itself loads.
     for change in (dep_(parents=("a",) * MAX_PARENTS, pords=(0,) * MAX_PARENTS, waiting=(0,)),
                    dep_(on=4, mode=1, policy=1),
@@ -369,8 +369,18 @@ def test_each_rule_of_the_graph_block_refuses_with_its_own_message():
         bad = head.pack(magic, version, flags | FLAG_GRAPH, len(body), zlib.crc32(body)) + body
         with pytest.raises(SnapshotError) as info:
             State.from_bytes(bad)
-        assert needle in str(info.value)
+        assert str(info.value).startswith(f"snapshot {needle}"), str(info.value)
     assert State.from_bytes(data) == base()
+    # A ladder's action must be strict base64: a stray character is refused, not skipped.
+    from minoots.kernel import graph
+    for action, ok in (("ZQ==", True), ("ZQ=!=", False), ("Z Q==", False)):
+        blob = b'[[],[[0,[[10,"%s"]],0,0]]]' % action.encode()
+        if ok:
+            assert graph.decode(blob, 1, bytes([3])).ladders[0].steps == ((10, b"e"),)
+            continue
+        with pytest.raises(SnapshotError) as info:
+            graph.decode(blob, 1, bytes([3]))
+        assert str(info.value).startswith("snapshot graph block is malformed: "), str(info.value)
 
 
 def test_graph_survivors_of_the_fourth_mutation_pass():
@@ -403,3 +413,111 @@ def test_a_parent_takes_exactly_max_children_dependents():
     with pytest.raises(FailedPrecondition) as info:
         s.create(T0, [TimerSpec("one_more", 0, graph=dep("root"))])
     assert f"more than {MAX_CHILDREN} dependents" in str(info.value)
+
+
+# ---- the seventh mutation pass (kernel/graph.py from line 404) -------------------------
+
+
+def test_a_cascade_resolves_breadth_first_and_each_cascaded_cancel_is_one_revision():
+    """`_run` holds the graph busy: a cascaded cancel queues its own children at the end
+    (p's children a and b before a's child a1), so every replica and every build emits the
+    same seqs. Without the guard, `on_ended` re-entered and went depth first (a1 before b)."""
+    s = State()
+    s.create(T0, [TimerSpec("p", T0 + 1000), TimerSpec("a", 0, graph=dep("p")), TimerSpec("b", 0, graph=dep("p")),
+                  TimerSpec("a1", 0, graph=dep("a"))])
+    ev = s.cancel(T0 + 1, [("default", "p")]).events
+    assert [(e.seq, e.kind, e.timer_id, e.revision) for e in ev] == [
+        (6, EventKind.CANCELLED, "p", 3), (7, EventKind.CANCELLED, "a", 2), (8, EventKind.CANCELLED, "b", 2),
+        (9, EventKind.CANCELLED, "a1", 2)]
+    assert [s.get("default", i).revision for i in ("a", "b", "a1")] == [2, 2, 2]
+    s.check_invariants()
+
+
+def test_an_any_child_met_by_one_parent_stays_met_when_its_other_parent_is_cancelled_in_the_same_tick():
+    """p1 settles (meets c) and p0's settle cancels p2 in one tick; p2's cancel reaches c after
+    c was met. That late outcome must be skipped: c is armed, and its dependency says met
+    (a mutant that processed it wrote `cancelled` on an armed timer)."""
+    s = State()
+    s.create(T0, [TimerSpec("p0", T0 + 100), TimerSpec("p1", T0 + 100),
+                  TimerSpec("p2", 0, graph=dep("p0", on="cancelled")),
+                  TimerSpec("c", 0, graph=dep("p1", "p2", on="settled", mode="any"))])
+    ev = s.tick(T0 + 100).events
+    assert [(e.kind, e.timer_id) for e in ev][-2:] == [(EventKind.CANCELLED, "p2"), (EventKind.ARMED, "c")]
+    c = s.get("default", "c")
+    assert (c.state, c.dependency, c.fire_at, c.waiting_on) == (TimerState.ARMED, "met", T0 + 100, ())
+    s.check_invariants()
+    assert State.from_bytes(s.to_bytes()).get("default", "c").dependency == "met"
+
+
+def test_a_ladder_without_a_delivery_escalates_beside_one_that_delivers():
+    """Only a ladder whose timer has a delivery spawns escalation timers (`Table.esc`); the
+    plain ladder next to it only emits its `escalated` events."""
+    from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
+    s = State()
+    s.create(T0, [TimerSpec("plain", T0 + 10, ack_required=True, graph=dep(escalate=((100, b"e"),))),
+                  TimerSpec("hook", T0 + 10, ack_required=True, payload=b"p",
+                            delivery=Delivery(Webhook("http://x.test/h"), DeliveryPolicy(max_attempts=2)),
+                            graph=dep(escalate=((100, b"f"),)))])
+    s.tick(T0 + 10)
+    ev = s.tick(T0 + 110).events
+    esc = [e.seq for e in ev if e.kind == EventKind.ESCALATED and e.timer_id == "hook"][0]
+    assert [(e.kind, e.timer_id) for e in ev] == [(EventKind.ESCALATED, "plain"), (EventKind.ESCALATED, "hook"),
+                                                  (EventKind.DELIVERY_DUE, f"hook@{esc}")]
+    assert s.get("default", "plain").escalated == 1
+    s.check_invariants()
+
+
+def _broken(change) -> str:
+    """check_invariants' message for a State (free row 0, chain a -> b, a ladder on x) changed
+    in one way."""
+    s = State()
+    s.create(T0, [TimerSpec("z", T0 + 100), TimerSpec("a", T0 + 100), TimerSpec("b", 0, graph=dep("a")),
+                  TimerSpec("l", T0 + 100), TimerSpec("x", T0 + 50, ack_required=True, graph=dep(escalate=((10, b"e"),)))])
+    keep, s.retention = s.retention, RetentionPolicy({"default": 0})
+    s.cancel(T0, [("default", "z")])            # purged at once: row 0 is free
+    s.retention = keep
+    s.check_invariants()
+    change(s._table.graph, s._table)
+    with pytest.raises(AssertionError) as info:
+        s.check_invariants()
+    return str(info.value)
+
+
+def test_each_graph_invariant_is_checked_with_its_own_message():
+    """kernel.graph.check: each rule broken alone, by exact message (they were only known to
+    refuse, so two weakened rules and every message could change unseen)."""
+    def dep_of_b(**kw):
+        return lambda g, t: g.deps.__setitem__(2, g.deps[2]._replace(**kw))
+
+    cases = [
+        (lambda g, t: g.deps.__setitem__(0, g.deps[2]), "dependency of free row 0"),
+        (dep_of_b(waiting=(), outcome=1), "timer 2 waits iff it is scheduled (and not paused)"),
+        (dep_of_b(outcome=1), "outcome of timer 2"),
+        (dep_of_b(waiting=(3,)), "timer 2 waits only on live parents (a terminal parent resolves its children first)"),
+        (dep_of_b(parents=("z", "a"), pords=(0, 1)), "parent 0 of 2 is held"),
+        (dep_of_b(parents=("a", "l"), pords=(1, 3)), "children lists are exactly the inverse of the dependencies, "
+                                                        "sorted"),
+        (lambda g, t: g.ladders.__setitem__(4, g.ladders[4]._replace(done=2)), "ladder of timer 4"),
+    ]
+    for change, what in cases:
+        assert _broken(change) == f"kernel invariant broken: {what}", what
+
+
+def test_a_snapshot_dependency_on_the_free_row_0_is_refused():
+    """Row 0 is a row like any other: a dependency naming it while it is free is refused
+    (a `p > 0` mutant let it through)."""
+    from minoots.kernel import SnapshotError
+    from minoots.kernel import snapshot
+    s = State()
+    s.create(T0, [TimerSpec("z", T0 + 100), TimerSpec("a", T0 + 100), TimerSpec("b", 0, graph=dep("a"))])
+    keep, s.retention = s.retention, RetentionPolicy({"default": 0})
+    s.cancel(T0, [("default", "z")])            # purged at once: row 0 is free
+    s.retention = keep
+    table, seq, last, v1 = decode(s.to_bytes())
+    assert table.state[0] == 0
+    table.graph.deps[2] = table.graph.deps[2]._replace(parents=("z", "a"), pords=(0, 1))
+    with pytest.raises(SnapshotError) as info:
+        State.from_bytes(snapshot.encode(table, seq, last, v1))
+    assert str(info.value) == "snapshot dependency of timer 2 is inconsistent"
+    table.graph.deps[2] = table.graph.deps[2]._replace(parents=("a",), pords=(1,))
+    assert State.from_bytes(snapshot.encode(table, seq, last, v1)) == s
