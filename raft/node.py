@@ -36,6 +36,8 @@ SNAPSHOT_FILE = "snapshot.bin"
 PID_FILE = "node.pid"       # present while a node runs on the data dir (restore refuses it)
 HAND_OVER_S = 2.0           # a stopping leader tries this long to hand leadership over
 HAND_OVER_RETRY_S = 0.5     # TimeoutNow again (to the best follower then) if nobody took over
+TRANSFER_HOLD_S = 1.0       # a requested transfer holds writes at most this long per try
+TRANSFER_GAP_S = 0.2        # and lets them through this long between tries
 
 class NodeError(Exception):
     """An operator request this node refuses; `code` is the gRPC status it maps to."""
@@ -265,39 +267,11 @@ class Node:
         deadline = started + timeout
         if self.ticker is not None:
             self.ticker.stop()
-        ids = {a: n for n, a in m.names.items()}
-        chosen = None
-        sent_at = 0.0
-        m.hold_proposals(True)
-        try:
-            while time.monotonic() < deadline:
-                leader = m.leader_address()
-                if leader is not None and leader != self.cfg.raft and not m.is_leader():
-                    new = ids.get(leader, leader)
-                    log.info("leadership handed over before stopping",
-                             extra={"to": new, "chosen": ids.get(chosen, chosen),
-                                    "took_ms": round(1000 * (time.monotonic() - started), 1)})
-                    return new
-                if not compat.any_peer_connected(m):
-                    break               # nobody to hand over to (e.g. the whole cluster is stopping)
-                # (Re)send TimeoutNow when none was sent, or the chosen follower did not win in time.
-                if m.is_leader() and time.monotonic() - sent_at > HAND_OVER_RETRY_S:
-                    def pick():
-                        targets = compat.caught_up_followers(m)
-                        if targets:
-                            m.transferLeadership(targets[0])
-                        return targets[0] if targets else None
-                    try:
-                        target = self._in_tick_thread(pick, timeout=max(0.05, deadline - time.monotonic()))
-                    except TimeoutError:
-                        target = None
-                    if target is not None:
-                        chosen, sent_at = target, time.monotonic()
-                        log.info("handing leadership over before stopping",
-                                 extra={"to": ids.get(target, target), "address": target})
-                time.sleep(0.005)
-        finally:
-            m.hold_proposals(False)
+        new, chosen = self._hand_leadership(None, deadline, "before stopping")
+        if new is not None:
+            log.info("leadership handed over before stopping",
+                     extra={"to": new, "chosen": chosen, "took_ms": round(1000 * (time.monotonic() - started), 1)})
+            return new
         if not compat.any_peer_connected(m):
             reason = "no other member connected"
         elif chosen is None:
@@ -306,9 +280,50 @@ class Node:
             reason = "the chosen follower did not take over"
         log.warning("leadership not handed over before stopping; stopping anyway (the other members "
                     "elect a leader after their election timeout)",
-                    extra={"after_s": round(time.monotonic() - started, 3), "chosen": ids.get(chosen, chosen),
-                           "reason": reason})
+                    extra={"after_s": round(time.monotonic() - started, 3), "chosen": chosen, "reason": reason})
         return None
+
+    def _hand_leadership(self, target: str | None, until: float, why: str) -> tuple[str | None, str | None]:
+        """Hand leadership to `target` (a Raft address; None: the first caught-up follower)
+        by `until` (monotonic). PySyncObj sends TimeoutNow only to a follower whose matchIndex
+        is the leader's last index, which under load rarely holds at the instant it is
+        checked; so new proposals are held (compat.HandOverMixin, Raft thesis 3.10) until
+        another node leads, and TimeoutNow goes out from the tick thread the moment the
+        target holds the whole log (again after HAND_OVER_RETRY_S if nobody took over).
+        Returns (the new leader's id or None, the id TimeoutNow last went to or None)."""
+        m = self.machine
+        ids = {a: n for n, a in m.names.items()}
+        chosen = None
+        sent_at = 0.0
+
+        def pick():
+            ready = compat.caught_up_followers(m)
+            to = target if target is not None else (ready[0] if ready else None)
+            if to is None or to not in ready:
+                return None
+            m.transferLeadership(to)
+            return to
+
+        m.hold_proposals(True)
+        try:
+            while time.monotonic() < until:
+                leader = m.leader_address()
+                if leader is not None and leader != self.cfg.raft and not m.is_leader():
+                    return ids.get(leader, leader), ids.get(chosen, chosen)
+                if not compat.any_peer_connected(m):
+                    break               # nobody to hand over to (e.g. the whole cluster is stopping)
+                if m.is_leader() and time.monotonic() - sent_at > HAND_OVER_RETRY_S:
+                    try:
+                        sent = self._in_tick_thread(pick, timeout=max(0.05, until - time.monotonic()))
+                    except TimeoutError:
+                        sent = None
+                    if sent is not None:
+                        chosen, sent_at = sent, time.monotonic()
+                        log.info(f"handing leadership over {why}", extra={"to": ids.get(sent, sent), "address": sent})
+                time.sleep(0.005)
+        finally:
+            m.hold_proposals(False)
+        return None, ids.get(chosen, chosen)
 
     def stop(self) -> None:
         self.hand_over()
@@ -520,7 +535,9 @@ class Node:
     def transfer_leadership(self, to: str | None = None, timeout: float = 10.0) -> str:
         """Hand leadership from this node (the leader) to member `to` (an id; None = the most
         caught-up follower) and wait until another node leads; returns the new leader's id.
-        PySyncObj refuses a target that is not fully caught up: retried until `timeout`."""
+        Writes wait while it is under way (`_hand_leadership`), at most TRANSFER_HOLD_S per
+        try, so a target that cannot catch up stalls them that long, then they go through
+        for TRANSFER_GAP_S before the next try, until `timeout`."""
         m = self.machine
         target = None
         if to:
@@ -530,24 +547,24 @@ class Node:
             if target == self.cfg.raft:
                 raise NodeError("FAILED_PRECONDITION", f"{to} is this node; name another member")
         deadline = time.monotonic() + timeout
+        tries = 0
         while True:
             if not m.is_leader():
                 raise NodeError("FAILED_PRECONDITION", "this node is not the leader; send the request to the leader")
-            done = threading.Event()
-            box = []
-            self._in_tick_thread(lambda: m.transferLeadership(
-                target, callback=lambda res, err: (box.append(err), done.set())))
-            if done.wait(5) and box[0] == FAIL_REASON.SUCCESS:
-                break
-            if time.monotonic() > deadline:
-                raise NodeError("UNAVAILABLE", "leadership transfer was refused (target not caught up?); retry")
-            time.sleep(0.1)
-        while time.monotonic() < deadline + 5:
-            leader = m.leader_address()
-            if leader is not None and leader != self.cfg.raft:
-                return {a: n for n, a in m.names.items()}.get(leader, leader)
-            time.sleep(0.02)
-        raise NodeError("UNAVAILABLE", "no other node took leadership in time; retry")
+            if target is not None and not compat.follower_connected(m, target):
+                raise NodeError("UNAVAILABLE", f"{to} is not connected to this leader; retry when it is")
+            tries += 1
+            started = time.monotonic()
+            new, chosen = self._hand_leadership(target, min(deadline, started + TRANSFER_HOLD_S), "on request")
+            if new is not None:
+                log.info("leadership transferred", extra={"to": new, "asked": to, "chosen": chosen, "tries": tries,
+                                                          "took_ms": round(1000 * (time.monotonic() - started), 1)})
+                return new
+            if time.monotonic() + TRANSFER_GAP_S >= deadline:
+                raise NodeError("UNAVAILABLE", "leadership transfer did not complete: "
+                                + ("no follower caught up" if chosen is None else f"{chosen} did not take over")
+                                + f" in {tries} tries of {TRANSFER_HOLD_S:g} s; retry")
+            time.sleep(TRANSFER_GAP_S)
 
     def snapshot_list(self) -> list[dict]:
         """The snapshots this node keeps (oldest first), as SnapshotInfo dicts."""

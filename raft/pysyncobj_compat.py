@@ -55,7 +55,7 @@ from pysyncobj.transport import TCPTransport
 
 __all__ = [
     "PINNED_VERSION", "SyncObj", "SyncObjConf", "replicated", "FAIL_REASON", "SERIALIZER_STATE", "TCPNode",
-    "Journal", "StallGuardMixin", "PreVoteMixin", "CommitNoticeMixin", "COMMIT_NOTICE_S", "encode_frame", "election_counters", "HandOverMixin", "GroupSyncMixin", "caught_up_followers", "any_peer_connected", "LEADER", "ROLE_NAMES", "FAIL_NAMES", "build_conf", "attach_journal",
+    "Journal", "StallGuardMixin", "PreVoteMixin", "CommitNoticeMixin", "COMMIT_NOTICE_S", "encode_frame", "election_counters", "HandOverMixin", "GroupSyncMixin", "caught_up_followers", "follower_connected", "any_peer_connected", "LEADER", "ROLE_NAMES", "FAIL_NAMES", "build_conf", "attach_journal",
     "install_journal_hook", "ask_to_remove", "is_leader", "leader_connected", "leader_address", "RaftStatus", "raft_status", "peer_loads",
     "PeerFrameError", "FrameDecoder", "MAX_FRAME", "MAX_UNIDENTIFIED_FRAME", "MAX_UNIDENTIFIED_CONNECTIONS",
     "RaftConformantTCPTransport", "RaftConformantTransportMixin", "plan_append_entries",
@@ -367,6 +367,11 @@ class HandOverMixin:
 def any_peer_connected(obj: SyncObj) -> bool:
     """True when this node has a live connection to at least one other member."""
     return any(obj.isNodeConnected(n) for n in obj.otherNodes)
+
+
+def follower_connected(obj: SyncObj, address: str) -> bool:
+    """True when the member at Raft `address` is connected to this node."""
+    return any(n.id == address and obj.isNodeConnected(n) for n in obj.otherNodes)
 
 
 def caught_up_followers(obj: SyncObj) -> list:
