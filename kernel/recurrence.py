@@ -147,9 +147,9 @@ def scheduled_fires(attempts: int, rec: Optional[Recur]) -> int:
     return attempts - rec.triggered if rec is not None else attempts
 
 
-def _due_after(sched: Schedule, at: int, now: int, limit: int) -> tuple[list[int], int, bool]:
+def _due_after(sched: Schedule, at: int, now: int, limit: int) -> tuple[list[int], int]:
     """The occurrences after `at` (exclusive) due at or before `now`, in order: at most
-    `limit` of them listed, then (how many there are in all, whether that count is exact)."""
+    `limit` of them listed, then how many there are in all (for cron, at most MAX_SCAN)."""
     out: list[int] = []
     end = now if sched.until == NO_UNTIL else min(now, sched.until)
     if sched.cron:
@@ -158,17 +158,17 @@ def _due_after(sched: Schedule, at: int, now: int, limit: int) -> tuple[list[int
         while n < MAX_SCAN:
             t = _cron_after(sched.cron, sched.tz, t)
             if t is None or t > end:
-                return out, n, True
+                return out, n
             if len(out) < limit:
                 out.append(t)
             n += 1
-        return out, n, False
+        return out, n
     e = sched.every_ms
     if end <= at:
-        return out, 0, True
+        return out, 0
     n = (end - at) // e
     out = [at + k * e for k in range(1, min(n, limit) + 1)]
-    return out, n, True
+    return out, n
 
 
 def catch_up(sched: Schedule, rec: Recur, at: int, now: int, fired: int) -> tuple[list[int], int]:
@@ -178,7 +178,7 @@ def catch_up(sched: Schedule, rec: Recur, at: int, now: int, fired: int) -> tupl
     if rec.catch_up == ONCE:
         return [at], 0
     left = sched.max_count - fired if sched.max_count else MAX_TIME
-    later, n_later, _ = _due_after(sched, at, now, MAX_CATCH_UP)
+    later, n_later = _due_after(sched, at, now, MAX_CATCH_UP)
     due = 1 + n_later
     if rec.catch_up == SKIP:
         return ([at], 0) if due == 1 else ([], due)

@@ -1,0 +1,74 @@
+"""Pause, resume and trigger of recurring timers at their edges (kernel/recurrence_commands.py,
+the seventh mutation pass): a flexed occurrence kept across a pause, a resume that settles
+the timer (its counts, bytes and the fire it names), a plain schedule triggered beside a
+delivering one, and every refusal by exact text."""
+from __future__ import annotations
+
+import pytest
+
+from minoots.kernel import EventKind, FailedPrecondition, State, TimerSpec, TimerState
+from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
+
+T0 = 1_000_000
+S = 1000
+HOOK = Delivery(Webhook("http://x.test/h"), DeliveryPolicy(max_attempts=2))
+
+
+def test_a_pause_and_resume_before_the_flexed_occurrence_keeps_its_deadline():
+    """Resumed before its pending occurrence, a flexed timer keeps the deadline already drawn
+    for it (not the nominal time, not a new draw, and it does not settle)."""
+    s = State()
+    s.create(T0, [TimerSpec("f", T0 + 10 * S, every_ms=10 * S, flex_ms=4 * S, flex_seed=2**62 + 7)])
+    drawn = s.get("default", "f").fire_at
+    assert drawn != T0 + 10 * S                 # the flex moved it: the nominal would differ
+    s.pause(T0 + S, "default", "f")
+    r = s.resume(T0 + 2 * S, "default", "f")
+    assert [(e.kind, e.state, e.fire_at) for e in r.events] == [(EventKind.RESUMED, TimerState.ARMED, drawn)]
+    assert (r.timer.state, r.timer.fire_at) == (TimerState.ARMED, drawn)
+    assert s.next_deadline() == drawn
+    s.check_invariants()
+
+
+def test_a_resume_past_until_settles_the_timer_and_releases_its_bytes():
+    """Paused until its schedule ended, the resume settles it: the settled count goes up by
+    one (another timer had settled before), its payload bytes leave the tenant's usage, and
+    the settled event names its last fire."""
+    s = State()
+    s.create(T0, [TimerSpec("done", T0 + S)])
+    s.tick(T0 + S)
+    s.create(T0 + S, [TimerSpec("r", T0 + 2 * S, every_ms=S, until=T0 + 3 * S, payload=b"12345")])
+    last_fire = [e.seq for e in s.tick(T0 + 2 * S).events if e.kind == EventKind.FIRED][0]
+    s.pause(T0 + 2 * S, "default", "r")
+    assert (s.usage("default").timers, s.usage("default").payload_bytes) == (1, 5)
+    r = s.resume(T0 + 5 * S, "default", "r")
+    assert [(e.kind, e.state, e.fire_id) for e in r.events] == [
+        (EventKind.RESUMED, TimerState.SCHEDULED, None), (EventKind.SETTLED, TimerState.SETTLED, last_fire)]
+    assert r.timer.state == TimerState.SETTLED
+    assert (s.usage("default").timers, s.usage("default").payload_bytes) == (0, 0)
+    assert s.counts()[TimerState.SETTLED] == 2
+    s.check_invariants()
+
+
+def test_a_plain_schedule_is_triggered_beside_a_delivering_one():
+    """Only a schedule with a delivery has its triggered fire delivered (Table.occ); a plain
+    schedule triggered while such a one exists just fires."""
+    s = State()
+    s.create(T0, [TimerSpec("hooked", T0 + 60 * S, every_ms=60 * S, delivery=HOOK),
+                  TimerSpec("plain", T0 + 60 * S, every_ms=60 * S)])
+    r = s.trigger(T0 + S, "default", "plain")
+    assert [(e.kind, e.timer_id) for e in r.events] == [(EventKind.FIRED, "plain"), (EventKind.ARMED, "plain")]
+    s.check_invariants()
+
+
+def test_resume_and_trigger_refusals_by_exact_text():
+    s = State()
+    s.create(T0, [TimerSpec("a", T0 + 20 * S, every_ms=S)])
+    with pytest.raises(FailedPrecondition) as info:
+        s.resume(T0, "default", "a")
+    assert str(info.value) == ("timer 'a' in tenant 'default' is ARMED and not paused; "
+                               "only a paused timer can be resumed")
+    s.cancel(T0, [("default", "a")])
+    with pytest.raises(FailedPrecondition) as info:
+        s.trigger(T0, "default", "a")
+    assert str(info.value) == ("timer 'a' in tenant 'default' is CANCELLED; "
+                               "only an armed or paused recurring timer can be triggered")
