@@ -500,3 +500,32 @@ def test_a_tick_with_a_catch_up_timer_fires_the_others_each_on_its_own_path():
         ("FIRED", "e"), ("ARMED", "e")]
     assert [t.id for t in r.fired] == ["c", "p", "w", "e"]
     s.check_invariants()
+
+
+def test_each_recurrence_block_of_a_snapshot_is_named_when_its_length_is_wrong():
+    """The twelve blocks of the recurrence section, each one byte too long: the refusal names
+    that block (the names were unpinned: every one could change unseen)."""
+    from minoots.kernel import snapshot as snap
+    s = State()
+    s.create(T0, [TimerSpec("r", T0 + S, every_ms=S, ack_required=True, overlap="buffer_one", catch_up="all",
+                            flex_ms=100, flex_seed=7)])
+    s.tick(T0 + 2 * S)
+    table, _, _, _ = snap.decode(s.to_bytes())
+    blocks = snap._encode_recur(table.recur)
+    states = bytes(table.state)
+
+    def read(bs):
+        body = b"".join(snap._LEN.pack(len(b)) + b for b in bs)
+        return snap._decode_recur(snap._Reader(memoryview(body)), table, states)
+
+    assert read(blocks) == table.recur
+    names = ["ordinals", "paused", "catch_up", "overlap", "triggered", "skipped", "flex_ms", "seed", "nominal",
+             "buffered", "pending counts", "pending fires"]
+    assert len(blocks) == len(names)
+    for i, name in enumerate(names):
+        bad = list(blocks)
+        bad[i] = bytes(bad[i]) + b"\0"
+        with pytest.raises(SnapshotError) as info:
+            read(bad)
+        assert str(info.value) == ("snapshot recurrence ordinals are not whole i64 values" if i == 0 else
+                                   f"snapshot recurrence {name} holds {len(bad[i])} bytes, expected {len(blocks[i])}")

@@ -72,3 +72,50 @@ def test_resume_and_trigger_refusals_by_exact_text():
         s.trigger(T0, "default", "a")
     assert str(info.value) == ("timer 'a' in tenant 'default' is CANCELLED; "
                                "only an armed or paused recurring timer can be triggered")
+
+
+def test_the_preview_of_a_paused_a_cancelled_and_a_waiting_schedule():
+    """A paused schedule previews the occurrences a resume would give; one cancelled while
+    paused (it still shows paused) and a recurring child still waiting on its parent
+    preview none."""
+    from minoots.kernel.graph import GraphSpec
+    s = State()
+    s.create(T0, [TimerSpec("r", T0 + 10 * S, every_ms=10 * S), TimerSpec("p", T0 + 60 * S),
+                  TimerSpec("kid", 0, every_ms=5 * S, graph=GraphSpec(("p",)))])
+    s.tick(T0 + S)
+    s.pause(T0 + S, "default", "r")
+    assert s.next_occurrences("default", "r", 3) == [T0 + 10 * S, T0 + 20 * S, T0 + 30 * S]
+    assert s.get("default", "kid").state == TimerState.SCHEDULED
+    assert s.next_occurrences("default", "kid", 3) == []
+    s.cancel(T0 + S, [("default", "r")])
+    assert s.get("default", "r").paused
+    assert s.next_occurrences("default", "r", 3) == []
+
+
+def test_preview_refusals_name_their_field_and_the_range():
+    from minoots.kernel import InvalidArgument
+    from minoots.kernel.recurrence import MAX_PREVIEW
+    s = State()
+    s.create(T0, [TimerSpec("r", T0 + 10 * S, every_ms=10 * S)])
+    for args, field, text in ((("bad tenant!", "r", 1), "tenant", None),
+                              (("default", "bad id!", 1), "id", None),
+                              (("default", "r", 0), "count", "invalid count: must be within 1..100, got 0"),
+                              (("default", "r", MAX_PREVIEW + 1), "count",
+                               f"invalid count: must be within 1..{MAX_PREVIEW}, got {MAX_PREVIEW + 1}"),
+                              (("default", "r", "3"), "count", "invalid count: must be an int, not str")):
+        with pytest.raises(InvalidArgument) as info:
+            s.next_occurrences(*args)
+        assert info.value.field == field
+        assert text is None or str(info.value) == text
+    assert len(s.next_occurrences("default", "r", MAX_PREVIEW)) == MAX_PREVIEW
+
+
+def test_allow_all_keeps_at_most_max_pending_unacknowledged_fires_and_skips_the_rest():
+    from minoots.kernel.recurrence import MAX_PENDING
+    s = State()
+    s.create(T0, [TimerSpec("a", T0 + S, every_ms=S, ack_required=True, overlap="allow_all")])
+    for k in range(1, MAX_PENDING + 3):
+        s.tick(T0 + k * S)
+    t = s.get("default", "a")
+    assert (len(t.pending_fires), t.skipped) == (MAX_PENDING, 2)
+    s.check_invariants()
