@@ -283,6 +283,17 @@ class Node:
                     extra={"after_s": round(time.monotonic() - started, 3), "chosen": chosen, "reason": reason})
         return None
 
+    def _other_leader(self, until: float) -> str | None:
+        """The id of the node that leads once one other than this does, waiting until `until`."""
+        m = self.machine
+        while True:
+            leader = m.leader_address()
+            if leader is not None and leader != self.cfg.raft and not m.is_leader():
+                return {a: n for n, a in m.names.items()}.get(leader, leader)
+            if time.monotonic() >= until:
+                return None
+            time.sleep(0.02)
+
     def _hand_leadership(self, target: str | None, until: float, why: str) -> tuple[str | None, str | None]:
         """Hand leadership to `target` (a Raft address; None: the first caught-up follower)
         by `until` (monotonic). PySyncObj sends TimeoutNow only to a follower whose matchIndex
@@ -549,8 +560,15 @@ class Node:
         deadline = time.monotonic() + timeout
         tries = 0
         while True:
-            if not m.is_leader():
+            if not m.is_leader() and not tries:
                 raise NodeError("FAILED_PRECONDITION", "this node is not the leader; send the request to the leader")
+            if not m.is_leader():               # it stepped down after our TimeoutNow: who won?
+                new = self._other_leader(deadline + TRANSFER_HOLD_S)
+                if new is None:
+                    raise NodeError("UNAVAILABLE", "this node stepped down but no other node took leadership in "
+                                    "time; retry")
+                log.info("leadership transferred", extra={"to": new, "asked": to, "tries": tries})
+                return new
             if target is not None and not compat.follower_connected(m, target):
                 raise NodeError("UNAVAILABLE", f"{to} is not connected to this leader; retry when it is")
             tries += 1

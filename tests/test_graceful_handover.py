@@ -144,3 +144,24 @@ def test_requested_transfers_under_a_write_load_each_reach_the_named_member(fres
             except minoots.NotFound:
                 missing.append(tid)
     assert missing == [], f"{len(missing)} acknowledged creates lost, e.g. {missing[:5]}"
+
+
+def test_a_transfer_to_a_member_that_is_down_is_refused_at_once_and_holds_no_writes(fresh_cluster):
+    """A named target that is not connected cannot catch up: the leader refuses with
+    UNAVAILABLE naming it, holding no writes, and stays the leader."""
+    c = fresh_cluster
+    leader = c.leader(timeout=30)
+    down = sorted(n for n in c.nodes if n != leader)[0]
+    c.kill(down)
+    with minoots.Client([c.nodes[leader].grpc], timeout=30) as client:
+        def refused():
+            try:
+                client.transfer_leadership(down, timeout=3)
+            except minoots.Unavailable as exc:
+                return exc
+            return None
+        # The leader notices the closed connection within its reconnect interval.
+        exc = wait_for(refused, f"the transfer to {down} refused as not connected")
+        assert f"{down} is not connected to this leader" in str(exc)
+        client.create(delay=3600, id="after-refusal")
+    assert c.leader(timeout=30) == leader
