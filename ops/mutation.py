@@ -74,7 +74,7 @@ KERNEL_TESTS = ("tests/test_state_*.py", "tests/test_wheel_*.py", "tests/test_gr
                 "tests/test_graph_recurring.py", "tests/test_sched3_commands.py", "tests/test_delivery_unit.py",
                 "tests/test_delivery_commands.py", "tests/test_endpoints_unit.py", "tests/test_endpoints_commands.py",
                 "tests/test_retention_commands.py", "tests/test_perfbatch_commands.py",
-                "tests/test_escalation_events.py")
+                "tests/test_escalation_events.py", "tests/test_recurrence_controls.py", "tests/test_snapshot_blocks.py")
 TARGETS = {
     # The §5.3 AppendEntries patch: the planner and the transport's send/reply code.
     "pysyncobj_compat": Target("raft/pysyncobj_compat.py",
