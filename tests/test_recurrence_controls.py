@@ -119,3 +119,23 @@ def test_allow_all_keeps_at_most_max_pending_unacknowledged_fires_and_skips_the_
     t = s.get("default", "a")
     assert (len(t.pending_fires), t.skipped) == (MAX_PENDING, 2)
     s.check_invariants()
+
+
+def test_a_catch_up_schedule_that_ends_in_a_tick_releases_its_bytes():
+    s = State()
+    s.create(T0, [TimerSpec("c", T0 + S, every_ms=S, until=T0 + 3 * S, catch_up="all", payload=b"123")])
+    assert (s.usage("default").timers, s.usage("default").payload_bytes) == (1, 3)
+    ev = s.tick(T0 + 10 * S).events
+    assert [e.kind for e in ev] == [EventKind.FIRED] * 3 + [EventKind.SETTLED]
+    assert (s.usage("default").timers, s.usage("default").payload_bytes) == (0, 0)
+    s.check_invariants()
+
+
+def test_an_ack_of_a_fire_not_awaited_names_the_fires_that_are():
+    s = State()
+    s.create(T0, [TimerSpec("k", T0 + S, every_ms=10 * S, ack_required=True)])
+    fired = [e.seq for e in s.tick(T0 + S).events if e.kind == EventKind.FIRED]
+    with pytest.raises(FailedPrecondition) as info:
+        s.ack(T0 + S, "default", "k", 999)
+    assert str(info.value) == (f"fire_id 999 of timer 'k' in tenant 'default' is not awaiting an ack "
+                               f"(awaiting: {fired})")

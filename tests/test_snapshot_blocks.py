@@ -93,3 +93,24 @@ def test_a_block_one_byte_longer_than_it_holds_is_refused_by_its_name():
         if what not in str(info.value):
             unnamed.append((what, str(info.value)))
     assert unnamed == []
+
+
+@pytest.mark.parametrize("what, needle", [
+    ("extra ordinals", "snapshot extra ordinals are not increasing within the table"),
+    ("schedule ordinals", "snapshot schedule ordinals are not increasing within the table"),
+    ("recurrence ordinals", "snapshot recurrence ordinals are empty or not increasing"),
+])
+def test_an_ordinal_block_naming_a_row_twice_is_refused(what, needle):
+    data = every_kind_of_block().to_bytes()
+    at = dict(blocks_read(data))[what]
+    head = snap._HEADER
+    magic, version, flags, body_len, _ = head.unpack(data[:head.size])
+    body = bytearray(data[head.size:])
+    (n,) = snap._LEN.unpack_from(body, at)
+    assert n >= 16                                   # two ordinals at least
+    first = body[at + 8:at + 16]
+    body[at + 16:at + 24] = first                    # the second names the first's row again
+    bad = head.pack(magic, version, flags, body_len, zlib.crc32(body)) + bytes(body)
+    with pytest.raises(SnapshotError) as info:
+        State.from_bytes(bad)
+    assert str(info.value) == needle

@@ -2,6 +2,7 @@
 bad bytes must turn into SnapshotError (never another exception)."""
 
 import hashlib
+import re
 import struct
 import zlib
 
@@ -135,9 +136,7 @@ def test_header_errors_have_clear_messages():
         "checksum": b[:-1] + bytes([b[-1] ^ 1]),
     }
     for needle, data in cases.items():
-        with pytest.raises(SnapshotError) as info:
-            State.from_bytes(data)
-        assert needle in str(info.value), (needle, str(info.value))
+        _refused(data, needle)
     for data in (b"", b"MNT", b"\x00" * 3, MAGIC, b"junk"):
         with pytest.raises(SnapshotError):
             State.from_bytes(data)
@@ -485,10 +484,15 @@ def _tampered(s, change) -> bytes:
     return s.to_bytes()
 
 
+# Every refusal an operator may read starts by saying what it is about.
+_REFUSAL = re.compile(r"(snapshot |not a MINOOTS kernel snapshot \(bad magic\)$|unsupported snapshot format version )")
+
+
 def _refused(data: bytes, needle: str) -> None:
     with pytest.raises(SnapshotError) as info:
         State.from_bytes(data)
     assert needle in str(info.value), str(info.value)
+    assert _REFUSAL.match(str(info.value)), str(info.value)
 
 
 def _two_armed() -> State:
@@ -759,6 +763,12 @@ def test_header_and_structure_refusals_name_what_is_wrong():
     good = _body_of(_two_armed())
     _refused(reseal(bytes(good[:8] + struct.pack("<q", _MAX_TIME + 1) + good[16:])), "last_tick 253402300800000 is outside")
     State.from_bytes(reseal(bytes(good[:8] + struct.pack("<q", _MAX_TIME) + good[16:])))   # the bound itself
+    _refused(reseal(bytes(struct.pack("<q", -1) + good[8:])), "snapshot seq -1 is negative")
+    # A name that is not UTF-8 (the decoder's belt-and-braces wrapper names the codec's error).
+    busy = _body_of(busy_state())
+    at = busy.index("☃".encode())
+    busy[at + 2] = 0x41
+    _refused(reseal(bytes(busy)), "snapshot is malformed: 'utf-8' codec can't decode")
     _refused(reseal(bytes(good[:28] + struct.pack("<Q", 3) + good[36:])), "snapshot has 3 extras for 2 timers")
     # Blocks: a length that does not fit, an array of the wrong size, trailing bytes.
     _refused(reseal(bytes(good) + b"\x00"), "snapshot has 1 unexpected trailing bytes")
