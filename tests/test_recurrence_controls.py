@@ -139,3 +139,19 @@ def test_an_ack_of_a_fire_not_awaited_names_the_fires_that_are():
         s.ack(T0 + S, "default", "k", 999)
     assert str(info.value) == (f"fire_id 999 of timer 'k' in tenant 'default' is not awaiting an ack "
                                f"(awaiting: {fired})")
+
+
+def test_the_last_ack_after_the_schedule_ended_settles_releases_and_purges_at_once():
+    """Retention 0: the ack that settles an ended schedule returns its settled and purged
+    events, and the timer's bytes leave the tenant's usage."""
+    from minoots.kernel.retention import RetentionPolicy
+    s = State()
+    s.retention = RetentionPolicy({"default": 0})
+    s.create(T0, [TimerSpec("k", T0 + S, every_ms=S, until=T0 + 2 * S, ack_required=True, payload=b"1234")])
+    s.tick(T0 + 5 * S)
+    t = s.get("default", "k")
+    assert (t.state, len(t.pending_fires), s.usage("default").payload_bytes) == (TimerState.FIRED, 1, 4)
+    r = s.ack(T0 + 5 * S, "default", "k", t.pending_fires[0])
+    assert [(e.kind, e.timer_id) for e in r.events] == [(EventKind.SETTLED, "k"), (EventKind.PURGED, "k")]
+    assert (s.usage("default").timers, s.usage("default").payload_bytes) == (0, 0)
+    s.check_invariants()
