@@ -764,6 +764,7 @@ def test_header_and_structure_refusals_name_what_is_wrong():
     _refused(reseal(bytes(good[:8] + struct.pack("<q", _MAX_TIME + 1) + good[16:])), "last_tick 253402300800000 is outside")
     State.from_bytes(reseal(bytes(good[:8] + struct.pack("<q", _MAX_TIME) + good[16:])))   # the bound itself
     _refused(reseal(bytes(struct.pack("<q", -1) + good[8:])), "snapshot seq -1 is negative")
+    _refused(reseal(bytes(good[:10])), "snapshot truncated in counters")
     # A name that is not UTF-8 (the decoder's belt-and-braces wrapper names the codec's error).
     busy = _body_of(busy_state())
     at = busy.index("☃".encode())
