@@ -353,10 +353,12 @@ class HandOverMixin:
     (its own proposals are forwarded to the new leader, forwarded ones answered
     NOT_LEADER so their sender retries), so nothing is dropped silently."""
 
-    _ho_hold = False
+    _ho_hold = 0                # holders: a transfer and a stop's hand-over may overlap
+    _ho_lock = threading.Lock()
 
     def hold_proposals(self, hold: bool) -> None:
-        self._ho_hold = hold
+        with self._ho_lock:
+            self._ho_hold = max(0, self._ho_hold + (1 if hold else -1))
 
     def _checkCommandsToApply(self):
         if self._ho_hold and self._isLeader():
