@@ -434,3 +434,20 @@ def test_policy_lower_bounds_and_error_classes_at_their_bounds():
         with pytest.raises(InvalidArgument) as err:
             check_error_class("e", bad)
         assert err.value.rule == f"must be at most {MAX_ERROR_LEN} characters of [A-Za-z0-9_.-]"
+
+
+def test_a_created_timer_is_shown_as_it_is_stored_until_0_and_the_default_policies_included():
+    """table.timer_of builds the create result of a schedule with default policies; it must
+    equal what a read shows (L155-157: the until of 0, epoch time, is a time and not "none";
+    `until` and `max_count` each in their own field; the default overlap is skip)."""
+    s = State()
+    r = s.create(T0, [TimerSpec("e", T0 + 1000, every_ms=1000),
+                      TimerSpec("u", T0 + 1000, every_ms=1000, until=T0 + 10_000, max_count=3),
+                      TimerSpec("c", T0 + 60_000, cron="* * * * *", tz="UTC"),
+                      TimerSpec("z", 0, every_ms=1000, until=0),
+                      TimerSpec("o", T0 + 1000)])
+    assert [i.timer for i in r.items] == [s.get("default", i) for i in ("e", "u", "c", "z", "o")]
+    by = {i.timer.id: i.timer for i in r.items}
+    assert (by["u"].until, by["u"].max_count, by["e"].until) == (T0 + 10_000, 3, None)
+    assert (by["z"].until, by["z"].fire_at) == (0, 0)
+    assert (by["e"].catch_up, by["e"].overlap) == ("once", "skip")

@@ -260,7 +260,14 @@ def test_a_snapshot_repeating_an_idempotency_key_in_a_tenant_is_refused():
     for data in (twice, as_id):
         with pytest.raises(SnapshotError) as info:
             State.from_bytes(data)
-        assert "an idempotency key appears twice in one tenant" in str(info.value)
+        assert str(info.value) == "snapshot is inconsistent: an idempotency key appears twice in one tenant"
+    # An id twice in a tenant.
+    s = State()
+    s.create(T0, [TimerSpec("a", T0 + 1), TimerSpec("b", T0 + 2)])
+    s._table.ids[1] = "a"
+    with pytest.raises(SnapshotError) as info:
+        State.from_bytes(s.to_bytes())
+    assert str(info.value) == "snapshot is inconsistent: a timer id appears twice in one tenant"
     # The control: "a"'s key is "ka", so "a" is free as b's key.
     fine = with_key_of_b("a", [TimerSpec("a", T0 + 1, idempotency_key="ka"), TimerSpec("b", T0 + 2, idempotency_key="k2")])
     r = State.from_bytes(fine)
