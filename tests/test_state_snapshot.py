@@ -5,6 +5,7 @@ import hashlib
 import re
 import struct
 import zlib
+from array import array
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -849,3 +850,59 @@ def test_a_recurrence_block_must_name_increasing_ordinals_and_at_least_one():
         b = body[:at] + struct.pack("<Qqq", 16, *bad) + body[at + len(ords):]
         _refused(reseal(bytes(b), version=VERSION_2, flags=FLAG_RECUR), "recurrence ordinals are empty or not increasing")
     assert State.from_bytes(reseal(bytes(body), version=VERSION_2, flags=FLAG_RECUR)) == s
+
+
+def test_snapshot_survivors_of_the_eighth_mutation_pass():
+    """kernel/snapshot.py, shard 2 of 4 (ops/mutation.py): what no test had pinned."""
+    import base64
+    import json
+    from minoots.kernel import snapshot as snap
+    from minoots.kernel.table import FLAG_ACK_REQUIRED, FLAG_KEY_IS_ID, Extra
+
+    # L701: a key equal to the id, written out as a key, becomes the flag beside the others.
+    s = State()
+    s.create(T0, [TimerSpec("p", T0 + 100, ack_required=True)])
+    s._table.extra[0] = Extra("", b"", (), b"", "p")
+    back = State.from_bytes(s.to_bytes())
+    assert back._table.flags[0] == FLAG_ACK_REQUIRED | FLAG_KEY_IS_ID
+    assert back.get("default", "p").ack_required and back.get("default", "p").idempotency_key == "p"
+
+    # L568: exactly a header and nothing else is a header with an empty body, not a truncated header.
+    _refused(reseal(b""), "snapshot truncated in counters")
+
+    # L632: the id refusal's whole text.
+    s = State()
+    s.create(T0, [TimerSpec("aa", T0 + 1), TimerSpec("ab", T0 + 2)])
+    _refused(_tampered(s, lambda t: t.ids.__setitem__(0, "")),
+             "snapshot holds an id that is empty or longer than 128 characters (an occurrence timer's "
+             "<id>@<fire id> aside)")
+
+    # L481, L492: a list of strings or of bytes whose lengths do not match its blob.
+    def reader(*blocks):
+        return snap._Reader(memoryview(b"".join(snap._LEN.pack(len(b)) + b for b in blocks)))
+    ones = array("I", [1, 1]).tobytes()
+    zeros = array("I", [0, 0]).tobytes()
+    assert snap._utf8_list(reader(zeros, b""), 2, "names") == ["", ""]
+    assert snap._bytes_list(reader(zeros, b""), 2, "payloads") == [b"", b""]
+    for read, blocks in ((snap._utf8_list, (ones, b"")), (snap._bytes_list, (zeros, b"x")),
+                         (snap._bytes_list, (ones, b""))):
+        with pytest.raises(SnapshotError):
+            read(reader(*blocks), 2, "names")
+
+    # L399, L410: a delivery row with a step field of 0, an attempt body that is not strict base64.
+    from minoots.kernel.delivery import Delivery, DeliveryPolicy, Webhook
+    s = State()
+    s.create(T0, [TimerSpec("w", T0, delivery=Delivery(Webhook("http://x.test/h"), DeliveryPolicy(max_attempts=3)))])
+    s.tick(T0)
+    s.delivery_attempt(T0 + 1, "default", "w", s.get("default", "w").fire_id, 1, 503, 5, "http_status", b"no",
+                       T0 + 1_000)
+    blob = snap._encode_deliv(s._table.deliv)
+    states = s._table.state.tobytes()
+    assert snap._decode_deliv(blob, 1, states) == s._table.deliv
+    row = json.loads(blob)[0]
+    assert len(row) == 11 and row[7][0][6] == base64.b64encode(b"no").decode()
+    for bad in (row + [None, 0],                                                # a step field of 0
+                row[:7] + [[row[7][0][:6] + ["bm8=!"] + row[7][0][7:]]] + row[8:]):  # a stray "!"
+        with pytest.raises(SnapshotError) as info:
+            snap._decode_deliv(json.dumps([bad]).encode(), 1, states)
+        assert str(info.value).startswith("snapshot delivery record"), str(info.value)
