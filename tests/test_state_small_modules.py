@@ -451,3 +451,14 @@ def test_a_created_timer_is_shown_as_it_is_stored_until_0_and_the_default_polici
     assert (by["u"].until, by["u"].max_count, by["e"].until) == (T0 + 10_000, 3, None)
     assert (by["z"].until, by["z"].fire_at) == (0, 0)
     assert (by["e"].catch_up, by["e"].overlap) == ("once", "skip")
+
+
+def test_a_plain_timer_delivers_no_escalation_step_and_a_create_item_is_an_unhashable_pair():
+    """timer.py L189 (the default step 0: a plain timer is no escalation timer), L246-249."""
+    s = State()
+    item = s.create(T0, [TimerSpec("a", T0 + 1000)]).items[0]
+    assert s.get("default", "a").escalation_step == 0 and item.timer.escalation_step == 0
+    with pytest.raises(TypeError, match="unhashable type"):
+        hash(item)
+    assert repr(item) == f"CreateItem(timer={item.timer!r}, created=True)"
+    assert tuple(item) == (item.timer, True)
