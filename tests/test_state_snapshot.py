@@ -141,8 +141,10 @@ def test_header_errors_have_clear_messages():
     for data in (b"", b"MNT", b"\x00" * 3, MAGIC, b"junk"):
         with pytest.raises(SnapshotError):
             State.from_bytes(data)
-    with pytest.raises(SnapshotError):
+    with pytest.raises(SnapshotError) as info:
         State.from_bytes("not bytes")
+    assert str(info.value) == "snapshot must be bytes, not str"
+    _refused(reseal(body, version=3), "unsupported snapshot format version 3 (this build reads 1, 2)")
     with pytest.raises(SnapshotError):
         State.from_bytes(None)
     assert issubclass(SnapshotError, KernelError)
@@ -572,8 +574,8 @@ def test_every_column_and_block_rule_of_the_decoder_refuses_with_its_own_message
         (plain, lambda t: t.ids.__setitem__(0, "a@b"), "an id that is empty or longer"),
         (plain, lambda t: t.extra.__setitem__(0, Extra("", b"", tuple((f"k{i}", "") for i in range(MAX_LABELS + 1)), b"", None)),
          "label counts has a value outside"),
-        (busy_state, _set_column("settled_at", 0, _MAX_TIME + 1), "column settled_at"),
-        (busy_state, _set_column("settled_at", 0, -1), "column settled_at"),
+        (busy_state, _set_column("settled_at", 0, _MAX_TIME + 1), "snapshot column settled_at has a value outside"),
+        (busy_state, _set_column("settled_at", 0, -1), "snapshot column settled_at has a value outside"),
         (rec, _set_column("purge_at", 2, _MAX_TIME + 1), "column purge_at has a value outside"),
         (rec, _set_column("purge_at", 2, -5), "column purge_at has a value outside"),
         (rec, _set_column("purge_at", 0, T0), "gives a deadline to a timer that is not terminal"),
