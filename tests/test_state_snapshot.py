@@ -908,3 +908,17 @@ def test_snapshot_survivors_of_the_eighth_mutation_pass():
         with pytest.raises(SnapshotError) as info:
             snap._decode_deliv(json.dumps([bad]).encode(), 1, states)
         assert str(info.value).startswith("snapshot delivery record"), str(info.value)
+
+
+def test_a_bad_id_character_and_a_schedule_with_two_deliveries_are_refused_by_their_whole_text():
+    from minoots.kernel.delivery import Delivery, DeliveryPolicy, DeliveryRecord, Webhook
+    s = State()
+    s.create(T0, [TimerSpec("aa", T0 + 5), TimerSpec("ab", T0 + 6)])
+    _refused(_tampered(s, lambda t: t.ids.__setitem__(0, "a!b")),
+             "snapshot ids are not newline-terminated [A-Za-z0-9._:~-] strings")
+    hook = Delivery(Webhook("http://x.test/h"), DeliveryPolicy(max_attempts=2))
+    s = State()
+    s.create(T0, [TimerSpec("occ", T0 + 60_000, every_ms=60_000, delivery=hook), TimerSpec("aa", T0 + 5)])
+    assert list(s._table.occ) == [0]
+    _refused(_tampered(s, lambda t: t.deliv.__setitem__(0, DeliveryRecord(hook))),
+             "snapshot gives a schedule both a delivery record and a schedule delivery")
