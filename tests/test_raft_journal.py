@@ -129,6 +129,13 @@ def test_slice_goes_stale_after_delete_but_not_after_add(tmp_path):
     j.deleteEntriesFrom(5)
     with pytest.raises(StaleSliceError):
         view[0]
+    # Every deletion makes the journal newer than any slice taken before it: a compaction
+    # after a truncation must not bring an older slice back to life.
+    older = j[1:3]
+    j.deleteEntriesFrom(3)
+    j.deleteEntriesTo(1)
+    with pytest.raises(StaleSliceError):
+        list(older)
     j.close()
 
 
