@@ -77,7 +77,7 @@ _MODE_NAME = {v: k for k, v in MODES.items()}
 _POLICY_NAME = {v: k for k, v in POLICIES.items()}
 _FIRED, _SETTLED_C, _DEAD_C, _CANCELLED_C = 1, 2, 3, 4
 _ALL, _ANY = 0, 1
-_CANCEL, _RELEASE = 0, 1
+_RELEASE = POLICIES["release"]
 
 #: Outcome of a dependency, for GetTimer.
 WAITING, MET, RELEASED, CANCELLED = 0, 1, 2, 3

@@ -72,7 +72,7 @@ SEP = "@"
 _ARMED, _FIRED, _SETTLED = int(TimerState.ARMED), int(TimerState.FIRED), int(TimerState.SETTLED)
 _DELIVERING = int(TimerState.DELIVERING)
 _TERMINAL = frozenset((int(TimerState.SETTLED), int(TimerState.CANCELLED), int(TimerState.DEAD_LETTERED)))
-REARMED, SETTLED, WAITING = 0, 1, 2      # outcomes of tick (as recurrence_commands._catch_up_tick)
+REARMED, SETTLED, WAITING = 0, 1, 2      # outcomes of tick and of recurrence_commands._catch_up_tick
 
 
 class Occ(NamedTuple):

@@ -10,6 +10,7 @@ from typing import Callable
 
 from . import graph as _graph
 from . import occurrences as _occ
+from .occurrences import REARMED, SETTLED, WAITING      # the outcomes of a tick, one set for both
 from .errors import FailedPrecondition
 from .quota import payload_len
 from .recurrence import (ALLOW_ALL, BUFFER_ONE, DEFAULT, MAX_PENDING, MAX_PREVIEW, Recur, catch_up,
@@ -24,7 +25,6 @@ __all__ = ["RecurringCommands", "ControlResult"]
 
 _SCHEDULED, _ARMED, _SETTLED = int(TimerState.SCHEDULED), int(TimerState.ARMED), int(TimerState.SETTLED)
 _FIRED = int(TimerState.FIRED)
-REARMED, SETTLED, WAITING = 0, 1, 2      # outcomes of _catch_up_tick
 
 
 @dataclass(frozen=True, slots=True)
