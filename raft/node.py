@@ -283,16 +283,19 @@ class Node:
                     extra={"after_s": round(time.monotonic() - started, 3), "chosen": chosen, "reason": reason})
         return None
 
-    def _other_leader(self, until: float) -> str | None:
-        """The id of the node that leads once one other than this does, waiting until `until`."""
+    def _leader_elsewhere(self) -> str | None:
+        """The id of the node that leads, when it is not this one (else None)."""
         m = self.machine
-        while True:
-            leader = m.leader_address()
-            if leader is not None and leader != self.cfg.raft and not m.is_leader():
-                return {a: n for n, a in m.names.items()}.get(leader, leader)
-            if time.monotonic() >= until:
-                return None
+        leader = m.leader_address()
+        if leader is None or leader == self.cfg.raft or m.is_leader():
+            return None
+        return {a: n for n, a in m.names.items()}.get(leader, leader)
+
+    def _other_leader(self, until: float) -> str | None:
+        """`_leader_elsewhere`, waiting for one until `until`."""
+        while (new := self._leader_elsewhere()) is None and time.monotonic() < until:
             time.sleep(0.02)
+        return new
 
     def _hand_leadership(self, target: str | None, until: float, why: str) -> tuple[str | None, str | None]:
         """Hand leadership to `target` (a Raft address; None: the first caught-up follower)
@@ -318,9 +321,9 @@ class Node:
         m.hold_proposals(True)
         try:
             while time.monotonic() < until:
-                leader = m.leader_address()
-                if leader is not None and leader != self.cfg.raft and not m.is_leader():
-                    return ids.get(leader, leader), ids.get(chosen, chosen)
+                new = self._leader_elsewhere()
+                if new is not None:
+                    return new, ids.get(chosen, chosen)
                 if not compat.any_peer_connected(m):
                     break               # nobody to hand over to (e.g. the whole cluster is stopping)
                 if m.is_leader() and time.monotonic() - sent_at > HAND_OVER_RETRY_S:
