@@ -502,7 +502,7 @@ class Node:
             if not self.machine.is_leader():
                 raise NodeError("FAILED_PRECONDITION",
                                  f"{nid} leads: send the removal to {nid} itself, which steps down first")
-            self._step_down()
+            self.transfer_leadership()      # step down first (to the most caught-up follower)
             return self._remove_self(nid, addr)
         self._membership_change(self.machine.removeNodeFromCluster, addr)
         self._propose_name(nid, None)
@@ -529,22 +529,6 @@ class Node:
             raise NodeError("UNAVAILABLE", f"the new leader {leader} did not remove {nid}: {res}; retry")
         log.info("member removed", extra={"id": nid, "address": addr, "was_leader": True})
         return {"removed": {"id": nid, "address": addr}}
-
-    def _step_down(self) -> None:
-        """Hand leadership to the most caught-up follower and wait until another node leads."""
-        done = threading.Event()
-        box = []
-        self._in_tick_thread(lambda: self.machine.transferLeadership(
-            callback=lambda res, err: (box.append(err), done.set())))
-        if not done.wait(5) or box[0] != 0:
-            raise NodeError("UNAVAILABLE", "leadership transfer was refused (no caught-up follower?); retry")
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            leader = self.machine.leader_address()
-            if leader is not None and leader != self.cfg.raft:
-                return
-            time.sleep(0.02)
-        raise NodeError("UNAVAILABLE", "no other node took leadership within 5 s; retry")
 
     def transfer_leadership(self, to: str | None = None, timeout: float = 10.0) -> str:
         """Hand leadership from this node (the leader) to member `to` (an id; None = the most
